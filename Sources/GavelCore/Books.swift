@@ -1,0 +1,286 @@
+/// Where a listing is in its life.
+public enum ListingStatus: UInt8, Sendable, Hashable {
+    case open = 0
+    case closed = 1
+    case cancelled = 2
+}
+
+/// The state of an english book: price `P`, leader `L` with maximum `M`.
+final class EnglishBook {
+    let start: Money
+    let reserve: Money?
+    let buyNow: Money?
+    let ladder: [IncrementStep]
+    let softClose: SoftClose?
+    var price: Money
+    var leader: String?
+    var maximum: Money = 0
+    var bids: Int64 = 0
+
+    init(_ terms: ListingTerms.English) {
+        start = terms.start
+        reserve = terms.reserve
+        buyNow = terms.buyNow
+        ladder = terms.increments ?? IncrementLadder.standard
+        softClose = terms.softClose
+        price = terms.start
+    }
+
+    /// Whether the leader's maximum meets the reserve (true when there is no reserve).
+    var reserveMet: Bool {
+        guard let reserve else { return true }
+        return leader != nil && maximum >= reserve
+    }
+}
+
+/// One bidder's sealed bid. `order` breaks ties: lower was placed earlier.
+struct SealedBid: Hashable {
+    var amount: Money
+    var order: UInt64
+}
+
+/// The state of a sealed-bid book.
+final class SealedBook {
+    let pricing: SealedPricing
+    let start: Money
+    let reserve: Money?
+    var bids: [String: SealedBid] = [:]
+    var count: Int64 = 0
+    var nextOrder: UInt64 = 0
+
+    init(_ terms: ListingTerms.Sealed) {
+        pricing = terms.pricing
+        start = terms.start
+        reserve = terms.reserve
+    }
+}
+
+/// The state of a Dutch book.
+final class DutchBook {
+    let start: Money
+    let floor: Money
+    let step: Money
+    let stepEveryMs: Millis
+    let quantity: Int64
+    var remaining: Int64
+    /// The last published price.
+    var price: Money
+    /// When the next clock step is due, or `nil` when the clock has stopped.
+    var nextStepAt: Millis?
+
+    init(_ terms: ListingTerms.Dutch) {
+        start = terms.start
+        floor = terms.floor
+        step = terms.step
+        stepEveryMs = terms.stepEveryMs
+        quantity = terms.quantity
+        remaining = terms.quantity
+        price = terms.start
+    }
+
+    /// `max(floor, start - step * floor((t - opensAt) / stepEveryMs))`.
+    func price(at time: Millis, opensAt: Millis) -> Money {
+        guard time > opensAt else { return start }
+        let steps = (time - opensAt) / stepEveryMs
+        // Saturate instead of overflowing on absurd clocks: the floor wins long before.
+        let (drop, overflow) = steps.multipliedReportingOverflow(by: step)
+        if overflow || drop >= start - floor { return floor }
+        return start - drop
+    }
+
+    /// The first step time strictly after `time`.
+    func nextStep(after time: Millis, opensAt: Millis) -> Millis {
+        guard time >= opensAt else { return opensAt + stepEveryMs }
+        return opensAt + stepEveryMs * ((time - opensAt) / stepEveryMs + 1)
+    }
+}
+
+/// A market order resting on the book.
+struct RestingOrder: Hashable {
+    var id: String
+    var trader: String
+    var remaining: Int64
+    var expiresAt: Millis?
+}
+
+/// All resting orders at one price, in time order.
+struct PriceLevel: Hashable {
+    var price: Money
+    var orders: [RestingOrder]
+    var total: Int64
+}
+
+/// Identifies a resting order: its trader and its id.
+struct OrderKey: Hashable {
+    var trader: String
+    var id: String
+}
+
+/// The state of a continuous market book. Each side keeps its levels sorted so that the best level is last:
+/// bids ascending by price, asks descending.
+final class MarketBook {
+    var bids: [PriceLevel] = []
+    var asks: [PriceLevel] = []
+    /// Side and price of every resting order.
+    var resting: [OrderKey: (side: Side, price: Money)] = [:]
+    /// How many resting orders carry each id, across traders.
+    var restingIds: [String: Int] = [:]
+    var traded: Bool = false
+
+    struct Top: Equatable {
+        var bestBid: Money?
+        var bestAsk: Money?
+        var bidQuantity: Int64?
+        var askQuantity: Int64?
+    }
+
+    var top: Top {
+        Top(bestBid: bids.last?.price, bestAsk: asks.last?.price, bidQuantity: bids.last?.total,
+            askQuantity: asks.last?.total)
+    }
+
+    /// Adds `order` at the back of its price level.
+    func rest(_ order: RestingOrder, side: Side, price: Money) {
+        resting[OrderKey(trader: order.trader, id: order.id)] = (side, price)
+        restingIds[order.id, default: 0] += 1
+        if side == .buy {
+            Self.insert(order, price: price, into: &bids, bestIsHigh: true)
+        } else {
+            Self.insert(order, price: price, into: &asks, bestIsHigh: false)
+        }
+    }
+
+    private static func insert(_ order: RestingOrder, price: Money, into levels: inout [PriceLevel], bestIsHigh: Bool) {
+        // Levels are sorted so that the best is last; find the first index whose price sorts after `price`.
+        var low = 0
+        var high = levels.count
+        while low < high {
+            let mid = (low + high) / 2
+            let p = levels[mid].price
+            if p == price {
+                levels[mid].orders.append(order)
+                levels[mid].total += order.remaining
+                return
+            }
+            let before = bestIsHigh ? p < price : p > price
+            if before { low = mid + 1 } else { high = mid }
+        }
+        levels.insert(PriceLevel(price: price, orders: [order], total: order.remaining), at: low)
+    }
+
+    /// Removes a resting order and returns it, or `nil` when it does not rest.
+    func remove(_ key: OrderKey) -> RestingOrder? {
+        guard let (side, price) = resting.removeValue(forKey: key) else { return nil }
+        forget(id: key.id)
+        if side == .buy {
+            return Self.remove(key, price: price, from: &bids)
+        } else {
+            return Self.remove(key, price: price, from: &asks)
+        }
+    }
+
+    private func forget(id: String) {
+        if let n = restingIds[id], n > 1 { restingIds[id] = n - 1 } else { restingIds[id] = nil }
+    }
+
+    private static func remove(_ key: OrderKey, price: Money, from levels: inout [PriceLevel]) -> RestingOrder? {
+        guard let levelIndex = levels.firstIndex(where: { $0.price == price }),
+            let orderIndex = levels[levelIndex].orders.firstIndex(where: { $0.id == key.id && $0.trader == key.trader })
+        else { return nil }
+        let order = levels[levelIndex].orders.remove(at: orderIndex)
+        levels[levelIndex].total -= order.remaining
+        if levels[levelIndex].orders.isEmpty { levels.remove(at: levelIndex) }
+        return order
+    }
+
+    /// Removes the first order of the best level of `side` (the next order to match against).
+    func popBest(_ side: Side) -> RestingOrder {
+        let order: RestingOrder
+        if side == .buy {
+            order = bids[bids.count - 1].orders.removeFirst()
+            bids[bids.count - 1].total -= order.remaining
+            if bids[bids.count - 1].orders.isEmpty { bids.removeLast() }
+        } else {
+            order = asks[asks.count - 1].orders.removeFirst()
+            asks[asks.count - 1].total -= order.remaining
+            if asks[asks.count - 1].orders.isEmpty { asks.removeLast() }
+        }
+        resting[OrderKey(trader: order.trader, id: order.id)] = nil
+        forget(id: order.id)
+        return order
+    }
+
+    /// Reduces the first order of the best level of `side` by `quantity` (a partial fill).
+    func reduceBest(_ side: Side, by quantity: Int64) {
+        if side == .buy {
+            bids[bids.count - 1].orders[0].remaining -= quantity
+            bids[bids.count - 1].total -= quantity
+        } else {
+            asks[asks.count - 1].orders[0].remaining -= quantity
+            asks[asks.count - 1].total -= quantity
+        }
+    }
+
+    /// Every resting order, bids best first then asks best first, each level in time order.
+    var allResting: [(side: Side, price: Money, order: RestingOrder)] {
+        var all: [(side: Side, price: Money, order: RestingOrder)] = []
+        for level in bids.reversed() { for order in level.orders { all.append((.buy, level.price, order)) } }
+        for level in asks.reversed() { for order in level.orders { all.append((.sell, level.price, order)) } }
+        return all
+    }
+}
+
+/// The books of the four formats.
+enum Book {
+    case english(EnglishBook)
+    case sealed(SealedBook)
+    case dutch(DutchBook)
+    case market(MarketBook)
+}
+
+/// One listing: identity, schedule, status, public sequence number and its book.
+final class Listing {
+    let id: String
+    let seller: String
+    let format: ListingFormat
+    let opensAt: Millis
+    var closesAt: Millis?
+    var status: ListingStatus = .open
+    /// The `seq` of the last public event.
+    var seq: UInt64 = 0
+    let book: Book
+    /// The terms the listing was opened with.
+    let terms: ListingTerms
+
+    init(id: String, seller: String, terms: ListingTerms, opensAt: Millis) {
+        self.id = id
+        self.seller = seller
+        self.terms = terms
+        self.format = terms.format
+        self.opensAt = opensAt
+        switch terms {
+        case .english(let t):
+            closesAt = t.closesAt
+            book = .english(EnglishBook(t))
+        case .sealed(let t):
+            closesAt = t.closesAt
+            book = .sealed(SealedBook(t))
+        case .dutch(let t):
+            closesAt = t.closesAt
+            book = .dutch(DutchBook(t))
+        case .market(let t):
+            closesAt = t.closesAt
+            book = .market(MarketBook())
+        }
+    }
+
+    /// Whether the listing has a bid or a fill, after which the seller can no longer cancel it.
+    var hasActivity: Bool {
+        switch book {
+        case .english(let b): b.leader != nil
+        case .sealed(let b): b.count > 0
+        case .dutch(let b): b.remaining < b.quantity
+        case .market(let b): b.traded
+        }
+    }
+}

@@ -1,0 +1,148 @@
+extension Engine {
+    // MARK: - English
+
+    func englishBid(_ listing: Listing, _ book: EnglishBook, bidder: String, amount: Money, _ events: inout [Event])
+        -> CommandResult
+    {
+        var outbid: (bidder: String, price: Money)?
+        if let leader = book.leader {
+            if leader == bidder {
+                guard amount > book.maximum else {
+                    return .rejected(
+                        .bidTooLow, "you lead with a maximum of \(book.maximum); a raise must exceed it",
+                        minBid: book.maximum + 1)
+                }
+                book.maximum = amount
+                if let reserve = book.reserve, amount >= reserve, book.price < reserve { book.price = reserve }
+            } else {
+                let minBid = book.price + IncrementLadder.increment(at: book.price, in: book.ladder)
+                guard amount >= minBid else {
+                    return .rejected(.bidTooLow, "the minimum bid is \(minBid)", minBid: minBid)
+                }
+                if amount > book.maximum {
+                    var price = min(amount, book.maximum + IncrementLadder.increment(at: book.maximum, in: book.ladder))
+                    if let reserve = book.reserve, amount >= reserve, price < reserve { price = reserve }
+                    outbid = (leader, price)
+                    book.leader = bidder
+                    book.maximum = amount
+                    book.price = price
+                } else {
+                    // The earlier maximum wins ties; the new bidder is outbid at once.
+                    book.price = min(book.maximum, amount + IncrementLadder.increment(at: amount, in: book.ladder))
+                    outbid = (bidder, book.price)
+                }
+            }
+        } else {
+            guard amount >= book.start else {
+                return .rejected(.bidTooLow, "the minimum bid is the start price \(book.start)", minBid: book.start)
+            }
+            book.leader = bidder
+            book.maximum = amount
+            if let reserve = book.reserve, amount >= reserve { book.price = reserve } else { book.price = book.start }
+        }
+        book.bids += 1
+        let extendedTo = softCloseExtension(listing, book)
+        let leader = book.leader ?? bidder
+        emit(
+            .bidPlaced(
+                price: book.price, leader: leader, bids: book.bids, closesAt: listing.closesAt ?? 0,
+                reserveMet: book.reserveMet), on: listing, events: &events)
+        if let outbid { emit(.outbid(bidder: outbid.bidder, price: outbid.price), on: listing, events: &events) }
+        if let extendedTo { emit(.extended(closesAt: extendedTo), on: listing, events: &events) }
+        return CommandResult(error: nil, message: "", price: book.price, leading: leader == bidder)
+    }
+
+    /// Applies soft close to an accepted bid at the current time; returns the new close when it moved.
+    private func softCloseExtension(_ listing: Listing, _ book: EnglishBook) -> Millis? {
+        guard let soft = book.softClose, let closesAt = listing.closesAt, closesAt - now <= soft.windowMs else {
+            return nil
+        }
+        var target = max(closesAt, now + soft.extendMs)
+        if let cap = soft.maxClosesAt { target = min(cap, target) }
+        guard target != closesAt else { return nil }
+        listing.closesAt = target
+        timers.schedule(.close, listing: listing.id, at: target)
+        return target
+    }
+
+    func buyNow(_ listing: Listing, _ book: EnglishBook, buyer: String, _ events: inout [Event]) -> CommandResult {
+        guard let buyNow = book.buyNow else {
+            return .rejected(.buyNowUnavailable, "listing \(listing.id) has no buy-now price")
+        }
+        if book.leader != nil && (book.reserve == nil || book.reserveMet) {
+            return .rejected(
+                .buyNowUnavailable, "buy-now on listing \(listing.id) ended with the first bid; place a bid instead")
+        }
+        listing.status = .closed
+        emit(.closed(winner: buyer, price: buyNow, reserveMet: true), on: listing, events: &events)
+        return CommandResult(error: nil, message: "", price: buyNow)
+    }
+
+    // MARK: - Sealed
+
+    func sealedBid(_ listing: Listing, _ book: SealedBook, bidder: String, amount: Money, _ events: inout [Event])
+        -> CommandResult
+    {
+        guard amount >= book.start else {
+            return .rejected(.bidTooLow, "the minimum bid is the start price \(book.start)", minBid: book.start)
+        }
+        book.bids[bidder] = SealedBid(amount: amount, order: book.nextOrder)
+        book.nextOrder += 1
+        book.count += 1
+        emit(.sealedBidPlaced(bids: book.count), on: listing, events: &events)
+        return .accepted
+    }
+
+    func closeSealed(_ listing: Listing, _ book: SealedBook, _ events: inout [Event]) {
+        var best: (bidder: String, bid: SealedBid)?
+        var second: Money?
+        for (bidder, bid) in book.bids {
+            if let current = best {
+                let beats = bid.amount > current.bid.amount
+                    || (bid.amount == current.bid.amount && bid.order < current.bid.order)
+                if beats {
+                    second = max(second ?? 0, current.bid.amount)
+                    best = (bidder, bid)
+                } else {
+                    second = max(second ?? 0, bid.amount)
+                }
+            } else {
+                best = (bidder, bid)
+            }
+        }
+        guard let best else {
+            emit(.closed(winner: nil, price: nil, reserveMet: book.reserve == nil), on: listing, events: &events)
+            return
+        }
+        if let reserve = book.reserve, best.bid.amount < reserve {
+            emit(.closed(winner: nil, price: nil, reserveMet: false), on: listing, events: &events)
+            return
+        }
+        let price: Money
+        switch book.pricing {
+        case .first: price = best.bid.amount
+        case .second: price = max(book.start, book.reserve ?? 0, second ?? 0)
+        }
+        emit(.closed(winner: best.bidder, price: price, reserveMet: true), on: listing, events: &events)
+    }
+
+    // MARK: - Dutch
+
+    func accept(_ listing: Listing, _ book: DutchBook, bidder: String, quantity: Int64, _ events: inout [Event])
+        -> CommandResult
+    {
+        guard quantity <= book.remaining else {
+            return .rejected(.invalidQuantity, "only \(book.remaining) remain on listing \(listing.id)")
+        }
+        let price = book.price(at: now, opensAt: listing.opensAt)
+        book.remaining -= quantity
+        emit(.filled(bidder: bidder, price: price, quantity: quantity, remaining: book.remaining), on: listing,
+             events: &events)
+        if book.remaining == 0 {
+            listing.status = .closed
+            book.nextStepAt = nil
+            emit(.dutchClosed(sold: book.quantity), on: listing, events: &events)
+        }
+        return CommandResult(error: nil, message: "", price: price, filled: quantity, remaining: book.remaining)
+    }
+}

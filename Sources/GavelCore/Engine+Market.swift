@@ -1,0 +1,127 @@
+/// A market order as it arrives.
+struct MarketOrder {
+    var id: String
+    var trader: String
+    var side: Side
+    var price: Money
+    var quantity: Int64
+    var tif: TimeInForce
+    var expiresAt: Millis?
+}
+
+extension Engine {
+    func placeOrder(_ listing: Listing, _ book: MarketBook, _ order: MarketOrder, _ events: inout [Event])
+        -> CommandResult
+    {
+        if book.resting[OrderKey(trader: order.trader, id: order.id)] != nil {
+            return .rejected(.badRequest, "order \(order.id) of \(order.trader) is still resting; use a new id")
+        }
+        let before = book.top
+        emit(
+            .orderPlaced(
+                order: order.id, trader: order.trader, side: order.side, price: order.price, quantity: order.quantity),
+            on: listing, events: &events)
+        var left = order.quantity
+        let opposite: Side = order.side == .buy ? .sell : .buy
+        while left > 0 {
+            let level: PriceLevel?
+            if order.side == .buy {
+                level = book.asks.last.flatMap { $0.price <= order.price ? $0 : nil }
+            } else {
+                level = book.bids.last.flatMap { $0.price >= order.price ? $0 : nil }
+            }
+            guard let level, let resting = level.orders.first else { break }
+            if resting.trader == order.trader {
+                // Self-trade prevention: cancel the trader's own resting order and keep matching.
+                _ = book.popBest(opposite)
+                emit(
+                    .orderCancelled(order: resting.id, trader: resting.trader, reason: .selfTrade,
+                                    remaining: resting.remaining), on: listing, events: &events)
+                continue
+            }
+            let quantity = min(left, resting.remaining)
+            if quantity == resting.remaining { _ = book.popBest(opposite) } else { book.reduceBest(opposite, by: quantity) }
+            left -= quantity
+            book.traded = true
+            let (buyer, seller, buyOrder, sellOrder) =
+                order.side == .buy
+                ? (order.trader, resting.trader, order.id, resting.id)
+                : (resting.trader, order.trader, resting.id, order.id)
+            emit(
+                .trade(buyer: buyer, seller: seller, price: level.price, quantity: quantity, buyOrder: buyOrder,
+                       sellOrder: sellOrder), on: listing, events: &events)
+        }
+        let filled = order.quantity - left
+        var rests: Int64 = 0
+        if left > 0 {
+            switch order.tif {
+            case .ioc:
+                emit(.orderCancelled(order: order.id, trader: order.trader, reason: .ioc, remaining: left), on: listing,
+                     events: &events)
+            case .gtc:
+                book.rest(
+                    RestingOrder(id: order.id, trader: order.trader, remaining: left, expiresAt: order.expiresAt),
+                    side: order.side, price: order.price)
+                rests = left
+                if let expiresAt = order.expiresAt {
+                    timers.schedule(.expire(trader: order.trader, order: order.id), listing: listing.id, at: expiresAt)
+                }
+            }
+        }
+        emitBookIfChanged(listing, book, since: before, &events)
+        return CommandResult(error: nil, message: "", price: order.price, filled: filled, remaining: rests)
+    }
+
+    func cancelOrder(_ listing: Listing, _ book: MarketBook, trader: String, orderID: String, _ events: inout [Event])
+        -> CommandResult
+    {
+        let before = book.top
+        guard let order = book.remove(OrderKey(trader: trader, id: orderID)) else {
+            if book.restingIds[orderID] != nil {
+                return .rejected(.notOwner, "order \(orderID) on listing \(listing.id) is not yours")
+            }
+            return .rejected(
+                .unknownOrder, "no resting order \(orderID) on listing \(listing.id) (filled, cancelled or never placed)")
+        }
+        emit(.orderCancelled(order: orderID, trader: trader, reason: .cancelled, remaining: order.remaining),
+             on: listing, events: &events)
+        emitBookIfChanged(listing, book, since: before, &events)
+        return CommandResult(error: nil, message: "", remaining: order.remaining)
+    }
+
+    func expire(_ listing: Listing, _ book: MarketBook, key: OrderKey, at time: Millis, _ events: inout [Event]) {
+        guard let (side, price) = book.resting[key] else { return }
+        let levels = side == .buy ? book.bids : book.asks
+        guard let level = levels.first(where: { $0.price == price }),
+            let order = level.orders.first(where: { $0.id == key.id && $0.trader == key.trader }),
+            order.expiresAt == time
+        else { return }
+        let before = book.top
+        _ = book.remove(key)
+        emit(.orderCancelled(order: key.id, trader: key.trader, reason: .expired, remaining: order.remaining),
+             on: listing, events: &events)
+        emitBookIfChanged(listing, book, since: before, &events)
+    }
+
+    func cancelAllResting(_ listing: Listing, _ book: MarketBook, reason: CancelReason, _ events: inout [Event]) {
+        let before = book.top
+        for (_, _, order) in book.allResting {
+            emit(.orderCancelled(order: order.id, trader: order.trader, reason: reason, remaining: order.remaining),
+                 on: listing, events: &events)
+        }
+        book.bids.removeAll()
+        book.asks.removeAll()
+        book.resting.removeAll()
+        book.restingIds.removeAll()
+        emitBookIfChanged(listing, book, since: before, &events)
+    }
+
+    private func emitBookIfChanged(
+        _ listing: Listing, _ book: MarketBook, since before: MarketBook.Top, _ events: inout [Event]
+    ) {
+        let after = book.top
+        guard after != before else { return }
+        emit(.book(bestBid: after.bestBid, bestAsk: after.bestAsk, bidQuantity: after.bidQuantity,
+                   askQuantity: after.askQuantity), on: listing, events: &events)
+    }
+}

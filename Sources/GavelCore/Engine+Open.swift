@@ -1,0 +1,159 @@
+extension Engine {
+    func open(_ id: String, seller: String, terms: ListingTerms, events: inout [Event]) -> CommandResult {
+        if listings[id] != nil {
+            return .rejected(.listingExists, "listing \(id) already exists; choose another listing id")
+        }
+        if let rejection = validate(terms) { return rejection }
+        let opensAt: Millis
+        let closesAt: Millis?
+        switch terms {
+        case .english(let t): (opensAt, closesAt) = (t.opensAt ?? now, t.closesAt)
+        case .sealed(let t): (opensAt, closesAt) = (t.opensAt ?? now, t.closesAt)
+        case .dutch(let t): (opensAt, closesAt) = (t.opensAt ?? now, t.closesAt)
+        case .market(let t): (opensAt, closesAt) = (t.opensAt ?? now, t.closesAt)
+        }
+        if let closesAt {
+            if closesAt <= opensAt {
+                return .rejected(.badRequest, "closes_at \(closesAt) must be after opens_at \(opensAt)")
+            }
+            if closesAt <= now {
+                return .rejected(.badRequest, "closes_at \(closesAt) must be after the current engine time \(now)")
+            }
+        }
+        var resolved = terms
+        switch terms {
+        case .english(var t): t.opensAt = opensAt; resolved = .english(t)
+        case .sealed(var t): t.opensAt = opensAt; resolved = .sealed(t)
+        case .dutch(var t): t.opensAt = opensAt; resolved = .dutch(t)
+        case .market(var t): t.opensAt = opensAt; resolved = .market(t)
+        }
+        let listing = Listing(id: id, seller: seller, terms: resolved, opensAt: opensAt)
+        listings[id] = listing
+        emit(.opened(seller: seller, terms: resolved), on: listing, events: &events)
+        if let closesAt { timers.schedule(.close, listing: id, at: closesAt) }
+        if case .dutch(let book) = listing.book {
+            book.price = book.price(at: now, opensAt: opensAt)
+            scheduleDutchStep(listing, book, after: now)
+        }
+        return .accepted
+    }
+
+    private func validate(_ terms: ListingTerms) -> CommandResult? {
+        func amount(_ name: String, _ value: Money?) -> CommandResult? {
+            guard let value, !Limits.isValidAmount(value) else { return nil }
+            return .rejected(.invalidAmount, "\(name) must be a positive integer up to 10^15 (minor units)")
+        }
+        switch terms {
+        case .english(let t):
+            if let r = amount("start", t.start) ?? amount("reserve", t.reserve) ?? amount("buy_now", t.buyNow) {
+                return r
+            }
+            if let reserve = t.reserve, reserve < t.start {
+                return .rejected(.badRequest, "reserve \(reserve) must be at least start \(t.start)")
+            }
+            if let buyNow = t.buyNow, buyNow < t.start {
+                return .rejected(.badRequest, "buy_now \(buyNow) must be at least start \(t.start)")
+            }
+            if let ladder = t.increments, let problem = IncrementLadder.problem(with: ladder) {
+                return .rejected(.badRequest, problem)
+            }
+            if let soft = t.softClose {
+                if soft.windowMs <= 0 || soft.extendMs <= 0 {
+                    return .rejected(.badRequest, "soft_close window_ms and extend_ms must be positive")
+                }
+                if let cap = soft.maxClosesAt, cap < t.closesAt {
+                    return .rejected(
+                        .badRequest, "soft_close max_closes_at \(cap) must not be before closes_at \(t.closesAt)")
+                }
+            }
+        case .sealed(let t):
+            if let r = amount("start", t.start) ?? amount("reserve", t.reserve) { return r }
+            if let reserve = t.reserve, reserve < t.start {
+                return .rejected(.badRequest, "reserve \(reserve) must be at least start \(t.start)")
+            }
+        case .dutch(let t):
+            if let r = amount("start", t.start) ?? amount("floor", t.floor) ?? amount("step", t.step) { return r }
+            if t.floor > t.start {
+                return .rejected(.badRequest, "floor \(t.floor) must not be above start \(t.start)")
+            }
+            if t.stepEveryMs <= 0 { return .rejected(.badRequest, "step_every_ms must be a positive integer") }
+            if !Limits.isValidAmount(t.quantity) {
+                return .rejected(.invalidQuantity, "quantity must be a positive integer up to 10^15")
+            }
+        case .market:
+            break
+        }
+        return nil
+    }
+
+    func cancelListing(_ listing: Listing, seller: String, _ events: inout [Event]) -> CommandResult {
+        if seller != listing.seller {
+            return .rejected(.notOwner, "only the seller of listing \(listing.id) can cancel it")
+        }
+        if listing.status != .open {
+            let how = listing.status == .cancelled ? "was already cancelled" : "has closed"
+            return .rejected(.listingClosed, "listing \(listing.id) \(how)")
+        }
+        if listing.hasActivity {
+            return .rejected(.listingHasBids, "listing \(listing.id) has bids or fills and can no longer be cancelled")
+        }
+        if case .market(let book) = listing.book {
+            cancelAllResting(listing, book, reason: .closed, &events)
+        }
+        listing.status = .cancelled
+        emit(.listingCancelled, on: listing, events: &events)
+        return .accepted
+    }
+
+    // MARK: - Timers
+
+    func fire(_ timer: ScheduledTimer, events: inout [Event]) {
+        guard let listing = listings[timer.listing], listing.status == .open else { return }
+        switch timer.action {
+        case .close:
+            guard listing.closesAt == timer.time else { return }  // moved by soft close
+            close(listing, &events)
+        case .dutchStep:
+            guard case .dutch(let book) = listing.book, book.nextStepAt == timer.time else { return }
+            let price = book.price(at: timer.time, opensAt: listing.opensAt)
+            if price != book.price {
+                book.price = price
+                emit(.price(price), on: listing, events: &events)
+            }
+            scheduleDutchStep(listing, book, after: timer.time)
+        case .expire(let trader, let orderID):
+            guard case .market(let book) = listing.book else { return }
+            expire(listing, book, key: OrderKey(trader: trader, id: orderID), at: timer.time, &events)
+        }
+    }
+
+    func scheduleDutchStep(_ listing: Listing, _ book: DutchBook, after time: Millis) {
+        book.nextStepAt = nil
+        guard book.price > book.floor else { return }
+        let next = book.nextStep(after: time, opensAt: listing.opensAt)
+        if let closesAt = listing.closesAt, next >= closesAt { return }
+        book.nextStepAt = next
+        timers.schedule(.dutchStep, listing: listing.id, at: next)
+    }
+
+    /// Closes `listing` at its closing time.
+    func close(_ listing: Listing, _ events: inout [Event]) {
+        listing.status = .closed
+        switch listing.book {
+        case .english(let book):
+            if let leader = book.leader, book.reserveMet {
+                emit(.closed(winner: leader, price: book.price, reserveMet: true), on: listing, events: &events)
+            } else {
+                emit(.closed(winner: nil, price: nil, reserveMet: book.reserveMet), on: listing, events: &events)
+            }
+        case .sealed(let book):
+            closeSealed(listing, book, &events)
+        case .dutch(let book):
+            book.nextStepAt = nil
+            emit(.dutchClosed(sold: book.quantity - book.remaining), on: listing, events: &events)
+        case .market(let book):
+            cancelAllResting(listing, book, reason: .closed, &events)
+            emit(.marketClosed, on: listing, events: &events)
+        }
+    }
+}

@@ -1,0 +1,93 @@
+extension Engine {
+    /// The whole engine state in a canonical binary form: the same state gives the same bytes on every run and
+    /// machine (listings, orders and remembered ids are written in sorted order).
+    public func encodeState() -> [UInt8] {
+        var w = BinaryWriter(capacity: 4096)
+        w.write(UInt32(1))  // state encoding version
+        w.write(now)
+        w.write(configuration.idempotencyWindowMs)
+        w.write(UInt64(listings.count))
+        for id in listings.keys.sorted() {
+            guard let listing = listings[id] else { continue }
+            encode(listing, into: &w)
+        }
+        let timers = self.timers.ordered
+        w.write(UInt64(timers.count))
+        w.write(self.timers.nextSequence)
+        for timer in timers {
+            w.write(timer.time)
+            w.write(timer.sequence)
+            w.write(timer.listing)
+            switch timer.action {
+            case .close: w.write(UInt8(0))
+            case .dutchStep: w.write(UInt8(1))
+            case .expire(let trader, let order):
+                w.write(UInt8(2))
+                w.write(trader)
+                w.write(order)
+            }
+        }
+        let keys = remembered.keys.sorted { ($0.principal, $0.id) < ($1.principal, $1.id) }
+        w.write(UInt64(keys.count))
+        for key in keys {
+            guard let entry = remembered[key] else { continue }
+            w.write(entry.at)
+            entry.command.encode(into: &w)
+            entry.result.encode(into: &w)
+        }
+        return w.bytes
+    }
+
+    /// SHA-256 of ``encodeState()``, as lowercase hex.
+    public func stateHash() -> String {
+        SHA256Digest.hex(encodeState())
+    }
+
+    private func encode(_ listing: Listing, into w: inout BinaryWriter) {
+        w.write(listing.id)
+        w.write(listing.seller)
+        listing.terms.encode(into: &w)
+        w.write(listing.opensAt)
+        w.write(listing.closesAt)
+        w.write(listing.status.rawValue)
+        w.write(listing.seq)
+        switch listing.book {
+        case .english(let b):
+            w.write(b.price)
+            w.write(b.leader)
+            w.write(b.maximum)
+            w.write(b.bids)
+        case .sealed(let b):
+            w.write(b.count)
+            w.write(b.nextOrder)
+            let bidders = b.bids.keys.sorted()
+            w.write(UInt64(bidders.count))
+            for bidder in bidders {
+                guard let bid = b.bids[bidder] else { continue }
+                w.write(bidder)
+                w.write(bid.amount)
+                w.write(bid.order)
+            }
+        case .dutch(let b):
+            w.write(b.remaining)
+            w.write(b.price)
+            w.write(b.nextStepAt)
+        case .market(let b):
+            w.write(b.traded)
+            for levels in [b.bids, b.asks] {
+                w.write(UInt64(levels.count))
+                for level in levels {
+                    w.write(level.price)
+                    w.write(level.total)
+                    w.write(UInt64(level.orders.count))
+                    for order in level.orders {
+                        w.write(order.id)
+                        w.write(order.trader)
+                        w.write(order.remaining)
+                        w.write(order.expiresAt)
+                    }
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,254 @@
+/// Settings of the rules engine.
+public struct EngineConfiguration: Sendable, Hashable {
+    /// How long, in engine time, a request id is remembered for idempotency. Default: 24 hours.
+    public var idempotencyWindowMs: Millis
+
+    public init(idempotencyWindowMs: Millis = 86_400_000) {
+        self.idempotencyWindowMs = idempotencyWindowMs
+    }
+}
+
+/// The key of the idempotency table: a request id is unique per principal.
+struct RequestKey: Hashable {
+    var principal: String
+    var id: String
+}
+
+/// A remembered result.
+struct RememberedResult {
+    var command: Command
+    var result: CommandResult
+    var at: Millis
+}
+
+/// The deterministic rules engine: every auction book, the timers and the idempotency table.
+///
+/// The engine is a pure function of its state and the commands applied to it: it does no I/O and reads no clock.
+/// The caller moves the engine clock with ``advance(to:events:)``, which fires every timer due at or before the new
+/// time, and then applies commands at that time with ``apply(_:events:)``. Events are appended to the caller's
+/// buffer, so a caller that reuses one buffer pays no allocation for it per command.
+///
+/// - Note: Not thread-safe. One owner (the writer) applies every command.
+public final class Engine {
+    /// The engine clock: the time of the last command or timer, in milliseconds.
+    public private(set) var now: Millis = 0
+    public let configuration: EngineConfiguration
+
+    var listings: [String: Listing] = [:]
+    var timers = TimerQueue()
+    var remembered: [RequestKey: RememberedResult] = [:]
+    /// Request keys in the order they were remembered (engine time never decreases), for expiry.
+    var rememberedOrder: [(at: Millis, key: RequestKey)] = []
+    var rememberedHead = 0
+
+    public init(configuration: EngineConfiguration = EngineConfiguration()) {
+        self.configuration = configuration
+    }
+
+    /// The number of listings, open or not.
+    public var listingCount: Int { listings.count }
+
+    /// The number of listings that are still open.
+    public var openListingCount: Int { listings.values.reduce(0) { $0 + ($1.status == .open ? 1 : 0) } }
+
+    /// The number of scheduled timers (stale ones included).
+    public var timerCount: Int { timers.count }
+
+    /// The number of remembered request ids.
+    public var rememberedCount: Int { remembered.count }
+
+    /// Moves the clock to `time`, first firing every timer due at or before it in time order.
+    ///
+    /// - Returns: `false` (and changes nothing) when `time` is earlier than the clock.
+    @discardableResult
+    public func advance(to time: Millis, events: inout [Event]) -> Bool {
+        guard time >= now else { return false }
+        while let timer = timers.popDue(atOrBefore: time) {
+            now = max(now, timer.time)
+            fire(timer, events: &events)
+        }
+        now = time
+        forgetExpiredRequests()
+        return true
+    }
+
+    /// Applies `command` at the current engine time, appending the events it causes to `events`.
+    public func apply(_ command: Command, events: inout [Event]) -> CommandResult {
+        let principal = command.principal
+        if let problem = identifierProblem(command) {
+            return .rejected(.badRequest, problem)
+        }
+        let key = RequestKey(principal: principal, id: command.id)
+        if let previous = remembered[key] {
+            if previous.command == command {
+                var result = previous.result
+                result.duplicate = true
+                return result
+            }
+            return .rejected(
+                .idempotencyConflict,
+                "request id \(command.id) was already used by \(principal) for a different command; use a new id")
+        }
+        let result = rules(command, events: &events)
+        remembered[key] = RememberedResult(command: command, result: result, at: now)
+        rememberedOrder.append((now, key))
+        return result
+    }
+
+    private func identifierProblem(_ command: Command) -> String? {
+        if !Identifier.isValid(command.id) { return "id must be 1-64 characters from [A-Za-z0-9_.:-]" }
+        if !Identifier.isValid(command.listing) { return "listing must be 1-64 characters from [A-Za-z0-9_.:-]" }
+        switch command.body {
+        case .open(let seller, _), .cancelListing(let seller):
+            if !Identifier.isValid(seller) { return "seller must be 1-64 characters from [A-Za-z0-9_.:-]" }
+        case .bid(let bidder, _), .accept(let bidder, _):
+            if !Identifier.isValid(bidder) { return "bidder must be 1-64 characters from [A-Za-z0-9_.:-]" }
+        case .buyNow(let buyer):
+            if !Identifier.isValid(buyer) { return "buyer must be 1-64 characters from [A-Za-z0-9_.:-]" }
+        case .order(let trader, _, _, _, _, _):
+            if !Identifier.isValid(trader) { return "trader must be 1-64 characters from [A-Za-z0-9_.:-]" }
+        case .cancel(let trader, let order):
+            if !Identifier.isValid(trader) { return "trader must be 1-64 characters from [A-Za-z0-9_.:-]" }
+            if !Identifier.isValid(order) { return "order must be 1-64 characters from [A-Za-z0-9_.:-]" }
+        }
+        return nil
+    }
+
+    private func forgetExpiredRequests() {
+        let window = configuration.idempotencyWindowMs
+        while rememberedHead < rememberedOrder.count {
+            let (at, key) = rememberedOrder[rememberedHead]
+            guard now - at >= window else { break }
+            if let entry = remembered[key], entry.at == at { remembered[key] = nil }
+            rememberedHead += 1
+        }
+        // Compact once the consumed prefix dominates, so memory follows the window, not all history.
+        if rememberedHead > 1024 && rememberedHead * 2 > rememberedOrder.count {
+            rememberedOrder.removeFirst(rememberedHead)
+            rememberedHead = 0
+        }
+    }
+
+    // MARK: - Events
+
+    @inline(__always)
+    func emit(_ kind: EventKind, on listing: Listing, events: inout [Event]) {
+        if kind.isPrivate {
+            events.append(Event(listing: listing.id, seq: 0, at: now, kind: kind))
+        } else {
+            listing.seq += 1
+            events.append(Event(listing: listing.id, seq: listing.seq, at: now, kind: kind))
+        }
+    }
+
+    // MARK: - Rules
+
+    private func rules(_ command: Command, events: inout [Event]) -> CommandResult {
+        switch command.body {
+        case .open(let seller, let terms):
+            return open(command.listing, seller: seller, terms: terms, events: &events)
+        case .bid(let bidder, let amount):
+            guard Limits.isValidAmount(amount) else {
+                return .rejected(.invalidAmount, "amount must be a positive integer up to 10^15 (minor units)")
+            }
+            switch listingFor(command.listing, actor: bidder) {
+            case .failure(let rejection): return rejection.result
+            case .success(let listing):
+                switch listing.book {
+                case .english(let book): return englishBid(listing, book, bidder: bidder, amount: amount, &events)
+                case .sealed(let book): return sealedBid(listing, book, bidder: bidder, amount: amount, &events)
+                case .dutch: return unsupported("bid", listing, hint: "use accept on a dutch listing")
+                case .market: return unsupported("bid", listing, hint: "use order on a market listing")
+                }
+            }
+        case .buyNow(let buyer):
+            switch listingFor(command.listing, actor: buyer) {
+            case .failure(let rejection): return rejection.result
+            case .success(let listing):
+                guard case .english(let book) = listing.book else {
+                    return unsupported("buy_now", listing, hint: "buy_now is for english listings")
+                }
+                return buyNow(listing, book, buyer: buyer, &events)
+            }
+        case .accept(let bidder, let quantity):
+            guard Limits.isValidAmount(quantity) else {
+                return .rejected(.invalidQuantity, "quantity must be a positive integer up to 10^15")
+            }
+            switch listingFor(command.listing, actor: bidder) {
+            case .failure(let rejection): return rejection.result
+            case .success(let listing):
+                guard case .dutch(let book) = listing.book else {
+                    return unsupported("accept", listing, hint: "accept is for dutch listings")
+                }
+                return accept(listing, book, bidder: bidder, quantity: quantity, &events)
+            }
+        case .order(let trader, let side, let price, let quantity, let tif, let expiresAt):
+            guard Limits.isValidAmount(price) else {
+                return .rejected(.invalidAmount, "price must be a positive integer up to 10^15 (minor units)")
+            }
+            guard Limits.isValidAmount(quantity) else {
+                return .rejected(.invalidQuantity, "quantity must be a positive integer up to 10^15")
+            }
+            if let expiresAt, expiresAt <= now {
+                return .rejected(.badRequest, "expires_at \(expiresAt) must be after the current engine time \(now)")
+            }
+            switch listingFor(command.listing, actor: nil) {
+            case .failure(let rejection): return rejection.result
+            case .success(let listing):
+                guard case .market(let book) = listing.book else {
+                    return unsupported("order", listing, hint: "order is for market listings")
+                }
+                let order = MarketOrder(
+                    id: command.id, trader: trader, side: side, price: price, quantity: quantity, tif: tif,
+                    expiresAt: expiresAt)
+                return placeOrder(listing, book, order, &events)
+            }
+        case .cancel(let trader, let orderID):
+            guard let listing = listings[command.listing] else { return unknownListing(command.listing) }
+            guard case .market(let book) = listing.book else {
+                return unsupported("cancel", listing, hint: "cancel is for market orders; use cancel_listing")
+            }
+            if listing.status != .open { return closedRejection(listing) }
+            return cancelOrder(listing, book, trader: trader, orderID: orderID, &events)
+        case .cancelListing(let seller):
+            guard let listing = listings[command.listing] else { return unknownListing(command.listing) }
+            return cancelListing(listing, seller: seller, &events)
+        }
+    }
+
+    struct Rejection: Error {
+        var result: CommandResult
+    }
+
+    /// The listing a trading command acts on, if it exists, is open, has opened, and `actor` is not its seller.
+    private func listingFor(_ id: String, actor: String?) -> Swift.Result<Listing, Rejection> {
+        guard let listing = listings[id] else { return .failure(Rejection(result: unknownListing(id))) }
+        if listing.status != .open { return .failure(Rejection(result: closedRejection(listing))) }
+        if now < listing.opensAt {
+            return .failure(
+                Rejection(
+                    result: .rejected(
+                        .notOpen, "listing \(id) opens at \(listing.opensAt); the engine time is \(now)")))
+        }
+        if let actor, actor == listing.seller {
+            return .failure(
+                Rejection(
+                    result: .rejected(.sellerCannotBid, "\(actor) is the seller of listing \(id) and cannot bid on it"))
+            )
+        }
+        return .success(listing)
+    }
+
+    private func unknownListing(_ id: String) -> CommandResult {
+        .rejected(.unknownListing, "no listing \(id); check the listing id")
+    }
+
+    private func closedRejection(_ listing: Listing) -> CommandResult {
+        let how = listing.status == .cancelled ? "was cancelled" : "has closed"
+        return .rejected(.listingClosed, "listing \(listing.id) \(how)")
+    }
+
+    private func unsupported(_ type: String, _ listing: Listing, hint: String) -> CommandResult {
+        .rejected(.unsupported, "\(type) is not supported by \(listing.format.rawValue) listing \(listing.id); \(hint)")
+    }
+}

@@ -1,0 +1,34 @@
+/// The error codes a command can be rejected with. Their raw values are the protocol's codes.
+public enum ErrorCode: String, Sendable, Hashable, CaseIterable {
+    /// Malformed JSON, unknown `type`, missing or mistyped fields, inconsistent times.
+    case badRequest = "bad_request"
+    case unknownListing = "unknown_listing"
+    case listingExists = "listing_exists"
+    /// The listing exists but has not reached its `opens_at`.
+    case notOpen = "not_open"
+    /// The listing has closed or was cancelled.
+    case listingClosed = "listing_closed"
+    /// An amount or price that is not a positive integer up to 10^15.
+    case invalidAmount = "invalid_amount"
+    /// A quantity that is not a positive integer up to 10^15, or more than remains.
+    case invalidQuantity = "invalid_quantity"
+    /// A command that the listing's format does not take.
+    case unsupported
+    /// The bid is below the minimum; the result carries `min_bid`.
+    case bidTooLow = "bid_too_low"
+    case sellerCannotBid = "seller_cannot_bid"
+    case buyNowUnavailable = "buy_now_unavailable"
+    /// The command acts on something that belongs to somebody else.
+    case notOwner = "not_owner"
+    /// The listing can no longer be cancelled: it has bids or fills.
+    case listingHasBids = "listing_has_bids"
+    case unknownOrder = "unknown_order"
+    /// A request id was reused with different content.
+    case idempotencyConflict = "idempotency_conflict"
+    /// The engine's queue for the listing is full; retry later.
+    case overloaded
+    /// The connection's principal may not act as the command's actor.
+    case notAuthorized = "not_authorized"
+    /// The connection sends commands faster than its limit.
+    case rateLimited = "rate_limited"
+}

@@ -1,0 +1,44 @@
+/// The result of one command: accepted, or rejected with an error code and a message for a person.
+public struct CommandResult: Sendable, Hashable {
+    /// `nil` when the command was accepted.
+    public var error: ErrorCode?
+    /// A message a person can act on; empty when accepted.
+    public var message: String
+    /// For `bid_too_low`: the lowest amount that would have been accepted.
+    public var minBid: Money?
+    /// Whether this is the remembered result of an earlier command with the same id and content.
+    public var duplicate: Bool
+    /// For accepted bids, accepts and orders: the current price or the fill price.
+    public var price: Money?
+    /// For accepted english bids: whether the bidder leads after the bid.
+    public var leading: Bool?
+    /// For accepted accepts and orders: the quantity filled by this command.
+    public var filled: Int64?
+    /// For accepted accepts (units left) and orders (quantity left resting).
+    public var remaining: Int64?
+
+    /// An accepted result with no details.
+    public static let accepted = CommandResult(error: nil, message: "")
+
+    public init(
+        error: ErrorCode?, message: String, minBid: Money? = nil, duplicate: Bool = false, price: Money? = nil,
+        leading: Bool? = nil, filled: Int64? = nil, remaining: Int64? = nil
+    ) {
+        self.error = error
+        self.message = message
+        self.minBid = minBid
+        self.duplicate = duplicate
+        self.price = price
+        self.leading = leading
+        self.filled = filled
+        self.remaining = remaining
+    }
+
+    /// A rejection with `code` and `message`.
+    public static func rejected(_ code: ErrorCode, _ message: String, minBid: Money? = nil) -> CommandResult {
+        CommandResult(error: code, message: message, minBid: minBid)
+    }
+
+    /// Whether the command was accepted.
+    public var ok: Bool { error == nil }
+}

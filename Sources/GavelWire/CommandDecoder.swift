@@ -1,0 +1,221 @@
+import GavelCore
+
+/// A decoded line of client input.
+public enum DecodedInput: Sendable, Equatable {
+    /// A command, with the engine time it asks to be applied at (`nil`: at the current time).
+    case command(Command, at: Millis?)
+    /// Move the engine clock only.
+    case advance(at: Millis)
+    /// Input that is not a valid command: a `bad_request` with the request id when it could be read.
+    case invalid(id: String?, message: String)
+}
+
+/// A field problem found while decoding; becomes a `bad_request` result.
+struct FieldError: Error {
+    var message: String
+}
+
+/// Reads the fields of one JSON object, with messages that name the field and what it must be.
+struct FieldReader {
+    let value: JSONValue
+
+    func string(_ name: String) throws(FieldError) -> String {
+        guard let field = value[name], field != .null else { throw FieldError(message: "missing field \(name)") }
+        guard case .string(let s) = field else {
+            throw FieldError(message: "\(name) must be a string, not \(field.typeName)")
+        }
+        return s
+    }
+
+    func optionalString(_ name: String) throws(FieldError) -> String? {
+        guard let field = value[name], field != .null else { return nil }
+        guard case .string(let s) = field else {
+            throw FieldError(message: "\(name) must be a string, not \(field.typeName)")
+        }
+        return s
+    }
+
+    /// The actor field `name`, or its alias `alias` when `name` is absent.
+    func actor(_ name: String, or alias: String) throws(FieldError) -> String {
+        if let value = try optionalString(name) { return value }
+        if let value = try optionalString(alias) { return value }
+        throw FieldError(message: "missing field \(name)")
+    }
+
+    /// An integer time or count; anything else is a `bad_request`.
+    func integer(_ name: String) throws(FieldError) -> Int64 {
+        guard let field = value[name], field != .null else { throw FieldError(message: "missing field \(name)") }
+        return try Self.integer(field, name: name)
+    }
+
+    func optionalInteger(_ name: String) throws(FieldError) -> Int64? {
+        guard let field = value[name], field != .null else { return nil }
+        return try Self.integer(field, name: name)
+    }
+
+    static func integer(_ field: JSONValue, name: String) throws(FieldError) -> Int64 {
+        switch field {
+        case .integer(let v): return v
+        case .otherNumber(let text): throw FieldError(message: "\(name) must be an integer, not \(text)")
+        default: throw FieldError(message: "\(name) must be an integer, not \(field.typeName)")
+        }
+    }
+
+    /// An amount or quantity. A number that is not a 64-bit integer decodes to 0, so that the rules reject it
+    /// with `invalid_amount` or `invalid_quantity`; a value that is not a number at all is a `bad_request`.
+    func amount(_ name: String) throws(FieldError) -> Int64 {
+        guard let field = value[name], field != .null else { throw FieldError(message: "missing field \(name)") }
+        return try Self.amount(field, name: name)
+    }
+
+    func optionalAmount(_ name: String) throws(FieldError) -> Int64? {
+        guard let field = value[name], field != .null else { return nil }
+        return try Self.amount(field, name: name)
+    }
+
+    static func amount(_ field: JSONValue, name: String) throws(FieldError) -> Int64 {
+        switch field {
+        case .integer(let v): return v
+        case .otherNumber: return 0
+        default: throw FieldError(message: "\(name) must be a number, not \(field.typeName)")
+        }
+    }
+
+    func choice<T: RawRepresentable>(_ name: String, _: T.Type, default fallback: T? = nil) throws(FieldError) -> T
+    where T.RawValue == String, T: CaseIterable {
+        guard let field = value[name], field != .null else {
+            if let fallback { return fallback }
+            throw FieldError(message: "missing field \(name)")
+        }
+        let options = T.allCases.map { "\"\($0.rawValue)\"" }.joined(separator: ", ")
+        guard case .string(let s) = field, let v = T(rawValue: s) else {
+            throw FieldError(message: "\(name) must be one of \(options)")
+        }
+        return v
+    }
+}
+
+/// Decodes client input lines into engine commands.
+public enum CommandDecoder {
+    /// Decodes one line of text.
+    public static func decode(line: String) -> DecodedInput {
+        let value: JSONValue
+        do {
+            value = try JSONParser.parse(line)
+        } catch {
+            return .invalid(id: nil, message: error.description)
+        }
+        return decode(value)
+    }
+
+    /// Decodes one parsed JSON value.
+    public static func decode(_ value: JSONValue) -> DecodedInput {
+        guard case .object = value else {
+            return .invalid(id: nil, message: "a command must be a JSON object, not \(value.typeName)")
+        }
+        let fields = FieldReader(value: value)
+        var id: String?
+        if case .string(let s)? = value["id"] { id = s }
+        do throws(FieldError) {
+            let type = try fields.string("type")
+            let at = try fields.optionalInteger("at")
+            if type == "advance" {
+                guard let at else { throw FieldError(message: "advance needs at, the engine time to move to") }
+                return .advance(at: at)
+            }
+            guard let requestID = id else {
+                if let field = value["id"], field != .null {
+                    throw FieldError(message: "id must be a string, not \(field.typeName)")
+                }
+                throw FieldError(message: "missing field id (a request id, unique per principal)")
+            }
+            let listing = try fields.string("listing")
+            let body = try decodeBody(type: type, fields)
+            return .command(Command(id: requestID, listing: listing, body: body), at: at)
+        } catch {
+            return .invalid(id: id, message: error.message)
+        }
+    }
+
+    static func decodeBody(type: String, _ f: FieldReader) throws(FieldError) -> CommandBody {
+        switch type {
+        case "open":
+            return .open(seller: try f.string("seller"), terms: try decodeTerms(f))
+        case "bid":
+            return .bid(bidder: try f.string("bidder"), amount: try f.amount("amount"))
+        case "buy_now":
+            return .buyNow(buyer: try f.actor("buyer", or: "bidder"))
+        case "accept":
+            return .accept(
+                bidder: try f.actor("bidder", or: "buyer"),
+                quantity: try f.optionalAmount("quantity") ?? 1)
+        case "order":
+            return .order(
+                trader: try f.string("trader"), side: try f.choice("side", Side.self), price: try f.amount("price"),
+                quantity: try f.amount("quantity"), tif: try f.choice("tif", TimeInForce.self, default: .gtc),
+                expiresAt: try f.optionalInteger("expires_at"))
+        case "cancel":
+            return .cancel(trader: try f.string("trader"), order: try f.string("order"))
+        case "cancel_listing":
+            return .cancelListing(seller: try f.string("seller"))
+        default:
+            throw FieldError(
+                message:
+                    "unknown type \"\(type)\"; expected open, bid, buy_now, accept, order, cancel, cancel_listing or advance"
+            )
+        }
+    }
+
+    static func decodeTerms(_ f: FieldReader) throws(FieldError) -> ListingTerms {
+        switch try f.choice("format", ListingFormat.self) {
+        case .english:
+            var ladder: [IncrementStep]?
+            if let field = f.value["increments"], field != .null {
+                ladder = try decodeLadder(field)
+            }
+            var soft: SoftClose?
+            if let field = f.value["soft_close"], field != .null {
+                guard case .object = field else {
+                    throw FieldError(message: "soft_close must be an object {window_ms, extend_ms, max_closes_at}")
+                }
+                let s = FieldReader(value: field)
+                soft = SoftClose(
+                    windowMs: try s.integer("window_ms"), extendMs: try s.integer("extend_ms"),
+                    maxClosesAt: try s.optionalInteger("max_closes_at"))
+            }
+            return .english(
+                .init(
+                    start: try f.amount("start"), reserve: try f.optionalAmount("reserve"),
+                    buyNow: try f.optionalAmount("buy_now"), closesAt: try f.integer("closes_at"),
+                    opensAt: try f.optionalInteger("opens_at"), increments: ladder, softClose: soft))
+        case .sealed:
+            return .sealed(
+                .init(
+                    pricing: try f.choice("pricing", SealedPricing.self), start: try f.amount("start"),
+                    reserve: try f.optionalAmount("reserve"), closesAt: try f.integer("closes_at"),
+                    opensAt: try f.optionalInteger("opens_at")))
+        case .dutch:
+            return .dutch(
+                .init(
+                    start: try f.amount("start"), floor: try f.amount("floor"), step: try f.amount("step"),
+                    stepEveryMs: try f.integer("step_every_ms"), quantity: try f.amount("quantity"),
+                    closesAt: try f.integer("closes_at"), opensAt: try f.optionalInteger("opens_at")))
+        case .market:
+            return .market(.init(closesAt: try f.optionalInteger("closes_at"), opensAt: try f.optionalInteger("opens_at")))
+        }
+    }
+
+    static func decodeLadder(_ field: JSONValue) throws(FieldError) -> [IncrementStep] {
+        let shape = "increments must be an array of [from, step] pairs of integers"
+        guard case .array(let pairs) = field else { throw FieldError(message: shape) }
+        var ladder: [IncrementStep] = []
+        for pair in pairs {
+            guard case .array(let two) = pair, two.count == 2 else { throw FieldError(message: shape) }
+            ladder.append(
+                IncrementStep(
+                    from: try FieldReader.integer(two[0], name: "increments from"),
+                    step: try FieldReader.integer(two[1], name: "increments step")))
+        }
+        return ladder
+    }
+}

@@ -1,0 +1,149 @@
+import GavelCore
+
+/// Encodes results and events as the protocol's JSON objects.
+public enum MessageEncoder {
+    /// A `result` message for the command with request id `id`.
+    public static func result(id: String?, _ result: CommandResult, ts: Millis? = nil) -> [UInt8] {
+        var w = JSONObjectWriter()
+        w.field("type", "result")
+        w.field("id", id)
+        w.field("ok", result.ok)
+        if result.duplicate { w.field("duplicate", true) }
+        if let error = result.error {
+            w.field("error", error.rawValue)
+            w.field("message", result.message)
+            if let minBid = result.minBid { w.field("min_bid", minBid) }
+        } else {
+            if let price = result.price { w.field("price", price) }
+            if let leading = result.leading { w.field("leading", leading) }
+            if let filled = result.filled { w.field("filled", filled) }
+            if let remaining = result.remaining { w.field("remaining", remaining) }
+        }
+        if let ts { w.field("ts", ts) }
+        return w.finish()
+    }
+
+    /// A `bad_request` result for input that could not be read as a command.
+    public static func badRequest(id: String?, message: String, ts: Millis? = nil) -> [UInt8] {
+        result(id: id, .rejected(.badRequest, message), ts: ts)
+    }
+
+    /// An event message. Public events carry `seq`; private notices do not.
+    public static func event(_ event: Event, ts: Millis? = nil) -> [UInt8] {
+        var w = JSONObjectWriter()
+        w.field("type", event.kind.typeName)
+        w.field("listing", event.listing)
+        if !event.kind.isPrivate { w.field("seq", event.seq) }
+        w.field("at", event.at)
+        fields(of: event.kind, into: &w)
+        if let ts { w.field("ts", ts) }
+        return w.finish()
+    }
+
+    static func fields(of kind: EventKind, into w: inout JSONObjectWriter) {
+        switch kind {
+        case .opened(let seller, let terms):
+            w.field("format", terms.format.rawValue)
+            w.field("seller", seller)
+            terms.publicFields(into: &w)
+        case .bidPlaced(let price, let leader, let bids, let closesAt, let reserveMet):
+            w.field("price", price)
+            w.field("leader", leader)
+            w.field("bids", bids)
+            w.field("closes_at", closesAt)
+            w.field("reserve_met", reserveMet)
+        case .sealedBidPlaced(let bids):
+            w.field("bids", bids)
+        case .outbid(let bidder, let price):
+            w.field("bidder", bidder)
+            w.field("price", price)
+        case .extended(let closesAt):
+            w.field("closes_at", closesAt)
+        case .price(let price):
+            w.field("price", price)
+        case .filled(let bidder, let price, let quantity, let remaining):
+            w.field("bidder", bidder)
+            w.field("price", price)
+            w.field("quantity", quantity)
+            w.field("remaining", remaining)
+        case .closed(let winner, let price, let reserveMet):
+            w.field("winner", winner)
+            w.field("price", price)
+            w.field("reserve_met", reserveMet)
+        case .dutchClosed(let sold):
+            w.field("sold", sold)
+        case .marketClosed:
+            break
+        case .orderPlaced(let order, let trader, let side, let price, let quantity):
+            w.field("order", order)
+            w.field("trader", trader)
+            w.field("side", side.rawValue)
+            w.field("price", price)
+            w.field("quantity", quantity)
+        case .orderCancelled(let order, let trader, let reason, let remaining):
+            w.field("order", order)
+            w.field("trader", trader)
+            w.field("reason", reason.rawValue)
+            w.field("remaining", remaining)
+        case .trade(let buyer, let seller, let price, let quantity, let buyOrder, let sellOrder):
+            w.field("buyer", buyer)
+            w.field("seller", seller)
+            w.field("price", price)
+            w.field("quantity", quantity)
+            w.field("buy_order", buyOrder)
+            w.field("sell_order", sellOrder)
+        case .book(let bestBid, let bestAsk, let bidQuantity, let askQuantity):
+            w.field("best_bid", bestBid)
+            w.field("best_ask", bestAsk)
+            w.field("bid_quantity", bidQuantity)
+            w.field("ask_quantity", askQuantity)
+        case .listingCancelled:
+            break
+        }
+    }
+}
+
+extension ListingTerms {
+    /// The terms a watcher may see: everything but the amount of a reserve.
+    func publicFields(into w: inout JSONObjectWriter) {
+        switch self {
+        case .english(let t):
+            w.field("start", t.start)
+            w.field("opens_at", t.opensAt)
+            w.field("closes_at", t.closesAt)
+            w.field("has_reserve", t.reserve != nil)
+            w.field("buy_now", t.buyNow)
+            var ladder: [UInt8] = [UInt8(ascii: "[")]
+            for (i, step) in (t.increments ?? IncrementLadder.standard).enumerated() {
+                if i > 0 { ladder.append(UInt8(ascii: ",")) }
+                ladder.append(contentsOf: "[\(step.from),\(step.step)]".utf8)
+            }
+            ladder.append(UInt8(ascii: "]"))
+            w.field("increments", raw: ladder)
+            if let soft = t.softClose {
+                var s = JSONObjectWriter()
+                s.field("window_ms", soft.windowMs)
+                s.field("extend_ms", soft.extendMs)
+                s.field("max_closes_at", soft.maxClosesAt)
+                w.field("soft_close", raw: s.finish())
+            }
+        case .sealed(let t):
+            w.field("pricing", t.pricing.rawValue)
+            w.field("start", t.start)
+            w.field("opens_at", t.opensAt)
+            w.field("closes_at", t.closesAt)
+            w.field("has_reserve", t.reserve != nil)
+        case .dutch(let t):
+            w.field("start", t.start)
+            w.field("floor", t.floor)
+            w.field("step", t.step)
+            w.field("step_every_ms", t.stepEveryMs)
+            w.field("quantity", t.quantity)
+            w.field("opens_at", t.opensAt)
+            w.field("closes_at", t.closesAt)
+        case .market(let t):
+            w.field("opens_at", t.opensAt)
+            w.field("closes_at", t.closesAt)
+        }
+    }
+}

@@ -1,0 +1,10 @@
+import ArgumentParser
+
+@main
+struct Gavel: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "gavel",
+        abstract: "Gavel: a real-time bidding and matching core for peer-to-peer marketplaces.",
+        subcommands: [Simulate.self]
+    )
+}
