@@ -7,17 +7,29 @@ let package = Package(
     products: [
         .library(name: "GavelCore", targets: ["GavelCore"]),
         .library(name: "GavelWire", targets: ["GavelWire"]),
+        .library(name: "GavelEngine", targets: ["GavelEngine"]),
         .executable(name: "gavel", targets: ["gavel"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.5.0"),
         .package(url: "https://github.com/x-sheep/swift-property-based.git", from: "2.0.0"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.6.0"),
+        .package(url: "https://github.com/apple/swift-log.git", from: "1.6.0"),
     ],
     targets: [
         // Values and rules: listings, formats, commands, events, errors, state hash. No I/O.
         .target(name: "GavelCore"),
         // The JSON protocol codec shared by the CLI, the server and the load driver.
         .target(name: "GavelWire", dependencies: ["GavelCore"]),
+        // The single-writer loop: lock-free per-listing queues, the ready list, timers, batches and release.
+        .target(
+            name: "GavelEngine",
+            dependencies: [
+                "GavelCore",
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
         .executableTarget(
             name: "gavel",
             dependencies: [
@@ -34,6 +46,7 @@ let package = Package(
             ]
         ),
         .testTarget(name: "GavelWireTests", dependencies: ["GavelCore", "GavelWire"]),
+        .testTarget(name: "GavelEngineTests", dependencies: ["GavelCore", "GavelEngine"]),
         .testTarget(name: "GavelCLITests", dependencies: ["GavelCore", "GavelWire"]),
     ],
     swiftLanguageModes: [.v6]

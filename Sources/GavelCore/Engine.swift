@@ -54,6 +54,9 @@ public final class Engine {
     /// The number of scheduled timers (stale ones included).
     public var timerCount: Int { timers.count }
 
+    /// The time of the earliest scheduled timer (it may turn out stale when it fires).
+    public var nextTimerTime: Millis? { timers.nextTime }
+
     /// The number of remembered request ids.
     public var rememberedCount: Int { remembered.count }
 

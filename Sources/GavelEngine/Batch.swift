@@ -1,0 +1,71 @@
+import GavelCore
+
+/// What one journal entry applied: a client command, or the clock moving far enough to fire timers.
+public enum AppliedInput: Sendable {
+    case command(Command)
+    /// The engine clock moved to the entry's time and fired the timers due (their events are the entry's events).
+    case tick
+}
+
+/// One applied entry of a batch: its global `lsn`, engine time, input, result, and the range of its events in
+/// ``Batch/events``.
+public struct BatchEntry: Sendable {
+    public var lsn: UInt64
+    public var at: Millis
+    public var input: AppliedInput
+    /// `nil` for ticks.
+    public var result: CommandResult?
+    public var events: Range<Int>
+    /// Where the result goes once the batch is durable.
+    var submission: Submission?
+}
+
+/// A group of applied commands that becomes durable together (group commit). Entries are in `lsn` order; every
+/// event of the batch is in ``events`` in the order the engine emitted it.
+///
+/// Batches are recycled by the writer: a sink must not keep a reference after it has released the batch.
+public final class Batch: @unchecked Sendable {
+    public internal(set) var entries: [BatchEntry] = []
+    public internal(set) var events: [Event] = []
+    /// A number that orders batches: they are released strictly in this order.
+    public internal(set) var number: UInt64 = 0
+
+    init(capacity: Int) {
+        entries.reserveCapacity(capacity)
+        events.reserveCapacity(capacity * 4)
+    }
+
+    /// The `lsn` of the first and last entries.
+    public var lsnRange: ClosedRange<UInt64>? {
+        guard let first = entries.first, let last = entries.last else { return nil }
+        return first.lsn...last.lsn
+    }
+
+    func reset() {
+        entries.removeAll(keepingCapacity: true)
+        events.removeAll(keepingCapacity: true)
+    }
+}
+
+/// Where the writer hands each batch to be made durable: the journal, or ``InMemorySink`` in tests.
+///
+/// Contract: ``write(_:release:)`` is called on the writer thread, one batch at a time in order. The sink must
+/// call `release` exactly once per batch, in the same order, once the batch is durable under its policy; it may
+/// do so on any thread, and before returning from `write` (a sink with nothing to wait for).
+public protocol BatchSink: AnyObject, Sendable {
+    func write(_ batch: Batch, release: @escaping @Sendable (Batch) -> Void)
+    /// Blocks until every batch written so far has been released.
+    func flush()
+}
+
+/// A sink that keeps nothing and releases every batch at once: for tests and benchmarks, and for engines that
+/// need no durability.
+public final class InMemorySink: BatchSink {
+    public init() {}
+
+    public func write(_ batch: Batch, release: @escaping @Sendable (Batch) -> Void) {
+        release(batch)
+    }
+
+    public func flush() {}
+}

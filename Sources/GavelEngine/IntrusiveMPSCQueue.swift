@@ -1,0 +1,95 @@
+import Synchronization
+
+/// A node that can be linked into an ``IntrusiveMPSCQueue``. Subclass it; a node is in at most one queue at a time.
+open class MPSCNode: @unchecked Sendable {
+    /// The next node in the queue, written by the producer that links after this node.
+    let next = Atomic<UnsafeMutableRawPointer?>(nil)
+
+    public init() {}
+}
+
+/// An unbounded, intrusive multi-producer single-consumer FIFO (Dmitry Vyukov's MPSC node queue).
+///
+/// Contract: any number of threads may call ``push(_:)`` concurrently; exactly one thread at a time calls
+/// ``pop()`` (checked in debug builds). `push` is wait-free (one atomic exchange); `pop` is lock-free and never
+/// blocks, and allocates nothing: the nodes themselves are the links. A `pop` may return `nil` for an instant while a
+/// producer is between its exchange and its link; the consumer then retries later (``hasPendingPush``).
+///
+/// Memory ordering: a producer publishes its node with a releasing store to its predecessor's `next`; the consumer
+/// reads `next` with acquiring loads, so everything the producer wrote to the node before `push` is visible to the
+/// consumer after `pop`.
+public final class IntrusiveMPSCQueue<Node: MPSCNode>: @unchecked Sendable {
+    /// The most recently pushed node (producers exchange it).
+    private let head: Atomic<UnsafeMutableRawPointer>
+    /// The oldest node not yet consumed (consumer only).
+    private var tail: UnsafeMutableRawPointer
+    private let stub = MPSCNode()
+    private let stubPointer: UnsafeMutableRawPointer
+    #if DEBUG
+        private let consumers = Atomic<Int>(0)
+    #endif
+
+    public init() {
+        stubPointer = Unmanaged.passUnretained(stub).toOpaque()
+        head = Atomic(stubPointer)
+        tail = stubPointer
+    }
+
+    deinit {
+        while pop() != nil {}
+    }
+
+    /// Links `node` at the back of the queue. The queue keeps a strong reference until the node is popped.
+    public func push(_ node: Node) {
+        link(Unmanaged.passRetained(node).toOpaque())
+    }
+
+    private func link(_ pointer: UnsafeMutableRawPointer) {
+        let node = Unmanaged<MPSCNode>.fromOpaque(pointer).takeUnretainedValue()
+        node.next.store(nil, ordering: .relaxed)
+        let previous = head.exchange(pointer, ordering: .acquiringAndReleasing)
+        Unmanaged<MPSCNode>.fromOpaque(previous).takeUnretainedValue().next.store(pointer, ordering: .releasing)
+    }
+
+    /// Whether a producer has exchanged the head but not linked yet, or nodes are waiting: the queue is not
+    /// observably empty. Consumer only.
+    public var hasPendingPush: Bool {
+        head.load(ordering: .acquiring) != tail
+            || Unmanaged<MPSCNode>.fromOpaque(tail).takeUnretainedValue().next.load(ordering: .acquiring) != nil
+    }
+
+    /// Removes and returns the oldest node, or `nil` when none is available yet. Consumer only.
+    public func pop() -> Node? {
+        #if DEBUG
+            precondition(
+                consumers.wrappingAdd(1, ordering: .acquiringAndReleasing).newValue == 1,
+                "IntrusiveMPSCQueue.pop called from two threads at once; it has exactly one consumer")
+            defer { consumers.wrappingSubtract(1, ordering: .acquiringAndReleasing) }
+        #endif
+        var tail = self.tail
+        var next = Self.next(of: tail)
+        if tail == stubPointer {
+            guard let after = next else { return nil }
+            self.tail = after
+            tail = after
+            next = Self.next(of: after)
+        }
+        if let after = next {
+            self.tail = after
+            return Unmanaged<Node>.fromOpaque(tail).takeRetainedValue()
+        }
+        // `tail` is the last linked node. If a producer is mid-push, wait for it to link (come back later).
+        guard head.load(ordering: .acquiring) == tail else { return nil }
+        link(stubPointer)
+        if let after = Self.next(of: tail) {
+            self.tail = after
+            return Unmanaged<Node>.fromOpaque(tail).takeRetainedValue()
+        }
+        return nil
+    }
+
+    @inline(__always)
+    private static func next(of pointer: UnsafeMutableRawPointer) -> UnsafeMutableRawPointer? {
+        Unmanaged<MPSCNode>.fromOpaque(pointer).takeUnretainedValue().next.load(ordering: .acquiring)
+    }
+}

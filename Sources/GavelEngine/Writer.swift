@@ -1,0 +1,345 @@
+import GavelCore
+import Synchronization
+
+#if canImport(Glibc)
+    import Glibc
+#endif
+
+/// Limits of the writer loop. Every one has a default that suits a single server.
+public struct WriterConfiguration: Sendable, Hashable {
+    /// The most commands one listing's queue holds; a command beyond it is rejected with `overloaded`.
+    public var queueCapacity: Int = 4096
+    /// The most commands the writer takes from one listing per turn, so a hot listing cannot starve others.
+    public var perListingTurn: Int = 64
+    /// The most commands in one batch handed to the sink.
+    public var maxBatch: Int = 4096
+    /// The most admin requests waiting at once.
+    public var adminCapacity: Int = 4096
+    /// The most listing queues (one per listing id that was ever sent a command).
+    public var maxListingQueues: Int = 1_000_000
+    /// Rules settings.
+    public var engine = EngineConfiguration()
+
+    public init() {}
+}
+
+/// Work for the writer that is not a command for one listing.
+final class AdminRequest: MPSCNode, @unchecked Sendable {
+    enum Kind {
+        /// Run a closure on the writer thread with the engine (inspection, snapshots).
+        case inspect(@Sendable (Engine, _ lastLSN: UInt64) -> Void)
+        /// Call back once everything submitted before it is durable and released.
+        case barrier(@Sendable () -> Void)
+    }
+    let kind: Kind
+    init(_ kind: Kind) { self.kind = kind }
+}
+
+/// The single-writer engine loop: one dedicated thread owns the ``Engine`` and applies every command.
+///
+/// Producers (gateway event loops) call ``submit(_:handler:)`` from any thread: the command goes into its listing's
+/// bounded lock-free queue, and the listing onto the ready list if it is not there already. The writer takes at
+/// most ``WriterConfiguration/perListingTurn`` commands from each ready listing per turn, stamps them with the
+/// engine time of the turn, fires due timers first (as a `tick` entry), assigns each entry the next `lsn`, and
+/// hands the batch to the ``BatchSink``. Results and events are released, in order, only when the sink says the
+/// batch is durable.
+public final class Writer: @unchecked Sendable {
+    public let configuration: WriterConfiguration
+    public let bus: EventBus
+    let sink: BatchSink
+    let clock: EngineClock
+
+    /// Owned by the writer thread once started.
+    let engine: Engine
+    private var lsn: UInt64 = 0
+    private var batchNumber: UInt64 = 0
+    private var barriers: [@Sendable () -> Void] = []
+
+    private let queues = Mutex<[String: ListingQueue]>([:])
+    private let ready = IntrusiveMPSCQueue<ListingQueue>()
+    private let readyCount = Atomic<Int>(0)
+    private let admin = IntrusiveMPSCQueue<AdminRequest>()
+    private let adminCount = Atomic<Int>(0)
+    private let parker = Parker()
+    private let pool = Mutex<[Batch]>([])
+
+    enum Phase: UInt8 {
+        case idle = 0, running, draining, stopped
+    }
+    private let phase = Atomic<UInt8>(Phase.idle.rawValue)
+    private let stoppedSignal = Mutex<[CheckedContinuation<Void, Never>]>([])
+    private var thread: pthread_t?
+
+    /// Creates a writer around `engine` (a fresh one, or one recovered from a journal, whose last `lsn` is
+    /// `lastLSN`).
+    public init(
+        configuration: WriterConfiguration = WriterConfiguration(), engine: Engine? = nil, lastLSN: UInt64 = 0,
+        sink: BatchSink = InMemorySink(), clock: EngineClock = SystemClock(), bus: EventBus = EventBus()
+    ) {
+        self.configuration = configuration
+        self.engine = engine ?? Engine(configuration: configuration.engine)
+        self.lsn = lastLSN
+        self.sink = sink
+        self.clock = clock
+        self.bus = bus
+    }
+
+    // MARK: - Producers
+
+    /// Why a command was not enqueued.
+    public static func overloaded(_ listing: String, capacity: Int) -> CommandResult {
+        .rejected(.overloaded, "listing \(listing) has \(capacity) commands waiting; retry shortly")
+    }
+
+    /// Submits `command`; `handler` gets its result once it is durable. Never blocks.
+    ///
+    /// - Returns: `nil` when the command was enqueued, or the rejection (`overloaded`, or the writer is not
+    ///   running) when it was not; then `handler` is not called.
+    @discardableResult
+    public func submit(_ command: Command, handler: ResultHandler?) -> CommandResult? {
+        guard phase.load(ordering: .acquiring) == Phase.running.rawValue else {
+            return .rejected(.overloaded, "the engine is not accepting commands (starting or shutting down)")
+        }
+        guard let queue = queue(for: command.listing) else {
+            return .rejected(
+                .overloaded, "the engine holds \(configuration.maxListingQueues) listing queues; no room for another")
+        }
+        return submit(command, to: queue, handler: handler)
+    }
+
+    /// Submits to a queue the caller looked up before (see ``queue(for:)``), skipping the lookup.
+    @discardableResult
+    public func submit(_ command: Command, to queue: ListingQueue, handler: ResultHandler?) -> CommandResult? {
+        precondition(queue.listing == command.listing, "command for \(command.listing) sent to \(queue.listing)'s queue")
+        guard phase.load(ordering: .acquiring) == Phase.running.rawValue else {
+            return .rejected(.overloaded, "the engine is not accepting commands (starting or shutting down)")
+        }
+        guard queue.offer(Submission(command, handler: handler)) else {
+            return Self.overloaded(queue.listing, capacity: queue.capacity)
+        }
+        if queue.claimSchedule() {
+            ready.push(queue)
+            readyCount.wrappingAdd(1, ordering: .sequentiallyConsistent)
+            parker.unpark()
+        }
+        return nil
+    }
+
+    /// Submits `command` and waits for its durable result.
+    public func submit(_ command: Command) async -> (result: CommandResult, lsn: UInt64?) {
+        await withCheckedContinuation { continuation in
+            if let rejected = submit(command, handler: { result, lsn in continuation.resume(returning: (result, lsn)) })
+            {
+                continuation.resume(returning: (rejected, nil))
+            }
+        }
+    }
+
+    /// The queue of `listing`, created on first use. Callers on a hot path may cache it: a queue lives as long as
+    /// the writer.
+    public func queue(for listing: String) -> ListingQueue? {
+        queues.withLock { queues in
+            if let queue = queues[listing] { return queue }
+            guard queues.count < configuration.maxListingQueues else { return nil }
+            let queue = ListingQueue(listing: listing, capacity: configuration.queueCapacity)
+            queues[listing] = queue
+            return queue
+        }
+    }
+
+    /// Runs `body` on the writer thread between turns, with the engine and the last assigned `lsn`.
+    public func inspect(_ body: @escaping @Sendable (Engine, UInt64) -> Void) -> Bool {
+        enqueueAdmin(AdminRequest(.inspect(body)))
+    }
+
+    /// Reads a value from the engine on the writer thread.
+    public func read<T: Sendable>(_ body: @escaping @Sendable (Engine, UInt64) -> T) async -> T? {
+        await withCheckedContinuation { continuation in
+            if !inspect({ engine, lsn in continuation.resume(returning: body(engine, lsn)) }) {
+                continuation.resume(returning: nil)
+            }
+        }
+    }
+
+    /// Waits until everything submitted before this call is durable and its results and events are released.
+    public func barrier() async {
+        await withCheckedContinuation { continuation in
+            if !enqueueAdmin(AdminRequest(.barrier({ continuation.resume() }))) { continuation.resume() }
+        }
+    }
+
+    private func enqueueAdmin(_ request: AdminRequest) -> Bool {
+        let p = phase.load(ordering: .acquiring)
+        guard p == Phase.running.rawValue || p == Phase.draining.rawValue else { return false }
+        if adminCount.wrappingAdd(1, ordering: .sequentiallyConsistent).newValue > configuration.adminCapacity {
+            adminCount.wrappingSubtract(1, ordering: .sequentiallyConsistent)
+            return false
+        }
+        admin.push(request)
+        parker.unpark()
+        return true
+    }
+
+    /// Wakes the writer to look at the clock again (a test that moved a ``ManualClock`` calls this).
+    public func wake() {
+        parker.unpark()
+    }
+
+    // MARK: - Lifecycle
+
+    /// Starts the writer thread.
+    public func start() {
+        guard phase.compareExchange(expected: Phase.idle.rawValue, desired: Phase.running.rawValue,
+                                    ordering: .acquiringAndReleasing).exchanged
+        else { return }
+        let box = Unmanaged.passRetained(self).toOpaque()
+        var tid = pthread_t()
+        let rc = pthread_create(&tid, nil, { arg in
+            let writer = Unmanaged<Writer>.fromOpaque(arg!).takeRetainedValue()
+            writer.run()
+            return nil
+        }, box)
+        precondition(rc == 0, "cannot start the writer thread: pthread_create returned \(rc)")
+        thread = tid
+    }
+
+    /// Stops accepting commands, applies everything already queued, flushes the sink, and stops the thread.
+    public func shutdown() async {
+        let wasRunning = phase.compareExchange(
+            expected: Phase.running.rawValue, desired: Phase.draining.rawValue, ordering: .acquiringAndReleasing
+        ).exchanged
+        if !wasRunning && phase.load(ordering: .acquiring) == Phase.idle.rawValue {
+            phase.store(Phase.stopped.rawValue, ordering: .releasing)
+            return
+        }
+        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+            let done = stoppedSignal.withLock { waiting -> Bool in
+                if phase.load(ordering: .acquiring) == Phase.stopped.rawValue { return true }
+                waiting.append(continuation)
+                return false
+            }
+            if done { continuation.resume() } else { parker.unpark() }
+        }
+        if let thread { pthread_join(thread, nil) }
+        thread = nil
+    }
+
+    /// Whether the writer has stopped.
+    public var isStopped: Bool { phase.load(ordering: .acquiring) == Phase.stopped.rawValue }
+
+    // MARK: - The writer thread
+
+    private func takeBatch() -> Batch {
+        pool.withLock { $0.popLast() } ?? Batch(capacity: configuration.maxBatch)
+    }
+
+    private func recycle(_ batch: Batch) {
+        batch.reset()
+        pool.withLock { $0.append(batch) }
+    }
+
+    private var hasWork: Bool {
+        readyCount.load(ordering: .sequentiallyConsistent) > 0 || adminCount.load(ordering: .sequentiallyConsistent) > 0
+    }
+
+    private func run() {
+        while true {
+            let batch = takeBatch()
+            turn(into: batch)
+            if !batch.entries.isEmpty || !barriers.isEmpty {
+                batchNumber += 1
+                batch.number = batchNumber
+                let waiting = barriers
+                barriers.removeAll(keepingCapacity: true)
+                sink.write(batch) { [self] released in
+                    release(released)
+                    for barrier in waiting { barrier() }
+                }
+                continue
+            }
+            recycle(batch)
+            if phase.load(ordering: .acquiring) == Phase.draining.rawValue {
+                if !hasWork && !anyPending() { break }
+                continue
+            }
+            var timeout: Int32 = -1
+            if let next = engine.nextTimerTime {
+                let wait = next - clock.now()
+                timeout = wait <= 0 ? 0 : Int32(clamping: min(wait, 1000))
+            }
+            parker.park(timeoutMs: timeout) { hasWork || phase.load(ordering: .acquiring) != Phase.running.rawValue }
+        }
+        sink.flush()
+        let waiting = stoppedSignal.withLock { waiting -> [CheckedContinuation<Void, Never>] in
+            phase.store(Phase.stopped.rawValue, ordering: .releasing)
+            defer { waiting.removeAll() }
+            return waiting
+        }
+        for continuation in waiting { continuation.resume() }
+    }
+
+    private func anyPending() -> Bool {
+        queues.withLock { $0.values.contains { $0.depth > 0 } }
+    }
+
+    /// One turn: fire timers, serve admin requests, then up to `maxBatch` commands from the ready listings.
+    private func turn(into batch: Batch) {
+        let now = max(engine.now, clock.now())
+        let firstEvent = batch.events.count
+        engine.advance(to: now, events: &batch.events)
+        if batch.events.count > firstEvent {
+            lsn += 1
+            batch.entries.append(
+                BatchEntry(lsn: lsn, at: now, input: .tick, result: nil, events: firstEvent..<batch.events.count))
+        }
+        while adminCount.load(ordering: .acquiring) > 0, let request = admin.pop() {
+            adminCount.wrappingSubtract(1, ordering: .sequentiallyConsistent)
+            switch request.kind {
+            case .inspect(let body): body(engine, lsn)
+            case .barrier(let done): barriers.append(done)
+            }
+        }
+        var budget = configuration.maxBatch
+        let perTurn = configuration.perListingTurn
+        while budget > 0, let queue = ready.pop() {
+            readyCount.wrappingSubtract(1, ordering: .sequentiallyConsistent)
+            let limit = min(perTurn, budget)
+            var taken = 0
+            while taken < limit, let submission = queue.commands.pop() {
+                queue.pending.wrappingSubtract(1, ordering: .sequentiallyConsistent)
+                taken += 1
+                let start = batch.events.count
+                let result = engine.apply(submission.command, events: &batch.events)
+                lsn += 1
+                batch.entries.append(
+                    BatchEntry(
+                        lsn: lsn, at: now, input: .command(submission.command), result: result,
+                        events: start..<batch.events.count, submission: submission))
+            }
+            budget -= taken
+            if taken == limit {
+                // Maybe more: keep the listing scheduled and go to the back of the ready list.
+                ready.push(queue)
+                readyCount.wrappingAdd(1, ordering: .sequentiallyConsistent)
+            } else {
+                queue.unschedule()
+                if queue.pending.load(ordering: .sequentiallyConsistent) > 0 && queue.claimSchedule() {
+                    ready.push(queue)
+                    readyCount.wrappingAdd(1, ordering: .sequentiallyConsistent)
+                }
+            }
+        }
+    }
+
+    /// Delivers a durable batch: each entry's result to its submitter, then its events to subscribers.
+    private func release(_ batch: Batch) {
+        let subscriptions = bus.snapshot()
+        for entry in batch.entries {
+            if let submission = entry.submission, let result = entry.result {
+                submission.handler?(result, entry.lsn)
+            }
+            for index in entry.events { EventBus.deliver(batch.events[index], using: subscriptions) }
+        }
+        recycle(batch)
+    }
+}
