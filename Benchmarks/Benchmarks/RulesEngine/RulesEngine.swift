@@ -1,0 +1,104 @@
+// Benchmarks of the rules engine and the JSON codec.
+//
+//     cd Benchmarks && swift package benchmark --target RulesEngine
+//
+// Every benchmark runs 1,000 commands (or lines) per iteration (`scalingFactor: .kilo`); the table shows figures
+// per command, marked with `*`. Commands are prepared in setup, outside the measured part, so the measured loop
+// does no string formatting: what it counts is the engine's (or the codec's) own work and allocations.
+
+import Benchmark
+import GavelCore
+import GavelWire
+
+let benchmarks: @Sendable () -> Void = {
+    Benchmark.defaultConfiguration = .init(
+        metrics: [.throughput, .wallClock, .mallocCountTotal, .instructions],
+        warmupIterations: Plan.warmupIterations,
+        scalingFactor: .kilo,
+        maxDuration: .seconds(3),
+        maxIterations: Plan.maxIterations
+    )
+
+    // MARK: - Engine
+
+    let englishBids = Fixture<Command>()
+    Benchmark("english bids on 10,000 open listings") { benchmark in
+        englishBids.withOwned { engine, commands, next, events, rejected in
+            for _ in benchmark.scaledIterations {
+                events.removeAll(keepingCapacity: true)
+                let result = engine.apply(commands[next], events: &events)
+                next += 1
+                if !result.ok { rejected += 1 }
+                blackHole(result)
+            }
+        }
+        if englishBids.rejected > 0 {
+            benchmark.error(
+                "\(englishBids.rejected) prepared bids were rejected; the benchmark measured the wrong path")
+        }
+    } setup: {
+        englishBids.engine = engineWithEnglishListings()
+        englishBids.inputs = englishBidCommands()
+        englishBids.events.reserveCapacity(16)
+    }
+
+    let marketOrders = Fixture<Command>()
+    Benchmark("market orders: maker rests, ioc taker partially fills") { benchmark in
+        marketOrders.withOwned { engine, commands, next, events, rejected in
+            for _ in benchmark.scaledIterations {
+                events.removeAll(keepingCapacity: true)
+                let result = engine.apply(commands[next], events: &events)
+                next += 1
+                if !result.ok { rejected += 1 }
+                blackHole(result)
+            }
+        }
+        if marketOrders.rejected > 0 {
+            benchmark.error(
+                "\(marketOrders.rejected) prepared orders were rejected; the benchmark measured the wrong path")
+        }
+    } setup: {
+        marketOrders.engine = engineWithMarketBook()
+        marketOrders.inputs = marketOrderCommands()
+        marketOrders.events.reserveCapacity(16)
+    }
+
+    // MARK: - Wire
+
+    let bidLines = englishBidLines().prefix(1_024).map { $0 }
+    Benchmark("JSON decode of a bid command line") { benchmark in
+        for index in benchmark.scaledIterations {
+            blackHole(CommandDecoder.decode(line: bidLines[index & 1_023]))
+        }
+    }
+
+    let bidPlacedEvents = (0..<1_024).map { k in
+        Event(
+            listing: listingID(k), seq: UInt64(k + 2), at: Millis(k),
+            kind: .bidPlaced(
+                price: Money(1_050 + k), leader: Plan.bidders[k % Plan.bidders.count], bids: Int64(k + 2),
+                closesAt: Plan.closesAt, reserveMet: true))
+    }
+    Benchmark("JSON encode of a bid_placed event") { benchmark in
+        for index in benchmark.scaledIterations {
+            blackHole(MessageEncoder.event(bidPlacedEvents[index & 1_023]))
+        }
+    }
+
+    // MARK: - Wire and engine together
+
+    // The same bid stream as the english benchmark, as lines: decode, apply, encode the result and each event.
+    let simulated = Fixture<String>()
+    Benchmark("bid line to result and event lines (Simulator) on 10,000 listings") { benchmark in
+        guard let simulator = simulated.simulator else { return benchmark.error("setup did not run") }
+        simulated.withOwned { _, lines, next, _, _ in
+            for _ in benchmark.scaledIterations {
+                simulator.process(line: lines[next]) { blackHole($0) }
+                next += 1
+            }
+        }
+    } setup: {
+        simulated.simulator = Simulator(engine: engineWithEnglishListings())
+        simulated.inputs = englishBidLines()
+    }
+}

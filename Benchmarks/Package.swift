@@ -1,0 +1,30 @@
+// swift-tools-version: 6.1
+// Benchmarks of Gavel's hot paths, run with package-benchmark:
+//
+//     cd Benchmarks && swift package benchmark --target RulesEngine
+//
+// A package of its own, so that the benchmark library and its jemalloc/malloc interposer stay out of the
+// server's build. It depends on the main package by path.
+import PackageDescription
+
+let package = Package(
+    name: "gavel-benchmarks",
+    platforms: [.macOS(.v15)],
+    dependencies: [
+        .package(name: "gavel", path: ".."),
+        .package(url: "https://github.com/ordo-one/benchmark", from: "1.38.1", traits: ["MallocInterposer"]),
+    ],
+    targets: [
+        .executableTarget(
+            name: "RulesEngine",
+            dependencies: [
+                .product(name: "GavelCore", package: "gavel"),
+                .product(name: "GavelWire", package: "gavel"),
+                .product(name: "Benchmark", package: "benchmark"),
+            ],
+            path: "Benchmarks/RulesEngine",
+            plugins: [.plugin(name: "BenchmarkPlugin", package: "benchmark")]
+        )
+    ],
+    swiftLanguageModes: [.v6]
+)
