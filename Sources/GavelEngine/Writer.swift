@@ -53,7 +53,10 @@ public final class Writer: @unchecked Sendable {
     let engine: Engine
     private var lsn: UInt64 = 0
     private var batchNumber: UInt64 = 0
+    /// Barriers that go out with the next batch.
     private var barriers: [@Sendable () -> Void] = []
+    /// Barriers waiting for the commands submitted before them to be taken.
+    private var waitingBarriers: [@Sendable () -> Void] = []
 
     private let queues = Mutex<[String: ListingQueue]>([:])
     private let ready = IntrusiveMPSCQueue<ListingQueue>()
@@ -162,6 +165,9 @@ public final class Writer: @unchecked Sendable {
     }
 
     /// Waits until everything submitted before this call is durable and its results and events are released.
+    ///
+    /// - Note: It completes at the first turn that leaves no listing ready, so a continuous flood of new commands
+    ///   delays it.
     public func barrier() async {
         await withCheckedContinuation { continuation in
             if !enqueueAdmin(AdminRequest(.barrier({ continuation.resume() }))) { continuation.resume() }
@@ -224,6 +230,35 @@ public final class Writer: @unchecked Sendable {
         thread = nil
     }
 
+    /// Marks the writer running without starting its thread: the caller drives it with ``runUntilIdle()`` on one
+    /// thread of its own. For benchmarks and deterministic tests.
+    @_spi(Manual)
+    public func startManual() {
+        _ = phase.compareExchange(
+            expected: Phase.idle.rawValue, desired: Phase.running.rawValue, ordering: .acquiringAndReleasing)
+    }
+
+    /// Runs writer turns on the calling thread until no command, admin request or due timer is left. Only for a
+    /// writer started with ``startManual()``.
+    ///
+    /// - Returns: the number of entries applied.
+    @_spi(Manual)
+    @discardableResult
+    public func runUntilIdle() -> Int {
+        precondition(thread == nil, "runUntilIdle drives a writer whose thread is not running")
+        var applied = 0
+        while true {
+            let batch = takeBatch()
+            turn(into: batch)
+            applied += batch.entries.count
+            if batch.entries.isEmpty && barriers.isEmpty && waitingBarriers.isEmpty && !hasWork {
+                recycle(batch)
+                return applied
+            }
+            dispatch(batch)
+        }
+    }
+
     /// Whether the writer has stopped.
     public var isStopped: Bool { phase.load(ordering: .acquiring) == Phase.stopped.rawValue }
 
@@ -247,14 +282,7 @@ public final class Writer: @unchecked Sendable {
             let batch = takeBatch()
             turn(into: batch)
             if !batch.entries.isEmpty || !barriers.isEmpty {
-                batchNumber += 1
-                batch.number = batchNumber
-                let waiting = barriers
-                barriers.removeAll(keepingCapacity: true)
-                sink.write(batch) { [self] released in
-                    release(released)
-                    for barrier in waiting { barrier() }
-                }
+                dispatch(batch)
                 continue
             }
             recycle(batch)
@@ -278,6 +306,22 @@ public final class Writer: @unchecked Sendable {
         for continuation in waiting { continuation.resume() }
     }
 
+    /// Numbers `batch` and hands it to the sink, with the barriers that wait for it.
+    private func dispatch(_ batch: Batch) {
+        batchNumber += 1
+        batch.number = batchNumber
+        if barriers.isEmpty {
+            sink.write(batch) { [self] released in release(released) }
+        } else {
+            let waiting = barriers
+            barriers.removeAll(keepingCapacity: true)
+            sink.write(batch) { [self] released in
+                release(released)
+                for barrier in waiting { barrier() }
+            }
+        }
+    }
+
     private func anyPending() -> Bool {
         queues.withLock { $0.values.contains { $0.depth > 0 } }
     }
@@ -296,7 +340,7 @@ public final class Writer: @unchecked Sendable {
             adminCount.wrappingSubtract(1, ordering: .sequentiallyConsistent)
             switch request.kind {
             case .inspect(let body): body(engine, lsn)
-            case .barrier(let done): barriers.append(done)
+            case .barrier(let done): waitingBarriers.append(done)
             }
         }
         var budget = configuration.maxBatch
@@ -328,6 +372,12 @@ public final class Writer: @unchecked Sendable {
                     readyCount.wrappingAdd(1, ordering: .sequentiallyConsistent)
                 }
             }
+        }
+        // Every command submitted before a barrier was in its queue when the barrier arrived; once no listing is
+        // ready, all of them are in this batch or an earlier one.
+        if !waitingBarriers.isEmpty && readyCount.load(ordering: .sequentiallyConsistent) == 0 {
+            barriers.append(contentsOf: waitingBarriers)
+            waitingBarriers.removeAll(keepingCapacity: true)
         }
     }
 

@@ -1,0 +1,84 @@
+import Dispatch
+import Synchronization
+import Testing
+
+@testable import GavelEngine
+
+final class Item: MPSCNode, @unchecked Sendable {
+    let producer: Int
+    let index: Int
+    init(producer: Int, index: Int) {
+        self.producer = producer
+        self.index = index
+    }
+}
+
+@Suite("Lock-free queues")
+struct QueueTests {
+    @Test func mpscQueueDeliversEveryItemOnceInPerProducerOrder() async {
+        let queue = IntrusiveMPSCQueue<Item>()
+        let producers = 4
+        let perProducer = 20000
+        let done = Atomic<Int>(0)
+        var received: [[Int]] = Array(repeating: [], count: producers)
+        DispatchQueue.concurrentPerform(iterations: producers + 1) { worker in
+            if worker < producers {
+                for i in 0..<perProducer { queue.push(Item(producer: worker, index: i)) }
+                done.wrappingAdd(1, ordering: .releasing)
+            }
+        }
+        // The consumer drains after the producers (concurrency with the producers is covered by the writer tests).
+        while let item = queue.pop() { received[item.producer].append(item.index) }
+        let finishedProducers = done.load(ordering: .acquiring)
+        #expect(finishedProducers == producers)
+        for p in 0..<producers { #expect(received[p] == Array(0..<perProducer)) }
+    }
+
+    @Test func mpscQueueWorksWithAConcurrentConsumer() async {
+        let queue = IntrusiveMPSCQueue<Item>()
+        let producers = 3
+        let perProducer = 20000
+        let finished = Atomic<Int>(0)
+        let counts = Mutex<[Int]>(Array(repeating: 0, count: producers))
+        let ordered = Atomic<Bool>(true)
+        DispatchQueue.concurrentPerform(iterations: producers + 1) { worker in
+            if worker < producers {
+                for i in 0..<perProducer { queue.push(Item(producer: worker, index: i)) }
+                finished.wrappingAdd(1, ordering: .releasing)
+            } else {
+                var next = Array(repeating: 0, count: producers)
+                var total = 0
+                while total < producers * perProducer {
+                    if let item = queue.pop() {
+                        if item.index != next[item.producer] { ordered.store(false, ordering: .relaxed) }
+                        next[item.producer] += 1
+                        total += 1
+                    }
+                }
+                counts.withLock { $0 = next }
+            }
+        }
+        let inOrder = ordered.load(ordering: .relaxed)
+        #expect(inOrder)
+        #expect(counts.withLock { $0 } == Array(repeating: perProducer, count: producers))
+        #expect(queue.pop() == nil)
+    }
+
+    @Test func listingQueueRejectsAtItsBound() {
+        let queue = ListingQueue(listing: "L", capacity: 3)
+        let command = bid("L", "ann", 100, id: "b")
+        #expect(queue.offer(Submission(command, handler: nil)))
+        #expect(queue.offer(Submission(command, handler: nil)))
+        #expect(queue.offer(Submission(command, handler: nil)))
+        #expect(!queue.offer(Submission(command, handler: nil)))
+        #expect(queue.depth == 3)
+    }
+
+    @Test func aListingIsScheduledOnceHoweverManyCommandsItHas() {
+        let queue = ListingQueue(listing: "L", capacity: 10)
+        #expect(queue.claimSchedule())
+        #expect(!queue.claimSchedule())
+        queue.unschedule()
+        #expect(queue.claimSchedule())
+    }
+}

@@ -1,0 +1,222 @@
+import Dispatch
+import Glibc
+import GavelCore
+import Synchronization
+import Testing
+
+@testable import GavelEngine
+
+/// Collects what a writer releases, from any thread.
+final class Recorder: Sendable {
+    struct Outcome: Sendable {
+        var command: Command
+        var result: CommandResult
+        var lsn: UInt64
+    }
+    let outcomes = Mutex<[Outcome]>([])
+    let events = Mutex<[Event]>([])
+
+    func handler(for command: Command) -> ResultHandler {
+        { result, lsn in self.outcomes.withLock { $0.append(Outcome(command: command, result: result, lsn: lsn)) } }
+    }
+}
+
+func openEnglish(_ listing: String, closesAt: Millis = 1_000_000_000, id: String? = nil) -> Command {
+    Command(
+        id: id ?? "open-\(listing)", listing: listing,
+        body: .open(seller: "seller", terms: .english(.init(start: 100, closesAt: closesAt))))
+}
+
+func bid(_ listing: String, _ bidder: String, _ amount: Money, id: String) -> Command {
+    Command(id: id, listing: listing, body: .bid(bidder: bidder, amount: amount))
+}
+
+/// Blocks the writer thread until `release()` is called, so that tests can fill queues.
+final class WriterGate: Sendable {
+    private let open = Atomic<Bool>(false)
+    private let entered = Atomic<Bool>(false)
+
+    func hold(_ writer: Writer) async {
+        _ = writer.inspect { _, _ in
+            self.entered.store(true, ordering: .releasing)
+            while !self.open.load(ordering: .acquiring) { usleep(100) }
+        }
+        while !entered.load(ordering: .acquiring) { try? await Task.sleep(for: .milliseconds(1)) }
+    }
+
+    func release() { open.store(true, ordering: .releasing) }
+}
+
+@Suite("Writer loop")
+struct WriterTests {
+    @Test func concurrentProducersLoseDuplicateAndReorderNothingAndMatchASequentialRun() async throws {
+        let clock = ManualClock(0)
+        let writer = Writer(clock: clock)
+        let recorder = Recorder()
+        _ = writer.bus.subscribeAll { event in recorder.events.withLock { $0.append(event) } }
+        writer.start()
+        let listings = (0..<20).map { "L\($0)" }
+        for listing in listings {
+            let (result, _) = await writer.submit(openEnglish(listing))
+            #expect(result.ok)
+        }
+        let producers = 4
+        let perProducer = 3000
+        DispatchQueue.concurrentPerform(iterations: producers) { p in
+            var rng = SplitMix(seed: UInt64(p + 1))
+            for i in 0..<perProducer {
+                let listing = listings[Int(rng.next() % UInt64(listings.count))]
+                let command = bid(listing, "u\(p)", Money(200 + i * 10), id: "p\(p)-\(i)")
+                var rejected = writer.submit(command, handler: recorder.handler(for: command))
+                while let r = rejected, r.error == .overloaded {
+                    usleep(50)
+                    rejected = writer.submit(command, handler: recorder.handler(for: command))
+                }
+                #expect(rejected == nil)
+            }
+        }
+        await writer.barrier()
+        let outcomes = recorder.outcomes.withLock { $0 }
+        // Nothing lost or duplicated.
+        #expect(outcomes.count == producers * perProducer)
+        #expect(Set(outcomes.map(\.command.id)).count == outcomes.count)
+        #expect(Set(outcomes.map(\.lsn)).count == outcomes.count)
+        // Within a listing, each producer's commands were applied in the order it sent them.
+        var lastIndex: [String: Int] = [:]
+        for outcome in outcomes.sorted(by: { $0.lsn < $1.lsn }) {
+            let parts = outcome.command.id.dropFirst().split(separator: "-")
+            let key = "\(parts[0])/\(outcome.command.listing)"
+            let index = Int(parts[1])!
+            #expect(index > lastIndex[key, default: -1], "command \(outcome.command.id) applied out of order")
+            lastIndex[key] = index
+        }
+        // Per-listing public sequence numbers have no gaps.
+        let events = recorder.events.withLock { $0 }
+        var seqs: [String: UInt64] = [:]
+        for event in events where event.seq > 0 {
+            #expect(event.seq == seqs[event.listing, default: 0] + 1)
+            seqs[event.listing] = event.seq
+        }
+        // A sequential run of the same commands in lsn order gives the same results and state.
+        let reference = Engine()
+        var scratch: [Event] = []
+        for listing in listings { _ = reference.apply(openEnglish(listing), events: &scratch) }
+        for outcome in outcomes.sorted(by: { $0.lsn < $1.lsn }) {
+            let result = reference.apply(outcome.command, events: &scratch)
+            #expect(result == outcome.result)
+        }
+        let writerHash = await writer.read { engine, _ in engine.stateHash() }
+        #expect(writerHash == reference.stateHash())
+        await writer.shutdown()
+    }
+
+    @Test func fullQueueRejectsWithOverloadedAndNeverBlocks() async throws {
+        var configuration = WriterConfiguration()
+        configuration.queueCapacity = 8
+        let writer = Writer(configuration: configuration, clock: ManualClock(0))
+        writer.start()
+        #expect(await writer.submit(openEnglish("L")).result.ok)
+        let gate = WriterGate()
+        await gate.hold(writer)
+        let recorder = Recorder()
+        for i in 0..<8 {
+            let command = bid("L", "ann", Money(100 + i * 100), id: "b\(i)")
+            #expect(writer.submit(command, handler: recorder.handler(for: command)) == nil)
+        }
+        let rejected = writer.submit(bid("L", "ann", 5000, id: "b8"), handler: nil)
+        #expect(rejected?.error == .overloaded)
+        #expect(rejected?.message.contains("8 commands waiting") == true)
+        gate.release()
+        await writer.barrier()
+        #expect(recorder.outcomes.withLock { $0.count } == 8)
+        // Once drained, the queue takes commands again.
+        #expect(await writer.submit(bid("L", "ann", 9000, id: "b9")).result.ok)
+        await writer.shutdown()
+    }
+
+    @Test func hotListingCannotStarveOthers() async throws {
+        var configuration = WriterConfiguration()
+        configuration.perListingTurn = 4
+        let writer = Writer(configuration: configuration, clock: ManualClock(0))
+        writer.start()
+        #expect(await writer.submit(openEnglish("hot")).result.ok)
+        #expect(await writer.submit(openEnglish("cold")).result.ok)
+        let gate = WriterGate()
+        await gate.hold(writer)
+        let recorder = Recorder()
+        for i in 0..<200 {
+            let command = bid("hot", "u\(i % 2)", Money(100 + i * 100), id: "h\(i)")
+            #expect(writer.submit(command, handler: recorder.handler(for: command)) == nil)
+        }
+        let cold = bid("cold", "ann", 100, id: "c")
+        #expect(writer.submit(cold, handler: recorder.handler(for: cold)) == nil)
+        gate.release()
+        await writer.barrier()
+        let outcomes = recorder.outcomes.withLock { $0 }
+        let coldLSN = try #require(outcomes.first { $0.command.id == "c" }).lsn
+        let firstHot = outcomes.filter { $0.command.listing == "hot" }.map(\.lsn).min()!
+        // The cold listing is served after at most one turn of the hot one, not after all 200 commands.
+        #expect(coldLSN - firstHot <= UInt64(configuration.perListingTurn))
+        await writer.shutdown()
+    }
+
+    @Test func timersFireInTimeOrderAsStampedTickEntries() async throws {
+        let clock = ManualClock(0)
+        let writer = Writer(clock: clock)
+        let recorder = Recorder()
+        _ = writer.bus.subscribeAll { event in recorder.events.withLock { $0.append(event) } }
+        writer.start()
+        for (listing, closesAt) in [("C", 3000), ("A", 1000), ("B", 2000)] {
+            #expect(await writer.submit(openEnglish(listing, closesAt: Millis(closesAt))).result.ok)
+        }
+        clock.set(2500)
+        writer.wake()
+        // Wait until both due listings have closed.
+        for _ in 0..<2000 {
+            if recorder.events.withLock({ $0.filter { $0.kind.typeName == "closed" }.count }) == 2 { break }
+            try await Task.sleep(for: .milliseconds(1))
+        }
+        let closed = recorder.events.withLock { $0.filter { $0.kind.typeName == "closed" } }
+        #expect(closed.map(\.listing) == ["A", "B"])
+        #expect(closed.map(\.at) == [1000, 2000])
+        let now = await writer.read { engine, _ in engine.now }
+        #expect(now == 2500)
+        await writer.shutdown()
+    }
+
+    @Test func shutdownAppliesEverythingQueuedThenRefusesNewCommands() async throws {
+        let writer = Writer(clock: ManualClock(0))
+        writer.start()
+        #expect(await writer.submit(openEnglish("L")).result.ok)
+        let gate = WriterGate()
+        await gate.hold(writer)
+        let recorder = Recorder()
+        for i in 0..<500 {
+            let command = bid("L", "u\(i % 3)", Money(100 + i * 100), id: "b\(i)")
+            #expect(writer.submit(command, handler: recorder.handler(for: command)) == nil)
+        }
+        async let stopped: Void = writer.shutdown()
+        // Shutdown has begun: new commands are refused while the queued ones still drain.
+        while writer.submit(bid("L", "late", 1, id: "late"), handler: nil) == nil {
+            try await Task.sleep(for: .milliseconds(1))
+        }
+        gate.release()
+        await stopped
+        #expect(writer.isStopped)
+        #expect(recorder.outcomes.withLock { $0.count } == 500)
+        #expect(writer.submit(bid("L", "ann", 1_000_000, id: "after"), handler: nil)?.error == .overloaded)
+    }
+}
+
+/// A small deterministic random generator for tests.
+struct SplitMix: RandomNumberGenerator {
+    var state: UInt64
+    init(seed: UInt64) { state = seed }
+    mutating func next() -> UInt64 {
+        state &+= 0x9E37_79B9_7F4A_7C15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
+    }
+}
