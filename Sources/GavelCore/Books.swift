@@ -81,7 +81,10 @@ final class DutchBook {
     /// `max(floor, start - step * floor((t - opensAt) / stepEveryMs))`.
     func price(at time: Millis, opensAt: Millis) -> Money {
         guard time > opensAt else { return start }
-        let steps = (time - opensAt) / stepEveryMs
+        // A far-past opens_at cannot overflow the elapsed time: the clock has long reached the floor.
+        let (elapsed, late) = time.subtractingReportingOverflow(opensAt)
+        if late { return floor }
+        let steps = elapsed / stepEveryMs
         // Saturate instead of overflowing on absurd clocks: the floor wins long before.
         let (drop, overflow) = steps.multipliedReportingOverflow(by: step)
         if overflow || drop >= start - floor { return floor }
@@ -90,8 +93,17 @@ final class DutchBook {
 
     /// The first step time strictly after `time`.
     func nextStep(after time: Millis, opensAt: Millis) -> Millis {
-        guard time >= opensAt else { return opensAt + stepEveryMs }
-        return opensAt + stepEveryMs * ((time - opensAt) / stepEveryMs + 1)
+        // Saturates at the end of time instead of overflowing on absurd opens_at or step_every_ms.
+        guard time >= opensAt else { return Self.saturating(opensAt, plus: stepEveryMs) }
+        let (elapsed, late) = time.subtractingReportingOverflow(opensAt)
+        if late { return .max }
+        let (offset, far) = stepEveryMs.multipliedReportingOverflow(by: elapsed / stepEveryMs + 1)
+        return far ? .max : Self.saturating(opensAt, plus: offset)
+    }
+
+    private static func saturating(_ a: Millis, plus b: Millis) -> Millis {
+        let (sum, overflow) = a.addingReportingOverflow(b)
+        return overflow ? (b > 0 ? .max : .min) : sum
     }
 }
 

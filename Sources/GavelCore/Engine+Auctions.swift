@@ -57,7 +57,8 @@ extension Engine {
         guard let soft = book.softClose, let closesAt = listing.closesAt, closesAt - now <= soft.windowMs else {
             return nil
         }
-        var target = max(closesAt, now + soft.extendMs)
+        let (extended, overflow) = now.addingReportingOverflow(soft.extendMs)  // extend_ms comes from the client
+        var target = max(closesAt, overflow ? Millis.max : extended)
         if let cap = soft.maxClosesAt { target = min(cap, target) }
         guard target != closesAt else { return nil }
         listing.closesAt = target
