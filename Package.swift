@@ -8,6 +8,7 @@ let package = Package(
         .library(name: "GavelCore", targets: ["GavelCore"]),
         .library(name: "GavelWire", targets: ["GavelWire"]),
         .library(name: "GavelEngine", targets: ["GavelEngine"]),
+        .library(name: "GavelJournal", targets: ["GavelJournal"]),
         .executable(name: "gavel", targets: ["gavel"]),
     ],
     dependencies: [
@@ -15,6 +16,7 @@ let package = Package(
         .package(url: "https://github.com/x-sheep/swift-property-based.git", from: "2.0.0"),
         .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.6.0"),
         .package(url: "https://github.com/apple/swift-log.git", from: "1.6.0"),
+        .package(url: "https://github.com/apple/swift-crypto.git", "3.0.0"..<"5.0.0"),
     ],
     targets: [
         // Values and rules: listings, formats, commands, events, errors, state hash. No I/O.
@@ -27,6 +29,19 @@ let package = Package(
             dependencies: [
                 "GavelCore",
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+        // liblz4 (frame format) from the system: apt-get install liblz4-dev.
+        .systemLibrary(name: "CLZ4", pkgConfig: "liblz4", providers: [.apt(["liblz4-dev"])]),
+        // CRC-32C and fdatasync.
+        .target(name: "CGavelShims"),
+        // The durable sink: record codec, LZ4 segments, group commit, snapshots, recovery, verification.
+        .target(
+            name: "GavelJournal",
+            dependencies: [
+                "GavelCore", "GavelEngine", "CLZ4", "CGavelShims",
+                .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),

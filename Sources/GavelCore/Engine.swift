@@ -31,7 +31,7 @@ struct RememberedResult {
 /// - Note: Not thread-safe. One owner (the writer) applies every command.
 public final class Engine {
     /// The engine clock: the time of the last command or timer, in milliseconds.
-    public private(set) var now: Millis = 0
+    public internal(set) var now: Millis = 0
     public let configuration: EngineConfiguration
 
     var listings: [String: Listing] = [:]

@@ -56,6 +56,11 @@ public struct TimerQueue: Sendable {
         self.nextSequence = nextSequence
     }
 
+    /// Sets the sequence number the next scheduled timer gets (used when loading a saved state).
+    public mutating func restore(nextSequence: UInt64) {
+        self.nextSequence = nextSequence
+    }
+
     /// Removes and returns the earliest timer if it is due at or before `time`.
     public mutating func popDue(atOrBefore time: Millis) -> ScheduledTimer? {
         guard let first = heap.first, first.time <= time else { return nil }

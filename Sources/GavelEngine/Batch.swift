@@ -69,3 +69,13 @@ public final class InMemorySink: BatchSink {
 
     public func flush() {}
 }
+
+/// Receives snapshots of the engine state, taken by the writer between batches.
+///
+/// Contract: ``snapshot(state:lsn:now:pauseNanos:)`` is called on the writer thread right after the batch whose last
+/// entry is `lsn` was handed to the batch sink; the receiver must persist it only once that batch is durable.
+public protocol SnapshotSink: AnyObject, Sendable {
+    /// `state` is ``Engine/encodeState()`` at `lsn`; `now` is the engine clock; `pauseNanos` is how long the writer
+    /// stopped to copy it.
+    func snapshot(state: [UInt8], lsn: UInt64, now: Millis, pauseNanos: UInt64)
+}

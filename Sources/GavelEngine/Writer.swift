@@ -17,6 +17,12 @@ public struct WriterConfiguration: Sendable, Hashable {
     public var adminCapacity: Int = 4096
     /// The most listing queues (one per listing id that was ever sent a command).
     public var maxListingQueues: Int = 1_000_000
+    /// Take a snapshot every this many journal entries (0: never by count). Needs a ``SnapshotSink``.
+    public var snapshotEveryEntries: UInt64 = 0
+    /// Take a snapshot every this many seconds (0: never by time). Needs a ``SnapshotSink``.
+    public var snapshotEverySeconds: Int = 0
+    /// Take a snapshot when the writer stops. Needs a ``SnapshotSink``.
+    public var snapshotOnShutdown = true
     /// Rules settings.
     public var engine = EngineConfiguration()
 
@@ -30,6 +36,8 @@ final class AdminRequest: MPSCNode, @unchecked Sendable {
         case inspect(@Sendable (Engine, _ lastLSN: UInt64) -> Void)
         /// Call back once everything submitted before it is durable and released.
         case barrier(@Sendable () -> Void)
+        /// Take a snapshot after this turn.
+        case snapshot
     }
     let kind: Kind
     init(_ kind: Kind) { self.kind = kind }
@@ -47,7 +55,11 @@ public final class Writer: @unchecked Sendable {
     public let configuration: WriterConfiguration
     public let bus: EventBus
     let sink: BatchSink
+    let snapshotSink: SnapshotSink?
     let clock: EngineClock
+    private var lastSnapshotLSN: UInt64
+    private var lastSnapshotNanos: UInt64 = 0
+    private var snapshotRequested = false
 
     /// Owned by the writer thread once started.
     let engine: Engine
@@ -77,12 +89,15 @@ public final class Writer: @unchecked Sendable {
     /// `lastLSN`).
     public init(
         configuration: WriterConfiguration = WriterConfiguration(), engine: Engine? = nil, lastLSN: UInt64 = 0,
-        sink: BatchSink = InMemorySink(), clock: EngineClock = SystemClock(), bus: EventBus = EventBus()
+        sink: BatchSink = InMemorySink(), snapshots: SnapshotSink? = nil, clock: EngineClock = SystemClock(),
+        bus: EventBus = EventBus()
     ) {
         self.configuration = configuration
         self.engine = engine ?? Engine(configuration: configuration.engine)
         self.lsn = lastLSN
+        self.lastSnapshotLSN = lastLSN
         self.sink = sink
+        self.snapshotSink = snapshots
         self.clock = clock
         self.bus = bus
     }
@@ -174,6 +189,14 @@ public final class Writer: @unchecked Sendable {
         }
     }
 
+    /// Asks for a snapshot after the current turn.
+    ///
+    /// - Returns: `false` when the writer is not running or has no snapshot sink.
+    @discardableResult
+    public func requestSnapshot() -> Bool {
+        snapshotSink != nil && enqueueAdmin(AdminRequest(.snapshot))
+    }
+
     private func enqueueAdmin(_ request: AdminRequest) -> Bool {
         let p = phase.load(ordering: .acquiring)
         guard p == Phase.running.rawValue || p == Phase.draining.rawValue else { return false }
@@ -253,10 +276,22 @@ public final class Writer: @unchecked Sendable {
             applied += batch.entries.count
             if batch.entries.isEmpty && barriers.isEmpty && waitingBarriers.isEmpty && !hasWork {
                 recycle(batch)
+                snapshotIfDue()
                 return applied
             }
             dispatch(batch)
+            snapshotIfDue()
         }
+    }
+
+    /// Ends a writer driven with ``runUntilIdle()``: takes the shutdown snapshot if configured, flushes the sink,
+    /// and refuses further commands.
+    @_spi(Manual)
+    public func finishManual() {
+        runUntilIdle()
+        phase.store(Phase.stopped.rawValue, ordering: .releasing)
+        if configuration.snapshotOnShutdown && snapshotSink != nil && lsn > lastSnapshotLSN { takeSnapshot() }
+        sink.flush()
     }
 
     /// Whether the writer has stopped.
@@ -283,8 +318,10 @@ public final class Writer: @unchecked Sendable {
             turn(into: batch)
             if !batch.entries.isEmpty || !barriers.isEmpty {
                 dispatch(batch)
+                snapshotIfDue()
                 continue
             }
+            snapshotIfDue()
             recycle(batch)
             if phase.load(ordering: .acquiring) == Phase.draining.rawValue {
                 if !hasWork && !anyPending() { break }
@@ -297,6 +334,7 @@ public final class Writer: @unchecked Sendable {
             }
             parker.park(timeoutMs: timeout) { hasWork || phase.load(ordering: .acquiring) != Phase.running.rawValue }
         }
+        if configuration.snapshotOnShutdown && snapshotSink != nil && lsn > lastSnapshotLSN { takeSnapshot() }
         sink.flush()
         let waiting = stoppedSignal.withLock { waiting -> [CheckedContinuation<Void, Never>] in
             phase.store(Phase.stopped.rawValue, ordering: .releasing)
@@ -322,6 +360,38 @@ public final class Writer: @unchecked Sendable {
         }
     }
 
+    private func snapshotIfDue() {
+        guard let _ = snapshotSink else { return }
+        var due = snapshotRequested
+        if configuration.snapshotEveryEntries > 0 && lsn - lastSnapshotLSN >= configuration.snapshotEveryEntries {
+            due = true
+        }
+        if configuration.snapshotEverySeconds > 0 && lsn > lastSnapshotLSN {
+            let now = Self.monotonicNanos()
+            if lastSnapshotNanos == 0 { lastSnapshotNanos = now }
+            if now - lastSnapshotNanos >= UInt64(configuration.snapshotEverySeconds) * 1_000_000_000 { due = true }
+        }
+        if due { takeSnapshot() }
+    }
+
+    /// Copies the engine state and hands it to the snapshot sink; the writer pauses only for the copy.
+    private func takeSnapshot() {
+        guard let snapshotSink else { return }
+        snapshotRequested = false
+        let started = Self.monotonicNanos()
+        let state = engine.encodeState()
+        let pause = Self.monotonicNanos() - started
+        snapshotSink.snapshot(state: state, lsn: lsn, now: engine.now, pauseNanos: pause)
+        lastSnapshotLSN = lsn
+        lastSnapshotNanos = Self.monotonicNanos()
+    }
+
+    static func monotonicNanos() -> UInt64 {
+        var ts = timespec()
+        clock_gettime(CLOCK_MONOTONIC, &ts)
+        return UInt64(ts.tv_sec) * 1_000_000_000 + UInt64(ts.tv_nsec)
+    }
+
     private func anyPending() -> Bool {
         queues.withLock { $0.values.contains { $0.depth > 0 } }
     }
@@ -341,6 +411,7 @@ public final class Writer: @unchecked Sendable {
             switch request.kind {
             case .inspect(let body): body(engine, lsn)
             case .barrier(let done): waitingBarriers.append(done)
+            case .snapshot: snapshotRequested = true
             }
         }
         var budget = configuration.maxBatch

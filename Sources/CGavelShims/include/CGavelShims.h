@@ -1,0 +1,13 @@
+#ifndef GAVEL_SHIMS_H
+#define GAVEL_SHIMS_H
+#include <stddef.h>
+#include <stdint.h>
+
+/// CRC-32C (Castagnoli) of `length` bytes, continuing from `crc` (0 to start). Uses the SSE4.2 instruction when the
+/// CPU has it, a table otherwise.
+uint32_t gavel_crc32c(uint32_t crc, const void *data, size_t length);
+
+/// fdatasync(2), exposed because Glibc's module map does not always carry it.
+int gavel_fdatasync(int fd);
+
+#endif

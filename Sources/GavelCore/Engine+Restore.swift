@@ -1,0 +1,101 @@
+extension Engine {
+    /// Rebuilds an engine from bytes written by ``encodeState()``. The result encodes to the same bytes.
+    ///
+    /// - Throws: ``DecodingError`` naming the offset of the first problem; the bytes are never trusted.
+    public static func restore(from bytes: [UInt8]) throws(DecodingError) -> Engine {
+        var r = BinaryReader(bytes)
+        let version = try r.readUInt32()
+        guard version == 1 else { throw r.fail("unsupported state version \(version)") }
+        let now = try r.readInt64()
+        let window = try r.readInt64()
+        let engine = Engine(configuration: EngineConfiguration(idempotencyWindowMs: window))
+        engine.now = now
+        let listingCount = try r.readCount(minimumSize: 16)
+        for _ in 0..<listingCount {
+            let listing = try decodeListing(&r)
+            engine.listings[listing.id] = listing
+        }
+        let timerCount = try r.readCount(minimumSize: 21)
+        let nextSequence = try r.readUInt64()
+        for _ in 0..<timerCount {
+            let time = try r.readInt64()
+            let sequence = try r.readUInt64()
+            let listing = try r.readString()
+            let action: TimerAction
+            switch try r.readByte() {
+            case 0: action = .close
+            case 1: action = .dutchStep
+            case 2: action = .expire(trader: try r.readString(), order: try r.readString())
+            default: throw r.fail("unknown timer action")
+            }
+            engine.timers.restore(
+                ScheduledTimer(time: time, sequence: sequence, listing: listing, action: action),
+                nextSequence: nextSequence)
+        }
+        if timerCount == 0 { engine.timers.restore(nextSequence: nextSequence) }
+        let rememberedCount = try r.readCount(minimumSize: 16)
+        var order: [(at: Millis, key: RequestKey)] = []
+        order.reserveCapacity(rememberedCount)
+        for _ in 0..<rememberedCount {
+            let at = try r.readInt64()
+            let command = try Command.decode(from: &r)
+            let result = try CommandResult.decode(from: &r)
+            let key = RequestKey(principal: command.principal, id: command.id)
+            engine.remembered[key] = RememberedResult(command: command, result: result, at: at)
+            order.append((at, key))
+        }
+        // Expiry only needs the times in order; ties expire together.
+        order.sort { $0.at < $1.at }
+        engine.rememberedOrder = order
+        guard r.isAtEnd else { throw r.fail("\(r.remaining) unexpected bytes after the state") }
+        return engine
+    }
+
+    private static func decodeListing(_ r: inout BinaryReader) throws(DecodingError) -> Listing {
+        let id = try r.readString()
+        let seller = try r.readString()
+        let terms = try ListingTerms.decode(from: &r)
+        let opensAt = try r.readInt64()
+        let listing = Listing(id: id, seller: seller, terms: terms, opensAt: opensAt)
+        listing.closesAt = try r.readOptionalInt64()
+        guard let status = ListingStatus(rawValue: try r.readByte()) else { throw r.fail("unknown listing status") }
+        listing.status = status
+        listing.seq = try r.readUInt64()
+        switch listing.book {
+        case .english(let b):
+            b.price = try r.readInt64()
+            b.leader = try r.readOptionalString()
+            b.maximum = try r.readInt64()
+            b.bids = try r.readInt64()
+        case .sealed(let b):
+            b.count = try r.readInt64()
+            b.nextOrder = try r.readUInt64()
+            let bidders = try r.readCount(minimumSize: 20)
+            for _ in 0..<bidders {
+                let bidder = try r.readString()
+                b.bids[bidder] = SealedBid(amount: try r.readInt64(), order: try r.readUInt64())
+            }
+        case .dutch(let b):
+            b.remaining = try r.readInt64()
+            b.price = try r.readInt64()
+            b.nextStepAt = try r.readOptionalInt64()
+        case .market(let b):
+            b.traded = try r.readBool()
+            for side in [Side.buy, Side.sell] {
+                let levels = try r.readCount(minimumSize: 24)
+                for _ in 0..<levels {
+                    let price = try r.readInt64()
+                    _ = try r.readInt64()  // total: recomputed from the orders
+                    let orders = try r.readCount(minimumSize: 17)
+                    for _ in 0..<orders {
+                        let order = RestingOrder(
+                            id: try r.readString(), trader: try r.readString(), remaining: try r.readInt64(),
+                            expiresAt: try r.readOptionalInt64())
+                        b.rest(order, side: side, price: price)
+                    }
+                }
+            }
+        }
+        return listing
+    }
+}

@@ -1,0 +1,155 @@
+import CGavelShims
+
+#if canImport(Glibc)
+    import Glibc
+#endif
+
+/// Why a file operation failed, with the path and the system's reason.
+public struct FileError: Error, CustomStringConvertible, Sendable {
+    public var path: String
+    public var operation: String
+    public var code: Int32
+
+    public var description: String { "\(operation) \(path): \(String(cString: strerror(code)))" }
+}
+
+/// Small wrappers over POSIX file calls that throw ``FileError``.
+enum Files {
+    static func readAll(_ path: String) throws(FileError) -> [UInt8] {
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { throw FileError(path: path, operation: "open", code: errno) }
+        defer { close(fd) }
+        var st = stat()
+        guard fstat(fd, &st) == 0 else { throw FileError(path: path, operation: "stat", code: errno) }
+        var bytes = [UInt8](repeating: 0, count: Int(st.st_size))
+        var done = 0
+        while done < bytes.count {
+            let n = bytes.withUnsafeMutableBytes { read(fd, $0.baseAddress! + done, $0.count - done) }
+            if n < 0 {
+                if errno == EINTR { continue }
+                throw FileError(path: path, operation: "read", code: errno)
+            }
+            if n == 0 { break }
+            done += n
+        }
+        if done < bytes.count { bytes.removeLast(bytes.count - done) }
+        return bytes
+    }
+
+    static func writeAll(_ fd: Int32, _ bytes: [UInt8], path: String) throws(FileError) {
+        var done = 0
+        while done < bytes.count {
+            let n = bytes.withUnsafeBytes { write(fd, $0.baseAddress! + done, $0.count - done) }
+            if n < 0 {
+                if errno == EINTR { continue }
+                throw FileError(path: path, operation: "write", code: errno)
+            }
+            done += n
+        }
+    }
+
+    static func syncData(_ fd: Int32, path: String) throws(FileError) {
+        guard gavel_fdatasync(fd) == 0 else { throw FileError(path: path, operation: "fdatasync", code: errno) }
+    }
+
+    static func syncDirectory(_ path: String) throws(FileError) {
+        let fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+        guard fd >= 0 else { throw FileError(path: path, operation: "open directory", code: errno) }
+        defer { close(fd) }
+        guard fsync(fd) == 0 else { throw FileError(path: path, operation: "fsync directory", code: errno) }
+    }
+
+    static func makeDirectory(_ path: String) throws(FileError) {
+        if mkdir(path, 0o755) != 0 && errno != EEXIST {
+            throw FileError(path: path, operation: "mkdir", code: errno)
+        }
+    }
+
+    /// The names in `directory` (not `.` and `..`), sorted; empty when it does not exist.
+    static func list(_ directory: String) -> [String] {
+        guard let dir = opendir(directory) else { return [] }
+        defer { closedir(dir) }
+        var names: [String] = []
+        while let entry = readdir(dir) {
+            let name = withUnsafeBytes(of: entry.pointee.d_name) { raw in
+                String(cString: raw.baseAddress!.assumingMemoryBound(to: CChar.self))
+            }
+            if name != "." && name != ".." { names.append(name) }
+        }
+        return names.sorted()
+    }
+
+    static func exists(_ path: String) -> Bool {
+        var st = stat()
+        return stat(path, &st) == 0
+    }
+
+    static func truncate(_ path: String, to length: Int) throws(FileError) {
+        guard Glibc.truncate(path, off_t(length)) == 0 else { throw FileError(path: path, operation: "truncate", code: errno) }
+    }
+
+    static func remove(_ path: String) throws(FileError) {
+        guard unlink(path) == 0 || errno == ENOENT else { throw FileError(path: path, operation: "unlink", code: errno) }
+    }
+
+    /// Writes `bytes` to `path` atomically: a temporary file, fsync, rename, and an fsync of the directory.
+    static func writeAtomically(_ bytes: [UInt8], to path: String, directory: String) throws(FileError) {
+        let temporary = path + ".tmp"
+        let fd = open(temporary, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
+        guard fd >= 0 else { throw FileError(path: temporary, operation: "create", code: errno) }
+        do throws(FileError) {
+            try writeAll(fd, bytes, path: temporary)
+            guard fsync(fd) == 0 else { throw FileError(path: temporary, operation: "fsync", code: errno) }
+        } catch {
+            close(fd)
+            throw error
+        }
+        close(fd)
+        guard rename(temporary, path) == 0 else { throw FileError(path: path, operation: "rename", code: errno) }
+        try syncDirectory(directory)
+    }
+}
+
+/// The layout of a data directory.
+public struct DataDirectory: Sendable {
+    public let path: String
+
+    public init(_ path: String) { self.path = path }
+
+    public var journal: String { path + "/journal" }
+    public var snapshots: String { path + "/snapshots" }
+
+    /// Creates the directory and its `journal` and `snapshots` folders when missing.
+    public func create() throws(FileError) {
+        try Files.makeDirectory(path)
+        try Files.makeDirectory(journal)
+        try Files.makeDirectory(snapshots)
+    }
+
+    /// `<first lsn, 20 digits>.seg`.
+    public static func segmentName(firstLSN: UInt64) -> String { pad(firstLSN) + ".seg" }
+
+    /// `<lsn, 20 digits>.snap`.
+    public static func snapshotName(lsn: UInt64) -> String { pad(lsn) + ".snap" }
+
+    static func pad(_ value: UInt64) -> String {
+        let digits = String(value)
+        return String(repeating: "0", count: max(0, 20 - digits.count)) + digits
+    }
+
+    /// Journal segments as (first lsn, path), in lsn order.
+    public func segments() -> [(firstLSN: UInt64, path: String)] {
+        Files.list(journal).compactMap { name in
+            guard name.hasSuffix(".seg"), let lsn = UInt64(name.dropLast(4)) else { return nil }
+            return (lsn, journal + "/" + name)
+        }.sorted { $0.firstLSN < $1.firstLSN }
+    }
+
+    /// Snapshots as (lsn, path), newest first.
+    public func snapshotFiles() -> [(lsn: UInt64, path: String)] {
+        Files.list(snapshots).compactMap { name in
+            guard name.hasSuffix(".snap"), let lsn = UInt64(name.dropLast(5)) else { return nil }
+            return (lsn, snapshots + "/" + name)
+        }.sorted { $0.lsn > $1.lsn }
+    }
+}

@@ -1,0 +1,335 @@
+import Dispatch
+import GavelCore
+import GavelEngine
+import Logging
+import Synchronization
+
+#if canImport(Glibc)
+    import Glibc
+#endif
+
+/// When the journal calls fdatasync.
+public enum FsyncPolicy: Sendable, Equatable, CustomStringConvertible {
+    /// fdatasync every flushed batch before any of its results or events is released (the default).
+    case always
+    /// Release after the write; fdatasync at most every `ms` milliseconds. A power loss can lose the last interval.
+    case interval(ms: Int)
+    /// Never fdatasync (the OS writes back when it likes). A power loss can lose anything not yet written back.
+    case none
+
+    /// Parses `always`, `interval:MS` or `none`.
+    public init?(argument: String) {
+        switch argument {
+        case "always": self = .always
+        case "none": self = .none
+        default:
+            guard argument.hasPrefix("interval:"), let ms = Int(argument.dropFirst(9)), ms > 0 else { return nil }
+            self = .interval(ms: ms)
+        }
+    }
+
+    public var description: String {
+        switch self {
+        case .always: "always"
+        case .interval(let ms): "interval:\(ms)"
+        case .none: "none"
+        }
+    }
+}
+
+/// Settings of the journal. Every limit has a default.
+public struct JournalConfiguration: Sendable {
+    public var fsync: FsyncPolicy = .always
+    /// Roll to a new segment once the current one reaches this size.
+    public var segmentBytes = 64 << 20
+    /// Snapshots to keep; segments are deleted once the oldest kept snapshot covers them.
+    public var keepSnapshots = 2
+    /// Batches handed to the journal and not yet durable before the writer waits (backpressure).
+    public var maxInFlightBatches = 64
+
+    public init() {}
+}
+
+/// The write-ahead journal: the writer loop's durable ``BatchSink``.
+///
+/// The writer hands it batches; a journal thread encodes every batch waiting into records, compresses them into
+/// one LZ4 frame with a SHA-256 chain trailer, appends it to the current segment, fdatasyncs (per the policy) and
+/// only then releases the batches' results and events, in order. While one group is being synced the writer keeps
+/// building the next ones (group commit). Snapshots are written by the same thread after the batches before them
+/// are durable, so a snapshot never covers an entry the journal lacks.
+public final class Journal: BatchSink, SnapshotSink, @unchecked Sendable {
+    public let directory: DataDirectory
+    public let configuration: JournalConfiguration
+    private let logger: Logger
+
+    private enum Item {
+        case batch(Batch, @Sendable (Batch) -> Void)
+        case snapshot(state: [UInt8], lsn: UInt64, now: Millis, pauseNanos: UInt64)
+        case flush(DispatchSemaphore)
+    }
+
+    private let queue = Mutex<[Item]>([])
+    private let wake = DispatchSemaphore(value: 0)
+    private let inFlight: DispatchSemaphore
+    private let stopping = Atomic<Bool>(false)
+    private var thread: pthread_t?
+
+    // Journal thread state.
+    private var fd: Int32 = -1
+    private var segmentPath = ""
+    private var segmentSize = 0
+    private var lastLSN: UInt64
+    private var chain: [UInt8]
+    private var lastSync: UInt64 = 0
+    private var dirty = false
+    private var records: [UInt8] = []
+    private var frame: [UInt8] = []
+    private var scratch = BinaryWriter(capacity: 256)
+
+    /// Statistics, readable from any thread.
+    public let stats = JournalStats()
+
+    /// Opens the journal after `recovery` (which must have repaired the directory), ready to append at
+    /// `recovery.lastLSN + 1`.
+    public init(
+        directory: DataDirectory, configuration: JournalConfiguration = JournalConfiguration(), recovery: RecoveryReport,
+        logger: Logger = Logger(label: "gavel.journal")
+    ) throws {
+        self.directory = directory
+        self.configuration = configuration
+        self.logger = logger
+        self.lastLSN = recovery.lastLSN
+        self.chain = recovery.chain
+        self.inFlight = DispatchSemaphore(value: max(1, configuration.maxInFlightBatches))
+        try directory.create()
+        if let active = recovery.activeSegment, active.size < configuration.segmentBytes {
+            let fd = open(active.path, O_WRONLY | O_CLOEXEC)
+            guard fd >= 0 else { throw FileError(path: active.path, operation: "open", code: errno) }
+            guard lseek(fd, off_t(active.size), SEEK_SET) >= 0 else {
+                throw FileError(path: active.path, operation: "seek", code: errno)
+            }
+            self.fd = fd
+            segmentPath = active.path
+            segmentSize = active.size
+        }
+        records.reserveCapacity(1 << 20)
+        frame.reserveCapacity(1 << 20)
+        let box = Unmanaged.passRetained(self).toOpaque()
+        var tid = pthread_t()
+        let rc = pthread_create(
+            &tid, nil,
+            { arg in
+                Unmanaged<Journal>.fromOpaque(arg!).takeRetainedValue().run()
+                return nil
+            }, box)
+        precondition(rc == 0, "cannot start the journal thread: pthread_create returned \(rc)")
+        thread = tid
+    }
+
+    // MARK: - BatchSink
+
+    public func write(_ batch: Batch, release: @escaping @Sendable (Batch) -> Void) {
+        inFlight.wait()
+        queue.withLock { $0.append(.batch(batch, release)) }
+        wake.signal()
+    }
+
+    public func flush() {
+        let done = DispatchSemaphore(value: 0)
+        queue.withLock { $0.append(.flush(done)) }
+        wake.signal()
+        done.wait()
+    }
+
+    public func snapshot(state: [UInt8], lsn: UInt64, now: Millis, pauseNanos: UInt64) {
+        queue.withLock { $0.append(.snapshot(state: state, lsn: lsn, now: now, pauseNanos: pauseNanos)) }
+        wake.signal()
+    }
+
+    /// Flushes everything and stops the journal thread.
+    public func close() {
+        flush()
+        stopping.store(true, ordering: .releasing)
+        wake.signal()
+        if let thread { pthread_join(thread, nil) }
+        thread = nil
+        if fd >= 0 {
+            if configuration.fsync != .always { _ = try? Files.syncData(fd, path: segmentPath) }
+            Glibc.close(fd)
+            fd = -1
+        }
+    }
+
+    // MARK: - The journal thread
+
+    private func run() {
+        var pending: [(Batch, @Sendable (Batch) -> Void)] = []
+        while true {
+            let timeout: DispatchTime
+            if case .interval(let ms) = configuration.fsync, dirty {
+                timeout = .now() + .milliseconds(ms)
+            } else {
+                timeout = .distantFuture
+            }
+            _ = wake.wait(timeout: timeout)
+            let items = queue.withLock { items -> [Item] in
+                defer { items.removeAll(keepingCapacity: true) }
+                return items
+            }
+            do {
+                for item in items {
+                    switch item {
+                    case .batch(let batch, let release):
+                        append(batch)
+                        pending.append((batch, release))
+                    case .snapshot(let state, let lsn, let now, let pause):
+                        try commit(&pending)
+                        try writeSnapshot(state: state, lsn: lsn, now: now, pauseNanos: pause)
+                    case .flush(let done):
+                        try commit(&pending)
+                        if dirty { try syncNow() }
+                        done.signal()
+                    }
+                }
+                try commit(&pending)
+                if case .interval(let ms) = configuration.fsync, dirty, monotonicNanos() - lastSync >= UInt64(ms) * 1_000_000 {
+                    try syncNow()
+                }
+            } catch {
+                // The journal can no longer promise durability: stop the process rather than acknowledge a lie.
+                logger.critical("journal write failed, stopping: \(error)")
+                fatalError("journal write failed: \(error)")
+            }
+            if stopping.load(ordering: .acquiring) && queue.withLock({ $0.isEmpty }) { return }
+        }
+    }
+
+    /// Encodes `batch` into the pending record buffer.
+    private func append(_ batch: Batch) {
+        for entry in batch.entries {
+            let record: JournalRecord
+            switch entry.input {
+            case .command(let command):
+                record = .command(lsn: entry.lsn, at: entry.at, principal: command.principal, command: command)
+            case .tick:
+                record = .tick(lsn: entry.lsn, at: entry.at)
+            }
+            record.encode(into: &records, scratch: &scratch)
+        }
+    }
+
+    /// Writes the pending records as one frame, syncs per the policy, and releases the batches in order.
+    private func commit(_ pending: inout [(Batch, @Sendable (Batch) -> Void)]) throws {
+        guard !pending.isEmpty else { return }
+        let firstLSN = pending.first!.0.entries.first!.lsn
+        let lastLSN = pending.last!.0.entries.last!.lsn
+        let count = pending.reduce(0) { $0 + $1.0.entries.count }
+        if fd < 0 || segmentSize >= configuration.segmentBytes { try roll(firstLSN: firstLSN) }
+        let next = Chain.next(chain, records: records[...])
+        JournalRecord.trailer(firstLSN: firstLSN, lastLSN: lastLSN, count: UInt32(count), chain: next)
+            .encode(into: &records, scratch: &scratch)
+        frame.removeAll(keepingCapacity: true)
+        LZ4Frame.compress(records, appendingTo: &frame)
+        let started = monotonicNanos()
+        try Files.writeAll(fd, frame, path: segmentPath)
+        segmentSize += frame.count
+        dirty = true
+        if configuration.fsync == .always { try syncNow() }
+        stats.record(entries: count, rawBytes: records.count, frameBytes: frame.count, nanos: monotonicNanos() - started)
+        chain = next
+        self.lastLSN = lastLSN
+        records.removeAll(keepingCapacity: true)
+        for (batch, release) in pending {
+            release(batch)
+            inFlight.signal()
+        }
+        pending.removeAll(keepingCapacity: true)
+    }
+
+    private func syncNow() throws {
+        try Files.syncData(fd, path: segmentPath)
+        lastSync = monotonicNanos()
+        dirty = false
+        stats.syncs.wrappingAdd(1, ordering: .relaxed)
+    }
+
+    /// Closes the current segment and starts `<firstLSN>.seg`.
+    private func roll(firstLSN: UInt64) throws {
+        if fd >= 0 {
+            if dirty || configuration.fsync != .none { try syncNow() }
+            Glibc.close(fd)
+        }
+        let path = directory.journal + "/" + DataDirectory.segmentName(firstLSN: firstLSN)
+        let newFD = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
+        guard newFD >= 0 else { throw FileError(path: path, operation: "create", code: errno) }
+        fd = newFD
+        segmentPath = path
+        let header = SegmentHeader(firstLSN: firstLSN, previousChain: chain).encoded()
+        try Files.writeAll(fd, header, path: path)
+        segmentSize = header.count
+        try Files.syncData(fd, path: path)
+        try Files.syncDirectory(directory.journal)
+        logger.debug("journal segment \(path) started at lsn \(firstLSN)")
+    }
+
+    private func writeSnapshot(state: [UInt8], lsn: UInt64, now: Millis, pauseNanos: UInt64) throws {
+        if dirty { try syncNow() }
+        precondition(lsn == lastLSN, "snapshot at lsn \(lsn) but the journal is at \(lastLSN)")
+        let started = monotonicNanos()
+        let file = SnapshotFile.make(lsn: lsn, now: now, chain: chain, state: state)
+        let path = directory.snapshots + "/" + DataDirectory.snapshotName(lsn: lsn)
+        try Files.writeAtomically(file.encoded(), to: path, directory: directory.snapshots)
+        let took = monotonicNanos() - started
+        stats.snapshots.wrappingAdd(1, ordering: .relaxed)
+        stats.lastSnapshotPauseNanos.store(pauseNanos, ordering: .relaxed)
+        logger.info(
+            "snapshot at lsn \(lsn): \(state.count) state bytes; writer paused \(pauseNanos / 1000) µs to copy the state, written in \(took / 1_000_000) ms")
+        try applyRetention()
+    }
+
+    /// Keeps the newest `keepSnapshots` snapshots and deletes segments wholly covered by the oldest one kept.
+    private func applyRetention() throws {
+        let snapshots = directory.snapshotFiles()
+        let keep = max(1, configuration.keepSnapshots)
+        for old in snapshots.dropFirst(keep) { try Files.remove(old.path) }
+        guard let oldestKept = snapshots.prefix(keep).last else { return }
+        let segments = directory.segments()
+        for (index, segment) in segments.enumerated() {
+            guard index + 1 < segments.count, segment.path != segmentPath else { break }
+            // Every lsn in this segment is below the next segment's first lsn.
+            if segments[index + 1].firstLSN <= oldestKept.lsn + 1 {
+                try Files.remove(segment.path)
+                logger.debug("journal segment \(segment.path) removed: covered by snapshot at lsn \(oldestKept.lsn)")
+            } else {
+                break
+            }
+        }
+    }
+}
+
+/// Counters of journal activity.
+public final class JournalStats: Sendable {
+    public let entries = Atomic<UInt64>(0)
+    public let frames = Atomic<UInt64>(0)
+    public let rawBytes = Atomic<UInt64>(0)
+    public let frameBytes = Atomic<UInt64>(0)
+    public let syncs = Atomic<UInt64>(0)
+    public let writeNanos = Atomic<UInt64>(0)
+    public let snapshots = Atomic<UInt64>(0)
+    public let lastSnapshotPauseNanos = Atomic<UInt64>(0)
+
+    func record(entries: Int, rawBytes: Int, frameBytes: Int, nanos: UInt64) {
+        self.entries.wrappingAdd(UInt64(entries), ordering: .relaxed)
+        frames.wrappingAdd(1, ordering: .relaxed)
+        self.rawBytes.wrappingAdd(UInt64(rawBytes), ordering: .relaxed)
+        self.frameBytes.wrappingAdd(UInt64(frameBytes), ordering: .relaxed)
+        writeNanos.wrappingAdd(nanos, ordering: .relaxed)
+    }
+}
+
+/// Nanoseconds on the monotonic clock.
+func monotonicNanos() -> UInt64 {
+    var ts = timespec()
+    clock_gettime(CLOCK_MONOTONIC, &ts)
+    return UInt64(ts.tv_sec) * 1_000_000_000 + UInt64(ts.tv_nsec)
+}

@@ -1,0 +1,208 @@
+import GavelCore
+
+/// Corruption that recovery will not repair by itself: the file, the byte offset, what is wrong and what to do.
+public struct CorruptionError: Error, CustomStringConvertible, Sendable {
+    public var file: String
+    public var offset: Int
+    public var reason: String
+
+    public var description: String {
+        """
+        journal corruption in \(file) at byte \(offset): \(reason).
+        Nothing after this point was applied. To proceed: run `gavel verify --data-dir <dir>` for a full report; \
+        restore the data directory from a backup; or restart with --truncate-after-corruption to discard \
+        everything from this offset on (commands after it are lost).
+        """
+    }
+}
+
+/// How to recover.
+public struct RecoveryOptions: Sendable {
+    /// Truncate the journal at the first corruption instead of refusing to start (loses what follows).
+    public var truncateAfterCorruption = false
+    /// Stop after this lsn (for `gavel replay --to-lsn`); snapshots past it are not used.
+    public var toLSN: UInt64?
+    /// Start from the newest valid snapshot (true) or replay the journal from its first segment (false).
+    public var useSnapshots = true
+    /// Repair files (truncate a torn tail) — false for read-only tools.
+    public var repair = true
+    /// Rules settings for a journal replayed from the start.
+    public var engine = EngineConfiguration()
+    /// Called now and then with the number of records replayed and the total bytes of the segments read so far.
+    public var progress: (@Sendable (_ records: Int, _ segment: String) -> Void)?
+
+    public init() {}
+}
+
+/// What recovery found and did.
+public struct RecoveryReport {
+    public var engine: Engine
+    /// The last lsn applied (0 for an empty journal).
+    public var lastLSN: UInt64
+    /// The chain hash after the last batch applied.
+    public var chain: [UInt8]
+    /// The snapshot recovery started from.
+    public var snapshot: (lsn: UInt64, path: String)?
+    /// Snapshots that were newer but did not validate, with the reason.
+    public var rejectedSnapshots: [(path: String, reason: String)] = []
+    /// Journal records applied after the snapshot.
+    public var replayedRecords = 0
+    /// Journal bytes read.
+    public var bytesRead = 0
+    /// Where a torn tail (or, with `truncateAfterCorruption`, corruption) was cut off.
+    public var truncation: (file: String, offset: Int, reason: String)?
+    /// Segments deleted because they followed a corruption that was truncated.
+    public var removedSegments: [String] = []
+    /// The segment new batches go to: its path, first lsn and valid size; `nil` when there is none yet.
+    public var activeSegment: (path: String, firstLSN: UInt64, size: Int)?
+}
+
+/// Rebuilds the engine from a data directory: the newest snapshot that validates, then the journal after it.
+public enum Recovery {
+    public static func recover(_ directory: DataDirectory, options: RecoveryOptions = RecoveryOptions()) throws
+        -> RecoveryReport
+    {
+        let segments = directory.segments()
+        var rejected: [(path: String, reason: String)] = []
+        var start: (engine: Engine, lsn: UInt64, chain: [UInt8], path: String)?
+        if options.useSnapshots {
+            for candidate in directory.snapshotFiles() {
+                if let limit = options.toLSN, candidate.lsn > limit { continue }
+                do {
+                    let file = try SnapshotFile.decode(try Files.readAll(candidate.path))
+                    guard file.lsn == candidate.lsn else {
+                        throw SegmentProblem(kind: .corrupt, offset: 0, reason: "names lsn \(candidate.lsn) but holds \(file.lsn)")
+                    }
+                    if let first = segments.first, first.firstLSN > file.lsn + 1 {
+                        throw SegmentProblem(
+                            kind: .corrupt, offset: 0,
+                            reason: "the journal starts at lsn \(first.firstLSN), after this snapshot's lsn \(file.lsn)")
+                    }
+                    start = (try Engine.restore(from: file.state), file.lsn, file.chain, candidate.path)
+                    break
+                } catch {
+                    rejected.append((candidate.path, "\(error)"))
+                }
+            }
+        }
+        let engine = start?.engine ?? Engine(configuration: options.engine)
+        let base = start?.lsn ?? 0
+        var report = RecoveryReport(
+            engine: engine, lastLSN: base, chain: start?.chain ?? Chain.genesis,
+            snapshot: start.map { ($0.lsn, $0.path) }, rejectedSnapshots: rejected)
+
+        // The segments to read: from the last one that starts at or before base + 1.
+        var first = 0
+        for (index, segment) in segments.enumerated() where segment.firstLSN <= base + 1 { first = index }
+        if let segment = segments.first, start == nil, segment.firstLSN != 1 {
+            throw CorruptionError(
+                file: segment.path, offset: 0,
+                reason: "the journal starts at lsn \(segment.firstLSN) and no valid snapshot covers what came before")
+        }
+        var expectedLSN: UInt64? = nil
+        var chain: [UInt8]? = nil
+        var events: [Event] = []
+        events.reserveCapacity(64)
+        var index = first
+        reading: while index < segments.count {
+            let segment = segments[index]
+            let isLast = index == segments.count - 1
+            let bytes = try Files.readAll(segment.path)
+            report.bytesRead += bytes.count
+            var reader: SegmentReader
+            do {
+                reader = try SegmentReader(bytes: bytes)
+                if let expected = expectedLSN, reader.header.firstLSN != expected {
+                    throw SegmentProblem(
+                        kind: .corrupt, offset: 0,
+                        reason: "segment starts at lsn \(reader.header.firstLSN) where \(expected) was expected")
+                }
+                if let chain, reader.header.previousChain != chain {
+                    throw SegmentProblem(kind: .corrupt, offset: 0, reason: "segment header does not chain to the one before")
+                }
+            } catch let problem as SegmentProblem {
+                if isLast && problem.kind == .truncated {
+                    // A crash while creating the segment: nothing in it was acknowledged.
+                    if options.repair { try Files.remove(segment.path) }
+                    report.truncation = (segment.path, 0, problem.reason)
+                    break reading
+                }
+                if options.truncateAfterCorruption {
+                    try cut(at: problem.offset, in: segment.path, after: Array(segments[index...]), report: &report, options, problem.reason)
+                    break reading
+                }
+                throw CorruptionError(file: segment.path, offset: problem.offset, reason: problem.reason)
+            }
+            var validSize = reader.offset
+            while true {
+                let batch: SegmentBatch?
+                do {
+                    batch = try reader.next()
+                } catch let problem {
+                    let torn = isLast && (problem.kind == .truncated || !reader.validFrameExists(after: problem.offset))
+                    if torn {
+                        if options.repair { try Files.truncate(segment.path, to: problem.offset) }
+                        report.truncation = (segment.path, problem.offset, "torn tail: \(problem.reason)")
+                        report.activeSegment = (segment.path, reader.header.firstLSN, problem.offset)
+                        break reading
+                    }
+                    if options.truncateAfterCorruption {
+                        try cut(at: problem.offset, in: segment.path, after: Array(segments[(index + 1)...]), report: &report, options, problem.reason)
+                        report.activeSegment = (segment.path, reader.header.firstLSN, problem.offset)
+                        break reading
+                    }
+                    throw CorruptionError(file: segment.path, offset: problem.offset, reason: problem.reason)
+                }
+                guard let batch else { break }
+                validSize = batch.offset + batch.length
+                for record in batch.records {
+                    guard record.lsn > base else { continue }
+                    if let limit = options.toLSN, record.lsn > limit { break reading }
+                    apply(record, to: engine, events: &events)
+                    report.lastLSN = record.lsn
+                    report.replayedRecords += 1
+                    if report.replayedRecords % 1_000_000 == 0 { options.progress?(report.replayedRecords, segment.path) }
+                }
+                report.chain = batch.chain
+                if let snapshot = start, batch.records.last?.lsn == snapshot.lsn, batch.chain != snapshot.chain {
+                    throw CorruptionError(
+                        file: segment.path, offset: batch.offset,
+                        reason: "the journal's chain at lsn \(snapshot.lsn) differs from snapshot \(snapshot.path)")
+                }
+            }
+            expectedLSN = reader.nextLSN
+            chain = reader.chain
+            report.activeSegment = (segment.path, reader.header.firstLSN, validSize)
+            index += 1
+        }
+        return report
+    }
+
+    private static func cut(
+        at offset: Int, in path: String, after later: [(firstLSN: UInt64, path: String)], report: inout RecoveryReport,
+        _ options: RecoveryOptions, _ reason: String
+    ) throws {
+        if options.repair {
+            try Files.truncate(path, to: offset)
+            for segment in later where segment.path != path {
+                try Files.remove(segment.path)
+                report.removedSegments.append(segment.path)
+            }
+        }
+        report.truncation = (path, offset, "corruption truncated on request: \(reason)")
+    }
+
+    /// Applies one journal record to `engine` exactly as the writer did.
+    public static func apply(_ record: JournalRecord, to engine: Engine, events: inout [Event]) {
+        switch record {
+        case .command(_, let at, _, let command):
+            engine.advance(to: at, events: &events)
+            _ = engine.apply(command, events: &events)
+        case .tick(_, let at):
+            engine.advance(to: at, events: &events)
+        case .trailer:
+            break
+        }
+        events.removeAll(keepingCapacity: true)
+    }
+}

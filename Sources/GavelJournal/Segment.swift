@@ -1,0 +1,195 @@
+import Crypto
+import GavelCore
+
+/// The header of a journal segment, kept in an LZ4 skippable frame at its start.
+public struct SegmentHeader: Sendable, Equatable {
+    public static let tag: [UInt8] = Array("GVLSEG".utf8)
+    public static let version: UInt16 = 1
+    /// Skippable-frame header (8) + tag (6) + version (2) + first lsn (8) + previous chain (32).
+    public static let size = 8 + 6 + 2 + 8 + 32
+
+    public var firstLSN: UInt64
+    /// The chain hash of the batch before this segment's first batch (32 zero bytes at the very start).
+    public var previousChain: [UInt8]
+
+    public func encoded() -> [UInt8] {
+        var payload = Self.tag
+        withUnsafeBytes(of: Self.version.littleEndian) { payload.append(contentsOf: $0) }
+        withUnsafeBytes(of: firstLSN.littleEndian) { payload.append(contentsOf: $0) }
+        payload.append(contentsOf: previousChain)
+        var out: [UInt8] = []
+        SkippableFrame.append(payload, to: &out)
+        return out
+    }
+
+    /// Reads the header at the start of `bytes`, or `nil` when it is missing or damaged.
+    public static func decode(_ bytes: [UInt8]) -> SegmentHeader? {
+        guard bytes.count >= size, bytes.uint32(at: 0) == SkippableFrame.magic,
+            bytes.uint32(at: 4) == UInt32(size - 8), Array(bytes[8..<14]) == tag
+        else { return nil }
+        let version = UInt16(bytes[14]) | UInt16(bytes[15]) << 8
+        guard version >= 1 && version <= Self.version else { return nil }
+        var lsn: UInt64 = 0
+        for i in 0..<8 { lsn |= UInt64(bytes[16 + i]) << (8 * UInt64(i)) }
+        return SegmentHeader(firstLSN: lsn, previousChain: Array(bytes[24..<56]))
+    }
+}
+
+/// The chain hash of a batch: SHA-256 over the previous batch's chain and this batch's record bytes.
+public enum Chain {
+    public static let genesis = [UInt8](repeating: 0, count: 32)
+
+    public static func next(_ previous: [UInt8], records: ArraySlice<UInt8>) -> [UInt8] {
+        var hasher = SHA256()
+        hasher.update(data: previous)
+        records.withUnsafeBytes { hasher.update(bufferPointer: $0) }
+        return Array(hasher.finalize())
+    }
+}
+
+/// One decoded batch frame of a segment.
+public struct SegmentBatch: Sendable {
+    /// Byte offset of the frame in its segment.
+    public var offset: Int
+    /// Length of the frame on disk.
+    public var length: Int
+    public var records: [JournalRecord]
+    public var chain: [UInt8]
+}
+
+/// A problem found while reading a segment, with the byte offset where it is.
+public struct SegmentProblem: Error, Sendable, CustomStringConvertible {
+    public enum Kind: Sendable, Equatable {
+        /// The bytes end inside a frame or record: what a crash during a write leaves.
+        case truncated
+        /// Bytes that are not what was written: a damaged frame, a failed checksum, a broken chain or lsn gap.
+        case corrupt
+    }
+    public var kind: Kind
+    public var offset: Int
+    public var reason: String
+
+    public var description: String { "\(reason) at byte \(offset)" }
+}
+
+/// Reads a segment's batches in order.
+public struct SegmentReader {
+    public let bytes: [UInt8]
+    public let header: SegmentHeader
+    public private(set) var offset: Int
+    /// The chain after the last batch read.
+    public private(set) var chain: [UInt8]
+    /// The lsn the next record must have.
+    public private(set) var nextLSN: UInt64
+
+    public init(bytes: [UInt8]) throws(SegmentProblem) {
+        guard let header = SegmentHeader.decode(bytes) else {
+            throw SegmentProblem(
+                kind: bytes.count < SegmentHeader.size ? .truncated : .corrupt, offset: 0,
+                reason: "missing or damaged segment header")
+        }
+        self.bytes = bytes
+        self.header = header
+        self.offset = SegmentHeader.size
+        self.chain = header.previousChain
+        self.nextLSN = header.firstLSN
+    }
+
+    /// The next batch, or `nil` at the end of the segment.
+    public mutating func next() throws(SegmentProblem) -> SegmentBatch? {
+        while offset < bytes.count {
+            guard let magic = bytes.uint32(at: offset) else {
+                throw SegmentProblem(kind: .truncated, offset: offset, reason: "partial frame header")
+            }
+            if magic & 0xFFFF_FFF0 == SkippableFrame.magic {
+                guard let length = bytes.uint32(at: offset + 4), offset + 8 + Int(length) <= bytes.count else {
+                    throw SegmentProblem(kind: .truncated, offset: offset, reason: "partial skippable frame")
+                }
+                offset += 8 + Int(length)
+                continue
+            }
+            guard magic == LZ4Frame.magic else {
+                throw SegmentProblem(kind: .corrupt, offset: offset, reason: "no LZ4 frame where one should start")
+            }
+            let decoded: (content: [UInt8], length: Int)
+            switch Result(catching: { () throws(LZ4Frame.DecodeError) in try LZ4Frame.decode(bytes, at: offset) }) {
+            case .success(let value): decoded = value
+            case .failure(.truncated):
+                throw SegmentProblem(kind: .truncated, offset: offset, reason: "LZ4 frame cut short")
+            case .failure(.corrupt(let why)):
+                throw SegmentProblem(kind: .corrupt, offset: offset, reason: "damaged LZ4 frame (\(why))")
+            }
+            let (content, length) = decoded
+            let batch = try decodeBatch(content, frameOffset: offset, frameLength: length)
+            offset += length
+            return batch
+        }
+        return nil
+    }
+
+    private mutating func decodeBatch(_ content: [UInt8], frameOffset: Int, frameLength: Int) throws(SegmentProblem)
+        -> SegmentBatch
+    {
+        var records: [JournalRecord] = []
+        var position = 0
+        var trailerStart = -1
+        while position < content.count {
+            let start = position
+            do {
+                let (record, end) = try JournalRecord.decode(content, at: position)
+                records.append(record)
+                position = end
+            } catch {
+                throw SegmentProblem(
+                    kind: .corrupt, offset: frameOffset, reason: "in the frame, \(error.description)")
+            }
+            if case .trailer = records.last { trailerStart = start }
+        }
+        guard case .trailer(let first, let last, let count, let chain)? = records.last, trailerStart >= 0,
+            position == content.count
+        else {
+            throw SegmentProblem(kind: .corrupt, offset: frameOffset, reason: "batch frame without its trailer")
+        }
+        records.removeLast()
+        guard records.count == Int(count), let firstRecord = records.first, firstRecord.lsn == first,
+            records.last?.lsn == last
+        else {
+            throw SegmentProblem(kind: .corrupt, offset: frameOffset, reason: "batch trailer does not match its records")
+        }
+        for record in records {
+            guard record.lsn == nextLSN else {
+                throw SegmentProblem(
+                    kind: .corrupt, offset: frameOffset,
+                    reason: "lsn \(record.lsn) where \(nextLSN) was expected (a batch is missing or out of order)")
+            }
+            if case .trailer = record {
+                throw SegmentProblem(kind: .corrupt, offset: frameOffset, reason: "trailer inside a batch")
+            }
+            nextLSN += 1
+        }
+        let expected = Chain.next(self.chain, records: content[0..<trailerStart])
+        guard expected == chain else {
+            throw SegmentProblem(
+                kind: .corrupt, offset: frameOffset,
+                reason: "SHA-256 chain mismatch (a batch was edited, removed or reordered)")
+        }
+        self.chain = chain
+        return SegmentBatch(offset: frameOffset, length: frameLength, records: records, chain: chain)
+    }
+
+    /// Whether a complete, valid LZ4 frame starts anywhere after `offset`: if so, damage at `offset` is not a torn
+    /// tail but corruption in the middle.
+    public func validFrameExists(after offset: Int) -> Bool {
+        var position = offset + 1
+        let magic: [UInt8] = [0x04, 0x22, 0x4D, 0x18]
+        while position + 4 <= bytes.count {
+            if bytes[position] == magic[0] && bytes[position + 1] == magic[1] && bytes[position + 2] == magic[2]
+                && bytes[position + 3] == magic[3]
+            {
+                if (try? LZ4Frame.decode(bytes, at: position)) != nil { return true }
+            }
+            position += 1
+        }
+        return false
+    }
+}

@@ -1,0 +1,84 @@
+import Crypto
+import GavelCore
+
+/// A snapshot file: the whole engine state at an `lsn`, LZ4-compressed behind a checksummed header.
+///
+/// Layout: `"GVLSNAP1"`, `u32 version`, `u64 lsn`, `i64 engine time`, 32-byte journal chain at `lsn`, 32-byte
+/// SHA-256 of the state, `u64 state length`, `u32 crc32c` of everything before it; then one LZ4 frame holding the
+/// state as ``Engine/encodeState()`` writes it.
+public struct SnapshotFile: Sendable {
+    public static let magic: [UInt8] = Array("GVLSNAP1".utf8)
+    public static let version: UInt32 = 1
+    static let headerSize = 8 + 4 + 8 + 8 + 32 + 32 + 8 + 4
+
+    public var lsn: UInt64
+    public var now: Millis
+    public var chain: [UInt8]
+    /// SHA-256 of the state bytes, hex: the engine's state hash.
+    public var stateHash: String
+    public var state: [UInt8]
+
+    /// Encodes the file, compressing the state.
+    public func encoded() -> [UInt8] {
+        var w = BinaryWriter(capacity: Self.headerSize + state.count / 2)
+        w.bytes.append(contentsOf: Self.magic)
+        w.write(Self.version)
+        w.write(lsn)
+        w.write(now)
+        w.bytes.append(contentsOf: chain)
+        w.bytes.append(contentsOf: Array(SHA256.hash(data: state)))
+        w.write(UInt64(state.count))
+        w.write(CRC32C.checksum(w.bytes))
+        var out = w.bytes
+        LZ4Frame.compress(state, appendingTo: &out)
+        return out
+    }
+
+    /// Builds a snapshot of `state`, computing its hash.
+    public static func make(lsn: UInt64, now: Millis, chain: [UInt8], state: [UInt8]) -> SnapshotFile {
+        SnapshotFile(
+            lsn: lsn, now: now, chain: chain, stateHash: SHA256Digest.hexString(Array(SHA256.hash(data: state))),
+            state: state)
+    }
+
+    /// Reads and validates a snapshot file's bytes: header checksum, frame checksums, and the state's SHA-256.
+    public static func decode(_ bytes: [UInt8]) throws(SegmentProblem) -> SnapshotFile {
+        func bad(_ offset: Int, _ reason: String) -> SegmentProblem {
+            SegmentProblem(kind: .corrupt, offset: offset, reason: reason)
+        }
+        guard bytes.count >= headerSize, Array(bytes[0..<8]) == magic else { throw bad(0, "not a Gavel snapshot") }
+        var r = BinaryReader(bytes, offset: 8, end: headerSize)
+        do {
+            let version = try r.readUInt32()
+            guard version >= 1 && version <= Self.version else { throw bad(8, "unknown snapshot version \(version)") }
+            let lsn = try r.readUInt64()
+            let now = try r.readInt64()
+            let chain = Array(try r.readBytes(32))
+            let digest = Array(try r.readBytes(32))
+            let length = try r.readUInt64()
+            let crc = try r.readUInt32()
+            guard CRC32C.checksum(bytes[0..<(headerSize - 4)]) == crc else { throw bad(0, "header checksum mismatch") }
+            let content: [UInt8]
+            switch Result(catching: { () throws(LZ4Frame.DecodeError) in
+                try LZ4Frame.decode(bytes, at: headerSize, maxContent: Int(clamping: length))
+            }) {
+            case .success(let decoded):
+                guard decoded.length + headerSize == bytes.count else {
+                    throw bad(headerSize + decoded.length, "unexpected bytes after the state")
+                }
+                content = decoded.content
+            case .failure(.truncated): throw bad(headerSize, "state frame cut short")
+            case .failure(.corrupt(let why)): throw bad(headerSize, "damaged state frame (\(why))")
+            }
+            guard UInt64(content.count) == length, Array(SHA256.hash(data: content)) == digest else {
+                throw bad(headerSize, "state does not match its SHA-256")
+            }
+            return SnapshotFile(
+                lsn: lsn, now: now, chain: chain, stateHash: SHA256Digest.hexString(digest), state: content)
+        } catch let problem as SegmentProblem {
+            throw problem
+        } catch {
+            throw bad(r.offset, "malformed header")
+        }
+    }
+}
