@@ -50,6 +50,9 @@ let package = Package(
             dependencies: [
                 "GavelCore",
                 "GavelWire",
+                "GavelEngine",
+                "GavelJournal",
+                .product(name: "Logging", package: "swift-log"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),

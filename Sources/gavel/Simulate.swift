@@ -1,21 +1,27 @@
 import ArgumentParser
+import Dispatch
 import GavelCore
+@_spi(Manual) import GavelEngine
+import GavelJournal
 import GavelWire
+import Synchronization
 
 #if canImport(Glibc)
     import Glibc
-#elseif canImport(Darwin)
-    import Darwin
 #endif
 
 struct Simulate: ParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Apply JSON-line commands to a fresh in-memory engine and print results and events.",
+        abstract: "Apply JSON-line commands to the engine and print results and events.",
         discussion: """
             Reads one JSON command per line from FILE (or standard input) and writes JSON lines to standard \
             output: exactly one {"type":"result",...} line per command, and the events it causes. A command may \
             carry "at" (engine time in ms); {"type":"advance","at":T} only moves the clock, firing due timers. \
             See docs/PROTOCOL.md.
+
+            Without --data-dir the engine is fresh and in memory. With --data-dir, it first recovers what the \
+            directory holds, then journals what it applies and writes each result line only once its command is \
+            durable, as the server acknowledges; SIGUSR1 (or `gavel snapshot --data-dir D`) asks for a snapshot.
 
             Example:
               echo '{"type":"open","id":"o1","listing":"L1","seller":"sam","format":"english","start":100,"closes_at":60000,"at":0}' | gavel simulate
@@ -31,6 +37,11 @@ struct Simulate: ParsableCommand {
     @Option(name: .long, help: "How long request ids are remembered for idempotency, in engine-time ms.")
     var idempotencyWindowMs: Int64 = 86_400_000
 
+    @Option(name: .long, help: "Recover from and journal to this data directory (created when missing).")
+    var dataDir: String?
+
+    @OptionGroup var storage: StorageOptions
+
     func validate() throws {
         guard idempotencyWindowMs > 0 else {
             throw ValidationError("--idempotency-window-ms must be positive")
@@ -38,63 +49,142 @@ struct Simulate: ParsableCommand {
     }
 
     func run() throws {
-        let input: UnsafeMutablePointer<FILE>
+        let fd: Int32
         if let file {
-            guard let handle = fopen(file, "r") else {
-                throw ValidationError("cannot open \(file): \(String(cString: strerror(errno)))")
-            }
-            input = handle
+            fd = open(file, O_RDONLY | O_CLOEXEC)
+            guard fd >= 0 else { throw ValidationError("cannot open \(file): \(String(cString: strerror(errno)))") }
         } else {
-            input = fdopen(0, "r")
+            fd = 0
         }
-        defer { if file != nil { fclose(input) } }
-        let simulator = Simulator(engine: Engine(configuration: EngineConfiguration(idempotencyWindowMs: idempotencyWindowMs)))
+        defer { if file != nil { close(fd) } }
+        let input = LineReader(fd: fd)
         let out = LineWriter()
-        var lineNumber = 0
-        while let line = readLine(from: input) {
-            lineNumber += 1
-            simulator.process(line: line) { out.write($0) }
+        let engineConfiguration = EngineConfiguration(idempotencyWindowMs: idempotencyWindowMs)
+        if let dataDir {
+            try runDurable(input: input, out: out, directory: DataDirectory(dataDir), engine: engineConfiguration)
+        } else {
+            let simulator = Simulator(engine: Engine(configuration: engineConfiguration))
+            while let line = input.readLine() {
+                simulator.process(line: line) { out.write($0) }
+            }
+            if hash { out.write(simulator.stateHashLine()) }
         }
-        if hash { out.write(simulator.stateHashLine()) }
         out.flush()
     }
-}
 
-/// Reads one line (without its newline) from `file`, or `nil` at the end.
-func readLine(from file: UnsafeMutablePointer<FILE>) -> String? {
-    var buffer: UnsafeMutablePointer<CChar>?
-    var capacity = 0
-    defer { free(buffer) }
-    let count = getline(&buffer, &capacity, file)
-    guard count >= 0, let buffer else { return nil }
-    var length = count
-    while length > 0 && (buffer[length - 1] == 0x0A || buffer[length - 1] == 0x0D) { length -= 1 }
-    return buffer.withMemoryRebound(to: UInt8.self, capacity: length) {
-        String(decoding: UnsafeBufferPointer(start: $0, count: length), as: UTF8.self)
-    }
-}
+    private func runDurable(input: LineReader, out: LineWriter, directory: DataDirectory, engine configuration: EngineConfiguration)
+        throws
+    {
+        let report = try recoverForWriting(directory, truncateAfterCorruption: storage.truncateAfterCorruption, engine: configuration)
+        let journal = try Journal(directory: directory, configuration: storage.journalConfiguration, recovery: report)
+        let engine = report.engine
+        let clock = ManualClock(engine.now)
+        let writer = Writer(
+            configuration: storage.writerConfiguration(engine: configuration), engine: engine, lastLSN: report.lastLSN,
+            sink: journal, snapshots: journal, clock: clock)
+        _ = writer.bus.subscribeAll { event in out.write(MessageEncoder.event(event)) }
+        writer.startManual()
+        let pidFile = directory.path + "/gavel.pid"
+        try? "\(getpid())\n".write(toFile: pidFile)
+        defer { unlink(pidFile) }
+        let snapshotWanted = SignalFlag(SIGUSR1)
 
-/// Buffers output lines and writes them to standard output in large chunks.
-final class LineWriter {
-    private var buffer: [UInt8] = []
-
-    init() { buffer.reserveCapacity(1 << 16) }
-
-    func write(_ line: [UInt8]) {
-        buffer.append(contentsOf: line)
-        buffer.append(0x0A)
-        if buffer.count >= 1 << 16 { flush() }
-    }
-
-    func flush() {
-        buffer.withUnsafeBytes { raw in
-            var offset = 0
-            while offset < raw.count {
-                let n = Glibc.write(1, raw.baseAddress! + offset, raw.count - offset)
-                if n <= 0 { break }
-                offset += n
+        /// Makes everything applied so far durable and its lines written, so lines stay in input order.
+        func settle() {
+            writer.runUntilIdle()
+            journal.flush()
+            out.flush()
+        }
+        var pending = 0
+        while true {
+            if snapshotWanted.take() {
+                writer.requestSnapshot()
+                settle()
+            }
+            if !input.hasInputReady {
+                // Group commit: everything read so far becomes durable together before waiting for more input.
+                if pending > 0 {
+                    settle()
+                    pending = 0
+                }
+                if !input.wait(timeoutMs: 200) { continue }
+            }
+            guard let line = input.readLine() else { break }
+            if line.utf8.allSatisfy({ $0 == 0x20 || $0 == 0x09 || $0 == 0x0D }) { continue }
+            switch CommandDecoder.decode(line: line) {
+            case .invalid(let id, let message):
+                settle()
+                out.write(MessageEncoder.badRequest(id: id, message: message))
+            case .advance(let at):
+                guard at >= clock.now() else {
+                    settle()
+                    out.write(MessageEncoder.badRequest(id: nil, message: "at \(at) is earlier than the engine clock \(clock.now()); time only moves forward"))
+                    continue
+                }
+                if at != clock.now() { writer.runUntilIdle() }
+                clock.set(at)
+                writer.runUntilIdle()
+                pending += 1
+            case .command(let command, let at):
+                if let at {
+                    guard at >= clock.now() else {
+                        settle()
+                        out.write(MessageEncoder.badRequest(id: command.id, message: "at \(at) is earlier than the engine clock \(clock.now()); time only moves forward"))
+                        continue
+                    }
+                    if at != clock.now() {
+                        writer.runUntilIdle()
+                        clock.set(at)
+                    }
+                }
+                let rejected = writer.submit(command) { result, _ in out.write(MessageEncoder.result(id: command.id, result)) }
+                if let rejected {
+                    settle()
+                    out.write(MessageEncoder.result(id: command.id, rejected))
+                }
+                pending += 1
+                // Bound the group so that queues never fill and output keeps flowing.
+                if pending >= 1024 {
+                    writer.runUntilIdle()
+                    pending = 0
+                }
             }
         }
-        buffer.removeAll(keepingCapacity: true)
+        settle()
+        writer.finishManual()
+        journal.close()
+        if hash {
+            var w = JSONObjectWriter()
+            w.field("type", "state_hash")
+            w.field("hash", engine.stateHash())
+            out.write(w.finish())
+        }
+    }
+}
+
+/// Remembers that a signal arrived, for a loop to pick up.
+final class SignalFlag: @unchecked Sendable {
+    private let raised = Atomic<Bool>(false)
+    private let source: DispatchSourceSignal
+
+    init(_ signal: Int32) {
+        Glibc.signal(signal, SIG_IGN)
+        source = DispatchSource.makeSignalSource(signal: signal, queue: .global())
+        source.setEventHandler { [self] in self.raised.store(true, ordering: .releasing) }
+        source.resume()
+    }
+
+    /// Whether the signal arrived since the last call.
+    func take() -> Bool { raised.exchange(false, ordering: .acquiringAndReleasing) }
+}
+
+extension String {
+    /// Writes the string to `path`, replacing it.
+    func write(toFile path: String) throws {
+        let fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
+        guard fd >= 0 else { throw ValidationError("cannot write \(path): \(String(cString: strerror(errno)))") }
+        defer { close(fd) }
+        var copy = self
+        copy.withUTF8 { _ = Glibc.write(fd, $0.baseAddress, $0.count) }
     }
 }

@@ -1,0 +1,131 @@
+import GavelCore
+
+/// The checks of `gavel verify`.
+public enum Verification {
+    public struct Result {
+        public var problems: [String] = []
+        public var notes: [String] = []
+    }
+
+    /// Checks every snapshot and segment in `directory`. Read-only.
+    public static func run(_ directory: DataDirectory) -> Result {
+        var result = Result()
+        let segments = directory.segments()
+        // 1. Every segment: header, frames, records, lsn continuity and the chain, also across segments.
+        var segmentsOK = true
+        var expectedLSN: UInt64?
+        var chain: [UInt8]?
+        var entries = 0
+        for segment in segments {
+            let bytes: [UInt8]
+            do { bytes = try Files.readAll(segment.path) } catch {
+                result.problems.append("\(error)")
+                segmentsOK = false
+                continue
+            }
+            do {
+                var reader = try SegmentReader(bytes: bytes)
+                if reader.header.firstLSN != segment.firstLSN {
+                    result.problems.append("\(segment.path): named for lsn \(segment.firstLSN) but starts at \(reader.header.firstLSN)")
+                    segmentsOK = false
+                }
+                if let expectedLSN, reader.header.firstLSN != expectedLSN {
+                    result.problems.append("\(segment.path) at byte 0: starts at lsn \(reader.header.firstLSN) where \(expectedLSN) was expected (a segment is missing)")
+                    segmentsOK = false
+                }
+                if let chain, reader.header.previousChain != chain {
+                    result.problems.append("\(segment.path) at byte 0: does not chain to the previous segment")
+                    segmentsOK = false
+                }
+                while let batch = try reader.next() { entries += batch.records.count }
+                expectedLSN = reader.nextLSN
+                chain = reader.chain
+            } catch {
+                let problem = error
+                let kind = problem.kind == .truncated ? "torn tail" : "corruption"
+                result.problems.append("\(segment.path) at byte \(problem.offset): \(kind): \(problem.reason)")
+                segmentsOK = false
+                expectedLSN = nil
+                chain = nil
+            }
+        }
+        if segmentsOK { result.notes.append("\(segments.count) segment(s), \(entries) entries, chain and lsns continuous") }
+
+        // 2. Every snapshot decodes, restores, and matches its own hash.
+        var snapshots: [SnapshotFile] = []
+        for candidate in directory.snapshotFiles() {
+            do {
+                let file = try SnapshotFile.decode(try Files.readAll(candidate.path))
+                let engine = try Engine.restore(from: file.state)
+                guard engine.stateHash() == file.stateHash else {
+                    result.problems.append("\(candidate.path): restored state does not hash to the recorded state hash")
+                    continue
+                }
+                snapshots.append(file)
+                result.notes.append("snapshot \(candidate.path) at lsn \(file.lsn) is valid")
+            } catch {
+                result.problems.append("\(candidate.path): \(error)")
+            }
+        }
+        guard segmentsOK else { return result }
+
+        // 3. Replays agree: from the start (when the journal reaches back to lsn 1) and from each snapshot.
+        var finalHashes: [(String, String)] = []
+        let firstLSN = segments.first?.firstLSN ?? 1
+        if firstLSN == 1 {
+            var options = RecoveryOptions()
+            options.repair = false
+            options.useSnapshots = false
+            if let base = snapshots.first?.state, let engine = try? Engine.restore(from: base) {
+                options.engine = engine.configuration
+            }
+            for snapshot in snapshots {
+                options.toLSN = snapshot.lsn
+                do {
+                    let report = try Recovery.recover(directory, options: options)
+                    var events: [Event] = []
+                    report.engine.advance(to: snapshot.now, events: &events)
+                    if report.lastLSN != snapshot.lsn || report.engine.stateHash() != snapshot.stateHash {
+                        result.problems.append("replay from the start to lsn \(snapshot.lsn) does not reach the state of snapshot at lsn \(snapshot.lsn)")
+                    } else {
+                        result.notes.append("replay from the start reaches snapshot at lsn \(snapshot.lsn)")
+                    }
+                } catch {
+                    result.problems.append("replay from the start to lsn \(snapshot.lsn): \(error)")
+                }
+            }
+            options.toLSN = nil
+            if let report = try? Recovery.recover(directory, options: options) {
+                finalHashes.append(("the start", report.engine.stateHash()))
+            }
+        }
+        for snapshot in snapshots where segments.isEmpty || snapshot.lsn + 1 >= firstLSN {
+            do {
+                var events: [Event] = []
+                let engine = try Engine.restore(from: snapshot.state)
+                var lsn = snapshot.lsn
+                for segment in segments {
+                    var reader = try SegmentReader(bytes: try Files.readAll(segment.path))
+                    while let batch = try reader.next() {
+                        for record in batch.records where record.lsn > lsn {
+                            Recovery.apply(record, to: engine, events: &events)
+                            lsn = record.lsn
+                        }
+                    }
+                }
+                finalHashes.append(("snapshot at lsn \(snapshot.lsn)", engine.stateHash()))
+            } catch {
+                result.problems.append("replay from snapshot at lsn \(snapshot.lsn): \(error)")
+            }
+        }
+        if let (_, reference) = finalHashes.first {
+            for (origin, hash) in finalHashes.dropFirst() where hash != reference {
+                result.problems.append("replay from \(origin) ends in state \(hash), replay from \(finalHashes[0].0) in \(reference)")
+            }
+            if result.problems.isEmpty {
+                result.notes.append("replays from \(finalHashes.map(\.0).joined(separator: ", ")) end in the same state \(reference)")
+            }
+        }
+        return result
+    }
+}

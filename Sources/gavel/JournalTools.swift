@@ -1,0 +1,265 @@
+import ArgumentParser
+import GavelCore
+@_spi(Manual) import GavelEngine
+import GavelJournal
+import GavelWire
+
+#if canImport(Glibc)
+    import Glibc
+#endif
+
+struct Replay: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Rebuild the engine state from a data directory (snapshot + journal) and print a summary.",
+        discussion: "Read-only: nothing in the directory is changed, a torn tail is only reported."
+    )
+
+    @Option(name: .long, help: "The data directory.")
+    var dataDir: String
+
+    @Option(name: .long, help: "Stop after this lsn.")
+    var toLSN: UInt64?
+
+    @Flag(name: .long, help: "Ignore snapshots and replay the journal from its first entry.")
+    var fromStart = false
+
+    @Flag(name: .long, help: "Print the summary as one JSON object.")
+    var json = false
+
+    func run() throws {
+        var options = RecoveryOptions()
+        options.repair = false
+        options.toLSN = toLSN
+        options.useSnapshots = !fromStart
+        if stderrIsTerminal {
+            options.progress = { records, segment in printError("replaying: \(records) entries (\(segment))") }
+        }
+        let started = monotonicNanos()
+        let report: RecoveryReport
+        do {
+            report = try Recovery.recover(DataDirectory(dataDir), options: options)
+        } catch {
+            printError("gavel replay: \(error)")
+            throw ExitCode(2)
+        }
+        let seconds = Double(monotonicNanos() - started) / 1e9
+        let hash = report.engine.stateHash()
+        let rate = seconds > 0 ? Int(Double(report.replayedRecords) / seconds) : 0
+        let out = LineWriter()
+        if json {
+            var w = JSONObjectWriter()
+            w.field("listings", Int64(report.engine.listingCount))
+            w.field("open", Int64(report.engine.openListingCount))
+            w.field("lsn", report.lastLSN)
+            w.field("engine_time", report.engine.now)
+            w.field("state_hash", hash)
+            w.field("snapshot_lsn", report.snapshot.map { Int64($0.lsn) })
+            w.field("replayed", Int64(report.replayedRecords))
+            w.field("journal_bytes", Int64(report.bytesRead))
+            w.field("millis", Int64(seconds * 1000))
+            w.field("entries_per_second", Int64(rate))
+            if let t = report.truncation { w.field("torn_tail", "\(t.file) at byte \(t.offset)") }
+            out.write(w.finish())
+        } else {
+            out.write("listings:     \(report.engine.listingCount) (\(report.engine.openListingCount) open)")
+            out.write("lsn:          \(report.lastLSN)")
+            out.write("engine time:  \(report.engine.now) ms")
+            out.write("state hash:   \(hash)")
+            out.write("started from: \(report.snapshot.map { "snapshot at lsn \($0.lsn)" } ?? "the first journal entry")")
+            out.write("replayed:     \(report.replayedRecords) entries, \(report.bytesRead) journal bytes in \(String(format3(seconds))) s (\(rate) entries/s)")
+            if let t = report.truncation { out.write("torn tail:    \(t.file) at byte \(t.offset) (\(t.reason))") }
+        }
+        out.flush()
+    }
+}
+
+struct Verify: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Check every snapshot and journal segment of a data directory; exit non-zero on any problem.",
+        discussion: """
+            Checks frames, record CRCs, lsn continuity, the SHA-256 chain (an edited, removed or reordered batch \
+            breaks it), and that replaying from each snapshot reaches the same state as replaying from the start \
+            where the segments allow. Read-only.
+            """
+    )
+
+    @Option(name: .long, help: "The data directory.")
+    var dataDir: String
+
+    func run() throws {
+        let result = Verification.run(DataDirectory(dataDir))
+        let out = LineWriter()
+        for line in result.notes { out.write("ok: \(line)") }
+        for problem in result.problems { out.write("PROBLEM: \(problem)") }
+        out.write(result.problems.isEmpty ? "verify: no problems" : "verify: \(result.problems.count) problem(s)")
+        out.flush()
+        if !result.problems.isEmpty { throw ExitCode(1) }
+    }
+}
+
+struct Dump: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Print the journal as JSON lines: the audit trail of who did what, when.",
+        discussion: """
+            Each line has the entry's lsn, engine time (at), principal, request id and the command in its protocol \
+            form; clock ticks that fired timers are {"lsn":N,"at":T,"type":"tick"}.
+            """
+    )
+
+    @Option(name: .long, help: "The data directory.")
+    var dataDir: String
+
+    @Option(name: .long, help: "Only entries for this listing.")
+    var listing: String?
+
+    @Option(name: .long, help: "Start at this lsn.")
+    var fromLSN: UInt64 = 0
+
+    @Option(name: .long, help: "Output format: json (the only one).")
+    var format: String = "json"
+
+    func validate() throws {
+        guard format == "json" else { throw ValidationError("--format must be json") }
+    }
+
+    func run() throws {
+        let out = LineWriter()
+        let directory = DataDirectory(dataDir)
+        let segments = directory.segments()
+        guard !segments.isEmpty else {
+            printError("gavel dump: no journal segments in \(directory.journal)")
+            throw ExitCode(1)
+        }
+        var first = 0
+        for (index, segment) in segments.enumerated() where segment.firstLSN <= fromLSN { first = index }
+        for segment in segments[first...] {
+            var reader: SegmentReader
+            do {
+                reader = try SegmentReader(bytes: try readFile(segment.path))
+            } catch {
+                out.flush()
+                printError("gavel dump: \(segment.path): \(error)")
+                throw ExitCode(1)
+            }
+            while true {
+                let batch: SegmentBatch?
+                do {
+                    batch = try reader.next()
+                } catch {
+                    out.flush()
+                    printError("gavel dump: \(segment.path) at byte \(error.offset): \(error.reason)")
+                    throw ExitCode(1)
+                }
+                guard let batch else { break }
+                for record in batch.records where record.lsn >= fromLSN {
+                    switch record {
+                    case .command(let lsn, let at, let principal, let command):
+                        if let listing, command.listing != listing { continue }
+                        out.write(
+                            CommandEncoder.encode(command) { w in
+                                w.field("lsn", lsn)
+                                w.field("at", at)
+                                w.field("principal", principal)
+                            })
+                    case .tick(let lsn, let at):
+                        if listing != nil { continue }
+                        var w = JSONObjectWriter()
+                        w.field("lsn", lsn)
+                        w.field("at", at)
+                        w.field("type", "tick")
+                        out.write(w.finish())
+                    case .trailer:
+                        break
+                    }
+                }
+            }
+        }
+        out.flush()
+    }
+}
+
+struct Snapshot: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Take a snapshot of a data directory now.",
+        discussion: """
+            If a gavel process is running on the directory (its gavel.pid), it is asked to snapshot (SIGUSR1) and \
+            this waits for the new file. Otherwise the directory is recovered and a snapshot is written directly.
+            """
+    )
+
+    @Option(name: .long, help: "The data directory.")
+    var dataDir: String
+
+    @Option(name: .long, help: "Seconds to wait for a running process to write the snapshot.")
+    var timeout: Int = 30
+
+    @OptionGroup var storage: StorageOptions
+
+    func run() throws {
+        let directory = DataDirectory(dataDir)
+        let before = directory.snapshotFiles().first
+        if let text = try? String(decoding: readFile(directory.path + "/gavel.pid"), as: UTF8.self),
+            let pid = Int32(text.trimmingCharacters(in: " \n")), kill(pid, 0) == 0
+        {
+            kill(pid, SIGUSR1)
+            let deadline = monotonicNanos() + UInt64(timeout) * 1_000_000_000
+            while monotonicNanos() < deadline {
+                if let newest = directory.snapshotFiles().first, newest.path != before?.path || before == nil {
+                    print("snapshot: \(newest.path) (lsn \(newest.lsn)) written by process \(pid)")
+                    return
+                }
+                usleep(50_000)
+            }
+            printError("gavel snapshot: process \(pid) wrote no new snapshot within \(timeout) s (nothing new to snapshot?)")
+            throw ExitCode(1)
+        }
+        let report = try recoverForWriting(directory, truncateAfterCorruption: storage.truncateAfterCorruption, engine: EngineConfiguration())
+        let journal = try Journal(directory: directory, configuration: storage.journalConfiguration, recovery: report)
+        let writer = Writer(
+            configuration: storage.writerConfiguration(engine: report.engine.configuration), engine: report.engine,
+            lastLSN: report.lastLSN, sink: journal, snapshots: journal, clock: ManualClock(report.engine.now))
+        writer.startManual()
+        writer.requestSnapshot()
+        writer.runUntilIdle()
+        journal.close()
+        if let newest = directory.snapshotFiles().first {
+            print("snapshot: \(newest.path) (lsn \(newest.lsn))")
+        }
+    }
+}
+
+func readFile(_ path: String) throws -> [UInt8] {
+    let fd = open(path, O_RDONLY | O_CLOEXEC)
+    guard fd >= 0 else { throw ValidationError("cannot open \(path): \(String(cString: strerror(errno)))") }
+    defer { close(fd) }
+    var bytes: [UInt8] = []
+    var chunk = [UInt8](repeating: 0, count: 1 << 20)
+    while true {
+        let n = chunk.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
+        if n < 0 && errno == EINTR { continue }
+        if n <= 0 { break }
+        bytes.append(contentsOf: chunk[0..<n])
+    }
+    return bytes
+}
+
+func monotonicNanos() -> UInt64 {
+    var ts = timespec()
+    clock_gettime(CLOCK_MONOTONIC, &ts)
+    return UInt64(ts.tv_sec) * 1_000_000_000 + UInt64(ts.tv_nsec)
+}
+
+func format3(_ value: Double) -> String {
+    let millis = Int((value * 1000).rounded())
+    let fraction = String(millis % 1000)
+    return "\(millis / 1000).\(String(repeating: "0", count: 3 - fraction.count))\(fraction)"
+}
+
+extension String {
+    func trimmingCharacters(in set: String) -> String {
+        var s = Substring(self)
+        while let c = s.first, set.contains(c) { s = s.dropFirst() }
+        while let c = s.last, set.contains(c) { s = s.dropLast() }
+        return String(s)
+    }
+}
