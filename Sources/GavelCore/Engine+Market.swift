@@ -24,13 +24,17 @@ extension Engine {
         var left = order.quantity
         let opposite: Side = order.side == .buy ? .sell : .buy
         while left > 0 {
-            let level: PriceLevel?
+            // Read only the best price and its first order: holding a copy of the level would make the pop below
+            // copy the level's orders.
+            let levelPrice: Money
+            let resting: RestingOrder
             if order.side == .buy {
-                level = book.asks.last.flatMap { $0.price <= order.price ? $0 : nil }
+                guard let i = book.asks.indices.last, book.asks[i].price <= order.price else { break }
+                (levelPrice, resting) = (book.asks[i].price, book.asks[i].orders[0])
             } else {
-                level = book.bids.last.flatMap { $0.price >= order.price ? $0 : nil }
+                guard let i = book.bids.indices.last, book.bids[i].price >= order.price else { break }
+                (levelPrice, resting) = (book.bids[i].price, book.bids[i].orders[0])
             }
-            guard let level, let resting = level.orders.first else { break }
             if resting.trader == order.trader {
                 // Self-trade prevention: cancel the trader's own resting order and keep matching.
                 _ = book.popBest(opposite)
@@ -48,7 +52,7 @@ extension Engine {
                 ? (order.trader, resting.trader, order.id, resting.id)
                 : (resting.trader, order.trader, resting.id, order.id)
             emit(
-                .trade(buyer: buyer, seller: seller, price: level.price, quantity: quantity, buyOrder: buyOrder,
+                .trade(buyer: buyer, seller: seller, price: levelPrice, quantity: quantity, buyOrder: buyOrder,
                        sellOrder: sellOrder), on: listing, events: &events)
         }
         let filled = order.quantity - left

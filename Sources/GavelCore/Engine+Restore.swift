@@ -37,11 +37,11 @@ extension Engine {
         var order: [(at: Millis, key: RequestKey)] = []
         order.reserveCapacity(rememberedCount)
         for _ in 0..<rememberedCount {
+            let key = RequestKey(principal: try r.readString(), id: try r.readString())
             let at = try r.readInt64()
-            let command = try Command.decode(from: &r)
+            let fingerprint = try r.readUInt64()
             let result = try CommandResult.decode(from: &r)
-            let key = RequestKey(principal: command.principal, id: command.id)
-            engine.remembered[key] = RememberedResult(command: command, result: result, at: at)
+            engine.remembered[key] = RememberedResult(fingerprint: fingerprint, result: result, at: at)
             order.append((at, key))
         }
         // Expiry only needs the times in order; ties expire together.

@@ -31,8 +31,10 @@ extension Engine {
         w.write(UInt64(keys.count))
         for key in keys {
             guard let entry = remembered[key] else { continue }
+            w.write(key.principal)
+            w.write(key.id)
             w.write(entry.at)
-            entry.command.encode(into: &w)
+            w.write(entry.fingerprint)
             entry.result.encode(into: &w)
         }
         return w.bytes

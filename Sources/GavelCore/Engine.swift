@@ -2,9 +2,13 @@
 public struct EngineConfiguration: Sendable, Hashable {
     /// How long, in engine time, a request id is remembered for idempotency. Default: 24 hours.
     public var idempotencyWindowMs: Millis
+    /// How many request ids to make room for up front, so that the table does not stop the writer to grow while
+    /// it is below this size. Not part of the state.
+    public var expectedRequestIDs: Int
 
-    public init(idempotencyWindowMs: Millis = 86_400_000) {
+    public init(idempotencyWindowMs: Millis = 86_400_000, expectedRequestIDs: Int = 0) {
         self.idempotencyWindowMs = idempotencyWindowMs
+        self.expectedRequestIDs = expectedRequestIDs
     }
 }
 
@@ -14,9 +18,9 @@ struct RequestKey: Hashable {
     var id: String
 }
 
-/// A remembered result.
+/// A remembered result, with the digest of the command that produced it.
 struct RememberedResult {
-    var command: Command
+    var fingerprint: UInt64
     var result: CommandResult
     var at: Millis
 }
@@ -43,6 +47,10 @@ public final class Engine {
 
     public init(configuration: EngineConfiguration = EngineConfiguration()) {
         self.configuration = configuration
+        if configuration.expectedRequestIDs > 0 {
+            remembered.reserveCapacity(configuration.expectedRequestIDs)
+            rememberedOrder.reserveCapacity(configuration.expectedRequestIDs)
+        }
     }
 
     /// The number of listings, open or not.
@@ -82,8 +90,9 @@ public final class Engine {
             return .rejected(.badRequest, problem)
         }
         let key = RequestKey(principal: principal, id: command.id)
+        let fingerprint = command.fingerprint
         if let previous = remembered[key] {
-            if previous.command == command {
+            if previous.fingerprint == fingerprint {
                 var result = previous.result
                 result.duplicate = true
                 return result
@@ -93,7 +102,7 @@ public final class Engine {
                 "request id \(command.id) was already used by \(principal) for a different command; use a new id")
         }
         let result = rules(command, events: &events)
-        remembered[key] = RememberedResult(command: command, result: result, at: now)
+        remembered[key] = RememberedResult(fingerprint: fingerprint, result: result, at: now)
         rememberedOrder.append((now, key))
         return result
     }

@@ -4,7 +4,7 @@ public struct JSONObjectWriter {
     public private(set) var bytes: [UInt8]
     private var first = true
 
-    public init(capacity: Int = 128) {
+    public init(capacity: Int = 256) {
         bytes = []
         bytes.reserveCapacity(capacity)
         bytes.append(UInt8(ascii: "{"))
@@ -46,7 +46,8 @@ public struct JSONObjectWriter {
 
     public mutating func field(_ name: StaticString, _ value: Bool) {
         key(name)
-        bytes.append(contentsOf: value ? Array("true".utf8) : Array("false".utf8))
+        let word: StaticString = value ? "true" : "false"
+        word.withUTF8Buffer { bytes.append(contentsOf: $0) }
     }
 
     /// Writes `name` with an already-encoded JSON value.
@@ -55,7 +56,10 @@ public struct JSONObjectWriter {
         bytes.append(contentsOf: raw)
     }
 
-    private mutating func appendNull() { bytes.append(contentsOf: [0x6E, 0x75, 0x6C, 0x6C]) }
+    private mutating func appendNull() {
+        let word: StaticString = "null"
+        word.withUTF8Buffer { bytes.append(contentsOf: $0) }
+    }
 
     /// Closes the object and returns its bytes.
     public mutating func finish() -> [UInt8] {
