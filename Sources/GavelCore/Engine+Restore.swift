@@ -34,19 +34,18 @@ extension Engine {
         }
         if timerCount == 0 { engine.timers.restore(nextSequence: nextSequence) }
         let rememberedCount = try r.readCount(minimumSize: 16)
-        var order: [(at: Millis, key: RequestKey)] = []
-        order.reserveCapacity(rememberedCount)
-        for _ in 0..<rememberedCount {
+        engine.remembered.reserveCapacity(rememberedCount)
+        engine.rememberedLog.reserveCapacity(rememberedCount)
+        for position in 0..<rememberedCount {
             let key = RequestKey(principal: try r.readString(), id: try r.readString())
             let at = try r.readInt64()
             let fingerprint = try r.readUInt64()
             let result = try CommandResult.decode(from: &r)
-            engine.remembered[key] = RememberedResult(fingerprint: fingerprint, result: result, at: at)
-            order.append((at, key))
+            guard engine.remembered.updateValue(position, forKey: key) == nil else {
+                throw r.fail("request id \(key.id) of \(key.principal) is remembered twice")
+            }
+            engine.rememberedLog.append(RememberedResult(key: key, fingerprint: fingerprint, result: result, at: at))
         }
-        // Expiry only needs the times in order; ties expire together.
-        order.sort { $0.at < $1.at }
-        engine.rememberedOrder = order
         guard r.isAtEnd else { throw r.fail("\(r.remaining) unexpected bytes after the state") }
         return engine
     }

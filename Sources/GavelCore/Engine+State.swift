@@ -1,6 +1,7 @@
 extension Engine {
     /// The whole engine state in a canonical binary form: the same state gives the same bytes on every run and
-    /// machine (listings, orders and remembered ids are written in sorted order).
+    /// machine (listings are written in id order, timers in firing order, remembered ids in the order they were
+    /// applied).
     public func encodeState() -> [UInt8] {
         var w = BinaryWriter(capacity: 4096)
         w.write(UInt32(1))  // state encoding version
@@ -27,12 +28,11 @@ extension Engine {
                 w.write(order)
             }
         }
-        let keys = remembered.keys.sorted { ($0.principal, $0.id) < ($1.principal, $1.id) }
-        w.write(UInt64(keys.count))
-        for key in keys {
-            guard let entry = remembered[key] else { continue }
-            w.write(key.principal)
-            w.write(key.id)
+        // Remembered requests in the order they were applied (which a replay reproduces), so no sort is needed.
+        w.write(UInt64(rememberedLog.count - rememberedHead))
+        for entry in rememberedLog[rememberedHead...] {
+            w.write(entry.key.principal)
+            w.write(entry.key.id)
             w.write(entry.at)
             w.write(entry.fingerprint)
             entry.result.encode(into: &w)

@@ -18,8 +18,9 @@ struct RequestKey: Hashable {
     var id: String
 }
 
-/// A remembered result, with the digest of the command that produced it.
+/// A remembered result, with its request key and the digest of the command that produced it.
 struct RememberedResult {
+    var key: RequestKey
     var fingerprint: UInt64
     var result: CommandResult
     var at: Millis
@@ -40,16 +41,21 @@ public final class Engine {
 
     var listings: [String: Listing] = [:]
     var timers = TimerQueue()
-    var remembered: [RequestKey: RememberedResult] = [:]
-    /// Request keys in the order they were remembered (engine time never decreases), for expiry.
-    var rememberedOrder: [(at: Millis, key: RequestKey)] = []
+    /// Request key → its position in `rememberedLog` (counted from the first entry ever remembered).
+    var remembered: [RequestKey: Int] = [:]
+    /// Remembered results in the order they were applied (engine time never decreases). Entries before
+    /// `rememberedHead` have expired; every entry from it on is live, because an id is only remembered again after
+    /// its earlier entry expired.
+    var rememberedLog: [RememberedResult] = []
     var rememberedHead = 0
+    /// The position of `rememberedLog[0]`, which moves forward when the expired prefix is dropped.
+    var rememberedBase = 0
 
     public init(configuration: EngineConfiguration = EngineConfiguration()) {
         self.configuration = configuration
         if configuration.expectedRequestIDs > 0 {
             remembered.reserveCapacity(configuration.expectedRequestIDs)
-            rememberedOrder.reserveCapacity(configuration.expectedRequestIDs)
+            rememberedLog.reserveCapacity(configuration.expectedRequestIDs)
         }
     }
 
@@ -91,7 +97,8 @@ public final class Engine {
         }
         let key = RequestKey(principal: principal, id: command.id)
         let fingerprint = command.fingerprint
-        if let previous = remembered[key] {
+        if let position = remembered[key] {
+            let previous = rememberedLog[position - rememberedBase]
             if previous.fingerprint == fingerprint {
                 var result = previous.result
                 result.duplicate = true
@@ -102,8 +109,8 @@ public final class Engine {
                 "request id \(command.id) was already used by \(principal) for a different command; use a new id")
         }
         let result = rules(command, events: &events)
-        remembered[key] = RememberedResult(fingerprint: fingerprint, result: result, at: now)
-        rememberedOrder.append((now, key))
+        remembered[key] = rememberedBase + rememberedLog.count
+        rememberedLog.append(RememberedResult(key: key, fingerprint: fingerprint, result: result, at: now))
         return result
     }
 
@@ -128,15 +135,14 @@ public final class Engine {
 
     private func forgetExpiredRequests() {
         let window = configuration.idempotencyWindowMs
-        while rememberedHead < rememberedOrder.count {
-            let (at, key) = rememberedOrder[rememberedHead]
-            guard now - at >= window else { break }
-            if let entry = remembered[key], entry.at == at { remembered[key] = nil }
+        while rememberedHead < rememberedLog.count, now - rememberedLog[rememberedHead].at >= window {
+            remembered[rememberedLog[rememberedHead].key] = nil
             rememberedHead += 1
         }
-        // Compact once the consumed prefix dominates, so memory follows the window, not all history.
-        if rememberedHead > 1024 && rememberedHead * 2 > rememberedOrder.count {
-            rememberedOrder.removeFirst(rememberedHead)
+        // Drop the expired prefix once it dominates, so memory follows the window, not all history.
+        if rememberedHead > 1024 && rememberedHead * 2 > rememberedLog.count {
+            rememberedLog.removeFirst(rememberedHead)
+            rememberedBase += rememberedHead
             rememberedHead = 0
         }
     }
