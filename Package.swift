@@ -66,6 +66,8 @@ let package = Package(
         .testTarget(name: "GavelWireTests", dependencies: ["GavelCore", "GavelWire"]),
         .testTarget(name: "GavelEngineTests", dependencies: ["GavelCore", "GavelEngine"]),
         .testTarget(name: "GavelCLITests", dependencies: ["GavelCore", "GavelWire"]),
+        .testTarget(
+            name: "GavelJournalTests", dependencies: ["GavelCore", "GavelEngine", "GavelJournal", "GavelWire"]),
     ],
     swiftLanguageModes: [.v6]
 )

@@ -87,7 +87,9 @@ public struct BinaryReader {
     /// A count of following items, each at least `minimumSize` bytes, checked against what remains.
     public mutating func readCount(minimumSize: Int = 1) throws(DecodingError) -> Int {
         let count = try readUInt64()
-        guard count <= UInt64(max(remaining, 0) / max(minimumSize, 1)) else { throw fail("count \(count) exceeds the data") }
+        guard count <= UInt64(max(remaining, 0) / max(minimumSize, 1)) else {
+            throw fail("count \(count) exceeds the data")
+        }
         return Int(count)
     }
 }
@@ -112,21 +114,25 @@ extension ListingTerms {
             }
             var soft: SoftClose?
             if try r.readBool() {
-                soft = SoftClose(windowMs: try r.readInt64(), extendMs: try r.readInt64(), maxClosesAt: try r.readOptionalInt64())
+                soft = SoftClose(
+                    windowMs: try r.readInt64(), extendMs: try r.readInt64(), maxClosesAt: try r.readOptionalInt64())
             }
             return .english(
-                .init(start: start, reserve: reserve, buyNow: buyNow, closesAt: closesAt, opensAt: opensAt,
-                      increments: ladder, softClose: soft))
+                .init(
+                    start: start, reserve: reserve, buyNow: buyNow, closesAt: closesAt, opensAt: opensAt,
+                    increments: ladder, softClose: soft))
         case 1:
             let pricing: SealedPricing = try r.readByte() == 0 ? .first : .second
             return .sealed(
-                .init(pricing: pricing, start: try r.readInt64(), reserve: try r.readOptionalInt64(),
-                      closesAt: try r.readInt64(), opensAt: try r.readOptionalInt64()))
+                .init(
+                    pricing: pricing, start: try r.readInt64(), reserve: try r.readOptionalInt64(),
+                    closesAt: try r.readInt64(), opensAt: try r.readOptionalInt64()))
         case 2:
             return .dutch(
-                .init(start: try r.readInt64(), floor: try r.readInt64(), step: try r.readInt64(),
-                      stepEveryMs: try r.readInt64(), quantity: try r.readInt64(), closesAt: try r.readInt64(),
-                      opensAt: try r.readOptionalInt64()))
+                .init(
+                    start: try r.readInt64(), floor: try r.readInt64(), step: try r.readInt64(),
+                    stepEveryMs: try r.readInt64(), quantity: try r.readInt64(), closesAt: try r.readInt64(),
+                    opensAt: try r.readOptionalInt64()))
         case 3:
             return .market(.init(closesAt: try r.readOptionalInt64(), opensAt: try r.readOptionalInt64()))
         default:
@@ -152,8 +158,9 @@ extension Command {
             let price = try r.readInt64()
             let quantity = try r.readInt64()
             let tif: TimeInForce = try r.readByte() == 0 ? .gtc : .ioc
-            body = .order(trader: trader, side: side, price: price, quantity: quantity, tif: tif,
-                          expiresAt: try r.readOptionalInt64())
+            body = .order(
+                trader: trader, side: side, price: price, quantity: quantity, tif: tif,
+                expiresAt: try r.readOptionalInt64())
         case 5: body = .cancel(trader: try r.readString(), order: try r.readString())
         case 6: body = .cancelListing(seller: try r.readString())
         default: throw r.fail("unknown command type")

@@ -147,7 +147,8 @@ final class MarketBook {
     }
 
     var top: Top {
-        Top(bestBid: bids.last?.price, bestAsk: asks.last?.price, bidQuantity: bids.last?.total,
+        Top(
+            bestBid: bids.last?.price, bestAsk: asks.last?.price, bidQuantity: bids.last?.total,
             askQuantity: asks.last?.total)
     }
 

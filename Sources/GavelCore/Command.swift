@@ -64,8 +64,9 @@ public enum ListingTerms: Sendable, Hashable {
         public var closesAt: Millis
         public var opensAt: Millis?
 
-        public init(pricing: SealedPricing, start: Money, reserve: Money? = nil, closesAt: Millis, opensAt: Millis? = nil)
-        {
+        public init(
+            pricing: SealedPricing, start: Money, reserve: Money? = nil, closesAt: Millis, opensAt: Millis? = nil
+        ) {
             self.pricing = pricing
             self.start = start
             self.reserve = reserve

@@ -99,7 +99,8 @@ extension Engine {
         var second: Money?
         for (bidder, bid) in book.bids {
             if let current = best {
-                let beats = bid.amount > current.bid.amount
+                let beats =
+                    bid.amount > current.bid.amount
                     || (bid.amount == current.bid.amount && bid.order < current.bid.order)
                 if beats {
                     second = max(second ?? 0, current.bid.amount)
@@ -137,8 +138,9 @@ extension Engine {
         }
         let price = book.price(at: now, opensAt: listing.opensAt)
         book.remaining -= quantity
-        emit(.filled(bidder: bidder, price: price, quantity: quantity, remaining: book.remaining), on: listing,
-             events: &events)
+        emit(
+            .filled(bidder: bidder, price: price, quantity: quantity, remaining: book.remaining), on: listing,
+            events: &events)
         if book.remaining == 0 {
             listing.status = .closed
             book.nextStepAt = nil

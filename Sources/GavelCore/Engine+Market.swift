@@ -39,12 +39,17 @@ extension Engine {
                 // Self-trade prevention: cancel the trader's own resting order and keep matching.
                 _ = book.popBest(opposite)
                 emit(
-                    .orderCancelled(order: resting.id, trader: resting.trader, reason: .selfTrade,
-                                    remaining: resting.remaining), on: listing, events: &events)
+                    .orderCancelled(
+                        order: resting.id, trader: resting.trader, reason: .selfTrade,
+                        remaining: resting.remaining), on: listing, events: &events)
                 continue
             }
             let quantity = min(left, resting.remaining)
-            if quantity == resting.remaining { _ = book.popBest(opposite) } else { book.reduceBest(opposite, by: quantity) }
+            if quantity == resting.remaining {
+                _ = book.popBest(opposite)
+            } else {
+                book.reduceBest(opposite, by: quantity)
+            }
             left -= quantity
             book.traded = true
             let (buyer, seller, buyOrder, sellOrder) =
@@ -52,16 +57,18 @@ extension Engine {
                 ? (order.trader, resting.trader, order.id, resting.id)
                 : (resting.trader, order.trader, resting.id, order.id)
             emit(
-                .trade(buyer: buyer, seller: seller, price: levelPrice, quantity: quantity, buyOrder: buyOrder,
-                       sellOrder: sellOrder), on: listing, events: &events)
+                .trade(
+                    buyer: buyer, seller: seller, price: levelPrice, quantity: quantity, buyOrder: buyOrder,
+                    sellOrder: sellOrder), on: listing, events: &events)
         }
         let filled = order.quantity - left
         var rests: Int64 = 0
         if left > 0 {
             switch order.tif {
             case .ioc:
-                emit(.orderCancelled(order: order.id, trader: order.trader, reason: .ioc, remaining: left), on: listing,
-                     events: &events)
+                emit(
+                    .orderCancelled(order: order.id, trader: order.trader, reason: .ioc, remaining: left), on: listing,
+                    events: &events)
             case .gtc:
                 book.rest(
                     RestingOrder(id: order.id, trader: order.trader, remaining: left, expiresAt: order.expiresAt),
@@ -85,10 +92,12 @@ extension Engine {
                 return .rejected(.notOwner, "order \(orderID) on listing \(listing.id) is not yours")
             }
             return .rejected(
-                .unknownOrder, "no resting order \(orderID) on listing \(listing.id) (filled, cancelled or never placed)")
+                .unknownOrder,
+                "no resting order \(orderID) on listing \(listing.id) (filled, cancelled or never placed)")
         }
-        emit(.orderCancelled(order: orderID, trader: trader, reason: .cancelled, remaining: order.remaining),
-             on: listing, events: &events)
+        emit(
+            .orderCancelled(order: orderID, trader: trader, reason: .cancelled, remaining: order.remaining),
+            on: listing, events: &events)
         emitBookIfChanged(listing, book, since: before, &events)
         return CommandResult(error: nil, message: "", remaining: order.remaining)
     }
@@ -102,16 +111,18 @@ extension Engine {
         else { return }
         let before = book.top
         _ = book.remove(key)
-        emit(.orderCancelled(order: key.id, trader: key.trader, reason: .expired, remaining: order.remaining),
-             on: listing, events: &events)
+        emit(
+            .orderCancelled(order: key.id, trader: key.trader, reason: .expired, remaining: order.remaining),
+            on: listing, events: &events)
         emitBookIfChanged(listing, book, since: before, &events)
     }
 
     func cancelAllResting(_ listing: Listing, _ book: MarketBook, reason: CancelReason, _ events: inout [Event]) {
         let before = book.top
         for (_, _, order) in book.allResting {
-            emit(.orderCancelled(order: order.id, trader: order.trader, reason: reason, remaining: order.remaining),
-                 on: listing, events: &events)
+            emit(
+                .orderCancelled(order: order.id, trader: order.trader, reason: reason, remaining: order.remaining),
+                on: listing, events: &events)
         }
         book.bids.removeAll()
         book.asks.removeAll()
@@ -125,7 +136,9 @@ extension Engine {
     ) {
         let after = book.top
         guard after != before else { return }
-        emit(.book(bestBid: after.bestBid, bestAsk: after.bestAsk, bidQuantity: after.bidQuantity,
-                   askQuantity: after.askQuantity), on: listing, events: &events)
+        emit(
+            .book(
+                bestBid: after.bestBid, bestAsk: after.bestAsk, bidQuantity: after.bidQuantity,
+                askQuantity: after.askQuantity), on: listing, events: &events)
     }
 }

@@ -22,10 +22,18 @@ extension Engine {
         }
         var resolved = terms
         switch terms {
-        case .english(var t): t.opensAt = opensAt; resolved = .english(t)
-        case .sealed(var t): t.opensAt = opensAt; resolved = .sealed(t)
-        case .dutch(var t): t.opensAt = opensAt; resolved = .dutch(t)
-        case .market(var t): t.opensAt = opensAt; resolved = .market(t)
+        case .english(var t):
+            t.opensAt = opensAt
+            resolved = .english(t)
+        case .sealed(var t):
+            t.opensAt = opensAt
+            resolved = .sealed(t)
+        case .dutch(var t):
+            t.opensAt = opensAt
+            resolved = .dutch(t)
+        case .market(var t):
+            t.opensAt = opensAt
+            resolved = .market(t)
         }
         let listing = Listing(id: id, seller: seller, terms: resolved, opensAt: opensAt)
         listings[id] = listing

@@ -64,6 +64,9 @@ public final class Writer: @unchecked Sendable {
     /// Owned by the writer thread once started.
     let engine: Engine
     private var lsn: UInt64 = 0
+    /// The engine time of the last entry handed to the sink: a snapshot taken after the clock moved past it is
+    /// preceded by a tick entry, so replaying the journal to the snapshot's lsn reaches the snapshot's very state.
+    private var journaledNow: Millis
     private var batchNumber: UInt64 = 0
     /// Barriers that go out with the next batch.
     private var barriers: [@Sendable () -> Void] = []
@@ -79,7 +82,8 @@ public final class Writer: @unchecked Sendable {
     private let pool = Mutex<[Batch]>([])
 
     enum Phase: UInt8 {
-        case idle = 0, running, draining, stopped
+        case idle = 0
+        case running, draining, stopped
     }
     private let phase = Atomic<UInt8>(Phase.idle.rawValue)
     private let stoppedSignal = Mutex<[CheckedContinuation<Void, Never>]>([])
@@ -95,6 +99,7 @@ public final class Writer: @unchecked Sendable {
         self.configuration = configuration
         self.engine = engine ?? Engine(configuration: configuration.engine)
         self.lsn = lastLSN
+        self.journaledNow = self.engine.now
         self.lastSnapshotLSN = lastLSN
         self.sink = sink
         self.snapshotSink = snapshots
@@ -128,7 +133,8 @@ public final class Writer: @unchecked Sendable {
     /// Submits to a queue the caller looked up before (see ``queue(for:)``), skipping the lookup.
     @discardableResult
     public func submit(_ command: Command, to queue: ListingQueue, handler: ResultHandler?) -> CommandResult? {
-        precondition(queue.listing == command.listing, "command for \(command.listing) sent to \(queue.listing)'s queue")
+        precondition(
+            queue.listing == command.listing, "command for \(command.listing) sent to \(queue.listing)'s queue")
         guard phase.load(ordering: .acquiring) == Phase.running.rawValue else {
             return .rejected(.overloaded, "the engine is not accepting commands (starting or shutting down)")
         }
@@ -218,16 +224,21 @@ public final class Writer: @unchecked Sendable {
 
     /// Starts the writer thread.
     public func start() {
-        guard phase.compareExchange(expected: Phase.idle.rawValue, desired: Phase.running.rawValue,
-                                    ordering: .acquiringAndReleasing).exchanged
+        guard
+            phase.compareExchange(
+                expected: Phase.idle.rawValue, desired: Phase.running.rawValue,
+                ordering: .acquiringAndReleasing
+            ).exchanged
         else { return }
         let box = Unmanaged.passRetained(self).toOpaque()
         var tid = pthread_t()
-        let rc = pthread_create(&tid, nil, { arg in
-            let writer = Unmanaged<Writer>.fromOpaque(arg!).takeRetainedValue()
-            writer.run()
-            return nil
-        }, box)
+        let rc = pthread_create(
+            &tid, nil,
+            { arg in
+                let writer = Unmanaged<Writer>.fromOpaque(arg!).takeRetainedValue()
+                writer.run()
+                return nil
+            }, box)
         precondition(rc == 0, "cannot start the writer thread: pthread_create returned \(rc)")
         thread = tid
     }
@@ -348,6 +359,7 @@ public final class Writer: @unchecked Sendable {
     private func dispatch(_ batch: Batch) {
         batchNumber += 1
         batch.number = batchNumber
+        if let last = batch.entries.last { journaledNow = last.at }
         if barriers.isEmpty {
             sink.write(batch) { [self] released in release(released) }
         } else {
@@ -361,7 +373,7 @@ public final class Writer: @unchecked Sendable {
     }
 
     private func snapshotIfDue() {
-        guard let _ = snapshotSink else { return }
+        guard snapshotSink != nil else { return }
         var due = snapshotRequested
         if configuration.snapshotEveryEntries > 0 && lsn - lastSnapshotLSN >= configuration.snapshotEveryEntries {
             due = true
@@ -378,6 +390,14 @@ public final class Writer: @unchecked Sendable {
     private func takeSnapshot() {
         guard let snapshotSink else { return }
         snapshotRequested = false
+        if engine.now > journaledNow {
+            // The clock moved with nothing to journal; the clock and the requests it expired are state.
+            let batch = takeBatch()
+            lsn += 1
+            let none = batch.events.count..<batch.events.count
+            batch.entries.append(BatchEntry(lsn: lsn, at: engine.now, input: .tick, result: nil, events: none))
+            dispatch(batch)
+        }
         let started = Self.monotonicNanos()
         let state = engine.encodeState()
         let pause = Self.monotonicNanos() - started

@@ -85,11 +85,15 @@ enum Files {
     }
 
     static func truncate(_ path: String, to length: Int) throws(FileError) {
-        guard Glibc.truncate(path, off_t(length)) == 0 else { throw FileError(path: path, operation: "truncate", code: errno) }
+        guard Glibc.truncate(path, off_t(length)) == 0 else {
+            throw FileError(path: path, operation: "truncate", code: errno)
+        }
     }
 
     static func remove(_ path: String) throws(FileError) {
-        guard unlink(path) == 0 || errno == ENOENT else { throw FileError(path: path, operation: "unlink", code: errno) }
+        guard unlink(path) == 0 || errno == ENOENT else {
+            throw FileError(path: path, operation: "unlink", code: errno)
+        }
     }
 
     /// Writes `bytes` to `path` atomically: a temporary file, fsync, rename, and an fsync of the directory.

@@ -92,7 +92,8 @@ public final class Journal: BatchSink, SnapshotSink, @unchecked Sendable {
     /// Opens the journal after `recovery` (which must have repaired the directory), ready to append at
     /// `recovery.lastLSN + 1`.
     public init(
-        directory: DataDirectory, configuration: JournalConfiguration = JournalConfiguration(), recovery: RecoveryReport,
+        directory: DataDirectory, configuration: JournalConfiguration = JournalConfiguration(),
+        recovery: RecoveryReport,
         logger: Logger = Logger(label: "gavel.journal")
     ) throws {
         self.directory = directory
@@ -192,7 +193,9 @@ public final class Journal: BatchSink, SnapshotSink, @unchecked Sendable {
                     }
                 }
                 try commit(&pending)
-                if case .interval(let ms) = configuration.fsync, dirty, monotonicNanos() - lastSync >= UInt64(ms) * 1_000_000 {
+                if case .interval(let ms) = configuration.fsync, dirty,
+                    monotonicNanos() - lastSync >= UInt64(ms) * 1_000_000
+                {
                     try syncNow()
                 }
             } catch {
@@ -235,7 +238,8 @@ public final class Journal: BatchSink, SnapshotSink, @unchecked Sendable {
         segmentSize += frame.count
         dirty = true
         if configuration.fsync == .always { try syncNow() }
-        stats.record(entries: count, rawBytes: records.count, frameBytes: frame.count, nanos: monotonicNanos() - started)
+        stats.record(
+            entries: count, rawBytes: records.count, frameBytes: frame.count, nanos: monotonicNanos() - started)
         chain = next
         self.lastLSN = lastLSN
         records.removeAll(keepingCapacity: true)
@@ -283,16 +287,19 @@ public final class Journal: BatchSink, SnapshotSink, @unchecked Sendable {
         stats.snapshots.wrappingAdd(1, ordering: .relaxed)
         stats.lastSnapshotPauseNanos.store(pauseNanos, ordering: .relaxed)
         logger.info(
-            "snapshot at lsn \(lsn): \(state.count) state bytes; writer paused \(pauseNanos / 1000) µs to copy the state, written in \(took / 1_000_000) ms")
+            "snapshot at lsn \(lsn): \(state.count) state bytes; writer paused \(pauseNanos / 1000) µs to copy the state, written in \(took / 1_000_000) ms"
+        )
         try applyRetention()
     }
 
-    /// Keeps the newest `keepSnapshots` snapshots and deletes segments wholly covered by the oldest one kept.
+    /// Keeps the newest `keepSnapshots` snapshots and, once that many exist, deletes the segments wholly covered by
+    /// the oldest one kept: until then the journal reaches back to the start, so nothing is lost for audit before
+    /// the retention window is full.
     private func applyRetention() throws {
         let snapshots = directory.snapshotFiles()
         let keep = max(1, configuration.keepSnapshots)
         for old in snapshots.dropFirst(keep) { try Files.remove(old.path) }
-        guard let oldestKept = snapshots.prefix(keep).last else { return }
+        guard snapshots.count >= keep, let oldestKept = snapshots.prefix(keep).last else { return }
         let segments = directory.segments()
         for (index, segment) in segments.enumerated() {
             guard index + 1 < segments.count, segment.path != segmentPath else { break }

@@ -22,7 +22,8 @@ public enum LZ4Frame {
                 LZ4F_compressFrame(out.baseAddress! + start, bound, src.baseAddress, input.count, &preferences)
             }
         }
-        precondition(LZ4F_isError(written) == 0, "LZ4F_compressFrame failed: \(String(cString: LZ4F_getErrorName(written)))")
+        precondition(
+            LZ4F_isError(written) == 0, "LZ4F_compressFrame failed: \(String(cString: LZ4F_getErrorName(written)))")
         output.removeLast(bound - written)
     }
 
@@ -52,7 +53,8 @@ public enum LZ4Frame {
             var destinationSize = chunk.count
             let hint = bytes.withUnsafeBytes { src in
                 chunk.withUnsafeMutableBytes { dst in
-                    LZ4F_decompress(context, dst.baseAddress, &destinationSize, src.baseAddress! + position, &sourceSize, nil)
+                    LZ4F_decompress(
+                        context, dst.baseAddress, &destinationSize, src.baseAddress! + position, &sourceSize, nil)
                 }
             }
             if LZ4F_isError(hint) != 0 {

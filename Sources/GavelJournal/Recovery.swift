@@ -71,12 +71,14 @@ public enum Recovery {
                 do {
                     let file = try SnapshotFile.decode(try Files.readAll(candidate.path))
                     guard file.lsn == candidate.lsn else {
-                        throw SegmentProblem(kind: .corrupt, offset: 0, reason: "names lsn \(candidate.lsn) but holds \(file.lsn)")
+                        throw SegmentProblem(
+                            kind: .corrupt, offset: 0, reason: "names lsn \(candidate.lsn) but holds \(file.lsn)")
                     }
                     if let first = segments.first, first.firstLSN > file.lsn + 1 {
                         throw SegmentProblem(
                             kind: .corrupt, offset: 0,
-                            reason: "the journal starts at lsn \(first.firstLSN), after this snapshot's lsn \(file.lsn)")
+                            reason: "the journal starts at lsn \(first.firstLSN), after this snapshot's lsn \(file.lsn)"
+                        )
                     }
                     start = (try Engine.restore(from: file.state), file.lsn, file.chain, candidate.path)
                     break
@@ -118,7 +120,8 @@ public enum Recovery {
                         reason: "segment starts at lsn \(reader.header.firstLSN) where \(expected) was expected")
                 }
                 if let chain, reader.header.previousChain != chain {
-                    throw SegmentProblem(kind: .corrupt, offset: 0, reason: "segment header does not chain to the one before")
+                    throw SegmentProblem(
+                        kind: .corrupt, offset: 0, reason: "segment header does not chain to the one before")
                 }
             } catch let problem as SegmentProblem {
                 if isLast && problem.kind == .truncated {
@@ -128,7 +131,9 @@ public enum Recovery {
                     break reading
                 }
                 if options.truncateAfterCorruption {
-                    try cut(at: problem.offset, in: segment.path, after: Array(segments[index...]), report: &report, options, problem.reason)
+                    try cut(
+                        at: problem.offset, in: segment.path, after: Array(segments[index...]), report: &report,
+                        options, problem.reason)
                     break reading
                 }
                 throw CorruptionError(file: segment.path, offset: problem.offset, reason: problem.reason)
@@ -147,7 +152,9 @@ public enum Recovery {
                         break reading
                     }
                     if options.truncateAfterCorruption {
-                        try cut(at: problem.offset, in: segment.path, after: Array(segments[(index + 1)...]), report: &report, options, problem.reason)
+                        try cut(
+                            at: problem.offset, in: segment.path, after: Array(segments[(index + 1)...]),
+                            report: &report, options, problem.reason)
                         report.activeSegment = (segment.path, reader.header.firstLSN, problem.offset)
                         break reading
                     }
@@ -161,7 +168,9 @@ public enum Recovery {
                     apply(record, to: engine, events: &events)
                     report.lastLSN = record.lsn
                     report.replayedRecords += 1
-                    if report.replayedRecords % 1_000_000 == 0 { options.progress?(report.replayedRecords, segment.path) }
+                    if report.replayedRecords % 1_000_000 == 0 {
+                        options.progress?(report.replayedRecords, segment.path)
+                    }
                 }
                 report.chain = batch.chain
                 if let snapshot = start, batch.records.last?.lsn == snapshot.lsn, batch.chain != snapshot.chain {

@@ -12,6 +12,11 @@ public struct SegmentHeader: Sendable, Equatable {
     /// The chain hash of the batch before this segment's first batch (32 zero bytes at the very start).
     public var previousChain: [UInt8]
 
+    public init(firstLSN: UInt64, previousChain: [UInt8]) {
+        self.firstLSN = firstLSN
+        self.previousChain = previousChain
+    }
+
     public func encoded() -> [UInt8] {
         var payload = Self.tag
         withUnsafeBytes(of: Self.version.littleEndian) { payload.append(contentsOf: $0) }
@@ -154,7 +159,8 @@ public struct SegmentReader {
         guard records.count == Int(count), let firstRecord = records.first, firstRecord.lsn == first,
             records.last?.lsn == last
         else {
-            throw SegmentProblem(kind: .corrupt, offset: frameOffset, reason: "batch trailer does not match its records")
+            throw SegmentProblem(
+                kind: .corrupt, offset: frameOffset, reason: "batch trailer does not match its records")
         }
         for record in records {
             guard record.lsn == nextLSN else {

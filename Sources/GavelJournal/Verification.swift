@@ -26,11 +26,14 @@ public enum Verification {
             do {
                 var reader = try SegmentReader(bytes: bytes)
                 if reader.header.firstLSN != segment.firstLSN {
-                    result.problems.append("\(segment.path): named for lsn \(segment.firstLSN) but starts at \(reader.header.firstLSN)")
+                    result.problems.append(
+                        "\(segment.path): named for lsn \(segment.firstLSN) but starts at \(reader.header.firstLSN)")
                     segmentsOK = false
                 }
                 if let expectedLSN, reader.header.firstLSN != expectedLSN {
-                    result.problems.append("\(segment.path) at byte 0: starts at lsn \(reader.header.firstLSN) where \(expectedLSN) was expected (a segment is missing)")
+                    result.problems.append(
+                        "\(segment.path) at byte 0: starts at lsn \(reader.header.firstLSN) where \(expectedLSN) was expected (a segment is missing)"
+                    )
                     segmentsOK = false
                 }
                 if let chain, reader.header.previousChain != chain {
@@ -49,7 +52,9 @@ public enum Verification {
                 chain = nil
             }
         }
-        if segmentsOK { result.notes.append("\(segments.count) segment(s), \(entries) entries, chain and lsns continuous") }
+        if segmentsOK {
+            result.notes.append("\(segments.count) segment(s), \(entries) entries, chain and lsns continuous")
+        }
 
         // 2. Every snapshot decodes, restores, and matches its own hash.
         var snapshots: [SnapshotFile] = []
@@ -86,7 +91,9 @@ public enum Verification {
                     var events: [Event] = []
                     report.engine.advance(to: snapshot.now, events: &events)
                     if report.lastLSN != snapshot.lsn || report.engine.stateHash() != snapshot.stateHash {
-                        result.problems.append("replay from the start to lsn \(snapshot.lsn) does not reach the state of snapshot at lsn \(snapshot.lsn)")
+                        result.problems.append(
+                            "replay from the start to lsn \(snapshot.lsn) does not reach the state of snapshot at lsn \(snapshot.lsn)"
+                        )
                     } else {
                         result.notes.append("replay from the start reaches snapshot at lsn \(snapshot.lsn)")
                     }
@@ -120,10 +127,12 @@ public enum Verification {
         }
         if let (_, reference) = finalHashes.first {
             for (origin, hash) in finalHashes.dropFirst() where hash != reference {
-                result.problems.append("replay from \(origin) ends in state \(hash), replay from \(finalHashes[0].0) in \(reference)")
+                result.problems.append(
+                    "replay from \(origin) ends in state \(hash), replay from \(finalHashes[0].0) in \(reference)")
             }
             if result.problems.isEmpty {
-                result.notes.append("replays from \(finalHashes.map(\.0).joined(separator: ", ")) end in the same state \(reference)")
+                result.notes.append(
+                    "replays from \(finalHashes.map(\.0).joined(separator: ", ")) end in the same state \(reference)")
             }
         }
         return result

@@ -201,7 +201,8 @@ public enum CommandDecoder {
                     stepEveryMs: try f.integer("step_every_ms"), quantity: try f.amount("quantity"),
                     closesAt: try f.integer("closes_at"), opensAt: try f.optionalInteger("opens_at")))
         case .market:
-            return .market(.init(closesAt: try f.optionalInteger("closes_at"), opensAt: try f.optionalInteger("opens_at")))
+            return .market(
+                .init(closesAt: try f.optionalInteger("closes_at"), opensAt: try f.optionalInteger("opens_at")))
         }
     }
 

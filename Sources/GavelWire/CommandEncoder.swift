@@ -3,7 +3,9 @@ import GavelCore
 /// Encodes commands in the protocol's JSON form (the form ``CommandDecoder`` reads).
 public enum CommandEncoder {
     /// The command as a JSON object; `prefix` writes leading members (such as an lsn) first.
-    public static func encode(_ command: Command, at: Millis? = nil, prefix: (inout JSONObjectWriter) -> Void = { _ in })
+    public static func encode(
+        _ command: Command, at: Millis? = nil, prefix: (inout JSONObjectWriter) -> Void = { _ in }
+    )
         -> [UInt8]
     {
         var w = JSONObjectWriter()

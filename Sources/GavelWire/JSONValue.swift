@@ -94,9 +94,15 @@ public struct JSONParser {
         case UInt8(ascii: "{"): return try parseObject(depth: depth + 1)
         case UInt8(ascii: "["): return try parseArray(depth: depth + 1)
         case UInt8(ascii: "\""): return .string(try parseString())
-        case UInt8(ascii: "t"): try literal("true"); return .bool(true)
-        case UInt8(ascii: "f"): try literal("false"); return .bool(false)
-        case UInt8(ascii: "n"): try literal("null"); return .null
+        case UInt8(ascii: "t"):
+            try literal("true")
+            return .bool(true)
+        case UInt8(ascii: "f"):
+            try literal("false")
+            return .bool(false)
+        case UInt8(ascii: "n"):
+            try literal("null")
+            return .null
         case UInt8(ascii: "-"), UInt8(ascii: "0")...UInt8(ascii: "9"): return try parseNumber()
         default: throw error("unexpected character")
         }
@@ -214,7 +220,9 @@ public struct JSONParser {
             case UInt8(ascii: "\""):
                 index += 1
                 // Input may be arbitrary bytes; reject invalid UTF-8 instead of repairing it.
-                guard let string = String(validating: out, as: UTF8.self) else { throw error("invalid UTF-8 in string") }
+                guard let string = String(validating: out, as: UTF8.self) else {
+                    throw error("invalid UTF-8 in string")
+                }
                 return string
             case UInt8(ascii: "\\"):
                 index += 1

@@ -65,8 +65,11 @@ struct Replay: ParsableCommand {
             out.write("lsn:          \(report.lastLSN)")
             out.write("engine time:  \(report.engine.now) ms")
             out.write("state hash:   \(hash)")
-            out.write("started from: \(report.snapshot.map { "snapshot at lsn \($0.lsn)" } ?? "the first journal entry")")
-            out.write("replayed:     \(report.replayedRecords) entries, \(report.bytesRead) journal bytes in \(String(format3(seconds))) s (\(rate) entries/s)")
+            out.write(
+                "started from: \(report.snapshot.map { "snapshot at lsn \($0.lsn)" } ?? "the first journal entry")")
+            out.write(
+                "replayed:     \(report.replayedRecords) entries, \(report.bytesRead) journal bytes in \(String(format3(seconds))) s (\(rate) entries/s)"
+            )
             if let t = report.truncation { out.write("torn tail:    \(t.file) at byte \(t.offset) (\(t.reason))") }
         }
         out.flush()
@@ -210,10 +213,12 @@ struct Snapshot: ParsableCommand {
                 }
                 usleep(50_000)
             }
-            printError("gavel snapshot: process \(pid) wrote no new snapshot within \(timeout) s (nothing new to snapshot?)")
+            printError(
+                "gavel snapshot: process \(pid) wrote no new snapshot within \(timeout) s (nothing new to snapshot?)")
             throw ExitCode(1)
         }
-        let report = try recoverForWriting(directory, truncateAfterCorruption: storage.truncateAfterCorruption, engine: EngineConfiguration())
+        let report = try recoverForWriting(
+            directory, truncateAfterCorruption: storage.truncateAfterCorruption, engine: EngineConfiguration())
         let journal = try Journal(directory: directory, configuration: storage.journalConfiguration, recovery: report)
         let writer = Writer(
             configuration: storage.writerConfiguration(engine: report.engine.configuration), engine: report.engine,

@@ -31,7 +31,9 @@ struct Simulate: ParsableCommand {
     @Argument(help: "A file of JSON lines; standard input when omitted.")
     var file: String?
 
-    @Flag(name: .long, help: "End with a {\"type\":\"state_hash\",\"hash\":...} line: a digest of the whole engine state.")
+    @Flag(
+        name: .long, help: "End with a {\"type\":\"state_hash\",\"hash\":...} line: a digest of the whole engine state."
+    )
     var hash = false
 
     @Option(name: .long, help: "How long request ids are remembered for idempotency, in engine-time ms.")
@@ -72,10 +74,13 @@ struct Simulate: ParsableCommand {
         out.flush()
     }
 
-    private func runDurable(input: LineReader, out: LineWriter, directory: DataDirectory, engine configuration: EngineConfiguration)
+    private func runDurable(
+        input: LineReader, out: LineWriter, directory: DataDirectory, engine configuration: EngineConfiguration
+    )
         throws
     {
-        let report = try recoverForWriting(directory, truncateAfterCorruption: storage.truncateAfterCorruption, engine: configuration)
+        let report = try recoverForWriting(
+            directory, truncateAfterCorruption: storage.truncateAfterCorruption, engine: configuration)
         let journal = try Journal(directory: directory, configuration: storage.journalConfiguration, recovery: report)
         let engine = report.engine
         let clock = ManualClock(engine.now)
@@ -118,7 +123,11 @@ struct Simulate: ParsableCommand {
             case .advance(let at):
                 guard at >= clock.now() else {
                     settle()
-                    out.write(MessageEncoder.badRequest(id: nil, message: "at \(at) is earlier than the engine clock \(clock.now()); time only moves forward"))
+                    out.write(
+                        MessageEncoder.badRequest(
+                            id: nil,
+                            message: "at \(at) is earlier than the engine clock \(clock.now()); time only moves forward"
+                        ))
                     continue
                 }
                 if at != clock.now() { writer.runUntilIdle() }
@@ -129,7 +138,12 @@ struct Simulate: ParsableCommand {
                 if let at {
                     guard at >= clock.now() else {
                         settle()
-                        out.write(MessageEncoder.badRequest(id: command.id, message: "at \(at) is earlier than the engine clock \(clock.now()); time only moves forward"))
+                        out.write(
+                            MessageEncoder.badRequest(
+                                id: command.id,
+                                message:
+                                    "at \(at) is earlier than the engine clock \(clock.now()); time only moves forward")
+                        )
                         continue
                     }
                     if at != clock.now() {
@@ -137,7 +151,9 @@ struct Simulate: ParsableCommand {
                         clock.set(at)
                     }
                 }
-                let rejected = writer.submit(command) { result, _ in out.write(MessageEncoder.result(id: command.id, result)) }
+                let rejected = writer.submit(command) { result, _ in
+                    out.write(MessageEncoder.result(id: command.id, result))
+                }
                 if let rejected {
                     settle()
                     out.write(MessageEncoder.result(id: command.id, rejected))

@@ -9,7 +9,9 @@ import GavelJournal
 
 /// Options shared by the commands that open a data directory for writing.
 struct StorageOptions: ParsableArguments {
-    @Option(name: .long, help: "When to fdatasync the journal: always (each batch, before acknowledging), interval:MS, or none.")
+    @Option(
+        name: .long,
+        help: "When to fdatasync the journal: always (each batch, before acknowledging), interval:MS, or none.")
     var fsync: String = "always"
 
     @Option(name: .long, help: "Roll to a new journal segment at this many bytes.")
@@ -24,7 +26,8 @@ struct StorageOptions: ParsableArguments {
     @Option(name: .long, help: "Snapshots to keep; journal segments older than the oldest kept one are deleted.")
     var keepSnapshots: Int = 2
 
-    @Flag(name: .long, help: "Start even if the journal is corrupt, discarding everything from the first corruption on.")
+    @Flag(
+        name: .long, help: "Start even if the journal is corrupt, discarding everything from the first corruption on.")
     var truncateAfterCorruption = false
 
     func validate() throws {
@@ -63,7 +66,9 @@ func recoverForWriting(_ directory: DataDirectory, truncateAfterCorruption: Bool
     options.engine = engine
     let started = monotonicMillis()
     if stderrIsTerminal {
-        options.progress = { records, segment in printError("recovering: \(records) journal entries replayed (\(segment))") }
+        options.progress = { records, segment in
+            printError("recovering: \(records) journal entries replayed (\(segment))")
+        }
     }
     let report = try Recovery.recover(directory, options: options)
     describe(report, since: started)
@@ -79,7 +84,9 @@ func describe(_ report: RecoveryReport, since started: Int64) {
     let ms = monotonicMillis() - started
     let from = report.snapshot.map { "snapshot at lsn \($0.lsn)" } ?? "an empty state"
     if report.lastLSN > 0 || report.snapshot != nil {
-        printError("recovery: from \(from), replayed \(report.replayedRecords) journal entries to lsn \(report.lastLSN) in \(ms) ms")
+        printError(
+            "recovery: from \(from), replayed \(report.replayedRecords) journal entries to lsn \(report.lastLSN) in \(ms) ms"
+        )
     }
 }
 

@@ -1,6 +1,6 @@
 import Dispatch
-import Glibc
 import GavelCore
+import Glibc
 import Synchronization
 import Testing
 
@@ -63,7 +63,7 @@ struct WriterTests {
         let producers = 4
         let perProducer = 3000
         DispatchQueue.concurrentPerform(iterations: producers) { p in
-            var rng = SplitMix(seed: UInt64(p + 1))
+            var rng = SplitMix64(seed: UInt64(p + 1))
             for i in 0..<perProducer {
                 let listing = listings[Int(rng.next() % UInt64(listings.count))]
                 let command = bid(listing, "u\(p)", Money(200 + i * 10), id: "p\(p)-\(i)")
@@ -205,18 +205,5 @@ struct WriterTests {
         #expect(writer.isStopped)
         #expect(recorder.outcomes.withLock { $0.count } == 500)
         #expect(writer.submit(bid("L", "ann", 1_000_000, id: "after"), handler: nil)?.error == .overloaded)
-    }
-}
-
-/// A small deterministic random generator for tests.
-struct SplitMix: RandomNumberGenerator {
-    var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
     }
 }

@@ -1,0 +1,152 @@
+import Foundation
+import Testing
+
+/// The package root, derived from this file's path (Tests/GavelCLITests/SimulateCLITests.swift).
+private let packageRoot = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+    .deletingLastPathComponent()
+
+/// The built `gavel` binary, if `swift build` has made one.
+private let gavelBinary: URL? = {
+    let url = packageRoot.appendingPathComponent(".build/debug/gavel")
+    return FileManager.default.isExecutableFile(atPath: url.path) ? url : nil
+}()
+
+private let exampleLines = [
+    #"{"type":"open","id":"o1","listing":"L1","seller":"sam","format":"english","start":100,"closes_at":60000,"at":0}"#,
+    #"{"type":"bid","id":"b1","listing":"L1","bidder":"ann","amount":1000,"at":10}"#,
+]
+
+/// A longer session over every format, with an invalid line, a duplicate and timers.
+private let sessionLines =
+    exampleLines + [
+        #"{"type":"bid","id":"b2","listing":"L1","bidder":"bob","amount":500,"at":20}"#,
+        #"{"type":"open","id":"o2","listing":"S1","seller":"sam","format":"sealed","pricing":"second","start":10,"closes_at":50000}"#,
+        #"{"type":"bid","id":"s1","listing":"S1","bidder":"ann","amount":300}"#,
+        #"{"type":"bid","id":"s2","listing":"S1","bidder":"bob","amount":200}"#,
+        #"{"type":"open","id":"o3","listing":"D1","seller":"sam","format":"dutch","start":1000,"floor":500,"step":100,"step_every_ms":1000,"quantity":3,"closes_at":40000}"#,
+        #"{"type":"accept","id":"a1","listing":"D1","bidder":"cyd","at":2500}"#,
+        #"{"type":"open","id":"o4","listing":"M1","seller":"sam","format":"market","closes_at":30000}"#,
+        #"{"type":"order","id":"q1","listing":"M1","trader":"ann","side":"sell","price":100,"quantity":3}"#,
+        #"{"type":"order","id":"q2","listing":"M1","trader":"bob","side":"buy","price":101,"quantity":5,"tif":"ioc"}"#,
+        "this is not json",
+        #"{"type":"bid","id":"b1","listing":"L1","bidder":"ann","amount":1000}"#,
+        #"{"type":"advance","at":70000}"#,
+    ]
+
+/// The number of lines that are commands (everything but `advance` and blank lines).
+private func commandCount(_ lines: [String]) -> Int {
+    lines.filter { !$0.trimmingCharacters(in: .whitespaces).isEmpty && !$0.contains(#""type":"advance""#) }.count
+}
+
+private struct Run {
+    var status: Int32
+    var stdout: Data
+    var lines: [String] { String(decoding: stdout, as: UTF8.self).split(separator: "\n").map(String.init) }
+}
+
+private func simulate(_ arguments: [String], stdin: String? = nil) throws -> Run {
+    let process = Process()
+    process.executableURL = gavelBinary
+    process.arguments = ["simulate"] + arguments
+    let output = Pipe()
+    process.standardOutput = output
+    process.standardError = FileHandle.nullDevice
+    let input = Pipe()
+    process.standardInput = input
+    try process.run()
+    if let stdin { input.fileHandleForWriting.write(Data(stdin.utf8)) }
+    try input.fileHandleForWriting.close()
+    let data = output.fileHandleForReading.readDataToEndOfFile()
+    process.waitUntilExit()
+    return Run(status: process.terminationStatus, stdout: data)
+}
+
+@Suite(.enabled(if: gavelBinary != nil, "no .build/debug/gavel under the package root; run `swift build` first"))
+struct SimulateCLITests {
+    @Test func specExampleOnStandardInput() throws {
+        let run = try simulate([], stdin: exampleLines.joined(separator: "\n") + "\n")
+        #expect(run.status == 0)
+        let results = run.lines.filter { $0.hasPrefix(#"{"type":"result""#) }
+        #expect(
+            results == [
+                #"{"type":"result","id":"o1","ok":true}"#,
+                #"{"type":"result","id":"b1","ok":true,"price":100,"leading":true}"#,
+            ])
+        #expect(run.lines.count == 4)
+        #expect(
+            run.lines.last
+                == #"{"type":"bid_placed","listing":"L1","seq":2,"at":10,"price":100,"leader":"ann","bids":1,"closes_at":60000,"reserve_met":true}"#
+        )
+    }
+
+    @Test func fileArgumentGivesOneResultLinePerCommand() throws {
+        let file = FileManager.default.temporaryDirectory.appendingPathComponent("gavel-cli-\(UUID().uuidString).jsonl")
+        try (sessionLines.joined(separator: "\n") + "\n").write(to: file, atomically: true, encoding: .utf8)
+        defer { try? FileManager.default.removeItem(at: file) }
+        let run = try simulate([file.path])
+        #expect(run.status == 0)
+        let results = run.lines.filter { $0.hasPrefix(#"{"type":"result""#) }
+        #expect(results.count == commandCount(sessionLines))
+        #expect(
+            results.contains(
+                #"{"type":"result","id":null,"ok":false,"error":"bad_request","message":"invalid JSON at byte 0: unexpected character"}"#
+            ))
+        #expect(results.contains { $0.contains(#""id":"b1""#) && $0.contains(#""duplicate":true"#) })
+        #expect(run.lines.contains { $0.hasPrefix(#"{"type":"closed","listing":"S1""#) })
+        #expect(run.lines.contains { $0.hasPrefix(#"{"type":"trade","listing":"M1""#) })
+        #expect(!run.lines.contains { $0.hasPrefix(#"{"type":"state_hash""#) }, "no hash without --hash")
+    }
+
+    @Test func fileAndStandardInputGiveTheSameOutput() throws {
+        let text = sessionLines.joined(separator: "\n") + "\n"
+        let file = FileManager.default.temporaryDirectory.appendingPathComponent("gavel-cli-\(UUID().uuidString).jsonl")
+        try text.write(to: file, atomically: true, encoding: .utf8)
+        defer { try? FileManager.default.removeItem(at: file) }
+        #expect(try simulate([file.path]).stdout == simulate([], stdin: text).stdout)
+    }
+
+    @Test func hashIsTheLastLineAndTheSameOnEveryRun() throws {
+        let text = sessionLines.joined(separator: "\n") + "\n"
+        let first = try simulate(["--hash"], stdin: text)
+        let second = try simulate(["--hash"], stdin: text)
+        #expect(first.status == 0)
+        guard let last = first.lines.last else {
+            Issue.record("no output")
+            return
+        }
+        #expect(last.hasPrefix(#"{"type":"state_hash","hash":""#))
+        let hex = last.dropFirst(#"{"type":"state_hash","hash":""#.count).dropLast(2)
+        #expect(hex.count == 64)
+        #expect(hex.allSatisfy { "0123456789abcdef".contains($0) })
+        #expect(second.lines.last == last)
+        let other = try simulate(["--hash"], stdin: exampleLines.joined(separator: "\n") + "\n")
+        #expect(other.lines.last != last, "a different input gives a different hash")
+    }
+
+    @Test func sameInputTwiceGivesByteIdenticalOutput() throws {
+        let text = sessionLines.joined(separator: "\n") + "\n"
+        let first = try simulate(["--hash"], stdin: text)
+        let second = try simulate(["--hash"], stdin: text)
+        #expect(!first.stdout.isEmpty)
+        #expect(first.stdout == second.stdout)
+    }
+
+    @Test func lastLineWithoutNewlineAndCRLFAreRead() throws {
+        let run = try simulate([], stdin: exampleLines.joined(separator: "\r\n"))
+        #expect(run.status == 0)
+        #expect(run.lines.filter { $0.hasPrefix(#"{"type":"result""#) }.count == 2)
+        #expect(run.lines.allSatisfy { !$0.contains("bad_request") })
+    }
+
+    @Test func emptyInputExitsZeroWithNoOutput() throws {
+        let run = try simulate([], stdin: "")
+        #expect(run.status == 0)
+        #expect(run.stdout.isEmpty)
+    }
+
+    @Test func missingFileFails() throws {
+        let run = try simulate(["/nonexistent/gavel-input.jsonl"])
+        #expect(run.status != 0)
+        #expect(run.stdout.isEmpty)
+    }
+}
