@@ -1,7 +1,7 @@
 // swift-tools-version: 6.1
 // Benchmarks of Gavel's hot paths, run with package-benchmark:
 //
-//     cd Benchmarks && swift package benchmark --target RulesEngine
+//     cd Benchmarks && swift package benchmark --target RulesEngine   (or WriterLoop, Journal)
 //
 // A package of its own, so that the benchmark library and its jemalloc/malloc interposer stay out of the
 // server's build. It depends on the main package by path.
@@ -24,7 +24,28 @@ let package = Package(
             ],
             path: "Benchmarks/RulesEngine",
             plugins: [.plugin(name: "BenchmarkPlugin", package: "benchmark")]
-        )
+        ),
+        .executableTarget(
+            name: "WriterLoop",
+            dependencies: [
+                .product(name: "GavelCore", package: "gavel"),
+                .product(name: "GavelEngine", package: "gavel"),
+                .product(name: "Benchmark", package: "benchmark"),
+            ],
+            path: "Benchmarks/WriterLoop",
+            plugins: [.plugin(name: "BenchmarkPlugin", package: "benchmark")]
+        ),
+        .executableTarget(
+            name: "Journal",
+            dependencies: [
+                .product(name: "GavelCore", package: "gavel"),
+                .product(name: "GavelEngine", package: "gavel"),
+                .product(name: "GavelJournal", package: "gavel"),
+                .product(name: "Benchmark", package: "benchmark"),
+            ],
+            path: "Benchmarks/Journal",
+            plugins: [.plugin(name: "BenchmarkPlugin", package: "benchmark")]
+        ),
     ],
     swiftLanguageModes: [.v6]
 )

@@ -1,0 +1,224 @@
+// Benchmarks of the single-writer loop: the lock-free queues, the writer applying bids, and the timer heap.
+//
+//     cd Benchmarks && swift package benchmark --target WriterLoop
+//
+// Figures marked `*` are per command, per queue operation or per timer (`scalingFactor: .kilo`: an iteration is
+// 1,000 of them). The writer runs on the benchmark's thread (`startManual`/`runUntilIdle`), so a figure is the
+// writer's own work on one core, with an in-memory sink that releases each batch at once.
+
+import Benchmark
+import Dispatch
+import GavelCore
+@_spi(Manual) import GavelEngine
+import Synchronization
+
+#if canImport(Glibc)
+    import Glibc
+#endif
+
+let listingCount = 10_000
+let bidders = (0..<7).map { "bidder-\($0)" }
+let farFuture: Millis = 1_000_000_000_000
+
+func listingID(_ index: Int) -> String { "L\(index)" }
+
+/// Listing indices drawn from a Zipf distribution with exponent `s` over `count` listings (rank 0 is the most
+/// popular), from a seed so that every run draws the same stream.
+func zipfIndices(_ n: Int, count: Int, s: Double, seed: UInt64) -> [Int] {
+    var cumulative: [Double] = []
+    cumulative.reserveCapacity(count)
+    var total = 0.0
+    for rank in 1...count {
+        total += 1.0 / pow(Double(rank), s)
+        cumulative.append(total)
+    }
+    var rng = SplitMix64(seed: seed)
+    return (0..<n).map { _ in
+        let u = Double(rng.next() >> 11) / Double(1 << 53) * total
+        var low = 0
+        var high = count - 1
+        while low < high {
+            let mid = (low + high) / 2
+            if cumulative[mid] < u { low = mid + 1 } else { high = mid }
+        }
+        return low
+    }
+}
+
+/// `n` english bids over ``listingCount`` listings with Zipf(1.0) popularity; every one is accepted: a listing's
+/// k-th bid comes from the next bidder with a maximum 20,000 above its (k-1)-th.
+func zipfBids(_ n: Int, seed: UInt64 = 42) -> [Command] {
+    var bidsOn = [Int](repeating: 0, count: listingCount)
+    return zipfIndices(n, count: listingCount, s: 1.0, seed: seed).enumerated().map { i, listing in
+        let k = bidsOn[listing]
+        bidsOn[listing] += 1
+        return Command(
+            id: "z\(i)", listing: listingID(listing),
+            body: .bid(bidder: bidders[k % bidders.count], amount: Money(1_000 + k * 20_000)))
+    }
+}
+
+/// A manually driven writer with ``listingCount`` open english listings and the queue handles cached, as the
+/// gateway caches them.
+final class WriterFixture: @unchecked Sendable {
+    let writer: Writer
+    let clock = ManualClock(0)
+    var queues: [String: ListingQueue] = [:]
+    var commands: [Command] = []
+    var next = 0
+    var rejected = 0
+
+    init(bids: Int) {
+        var configuration = WriterConfiguration()
+        configuration.engine.expectedRequestIDs = bids + listingCount
+        writer = Writer(configuration: configuration, sink: InMemorySink(), clock: clock)
+        writer.startManual()
+        for index in 0..<listingCount {
+            let open = Command(
+                id: "open-\(index)", listing: listingID(index),
+                body: .open(seller: "seller", terms: .english(.init(start: 100, closesAt: farFuture))))
+            writer.submit(open, handler: nil)
+            if index % 1_000 == 999 { writer.runUntilIdle() }
+        }
+        writer.runUntilIdle()
+        commands = zipfBids(bids)
+        for command in commands where queues[command.listing] == nil {
+            queues[command.listing] = writer.queue(for: command.listing)
+        }
+    }
+
+    /// Submits the next `count` bids to their listings' queues.
+    func submit(_ count: Int, handler: ResultHandler?) {
+        for _ in 0..<count {
+            let command = commands[next]
+            next += 1
+            if writer.submit(command, to: queues[command.listing]!, handler: handler) != nil { rejected += 1 }
+        }
+    }
+}
+
+let benchmarks: @Sendable () -> Void = {
+    Benchmark.defaultConfiguration = .init(
+        metrics: [.throughput, .wallClock, .mallocCountTotal, .instructions],
+        warmupIterations: 1,
+        scalingFactor: .kilo,
+        maxDuration: .seconds(3),
+        maxIterations: 500
+    )
+    let bidsNeeded = 501 * 1_000
+
+    // MARK: - The writer
+
+    nonisolated(unsafe) var applyOnly: WriterFixture!
+    Benchmark(
+        "writer: take, apply and batch queued english bids, Zipf(1.0) over 10,000 listings",
+        configuration: .init(
+            thresholds: [.mallocCountTotal: .init(absolute: [.p90: 0])])
+    ) { benchmark in
+        applyOnly.submit(benchmark.scaledIterations.count, handler: nil)
+        benchmark.startMeasurement()
+        let applied = applyOnly.writer.runUntilIdle()
+        benchmark.stopMeasurement()
+        if applied != benchmark.scaledIterations.count { benchmark.error("applied \(applied) entries") }
+    } setup: {
+        applyOnly = WriterFixture(bids: bidsNeeded)
+    } teardown: {
+        if applyOnly.rejected > 0 { print("\(applyOnly.rejected) submissions were refused") }
+        applyOnly = nil
+    }
+
+    nonisolated(unsafe) var endToEnd: WriterFixture!
+    Benchmark("writer: submit (cached queue) + apply + release with a result callback, Zipf(1.0)") { benchmark in
+        let released = Atomic<Int>(0)
+        let handler: ResultHandler = { _, _ in released.wrappingAdd(1, ordering: .relaxed) }
+        endToEnd.submit(benchmark.scaledIterations.count, handler: handler)
+        endToEnd.writer.runUntilIdle()
+        if released.load(ordering: .relaxed) != benchmark.scaledIterations.count {
+            benchmark.error("released \(released.load(ordering: .relaxed)) results")
+        }
+    } setup: {
+        endToEnd = WriterFixture(bids: bidsNeeded)
+    } teardown: {
+        endToEnd = nil
+    }
+
+    // MARK: - Queues
+
+    let nodes = (0..<1_000).map { Submission(Command(id: "q\($0)", listing: "L", body: .cancelListing(seller: "s")), handler: nil) }
+    let single = IntrusiveMPSCQueue<Submission>()
+    Benchmark(
+        "queue: push + pop, one producer (same thread)",
+        configuration: .init(thresholds: [.mallocCountTotal: .init(absolute: [.p90: 0])])
+    ) { benchmark in
+        for node in nodes { single.push(node) }
+        var popped = 0
+        while let node = single.pop() {
+            blackHole(node)
+            popped += 1
+        }
+        if popped != nodes.count { benchmark.error("popped \(popped)") }
+    }
+
+    for producers in [2, 4] {
+        // Each producer pushes its own nodes (a node is in one queue at a time); the benchmark thread consumes.
+        let perProducer = 250
+        let pools = (0..<producers).map { p in
+            (0..<perProducer).map {
+                Submission(Command(id: "p\(p)-\($0)", listing: "L", body: .cancelListing(seller: "s")), handler: nil)
+            }
+        }
+        let shared = IntrusiveMPSCQueue<Submission>()
+        Benchmark(
+            "queue: push + pop, \(producers) producer threads, one consumer",
+            configuration: .init(metrics: [.throughput, .wallClock], scalingFactor: .kilo)
+        ) { benchmark in
+            // 1,000 nodes per round; several rounds per iteration so thread start-up is amortized.
+            let rounds = 100
+            for _ in 0..<rounds {
+                let group = DispatchGroup()
+                for p in 0..<producers {
+                    DispatchQueue.global().async(group: group) {
+                        for node in pools[p] { shared.push(node) }
+                    }
+                }
+                var popped = 0
+                while popped < producers * perProducer {
+                    if let node = shared.pop() {
+                        blackHole(node)
+                        popped += 1
+                    }
+                }
+                group.wait()
+            }
+        }
+    }
+
+    // MARK: - Timers
+
+    nonisolated(unsafe) var timers = TimerQueue()
+    nonisolated(unsafe) var timerTime: Millis = 0
+    let listingNames = (0..<1_000).map { listingID($0) }
+    Benchmark(
+        "timers: schedule + fire, 1,000,000 scheduled",
+        configuration: .init(thresholds: [.mallocCountTotal: .init(absolute: [.p90: 0])])
+    ) { benchmark in
+        // Each round schedules 1,000 timers spread over the next 1,000,000 ms and fires those now due, so the
+        // heap holds about a million timers throughout.
+        for i in 0..<1_000 {
+            timers.schedule(.close, listing: listingNames[i], at: timerTime + 1_000_000 + Millis(i))
+        }
+        timerTime += 1_000
+        var fired = 0
+        while let timer = timers.popDue(atOrBefore: timerTime) {
+            blackHole(timer)
+            fired += 1
+        }
+        blackHole(fired)
+    } setup: {
+        timers = TimerQueue()
+        timerTime = 0
+        for i in 0..<1_000_000 {
+            timers.schedule(.close, listing: listingNames[i % 1_000], at: Millis(i + 1))
+        }
+    }
+}
