@@ -9,6 +9,7 @@ let package = Package(
         .library(name: "GavelWire", targets: ["GavelWire"]),
         .library(name: "GavelEngine", targets: ["GavelEngine"]),
         .library(name: "GavelJournal", targets: ["GavelJournal"]),
+        .library(name: "GavelGateway", targets: ["GavelGateway"]),
         .executable(name: "gavel", targets: ["gavel"]),
     ],
     dependencies: [
@@ -17,6 +18,9 @@ let package = Package(
         .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.6.0"),
         .package(url: "https://github.com/apple/swift-log.git", from: "1.6.0"),
         .package(url: "https://github.com/apple/swift-crypto.git", "3.0.0"..<"5.0.0"),
+        .package(url: "https://github.com/apple/swift-nio.git", from: "2.81.0"),
+        .package(url: "https://github.com/apple/swift-metrics.git", from: "2.5.0"),
+        .package(url: "https://github.com/swift-server/swift-prometheus.git", from: "2.0.0"),
     ],
     targets: [
         // Values and rules: listings, formats, commands, events, errors, state hash. No I/O.
@@ -45,6 +49,23 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
+        // The WebSocket gateway (SwiftNIO, no framework): sessions, auth, limits, fan-out, admin HTTP and metrics.
+        .target(
+            name: "GavelGateway",
+            dependencies: [
+                "GavelCore", "GavelWire", "GavelEngine", "GavelJournal",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "NIOWebSocket", package: "swift-nio"),
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Metrics", package: "swift-metrics"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
+            resources: [.copy("Page")]
+        ),
         .executableTarget(
             name: "gavel",
             dependencies: [
@@ -52,9 +73,12 @@ let package = Package(
                 "GavelWire",
                 "GavelEngine",
                 "GavelJournal",
+                "GavelGateway",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
-            ]
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
+            linkerSettings: [.linkedLibrary("jemalloc")]
         ),
         .testTarget(
             name: "GavelCoreTests",
@@ -66,6 +90,18 @@ let package = Package(
         .testTarget(name: "GavelWireTests", dependencies: ["GavelCore", "GavelWire"]),
         .testTarget(name: "GavelEngineTests", dependencies: ["GavelCore", "GavelEngine"]),
         .testTarget(name: "GavelCLITests", dependencies: ["GavelCore", "GavelWire"]),
+        .testTarget(
+            name: "GavelGatewayTests",
+            dependencies: [
+                "GavelCore", "GavelWire", "GavelEngine", "GavelJournal", "GavelGateway",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "NIOWebSocket", package: "swift-nio"),
+                .product(name: "NIOEmbedded", package: "swift-nio"),
+                .product(name: "Crypto", package: "swift-crypto"),
+            ]
+        ),
         .testTarget(
             name: "GavelJournalTests", dependencies: ["GavelCore", "GavelEngine", "GavelJournal", "GavelWire"]),
     ],

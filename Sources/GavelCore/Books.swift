@@ -53,6 +53,34 @@ final class SealedBook {
         start = terms.start
         reserve = terms.reserve
     }
+
+    /// Who wins at the close and at what price: the highest amount, ties to the earliest bid; no winner without
+    /// bids or below the reserve.
+    var outcome: (winner: String?, price: Money?, reserveMet: Bool) {
+        var best: (bidder: String, bid: SealedBid)?
+        var second: Money?
+        for (bidder, bid) in bids {
+            if let current = best {
+                let beats =
+                    bid.amount > current.bid.amount
+                    || (bid.amount == current.bid.amount && bid.order < current.bid.order)
+                if beats {
+                    second = max(second ?? 0, current.bid.amount)
+                    best = (bidder, bid)
+                } else {
+                    second = max(second ?? 0, bid.amount)
+                }
+            } else {
+                best = (bidder, bid)
+            }
+        }
+        guard let best else { return (nil, nil, reserve == nil) }
+        if let reserve, best.bid.amount < reserve { return (nil, nil, false) }
+        switch pricing {
+        case .first: return (best.bidder, best.bid.amount, true)
+        case .second: return (best.bidder, max(start, reserve ?? 0, second ?? 0), true)
+        }
+    }
 }
 
 /// The state of a Dutch book.

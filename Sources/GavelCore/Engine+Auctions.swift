@@ -95,37 +95,10 @@ extension Engine {
     }
 
     func closeSealed(_ listing: Listing, _ book: SealedBook, _ events: inout [Event]) {
-        var best: (bidder: String, bid: SealedBid)?
-        var second: Money?
-        for (bidder, bid) in book.bids {
-            if let current = best {
-                let beats =
-                    bid.amount > current.bid.amount
-                    || (bid.amount == current.bid.amount && bid.order < current.bid.order)
-                if beats {
-                    second = max(second ?? 0, current.bid.amount)
-                    best = (bidder, bid)
-                } else {
-                    second = max(second ?? 0, bid.amount)
-                }
-            } else {
-                best = (bidder, bid)
-            }
-        }
-        guard let best else {
-            emit(.closed(winner: nil, price: nil, reserveMet: book.reserve == nil), on: listing, events: &events)
-            return
-        }
-        if let reserve = book.reserve, best.bid.amount < reserve {
-            emit(.closed(winner: nil, price: nil, reserveMet: false), on: listing, events: &events)
-            return
-        }
-        let price: Money
-        switch book.pricing {
-        case .first: price = best.bid.amount
-        case .second: price = max(book.start, book.reserve ?? 0, second ?? 0)
-        }
-        emit(.closed(winner: best.bidder, price: price, reserveMet: true), on: listing, events: &events)
+        let outcome = book.outcome
+        emit(
+            .closed(winner: outcome.winner, price: outcome.price, reserveMet: outcome.reserveMet), on: listing,
+            events: &events)
     }
 
     // MARK: - Dutch

@@ -31,4 +31,6 @@ public enum ErrorCode: String, Sendable, Hashable, CaseIterable {
     case notAuthorized = "not_authorized"
     /// The connection sends commands faster than its limit.
     case rateLimited = "rate_limited"
+    /// The connection already holds as many subscriptions as it may.
+    case tooManySubscriptions = "too_many_subscriptions"
 }

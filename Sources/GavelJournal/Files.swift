@@ -14,8 +14,9 @@ public struct FileError: Error, CustomStringConvertible, Sendable {
 }
 
 /// Small wrappers over POSIX file calls that throw ``FileError``.
-enum Files {
-    static func readAll(_ path: String) throws(FileError) -> [UInt8] {
+public enum Files {
+    /// The whole content of the file at `path`.
+    public static func readAll(_ path: String) throws(FileError) -> [UInt8] {
         let fd = open(path, O_RDONLY | O_CLOEXEC)
         guard fd >= 0 else { throw FileError(path: path, operation: "open", code: errno) }
         defer { close(fd) }

@@ -88,14 +88,18 @@ public final class Journal: BatchSink, SnapshotSink, @unchecked Sendable {
 
     /// Statistics, readable from any thread.
     public let stats = JournalStats()
+    /// Called on the journal thread with the duration of each fdatasync, in nanoseconds.
+    private let syncObserver: (@Sendable (UInt64) -> Void)?
 
     /// Opens the journal after `recovery` (which must have repaired the directory), ready to append at
     /// `recovery.lastLSN + 1`.
     public init(
         directory: DataDirectory, configuration: JournalConfiguration = JournalConfiguration(),
         recovery: RecoveryReport,
-        logger: Logger = Logger(label: "gavel.journal")
+        logger: Logger = Logger(label: "gavel.journal"),
+        syncObserver: (@Sendable (_ nanos: UInt64) -> Void)? = nil
     ) throws {
+        self.syncObserver = syncObserver
         self.directory = directory
         self.configuration = configuration
         self.logger = logger
@@ -251,8 +255,10 @@ public final class Journal: BatchSink, SnapshotSink, @unchecked Sendable {
     }
 
     private func syncNow() throws {
+        let started = monotonicNanos()
         try Files.syncData(fd, path: segmentPath)
         lastSync = monotonicNanos()
+        syncObserver?(lastSync - started)
         dirty = false
         stats.syncs.wrappingAdd(1, ordering: .relaxed)
     }

@@ -147,3 +147,52 @@ extension ListingTerms {
         }
     }
 }
+
+extension MessageEncoder {
+    /// The public state of a listing, as a JSON object: identity, status, the current close, the public terms and
+    /// the public book; `outcome` (english, sealed) or `sold` (dutch) once closed.
+    public static func listingState(_ view: PublicListingView) -> [UInt8] {
+        var w = JSONObjectWriter()
+        w.field("listing", view.listing)
+        w.field("format", view.format.rawValue)
+        w.field("seller", view.seller)
+        let status: String
+        switch view.status {
+        case .open: status = "open"
+        case .closed: status = "closed"
+        case .cancelled: status = "cancelled"
+        }
+        w.field("status", status)
+        w.field("opens_at", view.opensAt)
+        w.field("closes_at", view.closesAt)
+        var terms = JSONObjectWriter()
+        view.terms.publicFields(into: &terms)
+        w.field("terms", raw: terms.finish())
+        switch view.book {
+        case .english(let price, let leader, let bids, let reserveMet):
+            w.field("price", price)
+            w.field("leader", leader)
+            w.field("bids", bids)
+            w.field("reserve_met", reserveMet)
+        case .sealed(let bids):
+            w.field("bids", bids)
+        case .dutch(let price, let remaining):
+            w.field("price", price)
+            w.field("remaining", remaining)
+        case .market(let bestBid, let bestAsk, let bidQuantity, let askQuantity):
+            w.field("best_bid", bestBid)
+            w.field("best_ask", bestAsk)
+            w.field("bid_quantity", bidQuantity)
+            w.field("ask_quantity", askQuantity)
+        }
+        if let outcome = view.outcome {
+            var o = JSONObjectWriter()
+            o.field("winner", outcome.winner)
+            o.field("price", outcome.price)
+            o.field("reserve_met", outcome.reserveMet)
+            w.field("outcome", raw: o.finish())
+        }
+        if let sold = view.sold { w.field("sold", sold) }
+        return w.finish()
+    }
+}

@@ -1,10 +1,10 @@
 import ArgumentParser
 
 @main
-struct Gavel: ParsableCommand {
+struct Gavel: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "gavel",
         abstract: "Gavel: a real-time bidding and matching core for peer-to-peer marketplaces.",
-        subcommands: [Simulate.self, Replay.self, Verify.self, Dump.self, Snapshot.self]
+        subcommands: [Serve.self, Token.self, Simulate.self, Replay.self, Verify.self, Dump.self, Snapshot.self]
     )
 }

@@ -234,18 +234,11 @@ struct Snapshot: ParsableCommand {
 }
 
 func readFile(_ path: String) throws -> [UInt8] {
-    let fd = open(path, O_RDONLY | O_CLOEXEC)
-    guard fd >= 0 else { throw ValidationError("cannot open \(path): \(String(cString: strerror(errno)))") }
-    defer { close(fd) }
-    var bytes: [UInt8] = []
-    var chunk = [UInt8](repeating: 0, count: 1 << 20)
-    while true {
-        let n = chunk.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
-        if n < 0 && errno == EINTR { continue }
-        if n <= 0 { break }
-        bytes.append(contentsOf: chunk[0..<n])
+    do {
+        return try Files.readAll(path)
+    } catch {
+        throw ValidationError("cannot read \(path): \(String(cString: strerror(error.code)))")
     }
-    return bytes
 }
 
 func monotonicNanos() -> UInt64 {

@@ -11,47 +11,97 @@ import GavelJournal
 struct StorageOptions: ParsableArguments {
     @Option(
         name: .long,
-        help: "When to fdatasync the journal: always (each batch, before acknowledging), interval:MS, or none.")
-    var fsync: String = "always"
+        help: ArgumentHelp(
+            "When to fdatasync the journal: always (each batch, before acknowledging), interval:MS, or none. Env GAVEL_FSYNC; default always.",
+            valueName: "policy"))
+    var fsync: String?
 
-    @Option(name: .long, help: "Roll to a new journal segment at this many bytes.")
-    var segmentBytes: Int = 64 << 20
+    @Option(
+        name: .long,
+        help: "Roll to a new journal segment at this many bytes. Env GAVEL_SEGMENT_BYTES; default 67108864.")
+    var segmentBytes: Int?
 
-    @Option(name: .long, help: "Take a snapshot every this many journal entries (0: never by count).")
-    var snapshotEvery: UInt64 = 1_000_000
+    @Option(
+        name: .long,
+        help:
+            "Take a snapshot every this many journal entries (0: never by count). Env GAVEL_SNAPSHOT_EVERY; default 1000000."
+    )
+    var snapshotEvery: UInt64?
 
-    @Option(name: .long, help: "Take a snapshot every this many seconds (0: never by time).")
-    var snapshotEverySeconds: Int = 600
+    @Option(
+        name: .long,
+        help:
+            "Take a snapshot every this many seconds (0: never by time). Env GAVEL_SNAPSHOT_EVERY_SECONDS; default 600."
+    )
+    var snapshotEverySeconds: Int?
 
-    @Option(name: .long, help: "Snapshots to keep; journal segments older than the oldest kept one are deleted.")
-    var keepSnapshots: Int = 2
+    @Option(
+        name: .long,
+        help:
+            "Snapshots to keep; journal segments older than the oldest kept one are deleted. Env GAVEL_KEEP_SNAPSHOTS; default 2."
+    )
+    var keepSnapshots: Int?
 
     @Flag(
-        name: .long, help: "Start even if the journal is corrupt, discarding everything from the first corruption on.")
-    var truncateAfterCorruption = false
+        name: .customLong("truncate-after-corruption"),
+        help:
+            "Start even if the journal is corrupt, discarding everything from the first corruption on. Env GAVEL_TRUNCATE_AFTER_CORRUPTION=1."
+    )
+    var truncateAfterCorruptionFlag = false
 
-    func validate() throws {
-        guard FsyncPolicy(argument: fsync) != nil else {
-            throw ValidationError("--fsync must be always, none, or interval:MS with MS a positive integer")
-        }
-        guard segmentBytes >= 4096 else { throw ValidationError("--segment-bytes must be at least 4096") }
-        guard keepSnapshots >= 1 else { throw ValidationError("--keep-snapshots must be at least 1") }
-        guard snapshotEverySeconds >= 0 else { throw ValidationError("--snapshot-every-seconds must not be negative") }
+    /// The resolved settings (option, else environment, else default); valid after `validate()`.
+    struct Resolved {
+        var fsync = FsyncPolicy.always
+        var segmentBytes = 64 << 20
+        var snapshotEvery: UInt64 = 1_000_000
+        var snapshotEverySeconds = 600
+        var keepSnapshots = 2
+        var truncateAfterCorruption = false
     }
 
+    func resolve() throws -> Resolved {
+        var r = Resolved()
+        let fsyncText = try Setting.value(fsync, "GAVEL_FSYNC", default: "always")
+        guard let policy = FsyncPolicy(argument: fsyncText) else {
+            throw ValidationError("--fsync must be always, none, or interval:MS with MS a positive integer")
+        }
+        r.fsync = policy
+        r.segmentBytes = try Setting.value(segmentBytes, "GAVEL_SEGMENT_BYTES", default: 64 << 20)
+        r.snapshotEvery = try Setting.value(snapshotEvery, "GAVEL_SNAPSHOT_EVERY", default: 1_000_000)
+        r.snapshotEverySeconds = try Setting.value(snapshotEverySeconds, "GAVEL_SNAPSHOT_EVERY_SECONDS", default: 600)
+        r.keepSnapshots = try Setting.value(keepSnapshots, "GAVEL_KEEP_SNAPSHOTS", default: 2)
+        r.truncateAfterCorruption = Setting.flag(truncateAfterCorruptionFlag, "GAVEL_TRUNCATE_AFTER_CORRUPTION")
+        guard r.segmentBytes >= 4096 else { throw ValidationError("--segment-bytes must be at least 4096") }
+        guard r.keepSnapshots >= 1 else { throw ValidationError("--keep-snapshots must be at least 1") }
+        guard r.snapshotEverySeconds >= 0 else {
+            throw ValidationError("--snapshot-every-seconds must not be negative")
+        }
+        return r
+    }
+
+    func validate() throws {
+        _ = try resolve()
+    }
+
+    var resolved: Resolved { (try? resolve()) ?? Resolved() }
+
+    var truncateAfterCorruption: Bool { resolved.truncateAfterCorruption }
+
     var journalConfiguration: JournalConfiguration {
+        let r = resolved
         var c = JournalConfiguration()
-        c.fsync = FsyncPolicy(argument: fsync) ?? .always
-        c.segmentBytes = segmentBytes
-        c.keepSnapshots = keepSnapshots
+        c.fsync = r.fsync
+        c.segmentBytes = r.segmentBytes
+        c.keepSnapshots = r.keepSnapshots
         return c
     }
 
     func writerConfiguration(engine: EngineConfiguration) -> WriterConfiguration {
+        let r = resolved
         var c = WriterConfiguration()
         c.engine = engine
-        c.snapshotEveryEntries = snapshotEvery
-        c.snapshotEverySeconds = snapshotEverySeconds
+        c.snapshotEveryEntries = r.snapshotEvery
+        c.snapshotEverySeconds = r.snapshotEverySeconds
         return c
     }
 }

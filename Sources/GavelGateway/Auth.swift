@@ -1,0 +1,78 @@
+import NIOHTTP1
+
+/// Who is on a connection: the token's subject and role, or an anonymous watcher (`name == nil`).
+public struct Principal: Sendable, Hashable {
+    public var name: String?
+    public var role: Role
+
+    public init(name: String?, role: Role) {
+        self.name = name
+        self.role = role
+    }
+
+    /// An anonymous, read-only connection.
+    public static let anonymous = Principal(name: nil, role: .watcher)
+}
+
+/// Whether a WebSocket upgrade request may open a session, and as whom.
+public enum Admission: Sendable, Equatable {
+    case accept(Principal)
+    /// Refuse the upgrade with this status (401 for any token problem, 503 when full) and no detail.
+    case refuse(HTTPResponseStatus)
+}
+
+/// Decides upgrades: the path, the token (`Authorization: Bearer` or `?token=`), anonymous access.
+public struct Authenticator: Sendable {
+    public let secret: [UInt8]
+    public let allowAnonymous: Bool
+    /// Seconds since the Unix epoch, for `exp`.
+    public let now: @Sendable () -> Int64
+
+    public init(secret: [UInt8], allowAnonymous: Bool, now: @escaping @Sendable () -> Int64) {
+        self.secret = secret
+        self.allowAnonymous = allowAnonymous
+        self.now = now
+    }
+
+    /// The WebSocket endpoint's path.
+    public static let path = "/ws"
+
+    /// Whether `uri` names the WebSocket endpoint (any query allowed).
+    public static func isEndpoint(_ uri: String) -> Bool {
+        uri == path || uri.hasPrefix(path + "?")
+    }
+
+    /// Decides who `head` speaks for. A header token wins over a query token.
+    public func admit(_ head: HTTPRequestHead) -> Admission {
+        guard let token = Self.token(in: head) else {
+            return allowAnonymous ? .accept(.anonymous) : .refuse(.unauthorized)
+        }
+        guard let token, let claims = try? JWT.verify(token, secret: secret, now: now()) else {
+            return .refuse(.unauthorized)
+        }
+        return .accept(Principal(name: claims.subject, role: claims.role))
+    }
+
+    /// The token the request carries: `nil` when none, `.some(nil)` when an `Authorization` header is there but is
+    /// not a bearer token.
+    static func token(in head: HTTPRequestHead) -> String?? {
+        if let authorization = head.headers.first(name: "authorization") {
+            let parts = authorization.split(separator: " ", maxSplits: 1, omittingEmptySubsequences: true)
+            guard parts.count == 2, parts[0].lowercased() == "bearer" else { return .some(nil) }
+            return .some(String(parts[1].trimmingSpaces))
+        }
+        guard let query = head.uri.split(separator: "?", maxSplits: 1).dropFirst().first else { return nil }
+        for pair in query.split(separator: "&") where pair.hasPrefix("token=") {
+            return .some(String(pair.dropFirst("token=".count)))
+        }
+        return nil
+    }
+}
+
+extension Substring {
+    fileprivate var trimmingSpaces: Substring {
+        var s = self
+        while s.last == " " || s.last == "\t" { s = s.dropLast() }
+        return s
+    }
+}

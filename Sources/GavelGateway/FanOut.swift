@@ -1,0 +1,389 @@
+import CoreMetrics
+import GavelCore
+import GavelEngine
+import GavelWire
+import NIOCore
+import Synchronization
+
+#if canImport(Glibc)
+    import Glibc
+#endif
+
+/// One session's subscription to one listing. Touched only on the session's event loop.
+final class Subscription {
+    let listing: String
+    let session: WebSocketSession
+    /// The `seq` of the last event of this listing the session was sent (in a snapshot, a replay or live): a live
+    /// event at or below it is not sent again.
+    var lastSeq: UInt64
+    /// Where it sits in its loop's table, for O(1) removal.
+    var index = -1
+
+    init(listing: String, session: WebSocketSession, lastSeq: UInt64) {
+        self.listing = listing
+        self.session = session
+        self.lastSeq = lastSeq
+    }
+}
+
+/// Work for one event loop from one released batch, in batch order.
+enum LoopItem: @unchecked Sendable {
+    /// A public event of `listing`, already a complete frame, for every subscriber of the listing on the loop.
+    case publish(listing: String, seq: UInt64, frame: ByteBuffer)
+    /// A private notice for one session.
+    case notice(WebSocketSession, ByteBuffer)
+    /// A command's durable result for the session that sent it.
+    case result(WebSocketSession, Command, CommandResult, started: UInt64)
+}
+
+/// The subscriptions of the sessions on one event loop, by listing. Touched only on that loop, so publishing needs
+/// no lock: the releasing thread hands each loop one task per batch.
+final class LoopFanOut: @unchecked Sendable {
+    let eventLoop: EventLoop
+    let index: Int
+    private let metrics: GatewayMetrics
+    private var table: [String: [Subscription]] = [:]
+    /// Sessions written to during the current task, flushed once at its end.
+    private var dirty: [WebSocketSession] = []
+    /// Command counters used on this loop.
+    var commandCounters: [Int: CoreMetrics.Counter] = [:]
+
+    init(eventLoop: EventLoop, index: Int, metrics: GatewayMetrics) {
+        self.eventLoop = eventLoop
+        self.index = index
+        self.metrics = metrics
+    }
+
+    func add(_ subscription: Subscription) {
+        var list = table[subscription.listing, default: []]
+        subscription.index = list.count
+        list.append(subscription)
+        table[subscription.listing] = list
+    }
+
+    func remove(_ subscription: Subscription) {
+        guard var list = table[subscription.listing], subscription.index >= 0, subscription.index < list.count,
+            list[subscription.index] === subscription
+        else { return }
+        let last = list.removeLast()
+        if last !== subscription {
+            list[subscription.index] = last
+            last.index = subscription.index
+        }
+        subscription.index = -1
+        table[subscription.listing] = list.isEmpty ? nil : list
+    }
+
+    /// Marks `session` to be flushed at the end of the current task.
+    func markDirty(_ session: WebSocketSession) {
+        dirty.append(session)
+    }
+
+    /// Delivers one batch's items for this loop: each frame is written (not flushed) to every subscriber, then each
+    /// session written to is flushed once.
+    func run(_ items: [LoopItem], releasedAt: UInt64) {
+        for item in items {
+            switch item {
+            case .publish(let listing, let seq, let frame):
+                guard let subscribers = table[listing] else { continue }
+                for subscription in subscribers where seq > subscription.lastSeq {
+                    subscription.lastSeq = seq
+                    subscription.session.enqueue(frame)
+                }
+            case .notice(let session, let frame):
+                session.enqueue(frame)
+            case .result(let session, let command, let result, let started):
+                session.deliverResult(command, result, started: started)
+            }
+        }
+        flushDirty()
+        metrics.fanoutLatency.recordNanoseconds(Int64(monotonicNanos() &- releasedAt))
+    }
+
+    func flushDirty() {
+        for session in dirty {
+            session.markedDirty = false
+            session.flushIfNeeded()
+        }
+        dirty.removeAll(keepingCapacity: true)
+    }
+}
+
+/// What a subscriber gets first.
+enum SubscribeReply {
+    /// The listing's public state (`nil`: no such listing yet) as of `seq`.
+    case snapshot(seq: UInt64, view: PublicListingView?)
+    /// Every event after `since` up to `seq`, as the frames first sent.
+    case resumed(since: UInt64, seq: UInt64, frames: [ByteBuffer])
+}
+
+/// The gateway's public state and fan-out: every listing's durable public view and recent history, which loops
+/// have subscribers of it, which sessions belong to which user, and the hand-off of released results and events
+/// to the event loops.
+///
+/// Everything here is built from what the ``EventBus`` and the writer release, which is only ever durable: a
+/// snapshot never shows state the journal could lose.
+///
+/// Threads: results and events arrive on the releasing thread (the journal's), one batch at a time; they are
+/// collected without a lock and handed over at the batch's end (``batchReleased(entries:)``), taking the lock once,
+/// with one task per event loop that has work. Sessions subscribe from their event loops under the same lock,
+/// which is what makes a snapshot and the live events after it meet without a gap or a duplicate.
+public final class FanOut: @unchecked Sendable {
+    struct History {
+        var frames: [ByteBuffer] = []
+        var start = 0
+        /// The `seq` of the newest frame.
+        var lastSeq: UInt64 = 0
+
+        var count: Int { frames.count }
+
+        mutating func append(_ frame: ByteBuffer, seq: UInt64, limit: Int) {
+            guard limit > 0 else { return }
+            if seq != lastSeq + 1 {
+                frames.removeAll()
+                start = 0
+            }
+            lastSeq = seq
+            if frames.count < limit {
+                frames.append(frame)
+            } else {
+                frames[start] = frame
+                start = (start + 1) % frames.count
+            }
+        }
+
+        /// The frames after `since`, or `nil` when the history does not reach back that far.
+        func after(_ since: UInt64) -> [ByteBuffer]? {
+            guard since <= lastSeq else { return nil }
+            let wanted = Int(lastSeq - since)
+            guard wanted <= frames.count else { return nil }
+            var out: [ByteBuffer] = []
+            out.reserveCapacity(wanted)
+            for i in (frames.count - wanted)..<frames.count { out.append(frames[(start + i) % frames.count]) }
+            return out
+        }
+    }
+
+    struct Entry {
+        var view: PublicListingView?
+        var seq: UInt64 = 0
+        var history = History()
+        /// Subscribers per event loop.
+        var subscribers: [Int]
+
+        var isIdle: Bool { view == nil && history.count == 0 && subscribers.allSatisfy { $0 == 0 } }
+    }
+
+    struct State {
+        var listings: [String: Entry] = [:]
+        var users: [String: [ObjectIdentifier: WebSocketSession]] = [:]
+        var subscriptionCount = 0
+    }
+
+    enum Pending {
+        case result(WebSocketSession, Command, CommandResult, started: UInt64)
+        case event(Event)
+    }
+
+    let loops: [LoopFanOut]
+    private let loopIndex: [ObjectIdentifier: Int]
+    private let state = Mutex(State())
+    private let historyLimit: Int
+    let metrics: GatewayMetrics
+    /// Filled and drained only on the releasing thread.
+    private var pending: [Pending] = []
+
+    /// - Parameters:
+    ///   - group: the event loops sessions run on.
+    ///   - historyLimit: public events kept per listing for resuming with `since`.
+    public init(group: EventLoopGroup, historyLimit: Int, metrics: GatewayMetrics) {
+        var loops: [LoopFanOut] = []
+        var index: [ObjectIdentifier: Int] = [:]
+        for loop in group.makeIterator() {
+            index[ObjectIdentifier(loop)] = loops.count
+            loops.append(LoopFanOut(eventLoop: loop, index: loops.count, metrics: metrics))
+        }
+        self.loops = loops
+        self.loopIndex = index
+        self.historyLimit = historyLimit
+        self.metrics = metrics
+        pending.reserveCapacity(1024)
+    }
+
+    /// The fan-out of `eventLoop`.
+    func loop(for eventLoop: EventLoop) -> LoopFanOut? {
+        loopIndex[ObjectIdentifier(eventLoop)].map { loops[$0] }
+    }
+
+    /// Starts from these views (the recovered engine's, read before the writer starts).
+    public func load(_ views: [PublicListingView]) {
+        state.withLock { s in
+            for view in views {
+                s.listings[view.listing] = Entry(view: view, seq: view.seq, subscribers: loops.map { _ in 0 })
+            }
+        }
+    }
+
+    /// Receives every released event from `bus`.
+    @discardableResult
+    public func attach(to bus: EventBus) -> SubscriptionToken {
+        bus.subscribeAll { [self] event in pending.append(.event(event)) }
+    }
+
+    /// A sink that passes batches to `inner` and, after each batch is released, hands its results and events to the
+    /// event loops. The writer must use it (and this fan-out's ``attach(to:)``) for results and events to reach
+    /// sessions.
+    public func sink(wrapping inner: BatchSink) -> BatchSink {
+        FanOutSink(inner: inner, fanOut: self)
+    }
+
+    /// The handler that routes `command`'s durable result back to `session`.
+    func resultHandler(for session: WebSocketSession, command: Command, started: UInt64) -> ResultHandler {
+        { [self] result, _ in pending.append(.result(session, command, result, started: started)) }
+    }
+
+    /// The public state of `listing` now (for tests and inspection).
+    public func view(of listing: String) -> PublicListingView? {
+        state.withLock { $0.listings[listing]?.view }
+    }
+
+    /// The number of live subscriptions.
+    public var subscriptionCount: Int { state.withLock { $0.subscriptionCount } }
+
+    // MARK: - Sessions (on their event loops)
+
+    /// Registers a subscription of a session on loop `loop` and says what to send it first.
+    ///
+    /// - Parameter renew: the session already holds a subscription to `listing` (it is only re-synchronised).
+    func subscribe(listing: String, since: UInt64?, loop: Int, renew: Bool) -> SubscribeReply {
+        state.withLock { s in
+            var entry = s.listings[listing] ?? Entry(subscribers: loops.map { _ in 0 })
+            if !renew {
+                entry.subscribers[loop] += 1
+                s.subscriptionCount += 1
+            }
+            let reply: SubscribeReply
+            if let since, since <= entry.seq, let frames = since == entry.seq ? [] : entry.history.after(since) {
+                reply = .resumed(since: since, seq: entry.seq, frames: frames)
+            } else {
+                reply = .snapshot(seq: entry.seq, view: entry.view)
+            }
+            s.listings[listing] = entry
+            return reply
+        }
+    }
+
+    func unsubscribe(listing: String, loop: Int) {
+        state.withLock { s in
+            guard var entry = s.listings[listing], entry.subscribers[loop] > 0 else { return }
+            entry.subscribers[loop] -= 1
+            s.subscriptionCount -= 1
+            s.listings[listing] = entry.isIdle ? nil : entry
+        }
+    }
+
+    func register(_ session: WebSocketSession, user: String) {
+        state.withLock { $0.users[user, default: [:]][ObjectIdentifier(session)] = session }
+    }
+
+    func unregister(_ session: WebSocketSession, user: String) {
+        state.withLock { s in
+            s.users[user]?[ObjectIdentifier(session)] = nil
+            if s.users[user]?.isEmpty == true { s.users[user] = nil }
+        }
+    }
+
+    // MARK: - Release (the releasing thread)
+
+    /// Hands the results and events collected from the batch just released to the event loops.
+    func batchReleased(entries: Int) {
+        metrics.batchEntries.record(entries)
+        guard !pending.isEmpty else { return }
+        let released = monotonicNanos()
+        let ts = SystemClock().now()
+        var perLoop = [[LoopItem]](repeating: [], count: loops.count)
+        state.withLock { s in
+            for item in pending {
+                switch item {
+                case .result(let session, let command, let result, let started):
+                    perLoop[session.loopIndex].append(.result(session, command, result, started: started))
+                case .event(let event):
+                    route(event, ts: ts, state: &s, into: &perLoop)
+                }
+            }
+        }
+        pending.removeAll(keepingCapacity: true)
+        for (index, items) in perLoop.enumerated() where !items.isEmpty {
+            let loop = loops[index]
+            loop.eventLoop.execute { loop.run(items, releasedAt: released) }
+        }
+    }
+
+    private func route(_ event: Event, ts: Millis, state s: inout State, into perLoop: inout [[LoopItem]]) {
+        let recipients = Self.noticeRecipients(event)
+        if !recipients.isEmpty {
+            var notice = JSONObjectWriter()
+            notice.field("type", "notice")
+            notice.field("event", raw: MessageEncoder.event(event))
+            notice.field("ts", ts)
+            let frame = ServerFrame.text(notice.finish())
+            for user in recipients {
+                guard let sessions = s.users[user] else { continue }
+                for session in sessions.values { perLoop[session.loopIndex].append(.notice(session, frame)) }
+            }
+        }
+        guard !event.kind.isPrivate else { return }
+        var entry = s.listings[event.listing] ?? Entry(subscribers: loops.map { _ in 0 })
+        if entry.view == nil, let opened = PublicListingView(opened: event) {
+            entry.view = opened
+        } else {
+            entry.view?.apply(event)
+        }
+        entry.seq = event.seq
+        let frame = ServerFrame.text(MessageEncoder.event(event, ts: ts))
+        entry.history.append(frame, seq: event.seq, limit: historyLimit)
+        for (index, count) in entry.subscribers.enumerated() where count > 0 {
+            perLoop[index].append(.publish(listing: event.listing, seq: event.seq, frame: frame))
+        }
+        s.listings[event.listing] = entry
+    }
+
+    /// The users a private notice goes to: the outbid bidder, both traders of a trade, the bidder of a Dutch fill,
+    /// the trader whose order left the book.
+    static func noticeRecipients(_ event: Event) -> [String] {
+        switch event.kind {
+        case .outbid(let bidder, _): [bidder]
+        case .trade(let buyer, let seller, _, _, _, _): buyer == seller ? [buyer] : [buyer, seller]
+        case .filled(let bidder, _, _, _): [bidder]
+        case .orderCancelled(_, let trader, _, _): [trader]
+        default: []
+        }
+    }
+}
+
+/// Passes batches to the journal and tells the fan-out when each one has been released.
+final class FanOutSink: BatchSink, @unchecked Sendable {
+    let inner: BatchSink
+    let fanOut: FanOut
+
+    init(inner: BatchSink, fanOut: FanOut) {
+        self.inner = inner
+        self.fanOut = fanOut
+    }
+
+    func write(_ batch: Batch, release: @escaping @Sendable (Batch) -> Void) {
+        let entries = batch.entries.count
+        inner.write(batch) { [fanOut] released in
+            release(released)
+            fanOut.batchReleased(entries: entries)
+        }
+    }
+
+    func flush() { inner.flush() }
+}
+
+func monotonicNanos() -> UInt64 {
+    var ts = timespec()
+    clock_gettime(CLOCK_MONOTONIC, &ts)
+    return UInt64(ts.tv_sec) * 1_000_000_000 + UInt64(ts.tv_nsec)
+}

@@ -1,0 +1,57 @@
+import NIOCore
+import NIOWebSocket
+
+/// Builds complete server-to-client WebSocket frames (header and payload, unmasked) in one buffer, so that one
+/// encoded frame can be written to any number of channels.
+public enum ServerFrame {
+    /// A final text frame holding `payload`.
+    public static func text(_ payload: [UInt8], allocator: ByteBufferAllocator = ByteBufferAllocator()) -> ByteBuffer {
+        frame(opcode: .text, payload: payload, allocator: allocator)
+    }
+
+    /// A close frame with `code` and a short reason (at most 123 bytes are kept).
+    public static func close(_ code: WebSocketErrorCode, reason: String = "") -> ByteBuffer {
+        var payload: [UInt8] = []
+        let raw = UInt16(webSocketErrorCode: code)
+        payload.append(UInt8(raw >> 8))
+        payload.append(UInt8(raw & 0xFF))
+        var reasonBytes: [UInt8] = []
+        for scalar in reason.unicodeScalars {
+            let encoded = Array(String(scalar).utf8)
+            if reasonBytes.count + encoded.count > 123 { break }
+            reasonBytes.append(contentsOf: encoded)
+        }
+        payload.append(contentsOf: reasonBytes)
+        return frame(opcode: .connectionClose, payload: payload, allocator: ByteBufferAllocator())
+    }
+
+    /// A control frame (`ping`, `pong`) echoing `payload` (at most 125 bytes).
+    public static func control(_ opcode: WebSocketOpcode, payload: ByteBuffer) -> ByteBuffer {
+        var buffer = ByteBufferAllocator().buffer(capacity: 2 + payload.readableBytes)
+        buffer.writeInteger(UInt8(0x80) | opcodeByte(opcode))
+        buffer.writeInteger(UInt8(min(payload.readableBytes, 125)))
+        var body = payload
+        if let slice = body.readSlice(length: min(payload.readableBytes, 125)) { buffer.writeImmutableBuffer(slice) }
+        return buffer
+    }
+
+    static func frame(opcode: WebSocketOpcode, payload: [UInt8], allocator: ByteBufferAllocator) -> ByteBuffer {
+        var buffer = allocator.buffer(capacity: payload.count + 10)
+        buffer.writeInteger(UInt8(0x80) | opcodeByte(opcode))
+        if payload.count < 126 {
+            buffer.writeInteger(UInt8(payload.count))
+        } else if payload.count <= Int(UInt16.max) {
+            buffer.writeInteger(UInt8(126))
+            buffer.writeInteger(UInt16(payload.count))
+        } else {
+            buffer.writeInteger(UInt8(127))
+            buffer.writeInteger(UInt64(payload.count))
+        }
+        buffer.writeBytes(payload)
+        return buffer
+    }
+
+    static func opcodeByte(_ opcode: WebSocketOpcode) -> UInt8 {
+        UInt8(webSocketOpcode: opcode)
+    }
+}

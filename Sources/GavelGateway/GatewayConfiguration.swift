@@ -1,0 +1,63 @@
+/// The command rate a connection may send: a token bucket refilled at `perSecond`, holding at most `burst`.
+public struct RateLimit: Sendable, Hashable {
+    public var perSecond: Int
+    public var burst: Int
+
+    public init(perSecond: Int, burst: Int) {
+        self.perSecond = perSecond
+        self.burst = burst
+    }
+}
+
+/// Everything `gavel serve` can be told about the gateway. Every limit has a default that suits one server.
+public struct GatewayConfiguration: Sendable {
+    /// The address of the WebSocket endpoint and the page.
+    public var host = "127.0.0.1"
+    /// The port of the WebSocket endpoint (`/ws`) and the page (`/`); 0 picks a free port.
+    public var port = 8080
+    /// The port of the admin HTTP server (`/healthz`, `/readyz`, `/metrics`); 0 picks a free port, -1 disables it.
+    public var adminPort = 9090
+    /// The address of the admin HTTP server.
+    public var adminHost = "127.0.0.1"
+    /// Event loop threads; 0 means one per core.
+    public var threads = 0
+
+    /// The largest message a client may send, reassembled from its fragments; larger closes with 1009.
+    public var maxMessageBytes = 64 * 1024
+    /// Bytes written to a connection and not yet taken by its socket; past this the connection is closed with 1013.
+    public var maxOutboundBytes = 4 * 1024 * 1024
+    /// Open connections on the main port; a WebSocket upgrade beyond this is refused with 503.
+    public var maxConnections = 10_000
+    /// Subscriptions one connection may hold at once.
+    public var maxSubscriptions = 100
+    /// Subscriptions one `service` connection may hold at once.
+    public var maxSubscriptionsService = 10_000
+    /// A connection that sends nothing for this long is pinged; one that still sends nothing (not even a pong) for
+    /// as long again is closed with 1001. 0 disables.
+    public var idleTimeoutMs = 60_000
+    /// Message rate of bidder, seller and watcher connections.
+    public var rate = RateLimit(perSecond: 50, burst: 100)
+    /// Message rate of service connections.
+    public var serviceRate = RateLimit(perSecond: 5_000, burst: 10_000)
+    /// A connection rate-limited on more than `(abuseFactor - 1) * perSecond * abuseWindowSeconds` messages within
+    /// `abuseWindowSeconds` (sending at `abuseFactor` times its rate) is closed with 1008.
+    public var abuseFactor = 5
+    public var abuseWindowSeconds = 10
+    /// Public events kept per listing for `subscribe` with `since`.
+    public var historyEvents = 256
+
+    /// The HS256 key tokens are signed with.
+    public var jwtSecret: [UInt8] = []
+    /// Whether a connection without a token is let in as an anonymous `watcher`.
+    public var allowAnonymous = true
+
+    public init() {}
+
+    /// The rate limit of a connection with `role`.
+    public func rate(for role: Role) -> RateLimit { role == .service ? serviceRate : rate }
+
+    /// The subscription limit of a connection with `role`.
+    public func maxSubscriptions(for role: Role) -> Int {
+        role == .service ? maxSubscriptionsService : maxSubscriptions
+    }
+}

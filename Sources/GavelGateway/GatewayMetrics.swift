@@ -1,0 +1,87 @@
+import CoreMetrics
+import GavelCore
+import Metrics
+import Prometheus
+
+/// The gateway's metrics, kept with swift-metrics in a Prometheus registry of their own (no process-wide
+/// bootstrap, so several servers can live in one process, as tests do). `/metrics` prints ``registry``.
+public final class GatewayMetrics: Sendable {
+    public let registry: PrometheusCollectorRegistry
+
+    /// Open WebSocket sessions.
+    let connections: CoreMetrics.Meter
+    /// Live subscriptions over all sessions.
+    let subscriptions: CoreMetrics.Meter
+    /// Commands submitted to the engine and not yet answered: queued, being applied, or waiting for the journal.
+    let inFlight: CoreMetrics.Meter
+    /// Makes the per-type-and-result command counters, on first use of each pair.
+    private let factory: PrometheusMetricsFactory
+    /// Entries per durable batch.
+    let batchEntries: CoreMetrics.Recorder
+    /// How long each journal fdatasync took.
+    let fsyncLatency: CoreMetrics.Timer
+    /// From a command's arrival to its result being written back (includes the durable wait).
+    let ackLatency: CoreMetrics.Timer
+    /// From a batch's release (durable) to its events being written to the subscribers of one event loop.
+    let fanoutLatency: CoreMetrics.Timer
+    /// Bytes written to WebSocket clients.
+    let bytesOut: CoreMetrics.Counter
+    /// Sessions closed with 1013 because they did not read fast enough.
+    let slowConsumerCloses: CoreMetrics.Counter
+    /// Messages refused with `rate_limited`.
+    let rateLimited: CoreMetrics.Counter
+    /// Sessions closed with 1008 for sustained excess.
+    let abuseCloses: CoreMetrics.Counter
+
+    static let commandTypes = ["open", "bid", "buy_now", "accept", "order", "cancel", "cancel_listing"]
+
+    public init() {
+        let registry = PrometheusCollectorRegistry()
+        var factory = PrometheusMetricsFactory(registry: registry)
+        let latencyBuckets: [Duration] = [
+            .microseconds(50), .microseconds(100), .microseconds(250), .microseconds(500), .milliseconds(1),
+            .milliseconds(2), .milliseconds(5), .milliseconds(10), .milliseconds(25), .milliseconds(50),
+            .milliseconds(100), .milliseconds(250), .milliseconds(500), .seconds(1),
+        ]
+        factory.defaultDurationHistogramBuckets = latencyBuckets
+        factory.defaultValueHistogramBuckets = [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096]
+        self.registry = registry
+        connections = CoreMetrics.Meter(label: "gavel_connections", factory: factory)
+        subscriptions = CoreMetrics.Meter(label: "gavel_subscriptions", factory: factory)
+        inFlight = CoreMetrics.Meter(label: "gavel_commands_in_flight", factory: factory)
+        self.factory = factory
+        batchEntries = CoreMetrics.Recorder(label: "gavel_batch_entries", aggregate: true, factory: factory)
+        fsyncLatency = CoreMetrics.Timer(label: "gavel_fsync_seconds", factory: factory)
+        ackLatency = CoreMetrics.Timer(label: "gavel_ack_seconds", factory: factory)
+        fanoutLatency = CoreMetrics.Timer(label: "gavel_fanout_seconds", factory: factory)
+        bytesOut = CoreMetrics.Counter(label: "gavel_bytes_out_total", factory: factory)
+        slowConsumerCloses = CoreMetrics.Counter(label: "gavel_slow_consumer_closes_total", factory: factory)
+        rateLimited = CoreMetrics.Counter(label: "gavel_rate_limited_total", factory: factory)
+        abuseCloses = CoreMetrics.Counter(label: "gavel_abuse_closes_total", factory: factory)
+    }
+
+    /// Counts one answered command in `cache` (one per event loop, so that counting takes no lock once each
+    /// type-and-result pair has been seen).
+    func countCommand(_ command: Command, _ result: CommandResult, cache: inout [Int: CoreMetrics.Counter]) {
+        let type = Self.commandTypes.firstIndex(of: command.typeName) ?? 0
+        let code = result.error.flatMap { ErrorCode.allCases.firstIndex(of: $0) }.map { $0 + 1 } ?? 0
+        let key = type << 8 | code
+        if let counter = cache[key] {
+            counter.increment()
+            return
+        }
+        let counter = CoreMetrics.Counter(
+            label: "gavel_commands_total",
+            dimensions: [("type", command.typeName), ("result", result.error?.rawValue ?? "ok")], factory: factory)
+        cache[key] = counter
+        counter.increment()
+    }
+
+    /// Records one journal fdatasync (a `Journal` sync observer).
+    public func recordFsync(nanos: UInt64) {
+        fsyncLatency.recordNanoseconds(Int64(clamping: nanos))
+    }
+
+    /// The Prometheus text exposition of every metric.
+    public func exposition() -> [UInt8] { registry.emitToBuffer() }
+}

@@ -1,0 +1,259 @@
+import GavelCore
+import GavelEngine
+import GavelJournal
+import Logging
+import NIOCore
+import NIOHTTP1
+import NIOPosix
+import NIOWebSocket
+import ServiceLifecycle
+import Synchronization
+
+#if canImport(Glibc)
+    import Glibc
+#endif
+
+/// The open WebSocket sessions, for the connection limit and for closing them all at shutdown.
+final class SessionRegistry: Sendable {
+    private let sessions = Mutex<[ObjectIdentifier: (WebSocketSession, EventLoop)]>([:])
+    private let open = Atomic<Int>(0)
+
+    var count: Int { open.load(ordering: .relaxed) }
+
+    func add(_ session: WebSocketSession, on loop: EventLoop) {
+        sessions.withLock { $0[ObjectIdentifier(session)] = (session, loop) }
+        open.wrappingAdd(1, ordering: .relaxed)
+    }
+
+    func remove(_ session: WebSocketSession) {
+        let removed = sessions.withLock { $0.removeValue(forKey: ObjectIdentifier(session)) != nil }
+        if removed { open.wrappingSubtract(1, ordering: .relaxed) }
+    }
+
+    /// Closes every session with `code` on its own event loop.
+    func closeAll(_ code: WebSocketErrorCode, reason: String) {
+        for (session, loop) in sessions.withLock({ Array($0.values) }) {
+            loop.execute { session.close(code, reason) }
+        }
+    }
+}
+
+/// Sits next to the socket so that sessions can write complete, already-encoded WebSocket frames past the frame
+/// encoder the upgrade installs (which would frame them again). Everything else passes through.
+final class RawFrameWriter: ChannelOutboundHandler, RemovableChannelHandler {
+    typealias OutboundIn = ByteBuffer
+    typealias OutboundOut = ByteBuffer
+
+    private(set) var context: ChannelHandlerContext?
+
+    func handlerAdded(context: ChannelHandlerContext) { self.context = context }
+
+    func handlerRemoved(context: ChannelHandlerContext) { self.context = nil }
+}
+
+/// Remembers, for one connection, who its upgrade request was admitted as.
+final class AdmissionBox: @unchecked Sendable {
+    var principal: Principal?
+}
+
+/// The page served at `/`: `Page/index.html` from the gateway's resources, next to the executable.
+public enum Page {
+    /// The page's bytes: the file at `path` when given, else the resource bundle's copy, else a short notice.
+    public static func load(path: String? = nil) -> [UInt8] {
+        var candidates: [String] = []
+        if let path { candidates.append(path) }
+        if let directory = executableDirectory() {
+            candidates.append(directory + "/gavel_GavelGateway.resources/Page/index.html")
+            candidates.append(directory + "/gavel_GavelGateway.resources/index.html")
+        }
+        for candidate in candidates {
+            if let bytes = try? Files.readAll(candidate) { return bytes }
+        }
+        return Array(
+            "<!doctype html><title>Gavel</title><p>Gavel is running. The WebSocket endpoint is <code>/ws</code>.</p>\n"
+                .utf8)
+    }
+
+    static func executableDirectory() -> String? {
+        var buffer = [CChar](repeating: 0, count: 4096)
+        let n = readlink("/proc/self/exe", &buffer, buffer.count - 1)
+        guard n > 0 else { return nil }
+        let path = String(decoding: buffer[0..<n].map { UInt8(bitPattern: $0) }, as: UTF8.self)
+        guard let slash = path.lastIndex(of: "/") else { return nil }
+        return String(path[..<slash])
+    }
+}
+
+/// The admin HTTP server: `/healthz`, `/readyz`, `/metrics`. Started before recovery, so that `/readyz` can say
+/// the server is not ready yet.
+public final class AdminServer: Sendable {
+    private let channel: Channel
+
+    /// The port it listens on.
+    public var port: Int { channel.localAddress?.port ?? 0 }
+
+    private init(channel: Channel) { self.channel = channel }
+
+    /// Binds `host:port` and serves.
+    ///
+    /// - Parameter refresh: called before `/metrics` is printed, to update gauges read on demand.
+    public static func start(
+        host: String, port: Int, group: EventLoopGroup, metrics: GatewayMetrics, readiness: Readiness,
+        refresh: @escaping @Sendable () -> Void = {}
+    ) async throws -> AdminServer {
+        let channel = try await ServerBootstrap(group: group)
+            .serverChannelOption(.backlog, value: 64)
+            .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+            .childChannelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.addHandler(IdleStateHandler(readTimeout: .seconds(10)))
+                    try channel.pipeline.syncOperations.configureHTTPServerPipeline()
+                    try channel.pipeline.syncOperations.addHandler(
+                        AdminHandler(metrics: metrics, readiness: readiness, refresh: refresh))
+                }
+            }
+            .bind(host: host, port: port).get()
+        return AdminServer(channel: channel)
+    }
+
+    public func close() async {
+        try? await channel.close()
+    }
+}
+
+/// The WebSocket gateway: accepts connections on `host:port`, serves the page at `/`, upgrades `/ws` after the
+/// admission checks, and runs a ``WebSocketSession`` for each client.
+public final class GatewayServer: Sendable {
+    public let configuration: GatewayConfiguration
+    let writer: Writer
+    let fanOut: FanOut
+    let metrics: GatewayMetrics
+    let group: EventLoopGroup
+    let registry = SessionRegistry()
+    let authenticator: Authenticator
+    let page: [UInt8]
+    let logger: Logger
+    private let channel = Mutex<Channel?>(nil)
+
+    /// - Parameters:
+    ///   - writer: the engine; results and events reach sessions only if its sink came from `fanOut.sink(wrapping:)`
+    ///     and `fanOut` is attached to its bus.
+    ///   - group: the event loops (one per core), the same the fan-out was made with.
+    public init(
+        configuration: GatewayConfiguration, writer: Writer, fanOut: FanOut, metrics: GatewayMetrics,
+        group: EventLoopGroup, page: [UInt8], logger: Logger
+    ) {
+        self.configuration = configuration
+        self.writer = writer
+        self.fanOut = fanOut
+        self.metrics = metrics
+        self.group = group
+        self.page = page
+        self.logger = logger
+        self.authenticator = Authenticator(
+            secret: configuration.jwtSecret, allowAnonymous: configuration.allowAnonymous,
+            now: { SystemClock().now() / 1000 })
+    }
+
+    /// Open sessions.
+    public var sessionCount: Int { registry.count }
+
+    /// The port the gateway listens on, once started.
+    public var port: Int? { channel.withLock { $0?.localAddress?.port } }
+
+    /// Why an upgrade request is refused, or `nil` when it may proceed.
+    func refusal(_ head: HTTPRequestHead) -> HTTPResponseStatus? {
+        if registry.count >= configuration.maxConnections { return .serviceUnavailable }
+        if case .refuse(let status) = authenticator.admit(head) { return status }
+        return nil
+    }
+
+    /// Binds and starts accepting connections.
+    public func start() async throws {
+        let bound = try await ServerBootstrap(group: group)
+            .serverChannelOption(.backlog, value: 1024)
+            .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+            .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
+            .childChannelOption(
+                .writeBufferWaterMark,
+                value: .init(low: configuration.maxOutboundBytes / 2, high: configuration.maxOutboundBytes)
+            )
+            .childChannelInitializer { [self] channel in
+                channel.eventLoop.makeCompletedFuture { try self.initialize(channel) }
+            }
+            .bind(host: configuration.host, port: configuration.port).get()
+        channel.withLock { $0 = bound }
+        logger.info(
+            "gateway listening on ws://\(configuration.host):\(bound.localAddress?.port ?? 0)\(Authenticator.path)")
+    }
+
+    private func initialize(_ channel: Channel) throws {
+        let box = AdmissionBox()
+        let page = PageHandler(page: page, refusal: { [self] head in refusal(head) })
+        let upgrader = NIOWebSocketServerUpgrader(
+            maxFrameSize: configuration.maxMessageBytes, automaticErrorHandling: false,
+            shouldUpgrade: { [self] channel, head in
+                guard Authenticator.isEndpoint(head.uri), registry.count < configuration.maxConnections,
+                    case .accept(let principal) = authenticator.admit(head)
+                else { return channel.eventLoop.makeSucceededFuture(nil) }
+                box.principal = principal
+                return channel.eventLoop.makeSucceededFuture(HTTPHeaders())
+            },
+            upgradePipelineHandler: { [self] channel, _ in
+                channel.eventLoop.makeCompletedFuture {
+                    let operations = channel.pipeline.syncOperations
+                    let raw = RawFrameWriter()
+                    try operations.addHandler(raw, position: .first)
+                    try operations.addHandler(
+                        WebSocketSession(
+                            principal: box.principal ?? .anonymous, configuration: configuration, writer: writer,
+                            fanOut: fanOut, metrics: metrics, registry: registry, output: raw))
+                }
+            })
+        if configuration.idleTimeoutMs > 0 {
+            try channel.pipeline.syncOperations.addHandler(
+                IdleStateHandler(readTimeout: .milliseconds(Int64(max(1, configuration.idleTimeoutMs / 2)))))
+        }
+        try channel.pipeline.syncOperations.configureHTTPServerPipeline(
+            withServerUpgrade: (
+                upgraders: [upgrader],
+                completionHandler: { context in context.pipeline.syncOperations.removeHandler(page, promise: nil) }
+            ))
+        try channel.pipeline.syncOperations.addHandler(page)
+    }
+
+    /// Stops accepting, closes every session with 1001, and waits (up to `timeout`) for them to go.
+    public func shutdown(timeout: Duration = .seconds(5)) async {
+        let listening = channel.withLock { $0 }
+        try? await listening?.close()
+        registry.closeAll(.goingAway, reason: "server shutting down")
+        let deadline = ContinuousClock.now + timeout
+        while registry.count > 0 && ContinuousClock.now < deadline {
+            try? await Task.sleep(for: .milliseconds(20))
+        }
+    }
+}
+
+/// Runs the gateway as a swift-service-lifecycle `Service`: listens, says it is ready, and on graceful shutdown
+/// says it is not, stops accepting and closes every client with 1001 (before the engine drains).
+public struct GatewayService: Service {
+    public let server: GatewayServer
+    let readiness: Readiness
+    let logger: Logger
+
+    public init(server: GatewayServer, readiness: Readiness, logger: Logger) {
+        self.server = server
+        self.readiness = readiness
+        self.logger = logger
+    }
+
+    public func run() async throws {
+        try await server.start()
+        readiness.set(true)
+        try? await gracefulShutdown()
+        readiness.set(false)
+        logger.info("gateway closing \(server.sessionCount) sessions")
+        await server.shutdown()
+        logger.info("gateway stopped")
+    }
+}

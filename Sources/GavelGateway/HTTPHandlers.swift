@@ -1,0 +1,145 @@
+import NIOCore
+import NIOHTTP1
+import Synchronization
+
+/// Writes one complete HTTP response and closes the connection.
+func respond(
+    context: ChannelHandlerContext, status: HTTPResponseStatus, contentType: String = "text/plain; charset=utf-8",
+    body: [UInt8], headOnly: Bool = false
+) {
+    var headers = HTTPHeaders()
+    headers.add(name: "content-type", value: contentType)
+    headers.add(name: "content-length", value: String(body.count))
+    headers.add(name: "connection", value: "close")
+    headers.add(name: "cache-control", value: "no-store")
+    let head = HTTPResponseHead(version: .http1_1, status: status, headers: headers)
+    context.write(NIOAny(HTTPServerResponsePart.head(head)), promise: nil)
+    if !headOnly {
+        var buffer = context.channel.allocator.buffer(capacity: body.count)
+        buffer.writeBytes(body)
+        context.write(NIOAny(HTTPServerResponsePart.body(.byteBuffer(buffer))), promise: nil)
+    }
+    let channel = context.channel
+    context.writeAndFlush(NIOAny(HTTPServerResponsePart.end(nil))).whenComplete { _ in
+        channel.close(promise: nil)
+    }
+}
+
+/// Collects one request (head and end; a body is read and dropped) and answers it.
+class SimpleHTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
+    typealias InboundIn = HTTPServerRequestPart
+    typealias OutboundOut = HTTPServerResponsePart
+
+    private var head: HTTPRequestHead?
+    private var answered = false
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        switch unwrapInboundIn(data) {
+        case .head(let head): self.head = head
+        case .body: break
+        case .end:
+            guard let head, !answered else { return }
+            answered = true
+            answer(context: context, head: head)
+        }
+    }
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if event is IdleStateHandler.IdleStateEvent {
+            context.close(promise: nil)
+            return
+        }
+        context.fireUserInboundEventTriggered(event)
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: Error) {
+        // Malformed HTTP: nothing sensible to answer.
+        context.close(promise: nil)
+    }
+
+    func answer(context: ChannelHandlerContext, head: HTTPRequestHead) {
+        respond(context: context, status: .notFound, body: Array("not found\n".utf8))
+    }
+}
+
+/// The main port's plain HTTP: the page at `/`, and the reason a request to `/ws` was not upgraded.
+final class PageHandler: SimpleHTTPHandler, @unchecked Sendable {
+    private let page: [UInt8]
+    private let refusal: @Sendable (HTTPRequestHead) -> HTTPResponseStatus?
+
+    /// - Parameter refusal: why an upgrade request to the endpoint was refused (401, 503), if it was.
+    init(page: [UInt8], refusal: @escaping @Sendable (HTTPRequestHead) -> HTTPResponseStatus?) {
+        self.page = page
+        self.refusal = refusal
+    }
+
+    override func answer(context: ChannelHandlerContext, head: HTTPRequestHead) {
+        let path = head.uri.split(separator: "?", maxSplits: 1, omittingEmptySubsequences: false).first ?? ""
+        if Authenticator.isEndpoint(head.uri) {
+            if let status = refusal(head) {
+                return respond(
+                    context: context, status: status, body: Array("\(status.code) \(status.reasonPhrase)\n".utf8))
+            }
+            return respond(
+                context: context, status: .upgradeRequired, body: Array("this endpoint speaks WebSocket only\n".utf8))
+        }
+        guard head.method == .GET || head.method == .HEAD else {
+            return respond(context: context, status: .methodNotAllowed, body: Array("GET only\n".utf8))
+        }
+        switch path {
+        case "/", "/index.html":
+            respond(
+                context: context, status: .ok, contentType: "text/html; charset=utf-8", body: page,
+                headOnly: head.method == .HEAD)
+        default:
+            respond(context: context, status: .notFound, body: Array("not found\n".utf8))
+        }
+    }
+}
+
+/// Whether the server has finished recovery and serves; `/readyz` reads it.
+public final class Readiness: Sendable {
+    private let ready = Atomic<Bool>(false)
+
+    public init() {}
+
+    public var isReady: Bool { ready.load(ordering: .acquiring) }
+
+    public func set(_ value: Bool) { ready.store(value, ordering: .releasing) }
+}
+
+/// The admin port: `/healthz` (always 200), `/readyz` (503 until recovery is done and the gateway listens, and
+/// again while shutting down), `/metrics` (Prometheus text).
+final class AdminHandler: SimpleHTTPHandler, @unchecked Sendable {
+    private let metrics: GatewayMetrics
+    private let readiness: Readiness
+    private let refresh: @Sendable () -> Void
+
+    init(metrics: GatewayMetrics, readiness: Readiness, refresh: @escaping @Sendable () -> Void) {
+        self.metrics = metrics
+        self.readiness = readiness
+        self.refresh = refresh
+    }
+
+    override func answer(context: ChannelHandlerContext, head: HTTPRequestHead) {
+        let path = head.uri.split(separator: "?", maxSplits: 1, omittingEmptySubsequences: false).first ?? ""
+        switch path {
+        case "/healthz":
+            respond(context: context, status: .ok, body: Array("ok\n".utf8))
+        case "/readyz":
+            if readiness.isReady {
+                respond(context: context, status: .ok, body: Array("ready\n".utf8))
+            } else {
+                respond(context: context, status: .serviceUnavailable, body: Array("not ready\n".utf8))
+            }
+        case "/metrics":
+            refresh()
+            respond(
+                context: context, status: .ok, contentType: "text/plain; version=0.0.4; charset=utf-8",
+                body: metrics.exposition())
+        default:
+            respond(
+                context: context, status: .notFound, body: Array("not found; try /healthz, /readyz, /metrics\n".utf8))
+        }
+    }
+}

@@ -1,0 +1,163 @@
+import Crypto
+import GavelCore
+import GavelWire
+
+/// What a connection may do.
+public enum Role: String, Sendable, Hashable, CaseIterable {
+    /// Bids, buys and trades as itself only.
+    case bidder
+    /// Opens and cancels its own listings; may also bid as itself elsewhere.
+    case seller
+    /// The marketplace's internal gateway: acts for any user (`on_behalf_of`), with its own limits.
+    case service
+    /// Read-only: subscribes, sends no commands. Anonymous connections are watchers.
+    case watcher
+}
+
+/// The claims Gavel reads from a token.
+public struct Claims: Sendable, Hashable {
+    /// `sub`: the user the token speaks for (an identifier).
+    public var subject: String
+    /// `role`.
+    public var role: Role
+    /// `exp`: seconds since the Unix epoch after which the token is refused.
+    public var expires: Int64
+
+    public init(subject: String, role: Role, expires: Int64) {
+        self.subject = subject
+        self.role = role
+        self.expires = expires
+    }
+}
+
+/// HS256 JSON Web Tokens (RFC 7519 with RFC 7515 compact serialization), signed and checked with HMAC-SHA256.
+///
+/// Only `HS256` is accepted: a token whose header names another algorithm, `none` included, is refused before its
+/// signature is looked at. The signature is compared in constant time.
+public enum JWT {
+    /// Why a token was refused. Callers answer every case with the same 401 and no detail.
+    public enum Failure: Error, Equatable {
+        /// Not three base64url parts, or a part that is not a JSON object.
+        case malformed
+        /// `alg` is not `HS256`.
+        case unsupportedAlgorithm
+        case badSignature
+        /// `exp` is in the past (or `nbf` in the future).
+        case expired
+        /// `sub` missing or not an identifier, `role` missing or unknown, `exp` missing or not an integer.
+        case invalidClaims
+    }
+
+    /// The longest token accepted, in bytes.
+    public static let maxLength = 4096
+
+    /// A signed token for `claims`.
+    public static func sign(_ claims: Claims, secret: [UInt8]) -> String {
+        let header = Base64URL.encode(Array(#"{"alg":"HS256","typ":"JWT"}"#.utf8))
+        var payload = JSONObjectWriter()
+        payload.field("sub", claims.subject)
+        payload.field("role", claims.role.rawValue)
+        payload.field("exp", claims.expires)
+        let signingInput = header + "." + Base64URL.encode(payload.finish())
+        return signingInput + "." + Base64URL.encode(mac(Array(signingInput.utf8), secret: secret))
+    }
+
+    /// Checks `token`'s algorithm, signature and claims at `now` (seconds since the Unix epoch).
+    ///
+    /// - Throws: ``Failure``.
+    public static func verify(_ token: String, secret: [UInt8], now: Int64) throws(Failure) -> Claims {
+        let bytes = Array(token.utf8)
+        guard bytes.count <= maxLength else { throw .malformed }
+        let parts = bytes.split(separator: UInt8(ascii: "."), omittingEmptySubsequences: false)
+        guard parts.count == 3, let headerBytes = Base64URL.decode(parts[0]),
+            let payloadBytes = Base64URL.decode(parts[1]), let signature = Base64URL.decode(parts[2])
+        else { throw .malformed }
+        guard let header = try? JSONParser.parse(headerBytes), case .object = header else { throw .malformed }
+        guard case .string("HS256")? = header["alg"] else { throw .unsupportedAlgorithm }
+        let signingInput = Array(bytes[..<(parts[0].count + 1 + parts[1].count)])
+        guard constantTimeEqual(mac(signingInput, secret: secret), signature) else { throw .badSignature }
+        guard let payload = try? JSONParser.parse(payloadBytes), case .object = payload else { throw .malformed }
+        guard case .string(let subject)? = payload["sub"], Identifier.isValid(subject),
+            case .string(let roleName)? = payload["role"], let role = Role(rawValue: roleName),
+            case .integer(let expires)? = payload["exp"]
+        else { throw .invalidClaims }
+        guard expires > now else { throw .expired }
+        if let notBefore = payload["nbf"] {
+            guard case .integer(let nbf) = notBefore else { throw .invalidClaims }
+            guard nbf <= now else { throw .expired }
+        }
+        return Claims(subject: subject, role: role, expires: expires)
+    }
+
+    static func mac(_ message: [UInt8], secret: [UInt8]) -> [UInt8] {
+        Array(HMAC<SHA256>.authenticationCode(for: message, using: SymmetricKey(data: secret)))
+    }
+
+    /// Compares without an early exit, so the time taken says nothing about where the bytes differ.
+    static func constantTimeEqual(_ a: [UInt8], _ b: [UInt8]) -> Bool {
+        guard a.count == b.count else { return false }
+        var difference: UInt8 = 0
+        for i in 0..<a.count { difference |= a[i] ^ b[i] }
+        return difference == 0
+    }
+}
+
+/// base64url without padding (RFC 4648 §5), as JWTs use it.
+public enum Base64URL {
+    private static let alphabet = Array("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_".utf8)
+
+    public static func encode(_ bytes: [UInt8]) -> String {
+        var out: [UInt8] = []
+        out.reserveCapacity((bytes.count * 4 + 2) / 3)
+        var i = 0
+        while i + 3 <= bytes.count {
+            let n = UInt32(bytes[i]) << 16 | UInt32(bytes[i + 1]) << 8 | UInt32(bytes[i + 2])
+            out.append(alphabet[Int(n >> 18 & 63)])
+            out.append(alphabet[Int(n >> 12 & 63)])
+            out.append(alphabet[Int(n >> 6 & 63)])
+            out.append(alphabet[Int(n & 63)])
+            i += 3
+        }
+        let rest = bytes.count - i
+        if rest == 1 {
+            let n = UInt32(bytes[i]) << 16
+            out.append(alphabet[Int(n >> 18 & 63)])
+            out.append(alphabet[Int(n >> 12 & 63)])
+        } else if rest == 2 {
+            let n = UInt32(bytes[i]) << 16 | UInt32(bytes[i + 1]) << 8
+            out.append(alphabet[Int(n >> 18 & 63)])
+            out.append(alphabet[Int(n >> 12 & 63)])
+            out.append(alphabet[Int(n >> 6 & 63)])
+        }
+        return String(decoding: out, as: UTF8.self)
+    }
+
+    /// The decoded bytes, or `nil` for a character outside the alphabet, padding, or an impossible length.
+    public static func decode<S: Collection<UInt8>>(_ text: S) -> [UInt8]? {
+        guard text.count % 4 != 1 else { return nil }
+        var out: [UInt8] = []
+        out.reserveCapacity(text.count * 3 / 4)
+        var accumulator: UInt32 = 0
+        var bits = 0
+        for c in text {
+            let v: UInt32
+            switch c {
+            case UInt8(ascii: "A")...UInt8(ascii: "Z"): v = UInt32(c - UInt8(ascii: "A"))
+            case UInt8(ascii: "a")...UInt8(ascii: "z"): v = UInt32(c - UInt8(ascii: "a")) + 26
+            case UInt8(ascii: "0")...UInt8(ascii: "9"): v = UInt32(c - UInt8(ascii: "0")) + 52
+            case UInt8(ascii: "-"): v = 62
+            case UInt8(ascii: "_"): v = 63
+            default: return nil
+            }
+            accumulator = accumulator << 6 | v
+            bits += 6
+            if bits >= 8 {
+                bits -= 8
+                out.append(UInt8(truncatingIfNeeded: accumulator >> UInt32(bits)))
+            }
+        }
+        // Leftover bits must be zero (a canonical encoding).
+        if bits > 0 && accumulator & ((1 << UInt32(bits)) - 1) != 0 { return nil }
+        return out
+    }
+}

@@ -1,0 +1,537 @@
+import GavelCore
+import GavelEngine
+import GavelWire
+import NIOCore
+import NIOWebSocket
+
+/// A token bucket in thousandths of a message, refilled continuously: integer arithmetic only.
+struct TokenBucket {
+    let perSecond: Int64
+    let capacity: Int64
+    private var milli: Int64
+    private var last: UInt64
+
+    init(_ limit: RateLimit, now: UInt64) {
+        perSecond = Int64(max(1, limit.perSecond))
+        capacity = Int64(max(1, limit.burst)) * 1000
+        milli = capacity
+        last = now
+    }
+
+    /// Takes one message's token; `false` when the bucket is empty.
+    mutating func take(now: UInt64) -> Bool {
+        let elapsed = Int64(min(now &- last, 1_000_000_000_000))
+        last = now
+        milli = min(capacity, milli + elapsed * perSecond / 1_000_000)
+        guard milli >= 1000 else { return false }
+        milli -= 1000
+        return true
+    }
+}
+
+/// One WebSocket client: reassembles its messages, enforces its limits, runs its commands and subscriptions, and
+/// writes what it is sent.
+///
+/// Runs on its channel's event loop; the fan-out calls ``enqueue(_:)`` and ``deliverResult(_:_:started:)`` only
+/// there. Frames arrive from `WebSocketFrameDecoder`; frames leave as complete, already-encoded buffers (there is
+/// no frame encoder in the pipeline), so one encoded event can be written to every subscriber.
+final class WebSocketSession: ChannelInboundHandler, @unchecked Sendable {
+    typealias InboundIn = WebSocketFrame
+    typealias OutboundOut = ByteBuffer
+
+    enum Phase {
+        case open
+        /// A close frame was sent; nothing more is written and input is ignored.
+        case closing
+        case closed
+    }
+
+    let principal: Principal
+    private let configuration: GatewayConfiguration
+    private let writer: Writer
+    private let fanOut: FanOut
+    private let metrics: GatewayMetrics
+    private let registry: SessionRegistry
+    /// Writes go through its context, next to the socket.
+    private let output: RawFrameWriter
+
+    private(set) var loopIndex = 0
+    private var loop: LoopFanOut?
+    private var context: ChannelHandlerContext?
+    private var phase = Phase.open
+    private var subscriptions: [String: Subscription] = [:]
+    /// The text message being reassembled from fragments.
+    private var fragments: ByteBuffer?
+    private var bucket: TokenBucket
+    private var abuseWindowStart: UInt64
+    private var limitedInWindow = 0
+    private var awaitingPong = false
+    private var needsFlush = false
+    /// Whether the loop's fan-out will flush this session at the end of its current task.
+    var markedDirty = false
+    private var unflushedBytes = 0
+
+    init(
+        principal: Principal, configuration: GatewayConfiguration, writer: Writer, fanOut: FanOut,
+        metrics: GatewayMetrics, registry: SessionRegistry, output: RawFrameWriter
+    ) {
+        self.output = output
+        self.principal = principal
+        self.configuration = configuration
+        self.writer = writer
+        self.fanOut = fanOut
+        self.metrics = metrics
+        self.registry = registry
+        let now = monotonicNanos()
+        bucket = TokenBucket(configuration.rate(for: principal.role), now: now)
+        abuseWindowStart = now
+    }
+
+    // MARK: - Lifecycle
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        self.context = context
+        loop = fanOut.loop(for: context.eventLoop)
+        loopIndex = loop?.index ?? 0
+        registry.add(self, on: context.eventLoop)
+        metrics.connections.increment()
+        if let name = principal.name { fanOut.register(self, user: name) }
+        sendHello()
+        flushIfNeeded()
+    }
+
+    func handlerRemoved(context: ChannelHandlerContext) {
+        tearDown()
+        self.context = nil
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        tearDown()
+        context.fireChannelInactive()
+    }
+
+    private func tearDown() {
+        guard phase != .closed else { return }
+        phase = .closed
+        for subscription in subscriptions.values {
+            loop?.remove(subscription)
+            fanOut.unsubscribe(listing: subscription.listing, loop: loopIndex)
+            metrics.subscriptions.decrement()
+        }
+        subscriptions.removeAll()
+        if let name = principal.name { fanOut.unregister(self, user: name) }
+        registry.remove(self)
+        metrics.connections.decrement()
+    }
+
+    private func sendHello() {
+        let now = SystemClock().now()
+        var limits = JSONObjectWriter()
+        let rate = configuration.rate(for: principal.role)
+        limits.field("max_message_bytes", Int64(configuration.maxMessageBytes))
+        limits.field("max_outbound_bytes", Int64(configuration.maxOutboundBytes))
+        limits.field("max_subscriptions", Int64(configuration.maxSubscriptions(for: principal.role)))
+        limits.field("rate_per_second", Int64(rate.perSecond))
+        limits.field("rate_burst", Int64(rate.burst))
+        limits.field("idle_timeout_ms", Int64(configuration.idleTimeoutMs))
+        limits.field("history_events", Int64(configuration.historyEvents))
+        var w = JSONObjectWriter()
+        w.field("type", "hello")
+        w.field("server_time", now)
+        w.field("principal", principal.name)
+        w.field("role", principal.role.rawValue)
+        w.field("limits", raw: limits.finish())
+        w.field("ts", now)
+        send(w.finish())
+    }
+
+    // MARK: - Inbound
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        let frame = unwrapInboundIn(data)
+        awaitingPong = false
+        guard phase == .open else { return }
+        guard frame.maskKey != nil else { return fail(.protocolError, "client frames must be masked") }
+        guard !frame.rsv1 && !frame.rsv2 && !frame.rsv3 else {
+            return fail(.protocolError, "reserved bits set without an extension")
+        }
+        switch frame.opcode {
+        case .text:
+            guard fragments == nil else { return fail(.protocolError, "a new message began before the last ended") }
+            let payload = frame.unmaskedData
+            if frame.fin {
+                handleMessage(payload)
+            } else {
+                fragments = payload
+            }
+        case .continuation:
+            guard var buffer = fragments else { return fail(.protocolError, "continuation frame without a message") }
+            fragments = nil
+            var payload = frame.unmaskedData
+            guard buffer.readableBytes + payload.readableBytes <= configuration.maxMessageBytes else {
+                return fail(.messageTooLarge, "message larger than \(configuration.maxMessageBytes) bytes")
+            }
+            buffer.writeBuffer(&payload)
+            if frame.fin { handleMessage(buffer) } else { fragments = buffer }
+        case .binary:
+            fail(.unacceptableData, "binary messages are not accepted; send JSON text")
+        case .ping:
+            send(frame: ServerFrame.control(.pong, payload: frame.unmaskedData))
+        case .pong:
+            break
+        case .connectionClose:
+            handleClose(frame.unmaskedData)
+        default:
+            fail(.protocolError, "unknown opcode")
+        }
+    }
+
+    func channelReadComplete(context: ChannelHandlerContext) {
+        flushIfNeeded()
+        context.fireChannelReadComplete()
+    }
+
+    func channelWritabilityChanged(context: ChannelHandlerContext) {
+        if !context.channel.isWritable && phase == .open {
+            metrics.slowConsumerCloses.increment()
+            close(
+                .init(codeNumber: 1013),
+                "slow consumer: more than \(configuration.maxOutboundBytes) bytes unread; resubscribe with since")
+        }
+        context.fireChannelWritabilityChanged()
+    }
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if event is IdleStateHandler.IdleStateEvent, phase == .open {
+            if awaitingPong {
+                close(.goingAway, "idle timeout")
+            } else {
+                awaitingPong = true
+                send(frame: ServerFrame.control(.ping, payload: ByteBuffer()))
+                flushIfNeeded()
+            }
+            return
+        }
+        context.fireUserInboundEventTriggered(event)
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: Error) {
+        switch error {
+        case NIOWebSocketError.invalidFrameLength:
+            fail(.messageTooLarge, "frame larger than \(configuration.maxMessageBytes) bytes")
+        case is NIOWebSocketError:
+            fail(.protocolError, "invalid frame")
+        default:
+            phase = .closing
+            context.close(promise: nil)
+        }
+    }
+
+    private func handleClose(_ payload: ByteBuffer) {
+        var data = payload
+        guard data.readableBytes != 1 else { return fail(.protocolError, "a close payload of one byte") }
+        guard let code = data.readInteger(as: UInt16.self) else { return close(.normalClosure, "") }
+        guard String(validating: data.readableBytesView, as: UTF8.self) != nil else {
+            return fail(.dataInconsistentWithMessage, "close reason is not UTF-8")
+        }
+        let valid = (1000...1003).contains(code) || (1007...1014).contains(code) || (3000...4999).contains(code)
+        guard valid else { return fail(.protocolError, "invalid close code \(code)") }
+        close(WebSocketErrorCode(codeNumber: Int(code)), "")
+    }
+
+    private func handleMessage(_ payload: ByteBuffer) {
+        guard let text = String(validating: payload.readableBytesView, as: UTF8.self) else {
+            return fail(.dataInconsistentWithMessage, "text message is not valid UTF-8")
+        }
+        let value: JSONValue
+        do {
+            value = try JSONParser.parse(text)
+        } catch {
+            guard takeToken(id: nil) else { return }
+            return sendResult(id: nil, .rejected(.badRequest, error.description))
+        }
+        var id: String?
+        if case .string(let s)? = value["id"] { id = s }
+        guard takeToken(id: id) else { return }
+        guard case .object = value else {
+            return sendResult(id: nil, .rejected(.badRequest, "a message must be a JSON object, not \(value.typeName)"))
+        }
+        guard case .string(let type)? = value["type"] else {
+            return sendResult(id: id, .rejected(.badRequest, "missing field type (a string)"))
+        }
+        switch type {
+        case "subscribe": subscribe(value, id: id)
+        case "unsubscribe": unsubscribe(value, id: id)
+        case "open", "bid", "buy_now", "accept", "order", "cancel", "cancel_listing": command(value, type: type, id: id)
+        default:
+            sendResult(
+                id: id,
+                .rejected(
+                    .badRequest,
+                    "unknown type \"\(type)\"; expected subscribe, unsubscribe, open, bid, buy_now, accept, order, cancel or cancel_listing"
+                ))
+        }
+    }
+
+    /// Takes a rate token; when there is none, answers `rate_limited` (or closes with 1008 on sustained excess).
+    private func takeToken(id: String?) -> Bool {
+        let now = monotonicNanos()
+        if bucket.take(now: now) { return true }
+        metrics.rateLimited.increment()
+        let window = UInt64(max(1, configuration.abuseWindowSeconds)) * 1_000_000_000
+        if now &- abuseWindowStart > window {
+            abuseWindowStart = now
+            limitedInWindow = 0
+        }
+        limitedInWindow += 1
+        let rate = configuration.rate(for: principal.role)
+        let tolerated =
+            max(1, configuration.abuseFactor - 1) * rate.perSecond * max(1, configuration.abuseWindowSeconds)
+        if limitedInWindow > tolerated {
+            metrics.abuseCloses.increment()
+            close(.policyViolation, "sustained excess over the rate limit")
+            return false
+        }
+        sendResult(
+            id: id,
+            .rejected(
+                .rateLimited,
+                "more than \(rate.perSecond) messages per second (burst \(rate.burst)); slow down and retry"))
+        return false
+    }
+
+    // MARK: - Subscriptions
+
+    private func subscribe(_ value: JSONValue, id: String?) {
+        guard case .string(let listing)? = value["listing"], Identifier.isValid(listing) else {
+            return sendResult(
+                id: id, .rejected(.badRequest, "listing must be an identifier: 1-64 characters from [A-Za-z0-9_.:-]"))
+        }
+        var since: UInt64?
+        if let field = value["since"], field != .null {
+            guard case .integer(let n) = field, n >= 0 else {
+                return sendResult(id: id, .rejected(.badRequest, "since must be a non-negative integer (a seq)"))
+            }
+            since = UInt64(n)
+        }
+        let existing = subscriptions[listing]
+        let limit = configuration.maxSubscriptions(for: principal.role)
+        if existing == nil && subscriptions.count >= limit {
+            return sendResult(
+                id: id,
+                .rejected(
+                    .tooManySubscriptions, "this connection holds \(limit) subscriptions; unsubscribe from one first"))
+        }
+        let reply = fanOut.subscribe(listing: listing, since: since, loop: loopIndex, renew: existing != nil)
+        let subscription = existing ?? Subscription(listing: listing, session: self, lastSeq: 0)
+        if existing == nil {
+            subscriptions[listing] = subscription
+            loop?.add(subscription)
+            metrics.subscriptions.increment()
+        }
+        let ts = SystemClock().now()
+        switch reply {
+        case .snapshot(let seq, let view):
+            subscription.lastSeq = seq
+            var w = JSONObjectWriter(capacity: 512)
+            w.field("type", "snapshot")
+            w.field("listing", listing)
+            w.field("seq", seq)
+            if let view {
+                w.field("state", raw: MessageEncoder.listingState(view))
+            } else {
+                w.field("state", nil as String?)
+            }
+            if since != nil { w.field("recovered", false) }
+            w.field("ts", ts)
+            send(w.finish())
+        case .resumed(let since, let seq, let frames):
+            subscription.lastSeq = seq
+            var w = JSONObjectWriter()
+            w.field("type", "resumed")
+            w.field("listing", listing)
+            w.field("since", since)
+            w.field("seq", seq)
+            w.field("recovered", true)
+            w.field("ts", ts)
+            send(w.finish())
+            for frame in frames { send(frame: frame) }
+        }
+    }
+
+    private func unsubscribe(_ value: JSONValue, id: String?) {
+        guard case .string(let listing)? = value["listing"], Identifier.isValid(listing) else {
+            return sendResult(
+                id: id, .rejected(.badRequest, "listing must be an identifier: 1-64 characters from [A-Za-z0-9_.:-]"))
+        }
+        if let subscription = subscriptions.removeValue(forKey: listing) {
+            loop?.remove(subscription)
+            fanOut.unsubscribe(listing: listing, loop: loopIndex)
+            metrics.subscriptions.decrement()
+        }
+        var w = JSONObjectWriter()
+        w.field("type", "unsubscribed")
+        w.field("listing", listing)
+        w.field("ts", SystemClock().now())
+        send(w.finish())
+    }
+
+    // MARK: - Commands
+
+    /// The actor field of each command type, and the alias the decoder also takes.
+    private static func actorFields(_ type: String) -> (String, String?) {
+        switch type {
+        case "open", "cancel_listing": ("seller", nil)
+        case "bid": ("bidder", nil)
+        case "buy_now": ("buyer", "bidder")
+        case "accept": ("bidder", "buyer")
+        default: ("trader", nil)
+        }
+    }
+
+    private func command(_ value: JSONValue, type: String, id: String?) {
+        let role = principal.role
+        switch role {
+        case .watcher:
+            return sendResult(
+                id: id,
+                .rejected(
+                    .notAuthorized,
+                    "this connection is read-only (watcher); connect with a bidder, seller or service token to send commands"
+                ))
+        case .bidder where type == "open" || type == "cancel_listing":
+            return sendResult(id: id, .rejected(.notAuthorized, "a bidder token may not \(type); use a seller token"))
+        default:
+            break
+        }
+        var onBehalfOf: String?
+        if let field = value["on_behalf_of"], field != .null {
+            guard case .string(let s) = field else {
+                return sendResult(id: id, .rejected(.badRequest, "on_behalf_of must be a string"))
+            }
+            onBehalfOf = s
+        }
+        let (actorField, alias) = Self.actorFields(type)
+        let given = Self.string(value[actorField]) ?? alias.flatMap { Self.string(value[$0]) }
+        let acting: String?
+        if role == .service {
+            if let onBehalfOf, let given, given != onBehalfOf {
+                return sendResult(
+                    id: id, .rejected(.badRequest, "on_behalf_of \(onBehalfOf) and \(actorField) \(given) disagree"))
+            }
+            acting = onBehalfOf ?? given
+        } else {
+            let name = principal.name ?? ""
+            if let onBehalfOf, onBehalfOf != name {
+                return sendResult(
+                    id: id, .rejected(.notAuthorized, "only a service token may act on behalf of another user"))
+            }
+            acting = name
+        }
+        var input = value
+        if given == nil, let acting, case .object(var members) = input {
+            members.append((key: actorField, value: .string(acting)))
+            input = .object(members)
+        }
+        let command: Command
+        switch CommandDecoder.decode(input) {
+        case .invalid(let invalidID, let message):
+            return sendResult(id: invalidID ?? id, .rejected(.badRequest, message))
+        case .advance:
+            return sendResult(id: id, .rejected(.badRequest, "advance is not a gateway command"))
+        case .command(let decoded, let at):
+            guard at == nil else {
+                return sendResult(
+                    id: decoded.id,
+                    .rejected(.badRequest, "at is not accepted here: the server stamps each command with its own clock")
+                )
+            }
+            command = decoded
+        }
+        if role != .service, command.principal != principal.name {
+            return sendResult(
+                id: command.id,
+                .rejected(
+                    .notAuthorized,
+                    "this connection acts as \(principal.name ?? "nobody"); \(actorField) \(command.principal) is somebody else"
+                ))
+        }
+        let started = monotonicNanos()
+        metrics.inFlight.increment()
+        let handler = fanOut.resultHandler(for: self, command: command, started: started)
+        if let rejected = writer.submit(command, handler: handler) {
+            deliverResult(command, rejected, started: started)
+        }
+    }
+
+    private static func string(_ value: JSONValue?) -> String? {
+        if case .string(let s)? = value { return s }
+        return nil
+    }
+
+    /// Writes a command's result (on the event loop) and counts it.
+    func deliverResult(_ command: Command, _ result: CommandResult, started: UInt64) {
+        metrics.inFlight.decrement()
+        if let loop { metrics.countCommand(command, result, cache: &loop.commandCounters) }
+        metrics.ackLatency.recordNanoseconds(Int64(monotonicNanos() &- started))
+        sendResult(id: command.id, result)
+    }
+
+    // MARK: - Outbound
+
+    private func sendResult(id: String?, _ result: CommandResult) {
+        send(MessageEncoder.result(id: id, result, ts: SystemClock().now()))
+    }
+
+    private func send(_ json: [UInt8]) {
+        send(frame: ServerFrame.text(json))
+    }
+
+    private func send(frame: ByteBuffer) {
+        guard phase == .open, let out = output.context else { return }
+        unflushedBytes += frame.readableBytes
+        out.write(NIOAny(frame), promise: nil)
+        needsFlush = true
+        if !markedDirty, let loop {
+            markedDirty = true
+            loop.markDirty(self)
+        }
+    }
+
+    /// Writes an already-encoded frame from the fan-out; flushed once at the end of the loop's task (or of the
+    /// current read).
+    func enqueue(_ frame: ByteBuffer) {
+        send(frame: frame)
+    }
+
+    func flushIfNeeded() {
+        guard needsFlush, let out = output.context else { return }
+        needsFlush = false
+        metrics.bytesOut.increment(by: unflushedBytes)
+        unflushedBytes = 0
+        out.flush()
+    }
+
+    /// Closes with a protocol-level `code`.
+    private func fail(_ code: WebSocketErrorCode, _ reason: String) {
+        fragments = nil
+        close(code, reason)
+    }
+
+    /// Sends a close frame and closes the connection once it is written (or after two seconds, for a client that
+    /// does not read). Nothing more is written or read.
+    func close(_ code: WebSocketErrorCode, _ reason: String) {
+        guard phase == .open, let context, let out = output.context else { return }
+        let frame = ServerFrame.close(code, reason: reason)
+        needsFlush = false
+        phase = .closing
+        let channel = context.channel
+        let promise = context.eventLoop.makePromise(of: Void.self)
+        out.writeAndFlush(NIOAny(frame), promise: promise)
+        let timeout = context.eventLoop.scheduleTask(in: .seconds(2)) { channel.close(promise: nil) }
+        promise.futureResult.whenComplete { _ in
+            timeout.cancel()
+            channel.close(promise: nil)
+        }
+    }
+}

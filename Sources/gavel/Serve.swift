@@ -1,0 +1,282 @@
+import ArgumentParser
+import Dispatch
+import GavelCore
+import GavelEngine
+import GavelGateway
+import GavelJournal
+import Logging
+import NIOCore
+import NIOPosix
+import ServiceLifecycle
+
+#if canImport(Glibc)
+    import Glibc
+#endif
+
+struct Serve: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Run the WebSocket gateway: the engine, the journal, fan-out, the page and admin HTTP.",
+        discussion: """
+            Recovers the data directory, then serves JSON text frames on ws://HOST:PORT/ws (see the WebSocket \
+            gateway section of docs/PROTOCOL.md), a page at http://HOST:PORT/, and /healthz, /readyz and /metrics \
+            on the admin port. Every option also reads the environment variable named in its help; an option on \
+            the command line wins. With no secret configured, the HS256 key is <data-dir>/jwt-secret (created, \
+            mode 0600); `gavel token --sub alice --role bidder` prints a token signed with it.
+
+            SIGTERM or SIGINT: stop accepting, close clients with 1001, drain the engine, snapshot, exit 0. \
+            SIGUSR1 (or `gavel snapshot --data-dir D`): take a snapshot now.
+            """
+    )
+
+    @Option(name: .long, help: "Address of the WebSocket endpoint and the page. Env GAVEL_HOST; default 127.0.0.1.")
+    var host: String?
+
+    @Option(
+        name: .long,
+        help: "Port of the WebSocket endpoint and the page (0: any free port). Env GAVEL_PORT; default 8080.")
+    var port: Int?
+
+    @Option(name: .long, help: "Address of the admin HTTP server. Env GAVEL_ADMIN_HOST; default 127.0.0.1.")
+    var adminHost: String?
+
+    @Option(
+        name: .long,
+        help: "Port of the admin HTTP server (0: any free port, -1: none). Env GAVEL_ADMIN_PORT; default 9090.")
+    var adminPort: Int?
+
+    @Option(name: .long, help: "The data directory (created when missing). Env GAVEL_DATA_DIR; default ./gavel-data.")
+    var dataDir: String?
+
+    @Option(
+        name: .long, help: "The HS256 key for tokens. Env GAVEL_JWT_SECRET; default: the key in <data-dir>/jwt-secret.")
+    var jwtSecret: String?
+
+    @Flag(
+        name: .long,
+        help: "Refuse connections without a token (401) instead of letting them watch. Env GAVEL_NO_ANONYMOUS=1.")
+    var noAnonymous = false
+
+    @Option(name: .long, help: "Event loop threads (0: one per core). Env GAVEL_THREADS; default 0.")
+    var threads: Int?
+
+    @Option(
+        name: .long,
+        help:
+            "Largest client message in bytes, fragments reassembled; larger closes with 1009. Env GAVEL_MAX_MESSAGE_BYTES; default 65536."
+    )
+    var maxMessageBytes: Int?
+
+    @Option(
+        name: .long,
+        help:
+            "Unread bytes buffered for one client before it is closed with 1013. Env GAVEL_MAX_OUTBOUND_BYTES; default 4194304."
+    )
+    var maxOutboundBytes: Int?
+
+    @Option(
+        name: .long,
+        help: "Open connections; an upgrade beyond this gets 503. Env GAVEL_MAX_CONNECTIONS; default 10000.")
+    var maxConnections: Int?
+
+    @Option(name: .long, help: "Subscriptions per connection. Env GAVEL_MAX_SUBSCRIPTIONS; default 100.")
+    var maxSubscriptions: Int?
+
+    @Option(
+        name: .long, help: "Subscriptions per service connection. Env GAVEL_MAX_SUBSCRIPTIONS_SERVICE; default 10000.")
+    var maxSubscriptionsService: Int?
+
+    @Option(
+        name: .long,
+        help:
+            "A silent client is pinged after half of this and closed with 1001 after all of it, in ms (0: never). Env GAVEL_IDLE_TIMEOUT_MS; default 60000."
+    )
+    var idleTimeoutMs: Int?
+
+    @Option(
+        name: .long, help: "Messages per second for bidder, seller and watcher connections. Env GAVEL_RATE; default 50."
+    )
+    var rate: Int?
+
+    @Option(
+        name: .long,
+        help: "Burst of messages for bidder, seller and watcher connections. Env GAVEL_RATE_BURST; default 100.")
+    var rateBurst: Int?
+
+    @Option(name: .long, help: "Messages per second for service connections. Env GAVEL_SERVICE_RATE; default 5000.")
+    var serviceRate: Int?
+
+    @Option(
+        name: .long, help: "Burst of messages for service connections. Env GAVEL_SERVICE_RATE_BURST; default 10000.")
+    var serviceRateBurst: Int?
+
+    @Option(
+        name: .long,
+        help: "Close with 1008 a connection sending at this many times its rate ... Env GAVEL_ABUSE_FACTOR; default 5.")
+    var abuseFactor: Int?
+
+    @Option(name: .long, help: "... for this many seconds. Env GAVEL_ABUSE_WINDOW_SECONDS; default 10.")
+    var abuseWindowSeconds: Int?
+
+    @Option(
+        name: .long,
+        help: "Public events kept per listing for subscribe with since. Env GAVEL_HISTORY_EVENTS; default 256.")
+    var historyEvents: Int?
+
+    @Option(
+        name: .long,
+        help:
+            "How long request ids are remembered for idempotency, in ms. Env GAVEL_IDEMPOTENCY_WINDOW_MS; default 86400000."
+    )
+    var idempotencyWindowMs: Int64?
+
+    @Option(name: .long, help: "Serve this file at / instead of the built-in page. Env GAVEL_PAGE.")
+    var page: String?
+
+    @OptionGroup var storage: StorageOptions
+
+    /// The gateway settings from options, environment and defaults.
+    func gatewayConfiguration() throws -> GatewayConfiguration {
+        var c = GatewayConfiguration()
+        c.host = try Setting.value(host, "GAVEL_HOST", default: c.host)
+        c.port = try Setting.value(port, "GAVEL_PORT", default: c.port)
+        c.adminHost = try Setting.value(adminHost, "GAVEL_ADMIN_HOST", default: c.adminHost)
+        c.adminPort = try Setting.value(adminPort, "GAVEL_ADMIN_PORT", default: c.adminPort)
+        c.threads = try Setting.value(threads, "GAVEL_THREADS", default: c.threads)
+        c.maxMessageBytes = try Setting.value(maxMessageBytes, "GAVEL_MAX_MESSAGE_BYTES", default: c.maxMessageBytes)
+        c.maxOutboundBytes = try Setting.value(
+            maxOutboundBytes, "GAVEL_MAX_OUTBOUND_BYTES", default: c.maxOutboundBytes)
+        c.maxConnections = try Setting.value(maxConnections, "GAVEL_MAX_CONNECTIONS", default: c.maxConnections)
+        c.maxSubscriptions = try Setting.value(maxSubscriptions, "GAVEL_MAX_SUBSCRIPTIONS", default: c.maxSubscriptions)
+        c.maxSubscriptionsService = try Setting.value(
+            maxSubscriptionsService, "GAVEL_MAX_SUBSCRIPTIONS_SERVICE", default: c.maxSubscriptionsService)
+        c.idleTimeoutMs = try Setting.value(idleTimeoutMs, "GAVEL_IDLE_TIMEOUT_MS", default: c.idleTimeoutMs)
+        c.rate.perSecond = try Setting.value(rate, "GAVEL_RATE", default: c.rate.perSecond)
+        c.rate.burst = try Setting.value(rateBurst, "GAVEL_RATE_BURST", default: c.rate.burst)
+        c.serviceRate.perSecond = try Setting.value(serviceRate, "GAVEL_SERVICE_RATE", default: c.serviceRate.perSecond)
+        c.serviceRate.burst = try Setting.value(
+            serviceRateBurst, "GAVEL_SERVICE_RATE_BURST", default: c.serviceRate.burst)
+        c.abuseFactor = try Setting.value(abuseFactor, "GAVEL_ABUSE_FACTOR", default: c.abuseFactor)
+        c.abuseWindowSeconds = try Setting.value(
+            abuseWindowSeconds, "GAVEL_ABUSE_WINDOW_SECONDS", default: c.abuseWindowSeconds)
+        c.historyEvents = try Setting.value(historyEvents, "GAVEL_HISTORY_EVENTS", default: c.historyEvents)
+        c.allowAnonymous = !Setting.flag(noAnonymous, "GAVEL_NO_ANONYMOUS")
+        guard (0...65535).contains(c.port) else { throw ValidationError("--port must be 0-65535") }
+        guard (-1...65535).contains(c.adminPort) else { throw ValidationError("--admin-port must be -1-65535") }
+        guard c.threads >= 0 else { throw ValidationError("--threads must not be negative") }
+        guard c.maxMessageBytes >= 128, c.maxMessageBytes <= 1 << 24 else {
+            throw ValidationError("--max-message-bytes must be 128 to 16777216")
+        }
+        guard c.maxOutboundBytes >= 4096 else { throw ValidationError("--max-outbound-bytes must be at least 4096") }
+        guard c.maxConnections >= 1 else { throw ValidationError("--max-connections must be positive") }
+        guard c.maxSubscriptions >= 1, c.maxSubscriptionsService >= 1 else {
+            throw ValidationError("--max-subscriptions and --max-subscriptions-service must be positive")
+        }
+        guard c.idleTimeoutMs >= 0 else { throw ValidationError("--idle-timeout-ms must not be negative") }
+        guard c.rate.perSecond >= 1, c.rate.burst >= 1, c.serviceRate.perSecond >= 1, c.serviceRate.burst >= 1 else {
+            throw ValidationError("rates and bursts must be positive")
+        }
+        guard c.abuseFactor >= 2, c.abuseWindowSeconds >= 1 else {
+            throw ValidationError("--abuse-factor must be at least 2 and --abuse-window-seconds at least 1")
+        }
+        guard c.historyEvents >= 0 else { throw ValidationError("--history-events must not be negative") }
+        return c
+    }
+
+    func validate() throws {
+        _ = try gatewayConfiguration()
+        guard try Setting.value(idempotencyWindowMs, "GAVEL_IDEMPOTENCY_WINDOW_MS", default: 86_400_000) > 0 else {
+            throw ValidationError("--idempotency-window-ms must be positive")
+        }
+    }
+
+    func run() async throws {
+        LoggingSystem.bootstrap { label in
+            var handler = StreamLogHandler.standardError(label: label)
+            handler.logLevel = .info
+            return handler
+        }
+        let logger = Logger(label: "gavel.serve")
+        var configuration = try gatewayConfiguration()
+        let dataDir = try Setting.value(self.dataDir, "GAVEL_DATA_DIR", default: "./gavel-data")
+        let engineConfiguration = EngineConfiguration(
+            idempotencyWindowMs: try Setting.value(
+                idempotencyWindowMs, "GAVEL_IDEMPOTENCY_WINDOW_MS", default: 86_400_000))
+        let threads = configuration.threads > 0 ? configuration.threads : System.coreCount
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: threads)
+        let metrics = GatewayMetrics()
+        let readiness = Readiness()
+
+        // Admin first, so that /readyz answers "not ready" while recovery runs.
+        var admin: AdminServer?
+        if configuration.adminPort >= 0 {
+            admin = try await AdminServer.start(
+                host: configuration.adminHost, port: configuration.adminPort, group: group, metrics: metrics,
+                readiness: readiness)
+            printError(
+                "gavel serve: admin on http://\(configuration.adminHost):\(admin?.port ?? 0) (/healthz /readyz /metrics)"
+            )
+        }
+
+        let directory = DataDirectory(dataDir)
+        let report = try recoverForWriting(
+            directory, truncateAfterCorruption: storage.truncateAfterCorruption, engine: engineConfiguration)
+        configuration.jwtSecret = try servingSecret(option: jwtSecret, dataDir: dataDir)
+        let journal = try Journal(
+            directory: directory, configuration: storage.journalConfiguration, recovery: report,
+            syncObserver: { nanos in metrics.recordFsync(nanos: nanos) })
+        let fanOut = FanOut(group: group, historyLimit: configuration.historyEvents, metrics: metrics)
+        // The recovered state is all durable; read it before the writer starts.
+        fanOut.load(PublicListingView.all(in: report.engine))
+        let bus = EventBus()
+        fanOut.attach(to: bus)
+        let writer = Writer(
+            configuration: storage.writerConfiguration(engine: engineConfiguration), engine: report.engine,
+            lastLSN: report.lastLSN, sink: fanOut.sink(wrapping: journal), snapshots: journal, clock: SystemClock(),
+            bus: bus)
+        writer.start()
+
+        let pidFile = directory.path + "/gavel.pid"
+        try "\(getpid())\n".write(toFile: pidFile)
+        defer { unlink(pidFile) }
+        signal(SIGUSR1, SIG_IGN)
+        let snapshotSignal = DispatchSource.makeSignalSource(signal: SIGUSR1, queue: .global())
+        snapshotSignal.setEventHandler { writer.requestSnapshot() }
+        snapshotSignal.resume()
+
+        let pageBytes = Page.load(path: try Setting.value(page, "GAVEL_PAGE", default: "").nonEmpty)
+        let server = GatewayServer(
+            configuration: configuration, writer: writer, fanOut: fanOut, metrics: metrics, group: group,
+            page: pageBytes, logger: logger)
+        let services = ServiceGroup(
+            configuration: ServiceGroupConfiguration(
+                services: [
+                    .init(service: EngineService(writer: writer, logger: Logger(label: "gavel.engine"))),
+                    .init(service: GatewayService(server: server, readiness: readiness, logger: logger)),
+                ],
+                gracefulShutdownSignals: [.sigterm, .sigint],
+                logger: logger))
+        let announce = Task {
+            // Say where to connect once the gateway listens.
+            for _ in 0..<500 {
+                if let port = server.port {
+                    printError(
+                        "gavel serve: ws://\(configuration.host):\(port)/ws, page http://\(configuration.host):\(port)/, data \(dataDir), fsync \(storage.journalConfiguration.fsync)"
+                    )
+                    return
+                }
+                try? await Task.sleep(for: .milliseconds(10))
+            }
+        }
+        try await services.run()
+        announce.cancel()
+        snapshotSignal.cancel()
+        journal.close()
+        await admin?.close()
+        try? await group.shutdownGracefully()
+        printError("gavel serve: stopped")
+    }
+}
+
+extension String {
+    var nonEmpty: String? { isEmpty ? nil : self }
+}

@@ -1,0 +1,76 @@
+import ArgumentParser
+import GavelCore
+import GavelEngine
+import GavelGateway
+import GavelJournal
+
+struct Token: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Print a signed token (HS256 JWT) for connecting to `gavel serve`.",
+        discussion: """
+            The token is signed with --jwt-secret (or GAVEL_JWT_SECRET), else with the key in \
+            <data-dir>/jwt-secret, which is created when missing, as `gavel serve` does. Pass it to the WebSocket \
+            endpoint as `Authorization: Bearer <token>` or `ws://127.0.0.1:8080/ws?token=<token>`.
+
+            Example:
+              gavel token --sub alice --role bidder --ttl 1h
+            """
+    )
+
+    @Option(name: .long, help: "The user the token speaks for (an identifier: 1-64 of [A-Za-z0-9_.:-]).")
+    var sub: String
+
+    @Option(name: .long, help: "bidder, seller, service or watcher.")
+    var role: String
+
+    @Option(name: .long, help: "How long the token is valid: seconds, or a number with s, m, h or d.")
+    var ttl: String = "1h"
+
+    @Option(
+        name: .long,
+        help: "The data directory whose jwt-secret signs the token. Env GAVEL_DATA_DIR; default ./gavel-data.")
+    var dataDir: String?
+
+    @Option(name: .long, help: "The signing key itself, instead of the data directory's. Env GAVEL_JWT_SECRET.")
+    var jwtSecret: String?
+
+    func validate() throws {
+        guard Identifier.isValid(sub) else {
+            throw ValidationError("--sub must be 1-64 characters from [A-Za-z0-9_.:-]")
+        }
+        guard Role(rawValue: role) != nil else {
+            throw ValidationError("--role must be bidder, seller, service or watcher")
+        }
+        guard Self.seconds(ttl) != nil else { throw ValidationError("--ttl must be like 3600, 90s, 15m, 1h or 7d") }
+    }
+
+    static func seconds(_ text: String) -> Int64? {
+        let units: [Character: Int64] = ["s": 1, "m": 60, "h": 3600, "d": 86400]
+        var digits = Substring(text)
+        var unit: Int64 = 1
+        if let last = digits.last, let u = units[last] {
+            unit = u
+            digits = digits.dropLast()
+        }
+        guard let n = Int64(digits), n > 0, n <= 10 * 365 * 86400 / unit else { return nil }
+        return n * unit
+    }
+
+    func run() throws {
+        let secret = try servingSecret(option: jwtSecret, dataDir: dataDir)
+        let expires = SystemClock().now() / 1000 + (Self.seconds(ttl) ?? 3600)
+        print(JWT.sign(Claims(subject: sub, role: Role(rawValue: role) ?? .watcher, expires: expires), secret: secret))
+    }
+}
+
+/// The key `gavel serve` and `gavel token` sign with: the option, GAVEL_JWT_SECRET, or `<data-dir>/jwt-secret`.
+func servingSecret(option: String?, dataDir: String?) throws -> [UInt8] {
+    if let secret = option ?? Setting.environment("GAVEL_JWT_SECRET") { return Array(secret.utf8) }
+    let directory = DataDirectory(try Setting.value(dataDir, "GAVEL_DATA_DIR", default: "./gavel-data"))
+    try directory.create()
+    do {
+        return try SecretFile.loadOrCreate(directory.path + "/jwt-secret")
+    } catch let failure as SecretFile.Failure {
+        throw ValidationError(failure.description)
+    }
+}

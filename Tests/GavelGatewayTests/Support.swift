@@ -1,0 +1,115 @@
+import GavelCore
+@_spi(Manual) import GavelEngine
+import GavelWire
+import NIOCore
+import NIOEmbedded
+import NIOWebSocket
+
+@testable import GavelGateway
+
+/// A frame the server wrote, parsed.
+struct ServerFrameRead: Equatable {
+    var fin: Bool
+    var opcode: UInt8
+    var payload: [UInt8]
+
+    var text: String { String(decoding: payload, as: UTF8.self) }
+    /// The close code of a close frame.
+    var closeCode: Int? {
+        guard opcode == 0x8, payload.count >= 2 else { return nil }
+        return Int(payload[0]) << 8 | Int(payload[1])
+    }
+    var json: JSONValue? { try? JSONParser.parse(payload) }
+    var type: String? {
+        if case .string(let s)? = json?["type"] { return s }
+        return nil
+    }
+
+    /// Parses every frame in `bytes` (server frames are unmasked).
+    static func parseAll(_ bytes: [UInt8]) -> [ServerFrameRead] {
+        var frames: [ServerFrameRead] = []
+        var i = 0
+        while i + 2 <= bytes.count {
+            let fin = bytes[i] & 0x80 != 0
+            let opcode = bytes[i] & 0x0F
+            var length = Int(bytes[i + 1] & 0x7F)
+            var header = 2
+            if length == 126 {
+                guard i + 4 <= bytes.count else { break }
+                length = Int(bytes[i + 2]) << 8 | Int(bytes[i + 3])
+                header = 4
+            } else if length == 127 {
+                guard i + 10 <= bytes.count else { break }
+                length = (0..<8).reduce(0) { $0 << 8 | Int(bytes[i + 2 + $1]) }
+                header = 10
+            }
+            guard i + header + length <= bytes.count else { break }
+            frames.append(
+                ServerFrameRead(fin: fin, opcode: opcode, payload: Array(bytes[(i + header)..<(i + header + length)])))
+            i += header + length
+        }
+        return frames
+    }
+}
+
+/// A client frame as a browser would send it: masked.
+func clientFrame(_ opcode: WebSocketOpcode, _ text: String, fin: Bool = true) -> WebSocketFrame {
+    clientFrame(opcode, Array(text.utf8), fin: fin)
+}
+
+func clientFrame(_ opcode: WebSocketOpcode, _ bytes: [UInt8], fin: Bool = true, masked: Bool = true) -> WebSocketFrame {
+    let key: WebSocketMaskingKey? = masked ? WebSocketMaskingKey([1, 2, 3, 4]) : nil
+    var data = ByteBuffer(bytes: bytes)
+    if let key { data.webSocketMask(key) }
+    return WebSocketFrame(fin: fin, opcode: opcode, maskKey: key, data: data)
+}
+
+/// One session on an `EmbeddedChannel`, with a writer driven by hand behind it.
+final class SessionHarness {
+    let channel: EmbeddedChannel
+    let writer: Writer
+    let fanOut: FanOut
+    let registry = SessionRegistry()
+    let metrics = GatewayMetrics()
+
+    init(principal: Principal = .anonymous, configure: (inout GatewayConfiguration) -> Void = { _ in }) throws {
+        var configuration = GatewayConfiguration()
+        configure(&configuration)
+        let loop = EmbeddedEventLoop()
+        channel = EmbeddedChannel(loop: loop)
+        fanOut = FanOut(group: loop, historyLimit: configuration.historyEvents, metrics: metrics)
+        writer = Writer(sink: fanOut.sink(wrapping: InMemorySink()), clock: ManualClock(1000))
+        fanOut.attach(to: writer.bus)
+        writer.startManual()
+        try channel.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 1)).wait()
+        let raw = RawFrameWriter()
+        try channel.pipeline.syncOperations.addHandler(raw)
+        try channel.pipeline.syncOperations.addHandler(
+            WebSocketSession(
+                principal: principal, configuration: configuration, writer: writer, fanOut: fanOut,
+                metrics: metrics, registry: registry, output: raw))
+    }
+
+    /// Sends `frame` from the client.
+    func send(_ frame: WebSocketFrame) throws {
+        try channel.writeInbound(frame)
+        channel.pipeline.fireChannelReadComplete()
+    }
+
+    func send(_ text: String) throws { try send(clientFrame(.text, text)) }
+
+    /// Applies everything submitted and delivers the results and events.
+    func settle() {
+        writer.runUntilIdle()
+        channel.embeddedEventLoop.run()
+    }
+
+    /// Every frame written since the last call.
+    func frames() throws -> [ServerFrameRead] {
+        var bytes: [UInt8] = []
+        while let buffer = try channel.readOutbound(as: ByteBuffer.self) {
+            bytes.append(contentsOf: buffer.readableBytesView)
+        }
+        return ServerFrameRead.parseAll(bytes)
+    }
+}
