@@ -1,22 +1,112 @@
 import ArgumentParser
-import GavelWire
+import Foundation
+import GavelLoadKit
 
-/// The load driver's entry point. For now it only describes itself: the driver arrives with the WebSocket gateway.
+/// Drives load against a running `gavel serve` and reports rates and latency percentiles.
 @main
-struct GavelLoad: ParsableCommand {
+struct GavelLoad: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "gavel-load",
-        abstract: "Drive load against a Gavel server and report latency percentiles.",
+        abstract: "Drive WebSocket load against a Gavel server and report rates and latency percentiles.",
         discussion: """
-            Not implemented yet: the load driver arrives with the WebSocket gateway (gavel serve). It will open \
-            many WebSocket connections to a Gavel server on this machine, send bids and orders at a fixed rate \
-            for a bounded time, and report throughput and the latency of each result (p50, p99, p99.9, max). \
-            Until then, measure the engine with the package in Benchmarks/ (see docs/PERFORMANCE.md).
+            Opens the listings it needs (one seller connection), connects watcher connections (anonymous, each \
+            subscribed to one listing) and bidder connections (one user each), then sends bids on a fixed \
+            schedule (open loop) for --warmup + --duration seconds. Ack latency runs from a bid's intended send \
+            time to its result; fan-out latency from the bid's intended send time to its bid_placed event on a \
+            watcher. Both come from the same monotonic clock, so they are exact on one machine.
+
+            The server's per-connection rate limit applies: start it with limits that admit --rate / \
+            --connections commands per second per connection, or pass a service token with --token-file.
+
+            Example: gavel-load --url ws://127.0.0.1:8080/ws --jwt-secret "$(cat gavel-data/jwt-secret)" \
+            --preset steady --rate 5000 --duration 30 --json report.json --plot latency.svg
             """
     )
 
-    func run() throws {
-        print("gavel-load: the load driver arrives with the WebSocket gateway (gavel serve); nothing to drive yet.")
-        print("Measure the rules engine meanwhile: cd Benchmarks && swift package benchmark --target RulesEngine")
+    @Option(help: "The server's WebSocket URL.") var url = "ws://127.0.0.1:8080/ws"
+    @Option(help: "The server's JWT secret: the driver signs a token for each user it simulates.")
+    var jwtSecret: String?
+    @Option(help: "A file holding one token (a service token) used by every connection.") var tokenFile: String?
+    @Option(help: "Scenario: steady (many listings, steady bids) or hot (one listing, many watchers, soft close).")
+    var preset: String = "steady"
+    @Option(help: "Bidder connections (one user each).") var connections: Int?
+    @Option(help: "Watcher connections (anonymous, one subscription each).") var watchers: Int?
+    @Option(help: "Listings to open and bid on.") var listings: Int?
+    @Option(help: "Zipf exponent of listing popularity (0 = uniform).") var zipf: Double?
+    @Option(help: "Target commands per second, all connections together.") var rate: Int?
+    @Option(help: "Measured seconds (after the warm-up).") var duration: Double?
+    @Option(help: "Warm-up seconds, not measured.") var warmup: Double?
+    @Option(help: "Seed of the listing choice, so a run can be repeated.") var seed: UInt64?
+    @Option(help: "Loopback source addresses to spread connections over (127.0.0.1 ... 127.0.0.N).")
+    var sourceAddresses: Int?
+    @Option(help: "Write the report as JSON to this file.") var json: String?
+    @Option(help: "Write an SVG plot of the latency percentile curves to this file.") var plot: String?
+    @Option(help: "Write HdrHistogram percentile distributions to FILE.ack.hgrm and FILE.fanout.hgrm.")
+    var histogram: String?
+    @Flag(help: "No live progress line.") var quiet = false
+
+    func makeConfiguration() throws -> (LoadConfiguration, Credentials) {
+        guard let chosen = Preset(rawValue: preset) else {
+            throw ValidationError(
+                "--preset must be one of \(Preset.allCases.map(\.rawValue).joined(separator: ", ")), got \(preset)")
+        }
+        var c = LoadConfiguration.defaults(for: chosen)
+        do { try c.setURL(url) } catch { throw ValidationError(error.description) }
+        if let connections { c.connections = connections }
+        if let watchers { c.watchers = watchers }
+        if let listings { c.listings = listings }
+        if let zipf { c.zipf = zipf }
+        if let rate { c.rate = rate }
+        if let duration { c.durationSeconds = duration }
+        if let warmup { c.warmupSeconds = warmup }
+        if let seed { c.seed = seed }
+        if let sourceAddresses { c.sourceAddresses = sourceAddresses }
+        do { try c.validate() } catch { throw ValidationError(error.description) }
+        let credentials: Credentials
+        switch (jwtSecret, tokenFile) {
+        case (let secret?, nil): credentials = .secret(secret)
+        case (nil, let file?):
+            guard let token = try? String(contentsOfFile: file, encoding: .utf8) else {
+                throw ValidationError("cannot read --token-file \(file)")
+            }
+            credentials = .token(token.trimmingCharacters(in: .whitespacesAndNewlines))
+        case (nil, nil):
+            throw ValidationError(
+                "give --jwt-secret (the server's secret; with gavel serve's defaults: the file gavel-data/jwt-secret) or --token-file"
+            )
+        case (_?, _?):
+            throw ValidationError("give either --jwt-secret or --token-file, not both")
+        }
+        return (c, credentials)
+    }
+
+    func validate() throws { _ = try makeConfiguration() }
+
+    func run() async throws {
+        let (configuration, credentials) = try makeConfiguration()
+        let isTerminal = isatty(STDERR_FILENO) != 0
+        let driver = Driver(
+            configuration: configuration, credentials: credentials,
+            progress: quiet
+                ? nil
+                : { line in
+                    FileHandle.standardError.write(
+                        Data(((isTerminal ? "\r" : "") + line + (isTerminal ? "" : "\n")).utf8))
+                })
+        let report: Report
+        do { report = try await driver.run() } catch let error as LoadError {
+            FileHandle.standardError.write(Data("gavel-load: \(error.description)\n".utf8))
+            throw ExitCode(1)
+        }
+        if !quiet && isTerminal { FileHandle.standardError.write(Data("\n".utf8)) }
+        print(report.table)
+        if let json { try report.json.write(toFile: json, atomically: true, encoding: .utf8) }
+        if let plot { try report.svg.write(toFile: plot, atomically: true, encoding: .utf8) }
+        if let histogram {
+            try report.percentileDistribution().write(
+                toFile: histogram + ".ack.hgrm", atomically: true, encoding: .utf8)
+            try report.percentileDistribution(fanOut: true).write(
+                toFile: histogram + ".fanout.hgrm", atomically: true, encoding: .utf8)
+        }
     }
 }

@@ -1,0 +1,168 @@
+import Foundation
+import Histogram
+
+/// The end-of-run report: a table for a person, JSON for a machine, HdrHistogram percentile files and an SVG plot.
+public struct Report: Sendable {
+    public var configuration: LoadConfiguration
+    public var measurements: Measurements
+    /// Seconds measured (the run minus the warm-up).
+    public var measuredSeconds: Double
+    public var connectionsHeld: Int
+    public var connectSeconds: Double
+
+    public init(
+        configuration: LoadConfiguration, measurements: Measurements, measuredSeconds: Double, connectionsHeld: Int,
+        connectSeconds: Double
+    ) {
+        self.configuration = configuration
+        self.measurements = measurements
+        self.measuredSeconds = measuredSeconds
+        self.connectionsHeld = connectionsHeld
+        self.connectSeconds = connectSeconds
+    }
+
+    public static let percentiles: [(String, Double)] = [
+        ("p50", 50), ("p90", 90), ("p99", 99), ("p99.9", 99.9),
+    ]
+
+    static func figures(_ histogram: Histogram<UInt64>) -> [(String, UInt64)] {
+        guard histogram.totalCount > 0 else { return percentiles.map { ($0.0, 0) } + [("max", 0)] }
+        return percentiles.map { ($0.0, histogram.valueAtPercentile($0.1)) } + [("max", histogram.max)]
+    }
+
+    public var achievedRate: Double { Double(measurements.results) / max(measuredSeconds, 1e-9) }
+    public var deliveriesPerSecond: Double { Double(measurements.deliveries) / max(measuredSeconds, 1e-9) }
+
+    /// A fixed-width table.
+    public var table: String {
+        let m = measurements
+        var lines: [String] = []
+        lines.append(
+            "gavel-load \(configuration.preset.rawValue): \(configuration.connections) bidder + \(configuration.watchers) watcher connections, \(configuration.listings) listings, zipf \(configuration.zipf), target \(configuration.rate)/s, \(format(measuredSeconds)) s measured after \(format(configuration.warmupSeconds)) s warm-up, seed \(configuration.seed)"
+        )
+        lines.append(
+            "commands: \(m.sent) sent, \(m.results) results, \(format(achievedRate)) results/s; errors: \(m.errors.isEmpty ? "none" : m.errors.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }.joined(separator: ", "))"
+        )
+        lines.append(
+            "connections: \(connectionsHeld) held, opened in \(format(connectSeconds)) s (\(format(Double(connectionsHeld) / max(connectSeconds, 1e-9)))/s); closed by the server: \(m.closedByServer.isEmpty ? "none" : m.closedByServer.sorted { $0.key < $1.key }.map { "\($0.key)×\($0.value)" }.joined(separator: ", "))"
+        )
+        lines.append("deliveries: \(m.deliveries) events on watchers, \(format(deliveriesPerSecond))/s")
+        lines.append("latency (ms)        p50       p90       p99     p99.9       max     count")
+        for (name, histogram) in [("ack", m.ack), ("fan-out", m.fanOut)] {
+            let values = Self.figures(histogram).map { String(format: "%9.3f", Double($0.1) / 1_000) }
+            lines.append(
+                name.padding(toLength: 14, withPad: " ", startingAt: 0) + " " + values.joined(separator: " ")
+                    + String(format: " %9llu", histogram.totalCount))
+        }
+        return lines.joined(separator: "\n")
+    }
+
+    /// The report as a JSON object (keys sorted, latencies in microseconds).
+    public var json: String {
+        let m = measurements
+        func latency(_ histogram: Histogram<UInt64>) -> [String: Any] {
+            var object: [String: Any] = ["count": histogram.totalCount]
+            for (name, value) in Self.figures(histogram) { object[name + "_us"] = value }
+            return object
+        }
+        let object: [String: Any] = [
+            "preset": configuration.preset.rawValue,
+            "connections": configuration.connections,
+            "watchers": configuration.watchers,
+            "listings": configuration.listings,
+            "zipf": configuration.zipf,
+            "target_rate": configuration.rate,
+            "duration_s": configuration.durationSeconds,
+            "warmup_s": configuration.warmupSeconds,
+            "seed": configuration.seed,
+            "measured_s": measuredSeconds,
+            "sent": m.sent,
+            "results": m.results,
+            "achieved_rate": achievedRate,
+            "errors": m.errors,
+            "deliveries": m.deliveries,
+            "deliveries_per_s": deliveriesPerSecond,
+            "connections_held": connectionsHeld,
+            "connect_s": connectSeconds,
+            "closed_by_server": Dictionary(uniqueKeysWithValues: m.closedByServer.map { (String($0.key), $0.value) }),
+            "ack_latency": latency(m.ack),
+            "fanout_latency": latency(m.fanOut),
+        ]
+        let data = try! JSONSerialization.data(withJSONObject: object, options: [.sortedKeys, .prettyPrinted])
+        return String(decoding: data, as: UTF8.self)
+    }
+
+    /// HdrHistogram's percentile-distribution text of the ack latencies (values in milliseconds).
+    public func percentileDistribution(fanOut: Bool = false) -> String {
+        var out = ""
+        (fanOut ? measurements.fanOut : measurements.ack).outputPercentileDistribution(
+            to: &out, outputValueUnitScalingRatio: 1_000)
+        return out
+    }
+
+    /// An SVG of the latency percentile curves (x: percentile on a log scale of 1/(1-p), y: milliseconds).
+    public var svg: String { LatencyPlot(series: [("ack", measurements.ack), ("fan-out", measurements.fanOut)]).svg }
+
+    private func format(_ value: Double) -> String { String(format: value >= 100 ? "%.0f" : "%.2f", value) }
+}
+
+/// Percentile curves in the style of HdrHistogram's plotter.
+struct LatencyPlot {
+    var series: [(String, Histogram<UInt64>)]
+    let width = 800.0
+    let height = 480.0
+    let margin = 60.0
+    /// The x axis runs to 99.999 %.
+    let nines = 5.0
+
+    func x(_ percentile: Double) -> Double {
+        let p = min(percentile, 99.999) / 100
+        let position = log10(1 / max(1 - p, 1e-5)) / nines
+        return margin + position * (width - 2 * margin)
+    }
+
+    var svg: String {
+        let maxValue = max(1, series.map { $0.1.totalCount > 0 ? $0.1.valueAtPercentile(99.999) : 0 }.max() ?? 1)
+        let top = Double(maxValue) / 1_000 * 1.1
+        func y(_ millis: Double) -> Double { height - margin - millis / top * (height - 2 * margin) }
+        var out =
+            #"<svg xmlns="http://www.w3.org/2000/svg" width="\#(Int(width))" height="\#(Int(height))" font-family="sans-serif" font-size="12">"#
+        out += #"<rect width="100%" height="100%" fill="white"/>"#
+        out += #"<text x="\#(Int(width / 2))" y="24" text-anchor="middle" font-size="16">Latency by percentile</text>"#
+        // Axes and grid.
+        for (label, p) in [
+            ("0%", 0.0), ("90%", 90), ("99%", 99), ("99.9%", 99.9), ("99.99%", 99.99), ("99.999%", 99.999),
+        ] {
+            let gx = x(p)
+            out += #"<line x1="\#(gx)" y1="\#(margin)" x2="\#(gx)" y2="\#(height - margin)" stroke="lightgray"/>"#
+            out += #"<text x="\#(gx)" y="\#(height - margin + 18)" text-anchor="middle">\#(label)</text>"#
+        }
+        for step in 0...5 {
+            let value = top * Double(step) / 5
+            let gy = y(value)
+            out += #"<line x1="\#(margin)" y1="\#(gy)" x2="\#(width - margin)" y2="\#(gy)" stroke="gainsboro"/>"#
+            out +=
+                #"<text x="\#(margin - 6)" y="\#(gy + 4)" text-anchor="end">\#(String(format: "%.2f", value))</text>"#
+        }
+        out +=
+            #"<text x="16" y="\#(Int(height / 2))" transform="rotate(-90 16 \#(Int(height / 2)))" text-anchor="middle">latency (ms)</text>"#
+        let colors = ["steelblue", "crimson", "seagreen"]
+        for (index, (name, histogram)) in series.enumerated() where histogram.totalCount > 0 {
+            var points: [String] = []
+            for step in 0...200 {
+                // Spread the samples evenly on the log axis.
+                let position = Double(step) / 200 * nines
+                let percentile = (1 - pow(10, -position)) * 100
+                let value = Double(histogram.valueAtPercentile(percentile)) / 1_000
+                points.append(String(format: "%.1f,%.1f", x(percentile), y(value)))
+            }
+            let color = colors[index % colors.count]
+            out +=
+                #"<polyline fill="none" stroke="\#(color)" stroke-width="2" points="\#(points.joined(separator: " "))"/>"#
+            out +=
+                #"<text x="\#(width - margin - 100)" y="\#(margin + 16 + Double(index) * 18)" fill="\#(color)">\#(name) (\#(histogram.totalCount))</text>"#
+        }
+        out += "</svg>\n"
+        return out
+    }
+}

@@ -1,0 +1,198 @@
+import Crypto
+import Foundation
+import GavelCore
+import Testing
+
+@testable import GavelLoadKit
+
+#if canImport(FoundationXML)
+    import FoundationXML
+#endif
+
+@Suite struct ConfigurationTests {
+    @Test func aURLGivesHostPortAndPath() throws {
+        var c = LoadConfiguration()
+        try c.setURL("ws://127.0.0.2:9000/ws")
+        #expect(c.host == "127.0.0.2" && c.port == 9000 && c.path == "/ws")
+        try c.setURL("ws://localhost:81")
+        #expect(c.host == "localhost" && c.port == 81 && c.path == "/ws")
+    }
+
+    @Test func aURLThatIsNotPlainWebSocketOrHasABadPortIsRefusedByName() {
+        var c = LoadConfiguration()
+        #expect(throws: LoadError.self) { try c.setURL("http://127.0.0.1:8080/ws") }
+        #expect(throws: LoadError.self) { try c.setURL("wss://127.0.0.1:8080/ws") }
+        #expect(throws: LoadError.self) { try c.setURL("ws://127.0.0.1:70000/ws") }
+        #expect(throws: LoadError.self) { try c.setURL("ws://:80/ws") }
+    }
+
+    @Test func outOfRangeOptionsAreRefusedWithTheOptionNamed() {
+        func problem(_ change: (inout LoadConfiguration) -> Void) -> String? {
+            var c = LoadConfiguration()
+            change(&c)
+            do {
+                try c.validate()
+                return nil
+            } catch { return error.description }
+        }
+        #expect(problem { _ in } == nil)
+        #expect(problem { $0.rate = 0 }?.contains("--rate") == true)
+        #expect(problem { $0.connections = 0 }?.contains("--connections") == true)
+        #expect(problem { $0.listings = 0 }?.contains("--listings") == true)
+        #expect(problem { $0.zipf = -1 }?.contains("--zipf") == true)
+        #expect(problem { $0.zipf = .nan }?.contains("--zipf") == true)
+        #expect(
+            problem {
+                $0.warmupSeconds = 20
+                $0.durationSeconds = 10
+            }?.contains("--warmup") == true)
+        #expect(problem { $0.sourceAddresses = 300 }?.contains("--source-addresses") == true)
+    }
+
+    @Test func theHotPresetIsOneListingWithManyWatchers() {
+        let c = LoadConfiguration.defaults(for: .hot)
+        #expect(c.listings == 1 && c.watchers >= 100 && c.preset == .hot)
+    }
+}
+
+@Suite struct SamplingTests {
+    @Test func zipfFavoursLowRanksAndStaysInRange() {
+        let sampler = ZipfSampler(count: 100, exponent: 1.0)
+        var rng = SplitMix64(seed: 7)
+        var counts = [Int](repeating: 0, count: 100)
+        for _ in 0..<50_000 { counts[sampler.next(using: &rng)] += 1 }
+        // Zipf(1) over 100: rank 1 has 1/H(100) ≈ 19 % of the draws, rank 10 about 1.9 %.
+        #expect(counts[0] > 8_500 && counts[0] < 10_800)
+        #expect(counts[0] > counts[9] * 5)
+        #expect(counts.reduce(0, +) == 50_000)
+    }
+
+    @Test func exponentZeroIsUniform() {
+        let sampler = ZipfSampler(count: 10, exponent: 0)
+        var rng = SplitMix64(seed: 3)
+        var counts = [Int](repeating: 0, count: 10)
+        for _ in 0..<20_000 { counts[sampler.next(using: &rng)] += 1 }
+        #expect(counts.allSatisfy { $0 > 1_700 && $0 < 2_300 })
+    }
+
+    @Test func theSameSeedDrawsTheSameStream() {
+        let sampler = ZipfSampler(count: 1_000, exponent: 1.2)
+        var a = SplitMix64(seed: 99)
+        var b = SplitMix64(seed: 99)
+        #expect((0..<100).map { _ in sampler.next(using: &a) } == (0..<100).map { _ in sampler.next(using: &b) })
+    }
+}
+
+@Suite struct RecordingTests {
+    @Test func warmUpIsNotCountedAndLatencyRunsFromTheIntendedTime() {
+        let recorder = Recorder(measureFrom: 1_000_000_000)
+        recorder.sent(intended: 500_000_000)
+        recorder.result(intended: 500_000_000, received: 600_000_000, error: nil)
+        recorder.sent(intended: 1_000_000_000)
+        // Sent late by the driver: latency still counts from the intended time.
+        recorder.result(intended: 1_000_000_000, received: 1_003_000_000, error: nil)
+        recorder.sent(intended: 1_100_000_000)
+        recorder.result(intended: 1_100_000_000, received: 1_100_500_000, error: "bid_too_low")
+        recorder.delivered(intended: 1_100_000_000, received: 1_102_000_000)
+        recorder.delivered(intended: nil, received: 1_102_000_000)
+        let m = recorder.snapshot
+        #expect(m.sent == 2 && m.results == 2)
+        #expect(m.errors == ["bid_too_low": 1])
+        #expect(m.ack.totalCount == 2)
+        #expect(m.ack.valuesAreEquivalent(m.ack.max, 3_000))
+        #expect(m.ack.valuesAreEquivalent(m.ack.min, 500))
+        #expect(m.deliveries == 1 && m.fanOut.valuesAreEquivalent(m.fanOut.max, 2_000))
+    }
+
+    @Test func theProgressWindowResetsEachTimeItIsRead() {
+        let recorder = Recorder(measureFrom: 0)
+        for i in 0..<100 { recorder.result(intended: 0, received: UInt64(i + 1) * 10_000, error: nil) }
+        let first = recorder.takeWindow()
+        #expect(first.count == 100)
+        #expect(first.p99 >= 980 && first.p99 <= 1_000)
+        #expect(recorder.takeWindow().count == 0)
+    }
+}
+
+@Suite struct ReportTests {
+    func sampleReport() -> Report {
+        let recorder = Recorder(measureFrom: 0)
+        for i in 0..<1_000 {
+            recorder.sent(intended: 0)
+            recorder.result(
+                intended: 0, received: UInt64(i) * 1_000 + 500_000, error: i % 100 == 0 ? "rate_limited" : nil)
+            recorder.delivered(intended: 0, received: UInt64(i) * 2_000 + 700_000)
+        }
+        recorder.closed(code: 1013)
+        var c = LoadConfiguration()
+        c.durationSeconds = 2
+        return Report(
+            configuration: c, measurements: recorder.snapshot, measuredSeconds: 2, connectionsHeld: 33,
+            connectSeconds: 0.5)
+    }
+
+    @Test func theJSONReportHasRatesErrorsAndPercentiles() throws {
+        let json = sampleReport().json
+        let object = try #require(try JSONSerialization.jsonObject(with: Data(json.utf8)) as? [String: Any])
+        #expect(object["results"] as? Int == 1_000)
+        #expect(object["achieved_rate"] as? Double == 500)
+        #expect((object["errors"] as? [String: Int]) == ["rate_limited": 10])
+        #expect((object["closed_by_server"] as? [String: Int]) == ["1013": 1])
+        let ack = try #require(object["ack_latency"] as? [String: Any])
+        for key in ["p50_us", "p90_us", "p99_us", "p99.9_us", "max_us", "count"] { #expect(ack[key] != nil, "\(key)") }
+        let p50 = try #require(ack["p50_us"] as? Int)
+        #expect(p50 >= 990 && p50 <= 1_010)
+        let fanout = try #require(object["fanout_latency"] as? [String: Any])
+        #expect(fanout["count"] as? Int == 1_000)
+    }
+
+    @Test func theTableNamesEveryFigure() {
+        let table = sampleReport().table
+        for text in ["results/s", "rate_limited 10", "33 held", "1013×1", "ack", "fan-out", "p99.9"] {
+            #expect(table.contains(text), "\(text)")
+        }
+    }
+
+    @Test func thePlotIsWellFormedSVGWithBothCurves() throws {
+        let svg = sampleReport().svg
+        let parser = XMLParser(data: Data(svg.utf8))
+        #expect(parser.parse(), "the SVG parses as XML")
+        #expect(svg.components(separatedBy: "<polyline").count == 3)
+    }
+
+    @Test func thePercentileDistributionIsHdrHistogramText() {
+        let text = sampleReport().percentileDistribution()
+        #expect(text.contains("Value") && text.contains("Percentile") && text.contains("#[Mean"))
+    }
+}
+
+@Suite struct TokenTests {
+    @Test func aMintedTokenIsHS256OverHeaderAndClaims() throws {
+        let token = Token.mint(
+            secret: "k", subject: "alice", role: "bidder", expires: Date(timeIntervalSince1970: 2_000_000_000))
+        let parts = token.split(separator: ".").map(String.init)
+        #expect(parts.count == 3)
+        func decode(_ part: String) -> String {
+            var base64 = part.replacingOccurrences(of: "-", with: "+").replacingOccurrences(of: "_", with: "/")
+            while base64.count % 4 != 0 { base64 += "=" }
+            return String(decoding: Data(base64Encoded: base64) ?? Data(), as: UTF8.self)
+        }
+        #expect(decode(parts[0]).contains(#""alg":"HS256""#))
+        #expect(decode(parts[1]) == #"{"sub":"alice","role":"bidder","exp":2000000000}"#)
+        let mac = HMAC<SHA256>.authenticationCode(
+            for: Data((parts[0] + "." + parts[1]).utf8), using: SymmetricKey(data: Data("k".utf8)))
+        #expect(Token.base64URL(Data(mac)) == parts[2])
+    }
+}
+
+@Suite struct ScanTests {
+    @Test func fieldsAreReadFromCompactServerJSON() {
+        let line = #"{"type":"result","id":"b17","ok":false,"error":"bid_too_low","min_bid":1250,"ts":1}"#
+        #expect(Scan.string("type", in: line[...].utf8) == "result")
+        #expect(Scan.string("id", in: line[...].utf8) == "b17")
+        #expect(Scan.string("error", in: line[...].utf8) == "bid_too_low")
+        #expect(Scan.integer("min_bid", in: line[...].utf8) == 1_250)
+        #expect(Scan.string("listing", in: line[...].utf8) == nil)
+        #expect(Scan.integer("bids", in: line[...].utf8) == nil)
+    }
+}
