@@ -168,9 +168,30 @@ public final class GatewayServer: Sendable {
         return nil
     }
 
+    /// Why the gateway could not start.
+    public struct ListenError: Error, CustomStringConvertible {
+        public var description: String
+    }
+
     /// Binds and starts accepting connections.
+    ///
+    /// - Throws: ``ListenError`` when the address cannot be bound.
     public func start() async throws {
-        let bound = try await ServerBootstrap(group: group)
+        let bound: Channel
+        do {
+            bound = try await bootstrap().bind(host: configuration.host, port: configuration.port).get()
+        } catch {
+            throw ListenError(
+                description:
+                    "cannot listen on \(configuration.host):\(configuration.port): \(error); choose another --port")
+        }
+        channel.withLock { $0 = bound }
+        logger.info(
+            "gateway listening on ws://\(configuration.host):\(bound.localAddress?.port ?? 0)\(Authenticator.path)")
+    }
+
+    private func bootstrap() -> ServerBootstrap {
+        ServerBootstrap(group: group)
             .serverChannelOption(.backlog, value: 1024)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
@@ -181,10 +202,6 @@ public final class GatewayServer: Sendable {
             .childChannelInitializer { [self] channel in
                 channel.eventLoop.makeCompletedFuture { try self.initialize(channel) }
             }
-            .bind(host: configuration.host, port: configuration.port).get()
-        channel.withLock { $0 = bound }
-        logger.info(
-            "gateway listening on ws://\(configuration.host):\(bound.localAddress?.port ?? 0)\(Authenticator.path)")
     }
 
     private func initialize(_ channel: Channel) throws {

@@ -1,5 +1,6 @@
 import NIOCore
 import NIOHTTP1
+import NIOWebSocket
 import Synchronization
 
 /// Writes one complete HTTP response and closes the connection.
@@ -53,7 +54,9 @@ class SimpleHTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
     }
 
     func errorCaught(context: ChannelHandlerContext, error: Error) {
-        // Malformed HTTP: nothing sensible to answer.
+        // A refused upgrade is reported as an error before the request is passed on to be answered here.
+        if error is NIOWebSocketUpgradeError { return }
+        // Malformed HTTP or a broken connection: nothing sensible to answer.
         context.close(promise: nil)
     }
 

@@ -41,7 +41,9 @@ struct Serve: AsyncParsableCommand {
 
     @Option(
         name: .long,
-        help: "Port of the admin HTTP server (0: any free port, -1: none). Env GAVEL_ADMIN_PORT; default 9090.")
+        help:
+            "Port of the admin HTTP server (0: any free port; --admin-port=-1: none). Env GAVEL_ADMIN_PORT; default 9090."
+    )
     var adminPort: Int?
 
     @Option(name: .long, help: "The data directory (created when missing). Env GAVEL_DATA_DIR; default ./gavel-data.")
@@ -209,9 +211,16 @@ struct Serve: AsyncParsableCommand {
         // Admin first, so that /readyz answers "not ready" while recovery runs.
         var admin: AdminServer?
         if configuration.adminPort >= 0 {
-            admin = try await AdminServer.start(
-                host: configuration.adminHost, port: configuration.adminPort, group: group, metrics: metrics,
-                readiness: readiness)
+            do {
+                admin = try await AdminServer.start(
+                    host: configuration.adminHost, port: configuration.adminPort, group: group, metrics: metrics,
+                    readiness: readiness)
+            } catch {
+                printError(
+                    "gavel serve: cannot listen on \(configuration.adminHost):\(configuration.adminPort) for admin HTTP: \(error); choose another --admin-port (or -1 for none)"
+                )
+                throw ExitCode(1)
+            }
             printError(
                 "gavel serve: admin on http://\(configuration.adminHost):\(admin?.port ?? 0) (/healthz /readyz /metrics)"
             )
