@@ -204,7 +204,7 @@ public final class GatewayServer: Sendable {
             }
     }
 
-    private func initialize(_ channel: Channel) throws {
+    func initialize(_ channel: Channel) throws {
         let box = AdmissionBox()
         let page = PageHandler(page: page, refusal: { [self] head in refusal(head) })
         let upgrader = NIOWebSocketServerUpgrader(

@@ -1,0 +1,94 @@
+import GavelCore
+@_spi(Manual) import GavelEngine
+import Logging
+import NIOCore
+import NIOEmbedded
+import Testing
+
+@testable import GavelGateway
+
+/// The whole per-connection pipeline of the gateway (HTTP, upgrade, admission, session) on an `EmbeddedChannel`.
+@Suite struct PipelineTests {
+    let secret = Array("pipeline-secret".utf8)
+
+    func makeChannel(_ configure: (inout GatewayConfiguration) -> Void = { _ in }) throws -> EmbeddedChannel {
+        var configuration = GatewayConfiguration()
+        configuration.jwtSecret = secret
+        configure(&configuration)
+        let loop = EmbeddedEventLoop()
+        let metrics = GatewayMetrics()
+        let fanOut = FanOut(group: loop, historyLimit: 16, metrics: metrics)
+        let writer = Writer(sink: fanOut.sink(wrapping: InMemorySink()), clock: ManualClock(0))
+        let server = GatewayServer(
+            configuration: configuration, writer: writer, fanOut: fanOut, metrics: metrics, group: loop,
+            page: Array("<p>page</p>".utf8), logger: Logger(label: "test"))
+        let channel = EmbeddedChannel(loop: loop)
+        try server.initialize(channel)
+        try channel.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 1)).wait()
+        return channel
+    }
+
+    func upgradeRequest(_ path: String) -> String {
+        "GET \(path) HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            + "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    }
+
+    func output(_ channel: EmbeddedChannel) throws -> [UInt8] {
+        var bytes: [UInt8] = []
+        while let buffer = try channel.readOutbound(as: ByteBuffer.self) {
+            bytes.append(contentsOf: buffer.readableBytesView)
+        }
+        return bytes
+    }
+
+    func statusLine(_ bytes: [UInt8]) -> String {
+        String(decoding: bytes.prefix { $0 != 0x0D }, as: UTF8.self)
+    }
+
+    @Test func badTokenIsRefusedWith401AtTheUpgrade() throws {
+        let channel = try makeChannel()
+        try channel.writeInbound(ByteBuffer(string: upgradeRequest("/ws?token=not.a.token")))
+        #expect(statusLine(try output(channel)) == "HTTP/1.1 401 Unauthorized")
+    }
+
+    @Test func noTokenIsRefusedWith401WithoutAnonymousAccess() throws {
+        let channel = try makeChannel { $0.allowAnonymous = false }
+        try channel.writeInbound(ByteBuffer(string: upgradeRequest("/ws")))
+        #expect(statusLine(try output(channel)) == "HTTP/1.1 401 Unauthorized")
+    }
+
+    @Test func fullServerRefusesWith503() throws {
+        let channel = try makeChannel { $0.maxConnections = 0 }
+        try channel.writeInbound(ByteBuffer(string: upgradeRequest("/ws")))
+        #expect(statusLine(try output(channel)) == "HTTP/1.1 503 Service Unavailable")
+    }
+
+    @Test func pageAndNotFound() throws {
+        let page = try makeChannel()
+        try page.writeInbound(ByteBuffer(string: "GET / HTTP/1.1\r\nHost: x\r\n\r\n"))
+        let bytes = try output(page)
+        #expect(statusLine(bytes) == "HTTP/1.1 200 OK")
+        #expect(String(decoding: bytes, as: UTF8.self).hasSuffix("<p>page</p>"))
+        let missing = try makeChannel()
+        try missing.writeInbound(ByteBuffer(string: "GET /nope HTTP/1.1\r\nHost: x\r\n\r\n"))
+        #expect(statusLine(try output(missing)) == "HTTP/1.1 404 Not Found")
+    }
+
+    @Test func validTokenUpgradesAndAnOversizedFrameClosesWith1009() throws {
+        let channel = try makeChannel { $0.maxMessageBytes = 256 }
+        let token = JWT.sign(Claims(subject: "ann", role: .bidder, expires: Int64.max / 2), secret: secret)
+        try channel.writeInbound(ByteBuffer(string: upgradeRequest("/ws?token=\(token)")))
+        channel.embeddedEventLoop.run()
+        let response = try output(channel)
+        #expect(statusLine(response) == "HTTP/1.1 101 Switching Protocols")
+        // A masked text frame header announcing 1000 bytes: over the limit before any payload arrives.
+        let headEnd = response.firstRange(of: Array("\r\n\r\n".utf8))?.upperBound ?? response.count
+        let hello = ServerFrameRead.parseAll(Array(response[headEnd...]) + (try output(channel)))
+        #expect(hello.first?.type == "hello")
+        #expect(hello.first?.json?["principal"] == .string("ann"))
+        try channel.writeInbound(ByteBuffer(bytes: [0x81, 0xFE, 0x03, 0xE8, 1, 2, 3, 4]))
+        channel.embeddedEventLoop.run()
+        let frames = ServerFrameRead.parseAll(try output(channel))
+        #expect(frames.last?.closeCode == 1009)
+    }
+}
