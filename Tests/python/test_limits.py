@@ -1,0 +1,130 @@
+"""Rate limits, slow consumers, shutdown and the admin endpoints."""
+
+import json
+import time
+
+from support import RawWebSocket, open_english, unique
+
+
+def test_burst_over_the_rate_gets_rate_limited_results_for_each_excess_message(start_server):
+    srv = start_server("--rate", "5", "--rate-burst", "10")
+    listing = unique()
+    with srv.user("sam", "seller") as sam, srv.user("ann") as ann:
+        assert open_english(sam, listing, increments=[[0, 1]])["ok"]
+        assert ann.hello["limits"]["rate_per_second"] == 5 and ann.hello["limits"]["rate_burst"] == 10
+        ids = [f"q{i}" for i in range(40)]
+        started = time.monotonic()
+        for i, rid in enumerate(ids):
+            ann.send({"type": "bid", "id": rid, "listing": listing, "amount": 200 + i})
+        results = [ann.result(rid) for rid in ids]
+        refilled = int(5 * (time.monotonic() - started)) + 1
+        limited = [r for r in results if r.get("error") == "rate_limited"]
+        accepted = [r for r in results if r["ok"]]
+        assert 10 <= len(accepted) <= 10 + refilled, results  # the burst, plus what refilled meanwhile
+        assert len(limited) == len(ids) - len(accepted)
+        assert all(r["message"] for r in limited)
+        time.sleep(0.5)  # the bucket refills: the connection is usable again
+        assert ann.command({"type": "bid", "listing": listing, "amount": 1000})["ok"]
+
+
+def test_sustained_abuse_of_the_rate_closes_1008(start_server):
+    srv = start_server("--rate", "5", "--rate-burst", "5", "--abuse-factor", "2", "--abuse-window-seconds", "2")
+    with srv.connect() as watcher:
+        try:
+            for _ in range(200):
+                watcher.send({"type": "unsubscribe", "listing": "nothing"})
+        except Exception:
+            pass
+        assert watcher.close_code() == 1008
+    assert srv.metric("gavel_abuse_closes_total") >= 1
+
+
+def test_slow_consumer_is_closed_1013_while_other_subscribers_keep_receiving(start_server):
+    srv = start_server("--max-outbound-bytes", "65536", "--fsync", "none")
+    listing = unique("hot") + "-" + "x" * 40  # long names make big events: fewer to flood the socket buffers
+    bidder = "b" * 60
+    with srv.user("market", "service") as market, srv.connect() as fast:
+        assert open_english(market, listing, seller="sam", increments=[[0, 1]])["ok"]
+        fast.subscribe(listing)
+        stalled = RawWebSocket(srv.port, rcvbuf=4096)
+        try:
+            stalled.recv_json()  # hello
+            stalled.send_text(json.dumps({"type": "subscribe", "listing": listing}))
+            assert stalled.recv_json()["type"] == "snapshot"
+            # From now on it reads nothing while the listing floods.
+            deadline = time.monotonic() + 60
+            amount = 1000
+            while srv.metric("gavel_slow_consumer_closes_total") < 1:
+                assert time.monotonic() < deadline, "the stalled client was never closed"
+                rids = []
+                for _ in range(250):
+                    amount += 1
+                    rids.append(f"f{amount}")
+                    market.send({"type": "bid", "id": rids[-1], "listing": listing, "bidder": bidder, "amount": amount})
+                for rid in rids:
+                    assert market.result(rid)["ok"]
+            # The stalled one gets 1013 once it reads again; the fast one got every event, in order.
+            assert stalled.close_code(timeout=10) == 1013
+        finally:
+            stalled.close()
+        bids = amount - 1000
+        seqs = [fast.event(listing, "bid_placed")["seq"] for _ in range(bids)]
+        assert seqs == list(range(2, bids + 2))
+        assert market.command({"type": "bid", "listing": listing, "bidder": bidder, "amount": amount + 1})["ok"]
+        assert fast.event(listing, "bid_placed")["seq"] == bids + 2
+
+
+def test_subscription_limit_gets_an_error_result(start_server):
+    srv = start_server("--max-subscriptions", "2")
+    with srv.connect() as watcher:
+        watcher.subscribe(unique())
+        watcher.subscribe(unique())
+        watcher.send({"type": "subscribe", "id": "s3", "listing": unique()})
+        result = watcher.result("s3")
+        assert result["ok"] is False and result["error"]
+
+
+def test_sigterm_closes_clients_1001_and_exits_0(start_server):
+    srv = start_server()
+    with srv.connect() as watcher:
+        watcher.subscribe(unique())
+        srv.process.terminate()
+        assert watcher.close_code() == 1001
+        assert srv.process.wait(15) == 0
+
+
+def test_idle_client_that_ignores_pings_is_closed(start_server):
+    srv = start_server("--idle-timeout-ms", "600")
+    raw = RawWebSocket(srv.port)
+    try:
+        raw.recv_json()
+        start = time.monotonic()
+        _, opcode, _ = raw.recv_frame()
+        assert opcode == RawWebSocket.OP_PING
+        assert raw.close_code(timeout=5) == 1001
+        assert time.monotonic() - start < 5
+    finally:
+        raw.close()
+
+
+def test_admin_health_readiness_and_metrics(server):
+    assert server.admin_get("/healthz")[0] == 200
+    assert server.admin_get("/readyz")[0] == 200
+    listing = unique()
+    with server.user("sam", "seller") as sam:
+        assert open_english(sam, listing)["ok"]
+        status, body = server.admin_get("/metrics")
+        assert status == 200
+        text = body.decode()
+        assert "# TYPE gavel_connections" in text
+        assert server.metric("gavel_connections") >= 1
+        ok_opens = [line for line in text.splitlines()
+                    if line.startswith("gavel_commands_total{") and 'type="open"' in line and 'result="ok"' in line]
+        assert ok_opens and float(ok_opens[0].rsplit(" ", 1)[1]) >= 1
+
+
+def test_page_is_served_at_root(server):
+    status, body = server.http_get("/")
+    assert status == 200
+    assert b"<html" in body.lower() and b"/ws" in body
+

@@ -1,0 +1,172 @@
+"""The page at `/` in a real browser: headless Chromium driven over the DevTools protocol (CDP)."""
+
+import json
+import os
+import shutil
+import subprocess
+import time
+
+import pytest
+
+from support import mint_token, open_english, raw_connect, unique
+
+
+def chromium_binary():
+    for name in ("chromium", "chromium-browser", "google-chrome"):
+        path = shutil.which(name)
+        if path:
+            return path
+    return None
+
+
+class Browser:
+    """One headless Chromium; each `page()` lives in its own browser context (its own localStorage)."""
+
+    def __init__(self, binary, profile):
+        self.process = subprocess.Popen(
+            [binary, "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
+             "--no-default-browser-check", "--disable-extensions", "--remote-debugging-port=0",
+             f"--user-data-dir={profile}", "about:blank"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        port_file = os.path.join(profile, "DevToolsActivePort")
+        deadline = time.monotonic() + 30
+        while True:
+            if os.path.exists(port_file):
+                lines = open(port_file).read().split()
+                if len(lines) >= 2:
+                    break
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                self.close()
+                raise RuntimeError("chromium did not open its DevTools port")
+            time.sleep(0.05)
+        self.ws = raw_connect(f"ws://127.0.0.1:{lines[0]}{lines[1]}")
+        self.next_id = 0
+
+    def call(self, method, params=None, session=None, timeout=15):
+        self.next_id += 1
+        message = {"id": self.next_id, "method": method, "params": params or {}}
+        if session:
+            message["sessionId"] = session
+        self.ws.send(json.dumps(message))
+        deadline = time.monotonic() + timeout
+        while True:
+            reply = json.loads(self.ws.recv(timeout=max(0.01, deadline - time.monotonic())))
+            if reply.get("id") == self.next_id:
+                if "error" in reply:
+                    raise RuntimeError(f"{method}: {reply['error']}")
+                return reply["result"]
+
+    def page(self, url):
+        context = self.call("Target.createBrowserContext")["browserContextId"]
+        target = self.call("Target.createTarget", {"url": url, "browserContextId": context})["targetId"]
+        session = self.call("Target.attachToTarget", {"targetId": target, "flatten": True})["sessionId"]
+        return Page(self, session)
+
+    def close(self):
+        try:
+            self.ws.close()
+        except Exception:
+            pass
+        self.process.terminate()
+        try:
+            self.process.wait(10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+
+
+class Page:
+    def __init__(self, browser, session):
+        self.browser = browser
+        self.session = session
+
+    def js(self, expression):
+        result = self.browser.call("Runtime.evaluate", {
+            "expression": expression, "returnByValue": True, "awaitPromise": True}, self.session)
+        if "exceptionDetails" in result:
+            raise RuntimeError(f"{expression}: {result['exceptionDetails']}")
+        return result["result"].get("value")
+
+    def wait(self, expression, timeout=15, what=None):
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                value = self.js(expression)
+            except RuntimeError:
+                value = None
+            if value:
+                return value
+            if time.monotonic() > deadline:
+                raise AssertionError(f"timed out waiting for {what or expression}; page: {self.summary()}")
+            time.sleep(0.1)
+
+    def text(self, element_id):
+        return self.js(f"document.getElementById({json.dumps(element_id)}).textContent")
+
+    def summary(self):
+        ids = ["conn-status", "who", "price", "leader", "bids", "countdown", "bid-status", "token-status"]
+        try:
+            return {i: self.text(i) for i in ids}
+        except RuntimeError as e:
+            return str(e)
+
+    def fill(self, element_id, value):
+        self.js(f"document.getElementById({json.dumps(element_id)}).value = {json.dumps(value)}")
+
+    def click(self, element_id):
+        self.js(f"document.getElementById({json.dumps(element_id)}).click()")
+
+
+@pytest.fixture
+def browser(tmp_path):
+    binary = chromium_binary()
+    if binary is None:
+        pytest.skip("no chromium on PATH (scripts/test installs Debian's chromium package)")
+    b = Browser(binary, str(tmp_path / "chromium-profile"))
+    yield b
+    b.close()
+
+
+def test_bid_on_one_page_updates_the_other_live_and_survives_a_drop(server, browser):
+    listing = unique()
+    with server.user("sam", "seller") as sam:
+        assert open_english(sam, listing, start=100, closes_in_ms=300_000)["ok"]
+    url = f"http://127.0.0.1:{server.port}/#{listing}"
+    bidder = browser.page(url)
+    watcher = browser.page(url)
+
+    watcher.wait("document.getElementById('conn-status').textContent === 'live'", what="watcher connected")
+    watcher.wait("document.getElementById('bids').textContent === '0'", what="watcher snapshot")
+    assert watcher.text("price") == "1.00"
+    countdown = watcher.wait("/^[45]:\\d\\d$/.test(document.getElementById('countdown').textContent) && "
+                             "document.getElementById('countdown').textContent", what="countdown near 5:00")
+    assert countdown in ("5:00", "4:59", "4:58", "4:57")
+
+    bidder.wait("document.getElementById('conn-status').textContent === 'live'", what="bidder connected")
+    bidder.fill("token-input", mint_token("ann", "bidder", secret=server.secret))
+    bidder.click("token-save")
+    bidder.wait("document.getElementById('who').textContent.startsWith('ann')", what="signed in as ann")
+    bidder.wait("!document.getElementById('bid-button').disabled", what="bidding enabled")
+
+    bidder.fill("bid-amount", "7.50")
+    bidder.click("bid-button")
+    bidder.wait("document.getElementById('bid-status').textContent.includes('You lead')", what="bid accepted")
+
+    watcher.wait("document.getElementById('leader').textContent === 'ann'", what="leader on the other page")
+    assert watcher.text("bids") == "1" and watcher.text("price") == "1.00"
+    assert "bid placed" in watcher.js("document.getElementById('history').textContent")
+
+    # A bid below the minimum shows the minimum and offers it.
+    bidder.fill("bid-amount", "7.50")
+    bidder.click("bid-button")
+    bidder.wait("document.getElementById('bid-status').textContent.includes('minimum bid is 7.51')",
+                what="min_bid shown")
+    assert bidder.js("document.getElementById('bid-amount').value") == "7.51"
+
+    # The watcher drops; a bid lands meanwhile; it reconnects and resumes from its last seq.
+    watcher.js("window.gavel.ws.close()")
+    with server.user("bob") as bob:
+        assert bob.command({"type": "bid", "listing": listing, "amount": 2000})["ok"]
+    watcher.wait("document.getElementById('leader').textContent === 'bob'", what="resumed after a drop")
+    assert watcher.text("bids") == "2" and watcher.js("window.gavel.lastSeq") == 3
+    assert watcher.js("document.querySelectorAll('#history li').length") == 2
+    bidder.wait("document.getElementById('toast').textContent.includes('Outbid')", what="outbid notice")

@@ -1,0 +1,80 @@
+"""Resuming a subscription with `since` after a disconnect."""
+
+import pytest
+
+from support import open_english, unique
+
+
+def bid_n(bidder, listing, amounts):
+    for amount in amounts:
+        assert bidder.command({"type": "bid", "listing": listing, "amount": amount})["ok"]
+
+
+def test_resume_with_since_replays_missed_events_without_gaps_or_duplicates(server):
+    listing = unique()
+    with server.user("sam", "seller") as sam, server.user("ann") as ann:
+        assert open_english(sam, listing, start=100, increments=[[0, 1]])["ok"]
+        with server.connect() as watcher:
+            assert watcher.subscribe(listing)["seq"] == 1
+            bid_n(ann, listing, [200, 201, 202])
+            seen = [watcher.event(listing, "bid_placed")["seq"] for _ in range(3)]
+            assert seen == [2, 3, 4]
+        bid_n(ann, listing, [203, 204, 205])  # missed while away
+        with server.connect() as watcher:
+            reply = watcher.subscribe(listing, since=seen[-1])
+            assert reply["recovered"] is True and reply["seq"] == 7
+            replayed = [watcher.event(listing)["seq"] for _ in range(3)]
+            assert replayed == [5, 6, 7]
+            bid_n(ann, listing, [206])
+            live = watcher.event(listing)
+            assert live["seq"] == 8 and live["bids"] == 7
+            watcher.quiet(lambda m: "seq" in m and m.get("listing") == listing, 0.3)
+
+
+def test_resume_beyond_history_gives_fresh_snapshot_not_partial_replay(start_server):
+    srv = start_server("--history-events", "4")
+    listing = unique()
+    with srv.user("sam", "seller") as sam, srv.user("ann") as ann:
+        assert open_english(sam, listing, start=100, increments=[[0, 1]])["ok"]
+        bid_n(ann, listing, range(200, 210))  # seq 2..11; only 8..11 kept
+        with srv.connect() as watcher:
+            reply = watcher.subscribe(listing, since=2)
+            assert reply["type"] == "snapshot" and reply["recovered"] is False
+            assert reply["seq"] == 11 and reply["state"]["bids"] == 10 and reply["state"]["leader"] == "ann"
+            watcher.quiet(lambda m: "seq" in m and m.get("listing") == listing and m["type"] != "snapshot", 0.3)
+            bid_n(ann, listing, [210])
+            assert watcher.event(listing)["seq"] == 12
+        with srv.connect() as watcher:
+            reply = watcher.subscribe(listing, since=8)  # still within the history
+            assert reply["recovered"] is True
+            assert [watcher.event(listing)["seq"] for _ in range(4)] == [9, 10, 11, 12]
+
+
+@pytest.mark.parametrize("since, recovered", [(1, True), (50, False)], ids=["since-current-seq", "since-future-seq"])
+def test_resume_from_current_seq_sends_nothing_and_from_unreached_seq_a_fresh_snapshot(server, since, recovered):
+    listing = unique()
+    with server.user("sam", "seller") as sam:
+        assert open_english(sam, listing)["ok"]
+        with server.connect() as watcher:
+            reply = watcher.subscribe(listing, since=since)
+            assert reply["recovered"] is recovered and reply["seq"] == 1
+            assert recovered or reply["type"] == "snapshot" and reply["state"]["status"] == "open"
+            watcher.quiet(lambda m: "seq" in m and m.get("listing") == listing and "recovered" not in m, 0.3)
+
+
+def test_resume_after_restart_gives_snapshot_with_the_recovered_state(start_server, tmp_path):
+    data = tmp_path / "resume-restart"
+    first = start_server(data_dir=data)
+    listing = unique()
+    with first.user("sam", "seller") as sam, first.user("ann") as ann:
+        assert open_english(sam, listing)["ok"]
+        bid_n(ann, listing, [500])
+    assert first.stop() == 0
+    second = start_server(data_dir=data)
+    with second.connect() as watcher:
+        reply = watcher.subscribe(listing, since=1)
+        assert reply["seq"] == 2
+        if reply["type"] == "snapshot":
+            assert reply["recovered"] is False and reply["state"]["leader"] == "ann"
+        else:
+            assert reply["recovered"] is True and watcher.event(listing)["seq"] == 2
