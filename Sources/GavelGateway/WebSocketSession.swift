@@ -22,7 +22,8 @@ struct TokenBucket {
     mutating func take(now: UInt64) -> Bool {
         let elapsed = Int64(min(now &- last, 1_000_000_000_000))
         last = now
-        milli = min(capacity, milli + elapsed * perSecond / 1_000_000)
+        let (scaled, overflow) = elapsed.multipliedReportingOverflow(by: perSecond)
+        milli = overflow ? capacity : min(capacity, milli + scaled / 1_000_000)
         guard milli >= 1000 else { return false }
         milli -= 1000
         return true
@@ -285,9 +286,11 @@ final class WebSocketSession: ChannelInboundHandler, @unchecked Sendable {
         }
         limitedInWindow += 1
         let rate = configuration.rate(for: principal.role)
-        let tolerated =
-            max(1, configuration.abuseFactor - 1) * rate.perSecond * max(1, configuration.abuseWindowSeconds)
-        if limitedInWindow > tolerated {
+        let (perSecondOver, overflow) = max(1, configuration.abuseFactor - 1).multipliedReportingOverflow(
+            by: rate.perSecond)
+        let (tolerated, overflow2) = perSecondOver.multipliedReportingOverflow(
+            by: max(1, configuration.abuseWindowSeconds))
+        if !overflow && !overflow2 && limitedInWindow > tolerated {
             metrics.abuseCloses.increment()
             close(.policyViolation, "sustained excess over the rate limit")
             return false

@@ -174,11 +174,13 @@ struct Serve: AsyncParsableCommand {
             throw ValidationError("--max-subscriptions and --max-subscriptions-service must be positive")
         }
         guard c.idleTimeoutMs >= 0 else { throw ValidationError("--idle-timeout-ms must not be negative") }
-        guard c.rate.perSecond >= 1, c.rate.burst >= 1, c.serviceRate.perSecond >= 1, c.serviceRate.burst >= 1 else {
-            throw ValidationError("rates and bursts must be positive")
+        for value in [c.rate.perSecond, c.rate.burst, c.serviceRate.perSecond, c.serviceRate.burst] {
+            guard (1...10_000_000).contains(value) else {
+                throw ValidationError("rates and bursts must be 1 to 10000000")
+            }
         }
-        guard c.abuseFactor >= 2, c.abuseWindowSeconds >= 1 else {
-            throw ValidationError("--abuse-factor must be at least 2 and --abuse-window-seconds at least 1")
+        guard (2...1000).contains(c.abuseFactor), (1...3600).contains(c.abuseWindowSeconds) else {
+            throw ValidationError("--abuse-factor must be 2 to 1000 and --abuse-window-seconds 1 to 3600")
         }
         guard c.historyEvents >= 0 else { throw ValidationError("--history-events must not be negative") }
         return c

@@ -91,4 +91,27 @@ import Testing
         let frames = ServerFrameRead.parseAll(try output(channel))
         #expect(frames.last?.closeCode == 1009)
     }
+
+    @Test func randomBytesAfterTheUpgradeNeverCrash() throws {
+        var rng = SplitMix64(seed: 0xB17E5)
+        let token = JWT.sign(Claims(subject: "ann", role: .seller, expires: Int64.max / 2), secret: secret)
+        for _ in 0..<100 {
+            let channel = try makeChannel { $0.maxMessageBytes = 300 }
+            try channel.writeInbound(ByteBuffer(string: upgradeRequest("/ws?token=\(token)")))
+            channel.embeddedEventLoop.run()
+            for _ in 0..<Int.random(in: 1...6, using: &rng) {
+                var bytes = (0..<Int.random(in: 1...400, using: &rng)).map { _ in UInt8.random(in: 0...255, using: &rng)
+                }
+                // Often a plausible header: a masked frame of a random opcode.
+                if Bool.random(using: &rng) && bytes.count > 6 {
+                    bytes[0] = (bytes[0] & 0x8F) | (Bool.random(using: &rng) ? 0 : bytes[0] & 0x70)
+                    bytes[1] = 0x80 | UInt8(min(bytes.count - 6, 125))
+                }
+                try? channel.writeInbound(ByteBuffer(bytes: bytes))
+                channel.embeddedEventLoop.run()
+            }
+            _ = try? output(channel)
+            _ = try? channel.finish()
+        }
+    }
 }

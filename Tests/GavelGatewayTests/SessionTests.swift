@@ -196,3 +196,42 @@ import Testing
         #expect(h.registry.count == 0)
     }
 }
+
+@Suite struct HostileInputTests {
+    /// Random frames of every opcode, flag and payload (bytes, broken JSON, near-miss commands) never crash the
+    /// session; it answers or closes.
+    @Test func randomFramesNeverCrash() throws {
+        var rng = SplitMix64(seed: 0x6A7E1)
+        let pieces = [
+            #"{"type":"bid","id":"b","listing":"L1","amount":"#, #"{"type":"subscribe","listing":"#,
+            "9999999999999999999999",
+            #""on_behalf_of":"#, "[[[[[[", "null", #"{"type":"open","format":"dutch","#, "\u{00e9}", "\"", "}", ",",
+            #"{"type":"unsubscribe"}"#, #"{"id":{"x":1}}"#, "-1", "1e309",
+        ]
+        for round in 0..<200 {
+            let role = Role.allCases[round % Role.allCases.count]
+            let h = try SessionHarness(principal: Principal(name: role == .watcher ? nil : "u\(round)", role: role)) {
+                $0.maxMessageBytes = 512
+            }
+            for _ in 0..<Int.random(in: 1...12, using: &rng) {
+                let opcode = WebSocketOpcode(encodedWebSocketOpcode: UInt8.random(in: 0...15, using: &rng))!
+                var bytes: [UInt8] = []
+                if Bool.random(using: &rng) {
+                    for _ in 0..<Int.random(in: 0...8, using: &rng) {
+                        bytes.append(contentsOf: Array(pieces.randomElement(using: &rng)!.utf8))
+                    }
+                } else {
+                    bytes = (0..<Int.random(in: 0...600, using: &rng)).map { _ in UInt8.random(in: 0...255, using: &rng)
+                    }
+                }
+                var frame = clientFrame(
+                    opcode, bytes, fin: Int.random(in: 0..<4, using: &rng) != 0,
+                    masked: Int.random(in: 0..<20, using: &rng) != 0)
+                frame.rsv1 = Int.random(in: 0..<30, using: &rng) == 0
+                try? h.send(frame)
+                h.settle()
+            }
+            _ = try h.frames()
+        }
+    }
+}
