@@ -146,3 +146,6 @@ def test_service_acts_on_behalf_of_users(server):
         assert market.command({"type": "bid", "listing": listing, "bidder": "bob", "amount": 900})["ok"]
         leaders = [watcher.event(listing, "bid_placed")["leader"] for _ in range(2)]
         assert leaders == ["ann", "bob"]
+        clash = market.command({"type": "bid", "listing": listing, "bidder": "bob", "on_behalf_of": "ann",
+                                "amount": 5000})
+        assert clash["ok"] is False and clash["error"] == "bad_request"

@@ -152,3 +152,28 @@ def test_commands_apply_in_order_with_gapless_seq_for_pipelined_bids(server):
         assert all(r["ok"] for r in results)
         seqs = [watcher.event(listing, "bid_placed")["seq"] for _ in ids]
         assert seqs == list(range(2, 22))
+
+
+def test_client_time_at_is_refused_and_nothing_is_applied(server):
+    listing = unique()
+    with server.user("sam", "seller") as sam, server.user("ann") as ann, server.connect() as watcher:
+        assert open_english(sam, listing)["ok"]
+        watcher.subscribe(listing)
+        refused = ann.command({"type": "bid", "listing": listing, "amount": 500, "at": now_ms() + 60_000})
+        assert refused["ok"] is False and refused["error"] == "bad_request"
+        assert ann.command({"type": "bid", "listing": listing, "amount": 600})["ok"]
+        assert watcher.event(listing, "bid_placed")["bids"] == 1
+
+
+def test_unsubscribe_stops_the_events_of_that_listing_only(server):
+    first, second = unique(), unique()
+    with server.user("sam", "seller") as sam, server.user("ann") as ann, server.connect() as watcher:
+        assert open_english(sam, first)["ok"] and open_english(sam, second)["ok"]
+        watcher.subscribe(first)
+        watcher.subscribe(second)
+        watcher.send({"type": "unsubscribe", "listing": first})
+        watcher.expect(lambda m: m.get("type") == "unsubscribed" and m.get("listing") == first)
+        assert ann.command({"type": "bid", "listing": first, "amount": 500})["ok"]
+        assert ann.command({"type": "bid", "listing": second, "amount": 500})["ok"]
+        assert watcher.event(second, "bid_placed")["seq"] == 2
+        watcher.quiet(lambda m: m.get("listing") == first and m.get("type") == "bid_placed", 0.3)

@@ -81,7 +81,7 @@ def test_subscription_limit_gets_an_error_result(start_server):
         watcher.subscribe(unique())
         watcher.send({"type": "subscribe", "id": "s3", "listing": unique()})
         result = watcher.result("s3")
-        assert result["ok"] is False and result["error"]
+        assert result["ok"] is False and result["error"] == "too_many_subscriptions"
 
 
 def test_sigterm_closes_clients_1001_and_exits_0(start_server):
@@ -128,3 +128,19 @@ def test_page_is_served_at_root(server):
     assert status == 200
     assert b"<html" in body.lower() and b"/ws" in body
 
+
+
+def test_connections_past_the_limit_get_503_at_upgrade(start_server):
+    srv = start_server("--max-connections", "2")
+    with srv.connect(), srv.connect():
+        status, _ = srv.http_get("/ws", headers={
+            "Connection": "Upgrade", "Upgrade": "websocket", "Sec-WebSocket-Version": "13",
+            "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ=="})
+        assert status == 503
+    with srv.connect() as again:  # a slot is free once one closes
+        assert again.hello["role"] == "watcher"
+
+
+def test_plain_http_gets_426_at_the_endpoint_and_404_elsewhere(server):
+    assert server.http_get("/ws")[0] == 426
+    assert server.http_get("/nothing-here")[0] == 404

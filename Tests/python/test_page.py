@@ -139,7 +139,8 @@ def test_bid_on_one_page_updates_the_other_live_and_survives_a_drop(server, brow
     assert watcher.text("price") == "1.00"
     countdown = watcher.wait("/^[45]:\\d\\d$/.test(document.getElementById('countdown').textContent) && "
                              "document.getElementById('countdown').textContent", what="countdown near 5:00")
-    assert countdown in ("5:00", "4:59", "4:58", "4:57")
+    minutes, seconds = countdown.split(":")
+    assert 270 <= int(minutes) * 60 + int(seconds) <= 300, countdown  # in step with the server's clock
 
     bidder.wait("document.getElementById('conn-status').textContent === 'live'", what="bidder connected")
     bidder.fill("token-input", mint_token("ann", "bidder", secret=server.secret))
