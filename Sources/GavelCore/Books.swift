@@ -16,6 +16,8 @@ final class EnglishBook {
     var leader: String?
     var maximum: Money = 0
     var bids: Int64 = 0
+    /// Who bought the listing at its buy-now price, if it was bought.
+    var buyer: String?
 
     init(_ terms: ListingTerms.English) {
         start = terms.start

@@ -75,6 +75,7 @@ extension Engine {
                 .buyNowUnavailable, "buy-now on listing \(listing.id) ended with the first bid; place a bid instead")
         }
         listing.status = .closed
+        book.buyer = buyer
         emit(.closed(winner: buyer, price: buyNow, reserveMet: true), on: listing, events: &events)
         return CommandResult(error: nil, message: "", price: buyNow)
     }

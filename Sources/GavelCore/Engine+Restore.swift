@@ -66,6 +66,7 @@ extension Engine {
             b.leader = try r.readOptionalString()
             b.maximum = try r.readInt64()
             b.bids = try r.readInt64()
+            b.buyer = try r.readOptionalString()
         case .sealed(let b):
             b.count = try r.readInt64()
             b.nextOrder = try r.readUInt64()

@@ -59,6 +59,7 @@ extension Engine {
             w.write(b.leader)
             w.write(b.maximum)
             w.write(b.bids)
+            w.write(b.buyer)
         case .sealed(let b):
             w.write(b.count)
             w.write(b.nextOrder)

@@ -107,7 +107,9 @@ public struct PublicListingView: Sendable, Hashable {
         case .english(let b):
             book = .english(price: b.price, leader: b.leader, bids: b.bids, reserveMet: b.reserveMet)
             if closed {
-                if let leader = b.leader, b.reserveMet {
+                if let buyer = b.buyer, let price = b.buyNow {
+                    outcome = Outcome(winner: buyer, price: price, reserveMet: true)
+                } else if let leader = b.leader, b.reserveMet {
                     outcome = Outcome(winner: leader, price: b.price, reserveMet: true)
                 } else {
                     outcome = Outcome(winner: nil, price: nil, reserveMet: b.reserveMet)

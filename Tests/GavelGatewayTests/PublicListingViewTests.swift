@@ -131,6 +131,21 @@ struct ViewHarness {
         #expect(h.folded["L1"]?.status == .cancelled)
     }
 
+    @Test func aListingBoughtAtItsBuyNowPriceShowsTheBuyerAsWinnerAlsoAfterARestart() throws {
+        var h = ViewHarness()
+        h.apply(
+            "o1", "L1",
+            .open(seller: "sam", terms: .english(.init(start: 100, reserve: 5_000, buyNow: 9_000, closesAt: 60_000))))
+        h.apply("b1", "L1", .bid(bidder: "ann", amount: 1_000))
+        #expect(h.apply("n1", "L1", .buyNow(buyer: "bob")).ok)
+        h.check("L1")
+        #expect(h.folded["L1"]?.outcome == PublicListingView.Outcome(winner: "bob", price: 9_000, reserveMet: true))
+        // After a restart the view is read from the restored engine: the buyer must still be the winner.
+        let restored = try Engine.restore(from: h.engine.encodeState())
+        #expect(PublicListingView(restored, listing: "L1") == h.folded["L1"])
+        #expect(restored.stateHash() == h.engine.stateHash())
+    }
+
     @Test func applyRefusesGapsDuplicatesAndOtherListings() {
         var h = ViewHarness()
         h.apply("o1", "L1", .open(seller: "sam", terms: .english(.init(start: 100, closesAt: 60_000))))
