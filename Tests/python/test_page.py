@@ -171,3 +171,28 @@ def test_bid_on_one_page_updates_the_other_live_and_survives_a_drop(server, brow
     assert watcher.text("bids") == "2" and watcher.js("window.gavel.lastSeq") == 3
     assert watcher.js("document.querySelectorAll('#history li').length") == 2
     bidder.wait("document.getElementById('toast').textContent.includes('Outbid')", what="outbid notice")
+
+
+def test_seller_opens_a_listing_from_the_page_on_a_phone_screen(server, browser):
+    listing = unique()
+    phone = browser.page(f"http://127.0.0.1:{server.port}/")
+    browser.call("Emulation.setDeviceMetricsOverride",
+                 {"width": 390, "height": 844, "deviceScaleFactor": 2, "mobile": True}, phone.session)
+    phone.wait("document.getElementById('conn-status').textContent === 'live'", what="connected")
+    phone.fill("token-input", mint_token("sue", "seller", secret=server.secret))
+    phone.click("token-save")
+    phone.wait("!document.getElementById('sell-card').classList.contains('hidden')", what="the sell form")
+    phone.fill("sell-id", listing)
+    phone.fill("sell-start", "2.50")
+    phone.fill("sell-minutes", "10")
+    phone.js("document.getElementById('sell-form').requestSubmit()")
+    phone.wait(f"document.getElementById('live-id').textContent === {json.dumps(listing)} && "
+               "document.getElementById('live-status').textContent === 'open'", what="the new listing shown live")
+    assert phone.text("price") == "2.50" and phone.text("leader") == "–"
+    # One column: the live listing comes first, and nothing is wider than the screen.
+    assert phone.js("document.getElementById('live').getBoundingClientRect().top < "
+                    "document.getElementById('listings').getBoundingClientRect().top")
+    assert phone.js("document.documentElement.scrollWidth") <= 390
+    with server.connect() as watcher:
+        state = watcher.subscribe(listing)["state"]
+        assert state["seller"] == "sue" and state["terms"]["start"] == 250 and state["status"] == "open"

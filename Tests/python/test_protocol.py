@@ -107,6 +107,13 @@ def test_invalid_utf8_split_across_fragments_closes_1007(server):
         assert raw.close_code() == 1007
 
 
+def test_close_reason_that_is_not_utf8_closes_1007(server):
+    with RawWebSocket(server.port) as raw:
+        raw.recv_json()
+        raw.send_frame(OP.OP_CLOSE, struct.pack("!H", 1000) + b"\xff\xfe")
+        assert raw.close_code() == 1007
+
+
 def test_unmasked_client_frame_closes_1002(server):
     with RawWebSocket(server.port) as raw:
         raw.recv_json()
@@ -122,8 +129,10 @@ def test_unmasked_client_frame_closes_1002(server):
         [dict(opcode=OP.OP_CONT, payload="{}")],
         [dict(opcode=OP.OP_TEXT, payload="{", fin=False), dict(opcode=OP.OP_TEXT, payload="}")],
         [dict(opcode=OP.OP_PING, payload="p", fin=False)],
+        [dict(opcode=OP.OP_PING, payload="p" * 126)],
     ],
-    ids=["reserved-bit", "unknown-opcode", "continuation-first", "text-inside-text", "fragmented-ping"],
+    ids=["reserved-bit", "unknown-opcode", "continuation-first", "text-inside-text", "fragmented-ping",
+         "ping-over-125-bytes"],
 )
 def test_protocol_violation_closes_1002(server, frames):
     with RawWebSocket(server.port) as raw:

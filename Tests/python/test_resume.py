@@ -12,8 +12,9 @@ def bid_n(bidder, listing, amounts):
 
 def test_resume_with_since_replays_missed_events_without_gaps_or_duplicates(server):
     listing = unique()
-    with server.user("sam", "seller") as sam, server.user("ann") as ann:
+    with server.user("sam", "seller") as sam, server.user("ann") as ann, server.connect() as steady:
         assert open_english(sam, listing, start=100, increments=[[0, 1]])["ok"]
+        steady.subscribe(listing)
         with server.connect() as watcher:
             assert watcher.subscribe(listing)["seq"] == 1
             bid_n(ann, listing, [200, 201, 202])
@@ -23,8 +24,10 @@ def test_resume_with_since_replays_missed_events_without_gaps_or_duplicates(serv
         with server.connect() as watcher:
             reply = watcher.subscribe(listing, since=seen[-1])
             assert reply["recovered"] is True and reply["seq"] == 7
-            replayed = [watcher.event(listing)["seq"] for _ in range(3)]
-            assert replayed == [5, 6, 7]
+            replayed = [watcher.event(listing) for _ in range(3)]
+            assert [e["seq"] for e in replayed] == [5, 6, 7]
+            # The very events a subscriber that never left got, ts included.
+            assert replayed == [steady.event(listing, seq=seq) for seq in (5, 6, 7)]
             bid_n(ann, listing, [206])
             live = watcher.event(listing)
             assert live["seq"] == 8 and live["bids"] == 7
