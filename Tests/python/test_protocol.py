@@ -1,5 +1,7 @@
 """RFC 6455 behaviour of the gateway, seen by a strict client library and by hand-crafted frames."""
 
+import contextlib
+import random
 import struct
 
 import pytest
@@ -155,3 +157,19 @@ def test_malformed_json_gets_bad_request_and_connection_stays_usable(server):
         listing = unique()
         assert client.subscribe(listing)["listing"] == listing
 
+
+
+def test_random_bytes_never_take_the_server_down(server):
+    rng = random.Random(6455)
+    codes = set()
+    for _ in range(30):
+        with RawWebSocket(server.port) as raw:
+            raw.recv_json()
+            with contextlib.suppress(OSError):
+                raw.sock.sendall(bytes(rng.getrandbits(8) for _ in range(rng.randint(1, 300))))
+                codes.add(raw.close_code(timeout=0.3))  # some garbage announces a long frame: no answer yet
+    assert codes - {None} and codes <= {None, 1002, 1003, 1007, 1009}, codes
+    assert server.admin_get("/healthz")[0] == 200
+    listing = unique()
+    with server.connect() as client:
+        assert client.subscribe(listing)["listing"] == listing
