@@ -178,6 +178,19 @@ public final class FanOut: @unchecked Sendable {
         var listings: [String: Entry] = [:]
         var users: [String: [ObjectIdentifier: WebSocketSession]] = [:]
         var subscriptionCount = 0
+        /// The ids of the listings that have a view (every listing ever opened), and of those still open, in order,
+        /// for `list`.
+        var all = SortedIDs()
+        var open = SortedIDs()
+
+        /// Keeps ``all`` and ``open`` in step with the view of `id` after it changed from `before`.
+        mutating func index(_ id: String, before: PublicListingView?, after: PublicListingView?) {
+            if before == nil, after != nil { all.insert(id) }
+            let wasOpen = before?.status == .open
+            let isOpen = after?.status == .open
+            if isOpen && !wasOpen { open.insert(id) }
+            if wasOpen && !isOpen { open.remove(id) }
+        }
     }
 
     enum Pending {
@@ -219,7 +232,9 @@ public final class FanOut: @unchecked Sendable {
     public func load(_ views: [PublicListingView]) {
         state.withLock { s in
             for view in views {
+                let before = s.listings[view.listing]?.view
                 s.listings[view.listing] = Entry(view: view, seq: view.seq, subscribers: loops.map { _ in 0 })
+                s.index(view.listing, before: before, after: view)
             }
         }
     }
@@ -245,6 +260,25 @@ public final class FanOut: @unchecked Sendable {
     /// The public state of `listing` now (for tests and inspection).
     public func view(of listing: String) -> PublicListingView? {
         state.withLock { $0.listings[listing]?.view }
+    }
+
+    /// One page of the durable public views, in listing id order: up to `limit` listings whose id sorts after
+    /// `after` (from the first when `nil`), only open ones when `openOnly`. `next` is the id to pass as `after` for
+    /// the following page, `nil` when this page is the last.
+    ///
+    /// Costs O(log n + limit) under the lock: a binary search in the sorted index of ids, then one dictionary
+    /// lookup per listing returned.
+    public func listings(openOnly: Bool, after: String?, limit: Int) -> (views: [PublicListingView], next: String?) {
+        state.withLock { s in
+            let ids = (openOnly ? s.open : s.all).ids(after: after, limit: limit + 1)
+            let more = ids.count > limit
+            var views: [PublicListingView] = []
+            views.reserveCapacity(min(ids.count, limit))
+            for id in ids.prefix(limit) {
+                if let view = s.listings[id]?.view { views.append(view) }
+            }
+            return (views, more ? ids[limit - 1] : nil)
+        }
     }
 
     /// The number of live subscriptions.
@@ -334,6 +368,7 @@ public final class FanOut: @unchecked Sendable {
         }
         guard !event.kind.isPrivate else { return }
         var entry = s.listings[event.listing] ?? Entry(subscribers: loops.map { _ in 0 })
+        let before = entry.view
         if entry.view == nil, let opened = PublicListingView(opened: event) {
             entry.view = opened
         } else {
@@ -345,6 +380,7 @@ public final class FanOut: @unchecked Sendable {
         for (index, count) in entry.subscribers.enumerated() where count > 0 {
             perLoop[index].append(.publish(listing: event.listing, seq: event.seq, frame: frame))
         }
+        s.index(event.listing, before: before, after: entry.view)
         s.listings[event.listing] = entry
     }
 

@@ -50,6 +50,11 @@ public struct GatewayConfiguration: Sendable {
     public var jwtSecret: [UInt8] = []
     /// Whether a connection without a token is let in as an anonymous `watcher`.
     public var allowAnonymous = true
+    /// Local mode: the key is the server's own (`<data-dir>/jwt-secret`, no `--jwt-secret` given), and loopback
+    /// clients may get bidder and seller tokens from `POST /token` (``LocalTokens``).
+    public var localTokens = false
+    /// How long a token from `/token` is valid, in seconds.
+    public var localTokenTTLSeconds = 3600
 
     public init() {}
 

@@ -206,7 +206,12 @@ public final class GatewayServer: Sendable {
 
     func initialize(_ channel: Channel) throws {
         let box = AdmissionBox()
-        let page = PageHandler(page: page, refusal: { [self] head in refusal(head) })
+        let localTokens =
+            configuration.localTokens
+            ? LocalTokens(
+                secret: configuration.jwtSecret, ttlSeconds: Int64(configuration.localTokenTTLSeconds),
+                now: { SystemClock().now() / 1000 }) : nil
+        let page = PageHandler(page: page, localTokens: localTokens, refusal: { [self] head in refusal(head) })
         let upgrader = NIOWebSocketServerUpgrader(
             maxFrameSize: configuration.maxMessageBytes, automaticErrorHandling: false,
             shouldUpgrade: { [self] channel, head in

@@ -26,22 +26,35 @@ func respond(
     }
 }
 
-/// Collects one request (head and end; a body is read and dropped) and answers it.
+/// Collects one request (head, up to ``maxBody`` bytes of body, end) and answers it.
 class SimpleHTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
     typealias InboundIn = HTTPServerRequestPart
     typealias OutboundOut = HTTPServerResponsePart
 
+    /// The most body bytes kept; a longer body is answered 413.
+    var maxBody: Int { LocalTokens.maxBody }
     private var head: HTTPRequestHead?
+    private var body: [UInt8] = []
+    private var bodyTooLarge = false
     private var answered = false
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         switch unwrapInboundIn(data) {
         case .head(let head): self.head = head
-        case .body: break
+        case .body(let chunk):
+            if body.count + chunk.readableBytes > maxBody {
+                bodyTooLarge = true
+            } else if !bodyTooLarge {
+                body.append(contentsOf: chunk.readableBytesView)
+            }
         case .end:
             guard let head, !answered else { return }
             answered = true
-            answer(context: context, head: head)
+            if bodyTooLarge {
+                return respond(
+                    context: context, status: .payloadTooLarge, body: Array("body over \(maxBody) bytes\n".utf8))
+            }
+            answer(context: context, head: head, body: body)
         }
     }
 
@@ -60,24 +73,41 @@ class SimpleHTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
         context.close(promise: nil)
     }
 
-    func answer(context: ChannelHandlerContext, head: HTTPRequestHead) {
+    func answer(context: ChannelHandlerContext, head: HTTPRequestHead, body: [UInt8]) {
         respond(context: context, status: .notFound, body: Array("not found\n".utf8))
     }
 }
 
-/// The main port's plain HTTP: the page at `/`, and the reason a request to `/ws` was not upgraded.
+/// The main port's plain HTTP: the page at `/`, `/token` in local mode, and the reason a request to `/ws` was not
+/// upgraded.
 final class PageHandler: SimpleHTTPHandler, @unchecked Sendable {
     private let page: [UInt8]
     private let refusal: @Sendable (HTTPRequestHead) -> HTTPResponseStatus?
+    private let localTokens: LocalTokens?
 
-    /// - Parameter refusal: why an upgrade request to the endpoint was refused (401, 503), if it was.
-    init(page: [UInt8], refusal: @escaping @Sendable (HTTPRequestHead) -> HTTPResponseStatus?) {
+    /// - Parameters:
+    ///   - refusal: why an upgrade request to the endpoint was refused (401, 503), if it was.
+    ///   - localTokens: who answers `/token` (local mode only); `nil`: `/token` is 404.
+    init(
+        page: [UInt8], localTokens: LocalTokens? = nil,
+        refusal: @escaping @Sendable (HTTPRequestHead) -> HTTPResponseStatus?
+    ) {
         self.page = page
+        self.localTokens = localTokens
         self.refusal = refusal
     }
 
-    override func answer(context: ChannelHandlerContext, head: HTTPRequestHead) {
+    override func answer(context: ChannelHandlerContext, head: HTTPRequestHead, body: [UInt8]) {
         let path = head.uri.split(separator: "?", maxSplits: 1, omittingEmptySubsequences: false).first ?? ""
+        if path == "/token" {
+            guard let localTokens else {
+                return respond(context: context, status: .notFound, body: Array("not found\n".utf8))
+            }
+            let (status, json) = localTokens.answer(head: head, body: body, peer: context.channel.remoteAddress)
+            return respond(
+                context: context, status: status, contentType: "application/json", body: json,
+                headOnly: head.method == .HEAD)
+        }
         if Authenticator.isEndpoint(head.uri) {
             if let status = refusal(head) {
                 return respond(
@@ -124,7 +154,7 @@ final class AdminHandler: SimpleHTTPHandler, @unchecked Sendable {
         self.refresh = refresh
     }
 
-    override func answer(context: ChannelHandlerContext, head: HTTPRequestHead) {
+    override func answer(context: ChannelHandlerContext, head: HTTPRequestHead, body: [UInt8]) {
         let path = head.uri.split(separator: "?", maxSplits: 1, omittingEmptySubsequences: false).first ?? ""
         switch path {
         case "/healthz":

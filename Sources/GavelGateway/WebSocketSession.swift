@@ -263,13 +263,14 @@ final class WebSocketSession: ChannelInboundHandler, @unchecked Sendable {
         switch type {
         case "subscribe": subscribe(value, id: id)
         case "unsubscribe": unsubscribe(value, id: id)
+        case "list": list(value, id: id)
         case "open", "bid", "buy_now", "accept", "order", "cancel", "cancel_listing": command(value, type: type, id: id)
         default:
             sendResult(
                 id: id,
                 .rejected(
                     .badRequest,
-                    "unknown type \"\(type)\"; expected subscribe, unsubscribe, open, bid, buy_now, accept, order, cancel or cancel_listing"
+                    "unknown type \"\(type)\"; expected subscribe, unsubscribe, list, open, bid, buy_now, accept, order, cancel or cancel_listing"
                 ))
         }
     }
@@ -375,6 +376,59 @@ final class WebSocketSession: ChannelInboundHandler, @unchecked Sendable {
         var w = JSONObjectWriter()
         w.field("type", "unsubscribed")
         w.field("listing", listing)
+        w.field("ts", SystemClock().now())
+        send(w.finish())
+    }
+
+    // MARK: - Listing listings
+
+    /// The most listings one `list` answer holds, and how many it holds when `limit` is not given.
+    static let maxListLimit = 1000
+    static let defaultListLimit = 100
+
+    /// Answers `list` from the fan-out's durable public views (never the engine): one page of listing summaries in
+    /// listing id order.
+    private func list(_ value: JSONValue, id: String?) {
+        var openOnly = true
+        if let field = value["status"], field != .null {
+            switch field {
+            case .string("open"): openOnly = true
+            case .string("all"): openOnly = false
+            default: return sendResult(id: id, .rejected(.badRequest, "status must be \"open\" or \"all\""))
+            }
+        }
+        var limit = Self.defaultListLimit
+        if let field = value["limit"], field != .null {
+            guard case .integer(let n) = field, n >= 1, n <= Int64(Self.maxListLimit) else {
+                return sendResult(
+                    id: id, .rejected(.badRequest, "limit must be an integer from 1 to \(Self.maxListLimit)"))
+            }
+            limit = Int(n)
+        }
+        var after: String?
+        if let field = value["after"], field != .null {
+            guard case .string(let s) = field, Identifier.isValid(s) else {
+                return sendResult(
+                    id: id,
+                    .rejected(
+                        .badRequest, "after must be a listing id (1-64 characters from [A-Za-z0-9_.:-]) or null"))
+            }
+            after = s
+        }
+        let page = fanOut.listings(openOnly: openOnly, after: after, limit: limit)
+        var items: [UInt8] = [UInt8(ascii: "[")]
+        items.reserveCapacity(page.views.count * 192 + 2)
+        for (i, view) in page.views.enumerated() {
+            if i > 0 { items.append(UInt8(ascii: ",")) }
+            items.append(contentsOf: MessageEncoder.listingSummary(view))
+        }
+        items.append(UInt8(ascii: "]"))
+        var w = JSONObjectWriter(capacity: items.count + 96)
+        w.field("type", "listings")
+        if let id { w.field("id", id) }
+        w.field("status", openOnly ? "open" : "all")
+        w.field("listings", raw: items)
+        w.field("next", page.next)
         w.field("ts", SystemClock().now())
         send(w.finish())
     }

@@ -156,13 +156,7 @@ extension MessageEncoder {
         w.field("listing", view.listing)
         w.field("format", view.format.rawValue)
         w.field("seller", view.seller)
-        let status: String
-        switch view.status {
-        case .open: status = "open"
-        case .closed: status = "closed"
-        case .cancelled: status = "cancelled"
-        }
-        w.field("status", status)
+        w.field("status", statusName(view.status))
         w.field("opens_at", view.opensAt)
         w.field("closes_at", view.closesAt)
         var terms = JSONObjectWriter()
@@ -194,5 +188,43 @@ extension MessageEncoder {
         }
         if let sold = view.sold { w.field("sold", sold) }
         return w.finish()
+    }
+
+    /// One item of a `listings` answer: what a list of listings shows of `view`. `price` is the english current
+    /// price or the dutch clock price, `null` for sealed (no amount is shown before or after the close) and market;
+    /// `bids` is the english or sealed count, `null` for dutch and market. Never a reserve amount or a sealed bid.
+    public static func listingSummary(_ view: PublicListingView) -> [UInt8] {
+        var w = JSONObjectWriter(capacity: 192)
+        w.field("listing", view.listing)
+        w.field("format", view.format.rawValue)
+        w.field("status", statusName(view.status))
+        w.field("seller", view.seller)
+        var price: Money?
+        var bids: Int64?
+        switch view.book {
+        case .english(let p, _, let count, _):
+            price = p
+            bids = count
+        case .sealed(let count):
+            bids = count
+        case .dutch(let p, _):
+            price = p
+        case .market:
+            break
+        }
+        w.field("price", price)
+        w.field("opens_at", view.opensAt)
+        w.field("closes_at", view.closesAt)
+        w.field("bids", bids)
+        w.field("seq", view.seq)
+        return w.finish()
+    }
+
+    static func statusName(_ status: ListingStatus) -> String {
+        switch status {
+        case .open: "open"
+        case .closed: "closed"
+        case .cancelled: "cancelled"
+        }
     }
 }

@@ -21,7 +21,9 @@ struct Serve: AsyncParsableCommand {
             gateway section of docs/PROTOCOL.md), a page at http://HOST:PORT/, and /healthz, /readyz and /metrics \
             on the admin port. Every option also reads the environment variable named in its help; an option on \
             the command line wins. With no secret configured, the HS256 key is <data-dir>/jwt-secret (created, \
-            mode 0600); `gavel token --sub alice --role bidder` prints a token signed with it.
+            mode 0600); `gavel token --sub alice --role bidder` prints a token signed with it. In that local mode \
+            only, clients on loopback may also POST {"sub": "alice", "role": "bidder"} (or "seller") to \
+            http://HOST:PORT/token for a token, as the page does; with --jwt-secret, /token is 404.
 
             SIGTERM or SIGINT: stop accepting, close clients with 1001, drain the engine, snapshot, exit 0. \
             SIGUSR1 (or `gavel snapshot --data-dir D`): take a snapshot now.
@@ -52,6 +54,13 @@ struct Serve: AsyncParsableCommand {
     @Option(
         name: .long, help: "The HS256 key for tokens. Env GAVEL_JWT_SECRET; default: the key in <data-dir>/jwt-secret.")
     var jwtSecret: String?
+
+    @Option(
+        name: .long,
+        help:
+            "Lifetime in seconds of the tokens POST /token gives loopback clients in local mode (no --jwt-secret). Env GAVEL_LOCAL_TOKEN_TTL_SECONDS; default 3600."
+    )
+    var localTokenTtlSeconds: Int?
 
     @Flag(
         name: .long,
@@ -162,6 +171,11 @@ struct Serve: AsyncParsableCommand {
             abuseWindowSeconds, "GAVEL_ABUSE_WINDOW_SECONDS", default: c.abuseWindowSeconds)
         c.historyEvents = try Setting.value(historyEvents, "GAVEL_HISTORY_EVENTS", default: c.historyEvents)
         c.allowAnonymous = !Setting.flag(noAnonymous, "GAVEL_NO_ANONYMOUS")
+        c.localTokenTTLSeconds = try Setting.value(
+            localTokenTtlSeconds, "GAVEL_LOCAL_TOKEN_TTL_SECONDS", default: c.localTokenTTLSeconds)
+        guard (60...604_800).contains(c.localTokenTTLSeconds) else {
+            throw ValidationError("--local-token-ttl-seconds must be 60 to 604800")
+        }
         guard (0...65535).contains(c.port) else { throw ValidationError("--port must be 0-65535") }
         guard (-1...65535).contains(c.adminPort) else { throw ValidationError("--admin-port must be -1-65535") }
         guard c.threads >= 0 else { throw ValidationError("--threads must not be negative") }
@@ -232,6 +246,8 @@ struct Serve: AsyncParsableCommand {
         let report = try recoverForWriting(
             directory, truncateAfterCorruption: storage.truncateAfterCorruption, engine: engineConfiguration)
         configuration.jwtSecret = try servingSecret(option: jwtSecret, dataDir: dataDir)
+        // Local mode: the key is the data directory's own, so loopback clients may ask for tokens at /token.
+        configuration.localTokens = (jwtSecret ?? Setting.environment("GAVEL_JWT_SECRET")) == nil
         let journal = try Journal(
             directory: directory, configuration: storage.journalConfiguration, recovery: report,
             syncObserver: { nanos in metrics.recordFsync(nanos: nanos) })

@@ -157,6 +157,27 @@ class Server:
         finally:
             conn.close()
 
+    def http_post_json(self, path, body, timeout=5.0, headers=None):
+        """POSTs `body` as JSON; returns (status, the answer parsed as JSON, or None when it is not JSON)."""
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
+        try:
+            data = body if isinstance(body, (bytes, str)) else json.dumps(body)
+            conn.request("POST", path, body=data, headers={"Content-Type": "application/json", **(headers or {})})
+            response = conn.getresponse()
+            raw = response.read()
+            try:
+                return response.status, json.loads(raw)
+            except ValueError:
+                return response.status, None
+        finally:
+            conn.close()
+
+    def local_token(self, sub, role):
+        """A token from POST /token (local mode only)."""
+        status, answer = self.http_post_json("/token", {"sub": sub, "role": role})
+        assert status == 200, (status, answer)
+        return answer["token"]
+
     def admin_get(self, path, timeout=5.0):
         return self.http_get(path, port=self.admin_port, timeout=timeout)
 

@@ -1,0 +1,119 @@
+import GavelCore
+import GavelWire
+import NIOCore
+import NIOHTTP1
+
+/// `/token` on the page's port, for trying Gavel locally: a bidder or seller token, signed with the server's own
+/// key, for anyone who can reach the server from the same machine.
+///
+/// It exists only in local mode (the server made or read its own key in the data directory: no `--jwt-secret`, no
+/// `GAVEL_JWT_SECRET`) and only for loopback peers (127.0.0.0/8, ::1) whose `Host` header names a loopback
+/// address or `localhost`; everything else is 404, as if there were no such path. Whoever reaches the machine's
+/// loopback could read `<data-dir>/jwt-secret` or run `gavel token` as well, so it grants nothing new; the `Host`
+/// check keeps a web page in the same browser from reaching it through a rebound DNS name, and requiring
+/// `Content-Type: application/json` makes any other web origin's request need a CORS preflight, which is never
+/// granted. `service` and `watcher` tokens are never issued here.
+public struct LocalTokens: Sendable {
+    public let secret: [UInt8]
+    public let ttlSeconds: Int64
+    /// Seconds since the Unix epoch.
+    public let now: @Sendable () -> Int64
+
+    public init(secret: [UInt8], ttlSeconds: Int64, now: @escaping @Sendable () -> Int64) {
+        self.secret = secret
+        self.ttlSeconds = ttlSeconds
+        self.now = now
+    }
+
+    /// The largest request body read.
+    static let maxBody = 4096
+
+    /// Whether `address` is a loopback address: 127.0.0.0/8, ::1, or ::ffff:127.0.0.0/104.
+    public static func isLoopback(_ address: SocketAddress?) -> Bool {
+        switch address {
+        case .v4(let a):
+            return UInt32(bigEndian: a.address.sin_addr.s_addr) >> 24 == 127
+        case .v6(let a):
+            let bytes = withUnsafeBytes(of: a.address.sin6_addr) { Array($0) }
+            guard bytes.count == 16 else { return false }
+            if bytes[0..<15].allSatisfy({ $0 == 0 }) && bytes[15] == 1 { return true }
+            return bytes[0..<10].allSatisfy { $0 == 0 } && bytes[10] == 0xFF && bytes[11] == 0xFF && bytes[12] == 127
+        default:
+            return false
+        }
+    }
+
+    /// Whether a `Host` header names this machine's loopback: `localhost`, `127.x.y.z` or `[::1]`, any port.
+    public static func isLoopbackHost(_ host: String?) -> Bool {
+        guard var name = host?.lowercased(), !name.isEmpty else { return false }
+        if name.hasPrefix("[") {
+            guard let end = name.firstIndex(of: "]") else { return false }
+            return name[name.index(after: name.startIndex)..<end] == "::1"
+        }
+        if let colon = name.firstIndex(of: ":") { name = String(name[..<colon]) }
+        if name == "localhost" { return true }
+        let parts = name.split(separator: ".", omittingEmptySubsequences: false)
+        guard parts.count == 4, parts[0] == "127" else { return false }
+        return parts.allSatisfy { part in UInt8(part) != nil }
+    }
+
+    /// The answer to a request for `/token` from `peer`: a status and a JSON body.
+    func answer(head: HTTPRequestHead, body: [UInt8], peer: SocketAddress?) -> (HTTPResponseStatus, [UInt8]) {
+        guard Self.isLoopback(peer), Self.isLoopbackHost(head.headers.first(name: "host")) else {
+            return (.notFound, Self.error("not found"))
+        }
+        switch head.method {
+        case .GET, .HEAD:
+            var w = JSONObjectWriter()
+            w.field("local", true)
+            w.field("roles", raw: Array(#"["bidder","seller"]"#.utf8))
+            w.field("ttl_seconds", ttlSeconds)
+            return (.ok, w.finish())
+        case .POST:
+            break
+        default:
+            return (.methodNotAllowed, Self.error("POST a JSON object {\"sub\": ..., \"role\": ...}"))
+        }
+        let contentType = head.headers.first(name: "content-type")?.lowercased() ?? ""
+        guard contentType.hasPrefix("application/json") else {
+            return (.unsupportedMediaType, Self.error("send Content-Type: application/json"))
+        }
+        guard let value = try? JSONParser.parse(body), case .object = value else {
+            return (.badRequest, Self.error("the body must be a JSON object {\"sub\": ..., \"role\": ...}"))
+        }
+        guard case .string(let sub)? = value["sub"], Identifier.isValid(sub) else {
+            return (.badRequest, Self.error("sub must be an identifier: 1-64 characters from [A-Za-z0-9_.:-]"))
+        }
+        guard case .string(let roleName)? = value["role"] else {
+            return (.badRequest, Self.error("role must be \"bidder\" or \"seller\""))
+        }
+        switch Role(rawValue: roleName) {
+        case .bidder?, .seller?:
+            break
+        case .service?, .watcher?:
+            return (
+                .badRequest,
+                Self.error(
+                    "role \(roleName) is not issued here: /token gives only bidder and seller tokens for trying Gavel locally; use `gavel token` on the server machine"
+                )
+            )
+        case nil:
+            return (.badRequest, Self.error("role must be \"bidder\" or \"seller\""))
+        }
+        let expires = now() + ttlSeconds
+        let token = JWT.sign(
+            Claims(subject: sub, role: Role(rawValue: roleName) ?? .bidder, expires: expires), secret: secret)
+        var w = JSONObjectWriter()
+        w.field("token", token)
+        w.field("sub", sub)
+        w.field("role", roleName)
+        w.field("expires_at", expires * 1000)
+        return (.ok, w.finish())
+    }
+
+    static func error(_ message: String) -> [UInt8] {
+        var w = JSONObjectWriter()
+        w.field("error", message)
+        return w.finish()
+    }
+}
