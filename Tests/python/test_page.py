@@ -126,15 +126,27 @@ def browser(tmp_path):
     b.close()
 
 
-def test_bid_on_one_page_updates_the_other_live_and_survives_a_drop(server, browser):
+def pick_from_list(page, listing):
+    """Clicks `listing` in the page's list of open listings."""
+    item = f"document.querySelector('#open-listings li[data-listing={json.dumps(listing)}]')"
+    page.wait(f"!!{item}", what=f"{listing} in the list of open listings")
+    page.js(f"{item}.click()")
+    page.wait(f"document.getElementById('live-id').textContent === {json.dumps(listing)}", what=f"{listing} shown")
+
+
+def test_bid_on_one_page_updates_the_other_live_and_survives_a_drop(start_server, browser):
+    server = start_server(secret=None)  # local mode: the page gets its token from /token
     listing = unique()
-    with server.user("sam", "seller") as sam:
+    with server.connect(server.local_token("sam", "seller")) as sam:
+        assert open_english(sam, "A-other", start=300, closes_in_ms=300_000)["ok"]
         assert open_english(sam, listing, start=100, closes_in_ms=300_000)["ok"]
-    url = f"http://127.0.0.1:{server.port}/#{listing}"
+    url = f"http://127.0.0.1:{server.port}/"
     bidder = browser.page(url)
     watcher = browser.page(url)
 
     watcher.wait("document.getElementById('conn-status').textContent === 'live'", what="watcher connected")
+    pick_from_list(watcher, listing)
+    assert watcher.js("document.querySelectorAll('#open-listings li').length") == 2
     watcher.wait("document.getElementById('bids').textContent === '0'", what="watcher snapshot")
     assert watcher.text("price") == "1.00"
     countdown = watcher.wait("/^[45]:\\d\\d$/.test(document.getElementById('countdown').textContent) && "
@@ -143,9 +155,13 @@ def test_bid_on_one_page_updates_the_other_live_and_survives_a_drop(server, brow
     assert 270 <= int(minutes) * 60 + int(seconds) <= 300, countdown  # in step with the server's clock
 
     bidder.wait("document.getElementById('conn-status').textContent === 'live'", what="bidder connected")
-    bidder.fill("token-input", mint_token("ann", "bidder", secret=server.secret))
-    bidder.click("token-save")
+    bidder.wait("!document.getElementById('token-form').classList.contains('hidden')", what="the token form")
+    assert bidder.js("document.getElementById('token-entry').classList.contains('hidden')")
+    bidder.fill("token-name", "ann")
+    bidder.fill("token-role", "bidder")
+    bidder.js("document.getElementById('token-form').requestSubmit()")
     bidder.wait("document.getElementById('who').textContent.startsWith('ann')", what="signed in as ann")
+    pick_from_list(bidder, listing)
     bidder.wait("!document.getElementById('bid-button').disabled", what="bidding enabled")
 
     bidder.fill("bid-amount", "7.50")
@@ -165,7 +181,7 @@ def test_bid_on_one_page_updates_the_other_live_and_survives_a_drop(server, brow
 
     # The watcher drops; a bid lands meanwhile; it reconnects and resumes from its last seq.
     watcher.js("window.gavel.ws.close()")
-    with server.user("bob") as bob:
+    with server.connect(server.local_token("bob", "bidder")) as bob:
         assert bob.command({"type": "bid", "listing": listing, "amount": 2000})["ok"]
     watcher.wait("document.getElementById('leader').textContent === 'bob'", what="resumed after a drop")
     assert watcher.text("bids") == "2" and watcher.js("window.gavel.lastSeq") == 3
@@ -179,6 +195,11 @@ def test_seller_opens_a_listing_from_the_page_on_a_phone_screen(server, browser)
     browser.call("Emulation.setDeviceMetricsOverride",
                  {"width": 390, "height": 844, "deviceScaleFactor": 2, "mobile": True}, phone.session)
     phone.wait("document.getElementById('conn-status').textContent === 'live'", what="connected")
+    # This server has --jwt-secret: no /token, so the page asks for a pasted token.
+    assert server.http_get("/token")[0] == 404
+    time.sleep(0.3)
+    assert phone.js("document.getElementById('token-form').classList.contains('hidden')")
+    assert not phone.js("document.getElementById('token-entry').classList.contains('hidden')")
     phone.fill("token-input", mint_token("sue", "seller", secret=server.secret))
     phone.click("token-save")
     phone.wait("!document.getElementById('sell-card').classList.contains('hidden')", what="the sell form")
@@ -193,6 +214,8 @@ def test_seller_opens_a_listing_from_the_page_on_a_phone_screen(server, browser)
     assert phone.js("document.getElementById('live').getBoundingClientRect().top < "
                     "document.getElementById('listings').getBoundingClientRect().top")
     assert phone.js("document.documentElement.scrollWidth") <= 390
+    # The list of open listings is refreshed after the open (the shared server may hold more than one page).
+    phone.wait("document.querySelectorAll('#open-listings li').length > 0", what="open listings listed")
     with server.connect() as watcher:
         state = watcher.subscribe(listing)["state"]
         assert state["seller"] == "sue" and state["terms"]["start"] == 250 and state["status"] == "open"
