@@ -172,6 +172,19 @@ public final class FanOut: @unchecked Sendable {
         var subscribers: [Int]
 
         var isIdle: Bool { view == nil && history.count == 0 && subscribers.allSatisfy { $0 == 0 } }
+
+        /// Folds a public event and its frame in; returns the view before it.
+        mutating func record(_ event: Event, frame: ByteBuffer, historyLimit: Int) -> PublicListingView? {
+            let before = view
+            if view == nil, let opened = PublicListingView(opened: event) {
+                view = opened
+            } else {
+                view?.apply(event)
+            }
+            seq = event.seq
+            history.append(frame, seq: event.seq, limit: historyLimit)
+            return before
+        }
     }
 
     struct State {
@@ -367,21 +380,17 @@ public final class FanOut: @unchecked Sendable {
             }
         }
         guard !event.kind.isPrivate else { return }
-        var entry = s.listings[event.listing] ?? Entry(subscribers: loops.map { _ in 0 })
-        let before = entry.view
-        if entry.view == nil, let opened = PublicListingView(opened: event) {
-            entry.view = opened
-        } else {
-            entry.view?.apply(event)
-        }
-        entry.seq = event.seq
         let frame = ServerFrame.text(MessageEncoder.event(event, ts: ts))
-        entry.history.append(frame, seq: event.seq, limit: historyLimit)
+        let loopCount = loops.count
+        // Mutated in place: a copy of the entry would make the history's array shared, and every append would copy
+        // the whole history (up to --history-events frames) once per event.
+        let before = s.listings[event.listing, default: Entry(subscribers: Array(repeating: 0, count: loopCount))]
+            .record(event, frame: frame, historyLimit: historyLimit)
+        guard let entry = s.listings[event.listing] else { return }
         for (index, count) in entry.subscribers.enumerated() where count > 0 {
             perLoop[index].append(.publish(listing: event.listing, seq: event.seq, frame: frame))
         }
         s.index(event.listing, before: before, after: entry.view)
-        s.listings[event.listing] = entry
     }
 
     /// The users a private notice goes to: the outbid bidder, both traders of a trade, the bidder of a Dutch fill,
