@@ -6,6 +6,13 @@ public enum Preset: String, CaseIterable, Sendable {
     case steady
     /// One listing with many watchers and a bidding war; soft close on.
     case hot
+    /// Many idle subscribed watcher connections and a trickle of bids: connections held, connect rate and the
+    /// server's memory per connection.
+    case connections
+    /// Orders on a few market listings: buys and sells around a mid price, some crossing (trades), some resting.
+    case market
+    /// A long run at a fixed modest rate that samples the server's memory and reports its growth.
+    case soak
 }
 
 /// Everything a run needs, validated.
@@ -30,6 +37,15 @@ public struct LoadConfiguration: Sendable, Equatable {
     public var sourceAddresses = 1
     /// How long to wait for outstanding results after the last send.
     public var drainSeconds = 5.0
+    /// The server's admin metrics (`http://host:port/metrics`), read for `process_resident_memory_bytes`.
+    public var adminURL: AdminURL?
+    /// A local server's process id: its resident memory is read from `/proc/<pid>/status` (VmRSS).
+    public var serverPID: Int32?
+    /// Seconds between two samples of the server's memory during the run.
+    public var sampleSeconds = 10.0
+    /// Broadcast mode: no Gavel commands; one publisher connection sends `bid_placed`-shaped frames at `rate` to
+    /// a relay (loadtest/compare/broadcast.js) that forwards them to every watcher connection.
+    public var broadcast = false
 
     public init() {}
 
@@ -46,9 +62,38 @@ public struct LoadConfiguration: Sendable, Equatable {
             configuration.connections = 2
             configuration.watchers = 1_000
             configuration.rate = 1_000
+        case .connections:
+            configuration.listings = 100
+            configuration.connections = 1
+            configuration.watchers = 10_000
+            configuration.rate = 10
+        case .market:
+            configuration.listings = 4
+            configuration.connections = 8
+            configuration.watchers = 16
+            configuration.zipf = 0
+            configuration.rate = 1_000
+        case .soak:
+            configuration.rate = 500
+            configuration.durationSeconds = 600
+            configuration.warmupSeconds = 10
         }
         return configuration
     }
+
+    /// Ephemeral ports one loopback source address offers the driver (Linux's default range is 32768-60999).
+    public static let portsPerSourceAddress = 28_000
+
+    /// Every connection the run opens: watchers, bidders and the seller (or the broadcast publisher).
+    public var totalConnections: Int { watchers + (broadcast ? 1 : connections + 1) }
+
+    /// `--source-addresses`, raised to as many as the connections need.
+    public var effectiveSourceAddresses: Int {
+        max(sourceAddresses, (totalConnections + Self.portsPerSourceAddress - 1) / Self.portsPerSourceAddress)
+    }
+
+    /// Whether the run reads the server's memory.
+    public var samplesMemory: Bool { adminURL != nil || serverPID != nil }
 
     /// Parses `ws://host:port/path`.
     public mutating func setURL(_ url: String) throws(LoadError) {
@@ -83,6 +128,42 @@ public struct LoadConfiguration: Sendable, Equatable {
             throw .invalid("--warmup must be at least 0 and shorter than --duration")
         }
         if sourceAddresses < 1 || sourceAddresses > 254 { throw .invalid("--source-addresses must be 1...254") }
+        if effectiveSourceAddresses > 254 {
+            throw .invalid("--watchers and --connections need more than 254 loopback source addresses")
+        }
+        if let serverPID, serverPID < 1 { throw .invalid("--server-pid must be a process id (1 or more)") }
+        if !(sampleSeconds >= 1 && sampleSeconds <= 3_600) { throw .invalid("--sample-seconds must be 1...3600") }
+        if preset == .soak && !samplesMemory {
+            throw .invalid(
+                "--preset soak samples the server's memory: give --server-pid (a local server's pid, e.g. $(cat DATA/gavel.pid)) or --admin-url"
+            )
+        }
+        if broadcast && (preset == .market || preset == .connections) {
+            throw .invalid("--broadcast sends bid_placed frames; it goes with --preset steady, hot or soak")
+        }
+    }
+}
+
+/// Where the server's admin HTTP listens: `http://host:port[/path]` (path default `/metrics`).
+public struct AdminURL: Sendable, Equatable {
+    public var host: String
+    public var port: Int
+    public var path: String
+
+    public init(_ url: String) throws(LoadError) {
+        guard url.hasPrefix("http://") else {
+            throw .invalid("--admin-url must start with http:// (got \(url)), e.g. http://127.0.0.1:9090")
+        }
+        let rest = url.dropFirst(7)
+        let authority = rest.prefix { $0 != "/" }
+        let path = String(rest.dropFirst(authority.count))
+        self.path = path.isEmpty || path == "/" ? "/metrics" : path
+        guard let colon = authority.lastIndex(of: ":"),
+            let port = Int(authority[authority.index(after: colon)...]), (1...65_535).contains(port)
+        else { throw .invalid("--admin-url needs a port from 1 to 65535: \(url)") }
+        host = String(authority[..<colon])
+        self.port = port
+        guard !host.isEmpty else { throw .invalid("--admin-url has no host: \(url)") }
     }
 }
 

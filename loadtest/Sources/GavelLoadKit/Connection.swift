@@ -56,6 +56,8 @@ final class LoadConnection: ChannelInboundHandler, @unchecked Sendable {
     var channel: Channel?
     /// Request id → intended send time (ns), for results; confined to the event loop.
     var pending: [Substring: UInt64] = [:]
+    /// Market watchers: the schedule number of the last `order_placed` seen (a `book` event follows it).
+    var lastOrder: UInt64?
     private var fragments: ByteBuffer?
     private var closeReported = false
 
@@ -163,7 +165,9 @@ final class LoadConnection: ChannelInboundHandler, @unchecked Sendable {
             }
         }
         guard try await upgraded.get(), let channel = handler.channel else {
-            throw LoadError.server("the server at \(host):\(port)\(path) refused the WebSocket upgrade (a bad token?)")
+            throw LoadError.server(
+                "the server at \(host):\(port)\(path) refused the WebSocket upgrade (a bad token, or its --max-connections reached?)"
+            )
         }
         return channel
     }

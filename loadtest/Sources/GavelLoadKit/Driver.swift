@@ -9,6 +9,8 @@ import Synchronization
 public enum Credentials: Sendable {
     case secret(String)
     case token(String)
+    /// No token: every connection is an anonymous watcher (broadcast mode, against a relay that checks none).
+    case anonymous
 }
 
 /// Runs one load scenario against a server and reports what it measured.
@@ -24,6 +26,9 @@ public final class Driver: @unchecked Sendable {
     /// Per listing, the intended send time of each bid in send order (for fan-out latency).
     let sendLog: Mutex<[[UInt64]]>
     let setupResults = Mutex<[String: String]>([:])
+    let recorder = Recorder()
+    /// The monotonic time (ns) command 0 is due; 0 until the schedule starts.
+    let scheduleStart = Atomic<UInt64>(0)
     /// Where to print the live progress line (nil: no progress line).
     let progress: ((String) -> Void)?
 
@@ -52,11 +57,13 @@ public final class Driver: @unchecked Sendable {
                 secret: secret, subject: user, role: role,
                 expires: Date().addingTimeInterval(configuration.durationSeconds + 3_600))
         case .token(let token): token
+        case .anonymous: nil
         }
     }
 
     func source(_ index: Int) -> String? {
-        configuration.sourceAddresses > 1 ? "127.0.0.\(1 + index % configuration.sourceAddresses)" : nil
+        let addresses = configuration.effectiveSourceAddresses
+        return addresses > 1 ? "127.0.0.\(1 + index % addresses)" : nil
     }
 
     public func run() async throws -> Report {
@@ -73,10 +80,108 @@ public final class Driver: @unchecked Sendable {
     private func drive() async throws -> Report {
         let c = configuration
         let total = c.warmupSeconds + c.durationSeconds
-        let wallNow = Int64(Date().timeIntervalSince1970 * 1000)
+        let fileLimit = raiseFileLimit()
+        if c.totalConnections + 64 > fileLimit {
+            throw LoadError.invalid(
+                "--watchers and --connections need \(c.totalConnections) sockets but this process may open \(fileLimit) files (ulimit -Hn); raise the hard limit or ask for fewer"
+            )
+        }
+        let probe = MemoryProbe(configuration: c)
+        let memoryBefore = try probe?.residentBytes()
         let connectStarted = monotonicNanos()
 
-        // 1. The listings, opened by one seller connection.
+        // 1. The listings, opened by one seller connection (none in broadcast mode).
+        let seller = try await openListings()
+
+        // 2. Watchers, then bidders (traders; in broadcast mode one anonymous publisher).
+        let recorder = self.recorder
+        let watchers = try await connectWatchers(recorder: recorder)
+        var bidders: [LoadConnection] = []
+        for b in 0..<(c.broadcast ? 1 : c.connections) {
+            let bidder = LoadConnection(
+                index: b,
+                onMessage: { connection, text, received in
+                    let utf8 = text.utf8
+                    guard Scan.string("type", in: utf8) == "result", let id = Scan.string("id", in: utf8),
+                        let intended = connection.pending.removeValue(forKey: id)
+                    else { return }
+                    recorder.result(
+                        intended: intended, received: received,
+                        error: Scan.string("error", in: utf8).map(String.init))
+                }, onClose: { code in recorder.closed(code: code) })
+            _ = try await LoadConnection.connect(
+                group: group, host: c.host, port: c.port, source: source(b + c.watchers + 1), path: c.path,
+                token: c.broadcast ? nil : token(user: bidderName(b), role: "bidder"), handler: bidder)
+            bidders.append(bidder)
+        }
+        let connectSeconds = Double(monotonicNanos() - connectStarted) / 1e9
+        // Let subscriptions settle.
+        try await Task.sleep(for: .milliseconds(c.watchers > 2_000 ? 1_000 : 300))
+        let memoryConnected = try probe?.residentBytes()
+
+        // 3. The open-loop schedule, on a thread of its own.
+        let start = monotonicNanos()
+        let end = start + UInt64(total * 1e9)
+        recorder.measure(from: start + UInt64(c.warmupSeconds * 1e9))
+        let schedule = Thread { [self, bidders] in send(bidders: bidders, start: start, end: end) }
+        schedule.start()
+        var trend = MemoryTrend()
+        if let memoryConnected { trend.samples.append((0, memoryConnected)) }
+        var lastSample = start
+        var lastPrint = start
+        var lastDeliveries = -1
+        while monotonicNanos() < end + UInt64(c.drainSeconds * 1e9) {
+            try await Task.sleep(for: .milliseconds(250))
+            let now = monotonicNanos()
+            if let probe, now < end, now - lastSample >= UInt64(c.sampleSeconds * 1e9) {
+                trend.samples.append((Double(now - start) / 1e9, try probe.residentBytes()))
+                lastSample = now
+            }
+            if now >= end {
+                let m = recorder.snapshot
+                if c.broadcast {
+                    // No results to wait for: stop once the deliveries stop coming.
+                    if m.deliveries == lastDeliveries { break }
+                    lastDeliveries = m.deliveries
+                } else if m.results >= m.sent {
+                    break
+                }
+            }
+            if let progress, now - lastPrint >= 1_000_000_000 {
+                let (count, p99) = recorder.takeWindow()
+                let m = recorder.snapshot
+                let errors = m.errors.values.reduce(0, +)
+                progress(
+                    String(
+                        format: "t=%4.0fs  %6.0f results/s  p99 %8.3f ms  errors %d  deliveries %d",
+                        Double(now - start) / 1e9, Double(count) * 1e9 / Double(now - lastPrint),
+                        Double(p99) / 1_000, errors, m.deliveries))
+                lastPrint = now
+            }
+        }
+        if let probe {
+            let now = monotonicNanos()
+            trend.samples.append((Double(min(now, end) - start) / 1e9, try probe.residentBytes()))
+        }
+        let measurements = recorder.snapshot
+        for connection in bidders + watchers + (seller.map { [$0] } ?? []) { connection.close() }
+        try await Task.sleep(for: .milliseconds(100))
+        var report = Report(
+            configuration: c, measurements: measurements, measuredSeconds: c.durationSeconds,
+            connectionsHeld: bidders.count + watchers.count + (seller == nil ? 0 : 1), connectSeconds: connectSeconds)
+        report.memoryBefore = memoryBefore
+        report.memoryConnected = memoryConnected
+        report.memory = trend
+        return report
+    }
+
+    /// Opens `listings` listings (english, or market for the market preset) on one seller connection, retrying
+    /// the opens the server refuses with `rate_limited` or `overloaded`.
+    private func openListings() async throws -> LoadConnection? {
+        let c = configuration
+        guard !c.broadcast else { return nil }
+        let total = c.warmupSeconds + c.durationSeconds
+        let wallNow = Int64(Date().timeIntervalSince1970 * 1000)
         let sellerName = "load-seller-\(runID)"
         let seller = LoadConnection(
             index: -1,
@@ -97,12 +202,16 @@ public final class Driver: @unchecked Sendable {
             if attempts > 50 { throw LoadError.server("could not open the listings: the server keeps refusing") }
             for chunk in stride(from: 0, to: toOpen.count, by: 100) {
                 for index in toOpen[chunk..<min(chunk + 100, toOpen.count)] {
-                    let soft =
-                        c.preset == .hot
-                        ? #","soft_close":{"window_ms":60000,"extend_ms":5000,"max_closes_at":\#(closesAt + 3_600_000)}"#
-                        : ""
+                    let terms: String
+                    switch c.preset {
+                    case .market: terms = #""format":"market""#
+                    case .hot:
+                        terms =
+                            #""format":"english","start":100,"soft_close":{"window_ms":60000,"extend_ms":5000,"max_closes_at":\#(closesAt + 3_600_000)}"#
+                    default: terms = #""format":"english","start":100"#
+                    }
                     let open =
-                        #"{"type":"open","id":"open-\#(runID)-\#(index)-\#(attempts)","listing":"\#(listingID(index))","seller":"\#(sellerName)","format":"english","start":100,"closes_at":\#(closesAt)\#(soft)}"#
+                        #"{"type":"open","id":"open-\#(runID)-\#(index)-\#(attempts)","listing":"\#(listingID(index))","seller":"\#(sellerName)",\#(terms),"closes_at":\#(closesAt)}"#
                     seller.send(open, id: nil, intended: 0)
                 }
                 try await waitFor(count: min(chunk + 100, toOpen.count), attempt: attempts, timeout: 30)
@@ -123,114 +232,146 @@ public final class Driver: @unchecked Sendable {
             toOpen = retry
             if !toOpen.isEmpty { try await Task.sleep(for: .milliseconds(250)) }
         }
+        return seller
+    }
 
-        // 2. Watchers and bidders.
-        let recorder = Recorder()
-        let onClose: @Sendable (Int) -> Void = { code in recorder.closed(code: code) }
-        var watchers: [LoadConnection] = []
-        for w in 0..<c.watchers {
-            let watcher = LoadConnection(
+    /// Connects the watcher connections, up to 64 at a time, each subscribed to listing `w % listings`.
+    private func connectWatchers(recorder: Recorder) async throws -> [LoadConnection] {
+        let c = configuration
+        let watchers = (0..<c.watchers).map { w in
+            LoadConnection(
                 index: w,
-                onMessage: { [self] _, text, received in
-                    let utf8 = text.utf8
-                    guard Scan.string("type", in: utf8) == "bid_placed", let listing = Scan.string("listing", in: utf8),
-                        let index = listingIndex(listing), let bids = Scan.integer("bids", in: utf8)
-                    else { return }
-                    let intended = sendLog.withLock { log in
-                        index < log.count && bids >= 1 && bids <= log[index].count ? log[index][bids - 1] : nil
+                onMessage: { [self] connection, text, received in
+                    if c.preset == .market {
+                        marketEvent(connection, text, received, recorder)
+                    } else {
+                        bidEvent(text, received, recorder)
                     }
-                    recorder.delivered(intended: intended, received: received)
-                }, onClose: onClose)
-            _ = try await LoadConnection.connect(
-                group: group, host: c.host, port: c.port, source: source(w + 1), path: c.path, token: nil,
-                handler: watcher)
-            watcher.send(#"{"type":"subscribe","listing":"\#(listingID(w % c.listings))"}"#, id: nil, intended: 0)
-            watchers.append(watcher)
+                }, onClose: { code in recorder.closed(code: code) })
         }
-        var bidders: [LoadConnection] = []
-        for b in 0..<c.connections {
-            let bidder = LoadConnection(
-                index: b,
-                onMessage: { connection, text, received in
-                    let utf8 = text.utf8
-                    guard Scan.string("type", in: utf8) == "result", let id = Scan.string("id", in: utf8),
-                        let intended = connection.pending.removeValue(forKey: id)
-                    else { return }
-                    recorder.result(
-                        intended: intended, received: received,
-                        error: Scan.string("error", in: utf8).map(String.init))
-                }, onClose: onClose)
-            _ = try await LoadConnection.connect(
-                group: group, host: c.host, port: c.port, source: source(b + c.watchers + 1), path: c.path,
-                token: token(user: bidderName(b), role: "bidder"), handler: bidder)
-            bidders.append(bidder)
-        }
-        let connectSeconds = Double(monotonicNanos() - connectStarted) / 1e9
-        // Let subscriptions settle.
-        try await Task.sleep(for: .milliseconds(300))
-
-        // 3. The open-loop schedule, on a thread of its own.
-        let start = monotonicNanos()
-        let end = start + UInt64(total * 1e9)
-        recorder.measure(from: start + UInt64(c.warmupSeconds * 1e9))
-        let interval = 1e9 / Double(c.rate)
-        let bidderConnections = bidders
-        let schedule = Thread { [self, bidders = bidderConnections] in
-            var rng = SplitMix64(seed: c.seed)
-            let sampler = ZipfSampler(count: c.listings, exponent: c.zipf)
-            var bidsOn = [Int](repeating: 0, count: c.listings)
-            var k: UInt64 = 0
-            while true {
-                let intended = start + UInt64(Double(k) * interval)
-                if intended >= end { break }
-                let now = monotonicNanos()
-                if intended > now + 50_000 {
-                    var pause = timespec(tv_sec: 0, tv_nsec: Int((intended - now) - 20_000))
-                    nanosleep(&pause, nil)
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            for (w, watcher) in watchers.enumerated() {
+                if w >= 64 { try await group.next() }
+                group.addTask { [self] in
+                    _ = try await LoadConnection.connect(
+                        group: self.group, host: c.host, port: c.port, source: source(w + 1), path: c.path,
+                        token: nil, handler: watcher)
+                    if !c.broadcast {
+                        watcher.send(
+                            #"{"type":"subscribe","listing":"\#(listingID(w % c.listings))"}"#, id: nil, intended: 0)
+                    }
                 }
-                let listing = sampler.next(using: &rng)
-                let n = bidsOn[listing]
-                bidsOn[listing] += 1
-                // Two bidder connections take turns on a listing, so each bid outbids the last. Maxima 10,000
-                // apart (the largest step of the default ladder) keep a bid valid even when it reaches the server
-                // after the next one, sent on the other connection.
-                let owner = (listing + n % 2) % bidders.count
-                let id = "b\(k)"
-                let bid =
-                    #"{"type":"bid","id":"\#(id)","listing":"\#(listingID(listing))","bidder":"\#(bidderName(owner))","amount":\#(1_000 + n * 10_000)}"#
-                sendLog.withLock { $0[listing].append(intended) }
-                recorder.sent(intended: intended)
-                bidders[owner].send(bid, id: id, intended: intended)
-                k += 1
             }
+            try await group.waitForAll()
         }
-        schedule.start()
-        var lastPrint = start
-        while monotonicNanos() < end + UInt64(c.drainSeconds * 1e9) {
-            try await Task.sleep(for: .milliseconds(250))
+        return watchers
+    }
+
+    /// A watcher's `bid_placed` event: fan-out latency from the intended send time of the listing's k-th bid.
+    private func bidEvent(_ text: Substring, _ received: UInt64, _ recorder: Recorder) {
+        let utf8 = text.utf8
+        guard Scan.string("type", in: utf8) == "bid_placed", let listing = Scan.string("listing", in: utf8),
+            let index = listingIndex(listing), let bids = Scan.integer("bids", in: utf8)
+        else { return }
+        let intended = sendLog.withLock { log in
+            index < log.count && bids >= 1 && bids <= log[index].count ? log[index][bids - 1] : nil
+        }
+        recorder.delivered(intended: intended, received: received)
+    }
+
+    /// A watcher's market event. A `trade` counts from its taker order (the later of the two order ids); a `book`
+    /// from the last `order_placed` on that listing, since a command's events arrive together and in order. A
+    /// `book` after an expiry (no order of this run's schedule behind it) is not counted.
+    private func marketEvent(_ connection: LoadConnection, _ text: Substring, _ received: UInt64, _ recorder: Recorder)
+    {
+        let utf8 = text.utf8
+        guard let type = Scan.string("type", in: utf8) else { return }
+        switch type {
+        case "order_placed":
+            connection.lastOrder = Scan.string("order", in: utf8).flatMap { orderNumber($0) }
+        case "order_cancelled" where Scan.string("reason", in: utf8) == "expired":
+            connection.lastOrder = nil
+        case "trade":
+            let buy = Scan.string("buy_order", in: utf8).flatMap { orderNumber($0) } ?? 0
+            let sell = Scan.string("sell_order", in: utf8).flatMap { orderNumber($0) } ?? 0
+            recorder.delivered(intended: intendedTime(max(buy, sell)), received: received)
+        case "book":
+            recorder.delivered(intended: connection.lastOrder.flatMap { intendedTime($0) }, received: received)
+        default:
+            break
+        }
+    }
+
+    /// `o<k>` → k.
+    func orderNumber(_ id: Substring) -> UInt64? { id.first == "o" ? UInt64(id.dropFirst()) : nil }
+
+    /// The intended send time of command k (set once the schedule starts).
+    func intendedTime(_ k: UInt64) -> UInt64? {
+        let start = scheduleStart.load(ordering: .acquiring)
+        return start == 0 ? nil : start + UInt64(Double(k) * 1e9 / Double(configuration.rate))
+    }
+
+    /// The open-loop schedule: command k is due at `start + k / rate`.
+    private func send(bidders: [LoadConnection], start: UInt64, end: UInt64) {
+        let c = configuration
+        scheduleStart.store(start, ordering: .releasing)
+        let interval = 1e9 / Double(c.rate)
+        let wallStart = Int64(Date().timeIntervalSince1970 * 1000)
+        var rng = SplitMix64(seed: c.seed)
+        let sampler = ZipfSampler(count: c.listings, exponent: c.zipf)
+        var bidsOn = [Int](repeating: 0, count: c.listings)
+        let filler = String(repeating: "x", count: 24)
+        var k: UInt64 = 0
+        while true {
+            let intended = start + UInt64(Double(k) * interval)
+            if intended >= end { break }
             let now = monotonicNanos()
-            if now >= end {
-                let m = recorder.snapshot
-                if m.results >= m.sent { break }
+            if intended > now + 50_000 {
+                var pause = timespec(tv_sec: 0, tv_nsec: Int((intended - now) - 20_000))
+                nanosleep(&pause, nil)
             }
-            if let progress, now - lastPrint >= 1_000_000_000 {
-                let (count, p99) = recorder.takeWindow()
-                let m = recorder.snapshot
-                let errors = m.errors.values.reduce(0, +)
-                progress(
-                    String(
-                        format: "t=%4.0fs  %6.0f results/s  p99 %8.3f ms  errors %d  deliveries %d",
-                        Double(now - start) / 1e9, Double(count) * 1e9 / Double(now - lastPrint),
-                        Double(p99) / 1_000, errors, m.deliveries))
-                lastPrint = now
+            let listing = sampler.next(using: &rng)
+            if c.preset == .market {
+                // Buys and sells around a mid of 10,000 over the same band, so about half cross and the rest
+                // rest; one in five is ioc, and resting orders expire after 10 s so the book stays bounded.
+                let owner = Int(k % UInt64(bidders.count))
+                let side = rng.next() & 1 == 0 ? "buy" : "sell"
+                let price = 9_995 + Int(rng.next() % 11)
+                let quantity = 1 + Int(rng.next() % 10)
+                let tif = rng.next() % 5 == 0 ? "ioc" : "gtc"
+                let expires = wallStart + Int64((intended - start) / 1_000_000) + 10_000
+                let id = "o\(k)"
+                let order =
+                    #"{"type":"order","id":"\#(id)","listing":"\#(listingID(listing))","trader":"\#(bidderName(owner))","side":"\#(side)","price":\#(price),"quantity":\#(quantity),"tif":"\#(tif)","expires_at":\#(expires)}"#
+                recorder.sent(intended: intended)
+                bidders[owner].send(order, id: id, intended: intended)
+                k += 1
+                continue
             }
+            let n = bidsOn[listing]
+            bidsOn[listing] += 1
+            sendLog.withLock { $0[listing].append(intended) }
+            if c.broadcast {
+                // What gavel serve sends its watchers for the same bid, sent once to the relay.
+                let at = wallStart + Int64((intended - start) / 1_000_000)
+                let event =
+                    #"{"type":"bid_placed","listing":"\#(listingID(listing))","seq":\#(n + 2),"at":\#(at),"price":\#(1_000 + n * 10_000),"leader":"load-bidder-\#(filler)","bids":\#(n + 1),"closes_at":\#(at + 600_000),"reserve_met":true,"ts":\#(at)}"#
+                recorder.sent(intended: intended)
+                bidders[0].send(event, id: nil, intended: intended)
+                k += 1
+                continue
+            }
+            // Two bidder connections take turns on a listing, so each bid outbids the last. Maxima 10,000 apart
+            // (the largest step of the default ladder) keep a bid valid even when it reaches the server after the
+            // next one, sent on the other connection.
+            let owner = (listing + n % 2) % bidders.count
+            let id = "b\(k)"
+            let bid =
+                #"{"type":"bid","id":"\#(id)","listing":"\#(listingID(listing))","bidder":"\#(bidderName(owner))","amount":\#(1_000 + n * 10_000)}"#
+            recorder.sent(intended: intended)
+            bidders[owner].send(bid, id: id, intended: intended)
+            k += 1
         }
-        let measurements = recorder.snapshot
-        for connection in bidders + watchers + [seller] { connection.close() }
-        try await Task.sleep(for: .milliseconds(100))
-        return Report(
-            configuration: c, measurements: measurements, measuredSeconds: c.durationSeconds,
-            connectionsHeld: bidders.count + watchers.count + 1, connectSeconds: connectSeconds)
     }
 
     func bidderName(_ index: Int) -> String { "load-bidder-\(runID)-\(index)" }

@@ -9,6 +9,11 @@ public struct Report: Sendable {
     public var measuredSeconds: Double
     public var connectionsHeld: Int
     public var connectSeconds: Double
+    /// The server's resident memory before the driver connected and once every connection was up (bytes).
+    public var memoryBefore: UInt64?
+    public var memoryConnected: UInt64?
+    /// The server's memory sampled through the run.
+    public var memory = MemoryTrend()
 
     public init(
         configuration: LoadConfiguration, measurements: Measurements, measuredSeconds: Double, connectionsHeld: Int,
@@ -33,12 +38,20 @@ public struct Report: Sendable {
     public var achievedRate: Double { Double(measurements.results) / max(measuredSeconds, 1e-9) }
     public var deliveriesPerSecond: Double { Double(measurements.deliveries) / max(measuredSeconds, 1e-9) }
 
+    /// Server memory added per connection held (bytes), from the readings before and after connecting.
+    public var memoryPerConnection: Double? {
+        guard let before = memoryBefore, let after = memoryConnected, connectionsHeld > 0 else { return nil }
+        return (Double(after) - Double(before)) / Double(connectionsHeld)
+    }
+
+    static func megabytes(_ bytes: Double) -> String { String(format: "%.1f MB", bytes / 1_048_576) }
+
     /// A fixed-width table.
     public var table: String {
         let m = measurements
         var lines: [String] = []
         lines.append(
-            "gavel-load \(configuration.preset.rawValue): \(configuration.connections) bidder + \(configuration.watchers) watcher connections, \(configuration.listings) listings, zipf \(configuration.zipf), target \(configuration.rate)/s, \(format(measuredSeconds)) s measured after \(format(configuration.warmupSeconds)) s warm-up, seed \(configuration.seed)"
+            "gavel-load \(configuration.preset.rawValue)\(configuration.broadcast ? " --broadcast" : ""): \(configuration.broadcast ? "1 publisher" : "\(configuration.connections) bidder") + \(configuration.watchers) watcher connections, \(configuration.listings) listings, zipf \(configuration.zipf), target \(configuration.rate)/s, \(format(measuredSeconds)) s measured after \(format(configuration.warmupSeconds)) s warm-up, seed \(configuration.seed)"
         )
         lines.append(
             "commands: \(m.sent) sent, \(m.results) results, \(format(achievedRate)) results/s; errors: \(m.errors.isEmpty ? "none" : m.errors.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }.joined(separator: ", "))"
@@ -47,6 +60,17 @@ public struct Report: Sendable {
             "connections: \(connectionsHeld) held, opened in \(format(connectSeconds)) s (\(format(Double(connectionsHeld) / max(connectSeconds, 1e-9)))/s); closed by the server: \(m.closedByServer.isEmpty ? "none" : m.closedByServer.sorted { $0.key < $1.key }.map { "\($0.key)×\($0.value)" }.joined(separator: ", "))"
         )
         lines.append("deliveries: \(m.deliveries) events on watchers, \(format(deliveriesPerSecond))/s")
+        if let before = memoryBefore, let after = memoryConnected, let perConnection = memoryPerConnection {
+            lines.append(
+                "server memory: \(Self.megabytes(Double(before))) before connecting, \(Self.megabytes(Double(after))) with \(connectionsHeld) connections: \(String(format: "%.1f", perConnection / 1_024)) KB a connection"
+            )
+        }
+        if let growth = memory.growth, let first = memory.samples.first, let last = memory.samples.last {
+            let slope = memory.slopePerMinute.map { String(format: "%+.1f KB/min", $0 / 1_024) } ?? "n/a"
+            lines.append(
+                "server memory over the run: \(memory.samples.count) samples, \(Self.megabytes(Double(first.bytes))) at \(format(first.seconds)) s, \(Self.megabytes(Double(last.bytes))) at \(format(last.seconds)) s; growth \(String(format: "%+.1f", Double(growth) / 1_048_576)) MB, slope \(slope)"
+            )
+        }
         lines.append("latency (ms)        p50       p90       p99     p99.9       max     count")
         for (name, histogram) in [("ack", m.ack), ("fan-out", m.fanOut)] {
             let values = Self.figures(histogram).map { String(format: "%9.3f", Double($0.1) / 1_000) }
@@ -65,8 +89,9 @@ public struct Report: Sendable {
             for (name, value) in Self.figures(histogram) { object[name + "_us"] = value }
             return object
         }
-        let object: [String: Any] = [
+        var object: [String: Any] = [
             "preset": configuration.preset.rawValue,
+            "broadcast": configuration.broadcast,
             "connections": configuration.connections,
             "watchers": configuration.watchers,
             "listings": configuration.listings,
@@ -88,6 +113,17 @@ public struct Report: Sendable {
             "ack_latency": latency(m.ack),
             "fanout_latency": latency(m.fanOut),
         ]
+        if let memoryBefore { object["memory_before_bytes"] = memoryBefore }
+        if let memoryConnected { object["memory_connected_bytes"] = memoryConnected }
+        if let memoryPerConnection { object["memory_per_connection_bytes"] = memoryPerConnection }
+        if !memory.samples.isEmpty {
+            var trend: [String: Any] = [
+                "samples": memory.samples.map { ["t_s": $0.seconds, "bytes": $0.bytes] as [String: Any] }
+            ]
+            if let growth = memory.growth { trend["growth_bytes"] = growth }
+            if let slope = memory.slopePerMinute { trend["slope_bytes_per_min"] = slope }
+            object["memory"] = trend
+        }
         let data = try! JSONSerialization.data(withJSONObject: object, options: [.sortedKeys, .prettyPrinted])
         return String(decoding: data, as: UTF8.self)
     }

@@ -18,6 +18,21 @@ struct GavelLoad: AsyncParsableCommand {
             The server's per-connection rate limit applies: start it with limits that admit --rate / \
             --connections commands per second per connection, or pass a service token with --token-file.
 
+            Presets: steady (1,000 listings, 16 bidders, 16 watchers, 2,000 bids/s); hot (one listing with soft \
+            close, 1,000 watchers, a war between 2 bidders at 1,000 bids/s); connections (10,000 idle subscribed \
+            watchers over 100 listings and 10 bids/s: connections held, connect rate, server memory per connection); \
+            market (8 traders posting buys and sells around a mid price on 4 market listings, 1,000 orders/s: \
+            some trade, some rest); soak (steady at 500 bids/s for 600 s, sampling the server's memory every \
+            --sample-seconds and reporting its growth). Options given on the command line win.
+
+            Server memory: gavel serve does not export process_resident_memory_bytes, so give --server-pid \
+            (a local server: VmRSS from /proc/<pid>/status; gavel serve writes its pid to <data-dir>/gavel.pid). \
+            --admin-url reads process_resident_memory_bytes from a /metrics that has it.
+
+            Broadcast mode (--broadcast): no Gavel commands. One anonymous publisher connection sends \
+            bid_placed-shaped frames at --rate to a relay (loadtest/compare/broadcast.js, Node's ws) that forwards \
+            each to every other connection; fan-out latency is measured exactly as for Gavel's events.
+
             Example: gavel-load --url ws://127.0.0.1:8080/ws --jwt-secret "$(cat gavel-data/jwt-secret)" \
             --preset steady --rate 5000 --duration 30 --json report.json --plot latency.svg
             """
@@ -27,7 +42,7 @@ struct GavelLoad: AsyncParsableCommand {
     @Option(help: "The server's JWT secret: the driver signs a token for each user it simulates.")
     var jwtSecret: String?
     @Option(help: "A file holding one token (a service token) used by every connection.") var tokenFile: String?
-    @Option(help: "Scenario: steady (many listings, steady bids) or hot (one listing, many watchers, soft close).")
+    @Option(help: "Scenario: steady, hot, connections, market or soak (see above).")
     var preset: String = "steady"
     @Option(help: "Bidder connections (one user each).") var connections: Int?
     @Option(help: "Watcher connections (anonymous, one subscription each).") var watchers: Int?
@@ -37,8 +52,19 @@ struct GavelLoad: AsyncParsableCommand {
     @Option(help: "Measured seconds (after the warm-up).") var duration: Double?
     @Option(help: "Warm-up seconds, not measured.") var warmup: Double?
     @Option(help: "Seed of the listing choice, so a run can be repeated.") var seed: UInt64?
-    @Option(help: "Loopback source addresses to spread connections over (127.0.0.1 ... 127.0.0.N).")
+    @Option(
+        help:
+            "Loopback source addresses to spread connections over (127.0.0.1 ... 127.0.0.N); raised to one per 28,000 connections."
+    )
     var sourceAddresses: Int?
+    @Option(help: "The server's admin URL, for process_resident_memory_bytes in its /metrics (http://host:port).")
+    var adminURL: String?
+    @Option(help: "A local server's process id: its memory is read from /proc/<pid>/status (VmRSS).")
+    var serverPID: Int32?
+    @Option(help: "Seconds between samples of the server's memory (with --server-pid or --admin-url).")
+    var sampleSeconds: Double?
+    @Flag(help: "Publish bid_placed-shaped frames to a broadcast relay instead of sending Gavel commands.")
+    var broadcast = false
     @Option(help: "Write the report as JSON to this file.") var json: String?
     @Option(help: "Write an SVG plot of the latency percentile curves to this file.") var plot: String?
     @Option(help: "Write HdrHistogram percentile distributions to FILE.ack.hgrm and FILE.fanout.hgrm.")
@@ -61,9 +87,16 @@ struct GavelLoad: AsyncParsableCommand {
         if let warmup { c.warmupSeconds = warmup }
         if let seed { c.seed = seed }
         if let sourceAddresses { c.sourceAddresses = sourceAddresses }
+        if let adminURL {
+            do { c.adminURL = try AdminURL(adminURL) } catch { throw ValidationError(error.description) }
+        }
+        if let serverPID { c.serverPID = serverPID }
+        if let sampleSeconds { c.sampleSeconds = sampleSeconds }
+        c.broadcast = broadcast
         do { try c.validate() } catch { throw ValidationError(error.description) }
         let credentials: Credentials
         switch (jwtSecret, tokenFile) {
+        case (nil, nil) where broadcast: credentials = .anonymous
         case (let secret?, nil): credentials = .secret(secret)
         case (nil, let file?):
             guard let token = try? String(contentsOfFile: file, encoding: .utf8) else {
