@@ -14,6 +14,11 @@ release builds of gavel
 and gavel-load.
 
     python3 loadtest/compare/compare.py --duration 10 --clients 16 --listings 1000 --json /tmp/compare.json
+
+Fan-out (`--only fanout`): Gavel's hot preset (one listing, a bidding war, durable bids) and broadcast.js (a relay
+on Debian's node-ws) with the same watchers and message rates, both measured by gavel-load's watcher code.
+
+    python3 loadtest/compare/compare.py --only fanout --watchers 1000 --fanout-rates 30,100 --duration 10
 """
 
 import argparse
@@ -189,6 +194,60 @@ def run_gavel(args, work):
             "steps": steps}
 
 
+def run_fanout(args, work):
+    """Gavel's hot preset and the Node ws relay (broadcast.js), each with the same watchers and message rates,
+    measured by gavel-load's same watcher code (fan-out from the intended send time)."""
+    rows = []
+    for rate in args.fanout_rates:
+        pair = {}
+        for system in ("gavel", "node"):
+            port = free_port()
+            if system == "gavel":
+                data = os.path.join(work, f"fanout-gavel-{rate}")
+                server = subprocess.Popen(
+                    [args.gavel, "serve", "--port", str(port), "--admin-port", "0", "--data-dir", data,
+                     "--jwt-secret", "compare", "--rate", "1000000", "--rate-burst", "1000000",
+                     "--max-connections", str(args.watchers + 100), "--max-outbound-bytes", str(64 << 20)],
+                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                extra = ["--jwt-secret", "compare"]
+            else:
+                env = dict(os.environ, NODE_PATH="/usr/share/nodejs")
+                server = subprocess.Popen(["node", os.path.join(HERE, "broadcast.js"), "--port", str(port)],
+                                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+                extra = ["--broadcast"]
+            try:
+                wait_port(port)
+                report = os.path.join(work, f"fanout-{system}-{rate}.json")
+                subprocess.run(
+                    [args.gavel_load, "--url", f"ws://127.0.0.1:{port}/ws", "--preset", "hot", "--watchers",
+                     str(args.watchers), "--rate", str(rate), "--duration", str(args.duration), "--warmup", "2",
+                     "--quiet", "--json", report] + extra,
+                    check=True, capture_output=True, timeout=args.duration + 180)
+                with open(report) as f:
+                    r = json.load(f)
+            finally:
+                server.send_signal(signal.SIGTERM)
+                server.wait(timeout=60)
+            fan = r["fanout_latency"]
+            pair[system] = {"deliveries_per_s": r["deliveries_per_s"], "expected_per_s": rate * args.watchers,
+                            "p50_ms": fan["p50_us"] / 1000, "p99_ms": fan["p99_us"] / 1000,
+                            "max_ms": fan["max_us"] / 1000, "closed_by_server": r["closed_by_server"]}
+            print(f"  {system} at {rate}/s: {pair[system]}", file=sys.stderr)
+        rows.append({"rate": rate, "watchers": args.watchers, **pair})
+    return rows
+
+
+def print_fanout(rows):
+    print("| messages/s × watchers | system | deliveries/s | fan-out p50 ms | p99 ms | max ms | Gavel ÷ ws (p99) |")
+    print("| --- | --- | --- | --- | --- | --- | --- |")
+    for row in rows:
+        g, n = row["gavel"], row["node"]
+        ratio = f"{g['p99_ms'] / n['p99_ms']:.1f}x" if n["p99_ms"] > 0 else "—"
+        for name, r in (("Gavel (hot preset, durable bids)", g), ("Node ws broadcast relay", n)):
+            print(f"| {row['rate']} × {row['watchers']:,} | {name} | {r['deliveries_per_s']:,.0f} | "
+                  f"{r['p50_ms']:.2f} | {r['p99_ms']:.2f} | {r['max_ms']:.1f} | {ratio if r is g else ''} |")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--duration", type=int, default=10, help="seconds per measurement")
@@ -198,19 +257,35 @@ def main():
     parser.add_argument("--gavel-load", default=os.path.join(ROOT, "loadtest/.build/release/gavel-load"))
     parser.add_argument("--gavel-rates", type=lambda s: [int(x) for x in s.split(",")],
                         default=[2000, 5000, 10000, 20000, 40000, 80000])
-    parser.add_argument("--only", choices=["gavel", "redis", "postgres"], action="append")
+    parser.add_argument("--only", choices=["gavel", "redis", "postgres", "fanout"], action="append",
+                        help="run only these steps (fanout is run only when named)")
+    parser.add_argument("--watchers", type=int, default=1000, help="fanout: watcher connections")
+    parser.add_argument("--fanout-rates", type=lambda s: [int(x) for x in s.split(",")], default=[30, 100],
+                        help="fanout: messages (bids) per second, comma-separated")
     parser.add_argument("--json", help="write the results here")
     args = parser.parse_args()
     work = tempfile.mkdtemp(prefix="gavel-compare-")
     results = []
+    fanout = None
     try:
         for name, run in [("gavel", run_gavel), ("redis", run_redis), ("postgres", run_postgres)]:
             if args.only and name not in args.only:
                 continue
             print(f"measuring {name} ...", file=sys.stderr)
             results.append(run(args, work))
+        if args.only and "fanout" in args.only:
+            print("measuring fan-out: gavel and node ws ...", file=sys.stderr)
+            fanout = run_fanout(args, work)
     finally:
         shutil.rmtree(work, ignore_errors=True)
+    if fanout:
+        print_fanout(fanout)
+        if args.json and not results:
+            with open(args.json, "w") as f:
+                json.dump(fanout, f, indent=2)
+            return
+    if not results:
+        return
     gavel = next((r for r in results if r["system"].startswith("Gavel")), None)
     print("| system | durable bids/s | p50 ms | p99 ms | max ms | vs Gavel (throughput) | how |")
     print("| --- | --- | --- | --- | --- | --- | --- |")
