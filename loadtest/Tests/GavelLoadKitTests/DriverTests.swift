@@ -9,6 +9,16 @@ import Testing
     import FoundationXML
 #endif
 
+/// What `validate()` says about the default configuration after `change`; nil when it passes.
+func problem(_ change: (inout LoadConfiguration) -> Void) -> String? {
+    var c = LoadConfiguration()
+    change(&c)
+    do {
+        try c.validate()
+        return nil
+    } catch { return error.description }
+}
+
 @Suite struct ConfigurationTests {
     @Test func aURLGivesHostPortAndPath() throws {
         var c = LoadConfiguration()
@@ -27,14 +37,6 @@ import Testing
     }
 
     @Test func outOfRangeOptionsAreRefusedWithTheOptionNamed() {
-        func problem(_ change: (inout LoadConfiguration) -> Void) -> String? {
-            var c = LoadConfiguration()
-            change(&c)
-            do {
-                try c.validate()
-                return nil
-            } catch { return error.description }
-        }
         #expect(problem { _ in } == nil)
         #expect(problem { $0.rate = 0 }?.contains("--rate") == true)
         #expect(problem { $0.connections = 0 }?.contains("--connections") == true)
@@ -194,5 +196,110 @@ import Testing
         #expect(Scan.integer("min_bid", in: line[...].utf8) == 1_250)
         #expect(Scan.string("listing", in: line[...].utf8) == nil)
         #expect(Scan.integer("bids", in: line[...].utf8) == nil)
+    }
+}
+
+@Suite struct PresetTests {
+    @Test func theNewPresetsSetTheirScenario() {
+        let connections = LoadConfiguration.defaults(for: .connections)
+        #expect(connections.watchers == 10_000 && connections.rate <= 20)
+        let market = LoadConfiguration.defaults(for: .market)
+        #expect(market.listings <= 10 && market.connections >= 2)
+        let soak = LoadConfiguration.defaults(for: .soak)
+        #expect(soak.durationSeconds == 600 && soak.rate < LoadConfiguration().rate)
+    }
+
+    @Test func manyConnectionsSpreadOverMoreSourceAddresses() {
+        var c = LoadConfiguration.defaults(for: .connections)
+        #expect(c.effectiveSourceAddresses == 1)
+        c.watchers = 60_000
+        #expect(c.effectiveSourceAddresses == 3)
+        c.sourceAddresses = 8
+        #expect(c.effectiveSourceAddresses == 8)
+    }
+
+    @Test func theNewOptionsAreRefusedWithTheirNames() {
+        #expect(problem { $0.serverPID = 0 }?.contains("--server-pid") == true)
+        #expect(problem { $0.sampleSeconds = 0 }?.contains("--sample-seconds") == true)
+        #expect(problem { $0.sampleSeconds = .nan }?.contains("--sample-seconds") == true)
+        #expect(problem { $0.preset = .soak }?.contains("--server-pid") == true)
+        #expect(
+            problem {
+                $0.preset = .soak
+                $0.serverPID = 1
+            } == nil)
+        #expect(
+            problem {
+                $0.preset = .market
+                $0.broadcast = true
+            }?.contains("--broadcast") == true)
+        for bad in ["127.0.0.1:9090", "https://127.0.0.1:9090", "http://127.0.0.1", "http://:9090", "http://h:0"] {
+            #expect(throws: LoadError.self, "\(bad)") { try AdminURL(bad) }
+            do { _ = try AdminURL(bad) } catch { #expect(error.description.contains("--admin-url")) }
+        }
+        let admin = try? AdminURL("http://127.0.0.1:9090")
+        #expect(admin == AdminURL?.some(try! AdminURL("http://127.0.0.1:9090/metrics")))
+        #expect(admin?.path == "/metrics" && admin?.port == 9090)
+    }
+}
+
+@Suite struct MemoryTests {
+    @Test func residentMemoryIsReadFromProcStatusAndFromMetrics() {
+        let status = "Name:\tgavel\nVmPeak:\t  99999 kB\nVmRSS:\t   40960 kB\nThreads:\t9\n"
+        #expect(MemoryProbe.residentBytes(status: status) == 40_960 * 1_024)
+        #expect(MemoryProbe.residentBytes(status: "Name:\tx\n") == nil)
+        let metrics =
+            "# TYPE process_resident_memory_bytes gauge\nprocess_resident_memory_bytes_other 1\nprocess_resident_memory_bytes 3.2e+07\n"
+        #expect(MemoryProbe.residentBytes(metrics: metrics) == 32_000_000)
+        #expect(MemoryProbe.residentBytes(metrics: "gavel_connections 3\n") == nil)
+    }
+
+    @Test func ownProcessMemoryCanBeRead() throws {
+        var c = LoadConfiguration()
+        c.serverPID = getpid()
+        let bytes = try #require(MemoryProbe(configuration: c)).residentBytes()
+        #expect(bytes > 1_000_000)
+    }
+
+    @Test func growthIsLastMinusFirstAndTheSlopeIsPerMinute() throws {
+        // 1 MiB every 10 s, with noise that is symmetric about the middle sample (no slope of its own): 6 MiB a
+        // minute, which the first and last samples alone would also give.
+        let noise: [Int64] = [0, 300_000, -300_000, 0, -300_000, 300_000, 0]
+        let trend = MemoryTrend(
+            samples: noise.enumerated().map { i, n in
+                (Double(i * 10), UInt64(Int64(50 << 20) + Int64(i) * (1 << 20) + n))
+            })
+        #expect(trend.growth == 6 << 20)
+        let slope = try #require(trend.slopePerMinute)
+        #expect(abs(slope - Double(6 << 20)) < 1_000)
+    }
+
+    @Test func aFlatOrShrinkingTrendAndTooFewSamples() throws {
+        #expect(MemoryTrend().growth == nil && MemoryTrend().slopePerMinute == nil)
+        #expect(MemoryTrend(samples: [(0, 5)]).slopePerMinute == nil)
+        #expect(MemoryTrend(samples: [(3, 5), (3, 9)]).slopePerMinute == nil, "no time between the samples")
+        let flat = MemoryTrend(samples: (0..<5).map { (Double($0 * 10), 1_000) })
+        #expect(flat.growth == 0 && flat.slopePerMinute == 0)
+        let shrinking = MemoryTrend(samples: [(0, 2_000_000), (60, 1_000_000)])
+        #expect(shrinking.growth == -1_000_000)
+        #expect(abs(try #require(shrinking.slopePerMinute) + 1_000_000) < 0.001)
+    }
+
+    @Test func theReportShowsMemoryPerConnectionAndGrowth() throws {
+        var report = Report(
+            configuration: LoadConfiguration(), measurements: Measurements(), measuredSeconds: 60,
+            connectionsHeld: 1_000, connectSeconds: 1)
+        report.memoryBefore = 30 << 20
+        report.memoryConnected = (30 << 20) + 5_120_000
+        report.memory = MemoryTrend(samples: [(0, 40 << 20), (60, 41 << 20)])
+        #expect(report.memoryPerConnection == 5_120)
+        #expect(report.table.contains("5.0 KB a connection"))
+        #expect(report.table.contains("+1.0 MB") && report.table.contains("+1024.0 KB/min"))
+        let object = try #require(try JSONSerialization.jsonObject(with: Data(report.json.utf8)) as? [String: Any])
+        #expect(object["memory_per_connection_bytes"] as? Double == 5_120)
+        let memory = try #require(object["memory"] as? [String: Any])
+        #expect(memory["growth_bytes"] as? Int == 1 << 20)
+        #expect(memory["slope_bytes_per_min"] as? Double == Double(1 << 20))
+        #expect((memory["samples"] as? [Any])?.count == 2)
     }
 }
