@@ -3,6 +3,10 @@ import GavelCore
 import Metrics
 import Prometheus
 
+#if canImport(Glibc)
+    import Glibc
+#endif
+
 /// The gateway's metrics, kept with swift-metrics in a Prometheus registry of their own (no process-wide
 /// bootstrap, so several servers can live in one process, as tests do). `/metrics` prints ``registry``.
 public final class GatewayMetrics: Sendable {
@@ -32,6 +36,8 @@ public final class GatewayMetrics: Sendable {
     let rateLimited: CoreMetrics.Counter
     /// Sessions closed with 1008 for sustained excess.
     let abuseCloses: CoreMetrics.Counter
+    /// The process's resident memory, read from `/proc/self/statm` at each scrape.
+    let residentMemory: CoreMetrics.Gauge
 
     static let commandTypes = ["open", "bid", "buy_now", "accept", "order", "cancel", "cancel_listing"]
 
@@ -58,6 +64,7 @@ public final class GatewayMetrics: Sendable {
         slowConsumerCloses = CoreMetrics.Counter(label: "gavel_slow_consumer_closes_total", factory: factory)
         rateLimited = CoreMetrics.Counter(label: "gavel_rate_limited_total", factory: factory)
         abuseCloses = CoreMetrics.Counter(label: "gavel_abuse_closes_total", factory: factory)
+        residentMemory = CoreMetrics.Gauge(label: "process_resident_memory_bytes", factory: factory)
     }
 
     /// Counts one answered command in `cache` (one per event loop, so that counting takes no lock once each
@@ -83,5 +90,21 @@ public final class GatewayMetrics: Sendable {
     }
 
     /// The Prometheus text exposition of every metric.
-    public func exposition() -> [UInt8] { registry.emitToBuffer() }
+    public func exposition() -> [UInt8] {
+        if let bytes = Self.residentBytes() { residentMemory.record(bytes) }
+        return registry.emitToBuffer()
+    }
+
+    /// Resident set size from `/proc/self/statm` (its second field, in pages), or `nil` where there is none.
+    static func residentBytes() -> Int? {
+        let fd = open("/proc/self/statm", O_RDONLY)
+        guard fd >= 0 else { return nil }
+        defer { close(fd) }
+        var buffer = [UInt8](repeating: 0, count: 128)
+        let count = buffer.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
+        guard count > 0 else { return nil }
+        let fields = buffer[..<count].split(separator: UInt8(ascii: " "))
+        guard fields.count > 1, let pages = Int(String(decoding: fields[1], as: UTF8.self)) else { return nil }
+        return pages * sysconf(Int32(_SC_PAGESIZE))
+    }
 }

@@ -130,6 +130,8 @@ def test_admin_health_readiness_and_metrics(server):
         ok_opens = [line for line in text.splitlines()
                     if line.startswith("gavel_commands_total{") and 'type="open"' in line and 'result="ok"' in line]
         assert ok_opens and float(ok_opens[0].rsplit(" ", 1)[1]) >= 1
+        # The process's resident memory, for load tests that report memory per connection.
+        assert 1_000_000 < server.metric("process_resident_memory_bytes") < 4_000_000_000
 
 
 def test_page_is_served_at_root(server):
