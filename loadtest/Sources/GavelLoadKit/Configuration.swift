@@ -1,3 +1,4 @@
+import Foundation
 import GavelCore
 
 /// A named scenario: the defaults it sets for the options the user did not give.
@@ -46,6 +47,8 @@ public struct LoadConfiguration: Sendable, Equatable {
     /// Broadcast mode: no Gavel commands; one publisher connection sends `bid_placed`-shaped frames at `rate` to
     /// a relay (loadtest/compare/broadcast.js) that forwards them to every watcher connection.
     public var broadcast = false
+    /// The formats the seller opens listings in (steady preset), by weight.
+    public var formats = FormatMix.englishOnly
 
     public init() {}
 
@@ -140,6 +143,73 @@ public struct LoadConfiguration: Sendable, Equatable {
         }
         if broadcast && (preset == .market || preset == .connections) {
             throw .invalid("--broadcast sends bid_placed frames; it goes with --preset steady, hot or soak")
+        }
+        if formats != .englishOnly && (preset != .steady || broadcast) {
+            throw .invalid("--formats goes with --preset steady (without --broadcast)")
+        }
+    }
+}
+
+/// A listing format the steady preset can open.
+public enum ListingFormat: String, CaseIterable, Sendable {
+    case english
+    case sealed
+    case dutch
+}
+
+/// The listing format mix of `--formats`: a weight per format, e.g. `english=80,sealed=10,dutch=10`.
+public struct FormatMix: Sendable, Equatable, CustomStringConvertible {
+    /// Each format given, at most once, in the order of `ListingFormat.allCases`.
+    public private(set) var weights: [(format: ListingFormat, weight: Int)]
+
+    public static let englishOnly = FormatMix(weights: [(.english, 100)])
+
+    private init(weights: [(format: ListingFormat, weight: Int)]) { self.weights = weights }
+
+    /// Parses `name=weight,...`; the message of a refusal names `--formats` and the accepted names.
+    public init(parsing text: String) throws(LoadError) {
+        let names = ListingFormat.allCases.map(\.rawValue).joined(separator: ", ")
+        var given: [ListingFormat: Int] = [:]
+        for item in text.split(separator: ",", omittingEmptySubsequences: false) {
+            let parts = item.split(separator: "=", omittingEmptySubsequences: false)
+            guard parts.count == 2, let weight = Int(parts[1].trimmingCharacters(in: .whitespaces)) else {
+                throw .invalid("--formats takes name=weight pairs separated by commas (names: \(names)), got \(text)")
+            }
+            let name = parts[0].trimmingCharacters(in: .whitespaces)
+            guard let format = ListingFormat(rawValue: name) else {
+                throw .invalid("--formats: unknown format \(name); the formats are \(names)")
+            }
+            guard given[format] == nil else { throw .invalid("--formats names \(name) twice; give each format once") }
+            guard weight >= 0 && weight <= 1_000_000 else {
+                throw .invalid("--formats: the weight of \(name) must be 0...1000000, got \(weight)")
+            }
+            given[format] = weight
+        }
+        guard given.values.reduce(0, +) > 0 else {
+            throw .invalid("--formats: the weights add up to 0; give at least one format (\(names)) a positive weight")
+        }
+        weights = ListingFormat.allCases.compactMap { format in given[format].map { (format, $0) } }
+    }
+
+    public static func == (a: FormatMix, b: FormatMix) -> Bool {
+        a.weights.map(\.format) == b.weights.map(\.format) && a.weights.map(\.weight) == b.weights.map(\.weight)
+    }
+
+    /// `english=80,sealed=10,dutch=10`.
+    public var description: String { weights.map { "\($0.format.rawValue)=\($0.weight)" }.joined(separator: ",") }
+
+    /// The format of each of `count` listings, drawn by weight from a stream seeded by `seed` (its own stream, so
+    /// the listing choice of the bids is the same whatever the mix).
+    public func draw(count: Int, seed: UInt64) -> [ListingFormat] {
+        let total = UInt64(weights.reduce(0) { $0 + $1.weight })
+        var rng = SplitMix64(seed: seed ^ 0x666F_726D_6174_73)
+        return (0..<count).map { _ in
+            var u = rng.next() % total
+            for (format, weight) in weights {
+                if u < UInt64(weight) { return format }
+                u -= UInt64(weight)
+            }
+            return weights[weights.count - 1].format
         }
     }
 }

@@ -23,8 +23,10 @@ public final class Driver: @unchecked Sendable {
     let credentials: Credentials
     let group: MultiThreadedEventLoopGroup
     let runID: String
-    /// Per listing, the intended send time of each bid in send order (for fan-out latency).
+    /// Per listing, the intended send time of each bid in send order (for fan-out latency; english listings only).
     let sendLog: Mutex<[[UInt64]]>
+    /// Each listing's format, drawn from `--formats`.
+    let formats: [ListingFormat]
     let setupResults = Mutex<[String: String]>([:])
     let recorder = Recorder()
     /// The monotonic time (ns) command 0 is due; 0 until the schedule starts.
@@ -41,6 +43,7 @@ public final class Driver: @unchecked Sendable {
         group = MultiThreadedEventLoopGroup(numberOfThreads: max(1, System.coreCount))
         runID = String(UInt64(Date().timeIntervalSince1970 * 1000) % 46_656_000, radix: 36)
         sendLog = Mutex(Array(repeating: [], count: configuration.listings))
+        formats = configuration.formats.draw(count: configuration.listings, seed: configuration.seed)
     }
 
     func listingID(_ index: Int) -> String { "ld\(configuration.seed)-\(runID)-\(index)" }
@@ -175,7 +178,8 @@ public final class Driver: @unchecked Sendable {
         return report
     }
 
-    /// Opens `listings` listings (english, or market for the market preset) on one seller connection, retrying
+    /// Opens `listings` listings (each in its format from `--formats`, or market for the market preset) on one
+    /// seller connection, retrying
     /// the opens the server refuses with `rate_limited` or `overloaded`.
     private func openListings() async throws -> LoadConnection? {
         let c = configuration
@@ -208,7 +212,15 @@ public final class Driver: @unchecked Sendable {
                     case .hot:
                         terms =
                             #""format":"english","start":100,"soft_close":{"window_ms":60000,"extend_ms":5000,"max_closes_at":\#(closesAt + 3_600_000)}"#
-                    default: terms = #""format":"english","start":100"#
+                    default:
+                        switch formats[index] {
+                        case .english: terms = #""format":"english","start":100"#
+                        case .sealed: terms = #""format":"sealed","pricing":"second","start":100"#
+                        case .dutch:
+                            // Enough units and a slow enough clock to stay open through the run.
+                            terms =
+                                #""format":"dutch","start":100000,"floor":1000,"step":1,"step_every_ms":60000,"quantity":1000000"#
+                        }
                     }
                     let open =
                         #"{"type":"open","id":"open-\#(runID)-\#(index)-\#(attempts)","listing":"\#(listingID(index))","seller":"\#(sellerName)",\#(terms),"closes_at":\#(closesAt)}"#
@@ -267,11 +279,13 @@ public final class Driver: @unchecked Sendable {
         return watchers
     }
 
-    /// A watcher's `bid_placed` event: fan-out latency from the intended send time of the listing's k-th bid.
+    /// A watcher's `bid_placed` event on an english listing: fan-out latency from the intended send time of the
+    /// listing's k-th bid.
     private func bidEvent(_ text: Substring, _ received: UInt64, _ recorder: Recorder) {
         let utf8 = text.utf8
         guard Scan.string("type", in: utf8) == "bid_placed", let listing = Scan.string("listing", in: utf8),
-            let index = listingIndex(listing), let bids = Scan.integer("bids", in: utf8)
+            let index = listingIndex(listing), index < formats.count, formats[index] == .english,
+            let bids = Scan.integer("bids", in: utf8)
         else { return }
         let intended = sendLog.withLock { log in
             index < log.count && bids >= 1 && bids <= log[index].count ? log[index][bids - 1] : nil
@@ -350,7 +364,7 @@ public final class Driver: @unchecked Sendable {
             }
             let n = bidsOn[listing]
             bidsOn[listing] += 1
-            sendLog.withLock { $0[listing].append(intended) }
+            if formats[listing] == .english { sendLog.withLock { $0[listing].append(intended) } }
             if c.broadcast {
                 // What gavel serve sends its watchers for the same bid, sent once to the relay.
                 let at = wallStart + Int64((intended - start) / 1_000_000)
@@ -365,11 +379,25 @@ public final class Driver: @unchecked Sendable {
             // (the largest step of the default ladder) keep a bid valid even when it reaches the server after the
             // next one, sent on the other connection.
             let owner = (listing + n % 2) % bidders.count
-            let id = "b\(k)"
-            let bid =
-                #"{"type":"bid","id":"\#(id)","listing":"\#(listingID(listing))","bidder":"\#(bidderName(owner))","amount":\#(1_000 + n * 10_000)}"#
+            let id: String
+            let command: String
+            switch formats[listing] {
+            case .english:
+                id = "b\(k)"
+                command =
+                    #"{"type":"bid","id":"\#(id)","listing":"\#(listingID(listing))","bidder":"\#(bidderName(owner))","amount":\#(1_000 + n * 10_000)}"#
+            case .sealed:
+                // At least the start price; a bidder's new bid replaces its old one, so every bid is accepted.
+                id = "s\(k)"
+                command =
+                    #"{"type":"bid","id":"\#(id)","listing":"\#(listingID(listing))","bidder":"\#(bidderName(owner))","amount":\#(100 + n)}"#
+            case .dutch:
+                id = "a\(k)"
+                command =
+                    #"{"type":"accept","id":"\#(id)","listing":"\#(listingID(listing))","bidder":"\#(bidderName(owner))","quantity":1}"#
+            }
             recorder.sent(intended: intended)
-            bidders[owner].send(bid, id: id, intended: intended)
+            bidders[owner].send(command, id: id, intended: intended)
             k += 1
         }
     }

@@ -46,12 +46,15 @@ public struct Report: Sendable {
 
     static func megabytes(_ bytes: Double) -> String { String(format: "%.1f MB", bytes / 1_048_576) }
 
+    /// Whether the run's listings come from `--formats` (not market listings, not a broadcast relay).
+    var hasFormats: Bool { configuration.preset != .market && !configuration.broadcast }
+
     /// A fixed-width table.
     public var table: String {
         let m = measurements
         var lines: [String] = []
         lines.append(
-            "gavel-load \(configuration.preset.rawValue)\(configuration.broadcast ? " --broadcast" : ""): \(configuration.broadcast ? "1 publisher" : "\(configuration.connections) bidder") + \(configuration.watchers) watcher connections, \(configuration.listings) listings, zipf \(configuration.zipf), target \(configuration.rate)/s, \(format(measuredSeconds)) s measured after \(format(configuration.warmupSeconds)) s warm-up, seed \(configuration.seed)"
+            "gavel-load \(configuration.preset.rawValue)\(configuration.broadcast ? " --broadcast" : ""): \(configuration.broadcast ? "1 publisher" : "\(configuration.connections) bidder") + \(configuration.watchers) watcher connections, \(configuration.listings) listings, zipf \(configuration.zipf), \(hasFormats ? "formats \(configuration.formats), " : "")target \(configuration.rate)/s, \(format(measuredSeconds)) s measured after \(format(configuration.warmupSeconds)) s warm-up, seed \(configuration.seed)"
         )
         lines.append(
             "commands: \(m.sent) sent, \(m.results) results, \(format(achievedRate)) results/s; errors: \(m.errors.isEmpty ? "none" : m.errors.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }.joined(separator: ", "))"
@@ -113,6 +116,10 @@ public struct Report: Sendable {
             "ack_latency": latency(m.ack),
             "fanout_latency": latency(m.fanOut),
         ]
+        if hasFormats {
+            object["formats"] = Dictionary(
+                uniqueKeysWithValues: configuration.formats.weights.map { ($0.format.rawValue, $0.weight) })
+        }
         if let memoryBefore { object["memory_before_bytes"] = memoryBefore }
         if let memoryConnected { object["memory_connected_bytes"] = memoryConnected }
         if let memoryPerConnection { object["memory_per_connection_bytes"] = memoryPerConnection }

@@ -15,6 +15,12 @@ struct GavelLoad: AsyncParsableCommand {
             time to its result; fan-out latency from the bid's intended send time to its bid_placed event on a \
             watcher. Both come from the same monotonic clock, so they are exact on one machine.
 
+            Format mix (--formats, steady preset): the seller opens each listing in a format drawn by weight \
+            (seeded by --seed). Bids on english listings are as above; on sealed listings bidders send bid \
+            (a new bid replaces the bidder's old one); on dutch listings (1,000,000 units, a slow clock) they \
+            send accept with quantity 1. Ack latency and errors by code count every command; fan-out latency \
+            counts bid_placed events on english listings only.
+
             The server's per-connection rate limit applies: start it with limits that admit --rate / \
             --connections commands per second per connection, or pass a service token with --token-file.
 
@@ -63,6 +69,11 @@ struct GavelLoad: AsyncParsableCommand {
     var serverPID: Int32?
     @Option(help: "Seconds between samples of the server's memory (with --server-pid or --admin-url).")
     var sampleSeconds: Double?
+    @Option(
+        help:
+            "Listing format mix of the steady preset, weights by format: e.g. english=80,sealed=10,dutch=10 (formats: english, sealed, dutch; default english=100). Fan-out latency counts english listings only."
+    )
+    var formats: String?
     @Flag(help: "Publish bid_placed-shaped frames to a broadcast relay instead of sending Gavel commands.")
     var broadcast = false
     @Option(help: "Write the report as JSON to this file.") var json: String?
@@ -93,6 +104,9 @@ struct GavelLoad: AsyncParsableCommand {
         if let serverPID { c.serverPID = serverPID }
         if let sampleSeconds { c.sampleSeconds = sampleSeconds }
         c.broadcast = broadcast
+        if let formats {
+            do { c.formats = try FormatMix(parsing: formats) } catch { throw ValidationError(error.description) }
+        }
         do { try c.validate() } catch { throw ValidationError(error.description) }
         let credentials: Credentials
         switch (jwtSecret, tokenFile) {

@@ -303,3 +303,90 @@ func problem(_ change: (inout LoadConfiguration) -> Void) -> String? {
         #expect((memory["samples"] as? [Any])?.count == 2)
     }
 }
+
+@Suite struct FormatMixTests {
+    /// What `FormatMix(parsing:)` says about `text`; nil when it parses.
+    func refusal(_ text: String) -> String? {
+        do {
+            _ = try FormatMix(parsing: text)
+            return nil
+        } catch { return error.description }
+    }
+
+    @Test func goodMixesParseIntoWeightsByFormat() throws {
+        let mix = try FormatMix(parsing: "english=80,sealed=10,dutch=10")
+        #expect(mix.weights.map(\.format) == [.english, .sealed, .dutch])
+        #expect(mix.weights.map(\.weight) == [80, 10, 10])
+        #expect(mix.description == "english=80,sealed=10,dutch=10")
+        // Any order, spaces around the parts, and a zero weight beside a positive one.
+        let reordered = try FormatMix(parsing: "dutch = 1, english=3,sealed=0")
+        #expect(reordered.description == "english=3,sealed=0,dutch=1")
+        #expect(try FormatMix(parsing: "english=100") == .englishOnly)
+        #expect(try FormatMix(parsing: "sealed=1").weights.map(\.format) == [.sealed])
+        #expect(LoadConfiguration().formats == .englishOnly)
+        #expect(LoadConfiguration().formats.description == "english=100")
+    }
+
+    @Test func badMixesAreRefusedNamingTheOptionAndTheFormats() {
+        let unknown = refusal("english=50,vickrey=50")
+        #expect(unknown?.contains("--formats") == true && unknown?.contains("vickrey") == true)
+        #expect(unknown?.contains("english, sealed, dutch") == true)
+        #expect(refusal("market=10")?.contains("english, sealed, dutch") == true)
+        let duplicate = refusal("english=50,sealed=10,english=40")
+        #expect(duplicate?.contains("--formats") == true && duplicate?.contains("twice") == true)
+        let zero = refusal("english=0,sealed=0")
+        #expect(zero?.contains("--formats") == true && zero?.contains("add up to 0") == true)
+        let negative = refusal("english=100,dutch=-5")
+        #expect(negative?.contains("--formats") == true && negative?.contains("dutch") == true)
+        for malformed in ["", "english", "english=", "english=ten", "english=1.5", "english=80,", "=80", "a=1=2"] {
+            #expect(refusal(malformed)?.contains("--formats") == true, "\(malformed)")
+        }
+    }
+
+    @Test func aMixOtherThanEnglishOnlyGoesWithTheSteadyPresetOnly() throws {
+        let mix = try FormatMix(parsing: "english=60,sealed=20,dutch=20")
+        #expect(problem { $0.formats = mix } == nil)
+        #expect(
+            problem {
+                $0.preset = .market
+                $0.formats = mix
+            }?.contains("--formats") == true)
+        #expect(
+            problem {
+                $0.broadcast = true
+                $0.formats = mix
+            }?.contains("--formats") == true)
+    }
+
+    @Test func theDrawIsDeterministicBySeedAndFollowsTheWeights() throws {
+        let mix = try FormatMix(parsing: "english=60,sealed=20,dutch=20")
+        let draw = mix.draw(count: 10_000, seed: 42)
+        #expect(draw == mix.draw(count: 10_000, seed: 42))
+        #expect(draw != mix.draw(count: 10_000, seed: 43))
+        // The first listings' formats do not depend on how many listings there are.
+        #expect(Array(draw.prefix(100)) == mix.draw(count: 100, seed: 42))
+        let english = draw.filter { $0 == .english }.count
+        let sealed = draw.filter { $0 == .sealed }.count
+        let dutch = draw.filter { $0 == .dutch }.count
+        #expect(english > 5_700 && english < 6_300, "\(english)")
+        #expect(sealed > 1_800 && sealed < 2_200, "\(sealed)")
+        #expect(dutch > 1_800 && dutch < 2_200, "\(dutch)")
+        // A zero weight is never drawn; the default mix is english only.
+        #expect(!(try FormatMix(parsing: "english=1,sealed=0,dutch=1")).draw(count: 1_000, seed: 1).contains(.sealed))
+        #expect(FormatMix.englishOnly.draw(count: 1_000, seed: 9).allSatisfy { $0 == .english })
+    }
+
+    @Test func theReportShowsTheMix() throws {
+        var c = LoadConfiguration()
+        c.formats = try FormatMix(parsing: "english=80,sealed=10,dutch=10")
+        let report = Report(
+            configuration: c, measurements: Measurements(), measuredSeconds: 1, connectionsHeld: 1, connectSeconds: 1)
+        #expect(report.table.contains("formats english=80,sealed=10,dutch=10"))
+        let object = try #require(try JSONSerialization.jsonObject(with: Data(report.json.utf8)) as? [String: Any])
+        #expect((object["formats"] as? [String: Int]) == ["english": 80, "sealed": 10, "dutch": 10])
+        let market = Report(
+            configuration: .defaults(for: .market), measurements: Measurements(), measuredSeconds: 1,
+            connectionsHeld: 1, connectSeconds: 1)
+        #expect(!market.table.contains("formats"))
+    }
+}
