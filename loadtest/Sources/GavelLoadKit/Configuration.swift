@@ -87,6 +87,14 @@ public struct LoadConfiguration: Sendable, Equatable {
     /// Ephemeral ports one loopback source address offers the driver (Linux's default range is 32768-60999).
     public static let portsPerSourceAddress = 28_000
 
+    /// The soak rate: `fraction` of a maximum rate measured before (a steady run or loadtest/compare), rounded down,
+    /// at least 1.
+    public static func soakRate(maximum: Int, fraction: Double) throws(LoadError) -> Int {
+        guard maximum >= 1 else { throw .invalid("--max-rate must be at least 1 command per second") }
+        guard fraction > 0 && fraction <= 1 else { throw .invalid("--fraction must be in (0, 1]") }
+        return max(1, Int(Double(maximum) * fraction))
+    }
+
     /// Every connection the run opens: watchers, bidders and the seller (or the broadcast publisher).
     public var totalConnections: Int { watchers + (broadcast ? 1 : connections + 1) }
 

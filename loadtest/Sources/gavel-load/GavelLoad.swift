@@ -28,7 +28,7 @@ struct GavelLoad: AsyncParsableCommand {
             close, 1,000 watchers, a war between 2 bidders at 1,000 bids/s); connections (10,000 idle subscribed \
             watchers over 100 listings and 10 bids/s: connections held, connect rate, server memory per connection); \
             market (8 traders posting buys and sells around a mid price on 4 market listings, 1,000 orders/s: \
-            some trade, some rest); soak (steady at 500 bids/s for 600 s, sampling the server's memory every \
+            some trade, some rest); soak (steady for 600 s at --fraction of --max-rate, or 500 bids/s, sampling the server's memory every \
             --sample-seconds and reporting its growth). Options given on the command line win.
 
             Server memory: gavel serve does not export process_resident_memory_bytes, so give --server-pid \
@@ -55,6 +55,12 @@ struct GavelLoad: AsyncParsableCommand {
     @Option(help: "Listings to open and bid on.") var listings: Int?
     @Option(help: "Zipf exponent of listing popularity (0 = uniform).") var zipf: Double?
     @Option(help: "Target commands per second, all connections together.") var rate: Int?
+    @Option(
+        help:
+            "Soak: the maximum rate measured before (e.g. the highest rate a steady run sustained); the soak runs at --fraction of it unless --rate is given."
+    )
+    var maxRate: Int?
+    @Option(help: "Soak: the fraction of --max-rate to run at (default 0.5).") var fraction: Double?
     @Option(help: "Measured seconds (after the warm-up).") var duration: Double?
     @Option(help: "Warm-up seconds, not measured.") var warmup: Double?
     @Option(help: "Seed of the listing choice, so a run can be repeated.") var seed: UInt64?
@@ -93,7 +99,15 @@ struct GavelLoad: AsyncParsableCommand {
         if let watchers { c.watchers = watchers }
         if let listings { c.listings = listings }
         if let zipf { c.zipf = zipf }
-        if let rate { c.rate = rate }
+        if let rate {
+            c.rate = rate
+        } else if let maxRate {
+            guard chosen == .soak else { throw ValidationError("--max-rate goes with --preset soak") }
+            do { c.rate = try LoadConfiguration.soakRate(maximum: maxRate, fraction: fraction ?? 0.5) } catch {
+                throw ValidationError(error.description)
+            }
+        }
+        if fraction != nil && maxRate == nil { throw ValidationError("--fraction needs --max-rate") }
         if let duration { c.durationSeconds = duration }
         if let warmup { c.warmupSeconds = warmup }
         if let seed { c.seed = seed }

@@ -390,3 +390,21 @@ func problem(_ change: (inout LoadConfiguration) -> Void) -> String? {
         #expect(!market.table.contains("formats"))
     }
 }
+
+@Suite struct SoakRateTests {
+    @Test func theSoakRunsAtTheGivenFractionOfTheMeasuredMaximum() throws {
+        #expect(try LoadConfiguration.soakRate(maximum: 10_000, fraction: 0.5) == 5_000)
+        #expect(try LoadConfiguration.soakRate(maximum: 10_000, fraction: 1) == 10_000)
+        #expect(try LoadConfiguration.soakRate(maximum: 3, fraction: 0.1) == 1)
+    }
+
+    @Test func aFractionOutsideZeroToOneOrANonPositiveMaximumIsRefusedByName() {
+        for (maximum, fraction, option) in [(100, 0.0, "--fraction"), (100, 1.5, "--fraction"), (0, 0.5, "--max-rate")]
+        {
+            do {
+                _ = try LoadConfiguration.soakRate(maximum: maximum, fraction: fraction)
+                Issue.record("accepted \(maximum) × \(fraction)")
+            } catch { #expect(error.description.contains(option)) }
+        }
+    }
+}
