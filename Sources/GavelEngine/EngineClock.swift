@@ -14,6 +14,13 @@ public protocol EngineClock: Sendable {
     func now() -> Millis
 }
 
+/// Nanoseconds on the monotonic clock, for measuring durations (never engine time).
+public func monotonicNanos() -> UInt64 {
+    var ts = timespec()
+    clock_gettime(CLOCK_MONOTONIC, &ts)
+    return UInt64(ts.tv_sec) * 1_000_000_000 + UInt64(ts.tv_nsec)
+}
+
 /// Wall-clock time (milliseconds since the Unix epoch).
 public struct SystemClock: EngineClock {
     public init() {}

@@ -379,7 +379,7 @@ public final class Writer: @unchecked Sendable {
             due = true
         }
         if configuration.snapshotEverySeconds > 0 && lsn > lastSnapshotLSN {
-            let now = Self.monotonicNanos()
+            let now = monotonicNanos()
             if lastSnapshotNanos == 0 { lastSnapshotNanos = now }
             if now - lastSnapshotNanos >= UInt64(configuration.snapshotEverySeconds) * 1_000_000_000 { due = true }
         }
@@ -398,18 +398,12 @@ public final class Writer: @unchecked Sendable {
             batch.entries.append(BatchEntry(lsn: lsn, at: engine.now, input: .tick, result: nil, events: none))
             dispatch(batch)
         }
-        let started = Self.monotonicNanos()
+        let started = monotonicNanos()
         let state = engine.encodeState()
-        let pause = Self.monotonicNanos() - started
+        let pause = monotonicNanos() - started
         snapshotSink.snapshot(state: state, lsn: lsn, now: engine.now, pauseNanos: pause)
         lastSnapshotLSN = lsn
-        lastSnapshotNanos = Self.monotonicNanos()
-    }
-
-    static func monotonicNanos() -> UInt64 {
-        var ts = timespec()
-        clock_gettime(CLOCK_MONOTONIC, &ts)
-        return UInt64(ts.tv_sec) * 1_000_000_000 + UInt64(ts.tv_nsec)
+        lastSnapshotNanos = monotonicNanos()
     }
 
     private func anyPending() -> Bool {

@@ -426,9 +426,3 @@ final class FanOutSink: BatchSink, @unchecked Sendable {
 
     func flush() { inner.flush() }
 }
-
-func monotonicNanos() -> UInt64 {
-    var ts = timespec()
-    clock_gettime(CLOCK_MONOTONIC, &ts)
-    return UInt64(ts.tv_sec) * 1_000_000_000 + UInt64(ts.tv_nsec)
-}

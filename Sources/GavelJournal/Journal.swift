@@ -339,10 +339,3 @@ public final class JournalStats: Sendable {
         writeNanos.wrappingAdd(nanos, ordering: .relaxed)
     }
 }
-
-/// Nanoseconds on the monotonic clock.
-func monotonicNanos() -> UInt64 {
-    var ts = timespec()
-    clock_gettime(CLOCK_MONOTONIC, &ts)
-    return UInt64(ts.tv_sec) * 1_000_000_000 + UInt64(ts.tv_nsec)
-}

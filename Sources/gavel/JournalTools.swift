@@ -241,12 +241,6 @@ func readFile(_ path: String) throws -> [UInt8] {
     }
 }
 
-func monotonicNanos() -> UInt64 {
-    var ts = timespec()
-    clock_gettime(CLOCK_MONOTONIC, &ts)
-    return UInt64(ts.tv_sec) * 1_000_000_000 + UInt64(ts.tv_nsec)
-}
-
 func format3(_ value: Double) -> String {
     let millis = Int((value * 1000).rounded())
     let fraction = String(millis % 1000)
