@@ -22,14 +22,17 @@ let bidders = ["ann", "bob", "cy", "dee"]
 
 func listingID(_ k: Int) -> String { "listing-\(k)" }
 
+/// The command opening english listing `k` (start 100, closing far in the future).
+func openCommand(_ k: Int) -> Command {
+    Command(
+        id: "open-\(k)", listing: listingID(k),
+        body: .open(seller: "seller", terms: .english(.init(start: 100, closesAt: 1 << 40))))
+}
+
 /// Opens `listings` english auctions through `writer` and runs it until idle.
 func openListings(_ writer: Writer) {
     for k in 0..<listings {
-        writer.submit(
-            Command(
-                id: "open-\(k)", listing: listingID(k),
-                body: .open(seller: "seller", terms: .english(.init(start: 100, closesAt: 1 << 40)))),
-            handler: nil)
+        writer.submit(openCommand(k), handler: nil)
         if k % 1000 == 999 { writer.runUntilIdle() }
     }
     writer.runUntilIdle()
@@ -120,7 +123,8 @@ let benchmarks: @Sendable () -> Void = {
         let batch = 4_096
         Benchmark(
             "journaled bids, batches of \(batch), fsync \(policy)",
-            configuration: .init(metrics: [.throughput, .wallClock, .mallocCountTotal], scalingFactor: .mega, maxIterations: 3)
+            configuration: .init(
+                metrics: [.throughput, .wallClock, .mallocCountTotal], scalingFactor: .mega, maxIterations: 3)
         ) { benchmark in
             let path = temporaryDirectory("append")
             defer { removeTree(path) }
@@ -142,9 +146,15 @@ let benchmarks: @Sendable () -> Void = {
             benchmark.stopMeasurement()
             let frameBytes = journal.stats.frameBytes.load(ordering: .relaxed) - before
             let rawBytes = journal.stats.rawBytes.load(ordering: .relaxed) - rawBefore
-            benchmark.measurement(.custom("disk bytes per entry", polarity: .prefersSmaller, useScalingFactor: false), Int(frameBytes) / commands.count)
-            benchmark.measurement(.custom("raw bytes per entry", polarity: .prefersSmaller, useScalingFactor: false), Int(rawBytes) / commands.count)
-            benchmark.measurement(.custom("compression x100", polarity: .prefersLarger, useScalingFactor: false), Int(rawBytes * 100 / max(frameBytes, 1)))
+            benchmark.measurement(
+                .custom("disk bytes per entry", polarity: .prefersSmaller, useScalingFactor: false),
+                Int(frameBytes) / commands.count)
+            benchmark.measurement(
+                .custom("raw bytes per entry", polarity: .prefersSmaller, useScalingFactor: false),
+                Int(rawBytes) / commands.count)
+            benchmark.measurement(
+                .custom("compression x100", polarity: .prefersLarger, useScalingFactor: false),
+                Int(rawBytes * 100 / max(frameBytes, 1)))
             journal.close()
         }
     }
@@ -160,11 +170,7 @@ let benchmarks: @Sendable () -> Void = {
             defer { removeTree(path) }
             let (writer, journal) = try journaledWriter(path, fsync: policy, threaded: true)
             for k in 0..<listings {
-                writer.submit(
-                    Command(
-                        id: "open-\(k)", listing: listingID(k),
-                        body: .open(seller: "seller", terms: .english(.init(start: 100, closesAt: 1 << 40)))),
-                    handler: nil)
+                writer.submit(openCommand(k), handler: nil)
             }
             await writer.barrier()
             let total = benchmark.scaledIterations.count
@@ -177,7 +183,9 @@ let benchmarks: @Sendable () -> Void = {
                 while i < total {
                     // Each producer owns a quarter of the listings, so its bids stay in order per listing.
                     let command = commands[i]
-                    while writer.submit(command, handler: { _, _ in acknowledged.wrappingAdd(1, ordering: .relaxed) }) != nil {
+                    while writer.submit(command, handler: { _, _ in acknowledged.wrappingAdd(1, ordering: .relaxed) })
+                        != nil
+                    {
                         usleep(20)
                     }
                     i += producers
@@ -185,7 +193,9 @@ let benchmarks: @Sendable () -> Void = {
             }
             while acknowledged.load(ordering: .relaxed) < total { usleep(100) }
             benchmark.stopMeasurement()
-            benchmark.measurement(.custom("fsyncs", polarity: .prefersSmaller, useScalingFactor: false), Int(journal.stats.syncs.load(ordering: .relaxed)))
+            benchmark.measurement(
+                .custom("fsyncs", polarity: .prefersSmaller, useScalingFactor: false),
+                Int(journal.stats.syncs.load(ordering: .relaxed)))
             await writer.shutdown()
             journal.close()
         }
@@ -197,11 +207,7 @@ let benchmarks: @Sendable () -> Void = {
         let engine = Engine()
         var events: [Event] = []
         for k in 0..<listings {
-            _ = engine.apply(
-                Command(
-                    id: "open-\(k)", listing: listingID(k),
-                    body: .open(seller: "seller", terms: .english(.init(start: 100, closesAt: 1 << 40)))),
-                events: &events)
+            _ = engine.apply(openCommand(k), events: &events)
             events.removeAll(keepingCapacity: true)
         }
         for command in bidCommands(100_000) {

@@ -1,3 +1,4 @@
+import Benchmark
 import GavelCore
 import GavelWire
 
@@ -145,5 +146,24 @@ final class Fixture<Input>: @unchecked Sendable {
             self.events = events
         }
         return body(engine, &inputs, &next, &events, &rejected)
+    }
+}
+
+extension Fixture where Input == Command {
+    /// Applies the next `count` prepared commands, as a writer would, and reports any the engine rejected: every
+    /// prepared command must take the accepted path, or the benchmark measured the wrong one.
+    func applyCommands(_ count: Int, to benchmark: Benchmark, what: String) {
+        withOwned { engine, commands, next, events, rejected in
+            for _ in 0..<count {
+                events.removeAll(keepingCapacity: true)
+                let result = engine.apply(commands[next], events: &events)
+                next += 1
+                if !result.ok { rejected += 1 }
+                blackHole(result)
+            }
+        }
+        if rejected > 0 {
+            benchmark.error("\(rejected) prepared \(what) were rejected; the benchmark measured the wrong path")
+        }
     }
 }

@@ -23,19 +23,7 @@ let benchmarks: @Sendable () -> Void = {
 
     let englishBids = Fixture<Command>()
     Benchmark("english bids on 10,000 open listings") { benchmark in
-        englishBids.withOwned { engine, commands, next, events, rejected in
-            for _ in benchmark.scaledIterations {
-                events.removeAll(keepingCapacity: true)
-                let result = engine.apply(commands[next], events: &events)
-                next += 1
-                if !result.ok { rejected += 1 }
-                blackHole(result)
-            }
-        }
-        if englishBids.rejected > 0 {
-            benchmark.error(
-                "\(englishBids.rejected) prepared bids were rejected; the benchmark measured the wrong path")
-        }
+        englishBids.applyCommands(benchmark.scaledIterations.count, to: benchmark, what: "bids")
     } setup: {
         englishBids.engine = engineWithEnglishListings()
         englishBids.inputs = englishBidCommands()
@@ -44,19 +32,7 @@ let benchmarks: @Sendable () -> Void = {
 
     let marketOrders = Fixture<Command>()
     Benchmark("market orders: maker rests, ioc taker partially fills") { benchmark in
-        marketOrders.withOwned { engine, commands, next, events, rejected in
-            for _ in benchmark.scaledIterations {
-                events.removeAll(keepingCapacity: true)
-                let result = engine.apply(commands[next], events: &events)
-                next += 1
-                if !result.ok { rejected += 1 }
-                blackHole(result)
-            }
-        }
-        if marketOrders.rejected > 0 {
-            benchmark.error(
-                "\(marketOrders.rejected) prepared orders were rejected; the benchmark measured the wrong path")
-        }
+        marketOrders.applyCommands(benchmark.scaledIterations.count, to: benchmark, what: "orders")
     } setup: {
         marketOrders.engine = engineWithMarketBook()
         marketOrders.inputs = marketOrderCommands()

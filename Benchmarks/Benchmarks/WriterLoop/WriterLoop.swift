@@ -144,7 +144,9 @@ let benchmarks: @Sendable () -> Void = {
 
     // MARK: - Queues
 
-    let nodes = (0..<1_000).map { Submission(Command(id: "q\($0)", listing: "L", body: .cancelListing(seller: "s")), handler: nil) }
+    let nodes = (0..<1_000).map {
+        Submission(Command(id: "q\($0)", listing: "L", body: .cancelListing(seller: "s")), handler: nil)
+    }
     let single = IntrusiveMPSCQueue<Submission>()
     Benchmark(
         "queue: push + pop, one producer (same thread)",
