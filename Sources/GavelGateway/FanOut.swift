@@ -173,8 +173,11 @@ public final class FanOut: @unchecked Sendable {
 
         var isIdle: Bool { view == nil && history.count == 0 && subscribers.allSatisfy { $0 == 0 } }
 
-        /// Folds a public event and its frame in; returns the view before it.
-        mutating func record(_ event: Event, frame: ByteBuffer, historyLimit: Int) -> PublicListingView? {
+        /// Folds a public event and its frame in; returns the view before it, the view after it and the
+        /// subscribers per event loop, so the caller needs no second lookup.
+        mutating func record(_ event: Event, frame: ByteBuffer, historyLimit: Int) -> (
+            before: PublicListingView?, after: PublicListingView?, subscribers: [Int]
+        ) {
             let before = view
             if view == nil, let opened = PublicListingView(opened: event) {
                 view = opened
@@ -183,7 +186,7 @@ public final class FanOut: @unchecked Sendable {
             }
             seq = event.seq
             history.append(frame, seq: event.seq, limit: historyLimit)
-            return before
+            return (before, view, subscribers)
         }
     }
 
@@ -384,13 +387,12 @@ public final class FanOut: @unchecked Sendable {
         let loopCount = loops.count
         // Mutated in place: a copy of the entry would make the history's array shared, and every append would copy
         // the whole history (up to --history-events frames) once per event.
-        let before = s.listings[event.listing, default: Entry(subscribers: Array(repeating: 0, count: loopCount))]
+        let recorded = s.listings[event.listing, default: Entry(subscribers: Array(repeating: 0, count: loopCount))]
             .record(event, frame: frame, historyLimit: historyLimit)
-        guard let entry = s.listings[event.listing] else { return }
-        for (index, count) in entry.subscribers.enumerated() where count > 0 {
+        for (index, count) in recorded.subscribers.enumerated() where count > 0 {
             perLoop[index].append(.publish(listing: event.listing, seq: event.seq, frame: frame))
         }
-        s.index(event.listing, before: before, after: entry.view)
+        s.index(event.listing, before: recorded.before, after: recorded.after)
     }
 
     /// The users a private notice goes to: the outbid bidder, both traders of a trade, the bidder of a Dutch fill,
