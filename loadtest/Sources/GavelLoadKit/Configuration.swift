@@ -49,6 +49,11 @@ public struct LoadConfiguration: Sendable, Equatable {
     public var broadcast = false
     /// The formats the seller opens listings in (steady preset), by weight.
     public var formats = FormatMix.englishOnly
+    /// Use listings already open on the server instead of opening new ones: up to `listings` of its open english
+    /// listings (market listings for the market preset) that stay open through the run.
+    public var existing = false
+    /// With `existing`: only listings whose id starts with this.
+    public var existingPrefix: String?
 
     public init() {}
 
@@ -154,6 +159,23 @@ public struct LoadConfiguration: Sendable, Equatable {
         }
         if formats != .englishOnly && (preset != .steady || broadcast) {
             throw .invalid("--formats goes with --preset steady (without --broadcast)")
+        }
+        if existing && broadcast {
+            throw .invalid("--existing uses a Gavel server's listings; it cannot go with --broadcast")
+        }
+        if existing && formats != .englishOnly {
+            throw .invalid(
+                "--formats says which listings the driver opens; with --existing it bids on the server's open english listings"
+            )
+        }
+        if let existingPrefix {
+            guard existing else { throw .invalid("--existing-prefix goes with --existing") }
+            let allowed = Set("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.:-".utf8)
+            guard (1...64).contains(existingPrefix.utf8.count), existingPrefix.utf8.allSatisfy(allowed.contains) else {
+                throw .invalid(
+                    "--existing-prefix must be 1 to 64 characters from A-Z a-z 0-9 _ . : - (the start of listing ids), got \(existingPrefix)"
+                )
+            }
         }
     }
 }

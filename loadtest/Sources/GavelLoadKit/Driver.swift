@@ -19,14 +19,16 @@ public enum Credentials: Sendable {
 /// latency counts from the due time, so a stall in the server (or in the driver) shows as latency instead of
 /// silently lowering the send rate (no coordinated omission).
 public final class Driver: @unchecked Sendable {
-    public let configuration: LoadConfiguration
+    /// The configuration; with `existing`, `listings` becomes the number found on the server before any
+    /// connection but the one that looks for them is made.
+    public private(set) var configuration: LoadConfiguration
     let credentials: Credentials
     let group: MultiThreadedEventLoopGroup
     let runID: String
     /// Per listing, the intended send time of each bid in send order (for fan-out latency; english listings only).
     let sendLog: Mutex<[[UInt64]]>
-    /// Each listing's format, drawn from `--formats`.
-    let formats: [ListingFormat]
+    /// The listings of the run (see ``ListingSet``: set before the connections, read-only afterwards).
+    private(set) var listings: ListingSet
     let setupResults = Mutex<[String: String]>([:])
     let recorder = Recorder()
     /// The monotonic time (ns) command 0 is due; 0 until the schedule starts.
@@ -43,15 +45,15 @@ public final class Driver: @unchecked Sendable {
         group = MultiThreadedEventLoopGroup(numberOfThreads: max(1, System.coreCount))
         runID = String(UInt64(Date().timeIntervalSince1970 * 1000) % 46_656_000, radix: 36)
         sendLog = Mutex(Array(repeating: [], count: configuration.listings))
-        formats = configuration.formats.draw(count: configuration.listings, seed: configuration.seed)
+        let seed = configuration.seed
+        let runID = runID
+        listings = .opened(
+            count: configuration.listings,
+            formats: configuration.formats.draw(count: configuration.listings, seed: configuration.seed)
+        ) { "ld\(seed)-\(runID)-\($0)" }
     }
 
-    func listingID(_ index: Int) -> String { "ld\(configuration.seed)-\(runID)-\(index)" }
-
-    func listingIndex(_ id: Substring) -> Int? {
-        guard let dash = id.lastIndex(of: "-") else { return nil }
-        return Int(id[id.index(after: dash)...])
-    }
+    func listingID(_ index: Int) -> String { listings.ids[index] }
 
     func token(user: String, role: String) -> String? {
         switch credentials {
@@ -81,20 +83,29 @@ public final class Driver: @unchecked Sendable {
     }
 
     private func drive() async throws -> Report {
-        let c = configuration
-        let total = c.warmupSeconds + c.durationSeconds
         let fileLimit = raiseFileLimit()
-        if c.totalConnections + 64 > fileLimit {
+        let needed = configuration.totalConnections
+        if needed + 64 > fileLimit {
             throw LoadError.invalid(
-                "--watchers and --connections need \(c.totalConnections) sockets but this process may open \(fileLimit) files (ulimit -Hn); raise the hard limit or ask for fewer"
+                "--watchers and --connections need \(needed) sockets but this process may open \(fileLimit) files (ulimit -Hn); raise the hard limit or ask for fewer"
             )
         }
-        let probe = MemoryProbe(configuration: c)
+        let probe = MemoryProbe(configuration: configuration)
         let memoryBefore = try probe?.residentBytes()
         let connectStarted = monotonicNanos()
 
-        // 1. The listings, opened by one seller connection (none in broadcast mode).
-        let seller = try await openListings()
+        // 1. The listings: found on the server, or opened by one seller connection (none in broadcast mode).
+        let seller: LoadConnection?
+        if configuration.existing {
+            listings = try await findListings()
+            configuration.listings = listings.count
+            sendLog.withLock { [count = listings.count] in $0 = Array(repeating: [], count: count) }
+            seller = nil
+        } else {
+            seller = try await openListings()
+        }
+        let c = configuration
+        let total = c.warmupSeconds + c.durationSeconds
 
         // 2. Watchers, then bidders (traders; in broadcast mode one anonymous publisher).
         let recorder = self.recorder
@@ -213,7 +224,7 @@ public final class Driver: @unchecked Sendable {
                         terms =
                             #""format":"english","start":100,"soft_close":{"window_ms":60000,"extend_ms":5000,"max_closes_at":\#(closesAt + 3_600_000)}"#
                     default:
-                        switch formats[index] {
+                        switch listings.formats[index] {
                         case .english: terms = #""format":"english","start":100"#
                         case .sealed: terms = #""format":"sealed","pricing":"second","start":100"#
                         case .dutch:
@@ -247,6 +258,79 @@ public final class Driver: @unchecked Sendable {
         return seller
     }
 
+    /// `--existing`: pages through the server's open listings (`list`, 1,000 at a time) on one connection and
+    /// picks up to `listings` english ones (market ones for the market preset) that stay open through the run.
+    private func findListings() async throws -> ListingSet {
+        let c = configuration
+        let answers = Mutex<[String: String]>([:])
+        let lister = LoadConnection(
+            index: -1,
+            onMessage: { _, text, _ in
+                let utf8 = text.utf8
+                guard let type = Scan.string("type", in: utf8), type == "listings" || type == "result",
+                    let id = Scan.string("id", in: utf8)
+                else { return }
+                answers.withLock { $0[String(id)] = String(text) }
+            }, onClose: { _ in })
+        _ = try await LoadConnection.connect(
+            group: group, host: c.host, port: c.port, source: source(0), path: c.path,
+            token: token(user: "load-lister-\(runID)", role: "bidder"), handler: lister)
+        defer { lister.close() }
+        let format = c.preset == .market ? "market" : "english"
+        var selection: ListingSet.Selection?
+        var after = ListingSet.Selection.firstAfter(prefix: c.existingPrefix)
+        var request = 0
+        var refusals = 0
+        repeat {
+            request += 1
+            let id = "find-\(runID)-\(request)"
+            let cursor = after.map { #","after":"\#($0)""# } ?? ""
+            lister.send(#"{"type":"list","limit":1000,"id":"\#(id)"\#(cursor)}"#, id: nil, intended: 0)
+            let deadline = monotonicNanos() + 30_000_000_000
+            var answer: String?
+            while answer == nil {
+                if monotonicNanos() > deadline {
+                    throw LoadError.server("--existing: the server did not answer a list request within 30 s")
+                }
+                try await Task.sleep(for: .milliseconds(2))
+                answer = answers.withLock { $0.removeValue(forKey: id) }
+            }
+            guard let data = answer?.data(using: .utf8),
+                let object = try? JSONSerialization.jsonObject(with: data) as? [String: Any]
+            else { throw LoadError.server("--existing: the server's answer to list is not a JSON object") }
+            if object["type"] as? String == "result" {
+                let code = object["error"] as? String ?? "unknown"
+                guard code == "rate_limited" || code == "overloaded", refusals < 50 else {
+                    throw LoadError.server(
+                        "--existing: the server refused to list its listings: \(code) \(object["message"] as? String ?? "")"
+                    )
+                }
+                refusals += 1
+                try await Task.sleep(for: .milliseconds(250))
+                continue
+            }
+            let serverTime = (object["ts"] as? NSNumber)?.int64Value ?? Int64(Date().timeIntervalSince1970 * 1000)
+            if selection == nil {
+                // Listings must stay open through connecting, the warm-up, the run and the drain.
+                let runMs = Int64((c.warmupSeconds + c.durationSeconds + c.drainSeconds + 60) * 1000)
+                selection = ListingSet.Selection(
+                    format: format, prefix: c.existingPrefix, serverTime: serverTime, openUntil: serverTime + runMs,
+                    limit: c.listings)
+            }
+            selection?.take(object["listings"] as? [[String: Any]] ?? [])
+            after = object["next"] as? String
+        } while after != nil && selection?.done != true
+        guard let selection, !selection.picked.isEmpty else {
+            let which = c.existingPrefix.map { " whose id starts with \($0)" } ?? ""
+            let skipped =
+                selection.map { $0.skipped > 0 ? " (\($0.skipped) close or open within the run's time)" : "" } ?? ""
+            throw LoadError.server(
+                "--existing: the server has no open \(format) listings\(which) that stay open through the run\(skipped); open some, or drop --existing and the driver opens its own"
+            )
+        }
+        return selection.listings()
+    }
+
     /// Connects the watcher connections, up to 64 at a time, each subscribed to listing `w % listings`.
     private func connectWatchers(recorder: Recorder) async throws -> [LoadConnection] {
         let c = configuration
@@ -270,7 +354,8 @@ public final class Driver: @unchecked Sendable {
                         token: nil, handler: watcher)
                     if !c.broadcast {
                         watcher.send(
-                            #"{"type":"subscribe","listing":"\#(listingID(w % c.listings))"}"#, id: nil, intended: 0)
+                            #"{"type":"subscribe","listing":"\#(listingID(w % listings.count))"}"#, id: nil, intended: 0
+                        )
                     }
                 }
             }
@@ -284,11 +369,13 @@ public final class Driver: @unchecked Sendable {
     private func bidEvent(_ text: Substring, _ received: UInt64, _ recorder: Recorder) {
         let utf8 = text.utf8
         guard Scan.string("type", in: utf8) == "bid_placed", let listing = Scan.string("listing", in: utf8),
-            let index = listingIndex(listing), index < formats.count, formats[index] == .english,
+            let index = listings.index[listing], listings.formats[index] == .english,
             let bids = Scan.integer("bids", in: utf8)
         else { return }
+        // The driver's k-th bid on the listing is its bid number base + k (when nobody else bids on it).
+        let k = bids - listings.baseBids[index]
         let intended = sendLog.withLock { log in
-            index < log.count && bids >= 1 && bids <= log[index].count ? log[index][bids - 1] : nil
+            index < log.count && k >= 1 && k <= log[index].count ? log[index][k - 1] : nil
         }
         recorder.delivered(intended: intended, received: received)
     }
@@ -332,8 +419,8 @@ public final class Driver: @unchecked Sendable {
         let interval = 1e9 / Double(c.rate)
         let wallStart = Int64(Date().timeIntervalSince1970 * 1000)
         var rng = SplitMix64(seed: c.seed)
-        let sampler = ZipfSampler(count: c.listings, exponent: c.zipf)
-        var bidsOn = [Int](repeating: 0, count: c.listings)
+        let sampler = ZipfSampler(count: listings.count, exponent: c.zipf)
+        var bidsOn = [Int](repeating: 0, count: listings.count)
         let filler = String(repeating: "x", count: 24)
         var k: UInt64 = 0
         while true {
@@ -364,7 +451,7 @@ public final class Driver: @unchecked Sendable {
             }
             let n = bidsOn[listing]
             bidsOn[listing] += 1
-            if formats[listing] == .english { sendLog.withLock { $0[listing].append(intended) } }
+            if listings.formats[listing] == .english { sendLog.withLock { $0[listing].append(intended) } }
             if c.broadcast {
                 // What gavel serve sends its watchers for the same bid, sent once to the relay.
                 let at = wallStart + Int64((intended - start) / 1_000_000)
@@ -375,17 +462,17 @@ public final class Driver: @unchecked Sendable {
                 k += 1
                 continue
             }
-            // Two bidder connections take turns on a listing, so each bid outbids the last. Maxima 10,000 apart
-            // (the largest step of the default ladder) keep a bid valid even when it reaches the server after the
-            // next one, sent on the other connection.
+            // Two bidder connections take turns on a listing, so each bid outbids the last (see
+            // `ListingSet.spacing`).
             let owner = (listing + n % 2) % bidders.count
             let id: String
             let command: String
-            switch formats[listing] {
+            switch listings.formats[listing] {
             case .english:
                 id = "b\(k)"
+                let amount = listings.firstAmount[listing] + n * listings.spacing
                 command =
-                    #"{"type":"bid","id":"\#(id)","listing":"\#(listingID(listing))","bidder":"\#(bidderName(owner))","amount":\#(1_000 + n * 10_000)}"#
+                    #"{"type":"bid","id":"\#(id)","listing":"\#(listingID(listing))","bidder":"\#(bidderName(owner))","amount":\#(amount)}"#
             case .sealed:
                 // At least the start price; a bidder's new bid replaces its old one, so every bid is accepted.
                 id = "s\(k)"

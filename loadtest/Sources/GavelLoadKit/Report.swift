@@ -47,14 +47,14 @@ public struct Report: Sendable {
     static func megabytes(_ bytes: Double) -> String { String(format: "%.1f MB", bytes / 1_048_576) }
 
     /// Whether the run's listings come from `--formats` (not market listings, not a broadcast relay).
-    var hasFormats: Bool { configuration.preset != .market && !configuration.broadcast }
+    var hasFormats: Bool { configuration.preset != .market && !configuration.broadcast && !configuration.existing }
 
     /// A fixed-width table.
     public var table: String {
         let m = measurements
         var lines: [String] = []
         lines.append(
-            "gavel-load \(configuration.preset.rawValue)\(configuration.broadcast ? " --broadcast" : ""): \(configuration.broadcast ? "1 publisher" : "\(configuration.connections) bidder") + \(configuration.watchers) watcher connections, \(configuration.listings) listings, zipf \(configuration.zipf), \(hasFormats ? "formats \(configuration.formats), " : "")target \(configuration.rate)/s, \(format(measuredSeconds)) s measured after \(format(configuration.warmupSeconds)) s warm-up, seed \(configuration.seed)"
+            "gavel-load \(configuration.preset.rawValue)\(configuration.broadcast ? " --broadcast" : ""): \(configuration.broadcast ? "1 publisher" : "\(configuration.connections) bidder") + \(configuration.watchers) watcher connections, \(configuration.listings)\(configuration.existing ? " existing" : "") listings, zipf \(configuration.zipf), \(hasFormats ? "formats \(configuration.formats), " : "")target \(configuration.rate)/s, \(format(measuredSeconds)) s measured after \(format(configuration.warmupSeconds)) s warm-up, seed \(configuration.seed)"
         )
         lines.append(
             "commands: \(m.sent) sent, \(m.results) results, \(format(achievedRate)) results/s; errors: \(m.errors.isEmpty ? "none" : m.errors.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }.joined(separator: ", "))"
@@ -98,6 +98,7 @@ public struct Report: Sendable {
             "connections": configuration.connections,
             "watchers": configuration.watchers,
             "listings": configuration.listings,
+            "existing": configuration.existing,
             "zipf": configuration.zipf,
             "target_rate": configuration.rate,
             "duration_s": configuration.durationSeconds,

@@ -21,6 +21,14 @@ struct GavelLoad: AsyncParsableCommand {
             send accept with quantity 1. Ack latency and errors by code count every command; fan-out latency \
             counts bid_placed events on english listings only.
 
+            Existing listings (--existing): instead of opening listings, the driver pages through the server's open \
+            listings (the list message) and bids on up to --listings of its english listings (market listings \
+            for the market preset), optionally only those whose id starts with --existing-prefix, leaving out \
+            those that close or open within the run's time. Each listing's bids start 20,000 above its current \
+            price and step by 20,000 (twice the default ladder's largest step), alternating between two bidders. \
+            Fan-out latency matches the bids count of each bid_placed event to the driver's own bids, so it is \
+            exact only when nobody else bids on those listings during the run.
+
             The server's per-connection rate limit applies: start it with limits that admit --rate / \
             --connections commands per second per connection, or pass a service token with --token-file.
 
@@ -52,7 +60,7 @@ struct GavelLoad: AsyncParsableCommand {
     var preset: String = "steady"
     @Option(help: "Bidder connections (one user each).") var connections: Int?
     @Option(help: "Watcher connections (anonymous, one subscription each).") var watchers: Int?
-    @Option(help: "Listings to open and bid on.") var listings: Int?
+    @Option(help: "Listings to open and bid on (with --existing: the most to use).") var listings: Int?
     @Option(help: "Zipf exponent of listing popularity (0 = uniform).") var zipf: Double?
     @Option(help: "Target commands per second, all connections together.") var rate: Int?
     @Option(
@@ -80,6 +88,12 @@ struct GavelLoad: AsyncParsableCommand {
             "Listing format mix of the steady preset, weights by format: e.g. english=80,sealed=10,dutch=10 (formats: english, sealed, dutch; default english=100). Fan-out latency counts english listings only."
     )
     var formats: String?
+    @Flag(
+        help:
+            "Bid on listings already open on the server (up to --listings of them) instead of opening new ones (see above)."
+    )
+    var existing = false
+    @Option(help: "With --existing: only listings whose id starts with this.") var existingPrefix: String?
     @Flag(help: "Publish bid_placed-shaped frames to a broadcast relay instead of sending Gavel commands.")
     var broadcast = false
     @Option(help: "Write the report as JSON to this file.") var json: String?
@@ -118,6 +132,8 @@ struct GavelLoad: AsyncParsableCommand {
         if let serverPID { c.serverPID = serverPID }
         if let sampleSeconds { c.sampleSeconds = sampleSeconds }
         c.broadcast = broadcast
+        c.existing = existing
+        c.existingPrefix = existingPrefix
         if let formats {
             do { c.formats = try FormatMix(parsing: formats) } catch { throw ValidationError(error.description) }
         }

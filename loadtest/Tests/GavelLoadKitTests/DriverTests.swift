@@ -408,3 +408,104 @@ func problem(_ change: (inout LoadConfiguration) -> Void) -> String? {
         }
     }
 }
+
+@Suite struct ExistingListingsTests {
+    @Test func existingIsRefusedWithBroadcastWithAMixAndAPrefixWithoutItOrOutsideTheIdAlphabet() {
+        #expect(problem { $0.existing = true } == nil)
+        #expect(
+            problem {
+                $0.existing = true
+                $0.existingPrefix = "L1:a.b_c-"
+            } == nil)
+        #expect(
+            problem {
+                $0.existing = true
+                $0.broadcast = true
+            }?.contains("--broadcast") == true)
+        #expect(
+            problem {
+                $0.existing = true
+                $0.formats = try! FormatMix(parsing: "english=1,sealed=1")
+            }?.contains("--formats") == true)
+        #expect(problem { $0.existingPrefix = "L" }?.contains("--existing-prefix goes with --existing") == true)
+        for bad in ["", "a b", String(repeating: "x", count: 65), "é"] {
+            #expect(
+                problem {
+                    $0.existing = true
+                    $0.existingPrefix = bad
+                }?.contains("--existing-prefix must be") == true, "\(bad)")
+        }
+    }
+
+    func item(
+        _ id: String, format: String = "english", status: String = "open", price: Int? = 500, bids: Int? = 3,
+        opensAt: Int64 = 1_000, closesAt: Int64? = 100_000
+    ) -> [String: Any] {
+        [
+            "listing": id, "format": format, "status": status, "price": price.map { $0 as Any } ?? NSNull(),
+            "bids": bids.map { $0 as Any } ?? NSNull(), "opens_at": opensAt,
+            "closes_at": closesAt.map { $0 as Any } ?? NSNull(),
+        ]
+    }
+
+    @Test func selectionTakesOpenListingsOfTheFormatThatStayOpenThroughTheRun() {
+        var selection = ListingSet.Selection(
+            format: "english", prefix: nil, serverTime: 5_000, openUntil: 50_000, limit: 10)
+        selection.take([
+            item("A", price: 700, bids: 4),
+            item("B", format: "sealed"),
+            item("C", status: "closed"),
+            item("D", closesAt: 49_999),  // closes within the run
+            item("E", opensAt: 6_000),  // not open yet
+            item("F", price: 100, bids: 0, closesAt: nil),  // open until cancelled
+        ])
+        #expect(selection.picked.map(\.id) == ["A", "F"] && selection.skipped == 2 && !selection.done)
+        let set = selection.listings()
+        #expect(set.ids == ["A", "F"] && set.index["F"] == 1 && set.formats == [.english, .english])
+        // The first bid is a whole spacing above the price, and the spacing is twice the ladder's top step.
+        #expect(set.firstAmount == [700 + 20_000, 100 + 20_000] && set.spacing == 20_000)
+        #expect(set.baseBids == [4, 0] && set.skipped == 2)
+    }
+
+    @Test func selectionStopsAtTheLimitAndPastThePrefix() {
+        var limited = ListingSet.Selection(format: "english", prefix: nil, serverTime: 5_000, openUntil: 0, limit: 2)
+        limited.take([item("A"), item("B"), item("C")])
+        #expect(limited.picked.map(\.id) == ["A", "B"] && limited.done)
+
+        var prefixed = ListingSet.Selection(format: "english", prefix: "L1", serverTime: 5_000, openUntil: 0, limit: 10)
+        prefixed.take([item("L0"), item("L1"), item("L10"), item("L1x")])
+        #expect(prefixed.picked.map(\.id) == ["L1", "L10", "L1x"] && !prefixed.done)
+        prefixed.take([item("L2"), item("L1y")])
+        #expect(prefixed.picked.map(\.id) == ["L1", "L10", "L1x"] && prefixed.done)
+
+        var market = ListingSet.Selection(format: "market", prefix: nil, serverTime: 5_000, openUntil: 0, limit: 10)
+        market.take([item("M1", format: "market", price: nil, bids: nil), item("E1")])
+        #expect(market.picked.map(\.id) == ["M1"])
+    }
+
+    @Test func theFirstPageStartsJustBeforeThePrefix() {
+        #expect(ListingSet.Selection.firstAfter(prefix: nil) == nil)
+        #expect(ListingSet.Selection.firstAfter(prefix: "L") == nil)
+        #expect(ListingSet.Selection.firstAfter(prefix: "ld7-") == "ld7")
+        // Every id with the prefix sorts after it.
+        for id in ["ld7-", "ld7-0", "ld7-zz"] { #expect(id > "ld7") }
+    }
+
+    @Test func openedListingsKeepTheirNamesAndTheDefaultLadderSpacing() {
+        let set = ListingSet.opened(count: 3, formats: [.english, .sealed, .dutch]) { "x-\($0)" }
+        #expect(set.ids == ["x-0", "x-1", "x-2"] && set.index["x-2"] == 2)
+        #expect(set.firstAmount == [1_000, 1_000, 1_000] && set.spacing == 10_000 && set.baseBids == [0, 0, 0])
+    }
+
+    @Test func theReportSaysTheListingsAreExisting() throws {
+        var c = LoadConfiguration()
+        c.existing = true
+        c.listings = 7
+        let report = Report(
+            configuration: c, measurements: Recorder().snapshot, measuredSeconds: 1, connectionsHeld: 1,
+            connectSeconds: 1)
+        #expect(report.table.contains("7 existing listings") && !report.table.contains("formats"))
+        let json = try JSONSerialization.jsonObject(with: Data(report.json.utf8)) as? [String: Any]
+        #expect(json?["existing"] as? Bool == true && json?["formats"] == nil)
+    }
+}

@@ -25,29 +25,31 @@ func freePort() -> Int {
     return Int(UInt16(bigEndian: address.sin_port))
 }
 
-@Suite(.serialized) struct SmokeTests {
-    @Test(.timeLimit(.minutes(1)))
-    func aShortSteadyRunAgainstARealServerGetsEveryResultAndDeliversToWatchers() async throws {
+/// A `gavel serve` on a free loopback port with a fresh data directory, stopped and removed by `stop()`.
+struct SmokeServer {
+    let port: Int
+    let data: String
+    let process: Process
+
+    static func start(secret: String) async throws -> SmokeServer? {
         guard FileManager.default.isExecutableFile(atPath: gavelBinary) else {
             Issue.record("the gavel binary is missing at \(gavelBinary): run `swift build` in the main package first")
-            return
+            return nil
         }
-        let data = FileManager.default.temporaryDirectory.appendingPathComponent("gavel-load-smoke-\(getpid())").path
-        defer { try? FileManager.default.removeItem(atPath: data) }
+        let data = FileManager.default.temporaryDirectory.appendingPathComponent(
+            "gavel-load-smoke-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
+        ).path
         let port = freePort()
         let server = Process()
         server.executableURL = URL(fileURLWithPath: gavelBinary)
         server.arguments = [
             "serve", "--host", "127.0.0.1", "--port", String(port), "--admin-port", "0", "--data-dir", data,
-            "--jwt-secret", "smoke-secret", "--rate", "10000", "--rate-burst", "10000", "--fsync", "always",
+            "--jwt-secret", secret, "--rate", "10000", "--rate-burst", "10000", "--fsync", "always",
         ]
         server.standardOutput = FileHandle.nullDevice
         server.standardError = FileHandle.nullDevice
         try server.run()
-        defer {
-            server.terminate()
-            server.waitUntilExit()
-        }
+        let running = SmokeServer(port: port, data: data, process: server)
         // Wait until it accepts connections.
         var up = false
         for _ in 0..<100 where !up {
@@ -65,18 +67,42 @@ func freePort() -> Int {
             close(fd)
             if !up { try await Task.sleep(for: .milliseconds(100)) }
         }
-        try #require(up, "gavel serve did not listen on port \(port) within 10 s")
+        guard up else {
+            running.stop()
+            Issue.record("gavel serve did not listen on port \(port) within 10 s")
+            return nil
+        }
+        return running
+    }
 
+    func stop() {
+        process.terminate()
+        process.waitUntilExit()
+        try? FileManager.default.removeItem(atPath: data)
+    }
+}
+
+@Suite(.serialized) struct SmokeTests {
+    func shortRun(port: Int, listings: Int) -> LoadConfiguration {
         var c = LoadConfiguration()
         c.port = port
         c.connections = 4
         c.watchers = 4
-        c.listings = 20
+        c.listings = listings
         c.rate = 200
         c.durationSeconds = 2
         c.warmupSeconds = 0.5
         c.drainSeconds = 5
-        let report = try await Driver(configuration: c, credentials: .secret("smoke-secret")).run()
+        return c
+    }
+
+    @Test(.timeLimit(.minutes(1)))
+    func aShortSteadyRunAgainstARealServerGetsEveryResultAndDeliversToWatchers() async throws {
+        guard let server = try await SmokeServer.start(secret: "smoke-secret") else { return }
+        defer { server.stop() }
+        let report = try await Driver(
+            configuration: shortRun(port: server.port, listings: 20), credentials: .secret("smoke-secret")
+        ).run()
         let m = report.measurements
         #expect(m.sent > 300 && m.sent <= 400, "about 200/s for 2 s: \(m.sent)")
         #expect(m.results == m.sent, "every bid got its result")
@@ -84,5 +110,38 @@ func freePort() -> Int {
         #expect(m.deliveries > 0, "watchers saw bid_placed events")
         #expect(m.closedByServer.isEmpty, "\(m.closedByServer)")
         #expect(m.ack.totalCount == UInt64(m.results))
+    }
+
+    @Test(.timeLimit(.minutes(1)))
+    func aRunOnExistingListingsBidsAboveTheirPricesWithoutErrorsAndMeasuresFanOut() async throws {
+        guard let server = try await SmokeServer.start(secret: "smoke-secret") else { return }
+        defer { server.stop() }
+        // A first run opens 12 listings (ids ld7-...) and bids on them, so they have prices and bids.
+        var first = shortRun(port: server.port, listings: 12)
+        first.seed = 7
+        first.durationSeconds = 1
+        let opened = try await Driver(configuration: first, credentials: .secret("smoke-secret")).run()
+        #expect(opened.measurements.errors.isEmpty && opened.measurements.results == opened.measurements.sent)
+
+        // The second run finds them and bids on up to 8 of them, each bid above the price the first run left.
+        var c = shortRun(port: server.port, listings: 8)
+        c.existing = true
+        c.existingPrefix = "ld7-"
+        let driver = Driver(configuration: c, credentials: .secret("smoke-secret"))
+        let report = try await driver.run()
+        let m = report.measurements
+        #expect(report.configuration.listings == 8 && report.configuration.existing)
+        #expect(driver.listings.ids.allSatisfy { $0.hasPrefix("ld7-") } && Set(driver.listings.ids).count == 8)
+        #expect(
+            driver.listings.baseBids.reduce(0, +) > 0, "the first run's bids are counted: \(driver.listings.baseBids)")
+        #expect(m.sent > 300 && m.results == m.sent, "every bid got its result: \(m.results) of \(m.sent)")
+        #expect(m.errors.isEmpty, "every bid was accepted: \(m.errors)")
+        // Watcher w watches listing w % 8: one delivery is expected for each measured bid on listings 0...3. A
+        // `bids` count not offset by the listing's earlier bids would match few of them.
+        let from = driver.recorder.measureFrom
+        let expected = driver.sendLog.withLock { log in (0..<4).reduce(0) { $0 + log[$1].filter { $0 >= from }.count } }
+        #expect(
+            expected > 0 && m.deliveries <= expected && m.deliveries >= expected * 9 / 10,
+            "\(m.deliveries) of \(expected)")
     }
 }
