@@ -22,17 +22,32 @@ for source in glob.glob(os.path.join(here, "Benchmarks", "*", "*.swift")):
     for name in re.findall(r'Benchmark\(\s*\n\s*"((?:[^"\\]|\\.)*)"', text):
         names.add((target, name))
 
+def real_name(template, stem):
+    """The benchmark's name if `stem` (a file name, spaces maybe written as underscores) is `template`, whose
+    `\\(...)` interpolations (e.g. `batches of \\(batch)`) stand for any text; else None."""
+    parts = re.split(r"\\\([^)]*\)", template)
+    pattern = "(.*?)".join("".join("[ _]" if c == " " else re.escape(c) for c in part) for part in parts)
+    found = re.fullmatch(pattern, stem)
+    if found is None:
+        return None
+    name = parts[0]
+    for value, part in zip(found.groups(), parts[1:]):
+        name += value.replace("_", " ") + part
+    return name
+
+
 for path in glob.glob(os.path.join(here, "Thresholds", "*.p90.json")):
     data = json.load(open(path))
     os.remove(path)
     if "mallocCountTotal" not in data:
         continue
     stem = os.path.basename(path)[: -len(".p90.json")]
-    match = next(((t, n) for t, n in names if f"{t}.{n}".replace(" ", "_") == stem or f"{t}.{n}" == stem), None)
+    match = next((f"{t}.{n}" for t, n in names if real_name(f"{t}.{n}", stem)), None)
+    match = match and real_name(match, stem)
     if match is None:
         print(f"no benchmark named like {stem}; dropped")
         continue
-    out = os.path.join(here, "Thresholds", f"{match[0]}.{match[1]}.p90.json")
+    out = os.path.join(here, "Thresholds", f"{match}.p90.json")
     with open(out, "w") as f:
         json.dump({"mallocCountTotal": data["mallocCountTotal"]}, f, indent=2)
         f.write("\n")
