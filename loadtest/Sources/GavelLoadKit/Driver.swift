@@ -186,6 +186,7 @@ public final class Driver: @unchecked Sendable {
         report.memoryBefore = memoryBefore
         report.memoryConnected = memoryConnected
         report.memory = trend
+        report.existingSkipped = listings.skipped
         return report
     }
 

@@ -14,6 +14,8 @@ public struct Report: Sendable {
     public var memoryConnected: UInt64?
     /// The server's memory sampled through the run.
     public var memory = MemoryTrend()
+    /// With `--existing`: the listings that matched but were left out because they close or open within the run.
+    public var existingSkipped = 0
 
     public init(
         configuration: LoadConfiguration, measurements: Measurements, measuredSeconds: Double, connectionsHeld: Int,
@@ -54,7 +56,7 @@ public struct Report: Sendable {
         let m = measurements
         var lines: [String] = []
         lines.append(
-            "gavel-load \(configuration.preset.rawValue)\(configuration.broadcast ? " --broadcast" : ""): \(configuration.broadcast ? "1 publisher" : "\(configuration.connections) bidder") + \(configuration.watchers) watcher connections, \(configuration.listings)\(configuration.existing ? " existing" : "") listings, zipf \(configuration.zipf), \(hasFormats ? "formats \(configuration.formats), " : "")target \(configuration.rate)/s, \(format(measuredSeconds)) s measured after \(format(configuration.warmupSeconds)) s warm-up, seed \(configuration.seed)"
+            "gavel-load \(configuration.preset.rawValue)\(configuration.broadcast ? " --broadcast" : ""): \(configuration.broadcast ? "1 publisher" : "\(configuration.connections) bidder") + \(configuration.watchers) watcher connections, \(configuration.listings)\(configuration.existing ? " existing" : "") listings\(existingSkipped > 0 ? " (\(existingSkipped) more left out: they close or open within the run)" : ""), zipf \(configuration.zipf), \(hasFormats ? "formats \(configuration.formats), " : "")target \(configuration.rate)/s, \(format(measuredSeconds)) s measured after \(format(configuration.warmupSeconds)) s warm-up, seed \(configuration.seed)"
         )
         lines.append(
             "commands: \(m.sent) sent, \(m.results) results, \(format(achievedRate)) results/s; errors: \(m.errors.isEmpty ? "none" : m.errors.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }.joined(separator: ", "))"
@@ -99,6 +101,7 @@ public struct Report: Sendable {
             "watchers": configuration.watchers,
             "listings": configuration.listings,
             "existing": configuration.existing,
+            "existing_skipped": existingSkipped,
             "zipf": configuration.zipf,
             "target_rate": configuration.rate,
             "duration_s": configuration.durationSeconds,

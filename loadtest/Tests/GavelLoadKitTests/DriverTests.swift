@@ -501,11 +501,14 @@ func problem(_ change: (inout LoadConfiguration) -> Void) -> String? {
         var c = LoadConfiguration()
         c.existing = true
         c.listings = 7
-        let report = Report(
+        var report = Report(
             configuration: c, measurements: Recorder().snapshot, measuredSeconds: 1, connectionsHeld: 1,
             connectSeconds: 1)
-        #expect(report.table.contains("7 existing listings") && !report.table.contains("formats"))
+        #expect(report.table.contains("7 existing listings,") && !report.table.contains("formats"))
+        report.existingSkipped = 3
+        #expect(report.table.contains("7 existing listings (3 more left out: they close or open within the run)"))
         let json = try JSONSerialization.jsonObject(with: Data(report.json.utf8)) as? [String: Any]
         #expect(json?["existing"] as? Bool == true && json?["formats"] == nil)
+        #expect(json?["existing_skipped"] as? Int == 3)
     }
 }
