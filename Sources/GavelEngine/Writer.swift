@@ -361,11 +361,11 @@ public final class Writer: @unchecked Sendable {
         batch.number = batchNumber
         if let last = batch.entries.last { journaledNow = last.at }
         if barriers.isEmpty {
-            sink.write(batch) { [self] released in release(released) }
+            sink.write(batch) { [self] released, _ in release(released) }
         } else {
             let waiting = barriers
             barriers.removeAll(keepingCapacity: true)
-            sink.write(batch) { [self] released in
+            sink.write(batch) { [self] released, _ in
                 release(released)
                 for barrier in waiting { barrier() }
             }
