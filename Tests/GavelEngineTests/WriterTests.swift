@@ -167,6 +167,28 @@ struct WriterTests {
         await writer.shutdown()
     }
 
+    @Test func commandsSubmittedWithoutWakingAreAppliedOnceTheWriterIsWoken() async throws {
+        let writer = Writer(clock: ManualClock(0))
+        writer.start()
+        #expect(await writer.submit(openEnglish("L")).result.ok)
+        let recorder = Recorder()
+        let done = DispatchSemaphore(value: 0)
+        let bids = (0..<3).map { bid("L", "u\($0)", Money(100 + $0 * 100), id: "b\($0)") }
+        for command in bids {
+            let rejected = writer.submit(
+                command,
+                handler: { result, lsn in
+                    recorder.handler(for: command)(result, lsn)
+                    done.signal()
+                }, wake: false)
+            #expect(rejected == nil)
+        }
+        writer.wake()
+        for _ in bids { done.wait() }
+        #expect(recorder.outcomes.withLock { $0.map(\.command.id) } == ["b0", "b1", "b2"])
+        await writer.shutdown()
+    }
+
     @Test func hotListingCannotStarveOthers() async throws {
         var configuration = WriterConfiguration()
         configuration.perListingTurn = 4
