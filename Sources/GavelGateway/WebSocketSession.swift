@@ -562,6 +562,11 @@ final class WebSocketSession: ChannelInboundHandler, @unchecked Sendable {
         unflushedBytes += frame.readableBytes
         out.write(NIOAny(frame), promise: nil)
         needsFlush = true
+        // Unflushed writes count towards the outbound limit: flush once a quarter of it is queued, so that a big
+        // task (a durable group of many events) cannot make a client that reads look slow.
+        if unflushedBytes >= configuration.maxOutboundBytes / 4 {
+            flushIfNeeded()
+        }
         if !markedDirty, let loop {
             markedDirty = true
             loop.markDirty(self)
