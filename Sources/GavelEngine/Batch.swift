@@ -47,13 +47,19 @@ public final class Batch: @unchecked Sendable {
     }
 }
 
+/// Called by a ``BatchSink`` once a batch is durable. `endsGroup` is `false` when the sink goes on at once to release
+/// the next batch, made durable together with this one (one `fdatasync` covered both), and `true` for the last
+/// batch of such a group: a receiver that hands results to other threads can hand over once per group.
+public typealias BatchRelease = @Sendable (_ batch: Batch, _ endsGroup: Bool) -> Void
+
 /// Where the writer hands each batch to be made durable: the journal, or ``InMemorySink`` in tests.
 ///
 /// Contract: ``write(_:release:)`` is called on the writer thread, one batch at a time in order. The sink must
 /// call `release` exactly once per batch, in the same order, once the batch is durable under its policy; it may
-/// do so on any thread, and before returning from `write` (a sink with nothing to wait for).
+/// do so on any thread, and before returning from `write` (a sink with nothing to wait for). A batch released with
+/// `endsGroup` false is followed by the next release on the same thread without waiting for anything.
 public protocol BatchSink: AnyObject, Sendable {
-    func write(_ batch: Batch, release: @escaping @Sendable (Batch) -> Void)
+    func write(_ batch: Batch, release: @escaping BatchRelease)
     /// Blocks until every batch written so far has been released.
     func flush()
 }
@@ -63,8 +69,8 @@ public protocol BatchSink: AnyObject, Sendable {
 public final class InMemorySink: BatchSink {
     public init() {}
 
-    public func write(_ batch: Batch, release: @escaping @Sendable (Batch) -> Void) {
-        release(batch)
+    public func write(_ batch: Batch, release: @escaping BatchRelease) {
+        release(batch, true)
     }
 
     public func flush() {}

@@ -10,9 +10,17 @@ import Synchronization
 /// that publishes work and then calls `unpark` never leaves the writer asleep with that work waiting: the writer
 /// announces that it sleeps with a sequentially consistent store and then checks for work, and a producer checks
 /// the announcement with a sequentially consistent load after publishing (a Dekker handshake). Waking costs one
-/// `write` to a pipe, paid only when the writer really sleeps.
+/// `write` to a pipe, paid only when the writer really sleeps, and only by the first producer to find it asleep:
+/// the others see that it has been signalled already.
 final class Parker: @unchecked Sendable {
-    private let sleeping = Atomic<Bool>(false)
+    private enum State: UInt8 {
+        case awake = 0
+        case sleeping
+        /// Sleeping, and a producer has written (or is about to write) to the pipe.
+        case signalled
+    }
+
+    private let state = Atomic<UInt8>(State.awake.rawValue)
     private let readEnd: Int32
     private let writeEnd: Int32
 
@@ -35,21 +43,30 @@ final class Parker: @unchecked Sendable {
 
     /// Sleeps until ``unpark()`` or `timeoutMs` (`-1`: no timeout), unless `hasWork` says there is work.
     func park(timeoutMs: Int32, hasWork: () -> Bool) {
-        sleeping.store(true, ordering: .sequentiallyConsistent)
+        state.store(State.sleeping.rawValue, ordering: .sequentiallyConsistent)
+        var readable = false
         if !hasWork() {
             var pfd = pollfd(fd: readEnd, events: Int16(POLLIN), revents: 0)
-            _ = poll(&pfd, 1, timeoutMs)
+            readable = poll(&pfd, 1, timeoutMs) > 0
         }
-        sleeping.store(false, ordering: .sequentiallyConsistent)
+        let was = state.exchange(State.awake.rawValue, ordering: .sequentiallyConsistent)
+        // A byte is in the pipe only if a producer found this thread signalled-to-be (it may land after the
+        // exchange; then the next park's poll returns at once and drains it).
+        guard readable || was == State.signalled.rawValue else { return }
         var drain = (UInt64(0), UInt64(0), UInt64(0), UInt64(0))
-        while withUnsafeMutableBytes(of: &drain, { read(readEnd, $0.baseAddress, $0.count) }) > 0 {}
+        let size = MemoryLayout.size(ofValue: drain)
+        while withUnsafeMutableBytes(of: &drain, { read(readEnd, $0.baseAddress, $0.count) }) == size {}
     }
 
     /// Wakes the writer if it sleeps.
     func unpark() {
-        if sleeping.load(ordering: .sequentiallyConsistent) {
-            var one: UInt8 = 1
-            _ = write(writeEnd, &one, 1)
-        }
+        guard state.load(ordering: .sequentiallyConsistent) == State.sleeping.rawValue,
+            state.compareExchange(
+                expected: State.sleeping.rawValue, desired: State.signalled.rawValue,
+                ordering: .sequentiallyConsistent
+            ).exchanged
+        else { return }
+        var one: UInt8 = 1
+        _ = write(writeEnd, &one, 1)
     }
 }

@@ -116,10 +116,13 @@ public final class Writer: @unchecked Sendable {
 
     /// Submits `command`; `handler` gets its result once it is durable. Never blocks.
     ///
+    /// - Parameter wake: `false` leaves the writer asleep: the caller, about to submit more, promises to call
+    ///   ``wake()`` once it is done (after the last of them), so that they wake the writer once and go into one
+    ///   batch.
     /// - Returns: `nil` when the command was enqueued, or the rejection (`overloaded`, or the writer is not
     ///   running) when it was not; then `handler` is not called.
     @discardableResult
-    public func submit(_ command: Command, handler: ResultHandler?) -> CommandResult? {
+    public func submit(_ command: Command, handler: ResultHandler?, wake: Bool = true) -> CommandResult? {
         guard phase.load(ordering: .acquiring) == Phase.running.rawValue else {
             return .rejected(.overloaded, "the engine is not accepting commands (starting or shutting down)")
         }
@@ -127,12 +130,14 @@ public final class Writer: @unchecked Sendable {
             return .rejected(
                 .overloaded, "the engine holds \(configuration.maxListingQueues) listing queues; no room for another")
         }
-        return submit(command, to: queue, handler: handler)
+        return submit(command, to: queue, handler: handler, wake: wake)
     }
 
     /// Submits to a queue the caller looked up before (see ``queue(for:)``), skipping the lookup.
     @discardableResult
-    public func submit(_ command: Command, to queue: ListingQueue, handler: ResultHandler?) -> CommandResult? {
+    public func submit(_ command: Command, to queue: ListingQueue, handler: ResultHandler?, wake: Bool = true)
+        -> CommandResult?
+    {
         precondition(
             queue.listing == command.listing, "command for \(command.listing) sent to \(queue.listing)'s queue")
         guard phase.load(ordering: .acquiring) == Phase.running.rawValue else {
@@ -144,7 +149,7 @@ public final class Writer: @unchecked Sendable {
         if queue.claimSchedule() {
             ready.push(queue)
             readyCount.wrappingAdd(1, ordering: .sequentiallyConsistent)
-            parker.unpark()
+            if wake { parker.unpark() }
         }
         return nil
     }
@@ -215,7 +220,8 @@ public final class Writer: @unchecked Sendable {
         return true
     }
 
-    /// Wakes the writer to look at the clock again (a test that moved a ``ManualClock`` calls this).
+    /// Wakes the writer if it sleeps: to look at the clock again (a test that moved a ``ManualClock`` calls this),
+    /// or for commands submitted with `wake: false`.
     public func wake() {
         parker.unpark()
     }
@@ -361,11 +367,11 @@ public final class Writer: @unchecked Sendable {
         batch.number = batchNumber
         if let last = batch.entries.last { journaledNow = last.at }
         if barriers.isEmpty {
-            sink.write(batch) { [self] released in release(released) }
+            sink.write(batch) { [self] released, _ in release(released) }
         } else {
             let waiting = barriers
             barriers.removeAll(keepingCapacity: true)
-            sink.write(batch) { [self] released in
+            sink.write(batch) { [self] released, _ in
                 release(released)
                 for barrier in waiting { barrier() }
             }

@@ -37,7 +37,7 @@ enum LoopItem: @unchecked Sendable {
 }
 
 /// The subscriptions of the sessions on one event loop, by listing. Touched only on that loop, so publishing needs
-/// no lock: the releasing thread hands each loop one task per batch.
+/// no lock: the releasing thread hands each loop one task per durable group of batches.
 final class LoopFanOut: @unchecked Sendable {
     let eventLoop: EventLoop
     let index: Int
@@ -79,7 +79,7 @@ final class LoopFanOut: @unchecked Sendable {
         dirty.append(session)
     }
 
-    /// Delivers one batch's items for this loop: each frame is written (not flushed) to every subscriber, then each
+    /// Delivers one durable group's items for this loop: each frame is written (not flushed) to every subscriber, then each
     /// session written to is flushed once.
     func run(_ items: [LoopItem], releasedAt: UInt64) {
         for item in items {
@@ -125,8 +125,8 @@ enum SubscribeReply {
 /// snapshot never shows state the journal could lose.
 ///
 /// Threads: results and events arrive on the releasing thread (the journal's), one batch at a time; they are
-/// collected without a lock and handed over at the batch's end (``batchReleased(entries:)``), taking the lock once,
-/// with one task per event loop that has work. Sessions subscribe from their event loops under the same lock,
+/// collected without a lock and handed over at the end of the group of batches one `fdatasync` made durable
+/// (``batchReleased(entries:endsGroup:)``), taking the lock once, with one task per event loop that has work. Sessions subscribe from their event loops under the same lock,
 /// which is what makes a snapshot and the live events after it meet without a gap or a duplicate.
 public final class FanOut: @unchecked Sendable {
     struct History {
@@ -345,10 +345,12 @@ public final class FanOut: @unchecked Sendable {
 
     // MARK: - Release (the releasing thread)
 
-    /// Hands the results and events collected from the batch just released to the event loops.
-    func batchReleased(entries: Int) {
+    /// Counts the batch just released and, at the end of its group (see ``BatchRelease``), hands the results and
+    /// events collected since the last hand-off to the event loops: one task per loop per group, however many
+    /// batches one `fdatasync` made durable.
+    func batchReleased(entries: Int, endsGroup: Bool) {
         metrics.batchEntries.record(entries)
-        guard !pending.isEmpty else { return }
+        guard endsGroup, !pending.isEmpty else { return }
         let released = monotonicNanos()
         let ts = SystemClock().now()
         var perLoop = [[LoopItem]](repeating: [], count: loops.count)
@@ -418,11 +420,11 @@ final class FanOutSink: BatchSink, @unchecked Sendable {
         self.fanOut = fanOut
     }
 
-    func write(_ batch: Batch, release: @escaping @Sendable (Batch) -> Void) {
+    func write(_ batch: Batch, release: @escaping BatchRelease) {
         let entries = batch.entries.count
-        inner.write(batch) { [fanOut] released in
-            release(released)
-            fanOut.batchReleased(entries: entries)
+        inner.write(batch) { [fanOut] released, endsGroup in
+            release(released, endsGroup)
+            fanOut.batchReleased(entries: entries, endsGroup: endsGroup)
         }
     }
 

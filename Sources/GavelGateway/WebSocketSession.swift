@@ -68,6 +68,9 @@ final class WebSocketSession: ChannelInboundHandler, @unchecked Sendable {
     private var limitedInWindow = 0
     private var awaitingPong = false
     private var needsFlush = false
+    /// A command was submitted during the current read without waking the writer; it is woken once at the read's
+    /// end, so that the read's commands go into one batch.
+    private var writerNeedsWake = false
     /// Whether the loop's fan-out will flush this session at the end of its current task.
     var markedDirty = false
     private var unflushedBytes = 0
@@ -112,6 +115,7 @@ final class WebSocketSession: ChannelInboundHandler, @unchecked Sendable {
     }
 
     private func tearDown() {
+        wakeWriterIfNeeded()
         guard phase != .closed else { return }
         phase = .closed
         for subscription in subscriptions.values {
@@ -188,6 +192,7 @@ final class WebSocketSession: ChannelInboundHandler, @unchecked Sendable {
     }
 
     func channelReadComplete(context: ChannelHandlerContext) {
+        wakeWriterIfNeeded()
         flushIfNeeded()
         context.fireChannelReadComplete()
     }
@@ -516,9 +521,17 @@ final class WebSocketSession: ChannelInboundHandler, @unchecked Sendable {
         let started = monotonicNanos()
         metrics.inFlight.increment()
         let handler = fanOut.resultHandler(for: self, command: command, started: started)
-        if let rejected = writer.submit(command, handler: handler) {
+        if let rejected = writer.submit(command, handler: handler, wake: false) {
             deliverResult(command, rejected, started: started)
+        } else {
+            writerNeedsWake = true
         }
+    }
+
+    private func wakeWriterIfNeeded() {
+        guard writerNeedsWake else { return }
+        writerNeedsWake = false
+        writer.wake()
     }
 
     private static func string(_ value: JSONValue?) -> String? {
@@ -549,6 +562,11 @@ final class WebSocketSession: ChannelInboundHandler, @unchecked Sendable {
         unflushedBytes += frame.readableBytes
         out.write(NIOAny(frame), promise: nil)
         needsFlush = true
+        // Unflushed writes count towards the outbound limit: flush once a quarter of it is queued, so that a big
+        // task (a durable group of many events) cannot make a client that reads look slow.
+        if unflushedBytes >= configuration.maxOutboundBytes / 4 {
+            flushIfNeeded()
+        }
         if !markedDirty, let loop {
             markedDirty = true
             loop.markDirty(self)

@@ -63,7 +63,7 @@ public final class Journal: BatchSink, SnapshotSink, @unchecked Sendable {
     private let logger: Logger
 
     private enum Item {
-        case batch(Batch, @Sendable (Batch) -> Void)
+        case batch(Batch, BatchRelease)
         case snapshot(state: [UInt8], lsn: UInt64, now: Millis, pauseNanos: UInt64)
         case flush(DispatchSemaphore)
     }
@@ -133,7 +133,7 @@ public final class Journal: BatchSink, SnapshotSink, @unchecked Sendable {
 
     // MARK: - BatchSink
 
-    public func write(_ batch: Batch, release: @escaping @Sendable (Batch) -> Void) {
+    public func write(_ batch: Batch, release: @escaping BatchRelease) {
         inFlight.wait()
         queue.withLock { $0.append(.batch(batch, release)) }
         wake.signal()
@@ -168,7 +168,7 @@ public final class Journal: BatchSink, SnapshotSink, @unchecked Sendable {
     // MARK: - The journal thread
 
     private func run() {
-        var pending: [(Batch, @Sendable (Batch) -> Void)] = []
+        var pending: [(Batch, BatchRelease)] = []
         while true {
             let timeout: DispatchTime
             if case .interval(let ms) = configuration.fsync, dirty {
@@ -226,7 +226,7 @@ public final class Journal: BatchSink, SnapshotSink, @unchecked Sendable {
     }
 
     /// Writes the pending records as one frame, syncs per the policy, and releases the batches in order.
-    private func commit(_ pending: inout [(Batch, @Sendable (Batch) -> Void)]) throws {
+    private func commit(_ pending: inout [(Batch, BatchRelease)]) throws {
         guard !pending.isEmpty else { return }
         let firstLSN = pending.first!.0.entries.first!.lsn
         let lastLSN = pending.last!.0.entries.last!.lsn
@@ -247,8 +247,9 @@ public final class Journal: BatchSink, SnapshotSink, @unchecked Sendable {
         chain = next
         self.lastLSN = lastLSN
         records.removeAll(keepingCapacity: true)
-        for (batch, release) in pending {
-            release(batch)
+        let last = pending.count - 1
+        for (index, (batch, release)) in pending.enumerated() {
+            release(batch, index == last)
             inFlight.signal()
         }
         pending.removeAll(keepingCapacity: true)

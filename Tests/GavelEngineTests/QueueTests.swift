@@ -81,4 +81,29 @@ struct QueueTests {
         queue.unschedule()
         #expect(queue.claimSchedule())
     }
+
+    @Test func parkedConsumerWakesForEveryPublicationFromManyProducers() async {
+        let parker = Parker()
+        let published = Atomic<Int>(0)
+        let producers = 4
+        let perProducer = 2000
+        let finished = Atomic<Bool>(false)
+        DispatchQueue.global().async {
+            var seen = 0
+            while seen < producers * perProducer {
+                parker.park(timeoutMs: -1) { published.load(ordering: .sequentiallyConsistent) > seen }
+                seen = published.load(ordering: .sequentiallyConsistent)
+            }
+            finished.store(true, ordering: .releasing)
+        }
+        DispatchQueue.concurrentPerform(iterations: producers) { _ in
+            for _ in 0..<perProducer {
+                published.wrappingAdd(1, ordering: .sequentiallyConsistent)
+                parker.unpark()
+            }
+        }
+        // Without a lost wake-up the consumer sees every publication; a lost one would leave it asleep forever.
+        while !finished.load(ordering: .acquiring) { try? await Task.sleep(for: .milliseconds(1)) }
+        #expect(published.load(ordering: .relaxed) == producers * perProducer)
+    }
 }

@@ -47,8 +47,41 @@ final class WriterGate: Sendable {
     func release() { open.store(true, ordering: .releasing) }
 }
 
+/// Releases every batch at once and keeps how many entries each held.
+final class BatchSizeSink: BatchSink, Sendable {
+    let sizes = Mutex<[Int]>([])
+
+    func write(_ batch: Batch, release: @escaping BatchRelease) {
+        sizes.withLock { $0.append(batch.entries.count) }
+        release(batch, true)
+    }
+
+    func flush() {}
+}
+
 @Suite("Writer loop")
 struct WriterTests {
+    @Test func commandsSubmittedWhileTheWriterIsBusyGoOutInOneBatch() async throws {
+        let sink = BatchSizeSink()
+        let writer = Writer(sink: sink, clock: ManualClock(0))
+        writer.start()
+        let gate = WriterGate()
+        await gate.hold(writer)
+        let recorder = Recorder()
+        let commands = (0..<10).map { openEnglish("L\($0)") }
+        for command in commands {
+            #expect(writer.submit(command, handler: recorder.handler(for: command)) == nil)
+        }
+        gate.release()
+        await writer.barrier()
+        #expect(sink.sizes.withLock { $0.filter { $0 > 0 } } == [10], "one batch for the ten commands that waited")
+        #expect(recorder.outcomes.withLock { $0.map(\.command.id) } == commands.map(\.id))
+        // After running dry (and parking), the writer still takes new work.
+        try await Task.sleep(for: .milliseconds(20))
+        #expect(await writer.submit(bid("L0", "ann", 100, id: "late")).result.ok)
+        await writer.shutdown()
+    }
+
     @Test func concurrentProducersLoseDuplicateAndReorderNothingAndMatchASequentialRun() async throws {
         let clock = ManualClock(0)
         let writer = Writer(clock: clock)
@@ -131,6 +164,28 @@ struct WriterTests {
         #expect(recorder.outcomes.withLock { $0.count } == 8)
         // Once drained, the queue takes commands again.
         #expect(await writer.submit(bid("L", "ann", 9000, id: "b9")).result.ok)
+        await writer.shutdown()
+    }
+
+    @Test func commandsSubmittedWithoutWakingAreAppliedOnceTheWriterIsWoken() async throws {
+        let writer = Writer(clock: ManualClock(0))
+        writer.start()
+        #expect(await writer.submit(openEnglish("L")).result.ok)
+        let recorder = Recorder()
+        let done = DispatchSemaphore(value: 0)
+        let bids = (0..<3).map { bid("L", "u\($0)", Money(100 + $0 * 100), id: "b\($0)") }
+        for command in bids {
+            let rejected = writer.submit(
+                command,
+                handler: { result, lsn in
+                    recorder.handler(for: command)(result, lsn)
+                    done.signal()
+                }, wake: false)
+            #expect(rejected == nil)
+        }
+        writer.wake()
+        for _ in bids { done.wait() }
+        #expect(recorder.outcomes.withLock { $0.map(\.command.id) } == ["b0", "b1", "b2"])
         await writer.shutdown()
     }
 

@@ -137,6 +137,34 @@ import Testing
         #expect(fresh[0].json?["state"]?["status"] == .string("open"))
     }
 
+    @Test func resultsAndEventsOfAGroupGoOutInApplyOrderOnlyOnceItsLastBatchIsDurable() throws {
+        let sink = HeldSink()
+        let h = try SessionHarness(principal: Principal(name: "sam", role: .seller), sink: sink)
+        _ = try h.frames()
+        try h.send(#"{"type":"subscribe","listing":"L2"}"#)
+        _ = try h.frames()
+        for n in 1...3 {
+            try h.send(
+                #"{"type":"open","id":"o\#(n)","listing":"L\#(n)","format":"english","start":100,"closes_at":99999999}"#
+            )
+            h.settle()
+        }
+        #expect(sink.count == 3, "one batch per settle")
+        #expect(try h.frames().isEmpty, "nothing before its batch is durable")
+        sink.release(2, endsGroup: false)
+        h.channel.embeddedEventLoop.run()
+        #expect(try h.frames().isEmpty, "the group's hand-off waits for its last batch")
+        sink.release(1, endsGroup: true)
+        h.channel.embeddedEventLoop.run()
+        let frames = try h.frames()
+        #expect(frames.map(\.type) == ["result", "result", "opened", "result"])
+        #expect(
+            frames.filter { $0.type == "result" }.compactMap { $0.json?["id"] } == [
+                .string("o1"), .string("o2"), .string("o3"),
+            ])
+        #expect(frames[2].json?["listing"] == .string("L2"))
+    }
+
     @Test func rateLimitAnswersRateLimitedThenClosesOnSustainedAbuse() throws {
         let h = try SessionHarness {
             $0.rate = RateLimit(perSecond: 1, burst: 3)

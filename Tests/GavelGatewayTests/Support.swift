@@ -64,6 +64,28 @@ func clientFrame(_ opcode: WebSocketOpcode, _ bytes: [UInt8], fin: Bool = true, 
     return WebSocketFrame(fin: fin, opcode: opcode, maskKey: key, data: data)
 }
 
+/// Keeps every batch until the test releases it, as the journal does until an fdatasync has returned. Used on the
+/// test's thread only.
+final class HeldSink: BatchSink, @unchecked Sendable {
+    private var held: [(Batch, BatchRelease)] = []
+
+    var count: Int { held.count }
+
+    func write(_ batch: Batch, release: @escaping BatchRelease) {
+        held.append((batch, release))
+    }
+
+    func flush() {}
+
+    /// Releases the `count` oldest batches, as made durable together; the last of them ends the group when
+    /// `endsGroup`.
+    func release(_ count: Int, endsGroup: Bool) {
+        let taken = held.prefix(count)
+        held.removeFirst(count)
+        for (index, (batch, release)) in taken.enumerated() { release(batch, endsGroup && index == count - 1) }
+    }
+}
+
 /// One session on an `EmbeddedChannel`, with a writer driven by hand behind it.
 final class SessionHarness {
     let channel: EmbeddedChannel
@@ -72,13 +94,16 @@ final class SessionHarness {
     let registry = SessionRegistry()
     let metrics = GatewayMetrics()
 
-    init(principal: Principal = .anonymous, configure: (inout GatewayConfiguration) -> Void = { _ in }) throws {
+    init(
+        principal: Principal = .anonymous, sink: BatchSink = InMemorySink(),
+        configure: (inout GatewayConfiguration) -> Void = { _ in }
+    ) throws {
         var configuration = GatewayConfiguration()
         configure(&configuration)
         let loop = EmbeddedEventLoop()
         channel = EmbeddedChannel(loop: loop)
         fanOut = FanOut(group: loop, historyLimit: configuration.historyEvents, metrics: metrics)
-        writer = Writer(sink: fanOut.sink(wrapping: InMemorySink()), clock: ManualClock(1000))
+        writer = Writer(sink: fanOut.sink(wrapping: sink), clock: ManualClock(1000))
         fanOut.attach(to: writer.bus)
         writer.startManual()
         try channel.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 1)).wait()

@@ -1,6 +1,7 @@
 import GavelCore
 @_spi(Manual) import GavelEngine
 import GavelJournal
+import Glibc
 import Synchronization
 import Testing
 
@@ -95,8 +96,84 @@ private func checkSegments(_ directory: DataDirectory, sourceLocation: SourceLoc
     }
 }
 
+/// Passes batches to an inner sink and keeps, for each release, the batch's first lsn and whether it ended its group.
+final class GroupRecordingSink: BatchSink, Sendable {
+    let inner: BatchSink
+    let releases = Mutex<[(lsn: UInt64, endsGroup: Bool)]>([])
+
+    init(_ inner: BatchSink) { self.inner = inner }
+
+    func write(_ batch: Batch, release: @escaping BatchRelease) {
+        inner.write(batch) { [self] released, endsGroup in
+            releases.withLock { $0.append((released.entries.first?.lsn ?? 0, endsGroup)) }
+            release(released, endsGroup)
+        }
+    }
+
+    func flush() { inner.flush() }
+}
+
+/// Holds the journal thread inside its first fdatasync's observer until ``open()``.
+final class FirstSyncHold: Sendable {
+    let entered = Atomic<Bool>(false)
+    private let opened = Atomic<Bool>(false)
+    private let used = Atomic<Bool>(false)
+
+    func observe() {
+        guard !used.exchange(true, ordering: .acquiringAndReleasing) else { return }
+        entered.store(true, ordering: .releasing)
+        while !opened.load(ordering: .acquiring) { usleep(100) }
+    }
+
+    func open() { opened.store(true, ordering: .releasing) }
+}
+
 @Suite("Journal and writer in process", .serialized)
 struct JournalWriterTests {
+    @Test func batchesHandedOverDuringAnFsyncAreMadeDurableAndReleasedAsOneGroup() throws {
+        let temp = try TemporaryDirectory("group")
+        defer { temp.remove() }
+        let directory = DataDirectory(temp.path)
+        try directory.create()
+        let recovery = try Recovery.recover(directory)
+        let hold = FirstSyncHold()
+        let journal = try Journal(
+            directory: directory, configuration: journalConfiguration(fsync: .always), recovery: recovery,
+            syncObserver: { _ in hold.observe() })
+        let sink = GroupRecordingSink(journal)
+        let writer = Writer(
+            configuration: writerConfiguration(), engine: recovery.engine, lastLSN: recovery.lastLSN, sink: sink,
+            clock: ManualClock(recovery.engine.now))
+        writer.startManual()
+        let released = ReleasedResults()
+        func submit(_ command: Command) {
+            #expect(
+                writer.submit(command) { result, lsn in released.items.withLock { $0.append((command.id, result, lsn)) }
+                }
+                    == nil)
+            writer.runUntilIdle()
+        }
+        submit(
+            Command(
+                id: "o1", listing: "L1",
+                body: .open(seller: "sam", terms: .english(.init(start: 100, closesAt: 60_000)))
+            ))
+        while !hold.entered.load(ordering: .acquiring) { usleep(100) }
+        // The journal thread is in the first batch's fdatasync: these three batches wait for it.
+        for (i, bidder) in ["ann", "bob", "cy"].enumerated() {
+            submit(Command(id: "b\(i)", listing: "L1", body: .bid(bidder: bidder, amount: Money(1000 * (i + 1)))))
+        }
+        #expect(released.items.withLock { $0.isEmpty }, "nothing is released before its fdatasync has returned")
+        hold.open()
+        journal.flush()
+        #expect(sink.releases.withLock { $0.map(\.lsn) } == [1, 2, 3, 4])
+        #expect(sink.releases.withLock { $0.map(\.endsGroup) } == [true, false, false, true])
+        #expect(released.items.withLock { $0.map(\.id) } == ["o1", "b0", "b1", "b2"])
+        #expect(journal.stats.syncs.load(ordering: .relaxed) == 2, "one fdatasync for the three batches that waited")
+        writer.finishManual()
+        journal.close()
+    }
+
     @Test(arguments: [FsyncPolicy.always, .interval(ms: 5), .none])
     func recoveryReachesTheWritersStateAndEveryResultWasReleasedInLSNOrder(fsync: FsyncPolicy) throws {
         let temp = try TemporaryDirectory("writer")
