@@ -1,14 +1,17 @@
 extension Engine {
     /// Rebuilds an engine from bytes written by ``encodeState()``. The result encodes to the same bytes.
     ///
+    /// - Parameter expectedRequestIDs: room to make in the idempotency table up front (see
+    ///   ``EngineConfiguration/expectedRequestIDs``), beyond the ids the state remembers; not part of the state.
     /// - Throws: ``DecodingError`` naming the offset of the first problem; the bytes are never trusted.
-    public static func restore(from bytes: [UInt8]) throws(DecodingError) -> Engine {
+    public static func restore(from bytes: [UInt8], expectedRequestIDs: Int = 0) throws(DecodingError) -> Engine {
         var r = BinaryReader(bytes)
         let version = try r.readUInt32()
         guard version == 1 else { throw r.fail("unsupported state version \(version)") }
         let now = try r.readInt64()
         let window = try r.readInt64()
-        let engine = Engine(configuration: EngineConfiguration(idempotencyWindowMs: window))
+        let engine = Engine(
+            configuration: EngineConfiguration(idempotencyWindowMs: window, expectedRequestIDs: expectedRequestIDs))
         engine.now = now
         let listingCount = try r.readCount(minimumSize: 16)
         for _ in 0..<listingCount {
@@ -34,8 +37,10 @@ extension Engine {
         }
         if timerCount == 0 { engine.timers.restore(nextSequence: nextSequence) }
         let rememberedCount = try r.readCount(minimumSize: 16)
-        engine.remembered.reserveCapacity(rememberedCount)
-        engine.rememberedLog.reserveCapacity(rememberedCount)
+        // The remembered ids and as many again, at least `expectedRequestIDs`: the table does not stop the writer to
+        // grow right after a restart.
+        engine.remembered.reserveCapacity(max(2 * rememberedCount, expectedRequestIDs))
+        engine.rememberedLog.reserveCapacity(max(2 * rememberedCount, expectedRequestIDs))
         for position in 0..<rememberedCount {
             let key = RequestKey(principal: try r.readString(), id: try r.readString())
             let at = try r.readInt64()

@@ -80,7 +80,9 @@ public enum Recovery {
                             reason: "the journal starts at lsn \(first.firstLSN), after this snapshot's lsn \(file.lsn)"
                         )
                     }
-                    start = (try Engine.restore(from: file.state), file.lsn, file.chain, candidate.path)
+                    let engine = try Engine.restore(
+                        from: file.state, expectedRequestIDs: options.engine.expectedRequestIDs)
+                    start = (engine, file.lsn, file.chain, candidate.path)
                     break
                 } catch {
                     rejected.append((candidate.path, "\(error)"))

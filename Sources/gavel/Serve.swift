@@ -140,6 +140,13 @@ struct Serve: AsyncParsableCommand {
     )
     var idempotencyWindowMs: Int64?
 
+    @Option(
+        name: .long,
+        help:
+            "Request ids the idempotency table makes room for at start, so it does not stop the writer to grow below this (memory is taken as ids arrive). Env GAVEL_EXPECTED_REQUEST_IDS; default 1000000."
+    )
+    var expectedRequestIds: Int?
+
     @Option(name: .long, help: "Serve this file at / instead of the built-in page. Env GAVEL_PAGE.")
     var page: String?
 
@@ -205,6 +212,13 @@ struct Serve: AsyncParsableCommand {
         guard try Setting.value(idempotencyWindowMs, "GAVEL_IDEMPOTENCY_WINDOW_MS", default: 86_400_000) > 0 else {
             throw ValidationError("--idempotency-window-ms must be positive")
         }
+        guard (0...1_000_000_000).contains(try expectedRequestIDs()) else {
+            throw ValidationError("--expected-request-ids must be 0 to 1000000000")
+        }
+    }
+
+    func expectedRequestIDs() throws -> Int {
+        try Setting.value(expectedRequestIds, "GAVEL_EXPECTED_REQUEST_IDS", default: 1_000_000)
     }
 
     func run() async throws {
@@ -218,7 +232,8 @@ struct Serve: AsyncParsableCommand {
         let dataDir = try Setting.value(self.dataDir, "GAVEL_DATA_DIR", default: "./gavel-data")
         let engineConfiguration = EngineConfiguration(
             idempotencyWindowMs: try Setting.value(
-                idempotencyWindowMs, "GAVEL_IDEMPOTENCY_WINDOW_MS", default: 86_400_000))
+                idempotencyWindowMs, "GAVEL_IDEMPOTENCY_WINDOW_MS", default: 86_400_000),
+            expectedRequestIDs: try expectedRequestIDs())
         let threads = configuration.threads > 0 ? configuration.threads : System.coreCount
         let group = MultiThreadedEventLoopGroup(numberOfThreads: threads)
         let metrics = GatewayMetrics()

@@ -150,3 +150,31 @@ struct SimulateCLITests {
         #expect(run.stdout.isEmpty)
     }
 }
+
+@Suite(.enabled(if: gavelBinary != nil, "no .build/debug/gavel under the package root; run `swift build` first"))
+struct ServeOptionsCLITests {
+    /// `gavel serve` with `arguments` and `environment` added: its exit status and standard error (it refuses
+    /// before it binds a port or touches a data directory).
+    func serve(_ arguments: [String], environment: [String: String] = [:]) throws -> (Int32, String) {
+        let process = Process()
+        process.executableURL = gavelBinary
+        process.arguments = ["serve", "--data-dir", "/nonexistent/gavel-serve-options"] + arguments
+        process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 }
+        let errors = Pipe()
+        process.standardError = errors
+        process.standardOutput = FileHandle.nullDevice
+        try process.run()
+        let data = errors.fileHandleForReading.readDataToEndOfFile()
+        process.waitUntilExit()
+        return (process.terminationStatus, String(decoding: data, as: UTF8.self))
+    }
+
+    @Test func expectedRequestIDsOutOfRangeOrNotANumberIsRefusedByName() throws {
+        for value in ["-1", "1000000001"] {
+            let (status, message) = try serve(["--expected-request-ids=\(value)"])
+            #expect(status != 0 && message.contains("--expected-request-ids must be 0 to 1000000000"), "\(value)")
+        }
+        let (status, message) = try serve([], environment: ["GAVEL_EXPECTED_REQUEST_IDS": "many"])
+        #expect(status != 0 && message.contains("GAVEL_EXPECTED_REQUEST_IDS=many is not a valid value"))
+    }
+}

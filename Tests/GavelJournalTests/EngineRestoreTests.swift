@@ -160,4 +160,30 @@ struct EngineRestoreTests {
         }
         #expect(throws: DecodingError.self) { _ = try Engine.restore(from: bytes + [0]) }
     }
+
+    /// The room made up front is a setting of the running engine, not part of its state: the restored engine keeps
+    /// it, encodes to the same bytes, and goes on remembering ids exactly as one restored without it.
+    @Test func roomForRequestIDsIsKeptButIsNotPartOfTheState() throws {
+        var workload = Workload(seed: 9)
+        let engine = Engine(configuration: EngineConfiguration(expectedRequestIDs: 5_000))
+        var events: [Event] = []
+        for _ in 0..<300 {
+            let (command, at) = workload.next()
+            engine.advance(to: at, events: &events)
+            _ = engine.apply(command, events: &events)
+        }
+        let bytes = engine.encodeState()
+        #expect(engine.rememberedCount > 0)
+        let roomy = try Engine.restore(from: bytes, expectedRequestIDs: 50_000)
+        let plain = try Engine.restore(from: bytes)
+        #expect(roomy.configuration.expectedRequestIDs == 50_000 && plain.configuration.expectedRequestIDs == 0)
+        #expect(roomy.encodeState() == bytes && plain.encodeState() == bytes)
+        for _ in 0..<300 {
+            let (command, at) = workload.next()
+            roomy.advance(to: at, events: &events)
+            plain.advance(to: at, events: &events)
+            #expect(roomy.apply(command, events: &events) == plain.apply(command, events: &events))
+        }
+        #expect(roomy.stateHash() == plain.stateHash() && roomy.rememberedCount == plain.rememberedCount)
+    }
 }
