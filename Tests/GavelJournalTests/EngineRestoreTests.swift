@@ -147,12 +147,7 @@ struct EngineRestoreTests {
         _ = try checkRestore(Engine(configuration: EngineConfiguration(idempotencyWindowMs: 1)), "tiny window")
         var workload = Workload(seed: 3)
         let engine = Engine()
-        var events: [Event] = []
-        for _ in 0..<200 {
-            let (command, at) = workload.next()
-            engine.advance(to: at, events: &events)
-            _ = engine.apply(command, events: &events)
-        }
+        workload.apply(200, to: engine)
         let bytes = engine.encodeState()
         // Every cut of the state is refused, never trusted.
         for cut in stride(from: 0, to: bytes.count, by: max(1, bytes.count / 200)) {
@@ -166,18 +161,14 @@ struct EngineRestoreTests {
     @Test func roomForRequestIDsIsKeptButIsNotPartOfTheState() throws {
         var workload = Workload(seed: 9)
         let engine = Engine(configuration: EngineConfiguration(expectedRequestIDs: 5_000))
-        var events: [Event] = []
-        for _ in 0..<300 {
-            let (command, at) = workload.next()
-            engine.advance(to: at, events: &events)
-            _ = engine.apply(command, events: &events)
-        }
+        workload.apply(300, to: engine)
         let bytes = engine.encodeState()
         #expect(engine.rememberedCount > 0)
         let roomy = try Engine.restore(from: bytes, expectedRequestIDs: 50_000)
         let plain = try Engine.restore(from: bytes)
         #expect(roomy.configuration.expectedRequestIDs == 50_000 && plain.configuration.expectedRequestIDs == 0)
         #expect(roomy.encodeState() == bytes && plain.encodeState() == bytes)
+        var events: [Event] = []
         for _ in 0..<300 {
             let (command, at) = workload.next()
             roomy.advance(to: at, events: &events)

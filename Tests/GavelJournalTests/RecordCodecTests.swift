@@ -269,12 +269,7 @@ struct SnapshotFileTests {
     private func sampleState() -> (Engine, [UInt8]) {
         var workload = Workload(seed: 11)
         let engine = Engine()
-        var events: [Event] = []
-        for _ in 0..<300 {
-            let (command, at) = workload.next()
-            engine.advance(to: at, events: &events)
-            _ = engine.apply(command, events: &events)
-        }
+        workload.apply(300, to: engine)
         return (engine, engine.encodeState())
     }
 

@@ -96,6 +96,17 @@ struct Workload {
     }
 
     /// The next command and the engine time to apply it at.
+    /// Applies the next `count` commands to `engine`, each at its time.
+    mutating func apply(_ count: Int, to engine: Engine) {
+        var events: [Event] = []
+        for _ in 0..<count {
+            let (command, at) = next()
+            engine.advance(to: at, events: &events)
+            _ = engine.apply(command, events: &events)
+            events.removeAll(keepingCapacity: true)
+        }
+    }
+
     mutating func next() -> (command: Command, at: Millis) {
         time += rng.int64(0...maxStep)
         if sinceOpen >= groupSize {
