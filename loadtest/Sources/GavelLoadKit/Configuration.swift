@@ -170,8 +170,8 @@ public struct LoadConfiguration: Sendable, Equatable {
         }
         if let existingPrefix {
             guard existing else { throw .invalid("--existing-prefix goes with --existing") }
-            let allowed = Set("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.:-".utf8)
-            guard (1...64).contains(existingPrefix.utf8.count), existingPrefix.utf8.allSatisfy(allowed.contains) else {
+            // A prefix of an identifier is itself one: the same rule.
+            guard Identifier.isValid(existingPrefix) else {
                 throw .invalid(
                     "--existing-prefix must be 1 to 64 characters from A-Z a-z 0-9 _ . : - (the start of listing ids), got \(existingPrefix)"
                 )
