@@ -79,8 +79,8 @@ final class LoopFanOut: @unchecked Sendable {
         dirty.append(session)
     }
 
-    /// Delivers one durable group's items for this loop: each frame is written (not flushed) to every subscriber, then each
-    /// session written to is flushed once.
+    /// Delivers one durable group's items for this loop: each frame is written (not flushed) to every subscriber,
+    /// then each session written to is flushed once.
     func run(_ items: [LoopItem], releasedAt: UInt64) {
         for item in items {
             switch item {
@@ -126,8 +126,9 @@ enum SubscribeReply {
 ///
 /// Threads: results and events arrive on the releasing thread (the journal's), one batch at a time; they are
 /// collected without a lock and handed over at the end of the group of batches one `fdatasync` made durable
-/// (``batchReleased(entries:endsGroup:)``), taking the lock once, with one task per event loop that has work. Sessions subscribe from their event loops under the same lock,
-/// which is what makes a snapshot and the live events after it meet without a gap or a duplicate.
+/// (``batchReleased(entries:endsGroup:)``), taking the lock once, with one task per event loop that has work.
+/// Sessions subscribe from their event loops under the same lock, which is what makes a snapshot and the live events
+/// after it meet without a gap or a duplicate.
 public final class FanOut: @unchecked Sendable {
     struct History {
         var frames: [ByteBuffer] = []
