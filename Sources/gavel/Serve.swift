@@ -25,7 +25,11 @@ struct Serve: AsyncParsableCommand {
             only, clients on loopback that show the local code (new at every start, in <data-dir>/local-code and \
             in the page address printed at start, http://127.0.0.1:PORT/#code=...) may also POST \
             {"sub": "alice", "role": "bidder"} (or "seller") to http://HOST:PORT/token for a token, as the page \
-            does; with --jwt-secret, /token is 404.
+            does; with --jwt-secret, /token is 404. A secret must be at least 32 bytes.
+
+            The data directory is private to its owner (0700, files 0600); one that other users can read or write \
+            is refused, as is a key file they can. Only one process at a time writes a data directory: it holds an \
+            exclusive lock on <data-dir>/LOCK, which names its pid, and a second one is refused.
 
             SIGTERM or SIGINT: stop accepting, close clients with 1001, drain the engine, snapshot, exit 0. \
             SIGUSR1 (or `gavel snapshot --data-dir D`): take a snapshot now.
@@ -54,7 +58,10 @@ struct Serve: AsyncParsableCommand {
     var dataDir: String?
 
     @Option(
-        name: .long, help: "The HS256 key for tokens. Env GAVEL_JWT_SECRET; default: the key in <data-dir>/jwt-secret.")
+        name: .long,
+        help:
+            "The HS256 key for tokens, at least 32 bytes. Env GAVEL_JWT_SECRET; default: the key in <data-dir>/jwt-secret."
+    )
     var jwtSecret: String?
 
     @Option(
@@ -211,6 +218,7 @@ struct Serve: AsyncParsableCommand {
 
     func validate() throws {
         _ = try gatewayConfiguration()
+        _ = try givenSecret(option: jwtSecret)
         guard try Setting.value(idempotencyWindowMs, "GAVEL_IDEMPOTENCY_WINDOW_MS", default: 86_400_000) > 0 else {
             throw ValidationError("--idempotency-window-ms must be positive")
         }
@@ -260,9 +268,9 @@ struct Serve: AsyncParsableCommand {
         }
 
         let directory = DataDirectory(dataDir)
+        configuration.jwtSecret = try servingSecret(option: jwtSecret, dataDir: dataDir)
         let report = try recoverForWriting(
             directory, truncateAfterCorruption: storage.truncateAfterCorruption, engine: engineConfiguration)
-        configuration.jwtSecret = try servingSecret(option: jwtSecret, dataDir: dataDir)
         // Local mode: the key is the data directory's own, so loopback clients that show the local code may ask
         // for tokens at /token.
         configuration.localTokens = (jwtSecret ?? Setting.environment("GAVEL_JWT_SECRET")) == nil
@@ -287,9 +295,6 @@ struct Serve: AsyncParsableCommand {
             bus: bus)
         writer.start()
 
-        let pidFile = directory.path + "/gavel.pid"
-        try "\(getpid())\n".write(toFile: pidFile)
-        defer { unlink(pidFile) }
         signal(SIGUSR1, SIG_IGN)
         let snapshotSignal = DispatchSource.makeSignalSource(signal: SIGUSR1, queue: .global())
         snapshotSignal.setEventHandler { writer.requestSnapshot() }
