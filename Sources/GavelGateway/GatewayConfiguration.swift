@@ -51,8 +51,10 @@ public struct GatewayConfiguration: Sendable {
     /// Whether a connection without a token is let in as an anonymous `watcher`.
     public var allowAnonymous = true
     /// Local mode: the key is the server's own (`<data-dir>/jwt-secret`, no `--jwt-secret` given), and loopback
-    /// clients may get bidder and seller tokens from `POST /token` (``LocalTokens``).
+    /// clients that show ``localCode`` may get bidder and seller tokens from `POST /token` (``LocalTokens``).
     public var localTokens = false
+    /// The code `POST /token` requires in local mode: random, new at every start, in `<data-dir>/local-code`.
+    public var localCode: [UInt8] = []
     /// How long a token from `/token` is valid, in seconds.
     public var localTokenTTLSeconds = 3600
 

@@ -209,7 +209,8 @@ public final class GatewayServer: Sendable {
         let localTokens =
             configuration.localTokens
             ? LocalTokens(
-                secret: configuration.jwtSecret, ttlSeconds: Int64(configuration.localTokenTTLSeconds),
+                secret: configuration.jwtSecret, code: configuration.localCode,
+                ttlSeconds: Int64(configuration.localTokenTTLSeconds),
                 now: { SystemClock().now() / 1000 }) : nil
         let page = PageHandler(page: page, localTokens: localTokens, refusal: { [self] head in refusal(head) })
         let upgrader = NIOWebSocketServerUpgrader(

@@ -4,29 +4,44 @@ import NIOCore
 import NIOHTTP1
 
 /// `/token` on the page's port, for trying Gavel locally: a bidder or seller token, signed with the server's own
-/// key, for anyone who can reach the server from the same machine.
+/// key, for whoever shows the server's local code.
 ///
 /// It exists only in local mode (the server made or read its own key in the data directory: no `--jwt-secret`, no
 /// `GAVEL_JWT_SECRET`) and only for loopback peers (127.0.0.0/8, ::1) whose `Host` header names a loopback
-/// address or `localhost`; everything else is 404, as if there were no such path. Whoever reaches the machine's
-/// loopback could read `<data-dir>/jwt-secret` or run `gavel token` as well, so it grants nothing new; the `Host`
-/// check keeps a web page in the same browser from reaching it through a rebound DNS name, and requiring
-/// `Content-Type: application/json` makes any other web origin's request need a CORS preflight, which is never
-/// granted. `service` and `watcher` tokens are never issued here.
+/// address or `localhost`; everything else is 404, as if there were no such path. A `POST` must carry the local
+/// code: random at every start, written to `<data-dir>/local-code` (mode 0600, in a 0700 directory) and printed on
+/// the server's terminal in the page's address (`http://127.0.0.1:8080/#code=...`). Being on the same machine is
+/// not enough: another Unix user reaches loopback too, but cannot read the data directory, so cannot show the
+/// code; whoever can read it could read `<data-dir>/jwt-secret` or run `gavel token` anyway, so `/token` grants
+/// nothing new. The code goes in an `X-Gavel-Local-Code` header or a `"code"` field, never in the request line
+/// (which proxies and logs record), and is compared in constant time. The `Host` check keeps a web page in the
+/// same browser from reaching it through a rebound DNS name, and requiring `Content-Type: application/json` makes
+/// any other web origin's request need a CORS preflight, which is never granted. `service` and `watcher` tokens
+/// are never issued here.
 public struct LocalTokens: Sendable {
     public let secret: [UInt8]
+    /// The code a request must show; an empty code matches nothing.
+    public let code: [UInt8]
     public let ttlSeconds: Int64
     /// Seconds since the Unix epoch.
     public let now: @Sendable () -> Int64
 
-    public init(secret: [UInt8], ttlSeconds: Int64, now: @escaping @Sendable () -> Int64) {
+    public init(secret: [UInt8], code: [UInt8], ttlSeconds: Int64, now: @escaping @Sendable () -> Int64) {
         self.secret = secret
+        self.code = code
         self.ttlSeconds = ttlSeconds
         self.now = now
     }
 
     /// The largest request body read.
     static let maxBody = 4096
+
+    /// The header that may carry the local code.
+    public static let codeHeader = "X-Gavel-Local-Code"
+
+    /// Where the code is and how to send it, for the answer to a request without it or with a wrong one.
+    static let codeHelp =
+        "open the address gavel serve printed (http://127.0.0.1:PORT/#code=...), or send the code in <data-dir>/local-code in an X-Gavel-Local-Code header or a \"code\" field; it changes at every start of the server"
 
     /// Whether `address` is a loopback address: 127.0.0.0/8, ::1, or ::ffff:127.0.0.0/104.
     public static func isLoopback(_ address: SocketAddress?) -> Bool {
@@ -66,6 +81,7 @@ public struct LocalTokens: Sendable {
         case .GET, .HEAD:
             var w = JSONObjectWriter()
             w.field("local", true)
+            w.field("code_required", true)
             w.field("roles", raw: Array(#"["bidder","seller"]"#.utf8))
             w.field("ttl_seconds", ttlSeconds)
             return (.ok, w.finish())
@@ -78,7 +94,16 @@ public struct LocalTokens: Sendable {
         guard contentType.hasPrefix("application/json") else {
             return (.unsupportedMediaType, Self.error("send Content-Type: application/json"))
         }
-        guard let value = try? JSONParser.parse(body), case .object = value else {
+        let value = try? JSONParser.parse(body)
+        var shown = head.headers.first(name: Self.codeHeader).map { Array($0.utf8) }
+        if shown == nil, case .string(let field)? = value?["code"] { shown = Array(field.utf8) }
+        guard let shown else {
+            return (.unauthorized, Self.error("a token here needs the server's local code: " + Self.codeHelp))
+        }
+        guard JWT.constantTimeEqual(shown, code), !code.isEmpty else {
+            return (.forbidden, Self.error("wrong local code (the server restarted since?): " + Self.codeHelp))
+        }
+        guard let value, case .object = value else {
             return (.badRequest, Self.error("the body must be a JSON object {\"sub\": ..., \"role\": ...}"))
         }
         guard case .string(let sub)? = value["sub"], Identifier.isValid(sub) else {

@@ -12,22 +12,31 @@ public enum SecretFile {
         public var description: String
     }
 
-    /// The key in `path`, creating the file when it does not exist.
-    public static func loadOrCreate(_ path: String) throws -> [UInt8] {
-        if let key = try load(path) { return key }
+    /// `count` bytes from the system's random source (getrandom), as `2 * count` lowercase hex digits.
+    public static func randomHex(count: Int) -> [UInt8] {
         var generator = SystemRandomNumberGenerator()
         let hex = Array("0123456789abcdef".utf8)
         var text: [UInt8] = []
-        for _ in 0..<32 {
+        text.reserveCapacity(2 * count)
+        for _ in 0..<count {
             let byte = UInt8.random(in: 0...255, using: &generator)
             text.append(hex[Int(byte >> 4)])
             text.append(hex[Int(byte & 0xF)])
         }
-        let fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o600)
-        if fd < 0 {
+        return text
+    }
+
+    /// The key in `path`, creating the file when it does not exist.
+    public static func loadOrCreate(_ path: String) throws -> [UInt8] {
+        if let key = try load(path) { return key }
+        let text = randomHex(count: 32)
+        let fd: Int32
+        do {
+            fd = try Files.openPrivate(path, O_WRONLY | O_CREAT | O_EXCL)
+        } catch {
             // Someone else created it first: use theirs.
-            if errno == EEXIST, let key = try load(path) { return key }
-            throw Failure(description: "cannot create \(path): \(String(cString: strerror(errno)))")
+            if error.code == EEXIST, let key = try load(path) { return key }
+            throw Failure(description: "cannot create \(path): \(String(cString: strerror(error.code)))")
         }
         defer { close(fd) }
         var line = text + [0x0A]

@@ -60,10 +60,43 @@ public enum Files {
         guard fsync(fd) == 0 else { throw FileError(path: path, operation: "fsync directory", code: errno) }
     }
 
+    /// Creates the directory `path` readable by its owner only (0700, whatever the umask) when it does not exist.
     static func makeDirectory(_ path: String) throws(FileError) {
-        if mkdir(path, 0o755) != 0 && errno != EEXIST {
+        if mkdir(path, 0o700) == 0 {
+            guard chmod(path, 0o700) == 0 else { throw FileError(path: path, operation: "chmod", code: errno) }
+        } else if errno != EEXIST {
             throw FileError(path: path, operation: "mkdir", code: errno)
         }
+    }
+
+    /// Opens `path` for writing with `flags` (`O_WRONLY` or `O_RDWR` plus `O_CREAT` and the like), a file the
+    /// call creates being readable and writable by its owner only (0600, whatever the umask).
+    public static func openPrivate(_ path: String, _ flags: Int32) throws(FileError) -> Int32 {
+        let fd = open(path, flags | O_CLOEXEC, 0o600)
+        guard fd >= 0 else { throw FileError(path: path, operation: "create", code: errno) }
+        // The umask can only take bits away from 0600; fchmod gives back what a strict one took.
+        guard fchmod(fd, 0o600) == 0 else {
+            let code = errno
+            close(fd)
+            throw FileError(path: path, operation: "chmod", code: code)
+        }
+        return fd
+    }
+
+    /// The permission bits of `path` (`st_mode & 0o7777`), or `nil` when it does not exist.
+    public static func permissions(_ path: String) throws(FileError) -> mode_t? {
+        var st = stat()
+        guard stat(path, &st) == 0 else {
+            if errno == ENOENT { return nil }
+            throw FileError(path: path, operation: "stat", code: errno)
+        }
+        return st.st_mode & 0o7777
+    }
+
+    /// `mode` in octal with its leading zero, as `ls` and `chmod` users read it: `0755`.
+    public static func octal(_ mode: mode_t) -> String {
+        let digits = String(mode, radix: 8)
+        return String(repeating: "0", count: max(0, 4 - digits.count)) + digits
     }
 
     /// The names in `directory` (not `.` and `..`), sorted; empty when it does not exist.
@@ -97,11 +130,10 @@ public enum Files {
         }
     }
 
-    /// Writes `bytes` to `path` atomically: a temporary file, fsync, rename, and an fsync of the directory.
-    static func writeAtomically(_ bytes: [UInt8], to path: String, directory: String) throws(FileError) {
+    /// Writes `bytes` to `path` atomically, readable by its owner only (0600): a temporary file, fsync, rename, and an fsync of the directory.
+    public static func writeAtomically(_ bytes: [UInt8], to path: String, directory: String) throws(FileError) {
         let temporary = path + ".tmp"
-        let fd = open(temporary, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
-        guard fd >= 0 else { throw FileError(path: temporary, operation: "create", code: errno) }
+        let fd = try openPrivate(temporary, O_WRONLY | O_CREAT | O_TRUNC)
         do throws(FileError) {
             try writeAll(fd, bytes, path: temporary)
             guard fsync(fd) == 0 else { throw FileError(path: temporary, operation: "fsync", code: errno) }
@@ -124,7 +156,8 @@ public struct DataDirectory: Sendable {
     public var journal: String { path + "/journal" }
     public var snapshots: String { path + "/snapshots" }
 
-    /// Creates the directory and its `journal` and `snapshots` folders when missing.
+    /// Creates the directory and its `journal` and `snapshots` folders when missing, each readable by its owner
+    /// only (0700).
     public func create() throws(FileError) {
         try Files.makeDirectory(path)
         try Files.makeDirectory(journal)

@@ -271,9 +271,7 @@ public final class Journal: BatchSink, SnapshotSink, @unchecked Sendable {
             Glibc.close(fd)
         }
         let path = directory.journal + "/" + DataDirectory.segmentName(firstLSN: firstLSN)
-        let newFD = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
-        guard newFD >= 0 else { throw FileError(path: path, operation: "create", code: errno) }
-        fd = newFD
+        fd = try Files.openPrivate(path, O_WRONLY | O_CREAT | O_TRUNC)
         segmentPath = path
         let header = SegmentHeader(firstLSN: firstLSN, previousChain: chain).encoded()
         try Files.writeAll(fd, header, path: path)

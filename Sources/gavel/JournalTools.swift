@@ -36,6 +36,7 @@ struct Replay: ParsableCommand {
         }
         let started = monotonicNanos()
         let report: RecoveryReport
+        warnIfLoose(DataDirectory(dataDir), tool: "gavel replay")
         do {
             report = try Recovery.recover(DataDirectory(dataDir), options: options)
         } catch {
@@ -90,6 +91,7 @@ struct Verify: ParsableCommand {
     var dataDir: String
 
     func run() throws {
+        warnIfLoose(DataDirectory(dataDir), tool: "gavel verify")
         let result = Verification.run(DataDirectory(dataDir))
         let out = LineWriter()
         for line in result.notes { out.write("ok: \(line)") }
@@ -128,6 +130,7 @@ struct Dump: ParsableCommand {
     func run() throws {
         let out = LineWriter()
         let directory = DataDirectory(dataDir)
+        warnIfLoose(directory, tool: "gavel dump")
         let segments = directory.segments()
         guard !segments.isEmpty else {
             printError("gavel dump: no journal segments in \(directory.journal)")
@@ -185,8 +188,9 @@ struct Snapshot: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Take a snapshot of a data directory now.",
         discussion: """
-            If a gavel process is running on the directory (its gavel.pid), it is asked to snapshot (SIGUSR1) and \
-            this waits for the new file. Otherwise the directory is recovered and a snapshot is written directly.
+            If a gavel process is running on the directory (it holds <data-dir>/LOCK, which names its pid), it is \
+            asked to snapshot (SIGUSR1) and this waits for the new file. Otherwise this takes the lock itself, \
+            recovers the directory and writes a snapshot directly.
             """
     )
 
@@ -201,9 +205,15 @@ struct Snapshot: ParsableCommand {
     func run() throws {
         let directory = DataDirectory(dataDir)
         let before = directory.snapshotFiles().first
-        if let text = try? String(decoding: readFile(directory.path + "/gavel.pid"), as: UTF8.self),
-            let pid = Int32(text.trimmingCharacters(in: " \n")), kill(pid, 0) == 0
-        {
+        var holder: Int32?
+        do throws(DirectoryLock.Failure) {
+            try DirectoryLock.acquire(directory)
+        } catch {
+            // No directory or lock file yet: claiming it below makes them, or says why it cannot.
+            if case .held(let pid) = error { holder = pid ?? 0 }
+        }
+        if let pid = holder {
+            guard pid > 0 else { throw Refusal("the process holding \(directory.path) is starting; try again") }
             kill(pid, SIGUSR1)
             let deadline = monotonicNanos() + UInt64(timeout) * 1_000_000_000
             while monotonicNanos() < deadline {
@@ -245,13 +255,4 @@ func format3(_ value: Double) -> String {
     let millis = Int((value * 1000).rounded())
     let fraction = String(millis % 1000)
     return "\(millis / 1000).\(String(repeating: "0", count: 3 - fraction.count))\(fraction)"
-}
-
-extension String {
-    func trimmingCharacters(in set: String) -> String {
-        var s = Substring(self)
-        while let c = s.first, set.contains(c) { s = s.dropFirst() }
-        while let c = s.last, set.contains(c) { s = s.dropLast() }
-        return String(s)
-    }
 }

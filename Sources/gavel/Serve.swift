@@ -22,8 +22,14 @@ struct Serve: AsyncParsableCommand {
             on the admin port. Every option also reads the environment variable named in its help; an option on \
             the command line wins. With no secret configured, the HS256 key is <data-dir>/jwt-secret (created, \
             mode 0600); `gavel token --sub alice --role bidder` prints a token signed with it. In that local mode \
-            only, clients on loopback may also POST {"sub": "alice", "role": "bidder"} (or "seller") to \
-            http://HOST:PORT/token for a token, as the page does; with --jwt-secret, /token is 404.
+            only, clients on loopback that show the local code (new at every start, in <data-dir>/local-code and \
+            in the page address printed at start, http://127.0.0.1:PORT/#code=...) may also POST \
+            {"sub": "alice", "role": "bidder"} (or "seller") to http://HOST:PORT/token for a token, as the page \
+            does; with --jwt-secret, /token is 404. A secret must be at least 32 bytes.
+
+            The data directory is private to its owner (0700, files 0600); one that other users can read or write \
+            is refused, as is a key file they can. Only one process at a time writes a data directory: it holds an \
+            exclusive lock on <data-dir>/LOCK, which names its pid, and a second one is refused.
 
             SIGTERM or SIGINT: stop accepting, close clients with 1001, drain the engine, snapshot, exit 0. \
             SIGUSR1 (or `gavel snapshot --data-dir D`): take a snapshot now.
@@ -52,13 +58,16 @@ struct Serve: AsyncParsableCommand {
     var dataDir: String?
 
     @Option(
-        name: .long, help: "The HS256 key for tokens. Env GAVEL_JWT_SECRET; default: the key in <data-dir>/jwt-secret.")
+        name: .long,
+        help:
+            "The HS256 key for tokens, at least 32 bytes. Env GAVEL_JWT_SECRET; default: the key in <data-dir>/jwt-secret."
+    )
     var jwtSecret: String?
 
     @Option(
         name: .long,
         help:
-            "Lifetime in seconds of the tokens POST /token gives loopback clients in local mode (no --jwt-secret). Env GAVEL_LOCAL_TOKEN_TTL_SECONDS; default 3600."
+            "Lifetime in seconds of the tokens POST /token gives loopback clients with the local code in local mode (no --jwt-secret). Env GAVEL_LOCAL_TOKEN_TTL_SECONDS; default 3600."
     )
     var localTokenTtlSeconds: Int?
 
@@ -209,6 +218,7 @@ struct Serve: AsyncParsableCommand {
 
     func validate() throws {
         _ = try gatewayConfiguration()
+        _ = try givenSecret(option: jwtSecret)
         guard try Setting.value(idempotencyWindowMs, "GAVEL_IDEMPOTENCY_WINDOW_MS", default: 86_400_000) > 0 else {
             throw ValidationError("--idempotency-window-ms must be positive")
         }
@@ -258,11 +268,19 @@ struct Serve: AsyncParsableCommand {
         }
 
         let directory = DataDirectory(dataDir)
+        configuration.jwtSecret = try servingSecret(option: jwtSecret, dataDir: dataDir)
         let report = try recoverForWriting(
             directory, truncateAfterCorruption: storage.truncateAfterCorruption, engine: engineConfiguration)
-        configuration.jwtSecret = try servingSecret(option: jwtSecret, dataDir: dataDir)
-        // Local mode: the key is the data directory's own, so loopback clients may ask for tokens at /token.
+        // Local mode: the key is the data directory's own, so loopback clients that show the local code may ask
+        // for tokens at /token.
         configuration.localTokens = (jwtSecret ?? Setting.environment("GAVEL_JWT_SECRET")) == nil
+        let localCodeFile = directory.path + "/local-code"
+        let localCode = configuration.localTokens ? SecretFile.randomHex(count: 16) : nil
+        if let localCode {
+            configuration.localCode = localCode
+            try Files.writeAtomically(localCode + [0x0A], to: localCodeFile, directory: directory.path)
+        }
+        defer { if localCode != nil { unlink(localCodeFile) } }
         let journal = try Journal(
             directory: directory, configuration: storage.journalConfiguration, recovery: report,
             syncObserver: { nanos in metrics.recordFsync(nanos: nanos) })
@@ -277,9 +295,6 @@ struct Serve: AsyncParsableCommand {
             bus: bus)
         writer.start()
 
-        let pidFile = directory.path + "/gavel.pid"
-        try "\(getpid())\n".write(toFile: pidFile)
-        defer { unlink(pidFile) }
         signal(SIGUSR1, SIG_IGN)
         let snapshotSignal = DispatchSource.makeSignalSource(signal: SIGUSR1, queue: .global())
         snapshotSignal.setEventHandler { writer.requestSnapshot() }
@@ -304,6 +319,12 @@ struct Serve: AsyncParsableCommand {
                     printError(
                         "gavel serve: ws://\(configuration.host):\(port)/ws, page http://\(configuration.host):\(port)/, data \(dataDir), fsync \(storage.journalConfiguration.fsync)"
                     )
+                    if let localCode {
+                        let code = String(decoding: localCode, as: UTF8.self)
+                        printError(
+                            "gavel serve: local mode: open http://\(loopbackName(configuration.host)):\(port)/#code=\(code) to get a token (the code is in \(localCodeFile) and changes at every start)"
+                        )
+                    }
                     return
                 }
                 try? await Task.sleep(for: .milliseconds(10))
@@ -317,6 +338,12 @@ struct Serve: AsyncParsableCommand {
         try? await group.shutdownGracefully()
         printError("gavel serve: stopped")
     }
+}
+
+/// The name of `host` in a loopback URL: itself when it is loopback (in brackets for IPv6), else 127.0.0.1.
+func loopbackName(_ host: String) -> String {
+    if host == "::1" { return "[::1]" }
+    return host == "localhost" || host.hasPrefix("127.") ? host : "127.0.0.1"
 }
 
 extension String {

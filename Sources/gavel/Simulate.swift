@@ -39,7 +39,11 @@ struct Simulate: ParsableCommand {
     @Option(name: .long, help: "How long request ids are remembered for idempotency, in engine-time ms.")
     var idempotencyWindowMs: Int64 = 86_400_000
 
-    @Option(name: .long, help: "Recover from and journal to this data directory (created when missing).")
+    @Option(
+        name: .long,
+        help:
+            "Recover from and journal to this data directory (created when missing, mode 0700; refused when other users can read or write it, or another process holds it)."
+    )
     var dataDir: String?
 
     @OptionGroup var storage: StorageOptions
@@ -89,9 +93,6 @@ struct Simulate: ParsableCommand {
             sink: journal, snapshots: journal, clock: clock)
         _ = writer.bus.subscribeAll { event in out.write(MessageEncoder.event(event)) }
         writer.startManual()
-        let pidFile = directory.path + "/gavel.pid"
-        try? "\(getpid())\n".write(toFile: pidFile)
-        defer { unlink(pidFile) }
         let snapshotWanted = SignalFlag(SIGUSR1)
 
         /// Makes everything applied so far durable and its lines written, so lines stay in input order.
@@ -192,15 +193,4 @@ final class SignalFlag: @unchecked Sendable {
 
     /// Whether the signal arrived since the last call.
     func take() -> Bool { raised.exchange(false, ordering: .acquiringAndReleasing) }
-}
-
-extension String {
-    /// Writes the string to `path`, replacing it.
-    func write(toFile path: String) throws {
-        let fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
-        guard fd >= 0 else { throw ValidationError("cannot write \(path): \(String(cString: strerror(errno)))") }
-        defer { close(fd) }
-        var copy = self
-        copy.withUTF8 { _ = Glibc.write(fd, $0.baseAddress, $0.count) }
-    }
 }

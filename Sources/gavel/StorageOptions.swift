@@ -106,11 +106,12 @@ struct StorageOptions: ParsableArguments {
     }
 }
 
-/// Recovers `directory`, reporting what recovery did on standard error.
+/// Claims `directory` for this process (``claimForWriting(_:)``: private, locked) and recovers it, reporting what
+/// recovery did on standard error.
 func recoverForWriting(_ directory: DataDirectory, truncateAfterCorruption: Bool, engine: EngineConfiguration) throws
     -> RecoveryReport
 {
-    try directory.create()
+    try claimForWriting(directory)
     var options = RecoveryOptions()
     options.truncateAfterCorruption = truncateAfterCorruption
     options.engine = engine

@@ -42,6 +42,7 @@ struct Token: ParsableCommand {
             throw ValidationError("--role must be bidder, seller, service or watcher")
         }
         guard Self.seconds(ttl) != nil else { throw ValidationError("--ttl must be like 3600, 90s, 15m, 1h or 7d") }
+        _ = try givenSecret(option: jwtSecret)
     }
 
     static func seconds(_ text: String) -> Int64? {
@@ -63,14 +64,22 @@ struct Token: ParsableCommand {
     }
 }
 
-/// The key `gavel serve` and `gavel token` sign with: the option, GAVEL_JWT_SECRET, or `<data-dir>/jwt-secret`.
+/// The key `gavel serve` and `gavel token` sign with: the option, GAVEL_JWT_SECRET, or `<data-dir>/jwt-secret`
+/// (made when missing). Each must be at least 32 bytes; a data directory or key file that other users can read
+/// or write is refused.
 func servingSecret(option: String?, dataDir: String?) throws -> [UInt8] {
-    if let secret = option ?? Setting.environment("GAVEL_JWT_SECRET") { return Array(secret.utf8) }
+    if let secret = try givenSecret(option: option) { return secret }
     let directory = DataDirectory(try Setting.value(dataDir, "GAVEL_DATA_DIR", default: "./gavel-data"))
+    try refuseLooseDirectory(directory)
     try directory.create()
+    let path = directory.path + "/jwt-secret"
+    try refuseLooseKeyFile(path)
+    let key: [UInt8]
     do {
-        return try SecretFile.loadOrCreate(directory.path + "/jwt-secret")
+        key = try SecretFile.loadOrCreate(path)
     } catch let failure as SecretFile.Failure {
-        throw ValidationError(failure.description)
+        throw Refusal(failure.description)
     }
+    try checkSecretStrength(key, source: "the key in \(path)", advice: "delete the file to have a new key made")
+    return key
 }

@@ -2,11 +2,11 @@ import Foundation
 import Testing
 
 /// The package root, derived from this file's path (Tests/GavelCLITests/SimulateCLITests.swift).
-private let packageRoot = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+let packageRoot = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
     .deletingLastPathComponent()
 
 /// The built `gavel` binary, if `swift build` has made one.
-private let gavelBinary: URL? = {
+let gavelBinary: URL? = {
     let url = packageRoot.appendingPathComponent(".build/debug/gavel")
     return FileManager.default.isExecutableFile(atPath: url.path) ? url : nil
 }()

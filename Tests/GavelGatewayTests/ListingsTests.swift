@@ -223,10 +223,11 @@ struct SplitMix {
 }
 
 @Suite struct LocalTokenTests {
-    let tokens = LocalTokens(secret: Array("k".utf8), ttlSeconds: 3600, now: { 1_000_000 })
+    let tokens = LocalTokens(
+        secret: Array("k".utf8), code: Array("0123456789abcdef".utf8), ttlSeconds: 3600, now: { 1_000_000 })
 
     func head(_ method: HTTPMethod, host: String = "127.0.0.1:8080", json: Bool = true) -> HTTPRequestHead {
-        var headers = HTTPHeaders([("host", host)])
+        var headers = HTTPHeaders([("host", host), (LocalTokens.codeHeader, "0123456789abcdef")])
         if json { headers.add(name: "content-type", value: "application/json") }
         return HTTPRequestHead(version: .http1_1, method: method, uri: "/token", headers: headers)
     }

@@ -172,9 +172,17 @@ class Server:
         finally:
             conn.close()
 
+    def local_code(self):
+        """The code POST /token requires in local mode: `<data-dir>/local-code`, new at every start."""
+        with open(os.path.join(self.data_dir, "local-code")) as f:
+            return f.read().strip()
+
+    def code_header(self):
+        return {"X-Gavel-Local-Code": self.local_code()}
+
     def local_token(self, sub, role):
-        """A token from POST /token (local mode only)."""
-        status, answer = self.http_post_json("/token", {"sub": sub, "role": role})
+        """A token from POST /token (local mode only), showing the local code."""
+        status, answer = self.http_post_json("/token", {"sub": sub, "role": role}, headers=self.code_header())
         assert status == 200, (status, answer)
         return answer["token"]
 

@@ -90,7 +90,7 @@ def test_token_from_the_page_port_in_local_mode_can_bid(start_server):
     status, info = server.http_get("/token")
     assert status == 200
     sam_token = server.local_token("sam", "seller")
-    status, answer = server.http_post_json("/token", {"sub": "ann", "role": "bidder"})
+    status, answer = server.http_post_json("/token", {"sub": "ann", "role": "bidder"}, headers=server.code_header())
     assert status == 200 and answer["sub"] == "ann" and answer["role"] == "bidder"
     expires_in = answer["expires_at"] - now_ms()
     assert 3590_000 <= expires_in <= 3600_000
@@ -108,11 +108,11 @@ def test_token_from_the_page_port_in_local_mode_can_bid(start_server):
 def test_token_refuses_service_and_watcher_roles_and_bad_names(start_server):
     server = start_server(secret=None)
     for role in ("service", "watcher"):
-        status, answer = server.http_post_json("/token", {"sub": "ops", "role": role})
+        status, answer = server.http_post_json("/token", {"sub": "ops", "role": role}, headers=server.code_header())
         assert status == 400 and f"role {role} is not issued here" in answer["error"]
     for body in ({"sub": "a b", "role": "bidder"}, {"sub": "x" * 65, "role": "bidder"}, {"role": "seller"},
                  {"sub": "ann", "role": "king"}, "not json"):
-        status, answer = server.http_post_json("/token", body)
+        status, answer = server.http_post_json("/token", body, headers=server.code_header())
         assert status == 400, body
     status, _ = server.http_post_json("/token", {"sub": "ann", "role": "bidder"}, headers={"Host": "evil.example"})
     assert status == 404
@@ -120,7 +120,7 @@ def test_token_refuses_service_and_watcher_roles_and_bad_names(start_server):
 
 def test_token_ttl_is_configurable(start_server):
     server = start_server("--local-token-ttl-seconds", "120", secret=None)
-    status, answer = server.http_post_json("/token", {"sub": "ann", "role": "bidder"})
+    status, answer = server.http_post_json("/token", {"sub": "ann", "role": "bidder"}, headers=server.code_header())
     assert status == 200 and 110_000 <= answer["expires_at"] - now_ms() <= 120_000
 
 
@@ -128,5 +128,5 @@ def test_token_is_404_when_a_secret_is_given(server, start_server):
     status, _ = server.http_post_json("/token", {"sub": "ann", "role": "bidder"})
     assert status == 404
     assert server.http_get("/token")[0] == 404
-    from_env = start_server(secret=None, env={"GAVEL_JWT_SECRET": "from-the-environment"})
+    from_env = start_server(secret=None, env={"GAVEL_JWT_SECRET": "from-the-environment-0123456789abcdef"})
     assert from_env.http_post_json("/token", {"sub": "ann", "role": "bidder"})[0] == 404

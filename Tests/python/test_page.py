@@ -135,16 +135,22 @@ def pick_from_list(page, listing):
 
 
 def test_bid_on_one_page_updates_the_other_live_and_survives_a_drop(start_server, browser):
-    server = start_server(secret=None)  # local mode: the page gets its token from /token
+    server = start_server(secret=None)  # local mode: the page gets its token from /token, with the local code
     listing = unique()
     with server.connect(server.local_token("sam", "seller")) as sam:
         assert open_english(sam, "A-other", start=300, closes_in_ms=300_000)["ok"]
         assert open_english(sam, listing, start=100, closes_in_ms=300_000)["ok"]
     url = f"http://127.0.0.1:{server.port}/"
-    bidder = browser.page(url)
+    bidder = browser.page(url + "#code=" + server.local_code())  # the address gavel serve prints
     watcher = browser.page(url)
 
     watcher.wait("document.getElementById('conn-status').textContent === 'live'", what="watcher connected")
+    # Without the code in its address, the page asks for it and gets no token without it.
+    watcher.wait("!document.getElementById('token-form').classList.contains('hidden')", what="the token form")
+    assert not watcher.js("document.getElementById('token-code-row').classList.contains('hidden')")
+    watcher.fill("token-name", "eve")
+    watcher.js("document.getElementById('token-form').requestSubmit()")
+    watcher.wait("document.getElementById('token-status').textContent.includes('local code')", what="asks for the code")
     pick_from_list(watcher, listing)
     assert watcher.js("document.querySelectorAll('#open-listings li').length") == 2
     watcher.wait("document.getElementById('bids').textContent === '0'", what="watcher snapshot")
@@ -157,6 +163,9 @@ def test_bid_on_one_page_updates_the_other_live_and_survives_a_drop(start_server
     bidder.wait("document.getElementById('conn-status').textContent === 'live'", what="bidder connected")
     bidder.wait("!document.getElementById('token-form').classList.contains('hidden')", what="the token form")
     assert bidder.js("document.getElementById('token-entry').classList.contains('hidden')")
+    # The code left the address bar for this tab's sessionStorage, so the form does not ask for it.
+    assert bidder.js("location.hash") == ""
+    assert bidder.js("document.getElementById('token-code-row').classList.contains('hidden')")
     bidder.fill("token-name", "ann")
     bidder.fill("token-role", "bidder")
     bidder.js("document.getElementById('token-form').requestSubmit()")

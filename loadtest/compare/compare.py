@@ -157,7 +157,7 @@ def run_gavel(args, work):
     data = os.path.join(work, "gavel")
     server = subprocess.Popen(
         [args.gavel, "serve", "--port", str(port), "--admin-port", "0", "--data-dir", data, "--fsync", "always",
-         "--jwt-secret", "compare", "--rate", "1000000", "--rate-burst", "1000000", "--max-outbound-bytes",
+         "--jwt-secret", "compare-secret-of-at-least-32-bytes", "--rate", "1000000", "--rate-burst", "1000000", "--max-outbound-bytes",
          str(64 << 20)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     best = None
     steps = []
@@ -166,7 +166,7 @@ def run_gavel(args, work):
         for rate in args.gavel_rates:
             report = os.path.join(work, f"gavel-{rate}.json")
             subprocess.run(
-                [args.gavel_load, "--url", f"ws://127.0.0.1:{port}/ws", "--jwt-secret", "compare", "--connections",
+                [args.gavel_load, "--url", f"ws://127.0.0.1:{port}/ws", "--jwt-secret", "compare-secret-of-at-least-32-bytes", "--connections",
                  str(args.clients), "--watchers", "0", "--listings", str(args.listings), "--zipf", "0", "--rate",
                  str(rate), "--duration", str(args.duration), "--warmup", "2", "--quiet", "--json", report],
                 check=True, capture_output=True, timeout=args.duration + 120)
@@ -206,10 +206,10 @@ def run_fanout(args, work):
                 data = os.path.join(work, f"fanout-gavel-{rate}")
                 server = subprocess.Popen(
                     [args.gavel, "serve", "--port", str(port), "--admin-port", "0", "--data-dir", data,
-                     "--jwt-secret", "compare", "--rate", "1000000", "--rate-burst", "1000000",
+                     "--jwt-secret", "compare-secret-of-at-least-32-bytes", "--rate", "1000000", "--rate-burst", "1000000",
                      "--max-connections", str(args.watchers + 100), "--max-outbound-bytes", str(64 << 20)],
                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-                extra = ["--jwt-secret", "compare"]
+                extra = ["--jwt-secret", "compare-secret-of-at-least-32-bytes"]
             else:
                 env = dict(os.environ, NODE_PATH="/usr/share/nodejs")
                 server = subprocess.Popen(["node", os.path.join(HERE, "broadcast.js"), "--port", str(port)],

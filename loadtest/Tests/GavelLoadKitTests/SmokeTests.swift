@@ -25,6 +25,9 @@ func freePort() -> Int {
     return Int(UInt16(bigEndian: address.sin_port))
 }
 
+/// The key the smoke servers sign with (`gavel serve` refuses one shorter than 32 bytes).
+let smokeSecret = "smoke-secret-of-at-least-32-bytes"
+
 /// A `gavel serve` on a free loopback port with a fresh data directory, stopped and removed by `stop()`.
 struct SmokeServer {
     let port: Int
@@ -98,10 +101,10 @@ struct SmokeServer {
 
     @Test(.timeLimit(.minutes(1)))
     func aShortSteadyRunAgainstARealServerGetsEveryResultAndDeliversToWatchers() async throws {
-        guard let server = try await SmokeServer.start(secret: "smoke-secret") else { return }
+        guard let server = try await SmokeServer.start(secret: smokeSecret) else { return }
         defer { server.stop() }
         let report = try await Driver(
-            configuration: shortRun(port: server.port, listings: 20), credentials: .secret("smoke-secret")
+            configuration: shortRun(port: server.port, listings: 20), credentials: .secret(smokeSecret)
         ).run()
         let m = report.measurements
         #expect(m.sent > 300 && m.sent <= 400, "about 200/s for 2 s: \(m.sent)")
@@ -114,20 +117,20 @@ struct SmokeServer {
 
     @Test(.timeLimit(.minutes(1)))
     func aRunOnExistingListingsBidsAboveTheirPricesWithoutErrorsAndMeasuresFanOut() async throws {
-        guard let server = try await SmokeServer.start(secret: "smoke-secret") else { return }
+        guard let server = try await SmokeServer.start(secret: smokeSecret) else { return }
         defer { server.stop() }
         // A first run opens 12 listings (ids ld7-...) and bids on them, so they have prices and bids.
         var first = shortRun(port: server.port, listings: 12)
         first.seed = 7
         first.durationSeconds = 1
-        let opened = try await Driver(configuration: first, credentials: .secret("smoke-secret")).run()
+        let opened = try await Driver(configuration: first, credentials: .secret(smokeSecret)).run()
         #expect(opened.measurements.errors.isEmpty && opened.measurements.results == opened.measurements.sent)
 
         // The second run finds them and bids on up to 8 of them, each bid above the price the first run left.
         var c = shortRun(port: server.port, listings: 8)
         c.existing = true
         c.existingPrefix = "ld7-"
-        let driver = Driver(configuration: c, credentials: .secret("smoke-secret"))
+        let driver = Driver(configuration: c, credentials: .secret(smokeSecret))
         let report = try await driver.run()
         let m = report.measurements
         #expect(report.configuration.listings == 8 && report.configuration.existing)

@@ -1,0 +1,102 @@
+"""Local mode's `POST /token` asks for the server's local code; the data directory is private to its owner."""
+
+import json
+import os
+import shutil
+import stat
+import subprocess
+import sys
+import tempfile
+
+import pytest
+
+from support import now_ms, open_english
+
+ANN = {"sub": "ann", "role": "bidder"}
+
+
+def test_token_without_the_local_code_is_401_and_says_where_the_code_is(start_server):
+    server = start_server(secret=None)
+    status, info = server.http_get("/token")
+    assert status == 200  # the page learns that it may ask, and that it needs the code
+    status, answer = server.http_post_json("/token", ANN)
+    assert status == 401
+    assert "local code" in answer["error"] and "<data-dir>/local-code" in answer["error"]
+    assert "token" not in answer
+
+
+def test_token_with_a_wrong_code_is_403(start_server):
+    server = start_server(secret=None)
+    right = server.local_code()
+    for wrong in ("", "0" * len(right), right[:-1], right + "0", right.upper()):
+        status, answer = server.http_post_json("/token", ANN, headers={"X-Gavel-Local-Code": wrong})
+        assert status == 403 and "wrong local code" in answer["error"], wrong
+        status, answer = server.http_post_json("/token", {**ANN, "code": wrong})
+        assert status == 403 and "token" not in answer, wrong
+
+
+def test_token_with_the_right_code_in_a_header_or_the_body_can_bid(start_server):
+    server = start_server(secret=None)
+    code = server.local_code()
+    assert len(code) == 32 and all(c in "0123456789abcdef" for c in code)
+    status, by_header = server.http_post_json("/token", ANN, headers={"X-Gavel-Local-Code": code})
+    assert status == 200 and by_header["sub"] == "ann"
+    status, by_body = server.http_post_json("/token", {"sub": "sam", "role": "seller", "code": code})
+    assert status == 200 and by_body["role"] == "seller"
+    assert by_header["expires_at"] > now_ms()
+    with server.connect(by_body["token"]) as sam, server.connect(by_header["token"]) as ann:
+        assert open_english(sam, "LM1", start=100)["ok"]
+        assert ann.command({"type": "bid", "listing": "LM1", "amount": 500})["ok"]
+
+
+def test_the_code_changes_at_every_start(start_server, tmp_path):
+    data = tmp_path / "restarted"
+    first = start_server(data_dir=data, secret=None)
+    old = first.local_code()
+    assert stat.S_IMODE(os.stat(data / "local-code").st_mode) == 0o600
+    assert first.stop() == 0
+    second = start_server(data_dir=data, secret=None)
+    assert second.local_code() != old
+    status, answer = second.http_post_json("/token", ANN, headers={"X-Gavel-Local-Code": old})
+    assert status == 403
+    assert second.http_post_json("/token", ANN, headers=second.code_header())[0] == 200
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("setpriv"), reason="needs root and setpriv to be uid 65534")
+def test_another_unix_user_can_reach_loopback_but_reads_nothing_and_gets_no_token(start_server):
+    # A directory every user can pass through, so that only the data directory's own mode keeps uid 65534 out.
+    base = tempfile.mkdtemp(prefix="gavel-other-user-", dir="/tmp")
+    try:
+        os.chmod(base, 0o755)
+        data = os.path.join(base, "data")
+        server = start_server(data_dir=data, secret=None)
+        me = server.local_token("sam", "seller")
+        with server.connect(me) as sam:
+            assert open_english(sam, "OTHER1", start=100)["ok"]
+        segments = os.listdir(os.path.join(data, "journal"))
+        assert segments
+        probe = f"""
+import http.client, json, sys
+paths = {[os.path.join(data, name) for name in ("local-code", "jwt-secret", "LOCK")]
+          + [os.path.join(data, "journal", segments[0])]!r}
+readable = []
+for path in paths:
+    try:
+        open(path, "rb").read()
+        readable.append(path)
+    except OSError:
+        pass
+conn = http.client.HTTPConnection("127.0.0.1", {server.port}, timeout=5)
+conn.request("POST", "/token", body=json.dumps({{"sub": "mallory", "role": "bidder"}}),
+             headers={{"Content-Type": "application/json"}})
+print(json.dumps({{"readable": readable, "status": conn.getresponse().status}}))
+"""
+        python = shutil.which("python3", path="/usr/bin:/bin") or sys.executable
+        other = subprocess.run(
+            ["setpriv", "--reuid", "65534", "--regid", "65534", "--clear-groups", python, "-I", "-c", probe],
+            capture_output=True, text=True, timeout=30, cwd="/")
+        assert other.returncode == 0, other.stderr
+        result = json.loads(other.stdout)
+        assert result == {"readable": [], "status": 401}
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
