@@ -141,6 +141,9 @@ public final class GatewayServer: Sendable {
     let limits: ConnectionLimits
     /// TCP connections not upgraded yet.
     let handshakes = Atomic<Int>(0)
+    /// When a refused upgrade was last logged, and how many were refused since.
+    private let lastRefusalLogged = Atomic<UInt64>(0)
+    private let refusalsUnlogged = Atomic<Int>(0)
     private let channel = Mutex<Channel?>(nil)
 
     /// - Parameters:
@@ -199,8 +202,9 @@ public final class GatewayServer: Sendable {
         }
         guard case .accept(let principal) = admission else { return false }
         let address = channel.remoteAddress?.ipAddress
-        if let refusal = limits.admit(principal, address: address, now: monotonicNanos()) {
-            logger.notice("upgrade refused (\(refusal.status.code)): \(refusal.reason)")
+        let now = monotonicNanos()
+        if let refusal = limits.admit(principal, address: address, now: now) {
+            logRefusal(refusal, now: now)
             box.refusal = refusal
             return false
         }
@@ -209,6 +213,19 @@ public final class GatewayServer: Sendable {
         box.principal = principal
         box.expires = expires
         return true
+    }
+
+    /// Logs a refused upgrade, at most one line a second (with the count of those not logged), so that a client
+    /// retrying in a loop cannot flood the log.
+    private func logRefusal(_ refusal: Refusal, now: UInt64) {
+        let unlogged = refusalsUnlogged.wrappingAdd(1, ordering: .relaxed).newValue
+        let last = lastRefusalLogged.load(ordering: .relaxed)
+        guard now &- last >= 1_000_000_000,
+            lastRefusalLogged.compareExchange(expected: last, desired: now, ordering: .relaxed).exchanged
+        else { return }
+        refusalsUnlogged.wrappingSubtract(unlogged, ordering: .relaxed)
+        let others = unlogged > 1 ? " (and \(unlogged - 1) more refusals since the last line)" : ""
+        logger.notice("upgrade refused with \(refusal.status.code): \(refusal.reason)\(others)")
     }
 
     /// Counts a TCP connection as a handshake until it is upgraded or closed, and closes it if it has not been
