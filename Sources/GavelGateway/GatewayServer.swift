@@ -197,6 +197,7 @@ public final class GatewayServer: Sendable {
     func admit(_ head: HTTPRequestHead, channel: Channel, box: AdmissionBox) -> Bool {
         let (admission, expires) = authenticator.admission(head)
         if let refusal = refusal(admission) {
+            if refusal.status == .serviceUnavailable { metrics.upgradesRefused.increment() }
             box.refusal = refusal
             return false
         }
@@ -204,6 +205,7 @@ public final class GatewayServer: Sendable {
         let address = channel.remoteAddress?.ipAddress
         let now = monotonicNanos()
         if let refusal = limits.admit(principal, address: address, now: now) {
+            metrics.upgradesRefused.increment()
             logRefusal(refusal, now: now)
             box.refusal = refusal
             return false
@@ -233,11 +235,15 @@ public final class GatewayServer: Sendable {
     func beginHandshake(_ channel: Channel, box: AdmissionBox) -> Bool {
         guard handshakes.wrappingAdd(1, ordering: .relaxed).newValue <= configuration.maxHandshakes else {
             handshakes.wrappingSubtract(1, ordering: .relaxed)
+            metrics.handshakeCloses.increment()
             return false
         }
         box.handshaking = true
+        let metrics = metrics
         let deadline = channel.eventLoop.scheduleTask(in: .milliseconds(Int64(configuration.handshakeTimeoutMs))) {
-            if box.handshaking { channel.close(promise: nil) }
+            guard box.handshaking else { return }
+            metrics.handshakeCloses.increment()
+            channel.close(promise: nil)
         }
         channel.closeFuture.whenComplete { [self] _ in
             deadline.cancel()

@@ -100,6 +100,8 @@ final class WebSocketSession: ChannelInboundHandler, @unchecked Sendable {
         // At most about 95 years, so that the delay in nanoseconds fits.
         let delay = min(max(0, expiresMs - SystemClock().now()), 3_000_000_000_000)
         expiry = context.eventLoop.scheduleTask(in: .milliseconds(delay)) { [self] in
+            guard phase == .open else { return }
+            metrics.tokenExpiredCloses.increment()
             close(.policyViolation, "token expired; reconnect with a fresh token")
         }
     }

@@ -86,6 +86,7 @@ def test_one_user_past_its_connection_cap_gets_429_with_the_reason(start_server)
         for client in clients:
             client.close()
     assert "--max-connections-per-user" in srv.log_tail()
+    assert srv.metric("gavel_upgrades_refused_total") >= 1
 
 
 def test_one_address_past_its_connection_cap_gets_429(start_server):
@@ -167,6 +168,7 @@ def test_a_session_is_closed_1008_when_its_token_expires_and_acts_no_more(server
         except websockets.exceptions.ConnectionClosed as closed:
             assert closed.rcvd is not None and closed.rcvd.code == 1008
             assert closed.rcvd.reason == "token expired; reconnect with a fresh token"
+        assert server.metric("gavel_token_expired_closes_total") >= 1
         assert time.time() >= expires - 1  # not before the token's second
         try:
             ann.send({"type": "bid", "id": "late", "listing": listing, "amount": 500})
@@ -213,6 +215,7 @@ def test_silent_connections_are_closed_at_the_handshake_deadline_and_capped_befo
             s.close()
     with srv.connect() as watcher:  # the slots are free again
         assert watcher.hello["role"] == "watcher"
+    assert srv.metric("gavel_handshake_closes_total") == 4
 
 
 # ---------------------------------------------------------------------------------------------------------------
