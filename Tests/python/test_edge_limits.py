@@ -5,6 +5,7 @@ import json
 import os
 import pathlib
 import socket
+import subprocess
 import time
 
 import websockets
@@ -106,7 +107,6 @@ def test_the_anonymous_cap_leaves_room_for_a_token_holder(start_server):
 
 
 def test_limits_are_validated_at_start(gavel_bin, tmp_path):
-    import subprocess
     for args, fragment in [(["--max-connections-per-user", "0"], "--max-connections-per-user must be"),
                            (["--handshake-timeout-ms", "5"], "--handshake-timeout-ms must be"),
                            (["--max-read-bytes-per-second", "10"], "--max-read-bytes-per-second must be")]:
