@@ -43,14 +43,18 @@ public struct Authenticator: Sendable {
     }
 
     /// Decides who `head` speaks for. A header token wins over a query token.
-    public func admit(_ head: HTTPRequestHead) -> Admission {
+    public func admit(_ head: HTTPRequestHead) -> Admission { admission(head).admission }
+
+    /// Decides who `head` speaks for, and until when: the token's `exp` (seconds since the Unix epoch), `nil` for an
+    /// anonymous connection.
+    public func admission(_ head: HTTPRequestHead) -> (admission: Admission, expires: Int64?) {
         guard let token = Self.token(in: head) else {
-            return allowAnonymous ? .accept(.anonymous) : .refuse(.unauthorized)
+            return (allowAnonymous ? .accept(.anonymous) : .refuse(.unauthorized), nil)
         }
         guard let token, let claims = try? JWT.verify(token, secret: secret, now: now()) else {
-            return .refuse(.unauthorized)
+            return (.refuse(.unauthorized), nil)
         }
-        return .accept(Principal(name: claims.subject, role: claims.role))
+        return (.accept(Principal(name: claims.subject, role: claims.role)), claims.expires)
     }
 
     /// The token the request carries: `nil` when none, `.some(nil)` when an `Authorization` header is there but is

@@ -43,6 +43,30 @@ public struct GatewayConfiguration: Sendable {
     /// `abuseWindowSeconds` (sending at `abuseFactor` times its rate) is closed with 1008.
     public var abuseFactor = 5
     public var abuseWindowSeconds = 10
+    /// Connections one user (a token's `sub`) may hold at once; service tokens are not counted. Past it the upgrade
+    /// is refused with 429.
+    public var maxConnectionsPerUser = 50
+    /// Connections one source address may hold at once; past it the upgrade is refused with 429.
+    public var maxConnectionsPerAddress = 1_000
+    /// Connections without a token; past it an anonymous upgrade is refused with 503, leaving the rest of
+    /// `maxConnections` to token holders.
+    public var maxAnonymousConnections = 1_000
+    /// Commands per second of one bidder or seller across all its connections (on top of each connection's `rate`).
+    public var principalRate = RateLimit(perSecond: 200, burst: 400)
+    /// Commands per second of one service principal across all its connections.
+    public var servicePrincipalRate = RateLimit(perSecond: 20_000, burst: 40_000)
+    /// Listings one seller token may open per minute (a bucket holding a minute's worth); service tokens are not
+    /// limited.
+    public var opensPerMinute = 60
+    /// TCP connections on the main port that have not been upgraded yet (still sending their request, or being
+    /// answered); one beyond this is closed at once.
+    public var maxHandshakes = 1_000
+    /// How long a TCP connection on the main port has to send its request and be upgraded (or answered) before it
+    /// is closed, in ms.
+    public var handshakeTimeoutMs = 10_000
+    /// Bytes per second one connection may be sent in answers to `list` and `subscribe` (snapshots, replayed
+    /// events); past it they are refused with `rate_limited` until the budget refills.
+    public var maxReadBytesPerSecond = 256 * 1024
     /// Public events kept per listing for `subscribe` with `since`.
     public var historyEvents = 256
 
@@ -62,6 +86,9 @@ public struct GatewayConfiguration: Sendable {
 
     /// The rate limit of a connection with `role`.
     public func rate(for role: Role) -> RateLimit { role == .service ? serviceRate : rate }
+
+    /// The command rate of a principal with `role` over all its connections.
+    public func principalRate(for role: Role) -> RateLimit { role == .service ? servicePrincipalRate : principalRate }
 
     /// The subscription limit of a connection with `role`.
     public func maxSubscriptions(for role: Role) -> Int {

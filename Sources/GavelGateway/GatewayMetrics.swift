@@ -36,6 +36,12 @@ public final class GatewayMetrics: Sendable {
     let rateLimited: CoreMetrics.Counter
     /// Sessions closed with 1008 for sustained excess.
     let abuseCloses: CoreMetrics.Counter
+    /// Upgrades refused by a connection limit (per user, per address, anonymous, or all connections).
+    let upgradesRefused: CoreMetrics.Counter
+    /// TCP connections closed for not being upgraded in time, or because too many were not upgraded yet.
+    let handshakeCloses: CoreMetrics.Counter
+    /// Sessions closed with 1008 because their token expired.
+    let tokenExpiredCloses: CoreMetrics.Counter
     /// The process's resident memory, read from `/proc/self/statm` at each scrape.
     let residentMemory: CoreMetrics.Gauge
 
@@ -64,6 +70,9 @@ public final class GatewayMetrics: Sendable {
         slowConsumerCloses = CoreMetrics.Counter(label: "gavel_slow_consumer_closes_total", factory: factory)
         rateLimited = CoreMetrics.Counter(label: "gavel_rate_limited_total", factory: factory)
         abuseCloses = CoreMetrics.Counter(label: "gavel_abuse_closes_total", factory: factory)
+        upgradesRefused = CoreMetrics.Counter(label: "gavel_upgrades_refused_total", factory: factory)
+        handshakeCloses = CoreMetrics.Counter(label: "gavel_handshake_closes_total", factory: factory)
+        tokenExpiredCloses = CoreMetrics.Counter(label: "gavel_token_expired_closes_total", factory: factory)
         residentMemory = CoreMetrics.Gauge(label: "process_resident_memory_bytes", factory: factory)
     }
 

@@ -51,9 +51,14 @@ final class RawFrameWriter: ChannelOutboundHandler, RemovableChannelHandler {
     func handlerRemoved(context: ChannelHandlerContext) { self.context = nil }
 }
 
-/// Remembers, for one connection, who its upgrade request was admitted as.
+/// Remembers, for one connection (on its event loop), who its upgrade request was admitted as, or why it was
+/// refused, and whether it still counts as a handshake.
 final class AdmissionBox: @unchecked Sendable {
     var principal: Principal?
+    /// The token's `exp`, seconds since the Unix epoch.
+    var expires: Int64?
+    var refusal: Refusal?
+    var handshaking = false
 }
 
 /// The page served at `/`: `Page/index.html` from the gateway's resources, next to the executable.
@@ -133,6 +138,12 @@ public final class GatewayServer: Sendable {
     let authenticator: Authenticator
     let page: [UInt8]
     let logger: Logger
+    let limits: ConnectionLimits
+    /// TCP connections not upgraded yet.
+    let handshakes = Atomic<Int>(0)
+    /// When a refused upgrade was last logged, and how many were refused since.
+    private let lastRefusalLogged = Atomic<UInt64>(0)
+    private let refusalsUnlogged = Atomic<Int>(0)
     private let channel = Mutex<Channel?>(nil)
 
     /// - Parameters:
@@ -150,6 +161,7 @@ public final class GatewayServer: Sendable {
         self.group = group
         self.page = page
         self.logger = logger
+        self.limits = ConnectionLimits(configuration)
         self.authenticator = Authenticator(
             secret: configuration.jwtSecret, allowAnonymous: configuration.allowAnonymous,
             now: { SystemClock().now() / 1000 })
@@ -161,11 +173,90 @@ public final class GatewayServer: Sendable {
     /// The port the gateway listens on, once started.
     public var port: Int? { channel.withLock { $0?.localAddress?.port } }
 
-    /// Why an upgrade request is refused, or `nil` when it may proceed.
-    func refusal(_ head: HTTPRequestHead) -> HTTPResponseStatus? {
-        if registry.count >= configuration.maxConnections { return .serviceUnavailable }
-        if case .refuse(let status) = authenticator.admit(head) { return status }
+    /// Why an upgrade request is refused by the connection limit or the token, or `nil` when it may proceed.
+    func refusal(_ head: HTTPRequestHead) -> Refusal? {
+        refusal(authenticator.admit(head))
+    }
+
+    private func refusal(_ admission: Admission) -> Refusal? {
+        if registry.count >= configuration.maxConnections {
+            return Refusal(
+                status: .serviceUnavailable,
+                reason:
+                    "the server holds \(configuration.maxConnections) connections (--max-connections); retry later")
+        }
+        if case .refuse(let status) = admission {
+            return Refusal(status: status, reason: "\(status.code) \(status.reasonPhrase)")
+        }
         return nil
+    }
+
+    /// Admits an upgrade request on `channel`: the connection limit, the token, then the limits per user, address
+    /// and anonymous connections, which count the connection until it closes. Records the refusal, if any, in
+    /// `box` for the page handler to answer.
+    func admit(_ head: HTTPRequestHead, channel: Channel, box: AdmissionBox) -> Bool {
+        let (admission, expires) = authenticator.admission(head)
+        if let refusal = refusal(admission) {
+            if refusal.status == .serviceUnavailable { metrics.upgradesRefused.increment() }
+            box.refusal = refusal
+            return false
+        }
+        guard case .accept(let principal) = admission else { return false }
+        let address = channel.remoteAddress?.ipAddress
+        let now = monotonicNanos()
+        if let refusal = limits.admit(principal, address: address, now: now) {
+            metrics.upgradesRefused.increment()
+            logRefusal(refusal, now: now)
+            box.refusal = refusal
+            return false
+        }
+        let limits = limits
+        channel.closeFuture.whenComplete { _ in limits.release(principal, address: address) }
+        box.principal = principal
+        box.expires = expires
+        return true
+    }
+
+    /// Logs a refused upgrade, at most one line a second (with the count of those not logged), so that a client
+    /// retrying in a loop cannot flood the log.
+    private func logRefusal(_ refusal: Refusal, now: UInt64) {
+        let unlogged = refusalsUnlogged.wrappingAdd(1, ordering: .relaxed).newValue
+        let last = lastRefusalLogged.load(ordering: .relaxed)
+        guard now &- last >= 1_000_000_000,
+            lastRefusalLogged.compareExchange(expected: last, desired: now, ordering: .relaxed).exchanged
+        else { return }
+        refusalsUnlogged.wrappingSubtract(unlogged, ordering: .relaxed)
+        let others = unlogged > 1 ? " (and \(unlogged - 1) more refusals since the last line)" : ""
+        logger.notice("upgrade refused with \(refusal.status.code): \(refusal.reason)\(others)")
+    }
+
+    /// Counts a TCP connection as a handshake until it is upgraded or closed, and closes it if it has not been
+    /// upgraded within the handshake timeout. `false` when there are already `maxHandshakes`.
+    func beginHandshake(_ channel: Channel, box: AdmissionBox) -> Bool {
+        guard handshakes.wrappingAdd(1, ordering: .relaxed).newValue <= configuration.maxHandshakes else {
+            handshakes.wrappingSubtract(1, ordering: .relaxed)
+            metrics.handshakeCloses.increment()
+            return false
+        }
+        box.handshaking = true
+        let metrics = metrics
+        let deadline = channel.eventLoop.scheduleTask(in: .milliseconds(Int64(configuration.handshakeTimeoutMs))) {
+            guard box.handshaking else { return }
+            metrics.handshakeCloses.increment()
+            channel.close(promise: nil)
+        }
+        channel.closeFuture.whenComplete { [self] _ in
+            deadline.cancel()
+            endHandshake(box)
+        }
+        return true
+    }
+
+    /// Stops counting `box`'s connection as a handshake (it was upgraded, or it closed).
+    func endHandshake(_ box: AdmissionBox) {
+        guard box.handshaking else { return }
+        box.handshaking = false
+        handshakes.wrappingSubtract(1, ordering: .relaxed)
     }
 
     /// Why the gateway could not start.
@@ -204,33 +295,39 @@ public final class GatewayServer: Sendable {
             }
     }
 
+    /// Thrown by the child channel initializer for a connection beyond `maxHandshakes`, which closes it.
+    struct TooManyHandshakes: Error {}
+
     func initialize(_ channel: Channel) throws {
         let box = AdmissionBox()
+        guard beginHandshake(channel, box: box) else { throw TooManyHandshakes() }
         let localTokens =
             configuration.localTokens
             ? LocalTokens(
                 secret: configuration.jwtSecret, code: configuration.localCode,
                 ttlSeconds: Int64(configuration.localTokenTTLSeconds),
                 now: { SystemClock().now() / 1000 }) : nil
-        let page = PageHandler(page: page, localTokens: localTokens, refusal: { [self] head in refusal(head) })
+        let page = PageHandler(
+            page: page, localTokens: localTokens, refusal: { [self] head in box.refusal ?? refusal(head) })
         let upgrader = NIOWebSocketServerUpgrader(
             maxFrameSize: configuration.maxMessageBytes, automaticErrorHandling: false,
             shouldUpgrade: { [self] channel, head in
-                guard Authenticator.isEndpoint(head.uri), registry.count < configuration.maxConnections,
-                    case .accept(let principal) = authenticator.admit(head)
-                else { return channel.eventLoop.makeSucceededFuture(nil) }
-                box.principal = principal
+                guard Authenticator.isEndpoint(head.uri), admit(head, channel: channel, box: box) else {
+                    return channel.eventLoop.makeSucceededFuture(nil)
+                }
                 return channel.eventLoop.makeSucceededFuture(HTTPHeaders())
             },
             upgradePipelineHandler: { [self] channel, _ in
                 channel.eventLoop.makeCompletedFuture {
+                    endHandshake(box)
                     let operations = channel.pipeline.syncOperations
                     let raw = RawFrameWriter()
                     try operations.addHandler(raw, position: .first)
                     try operations.addHandler(
                         WebSocketSession(
                             principal: box.principal ?? .anonymous, configuration: configuration, writer: writer,
-                            fanOut: fanOut, metrics: metrics, registry: registry, output: raw))
+                            fanOut: fanOut, metrics: metrics, registry: registry, output: raw, limits: limits,
+                            expires: box.expires))
                 }
             })
         if configuration.idleTimeoutMs > 0 {

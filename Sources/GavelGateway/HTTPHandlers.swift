@@ -82,15 +82,15 @@ class SimpleHTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
 /// upgraded.
 final class PageHandler: SimpleHTTPHandler, @unchecked Sendable {
     private let page: [UInt8]
-    private let refusal: @Sendable (HTTPRequestHead) -> HTTPResponseStatus?
+    private let refusal: @Sendable (HTTPRequestHead) -> Refusal?
     private let localTokens: LocalTokens?
 
     /// - Parameters:
-    ///   - refusal: why an upgrade request to the endpoint was refused (401, 503), if it was.
+    ///   - refusal: why an upgrade request to the endpoint was refused (401, 429, 503), if it was.
     ///   - localTokens: who answers `/token` (local mode only); `nil`: `/token` is 404.
     init(
         page: [UInt8], localTokens: LocalTokens? = nil,
-        refusal: @escaping @Sendable (HTTPRequestHead) -> HTTPResponseStatus?
+        refusal: @escaping @Sendable (HTTPRequestHead) -> Refusal?
     ) {
         self.page = page
         self.localTokens = localTokens
@@ -109,9 +109,8 @@ final class PageHandler: SimpleHTTPHandler, @unchecked Sendable {
                 headOnly: head.method == .HEAD)
         }
         if Authenticator.isEndpoint(head.uri) {
-            if let status = refusal(head) {
-                return respond(
-                    context: context, status: status, body: Array("\(status.code) \(status.reasonPhrase)\n".utf8))
+            if let refusal = refusal(head) {
+                return respond(context: context, status: refusal.status, body: Array((refusal.reason + "\n").utf8))
             }
             return respond(
                 context: context, status: .upgradeRequired, body: Array("this endpoint speaks WebSocket only\n".utf8))

@@ -4,32 +4,6 @@ import GavelWire
 import NIOCore
 import NIOWebSocket
 
-/// A token bucket in thousandths of a message, refilled continuously: integer arithmetic only.
-struct TokenBucket {
-    let perSecond: Int64
-    let capacity: Int64
-    private var milli: Int64
-    private var last: UInt64
-
-    init(_ limit: RateLimit, now: UInt64) {
-        perSecond = Int64(max(1, limit.perSecond))
-        capacity = Int64(max(1, limit.burst)) * 1000
-        milli = capacity
-        last = now
-    }
-
-    /// Takes one message's token; `false` when the bucket is empty.
-    mutating func take(now: UInt64) -> Bool {
-        let elapsed = Int64(min(now &- last, 1_000_000_000_000))
-        last = now
-        let (scaled, overflow) = elapsed.multipliedReportingOverflow(by: perSecond)
-        milli = overflow ? capacity : min(capacity, milli + scaled / 1_000_000)
-        guard milli >= 1000 else { return false }
-        milli -= 1000
-        return true
-    }
-}
-
 /// One WebSocket client: reassembles its messages, enforces its limits, runs its commands and subscriptions, and
 /// writes what it is sent.
 ///
@@ -53,6 +27,15 @@ final class WebSocketSession: ChannelInboundHandler, @unchecked Sendable {
     private let fanOut: FanOut
     private let metrics: GatewayMetrics
     private let registry: SessionRegistry
+    /// The limits shared with the principal's other connections; `nil`: none (tests of one session).
+    private let limits: ConnectionLimits?
+    /// The token's `exp` (seconds since the Unix epoch); the session is closed then.
+    private let expires: Int64?
+    private var expiry: Scheduled<Void>?
+    /// Commands this connection has taken from its principal's shared bucket and not used yet.
+    private var commandCredit = 0
+    /// What `list` and `subscribe` answers may still write.
+    private var readBudget: ByteBudget
     /// Writes go through its context, next to the socket.
     private let output: RawFrameWriter
 
@@ -77,8 +60,11 @@ final class WebSocketSession: ChannelInboundHandler, @unchecked Sendable {
 
     init(
         principal: Principal, configuration: GatewayConfiguration, writer: Writer, fanOut: FanOut,
-        metrics: GatewayMetrics, registry: SessionRegistry, output: RawFrameWriter
+        metrics: GatewayMetrics, registry: SessionRegistry, output: RawFrameWriter, limits: ConnectionLimits? = nil,
+        expires: Int64? = nil
     ) {
+        self.limits = limits
+        self.expires = expires
         self.output = output
         self.principal = principal
         self.configuration = configuration
@@ -88,6 +74,7 @@ final class WebSocketSession: ChannelInboundHandler, @unchecked Sendable {
         self.registry = registry
         let now = monotonicNanos()
         bucket = TokenBucket(configuration.rate(for: principal.role), now: now)
+        readBudget = ByteBudget(perSecond: configuration.maxReadBytesPerSecond, now: now)
         abuseWindowStart = now
     }
 
@@ -102,6 +89,21 @@ final class WebSocketSession: ChannelInboundHandler, @unchecked Sendable {
         if let name = principal.name { fanOut.register(self, user: name) }
         sendHello()
         flushIfNeeded()
+        scheduleExpiry(context)
+    }
+
+    /// Closes the session with 1008 when its token expires: a token's `exp` holds for the whole connection.
+    private func scheduleExpiry(_ context: ChannelHandlerContext) {
+        guard let expires else { return }
+        let (expiresMs, overflow) = expires.multipliedReportingOverflow(by: 1000)
+        guard !overflow else { return }
+        // At most about 95 years, so that the delay in nanoseconds fits.
+        let delay = min(max(0, expiresMs - SystemClock().now()), 3_000_000_000_000)
+        expiry = context.eventLoop.scheduleTask(in: .milliseconds(delay)) { [self] in
+            guard phase == .open else { return }
+            metrics.tokenExpiredCloses.increment()
+            close(.policyViolation, "token expired; reconnect with a fresh token")
+        }
     }
 
     func handlerRemoved(context: ChannelHandlerContext) {
@@ -118,6 +120,8 @@ final class WebSocketSession: ChannelInboundHandler, @unchecked Sendable {
         wakeWriterIfNeeded()
         guard phase != .closed else { return }
         phase = .closed
+        expiry?.cancel()
+        expiry = nil
         for subscription in subscriptions.values {
             loop?.remove(subscription)
             fanOut.unsubscribe(listing: subscription.listing, loop: loopIndex)
@@ -140,6 +144,7 @@ final class WebSocketSession: ChannelInboundHandler, @unchecked Sendable {
         limits.field("rate_burst", Int64(rate.burst))
         limits.field("idle_timeout_ms", Int64(configuration.idleTimeoutMs))
         limits.field("history_events", Int64(configuration.historyEvents))
+        limits.field("max_read_bytes_per_second", Int64(configuration.maxReadBytesPerSecond))
         var w = JSONObjectWriter()
         w.field("type", "hello")
         w.field("server_time", now)
@@ -313,8 +318,7 @@ final class WebSocketSession: ChannelInboundHandler, @unchecked Sendable {
 
     private func subscribe(_ value: JSONValue, id: String?) {
         guard case .string(let listing)? = value["listing"], Identifier.isValid(listing) else {
-            return sendResult(
-                id: id, .rejected(.badRequest, "listing must be an identifier: 1-64 characters from [A-Za-z0-9_.:-]"))
+            return sendResult(id: id, .rejected(.badRequest, CommandDecoder.identifierRule("listing")))
         }
         var since: UInt64?
         if let field = value["since"], field != .null {
@@ -323,6 +327,7 @@ final class WebSocketSession: ChannelInboundHandler, @unchecked Sendable {
             }
             since = UInt64(n)
         }
+        guard readAllowed(id: id) else { return }
         let existing = subscriptions[listing]
         let limit = configuration.maxSubscriptions(for: principal.role)
         if existing == nil && subscriptions.count >= limit {
@@ -353,7 +358,9 @@ final class WebSocketSession: ChannelInboundHandler, @unchecked Sendable {
             }
             if since != nil { w.field("recovered", false) }
             w.field("ts", ts)
-            send(w.finish())
+            let json = w.finish()
+            readBudget.charge(json.count)
+            send(json)
         case .resumed(let since, let seq, let frames):
             subscription.lastSeq = seq
             var w = JSONObjectWriter()
@@ -364,14 +371,16 @@ final class WebSocketSession: ChannelInboundHandler, @unchecked Sendable {
             w.field("recovered", true)
             w.field("ts", ts)
             send(w.finish())
-            for frame in frames { send(frame: frame) }
+            for frame in frames {
+                readBudget.charge(frame.readableBytes)
+                send(frame: frame)
+            }
         }
     }
 
     private func unsubscribe(_ value: JSONValue, id: String?) {
         guard case .string(let listing)? = value["listing"], Identifier.isValid(listing) else {
-            return sendResult(
-                id: id, .rejected(.badRequest, "listing must be an identifier: 1-64 characters from [A-Za-z0-9_.:-]"))
+            return sendResult(id: id, .rejected(.badRequest, CommandDecoder.identifierRule("listing")))
         }
         if let subscription = subscriptions.removeValue(forKey: listing) {
             loop?.remove(subscription)
@@ -387,9 +396,10 @@ final class WebSocketSession: ChannelInboundHandler, @unchecked Sendable {
 
     // MARK: - Listing listings
 
-    /// The most listings one `list` answer holds, and how many it holds when `limit` is not given.
-    static let maxListLimit = 1000
-    static let defaultListLimit = 100
+    /// The most listings one `list` answer holds, and how many it holds when `limit` is not given: a page of about
+    /// 20 KB at most, so that a short request cannot make the server write much.
+    static let maxListLimit = 100
+    static let defaultListLimit = 20
 
     /// Answers `list` from the fan-out's durable public views (never the engine): one page of listing summaries in
     /// listing id order.
@@ -420,6 +430,7 @@ final class WebSocketSession: ChannelInboundHandler, @unchecked Sendable {
             }
             after = s
         }
+        guard readAllowed(id: id) else { return }
         let page = fanOut.listings(openOnly: openOnly, after: after, limit: limit)
         var items: [UInt8] = [UInt8(ascii: "[")]
         items.reserveCapacity(page.views.count * 192 + 2)
@@ -435,7 +446,23 @@ final class WebSocketSession: ChannelInboundHandler, @unchecked Sendable {
         w.field("listings", raw: items)
         w.field("next", page.next)
         w.field("ts", SystemClock().now())
-        send(w.finish())
+        let json = w.finish()
+        readBudget.charge(json.count)
+        send(json)
+    }
+
+    /// Whether the connection's read budget (`maxReadBytesPerSecond` of `list` and `subscribe` answers) allows one
+    /// more answer; if not, answers `rate_limited` saying when to retry.
+    private func readAllowed(id: String?) -> Bool {
+        if readBudget.allows(now: monotonicNanos()) { return true }
+        metrics.rateLimited.increment()
+        sendResult(
+            id: id,
+            .rejected(
+                .rateLimited,
+                "list and subscribe answers are limited to \(configuration.maxReadBytesPerSecond) bytes per second per connection; retry in \(readBudget.millisUntilPositive) ms"
+            ))
+        return false
     }
 
     // MARK: - Commands
@@ -468,8 +495,8 @@ final class WebSocketSession: ChannelInboundHandler, @unchecked Sendable {
         }
         var onBehalfOf: String?
         if let field = value["on_behalf_of"], field != .null {
-            guard case .string(let s) = field else {
-                return sendResult(id: id, .rejected(.badRequest, "on_behalf_of must be a string"))
+            guard case .string(let s) = field, Identifier.isValid(s) else {
+                return sendResult(id: id, .rejected(.badRequest, CommandDecoder.identifierRule("on_behalf_of")))
             }
             onBehalfOf = s
         }
@@ -518,6 +545,7 @@ final class WebSocketSession: ChannelInboundHandler, @unchecked Sendable {
                     "this connection acts as \(principal.name ?? "nobody"); \(actorField) \(command.principal) is somebody else"
                 ))
         }
+        guard withinPrincipalLimits(command, type: type) else { return }
         let started = monotonicNanos()
         metrics.inFlight.increment()
         let handler = fanOut.resultHandler(for: self, command: command, started: started)
@@ -526,6 +554,38 @@ final class WebSocketSession: ChannelInboundHandler, @unchecked Sendable {
         } else {
             writerNeedsWake = true
         }
+    }
+
+    /// Takes the command from the principal's rate across all its connections (a lease of several at a time) and,
+    /// for a seller's `open`, from its opens per minute; answers `rate_limited` when either is spent.
+    private func withinPrincipalLimits(_ command: Command, type: String) -> Bool {
+        guard let limits, let name = principal.name else { return true }
+        let now = monotonicNanos()
+        if commandCredit == 0 {
+            commandCredit = limits.takeCommands(name, want: limits.lease(for: principal.role), now: now)
+        }
+        guard commandCredit > 0 else {
+            metrics.rateLimited.increment()
+            let rate = limits.settings.principalRate(for: principal.role)
+            sendResult(
+                id: command.id,
+                .rejected(
+                    .rateLimited,
+                    "\(name) sends more than \(rate.perSecond) commands per second (burst \(rate.burst)) over all its connections; retry in \(limits.millisUntilCommand(name, now: now)) ms"
+                ))
+            return false
+        }
+        commandCredit -= 1
+        if type == "open" && principal.role == .seller, let wait = limits.takeOpen(name, now: now) {
+            metrics.rateLimited.increment()
+            sendResult(
+                id: command.id,
+                .rejected(
+                    .rateLimited,
+                    "\(name) may open \(limits.settings.opensPerMinute) listings per minute; retry in \(wait) ms"))
+            return false
+        }
+        return true
     }
 
     private func wakeWriterIfNeeded() {

@@ -35,10 +35,26 @@ struct FieldReader {
         return s
     }
 
-    /// The actor field `name`, or its alias `alias` when `name` is absent.
+    /// The identifier field `name`: a string of 1-64 characters from `[A-Za-z0-9_.:-]` (``Identifier``). Checked
+    /// here, at the edge, so that a malformed id is refused before it is queued or journaled.
+    func identifier(_ name: String) throws(FieldError) -> String {
+        try Self.identifier(try string(name), name: name)
+    }
+
+    static func identifier(_ value: String, name: String) throws(FieldError) -> String {
+        guard Identifier.isValid(value) else { throw FieldError(message: Self.identifierRule(name)) }
+        return value
+    }
+
+    /// What an identifier field must be, for a `bad_request` message.
+    static func identifierRule(_ name: String) -> String {
+        "\(name) must be an identifier: 1-64 characters from [A-Za-z0-9_.:-]"
+    }
+
+    /// The actor field `name`, or its alias `alias` when `name` is absent; an identifier either way.
     func actor(_ name: String, or alias: String) throws(FieldError) -> String {
-        if let value = try optionalString(name) { return value }
-        if let value = try optionalString(alias) { return value }
+        if let value = try optionalString(name) { return try Self.identifier(value, name: name) }
+        if let value = try optionalString(alias) { return try Self.identifier(value, name: alias) }
         throw FieldError(message: "missing field \(name)")
     }
 
@@ -97,6 +113,9 @@ struct FieldReader {
 
 /// Decodes client input lines into engine commands.
 public enum CommandDecoder {
+    /// The `bad_request` message for an identifier field `name` that breaks the rule.
+    public static func identifierRule(_ name: String) -> String { FieldReader.identifierRule(name) }
+
     /// Decodes one line of text.
     public static func decode(line: String) -> DecodedInput {
         let value: JSONValue
@@ -129,7 +148,8 @@ public enum CommandDecoder {
                 }
                 throw FieldError(message: "missing field id (a request id, unique per principal)")
             }
-            let listing = try fields.string("listing")
+            _ = try FieldReader.identifier(requestID, name: "id")
+            let listing = try fields.identifier("listing")
             let body = try decodeBody(type: type, fields)
             return .command(Command(id: requestID, listing: listing, body: body), at: at)
         } catch {
@@ -140,9 +160,9 @@ public enum CommandDecoder {
     static func decodeBody(type: String, _ f: FieldReader) throws(FieldError) -> CommandBody {
         switch type {
         case "open":
-            return .open(seller: try f.string("seller"), terms: try decodeTerms(f))
+            return .open(seller: try f.identifier("seller"), terms: try decodeTerms(f))
         case "bid":
-            return .bid(bidder: try f.string("bidder"), amount: try f.amount("amount"))
+            return .bid(bidder: try f.identifier("bidder"), amount: try f.amount("amount"))
         case "buy_now":
             return .buyNow(buyer: try f.actor("buyer", or: "bidder"))
         case "accept":
@@ -151,13 +171,13 @@ public enum CommandDecoder {
                 quantity: try f.optionalAmount("quantity") ?? 1)
         case "order":
             return .order(
-                trader: try f.string("trader"), side: try f.choice("side", Side.self), price: try f.amount("price"),
+                trader: try f.identifier("trader"), side: try f.choice("side", Side.self), price: try f.amount("price"),
                 quantity: try f.amount("quantity"), tif: try f.choice("tif", TimeInForce.self, default: .gtc),
                 expiresAt: try f.optionalInteger("expires_at"))
         case "cancel":
-            return .cancel(trader: try f.string("trader"), order: try f.string("order"))
+            return .cancel(trader: try f.identifier("trader"), order: try f.identifier("order"))
         case "cancel_listing":
-            return .cancelListing(seller: try f.string("seller"))
+            return .cancelListing(seller: try f.identifier("seller"))
         default:
             throw FieldError(
                 message:
@@ -206,9 +226,15 @@ public enum CommandDecoder {
         }
     }
 
+    /// The most `[from, step]` pairs an `increments` ladder may have, so that every command's record is small.
+    public static let maxLadderSteps = 64
+
     static func decodeLadder(_ field: JSONValue) throws(FieldError) -> [IncrementStep] {
         let shape = "increments must be an array of [from, step] pairs of integers"
         guard case .array(let pairs) = field else { throw FieldError(message: shape) }
+        guard pairs.count <= maxLadderSteps else {
+            throw FieldError(message: "increments may have at most \(maxLadderSteps) [from, step] pairs")
+        }
         var ladder: [IncrementStep] = []
         for pair in pairs {
             guard case .array(let two) = pair, two.count == 2 else { throw FieldError(message: shape) }

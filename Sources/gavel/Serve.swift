@@ -159,6 +159,8 @@ struct Serve: AsyncParsableCommand {
     @Option(name: .long, help: "Serve this file at / instead of the built-in page. Env GAVEL_PAGE.")
     var page: String?
 
+    @OptionGroup(title: "Limits per user, address and connection") var edgeLimits: EdgeLimitOptions
+
     @OptionGroup var storage: StorageOptions
 
     /// The gateway settings from options, environment and defaults.
@@ -213,6 +215,7 @@ struct Serve: AsyncParsableCommand {
             throw ValidationError("--abuse-factor must be 2 to 1000 and --abuse-window-seconds 1 to 3600")
         }
         guard c.historyEvents >= 0 else { throw ValidationError("--history-events must not be negative") }
+        try edgeLimits.apply(to: &c)
         return c
     }
 

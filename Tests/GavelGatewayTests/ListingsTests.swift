@@ -196,7 +196,7 @@ struct SplitMix {
             (#"{"type":"list","id":"x","status":"closed"}"#, "status"),
             (#"{"type":"list","id":"x","status":1}"#, "status"),
             (#"{"type":"list","id":"x","limit":0}"#, "limit"),
-            (#"{"type":"list","id":"x","limit":1001}"#, "limit"),
+            (#"{"type":"list","id":"x","limit":101}"#, "limit"),
             (#"{"type":"list","id":"x","limit":"5"}"#, "limit"),
             (#"{"type":"list","id":"x","after":"bad id"}"#, "after"),
             (#"{"type":"list","id":"x","after":5}"#, "after"),

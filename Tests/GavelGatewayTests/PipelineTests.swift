@@ -12,6 +12,10 @@ import Testing
     let secret = Array("pipeline-secret".utf8)
 
     func makeChannel(_ configure: (inout GatewayConfiguration) -> Void = { _ in }) throws -> EmbeddedChannel {
+        try makeChannel(on: makeServer(configure))
+    }
+
+    func makeServer(_ configure: (inout GatewayConfiguration) -> Void = { _ in }) -> GatewayServer {
         var configuration = GatewayConfiguration()
         configuration.jwtSecret = secret
         configure(&configuration)
@@ -19,12 +23,16 @@ import Testing
         let metrics = GatewayMetrics()
         let fanOut = FanOut(group: loop, historyLimit: 16, metrics: metrics)
         let writer = Writer(sink: fanOut.sink(wrapping: InMemorySink()), clock: ManualClock(0))
-        let server = GatewayServer(
+        return GatewayServer(
             configuration: configuration, writer: writer, fanOut: fanOut, metrics: metrics, group: loop,
             page: Array("<p>page</p>".utf8), logger: Logger(label: "test"))
-        let channel = EmbeddedChannel(loop: loop)
+    }
+
+    /// A connection to `server` from `address`, on the server's (embedded) event loop.
+    func makeChannel(on server: GatewayServer, address: String = "127.0.0.1") throws -> EmbeddedChannel {
+        let channel = EmbeddedChannel(loop: server.group.next() as! EmbeddedEventLoop)
         try server.initialize(channel)
-        try channel.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 1)).wait()
+        try channel.connect(to: SocketAddress(ipAddress: address, port: 1)).wait()
         return channel
     }
 
@@ -113,5 +121,63 @@ import Testing
             _ = try? output(channel)
             _ = try? channel.finish()
         }
+    }
+
+    // MARK: - Limits at the edge
+
+    @Test func aConnectionThatDoesNotFinishItsRequestIsClosedAtTheHandshakeDeadline() throws {
+        let channel = try makeChannel { $0.handshakeTimeoutMs = 1000 }
+        try channel.writeInbound(ByteBuffer(string: "GET /ws HTTP/1.1\r\nHost: x\r\n"))  // and never the rest
+        channel.embeddedEventLoop.advanceTime(by: .milliseconds(900))
+        #expect(channel.isActive)
+        channel.embeddedEventLoop.advanceTime(by: .milliseconds(200))
+        #expect(!channel.isActive)
+    }
+
+    @Test func anUpgradedConnectionOutlivesTheHandshakeDeadline() throws {
+        let channel = try makeChannel { $0.handshakeTimeoutMs = 1000 }
+        try channel.writeInbound(ByteBuffer(string: upgradeRequest("/ws")))
+        channel.embeddedEventLoop.run()
+        #expect(statusLine(try output(channel)) == "HTTP/1.1 101 Switching Protocols")
+        channel.embeddedEventLoop.advanceTime(by: .seconds(5))
+        #expect(channel.isActive)
+    }
+
+    @Test func connectionsBeyondTheHandshakeCapAreClosedAtOnceAndCountedUntilUpgraded() throws {
+        let server = makeServer { $0.maxHandshakes = 2 }
+        let first = try makeChannel(on: server)
+        let second = try makeChannel(on: server)
+        #expect(throws: GatewayServer.TooManyHandshakes.self) {
+            try server.initialize(EmbeddedChannel(loop: server.group.next() as! EmbeddedEventLoop))
+        }
+        // Once one is upgraded it no longer counts as a handshake.
+        try first.writeInbound(ByteBuffer(string: upgradeRequest("/ws")))
+        first.embeddedEventLoop.run()
+        #expect(statusLine(try output(first)) == "HTTP/1.1 101 Switching Protocols")
+        let third = try makeChannel(on: server)
+        #expect(third.isActive && second.isActive)
+    }
+
+    @Test func aUserPastItsConnectionCapGets429WithTheReason() throws {
+        let server = makeServer { $0.maxConnectionsPerUser = 1 }
+        let token = JWT.sign(Claims(subject: "ann", role: .bidder, expires: Int64.max / 2), secret: secret)
+        let first = try makeChannel(on: server)
+        try first.writeInbound(ByteBuffer(string: upgradeRequest("/ws?token=\(token)")))
+        first.embeddedEventLoop.run()
+        #expect(statusLine(try output(first)) == "HTTP/1.1 101 Switching Protocols")
+        let second = try makeChannel(on: server, address: "127.0.0.2")
+        try second.writeInbound(ByteBuffer(string: upgradeRequest("/ws?token=\(token)")))
+        second.embeddedEventLoop.run()
+        let refused = String(decoding: try output(second), as: UTF8.self)
+        #expect(refused.hasPrefix("HTTP/1.1 429 Too Many Requests"))
+        #expect(refused.contains("user ann holds 1 connections (--max-connections-per-user)"))
+        // Closing the first frees its place.
+        try first.close().wait()
+        first.embeddedEventLoop.run()
+        let third = try makeChannel(on: server)
+        try third.writeInbound(ByteBuffer(string: upgradeRequest("/ws?token=\(token)")))
+        third.embeddedEventLoop.run()
+        let out = String(decoding: try output(third), as: UTF8.self)
+        #expect(out.hasPrefix("HTTP/1.1 101 Switching Protocols"), "\(out)")
     }
 }

@@ -95,8 +95,8 @@ final class SessionHarness {
     let metrics = GatewayMetrics()
 
     init(
-        principal: Principal = .anonymous, sink: BatchSink = InMemorySink(),
-        configure: (inout GatewayConfiguration) -> Void = { _ in }
+        principal: Principal = .anonymous, sink: BatchSink = InMemorySink(), limits: ConnectionLimits? = nil,
+        expires: Int64? = nil, configure: (inout GatewayConfiguration) -> Void = { _ in }
     ) throws {
         var configuration = GatewayConfiguration()
         configure(&configuration)
@@ -112,7 +112,7 @@ final class SessionHarness {
         try channel.pipeline.syncOperations.addHandler(
             WebSocketSession(
                 principal: principal, configuration: configuration, writer: writer, fanOut: fanOut,
-                metrics: metrics, registry: registry, output: raw))
+                metrics: metrics, registry: registry, output: raw, limits: limits, expires: expires))
     }
 
     /// Sends `frame` from the client.

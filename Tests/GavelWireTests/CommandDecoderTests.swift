@@ -304,13 +304,25 @@ import Testing
                 == .bid(bidder: "a", amount: 5))
     }
 
-    @Test func identifiersAreDecodedVerbatimForTheRulesToCheck() {
-        // Escapes decode; the engine, not the decoder, rejects characters outside [A-Za-z0-9_.:-].
-        guard let (c, _) = command(#"{"type":"bid","id":"b\u0031","listing":"L","bidder":"a b","amount":5}"#)
+    @Test func identifiersAreCheckedAgainstTheRuleAfterEscapesDecode() {
+        guard let (c, _) = command(#"{"type":"bid","id":"b\u0031","listing":"L","bidder":"a","amount":5}"#)
         else { return }
         #expect(c.id == "b1")
-        #expect(c.body == .bid(bidder: "a b", amount: 5))
-        var events: [Event] = []
-        #expect(Engine().apply(c, events: &events).error == .badRequest)
+        // A character outside [A-Za-z0-9_.:-], escaped or not, or more than 64 of them: refused by the decoder,
+        // naming the field, before the command can reach a queue or the journal.
+        for (line, field) in [
+            (#"{"type":"bid","id":"b","listing":"L","bidder":"a\u0020b","amount":5}"#, "bidder"),
+            (
+                #"{"type":"bid","id":"b","listing":"\#(String(repeating: "L", count: 65))","bidder":"a","amount":5}"#,
+                "listing"
+            ),
+            (#"{"type":"cancel","id":"c","listing":"M","trader":"t","order":"o/1"}"#, "order"),
+        ] {
+            #expect(invalid(line)?.message == "\(field) must be an identifier: 1-64 characters from [A-Za-z0-9_.:-]")
+        }
+        let ladder = (0..<65).map { "[\($0 * 10),1]" }.joined(separator: ",")
+        let open =
+            #"{"type":"open","id":"o","listing":"L","seller":"s","format":"english","start":1,"closes_at":9,"increments":[\#(ladder)]}"#
+        #expect(invalid(open)?.message == "increments may have at most 64 [from, step] pairs")
     }
 }

@@ -259,8 +259,8 @@ public final class Driver: @unchecked Sendable {
         return seller
     }
 
-    /// `--existing`: pages through the server's open listings (`list`, 1,000 at a time) on one connection and
-    /// picks up to `listings` english ones (market ones for the market preset) that stay open through the run.
+    /// `--existing`: pages through the server's open listings (`list`, 100 at a time, the most the server answers)
+    /// on one connection and picks up to `listings` english ones (market ones for the market preset) that stay open through the run.
     private func findListings() async throws -> ListingSet {
         let c = configuration
         let answers = Mutex<[String: String]>([:])
@@ -286,7 +286,7 @@ public final class Driver: @unchecked Sendable {
             request += 1
             let id = "find-\(runID)-\(request)"
             let cursor = after.map { #","after":"\#($0)""# } ?? ""
-            lister.send(#"{"type":"list","limit":1000,"id":"\#(id)"\#(cursor)}"#, id: nil, intended: 0)
+            lister.send(#"{"type":"list","limit":100,"id":"\#(id)"\#(cursor)}"#, id: nil, intended: 0)
             let deadline = monotonicNanos() + 30_000_000_000
             var answer: String?
             while answer == nil {
@@ -310,6 +310,7 @@ public final class Driver: @unchecked Sendable {
                 try await Task.sleep(for: .milliseconds(250))
                 continue
             }
+            refusals = 0  // a refusal (the server's read budget) only waits; 50 in a row give up
             let serverTime = (object["ts"] as? NSNumber)?.int64Value ?? Int64(Date().timeIntervalSince1970 * 1000)
             if selection == nil {
                 // Listings must stay open through connecting, the warm-up, the run and the drain.

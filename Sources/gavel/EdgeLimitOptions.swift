@@ -1,0 +1,131 @@
+import ArgumentParser
+import GavelGateway
+
+/// `gavel serve`'s limits at the gateway's edge that span connections: connections per user, per address and
+/// anonymous ones, handshakes, each principal's command rate over all its connections, opens per seller, and the
+/// bytes `list` and `subscribe` answers may write.
+struct EdgeLimitOptions: ParsableArguments {
+    @Option(
+        name: .long,
+        help:
+            "Connections one user (token sub) may hold; past it the upgrade gets 429. Service tokens are not counted. Env GAVEL_MAX_CONNECTIONS_PER_USER; default 50."
+    )
+    var maxConnectionsPerUser: Int?
+
+    @Option(
+        name: .long,
+        help:
+            "Connections one source address may hold; past it the upgrade gets 429. Env GAVEL_MAX_CONNECTIONS_PER_ADDRESS; default 1000."
+    )
+    var maxConnectionsPerAddress: Int?
+
+    @Option(
+        name: .long,
+        help:
+            "Connections without a token (within --max-connections); past it an anonymous upgrade gets 503. Env GAVEL_MAX_ANONYMOUS_CONNECTIONS; default 1000."
+    )
+    var maxAnonymousConnections: Int?
+
+    @Option(
+        name: .long,
+        help:
+            "TCP connections not upgraded yet; one more is closed at once. Env GAVEL_MAX_HANDSHAKES; default 1000.")
+    var maxHandshakes: Int?
+
+    @Option(
+        name: .long,
+        help:
+            "A TCP connection not upgraded (or answered) within this many ms is closed. Env GAVEL_HANDSHAKE_TIMEOUT_MS; default 10000."
+    )
+    var handshakeTimeoutMs: Int?
+
+    @Option(
+        name: .long,
+        help:
+            "Commands per second of one bidder or seller over all its connections, on top of --rate per connection. Env GAVEL_PRINCIPAL_RATE; default 200."
+    )
+    var principalRate: Int?
+
+    @Option(
+        name: .long,
+        help:
+            "Burst of commands of one bidder or seller over all its connections. Env GAVEL_PRINCIPAL_RATE_BURST; default 400."
+    )
+    var principalRateBurst: Int?
+
+    @Option(
+        name: .long,
+        help:
+            "Commands per second of one service principal over all its connections. Env GAVEL_SERVICE_PRINCIPAL_RATE; default 20000."
+    )
+    var servicePrincipalRate: Int?
+
+    @Option(
+        name: .long,
+        help:
+            "Burst of commands of one service principal over all its connections. Env GAVEL_SERVICE_PRINCIPAL_RATE_BURST; default 40000."
+    )
+    var servicePrincipalRateBurst: Int?
+
+    @Option(
+        name: .long,
+        help:
+            "Listings one seller token may open per minute (service tokens: no limit). Env GAVEL_OPENS_PER_MINUTE; default 60."
+    )
+    var opensPerMinute: Int?
+
+    @Option(
+        name: .long,
+        help:
+            "Bytes per second of list and subscribe answers to one connection; past it they get rate_limited. Env GAVEL_MAX_READ_BYTES_PER_SECOND; default 262144."
+    )
+    var maxReadBytesPerSecond: Int?
+
+    /// Sets these limits in `c` from options, environment and defaults, and checks them.
+    func apply(to c: inout GatewayConfiguration) throws {
+        c.maxConnectionsPerUser = try Setting.value(
+            maxConnectionsPerUser, "GAVEL_MAX_CONNECTIONS_PER_USER", default: c.maxConnectionsPerUser)
+        c.maxConnectionsPerAddress = try Setting.value(
+            maxConnectionsPerAddress, "GAVEL_MAX_CONNECTIONS_PER_ADDRESS", default: c.maxConnectionsPerAddress)
+        c.maxAnonymousConnections = try Setting.value(
+            maxAnonymousConnections, "GAVEL_MAX_ANONYMOUS_CONNECTIONS", default: c.maxAnonymousConnections)
+        c.maxHandshakes = try Setting.value(maxHandshakes, "GAVEL_MAX_HANDSHAKES", default: c.maxHandshakes)
+        c.handshakeTimeoutMs = try Setting.value(
+            handshakeTimeoutMs, "GAVEL_HANDSHAKE_TIMEOUT_MS", default: c.handshakeTimeoutMs)
+        c.principalRate.perSecond = try Setting.value(
+            principalRate, "GAVEL_PRINCIPAL_RATE", default: c.principalRate.perSecond)
+        c.principalRate.burst = try Setting.value(
+            principalRateBurst, "GAVEL_PRINCIPAL_RATE_BURST", default: c.principalRate.burst)
+        c.servicePrincipalRate.perSecond = try Setting.value(
+            servicePrincipalRate, "GAVEL_SERVICE_PRINCIPAL_RATE", default: c.servicePrincipalRate.perSecond)
+        c.servicePrincipalRate.burst = try Setting.value(
+            servicePrincipalRateBurst, "GAVEL_SERVICE_PRINCIPAL_RATE_BURST", default: c.servicePrincipalRate.burst)
+        c.opensPerMinute = try Setting.value(opensPerMinute, "GAVEL_OPENS_PER_MINUTE", default: c.opensPerMinute)
+        c.maxReadBytesPerSecond = try Setting.value(
+            maxReadBytesPerSecond, "GAVEL_MAX_READ_BYTES_PER_SECOND", default: c.maxReadBytesPerSecond)
+        let counts = [
+            ("--max-connections-per-user", c.maxConnectionsPerUser),
+            ("--max-connections-per-address", c.maxConnectionsPerAddress),
+            ("--max-anonymous-connections", c.maxAnonymousConnections), ("--max-handshakes", c.maxHandshakes),
+        ]
+        for (name, value) in counts where !(1...10_000_000).contains(value) {
+            throw ValidationError("\(name) must be 1 to 10000000 (got \(value))")
+        }
+        guard (100...600_000).contains(c.handshakeTimeoutMs) else {
+            throw ValidationError("--handshake-timeout-ms must be 100 to 600000 (got \(c.handshakeTimeoutMs))")
+        }
+        let rates = [
+            c.principalRate.perSecond, c.principalRate.burst, c.servicePrincipalRate.perSecond,
+            c.servicePrincipalRate.burst, c.opensPerMinute,
+        ]
+        for value in rates where !(1...10_000_000).contains(value) {
+            throw ValidationError(
+                "--principal-rate, --service-principal-rate, their bursts and --opens-per-minute must be 1 to 10000000 (got \(value))"
+            )
+        }
+        guard (1024...1 << 30).contains(c.maxReadBytesPerSecond) else {
+            throw ValidationError(
+                "--max-read-bytes-per-second must be 1024 to 1073741824 (got \(c.maxReadBytesPerSecond))")
+        }
+    }
+}
