@@ -94,6 +94,9 @@ public enum Verification {
                         result.problems.append(
                             "replay from the start to lsn \(snapshot.lsn) does not reach the state of snapshot at lsn \(snapshot.lsn)"
                         )
+                        if let recorded = try? Engine.restore(from: snapshot.state) {
+                            result.problems += changedOutcomes(report.engine.outcomeChanges(comparedTo: recorded))
+                        }
                     } else {
                         result.notes.append("replay from the start reaches snapshot at lsn \(snapshot.lsn)")
                     }
@@ -136,5 +139,19 @@ public enum Verification {
             }
         }
         return result
+    }
+
+    /// At most this many changed outcomes are listed per snapshot.
+    static let maxListedChanges = 20
+
+    /// Lines naming the requests whose result, as the snapshot remembers it, differs from the replay's.
+    static func changedOutcomes(_ changes: [OutcomeChange]) -> [String] {
+        guard !changes.isEmpty else { return [] }
+        var lines = [
+            "\(changes.count) remembered request(s) have a different outcome under this build's rules than the snapshot records:"
+        ]
+        lines += changes.prefix(maxListedChanges).map { "  \($0.description)" }
+        if changes.count > maxListedChanges { lines.append("  ... and \(changes.count - maxListedChanges) more") }
+        return lines
     }
 }
