@@ -127,7 +127,9 @@ final class DutchBook {
         guard time >= opensAt else { return Self.saturating(opensAt, plus: stepEveryMs) }
         let (elapsed, late) = time.subtractingReportingOverflow(opensAt)
         if late { return .max }
-        let (offset, far) = stepEveryMs.multipliedReportingOverflow(by: elapsed / stepEveryMs + 1)
+        let (steps, endless) = (elapsed / stepEveryMs).addingReportingOverflow(1)
+        if endless { return .max }
+        let (offset, far) = stepEveryMs.multipliedReportingOverflow(by: steps)
         return far ? .max : Self.saturating(opensAt, plus: offset)
     }
 
@@ -183,6 +185,8 @@ final class MarketBook {
     }
 
     /// Adds `order` at the back of its price level.
+    ///
+    /// - Note: The caller checks ``hasRoom(for:_:at:)`` first.
     func rest(_ order: RestingOrder, side: Side, price: Money) {
         resting[OrderKey(trader: order.trader, id: order.id)] = (side, price)
         restingIds[order.id, default: 0] += 1
@@ -193,22 +197,44 @@ final class MarketBook {
         }
     }
 
-    private static func insert(_ order: RestingOrder, price: Money, into levels: inout [PriceLevel], bestIsHigh: Bool) {
-        // Levels are sorted so that the best is last; find the first index whose price sorts after `price`.
+    /// The total quantity resting at `price` on `side`, or `nil` when no order rests there.
+    func levelTotal(_ side: Side, at price: Money) -> Int64? {
+        let levels = side == .buy ? bids : asks
+        let (index, found) = Self.search(price, in: levels, bestIsHigh: side == .buy)
+        return found ? levels[index].total : nil
+    }
+
+    /// Whether `quantity` more can rest at `price` on `side` without the level's total passing `Int64.max`.
+    func hasRoom(for quantity: Int64, _ side: Side, at price: Money) -> Bool {
+        guard let total = levelTotal(side, at: price) else { return true }
+        return !total.addingReportingOverflow(quantity).overflow
+    }
+
+    /// Where `price` is in `levels` (sorted so that the best is last): its index when `found`, else the first index
+    /// whose price sorts after it.
+    private static func search(_ price: Money, in levels: [PriceLevel], bestIsHigh: Bool) -> (index: Int, found: Bool) {
         var low = 0
         var high = levels.count
         while low < high {
             let mid = (low + high) / 2
             let p = levels[mid].price
-            if p == price {
-                levels[mid].orders.append(order)
-                levels[mid].total += order.remaining
-                return
-            }
+            if p == price { return (mid, true) }
             let before = bestIsHigh ? p < price : p > price
             if before { low = mid + 1 } else { high = mid }
         }
-        levels.insert(PriceLevel(price: price, orders: [order], total: order.remaining), at: low)
+        return (low, false)
+    }
+
+    private static func insert(_ order: RestingOrder, price: Money, into levels: inout [PriceLevel], bestIsHigh: Bool) {
+        let (index, found) = search(price, in: levels, bestIsHigh: bestIsHigh)
+        if found {
+            levels[index].orders.append(order)
+            // Cannot overflow: every caller checks `hasRoom` first (placeOrder refuses with `limit_exceeded`,
+            // restore refuses the state).
+            levels[index].total += order.remaining
+        } else {
+            levels.insert(PriceLevel(price: price, orders: [order], total: order.remaining), at: index)
+        }
     }
 
     /// Removes a resting order and returns it, or `nil` when it does not rest.

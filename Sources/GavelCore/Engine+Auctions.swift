@@ -1,6 +1,9 @@
 extension Engine {
     // MARK: - English
 
+    /// Safe arithmetic: `amount`, `start`, `reserve`, every ladder step, and so the price and the maximum (each one
+    /// of those) are in 1...10^15 (0 for the maximum before the first bid), so a price or maximum plus one step is
+    /// at most 2 * 10^15, far below `Int64.max` (about 9.2 * 10^18). A minimum bid above 10^15 simply cannot be met.
     func englishBid(_ listing: Listing, _ book: EnglishBook, bidder: String, amount: Money, _ events: inout [Event])
         -> CommandResult
     {
@@ -40,7 +43,7 @@ extension Engine {
             book.maximum = amount
             if let reserve = book.reserve, amount >= reserve { book.price = reserve } else { book.price = book.start }
         }
-        book.bids += 1
+        book.bids += 1  // one per accepted command: 2^63 of them would take centuries at any rate
         let extendedTo = softCloseExtension(listing, book)
         let leader = book.leader ?? bidder
         emit(
@@ -54,7 +57,11 @@ extension Engine {
 
     /// Applies soft close to an accepted bid at the current time; returns the new close when it moved.
     private func softCloseExtension(_ listing: Listing, _ book: EnglishBook) -> Millis? {
-        guard let soft = book.softClose, let closesAt = listing.closesAt, closesAt - now <= soft.windowMs else {
+        // An open listing closes after the clock (its close timer would have fired), and the clock is never negative,
+        // so `closesAt - now` is in 1...Int64.max; checked anyway, as a restored state is only as good as its file.
+        guard let soft = book.softClose, let closesAt = listing.closesAt,
+            case (let left, false) = closesAt.subtractingReportingOverflow(now), left <= soft.windowMs
+        else {
             return nil
         }
         let (extended, overflow) = now.addingReportingOverflow(soft.extendMs)  // extend_ms comes from the client
@@ -89,7 +96,7 @@ extension Engine {
             return .rejected(.bidTooLow, "the minimum bid is the start price \(book.start)", minBid: book.start)
         }
         book.bids[bidder] = SealedBid(amount: amount, order: book.nextOrder)
-        book.nextOrder += 1
+        book.nextOrder += 1  // both count accepted commands: 2^63 of them would take centuries
         book.count += 1
         emit(.sealedBidPlaced(bids: book.count), on: listing, events: &events)
         return .accepted
@@ -111,7 +118,7 @@ extension Engine {
             return .rejected(.invalidQuantity, "only \(book.remaining) remain on listing \(listing.id)")
         }
         let price = book.price(at: now, opensAt: listing.opensAt)
-        book.remaining -= quantity
+        book.remaining -= quantity  // quantity <= remaining, checked above
         emit(
             .filled(bidder: bidder, price: price, quantity: quantity, remaining: book.remaining), on: listing,
             events: &events)

@@ -16,6 +16,7 @@ extension Engine {
         if book.resting[OrderKey(trader: order.trader, id: order.id)] != nil {
             return .rejected(.badRequest, "order \(order.id) of \(order.trader) is still resting; use a new id")
         }
+        if order.tif == .gtc, let problem = levelLimitProblem(listing, book, order) { return problem }
         let before = book.top
         emit(
             .orderPlaced(
@@ -50,7 +51,7 @@ extension Engine {
             } else {
                 book.reduceBest(opposite, by: quantity)
             }
-            left -= quantity
+            left -= quantity  // quantity = min(left, resting.remaining)
             book.traded = true
             let (buyer, seller, buyOrder, sellOrder) =
                 order.side == .buy
@@ -81,6 +82,24 @@ extension Engine {
         }
         emitBookIfChanged(listing, book, since: before, &events)
         return CommandResult(error: nil, message: "", price: order.price, filled: filled, remaining: rests)
+    }
+
+    /// The rejection of a `gtc` order whose remainder would take its price level's total past `Int64.max`, checked
+    /// before anything changes.
+    ///
+    /// Exact, not cautious: when orders already rest at the order's price on its own side, the book is not crossed
+    /// there (the best bid is below the best ask), so the order matches nothing and all of its quantity would rest.
+    /// When no order rests there, the remainder starts a new level of at most 10^15.
+    private func levelLimitProblem(_ listing: Listing, _ book: MarketBook, _ order: MarketOrder) -> CommandResult? {
+        guard let total = book.levelTotal(order.side, at: order.price),
+            total.addingReportingOverflow(order.quantity).overflow
+        else { return nil }
+        let room = Int64.max - total
+        return .rejected(
+            .limitExceeded,
+            "the \(order.side.rawValue) orders resting at price \(order.price) on listing \(listing.id) total \(total); "
+                + "a price level holds at most \(Int64.max) in all, so at most \(room) more fits there: "
+                + "use a smaller quantity or another price")
     }
 
     func cancelOrder(_ listing: Listing, _ book: MarketBook, trader: String, orderID: String, _ events: inout [Event])

@@ -3,7 +3,7 @@ extension Engine {
         if listings[id] != nil {
             return .rejected(.listingExists, "listing \(id) already exists; choose another listing id")
         }
-        if let rejection = validate(terms) { return rejection }
+        if let rejection = Self.validate(terms) { return rejection }
         let opensAt: Millis
         let closesAt: Millis?
         switch terms {
@@ -46,7 +46,9 @@ extension Engine {
         return .accepted
     }
 
-    private func validate(_ terms: ListingTerms) -> CommandResult? {
+    /// The rejection of terms that break a rule `open` checks before the clock (amounts, ladders, soft close), or
+    /// `nil`. Restore checks saved terms with it too.
+    static func validate(_ terms: ListingTerms) -> CommandResult? {
         func amount(_ name: String, _ value: Money?) -> CommandResult? {
             guard let value, !Limits.isValidAmount(value) else { return nil }
             return .rejected(.invalidAmount, "\(name) must be a positive integer up to 10^15 (minor units)")

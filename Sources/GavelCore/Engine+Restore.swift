@@ -8,7 +8,9 @@ extension Engine {
         var r = BinaryReader(bytes)
         let version = try r.readUInt32()
         guard version == 1 else { throw r.fail("unsupported state version \(version)") }
-        let now = try r.readInt64()
+        // The clock starts at 0 and never goes back, so a live engine's clock is never negative: `closes_at - now`
+        // and `now - at` rely on it.
+        let now = try r.read(0...Int64.max, "the engine clock")
         let window = try r.readInt64()
         let engine = Engine(
             configuration: EngineConfiguration(idempotencyWindowMs: window, expectedRequestIDs: expectedRequestIDs))
@@ -43,7 +45,7 @@ extension Engine {
         engine.rememberedLog.reserveCapacity(max(2 * rememberedCount, expectedRequestIDs))
         for position in 0..<rememberedCount {
             let key = RequestKey(principal: try r.readString(), id: try r.readString())
-            let at = try r.readInt64()
+            let at = try r.read(0...now, "the time a request was remembered")
             let fingerprint = try r.readUInt64()
             let result = try CommandResult.decode(from: &r)
             guard engine.remembered.updateValue(position, forKey: key) == nil else {
@@ -59,6 +61,7 @@ extension Engine {
         let id = try r.readString()
         let seller = try r.readString()
         let terms = try ListingTerms.decode(from: &r)
+        if let problem = validate(terms) { throw r.fail("listing \(id): \(problem.message)") }
         let opensAt = try r.readInt64()
         let listing = Listing(id: id, seller: seller, terms: terms, opensAt: opensAt)
         listing.closesAt = try r.readOptionalInt64()
@@ -67,40 +70,55 @@ extension Engine {
         listing.seq = try r.readUInt64()
         switch listing.book {
         case .english(let b):
-            b.price = try r.readInt64()
+            b.price = try r.read(0...Limits.maxAmount, "an english price")
             b.leader = try r.readOptionalString()
-            b.maximum = try r.readInt64()
-            b.bids = try r.readInt64()
+            b.maximum = try r.read(0...Limits.maxAmount, "an english maximum")
+            b.bids = try r.read(0...Int64.max, "a bid count")
             b.buyer = try r.readOptionalString()
         case .sealed(let b):
-            b.count = try r.readInt64()
+            b.count = try r.read(0...Int64.max, "a bid count")
             b.nextOrder = try r.readUInt64()
             let bidders = try r.readCount(minimumSize: 20)
             for _ in 0..<bidders {
                 let bidder = try r.readString()
-                b.bids[bidder] = SealedBid(amount: try r.readInt64(), order: try r.readUInt64())
+                let amount = try r.read(1...Limits.maxAmount, "a sealed amount")
+                b.bids[bidder] = SealedBid(amount: amount, order: try r.readUInt64())
             }
         case .dutch(let b):
-            b.remaining = try r.readInt64()
-            b.price = try r.readInt64()
+            b.remaining = try r.read(0...b.quantity, "a dutch remaining quantity")
+            b.price = try r.read(b.floor...b.start, "a dutch price")
             b.nextStepAt = try r.readOptionalInt64()
         case .market(let b):
             b.traded = try r.readBool()
             for side in [Side.buy, Side.sell] {
                 let levels = try r.readCount(minimumSize: 24)
                 for _ in 0..<levels {
-                    let price = try r.readInt64()
+                    let price = try r.read(1...Limits.maxAmount, "a market price")
                     _ = try r.readInt64()  // total: recomputed from the orders
                     let orders = try r.readCount(minimumSize: 17)
                     for _ in 0..<orders {
                         let order = RestingOrder(
-                            id: try r.readString(), trader: try r.readString(), remaining: try r.readInt64(),
+                            id: try r.readString(), trader: try r.readString(),
+                            remaining: try r.read(1...Limits.maxAmount, "a resting quantity"),
                             expiresAt: try r.readOptionalInt64())
+                        guard b.hasRoom(for: order.remaining, side, at: price) else {
+                            throw r.fail("the orders resting at price \(price) total more than \(Int64.max)")
+                        }
                         b.rest(order, side: side, price: price)
                     }
                 }
             }
         }
         return listing
+    }
+}
+
+extension BinaryReader {
+    /// Reads an `Int64` that must be in `range`: restored state is checked against the bounds the rules keep, so
+    /// that arithmetic proven safe for live state stays safe for restored state.
+    fileprivate mutating func read(_ range: ClosedRange<Int64>, _ what: String) throws(DecodingError) -> Int64 {
+        let value = try readInt64()
+        guard range.contains(value) else { throw fail("\(what) \(value) is outside \(range)") }
+        return value
     }
 }

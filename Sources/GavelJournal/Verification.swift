@@ -91,9 +91,12 @@ public enum Verification {
                     var events: [Event] = []
                     report.engine.advance(to: snapshot.now, events: &events)
                     if report.lastLSN != snapshot.lsn || report.engine.stateHash() != snapshot.stateHash {
-                        result.problems.append(
+                        var problem =
                             "replay from the start to lsn \(snapshot.lsn) does not reach the state of snapshot at lsn \(snapshot.lsn)"
-                        )
+                        if let recorded = try? Engine.restore(from: snapshot.state) {
+                            problem += changedOutcomes(report.engine.outcomeChanges(comparedTo: recorded))
+                        }
+                        result.problems.append(problem)
                     } else {
                         result.notes.append("replay from the start reaches snapshot at lsn \(snapshot.lsn)")
                     }
@@ -136,5 +139,20 @@ public enum Verification {
             }
         }
         return result
+    }
+
+    /// At most this many changed outcomes are listed per snapshot.
+    static let maxListedChanges = 20
+
+    /// What to add to the problem: the requests whose result, as the snapshot remembers it, differs from the
+    /// replay's, one per line; empty when none does.
+    static func changedOutcomes(_ changes: [OutcomeChange]) -> String {
+        guard !changes.isEmpty else { return "" }
+        var lines = [
+            "; \(changes.count) remembered request(s) have a different outcome under this build's rules than the snapshot records:"
+        ]
+        lines += changes.prefix(maxListedChanges).map { "    \($0.description)" }
+        if changes.count > maxListedChanges { lines.append("    ... and \(changes.count - maxListedChanges) more") }
+        return lines.joined(separator: "\n")
     }
 }

@@ -83,7 +83,8 @@ struct Verify: ParsableCommand {
         discussion: """
             Checks frames, record CRCs, lsn continuity, the SHA-256 chain (an edited, removed or reordered batch \
             breaks it), and that replaying from each snapshot reaches the same state as replaying from the start \
-            where the segments allow. Read-only.
+            where the segments allow; when a replay does not reach a snapshot's state, it names the remembered \
+            requests whose outcome differs (the journal records commands, not outcomes). Read-only.
             """
     )
 

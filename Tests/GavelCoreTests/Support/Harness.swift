@@ -21,6 +21,11 @@ final class Harness {
         engine = Engine(configuration: EngineConfiguration(idempotencyWindowMs: window))
     }
 
+    /// Drives `engine` (a restored one, for example).
+    init(engine: Engine) {
+        self.engine = engine
+    }
+
     /// The kinds of the events the last call caused.
     var kinds: [EventKind] { events.map(\.kind) }
 
