@@ -196,16 +196,22 @@ struct Serve: AsyncParsableCommand {
         }
         guard (0...65535).contains(c.port) else { throw ValidationError("--port must be 0-65535") }
         guard (-1...65535).contains(c.adminPort) else { throw ValidationError("--admin-port must be -1-65535") }
-        guard c.threads >= 0 else { throw ValidationError("--threads must not be negative") }
+        guard (0...256).contains(c.threads) else { throw ValidationError("--threads must be 0 to 256") }
         guard c.maxMessageBytes >= 128, c.maxMessageBytes <= 1 << 24 else {
             throw ValidationError("--max-message-bytes must be 128 to 16777216")
         }
-        guard c.maxOutboundBytes >= 4096 else { throw ValidationError("--max-outbound-bytes must be at least 4096") }
-        guard c.maxConnections >= 1 else { throw ValidationError("--max-connections must be positive") }
+        guard (4096...1 << 30).contains(c.maxOutboundBytes) else {
+            throw ValidationError("--max-outbound-bytes must be 4096 to 1073741824")
+        }
+        guard (1...10_000_000).contains(c.maxConnections) else {
+            throw ValidationError("--max-connections must be 1 to 10000000")
+        }
         guard c.maxSubscriptions >= 1, c.maxSubscriptionsService >= 1 else {
             throw ValidationError("--max-subscriptions and --max-subscriptions-service must be positive")
         }
-        guard c.idleTimeoutMs >= 0 else { throw ValidationError("--idle-timeout-ms must not be negative") }
+        guard (0...86_400_000).contains(c.idleTimeoutMs) else {
+            throw ValidationError("--idle-timeout-ms must be 0 to 86400000 (a day)")
+        }
         for value in [c.rate.perSecond, c.rate.burst, c.serviceRate.perSecond, c.serviceRate.burst] {
             guard (1...10_000_000).contains(value) else {
                 throw ValidationError("rates and bursts must be 1 to 10000000")
@@ -214,7 +220,9 @@ struct Serve: AsyncParsableCommand {
         guard (2...1000).contains(c.abuseFactor), (1...3600).contains(c.abuseWindowSeconds) else {
             throw ValidationError("--abuse-factor must be 2 to 1000 and --abuse-window-seconds 1 to 3600")
         }
-        guard c.historyEvents >= 0 else { throw ValidationError("--history-events must not be negative") }
+        guard (0...100_000).contains(c.historyEvents) else {
+            throw ValidationError("--history-events must be 0 to 100000")
+        }
         try edgeLimits.apply(to: &c)
         return c
     }
@@ -222,13 +230,19 @@ struct Serve: AsyncParsableCommand {
     func validate() throws {
         _ = try gatewayConfiguration()
         _ = try givenSecret(option: jwtSecret)
-        guard try Setting.value(idempotencyWindowMs, "GAVEL_IDEMPOTENCY_WINDOW_MS", default: 86_400_000) > 0 else {
-            throw ValidationError("--idempotency-window-ms must be positive")
+        guard
+            (1...Self.maxIdempotencyWindowMs).contains(
+                try Setting.value(idempotencyWindowMs, "GAVEL_IDEMPOTENCY_WINDOW_MS", default: 86_400_000))
+        else {
+            throw ValidationError("--idempotency-window-ms must be 1 to \(Self.maxIdempotencyWindowMs) (30 days)")
         }
         guard (0...1_000_000_000).contains(try expectedRequestIDs()) else {
             throw ValidationError("--expected-request-ids must be 0 to 1000000000")
         }
     }
+
+    /// The longest idempotency window: 30 days.
+    static let maxIdempotencyWindowMs: Int64 = 2_592_000_000
 
     func expectedRequestIDs() throws -> Int {
         try Setting.value(expectedRequestIds, "GAVEL_EXPECTED_REQUEST_IDS", default: 1_000_000)

@@ -59,11 +59,23 @@ struct StorageOptions: ParsableArguments {
         var truncateAfterCorruption = false
     }
 
+    /// The longest `--fsync interval:MS`: past an hour, `none` says what is meant.
+    static let maxFsyncIntervalMs = 3_600_000
+    /// The largest `--segment-bytes`.
+    static let maxSegmentBytes = 1 << 30
+    /// The longest `--snapshot-every-seconds`: the writer compares it in nanoseconds, which must not overflow.
+    static let maxSnapshotEverySeconds = 31_536_000
+
     func resolve() throws -> Resolved {
         var r = Resolved()
         let fsyncText = try Setting.value(fsync, "GAVEL_FSYNC", default: "always")
         guard let policy = FsyncPolicy(argument: fsyncText) else {
             throw ValidationError("--fsync must be always, none, or interval:MS with MS a positive integer")
+        }
+        if case .interval(let ms) = policy, ms > Self.maxFsyncIntervalMs {
+            throw ValidationError(
+                "--fsync interval:MS must be at most \(Self.maxFsyncIntervalMs) ms (one hour); use none for no fdatasync"
+            )
         }
         r.fsync = policy
         r.segmentBytes = try Setting.value(segmentBytes, "GAVEL_SEGMENT_BYTES", default: 64 << 20)
@@ -71,10 +83,15 @@ struct StorageOptions: ParsableArguments {
         r.snapshotEverySeconds = try Setting.value(snapshotEverySeconds, "GAVEL_SNAPSHOT_EVERY_SECONDS", default: 600)
         r.keepSnapshots = try Setting.value(keepSnapshots, "GAVEL_KEEP_SNAPSHOTS", default: 2)
         r.truncateAfterCorruption = Setting.flag(truncateAfterCorruptionFlag, "GAVEL_TRUNCATE_AFTER_CORRUPTION")
-        guard r.segmentBytes >= 4096 else { throw ValidationError("--segment-bytes must be at least 4096") }
-        guard r.keepSnapshots >= 1 else { throw ValidationError("--keep-snapshots must be at least 1") }
-        guard r.snapshotEverySeconds >= 0 else {
-            throw ValidationError("--snapshot-every-seconds must not be negative")
+        guard (4096...Self.maxSegmentBytes).contains(r.segmentBytes) else {
+            throw ValidationError("--segment-bytes must be 4096 to \(Self.maxSegmentBytes) (1 GiB)")
+        }
+        guard (1...1000).contains(r.keepSnapshots) else {
+            throw ValidationError("--keep-snapshots must be 1 to 1000")
+        }
+        guard (0...Self.maxSnapshotEverySeconds).contains(r.snapshotEverySeconds) else {
+            throw ValidationError(
+                "--snapshot-every-seconds must be 0 to \(Self.maxSnapshotEverySeconds) (a year); 0 turns it off")
         }
         return r
     }

@@ -177,4 +177,25 @@ struct ServeOptionsCLITests {
         let (status, message) = try serve([], environment: ["GAVEL_EXPECTED_REQUEST_IDS": "many"])
         #expect(status != 0 && message.contains("GAVEL_EXPECTED_REQUEST_IDS=many is not a valid value"))
     }
+
+    /// Settings the server multiplies into nanoseconds, adds to times or allocates by are bounded at start, so an
+    /// operator's typo is refused by name instead of overflowing on the writer thread later.
+    @Test func settingsPastTheirBoundsAreRefusedByNameBeforeAnythingStarts() throws {
+        let cases: [([String], String)] = [
+            (["--snapshot-every-seconds", "99999999999"], "--snapshot-every-seconds must be 0 to 31536000"),
+            (["--snapshot-every-seconds=-1"], "--snapshot-every-seconds must be 0 to 31536000"),
+            (["--fsync", "interval:9999999999999"], "--fsync interval:MS must be at most 3600000 ms"),
+            (["--segment-bytes", "1099511627776"], "--segment-bytes must be 4096 to 1073741824"),
+            (["--keep-snapshots", "0"], "--keep-snapshots must be 1 to 1000"),
+            (["--idle-timeout-ms", "9223372036854775807"], "--idle-timeout-ms must be 0 to 86400000"),
+            (["--idempotency-window-ms", "9223372036854775807"], "--idempotency-window-ms must be 1 to 2592000000"),
+            (["--history-events", "1000000000"], "--history-events must be 0 to 100000"),
+            (["--threads", "100000"], "--threads must be 0 to 256"),
+            (["--max-outbound-bytes", "9223372036854775807"], "--max-outbound-bytes must be 4096 to 1073741824"),
+        ]
+        for (arguments, expected) in cases {
+            let (status, message) = try serve(arguments)
+            #expect(status != 0 && message.contains(expected), "\(arguments): \(message)")
+        }
+    }
 }
