@@ -200,6 +200,19 @@ public final class FanOut: @unchecked Sendable {
         var all = SortedIDs()
         var open = SortedIDs()
 
+        /// Forgets the view and history of a listing the engine evicted; it is then what it was before it was
+        /// opened (subscribe gets a snapshot with no view, `list` leaves it out). Live subscriptions keep their count
+        /// until they end.
+        mutating func evict(_ id: String) {
+            guard var entry = listings[id] else { return }
+            index(id, before: entry.view, after: nil)
+            if entry.view != nil { all.remove(id) }
+            entry.view = nil
+            entry.seq = 0
+            entry.history = History()
+            listings[id] = entry.isIdle ? nil : entry
+        }
+
         /// Keeps ``all`` and ``open`` in step with the view of `id` after it changed from `before`.
         mutating func index(_ id: String, before: PublicListingView?, after: PublicListingView?) {
             if before == nil, after != nil { all.insert(id) }
@@ -373,6 +386,10 @@ public final class FanOut: @unchecked Sendable {
     }
 
     private func route(_ event: Event, ts: Millis, state s: inout State, into perLoop: inout [[LoopItem]]) {
+        if case .evicted = event.kind {
+            s.evict(event.listing)
+            return
+        }
         let recipients = Self.noticeRecipients(event)
         if !recipients.isEmpty {
             var notice = JSONObjectWriter()

@@ -87,7 +87,9 @@ struct Simulate: ParsableCommand {
         let writer = Writer(
             configuration: storage.writerConfiguration(engine: configuration), engine: engine, lastLSN: report.lastLSN,
             sink: journal, snapshots: journal, clock: clock)
-        _ = writer.bus.subscribeAll { event in out.write(MessageEncoder.event(event)) }
+        _ = writer.bus.subscribeAll { event in
+            if !event.kind.isInternal { out.write(MessageEncoder.event(event)) }
+        }
         writer.startManual()
         let pidFile = directory.path + "/gavel.pid"
         try? "\(getpid())\n".write(toFile: pidFile)
