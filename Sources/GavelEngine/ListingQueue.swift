@@ -13,6 +13,9 @@ public final class ListingQueue: MPSCNode, @unchecked Sendable {
     /// Whether the listing is on the ready list (or being served by the writer, which will reschedule it).
     let scheduled = Atomic<Bool>(false)
     let capacity: Int
+    /// Set once the writer has freed the queue (its listing does not exist and nothing waits in it); then nothing may
+    /// be offered to it any more. Read and written only under the writer's queue-map mutex.
+    var retired = false
 
     init(listing: String, capacity: Int) {
         self.listing = listing
