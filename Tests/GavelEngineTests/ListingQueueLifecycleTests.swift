@@ -20,9 +20,15 @@ private func startedWriter(maxListingQueues: Int) -> Writer {
     return writer
 }
 
-/// Counts result callbacks from any thread.
+/// Result callbacks from any thread: how many, and the lsn of each (producer, listing, index).
 private final class AnswerCount: Sendable {
     let value = Atomic<Int>(0)
+    let lsns = Mutex<[String: [(index: Int, lsn: UInt64)]]>([:])
+
+    func record(_ key: String, index: Int, lsn: UInt64) {
+        value.wrappingAdd(1, ordering: .relaxed)
+        lsns.withLock { $0[key, default: []].append((index, lsn)) }
+    }
 }
 
 /// Waits (bounded) until `condition` holds on the writer thread.
@@ -137,7 +143,7 @@ struct ListingQueueLifecycleTests {
 
     /// Producers race the writer's freeing: opens the engine refuses (their queues are freed as soon as they are
     /// drained) interleaved with bids on the same ids, through fresh lookups and through cached queues. Every
-    /// command is either refused at once or answered exactly once: none is lost in a freed queue.
+    /// command is either refused at once or answered exactly once, in order: none is lost in a freed queue.
     @Test func freeingQueuesNeverLosesACommandSubmittedConcurrently() async throws {
         let writer = Writer(clock: ManualClock(0))
         writer.start()
@@ -155,7 +161,7 @@ struct ListingQueueLifecycleTests {
                 let command =
                     i % 3 == 0
                     ? refusedOpen(listing, id: "p\(p)-\(i)") : bid(listing, "u\(p)", 200, id: "p\(p)-\(i)")
-                let handler: ResultHandler = { _, _ in answered.value.wrappingAdd(1, ordering: .relaxed) }
+                let handler: ResultHandler = { _, lsn in answered.record("\(p)/\(listing)", index: i, lsn: lsn) }
                 let rejected: CommandResult?
                 if let queue = cache[listing], i % 2 == 0 {
                     rejected = writer.submit(command, to: queue, handler: handler)
@@ -175,6 +181,11 @@ struct ListingQueueLifecycleTests {
         #expect(
             enqueued.load(ordering: .relaxed) + refusedAtOnce.load(ordering: .relaxed) == producers * perProducer)
         #expect(answered.value.load(ordering: .relaxed) == enqueued.load(ordering: .relaxed))
+        // One queue per listing at a time: each producer's commands on a listing were applied in the order sent.
+        for (key, applied) in answered.lsns.withLock({ $0 }) {
+            let inOrder = applied.sorted { $0.index < $1.index }.map(\.lsn)
+            #expect(inOrder == inOrder.sorted(), "\(key) applied out of order")
+        }
         #expect(refusedAtOnce.load(ordering: .relaxed) > 0, "some bids found no queue")
         #expect(writer.listingQueueCount == 0, "every queue was freed")
         await writer.shutdown()

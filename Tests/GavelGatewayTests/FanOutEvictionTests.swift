@@ -1,0 +1,69 @@
+import GavelCore
+@_spi(Manual) import GavelEngine
+import NIOEmbedded
+import Testing
+
+@testable import GavelGateway
+
+/// The gateway lets go of a listing's public view and history when the engine evicts it.
+@Suite struct FanOutEvictionTests {
+    /// A fan-out on one embedded loop behind a writer driven by hand, whose closed listings are evicted 100 ms
+    /// after their end.
+    private func harness() -> (FanOut, Writer, ManualClock, EmbeddedEventLoop) {
+        let loop = EmbeddedEventLoop()
+        let fanOut = FanOut(group: loop, historyLimit: 16, metrics: GatewayMetrics())
+        var configuration = WriterConfiguration()
+        configuration.engine.closedListingRetentionMs = 100
+        let clock = ManualClock(0)
+        let writer = Writer(configuration: configuration, sink: fanOut.sink(wrapping: InMemorySink()), clock: clock)
+        fanOut.attach(to: writer.bus)
+        writer.startManual()
+        return (fanOut, writer, clock, loop)
+    }
+
+    private func open(_ listing: String, closesAt: Millis) -> Command {
+        Command(
+            id: "o-\(listing)", listing: listing,
+            body: .open(seller: "sam", terms: .english(.init(start: 100, closesAt: closesAt))))
+    }
+
+    @Test func anEvictedListingLeavesTheViewsTheListAndTheHistory() {
+        let (fanOut, writer, clock, loop) = harness()
+        writer.submit(open("gone", closesAt: 50), handler: nil)
+        writer.submit(open("kept", closesAt: 10_000), handler: nil)
+        writer.runUntilIdle()
+        clock.set(60)
+        writer.runUntilIdle()
+        loop.run()
+        #expect(fanOut.view(of: "gone")?.status == .closed, "closed, within its retention")
+        #expect(fanOut.listings(openOnly: false, after: nil, limit: 10).views.map(\.listing) == ["gone", "kept"])
+        clock.set(150)
+        writer.runUntilIdle()
+        loop.run()
+        #expect(fanOut.view(of: "gone") == nil)
+        #expect(fanOut.listings(openOnly: false, after: nil, limit: 10).views.map(\.listing) == ["kept"])
+        guard case .snapshot(let seq, let view) = fanOut.subscribe(listing: "gone", since: 1, loop: 0, renew: false)
+        else {
+            Issue.record("a resume from history that should be gone")
+            return
+        }
+        #expect(seq == 0 && view == nil, "as for an id never opened")
+        fanOut.unsubscribe(listing: "gone", loop: 0)
+        #expect(fanOut.subscriptionCount == 0)
+    }
+
+    @Test func aSubscriptionHeldAcrossTheEvictionIsStillCountedAndReleased() {
+        let (fanOut, writer, clock, loop) = harness()
+        writer.submit(open("L", closesAt: 50), handler: nil)
+        writer.runUntilIdle()
+        loop.run()
+        _ = fanOut.subscribe(listing: "L", since: nil, loop: 0, renew: false)
+        clock.set(200)
+        writer.runUntilIdle()
+        loop.run()
+        #expect(fanOut.view(of: "L") == nil)
+        #expect(fanOut.subscriptionCount == 1)
+        fanOut.unsubscribe(listing: "L", loop: 0)
+        #expect(fanOut.subscriptionCount == 0)
+    }
+}
