@@ -314,6 +314,10 @@ public final class FanOut: @unchecked Sendable {
     /// The number of live subscriptions.
     public var subscriptionCount: Int { state.withLock { $0.subscriptionCount } }
 
+    /// What the fan-out holds per listing and per user: the listings it tracks (with a view, a history or a
+    /// subscriber) and the users with a session. For tests that check that memory is returned.
+    var tracked: (listings: Int, users: Int) { state.withLock { ($0.listings.count, $0.users.count) } }
+
     // MARK: - Sessions (on their event loops)
 
     /// Registers a subscription of a session on loop `loop` and says what to send it first.

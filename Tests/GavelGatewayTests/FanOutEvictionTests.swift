@@ -67,3 +67,18 @@ import Testing
         #expect(fanOut.subscriptionCount == 0)
     }
 }
+
+/// A session's subscriptions and registration are returned to the fan-out when it disconnects.
+@Suite struct FanOutDisconnectTests {
+    @Test func aDisconnectedSessionLeavesNothingBehindInTheFanOut() throws {
+        let h = try SessionHarness(principal: Principal(name: "ann", role: .bidder))
+        for i in 0..<50 { try h.send(#"{"type":"subscribe","listing":"made-up-\#(i)"}"#) }
+        h.settle()
+        #expect(h.fanOut.subscriptionCount == 50)
+        #expect(h.fanOut.tracked.listings == 50 && h.fanOut.tracked.users == 1)
+        try h.channel.close().wait()
+        h.settle()
+        #expect(h.fanOut.subscriptionCount == 0)
+        #expect(h.fanOut.tracked.listings == 0 && h.fanOut.tracked.users == 0)
+    }
+}
