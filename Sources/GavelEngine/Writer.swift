@@ -140,16 +140,19 @@ public final class Writer: @unchecked Sendable {
                 queue = ListingQueue(listing: command.listing, capacity: configuration.queueCapacity)
                 queues[command.listing] = queue
             }
-            return queue.offer(submission)
-                ? (queue, nil) : (nil, Self.overloaded(queue.listing, capacity: queue.capacity))
+            // A queue in the map is never retired: the writer retires a queue and removes it under this mutex.
+            switch queue.offer(submission) {
+            case .accepted: return (queue, nil)
+            case .full, .retired: return (nil, Self.overloaded(queue.listing, capacity: queue.capacity))
+            }
         }
         guard let queue = outcome.0 else { return outcome.1 }
         schedule(queue, wake: wake)
         return nil
     }
 
-    /// Submits to a queue the caller looked up before (see ``queue(for:)``). A queue the writer has freed since is
-    /// not used: the command then goes where ``submit(_:handler:wake:)`` sends it.
+    /// Submits to a queue the caller looked up before (see ``queue(for:)``), without the lookup and its mutex. A queue
+    /// the writer has freed since refuses the offer, and the command goes where ``submit(_:handler:wake:)`` sends it.
     @discardableResult
     public func submit(_ command: Command, to queue: ListingQueue, handler: ResultHandler?, wake: Bool = true)
         -> CommandResult?
@@ -158,11 +161,15 @@ public final class Writer: @unchecked Sendable {
             queue.listing == command.listing, "command for \(command.listing) sent to \(queue.listing)'s queue")
         guard phase.load(ordering: .acquiring) == Phase.running.rawValue else { return Self.notRunning }
         let submission = Submission(command, handler: handler)
-        let offered = queues.withLock { _ -> Bool? in queue.retired ? nil : queue.offer(submission) }
-        guard let offered else { return submit(command, handler: handler, wake: wake) }
-        guard offered else { return Self.overloaded(queue.listing, capacity: queue.capacity) }
-        schedule(queue, wake: wake)
-        return nil
+        switch queue.offer(submission) {
+        case .accepted:
+            schedule(queue, wake: wake)
+            return nil
+        case .full:
+            return Self.overloaded(queue.listing, capacity: queue.capacity)
+        case .retired:
+            return submit(command, handler: handler, wake: wake)
+        }
     }
 
     /// Puts `queue`, just offered a command, on the ready list unless it is there already.
@@ -210,14 +217,14 @@ public final class Writer: @unchecked Sendable {
     /// The number of listing queues.
     public var listingQueueCount: Int { queues.withLock { $0.count } }
 
-    /// Writer only: frees `queue` if its listing does not exist and nothing waits in it or is about to be taken
-    /// from it. Producers offer under the same mutex, so none can add a command to it once it is retired.
+    /// Writer only: frees `queue`, whose listing does not exist, if nothing waits in it, is being offered to it or is
+    /// about to be taken from it. Under the map's mutex, so a producer looking the listing up finds either the live
+    /// queue or none; a producer holding the queue from before finds it retired (see ``ListingQueue/offer(_:)``).
     private func retireIfIdle(_ queue: ListingQueue) {
         queues.withLock { queues in
-            guard queues[queue.listing] === queue, queue.pending.load(ordering: .sequentiallyConsistent) == 0,
-                !queue.scheduled.load(ordering: .sequentiallyConsistent)
+            guard queues[queue.listing] === queue, !queue.scheduled.load(ordering: .sequentiallyConsistent),
+                queue.retireIfEmpty()
             else { return }
-            queue.retired = true
             queues[queue.listing] = nil
         }
     }

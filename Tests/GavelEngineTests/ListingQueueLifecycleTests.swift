@@ -111,7 +111,7 @@ struct ListingQueueLifecycleTests {
         #expect(await eventually(writer) { !$0.hasListing("L") })
         await writer.barrier()
         #expect(writer.listingQueueCount == 0)
-        #expect(cached.retired)
+        #expect(cached.isRetired)
         // A caller holding the freed queue is not lost: its command goes where a fresh lookup sends it.
         let late = bid("L", "ann", 200, id: "late")
         #expect(writer.submit(late, to: cached, handler: nil)?.error == .unknownListing)
