@@ -34,6 +34,9 @@ enum LoopItem: @unchecked Sendable {
     case notice(WebSocketSession, ByteBuffer)
     /// A command's durable result for the session that sent it.
     case result(WebSocketSession, Command, CommandResult, started: UInt64)
+    /// The engine evicted `listing`: its subscribers' `seq` starts again from 0, for a listing opened again under
+    /// the same id.
+    case evicted(listing: String)
 }
 
 /// The subscriptions of the sessions on one event loop, by listing. Touched only on that loop, so publishing needs
@@ -94,6 +97,8 @@ final class LoopFanOut: @unchecked Sendable {
                 session.enqueue(frame)
             case .result(let session, let command, let result, let started):
                 session.deliverResult(command, result, started: started)
+            case .evicted(let listing):
+                for subscription in table[listing] ?? [] { subscription.lastSeq = 0 }
             }
         }
         flushDirty()
@@ -202,15 +207,16 @@ public final class FanOut: @unchecked Sendable {
 
         /// Forgets the view and history of a listing the engine evicted; it is then what it was before it was
         /// opened (subscribe gets a snapshot with no view, `list` leaves it out). Live subscriptions keep their count
-        /// until they end.
-        mutating func evict(_ id: String) {
-            guard var entry = listings[id] else { return }
+        /// until they end; returns it per event loop.
+        mutating func evict(_ id: String) -> [Int]? {
+            guard var entry = listings[id] else { return nil }
             index(id, before: entry.view, after: nil)
             if entry.view != nil { all.remove(id) }
             entry.view = nil
             entry.seq = 0
             entry.history = History()
             listings[id] = entry.isIdle ? nil : entry
+            return entry.subscribers
         }
 
         /// Keeps ``all`` and ``open`` in step with the view of `id` after it changed from `before`.
@@ -391,7 +397,9 @@ public final class FanOut: @unchecked Sendable {
 
     private func route(_ event: Event, ts: Millis, state s: inout State, into perLoop: inout [[LoopItem]]) {
         if case .evicted = event.kind {
-            s.evict(event.listing)
+            for (index, count) in (s.evict(event.listing) ?? []).enumerated() where count > 0 {
+                perLoop[index].append(.evicted(listing: event.listing))
+            }
             return
         }
         let recipients = Self.noticeRecipients(event)

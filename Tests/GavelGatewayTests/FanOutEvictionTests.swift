@@ -82,3 +82,32 @@ import Testing
         #expect(h.fanOut.tracked.listings == 0 && h.fanOut.tracked.users == 0)
     }
 }
+
+/// A session that stays subscribed while its listing is evicted and its id opened again gets the new listing's
+/// events from `seq` 1.
+@Suite struct FanOutReopenTests {
+    @Test func aSubscriberKeptAcrossAnEvictionGetsTheReopenedListingsEvents() throws {
+        var configuration = WriterConfiguration()
+        configuration.engine.closedListingRetentionMs = 100
+        let clock = ManualClock(1000)
+        let h = try SessionHarness(
+            principal: Principal(name: "svc", role: .service), writer: configuration, clock: clock)
+        let open =
+            #"{"type":"open","id":"o1","listing":"L","seller":"sam","format":"english","start":100,"closes_at":1050}"#
+        try h.send(open)
+        h.settle()
+        for i in 1...3 {
+            try h.send(#"{"type":"bid","id":"b\#(i)","listing":"L","bidder":"ann","amount":\#(100 * i + 100)}"#)
+        }
+        try h.send(#"{"type":"subscribe","listing":"L"}"#)
+        h.settle()
+        clock.set(1200)  // closed at 1050, evicted at 1150
+        h.settle()
+        _ = try h.frames()
+        try h.send(open.replacingOccurrences(of: "o1", with: "o2").replacingOccurrences(of: "1050", with: "9000"))
+        h.settle()
+        let opened = try h.frames().filter { $0.type == "opened" }
+        #expect(opened.count == 1, "the new listing's first event reaches the subscriber")
+        #expect(opened.first?.json?["seq"] == .integer(1))
+    }
+}
