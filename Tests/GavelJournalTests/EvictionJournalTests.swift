@@ -57,3 +57,55 @@ struct EvictionJournalTests {
         #expect(result.notes.contains { $0.contains("end in the same state") })
     }
 }
+
+/// A data directory whose snapshot was written with state version 1 (before eviction): it recovers, listings that
+/// close afterwards are evicted, and `gavel verify` notes the old snapshot instead of reporting it.
+@Suite("Version 1 snapshots", .serialized)
+struct VersionOneSnapshotTests {
+    @Test func aVersionOneSnapshotRecoversEvictsLaterClosesAndVerifiesClean() throws {
+        let temp = try TemporaryDirectory("v1snap")
+        defer { temp.remove() }
+        var writerConfiguration = WriterConfiguration()
+        writerConfiguration.engine.closedListingRetentionMs = 50
+        var options = RecoveryOptions()
+        options.engine = writerConfiguration.engine
+        let first = try JournaledWriter(temp.path, writer: writerConfiguration, recovery: options)
+        for (listing, closesAt) in [("A", 100), ("B", 200), ("C", 10_000)] {
+            first.submit(
+                Command(
+                    id: "o-\(listing)", listing: listing,
+                    body: .open(seller: "sam", terms: .english(.init(start: 100, closesAt: Millis(closesAt))))),
+                at: 0)
+        }
+        first.settle()
+        first.finish()
+        // Rewrite the snapshot as the previous build wrote it: version 1 has no retention and cap after the window
+        // (and no evict timers: every listing is still open).
+        let directory = DataDirectory(temp.path)
+        let snapshot = try #require(directory.snapshotFiles().first)
+        let file = try SnapshotFile.decode(try readBytes(snapshot.path))
+        var state = file.state
+        #expect(state.prefix(4) == [2, 0, 0, 0])
+        state.removeSubrange(20..<36)
+        state.replaceSubrange(0..<4, with: [1, 0, 0, 0])
+        try writeBytes(
+            SnapshotFile.make(lsn: file.lsn, now: file.now, chain: file.chain, state: state).encoded(),
+            to: snapshot.path)
+
+        let second = try JournaledWriter(temp.path, writer: writerConfiguration, recovery: options)
+        #expect(second.recovery.snapshot?.lsn == file.lsn, "the version 1 snapshot was used")
+        #expect(second.engine.listingCount == 3)
+        second.clock.set(300)
+        second.settle()
+        #expect(second.engine.listingCount == 1, "A and B closed and were evicted")
+        second.submit(Command(id: "late", listing: "C", body: .bid(bidder: "ann", amount: 500)), at: 300)
+        second.settle()
+        let hash = second.engine.stateHash()
+        second.finish()
+
+        #expect(try Recovery.recover(directory, options: options).engine.stateHash() == hash)
+        let result = Verification.run(directory)
+        #expect(result.problems == [])
+        #expect(result.notes.contains { $0.contains("older state version 1") })
+    }
+}
