@@ -4,6 +4,18 @@ import GavelJournal
 import Synchronization
 import Testing
 
+/// Writer settings whose closed listings are evicted 50 ms after their end, and recovery options that agree.
+private func evicting(snapshotEvery: UInt64 = 0, maxRequestIDs: Int = 100_000) -> (WriterConfiguration, RecoveryOptions)
+{
+    var writer = WriterConfiguration()
+    writer.snapshotEveryEntries = snapshotEvery
+    writer.engine.closedListingRetentionMs = 50
+    writer.engine.maxRequestIDsPerPrincipal = maxRequestIDs
+    var options = RecoveryOptions()
+    options.engine = writer.engine
+    return (writer, options)
+}
+
 /// Eviction of closed listings through the writer and the journal: snapshots taken while listings are being
 /// evicted restore to the state a replay reaches, and `gavel verify` finds nothing.
 @Suite("Eviction in the journal", .serialized)
@@ -11,15 +23,10 @@ struct EvictionJournalTests {
     @Test func evictionsReplayToTheSnapshotsStatesAndVerifyClean() throws {
         let temp = try TemporaryDirectory("evict")
         defer { temp.remove() }
-        var writerConfiguration = WriterConfiguration()
-        writerConfiguration.snapshotEveryEntries = 250
-        writerConfiguration.engine.closedListingRetentionMs = 50
-        writerConfiguration.engine.maxRequestIDsPerPrincipal = 40
+        let (writerConfiguration, options) = evicting(snapshotEvery: 250, maxRequestIDs: 40)
         var journal = JournalConfiguration()
         journal.fsync = .none
         journal.keepSnapshots = 4
-        var options = RecoveryOptions()
-        options.engine = writerConfiguration.engine
         let run = try JournaledWriter(temp.path, journal: journal, writer: writerConfiguration, recovery: options)
         var workload = Workload(seed: 21)
         let evictions = Mutex(0)
@@ -65,10 +72,7 @@ struct VersionOneSnapshotTests {
     @Test func aVersionOneSnapshotRecoversEvictsLaterClosesAndVerifiesClean() throws {
         let temp = try TemporaryDirectory("v1snap")
         defer { temp.remove() }
-        var writerConfiguration = WriterConfiguration()
-        writerConfiguration.engine.closedListingRetentionMs = 50
-        var options = RecoveryOptions()
-        options.engine = writerConfiguration.engine
+        let (writerConfiguration, options) = evicting()
         let first = try JournaledWriter(temp.path, writer: writerConfiguration, recovery: options)
         for (listing, closesAt) in [("A", 100), ("B", 200), ("C", 10_000)] {
             first.submit(
