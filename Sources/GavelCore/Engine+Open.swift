@@ -134,6 +134,8 @@ extension Engine {
         case .expire(let trader, let orderID):
             guard case .market(let book) = listing.book else { return }
             expire(listing, book, key: OrderKey(trader: trader, id: orderID), at: timer.time, &events)
+        case .evict:
+            return  // handled by advance(to:events:)
         }
     }
 

@@ -1,19 +1,40 @@
 extension Engine {
     /// Rebuilds an engine from bytes written by ``encodeState()``. The result encodes to the same bytes.
     ///
-    /// - Parameter expectedRequestIDs: room to make in the idempotency table up front (see
-    ///   ``EngineConfiguration/expectedRequestIDs``), beyond the ids the state remembers; not part of the state.
+    /// A state of version 1 (written before listings were evicted and the request ids per principal capped) takes
+    /// the retention and the cap from `defaults`; every listing in it that has already ended gets its eviction timer
+    /// at the state's clock plus the retention, in listing id order, and a principal above the cap keeps its newest
+    /// ids. That is deterministic, so every restore of the same bytes gives the same engine.
+    ///
+    /// - Parameter defaults: ``EngineConfiguration/expectedRequestIDs`` (room to make in the idempotency table up
+    ///   front, beyond the ids the state remembers; not part of the state), and the settings a version 1 state lacks.
     /// - Throws: ``DecodingError`` naming the offset of the first problem; the bytes are never trusted.
-    public static func restore(from bytes: [UInt8], expectedRequestIDs: Int = 0) throws(DecodingError) -> Engine {
+    public static func restore(from bytes: [UInt8], defaults: EngineConfiguration = EngineConfiguration())
+        throws(DecodingError) -> Engine
+    {
         var r = BinaryReader(bytes)
         let version = try r.readUInt32()
-        guard version == 1 else { throw r.fail("unsupported state version \(version)") }
+        guard version == 1 || version == stateVersion else {
+            throw r.fail(
+                "unsupported state version \(version) (this build reads 1 to \(stateVersion)); use a newer gavel")
+        }
         // The clock starts at 0 and never goes back, so a live engine's clock is never negative: `closes_at - now`
         // and `now - at` rely on it.
         let now = try r.read(0...Int64.max, "the engine clock")
-        let window = try r.readInt64()
-        let engine = Engine(
-            configuration: EngineConfiguration(idempotencyWindowMs: window, expectedRequestIDs: expectedRequestIDs))
+        var configuration = defaults
+        configuration.idempotencyWindowMs = try r.readInt64()
+        if version >= 2 {
+            configuration.closedListingRetentionMs = try r.readInt64()
+            let cap = try r.readUInt64()
+            guard configuration.closedListingRetentionMs >= 0, cap >= 1, cap <= UInt64(Int.max) else {
+                throw r.fail(
+                    "closed-listing retention \(configuration.closedListingRetentionMs) or request-id cap \(cap) out of range"
+                )
+            }
+            configuration.maxRequestIDsPerPrincipal = Int(cap)
+        }
+        let expectedRequestIDs = defaults.expectedRequestIDs
+        let engine = Engine(configuration: configuration)
         engine.now = now
         let listingCount = try r.readCount(minimumSize: 16)
         for _ in 0..<listingCount {
@@ -31,6 +52,7 @@ extension Engine {
             case 0: action = .close
             case 1: action = .dutchStep
             case 2: action = .expire(trader: try r.readString(), order: try r.readString())
+            case 3 where version >= 2: action = .evict
             default: throw r.fail("unknown timer action")
             }
             engine.timers.restore(
@@ -38,20 +60,26 @@ extension Engine {
                 nextSequence: nextSequence)
         }
         if timerCount == 0 { engine.timers.restore(nextSequence: nextSequence) }
+        if version == 1 {
+            for id in engine.listings.keys.sorted() {
+                guard let listing = engine.listings[id], listing.status != .open else { continue }
+                engine.scheduleEviction(of: listing)
+            }
+        }
         let rememberedCount = try r.readCount(minimumSize: 16)
         // The remembered ids and as many again, at least `expectedRequestIDs`: the table does not stop the writer to
         // grow right after a restart.
         engine.remembered.reserveCapacity(max(2 * rememberedCount, expectedRequestIDs))
         engine.rememberedLog.reserveCapacity(max(2 * rememberedCount, expectedRequestIDs))
-        for position in 0..<rememberedCount {
+        for _ in 0..<rememberedCount {
             let key = RequestKey(principal: try r.readString(), id: try r.readString())
             let at = try r.read(0...now, "the time a request was remembered")
             let fingerprint = try r.readUInt64()
             let result = try CommandResult.decode(from: &r)
-            guard engine.remembered.updateValue(position, forKey: key) == nil else {
+            guard engine.remembered[key] == nil else {
                 throw r.fail("request id \(key.id) of \(key.principal) is remembered twice")
             }
-            engine.rememberedLog.append(RememberedResult(key: key, fingerprint: fingerprint, result: result, at: at))
+            engine.remember(RememberedResult(key: key, fingerprint: fingerprint, result: result, at: at))
         }
         guard r.isAtEnd else { throw r.fail("\(r.remaining) unexpected bytes after the state") }
         return engine

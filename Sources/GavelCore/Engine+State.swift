@@ -1,12 +1,19 @@
 extension Engine {
+    /// The version of ``encodeState()``'s format. 2 added the closed-listing retention and the per-principal cap of
+    /// remembered request ids (after the idempotency window) and the `evict` timer; ``restore(from:defaults:)`` reads
+    /// version 1 too.
+    public static let stateVersion: UInt32 = 2
+
     /// The whole engine state in a canonical binary form: the same state gives the same bytes on every run and
     /// machine (listings are written in id order, timers in firing order, remembered ids in the order they were
     /// applied).
     public func encodeState() -> [UInt8] {
         var w = BinaryWriter(capacity: 4096)
-        w.write(UInt32(1))  // state encoding version
+        w.write(Self.stateVersion)
         w.write(now)
         w.write(configuration.idempotencyWindowMs)
+        w.write(configuration.closedListingRetentionMs)
+        w.write(UInt64(configuration.maxRequestIDsPerPrincipal))
         w.write(UInt64(listings.count))
         for id in listings.keys.sorted() {
             guard let listing = listings[id] else { continue }
@@ -26,11 +33,12 @@ extension Engine {
                 w.write(UInt8(2))
                 w.write(trader)
                 w.write(order)
+            case .evict: w.write(UInt8(3))
             }
         }
         // Remembered requests in the order they were applied (which a replay reproduces), so no sort is needed.
-        w.write(UInt64(rememberedLog.count - rememberedHead))
-        for entry in rememberedLog[rememberedHead...] {
+        w.write(UInt64(remembered.count))
+        for entry in rememberedLog[rememberedHead...] where entry.live {
             w.write(entry.key.principal)
             w.write(entry.key.id)
             w.write(entry.at)

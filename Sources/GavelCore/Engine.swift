@@ -5,10 +5,21 @@ public struct EngineConfiguration: Sendable, Hashable {
     /// How many request ids to make room for up front, so that the table does not stop the writer to grow while
     /// it is below this size. Not part of the state.
     public var expectedRequestIDs: Int
+    /// How long, in engine time, a listing stays in memory after it closed, sold out or was cancelled; then it is
+    /// evicted (its history stays in the journal). Default: 1 hour.
+    public var closedListingRetentionMs: Millis
+    /// The most request ids remembered per principal; past it the principal's oldest is forgotten first.
+    /// Default: 100,000.
+    public var maxRequestIDsPerPrincipal: Int
 
-    public init(idempotencyWindowMs: Millis = 86_400_000, expectedRequestIDs: Int = 0) {
+    public init(
+        idempotencyWindowMs: Millis = 86_400_000, expectedRequestIDs: Int = 0,
+        closedListingRetentionMs: Millis = 3_600_000, maxRequestIDsPerPrincipal: Int = 100_000
+    ) {
         self.idempotencyWindowMs = idempotencyWindowMs
         self.expectedRequestIDs = expectedRequestIDs
+        self.closedListingRetentionMs = closedListingRetentionMs
+        self.maxRequestIDsPerPrincipal = maxRequestIDsPerPrincipal
     }
 }
 
@@ -24,6 +35,17 @@ struct RememberedResult {
     var fingerprint: UInt64
     var result: CommandResult
     var at: Millis
+    /// The position of the same principal's next remembered result, -1 for none.
+    var next = -1
+    /// `false` once forgotten because its principal reached ``EngineConfiguration/maxRequestIDsPerPrincipal``.
+    var live = true
+}
+
+/// One principal's remembered results, a chain through `rememberedLog` from the oldest to the newest.
+struct PrincipalRequests {
+    var oldest: Int
+    var newest: Int
+    var count = 0
 }
 
 /// The deterministic rules engine: every auction book, the timers and the idempotency table.
@@ -44,12 +66,14 @@ public final class Engine {
     /// Request key → its position in `rememberedLog` (counted from the first entry ever remembered).
     var remembered: [RequestKey: Int] = [:]
     /// Remembered results in the order they were applied (engine time never decreases). Entries before
-    /// `rememberedHead` have expired; every entry from it on is live, because an id is only remembered again after
-    /// its earlier entry expired.
+    /// `rememberedHead` have expired; an entry from it on is live unless its principal's cap forgot it (then its key
+    /// may be remembered again further on).
     var rememberedLog: [RememberedResult] = []
     var rememberedHead = 0
     /// The position of `rememberedLog[0]`, which moves forward when the expired prefix is dropped.
     var rememberedBase = 0
+    /// Each principal's chain of live remembered results, for forgetting its oldest at the cap.
+    var principals: [String: PrincipalRequests] = [:]
 
     public init(configuration: EngineConfiguration = EngineConfiguration()) {
         self.configuration = configuration
@@ -74,6 +98,15 @@ public final class Engine {
     /// The number of remembered request ids.
     public var rememberedCount: Int { remembered.count }
 
+    /// The number of request ids remembered for `principal`.
+    public func rememberedCount(of principal: String) -> Int { principals[principal]?.count ?? 0 }
+
+    /// The ids of the listings in memory, in no particular order.
+    public var listingIDs: [String] { Array(listings.keys) }
+
+    /// Whether a listing with this id is in memory (open, or closed within its retention).
+    public func hasListing(_ id: String) -> Bool { listings[id] != nil }
+
     /// Moves the clock to `time`, first firing every timer due at or before it in time order.
     ///
     /// - Returns: `false` (and changes nothing) when `time` is earlier than the clock.
@@ -82,7 +115,11 @@ public final class Engine {
         guard time >= now else { return false }
         while let timer = timers.popDue(atOrBefore: time) {
             now = max(now, timer.time)
-            fire(timer, events: &events)
+            if case .evict = timer.action {
+                evict(timer.listing, events: &events)
+            } else {
+                fire(timer, events: &events)
+            }
         }
         now = time
         forgetExpiredRequests()
@@ -109,9 +146,38 @@ public final class Engine {
                 "request id \(command.id) was already used by \(principal) for a different command; use a new id")
         }
         let result = rules(command, events: &events)
-        remembered[key] = rememberedBase + rememberedLog.count
-        rememberedLog.append(RememberedResult(key: key, fingerprint: fingerprint, result: result, at: now))
+        remember(RememberedResult(key: key, fingerprint: fingerprint, result: result, at: now))
         return result
+    }
+
+    /// Remembers `entry` as its principal's newest; forgets the principal's oldest when that passes the cap.
+    func remember(_ entry: RememberedResult) {
+        let position = rememberedBase + rememberedLog.count
+        remembered[entry.key] = position
+        rememberedLog.append(entry)
+        var previous = -1
+        var count = 0
+        principals[entry.key.principal, default: PrincipalRequests(oldest: position, newest: position)].append(
+            position, previous: &previous, count: &count)
+        if previous >= 0 { rememberedLog[previous - rememberedBase].next = position }
+        if count > configuration.maxRequestIDsPerPrincipal {
+            let oldest = principals[entry.key.principal]?.oldest ?? position
+            rememberedLog[oldest - rememberedBase].live = false
+            remembered[rememberedLog[oldest - rememberedBase].key] = nil
+            unlinkOldest(of: entry.key.principal, next: rememberedLog[oldest - rememberedBase].next)
+        }
+    }
+
+    /// Drops the oldest of `principal`'s chain, whose successor is `next`.
+    private func unlinkOldest(of principal: String, next: Int) {
+        guard var chain = principals[principal] else { return }
+        chain.count -= 1
+        if chain.count == 0 {
+            principals[principal] = nil
+        } else {
+            chain.oldest = next
+            principals[principal] = chain
+        }
     }
 
     private func identifierProblem(_ command: Command) -> String? {
@@ -136,7 +202,12 @@ public final class Engine {
     private func forgetExpiredRequests() {
         let window = configuration.idempotencyWindowMs
         while rememberedHead < rememberedLog.count, now - rememberedLog[rememberedHead].at >= window {
-            remembered[rememberedLog[rememberedHead].key] = nil
+            let entry = rememberedLog[rememberedHead]
+            if entry.live {
+                // Every entry before it is gone, so it is its principal's oldest.
+                remembered[entry.key] = nil
+                unlinkOldest(of: entry.key.principal, next: entry.next)
+            }
             rememberedHead += 1
         }
         // Drop the expired prefix once it dominates, so memory follows the window, not all history.
@@ -156,7 +227,26 @@ public final class Engine {
         } else {
             listing.seq += 1
             events.append(Event(listing: listing.id, seq: listing.seq, at: now, kind: kind))
+            if kind.endsListing { scheduleEviction(of: listing) }
         }
+    }
+
+    /// Schedules the eviction of `listing`, which has just closed, sold out or been cancelled, once
+    /// ``EngineConfiguration/closedListingRetentionMs`` has passed.
+    func scheduleEviction(of listing: Listing) {
+        let (at, overflow) = now.addingReportingOverflow(configuration.closedListingRetentionMs)
+        timers.schedule(.evict, listing: listing.id, at: overflow ? Millis.max : at)
+    }
+
+    /// Removes a listing whose retention is over. Its history stays in the journal, and its id may be opened again.
+    /// The internal ``EventKind/evicted`` event tells the writer and the gateway to let go of it too.
+    ///
+    /// A listing ends once, so it has one eviction timer, and that timer is gone once it fired: an id opened again
+    /// after its eviction is not evicted early.
+    func evict(_ id: String, events: inout [Event]) {
+        guard let listing = listings[id], listing.status != .open else { return }
+        listings[id] = nil
+        events.append(Event(listing: id, seq: 0, at: now, kind: .evicted))
     }
 
     // MARK: - Rules
@@ -268,5 +358,15 @@ public final class Engine {
 
     private func unsupported(_ type: String, _ listing: Listing, hint: String) -> CommandResult {
         .rejected(.unsupported, "\(type) is not supported by \(listing.format.rawValue) listing \(listing.id); \(hint)")
+    }
+}
+
+extension PrincipalRequests {
+    /// Adds `position` as the newest; `previous` gets the former newest (-1 for none), `count` the new count.
+    mutating func append(_ position: Int, previous: inout Int, count: inout Int) {
+        if self.count > 0 { previous = newest }
+        newest = position
+        self.count += 1
+        count = self.count
     }
 }

@@ -34,6 +34,10 @@ public enum EventKind: Sendable, Hashable {
     case trade(buyer: String, seller: String, price: Money, quantity: Int64, buyOrder: String, sellOrder: String)
     case book(bestBid: Money?, bestAsk: Money?, bidQuantity: Int64?, askQuantity: Int64?)
     case listingCancelled
+    /// The listing left the engine's memory, its retention after the close over (see
+    /// ``EngineConfiguration/closedListingRetentionMs``). Internal: it carries `seq` 0 and is not sent to clients;
+    /// the writer frees the listing's queue and the gateway drops its public view and history.
+    case evicted
 
     /// The protocol name of the event's type.
     public var typeName: String {
@@ -50,12 +54,27 @@ public enum EventKind: Sendable, Hashable {
         case .trade: "trade"
         case .book: "book"
         case .listingCancelled: "listing_cancelled"
+        case .evicted: "evicted"
         }
     }
 
     /// Whether the event is a private notice for one user rather than a public listing event.
     public var isPrivate: Bool {
         if case .outbid = self { return true }
+        return false
+    }
+
+    /// Whether the event ends its listing: it closed, sold out or was cancelled. Every listing has exactly one.
+    var endsListing: Bool {
+        switch self {
+        case .closed, .dutchClosed, .marketClosed, .listingCancelled: true
+        default: false
+        }
+    }
+
+    /// Whether the event is the engine's own bookkeeping (``evicted``), never shown to clients.
+    public var isInternal: Bool {
+        if case .evicted = self { return true }
         return false
     }
 }

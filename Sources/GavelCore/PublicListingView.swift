@@ -167,6 +167,8 @@ public struct PublicListingView: Sendable, Hashable {
             book = .market(bestBid: bestBid, bestAsk: bestAsk, bidQuantity: bidQuantity, askQuantity: askQuantity)
         case .listingCancelled:
             status = .cancelled
+        case .evicted:
+            break
         }
         return true
     }

@@ -6,6 +6,8 @@ public enum TimerAction: Sendable, Hashable {
     case dutchStep
     /// Expire a resting market order.
     case expire(trader: String, order: String)
+    /// Remove the listing from memory, if it is still closed (its retention is over).
+    case evict
 }
 
 /// A scheduled timer. Timers fire in `(time, sequence)` order; the sequence number is the order of scheduling, so

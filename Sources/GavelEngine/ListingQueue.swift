@@ -3,12 +3,13 @@ import Synchronization
 
 /// One listing's bounded command queue and its place on the writer's ready list.
 ///
-/// Contract: any number of producers call ``offer(_:)``; only the writer dequeues. A listing is on the ready list
-/// at most once however many commands it has (`scheduled` is the token of that membership).
+/// Contract: any number of producers call ``offer(_:)``; only the writer dequeues, and only the writer frees the
+/// queue (``retireIfEmpty()``). A listing is on the ready list at most once however many commands it has
+/// (`scheduled` is the token of that membership).
 public final class ListingQueue: MPSCNode, @unchecked Sendable {
     public let listing: String
     let commands = IntrusiveMPSCQueue<Submission>()
-    /// Commands offered and not yet taken by the writer; bounds the queue.
+    /// Commands offered and not yet taken by the writer; bounds the queue. Far below zero once the queue is freed.
     let pending = Atomic<Int>(0)
     /// Whether the listing is on the ready list (or being served by the writer, which will reschedule it).
     let scheduled = Atomic<Bool>(false)
@@ -19,20 +20,44 @@ public final class ListingQueue: MPSCNode, @unchecked Sendable {
         self.capacity = capacity
     }
 
-    /// The number of commands waiting.
-    public var depth: Int { pending.load(ordering: .relaxed) }
+    /// What ``offer(_:)`` did.
+    enum Offer {
+        case accepted
+        /// The queue holds `capacity` commands already.
+        case full
+        /// The writer has freed the queue: nothing may be offered to it any more.
+        case retired
+    }
 
-    /// Enqueues `submission` unless the queue is full. Never blocks.
-    ///
-    /// - Returns: `false` when the queue already holds `capacity` commands: nothing was enqueued.
-    func offer(_ submission: Submission) -> Bool {
+    /// The value of `pending` that marks a freed queue: so far below zero that producers' increments cannot lift it.
+    private static let retiredMark = Int.min / 2
+
+    /// The number of commands waiting.
+    public var depth: Int { max(0, pending.load(ordering: .relaxed)) }
+
+    /// Whether the writer has freed the queue.
+    var isRetired: Bool { pending.load(ordering: .acquiring) < 0 }
+
+    /// Enqueues `submission` unless the queue is full or freed. Never blocks.
+    func offer(_ submission: Submission) -> Offer {
         let count = pending.wrappingAdd(1, ordering: .sequentiallyConsistent).newValue
+        if count <= 0 {
+            pending.wrappingSubtract(1, ordering: .relaxed)
+            return .retired
+        }
         if count > capacity {
             pending.wrappingSubtract(1, ordering: .relaxed)
-            return false
+            return .full
         }
         commands.push(submission)
-        return true
+        return .accepted
+    }
+
+    /// Writer only: marks the queue freed if nothing is waiting in it or being offered to it. One atomic
+    /// compare-exchange against the producers' increments, so a producer either got in first (and the queue stays)
+    /// or sees ``Offer/retired`` and looks the listing up again.
+    func retireIfEmpty() -> Bool {
+        pending.compareExchange(expected: 0, desired: Self.retiredMark, ordering: .sequentiallyConsistent).exchanged
     }
 
     /// Claims the right to put this listing on the ready list. Exactly one caller wins until the writer

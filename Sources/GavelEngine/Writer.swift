@@ -15,7 +15,8 @@ public struct WriterConfiguration: Sendable, Hashable {
     public var maxBatch: Int = 4096
     /// The most admin requests waiting at once.
     public var adminCapacity: Int = 4096
-    /// The most listing queues (one per listing id that was ever sent a command).
+    /// The most listing queues: one per listing in the engine's memory and per `open` in flight. At the cap a new
+    /// `open` is refused with `overloaded`; commands on existing listings are never refused for it.
     public var maxListingQueues: Int = 1_000_000
     /// Take a snapshot every this many journal entries (0: never by count). Needs a ``SnapshotSink``.
     public var snapshotEveryEntries: UInt64 = 0
@@ -105,6 +106,10 @@ public final class Writer: @unchecked Sendable {
         self.snapshotSink = snapshots
         self.clock = clock
         self.bus = bus
+        let capacity = configuration.queueCapacity
+        queues.withLock { queues in
+            for id in self.engine.listingIDs { queues[id] = ListingQueue(listing: id, capacity: capacity) }
+        }
     }
 
     // MARK: - Producers
@@ -123,35 +128,73 @@ public final class Writer: @unchecked Sendable {
     ///   running) when it was not; then `handler` is not called.
     @discardableResult
     public func submit(_ command: Command, handler: ResultHandler?, wake: Bool = true) -> CommandResult? {
-        guard phase.load(ordering: .acquiring) == Phase.running.rawValue else {
-            return .rejected(.overloaded, "the engine is not accepting commands (starting or shutting down)")
+        guard phase.load(ordering: .acquiring) == Phase.running.rawValue else { return Self.notRunning }
+        let submission = Submission(command, handler: handler)
+        let outcome = queues.withLock { queues -> (ListingQueue?, CommandResult?) in
+            let queue: ListingQueue
+            if let existing = queues[command.listing] {
+                queue = existing
+            } else {
+                guard case .open = command.body else { return (nil, Self.unknownListing(command.listing)) }
+                guard queues.count < configuration.maxListingQueues else { return (nil, tooManyListings) }
+                queue = ListingQueue(listing: command.listing, capacity: configuration.queueCapacity)
+                queues[command.listing] = queue
+            }
+            // A queue in the map is never retired: the writer retires a queue and removes it under this mutex.
+            switch queue.offer(submission) {
+            case .accepted: return (queue, nil)
+            case .full, .retired: return (nil, Self.overloaded(queue.listing, capacity: queue.capacity))
+            }
         }
-        guard let queue = queue(for: command.listing) else {
-            return .rejected(
-                .overloaded, "the engine holds \(configuration.maxListingQueues) listing queues; no room for another")
-        }
-        return submit(command, to: queue, handler: handler, wake: wake)
+        guard let queue = outcome.0 else { return outcome.1 }
+        schedule(queue, wake: wake)
+        return nil
     }
 
-    /// Submits to a queue the caller looked up before (see ``queue(for:)``), skipping the lookup.
+    /// Submits to a queue the caller looked up before (see ``queue(for:)``), without the lookup and its mutex. A queue
+    /// the writer has freed since refuses the offer, and the command goes where ``submit(_:handler:wake:)`` sends it.
     @discardableResult
     public func submit(_ command: Command, to queue: ListingQueue, handler: ResultHandler?, wake: Bool = true)
         -> CommandResult?
     {
         precondition(
             queue.listing == command.listing, "command for \(command.listing) sent to \(queue.listing)'s queue")
-        guard phase.load(ordering: .acquiring) == Phase.running.rawValue else {
-            return .rejected(.overloaded, "the engine is not accepting commands (starting or shutting down)")
-        }
-        guard queue.offer(Submission(command, handler: handler)) else {
+        guard phase.load(ordering: .acquiring) == Phase.running.rawValue else { return Self.notRunning }
+        let submission = Submission(command, handler: handler)
+        switch queue.offer(submission) {
+        case .accepted:
+            schedule(queue, wake: wake)
+            return nil
+        case .full:
             return Self.overloaded(queue.listing, capacity: queue.capacity)
+        case .retired:
+            return submit(command, handler: handler, wake: wake)
         }
+    }
+
+    /// Puts `queue`, just offered a command, on the ready list unless it is there already.
+    private func schedule(_ queue: ListingQueue, wake: Bool) {
         if queue.claimSchedule() {
             ready.push(queue)
             readyCount.wrappingAdd(1, ordering: .sequentiallyConsistent)
             if wake { parker.unpark() }
         }
-        return nil
+    }
+
+    static let notRunning = CommandResult.rejected(
+        .overloaded, "the engine is not accepting commands (starting or shutting down)")
+
+    /// The rejection of a command other than `open` for a listing that has no queue: the engine's own answer for a
+    /// listing it does not hold. Not applied, so not journaled and not remembered for idempotency.
+    static func unknownListing(_ listing: String) -> CommandResult {
+        .rejected(.unknownListing, "no listing \(listing); check the listing id")
+    }
+
+    private var tooManyListings: CommandResult {
+        .rejected(
+            .overloaded,
+            "the engine holds \(configuration.maxListingQueues) listings and opens in flight (--max-listing-queues); no room to open another until listings close and their retention (--closed-listing-retention-ms) ends"
+        )
     }
 
     /// Submits `command` and waits for its durable result.
@@ -164,15 +207,25 @@ public final class Writer: @unchecked Sendable {
         }
     }
 
-    /// The queue of `listing`, created on first use. Callers on a hot path may cache it: a queue lives as long as
-    /// the writer.
+    /// The queue of `listing`, if the listing exists or an `open` for it is in flight. Callers on a hot path may
+    /// cache it for ``submit(_:to:handler:wake:)``; the writer frees a queue whose listing no longer exists (a
+    /// refused `open`, an evicted listing) once it is empty.
     public func queue(for listing: String) -> ListingQueue? {
+        queues.withLock { $0[listing] }
+    }
+
+    /// The number of listing queues.
+    public var listingQueueCount: Int { queues.withLock { $0.count } }
+
+    /// Writer only: frees `queue`, whose listing does not exist, if nothing waits in it, is being offered to it or is
+    /// about to be taken from it. Under the map's mutex, so a producer looking the listing up finds either the live
+    /// queue or none; a producer holding the queue from before finds it retired (see ``ListingQueue/offer(_:)``).
+    private func retireIfIdle(_ queue: ListingQueue) {
         queues.withLock { queues in
-            if let queue = queues[listing] { return queue }
-            guard queues.count < configuration.maxListingQueues else { return nil }
-            let queue = ListingQueue(listing: listing, capacity: configuration.queueCapacity)
-            queues[listing] = queue
-            return queue
+            guard queues[queue.listing] === queue, !queue.scheduled.load(ordering: .sequentiallyConsistent),
+                queue.retireIfEmpty()
+            else { return }
+            queues[queue.listing] = nil
         }
     }
 
@@ -425,6 +478,9 @@ public final class Writer: @unchecked Sendable {
             lsn += 1
             batch.entries.append(
                 BatchEntry(lsn: lsn, at: now, input: .tick, result: nil, events: firstEvent..<batch.events.count))
+            for index in firstEvent..<batch.events.count where batch.events[index].kind.isInternal {
+                if let queue = queue(for: batch.events[index].listing) { retireIfIdle(queue) }
+            }
         }
         while adminCount.load(ordering: .acquiring) > 0, let request = admin.pop() {
             adminCount.wrappingSubtract(1, ordering: .sequentiallyConsistent)
@@ -440,11 +496,15 @@ public final class Writer: @unchecked Sendable {
             readyCount.wrappingSubtract(1, ordering: .sequentiallyConsistent)
             let limit = min(perTurn, budget)
             var taken = 0
+            // Whether the listing may not exist after this turn: only a rejected command, or a duplicate of an
+            // earlier one, can leave it missing (an accepted command needs it or creates it).
+            var mayBeGone = true
             while taken < limit, let submission = queue.commands.pop() {
                 queue.pending.wrappingSubtract(1, ordering: .sequentiallyConsistent)
                 taken += 1
                 let start = batch.events.count
                 let result = engine.apply(submission.command, events: &batch.events)
+                mayBeGone = !result.ok || result.duplicate
                 lsn += 1
                 batch.entries.append(
                     BatchEntry(
@@ -461,6 +521,9 @@ public final class Writer: @unchecked Sendable {
                 if queue.pending.load(ordering: .sequentiallyConsistent) > 0 && queue.claimSchedule() {
                     ready.push(queue)
                     readyCount.wrappingAdd(1, ordering: .sequentiallyConsistent)
+                } else if mayBeGone && !engine.hasListing(queue.listing) {
+                    // A refused open, or commands that found the listing evicted.
+                    retireIfIdle(queue)
                 }
             }
         }

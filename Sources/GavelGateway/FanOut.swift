@@ -34,6 +34,9 @@ enum LoopItem: @unchecked Sendable {
     case notice(WebSocketSession, ByteBuffer)
     /// A command's durable result for the session that sent it.
     case result(WebSocketSession, Command, CommandResult, started: UInt64)
+    /// The engine evicted `listing`: its subscribers' `seq` starts again from 0, for a listing opened again under
+    /// the same id.
+    case evicted(listing: String)
 }
 
 /// The subscriptions of the sessions on one event loop, by listing. Touched only on that loop, so publishing needs
@@ -94,6 +97,8 @@ final class LoopFanOut: @unchecked Sendable {
                 session.enqueue(frame)
             case .result(let session, let command, let result, let started):
                 session.deliverResult(command, result, started: started)
+            case .evicted(let listing):
+                for subscription in table[listing] ?? [] { subscription.lastSeq = 0 }
             }
         }
         flushDirty()
@@ -200,6 +205,20 @@ public final class FanOut: @unchecked Sendable {
         var all = SortedIDs()
         var open = SortedIDs()
 
+        /// Forgets the view and history of a listing the engine evicted; it is then what it was before it was
+        /// opened (subscribe gets a snapshot with no view, `list` leaves it out). Live subscriptions keep their count
+        /// until they end; returns it per event loop.
+        mutating func evict(_ id: String) -> [Int]? {
+            guard var entry = listings[id] else { return nil }
+            index(id, before: entry.view, after: nil)
+            if entry.view != nil { all.remove(id) }
+            entry.view = nil
+            entry.seq = 0
+            entry.history = History()
+            listings[id] = entry.isIdle ? nil : entry
+            return entry.subscribers
+        }
+
         /// Keeps ``all`` and ``open`` in step with the view of `id` after it changed from `before`.
         mutating func index(_ id: String, before: PublicListingView?, after: PublicListingView?) {
             if before == nil, after != nil { all.insert(id) }
@@ -301,6 +320,10 @@ public final class FanOut: @unchecked Sendable {
     /// The number of live subscriptions.
     public var subscriptionCount: Int { state.withLock { $0.subscriptionCount } }
 
+    /// What the fan-out holds per listing and per user: the listings it tracks (with a view, a history or a
+    /// subscriber) and the users with a session. For tests that check that memory is returned.
+    var tracked: (listings: Int, users: Int) { state.withLock { ($0.listings.count, $0.users.count) } }
+
     // MARK: - Sessions (on their event loops)
 
     /// Registers a subscription of a session on loop `loop` and says what to send it first.
@@ -373,6 +396,12 @@ public final class FanOut: @unchecked Sendable {
     }
 
     private func route(_ event: Event, ts: Millis, state s: inout State, into perLoop: inout [[LoopItem]]) {
+        if case .evicted = event.kind {
+            for (index, count) in (s.evict(event.listing) ?? []).enumerated() where count > 0 {
+                perLoop[index].append(.evicted(listing: event.listing))
+            }
+            return
+        }
         let recipients = Self.noticeRecipients(event)
         if !recipients.isEmpty {
             var notice = JSONObjectWriter()

@@ -81,7 +81,7 @@ public enum Recovery {
                         )
                     }
                     let engine = try Engine.restore(
-                        from: file.state, expectedRequestIDs: options.engine.expectedRequestIDs)
+                        from: file.state, defaults: options.engine)
                     start = (engine, file.lsn, file.chain, candidate.path)
                     break
                 } catch {

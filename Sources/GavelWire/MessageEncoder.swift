@@ -97,7 +97,7 @@ public enum MessageEncoder {
             w.field("best_ask", bestAsk)
             w.field("bid_quantity", bidQuantity)
             w.field("ask_quantity", askQuantity)
-        case .listingCancelled:
+        case .listingCancelled, .evicted:
             break
         }
     }

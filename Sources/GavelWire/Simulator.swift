@@ -29,19 +29,19 @@ public final class Simulator {
                 output(MessageEncoder.badRequest(id: nil, message: clockMessage(at)))
                 return
             }
-            for event in events { output(MessageEncoder.event(event)) }
+            for event in events where !event.kind.isInternal { output(MessageEncoder.event(event)) }
         case .command(let command, let at):
             if let at {
                 guard engine.advance(to: at, events: &events) else {
                     output(MessageEncoder.badRequest(id: command.id, message: clockMessage(at)))
                     return
                 }
-                for event in events { output(MessageEncoder.event(event)) }
+                for event in events where !event.kind.isInternal { output(MessageEncoder.event(event)) }
                 events.removeAll(keepingCapacity: true)
             }
             let result = engine.apply(command, events: &events)
             output(MessageEncoder.result(id: command.id, result))
-            for event in events { output(MessageEncoder.event(event)) }
+            for event in events where !event.kind.isInternal { output(MessageEncoder.event(event)) }
         }
     }
 

@@ -156,6 +156,79 @@ struct Serve: AsyncParsableCommand {
     )
     var expectedRequestIds: Int?
 
+    // Bounds of the engine's state (listing queues, closed listings, request ids per principal).
+
+    @Option(
+        name: .long,
+        help:
+            "Listings in memory plus opens in flight; past it a new open gets overloaded, commands on existing listings never do. Env GAVEL_MAX_LISTING_QUEUES; default 1000000."
+    )
+    var maxListingQueues: Int?
+
+    @Option(
+        name: .long,
+        help:
+            "How long a closed, sold-out or cancelled listing stays in memory, in ms; then it is evicted (its history stays in the journal). Part of the state: fixed by the data directory's first start. Env GAVEL_CLOSED_LISTING_RETENTION_MS; default 3600000."
+    )
+    var closedListingRetentionMs: Int64?
+
+    @Option(
+        name: .long,
+        help:
+            "Request ids remembered per principal (the user a command acts for); past it the oldest is forgotten first. Part of the state: fixed by the data directory's first start. Env GAVEL_MAX_REQUEST_IDS_PER_PRINCIPAL; default 100000."
+    )
+    var maxRequestIdsPerPrincipal: Int?
+
+    /// The engine's settings from options, environment and defaults, validated.
+    func engineConfiguration() throws -> EngineConfiguration {
+        let c = EngineConfiguration(
+            idempotencyWindowMs: try Setting.value(
+                idempotencyWindowMs, "GAVEL_IDEMPOTENCY_WINDOW_MS", default: 86_400_000),
+            expectedRequestIDs: try expectedRequestIDs(),
+            closedListingRetentionMs: try Setting.value(
+                closedListingRetentionMs, "GAVEL_CLOSED_LISTING_RETENTION_MS", default: 3_600_000),
+            maxRequestIDsPerPrincipal: try Setting.value(
+                maxRequestIdsPerPrincipal, "GAVEL_MAX_REQUEST_IDS_PER_PRINCIPAL", default: 100_000))
+        guard (1...Self.maxIdempotencyWindowMs).contains(c.idempotencyWindowMs) else {
+            throw ValidationError("--idempotency-window-ms must be 1 to \(Self.maxIdempotencyWindowMs) (30 days)")
+        }
+        guard (0...1_000_000_000).contains(c.expectedRequestIDs) else {
+            throw ValidationError("--expected-request-ids must be 0 to 1000000000")
+        }
+        guard (0...31_536_000_000).contains(c.closedListingRetentionMs) else {
+            throw ValidationError("--closed-listing-retention-ms must be 0 to 31536000000 (a year)")
+        }
+        guard (1...1_000_000_000).contains(c.maxRequestIDsPerPrincipal) else {
+            throw ValidationError("--max-request-ids-per-principal must be 1 to 1000000000")
+        }
+        return c
+    }
+
+    func maxListingQueuesSetting() throws -> Int {
+        let value = try Setting.value(maxListingQueues, "GAVEL_MAX_LISTING_QUEUES", default: 1_000_000)
+        guard (1...100_000_000).contains(value) else {
+            throw ValidationError("--max-listing-queues must be 1 to 100000000")
+        }
+        return value
+    }
+
+    /// Says so when the recovered state keeps settings other than the ones given: they are part of the state.
+    func warnAboutKeptSettings(requested: EngineConfiguration, recovered: EngineConfiguration) {
+        let kept = [
+            ("--idempotency-window-ms", requested.idempotencyWindowMs, recovered.idempotencyWindowMs),
+            ("--closed-listing-retention-ms", requested.closedListingRetentionMs, recovered.closedListingRetentionMs),
+            (
+                "--max-request-ids-per-principal", Int64(requested.maxRequestIDsPerPrincipal),
+                Int64(recovered.maxRequestIDsPerPrincipal)
+            ),
+        ]
+        for (name, wanted, value) in kept where wanted != value {
+            printError(
+                "gavel serve: \(name) \(wanted) ignored: the data directory's state keeps \(value) (it is part of the state)"
+            )
+        }
+    }
+
     @Option(name: .long, help: "Serve this file at / instead of the built-in page. Env GAVEL_PAGE.")
     var page: String?
 
@@ -230,15 +303,8 @@ struct Serve: AsyncParsableCommand {
     func validate() throws {
         _ = try gatewayConfiguration()
         _ = try givenSecret(option: jwtSecret)
-        guard
-            (1...Self.maxIdempotencyWindowMs).contains(
-                try Setting.value(idempotencyWindowMs, "GAVEL_IDEMPOTENCY_WINDOW_MS", default: 86_400_000))
-        else {
-            throw ValidationError("--idempotency-window-ms must be 1 to \(Self.maxIdempotencyWindowMs) (30 days)")
-        }
-        guard (0...1_000_000_000).contains(try expectedRequestIDs()) else {
-            throw ValidationError("--expected-request-ids must be 0 to 1000000000")
-        }
+        _ = try engineConfiguration()
+        _ = try maxListingQueuesSetting()
     }
 
     /// The longest idempotency window: 30 days.
@@ -257,10 +323,7 @@ struct Serve: AsyncParsableCommand {
         let logger = Logger(label: "gavel.serve")
         var configuration = try gatewayConfiguration()
         let dataDir = try Setting.value(self.dataDir, "GAVEL_DATA_DIR", default: "./gavel-data")
-        let engineConfiguration = EngineConfiguration(
-            idempotencyWindowMs: try Setting.value(
-                idempotencyWindowMs, "GAVEL_IDEMPOTENCY_WINDOW_MS", default: 86_400_000),
-            expectedRequestIDs: try expectedRequestIDs())
+        let engineConfiguration = try engineConfiguration()
         let threads = configuration.threads > 0 ? configuration.threads : System.coreCount
         let group = MultiThreadedEventLoopGroup(numberOfThreads: threads)
         let metrics = GatewayMetrics()
@@ -288,6 +351,7 @@ struct Serve: AsyncParsableCommand {
         configuration.jwtSecret = try servingSecret(option: jwtSecret, dataDir: dataDir)
         let report = try recoverForWriting(
             directory, truncateAfterCorruption: storage.truncateAfterCorruption, engine: engineConfiguration)
+        warnAboutKeptSettings(requested: engineConfiguration, recovered: report.engine.configuration)
         // Local mode: the key is the data directory's own, so loopback clients that show the local code may ask
         // for tokens at /token.
         configuration.localTokens = (jwtSecret ?? Setting.environment("GAVEL_JWT_SECRET")) == nil
@@ -306,8 +370,10 @@ struct Serve: AsyncParsableCommand {
         fanOut.load(PublicListingView.all(in: report.engine))
         let bus = EventBus()
         fanOut.attach(to: bus)
+        var writerConfiguration = storage.writerConfiguration(engine: engineConfiguration)
+        writerConfiguration.maxListingQueues = try maxListingQueuesSetting()
         let writer = Writer(
-            configuration: storage.writerConfiguration(engine: engineConfiguration), engine: report.engine,
+            configuration: writerConfiguration, engine: report.engine,
             lastLSN: report.lastLSN, sink: fanOut.sink(wrapping: journal), snapshots: journal, clock: SystemClock(),
             bus: bus)
         writer.start()

@@ -91,7 +91,9 @@ struct Simulate: ParsableCommand {
         let writer = Writer(
             configuration: storage.writerConfiguration(engine: configuration), engine: engine, lastLSN: report.lastLSN,
             sink: journal, snapshots: journal, clock: clock)
-        _ = writer.bus.subscribeAll { event in out.write(MessageEncoder.event(event)) }
+        _ = writer.bus.subscribeAll { event in
+            if !event.kind.isInternal { out.write(MessageEncoder.event(event)) }
+        }
         writer.startManual()
         let snapshotWanted = SignalFlag(SIGUSR1)
 

@@ -198,4 +198,17 @@ struct ServeOptionsCLITests {
             #expect(status != 0 && message.contains(expected), "\(arguments): \(message)")
         }
     }
+
+    @Test func stateBoundsOutOfRangeAreRefusedByName() throws {
+        let cases: [([String], [String: String], String)] = [
+            (["--max-listing-queues=0"], [:], "--max-listing-queues must be 1 to 100000000"),
+            ([], ["GAVEL_MAX_LISTING_QUEUES": "-5"], "--max-listing-queues must be 1 to 100000000"),
+            (["--closed-listing-retention-ms=-1"], [:], "--closed-listing-retention-ms must be 0 to 31536000000"),
+            ([], ["GAVEL_MAX_REQUEST_IDS_PER_PRINCIPAL": "0"], "--max-request-ids-per-principal must be 1 to"),
+        ]
+        for (arguments, environment, expected) in cases {
+            let (status, message) = try serve(arguments, environment: environment)
+            #expect(status != 0 && message.contains(expected), "\(arguments) \(environment): \(message)")
+        }
+    }
 }

@@ -96,14 +96,15 @@ final class SessionHarness {
 
     init(
         principal: Principal = .anonymous, sink: BatchSink = InMemorySink(), limits: ConnectionLimits? = nil,
-        expires: Int64? = nil, configure: (inout GatewayConfiguration) -> Void = { _ in }
+        expires: Int64? = nil, writer writerConfiguration: WriterConfiguration = WriterConfiguration(),
+        clock: ManualClock = ManualClock(1000), configure: (inout GatewayConfiguration) -> Void = { _ in }
     ) throws {
         var configuration = GatewayConfiguration()
         configure(&configuration)
         let loop = EmbeddedEventLoop()
         channel = EmbeddedChannel(loop: loop)
         fanOut = FanOut(group: loop, historyLimit: configuration.historyEvents, metrics: metrics)
-        writer = Writer(sink: fanOut.sink(wrapping: sink), clock: ManualClock(1000))
+        writer = Writer(configuration: writerConfiguration, sink: fanOut.sink(wrapping: sink), clock: clock)
         fanOut.attach(to: writer.bus)
         writer.startManual()
         try channel.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 1)).wait()

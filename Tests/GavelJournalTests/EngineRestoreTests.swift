@@ -164,7 +164,7 @@ struct EngineRestoreTests {
         workload.apply(300, to: engine)
         let bytes = engine.encodeState()
         #expect(engine.rememberedCount > 0)
-        let roomy = try Engine.restore(from: bytes, expectedRequestIDs: 50_000)
+        let roomy = try Engine.restore(from: bytes, defaults: EngineConfiguration(expectedRequestIDs: 50_000))
         let plain = try Engine.restore(from: bytes)
         #expect(roomy.configuration.expectedRequestIDs == 50_000 && plain.configuration.expectedRequestIDs == 0)
         #expect(roomy.encodeState() == bytes && plain.encodeState() == bytes)

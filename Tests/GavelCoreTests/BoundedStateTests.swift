@@ -1,0 +1,185 @@
+import Testing
+
+@testable import GavelCore
+
+/// Closed listings leave memory after their retention, and each principal's remembered request ids are capped:
+/// deterministically, in the state encoding, identical after a restore.
+@Suite struct BoundedStateTests {
+    private func engine(retention: Millis = 1_000, cap: Int = 100_000, window: Millis = 86_400_000) -> Engine {
+        Engine(
+            configuration: EngineConfiguration(
+                idempotencyWindowMs: window, closedListingRetentionMs: retention, maxRequestIDsPerPrincipal: cap))
+    }
+
+    private func open(_ listing: String, closesAt: Millis, buyNow: Money? = nil, id: String? = nil) -> Command {
+        Command(
+            id: id ?? "open-\(listing)", listing: listing,
+            body: .open(seller: "sam", terms: .english(.init(start: 100, buyNow: buyNow, closesAt: closesAt))))
+    }
+
+    private func bid(_ listing: String, _ bidder: String, _ amount: Money, id: String) -> Command {
+        Command(id: id, listing: listing, body: .bid(bidder: bidder, amount: amount))
+    }
+
+    @Test func closedListingIsEvictedWhenItsRetentionEndsAndItsIdMayBeOpenedAgain() {
+        let e = engine(retention: 1_000)
+        var events: [Event] = []
+        #expect(e.apply(open("L", closesAt: 100), events: &events).ok)
+        e.advance(to: 100, events: &events)
+        #expect(e.hasListing("L"), "closed, within its retention")
+        events.removeAll()
+        e.advance(to: 1_099, events: &events)
+        #expect(e.hasListing("L"))
+        #expect(events.isEmpty)
+        e.advance(to: 1_100, events: &events)
+        #expect(!e.hasListing("L"))
+        #expect(events.map(\.kind) == [.evicted])
+        #expect(events.first?.seq == 0, "internal: no public seq")
+        #expect(e.apply(bid("L", "ann", 500, id: "late"), events: &events).error == .unknownListing)
+        #expect(e.apply(open("L", closesAt: 5_000, id: "again"), events: &events).ok, "the id is free again")
+    }
+
+    @Test func cancelledAndBoughtListingsAreEvictedAfterTheRetentionFromTheirEnd() {
+        let e = engine(retention: 500)
+        var events: [Event] = []
+        #expect(e.apply(open("C", closesAt: 10_000), events: &events).ok)
+        #expect(e.apply(open("B", closesAt: 10_000, buyNow: 900), events: &events).ok)
+        #expect(e.apply(open("O", closesAt: 10_000), events: &events).ok)
+        e.advance(to: 200, events: &events)
+        #expect(
+            e.apply(Command(id: "c", listing: "C", body: .cancelListing(seller: "sam")), events: &events).ok)
+        e.advance(to: 300, events: &events)
+        #expect(e.apply(Command(id: "b", listing: "B", body: .buyNow(buyer: "ann")), events: &events).ok)
+        e.advance(to: 699, events: &events)
+        #expect(e.hasListing("C") && e.hasListing("B"))
+        e.advance(to: 700, events: &events)
+        #expect(!e.hasListing("C") && e.hasListing("B"))
+        e.advance(to: 800, events: &events)
+        #expect(!e.hasListing("B"))
+        #expect(e.hasListing("O"), "an open listing is never evicted")
+        #expect(e.listingCount == 1)
+    }
+
+    @Test func evictionTimersSurviveARestoreAndReplayToTheSameHash() throws {
+        let live = engine(retention: 700)
+        var events: [Event] = []
+        for i in 0..<6 {
+            #expect(live.apply(open("L\(i)", closesAt: Millis(100 + 150 * i)), events: &events).ok)
+        }
+        live.advance(to: 500, events: &events)
+        let bytes = live.encodeState()
+        let restored = try Engine.restore(from: bytes)
+        #expect(restored.encodeState() == bytes)
+        #expect(restored.configuration.closedListingRetentionMs == 700)
+        for time in stride(from: Millis(550), through: 2_000, by: 50) {
+            live.advance(to: time, events: &events)
+            restored.advance(to: time, events: &events)
+            #expect(restored.stateHash() == live.stateHash(), "at \(time)")
+        }
+        #expect(live.listingCount == 0)
+        #expect(restored.listingCount == 0)
+    }
+
+    @Test func aPrincipalKeepsOnlyItsNewestRequestIdsOthersAreUntouched() {
+        let e = engine(cap: 3)
+        var events: [Event] = []
+        for i in 0..<5 { _ = e.apply(bid("nowhere", "ann", 100, id: "a\(i)"), events: &events) }
+        _ = e.apply(bid("nowhere", "bob", 100, id: "b0"), events: &events)
+        #expect(e.rememberedCount(of: "ann") == 3)
+        #expect(e.rememberedCount(of: "bob") == 1)
+        #expect(e.rememberedCount == 4)
+        #expect(e.apply(bid("nowhere", "ann", 100, id: "a4"), events: &events).duplicate, "newest: remembered")
+        #expect(e.apply(bid("nowhere", "bob", 100, id: "b0"), events: &events).duplicate)
+        // a0 and a1 were forgotten first; a0 is a new request again (which in turn pushes out a2).
+        #expect(!e.apply(bid("nowhere", "ann", 100, id: "a0"), events: &events).duplicate)
+        #expect(e.rememberedCount(of: "ann") == 3)
+        #expect(!e.apply(bid("nowhere", "ann", 100, id: "a2"), events: &events).duplicate)
+    }
+
+    @Test func anIdRememberedAgainAfterTheCapForgotItOutlivesItsOldEntry() throws {
+        let e = engine(cap: 2, window: 1_000)
+        var events: [Event] = []
+        _ = e.apply(bid("x", "ann", 100, id: "r1"), events: &events)
+        _ = e.apply(bid("x", "ann", 100, id: "r2"), events: &events)
+        _ = e.apply(bid("x", "ann", 100, id: "r3"), events: &events)  // forgets r1
+        e.advance(to: 500, events: &events)
+        _ = e.apply(bid("x", "ann", 100, id: "r1"), events: &events)  // r1 again at 500, forgets r2
+        let restored = try Engine.restore(from: e.encodeState())
+        for engine in [e, restored] {
+            engine.advance(to: 1_000, events: &events)  // the first r1, r2 and r3 leave the window
+            #expect(engine.rememberedCount(of: "ann") == 1)
+            #expect(engine.apply(bid("x", "ann", 100, id: "r1"), events: &events).duplicate, "the r1 of 500 stays")
+            engine.advance(to: 1_500, events: &events)
+            #expect(engine.rememberedCount == 0)
+            #expect(engine.principals.isEmpty, "no chain is left behind")
+        }
+        #expect(restored.stateHash() == e.stateHash())
+    }
+
+    @Test func theCapAndTheRetentionArePartOfTheStateHash() {
+        let a = engine(retention: 1_000, cap: 10)
+        let b = engine(retention: 2_000, cap: 10)
+        let c = engine(retention: 1_000, cap: 11)
+        #expect(a.stateHash() != b.stateHash())
+        #expect(a.stateHash() != c.stateHash())
+    }
+
+    /// A version 1 state, as the code before eviction wrote it: the v2 encoding without the two settings after the
+    /// idempotency window, and without evict timers.
+    private func versionOneState(of engine: Engine) -> [UInt8] {
+        var timers = TimerQueue()
+        let kept = engine.timers.ordered.filter { $0.action != .evict }
+        for timer in kept { timers.restore(timer, nextSequence: engine.timers.nextSequence) }
+        if kept.isEmpty { timers.restore(nextSequence: engine.timers.nextSequence) }
+        engine.timers = timers
+        var bytes = engine.encodeState()
+        bytes.removeSubrange(20..<36)
+        bytes.replaceSubrange(0..<4, with: [1, 0, 0, 0])
+        return bytes
+    }
+
+    @Test func aVersionOneStateLoadsAndItsEndedListingsGetEvictionTimersInIdOrder() throws {
+        let old = engine()
+        var events: [Event] = []
+        #expect(old.apply(open("Z", closesAt: 100), events: &events).ok)
+        #expect(old.apply(open("A", closesAt: 200), events: &events).ok)
+        #expect(old.apply(open("M", closesAt: 9_000), events: &events).ok)
+        old.advance(to: 300, events: &events)
+        let v1 = versionOneState(of: old)
+        #expect(v1.prefix(4) == [1, 0, 0, 0])
+        let defaults = EngineConfiguration(closedListingRetentionMs: 2_000, maxRequestIDsPerPrincipal: 50)
+        let first = try Engine.restore(from: v1, defaults: defaults)
+        let second = try Engine.restore(from: v1, defaults: defaults)
+        #expect(first.stateHash() == second.stateHash(), "deterministic")
+        #expect(first.configuration.closedListingRetentionMs == 2_000)
+        #expect(first.configuration.maxRequestIDsPerPrincipal == 50)
+        let evictions = first.timers.ordered.filter { $0.action == .evict }
+        #expect(evictions.map(\.listing) == ["A", "Z"])
+        #expect(evictions.map(\.time) == [2_300, 2_300])
+        #expect(first.encodeState().prefix(4) == [2, 0, 0, 0], "written back as version 2")
+        first.advance(to: 2_300, events: &events)
+        #expect(first.listingCount == 1)
+        #expect(first.hasListing("M"))
+    }
+
+    @Test func aVersionOneStateAboveTheCapKeepsEachPrincipalsNewestIds() throws {
+        let old = engine()
+        var events: [Event] = []
+        for i in 0..<5 { _ = old.apply(bid("x", "ann", 100, id: "a\(i)"), events: &events) }
+        let restored = try Engine.restore(
+            from: versionOneState(of: old), defaults: EngineConfiguration(maxRequestIDsPerPrincipal: 2))
+        #expect(restored.rememberedCount(of: "ann") == 2)
+        #expect(restored.apply(bid("x", "ann", 100, id: "a4"), events: &events).duplicate)
+        #expect(!restored.apply(bid("x", "ann", 100, id: "a2"), events: &events).duplicate)
+    }
+
+    @Test func anUnknownStateVersionIsRefusedWithAClearMessage() {
+        var bytes = engine().encodeState()
+        bytes.replaceSubrange(0..<4, with: [9, 0, 0, 0])
+        #expect {
+            _ = try Engine.restore(from: bytes)
+        } throws: { error in
+            "\(error)".contains("unsupported state version 9")
+        }
+    }
+}

@@ -1,0 +1,193 @@
+import Dispatch
+import GavelCore
+import Glibc
+import Synchronization
+import Testing
+
+@testable import GavelEngine
+
+/// An `open` the engine refuses: `closes_at` is not after the engine time 0.
+private func refusedOpen(_ listing: String, id: String) -> Command {
+    Command(id: id, listing: listing, body: .open(seller: "seller", terms: .english(.init(start: 100, closesAt: 0))))
+}
+
+/// A running writer on a manual clock at 0 with at most `maxListingQueues` listing queues.
+private func startedWriter(maxListingQueues: Int) -> Writer {
+    var configuration = WriterConfiguration()
+    configuration.maxListingQueues = maxListingQueues
+    let writer = Writer(configuration: configuration, clock: ManualClock(0))
+    writer.start()
+    return writer
+}
+
+/// Result callbacks from any thread: how many, and the lsn of each (producer, listing, index).
+private final class AnswerCount: Sendable {
+    let value = Atomic<Int>(0)
+    let lsns = Mutex<[String: [(index: Int, lsn: UInt64)]]>([:])
+
+    func record(_ key: String, index: Int, lsn: UInt64) {
+        value.wrappingAdd(1, ordering: .relaxed)
+        lsns.withLock { $0[key, default: []].append((index, lsn)) }
+    }
+}
+
+/// Waits (bounded) until `condition` holds on the writer thread.
+private func eventually(_ writer: Writer, _ condition: @escaping @Sendable (Engine) -> Bool) async -> Bool {
+    for _ in 0..<2000 {
+        if await writer.read({ engine, _ in condition(engine) }) == true { return true }
+        try? await Task.sleep(for: .milliseconds(1))
+    }
+    return false
+}
+
+/// Listing queues exist only for listings in the engine and opens in flight, are freed race-free, and their cap
+/// refuses only new opens.
+@Suite("Listing queues")
+struct ListingQueueLifecycleTests {
+    @Test func bidsOnTenThousandMadeUpIdsCreateNoQueueAndLeaveOpenWorking() async throws {
+        let writer = startedWriter(maxListingQueues: 4)
+        for i in 0..<10_000 {
+            let rejected = writer.submit(bid("ghost-\(i)", "mallory", 500, id: "g\(i)"), handler: nil)
+            #expect(rejected?.error == .unknownListing)
+            if rejected?.error != .unknownListing { break }
+        }
+        #expect(writer.listingQueueCount == 0)
+        #expect(await writer.submit(openEnglish("real")).result.ok)
+        #expect(await writer.submit(bid("real", "ann", 200, id: "b1")).result.ok)
+        let lsn = await writer.read { _, lsn in lsn }
+        #expect(lsn == 2, "the refused bids were neither applied nor journaled")
+        await writer.shutdown()
+    }
+
+    @Test func aBidForAnUnknownListingIsRefusedLikeTheEngineDoesAndMayBeRetriedOnceItOpens() async throws {
+        let writer = Writer(clock: ManualClock(0))
+        writer.start()
+        let early = await writer.submit(bid("L", "ann", 200, id: "b1"))
+        var events: [Event] = []
+        let engineAnswer = Engine().apply(bid("L", "ann", 200, id: "b1"), events: &events)
+        #expect(early.result == engineAnswer)
+        #expect(early.lsn == nil)
+        #expect(await writer.submit(openEnglish("L")).result.ok)
+        let retry = await writer.submit(bid("L", "ann", 200, id: "b1"))
+        #expect(retry.result.ok && !retry.result.duplicate, "not remembered: applied normally after the open")
+        await writer.shutdown()
+    }
+
+    @Test func reachingTheCapRefusesOnlyNewOpensNamingTheSetting() async throws {
+        let writer = startedWriter(maxListingQueues: 2)
+        #expect(await writer.submit(openEnglish("A")).result.ok)
+        #expect(await writer.submit(openEnglish("B")).result.ok)
+        let third = await writer.submit(openEnglish("C"))
+        #expect(third.result.error == .overloaded)
+        #expect(third.result.message.contains("--max-listing-queues"))
+        #expect(await writer.submit(bid("A", "ann", 200, id: "b1")).result.ok)
+        #expect(await writer.submit(bid("B", "ann", 200, id: "b2")).result.ok)
+        await writer.shutdown()
+    }
+
+    @Test func theQueueOfARefusedOpenIsFreedAndLeavesRoomUnderTheCap() async throws {
+        let writer = startedWriter(maxListingQueues: 1)
+        for i in 0..<20 {
+            #expect(await writer.submit(refusedOpen("X\(i)", id: "x\(i)")).result.error == .badRequest)
+        }
+        await writer.barrier()
+        #expect(writer.listingQueueCount == 0)
+        #expect(writer.queue(for: "X0") == nil)
+        #expect(await writer.submit(bid("X0", "ann", 200, id: "b")).result.error == .unknownListing)
+        #expect(await writer.submit(openEnglish("real")).result.ok, "the refused opens left no queue behind")
+        await writer.shutdown()
+    }
+
+    @Test func anEvictedListingsQueueIsFreedAndItsIdMayBeOpenedAgain() async throws {
+        var configuration = WriterConfiguration()
+        configuration.engine.closedListingRetentionMs = 1_000
+        let clock = ManualClock(0)
+        let writer = Writer(configuration: configuration, clock: clock)
+        writer.start()
+        #expect(await writer.submit(openEnglish("L", closesAt: 100)).result.ok)
+        let cached = try #require(writer.queue(for: "L"))
+        clock.set(1_100)
+        writer.wake()
+        #expect(await eventually(writer) { !$0.hasListing("L") })
+        await writer.barrier()
+        #expect(writer.listingQueueCount == 0)
+        #expect(cached.isRetired)
+        // A caller holding the freed queue is not lost: its command goes where a fresh lookup sends it.
+        let late = bid("L", "ann", 200, id: "late")
+        #expect(writer.submit(late, to: cached, handler: nil)?.error == .unknownListing)
+        // A retry of the first open is answered from the idempotency table and opens nothing: no queue is kept.
+        #expect(await writer.submit(openEnglish("L", closesAt: 100)).result.duplicate)
+        await writer.barrier()
+        #expect(writer.listingQueueCount == 0)
+        #expect(await writer.submit(openEnglish("L", closesAt: 5_000, id: "again")).result.ok)
+        let recorder = Recorder()
+        let again = bid("L", "ann", 200, id: "again-bid")
+        #expect(writer.submit(again, to: cached, handler: recorder.handler(for: again)) == nil)
+        await writer.barrier()
+        #expect(recorder.outcomes.withLock { $0.map(\.result.ok) } == [true])
+        await writer.shutdown()
+    }
+
+    @Test func recoveredListingsHaveQueues() async throws {
+        let engine = Engine()
+        var events: [Event] = []
+        #expect(engine.apply(openEnglish("old"), events: &events).ok)
+        var configuration = WriterConfiguration()
+        configuration.maxListingQueues = 1
+        let writer = Writer(configuration: configuration, engine: engine, clock: ManualClock(0))
+        writer.start()
+        #expect(await writer.submit(bid("old", "ann", 200, id: "b")).result.ok)
+        #expect(await writer.submit(openEnglish("new")).result.error == .overloaded)
+        await writer.shutdown()
+    }
+
+    /// Producers race the writer's freeing: opens the engine refuses (their queues are freed as soon as they are
+    /// drained) interleaved with bids on the same ids, through fresh lookups and through cached queues. Every
+    /// command is either refused at once or answered exactly once, in order: none is lost in a freed queue.
+    @Test func freeingQueuesNeverLosesACommandSubmittedConcurrently() async throws {
+        let writer = Writer(clock: ManualClock(0))
+        writer.start()
+        let ids = (0..<8).map { "R\($0)" }
+        let producers = 4
+        let perProducer = 3_000
+        let enqueued = Atomic<Int>(0)
+        let answered = AnswerCount()
+        let refusedAtOnce = Atomic<Int>(0)
+        DispatchQueue.concurrentPerform(iterations: producers) { p in
+            var rng = SplitMix64(seed: UInt64(p + 11))
+            var cache: [String: ListingQueue] = [:]
+            for i in 0..<perProducer {
+                let listing = ids[Int(rng.next() % UInt64(ids.count))]
+                let command =
+                    i % 3 == 0
+                    ? refusedOpen(listing, id: "p\(p)-\(i)") : bid(listing, "u\(p)", 200, id: "p\(p)-\(i)")
+                let handler: ResultHandler = { _, lsn in answered.record("\(p)/\(listing)", index: i, lsn: lsn) }
+                let rejected: CommandResult?
+                if let queue = cache[listing], i % 2 == 0 {
+                    rejected = writer.submit(command, to: queue, handler: handler)
+                } else {
+                    rejected = writer.submit(command, handler: handler)
+                    cache[listing] = writer.queue(for: listing) ?? cache[listing]
+                }
+                if let rejected {
+                    #expect(rejected.error == .unknownListing || rejected.error == .overloaded)
+                    refusedAtOnce.wrappingAdd(1, ordering: .relaxed)
+                } else {
+                    enqueued.wrappingAdd(1, ordering: .relaxed)
+                }
+            }
+        }
+        await writer.barrier()
+        #expect(
+            enqueued.load(ordering: .relaxed) + refusedAtOnce.load(ordering: .relaxed) == producers * perProducer)
+        #expect(answered.value.load(ordering: .relaxed) == enqueued.load(ordering: .relaxed))
+        // One queue per listing at a time: each producer's commands on a listing were applied in the order sent.
+        for (key, applied) in answered.lsns.withLock({ $0 }) {
+            let inOrder = applied.sorted { $0.index < $1.index }.map(\.lsn)
+            #expect(inOrder == inOrder.sorted(), "\(key) applied out of order")
+        }
+        #expect(refusedAtOnce.load(ordering: .relaxed) > 0, "some bids found no queue")
+        #expect(writer.listingQueueCount == 0, "every queue was freed")
+        await writer.shutdown()
+    }
+}

@@ -1,0 +1,113 @@
+import GavelCore
+@_spi(Manual) import GavelEngine
+import NIOEmbedded
+import Testing
+
+@testable import GavelGateway
+
+/// The gateway lets go of a listing's public view and history when the engine evicts it.
+@Suite struct FanOutEvictionTests {
+    /// A fan-out on one embedded loop behind a writer driven by hand, whose closed listings are evicted 100 ms
+    /// after their end.
+    private func harness() -> (FanOut, Writer, ManualClock, EmbeddedEventLoop) {
+        let loop = EmbeddedEventLoop()
+        let fanOut = FanOut(group: loop, historyLimit: 16, metrics: GatewayMetrics())
+        var configuration = WriterConfiguration()
+        configuration.engine.closedListingRetentionMs = 100
+        let clock = ManualClock(0)
+        let writer = Writer(configuration: configuration, sink: fanOut.sink(wrapping: InMemorySink()), clock: clock)
+        fanOut.attach(to: writer.bus)
+        writer.startManual()
+        return (fanOut, writer, clock, loop)
+    }
+
+    private func open(_ listing: String, closesAt: Millis) -> Command {
+        Command(
+            id: "o-\(listing)", listing: listing,
+            body: .open(seller: "sam", terms: .english(.init(start: 100, closesAt: closesAt))))
+    }
+
+    @Test func anEvictedListingLeavesTheViewsTheListAndTheHistory() {
+        let (fanOut, writer, clock, loop) = harness()
+        writer.submit(open("gone", closesAt: 50), handler: nil)
+        writer.submit(open("kept", closesAt: 10_000), handler: nil)
+        writer.runUntilIdle()
+        clock.set(60)
+        writer.runUntilIdle()
+        loop.run()
+        #expect(fanOut.view(of: "gone")?.status == .closed, "closed, within its retention")
+        #expect(fanOut.listings(openOnly: false, after: nil, limit: 10).views.map(\.listing) == ["gone", "kept"])
+        clock.set(150)
+        writer.runUntilIdle()
+        loop.run()
+        #expect(fanOut.view(of: "gone") == nil)
+        #expect(fanOut.listings(openOnly: false, after: nil, limit: 10).views.map(\.listing) == ["kept"])
+        guard case .snapshot(let seq, let view) = fanOut.subscribe(listing: "gone", since: 1, loop: 0, renew: false)
+        else {
+            Issue.record("a resume from history that should be gone")
+            return
+        }
+        #expect(seq == 0 && view == nil, "as for an id never opened")
+        fanOut.unsubscribe(listing: "gone", loop: 0)
+        #expect(fanOut.subscriptionCount == 0)
+    }
+
+    @Test func aSubscriptionHeldAcrossTheEvictionIsStillCountedAndReleased() {
+        let (fanOut, writer, clock, loop) = harness()
+        writer.submit(open("L", closesAt: 50), handler: nil)
+        writer.runUntilIdle()
+        loop.run()
+        _ = fanOut.subscribe(listing: "L", since: nil, loop: 0, renew: false)
+        clock.set(200)
+        writer.runUntilIdle()
+        loop.run()
+        #expect(fanOut.view(of: "L") == nil)
+        #expect(fanOut.subscriptionCount == 1)
+        fanOut.unsubscribe(listing: "L", loop: 0)
+        #expect(fanOut.subscriptionCount == 0)
+    }
+}
+
+/// A session's subscriptions and registration are returned to the fan-out when it disconnects.
+@Suite struct FanOutDisconnectTests {
+    @Test func aDisconnectedSessionLeavesNothingBehindInTheFanOut() throws {
+        let h = try SessionHarness(principal: Principal(name: "ann", role: .bidder))
+        for i in 0..<50 { try h.send(#"{"type":"subscribe","listing":"made-up-\#(i)"}"#) }
+        h.settle()
+        #expect(h.fanOut.subscriptionCount == 50)
+        #expect(h.fanOut.tracked.listings == 50 && h.fanOut.tracked.users == 1)
+        try h.channel.close().wait()
+        h.settle()
+        #expect(h.fanOut.subscriptionCount == 0)
+        #expect(h.fanOut.tracked.listings == 0 && h.fanOut.tracked.users == 0)
+    }
+}
+
+/// A session that stays subscribed while its listing is evicted and its id opened again gets the new listing's
+/// events from `seq` 1.
+@Suite struct FanOutReopenTests {
+    @Test func aSubscriberKeptAcrossAnEvictionGetsTheReopenedListingsEvents() throws {
+        var configuration = WriterConfiguration()
+        configuration.engine.closedListingRetentionMs = 100
+        let clock = ManualClock(1000)
+        let h = try SessionHarness(
+            principal: Principal(name: "svc", role: .service), writer: configuration, clock: clock)
+        let open =
+            #"{"type":"open","id":"o1","listing":"L","seller":"sam","format":"english","start":100,"closes_at":1050}"#
+        try h.send(open)
+        h.settle()
+        for i in 1...3 {
+            try h.send(#"{"type":"bid","id":"b\#(i)","listing":"L","bidder":"ann","amount":\#(100 * i + 100)}"#)
+        }
+        try h.send(#"{"type":"subscribe","listing":"L"}"#)
+        h.settle()
+        clock.set(1200)  // closed at 1050, evicted at 1150
+        h.settle()
+        _ = try h.frames()
+        try h.send(open.replacingOccurrences(of: "o1", with: "o2").replacingOccurrences(of: "1050", with: "9000"))
+        h.settle()
+        let opened = try h.frames().filter { $0.type == "opened" }
+        #expect(opened.count == 1, "the new listing's first event reaches the subscriber")
+        #expect(opened.first?.json?["seq"] == .integer(1))
+    }
+}

@@ -1,0 +1,115 @@
+import GavelCore
+@_spi(Manual) import GavelEngine
+import GavelJournal
+import Synchronization
+import Testing
+
+/// Writer settings whose closed listings are evicted 50 ms after their end, and recovery options that agree.
+private func evicting(snapshotEvery: UInt64 = 0, maxRequestIDs: Int = 100_000) -> (WriterConfiguration, RecoveryOptions)
+{
+    var writer = WriterConfiguration()
+    writer.snapshotEveryEntries = snapshotEvery
+    writer.engine.closedListingRetentionMs = 50
+    writer.engine.maxRequestIDsPerPrincipal = maxRequestIDs
+    var options = RecoveryOptions()
+    options.engine = writer.engine
+    return (writer, options)
+}
+
+/// Eviction of closed listings through the writer and the journal: snapshots taken while listings are being
+/// evicted restore to the state a replay reaches, and `gavel verify` finds nothing.
+@Suite("Eviction in the journal", .serialized)
+struct EvictionJournalTests {
+    @Test func evictionsReplayToTheSnapshotsStatesAndVerifyClean() throws {
+        let temp = try TemporaryDirectory("evict")
+        defer { temp.remove() }
+        let (writerConfiguration, options) = evicting(snapshotEvery: 250, maxRequestIDs: 40)
+        var journal = JournalConfiguration()
+        journal.fsync = .none
+        journal.keepSnapshots = 4
+        let run = try JournaledWriter(temp.path, journal: journal, writer: writerConfiguration, recovery: options)
+        var workload = Workload(seed: 21)
+        let evictions = Mutex(0)
+        _ = run.writer.bus.subscribeAll { event in if event.kind.isInternal { evictions.withLock { $0 += 1 } } }
+        var refused = 0
+        for step in 0..<1200 {
+            let (command, at) = workload.next()
+            if at > run.clock.now() {
+                run.writer.runUntilIdle()
+                run.clock.set(at)
+            }
+            // Commands for listings already evicted are refused at submit, unjournaled.
+            if let rejected = run.writer.submit(command, handler: nil) {
+                #expect(rejected.error == .unknownListing)
+                refused += 1
+            }
+            if step % 7 == 0 { run.settle() }
+        }
+        run.settle()
+        let hash = run.engine.stateHash()
+        let listings = run.engine.listingCount
+        run.finish()
+        #expect(evictions.withLock { $0 } > 20, "listings were evicted during the run")
+        #expect(refused > 0, "some commands found their listing evicted")
+        #expect(listings < 60, "memory follows the open listings: \(listings) in memory")
+
+        let directory = DataDirectory(temp.path)
+        #expect(directory.snapshotFiles().count >= 2)
+        let recovered = try Recovery.recover(directory, options: options)
+        #expect(recovered.engine.stateHash() == hash)
+        #expect(
+            replay(try journalRecords(directory), configuration: writerConfiguration.engine).engine.stateHash() == hash)
+        let result = Verification.run(directory)
+        #expect(result.problems == [])
+        #expect(result.notes.contains { $0.contains("end in the same state") })
+    }
+}
+
+/// A data directory whose snapshot was written with state version 1 (before eviction): it recovers, listings that
+/// close afterwards are evicted, and `gavel verify` notes the old snapshot instead of reporting it.
+@Suite("Version 1 snapshots", .serialized)
+struct VersionOneSnapshotTests {
+    @Test func aVersionOneSnapshotRecoversEvictsLaterClosesAndVerifiesClean() throws {
+        let temp = try TemporaryDirectory("v1snap")
+        defer { temp.remove() }
+        let (writerConfiguration, options) = evicting()
+        let first = try JournaledWriter(temp.path, writer: writerConfiguration, recovery: options)
+        for (listing, closesAt) in [("A", 100), ("B", 200), ("C", 10_000)] {
+            first.submit(
+                Command(
+                    id: "o-\(listing)", listing: listing,
+                    body: .open(seller: "sam", terms: .english(.init(start: 100, closesAt: Millis(closesAt))))),
+                at: 0)
+        }
+        first.settle()
+        first.finish()
+        // Rewrite the snapshot as the previous build wrote it: version 1 has no retention and cap after the window
+        // (and no evict timers: every listing is still open).
+        let directory = DataDirectory(temp.path)
+        let snapshot = try #require(directory.snapshotFiles().first)
+        let file = try SnapshotFile.decode(try readBytes(snapshot.path))
+        var state = file.state
+        #expect(state.prefix(4) == [2, 0, 0, 0])
+        state.removeSubrange(20..<36)
+        state.replaceSubrange(0..<4, with: [1, 0, 0, 0])
+        try writeBytes(
+            SnapshotFile.make(lsn: file.lsn, now: file.now, chain: file.chain, state: state).encoded(),
+            to: snapshot.path)
+
+        let second = try JournaledWriter(temp.path, writer: writerConfiguration, recovery: options)
+        #expect(second.recovery.snapshot?.lsn == file.lsn, "the version 1 snapshot was used")
+        #expect(second.engine.listingCount == 3)
+        second.clock.set(300)
+        second.settle()
+        #expect(second.engine.listingCount == 1, "A and B closed and were evicted")
+        second.submit(Command(id: "late", listing: "C", body: .bid(bidder: "ann", amount: 500)), at: 300)
+        second.settle()
+        let hash = second.engine.stateHash()
+        second.finish()
+
+        #expect(try Recovery.recover(directory, options: options).engine.stateHash() == hash)
+        let result = Verification.run(directory)
+        #expect(result.problems == [])
+        #expect(result.notes.contains { $0.contains("older state version 1") })
+    }
+}
