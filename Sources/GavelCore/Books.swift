@@ -169,6 +169,8 @@ final class MarketBook {
     var resting: [OrderKey: (side: Side, price: Money)] = [:]
     /// How many resting orders carry each id, across traders.
     var restingIds: [String: Int] = [:]
+    /// How many orders each trader has resting, for ``EngineConfiguration/maxRestingOrdersPerTrader``.
+    var restingPerTrader: [String: Int] = [:]
     var traded: Bool = false
 
     struct Top: Equatable {
@@ -190,6 +192,7 @@ final class MarketBook {
     func rest(_ order: RestingOrder, side: Side, price: Money) {
         resting[OrderKey(trader: order.trader, id: order.id)] = (side, price)
         restingIds[order.id, default: 0] += 1
+        restingPerTrader[order.trader, default: 0] += 1
         if side == .buy {
             Self.insert(order, price: price, into: &bids, bestIsHigh: true)
         } else {
@@ -240,7 +243,7 @@ final class MarketBook {
     /// Removes a resting order and returns it, or `nil` when it does not rest.
     func remove(_ key: OrderKey) -> RestingOrder? {
         guard let (side, price) = resting.removeValue(forKey: key) else { return nil }
-        forget(id: key.id)
+        forget(key)
         if side == .buy {
             return Self.remove(key, price: price, from: &bids)
         } else {
@@ -248,8 +251,23 @@ final class MarketBook {
         }
     }
 
-    private func forget(id: String) {
-        if let n = restingIds[id], n > 1 { restingIds[id] = n - 1 } else { restingIds[id] = nil }
+    /// Counts one resting order of `key` less, by id and by trader.
+    private func forget(_ key: OrderKey) {
+        if let n = restingIds[key.id], n > 1 { restingIds[key.id] = n - 1 } else { restingIds[key.id] = nil }
+        if let n = restingPerTrader[key.trader], n > 1 {
+            restingPerTrader[key.trader] = n - 1
+        } else {
+            restingPerTrader[key.trader] = nil
+        }
+    }
+
+    /// Forgets every resting order.
+    func removeAll() {
+        bids.removeAll()
+        asks.removeAll()
+        resting.removeAll()
+        restingIds.removeAll()
+        restingPerTrader.removeAll()
     }
 
     private static func remove(_ key: OrderKey, price: Money, from levels: inout [PriceLevel]) -> RestingOrder? {
@@ -274,8 +292,9 @@ final class MarketBook {
             asks[asks.count - 1].total -= order.remaining
             if asks[asks.count - 1].orders.isEmpty { asks.removeLast() }
         }
-        resting[OrderKey(trader: order.trader, id: order.id)] = nil
-        forget(id: order.id)
+        let key = OrderKey(trader: order.trader, id: order.id)
+        resting[key] = nil
+        forget(key)
         return order
     }
 

@@ -16,7 +16,10 @@ extension Engine {
         if book.resting[OrderKey(trader: order.trader, id: order.id)] != nil {
             return .rejected(.badRequest, "order \(order.id) of \(order.trader) is still resting; use a new id")
         }
-        if order.tif == .gtc, let problem = levelLimitProblem(listing, book, order) { return problem }
+        if order.tif == .gtc {
+            if let problem = restingLimitProblem(listing, book, order) { return problem }
+            if let problem = levelLimitProblem(listing, book, order) { return problem }
+        }
         let before = book.top
         emit(
             .orderPlaced(
@@ -84,6 +87,33 @@ extension Engine {
         return CommandResult(error: nil, message: "", price: order.price, filled: filled, remaining: rests)
     }
 
+    /// The rejection of a `gtc` order that arrives while the book already holds the most resting orders it may, in
+    /// all or for the order's trader, checked before anything changes.
+    ///
+    /// Exact and simple rather than cautious about matching: the order is refused even when it would fully match
+    /// (and so not rest), because knowing that would take matching it first. An `ioc` order never rests and is not
+    /// limited; a fill, cancel or expiry makes room again.
+    private func restingLimitProblem(_ listing: Listing, _ book: MarketBook, _ order: MarketOrder) -> CommandResult? {
+        let perListing = configuration.maxRestingOrdersPerListing
+        if book.resting.count >= perListing {
+            return .rejected(
+                .limitExceeded,
+                "listing \(listing.id) already holds \(book.resting.count) resting orders, the most a listing may "
+                    + "(--max-resting-orders-per-listing \(perListing)): a gtc order is refused until orders fill, "
+                    + "are cancelled or expire; use ioc or retry later")
+        }
+        let perTrader = configuration.maxRestingOrdersPerTrader
+        let mine = book.restingPerTrader[order.trader] ?? 0
+        if mine >= perTrader {
+            return .rejected(
+                .limitExceeded,
+                "\(order.trader) already has \(mine) orders resting on listing \(listing.id), the most a trader may "
+                    + "(--max-resting-orders-per-trader \(perTrader)): cancel one or wait for fills; ioc orders are "
+                    + "not limited")
+        }
+        return nil
+    }
+
     /// The rejection of a `gtc` order whose remainder would take its price level's total past `Int64.max`, checked
     /// before anything changes.
     ///
@@ -143,10 +173,7 @@ extension Engine {
                 .orderCancelled(order: order.id, trader: order.trader, reason: reason, remaining: order.remaining),
                 on: listing, events: &events)
         }
-        book.bids.removeAll()
-        book.asks.removeAll()
-        book.resting.removeAll()
-        book.restingIds.removeAll()
+        book.removeAll()
         emitBookIfChanged(listing, book, since: before, &events)
     }
 

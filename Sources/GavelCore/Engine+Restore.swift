@@ -1,10 +1,12 @@
 extension Engine {
     /// Rebuilds an engine from bytes written by ``encodeState()``. The result encodes to the same bytes.
     ///
-    /// A state of version 1 (written before listings were evicted and the request ids per principal capped) takes
-    /// the retention and the cap from `defaults`; every listing in it that has already ended gets its eviction timer
-    /// at the state's clock plus the retention, in listing id order, and a principal above the cap keeps its newest
-    /// ids. That is deterministic, so every restore of the same bytes gives the same engine.
+    /// A state of version 1 (written before listings were evicted, the request ids per principal capped and the
+    /// resting orders capped) takes the retention and the caps from `defaults`; every listing in it that has already
+    /// ended gets its eviction timer at the state's clock plus the retention, in listing id order, a principal above
+    /// the cap keeps its newest ids, and a book holding more resting orders than a cap keeps them (only new `gtc`
+    /// orders are refused until it is below). That is deterministic, so every restore of the same bytes gives the
+    /// same engine.
     ///
     /// - Parameter defaults: ``EngineConfiguration/expectedRequestIDs`` (room to make in the idempotency table up
     ///   front, beyond the ids the state remembers; not part of the state), and the settings a version 1 state lacks.
@@ -32,6 +34,13 @@ extension Engine {
                 )
             }
             configuration.maxRequestIDsPerPrincipal = Int(cap)
+            let perListing = try r.readUInt64()
+            let perTrader = try r.readUInt64()
+            guard perListing >= 1, perListing <= UInt64(Int.max), perTrader >= 1, perTrader <= UInt64(Int.max) else {
+                throw r.fail("resting-order caps \(perListing) per listing or \(perTrader) per trader out of range")
+            }
+            configuration.maxRestingOrdersPerListing = Int(perListing)
+            configuration.maxRestingOrdersPerTrader = Int(perTrader)
         }
         let expectedRequestIDs = defaults.expectedRequestIDs
         let engine = Engine(configuration: configuration)

@@ -1,7 +1,7 @@
 extension Engine {
-    /// The version of ``encodeState()``'s format. 2 added the closed-listing retention and the per-principal cap of
-    /// remembered request ids (after the idempotency window) and the `evict` timer; ``restore(from:defaults:)`` reads
-    /// version 1 too.
+    /// The version of ``encodeState()``'s format. 2 added the closed-listing retention, the per-principal cap of
+    /// remembered request ids and the caps of resting orders per market listing and per trader (after the
+    /// idempotency window) and the `evict` timer; ``restore(from:defaults:)`` reads version 1 too.
     public static let stateVersion: UInt32 = 2
 
     /// The whole engine state in a canonical binary form: the same state gives the same bytes on every run and
@@ -14,6 +14,8 @@ extension Engine {
         w.write(configuration.idempotencyWindowMs)
         w.write(configuration.closedListingRetentionMs)
         w.write(UInt64(configuration.maxRequestIDsPerPrincipal))
+        w.write(UInt64(configuration.maxRestingOrdersPerListing))
+        w.write(UInt64(configuration.maxRestingOrdersPerTrader))
         w.write(UInt64(listings.count))
         for id in listings.keys.sorted() {
             guard let listing = listings[id] else { continue }

@@ -11,15 +11,23 @@ public struct EngineConfiguration: Sendable, Hashable {
     /// The most request ids remembered per principal; past it the principal's oldest is forgotten first.
     /// Default: 100,000.
     public var maxRequestIDsPerPrincipal: Int
+    /// The most orders resting on one market listing's book; past it a `gtc` order is refused. Default: 100,000.
+    public var maxRestingOrdersPerListing: Int
+    /// The most orders one trader has resting on one market listing's book; past it the trader's `gtc` order is
+    /// refused. Default: 1,000.
+    public var maxRestingOrdersPerTrader: Int
 
     public init(
         idempotencyWindowMs: Millis = 86_400_000, expectedRequestIDs: Int = 0,
-        closedListingRetentionMs: Millis = 3_600_000, maxRequestIDsPerPrincipal: Int = 100_000
+        closedListingRetentionMs: Millis = 3_600_000, maxRequestIDsPerPrincipal: Int = 100_000,
+        maxRestingOrdersPerListing: Int = 100_000, maxRestingOrdersPerTrader: Int = 1_000
     ) {
         self.idempotencyWindowMs = idempotencyWindowMs
         self.expectedRequestIDs = expectedRequestIDs
         self.closedListingRetentionMs = closedListingRetentionMs
         self.maxRequestIDsPerPrincipal = maxRequestIDsPerPrincipal
+        self.maxRestingOrdersPerListing = maxRestingOrdersPerListing
+        self.maxRestingOrdersPerTrader = maxRestingOrdersPerTrader
     }
 }
 

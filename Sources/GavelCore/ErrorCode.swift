@@ -34,6 +34,7 @@ public enum ErrorCode: String, Sendable, Hashable, CaseIterable {
     /// The connection already holds as many subscriptions as it may.
     case tooManySubscriptions = "too_many_subscriptions"
     /// The command would take a total the engine keeps past what it can hold (a market price level's resting
-    /// quantity); the message names the limit and what still fits.
+    /// quantity, the resting orders of a market listing or of one trader on it); the message names the limit and
+    /// its setting or what still fits.
     case limitExceeded = "limit_exceeded"
 }

@@ -156,7 +156,7 @@ struct Serve: AsyncParsableCommand {
     )
     var expectedRequestIds: Int?
 
-    // Bounds of the engine's state (listing queues, closed listings, request ids per principal).
+    // Bounds of the engine's state (listing queues, closed listings, request ids per principal, resting orders).
 
     @Option(
         name: .long,
@@ -179,6 +179,20 @@ struct Serve: AsyncParsableCommand {
     )
     var maxRequestIdsPerPrincipal: Int?
 
+    @Option(
+        name: .long,
+        help:
+            "Orders resting on one market listing; a gtc order arriving when it holds this many gets limit_exceeded (ioc orders are not limited). Part of the state: fixed by the data directory's first start. Env GAVEL_MAX_RESTING_ORDERS_PER_LISTING; default 100000."
+    )
+    var maxRestingOrdersPerListing: Int?
+
+    @Option(
+        name: .long,
+        help:
+            "Orders one trader has resting on one market listing; the trader's gtc order arriving when it has this many gets limit_exceeded. Part of the state: fixed by the data directory's first start. Env GAVEL_MAX_RESTING_ORDERS_PER_TRADER; default 1000."
+    )
+    var maxRestingOrdersPerTrader: Int?
+
     /// The engine's settings from options, environment and defaults, validated.
     func engineConfiguration() throws -> EngineConfiguration {
         let c = EngineConfiguration(
@@ -188,7 +202,11 @@ struct Serve: AsyncParsableCommand {
             closedListingRetentionMs: try Setting.value(
                 closedListingRetentionMs, "GAVEL_CLOSED_LISTING_RETENTION_MS", default: 3_600_000),
             maxRequestIDsPerPrincipal: try Setting.value(
-                maxRequestIdsPerPrincipal, "GAVEL_MAX_REQUEST_IDS_PER_PRINCIPAL", default: 100_000))
+                maxRequestIdsPerPrincipal, "GAVEL_MAX_REQUEST_IDS_PER_PRINCIPAL", default: 100_000),
+            maxRestingOrdersPerListing: try Setting.value(
+                maxRestingOrdersPerListing, "GAVEL_MAX_RESTING_ORDERS_PER_LISTING", default: 100_000),
+            maxRestingOrdersPerTrader: try Setting.value(
+                maxRestingOrdersPerTrader, "GAVEL_MAX_RESTING_ORDERS_PER_TRADER", default: 1_000))
         guard (1...Self.maxIdempotencyWindowMs).contains(c.idempotencyWindowMs) else {
             throw ValidationError("--idempotency-window-ms must be 1 to \(Self.maxIdempotencyWindowMs) (30 days)")
         }
@@ -200,6 +218,12 @@ struct Serve: AsyncParsableCommand {
         }
         guard (1...1_000_000_000).contains(c.maxRequestIDsPerPrincipal) else {
             throw ValidationError("--max-request-ids-per-principal must be 1 to 1000000000")
+        }
+        guard (1...10_000_000).contains(c.maxRestingOrdersPerListing) else {
+            throw ValidationError("--max-resting-orders-per-listing must be 1 to 10000000")
+        }
+        guard (1...10_000_000).contains(c.maxRestingOrdersPerTrader) else {
+            throw ValidationError("--max-resting-orders-per-trader must be 1 to 10000000")
         }
         return c
     }
@@ -220,6 +244,14 @@ struct Serve: AsyncParsableCommand {
             (
                 "--max-request-ids-per-principal", Int64(requested.maxRequestIDsPerPrincipal),
                 Int64(recovered.maxRequestIDsPerPrincipal)
+            ),
+            (
+                "--max-resting-orders-per-listing", Int64(requested.maxRestingOrdersPerListing),
+                Int64(recovered.maxRestingOrdersPerListing)
+            ),
+            (
+                "--max-resting-orders-per-trader", Int64(requested.maxRestingOrdersPerTrader),
+                Int64(recovered.maxRestingOrdersPerTrader)
             ),
         ]
         for (name, wanted, value) in kept where wanted != value {

@@ -206,9 +206,35 @@ struct ServeOptionsCLITests {
             (["--closed-listing-retention-ms=-1"], [:], "--closed-listing-retention-ms must be 0 to 31536000000"),
             ([], ["GAVEL_MAX_REQUEST_IDS_PER_PRINCIPAL": "0"], "--max-request-ids-per-principal must be 1 to"),
         ]
+        try expectRefused(cases)
+    }
+
+    @Test func restingOrderCapsOutOfRangeAreRefusedByName() throws {
+        let cases: [([String], [String: String], String)] = [
+            (["--max-resting-orders-per-listing=0"], [:], "--max-resting-orders-per-listing must be 1 to 10000000"),
+            (
+                [], ["GAVEL_MAX_RESTING_ORDERS_PER_LISTING": "10000001"],
+                "--max-resting-orders-per-listing must be 1 to 10000000"
+            ),
+            (["--max-resting-orders-per-trader=-1"], [:], "--max-resting-orders-per-trader must be 1 to 10000000"),
+            (
+                [], ["GAVEL_MAX_RESTING_ORDERS_PER_TRADER": "0"],
+                "--max-resting-orders-per-trader must be 1 to 10000000"
+            ),
+        ]
+        try expectRefused(cases)
+    }
+
+    /// Starts `gavel serve` with each case's arguments and environment and expects it to exit non-zero with the
+    /// case's message.
+    private func expectRefused(
+        _ cases: [([String], [String: String], String)], sourceLocation: SourceLocation = #_sourceLocation
+    ) throws {
         for (arguments, environment, expected) in cases {
             let (status, message) = try serve(arguments, environment: environment)
-            #expect(status != 0 && message.contains(expected), "\(arguments) \(environment): \(message)")
+            #expect(
+                status != 0 && message.contains(expected), "\(arguments) \(environment): \(message)",
+                sourceLocation: sourceLocation)
         }
     }
 }

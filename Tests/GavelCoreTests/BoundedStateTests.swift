@@ -124,20 +124,6 @@ import Testing
         #expect(a.stateHash() != c.stateHash())
     }
 
-    /// A version 1 state, as the code before eviction wrote it: the v2 encoding without the two settings after the
-    /// idempotency window, and without evict timers.
-    private func versionOneState(of engine: Engine) -> [UInt8] {
-        var timers = TimerQueue()
-        let kept = engine.timers.ordered.filter { $0.action != .evict }
-        for timer in kept { timers.restore(timer, nextSequence: engine.timers.nextSequence) }
-        if kept.isEmpty { timers.restore(nextSequence: engine.timers.nextSequence) }
-        engine.timers = timers
-        var bytes = engine.encodeState()
-        bytes.removeSubrange(20..<36)
-        bytes.replaceSubrange(0..<4, with: [1, 0, 0, 0])
-        return bytes
-    }
-
     @Test func aVersionOneStateLoadsAndItsEndedListingsGetEvictionTimersInIdOrder() throws {
         let old = engine()
         var events: [Event] = []
@@ -182,4 +168,18 @@ import Testing
             "\(error)".contains("unsupported state version 9")
         }
     }
+}
+
+/// A version 1 state, as the code before eviction wrote it: the version 2 encoding without the four settings after
+/// the idempotency window (retention, request-id cap, resting-order caps), and without evict timers.
+func versionOneState(of engine: Engine) -> [UInt8] {
+    var timers = TimerQueue()
+    let kept = engine.timers.ordered.filter { $0.action != .evict }
+    for timer in kept { timers.restore(timer, nextSequence: engine.timers.nextSequence) }
+    if kept.isEmpty { timers.restore(nextSequence: engine.timers.nextSequence) }
+    engine.timers = timers
+    var bytes = engine.encodeState()
+    bytes.removeSubrange(20..<52)
+    bytes.replaceSubrange(0..<4, with: [1, 0, 0, 0])
+    return bytes
 }

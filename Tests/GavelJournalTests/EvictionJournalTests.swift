@@ -83,14 +83,14 @@ struct VersionOneSnapshotTests {
         }
         first.settle()
         first.finish()
-        // Rewrite the snapshot as the previous build wrote it: version 1 has no retention and cap after the window
-        // (and no evict timers: every listing is still open).
+        // Rewrite the snapshot as the previous build wrote it: version 1 has no retention, request-id cap and
+        // resting-order caps after the window (and no evict timers: every listing is still open).
         let directory = DataDirectory(temp.path)
         let snapshot = try #require(directory.snapshotFiles().first)
         let file = try SnapshotFile.decode(try readBytes(snapshot.path))
         var state = file.state
         #expect(state.prefix(4) == [2, 0, 0, 0])
-        state.removeSubrange(20..<36)
+        state.removeSubrange(20..<52)
         state.replaceSubrange(0..<4, with: [1, 0, 0, 0])
         try writeBytes(
             SnapshotFile.make(lsn: file.lsn, now: file.now, chain: file.chain, state: state).encoded(),
