@@ -31,6 +31,22 @@ def now_ms():
     return int(time.time() * 1000)
 
 
+def eventually(predicate, seconds=5.0):
+    """Polls `predicate` until it holds (closes are asynchronous on the server), at most `seconds`."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.05)
+    return predicate()
+
+
+def journal_bytes(data_dir):
+    """The size of the journal's segments in `data_dir`."""
+    return sum(os.path.getsize(os.path.join(data_dir, "journal", name))
+               for name in os.listdir(os.path.join(data_dir, "journal")))
+
+
 def unique(prefix="L"):
     """A fresh identifier, so tests sharing one server never meet."""
     return f"{prefix}-{uuid.uuid4().hex[:12]}"

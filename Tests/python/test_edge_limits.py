@@ -3,7 +3,6 @@ rate and opens over all its connections, token expiry on a live connection, slow
 
 import json
 import os
-import pathlib
 import socket
 import subprocess
 import time
@@ -11,7 +10,7 @@ import time
 import websockets
 from websockets.exceptions import InvalidStatus
 
-from support import mint_token, now_ms, open_english, raw_connect, unique
+from support import eventually, journal_bytes, mint_token, now_ms, open_english, raw_connect, unique
 
 UPGRADE_HEADERS = {"Connection": "Upgrade", "Upgrade": "websocket", "Sec-WebSocket-Version": "13",
                    "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ=="}
@@ -25,20 +24,6 @@ def upgrade(server, token=None):
             return 101, ""
     except InvalidStatus as refused:
         return refused.response.status_code, bytes(refused.response.body or b"").decode()
-
-
-def eventually(predicate, seconds=5.0):
-    """Polls `predicate` until it holds (closes are asynchronous on the server), at most `seconds`."""
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return predicate()
-
-
-def journal_bytes(data_dir):
-    return sum(p.stat().st_size for p in pathlib.Path(data_dir, "journal").glob("*"))
 
 
 # ---------------------------------------------------------------------------------------------------------------
