@@ -142,6 +142,12 @@ final class ConnectionLimits: Sendable {
     /// The principals with an entry (connected, or gone less than a refill ago), for tests and metrics.
     var principalCount: Int { state.withLock { $0.principals.count } }
 
+    /// Everything the table holds: principals, addresses with a connection, anonymous connections and places in
+    /// the idle queue. For tests that check that memory is returned.
+    var tracked: (principals: Int, addresses: Int, anonymous: Int, idle: Int) {
+        state.withLock { ($0.principals.count, $0.addresses.count, $0.anonymous, $0.idle.count - $0.idleHead) }
+    }
+
     /// Counts a connection of `principal` from `address`, or says why it may not open.
     func admit(_ principal: Principal, address: String?, now: UInt64) -> Refusal? {
         let s = settings
