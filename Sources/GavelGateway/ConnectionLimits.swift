@@ -107,15 +107,26 @@ final class ConnectionLimits: Sendable {
         var connections = 0
         var commands: TokenBucket
         var opens: TokenBucket
+        /// The ticket of its latest place in ``State/idle`` (0: none yet); an older place is stale.
+        var idleTicket: UInt64 = 0
+    }
+
+    /// A principal whose last connection went away, and the ticket that place was given.
+    struct Idle {
+        var name: String
+        var ticket: UInt64
     }
 
     struct State {
         var principals: [String: Entry] = [:]
         var addresses: [String: Int] = [:]
         var anonymous = 0
-        /// Principals whose last connection went away, oldest first, from `idleHead` on.
-        var idle: [String] = []
+        /// Principals whose last connection went away, oldest first, from `idleHead` on. A principal that came back
+        /// and went again has a newer place; its older ones are skipped.
+        var idle: [Idle] = []
         var idleHead = 0
+        /// The last ticket given to a place in `idle`.
+        var idleTickets: UInt64 = 0
     }
 
     /// The limits: the `maxConnectionsPer...`, `maxAnonymousConnections`, principal rates and `opensPerMinute`.
@@ -130,6 +141,12 @@ final class ConnectionLimits: Sendable {
 
     /// The principals with an entry (connected, or gone less than a refill ago), for tests and metrics.
     var principalCount: Int { state.withLock { $0.principals.count } }
+
+    /// Everything the table holds: principals, addresses with a connection, anonymous connections and places in
+    /// the idle queue. For tests that check that memory is returned.
+    var tracked: (principals: Int, addresses: Int, anonymous: Int, idle: Int) {
+        state.withLock { ($0.principals.count, $0.addresses.count, $0.anonymous, $0.idle.count - $0.idleHead) }
+    }
 
     /// Counts a connection of `principal` from `address`, or says why it may not open.
     func admit(_ principal: Principal, address: String?, now: UInt64) -> Refusal? {
@@ -190,8 +207,12 @@ final class ConnectionLimits: Sendable {
             }
             guard var entry = state.principals[name] else { return }
             entry.connections -= 1
+            if entry.connections == 0 {
+                state.idleTickets += 1
+                entry.idleTicket = state.idleTickets
+                state.idle.append(Idle(name: name, ticket: entry.idleTicket))
+            }
             state.principals[name] = entry
-            if entry.connections == 0 { state.idle.append(name) }
         }
     }
 
@@ -217,17 +238,15 @@ final class ConnectionLimits: Sendable {
 
 extension ConnectionLimits.State {
     /// Drops principals without connections whose buckets have refilled, oldest first; stops at the first that
-    /// has not, so each call costs O(1) amortised.
+    /// has not, so each call costs O(1) amortised. A place left stale by a principal that came back is skipped:
+    /// one that keeps coming back and spending its allowance must not hold every principal behind it (they would
+    /// never be dropped).
     mutating func dropRefilled(now: UInt64) {
         while idleHead < idle.count {
-            let name = idle[idleHead]
-            if let entry = principals[name] {
-                guard entry.connections == 0 else {
-                    idleHead += 1
-                    continue
-                }
+            let place = idle[idleHead]
+            if let entry = principals[place.name], entry.connections == 0, entry.idleTicket == place.ticket {
                 guard entry.commands.isFull(now: now) && entry.opens.isFull(now: now) else { break }
-                principals[name] = nil
+                principals[place.name] = nil
             }
             idleHead += 1
         }

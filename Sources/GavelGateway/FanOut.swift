@@ -48,6 +48,11 @@ final class LoopFanOut: @unchecked Sendable {
     private var table: [String: [Subscription]] = [:]
     /// Sessions written to during the current task, flushed once at its end.
     private var dirty: [WebSocketSession] = []
+    /// Whether ``run(_:releasedAt:)`` is delivering: only then are sessions written to kept in ``dirty``. A session
+    /// writing at any other time (its hello, an answer to a read, a ping) flushes itself; were it kept here, it
+    /// would stay (and stay allocated after its client left) until the loop's next fan-out task, which a server
+    /// with no commands never runs.
+    private(set) var delivering = false
     /// Command counters used on this loop.
     var commandCounters: [Int: CoreMetrics.Counter] = [:]
 
@@ -77,14 +82,18 @@ final class LoopFanOut: @unchecked Sendable {
         table[subscription.listing] = list.isEmpty ? nil : list
     }
 
-    /// Marks `session` to be flushed at the end of the current task.
+    /// Marks `session` to be flushed at the end of the current task (call only while ``delivering``).
     func markDirty(_ session: WebSocketSession) {
         dirty.append(session)
     }
 
+    /// Sessions waiting to be flushed at the end of the current task: 0 between tasks. For tests.
+    var dirtyCount: Int { dirty.count }
+
     /// Delivers one durable group's items for this loop: each frame is written (not flushed) to every subscriber,
     /// then each session written to is flushed once.
     func run(_ items: [LoopItem], releasedAt: UInt64) {
+        delivering = true
         for item in items {
             switch item {
             case .publish(let listing, let seq, let frame):
@@ -101,6 +110,7 @@ final class LoopFanOut: @unchecked Sendable {
                 for subscription in table[listing] ?? [] { subscription.lastSeq = 0 }
             }
         }
+        delivering = false
         flushDirty()
         metrics.fanoutLatency.recordNanoseconds(Int64(monotonicNanos() &- releasedAt))
     }

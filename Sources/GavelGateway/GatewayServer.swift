@@ -17,8 +17,17 @@ import Synchronization
 final class SessionRegistry: Sendable {
     private let sessions = Mutex<[ObjectIdentifier: (WebSocketSession, EventLoop)]>([:])
     private let open = Atomic<Int>(0)
+    private let alive = Atomic<Int>(0)
 
     var count: Int { open.load(ordering: .relaxed) }
+
+    /// Sessions made and not yet freed, open or not: once every client has gone it is 0 unless something still
+    /// holds a session (a leak of everything it references). For tests.
+    var aliveCount: Int { alive.load(ordering: .relaxed) }
+
+    /// Counts a session made (its initialiser) and freed (its `deinit`): once per connection, not per message.
+    func sessionMade() { alive.wrappingAdd(1, ordering: .relaxed) }
+    func sessionFreed() { alive.wrappingSubtract(1, ordering: .relaxed) }
 
     func add(_ session: WebSocketSession, on loop: EventLoop) {
         sessions.withLock { $0[ObjectIdentifier(session)] = (session, loop) }

@@ -76,7 +76,10 @@ final class WebSocketSession: ChannelInboundHandler, @unchecked Sendable {
         bucket = TokenBucket(configuration.rate(for: principal.role), now: now)
         readBudget = ByteBudget(perSecond: configuration.maxReadBytesPerSecond, now: now)
         abuseWindowStart = now
+        registry.sessionMade()
     }
+
+    deinit { registry.sessionFreed() }
 
     // MARK: - Lifecycle
 
@@ -627,7 +630,7 @@ final class WebSocketSession: ChannelInboundHandler, @unchecked Sendable {
         if unflushedBytes >= configuration.maxOutboundBytes / 4 {
             flushIfNeeded()
         }
-        if !markedDirty, let loop {
+        if !markedDirty, let loop, loop.delivering {
             markedDirty = true
             loop.markDirty(self)
         }

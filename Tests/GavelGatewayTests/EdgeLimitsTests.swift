@@ -180,6 +180,22 @@ private func message(_ frame: ServerFrameRead) -> String {
         #expect(l.admit(ann, address: "10.0.0.1", now: 2 * second) == nil)
         #expect(l.principalCount == 1)
     }
+
+    @Test func aSellerReconnectingEveryHalfSecondDoesNotKeepEveryoneWhoLeftInTheTable() {
+        let l = limits { _ in }
+        // sam spends an open every half second and is gone in between: his bucket never refills.
+        for round in 0..<20 {
+            let now = UInt64(round) * second / 2
+            #expect(l.admit(sam, address: "10.0.0.2", now: now) == nil)
+            #expect(l.takeOpen("sam", now: now) == nil)
+            l.release(sam, address: "10.0.0.2")
+            let visitor = Principal(name: "v\(round)", role: .bidder)
+            #expect(l.admit(visitor, address: "10.0.0.3", now: now) == nil)
+            l.release(visitor, address: "10.0.0.3")
+        }
+        #expect(l.admit(ann, address: "10.0.0.1", now: 10 * second) == nil)
+        #expect(l.principalCount == 3)  // ann, sam (still refilling) and the visitor who left after him
+    }
 }
 
 @Suite struct SharedPrincipalRateTests {

@@ -81,6 +81,13 @@ import Testing
         #expect(h.fanOut.subscriptionCount == 0)
         #expect(h.fanOut.tracked.listings == 0 && h.fanOut.tracked.users == 0)
     }
+
+    @Test func aSessionAnsweredOutsideAFanOutTaskFlushesItselfAndIsNotKeptByItsLoop() throws {
+        let h = try SessionHarness(principal: Principal(name: "ann", role: .bidder))
+        for i in 0..<5 { try h.send(#"{"type":"subscribe","listing":"made-up-\#(i)"}"#) }
+        #expect(try h.frames().map(\.type) == ["hello"] + Array(repeating: "snapshot", count: 5))
+        #expect(h.fanOut.loops[0].dirtyCount == 0)
+    }
 }
 
 /// A session that stays subscribed while its listing is evicted and its id opened again gets the new listing's
