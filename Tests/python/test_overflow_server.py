@@ -9,9 +9,10 @@ INT64_MAX = 2**63 - 1
 FITS = INT64_MAX // QUANTITY  # 9,223 orders of 10^15 fit at one price; the 9,224th does not
 TRADERS = 4
 
-# Limits that admit the burst: every order counts against the connection's and the principal's rate.
+# Limits that admit the burst: every order counts against the connection's and the principal's rate, and rests
+# (each trader holds about 2,300 orders on the listing, past the default cap of 1,000 per trader).
 RAISED = ("--rate", "100000", "--rate-burst", "100000", "--principal-rate", "100000",
-          "--principal-rate-burst", "100000", "--fsync", "none")
+          "--principal-rate-burst", "100000", "--max-resting-orders-per-trader", "10000", "--fsync", "none")
 
 
 def book(client, listing):
