@@ -152,12 +152,20 @@ def run_postgres(args, work):
         subprocess.run(as_postgres + [f"{bindir}/pg_ctl", "-D", data, "-m", "fast", "-w", "stop"], capture_output=True)
 
 
+# The edge limits that protect a public server (per user, address and principal, opens per minute, read budget)
+# would refuse a load driver's own traffic: raised as scripts/load raises them.
+LOAD_LIMITS = ["--rate", "1000000", "--rate-burst", "1000000", "--max-connections", "100000",
+               "--max-connections-per-address", "100000", "--max-anonymous-connections", "100000",
+               "--max-handshakes", "100000", "--principal-rate", "1000000", "--principal-rate-burst", "1000000",
+               "--opens-per-minute", "1000000", "--max-read-bytes-per-second", "1073741824"]
+
+
 def run_gavel(args, work):
     port = free_port()
     data = os.path.join(work, "gavel")
     server = subprocess.Popen(
         [args.gavel, "serve", "--port", str(port), "--admin-port", "0", "--data-dir", data, "--fsync", "always",
-         "--jwt-secret", "compare-secret-of-at-least-32-bytes", "--rate", "1000000", "--rate-burst", "1000000", "--max-outbound-bytes",
+         "--jwt-secret", "compare-secret-of-at-least-32-bytes", *LOAD_LIMITS, "--max-outbound-bytes",
          str(64 << 20)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     best = None
     steps = []
@@ -206,8 +214,8 @@ def run_fanout(args, work):
                 data = os.path.join(work, f"fanout-gavel-{rate}")
                 server = subprocess.Popen(
                     [args.gavel, "serve", "--port", str(port), "--admin-port", "0", "--data-dir", data,
-                     "--jwt-secret", "compare-secret-of-at-least-32-bytes", "--rate", "1000000", "--rate-burst", "1000000",
-                     "--max-connections", str(args.watchers + 100), "--max-outbound-bytes", str(64 << 20)],
+                     "--jwt-secret", "compare-secret-of-at-least-32-bytes", *LOAD_LIMITS,
+                     "--max-outbound-bytes", str(64 << 20)],
                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
                 extra = ["--jwt-secret", "compare-secret-of-at-least-32-bytes"]
             else:

@@ -18,7 +18,8 @@ data=$(mktemp -d /tmp/gavel-costs.XXXXXX)
 port=$((20000 + RANDOM % 5000))
 admin=$((port + 5000))
 "$bin" serve --data-dir "$data/dd" --port "$port" --admin-port "$admin" --fsync always --jwt-secret costs-secret-of-at-least-32-bytes \
-    --rate 1000000 --rate-burst 1000000 "$@" >/dev/null 2>&1 &
+    --rate 1000000 --rate-burst 1000000 --principal-rate 1000000 --principal-rate-burst 1000000 \
+    --opens-per-minute 1000000 --max-read-bytes-per-second 1073741824 "$@" >/dev/null 2>&1 &
 server=$!
 trap 'kill $server 2>/dev/null; rm -rf "$data"' EXIT
 for _ in $(seq 100); do curl -sf -o /dev/null "http://127.0.0.1:$admin/metrics" && break; sleep 0.1; done
