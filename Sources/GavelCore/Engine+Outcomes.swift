@@ -29,7 +29,7 @@ extension Engine {
     /// holds them, can be compared.
     public func outcomeChanges(comparedTo recorded: Engine) -> [OutcomeChange] {
         var changes: [OutcomeChange] = []
-        for entry in recorded.rememberedLog[recorded.rememberedHead...] {
+        for entry in recorded.rememberedLog[recorded.rememberedHead...] where entry.live {
             var mine = remembered[entry.key].map { rememberedLog[$0 - rememberedBase].result }
             mine?.duplicate = entry.result.duplicate
             if mine != entry.result {

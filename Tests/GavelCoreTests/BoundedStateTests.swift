@@ -96,6 +96,15 @@ import Testing
         #expect(!e.apply(bid("nowhere", "ann", 100, id: "a2"), events: &events).duplicate)
     }
 
+    /// `gavel verify` compares a snapshot's remembered results with a replay's: ids the cap forgot are in neither, so
+    /// they are no change.
+    @Test func idsTheCapForgotAreNotReportedAsChangedOutcomes() {
+        let e = engine(cap: 2)
+        var events: [Event] = []
+        for i in 0..<5 { _ = e.apply(bid("nowhere", "ann", 100, id: "a\(i)"), events: &events) }
+        #expect(e.outcomeChanges(comparedTo: e).isEmpty)
+    }
+
     @Test func anIdRememberedAgainAfterTheCapForgotItOutlivesItsOldEntry() throws {
         let e = engine(cap: 2, window: 1_000)
         var events: [Event] = []
