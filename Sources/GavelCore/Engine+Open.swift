@@ -118,7 +118,11 @@ extension Engine {
     // MARK: - Timers
 
     func fire(_ timer: ScheduledTimer, events: inout [Event]) {
-        guard let listing = listings[timer.listing], listing.status == .open else { return }
+        guard let listing = listings[timer.listing] else { return }
+        guard listing.status == .open else {
+            if case .evict = timer.action { evict(listing, events: &events) }
+            return
+        }
         switch timer.action {
         case .close:
             guard listing.closesAt == timer.time else { return }  // moved by soft close
@@ -135,7 +139,7 @@ extension Engine {
             guard case .market(let book) = listing.book else { return }
             expire(listing, book, key: OrderKey(trader: trader, id: orderID), at: timer.time, &events)
         case .evict:
-            return  // handled by advance(to:events:)
+            return  // the id was opened again after an eviction: that listing is not evicted before it ends
         }
     }
 

@@ -123,11 +123,7 @@ public final class Engine {
         guard time >= now else { return false }
         while let timer = timers.popDue(atOrBefore: time) {
             now = max(now, timer.time)
-            if case .evict = timer.action {
-                evict(timer.listing, events: &events)
-            } else {
-                fire(timer, events: &events)
-            }
+            fire(timer, events: &events)
         }
         now = time
         forgetExpiredRequests()
@@ -163,11 +159,10 @@ public final class Engine {
         let position = rememberedBase + rememberedLog.count
         remembered[entry.key] = position
         rememberedLog.append(entry)
-        var previous = -1
-        var count = 0
-        principals[entry.key.principal, default: PrincipalRequests(oldest: position, newest: position)].append(
-            position, previous: &previous, count: &count)
-        if previous >= 0 { rememberedLog[previous - rememberedBase].next = position }
+        let (previous, count) = principals[
+            entry.key.principal, default: PrincipalRequests(oldest: position, newest: position)
+        ].append(position)
+        if let previous { rememberedLog[previous - rememberedBase].next = position }
         if count > configuration.maxRequestIDsPerPrincipal {
             let oldest = principals[entry.key.principal]?.oldest ?? position
             rememberedLog[oldest - rememberedBase].live = false
@@ -250,11 +245,10 @@ public final class Engine {
     /// The internal ``EventKind/evicted`` event tells the writer and the gateway to let go of it too.
     ///
     /// A listing ends once, so it has one eviction timer, and that timer is gone once it fired: an id opened again
-    /// after its eviction is not evicted early.
-    func evict(_ id: String, events: inout [Event]) {
-        guard let listing = listings[id], listing.status != .open else { return }
-        listings[id] = nil
-        events.append(Event(listing: id, seq: 0, at: now, kind: .evicted))
+    /// after its eviction is not evicted early (``fire(_:events:)`` evicts only a listing that has ended).
+    func evict(_ listing: Listing, events: inout [Event]) {
+        listings[listing.id] = nil
+        events.append(Event(listing: listing.id, seq: 0, at: now, kind: .evicted))
     }
 
     // MARK: - Rules
@@ -370,11 +364,11 @@ public final class Engine {
 }
 
 extension PrincipalRequests {
-    /// Adds `position` as the newest; `previous` gets the former newest (-1 for none), `count` the new count.
-    mutating func append(_ position: Int, previous: inout Int, count: inout Int) {
-        if self.count > 0 { previous = newest }
+    /// Adds `position` as the newest; returns the former newest (`nil` for none) and the new count.
+    mutating func append(_ position: Int) -> (previous: Int?, count: Int) {
+        let previous = count > 0 ? newest : nil
         newest = position
-        self.count += 1
-        count = self.count
+        count += 1
+        return (previous, count)
     }
 }
