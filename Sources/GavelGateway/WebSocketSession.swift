@@ -548,7 +548,7 @@ final class WebSocketSession: ChannelInboundHandler, @unchecked Sendable {
                     "this connection acts as \(principal.name ?? "nobody"); \(actorField) \(command.principal) is somebody else"
                 ))
         }
-        guard withinPrincipalLimits(command, type: type) else { return }
+        guard withinPrincipalLimits(command) else { return }
         let started = monotonicNanos()
         metrics.inFlight.increment()
         let handler = fanOut.resultHandler(for: self, command: command, started: started)
@@ -561,7 +561,7 @@ final class WebSocketSession: ChannelInboundHandler, @unchecked Sendable {
 
     /// Takes the command from the principal's rate across all its connections (a lease of several at a time) and,
     /// for a seller's `open`, from its opens per minute; answers `rate_limited` when either is spent.
-    private func withinPrincipalLimits(_ command: Command, type: String) -> Bool {
+    private func withinPrincipalLimits(_ command: Command) -> Bool {
         guard let limits, let name = principal.name else { return true }
         let now = monotonicNanos()
         if commandCredit == 0 {
@@ -579,7 +579,7 @@ final class WebSocketSession: ChannelInboundHandler, @unchecked Sendable {
             return false
         }
         commandCredit -= 1
-        if type == "open" && principal.role == .seller, let wait = limits.takeOpen(name, now: now) {
+        if case .open = command.body, principal.role == .seller, let wait = limits.takeOpen(name, now: now) {
             metrics.rateLimited.increment()
             sendResult(
                 id: command.id,
