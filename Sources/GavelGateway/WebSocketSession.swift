@@ -59,6 +59,8 @@ final class WebSocketSession: ChannelInboundHandler, @unchecked Sendable {
     /// Whether the loop's fan-out will flush this session at the end of its current task.
     var markedDirty = false
     private var unflushedBytes = 0
+    /// Where results are encoded before each is copied into its frame, reused from one to the next.
+    private var resultBytes: [UInt8] = []
 
     init(
         principal: Principal, configuration: GatewayConfiguration, writer: Writer, fanOut: FanOut,
@@ -547,7 +549,8 @@ final class WebSocketSession: ChannelInboundHandler, @unchecked Sendable {
     // MARK: - Outbound
 
     private func sendResult(id: String?, _ result: CommandResult) {
-        send(MessageEncoder.result(id: id, result, ts: SystemClock().now()))
+        MessageEncoder.result(id: id, result, ts: SystemClock().now(), into: &resultBytes)
+        send(resultBytes)
     }
 
     private func send(_ json: [UInt8]) {

@@ -10,6 +10,15 @@ public struct JSONObjectWriter {
         bytes.append(UInt8(ascii: "{"))
     }
 
+    /// Starts an object in `buffer`'s storage, which the caller keeps between messages and gets back from
+    /// ``finish(into:)``: no allocation once the buffer has grown to the size of the messages.
+    public init(reusing buffer: inout [UInt8]) {
+        bytes = []
+        swap(&bytes, &buffer)
+        bytes.removeAll(keepingCapacity: true)
+        bytes.append(UInt8(ascii: "{"))
+    }
+
     private mutating func key(_ name: StaticString) {
         if !first { bytes.append(UInt8(ascii: ",")) }
         first = false
@@ -36,7 +45,7 @@ public struct JSONObjectWriter {
 
     public mutating func field(_ name: StaticString, _ value: UInt64) {
         key(name)
-        bytes.append(contentsOf: String(value).utf8)
+        Self.appendDecimal(value, negative: false, to: &bytes)
     }
 
     public mutating func field(_ name: StaticString, _ value: Int64?) {
@@ -67,18 +76,28 @@ public struct JSONObjectWriter {
         return bytes
     }
 
+    /// Closes the object and hands its bytes to `buffer` (the one it was started in, for reuse).
+    public mutating func finish(into buffer: inout [UInt8]) {
+        bytes.append(UInt8(ascii: "}"))
+        swap(&bytes, &buffer)
+    }
+
     /// Closes the object and returns it as a string.
     public mutating func finishString() -> String {
         String(decoding: finish(), as: UTF8.self)
     }
 
     static func appendInteger(_ value: Int64, to bytes: inout [UInt8]) {
+        appendDecimal(value.magnitude, negative: value < 0, to: &bytes)
+    }
+
+    static func appendDecimal(_ value: UInt64, negative: Bool, to bytes: inout [UInt8]) {
         if value == 0 {
             bytes.append(UInt8(ascii: "0"))
             return
         }
-        var magnitude = value.magnitude
-        if value < 0 { bytes.append(UInt8(ascii: "-")) }
+        var magnitude = value
+        if negative { bytes.append(UInt8(ascii: "-")) }
         var digits:
             (
                 UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8,
