@@ -231,3 +231,44 @@ private let seeds = Gen.int(in: 0...Int(Int32.max))
         }
     }
 }
+
+/// The same messages through a real session, once as the fast path reads them and once in a form it leaves to the
+/// generic path (an escaped character in the request id's value, which reads the same): the same answers.
+@Suite struct FastPathSessionTests {
+    /// The frames a session of `principal` answers `messages` with, without their `ts`.
+    private func answers(_ messages: [String], as principal: Principal) throws -> [JSONValue] {
+        let h = try SessionHarness(principal: principal)
+        _ = try h.frames()
+        for message in messages { try h.send(message) }
+        h.settle()
+        return try h.frames().compactMap { frame in
+            guard case .object(let members)? = frame.json else { return frame.json }
+            return .object(members.filter { $0.key != "ts" })
+        }
+    }
+
+    @Test func fastAndGenericPathsAnswerTheSameThroughTheSession() throws {
+        let messages = [
+            #"{"type":"bid","id":"b1","listing":"L1","bidder":"bob","amount":100}"#,
+            #"{"type":"bid","id":"b2","listing":"L1","amount":100,"on_behalf_of":"bob"}"#,
+            #"{"type":"bid","id":"b3","listing":"L1","bidder":"ann","amount":100,"on_behalf_of":"bob"}"#,
+            #"{"type":"order","id":"b4","listing":"L1","side":"buy","price":5,"quantity":1}"#,
+            #"{"type":"order","id":"b5","listing":"L1","trader":"ann","side":"sell","price":5,"quantity":2}"#,
+        ]
+        let principals = [
+            Principal(name: "ann", role: .bidder), Principal(name: "svc", role: .service),
+            Principal(name: nil, role: .watcher),
+        ]
+        for principal in principals {
+            for message in messages {
+                #expect(FastCommandDecoder.decode(Array(message.utf8)) != nil)
+                // "\u0062" is "b": the same id, written so that only the generic path reads it.
+                let generic = message.replacingOccurrences(of: #""id":"b"#, with: #""id":"\u0062"#)
+                #expect(FastCommandDecoder.decode(Array(generic.utf8)) == nil)
+                let fast = try answers([message], as: principal)
+                #expect(!fast.isEmpty)
+                #expect(fast == (try answers([generic], as: principal)), "\(message) from \(principal)")
+            }
+        }
+    }
+}
