@@ -272,3 +272,14 @@ private let seeds = Gen.int(in: 0...Int(Int32.max))
         }
     }
 }
+
+@Suite struct FastPathIdentifierTests {
+    @Test func everyByteIsAnIdentifierCharacterExactlyWhenTheIdentifierRuleSaysSo() {
+        for byte in UInt8.min...UInt8.max {
+            let single = String(decoding: [byte], as: UTF8.self)
+            #expect(
+                (FastCommandDecoder.decode(Array(#"{"type":"bid","id":"\#(single)","listing":"L","amount":1}"#.utf8))
+                    != nil) == (byte < 0x80 && Identifier.isValid(single)), "byte \(byte)")
+        }
+    }
+}
