@@ -214,6 +214,9 @@ public final class FanOut: @unchecked Sendable {
         /// for `list`.
         var all = SortedIDs()
         var open = SortedIDs()
+        /// Where events and notices are encoded before each is copied into its frame, reused from one to the next.
+        var eventBytes: [UInt8] = []
+        var noticeBytes: [UInt8] = []
 
         /// Forgets the view and history of a listing the engine evicted; it is then what it was before it was
         /// opened (subscribe gets a snapshot with no view, `list` leaves it out). Live subscriptions keep their count
@@ -414,18 +417,21 @@ public final class FanOut: @unchecked Sendable {
         }
         let recipients = Self.noticeRecipients(event)
         if !recipients.isEmpty {
-            var notice = JSONObjectWriter()
+            MessageEncoder.event(event, ts: nil, into: &s.eventBytes)
+            var notice = JSONObjectWriter(reusing: &s.noticeBytes)
             notice.field("type", "notice")
-            notice.field("event", raw: MessageEncoder.event(event))
+            notice.field("event", raw: s.eventBytes)
             notice.field("ts", ts)
-            let frame = ServerFrame.text(notice.finish())
+            notice.finish(into: &s.noticeBytes)
+            let frame = ServerFrame.text(s.noticeBytes)
             for user in recipients {
                 guard let sessions = s.users[user] else { continue }
                 for session in sessions.values { perLoop[session.loopIndex].append(.notice(session, frame)) }
             }
         }
         guard !event.kind.isPrivate else { return }
-        let frame = ServerFrame.text(MessageEncoder.event(event, ts: ts))
+        MessageEncoder.event(event, ts: ts, into: &s.eventBytes)
+        let frame = ServerFrame.text(s.eventBytes)
         let loopCount = loops.count
         // Mutated in place: a copy of the entry would make the history's array shared, and every append would copy
         // the whole history (up to --history-events frames) once per event.

@@ -38,6 +38,8 @@ final class WebSocketSession: ChannelInboundHandler, @unchecked Sendable {
     private var readBudget: ByteBudget
     /// Writes go through its context, next to the socket.
     private let output: RawFrameWriter
+    /// The rules for the commands this connection sends.
+    private let admission: CommandAdmission
 
     private(set) var loopIndex = 0
     private var loop: LoopFanOut?
@@ -57,6 +59,8 @@ final class WebSocketSession: ChannelInboundHandler, @unchecked Sendable {
     /// Whether the loop's fan-out will flush this session at the end of its current task.
     var markedDirty = false
     private var unflushedBytes = 0
+    /// Where results are encoded before each is copied into its frame, reused from one to the next.
+    private var resultBytes: [UInt8] = []
 
     init(
         principal: Principal, configuration: GatewayConfiguration, writer: Writer, fanOut: FanOut,
@@ -67,6 +71,7 @@ final class WebSocketSession: ChannelInboundHandler, @unchecked Sendable {
         self.expires = expires
         self.output = output
         self.principal = principal
+        admission = CommandAdmission(principal: principal)
         self.configuration = configuration
         self.writer = writer
         self.fanOut = fanOut
@@ -254,6 +259,12 @@ final class WebSocketSession: ChannelInboundHandler, @unchecked Sendable {
     }
 
     private func handleMessage(_ payload: ByteBuffer) {
+        // Fast path: a well-formed bid or order read straight from the bytes, no JSON tree; anything it does not
+        // fully understand goes the generic way below, which writes every error.
+        if let frame = payload.withUnsafeReadableBytes(FastCommandDecoder.decode), admission.takesFastPath(frame) {
+            guard takeToken(id: frame.id) else { return }
+            return command(admission.admit(frame))
+        }
         guard let text = String(validating: payload.readableBytesView, as: UTF8.self) else {
             return fail(.dataInconsistentWithMessage, "text message is not valid UTF-8")
         }
@@ -277,7 +288,8 @@ final class WebSocketSession: ChannelInboundHandler, @unchecked Sendable {
         case "subscribe": subscribe(value, id: id)
         case "unsubscribe": unsubscribe(value, id: id)
         case "list": list(value, id: id)
-        case "open", "bid", "buy_now", "accept", "order", "cancel", "cancel_listing": command(value, type: type, id: id)
+        case "open", "bid", "buy_now", "accept", "order", "cancel", "cancel_listing":
+            command(admission.admit(value, type: type, id: id))
         default:
             sendResult(
                 id: id,
@@ -470,83 +482,12 @@ final class WebSocketSession: ChannelInboundHandler, @unchecked Sendable {
 
     // MARK: - Commands
 
-    /// The actor field of each command type, and the alias the decoder also takes.
-    private static func actorFields(_ type: String) -> (String, String?) {
-        switch type {
-        case "open", "cancel_listing": ("seller", nil)
-        case "bid": ("bidder", nil)
-        case "buy_now": ("buyer", "bidder")
-        case "accept": ("bidder", "buyer")
-        default: ("trader", nil)
-        }
-    }
-
-    private func command(_ value: JSONValue, type: String, id: String?) {
-        let role = principal.role
-        switch role {
-        case .watcher:
-            return sendResult(
-                id: id,
-                .rejected(
-                    .notAuthorized,
-                    "this connection is read-only (watcher); connect with a bidder, seller or service token to send commands"
-                ))
-        case .bidder where type == "open" || type == "cancel_listing":
-            return sendResult(id: id, .rejected(.notAuthorized, "a bidder token may not \(type); use a seller token"))
-        default:
-            break
-        }
-        var onBehalfOf: String?
-        if let field = value["on_behalf_of"], field != .null {
-            guard case .string(let s) = field, Identifier.isValid(s) else {
-                return sendResult(id: id, .rejected(.badRequest, CommandDecoder.identifierRule("on_behalf_of")))
-            }
-            onBehalfOf = s
-        }
-        let (actorField, alias) = Self.actorFields(type)
-        let given = Self.string(value[actorField]) ?? alias.flatMap { Self.string(value[$0]) }
-        let acting: String?
-        if role == .service {
-            if let onBehalfOf, let given, given != onBehalfOf {
-                return sendResult(
-                    id: id, .rejected(.badRequest, "on_behalf_of \(onBehalfOf) and \(actorField) \(given) disagree"))
-            }
-            acting = onBehalfOf ?? given
-        } else {
-            let name = principal.name ?? ""
-            if let onBehalfOf, onBehalfOf != name {
-                return sendResult(
-                    id: id, .rejected(.notAuthorized, "only a service token may act on behalf of another user"))
-            }
-            acting = name
-        }
-        var input = value
-        if given == nil, let acting, case .object(var members) = input {
-            members.append((key: actorField, value: .string(acting)))
-            input = .object(members)
-        }
+    /// Submits the command of an admitted message, or answers its rejection.
+    private func command(_ admission: CommandVerdict) {
         let command: Command
-        switch CommandDecoder.decode(input) {
-        case .invalid(let invalidID, let message):
-            return sendResult(id: invalidID ?? id, .rejected(.badRequest, message))
-        case .advance:
-            return sendResult(id: id, .rejected(.badRequest, "advance is not a gateway command"))
-        case .command(let decoded, let at):
-            guard at == nil else {
-                return sendResult(
-                    id: decoded.id,
-                    .rejected(.badRequest, "at is not accepted here: the server stamps each command with its own clock")
-                )
-            }
-            command = decoded
-        }
-        if role != .service, command.principal != principal.name {
-            return sendResult(
-                id: command.id,
-                .rejected(
-                    .notAuthorized,
-                    "this connection acts as \(principal.name ?? "nobody"); \(actorField) \(command.principal) is somebody else"
-                ))
+        switch admission {
+        case .reject(let id, let result): return sendResult(id: id, result)
+        case .submit(let admitted): command = admitted
         }
         guard withinPrincipalLimits(command) else { return }
         let started = monotonicNanos()
@@ -597,11 +538,6 @@ final class WebSocketSession: ChannelInboundHandler, @unchecked Sendable {
         writer.wake()
     }
 
-    private static func string(_ value: JSONValue?) -> String? {
-        if case .string(let s)? = value { return s }
-        return nil
-    }
-
     /// Writes a command's result (on the event loop) and counts it.
     func deliverResult(_ command: Command, _ result: CommandResult, started: UInt64) {
         metrics.inFlight.decrement()
@@ -613,7 +549,8 @@ final class WebSocketSession: ChannelInboundHandler, @unchecked Sendable {
     // MARK: - Outbound
 
     private func sendResult(id: String?, _ result: CommandResult) {
-        send(MessageEncoder.result(id: id, result, ts: SystemClock().now()))
+        MessageEncoder.result(id: id, result, ts: SystemClock().now(), into: &resultBytes)
+        send(resultBytes)
     }
 
     private func send(_ json: [UInt8]) {

@@ -18,9 +18,23 @@ struct FieldError: Error {
 /// Reads the fields of one JSON object, with messages that name the field and what it must be.
 struct FieldReader {
     let value: JSONValue
+    /// A member that reads as present with this string value whatever the object holds under its key (the actor a
+    /// connection fills in).
+    var filled: (key: String, value: String)?
+
+    init(value: JSONValue, filled: (key: String, value: String)? = nil) {
+        self.value = value
+        self.filled = filled
+    }
+
+    /// The member `name`, or the filled-in value when `name` is its key.
+    subscript(name: String) -> JSONValue? {
+        if let filled, filled.key == name { return .string(filled.value) }
+        return value[name]
+    }
 
     func string(_ name: String) throws(FieldError) -> String {
-        guard let field = value[name], field != .null else { throw FieldError(message: "missing field \(name)") }
+        guard let field = self[name], field != .null else { throw FieldError(message: "missing field \(name)") }
         guard case .string(let s) = field else {
             throw FieldError(message: "\(name) must be a string, not \(field.typeName)")
         }
@@ -28,7 +42,7 @@ struct FieldReader {
     }
 
     func optionalString(_ name: String) throws(FieldError) -> String? {
-        guard let field = value[name], field != .null else { return nil }
+        guard let field = self[name], field != .null else { return nil }
         guard case .string(let s) = field else {
             throw FieldError(message: "\(name) must be a string, not \(field.typeName)")
         }
@@ -60,12 +74,12 @@ struct FieldReader {
 
     /// An integer time or count; anything else is a `bad_request`.
     func integer(_ name: String) throws(FieldError) -> Int64 {
-        guard let field = value[name], field != .null else { throw FieldError(message: "missing field \(name)") }
+        guard let field = self[name], field != .null else { throw FieldError(message: "missing field \(name)") }
         return try Self.integer(field, name: name)
     }
 
     func optionalInteger(_ name: String) throws(FieldError) -> Int64? {
-        guard let field = value[name], field != .null else { return nil }
+        guard let field = self[name], field != .null else { return nil }
         return try Self.integer(field, name: name)
     }
 
@@ -80,12 +94,12 @@ struct FieldReader {
     /// An amount or quantity. A number that is not a 64-bit integer decodes to 0, so that the rules reject it
     /// with `invalid_amount` or `invalid_quantity`; a value that is not a number at all is a `bad_request`.
     func amount(_ name: String) throws(FieldError) -> Int64 {
-        guard let field = value[name], field != .null else { throw FieldError(message: "missing field \(name)") }
+        guard let field = self[name], field != .null else { throw FieldError(message: "missing field \(name)") }
         return try Self.amount(field, name: name)
     }
 
     func optionalAmount(_ name: String) throws(FieldError) -> Int64? {
-        guard let field = value[name], field != .null else { return nil }
+        guard let field = self[name], field != .null else { return nil }
         return try Self.amount(field, name: name)
     }
 
@@ -99,7 +113,7 @@ struct FieldReader {
 
     func choice<T: RawRepresentable>(_ name: String, _: T.Type, default fallback: T? = nil) throws(FieldError) -> T
     where T.RawValue == String, T: CaseIterable {
-        guard let field = value[name], field != .null else {
+        guard let field = self[name], field != .null else {
             if let fallback { return fallback }
             throw FieldError(message: "missing field \(name)")
         }
@@ -127,16 +141,41 @@ public enum CommandDecoder {
         return decode(value)
     }
 
+    /// The actor field of each command type, and the alias the decoder also takes.
+    public static func actorFields(_ type: String) -> (field: String, alias: String?) {
+        switch type {
+        case "open", "cancel_listing": ("seller", nil)
+        case "bid": ("bidder", nil)
+        case "buy_now": ("buyer", "bidder")
+        case "accept": ("bidder", "buyer")
+        default: ("trader", nil)
+        }
+    }
+
+    /// The actor a command message names: the string in its type's actor field, else in the alias.
+    public static func givenActor(_ value: JSONValue, type: String) -> String? {
+        let (field, alias) = actorFields(type)
+        if case .string(let s)? = value[field] { return s }
+        if let alias, case .string(let s)? = value[alias] { return s }
+        return nil
+    }
+
     /// Decodes one parsed JSON value.
-    public static func decode(_ value: JSONValue) -> DecodedInput {
+    ///
+    /// - Parameter actor: when given and the message names no actor (``givenActor(_:type:)`` is `nil`), the value
+    ///   of the type's actor field, as if the message held it: the actor a connection acts as.
+    public static func decode(_ value: JSONValue, actor: String? = nil) -> DecodedInput {
         guard case .object = value else {
             return .invalid(id: nil, message: "a command must be a JSON object, not \(value.typeName)")
         }
-        let fields = FieldReader(value: value)
+        var fields = FieldReader(value: value)
         var id: String?
         if case .string(let s)? = value["id"] { id = s }
         do throws(FieldError) {
             let type = try fields.string("type")
+            if let actor, givenActor(value, type: type) == nil {
+                fields.filled = (actorFields(type).field, actor)
+            }
             let at = try fields.optionalInteger("at")
             if type == "advance" {
                 guard let at else { throw FieldError(message: "advance needs at, the engine time to move to") }

@@ -4,7 +4,16 @@ import GavelCore
 public enum MessageEncoder {
     /// A `result` message for the command with request id `id`.
     public static func result(id: String?, _ result: CommandResult, ts: Millis? = nil) -> [UInt8] {
-        var w = JSONObjectWriter()
+        var bytes: [UInt8] = []
+        bytes.reserveCapacity(256)
+        self.result(id: id, result, ts: ts, into: &bytes)
+        return bytes
+    }
+
+    /// A `result` message written into `buffer` (its old content replaced), which the caller keeps for the next
+    /// message: no allocation once it has grown.
+    public static func result(id: String?, _ result: CommandResult, ts: Millis?, into buffer: inout [UInt8]) {
+        var w = JSONObjectWriter(reusing: &buffer)
         w.field("type", "result")
         w.field("id", id)
         w.field("ok", result.ok)
@@ -20,7 +29,7 @@ public enum MessageEncoder {
             if let remaining = result.remaining { w.field("remaining", remaining) }
         }
         if let ts { w.field("ts", ts) }
-        return w.finish()
+        w.finish(into: &buffer)
     }
 
     /// A `bad_request` result for input that could not be read as a command.
@@ -30,14 +39,23 @@ public enum MessageEncoder {
 
     /// An event message. Public events carry `seq`; private notices do not.
     public static func event(_ event: Event, ts: Millis? = nil) -> [UInt8] {
-        var w = JSONObjectWriter()
+        var bytes: [UInt8] = []
+        bytes.reserveCapacity(256)
+        self.event(event, ts: ts, into: &bytes)
+        return bytes
+    }
+
+    /// An event message written into `buffer` (its old content replaced), which the caller keeps for the next
+    /// message: no allocation once it has grown.
+    public static func event(_ event: Event, ts: Millis?, into buffer: inout [UInt8]) {
+        var w = JSONObjectWriter(reusing: &buffer)
         w.field("type", event.kind.typeName)
         w.field("listing", event.listing)
         if !event.kind.isPrivate { w.field("seq", event.seq) }
         w.field("at", event.at)
         fields(of: event.kind, into: &w)
         if let ts { w.field("ts", ts) }
-        return w.finish()
+        w.finish(into: &buffer)
     }
 
     static func fields(of kind: EventKind, into w: inout JSONObjectWriter) {

@@ -28,10 +28,24 @@ let benchmarks: @Sendable () -> Void = {
         return Event(listing: "L" + String(k), seq: UInt64(k + 2), at: Millis(k), kind: kind)
     }
     let allocator = ByteBufferAllocator()
+    // The fan-out encodes into a buffer it keeps; the frame itself is a new buffer, shared by every subscriber and
+    // kept in the listing's history.
+    let scratch = Scratch()
     Benchmark("frame: a bid_placed event encoded once into a complete WebSocket frame") { benchmark in
         for index in benchmark.scaledIterations {
-            let payload = MessageEncoder.event(events[index & 1_023], ts: 1_795_000_000_000)
-            blackHole(ServerFrame.text(payload, allocator: allocator))
+            MessageEncoder.event(events[index & 1_023], ts: 1_795_000_000_000, into: &scratch.bytes)
+            blackHole(ServerFrame.text(scratch.bytes, allocator: allocator))
+        }
+    }
+
+    let results = (0..<1_024).map { k in
+        (id: "b" + String(k), result: CommandResult(error: nil, message: "", price: Money(1_050 + k), leading: true))
+    }
+    Benchmark("frame: a bid's result encoded into a complete WebSocket frame") { benchmark in
+        for index in benchmark.scaledIterations {
+            let (id, result) = results[index & 1_023]
+            MessageEncoder.result(id: id, result, ts: 1_795_000_000_000, into: &scratch.bytes)
+            blackHole(ServerFrame.text(scratch.bytes, allocator: allocator))
         }
     }
 
@@ -41,10 +55,43 @@ let benchmarks: @Sendable () -> Void = {
         let bidder = "bidder-" + String(k % 7)
         return #"{"type":"bid","id":"\#(id)","listing":"\#(listing)","bidder":"\#(bidder)","amount":\#(1_000 + k)}"#
     }
-    Benchmark("command: a client's bid text frame parsed and decoded, as the session does") { benchmark in
+    Benchmark("command, generic path: a client's bid text frame parsed into a JSON tree and decoded") { benchmark in
         for index in benchmark.scaledIterations {
             guard let value = try? JSONParser.parse(lines[index & 1_023]) else { return benchmark.error("bad JSON") }
             blackHole(CommandDecoder.decode(value))
         }
     }
+
+    // What the session does with a bid or order frame: read it straight from the received buffer.
+    let bidFrames = lines.map { ByteBuffer(string: $0) }
+    Benchmark("command: a client's bid text frame decoded straight from its bytes, as the session does") { benchmark in
+        for index in benchmark.scaledIterations {
+            guard let frame = bidFrames[index & 1_023].withUnsafeReadableBytes(FastCommandDecoder.decode) else {
+                return benchmark.error("not read by the fast path")
+            }
+            blackHole(frame.command(actor: frame.actor ?? "ann"))
+        }
+    }
+
+    let orderFrames = (0..<1_024).map { (k: Int) -> ByteBuffer in
+        let side = k % 2 == 0 ? "buy" : "sell"
+        return ByteBuffer(
+            string:
+                #"{"type":"order","id":"o\#(k)","listing":"M1","trader":"trader-\#(k % 7)","side":"\#(side)","price":\#(500 + k),"quantity":\#(1 + k % 10),"tif":"ioc"}"#
+        )
+    }
+    Benchmark("command: a client's order text frame decoded straight from its bytes, as the session does") {
+        benchmark in
+        for index in benchmark.scaledIterations {
+            guard let frame = orderFrames[index & 1_023].withUnsafeReadableBytes(FastCommandDecoder.decode) else {
+                return benchmark.error("not read by the fast path")
+            }
+            blackHole(frame.command(actor: frame.actor ?? "ann"))
+        }
+    }
+}
+
+/// The buffer the frame benchmarks encode into, kept from one message to the next as the fan-out keeps its own.
+final class Scratch: @unchecked Sendable {
+    var bytes: [UInt8] = []
 }

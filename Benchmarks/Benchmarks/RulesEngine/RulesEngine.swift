@@ -51,6 +51,26 @@ let benchmarks: @Sendable () -> Void = {
         }
     }
 
+    // The same lines as bytes, as a connection receives them, read by the fast path straight into a `Command`
+    // (identifiers of at most 15 bytes are small strings: building them allocates nothing).
+    let bidLineBytes = bidLines.map { Array($0.utf8) }
+    Benchmark("fast decode of a bid command line (FastCommandDecoder)") { benchmark in
+        for index in benchmark.scaledIterations {
+            blackHole(FastCommandDecoder.decodedInput(bidLineBytes[index & 1_023], actor: nil))
+        }
+    }
+
+    let orderLineBytes = (0..<1_024).map { k in
+        Array(
+            #"{"type":"order","id":"o\#(k)","listing":"M1","trader":"trader-\#(k % 7)","side":"\#(k % 2 == 0 ? "buy" : "sell")","price":\#(500 + k),"quantity":\#(1 + k % 10),"tif":"ioc"}"#
+                .utf8)
+    }
+    Benchmark("fast decode of an order command line (FastCommandDecoder)") { benchmark in
+        for index in benchmark.scaledIterations {
+            blackHole(FastCommandDecoder.decodedInput(orderLineBytes[index & 1_023], actor: nil))
+        }
+    }
+
     let bidPlacedEvents = (0..<1_024).map { k in
         Event(
             listing: listingID(k), seq: UInt64(k + 2), at: Millis(k),
@@ -61,6 +81,25 @@ let benchmarks: @Sendable () -> Void = {
     Benchmark("JSON encode of a bid_placed event") { benchmark in
         for index in benchmark.scaledIterations {
             blackHole(MessageEncoder.event(bidPlacedEvents[index & 1_023]))
+        }
+    }
+
+    let encoded = Buffer()
+    Benchmark("JSON encode of a bid_placed event into a reused buffer") { benchmark in
+        for index in benchmark.scaledIterations {
+            MessageEncoder.event(bidPlacedEvents[index & 1_023], ts: 1_795_000_000_000, into: &encoded.bytes)
+            blackHole(encoded.bytes.count)
+        }
+    }
+
+    let results = (0..<1_024).map { k in
+        (id: "b\(k)", result: CommandResult(error: nil, message: "", price: Money(1_050 + k), leading: k % 3 != 0))
+    }
+    Benchmark("JSON encode of a bid's result into a reused buffer") { benchmark in
+        for index in benchmark.scaledIterations {
+            let (id, result) = results[index & 1_023]
+            MessageEncoder.result(id: id, result, ts: 1_795_000_000_000, into: &encoded.bytes)
+            blackHole(encoded.bytes.count)
         }
     }
 
@@ -80,4 +119,9 @@ let benchmarks: @Sendable () -> Void = {
         simulated.simulator = Simulator(engine: engineWithEnglishListings())
         simulated.inputs = englishBidLines()
     }
+}
+
+/// A buffer the encoding benchmarks write into, kept from one message to the next as the gateway keeps its own.
+final class Buffer: @unchecked Sendable {
+    var bytes: [UInt8] = []
 }
