@@ -79,7 +79,7 @@ public final class Engine {
     /// Remembered results in the order they were applied (engine time never decreases). Entries before
     /// `rememberedHead` have expired; an entry from it on is live unless its principal's cap forgot it (then its key
     /// may be remembered again further on).
-    var rememberedLog: [RememberedResult] = []
+    var rememberedLog = RememberedLog()
     var rememberedHead = 0
     /// The position of `rememberedLog[0]`, which moves forward when the expired prefix is dropped.
     var rememberedBase = 0
@@ -244,8 +244,8 @@ public final class Engine {
             }
             rememberedHead += 1
         }
-        // Drop the expired prefix once it dominates, so memory follows the window, not all history.
-        if rememberedHead > 1024 && rememberedHead * 2 > rememberedLog.count {
+        // Drop the expired prefix a chunk at a time, so memory follows the window, not all history.
+        if rememberedHead >= RememberedLog.chunkSize {
             rememberedLog.removeFirst(rememberedHead)
             rememberedBase += rememberedHead
             rememberedHead = 0

@@ -101,3 +101,42 @@ struct RequestTableTests {
         #expect(RequestHash.of(principal: "ann", id: "a1") == RequestHash.of(principal: "ann", id: "a1"))
     }
 }
+
+@Suite("Remembered log")
+struct RememberedLogTests {
+    private static func entry(_ n: Int) -> RememberedResult {
+        RememberedResult(
+            key: RequestKey(principal: "p\(n % 7)", id: "r\(n)"), hash: UInt64(n), fingerprint: UInt64(n),
+            result: .accepted, at: Millis(n))
+    }
+
+    @Test func behavesLikeAnArrayThroughAppendsUpdatesAndDroppedPrefixes() async {
+        await propertyCheck(count: 60, input: Gen.int(in: 0...Int(Int32.max)).array(of: 0...400)) { steps in
+            var log = RememberedLog()
+            var model: [RememberedResult] = []
+            var next = 0
+            for step in steps {
+                switch step % 8 {
+                case 0 where !model.isEmpty:
+                    let n = (step / 8) % (model.count + 1)
+                    log.removeFirst(n)
+                    model.removeFirst(n)
+                case 1 where !model.isEmpty:
+                    let index = (step / 8) % model.count
+                    log[index].live = false
+                    model[index].live = false
+                default:
+                    // Runs of appends long enough to cross chunk boundaries.
+                    for _ in 0..<(step % 5_000) {
+                        log.append(Self.entry(next))
+                        model.append(Self.entry(next))
+                        next += 1
+                    }
+                }
+                #expect(log.count == model.count)
+            }
+            #expect(log.map(\.key) == model.map(\.key))
+            #expect(log.map(\.live) == model.map(\.live))
+        }
+    }
+}
