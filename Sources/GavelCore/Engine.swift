@@ -49,6 +49,8 @@ struct RememberedResult {
     var next = -1
     /// `false` once forgotten because its principal reached ``EngineConfiguration/maxRequestIDsPerPrincipal``.
     var live = true
+    /// Where its principal's chain is in ``PrincipalChains`` (set when remembered).
+    var principalSlot = -1
 }
 
 /// One principal's remembered results, a chain through `rememberedLog` from the oldest to the newest.
@@ -84,7 +86,7 @@ public final class Engine {
     /// The position of `rememberedLog[0]`, which moves forward when the expired prefix is dropped.
     var rememberedBase = 0
     /// Each principal's chain of live remembered results, for forgetting its oldest at the cap.
-    var principals: [String: PrincipalRequests] = [:]
+    var principals = PrincipalChains()
 
     public init(configuration: EngineConfiguration = EngineConfiguration()) {
         self.configuration = configuration
@@ -119,7 +121,9 @@ public final class Engine {
     }
 
     /// The number of request ids remembered for `principal`.
-    public func rememberedCount(of principal: String) -> Int { principals[principal]?.count ?? 0 }
+    public func rememberedCount(of principal: String) -> Int {
+        principals.slot(of: principal).map { principals[$0].count } ?? 0
+    }
 
     /// The ids of the listings in memory, in no particular order.
     public var listingIDs: [String] { Array(listings.keys) }
@@ -188,29 +192,30 @@ public final class Engine {
     /// Remembers `entry` as its principal's newest; forgets the principal's oldest when that passes the cap.
     func remember(_ entry: RememberedResult) {
         let position = rememberedBase + rememberedLog.count
+        let slot =
+            principals.slot(of: entry.key.principal)
+            ?? principals.add(entry.key.principal, PrincipalRequests(oldest: position, newest: position))
         requests.insert(hash: entry.hash, position: position)
+        var entry = entry
+        entry.principalSlot = slot
         rememberedLog.append(entry)
-        let (previous, count) = principals[
-            entry.key.principal, default: PrincipalRequests(oldest: position, newest: position)
-        ].append(position)
+        let (previous, count) = principals[slot].append(position)
         if let previous { rememberedLog[previous - rememberedBase].next = position }
         if count > configuration.maxRequestIDsPerPrincipal {
-            let oldest = principals[entry.key.principal]?.oldest ?? position
+            let oldest = principals[slot].oldest
             rememberedLog[oldest - rememberedBase].live = false
             requests.remove(hash: rememberedLog[oldest - rememberedBase].hash, position: oldest)
-            unlinkOldest(of: entry.key.principal, next: rememberedLog[oldest - rememberedBase].next)
+            unlinkOldest(of: slot, next: rememberedLog[oldest - rememberedBase].next)
         }
     }
 
-    /// Drops the oldest of `principal`'s chain, whose successor is `next`.
-    private func unlinkOldest(of principal: String, next: Int) {
-        guard var chain = principals[principal] else { return }
-        chain.count -= 1
-        if chain.count == 0 {
-            principals[principal] = nil
+    /// Drops the oldest of the chain in `slot`, whose successor is `next`.
+    private func unlinkOldest(of slot: Int, next: Int) {
+        principals[slot].count -= 1
+        if principals[slot].count == 0 {
+            principals.remove(slot: slot)
         } else {
-            chain.oldest = next
-            principals[principal] = chain
+            principals[slot].oldest = next
         }
     }
 
@@ -240,7 +245,7 @@ public final class Engine {
             if entry.live {
                 // Every entry before it is gone, so it is its principal's oldest.
                 requests.remove(hash: entry.hash, position: rememberedBase + rememberedHead)
-                unlinkOldest(of: entry.key.principal, next: entry.next)
+                unlinkOldest(of: entry.principalSlot, next: entry.next)
             }
             rememberedHead += 1
         }

@@ -39,6 +39,9 @@ final class RequestTable {
     /// The table being emptied into `slots`, and the next of its slots to move.
     private var old: Storage?
     private var moved = 0
+    /// A table fully moved, whose memory is given back to the system a little per insert or remove: unmapping 16 MB
+    /// at once takes the writer a millisecond or two.
+    private var retiring: Storage?
     /// Live entries in both tables.
     private(set) var count = 0
 
@@ -89,6 +92,7 @@ final class RequestTable {
     /// move, one per `migrationStep` old slots, are at most `oldCapacity/16 <= capacity/8`; `used` stays below 3/4).
     private func startResize() {
         if old != nil { finishMigration() }  // unreachable by the sizing above; keeps the table correct regardless
+        retiring = nil
         let capacity = max(Self.capacity(for: 2 * count), slots.capacity / 2, Self.minimumCapacity)
         old = slots
         moved = 0
@@ -99,6 +103,7 @@ final class RequestTable {
     /// Moves the next `migrationStep` slots of the old table, and frees it once all are moved.
     @inline(__always)
     private func migrate() {
+        if let retiring, retiring.unmapSome() { self.retiring = nil }
         guard let old else { return }
         let end = min(moved + Self.migrationStep, old.capacity)
         for index in moved..<end {
@@ -110,6 +115,7 @@ final class RequestTable {
         moved = end
         if moved == old.capacity {
             self.old = nil
+            retiring = old
         }
     }
 
@@ -123,6 +129,10 @@ final class RequestTable {
         let capacity: Int
         private let mask: Int
         private let bytes: Int
+        /// Bytes from the start already given back (``unmapSome()``); nothing may read the table once it started.
+        private var unmapped = 0
+        /// What ``unmapSome()`` gives back per call: 16 pages of 4 KB.
+        private static let unmapStep = 64 * 1024
 
         init(capacity: Int) {
             precondition(capacity > 0 && capacity & (capacity - 1) == 0, "a power of two")
@@ -137,7 +147,16 @@ final class RequestTable {
         }
 
         deinit {
-            munmap(UnsafeMutableRawPointer(base), bytes)
+            if unmapped < bytes { munmap(UnsafeMutableRawPointer(base) + unmapped, bytes - unmapped) }
+        }
+
+        /// Gives the next ``unmapStep`` bytes back to the system; returns `true` once all are given back. For a table
+        /// nothing reads any more.
+        func unmapSome() -> Bool {
+            let length = min(Self.unmapStep, bytes - unmapped)
+            munmap(UnsafeMutableRawPointer(base) + unmapped, length)
+            unmapped += length
+            return unmapped == bytes
         }
 
         @inline(__always)
@@ -194,6 +213,13 @@ enum RequestHash {
         var generator = SystemRandomNumberGenerator()
         return (generator.next() | 1, generator.next() | 1)
     }()
+
+    /// The hash of a principal alone.
+    @inline(__always)
+    static func of(principal: String) -> UInt64 {
+        let (k0, k1) = seeds
+        return fold(bytes(principal, seed: k1, k0), k1)
+    }
 
     /// The hash of (principal, id).
     @inline(__always)
