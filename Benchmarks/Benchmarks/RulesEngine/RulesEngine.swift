@@ -80,4 +80,6 @@ let benchmarks: @Sendable () -> Void = {
         simulated.simulator = Simulator(engine: engineWithEnglishListings())
         simulated.inputs = englishBidLines()
     }
+
+    memoryBenchmarks()
 }
