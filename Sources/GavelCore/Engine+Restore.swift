@@ -76,8 +76,8 @@ extension Engine {
             }
         }
         let rememberedCount = try r.readCount(minimumSize: 16)
-        // The remembered ids and as many again, at least `expectedRequestIDs`: the table does not stop the writer to
-        // grow right after a restart.
+        // The remembered ids and as many again, at least `expectedRequestIDs`: the table has room to spare right after
+        // a restart.
         engine.requests = RequestTable(minimumCapacity: max(2 * rememberedCount, expectedRequestIDs))
         engine.rememberedLog.reserveCapacity(max(2 * rememberedCount, expectedRequestIDs))
         for _ in 0..<rememberedCount {

@@ -2,8 +2,8 @@
 public struct EngineConfiguration: Sendable, Hashable {
     /// How long, in engine time, a request id is remembered for idempotency. Default: 24 hours.
     public var idempotencyWindowMs: Millis
-    /// How many request ids to make room for up front, so that the table does not stop the writer to grow while
-    /// it is below this size. Not part of the state.
+    /// How many request ids to make room for up front. The table grows past it a little per insert, never all at
+    /// once; room made up front spares that work. Not part of the state.
     public var expectedRequestIDs: Int
     /// How long, in engine time, a listing stays in memory after it closed, sold out or was cancelled; then it is
     /// evicted (its history stays in the journal). Default: 1 hour.
