@@ -14,8 +14,9 @@
 /// (at least twice the live count, at least half the old capacity) and every later insert or remove moves
 /// ``migrationStep`` slots of the old table into it; lookups look in both while they coexist. The new table has
 /// room for every insert until the move completes (see `startResize`), so one never waits for another. Tables are
-/// allocated with `mmap`, so their pages are zero (empty) and faulted in on first use: allocating a large table
-/// costs no pass over it either.
+/// allocated with `mmap` (`MAP_NORESERVE`: memory is committed only as pages are touched), so their pages are zero
+/// (empty) and faulted in on first use: allocating a large table costs no pass over it either. A fully moved table
+/// is unmapped 64 KB per later insert or remove, not at once.
 ///
 /// Determinism: the layout depends on a per-process random seed (``RequestHash``), but nothing reads the layout
 /// except lookups; the state encoding walks the log, not this table.
@@ -139,7 +140,7 @@ final class RequestTable {
             self.capacity = capacity
             mask = capacity - 1
             bytes = capacity * MemoryLayout<Slot>.stride
-            let mapped = mmap(nil, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0)
+            let mapped = mmap(nil, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0)
             guard let mapped, mapped != MAP_FAILED else {
                 fatalError("out of memory: cannot map \(bytes) bytes for the idempotency table")
             }
