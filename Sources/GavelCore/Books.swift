@@ -336,6 +336,8 @@ final class Listing {
     var status: ListingStatus = .open
     /// The `seq` of the last public event.
     var seq: UInt64 = 0
+    /// `false` once evicted from the engine's memory (a ``ListingHandle`` on it is no longer current).
+    var live = true
     let book: Book
     /// The terms the listing was opened with.
     let terms: ListingTerms

@@ -76,9 +76,9 @@ extension Engine {
             }
         }
         let rememberedCount = try r.readCount(minimumSize: 16)
-        // The remembered ids and as many again, at least `expectedRequestIDs`: the table does not stop the writer to
-        // grow right after a restart.
-        engine.remembered.reserveCapacity(max(2 * rememberedCount, expectedRequestIDs))
+        // The remembered ids and as many again, at least `expectedRequestIDs`: the table has room to spare right after
+        // a restart.
+        engine.requests = RequestTable(minimumCapacity: max(2 * rememberedCount, expectedRequestIDs))
         engine.rememberedLog.reserveCapacity(max(2 * rememberedCount, expectedRequestIDs))
         for _ in 0..<rememberedCount {
             let key = RequestKey(principal: try r.readString(), id: try r.readString())
@@ -88,7 +88,10 @@ extension Engine {
             guard engine.remembered[key] == nil else {
                 throw r.fail("request id \(key.id) of \(key.principal) is remembered twice")
             }
-            engine.remember(RememberedResult(key: key, fingerprint: fingerprint, result: result, at: at))
+            engine.remember(
+                RememberedResult(
+                    key: key, hash: RequestHash.of(principal: key.principal, id: key.id), fingerprint: fingerprint,
+                    result: result, at: at))
         }
         guard r.isAtEnd else { throw r.fail("\(r.remaining) unexpected bytes after the state") }
         return engine

@@ -2,8 +2,8 @@
 public struct EngineConfiguration: Sendable, Hashable {
     /// How long, in engine time, a request id is remembered for idempotency. Default: 24 hours.
     public var idempotencyWindowMs: Millis
-    /// How many request ids to make room for up front, so that the table does not stop the writer to grow while
-    /// it is below this size. Not part of the state.
+    /// How many request ids to make room for up front. The table grows past it a little per insert, never all at
+    /// once; room made up front spares that work. Not part of the state.
     public var expectedRequestIDs: Int
     /// How long, in engine time, a listing stays in memory after it closed, sold out or was cancelled; then it is
     /// evicted (its history stays in the journal). Default: 1 hour.
@@ -40,6 +40,8 @@ struct RequestKey: Hashable {
 /// A remembered result, with its request key and the digest of the command that produced it.
 struct RememberedResult {
     var key: RequestKey
+    /// ``RequestHash`` of `key`, under which the idempotency index holds the entry.
+    var hash: UInt64
     var fingerprint: UInt64
     var result: CommandResult
     var at: Millis
@@ -47,6 +49,8 @@ struct RememberedResult {
     var next = -1
     /// `false` once forgotten because its principal reached ``EngineConfiguration/maxRequestIDsPerPrincipal``.
     var live = true
+    /// Where its principal's chain is in ``PrincipalChains`` (set when remembered).
+    var principalSlot = -1
 }
 
 /// One principal's remembered results, a chain through `rememberedLog` from the oldest to the newest.
@@ -71,22 +75,23 @@ public final class Engine {
 
     var listings: [String: Listing] = [:]
     var timers = TimerQueue()
-    /// Request key → its position in `rememberedLog` (counted from the first entry ever remembered).
-    var remembered: [RequestKey: Int] = [:]
+    /// Request key → its position in `rememberedLog` (counted from the first entry ever remembered); grows
+    /// incrementally, so no insert stops the writer to rehash it.
+    var requests: RequestTable
     /// Remembered results in the order they were applied (engine time never decreases). Entries before
     /// `rememberedHead` have expired; an entry from it on is live unless its principal's cap forgot it (then its key
     /// may be remembered again further on).
-    var rememberedLog: [RememberedResult] = []
+    var rememberedLog = RememberedLog()
     var rememberedHead = 0
     /// The position of `rememberedLog[0]`, which moves forward when the expired prefix is dropped.
     var rememberedBase = 0
     /// Each principal's chain of live remembered results, for forgetting its oldest at the cap.
-    var principals: [String: PrincipalRequests] = [:]
+    var principals = PrincipalChains()
 
     public init(configuration: EngineConfiguration = EngineConfiguration()) {
         self.configuration = configuration
+        requests = RequestTable(minimumCapacity: configuration.expectedRequestIDs)
         if configuration.expectedRequestIDs > 0 {
-            remembered.reserveCapacity(configuration.expectedRequestIDs)
             rememberedLog.reserveCapacity(configuration.expectedRequestIDs)
         }
     }
@@ -104,10 +109,21 @@ public final class Engine {
     public var nextTimerTime: Millis? { timers.nextTime }
 
     /// The number of remembered request ids.
-    public var rememberedCount: Int { remembered.count }
+    public var rememberedCount: Int { requests.count }
+
+    /// The idempotency index, read as a map from request key to position in `rememberedLog`.
+    var remembered: RememberedIndex { RememberedIndex(engine: self) }
+
+    /// The position in `rememberedLog` (counted from the first entry ever remembered) of `key`'s live result.
+    @inline(__always)
+    func rememberedPosition(of key: RequestKey, hash: UInt64) -> Int? {
+        requests.find(hash: hash) { rememberedLog[$0 - rememberedBase].key == key }
+    }
 
     /// The number of request ids remembered for `principal`.
-    public func rememberedCount(of principal: String) -> Int { principals[principal]?.count ?? 0 }
+    public func rememberedCount(of principal: String) -> Int {
+        principals.slot(of: principal).map { principals[$0].count } ?? 0
+    }
 
     /// The ids of the listings in memory, in no particular order.
     public var listingIDs: [String] { Array(listings.keys) }
@@ -132,13 +148,32 @@ public final class Engine {
 
     /// Applies `command` at the current engine time, appending the events it causes to `events`.
     public func apply(_ command: Command, events: inout [Event]) -> CommandResult {
+        apply(command, listing: nil, events: &events)
+    }
+
+    /// A handle on the listing `id` while it is in memory, or `nil` when it is not.
+    public func handle(for id: String) -> ListingHandle? {
+        listings[id].map { ListingHandle(listing: $0, owner: ObjectIdentifier(self)) }
+    }
+
+    /// Applies `command` as ``apply(_:events:)`` does; `handle`, taken earlier with ``handle(for:)``, spares the
+    /// engine the lookup of the command's listing by id while it is current (the listing is still in memory and is
+    /// the command's). A stale or foreign handle is ignored.
+    public func apply(_ command: Command, listing handle: ListingHandle?, events: inout [Event]) -> CommandResult {
+        var known: Listing?
+        if let handle, handle.owner == ObjectIdentifier(self), handle.listing.live,
+            handle.listing.id == command.listing
+        {
+            known = handle.listing
+        }
         let principal = command.principal
         if let problem = identifierProblem(command) {
             return .rejected(.badRequest, problem)
         }
         let key = RequestKey(principal: principal, id: command.id)
+        let hash = RequestHash.of(principal: principal, id: command.id)
         let fingerprint = command.fingerprint
-        if let position = remembered[key] {
+        if let position = rememberedPosition(of: key, hash: hash) {
             let previous = rememberedLog[position - rememberedBase]
             if previous.fingerprint == fingerprint {
                 var result = previous.result
@@ -149,37 +184,38 @@ public final class Engine {
                 .idempotencyConflict,
                 "request id \(command.id) was already used by \(principal) for a different command; use a new id")
         }
-        let result = rules(command, events: &events)
-        remember(RememberedResult(key: key, fingerprint: fingerprint, result: result, at: now))
+        let result = rules(command, known: known, events: &events)
+        remember(RememberedResult(key: key, hash: hash, fingerprint: fingerprint, result: result, at: now))
         return result
     }
 
     /// Remembers `entry` as its principal's newest; forgets the principal's oldest when that passes the cap.
     func remember(_ entry: RememberedResult) {
         let position = rememberedBase + rememberedLog.count
-        remembered[entry.key] = position
+        let slot =
+            principals.slot(of: entry.key.principal)
+            ?? principals.add(entry.key.principal, PrincipalRequests(oldest: position, newest: position))
+        requests.insert(hash: entry.hash, position: position)
+        var entry = entry
+        entry.principalSlot = slot
         rememberedLog.append(entry)
-        let (previous, count) = principals[
-            entry.key.principal, default: PrincipalRequests(oldest: position, newest: position)
-        ].append(position)
+        let (previous, count) = principals[slot].append(position)
         if let previous { rememberedLog[previous - rememberedBase].next = position }
         if count > configuration.maxRequestIDsPerPrincipal {
-            let oldest = principals[entry.key.principal]?.oldest ?? position
+            let oldest = principals[slot].oldest
             rememberedLog[oldest - rememberedBase].live = false
-            remembered[rememberedLog[oldest - rememberedBase].key] = nil
-            unlinkOldest(of: entry.key.principal, next: rememberedLog[oldest - rememberedBase].next)
+            requests.remove(hash: rememberedLog[oldest - rememberedBase].hash, position: oldest)
+            unlinkOldest(of: slot, next: rememberedLog[oldest - rememberedBase].next)
         }
     }
 
-    /// Drops the oldest of `principal`'s chain, whose successor is `next`.
-    private func unlinkOldest(of principal: String, next: Int) {
-        guard var chain = principals[principal] else { return }
-        chain.count -= 1
-        if chain.count == 0 {
-            principals[principal] = nil
+    /// Drops the oldest of the chain in `slot`, whose successor is `next`.
+    private func unlinkOldest(of slot: Int, next: Int) {
+        principals[slot].count -= 1
+        if principals[slot].count == 0 {
+            principals.remove(slot: slot)
         } else {
-            chain.oldest = next
-            principals[principal] = chain
+            principals[slot].oldest = next
         }
     }
 
@@ -208,13 +244,13 @@ public final class Engine {
             let entry = rememberedLog[rememberedHead]
             if entry.live {
                 // Every entry before it is gone, so it is its principal's oldest.
-                remembered[entry.key] = nil
-                unlinkOldest(of: entry.key.principal, next: entry.next)
+                requests.remove(hash: entry.hash, position: rememberedBase + rememberedHead)
+                unlinkOldest(of: entry.principalSlot, next: entry.next)
             }
             rememberedHead += 1
         }
-        // Drop the expired prefix once it dominates, so memory follows the window, not all history.
-        if rememberedHead > 1024 && rememberedHead * 2 > rememberedLog.count {
+        // Drop the expired prefix a chunk at a time, so memory follows the window, not all history.
+        if rememberedHead >= RememberedLog.chunkSize {
             rememberedLog.removeFirst(rememberedHead)
             rememberedBase += rememberedHead
             rememberedHead = 0
@@ -248,12 +284,14 @@ public final class Engine {
     /// after its eviction is not evicted early (``fire(_:events:)`` evicts only a listing that has ended).
     func evict(_ listing: Listing, events: inout [Event]) {
         listings[listing.id] = nil
+        listing.live = false
         events.append(Event(listing: listing.id, seq: 0, at: now, kind: .evicted))
     }
 
     // MARK: - Rules
 
-    private func rules(_ command: Command, events: inout [Event]) -> CommandResult {
+    /// Applies the rules of `command`; `known` is its listing when the caller has it already.
+    private func rules(_ command: Command, known: Listing?, events: inout [Event]) -> CommandResult {
         switch command.body {
         case .open(let seller, let terms):
             return open(command.listing, seller: seller, terms: terms, events: &events)
@@ -261,7 +299,7 @@ public final class Engine {
             guard Limits.isValidAmount(amount) else {
                 return .rejected(.invalidAmount, "amount must be a positive integer up to 10^15 (minor units)")
             }
-            switch listingFor(command.listing, actor: bidder) {
+            switch listingFor(command.listing, actor: bidder, known: known) {
             case .failure(let rejection): return rejection.result
             case .success(let listing):
                 switch listing.book {
@@ -272,7 +310,7 @@ public final class Engine {
                 }
             }
         case .buyNow(let buyer):
-            switch listingFor(command.listing, actor: buyer) {
+            switch listingFor(command.listing, actor: buyer, known: known) {
             case .failure(let rejection): return rejection.result
             case .success(let listing):
                 guard case .english(let book) = listing.book else {
@@ -284,7 +322,7 @@ public final class Engine {
             guard Limits.isValidAmount(quantity) else {
                 return .rejected(.invalidQuantity, "quantity must be a positive integer up to 10^15")
             }
-            switch listingFor(command.listing, actor: bidder) {
+            switch listingFor(command.listing, actor: bidder, known: known) {
             case .failure(let rejection): return rejection.result
             case .success(let listing):
                 guard case .dutch(let book) = listing.book else {
@@ -302,7 +340,7 @@ public final class Engine {
             if let expiresAt, expiresAt <= now {
                 return .rejected(.badRequest, "expires_at \(expiresAt) must be after the current engine time \(now)")
             }
-            switch listingFor(command.listing, actor: nil) {
+            switch listingFor(command.listing, actor: nil, known: known) {
             case .failure(let rejection): return rejection.result
             case .success(let listing):
                 guard case .market(let book) = listing.book else {
@@ -314,14 +352,14 @@ public final class Engine {
                 return placeOrder(listing, book, order, &events)
             }
         case .cancel(let trader, let orderID):
-            guard let listing = listings[command.listing] else { return unknownListing(command.listing) }
+            guard let listing = known ?? listings[command.listing] else { return unknownListing(command.listing) }
             guard case .market(let book) = listing.book else {
                 return unsupported("cancel", listing, hint: "cancel is for market orders; use cancel_listing")
             }
             if listing.status != .open { return closedRejection(listing) }
             return cancelOrder(listing, book, trader: trader, orderID: orderID, &events)
         case .cancelListing(let seller):
-            guard let listing = listings[command.listing] else { return unknownListing(command.listing) }
+            guard let listing = known ?? listings[command.listing] else { return unknownListing(command.listing) }
             return cancelListing(listing, seller: seller, &events)
         }
     }
@@ -331,8 +369,8 @@ public final class Engine {
     }
 
     /// The listing a trading command acts on, if it exists, is open, has opened, and `actor` is not its seller.
-    private func listingFor(_ id: String, actor: String?) -> Swift.Result<Listing, Rejection> {
-        guard let listing = listings[id] else { return .failure(Rejection(result: unknownListing(id))) }
+    private func listingFor(_ id: String, actor: String?, known: Listing?) -> Swift.Result<Listing, Rejection> {
+        guard let listing = known ?? listings[id] else { return .failure(Rejection(result: unknownListing(id))) }
         if listing.status != .open { return .failure(Rejection(result: closedRejection(listing))) }
         if now < listing.opensAt {
             return .failure(
@@ -371,4 +409,27 @@ extension PrincipalRequests {
         count += 1
         return (previous, count)
     }
+}
+
+/// A read-only view of the idempotency index keyed by request key (tests and tools look entries up by key).
+struct RememberedIndex {
+    let engine: Engine
+
+    subscript(key: RequestKey) -> Int? {
+        engine.rememberedPosition(of: key, hash: RequestHash.of(principal: key.principal, id: key.id))
+    }
+
+    var count: Int { engine.requests.count }
+}
+
+/// A reference to a listing in an engine's memory, which a caller that applies many commands to one listing (the
+/// writer, per listing queue) keeps to spare the engine a lookup by id per command. It stops being current when the
+/// listing is evicted; an id opened again is a new listing with a new handle.
+public struct ListingHandle {
+    let listing: Listing
+    /// The engine the listing belongs to.
+    let owner: ObjectIdentifier
+
+    /// Whether the listing is still in its engine's memory.
+    public var isCurrent: Bool { listing.live }
 }

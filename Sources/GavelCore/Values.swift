@@ -22,22 +22,33 @@ public enum Limits {
 /// Identifier rules: 1–64 characters from `[A-Za-z0-9_.:-]`.
 public enum Identifier {
     /// Whether `value` is a well-formed identifier.
+    @inlinable
     public static func isValid(_ value: String) -> Bool {
-        var count = 0
-        for byte in value.utf8 {
-            count += 1
-            if count > Limits.maxIdentifierLength { return false }
-            switch byte {
-            case UInt8(ascii: "a")...UInt8(ascii: "z"), UInt8(ascii: "A")...UInt8(ascii: "Z"),
-                UInt8(ascii: "0")...UInt8(ascii: "9"), UInt8(ascii: "_"), UInt8(ascii: "."),
-                UInt8(ascii: ":"), UInt8(ascii: "-"):
-                continue
-            default:
-                return false
-            }
-        }
-        return count > 0
+        if let valid = value.utf8.withContiguousStorageIfAvailable({ isValid(utf8: $0) }) { return valid }
+        return Array(value.utf8).withUnsafeBufferPointer { isValid(utf8: $0) }
     }
+
+    /// Whether `utf8` is a well-formed identifier: one bit test per byte against the allowed ASCII set.
+    @inlinable
+    public static func isValid(utf8: UnsafeBufferPointer<UInt8>) -> Bool {
+        guard utf8.count > 0 && utf8.count <= Limits.maxIdentifierLength else { return false }
+        for byte in utf8 {
+            let bit = UInt64(1) &<< UInt64(byte & 63)
+            let allowed: UInt64
+            switch byte >> 6 {
+            case 0: allowed = allowedBelow64
+            case 1: allowed = allowedFrom64
+            default: return false
+            }
+            if allowed & bit == 0 { return false }
+        }
+        return true
+    }
+
+    /// `-`, `.`, `0-9`, `:` as bits of bytes 0...63.
+    @usableFromInline static let allowedBelow64: UInt64 = (1 << 45) | (1 << 46) | (0x3FF << 48) | (1 << 58)
+    /// `A-Z`, `_`, `a-z` as bits of bytes 64...127 (bit `byte - 64`).
+    @usableFromInline static let allowedFrom64: UInt64 = (0x3FF_FFFF << 1) | (1 << 31) | (0x3FF_FFFF << 33)
 }
 
 /// The side of a market order.

@@ -14,6 +14,8 @@ public final class ListingQueue: MPSCNode, @unchecked Sendable {
     /// Whether the listing is on the ready list (or being served by the writer, which will reschedule it).
     let scheduled = Atomic<Bool>(false)
     let capacity: Int
+    /// Writer only: the engine's handle on the listing, so that applying a command skips the lookup by id.
+    var handle: ListingHandle?
 
     init(listing: String, capacity: Int) {
         self.listing = listing

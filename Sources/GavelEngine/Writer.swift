@@ -74,7 +74,11 @@ public final class Writer: @unchecked Sendable {
     /// Barriers waiting for the commands submitted before them to be taken.
     private var waitingBarriers: [@Sendable () -> Void] = []
 
+    /// Every listing queue, by listing id. Producers read it through their thread's ``ProducerCache``; the mutex is
+    /// taken only on a cache miss (a listing new to the thread, an `open`) and by the writer to free a queue.
     private let queues = Mutex<[String: ListingQueue]>([:])
+    /// Tells this writer's entries in a thread's ``ProducerCache`` from another writer's.
+    private let identity = ProducerCache.nextIdentity()
     private let ready = IntrusiveMPSCQueue<ListingQueue>()
     private let readyCount = Atomic<Int>(0)
     private let admin = IntrusiveMPSCQueue<AdminRequest>()
@@ -130,7 +134,23 @@ public final class Writer: @unchecked Sendable {
     public func submit(_ command: Command, handler: ResultHandler?, wake: Bool = true) -> CommandResult? {
         guard phase.load(ordering: .acquiring) == Phase.running.rawValue else { return Self.notRunning }
         let submission = Submission(command, handler: handler)
-        let outcome = queues.withLock { queues -> (ListingQueue?, CommandResult?) in
+        // Fast path: the calling thread's cache, no lock. A queue freed since it was cached refuses the offer.
+        let cache = ProducerCache.current(for: identity)
+        if let queue = cache.queues[command.listing] {
+            if case .done(let outcome) = offer(submission, toCached: queue, wake: wake) { return outcome }
+            cache.queues[command.listing] = nil
+        }
+        let outcome = offerLocked(submission)
+        guard let queue = outcome.0 else { return outcome.1 }
+        cache.remember(queue)
+        schedule(queue, wake: wake)
+        return nil
+    }
+
+    /// Looks the listing of `submission` up under the map's mutex, creates its queue for an `open`, and offers.
+    private func offerLocked(_ submission: Submission) -> (ListingQueue?, CommandResult?) {
+        let command = submission.command
+        return queues.withLock { queues -> (ListingQueue?, CommandResult?) in
             let queue: ListingQueue
             if let existing = queues[command.listing] {
                 queue = existing
@@ -146,9 +166,6 @@ public final class Writer: @unchecked Sendable {
             case .full, .retired: return (nil, Self.overloaded(queue.listing, capacity: queue.capacity))
             }
         }
-        guard let queue = outcome.0 else { return outcome.1 }
-        schedule(queue, wake: wake)
-        return nil
     }
 
     /// Submits to a queue the caller looked up before (see ``queue(for:)``), without the lookup and its mutex. A queue
@@ -161,14 +178,29 @@ public final class Writer: @unchecked Sendable {
             queue.listing == command.listing, "command for \(command.listing) sent to \(queue.listing)'s queue")
         guard phase.load(ordering: .acquiring) == Phase.running.rawValue else { return Self.notRunning }
         let submission = Submission(command, handler: handler)
+        if case .done(let outcome) = offer(submission, toCached: queue, wake: wake) { return outcome }
+        return submit(command, handler: handler, wake: wake)
+    }
+
+    /// What an offer to a queue looked up earlier did.
+    private enum CachedOffer {
+        /// Enqueued (`nil`) or refused with this result.
+        case done(CommandResult?)
+        /// The writer has freed the queue: look the listing up again.
+        case retired
+    }
+
+    /// Offers `submission` to `queue`, looked up earlier, and schedules the queue if it took it.
+    @inline(__always)
+    private func offer(_ submission: Submission, toCached queue: ListingQueue, wake: Bool) -> CachedOffer {
         switch queue.offer(submission) {
         case .accepted:
             schedule(queue, wake: wake)
-            return nil
+            return .done(nil)
         case .full:
-            return Self.overloaded(queue.listing, capacity: queue.capacity)
+            return .done(Self.overloaded(queue.listing, capacity: queue.capacity))
         case .retired:
-            return submit(command, handler: handler, wake: wake)
+            return .retired
         }
     }
 
@@ -503,7 +535,8 @@ public final class Writer: @unchecked Sendable {
                 queue.pending.wrappingSubtract(1, ordering: .sequentiallyConsistent)
                 taken += 1
                 let start = batch.events.count
-                let result = engine.apply(submission.command, events: &batch.events)
+                if queue.handle?.isCurrent != true { queue.handle = engine.handle(for: queue.listing) }
+                let result = engine.apply(submission.command, listing: queue.handle, events: &batch.events)
                 mayBeGone = !result.ok || result.duplicate
                 lsn += 1
                 batch.entries.append(

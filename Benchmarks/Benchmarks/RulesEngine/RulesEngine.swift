@@ -119,6 +119,8 @@ let benchmarks: @Sendable () -> Void = {
         simulated.simulator = Simulator(engine: engineWithEnglishListings())
         simulated.inputs = englishBidLines()
     }
+
+    memoryBenchmarks()
 }
 
 /// A buffer the encoding benchmarks write into, kept from one message to the next as the gateway keeps its own.

@@ -58,12 +58,10 @@ func zipfBids(_ n: Int, seed: UInt64 = 42) -> [Command] {
     }
 }
 
-/// A manually driven writer with ``listingCount`` open english listings and the queue handles cached, as the
-/// gateway caches them.
+/// A manually driven writer with ``listingCount`` open english listings.
 final class WriterFixture: @unchecked Sendable {
     let writer: Writer
     let clock = ManualClock(0)
-    var queues: [String: ListingQueue] = [:]
     var commands: [Command] = []
     var next = 0
     var rejected = 0
@@ -82,18 +80,17 @@ final class WriterFixture: @unchecked Sendable {
         }
         writer.runUntilIdle()
         commands = zipfBids(bids)
-        for command in commands where queues[command.listing] == nil {
-            queues[command.listing] = writer.queue(for: command.listing)
-        }
     }
 
-    /// Submits the next `count` bids to their listings' queues.
+    /// Submits the next `count` bids as the gateway does: `submit(_:handler:wake:)`, which finds the listing's queue
+    /// itself, with one wake-up after the last.
     func submit(_ count: Int, handler: ResultHandler?) {
         for _ in 0..<count {
             let command = commands[next]
             next += 1
-            if writer.submit(command, to: queues[command.listing]!, handler: handler) != nil { rejected += 1 }
+            if writer.submit(command, handler: handler, wake: false) != nil { rejected += 1 }
         }
+        writer.wake()
     }
 }
 
@@ -128,7 +125,7 @@ let benchmarks: @Sendable () -> Void = {
     }
 
     nonisolated(unsafe) var endToEnd: WriterFixture!
-    Benchmark("writer: submit (cached queue) + apply + release with a result callback, Zipf(1.0)") { benchmark in
+    Benchmark("writer: submit + apply + release with a result callback, Zipf(1.0)") { benchmark in
         let released = Atomic<Int>(0)
         let handler: ResultHandler = { _, _ in released.wrappingAdd(1, ordering: .relaxed) }
         endToEnd.submit(benchmark.scaledIterations.count, handler: handler)

@@ -1,0 +1,132 @@
+/// The engine's remembered results in the order they were applied.
+typealias RememberedLog = ChunkedArray<RememberedResult>
+
+/// An array in fixed-size chunks, so that appending never copies what is already there (an `Array` that doubles
+/// copies every element, a pause proportional to its size on the writer thread) and dropping a prefix frees whole
+/// chunks without moving the rest.
+///
+/// Indices run from 0 (the oldest element kept) to `count`; ``removeFirst(_:)`` shifts them down.
+struct ChunkedArray<Element>: RandomAccessCollection, MutableCollection {
+    static var chunkShift: Int { 12 }
+    static var chunkSize: Int { 1 << chunkShift }
+    private static var chunkMask: Int { chunkSize - 1 }
+
+    private var chunks: [[Element]] = []
+    /// The place of entry 0 in `chunks[0]`.
+    private var offset = 0
+    private(set) var count = 0
+    /// Chunks allocated ahead (``reserveCapacity(_:)``), used before allocating new ones.
+    private var spare: [[Element]] = []
+
+    var startIndex: Int { 0 }
+    var endIndex: Int { count }
+
+    @inline(__always)
+    subscript(index: Int) -> Element {
+        get {
+            let place = index + offset
+            return chunks[place >> Self.chunkShift][place & Self.chunkMask]
+        }
+        set {
+            let place = index + offset
+            chunks[place >> Self.chunkShift][place & Self.chunkMask] = newValue
+        }
+    }
+
+    /// Appends `entry`; allocates a chunk (or takes a reserved one) once every ``chunkSize`` entries.
+    mutating func append(_ entry: Element) {
+        let place = count + offset
+        if place & Self.chunkMask == 0 {
+            chunks.append(spare.popLast() ?? Self.newChunk())
+        }
+        chunks[place >> Self.chunkShift].append(entry)
+        count += 1
+    }
+
+    /// Drops the first `n` entries; frees the chunks they filled.
+    mutating func removeFirst(_ n: Int) {
+        precondition(n >= 0 && n <= count, "removeFirst(\(n)) of \(count) entries")
+        offset += n
+        count -= n
+        let emptied = offset >> Self.chunkShift
+        if emptied > 0 {
+            chunks.removeFirst(emptied)
+            offset &= Self.chunkMask
+        }
+    }
+
+    /// Allocates the chunks for `capacity` entries now, so that appending up to it allocates nothing.
+    mutating func reserveCapacity(_ capacity: Int) {
+        let wanted = (capacity + Self.chunkMask) >> Self.chunkShift
+        let have = chunks.count + spare.count
+        guard wanted > have else { return }
+        chunks.reserveCapacity(wanted)
+        spare.reserveCapacity(wanted - have)
+        for _ in have..<wanted { spare.append(Self.newChunk()) }
+    }
+
+    private static func newChunk() -> [Element] {
+        var chunk: [Element] = []
+        chunk.reserveCapacity(chunkSize)
+        return chunk
+    }
+}
+
+/// Each principal's chain of live remembered results, by principal: chains in a ``ChunkedArray`` whose freed slots
+/// are reused, found through a ``RequestTable`` on the principal's hash, so that neither grows by copying or
+/// rehashing everything at once (a `Dictionary` keyed by principal did both).
+struct PrincipalChains {
+    private struct Chain {
+        var name: String
+        var hash: UInt64
+        var requests: PrincipalRequests
+    }
+
+    private var chains = ChunkedArray<Chain>()
+    /// The first free slot, -1 for none; a free chain's `requests.oldest` links to the next.
+    private var firstFree = -1
+    private let index = RequestTable()
+
+    /// The number of principals with a chain.
+    var count: Int { index.count }
+
+    /// Whether no principal has a chain.
+    var isEmpty: Bool { count == 0 }
+
+    /// The slot of `name`'s chain, if it has one.
+    @inline(__always)
+    func slot(of name: String) -> Int? {
+        index.find(hash: RequestHash.of(principal: name)) { chains[$0].name == name }
+    }
+
+    /// The chain in `slot`.
+    @inline(__always)
+    subscript(slot: Int) -> PrincipalRequests {
+        get { chains[slot].requests }
+        set { chains[slot].requests = newValue }
+    }
+
+    /// Adds a chain for `name`, which has none; returns its slot.
+    mutating func add(_ name: String, _ requests: PrincipalRequests) -> Int {
+        let chain = Chain(name: name, hash: RequestHash.of(principal: name), requests: requests)
+        let slot: Int
+        if firstFree >= 0 {
+            slot = firstFree
+            firstFree = chains[slot].requests.oldest
+            chains[slot] = chain
+        } else {
+            slot = chains.count
+            chains.append(chain)
+        }
+        index.insert(hash: chain.hash, position: slot)
+        return slot
+    }
+
+    /// Removes the chain in `slot`; the slot is reused by a later ``add(_:_:)``.
+    mutating func remove(slot: Int) {
+        index.remove(hash: chains[slot].hash, position: slot)
+        chains[slot].name = ""
+        chains[slot].requests = PrincipalRequests(oldest: firstFree, newest: -1)
+        firstFree = slot
+    }
+}

@@ -1,0 +1,266 @@
+#if canImport(Glibc)
+    import Glibc
+#elseif canImport(Darwin)
+    import Darwin
+#endif
+
+/// The idempotency table's index: request key → position in the engine's log of remembered results, an
+/// open-addressing hash table that grows incrementally, so that no single insert rehashes the whole table.
+///
+/// The table stores only a key's 64-bit hash and its position; the key itself is compared against the log entry at
+/// that position (the caller's `matches`), so the table holds no strings and no references.
+///
+/// Growth: when the slots in use (live and deleted) pass three quarters of the capacity, a new table is allocated
+/// (at least twice the live count, at least half the old capacity) and every later insert or remove moves
+/// ``migrationStep`` slots of the old table into it; lookups look in both while they coexist. The new table has
+/// room for every insert until the move completes (see `startResize`), so one never waits for another. Tables are
+/// allocated with `mmap` (`MAP_NORESERVE`: memory is committed only as pages are touched), so their pages are zero
+/// (empty) and faulted in on first use: allocating a large table costs no pass over it either. A fully moved table
+/// is unmapped 64 KB per later insert or remove, not at once.
+///
+/// Determinism: the layout depends on a per-process random seed (``RequestHash``), but nothing reads the layout
+/// except lookups; the state encoding walks the log, not this table.
+///
+/// - Note: Not thread-safe; one owner (the engine).
+final class RequestTable {
+    /// A slot: `position + 1` (0: never used, `deleted`: a removed entry that probes go past) and the key's hash.
+    struct Slot {
+        var tag: Int
+        var hash: UInt64
+    }
+
+    static let deleted = -1
+    /// Old slots moved per insert or remove while two tables coexist.
+    static let migrationStep = 16
+    static let minimumCapacity = 16
+
+    private var slots: Storage
+    /// Live plus deleted slots of `slots`.
+    private var used = 0
+    /// The table being emptied into `slots`, and the next of its slots to move.
+    private var old: Storage?
+    private var moved = 0
+    /// A table fully moved, whose memory is given back to the system a little per insert or remove: unmapping 16 MB
+    /// at once takes the writer a millisecond or two.
+    private var retiring: Storage?
+    /// Live entries in both tables.
+    private(set) var count = 0
+
+    init(minimumCapacity: Int = 0) {
+        slots = Storage(capacity: Self.capacity(for: minimumCapacity))
+    }
+
+    /// The power-of-two capacity that holds `entries` below three quarters.
+    private static func capacity(for entries: Int) -> Int {
+        var capacity = minimumCapacity
+        while capacity / 4 * 3 <= entries { capacity *= 2 }
+        return capacity
+    }
+
+    /// The capacity of the current table (for tests and statistics).
+    var capacity: Int { slots.capacity }
+
+    /// Whether an old table is still being moved (for tests).
+    var isResizing: Bool { old != nil }
+
+    /// The position of the entry with this hash for which `matches(position)` holds, if any.
+    @inline(__always)
+    func find(hash: UInt64, where matches: (Int) -> Bool) -> Int? {
+        if let position = slots.find(hash: hash, where: matches) { return position }
+        if let old { return old.find(hash: hash, where: matches) }
+        return nil
+    }
+
+    /// Adds `position` under `hash`. The caller guarantees that no entry for the same key is in the table.
+    func insert(hash: UInt64, position: Int) {
+        migrate()
+        if slots.insert(hash: hash, tag: position + 1) { used += 1 }
+        count += 1
+        if used > slots.capacity / 4 * 3 { startResize() }
+    }
+
+    /// Removes the entry at `position`, stored under `hash`. Returns whether it was there.
+    @discardableResult
+    func remove(hash: UInt64, position: Int) -> Bool {
+        migrate()
+        let removed = slots.remove(hash: hash, tag: position + 1) || old?.remove(hash: hash, tag: position + 1) == true
+        if removed { count -= 1 }
+        return removed
+    }
+
+    /// Starts moving everything into a fresh table. Only called with no move under way: the new table is sized so
+    /// that the move ends before it fills (at most `capacity/2` live entries come over, and the inserts during the
+    /// move, one per `migrationStep` old slots, are at most `oldCapacity/16 <= capacity/8`; `used` stays below 3/4).
+    private func startResize() {
+        if old != nil { finishMigration() }  // unreachable by the sizing above; keeps the table correct regardless
+        retiring = nil
+        let capacity = max(Self.capacity(for: 2 * count), slots.capacity / 2, Self.minimumCapacity)
+        old = slots
+        moved = 0
+        slots = Storage(capacity: capacity)
+        used = 0
+    }
+
+    /// Moves the next `migrationStep` slots of the old table, and frees it once all are moved.
+    @inline(__always)
+    private func migrate() {
+        if let retiring, retiring.unmapSome() { self.retiring = nil }
+        guard let old else { return }
+        let end = min(moved + Self.migrationStep, old.capacity)
+        for index in moved..<end {
+            let slot = old.base[index]
+            guard slot.tag > 0 else { continue }
+            if slots.insert(hash: slot.hash, tag: slot.tag) { used += 1 }
+            old.base[index].tag = Self.deleted
+        }
+        moved = end
+        if moved == old.capacity {
+            self.old = nil
+            retiring = old
+        }
+    }
+
+    private func finishMigration() {
+        while old != nil { migrate() }
+    }
+
+    /// A block of zeroed slots, mapped from the system and unmapped when released.
+    final class Storage {
+        let base: UnsafeMutablePointer<Slot>
+        let capacity: Int
+        private let mask: Int
+        private let bytes: Int
+        /// Bytes from the start already given back (``unmapSome()``); nothing may read the table once it started.
+        private var unmapped = 0
+        /// What ``unmapSome()`` gives back per call: 16 pages of 4 KB.
+        private static let unmapStep = 64 * 1024
+
+        init(capacity: Int) {
+            precondition(capacity > 0 && capacity & (capacity - 1) == 0, "a power of two")
+            self.capacity = capacity
+            mask = capacity - 1
+            bytes = capacity * MemoryLayout<Slot>.stride
+            let mapped = mmap(nil, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0)
+            guard let mapped, mapped != MAP_FAILED else {
+                fatalError("out of memory: cannot map \(bytes) bytes for the idempotency table")
+            }
+            base = mapped.bindMemory(to: Slot.self, capacity: capacity)
+        }
+
+        deinit {
+            if unmapped < bytes { munmap(UnsafeMutableRawPointer(base) + unmapped, bytes - unmapped) }
+        }
+
+        /// Gives the next ``unmapStep`` bytes back to the system; returns `true` once all are given back. For a table
+        /// nothing reads any more.
+        func unmapSome() -> Bool {
+            let length = min(Self.unmapStep, bytes - unmapped)
+            munmap(UnsafeMutableRawPointer(base) + unmapped, length)
+            unmapped += length
+            return unmapped == bytes
+        }
+
+        @inline(__always)
+        func find(hash: UInt64, where matches: (Int) -> Bool) -> Int? {
+            probe(hash) { $0.hash == hash && matches($0.tag - 1) }.map { base[$0].tag - 1 }
+        }
+
+        /// The index of the live slot on `hash`'s probe sequence for which `isIt` holds, if any.
+        @inline(__always)
+        private func probe(_ hash: UInt64, _ isIt: (Slot) -> Bool) -> Int? {
+            var index = Int(truncatingIfNeeded: hash) & mask
+            while true {
+                let slot = base[index]
+                if slot.tag == 0 { return nil }
+                if slot.tag > 0 && isIt(slot) { return index }
+                index = (index + 1) & mask
+            }
+        }
+
+        /// Stores `tag`; returns `true` when it took a never-used slot (not a deleted one).
+        @inline(__always)
+        func insert(hash: UInt64, tag: Int) -> Bool {
+            var index = Int(truncatingIfNeeded: hash) & mask
+            while true {
+                let current = base[index].tag
+                if current <= 0 {
+                    base[index] = Slot(tag: tag, hash: hash)
+                    return current == 0
+                }
+                index = (index + 1) & mask
+            }
+        }
+
+        @inline(__always)
+        func remove(hash: UInt64, tag: Int) -> Bool {
+            guard let index = probe(hash, { $0.tag == tag }) else { return false }
+            base[index].tag = RequestTable.deleted
+            return true
+        }
+    }
+}
+
+/// The hash of a request key (principal, id): a multiply-fold hash over the UTF-8 bytes, keyed by a random seed drawn
+/// once per process, as the per-process-seeded hashes of Go's maps or Rust's foldhash are.
+///
+/// Hash flooding: a client controls request ids and, through `on_behalf_of`, principals, so an attacker could send
+/// keys crafted to collide. Collisions need the 128-bit seed, which never leaves the process and differs on every
+/// start; the table also keeps the full 64-bit hash of each entry, so only keys with equal full hashes are compared
+/// as strings. It is not a cryptographic function: like Go's and foldhash's, it resists flooding by an attacker who
+/// cannot see hash values (they never leave the process), not one who can. Identifiers are at most 64 bytes, so a
+/// key costs at most 20 multiplications.
+enum RequestHash {
+    private static let seeds: (UInt64, UInt64) = {
+        var generator = SystemRandomNumberGenerator()
+        return (generator.next() | 1, generator.next() | 1)
+    }()
+
+    /// The hash of a principal alone.
+    @inline(__always)
+    static func of(principal: String) -> UInt64 {
+        let (k0, k1) = seeds
+        return fold(bytes(principal, seed: k1, k0), k1)
+    }
+
+    /// The hash of (principal, id).
+    @inline(__always)
+    static func of(principal: String, id: String) -> UInt64 {
+        let (k0, k1) = seeds
+        var h = bytes(principal, seed: k0, k1)
+        h = fold(h ^ 0x9E37_79B9_7F4A_7C15, k1)
+        return fold(bytes(id, seed: h, k1), k0)
+    }
+
+    @inline(__always)
+    private static func fold(_ a: UInt64, _ b: UInt64) -> UInt64 {
+        let product = a.multipliedFullWidth(by: b)
+        return product.high ^ product.low
+    }
+
+    @inline(__always)
+    private static func bytes(_ string: String, seed: UInt64, _ k: UInt64) -> UInt64 {
+        if let h = string.utf8.withContiguousStorageIfAvailable({ bytes(UnsafeRawBufferPointer($0), seed: seed, k) }) {
+            return h
+        }
+        var copy = string
+        return copy.withUTF8 { bytes(UnsafeRawBufferPointer($0), seed: seed, k) }
+    }
+
+    @inline(__always)
+    private static func bytes(_ buffer: UnsafeRawBufferPointer, seed: UInt64, _ k: UInt64) -> UInt64 {
+        var h = seed ^ UInt64(buffer.count)
+        var offset = 0
+        while offset + 8 <= buffer.count {
+            h = fold(h ^ buffer.loadUnaligned(fromByteOffset: offset, as: UInt64.self), k)
+            offset += 8
+        }
+        var tail: UInt64 = 0
+        var shift: UInt64 = 0
+        while offset < buffer.count {
+            tail |= UInt64(buffer[offset]) << shift
+            shift += 8
+            offset += 1
+        }
+        return fold(h ^ tail ^ 0xA076_1D64_78BD_642F, k)
+    }
+}

@@ -1,0 +1,59 @@
+import GavelCore
+import Synchronization
+import Testing
+
+@testable import GavelEngine
+
+/// The per-thread queue cache of `submit(_:handler:wake:)` sends every command to its own writer's queue.
+@Suite("Producer cache")
+struct ProducerCacheTests {
+    @Test func aThreadSubmittingToTwoWritersInTurnReachesEachWritersOwnQueue() async throws {
+        let first = Writer(clock: ManualClock(0))
+        let second = Writer(clock: ManualClock(0))
+        first.start()
+        second.start()
+        #expect(await first.submit(openEnglish("L")).result.ok)
+        #expect(await second.submit(openEnglish("L")).result.ok)
+        // The same thread alternates between the writers on the same listing id: a cache that ignored which writer
+        // its queues belong to would send the second writer's bids into the first writer's queue.
+        for i in 0..<50 {
+            #expect(first.submit(bid("L", "b\(i % 2)", Money(1_000 + i * 1_000), id: "f\(i)"), handler: nil) == nil)
+            #expect(second.submit(bid("L", "b\(i % 2)", Money(1_000 + i * 1_000), id: "s\(i)"), handler: nil) == nil)
+        }
+        await first.barrier()
+        await second.barrier()
+        #expect(await first.read { _, lsn in lsn } == 51)
+        #expect(await second.read { _, lsn in lsn } == 51)
+        await first.shutdown()
+        await second.shutdown()
+    }
+
+    @Test func aCachedQueueFreedByTheWriterIsLookedUpAgainAndTheCommandIsAnswered() async throws {
+        var configuration = WriterConfiguration()
+        configuration.engine.closedListingRetentionMs = 1_000
+        let clock = ManualClock(0)
+        let writer = Writer(configuration: configuration, clock: clock)
+        writer.start()
+        // The bid caches the queue of L on this thread; the eviction frees it.
+        #expect(await writer.submit(openEnglish("L", closesAt: 100)).result.ok)
+        #expect(writer.submit(bid("L", "ann", 200, id: "b1"), handler: nil) == nil)
+        await writer.barrier()
+        clock.set(1_200)
+        writer.wake()
+        for _ in 0..<2_000 where writer.listingQueueCount > 0 {
+            try await Task.sleep(for: .milliseconds(1))
+        }
+        #expect(writer.listingQueueCount == 0)
+        // Through the cache: the freed queue refuses, the lookup finds none, and the bid is refused as unknown.
+        #expect(writer.submit(bid("L", "ann", 300, id: "b2"), handler: nil)?.error == .unknownListing)
+        #expect(await writer.submit(openEnglish("L", closesAt: 5_000, id: "again")).result.ok)
+        let answered = Atomic<Int>(0)
+        #expect(
+            writer.submit(bid("L", "ann", 300, id: "b3")) { result, _ in
+                if result.ok { answered.wrappingAdd(1, ordering: .relaxed) }
+            } == nil)
+        await writer.barrier()
+        #expect(answered.load(ordering: .relaxed) == 1)
+        await writer.shutdown()
+    }
+}
