@@ -1,4 +1,5 @@
 import GavelCore
+import GavelEngine
 
 /// Corruption that recovery will not repair by itself: the file, the byte offset, what is wrong and what to do.
 public struct CorruptionError: Error, CustomStringConvertible, Sendable {
@@ -28,7 +29,8 @@ public struct RecoveryOptions: Sendable {
     public var repair = true
     /// Rules settings for a journal replayed from the start.
     public var engine = EngineConfiguration()
-    /// Called now and then with the number of records replayed and the total bytes of the segments read so far.
+    /// Called on the recovering thread a second after recovery started and then every second, with the number of
+    /// records replayed so far and the segment being read; never for a recovery that takes less than a second.
     public var progress: (@Sendable (_ records: Int, _ segment: String) -> Void)?
 
     public init() {}
@@ -108,6 +110,7 @@ public enum Recovery {
         var events: [Event] = []
         events.reserveCapacity(64)
         var index = first
+        var nextProgress = monotonicNanos() + 1_000_000_000
         reading: while index < segments.count {
             let segment = segments[index]
             let isLast = index == segments.count - 1
@@ -170,9 +173,10 @@ public enum Recovery {
                     apply(record, to: engine, events: &events)
                     report.lastLSN = record.lsn
                     report.replayedRecords += 1
-                    if report.replayedRecords % 1_000_000 == 0 {
-                        options.progress?(report.replayedRecords, segment.path)
-                    }
+                }
+                if let progress = options.progress, monotonicNanos() >= nextProgress {
+                    progress(report.replayedRecords, segment.path)
+                    nextProgress = monotonicNanos() + 1_000_000_000
                 }
                 report.chain = batch.chain
                 if let snapshot = start, batch.records.last?.lsn == snapshot.lsn, batch.chain != snapshot.chain {
@@ -180,6 +184,8 @@ public enum Recovery {
                         file: segment.path, offset: batch.offset,
                         reason: "the journal's chain at lsn \(snapshot.lsn) differs from snapshot \(snapshot.path)")
                 }
+                // Stop at the limit without reading the next frame, which a running journal may be writing.
+                if let limit = options.toLSN, report.lastLSN >= limit { break reading }
             }
             expectedLSN = reader.nextLSN
             chain = reader.chain

@@ -31,9 +31,8 @@ struct Replay: ParsableCommand {
         options.repair = false
         options.toLSN = toLSN
         options.useSnapshots = !fromStart
-        if stderrIsTerminal {
-            options.progress = { records, segment in printError("replaying: \(records) entries (\(segment))") }
-        }
+        // A replay longer than a second says how far it is, every second.
+        options.progress = { records, segment in printError("replaying: \(records) entries (\(segment))") }
         let started = monotonicNanos()
         let report: RecoveryReport
         warnIfLoose(DataDirectory(dataDir), tool: "gavel replay")
