@@ -29,9 +29,12 @@ public struct RecoveryOptions: Sendable {
     public var repair = true
     /// Rules settings for a journal replayed from the start.
     public var engine = EngineConfiguration()
-    /// Called on the recovering thread a second after recovery started and then every second, with the number of
-    /// records replayed so far and the segment being read; never for a recovery that takes less than a second.
+    /// Called on the recovering thread ``progressIntervalNanos`` (a second) after recovery started and then every
+    /// such interval, with the number of records replayed so far and the segment being read; never for a recovery
+    /// shorter than the interval.
     public var progress: (@Sendable (_ records: Int, _ segment: String) -> Void)?
+    /// How often ``progress`` is called, and how long recovery runs before the first call: a second.
+    public var progressIntervalNanos: UInt64 = 1_000_000_000
 
     public init() {}
 }
@@ -110,7 +113,7 @@ public enum Recovery {
         var events: [Event] = []
         events.reserveCapacity(64)
         var index = first
-        var nextProgress = monotonicNanos() + 1_000_000_000
+        var nextProgress = monotonicNanos() + options.progressIntervalNanos
         reading: while index < segments.count {
             let segment = segments[index]
             let isLast = index == segments.count - 1
@@ -176,7 +179,7 @@ public enum Recovery {
                 }
                 if let progress = options.progress, monotonicNanos() >= nextProgress {
                     progress(report.replayedRecords, segment.path)
-                    nextProgress = monotonicNanos() + 1_000_000_000
+                    nextProgress = monotonicNanos() + options.progressIntervalNanos
                 }
                 report.chain = batch.chain
                 if let snapshot = start, batch.records.last?.lsn == snapshot.lsn, batch.chain != snapshot.chain {

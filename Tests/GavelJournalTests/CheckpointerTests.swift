@@ -225,3 +225,44 @@ private func lastLSN(_ run: JournaledWriter) throws -> UInt64 {
     run.writer.runUntilIdle()
     return lsn.withLock { $0 }
 }
+
+/// Recovery's progress is time-based: nothing for a short recovery, and a line each interval for a long one.
+@Suite("Recovery progress")
+struct RecoveryProgressTests {
+    private func journalOf(_ count: Int, in path: String) throws -> DataDirectory {
+        let run = try JournaledWriter(path, journal: journal(segmentBytes: 4096, keep: 2, fsync: .none))
+        var workload = Workload(seed: 3)
+        run.feed(&workload, count, settleEvery: 50)
+        run.finish()
+        return DataDirectory(path)
+    }
+
+    @Test func aRecoveryShorterThanASecondReportsNoProgress() throws {
+        let temp = try TemporaryDirectory("progress-short")
+        defer { temp.remove() }
+        let directory = try journalOf(300, in: temp.path)
+        let calls = Mutex<[Int]>([])
+        var options = RecoveryOptions()
+        options.useSnapshots = false
+        options.progress = { records, _ in calls.withLock { $0.append(records) } }
+        let report = try Recovery.recover(directory, options: options)
+        #expect(report.replayedRecords >= 300)
+        #expect(calls.withLock { $0 }.isEmpty)
+    }
+
+    @Test func aRecoveryLongerThanTheIntervalReportsGrowingCountsEachInterval() throws {
+        let temp = try TemporaryDirectory("progress-long")
+        defer { temp.remove() }
+        let directory = try journalOf(300, in: temp.path)
+        let calls = Mutex<[Int]>([])
+        var options = RecoveryOptions()
+        options.useSnapshots = false
+        // An interval of zero stands for a recovery that takes many intervals: a line after every batch.
+        options.progressIntervalNanos = 0
+        options.progress = { records, _ in calls.withLock { $0.append(records) } }
+        let report = try Recovery.recover(directory, options: options)
+        let seen = calls.withLock { $0 }
+        #expect(seen.count >= 6, "one line per batch read: \(seen.count)")
+        #expect(seen == seen.sorted() && seen.last == report.replayedRecords)
+    }
+}
