@@ -1,3 +1,4 @@
+import CGavelShims
 import Dispatch
 import GavelCore
 import GavelEngine
@@ -114,6 +115,8 @@ final class Checkpointer: @unchecked Sendable {
     // MARK: - The checkpointer thread
 
     private func run() {
+        // Background work: the writer, the journal and the event loops go first when the cores are busy.
+        _ = gavel_lower_thread_priority(20)
         while true {
             wake.wait()
             while true {
