@@ -66,6 +66,11 @@ int gavel_fdatasync(int fd) { return fdatasync(fd); }
 
 int gavel_lower_thread_priority(int increment) {
 #if defined(__linux__)
+    if (increment <= 0) {
+        // Back to the normal class (and nice value) of the process.
+        struct sched_param param = {0};
+        return pthread_setschedparam(pthread_self(), SCHED_OTHER, &param) == 0 ? 0 : -1;
+    }
     if (increment >= 20) {
         // The lowest class: the thread runs only on a core nothing else wants.
         struct sched_param param = {0};

@@ -133,6 +133,8 @@ final class Checkpointer: @unchecked Sendable {
                     if stop { return }
                     break
                 }
+                // Someone waits for the shutdown snapshot: it is no longer background work.
+                if stop { _ = gavel_lower_thread_priority(0) }
                 write(next)
             }
         }
