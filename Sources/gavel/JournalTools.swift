@@ -92,7 +92,10 @@ struct Verify: ParsableCommand {
 
     func run() throws {
         warnIfLoose(DataDirectory(dataDir), tool: "gavel verify")
-        let result = Verification.run(DataDirectory(dataDir))
+        // A replay longer than a second says how far it is, every second.
+        let result = Verification.run(DataDirectory(dataDir)) { records, segment in
+            printError("verify: replaying from the start: \(records) entries (\(segment))")
+        }
         let out = LineWriter()
         for line in result.notes { out.write("ok: \(line)") }
         for problem in result.problems { out.write("PROBLEM: \(problem)") }
