@@ -1,4 +1,11 @@
+#define _GNU_SOURCE
 #include "CGavelShims.h"
+#include <errno.h>
+#include <pthread.h>
+#include <sched.h>
+#include <fcntl.h>
+#include <sys/resource.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 static uint32_t table[8][256];
@@ -56,3 +63,37 @@ uint32_t gavel_crc32c(uint32_t crc, const void *data, size_t length) {
 }
 
 int gavel_fdatasync(int fd) { return fdatasync(fd); }
+
+int gavel_lower_thread_priority(int increment) {
+#if defined(__linux__)
+    if (increment <= 0) {
+        // Back to the normal class (and nice value) of the process.
+        struct sched_param param = {0};
+        return pthread_setschedparam(pthread_self(), SCHED_OTHER, &param) == 0 ? 0 : -1;
+    }
+    if (increment >= 20) {
+        // The lowest class: the thread runs only on a core nothing else wants.
+        struct sched_param param = {0};
+        return pthread_setschedparam(pthread_self(), SCHED_IDLE, &param) == 0 ? 0 : -1;
+    }
+    pid_t tid = (pid_t)syscall(SYS_gettid);
+    errno = 0;
+    int current = getpriority(PRIO_PROCESS, (id_t)tid);
+    if (current == -1 && errno != 0) return -1;
+    return setpriority(PRIO_PROCESS, (id_t)tid, current + increment);
+#else
+    (void)increment;
+    return 0;
+#endif
+}
+
+int gavel_writeback(int fd, int64_t offset, int64_t length, int wait) {
+#if defined(__linux__)
+    unsigned int flags = SYNC_FILE_RANGE_WRITE;
+    if (wait) flags |= SYNC_FILE_RANGE_WAIT_BEFORE | SYNC_FILE_RANGE_WAIT_AFTER;
+    return sync_file_range(fd, (off64_t)offset, (off64_t)length, flags);
+#else
+    (void)fd; (void)offset; (void)length; (void)wait;
+    return 0;
+#endif
+}

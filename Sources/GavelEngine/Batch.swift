@@ -76,12 +76,14 @@ public final class InMemorySink: BatchSink {
     public func flush() {}
 }
 
-/// Receives snapshots of the engine state, taken by the writer between batches.
+/// Receives snapshot points: the writer copies nothing, the receiver rebuilds the state at the point itself (the
+/// journal's checkpointer replays the durable journal into a shadow engine).
 ///
-/// Contract: ``snapshot(state:lsn:now:pauseNanos:)`` is called on the writer thread right after the batch whose last
-/// entry is `lsn` was handed to the batch sink; the receiver must persist it only once that batch is durable.
+/// Contract: ``snapshot(lsn:now:pauseNanos:)`` is called on the writer thread right after the batch whose last entry
+/// is `lsn` was handed to the batch sink; the receiver must persist the snapshot only once that batch is durable.
+/// The writer's clock at that point is `now`, and is the time of entry `lsn` (the writer journals a `tick` first when
+/// its clock moved with nothing journaled), so replaying the journal to `lsn` reaches the writer's state exactly.
 public protocol SnapshotSink: AnyObject, Sendable {
-    /// `state` is ``Engine/encodeState()`` at `lsn`; `now` is the engine clock; `pauseNanos` is how long the writer
-    /// stopped to copy it.
-    func snapshot(state: [UInt8], lsn: UInt64, now: Millis, pauseNanos: UInt64)
+    /// `now` is the engine clock at `lsn`; `pauseNanos` is how long the writer stopped for the snapshot point.
+    func snapshot(lsn: UInt64, now: Millis, pauseNanos: UInt64)
 }

@@ -477,9 +477,11 @@ public final class Writer: @unchecked Sendable {
         if due { takeSnapshot() }
     }
 
-    /// Copies the engine state and hands it to the snapshot sink; the writer pauses only for the copy.
+    /// Marks a snapshot point at the current lsn and hands it to the snapshot sink, which rebuilds the state there
+    /// itself: the writer copies nothing.
     private func takeSnapshot() {
         guard let snapshotSink else { return }
+        let started = monotonicNanos()
         snapshotRequested = false
         if engine.now > journaledNow {
             // The clock moved with nothing to journal; the clock and the requests it expired are state.
@@ -489,10 +491,7 @@ public final class Writer: @unchecked Sendable {
             batch.entries.append(BatchEntry(lsn: lsn, at: engine.now, input: .tick, result: nil, events: none))
             dispatch(batch)
         }
-        let started = monotonicNanos()
-        let state = engine.encodeState()
-        let pause = monotonicNanos() - started
-        snapshotSink.snapshot(state: state, lsn: lsn, now: engine.now, pauseNanos: pause)
+        snapshotSink.snapshot(lsn: lsn, now: engine.now, pauseNanos: monotonicNanos() - started)
         lastSnapshotLSN = lsn
         lastSnapshotNanos = monotonicNanos()
     }

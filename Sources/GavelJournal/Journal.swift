@@ -55,8 +55,9 @@ public struct JournalConfiguration: Sendable {
 /// The writer hands it batches; a journal thread encodes every batch waiting into records, compresses them into
 /// one LZ4 frame with a SHA-256 chain trailer, appends it to the current segment, fdatasyncs (per the policy) and
 /// only then releases the batches' results and events, in order. While one group is being synced the writer keeps
-/// building the next ones (group commit). Snapshots are written by the same thread after the batches before them
-/// are durable, so a snapshot never covers an entry the journal lacks.
+/// building the next ones (group commit). A snapshot point is handed to the ``Checkpointer`` once every batch up
+/// to it is durable, so a snapshot never covers an entry the journal lacks; the checkpointer writes the file on a
+/// thread of its own, so neither the writer nor group commits wait for it.
 public final class Journal: BatchSink, SnapshotSink, @unchecked Sendable {
     public let directory: DataDirectory
     public let configuration: JournalConfiguration
@@ -64,7 +65,7 @@ public final class Journal: BatchSink, SnapshotSink, @unchecked Sendable {
 
     private enum Item {
         case batch(Batch, BatchRelease)
-        case snapshot(state: [UInt8], lsn: UInt64, now: Millis, pauseNanos: UInt64)
+        case snapshot(lsn: UInt64, now: Millis, pauseNanos: UInt64)
         case flush(DispatchSemaphore)
     }
 
@@ -73,6 +74,7 @@ public final class Journal: BatchSink, SnapshotSink, @unchecked Sendable {
     private let inFlight: DispatchSemaphore
     private let stopping = Atomic<Bool>(false)
     private var thread: pthread_t?
+    private let checkpointer: Checkpointer
 
     // Journal thread state.
     private var fd: Int32 = -1
@@ -106,6 +108,9 @@ public final class Journal: BatchSink, SnapshotSink, @unchecked Sendable {
         self.lastLSN = recovery.lastLSN
         self.chain = recovery.chain
         self.inFlight = DispatchSemaphore(value: max(1, configuration.maxInFlightBatches))
+        self.checkpointer = Checkpointer(
+            directory: directory, keepSnapshots: configuration.keepSnapshots,
+            engine: recovery.engine.configuration, stats: stats, logger: logger)
         try directory.create()
         if let active = recovery.activeSegment, active.size < configuration.segmentBytes {
             let fd = open(active.path, O_WRONLY | O_CLOEXEC)
@@ -146,18 +151,27 @@ public final class Journal: BatchSink, SnapshotSink, @unchecked Sendable {
         done.wait()
     }
 
-    public func snapshot(state: [UInt8], lsn: UInt64, now: Millis, pauseNanos: UInt64) {
-        queue.withLock { $0.append(.snapshot(state: state, lsn: lsn, now: now, pauseNanos: pauseNanos)) }
+    public func snapshot(lsn: UInt64, now: Millis, pauseNanos: UInt64) {
+        queue.withLock { $0.append(.snapshot(lsn: lsn, now: now, pauseNanos: pauseNanos)) }
         wake.signal()
     }
 
-    /// Flushes everything and stops the journal thread.
+    /// Blocks until every batch written so far is released and every snapshot asked for so far is written (or has
+    /// failed, see ``JournalStats/snapshotFailures``).
+    public func waitForSnapshots() {
+        flush()
+        checkpointer.waitUntilIdle()
+    }
+
+    /// Flushes everything, writes the snapshot still asked for (the shutdown snapshot), and stops the journal and
+    /// checkpointer threads.
     public func close() {
         flush()
         stopping.store(true, ordering: .releasing)
         wake.signal()
         if let thread { pthread_join(thread, nil) }
         thread = nil
+        checkpointer.finish()
         if fd >= 0 {
             if configuration.fsync != .always { _ = try? Files.syncData(fd, path: segmentPath) }
             Glibc.close(fd)
@@ -187,9 +201,9 @@ public final class Journal: BatchSink, SnapshotSink, @unchecked Sendable {
                     case .batch(let batch, let release):
                         append(batch)
                         pending.append((batch, release))
-                    case .snapshot(let state, let lsn, let now, let pause):
+                    case .snapshot(let lsn, let now, let pause):
                         try commit(&pending)
-                        try writeSnapshot(state: state, lsn: lsn, now: now, pauseNanos: pause)
+                        try handOffSnapshot(lsn: lsn, now: now, pauseNanos: pause)
                     case .flush(let done):
                         try commit(&pending)
                         if dirty { try syncNow() }
@@ -281,41 +295,12 @@ public final class Journal: BatchSink, SnapshotSink, @unchecked Sendable {
         logger.debug("journal segment \(path) started at lsn \(firstLSN)")
     }
 
-    private func writeSnapshot(state: [UInt8], lsn: UInt64, now: Millis, pauseNanos: UInt64) throws {
+    /// Makes everything up to `lsn` durable (whatever the fsync policy) and hands the snapshot point to the
+    /// checkpointer, which returns at once.
+    private func handOffSnapshot(lsn: UInt64, now: Millis, pauseNanos: UInt64) throws {
         if dirty { try syncNow() }
         precondition(lsn == lastLSN, "snapshot at lsn \(lsn) but the journal is at \(lastLSN)")
-        let started = monotonicNanos()
-        let file = SnapshotFile.make(lsn: lsn, now: now, chain: chain, state: state)
-        let path = directory.snapshots + "/" + DataDirectory.snapshotName(lsn: lsn)
-        try Files.writeAtomically(file.encoded(), to: path, directory: directory.snapshots)
-        let took = monotonicNanos() - started
-        stats.snapshots.wrappingAdd(1, ordering: .relaxed)
-        stats.lastSnapshotPauseNanos.store(pauseNanos, ordering: .relaxed)
-        logger.info(
-            "snapshot at lsn \(lsn): \(state.count) state bytes; writer paused \(pauseNanos / 1000) µs to copy the state, written in \(took / 1_000_000) ms"
-        )
-        try applyRetention()
-    }
-
-    /// Keeps the newest `keepSnapshots` snapshots and, once that many exist, deletes the segments wholly covered by
-    /// the oldest one kept: until then the journal reaches back to the start, so nothing is lost for audit before
-    /// the retention window is full.
-    private func applyRetention() throws {
-        let snapshots = directory.snapshotFiles()
-        let keep = max(1, configuration.keepSnapshots)
-        for old in snapshots.dropFirst(keep) { try Files.remove(old.path) }
-        guard snapshots.count >= keep, let oldestKept = snapshots.prefix(keep).last else { return }
-        let segments = directory.segments()
-        for (index, segment) in segments.enumerated() {
-            guard index + 1 < segments.count, segment.path != segmentPath else { break }
-            // Every lsn in this segment is below the next segment's first lsn.
-            if segments[index + 1].firstLSN <= oldestKept.lsn + 1 {
-                try Files.remove(segment.path)
-                logger.debug("journal segment \(segment.path) removed: covered by snapshot at lsn \(oldestKept.lsn)")
-            } else {
-                break
-            }
-        }
+        checkpointer.request(lsn: lsn, now: now, chain: chain, pauseNanos: pauseNanos)
     }
 }
 
@@ -327,8 +312,16 @@ public final class JournalStats: Sendable {
     public let frameBytes = Atomic<UInt64>(0)
     public let syncs = Atomic<UInt64>(0)
     public let writeNanos = Atomic<UInt64>(0)
+    /// Snapshots written.
     public let snapshots = Atomic<UInt64>(0)
+    /// Snapshots that failed (logged with the reason); the newest good snapshot stays as it was.
+    public let snapshotFailures = Atomic<UInt64>(0)
+    /// Snapshot points skipped because a newer one came while the checkpointer was busy.
+    public let snapshotsMerged = Atomic<UInt64>(0)
+    /// How long the writer stopped for the last snapshot point.
     public let lastSnapshotPauseNanos = Atomic<UInt64>(0)
+    /// How long the checkpointer took for the last snapshot: bringing its shadow forward, encoding and writing.
+    public let lastSnapshotNanos = Atomic<UInt64>(0)
 
     func record(entries: Int, rawBytes: Int, frameBytes: Int, nanos: UInt64) {
         self.entries.wrappingAdd(UInt64(entries), ordering: .relaxed)

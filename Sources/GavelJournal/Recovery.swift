@@ -1,4 +1,5 @@
 import GavelCore
+import GavelEngine
 
 /// Corruption that recovery will not repair by itself: the file, the byte offset, what is wrong and what to do.
 public struct CorruptionError: Error, CustomStringConvertible, Sendable {
@@ -28,8 +29,12 @@ public struct RecoveryOptions: Sendable {
     public var repair = true
     /// Rules settings for a journal replayed from the start.
     public var engine = EngineConfiguration()
-    /// Called now and then with the number of records replayed and the total bytes of the segments read so far.
+    /// Called on the recovering thread ``progressIntervalNanos`` (a second) after recovery started and then every
+    /// such interval, with the number of records replayed so far and the segment being read; never for a recovery
+    /// shorter than the interval.
     public var progress: (@Sendable (_ records: Int, _ segment: String) -> Void)?
+    /// How often ``progress`` is called, and how long recovery runs before the first call: a second.
+    public var progressIntervalNanos: UInt64 = 1_000_000_000
 
     public init() {}
 }
@@ -108,6 +113,7 @@ public enum Recovery {
         var events: [Event] = []
         events.reserveCapacity(64)
         var index = first
+        var nextProgress = monotonicNanos() + options.progressIntervalNanos
         reading: while index < segments.count {
             let segment = segments[index]
             let isLast = index == segments.count - 1
@@ -170,9 +176,10 @@ public enum Recovery {
                     apply(record, to: engine, events: &events)
                     report.lastLSN = record.lsn
                     report.replayedRecords += 1
-                    if report.replayedRecords % 1_000_000 == 0 {
-                        options.progress?(report.replayedRecords, segment.path)
-                    }
+                }
+                if let progress = options.progress, monotonicNanos() >= nextProgress {
+                    progress(report.replayedRecords, segment.path)
+                    nextProgress = monotonicNanos() + options.progressIntervalNanos
                 }
                 report.chain = batch.chain
                 if let snapshot = start, batch.records.last?.lsn == snapshot.lsn, batch.chain != snapshot.chain {
@@ -180,6 +187,8 @@ public enum Recovery {
                         file: segment.path, offset: batch.offset,
                         reason: "the journal's chain at lsn \(snapshot.lsn) differs from snapshot \(snapshot.path)")
                 }
+                // Stop at the limit without reading the next frame, which a running journal may be writing.
+                if let limit = options.toLSN, report.lastLSN >= limit { break reading }
             }
             expectedLSN = reader.nextLSN
             chain = reader.chain

@@ -8,7 +8,10 @@ public enum Verification {
     }
 
     /// Checks every snapshot and segment in `directory`. Read-only.
-    public static func run(_ directory: DataDirectory) -> Result {
+    /// - Parameter progress: called as ``RecoveryOptions/progress`` is, during the replays from the start.
+    public static func run(
+        _ directory: DataDirectory, progress: (@Sendable (_ records: Int, _ segment: String) -> Void)? = nil
+    ) -> Result {
         var result = Result()
         let segments = directory.segments()
         // 1. Every segment: header, frames, records, lsn continuity and the chain, also across segments.
@@ -89,6 +92,7 @@ public enum Verification {
             var options = RecoveryOptions()
             options.repair = false
             options.useSnapshots = false
+            options.progress = progress
             if let base = snapshots.first?.state, let engine = try? Engine.restore(from: base) {
                 options.engine = engine.configuration
             }

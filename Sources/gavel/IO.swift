@@ -103,6 +103,3 @@ func printError(_ message: String) {
     if !text.hasSuffix("\n") { text += "\n" }
     text.withUTF8 { _ = Glibc.write(2, $0.baseAddress, $0.count) }
 }
-
-/// Whether standard error is a terminal (for progress displays).
-var stderrIsTerminal: Bool { isatty(2) != 0 }

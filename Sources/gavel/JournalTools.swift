@@ -31,9 +31,8 @@ struct Replay: ParsableCommand {
         options.repair = false
         options.toLSN = toLSN
         options.useSnapshots = !fromStart
-        if stderrIsTerminal {
-            options.progress = { records, segment in printError("replaying: \(records) entries (\(segment))") }
-        }
+        // A replay longer than a second says how far it is, every second.
+        options.progress = { records, segment in printError("replaying: \(records) entries (\(segment))") }
         let started = monotonicNanos()
         let report: RecoveryReport
         warnIfLoose(DataDirectory(dataDir), tool: "gavel replay")
@@ -93,7 +92,10 @@ struct Verify: ParsableCommand {
 
     func run() throws {
         warnIfLoose(DataDirectory(dataDir), tool: "gavel verify")
-        let result = Verification.run(DataDirectory(dataDir))
+        // A replay longer than a second says how far it is, every second.
+        let result = Verification.run(DataDirectory(dataDir)) { records, segment in
+            printError("verify: replaying from the start: \(records) entries (\(segment))")
+        }
         let out = LineWriter()
         for line in result.notes { out.write("ok: \(line)") }
         for problem in result.problems { out.write("PROBLEM: \(problem)") }

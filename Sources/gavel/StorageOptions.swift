@@ -133,10 +133,9 @@ func recoverForWriting(_ directory: DataDirectory, truncateAfterCorruption: Bool
     options.truncateAfterCorruption = truncateAfterCorruption
     options.engine = engine
     let started = monotonicMillis()
-    if stderrIsTerminal {
-        options.progress = { records, segment in
-            printError("recovering: \(records) journal entries replayed (\(segment))")
-        }
+    // A recovery longer than a second says how far it is, every second.
+    options.progress = { records, segment in
+        printError("recovering: \(records) journal entries replayed (\(segment))")
     }
     let report = try Recovery.recover(directory, options: options)
     describe(report, since: started)

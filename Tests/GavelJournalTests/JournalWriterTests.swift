@@ -52,10 +52,21 @@ final class JournaledWriter {
         #expect(rejected == nil)
     }
 
-    /// Applies everything submitted and waits until it is durable and released.
+    /// Applies everything submitted and waits until it is durable and released, and every snapshot asked for is
+    /// written (so the test reads a directory that retention is not changing under it).
     func settle() {
         writer.runUntilIdle()
-        journal.flush()
+        journal.waitForSnapshots()
+    }
+
+    /// Submits the next `count` commands of `workload`, settling every `settleEvery` commands and at the end.
+    func feed(_ workload: inout Workload, _ count: Int, settleEvery: Int = 13) {
+        for step in 0..<count {
+            let (command, at) = workload.next()
+            submit(command, at: at)
+            if step % settleEvery == 0 { settle() }
+        }
+        settle()
     }
 
     func finish() {
@@ -337,12 +348,7 @@ struct JournalWriterTests {
             temp.path, journal: journalConfiguration(segmentBytes: 4096, keep: 3),
             writer: writerConfiguration(snapshotEvery: 400, onShutdown: true))
         var workload = Workload(seed: 13)
-        for step in 0..<1500 {
-            let (command, at) = workload.next()
-            run.submit(command, at: at)
-            if step % 13 == 0 { run.settle() }
-        }
-        run.settle()
+        run.feed(&workload, 1500)
         run.finish()
         let result = Verification.run(DataDirectory(temp.path))
         #expect(result.problems == [])

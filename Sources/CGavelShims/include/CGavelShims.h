@@ -10,4 +10,12 @@ uint32_t gavel_crc32c(uint32_t crc, const void *data, size_t length);
 /// fdatasync(2), exposed because Glibc's module map does not always carry it.
 int gavel_fdatasync(int fd);
 
+/// Lowers the calling thread's scheduling priority by `increment` nice steps (Linux: per thread); 20 or more puts it
+/// in the idle class (`SCHED_IDLE`), 0 or less back in the normal class. Returns 0 or -1.
+int gavel_lower_thread_priority(int increment);
+
+/// Starts writeback of `length` bytes of `fd` at `offset` (Linux `sync_file_range`, `WRITE`); with `wait` non-zero,
+/// also waits until the range is written back. Returns 0 or -1.
+int gavel_writeback(int fd, int64_t offset, int64_t length, int wait);
+
 #endif

@@ -1,0 +1,275 @@
+import CGavelShims
+import Dispatch
+import GavelCore
+import GavelEngine
+import Logging
+import Synchronization
+
+#if canImport(Glibc)
+    import Glibc
+#endif
+
+/// Writes snapshots off the writer thread and off the journal thread, from a *shadow engine* of its own.
+///
+/// The journal is a deterministic command log: replaying it to lsn S reaches the writer's state at S exactly (the
+/// writer journals a `tick` first when its clock moved with nothing journaled). So at a snapshot point the writer
+/// copies nothing; the journal thread, once S is durable, hands (S, the engine time, the chain at S) to
+/// ``request(lsn:now:chain:pauseNanos:)`` and goes on committing. The checkpointer's thread brings the shadow
+/// forward by reading the durable segments up to S (never past it), checks the chain at S against the journal's,
+/// encodes the shadow's state and writes the snapshot file (`Files.writeAtomically`: temporary file, fsync, rename,
+/// directory fsync), then applies snapshot retention.
+///
+/// The shadow is made the first time by ``Recovery/recover(_:options:)`` to S and then kept between snapshots, so
+/// each snapshot replays only the entries since the one before. A request that comes while one is in progress
+/// replaces any request still waiting (the newest wins): the checkpointer never queues more than one.
+///
+/// A failure (a read error, a chain mismatch, a full disk) is logged, counted in
+/// ``JournalStats/snapshotFailures`` and never stops the process; the newest good snapshot is left as it was.
+///
+/// Contract: ``request(lsn:now:chain:pauseNanos:)`` and ``finish()`` are called by one thread (the journal's).
+final class Checkpointer: @unchecked Sendable {
+    struct Request {
+        var lsn: UInt64
+        var now: Millis
+        var chain: [UInt8]
+        var pauseNanos: UInt64
+    }
+
+    private struct Shared {
+        var waiting: Request?
+        var busy = false
+        var stopping = false
+        var idleWaiters: [DispatchSemaphore] = []
+    }
+
+    private let directory: DataDirectory
+    private let keepSnapshots: Int
+    private let engineConfiguration: EngineConfiguration
+    private let logger: Logger
+    private let stats: JournalStats
+    private let shared = Mutex(Shared())
+    private let wake = DispatchSemaphore(value: 0)
+    private var thread: pthread_t?
+
+    // Checkpointer thread state.
+    private var shadow: Engine?
+    private var shadowLSN: UInt64 = 0
+    private var shadowChain = Chain.genesis
+    /// The segment the shadow last read and the offset of the first frame it has not applied.
+    private var cursor: (path: String, offset: Int)?
+    private var events: [Event] = []
+
+    init(
+        directory: DataDirectory, keepSnapshots: Int, engine: EngineConfiguration, stats: JournalStats, logger: Logger
+    ) {
+        self.directory = directory
+        self.keepSnapshots = max(1, keepSnapshots)
+        self.engineConfiguration = engine
+        self.stats = stats
+        self.logger = logger
+        events.reserveCapacity(64)
+        let box = Unmanaged.passRetained(self).toOpaque()
+        var tid = pthread_t()
+        let rc = pthread_create(
+            &tid, nil,
+            { arg in
+                Unmanaged<Checkpointer>.fromOpaque(arg!).takeRetainedValue().run()
+                return nil
+            }, box)
+        precondition(rc == 0, "cannot start the checkpointer thread: pthread_create returned \(rc)")
+        thread = tid
+    }
+
+    /// Asks for a snapshot at `lsn`, which must be durable. Returns at once; a request still waiting is replaced.
+    func request(lsn: UInt64, now: Millis, chain: [UInt8], pauseNanos: UInt64) {
+        let replaced = shared.withLock { state -> UInt64? in
+            defer { state.waiting = Request(lsn: lsn, now: now, chain: chain, pauseNanos: pauseNanos) }
+            return state.waiting?.lsn
+        }
+        if let replaced {
+            stats.snapshotsMerged.wrappingAdd(1, ordering: .relaxed)
+            logger.info("snapshot at lsn \(replaced) skipped: the checkpointer is busy; lsn \(lsn) is written instead")
+        }
+        wake.signal()
+    }
+
+    /// Blocks until every snapshot asked for so far is written (or has failed).
+    func waitUntilIdle() {
+        let done = DispatchSemaphore(value: 0)
+        let idle = shared.withLock { state -> Bool in
+            if state.waiting == nil && !state.busy { return true }
+            state.idleWaiters.append(done)
+            return false
+        }
+        if !idle { done.wait() }
+    }
+
+    /// Writes the snapshot still asked for, then stops the thread.
+    func finish() {
+        shared.withLock { $0.stopping = true }
+        wake.signal()
+        if let thread { pthread_join(thread, nil) }
+        thread = nil
+    }
+
+    // MARK: - The checkpointer thread
+
+    private func run() {
+        // Background work: the writer, the journal and the event loops go first when the cores are busy.
+        _ = gavel_lower_thread_priority(20)
+        while true {
+            wake.wait()
+            while true {
+                let (next, stop) = shared.withLock { state -> (Request?, Bool) in
+                    defer { state.waiting = nil }
+                    state.busy = state.waiting != nil
+                    if !state.busy {
+                        for waiter in state.idleWaiters { waiter.signal() }
+                        state.idleWaiters.removeAll()
+                    }
+                    return (state.waiting, state.stopping)
+                }
+                guard let next else {
+                    if stop { return }
+                    break
+                }
+                // Someone waits for the shutdown snapshot: it is no longer background work.
+                if stop { _ = gavel_lower_thread_priority(0) }
+                write(next)
+            }
+        }
+    }
+
+    private func write(_ request: Request) {
+        let started = monotonicNanos()
+        let engine: Engine
+        do {
+            engine = try catchUp(to: request)
+        } catch {
+            // The shadow may be part way: the next snapshot makes a new one from recovery.
+            shadow = nil
+            cursor = nil
+            fail(request, "\(error)")
+            return
+        }
+        let caughtUp = monotonicNanos()
+        let state = engine.encodeState()
+        let file = SnapshotFile.make(lsn: request.lsn, now: request.now, chain: request.chain, state: state)
+        let path = directory.snapshots + "/" + DataDirectory.snapshotName(lsn: request.lsn)
+        do {
+            try Files.writeAtomically(file.encoded(), to: path, directory: directory.snapshots)
+        } catch {
+            unlink(path + ".tmp")
+            fail(request, "\(error)")
+            return
+        }
+        let took = monotonicNanos() - started
+        stats.snapshots.wrappingAdd(1, ordering: .relaxed)
+        stats.lastSnapshotPauseNanos.store(request.pauseNanos, ordering: .relaxed)
+        stats.lastSnapshotNanos.store(took, ordering: .relaxed)
+        logger.info(
+            "snapshot at lsn \(request.lsn): \(state.count) state bytes; writer paused \(request.pauseNanos / 1000) µs, checkpointer caught up in \((caughtUp - started) / 1_000_000) ms and wrote it in \((monotonicNanos() - caughtUp) / 1_000_000) ms"
+        )
+        do {
+            try applyRetention()
+        } catch {
+            logger.error("snapshot retention failed (old files are kept, nothing is lost): \(error)")
+        }
+    }
+
+    private func fail(_ request: Request, _ reason: String) {
+        stats.snapshotFailures.wrappingAdd(1, ordering: .relaxed)
+        logger.error(
+            "SNAPSHOT FAILED at lsn \(request.lsn): \(reason). The server goes on serving; the newest good snapshot is unchanged, and the next snapshot point tries again."
+        )
+    }
+
+    /// Brings the shadow engine to `request.lsn` and checks it against the journal's chain and clock there.
+    private func catchUp(to request: Request) throws -> Engine {
+        let engine: Engine
+        if let shadow, shadowLSN <= request.lsn {
+            engine = shadow
+            try replay(into: engine, to: request.lsn)
+        } else {
+            var options = RecoveryOptions()
+            options.toLSN = request.lsn
+            options.repair = false
+            options.engine = engineConfiguration
+            let report = try Recovery.recover(directory, options: options)
+            engine = report.engine
+            shadow = engine
+            shadowLSN = report.lastLSN
+            shadowChain = report.chain
+            cursor = nil
+        }
+        guard shadowLSN == request.lsn else {
+            throw CheckpointError("the journal ends at lsn \(shadowLSN), before the snapshot's lsn \(request.lsn)")
+        }
+        guard shadowChain == request.chain else {
+            throw CheckpointError(
+                "the chain at lsn \(request.lsn) read back from the journal differs from the journal's")
+        }
+        guard engine.now == request.now else {
+            throw CheckpointError(
+                "the replayed engine time at lsn \(request.lsn) is \(engine.now), the writer's was \(request.now)")
+        }
+        return engine
+    }
+
+    /// Applies the durable batches after the shadow's lsn, up to and including `target`; never reads past it.
+    private func replay(into engine: Engine, to target: UInt64) throws {
+        while shadowLSN < target {
+            let segments = directory.segments()
+            guard let segment = segments.last(where: { $0.firstLSN <= shadowLSN + 1 }) else {
+                throw CheckpointError("no journal segment holds lsn \(shadowLSN + 1)")
+            }
+            var reader = try SegmentReader(bytes: try Files.readAll(segment.path))
+            if let cursor, cursor.path == segment.path {
+                reader.resume(at: cursor.offset, chain: shadowChain, nextLSN: shadowLSN + 1)
+            } else if reader.header.firstLSN == shadowLSN + 1 && reader.header.previousChain != shadowChain {
+                throw CheckpointError("segment \(segment.path) does not chain to the one before")
+            }
+            let before = shadowLSN
+            while shadowLSN < target, let batch = try reader.next() {
+                guard let last = batch.records.last, last.lsn > shadowLSN else { continue }
+                guard last.lsn <= target else {
+                    throw CheckpointError("a batch of \(segment.path) runs past the snapshot's lsn \(target)")
+                }
+                for record in batch.records where record.lsn > shadowLSN {
+                    Recovery.apply(record, to: engine, events: &events)
+                }
+                shadowLSN = last.lsn
+                shadowChain = batch.chain
+            }
+            cursor = (segment.path, reader.offset)
+            guard shadowLSN > before else {
+                throw CheckpointError("segment \(segment.path) ends at lsn \(shadowLSN), before lsn \(target)")
+            }
+        }
+    }
+
+    /// Keeps the newest `keepSnapshots` snapshots and, once that many exist, deletes the segments wholly covered by
+    /// the oldest one kept: until then the journal reaches back to the start, so nothing is lost for audit before
+    /// the retention window is full. The shadow stands at the newest snapshot, so no segment it still needs goes.
+    /// The last segment (the one the journal appends to) is never deleted.
+    private func applyRetention() throws {
+        let snapshots = directory.snapshotFiles()
+        for old in snapshots.dropFirst(keepSnapshots) { try Files.remove(old.path) }
+        guard snapshots.count >= keepSnapshots, let oldestKept = snapshots.prefix(keepSnapshots).last else { return }
+        let segments = directory.segments()
+        for (index, segment) in segments.enumerated() {
+            guard index + 1 < segments.count else { break }
+            // Every lsn in this segment is below the next segment's first lsn.
+            guard segments[index + 1].firstLSN <= oldestKept.lsn + 1 else { break }
+            try Files.remove(segment.path)
+            if cursor?.path == segment.path { cursor = nil }
+            logger.debug("journal segment \(segment.path) removed: covered by snapshot at lsn \(oldestKept.lsn)")
+        }
+    }
+}
+
+/// Why the checkpointer could not bring its shadow engine to a snapshot's lsn.
+struct CheckpointError: Error, CustomStringConvertible {
+    var description: String
+    init(_ description: String) { self.description = description }
+}
