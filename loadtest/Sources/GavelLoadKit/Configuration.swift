@@ -151,7 +151,7 @@ public struct LoadConfiguration: Sendable, Equatable {
         if !(sampleSeconds >= 1 && sampleSeconds <= 3_600) { throw .invalid("--sample-seconds must be 1...3600") }
         if preset == .soak && !samplesMemory {
             throw .invalid(
-                "--preset soak samples the server's memory: give --server-pid (a local server's pid, e.g. $(cat DATA/gavel.pid)) or --admin-url"
+                "--preset soak samples the server's memory: give --server-pid (a local server's pid, e.g. $(pgrep -n -f \"gavel serve\")) or --admin-url"
             )
         }
         if broadcast && (preset == .market || preset == .connections) {

@@ -40,7 +40,7 @@ struct GavelLoad: AsyncParsableCommand {
             --sample-seconds and reporting its growth). Options given on the command line win.
 
             Server memory: gavel serve does not export process_resident_memory_bytes, so give --server-pid \
-            (a local server: VmRSS from /proc/<pid>/status; gavel serve writes its pid to <data-dir>/gavel.pid). \
+            (a local server: VmRSS from /proc/<pid>/status; for example `pgrep -n -f "gavel serve"`). \
             --admin-url reads process_resident_memory_bytes from a /metrics that has it.
 
             Broadcast mode (--broadcast): no Gavel commands. One anonymous publisher connection sends \
