@@ -193,16 +193,20 @@ public final class Engine {
                 "request id \(command.id) was already used by \(principal) for a different command; use a new id")
         }
         let result = rules(command, known: known, events: &events)
-        remember(RememberedResult(key: key, hash: hash, fingerprint: fingerprint, result: result, at: now))
+        remember(
+            RememberedResult(key: key, hash: hash, fingerprint: fingerprint, result: result, at: now),
+            principalHash: digest.principalHash)
         return result
     }
 
     /// Remembers `entry` as its principal's newest; forgets the principal's oldest when that passes the cap.
-    func remember(_ entry: consuming RememberedResult) {
+    /// `principalHash` is ``RequestHash/of(principal:)`` of the entry's principal.
+    func remember(_ entry: consuming RememberedResult, principalHash: UInt64) {
         let position = rememberedBase + rememberedLog.count
+        let principal = entry.key.principal
         let slot =
-            principals.slot(of: entry.key.principal)
-            ?? principals.add(entry.key.principal, PrincipalRequests(oldest: position, newest: position))
+            principals.slot(of: principal, hash: principalHash)
+            ?? principals.add(principal, hash: principalHash, PrincipalRequests(oldest: position, newest: position))
         requests.insert(hash: entry.hash, position: position)
         var entry = entry
         entry.principalSlot = slot
@@ -424,16 +428,20 @@ public struct ListingHandle {
 }
 
 /// What the engine computes from a command alone before it applies it: whether its identifiers are well-formed, its
-/// idempotency key's hash and its ``Command/fingerprint``. A producer thread computes it (``Submission`` does), so the
+/// idempotency key's and its principal's hashes and its ``Command/fingerprint``. A producer thread computes it (``Submission`` does), so the
 /// writer does not; only ``init(_:)`` makes one, so a digest always belongs to the command it was made from.
 public struct CommandDigest: Sendable {
     let identifiersValid: Bool
     let requestHash: UInt64
+    /// ``RequestHash/of(principal:)``, the key of the principal's chain of remembered requests.
+    let principalHash: UInt64
     let fingerprint: UInt64
 
     public init(_ command: Command) {
         identifiersValid = command.identifierProblem == nil
-        requestHash = RequestHash.of(principal: command.principal, id: command.id)
+        let principal = command.principal
+        requestHash = RequestHash.of(principal: principal, id: command.id)
+        principalHash = RequestHash.of(principal: principal)
         fingerprint = command.fingerprint
     }
 }
