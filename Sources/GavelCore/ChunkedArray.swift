@@ -96,7 +96,13 @@ struct PrincipalChains {
     /// The slot of `name`'s chain, if it has one.
     @inline(__always)
     func slot(of name: String) -> Int? {
-        index.find(hash: RequestHash.of(principal: name)) { chains[$0].name == name }
+        slot(of: name, hash: RequestHash.of(principal: name))
+    }
+
+    /// The slot of `name`, whose ``RequestHash/of(principal:)`` is `hash`, if it has a chain.
+    @inline(__always)
+    func slot(of name: String, hash: UInt64) -> Int? {
+        index.find(hash: hash) { chains[$0].name == name }
     }
 
     /// The chain in `slot`.
@@ -108,7 +114,12 @@ struct PrincipalChains {
 
     /// Adds a chain for `name`, which has none; returns its slot.
     mutating func add(_ name: String, _ requests: PrincipalRequests) -> Int {
-        let chain = Chain(name: name, hash: RequestHash.of(principal: name), requests: requests)
+        add(name, hash: RequestHash.of(principal: name), requests)
+    }
+
+    /// Adds a chain for `name`, whose ``RequestHash/of(principal:)`` is `hash` and which has none; returns its slot.
+    mutating func add(_ name: String, hash: UInt64, _ requests: PrincipalRequests) -> Int {
+        let chain = Chain(name: name, hash: hash, requests: requests)
         let slot: Int
         if firstFree >= 0 {
             slot = firstFree

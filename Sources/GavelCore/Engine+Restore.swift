@@ -91,7 +91,7 @@ extension Engine {
             engine.remember(
                 RememberedResult(
                     key: key, hash: RequestHash.of(principal: key.principal, id: key.id), fingerprint: fingerprint,
-                    result: result, at: at))
+                    result: result, at: at), principalHash: RequestHash.of(principal: key.principal))
         }
         guard r.isAtEnd else { throw r.fail("\(r.remaining) unexpected bytes after the state") }
         return engine

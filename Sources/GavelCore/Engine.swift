@@ -160,6 +160,14 @@ public final class Engine {
     /// engine the lookup of the command's listing by id while it is current (the listing is still in memory and is
     /// the command's). A stale or foreign handle is ignored.
     public func apply(_ command: Command, listing handle: ListingHandle?, events: inout [Event]) -> CommandResult {
+        apply(command, digest: CommandDigest(command), listing: handle, events: &events)
+    }
+
+    /// Applies `command` as ``apply(_:listing:events:)`` does, with its `digest` computed earlier (a producer thread
+    /// computes it, so the writer does not).
+    public func apply(
+        _ command: Command, digest: CommandDigest, listing handle: ListingHandle?, events: inout [Event]
+    ) -> CommandResult {
         var known: Listing?
         if let handle, handle.owner == ObjectIdentifier(self), handle.listing.live,
             handle.listing.id == command.listing
@@ -167,12 +175,12 @@ public final class Engine {
             known = handle.listing
         }
         let principal = command.principal
-        if let problem = identifierProblem(command) {
+        if !digest.identifiersValid, let problem = command.identifierProblem {
             return .rejected(.badRequest, problem)
         }
         let key = RequestKey(principal: principal, id: command.id)
-        let hash = RequestHash.of(principal: principal, id: command.id)
-        let fingerprint = command.fingerprint
+        let hash = digest.requestHash
+        let fingerprint = digest.fingerprint
         if let position = rememberedPosition(of: key, hash: hash) {
             let previous = rememberedLog[position - rememberedBase]
             if previous.fingerprint == fingerprint {
@@ -185,16 +193,20 @@ public final class Engine {
                 "request id \(command.id) was already used by \(principal) for a different command; use a new id")
         }
         let result = rules(command, known: known, events: &events)
-        remember(RememberedResult(key: key, hash: hash, fingerprint: fingerprint, result: result, at: now))
+        remember(
+            RememberedResult(key: key, hash: hash, fingerprint: fingerprint, result: result, at: now),
+            principalHash: digest.principalHash)
         return result
     }
 
     /// Remembers `entry` as its principal's newest; forgets the principal's oldest when that passes the cap.
-    func remember(_ entry: RememberedResult) {
+    /// `principalHash` is ``RequestHash/of(principal:)`` of the entry's principal.
+    func remember(_ entry: consuming RememberedResult, principalHash: UInt64) {
         let position = rememberedBase + rememberedLog.count
+        let principal = entry.key.principal
         let slot =
-            principals.slot(of: entry.key.principal)
-            ?? principals.add(entry.key.principal, PrincipalRequests(oldest: position, newest: position))
+            principals.slot(of: principal, hash: principalHash)
+            ?? principals.add(principal, hash: principalHash, PrincipalRequests(oldest: position, newest: position))
         requests.insert(hash: entry.hash, position: position)
         var entry = entry
         entry.principalSlot = slot
@@ -217,25 +229,6 @@ public final class Engine {
         } else {
             principals[slot].oldest = next
         }
-    }
-
-    private func identifierProblem(_ command: Command) -> String? {
-        if !Identifier.isValid(command.id) { return "id must be 1-64 characters from [A-Za-z0-9_.:-]" }
-        if !Identifier.isValid(command.listing) { return "listing must be 1-64 characters from [A-Za-z0-9_.:-]" }
-        switch command.body {
-        case .open(let seller, _), .cancelListing(let seller):
-            if !Identifier.isValid(seller) { return "seller must be 1-64 characters from [A-Za-z0-9_.:-]" }
-        case .bid(let bidder, _), .accept(let bidder, _):
-            if !Identifier.isValid(bidder) { return "bidder must be 1-64 characters from [A-Za-z0-9_.:-]" }
-        case .buyNow(let buyer):
-            if !Identifier.isValid(buyer) { return "buyer must be 1-64 characters from [A-Za-z0-9_.:-]" }
-        case .order(let trader, _, _, _, _, _):
-            if !Identifier.isValid(trader) { return "trader must be 1-64 characters from [A-Za-z0-9_.:-]" }
-        case .cancel(let trader, let order):
-            if !Identifier.isValid(trader) { return "trader must be 1-64 characters from [A-Za-z0-9_.:-]" }
-            if !Identifier.isValid(order) { return "order must be 1-64 characters from [A-Za-z0-9_.:-]" }
-        }
-        return nil
     }
 
     private func forgetExpiredRequests() {
@@ -432,4 +425,45 @@ public struct ListingHandle {
 
     /// Whether the listing is still in its engine's memory.
     public var isCurrent: Bool { listing.live }
+}
+
+/// What the engine computes from a command alone before it applies it: whether its identifiers are well-formed, its
+/// idempotency key's and its principal's hashes and its ``Command/fingerprint``. A producer thread computes it (``Submission`` does), so the
+/// writer does not; only ``init(_:)`` makes one, so a digest always belongs to the command it was made from.
+public struct CommandDigest: Sendable {
+    let identifiersValid: Bool
+    let requestHash: UInt64
+    /// ``RequestHash/of(principal:)``, the key of the principal's chain of remembered requests.
+    let principalHash: UInt64
+    let fingerprint: UInt64
+
+    public init(_ command: Command) {
+        identifiersValid = command.identifierProblem == nil
+        let principal = command.principal
+        requestHash = RequestHash.of(principal: principal, id: command.id)
+        principalHash = RequestHash.of(principal: principal)
+        fingerprint = command.fingerprint
+    }
+}
+
+extension Command {
+    /// Why an identifier of the command is malformed, or `nil` when every one is well-formed.
+    var identifierProblem: String? {
+        if !Identifier.isValid(id) { return "id must be 1-64 characters from [A-Za-z0-9_.:-]" }
+        if !Identifier.isValid(listing) { return "listing must be 1-64 characters from [A-Za-z0-9_.:-]" }
+        switch body {
+        case .open(let seller, _), .cancelListing(let seller):
+            if !Identifier.isValid(seller) { return "seller must be 1-64 characters from [A-Za-z0-9_.:-]" }
+        case .bid(let bidder, _), .accept(let bidder, _):
+            if !Identifier.isValid(bidder) { return "bidder must be 1-64 characters from [A-Za-z0-9_.:-]" }
+        case .buyNow(let buyer):
+            if !Identifier.isValid(buyer) { return "buyer must be 1-64 characters from [A-Za-z0-9_.:-]" }
+        case .order(let trader, _, _, _, _, _):
+            if !Identifier.isValid(trader) { return "trader must be 1-64 characters from [A-Za-z0-9_.:-]" }
+        case .cancel(let trader, let order):
+            if !Identifier.isValid(trader) { return "trader must be 1-64 characters from [A-Za-z0-9_.:-]" }
+            if !Identifier.isValid(order) { return "order must be 1-64 characters from [A-Za-z0-9_.:-]" }
+        }
+        return nil
+    }
 }

@@ -12,11 +12,34 @@ public struct Fingerprint {
         value = (value ^ UInt64(byte)) &* 0x0000_0100_0000_01B3
     }
 
+    /// Combines the 8 bytes of `v`, least significant first. A zero byte only multiplies the digest by the prime, so
+    /// the zero bytes above the highest nonzero one (most of a length or an amount) cost one multiplication by a
+    /// power of the prime together: the digest is the one byte by byte gives.
+    @inline(__always)
     public mutating func combine(_ v: UInt64) {
         var v = v
-        for _ in 0..<8 {
+        var left = 8
+        while v != 0 {
             combine(byte: UInt8(truncatingIfNeeded: v))
             v >>= 8
+            left -= 1
+        }
+        value = value &* Self.primePower(left)
+    }
+
+    /// The FNV prime to the power `n`, for `n` in 0...8.
+    @inline(__always)
+    static func primePower(_ n: Int) -> UInt64 {
+        switch n {
+        case 0: 0x1
+        case 1: 0x0000_0100_0000_01B3
+        case 2: 0x0003_6600_0002_E329
+        case 3: 0x08A9_7B00_04E7_FEAB
+        case 4: 0x9FFA_AC08_5635_BC91
+        case 5: 0x0CAE_E32A_7D4F_6A63
+        case 6: 0xDC96_6432_EDF1_C639
+        case 7: 0xC552_7B8A_51D3_D2DB
+        default: 0x1EFA_C709_0AEF_4A21
         }
     }
 

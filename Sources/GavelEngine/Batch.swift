@@ -9,15 +9,40 @@ public enum AppliedInput: Sendable {
 
 /// One applied entry of a batch: its global `lsn`, engine time, input, result, and the range of its events in
 /// ``Batch/events``.
+///
+/// An entry holds its command through the ``Submission`` it came in (one reference), not a copy of the command: a
+/// copy would retain and release every string of the command once more per entry.
 public struct BatchEntry: Sendable {
     public var lsn: UInt64
     public var at: Millis
-    public var input: AppliedInput
     /// `nil` for ticks.
     public var result: CommandResult?
     public var events: Range<Int>
-    /// Where the result goes once the batch is durable.
+    /// The command and where its result goes once the batch is durable; `nil` for ticks.
     var submission: Submission?
+
+    /// A tick: the clock moved to `at` and fired the timers whose events are `events`.
+    init(tick lsn: UInt64, at: Millis, events: Range<Int>) {
+        self.lsn = lsn
+        self.at = at
+        self.result = nil
+        self.events = events
+        self.submission = nil
+    }
+
+    /// The command of `submission`, applied at `at` with `result`.
+    init(lsn: UInt64, at: Millis, submission: Submission, result: CommandResult, events: Range<Int>) {
+        self.lsn = lsn
+        self.at = at
+        self.result = result
+        self.events = events
+        self.submission = submission
+    }
+
+    /// What the entry applied.
+    public var input: AppliedInput {
+        if let submission { .command(submission.command) } else { .tick }
+    }
 }
 
 /// A group of applied commands that becomes durable together (group commit). Entries are in `lsn` order; every

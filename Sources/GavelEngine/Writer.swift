@@ -488,7 +488,7 @@ public final class Writer: @unchecked Sendable {
             let batch = takeBatch()
             lsn += 1
             let none = batch.events.count..<batch.events.count
-            batch.entries.append(BatchEntry(lsn: lsn, at: engine.now, input: .tick, result: nil, events: none))
+            batch.entries.append(BatchEntry(tick: lsn, at: engine.now, events: none))
             dispatch(batch)
         }
         snapshotSink.snapshot(lsn: lsn, now: engine.now, pauseNanos: monotonicNanos() - started)
@@ -508,7 +508,7 @@ public final class Writer: @unchecked Sendable {
         if batch.events.count > firstEvent {
             lsn += 1
             batch.entries.append(
-                BatchEntry(lsn: lsn, at: now, input: .tick, result: nil, events: firstEvent..<batch.events.count))
+                BatchEntry(tick: lsn, at: now, events: firstEvent..<batch.events.count))
             for index in firstEvent..<batch.events.count where batch.events[index].kind.isInternal {
                 if let queue = queue(for: batch.events[index].listing) { retireIfIdle(queue) }
             }
@@ -535,13 +535,14 @@ public final class Writer: @unchecked Sendable {
                 taken += 1
                 let start = batch.events.count
                 if queue.handle?.isCurrent != true { queue.handle = engine.handle(for: queue.listing) }
-                let result = engine.apply(submission.command, listing: queue.handle, events: &batch.events)
+                let result = engine.apply(
+                    submission.command, digest: submission.digest, listing: queue.handle, events: &batch.events)
                 mayBeGone = !result.ok || result.duplicate
                 lsn += 1
                 batch.entries.append(
                     BatchEntry(
-                        lsn: lsn, at: now, input: .command(submission.command), result: result,
-                        events: start..<batch.events.count, submission: submission))
+                        lsn: lsn, at: now, submission: submission, result: result,
+                        events: start..<batch.events.count))
             }
             budget -= taken
             if taken == limit {
@@ -570,11 +571,14 @@ public final class Writer: @unchecked Sendable {
     /// Delivers a durable batch: each entry's result to its submitter, then its events to subscribers.
     private func release(_ batch: Batch) {
         let subscriptions = bus.snapshot()
-        for entry in batch.entries {
-            if let submission = entry.submission, let result = entry.result {
-                submission.handler?(result, entry.lsn)
+        // Field by field: copying a whole entry would retain and release its submission and result once more.
+        for position in batch.entries.indices {
+            if let handler = batch.entries[position].submission?.handler, let result = batch.entries[position].result {
+                handler(result, batch.entries[position].lsn)
             }
-            for index in entry.events { EventBus.deliver(batch.events[index], using: subscriptions) }
+            for index in batch.entries[position].events {
+                EventBus.deliver(batch.events[index], using: subscriptions)
+            }
         }
         recycle(batch)
     }

@@ -189,6 +189,27 @@ struct WriterTests {
         await writer.shutdown()
     }
 
+    /// The writer applies a command with the digest its submission computed; a malformed identifier, a retry and a
+    /// reused id come out exactly as the engine answers them on its own.
+    @Test func writerResultsMatchTheEngineForMalformedRetriedAndReusedIds() async throws {
+        let writer = Writer(clock: ManualClock(0))
+        writer.start()
+        let engine = Engine()
+        var events: [Event] = []
+        let commands = [
+            openEnglish("L"), bid("L", "u1", 200, id: "b1"), bid("L", "u1", 200, id: "b1"),
+            bid("L", "u1", 300, id: "b1"), bid("L", "bad bidder", 400, id: "b2"), bid("L", "u2", 500, id: "bad id"),
+            bid("L", "u2", 600, id: "b3"),
+        ]
+        for command in commands {
+            let expected = engine.apply(command, events: &events)
+            let (result, _) = await writer.submit(command)
+            #expect(result == expected, "\(command)")
+        }
+        #expect(engine.stateHash() == (await writer.read { engine, _ in engine.stateHash() }))
+        await writer.shutdown()
+    }
+
     @Test func hotListingCannotStarveOthers() async throws {
         var configuration = WriterConfiguration()
         configuration.perListingTurn = 4
