@@ -63,7 +63,16 @@ public struct BinaryReader {
     public mutating func readString() throws(DecodingError) -> String {
         let count = Int(try readUInt32())
         guard count <= end - offset else { throw fail("string length \(count) exceeds the data") }
-        guard let s = String(validating: bytes[offset..<offset + count], as: UTF8.self) else {
+        // Identifiers are ASCII: checking that and building the string from the bytes skips the generic validating
+        // initialiser (a metadata lookup per call); anything else takes the validating path.
+        let start = offset
+        let ascii: String? = bytes.withUnsafeBufferPointer { all in
+            let utf8 = UnsafeBufferPointer(rebasing: all[start..<start + count])
+            var high: UInt8 = 0
+            for byte in utf8 { high |= byte }
+            return high < 0x80 ? String(decoding: utf8, as: UTF8.self) : nil
+        }
+        guard let s = ascii ?? String(validating: bytes[offset..<offset + count], as: UTF8.self) else {
             throw fail("invalid UTF-8")
         }
         offset += count

@@ -22,18 +22,25 @@ public enum Files {
         defer { close(fd) }
         var st = stat()
         guard fstat(fd, &st) == 0 else { throw FileError(path: path, operation: "stat", code: errno) }
-        var bytes = [UInt8](repeating: 0, count: Int(st.st_size))
-        var done = 0
-        while done < bytes.count {
-            let n = bytes.withUnsafeMutableBytes { read(fd, $0.baseAddress! + done, $0.count - done) }
-            if n < 0 {
-                if errno == EINTR { continue }
-                throw FileError(path: path, operation: "read", code: errno)
+        // Read straight into uninitialised storage: zero-filling a segment or snapshot first would touch every
+        // page twice.
+        let size = Int(st.st_size)
+        var failure: Int32 = 0
+        let bytes = [UInt8](unsafeUninitializedCapacity: size) { buffer, count in
+            var done = 0
+            while done < size {
+                let n = read(fd, buffer.baseAddress! + done, size - done)
+                if n < 0 {
+                    if errno == EINTR { continue }
+                    failure = errno
+                    break
+                }
+                if n == 0 { break }
+                done += n
             }
-            if n == 0 { break }
-            done += n
+            count = done
         }
-        if done < bytes.count { bytes.removeLast(bytes.count - done) }
+        if failure != 0 { throw FileError(path: path, operation: "read", code: failure) }
         return bytes
     }
 

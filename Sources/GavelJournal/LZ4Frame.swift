@@ -41,13 +41,98 @@ public enum LZ4Frame {
     public static func decode(_ bytes: [UInt8], at offset: Int, maxContent: Int = 1 << 30) throws(DecodeError) -> (
         content: [UInt8], length: Int
     ) {
-        var context: OpaquePointer?
-        let created = LZ4F_createDecompressionContext(&context, UInt32(LZ4F_VERSION))
-        guard LZ4F_isError(created) == 0, let context else { throw .corrupt("cannot create an LZ4 context") }
-        defer { LZ4F_freeDecompressionContext(context) }
+        guard let decoder = Decoder() else { throw .corrupt("cannot create an LZ4 context") }
+        return try decoder.decode(bytes, at: offset, maxContent: maxContent)
+    }
+
+    /// One liblz4 decompression context, and the block buffers it allocates, reused for many frames: a reader of a
+    /// segment decodes thousands of frames, and a fresh context would allocate its multi-MiB buffers for each.
+    public final class Decoder {
+        private let context: OpaquePointer
+
+        public init?() {
+            var context: OpaquePointer?
+            let created = LZ4F_createDecompressionContext(&context, UInt32(LZ4F_VERSION))
+            guard LZ4F_isError(created) == 0, let context else { return nil }
+            self.context = context
+        }
+
+        deinit { LZ4F_freeDecompressionContext(context) }
+
+        /// Decodes the LZ4 frame that starts at `offset` in `bytes` (see ``LZ4Frame/decode(_:at:maxContent:)``).
+        /// A frame that declares its content size (Gavel's do) is decompressed straight into an array of that size.
+        public func decode(_ bytes: [UInt8], at offset: Int, maxContent: Int = 1 << 30) throws(DecodeError) -> (
+            content: [UInt8], length: Int
+        ) {
+            LZ4F_resetDecompressionContext(context)
+            var info = LZ4F_frameInfo_t()
+            var headerSize = bytes.count - offset
+            let read = bytes.withUnsafeBytes { src in
+                LZ4F_getFrameInfo(context, &info, src.baseAddress! + offset, &headerSize)
+            }
+            if LZ4F_isError(read) != 0 {
+                // A cut or damaged header: the chunked path tells a torn write from damage as it always has.
+                LZ4F_resetDecompressionContext(context)
+                return try LZ4Frame.decodeInChunks(
+                    bytes, at: offset, from: offset, context: context, maxContent: maxContent)
+            }
+            let size = Int(clamping: info.contentSize)
+            // LZ4 expands at most about 255 times: a declared size beyond that is damage, not a large frame.
+            let plausible = min(maxContent, (bytes.count - offset) * 255 + (1 << 16))
+            guard size > 0 && size <= plausible else {
+                if size > maxContent { throw .corrupt("frame content exceeds \(maxContent) bytes") }
+                return try LZ4Frame.decodeInChunks(
+                    bytes, at: offset, from: offset + headerSize, context: context, maxContent: maxContent)
+            }
+            var failure: DecodeError?
+            var position = offset + headerSize
+            let content = [UInt8](unsafeUninitializedCapacity: size) { out, count in
+                var produced = 0
+                count = 0
+                while true {
+                    var sourceSize = bytes.count - position
+                    var destinationSize = size - produced
+                    let hint = bytes.withUnsafeBytes { src in
+                        LZ4F_decompress(
+                            context, out.baseAddress! + produced, &destinationSize, src.baseAddress! + position,
+                            &sourceSize, nil)
+                    }
+                    if LZ4F_isError(hint) != 0 {
+                        failure = .corrupt(String(cString: LZ4F_getErrorName(hint)))
+                        return
+                    }
+                    position += sourceSize
+                    produced += destinationSize
+                    if hint == 0 {
+                        guard produced == size else {
+                            failure = .corrupt("frame content is not its declared size")
+                            return
+                        }
+                        count = size
+                        return
+                    }
+                    if position >= bytes.count && destinationSize == 0 {
+                        failure = .truncated
+                        return
+                    }
+                    if sourceSize == 0 && destinationSize == 0 {
+                        failure = .corrupt("frame content is over its declared size")
+                        return
+                    }
+                }
+            }
+            if let failure { throw failure }
+            return (content, position - offset)
+        }
+    }
+
+    /// Decodes a frame whose content size is not in its header, 64 KiB at a time; `position` is after the header.
+    private static func decodeInChunks(
+        _ bytes: [UInt8], at offset: Int, from start: Int, context: OpaquePointer, maxContent: Int
+    ) throws(DecodeError) -> (content: [UInt8], length: Int) {
         var content: [UInt8] = []
         var chunk = [UInt8](repeating: 0, count: 1 << 16)
-        var position = offset
+        var position = start
         while true {
             var sourceSize = bytes.count - position
             var destinationSize = chunk.count

@@ -86,6 +86,8 @@ public struct SegmentReader {
     public private(set) var chain: [UInt8]
     /// The lsn the next record must have.
     public private(set) var nextLSN: UInt64
+    /// One LZ4 context for all the segment's frames.
+    private let decoder = LZ4Frame.Decoder()
 
     public init(bytes: [UInt8]) throws(SegmentProblem) {
         guard let header = SegmentHeader.decode(bytes) else {
@@ -125,7 +127,10 @@ public struct SegmentReader {
                 throw SegmentProblem(kind: .corrupt, offset: offset, reason: "no LZ4 frame where one should start")
             }
             let decoded: (content: [UInt8], length: Int)
-            switch Result(catching: { () throws(LZ4Frame.DecodeError) in try LZ4Frame.decode(bytes, at: offset) }) {
+            switch Result(catching: { () throws(LZ4Frame.DecodeError) in
+                if let decoder { return try decoder.decode(bytes, at: offset) }
+                return try LZ4Frame.decode(bytes, at: offset)
+            }) {
             case .success(let value): decoded = value
             case .failure(.truncated):
                 throw SegmentProblem(kind: .truncated, offset: offset, reason: "LZ4 frame cut short")
@@ -144,6 +149,8 @@ public struct SegmentReader {
         -> SegmentBatch
     {
         var records: [JournalRecord] = []
+        // No record is shorter than a tick's 26 bytes: room for all of them at once, no regrowth while decoding.
+        records.reserveCapacity(content.count / 26 + 1)
         var position = 0
         var trailerStart = -1
         while position < content.count {

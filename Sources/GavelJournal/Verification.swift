@@ -73,7 +73,7 @@ public enum Verification {
                     )
                     continue
                 }
-                guard engine.stateHash() == file.stateHash else {
+                guard engine.fastStateHash() == file.stateHash else {
                     result.problems.append("\(candidate.path): restored state does not hash to the recorded state hash")
                     continue
                 }
@@ -102,7 +102,7 @@ public enum Verification {
                     let report = try Recovery.recover(directory, options: options)
                     var events: [Event] = []
                     report.engine.advance(to: snapshot.now, events: &events)
-                    if report.lastLSN != snapshot.lsn || report.engine.stateHash() != snapshot.stateHash {
+                    if report.lastLSN != snapshot.lsn || report.engine.fastStateHash() != snapshot.stateHash {
                         var problem =
                             "replay from the start to lsn \(snapshot.lsn) does not reach the state of snapshot at lsn \(snapshot.lsn)"
                         if let recorded = try? Engine.restore(from: snapshot.state) {
@@ -118,7 +118,7 @@ public enum Verification {
             }
             options.toLSN = nil
             if let report = try? Recovery.recover(directory, options: options) {
-                finalHashes.append(("the start", report.engine.stateHash()))
+                finalHashes.append(("the start", report.engine.fastStateHash()))
             }
         }
         for snapshot in snapshots where segments.isEmpty || snapshot.lsn + 1 >= firstLSN {
@@ -135,7 +135,7 @@ public enum Verification {
                         }
                     }
                 }
-                finalHashes.append(("snapshot at lsn \(snapshot.lsn)", engine.stateHash()))
+                finalHashes.append(("snapshot at lsn \(snapshot.lsn)", engine.fastStateHash()))
             } catch {
                 result.problems.append("replay from snapshot at lsn \(snapshot.lsn): \(error)")
             }

@@ -175,7 +175,7 @@ struct Simulate: ParsableCommand {
         if hash {
             var w = JSONObjectWriter()
             w.field("type", "state_hash")
-            w.field("hash", engine.stateHash())
+            w.field("hash", engine.fastStateHash())
             out.write(w.finish())
         }
     }

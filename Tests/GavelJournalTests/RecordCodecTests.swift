@@ -262,6 +262,44 @@ struct RecordCodecTests {
             }
         }
     }
+
+    @Test func oneDecoderReadsManyFramesAndStillReportsCutsAndDamage() throws {
+        let decoder = try #require(LZ4Frame.Decoder())
+        // Sizes past 4 MiB take two blocks; the pattern repeats rarely enough to keep literals in the frame.
+        for size in [0, 1, 100, 70_000, 300_000, 4_500_000, 3] {
+            let input = (0..<size).map { UInt8(truncatingIfNeeded: ($0 &* 2_654_435_761) >> 13) }
+            var frame: [UInt8] = [9, 9]
+            LZ4Frame.compress(input, appendingTo: &frame)
+            for cut in Set([2, 3, 6, 12, frame.count / 2, frame.count - 1]) where cut < frame.count {
+                #expect(throws: LZ4Frame.DecodeError.truncated) {
+                    _ = try decoder.decode(Array(frame.prefix(cut)), at: 2)
+                }
+            }
+            // A changed byte in the content checksum is damage, never a short read; one in the middle is noticed.
+            for position in [frame.count - 3, 2 + (frame.count - 2) / 2] {
+                var damaged = frame
+                damaged[position] ^= 0x5A
+                do {
+                    _ = try decoder.decode(damaged, at: 2)
+                    Issue.record("damage at byte \(position) of a \(size)-byte frame went unnoticed")
+                } catch {
+                    if position == frame.count - 3 { #expect(error != .truncated, "a bad checksum read as a cut") }
+                }
+            }
+            // After the failures above the same decoder still reads the whole frame.
+            let (content, length) = try decoder.decode(frame + [1, 2, 3], at: 2)
+            #expect(content == input)
+            #expect(length == frame.count - 2)
+        }
+    }
+
+    @Test func fastStateHashIsTheEnginesStateHash() {
+        var workload = Workload(seed: 12)
+        let engine = Engine()
+        #expect(engine.fastStateHash() == engine.stateHash())
+        workload.apply(500, to: engine)
+        #expect(engine.fastStateHash() == engine.stateHash())
+    }
 }
 
 @Suite("Snapshot file")
