@@ -285,7 +285,7 @@ let benchmarks: @Sendable () -> Void = {
         }
         return engine
     }()
-    // The size: 100,000 open listings and 1,000,000 remembered request ids, in a journaled data directory
+    // The size the snapshot target names: 100,000 open listings and 1,000,000 remembered request ids, in a journaled data directory
     // built once per benchmark (setup) and removed afterwards (teardown).
     let pauseState = LargeState("snapshot-pause")
     Benchmark(
