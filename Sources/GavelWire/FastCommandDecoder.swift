@@ -288,24 +288,12 @@ private struct Scanner {
     mutating func identifier() -> Range<Int>? {
         guard take(UInt8(ascii: "\"")) else { return nil }
         let start = index
-        while index < bytes.count, Self.isIdentifierByte(bytes[index]) { index += 1 }
+        while index < bytes.count, Identifier.isValidByte(bytes[index]) { index += 1 }
         let count = index - start
         guard index < bytes.count, bytes[index] == UInt8(ascii: "\""), count >= 1, count <= Limits.maxIdentifierLength
         else { return nil }
         index += 1
         return start..<(index - 1)
-    }
-
-    /// `[A-Za-z0-9_.:-]`, as ``Identifier`` has it, as two bit masks over ASCII.
-    @inline(__always)
-    static func isIdentifierByte(_ byte: UInt8) -> Bool {
-        // "-" (45), "." (46), "0"-"9" (48-57), ":" (58)
-        let low: UInt64 = 0b111_1111_1111 << 48 | 0b11 << 45
-        // "A"-"Z" (65-90), "_" (95), "a"-"z" (97-122), as bits 1-26, 31 and 33-58 above 64
-        let high: UInt64 = 0x3FF_FFFF << 1 | 1 << 31 | 0x3FF_FFFF << 33
-        if byte < 64 { return low >> UInt64(byte) & 1 == 1 }
-        if byte < 128 { return high >> UInt64(byte - 64) & 1 == 1 }
-        return false
     }
 
     /// A quoted word of 1-5 lowercase letters, packed big-endian into an integer ("bid" is 0x626964).
