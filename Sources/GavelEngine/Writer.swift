@@ -321,17 +321,7 @@ public final class Writer: @unchecked Sendable {
                 ordering: .acquiringAndReleasing
             ).exchanged
         else { return }
-        let box = Unmanaged.passRetained(self).toOpaque()
-        var tid = pthread_t()
-        let rc = pthread_create(
-            &tid, nil,
-            { arg in
-                let writer = Unmanaged<Writer>.fromOpaque(arg!).takeRetainedValue()
-                writer.run()
-                return nil
-            }, box)
-        precondition(rc == 0, "cannot start the writer thread: pthread_create returned \(rc)")
-        thread = tid
+        thread = startDedicatedThread("writer") { [self] in run() }
     }
 
     /// Stops accepting commands, applies everything already queued, flushes the sink, and stops the thread.

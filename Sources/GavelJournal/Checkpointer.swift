@@ -68,16 +68,7 @@ final class Checkpointer: @unchecked Sendable {
         self.stats = stats
         self.logger = logger
         events.reserveCapacity(64)
-        let box = Unmanaged.passRetained(self).toOpaque()
-        var tid = pthread_t()
-        let rc = pthread_create(
-            &tid, nil,
-            { arg in
-                Unmanaged<Checkpointer>.fromOpaque(arg!).takeRetainedValue().run()
-                return nil
-            }, box)
-        precondition(rc == 0, "cannot start the checkpointer thread: pthread_create returned \(rc)")
-        thread = tid
+        thread = startDedicatedThread("checkpointer") { [self] in run() }
     }
 
     /// Asks for a snapshot at `lsn`, which must be durable. Returns at once; a request still waiting is replaced.

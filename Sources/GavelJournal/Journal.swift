@@ -124,16 +124,7 @@ public final class Journal: BatchSink, SnapshotSink, @unchecked Sendable {
         }
         records.reserveCapacity(1 << 20)
         frame.reserveCapacity(1 << 20)
-        let box = Unmanaged.passRetained(self).toOpaque()
-        var tid = pthread_t()
-        let rc = pthread_create(
-            &tid, nil,
-            { arg in
-                Unmanaged<Journal>.fromOpaque(arg!).takeRetainedValue().run()
-                return nil
-            }, box)
-        precondition(rc == 0, "cannot start the journal thread: pthread_create returned \(rc)")
-        thread = tid
+        thread = startDedicatedThread("journal") { [self] in run() }
     }
 
     // MARK: - BatchSink
