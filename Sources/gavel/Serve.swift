@@ -397,6 +397,7 @@ struct Serve: AsyncParsableCommand {
         let journal = try Journal(
             directory: directory, configuration: storage.journalConfiguration, recovery: report,
             syncObserver: { nanos in metrics.recordFsync(nanos: nanos) })
+        metrics.attach(journal: journal.stats)
         let fanOut = FanOut(group: group, historyLimit: configuration.historyEvents, metrics: metrics)
         // The recovered state is all durable; read it before the writer starts.
         fanOut.load(PublicListingView.all(in: report.engine))
