@@ -1,3 +1,4 @@
+import GavelGateway
 import Synchronization
 
 #if canImport(Glibc)
@@ -97,8 +98,15 @@ final class LineWriter: Sendable {
     }
 }
 
-/// Writes a message to standard error.
+/// Writes a message to standard error: as it is, or as a JSON log line at level notice, labelled `gavel`, when
+/// `--log-format json` asked for it.
 func printError(_ message: String) {
+    if errorLinesAsJSON.load(ordering: .relaxed) {
+        let line = JSONLogHandler.line(
+            time: JSONLogHandler.now(), level: .notice, label: "gavel", message: message, metadata: [:])
+        line.withUnsafeBytes { _ = Glibc.write(2, $0.baseAddress, $0.count) }
+        return
+    }
     var text = message
     if !text.hasSuffix("\n") { text += "\n" }
     text.withUTF8 { _ = Glibc.write(2, $0.baseAddress, $0.count) }
