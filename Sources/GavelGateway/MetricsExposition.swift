@@ -8,8 +8,8 @@ import Synchronization
 #endif
 
 /// A swift-metrics factory over a Prometheus registry that gives every metric its HELP text (swift-prometheus's own
-/// factory registers them with none, which `promtool check metrics` refuses). A label missing from `help` is a
-/// programming error.
+/// factory registers them with none, which `promtool check metrics` refuses). A label missing from `help` gets its
+/// own name as HELP (a test checks that none does), so that a metric added without one never stops the server.
 struct HelpfulMetricsFactory: CoreMetrics.MetricsFactory {
     let registry: PrometheusCollectorRegistry
     let durationBuckets: [Duration]
@@ -17,8 +17,7 @@ struct HelpfulMetricsFactory: CoreMetrics.MetricsFactory {
     let help: [String: String]
 
     private func descriptor(_ label: String) -> MetricNameDescriptor {
-        guard let text = help[label] else { preconditionFailure("metric \(label) has no HELP text") }
-        return MetricNameDescriptor(metricName: label, unitName: "", helpText: text)
+        MetricNameDescriptor(metricName: label, unitName: "", helpText: help[label] ?? label)
     }
 
     func makeCounter(label: String, dimensions: [(String, String)]) -> any CoreMetrics.CounterHandler {

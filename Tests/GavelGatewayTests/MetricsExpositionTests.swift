@@ -48,6 +48,7 @@ import Testing
         for sample in parsed.samples.keys {
             let family = parsed.family(of: sample)
             #expect(parsed.help[family]?.isEmpty == false, "no HELP for \(family)")
+            #expect(parsed.help[family] != family, "\(family) has no HELP text in GatewayMetrics.help")
             #expect(parsed.type[family] != nil, "no TYPE for \(family)")
         }
         #expect(parsed.type["gavel_fsync_seconds"] == "histogram")
