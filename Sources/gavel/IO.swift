@@ -1,4 +1,5 @@
 import GavelGateway
+import Logging
 import Synchronization
 
 #if canImport(Glibc)
@@ -98,12 +99,12 @@ final class LineWriter: Sendable {
     }
 }
 
-/// Writes a message to standard error: as it is, or as a JSON log line at level notice, labelled `gavel`, when
+/// Writes a message to standard error: as it is, or as a JSON log line at `level`, labelled `gavel`, when
 /// `--log-format json` asked for it.
-func printError(_ message: String) {
+func printError(_ message: String, level: Logger.Level = .notice) {
     if errorLinesAsJSON.load(ordering: .relaxed) {
         let line = JSONLogHandler.line(
-            time: JSONLogHandler.now(), level: .notice, label: "gavel", message: message, metadata: [:])
+            time: JSONLogHandler.now(), level: level, label: "gavel", message: message, metadata: [:])
         line.withUnsafeBytes { _ = Glibc.write(2, $0.baseAddress, $0.count) }
         return
     }

@@ -133,3 +133,18 @@ def test_an_unknown_log_format_is_refused_at_start(gavel_bin, tmp_path):
     env_result = subprocess.run([gavel_bin, "serve", "--data-dir", str(tmp_path / "d")], capture_output=True,
                                 text=True, timeout=30, env={"GAVEL_LOG_FORMAT": "yaml", "PATH": "/usr/bin:/bin"})
     assert env_result.returncode == 64 and "GAVEL_LOG_FORMAT=yaml" in env_result.stderr
+
+
+def test_an_error_that_stops_the_server_is_a_json_line_too_with_the_same_exit_status(gavel_bin, tmp_path):
+    data = tmp_path / "open"
+    data.mkdir()
+    data.chmod(0o755)  # refused at start: other users could read it
+    args = [gavel_bin, "serve", "--data-dir", str(data), "--port", "0", "--admin-port=-1"]
+    text = subprocess.run(args, capture_output=True, text=True, timeout=30)
+    as_json = subprocess.run(args + ["--log-format", "json"], capture_output=True, text=True, timeout=30)
+    assert text.returncode == as_json.returncode == 1
+    assert text.stderr.startswith("Error: the data directory") and "chmod 700" in text.stderr
+    lines = as_json.stderr.splitlines()
+    entry = json.loads(lines[-1])
+    assert entry["level"] == "error" and entry["message"] == text.stderr.strip()
+    assert all(json.loads(line) for line in lines)
