@@ -1,7 +1,9 @@
 import CoreMetrics
 import GavelCore
+import GavelJournal
 import Metrics
 import Prometheus
+import Synchronization
 
 #if canImport(Glibc)
     import Glibc
@@ -19,7 +21,7 @@ public final class GatewayMetrics: Sendable {
     /// Commands submitted to the engine and not yet answered: queued, being applied, or waiting for the journal.
     let inFlight: CoreMetrics.Meter
     /// Makes the per-type-and-result command counters, on first use of each pair.
-    private let factory: PrometheusMetricsFactory
+    private let factory: HelpfulMetricsFactory
     /// Entries per durable batch.
     let batchEntries: CoreMetrics.Recorder
     /// How long each journal fdatasync took.
@@ -42,21 +44,21 @@ public final class GatewayMetrics: Sendable {
     let handshakeCloses: CoreMetrics.Counter
     /// Sessions closed with 1008 because their token expired.
     let tokenExpiredCloses: CoreMetrics.Counter
-    /// The process's resident memory, read from `/proc/self/statm` at each scrape.
-    let residentMemory: CoreMetrics.Gauge
+    /// The journal's counters, printed at each scrape once ``attach(journal:)`` gave them.
+    private let journalStats = Mutex<JournalStats?>(nil)
 
     static let commandTypes = ["open", "bid", "buy_now", "accept", "order", "cancel", "cancel_listing"]
 
     public init() {
         let registry = PrometheusCollectorRegistry()
-        var factory = PrometheusMetricsFactory(registry: registry)
         let latencyBuckets: [Duration] = [
             .microseconds(50), .microseconds(100), .microseconds(250), .microseconds(500), .milliseconds(1),
             .milliseconds(2), .milliseconds(5), .milliseconds(10), .milliseconds(25), .milliseconds(50),
             .milliseconds(100), .milliseconds(250), .milliseconds(500), .seconds(1),
         ]
-        factory.defaultDurationHistogramBuckets = latencyBuckets
-        factory.defaultValueHistogramBuckets = [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096]
+        let factory = HelpfulMetricsFactory(
+            registry: registry, durationBuckets: latencyBuckets,
+            valueBuckets: [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096], help: Self.help)
         self.registry = registry
         connections = CoreMetrics.Meter(label: "gavel_connections", factory: factory)
         subscriptions = CoreMetrics.Meter(label: "gavel_subscriptions", factory: factory)
@@ -73,7 +75,34 @@ public final class GatewayMetrics: Sendable {
         upgradesRefused = CoreMetrics.Counter(label: "gavel_upgrades_refused_total", factory: factory)
         handshakeCloses = CoreMetrics.Counter(label: "gavel_handshake_closes_total", factory: factory)
         tokenExpiredCloses = CoreMetrics.Counter(label: "gavel_token_expired_closes_total", factory: factory)
-        residentMemory = CoreMetrics.Gauge(label: "process_resident_memory_bytes", factory: factory)
+    }
+
+    /// The HELP text of every metric kept in ``registry``, by name.
+    static let help: [String: String] = [
+        "gavel_connections": "Open WebSocket sessions.",
+        "gavel_subscriptions": "Live subscriptions over all sessions.",
+        "gavel_commands_in_flight":
+            "Commands submitted to the engine and not yet answered: queued, being applied, or waiting for the journal.",
+        "gavel_commands_total": "Commands answered, by type and result (ok or the error code).",
+        "gavel_batch_entries": "Entries per durable batch.",
+        "gavel_fsync_seconds": "How long each journal fdatasync took.",
+        "gavel_ack_seconds": "From a command's arrival to its result being written back, the durable wait included.",
+        "gavel_fanout_seconds":
+            "From a batch's release (durable) to its events being written to the subscribers of one event loop.",
+        "gavel_bytes_out_total": "Bytes written to WebSocket clients.",
+        "gavel_slow_consumer_closes_total": "Sessions closed with 1013 because they did not read fast enough.",
+        "gavel_rate_limited_total": "Messages refused with rate_limited.",
+        "gavel_abuse_closes_total": "Sessions closed with 1008 for sustained excess.",
+        "gavel_upgrades_refused_total":
+            "Upgrades refused by a connection limit (per user, per address, anonymous, or all connections).",
+        "gavel_handshake_closes_total":
+            "TCP connections closed for not being upgraded in time, or because too many were not upgraded yet.",
+        "gavel_token_expired_closes_total": "Sessions closed with 1008 because their token expired.",
+    ]
+
+    /// Puts the journal's counters (batches, bytes, fsyncs, snapshots) on `/metrics` from now on.
+    public func attach(journal stats: JournalStats) {
+        journalStats.withLock { $0 = stats }
     }
 
     /// Counts one answered command in `cache` (one per event loop, so that counting takes no lock once each
@@ -98,22 +127,14 @@ public final class GatewayMetrics: Sendable {
         fsyncLatency.recordNanoseconds(Int64(clamping: nanos))
     }
 
-    /// The Prometheus text exposition of every metric.
+    /// The Prometheus text exposition of every metric: the registry's, the journal's and the process's, the last
+    /// two read at each scrape.
     public func exposition() -> [UInt8] {
-        if let bytes = Self.residentBytes() { residentMemory.record(bytes) }
-        return registry.emitToBuffer()
-    }
-
-    /// Resident set size from `/proc/self/statm` (its second field, in pages), or `nil` where there is none.
-    static func residentBytes() -> Int? {
-        let fd = open("/proc/self/statm", O_RDONLY)
-        guard fd >= 0 else { return nil }
-        defer { close(fd) }
-        var buffer = [UInt8](repeating: 0, count: 128)
-        let count = buffer.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
-        guard count > 0 else { return nil }
-        let fields = buffer[..<count].split(separator: UInt8(ascii: " "))
-        guard fields.count > 1, let pages = Int(String(decoding: fields[1], as: UTF8.self)) else { return nil }
-        return pages * sysconf(Int32(_SC_PAGESIZE))
+        var text = registry.emitToBuffer()
+        var more = ExpositionWriter()
+        if let stats = journalStats.withLock({ $0 }) { more.journal(stats) }
+        more.process()
+        text += more.bytes
+        return text
     }
 }

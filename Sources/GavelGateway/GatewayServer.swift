@@ -215,7 +215,7 @@ public final class GatewayServer: Sendable {
         let now = monotonicNanos()
         if let refusal = limits.admit(principal, address: address, now: now) {
             metrics.upgradesRefused.increment()
-            logRefusal(refusal, now: now)
+            logRefusal(refusal, now: now, principal: principal.name, address: address)
             box.refusal = refusal
             return false
         }
@@ -228,7 +228,7 @@ public final class GatewayServer: Sendable {
 
     /// Logs a refused upgrade, at most one line a second (with the count of those not logged), so that a client
     /// retrying in a loop cannot flood the log.
-    private func logRefusal(_ refusal: Refusal, now: UInt64) {
+    private func logRefusal(_ refusal: Refusal, now: UInt64, principal: String?, address: String?) {
         let unlogged = refusalsUnlogged.wrappingAdd(1, ordering: .relaxed).newValue
         let last = lastRefusalLogged.load(ordering: .relaxed)
         guard now &- last >= 1_000_000_000,
@@ -236,7 +236,10 @@ public final class GatewayServer: Sendable {
         else { return }
         refusalsUnlogged.wrappingSubtract(unlogged, ordering: .relaxed)
         let others = unlogged > 1 ? " (and \(unlogged - 1) more refusals since the last line)" : ""
-        logger.notice("upgrade refused with \(refusal.status.code): \(refusal.reason)\(others)")
+        var metadata: Logger.Metadata = ["status": "\(refusal.status.code)"]
+        if let principal { metadata["principal"] = "\(principal)" }
+        if let address { metadata["address"] = "\(address)" }
+        logger.notice("upgrade refused with \(refusal.status.code): \(refusal.reason)\(others)", metadata: metadata)
     }
 
     /// Counts a TCP connection as a handshake until it is upgraded or closed, and closes it if it has not been

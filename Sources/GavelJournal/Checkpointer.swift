@@ -159,8 +159,8 @@ final class Checkpointer: @unchecked Sendable {
         stats.lastSnapshotPauseNanos.store(request.pauseNanos, ordering: .relaxed)
         stats.lastSnapshotNanos.store(took, ordering: .relaxed)
         logger.info(
-            "snapshot at lsn \(request.lsn): \(state.count) state bytes; writer paused \(request.pauseNanos / 1000) µs, checkpointer caught up in \((caughtUp - started) / 1_000_000) ms and wrote it in \((monotonicNanos() - caughtUp) / 1_000_000) ms"
-        )
+            "snapshot at lsn \(request.lsn): \(state.count) state bytes; writer paused \(request.pauseNanos / 1000) µs, checkpointer caught up in \((caughtUp - started) / 1_000_000) ms and wrote it in \((monotonicNanos() - caughtUp) / 1_000_000) ms",
+            metadata: ["lsn": "\(request.lsn)"])
         do {
             try applyRetention()
         } catch {
@@ -171,8 +171,8 @@ final class Checkpointer: @unchecked Sendable {
     private func fail(_ request: Request, _ reason: String) {
         stats.snapshotFailures.wrappingAdd(1, ordering: .relaxed)
         logger.error(
-            "SNAPSHOT FAILED at lsn \(request.lsn): \(reason). The server goes on serving; the newest good snapshot is unchanged, and the next snapshot point tries again."
-        )
+            "SNAPSHOT FAILED at lsn \(request.lsn): \(reason). The server goes on serving; the newest good snapshot is unchanged, and the next snapshot point tries again.",
+            metadata: ["lsn": "\(request.lsn)"])
     }
 
     /// Brings the shadow engine to `request.lsn` and checks it against the journal's chain and clock there.

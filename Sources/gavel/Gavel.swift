@@ -1,5 +1,9 @@
 import ArgumentParser
 
+#if canImport(Glibc)
+    import Glibc
+#endif
+
 @main
 struct Gavel: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
@@ -7,4 +11,22 @@ struct Gavel: AsyncParsableCommand {
         abstract: "Gavel: a real-time bidding and matching core for peer-to-peer marketplaces.",
         subcommands: [Serve.self, Token.self, Simulate.self, Replay.self, Verify.self, Dump.self, Snapshot.self]
     )
+
+    /// ArgumentParser's own main, except that an error ending `gavel serve --log-format json` is a JSON log line
+    /// (level error) like the rest of its output, with the same exit status.
+    static func main() async {
+        do {
+            var command = try parseAsRoot()
+            if var asyncCommand = command as? any AsyncParsableCommand {
+                try await asyncCommand.run()
+            } else {
+                try command.run()
+            }
+        } catch {
+            guard errorLinesAsJSON.load(ordering: .relaxed) else { exit(withError: error) }
+            let message = fullMessage(for: error)
+            if !message.isEmpty { printError(message, level: .error) }
+            Glibc.exit(exitCode(for: error).rawValue)
+        }
+    }
 }

@@ -1,3 +1,5 @@
+import GavelGateway
+import Logging
 import Synchronization
 
 #if canImport(Glibc)
@@ -97,8 +99,15 @@ final class LineWriter: Sendable {
     }
 }
 
-/// Writes a message to standard error.
-func printError(_ message: String) {
+/// Writes a message to standard error: as it is, or as a JSON log line at `level`, labelled `gavel`, when
+/// `--log-format json` asked for it.
+func printError(_ message: String, level: Logger.Level = .notice) {
+    if errorLinesAsJSON.load(ordering: .relaxed) {
+        let line = JSONLogHandler.line(
+            time: JSONLogHandler.now(), level: level, label: "gavel", message: message, metadata: [:])
+        line.withUnsafeBytes { _ = Glibc.write(2, $0.baseAddress, $0.count) }
+        return
+    }
     var text = message
     if !text.hasSuffix("\n") { text += "\n" }
     text.withUTF8 { _ = Glibc.write(2, $0.baseAddress, $0.count) }

@@ -268,6 +268,8 @@ struct Serve: AsyncParsableCommand {
 
     @OptionGroup var storage: StorageOptions
 
+    @OptionGroup(title: "Logging") var logging: LogOptions
+
     /// The gateway settings from options, environment and defaults.
     func gatewayConfiguration() throws -> GatewayConfiguration {
         var c = GatewayConfiguration()
@@ -347,11 +349,7 @@ struct Serve: AsyncParsableCommand {
     }
 
     func run() async throws {
-        LoggingSystem.bootstrap { label in
-            var handler = StreamLogHandler.standardError(label: label)
-            handler.logLevel = .info
-            return handler
-        }
+        try logging.bootstrap()
         let logger = Logger(label: "gavel.serve")
         var configuration = try gatewayConfiguration()
         let dataDir = try Setting.value(self.dataDir, "GAVEL_DATA_DIR", default: "./gavel-data")
@@ -397,6 +395,7 @@ struct Serve: AsyncParsableCommand {
         let journal = try Journal(
             directory: directory, configuration: storage.journalConfiguration, recovery: report,
             syncObserver: { nanos in metrics.recordFsync(nanos: nanos) })
+        metrics.attach(journal: journal.stats)
         let fanOut = FanOut(group: group, historyLimit: configuration.historyEvents, metrics: metrics)
         // The recovered state is all durable; read it before the writer starts.
         fanOut.load(PublicListingView.all(in: report.engine))

@@ -44,6 +44,9 @@ public struct LoadConfiguration: Sendable, Equatable {
     public var serverPID: Int32?
     /// Seconds between two samples of the server's memory during the run.
     public var sampleSeconds = 10.0
+    /// Seconds between two interval reports (memory, results, errors, ack p50/p99 of the interval), and the
+    /// soak's growth and drift over them; nil: none (every minute for the soak preset).
+    public var reportSeconds: Double?
     /// Broadcast mode: no Gavel commands; one publisher connection sends `bid_placed`-shaped frames at `rate` to
     /// a relay (loadtest/compare/broadcast.js) that forwards them to every watcher connection.
     public var broadcast = false
@@ -85,6 +88,7 @@ public struct LoadConfiguration: Sendable, Equatable {
             configuration.rate = 500
             configuration.durationSeconds = 600
             configuration.warmupSeconds = 10
+            configuration.reportSeconds = 60
         }
         return configuration
     }
@@ -92,12 +96,25 @@ public struct LoadConfiguration: Sendable, Equatable {
     /// Ephemeral ports one loopback source address offers the driver (Linux's default range is 32768-60999).
     public static let portsPerSourceAddress = 28_000
 
+    /// The soak's default fraction of `--max-rate`.
+    public static let soakFraction = 0.8
+
     /// The soak rate: `fraction` of a maximum rate measured before (a steady run or loadtest/compare), rounded down,
     /// at least 1.
     public static func soakRate(maximum: Int, fraction: Double) throws(LoadError) -> Int {
         guard maximum >= 1 else { throw .invalid("--max-rate must be at least 1 command per second") }
         guard fraction > 0 && fraction <= 1 else { throw .invalid("--fraction must be in (0, 1]") }
         return max(1, Int(Double(maximum) * fraction))
+    }
+
+    /// The run's rate from `--rate`, or `--max-rate` and `--fraction` (soak only; the fraction defaults to
+    /// ``soakFraction``), or nil to keep the preset's.
+    public static func rate(preset: Preset, rate: Int?, maxRate: Int?, fraction: Double?) throws(LoadError) -> Int? {
+        if fraction != nil && maxRate == nil { throw .invalid("--fraction needs --max-rate") }
+        if maxRate != nil && preset != .soak { throw .invalid("--max-rate goes with --preset soak") }
+        if let rate { return rate }
+        guard let maxRate else { return nil }
+        return try soakRate(maximum: maxRate, fraction: fraction ?? soakFraction)
     }
 
     /// Every connection the run opens: watchers, bidders and the seller (or the broadcast publisher).
@@ -149,6 +166,9 @@ public struct LoadConfiguration: Sendable, Equatable {
         }
         if let serverPID, serverPID < 1 { throw .invalid("--server-pid must be a process id (1 or more)") }
         if !(sampleSeconds >= 1 && sampleSeconds <= 3_600) { throw .invalid("--sample-seconds must be 1...3600") }
+        if let reportSeconds, !(reportSeconds >= 1 && reportSeconds <= 3_600) {
+            throw .invalid("--report-seconds must be 1...3600")
+        }
         if preset == .soak && !samplesMemory {
             throw .invalid(
                 "--preset soak samples the server's memory: give --server-pid (a local server's pid, e.g. $(pgrep -n -f \"gavel serve\")) or --admin-url"

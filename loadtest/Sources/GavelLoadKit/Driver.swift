@@ -35,13 +35,17 @@ public final class Driver: @unchecked Sendable {
     let scheduleStart = Atomic<UInt64>(0)
     /// Where to print the live progress line (nil: no progress line).
     let progress: ((String) -> Void)?
+    /// Where to print each interval report as it ends (with `reportSeconds`).
+    let intervalReport: ((SoakInterval) -> Void)?
 
     public init(
-        configuration: LoadConfiguration, credentials: Credentials, progress: ((String) -> Void)? = nil
+        configuration: LoadConfiguration, credentials: Credentials, progress: ((String) -> Void)? = nil,
+        intervalReport: ((SoakInterval) -> Void)? = nil
     ) {
         self.configuration = configuration
         self.credentials = credentials
         self.progress = progress
+        self.intervalReport = intervalReport
         group = MultiThreadedEventLoopGroup(numberOfThreads: max(1, System.coreCount))
         runID = String(UInt64(Date().timeIntervalSince1970 * 1000) % 46_656_000, radix: 36)
         sendLog = Mutex(Array(repeating: [], count: configuration.listings))
@@ -143,6 +147,9 @@ public final class Driver: @unchecked Sendable {
         if let memoryConnected { trend.samples.append((0, memoryConnected)) }
         var lastSample = start
         var lastPrint = start
+        var intervals: [SoakInterval] = []
+        var lastInterval = start
+        _ = recorder.takeInterval()
         var lastDeliveries = -1
         while monotonicNanos() < end + UInt64(c.drainSeconds * 1e9) {
             try await Task.sleep(for: .milliseconds(250))
@@ -150,6 +157,15 @@ public final class Driver: @unchecked Sendable {
             if let probe, now < end, now - lastSample >= UInt64(c.sampleSeconds * 1e9) {
                 trend.samples.append((Double(now - start) / 1e9, try probe.residentBytes()))
                 lastSample = now
+            }
+            if let every = c.reportSeconds, now <= end, now - lastInterval >= UInt64(every * 1e9) {
+                let figures = recorder.takeInterval()
+                let interval = SoakInterval(
+                    seconds: Double(now - start) / 1e9, residentBytes: try probe?.residentBytes(),
+                    results: figures.results, errors: figures.errors, p50: figures.p50, p99: figures.p99)
+                intervals.append(interval)
+                intervalReport?(interval)
+                lastInterval = now
             }
             if now >= end {
                 let m = recorder.snapshot
@@ -186,6 +202,7 @@ public final class Driver: @unchecked Sendable {
         report.memoryBefore = memoryBefore
         report.memoryConnected = memoryConnected
         report.memory = trend
+        if c.reportSeconds != nil { report.soak = SoakSummary(intervals: intervals) }
         report.existingSkipped = listings.skipped
         return report
     }

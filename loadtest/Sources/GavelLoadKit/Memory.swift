@@ -30,7 +30,7 @@ public struct MemoryProbe: Sendable {
         }
         guard let bytes = Self.residentBytes(metrics: text) else {
             throw .invalid(
-                "--admin-url: the server's \(admin.path) has no process_resident_memory_bytes (gavel serve does not export it); give --server-pid <pid> of a local server instead, e.g. $(pgrep -n -f \"gavel serve\")"
+                "--admin-url: the server's \(admin.path) has no process_resident_memory_bytes; give --server-pid <pid> of a local server instead, e.g. $(pgrep -n -f \"gavel serve\")"
             )
         }
         return bytes

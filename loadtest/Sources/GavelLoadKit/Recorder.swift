@@ -20,9 +20,15 @@ public struct Measurements: Sendable {
 /// can afford at the rates one machine produces (the lock is uncontended most of the time).
 public final class Recorder: Sendable {
     private let state = Mutex(Measurements())
-    /// The current second's acknowledgements, for the live progress line.
-    private let window = Mutex(
-        Histogram<UInt64>(highestTrackableValue: 60_000_000, numberOfSignificantValueDigits: .two))
+    /// The current second's acknowledgements, for the live progress line, and the current reporting interval's
+    /// (`--report-seconds`) with its errors.
+    private let window = Mutex(Windows())
+
+    struct Windows {
+        var second = Histogram<UInt64>(highestTrackableValue: 60_000_000, numberOfSignificantValueDigits: .two)
+        var interval = Histogram<UInt64>(highestTrackableValue: 60_000_000, numberOfSignificantValueDigits: .two)
+        var intervalErrors = 0
+    }
     /// Observations whose command was due before this monotonic time (ns) are warm-up and not kept.
     private let start: Atomic<UInt64>
 
@@ -40,7 +46,11 @@ public final class Recorder: Sendable {
 
     public func result(intended: UInt64, received: UInt64, error: String?) {
         let micros = received > intended ? (received - intended) / 1_000 : 0
-        _ = window.withLock { $0.record(micros) }
+        window.withLock {
+            _ = $0.second.record(micros)
+            _ = $0.interval.record(micros)
+            if error != nil { $0.intervalErrors += 1 }
+        }
         guard intended >= measureFrom else { return }
         state.withLock {
             $0.results += 1
@@ -64,9 +74,24 @@ public final class Recorder: Sendable {
 
     /// The last window's count and p99 (µs); starts a new window.
     public func takeWindow() -> (count: UInt64, p99: UInt64) {
-        window.withLock { histogram in
+        window.withLock { windows in
+            let histogram = windows.second
             let figures = (histogram.totalCount, histogram.totalCount > 0 ? histogram.valueAtPercentile(99) : 0)
-            histogram.reset()
+            windows.second.reset()
+            return figures
+        }
+    }
+
+    /// The reporting interval's results, errors, p50 and p99 (µs); starts a new interval.
+    public func takeInterval() -> (results: Int, errors: Int, p50: UInt64, p99: UInt64) {
+        window.withLock { windows in
+            let h = windows.interval
+            let figures = (
+                Int(h.totalCount), windows.intervalErrors, h.totalCount > 0 ? h.valueAtPercentile(50) : 0,
+                h.totalCount > 0 ? h.valueAtPercentile(99) : 0
+            )
+            windows.interval.reset()
+            windows.intervalErrors = 0
             return figures
         }
     }

@@ -16,6 +16,8 @@ public struct Report: Sendable {
     public var memory = MemoryTrend()
     /// With `--existing`: the listings that matched but were left out because they close or open within the run.
     public var existingSkipped = 0
+    /// With `--report-seconds` (the soak): the interval reports, the memory growth and the latency drift.
+    public var soak: SoakSummary?
 
     public init(
         configuration: LoadConfiguration, measurements: Measurements, measuredSeconds: Double, connectionsHeld: Int,
@@ -76,6 +78,7 @@ public struct Report: Sendable {
                 "server memory over the run: \(memory.samples.count) samples, \(Self.megabytes(Double(first.bytes))) at \(format(first.seconds)) s, \(Self.megabytes(Double(last.bytes))) at \(format(last.seconds)) s; growth \(String(format: "%+.1f", Double(growth) / 1_048_576)) MB, slope \(slope)"
             )
         }
+        if let soak { lines += soak.lines }
         lines.append("latency (ms)        p50       p90       p99     p99.9       max     count")
         for (name, histogram) in [("ack", m.ack), ("fan-out", m.fanOut)] {
             let values = Self.figures(histogram).map { String(format: "%9.3f", Double($0.1) / 1_000) }
@@ -124,6 +127,7 @@ public struct Report: Sendable {
             object["formats"] = Dictionary(
                 uniqueKeysWithValues: configuration.formats.weights.map { ($0.format.rawValue, $0.weight) })
         }
+        if let soak { object["soak"] = soak.object }
         if let memoryBefore { object["memory_before_bytes"] = memoryBefore }
         if let memoryConnected { object["memory_connected_bytes"] = memoryConnected }
         if let memoryPerConnection { object["memory_per_connection_bytes"] = memoryPerConnection }

@@ -36,12 +36,13 @@ struct GavelLoad: AsyncParsableCommand {
             close, 1,000 watchers, a war between 2 bidders at 1,000 bids/s); connections (10,000 idle subscribed \
             watchers over 100 listings and 10 bids/s: connections held, connect rate, server memory per connection); \
             market (8 traders posting buys and sells around a mid price on 4 market listings, 1,000 orders/s: \
-            some trade, some rest); soak (steady for 600 s at --fraction of --max-rate, or 500 bids/s, sampling the server's memory every \
-            --sample-seconds and reporting its growth). Options given on the command line win.
+            some trade, some rest); soak (steady for 600 s at --fraction of --max-rate (0.8), or 500 bids/s, sampling the server's memory every \
+            --sample-seconds, printing every --report-seconds (60) the server's RSS, errors and ack p50/p99 of the \
+            minute, and ending with the RSS growth after the first minute and the latency drift). Options given on the command line win.
 
-            Server memory: gavel serve does not export process_resident_memory_bytes, so give --server-pid \
-            (a local server: VmRSS from /proc/<pid>/status; for example `pgrep -n -f "gavel serve"`). \
-            --admin-url reads process_resident_memory_bytes from a /metrics that has it.
+            Server memory: --server-pid (a local server: VmRSS from /proc/<pid>/status; for example \
+            `pgrep -n -f "gavel serve"`), or --admin-url (process_resident_memory_bytes from gavel serve's admin \
+            /metrics, http://127.0.0.1:9090 by default).
 
             Broadcast mode (--broadcast): no Gavel commands. One anonymous publisher connection sends \
             bid_placed-shaped frames at --rate to a relay (loadtest/compare/broadcast.js, Node's ws) that forwards \
@@ -68,7 +69,7 @@ struct GavelLoad: AsyncParsableCommand {
             "Soak: the maximum rate measured before (e.g. the highest rate a steady run sustained); the soak runs at --fraction of it unless --rate is given."
     )
     var maxRate: Int?
-    @Option(help: "Soak: the fraction of --max-rate to run at (default 0.5).") var fraction: Double?
+    @Option(help: "Soak: the fraction of --max-rate to run at (default 0.8).") var fraction: Double?
     @Option(help: "Measured seconds (after the warm-up).") var duration: Double?
     @Option(help: "Warm-up seconds, not measured.") var warmup: Double?
     @Option(help: "Seed of the listing choice, so a run can be repeated.") var seed: UInt64?
@@ -83,6 +84,11 @@ struct GavelLoad: AsyncParsableCommand {
     var serverPID: Int32?
     @Option(help: "Seconds between samples of the server's memory (with --server-pid or --admin-url).")
     var sampleSeconds: Double?
+    @Option(
+        help:
+            "Print a line every this many seconds: the server's RSS, results, errors and ack p50/p99 of the interval; the report ends with the RSS growth after the first interval and the latency drift (soak: 60)."
+    )
+    var reportSeconds: Double?
     @Option(
         help:
             "Listing format mix of the steady preset, weights by format: e.g. english=80,sealed=10,dutch=10 (formats: english, sealed, dutch; default english=100). Fan-out latency counts english listings only."
@@ -113,15 +119,13 @@ struct GavelLoad: AsyncParsableCommand {
         if let watchers { c.watchers = watchers }
         if let listings { c.listings = listings }
         if let zipf { c.zipf = zipf }
-        if let rate {
-            c.rate = rate
-        } else if let maxRate {
-            guard chosen == .soak else { throw ValidationError("--max-rate goes with --preset soak") }
-            do { c.rate = try LoadConfiguration.soakRate(maximum: maxRate, fraction: fraction ?? 0.5) } catch {
-                throw ValidationError(error.description)
+        do {
+            if let chosenRate = try LoadConfiguration.rate(
+                preset: chosen, rate: rate, maxRate: maxRate, fraction: fraction)
+            {
+                c.rate = chosenRate
             }
-        }
-        if fraction != nil && maxRate == nil { throw ValidationError("--fraction needs --max-rate") }
+        } catch { throw ValidationError(error.description) }
         if let duration { c.durationSeconds = duration }
         if let warmup { c.warmupSeconds = warmup }
         if let seed { c.seed = seed }
@@ -131,6 +135,7 @@ struct GavelLoad: AsyncParsableCommand {
         }
         if let serverPID { c.serverPID = serverPID }
         if let sampleSeconds { c.sampleSeconds = sampleSeconds }
+        if let reportSeconds { c.reportSeconds = reportSeconds }
         c.broadcast = broadcast
         c.existing = existing
         c.existingPrefix = existingPrefix
@@ -169,7 +174,10 @@ struct GavelLoad: AsyncParsableCommand {
                 : { line in
                     FileHandle.standardError.write(
                         Data(((isTerminal ? "\r" : "") + line + (isTerminal ? "" : "\n")).utf8))
-                })
+                },
+            intervalReport: { interval in
+                FileHandle.standardOutput.write(Data((interval.line + "\n").utf8))
+            })
         let report: Report
         do { report = try await driver.run() } catch let error as LoadError {
             FileHandle.standardError.write(Data("gavel-load: \(error.description)\n".utf8))

@@ -1,4 +1,5 @@
 import Foundation
+import Synchronization
 import Testing
 
 @testable import GavelLoadKit
@@ -146,5 +147,31 @@ struct SmokeServer {
         #expect(
             expected > 0 && m.deliveries <= expected && m.deliveries >= expected * 9 / 10,
             "\(m.deliveries) of \(expected)")
+    }
+
+    @Test(.timeLimit(.minutes(1)))
+    func aShortSoakReportsEachIntervalWithTheServersMemoryAndConcludesGrowthAndDrift() async throws {
+        guard let server = try await SmokeServer.start(secret: smokeSecret) else { return }
+        defer { server.stop() }
+        var c = shortRun(port: server.port, listings: 10)
+        c.preset = .soak
+        c.serverPID = server.process.processIdentifier
+        c.durationSeconds = 3
+        c.warmupSeconds = 0.5
+        c.reportSeconds = 1
+        let printed = Mutex<[SoakInterval]>([])
+        let report = try await Driver(
+            configuration: c, credentials: .secret(smokeSecret),
+            intervalReport: { interval in printed.withLock { $0.append(interval) } }
+        ).run()
+        let soak = try #require(report.soak)
+        #expect(soak.intervals.count >= 2, "\(soak.intervals)")
+        #expect(printed.withLock { $0 } == soak.intervals)
+        #expect(soak.intervals.allSatisfy { ($0.residentBytes ?? 0) > 1_000_000 })
+        #expect(soak.intervals.reduce(0) { $0 + $1.results } > 0)
+        #expect(soak.errors == 0)
+        #expect(soak.residentGrowthAfterFirst != nil && soak.latencyDrift != nil)
+        #expect(report.table.contains("soak: RSS growth after the first interval"))
+        #expect(report.json.contains("\"rss_growth_after_first_interval\""))
     }
 }

@@ -1,0 +1,150 @@
+"""What an operator's tools read: /metrics as Prometheus parses it (promtool), and the log as a shipper reads it
+(--log-format json), with no token or secret in it."""
+
+import json
+import pathlib
+import re
+import shutil
+import subprocess
+import time
+
+import pytest
+from websockets.exceptions import InvalidStatus
+
+from conftest import run_gavel
+from support import mint_token, open_english, raw_connect, unique
+
+DASHBOARD = pathlib.Path(__file__).resolve().parents[2] / "docs" / "grafana-dashboard.json"
+RFC3339_MS_UTC = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
+
+
+def promtool():
+    path = shutil.which("promtool")
+    if path is None:
+        pytest.fail("promtool is missing: install Debian's prometheus package (./scripts/test does)")
+    return path
+
+
+def drive_some_commands(srv):
+    """An open, accepted and refused bids, a watcher: every kind of metric gets samples."""
+    listing = unique()
+    with srv.user("sam", "seller") as sam, srv.user("ann") as ann, srv.connect() as watcher:
+        assert open_english(sam, listing, start=100)["ok"]
+        watcher.subscribe(listing)
+        assert ann.command({"type": "bid", "listing": listing, "amount": 500})["ok"]
+        assert ann.command({"type": "bid", "listing": listing, "amount": 1})["error"] == "bid_too_low"
+    return listing
+
+
+def test_metrics_of_a_real_server_pass_promtool_check_metrics(start_server):
+    srv = start_server("--fsync", "always")
+    drive_some_commands(srv)
+    status, body = srv.admin_get("/metrics")
+    assert status == 200
+    checked = subprocess.run([promtool(), "check", "metrics"], input=body, capture_output=True, timeout=30)
+    assert checked.returncode == 0, (checked.stdout + checked.stderr).decode()
+    text = body.decode()
+    for name in ("process_cpu_seconds_total", "process_open_fds", "process_max_fds", "process_start_time_seconds",
+                 "process_virtual_memory_bytes", "process_resident_memory_bytes", "gavel_journal_fsyncs_total",
+                 "gavel_snapshot_failures_total", "gavel_snapshots_merged_total", "gavel_commands_total",
+                 "gavel_ack_seconds", "gavel_fsync_seconds"):
+        assert f"# HELP {name} " in text and f"# TYPE {name} " in text, name
+    assert srv.metric("gavel_journal_fsyncs_total") >= 2  # --fsync always: at least one per durable batch
+    assert srv.metric("process_open_fds") >= 3
+    assert 'gavel_commands_total{type="bid",result="bid_too_low"} 1' in text
+
+
+def test_the_grafana_dashboard_parses_and_queries_only_metrics_a_real_server_exports(start_server, tmp_path):
+    dashboard = json.loads(DASHBOARD.read_text())
+    exprs = [target["expr"] for panel in dashboard["panels"] for target in panel["targets"]]
+    assert len(exprs) >= 20
+    # Every query is valid PromQL: promtool checks them as recording rules, Grafana's variables filled in.
+    rules = {"groups": [{"name": "dashboard", "rules": [
+        {"record": f"gavel:dashboard_{i}",
+         "expr": e.replace("$__rate_interval", "1m").replace("$job", ".*").replace("$instance", ".*")}
+        for i, e in enumerate(exprs)]}]}
+    (tmp_path / "rules.yml").write_text(json.dumps(rules))
+    checked = subprocess.run([promtool(), "check", "rules", str(tmp_path / "rules.yml")], capture_output=True,
+                             timeout=30)
+    assert checked.returncode == 0, (checked.stdout + checked.stderr).decode()
+    srv = start_server()
+    drive_some_commands(srv)
+    families = set(re.findall(r"^# TYPE (\S+) ", srv.admin_get("/metrics")[1].decode(), re.M))
+    for name in set(re.findall(r"\b((?:gavel|process)_[a-z_]+)", " ".join(exprs))):
+        assert re.sub(r"_(bucket|sum|count)$", "", name) in families, name
+
+
+def upgrade_status(srv, token, query=False):
+    headers = {} if query else {"Authorization": f"Bearer {token}"}
+    try:
+        with raw_connect(srv.ws_url(token if query else None), headers) as ws:
+            ws.recv(timeout=5)
+            return 101
+    except InvalidStatus as refused:
+        return refused.response.status_code
+
+
+@pytest.mark.parametrize("log_format", ["json", "text"])
+def test_the_log_holds_no_token_and_no_secret_and_json_lines_are_objects(start_server, log_format):
+    secret = "observability-test-secret-8c1f0b9e2d7a4"
+    srv = start_server("--log-format", log_format, "--max-connections-per-user", "1", secret=secret)
+    good = mint_token("ann", "bidder", secret=secret)
+    seller = mint_token("sam", "seller", secret=secret)
+    bad = [
+        mint_token("eve", "bidder", secret=secret, sign_with="not-the-secret-at-all-0123456789"),
+        mint_token("eve", "bidder", secret=secret, exp=int(time.time()) - 5),
+        mint_token("eve", "bidder", alg="none"),
+    ]
+    for token in bad:
+        assert upgrade_status(srv, token) == 401
+        assert upgrade_status(srv, token, query=True) == 401
+    listing = unique()
+    with srv.connect(seller) as sam, srv.connect(good, header_token=False) as ann:
+        assert open_english(sam, listing)["ok"]
+        assert ann.command({"type": "bid", "listing": listing, "amount": 300})["ok"]
+        assert upgrade_status(srv, good) == 429  # refused and logged: ann holds her one connection
+    assert srv.stop() == 0
+    with open(srv.log_path, "rb") as f:
+        log = f.read().decode()
+    assert "upgrade refused with 429" in log
+    for token in [good, seller, *bad]:
+        assert token not in log
+        signature = token.split(".")[2]
+        assert not signature or signature not in log
+    assert secret not in log
+    if log_format == "json":
+        lines = log.splitlines()
+        assert len(lines) >= 5
+        for line in lines:
+            entry = json.loads(line)
+            assert RFC3339_MS_UTC.match(entry["time"]), entry
+            assert entry["level"] in ("trace", "debug", "info", "notice", "warning", "error", "critical")
+            assert entry["label"] and isinstance(entry["message"], str)
+        messages = [json.loads(line)["message"] for line in lines]
+        assert any(m.startswith("gavel serve: ws://127.0.0.1:") for m in messages)  # the start-up lines too
+        assert any(m == "engine stopped" for m in messages)
+        refusal = next(json.loads(line) for line in lines if "upgrade refused with 429" in line)
+        assert refusal["principal"] == "ann" and refusal["status"] == "429" and refusal["address"] == "127.0.0.1"
+
+
+def test_an_unknown_log_format_is_refused_at_start(gavel_bin, tmp_path):
+    result = run_gavel(gavel_bin, "serve", "--log-format", "xml", "--data-dir", str(tmp_path / "d"))
+    assert result.returncode == 64 and "--log-format" in result.stderr
+    env_result = subprocess.run([gavel_bin, "serve", "--data-dir", str(tmp_path / "d")], capture_output=True,
+                                text=True, timeout=30, env={"GAVEL_LOG_FORMAT": "yaml", "PATH": "/usr/bin:/bin"})
+    assert env_result.returncode == 64 and "GAVEL_LOG_FORMAT=yaml" in env_result.stderr
+
+
+def test_an_error_that_stops_the_server_is_a_json_line_too_with_the_same_exit_status(gavel_bin, tmp_path):
+    data = tmp_path / "open"
+    data.mkdir()
+    data.chmod(0o755)  # refused at start: other users could read it
+    args = [gavel_bin, "serve", "--data-dir", str(data), "--port", "0", "--admin-port=-1"]
+    text = subprocess.run(args, capture_output=True, text=True, timeout=30)
+    as_json = subprocess.run(args + ["--log-format", "json"], capture_output=True, text=True, timeout=30)
+    assert text.returncode == as_json.returncode == 1
+    assert text.stderr.startswith("Error: the data directory") and "chmod 700" in text.stderr
+    lines = as_json.stderr.splitlines()
+    entry = json.loads(lines[-1])
+    assert entry["level"] == "error" and entry["message"] == text.stderr.strip()
+    assert all(json.loads(line) for line in lines)
