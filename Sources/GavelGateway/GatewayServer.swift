@@ -5,6 +5,7 @@ import Logging
 import NIOCore
 import NIOHTTP1
 import NIOPosix
+import NIOSSL
 import NIOWebSocket
 import ServiceLifecycle
 import Synchronization
@@ -67,6 +68,8 @@ final class AdmissionBox: @unchecked Sendable {
     /// The token's `exp`, seconds since the Unix epoch.
     var expires: Int64?
     var refusal: Refusal?
+    /// The token was refused only for a `kid` the cached key set does not hold.
+    var unknownKey = false
     var handshaking = false
 }
 
@@ -113,13 +116,14 @@ public final class AdminServer: Sendable {
     /// - Parameter refresh: called before `/metrics` is printed, to update gauges read on demand.
     public static func start(
         host: String, port: Int, group: EventLoopGroup, metrics: GatewayMetrics, readiness: Readiness,
-        refresh: @escaping @Sendable () -> Void = {}
+        tls: TLSCertificates? = nil, refresh: @escaping @Sendable () -> Void = {}
     ) async throws -> AdminServer {
         let channel = try await ServerBootstrap(group: group)
             .serverChannelOption(.backlog, value: 64)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             .childChannelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.addTLS(tls)
                     try channel.pipeline.syncOperations.addHandler(IdleStateHandler(readTimeout: .seconds(10)))
                     try channel.pipeline.syncOperations.configureHTTPServerPipeline()
                     try channel.pipeline.syncOperations.addHandler(
@@ -172,7 +176,8 @@ public final class GatewayServer: Sendable {
         self.logger = logger
         self.limits = ConnectionLimits(configuration)
         self.authenticator = Authenticator(
-            secret: configuration.jwtSecret, allowAnonymous: configuration.allowAnonymous,
+            secret: configuration.jwtSecret, identity: configuration.jwks?.provider,
+            allowAnonymous: configuration.allowAnonymous,
             now: { SystemClock().now() / 1000 })
     }
 
@@ -204,9 +209,15 @@ public final class GatewayServer: Sendable {
     /// and anonymous connections, which count the connection until it closes. Records the refusal, if any, in
     /// `box` for the page handler to answer.
     func admit(_ head: HTTPRequestHead, channel: Channel, box: AdmissionBox) -> Bool {
-        let (admission, expires) = authenticator.admission(head)
+        let decision = authenticator.decide(head)
+        let (admission, expires) = (decision.admission, decision.expires)
+        box.unknownKey = decision.failure == .unknownKey
         if let refusal = refusal(admission) {
             if refusal.status == .serviceUnavailable { metrics.upgradesRefused.increment() }
+            if refusal.status == .unauthorized, let why = decision.why {
+                let address = channel.remoteAddress?.ipAddress ?? "?"
+                logRefusal("upgrade from \(address) refused with 401: \(why)", now: monotonicNanos())
+            }
             box.refusal = refusal
             return false
         }
@@ -215,7 +226,7 @@ public final class GatewayServer: Sendable {
         let now = monotonicNanos()
         if let refusal = limits.admit(principal, address: address, now: now) {
             metrics.upgradesRefused.increment()
-            logRefusal(refusal, now: now)
+            logRefusal("upgrade refused with \(refusal.status.code): \(refusal.reason)", now: now)
             box.refusal = refusal
             return false
         }
@@ -228,7 +239,7 @@ public final class GatewayServer: Sendable {
 
     /// Logs a refused upgrade, at most one line a second (with the count of those not logged), so that a client
     /// retrying in a loop cannot flood the log.
-    private func logRefusal(_ refusal: Refusal, now: UInt64) {
+    private func logRefusal(_ line: String, now: UInt64) {
         let unlogged = refusalsUnlogged.wrappingAdd(1, ordering: .relaxed).newValue
         let last = lastRefusalLogged.load(ordering: .relaxed)
         guard now &- last >= 1_000_000_000,
@@ -236,7 +247,7 @@ public final class GatewayServer: Sendable {
         else { return }
         refusalsUnlogged.wrappingSubtract(unlogged, ordering: .relaxed)
         let others = unlogged > 1 ? " (and \(unlogged - 1) more refusals since the last line)" : ""
-        logger.notice("upgrade refused with \(refusal.status.code): \(refusal.reason)\(others)")
+        logger.notice("\(line)\(others)")
     }
 
     /// Counts a TCP connection as a handshake until it is upgraded or closed, and closes it if it has not been
@@ -287,7 +298,8 @@ public final class GatewayServer: Sendable {
         }
         channel.withLock { $0 = bound }
         logger.info(
-            "gateway listening on ws://\(configuration.host):\(bound.localAddress?.port ?? 0)\(Authenticator.path)")
+            "gateway listening on \(configuration.tls == nil ? "ws" : "wss")://\(configuration.host):\(bound.localAddress?.port ?? 0)\(Authenticator.path)"
+        )
     }
 
     private func bootstrap() -> ServerBootstrap {
@@ -321,17 +333,31 @@ public final class GatewayServer: Sendable {
         let upgrader = NIOWebSocketServerUpgrader(
             maxFrameSize: configuration.maxMessageBytes, automaticErrorHandling: false,
             shouldUpgrade: { [self] channel, head in
-                guard Authenticator.isEndpoint(head.uri), admit(head, channel: channel, box: box) else {
-                    return channel.eventLoop.makeSucceededFuture(nil)
+                guard Authenticator.isEndpoint(head.uri) else { return channel.eventLoop.makeSucceededFuture(nil) }
+                if admit(head, channel: channel, box: box) {
+                    return channel.eventLoop.makeSucceededFuture(HTTPHeaders())
                 }
-                return channel.eventLoop.makeSucceededFuture(HTTPHeaders())
+                // A kid the cached key set does not hold: the provider may have rotated its keys; fetch them again
+                // (rate-limited) and look once more.
+                guard box.unknownKey, let refreshed = configuration.jwks?.refreshForUnknownKey(on: channel.eventLoop)
+                else { return channel.eventLoop.makeSucceededFuture(nil) }
+                return refreshed.map { [self] in
+                    box.refusal = nil
+                    return admit(head, channel: channel, box: box) ? HTTPHeaders() : nil
+                }
             },
             upgradePipelineHandler: { [self] channel, _ in
                 channel.eventLoop.makeCompletedFuture {
                     endHandshake(box)
                     let operations = channel.pipeline.syncOperations
                     let raw = RawFrameWriter()
-                    try operations.addHandler(raw, position: .first)
+                    // Next to the socket, or to TLS, so that raw frames are still encrypted.
+                    if configuration.tls != nil {
+                        let tls = try operations.handler(type: NIOSSLServerHandler.self)
+                        try operations.addHandler(raw, position: .after(tls))
+                    } else {
+                        try operations.addHandler(raw, position: .first)
+                    }
                     try operations.addHandler(
                         WebSocketSession(
                             principal: box.principal ?? .anonymous, configuration: configuration, writer: writer,
@@ -339,6 +365,7 @@ public final class GatewayServer: Sendable {
                             expires: box.expires))
                 }
             })
+        try channel.pipeline.syncOperations.addTLS(configuration.tls)
         if configuration.idleTimeoutMs > 0 {
             try channel.pipeline.syncOperations.addHandler(
                 IdleStateHandler(readTimeout: .milliseconds(Int64(max(1, configuration.idleTimeoutMs / 2)))))
