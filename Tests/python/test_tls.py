@@ -10,6 +10,7 @@ import pytest
 from websockets.sync.client import connect
 
 from conftest import run_gavel
+from test_page import Browser, chromium_binary
 from keys import CA
 from support import SECRET, Server, eventually, mint_token
 
@@ -68,6 +69,7 @@ def test_client_trusting_another_ca_is_refused(served, tmp_path):
             pass
 
 
+@pytest.mark.filterwarnings("ignore:ssl.TLSVersion.TLSv1_1 is deprecated:DeprecationWarning")
 def test_tls_1_1_is_refused_and_1_2_and_1_3_are_served(served, ca):
     for version in (ssl.TLSVersion.TLSv1_2, ssl.TLSVersion.TLSv1_3):
         context = ca.client_context()
@@ -163,3 +165,17 @@ def test_start_errors_name_the_file(gavel_bin, tmp_path, ca):
                            "--jwt-secret", SECRET, *args)
         assert result.returncode != 0, args
         assert named in result.stderr, (args, result.stderr)
+
+
+def test_page_served_over_https_connects_with_wss(served, tmp_path):
+    binary = chromium_binary()
+    if binary is None:
+        pytest.skip("no chromium on PATH (scripts/test installs Debian's chromium package)")
+    # The test's CA is not in Chromium's store; the certificate itself is checked by the tests above.
+    browser = Browser(binary, str(tmp_path / "chromium-profile"), ["--ignore-certificate-errors"])
+    try:
+        page = browser.page(f"https://127.0.0.1:{served.port}/")
+        page.wait("document.getElementById('conn-status').textContent === 'live'", what="connected over wss://")
+        assert page.js("location.protocol") == "https:"
+    finally:
+        browser.close()
