@@ -4,6 +4,7 @@
 import http.server
 import json
 import signal
+import ssl
 import threading
 import time
 
@@ -11,7 +12,7 @@ import pytest
 from websockets.exceptions import InvalidStatus
 
 from conftest import run_gavel
-from keys import SigningKey, claims, hs256_with_key_bytes, jwks
+from keys import CA, SigningKey, claims, hs256_with_key_bytes, jwks
 from support import SECRET, eventually, mint_token, raw_connect
 
 
@@ -145,7 +146,7 @@ def test_new_kid_in_the_file_is_used_after_sighup(start_server, tmp_path, rsa, e
 class KeySetServer:
     """A loopback HTTP server for a JWKS document that the test changes, counting the fetches."""
 
-    def __init__(self, body):
+    def __init__(self, body, tls=None):
         self.body = body
         self.fetches = 0
         owner = self
@@ -164,7 +165,10 @@ class KeySetServer:
                 pass
 
         self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/certs"
+        if tls is not None:
+            self.httpd.socket = tls.wrap_socket(self.httpd.socket, server_side=True)
+        scheme = "https" if tls is not None else "http"
+        self.url = f"{scheme}://127.0.0.1:{self.httpd.server_address[1]}/certs"
         threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
 
     def close(self):
@@ -204,6 +208,23 @@ def test_url_refresh_after_the_interval_and_on_sighup(start_server, key_set_serv
     fetched = key_set_server.fetches
     s.process.send_signal(signal.SIGHUP)
     assert eventually(lambda: key_set_server.fetches == fetched + 1)
+
+
+def test_https_url_is_fetched_through_tls_trusting_the_given_ca(start_server, gavel_bin, tmp_path, rsa):
+    ca = CA(tmp_path / "pki", "IdP Test CA")
+    cert, key = ca.issue("idp", 1)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    k = KeySetServer(jwks(rsa), tls=context)
+    try:
+        s = start_server("--jwks-url", k.url, "--jwks-ca", str(ca.cert))
+        assert upgrade(s, rsa.sign(claims(sub="dave")))[1]["principal"] == "dave"
+        # Without the CA, the system's roots do not vouch for the test's certificate: the start fails.
+        result = run_gavel(gavel_bin, "serve", "--port", "0", "--admin-port=-1", "--data-dir",
+                           str(tmp_path / "other"), "--jwt-secret", SECRET, "--jwks-url", k.url)
+        assert result.returncode != 0 and k.url.split("/certs")[0] in result.stderr
+    finally:
+        k.close()
 
 
 def test_start_errors_name_the_key_set(gavel_bin, tmp_path, rsa):
