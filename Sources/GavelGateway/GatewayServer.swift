@@ -208,15 +208,17 @@ public final class GatewayServer: Sendable {
     /// Admits an upgrade request on `channel`: the connection limit, the token, then the limits per user, address
     /// and anonymous connections, which count the connection until it closes. Records the refusal, if any, in
     /// `box` for the page handler to answer.
-    func admit(_ head: HTTPRequestHead, channel: Channel, box: AdmissionBox) -> Bool {
+    ///
+    /// - Parameter retry: a refusal for an unknown `kid` is not logged, as the caller looks again after fetching the
+    ///   key set (and logs then).
+    func admit(_ head: HTTPRequestHead, channel: Channel, box: AdmissionBox, retry: Bool = false) -> Bool {
         let decision = authenticator.decide(head)
         let (admission, expires) = (decision.admission, decision.expires)
         box.unknownKey = decision.failure == .unknownKey
         if let refusal = refusal(admission) {
             if refusal.status == .serviceUnavailable { metrics.upgradesRefused.increment() }
-            if refusal.status == .unauthorized, let why = decision.why {
-                let address = channel.remoteAddress?.ipAddress ?? "?"
-                logRefusal("upgrade from \(address) refused with 401: \(why)", now: monotonicNanos())
+            if refusal.status == .unauthorized, let why = decision.why, !(retry && box.unknownKey) {
+                logUnauthorized(why, channel: channel)
             }
             box.refusal = refusal
             return false
@@ -235,6 +237,11 @@ public final class GatewayServer: Sendable {
         box.principal = principal
         box.expires = expires
         return true
+    }
+
+    private func logUnauthorized(_ why: String, channel: Channel) {
+        let address = channel.remoteAddress?.ipAddress ?? "?"
+        logRefusal("upgrade from \(address) refused with 401: \(why)", now: monotonicNanos())
     }
 
     /// Logs a refused upgrade, at most one line a second (with the count of those not logged), so that a client
@@ -334,13 +341,21 @@ public final class GatewayServer: Sendable {
             maxFrameSize: configuration.maxMessageBytes, automaticErrorHandling: false,
             shouldUpgrade: { [self] channel, head in
                 guard Authenticator.isEndpoint(head.uri) else { return channel.eventLoop.makeSucceededFuture(nil) }
-                if admit(head, channel: channel, box: box) {
+                let jwks = configuration.jwks
+                if admit(head, channel: channel, box: box, retry: jwks?.fetchesOnUnknownKey == true) {
                     return channel.eventLoop.makeSucceededFuture(HTTPHeaders())
                 }
                 // A kid the cached key set does not hold: the provider may have rotated its keys; fetch them again
                 // (rate-limited) and look once more.
-                guard box.unknownKey, let refreshed = configuration.jwks?.refreshForUnknownKey(on: channel.eventLoop)
-                else { return channel.eventLoop.makeSucceededFuture(nil) }
+                guard box.unknownKey, let jwks, jwks.fetchesOnUnknownKey else {
+                    return channel.eventLoop.makeSucceededFuture(nil)
+                }
+                guard let refreshed = jwks.refreshForUnknownKey(on: channel.eventLoop) else {
+                    logUnauthorized(
+                        "token refused: \(JWT.Failure.unknownKey) (the key set was fetched less than --jwks-refresh-seconds ago)",
+                        channel: channel)
+                    return channel.eventLoop.makeSucceededFuture(nil)
+                }
                 return refreshed.map { [self] in
                     box.refusal = nil
                     return admit(head, channel: channel, box: box) ? HTTPHeaders() : nil

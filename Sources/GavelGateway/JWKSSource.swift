@@ -66,6 +66,12 @@ public final class JWKSSource: Sendable {
         self.provider = IdentityProvider(keys: keys, issuer: issuer, audience: audience, roleClaim: roleClaim)
     }
 
+    /// Whether an unknown `kid` makes the key set be fetched again (a URL, not a file).
+    public var fetchesOnUnknownKey: Bool {
+        if case .url = location { return true }
+        return false
+    }
+
     /// Reads the key set again and uses it; on failure keeps the keys in use.
     ///
     /// - Throws: ``JWKSKeys/Failure`` saying why the new set was not taken.
@@ -79,7 +85,7 @@ public final class JWKSSource: Sendable {
     /// from a file or the last fetch was less than ``minimumRefreshInterval`` ago; else a future that succeeds once
     /// the fetch is over (whether or not it brought new keys), shared by every connection that asks meanwhile.
     func refreshForUnknownKey(on loop: EventLoop) -> EventLoopFuture<Void>? {
-        guard case .url = location else { return nil }
+        guard fetchesOnUnknownKey else { return nil }
         let now = monotonicNanos()
         let future: EventLoopFuture<Void>? = refresh.withLock { state in
             if let inFlight = state.inFlight { return inFlight }

@@ -193,11 +193,13 @@ def test_url_is_fetched_again_on_an_unknown_kid_at_most_once_per_interval(start_
     status, hello = upgrade(s, ec.sign(claims(sub="carol")))
     assert status == 101 and hello["principal"] == "carol"
     assert key_set_server.fetches == 2
+    assert "refused with 401" not in s.log_tail(100)  # the accepted rotation logs no refusal
     # Another unknown kid within the interval: no new fetch, refused.
     key_set_server.body = jwks(rsa, ec, ed)
     assert refused(s, ed.sign(claims()))
     assert refused(s, ed.sign(claims()))
     assert key_set_server.fetches == 2
+    assert "fetched less than --jwks-refresh-seconds ago" in s.log_tail(100)
 
 
 def test_url_refresh_after_the_interval_and_on_sighup(start_server, key_set_server, rsa, ec):
