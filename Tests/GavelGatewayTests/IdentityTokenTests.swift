@@ -154,6 +154,31 @@ import Testing
         }
     }
 
+    @Test func tokensUpTo8192BytesAreReadAndLongerOnesRefused() async throws {
+        let identity = try await provider()
+        func sized(_ bytes: Int) throws -> String {
+            let base = try token(alg: "ES256", kid: "ec-1", payload: alice)
+            // Pad the claims (an ignored claim) until the token has `bytes` bytes.
+            let padding = String(repeating: "x", count: (bytes - base.utf8.count) * 3 / 4)
+            var t = try token(
+                alg: "ES256", kid: "ec-1",
+                payload: #"{"sub":"alice","role":"seller","exp":2000000000,"pad":"\#(padding)"}"#)
+            var extra = padding
+            while t.utf8.count < bytes {
+                extra += "x"
+                t = try token(
+                    alg: "ES256", kid: "ec-1",
+                    payload: #"{"sub":"alice","role":"seller","exp":2000000000,"pad":"\#(extra)"}"#)
+            }
+            return t
+        }
+        let long = try sized(6000)
+        #expect(long.utf8.count > 4096 && long.utf8.count <= JWT.maxLength)
+        #expect(try JWT.verify(long, secret: secret, identity: identity, now: 0).subject == "alice")
+        let tooLong = try sized(JWT.maxLength + 1)
+        #expect(throws: JWT.Failure.malformed) { try JWT.verify(tooLong, secret: secret, identity: identity, now: 0) }
+    }
+
     @Test func aKeySetWithoutUsableKeysIsRefused() async {
         for text in [#"{"keys":[{"kty":"oct","kid":"h","k":"c2VjcmV0"}]}"#, #"{"keys":3}"#, "[]", "not json"] {
             await #expect(throws: JWKSKeys.Failure.self) { try await JWKSKeys.parse(Array(text.utf8)) }
