@@ -24,12 +24,18 @@ public enum Admission: Sendable, Equatable {
 /// Decides upgrades: the path, the token (`Authorization: Bearer` or `?token=`), anonymous access.
 public struct Authenticator: Sendable {
     public let secret: [UInt8]
+    /// The identity provider whose RS256, ES256 and EdDSA tokens are accepted too, if any.
+    public let identity: IdentityProvider?
     public let allowAnonymous: Bool
     /// Seconds since the Unix epoch, for `exp`.
     public let now: @Sendable () -> Int64
 
-    public init(secret: [UInt8], allowAnonymous: Bool, now: @escaping @Sendable () -> Int64) {
+    public init(
+        secret: [UInt8], identity: IdentityProvider? = nil, allowAnonymous: Bool,
+        now: @escaping @Sendable () -> Int64
+    ) {
         self.secret = secret
+        self.identity = identity
         self.allowAnonymous = allowAnonymous
         self.now = now
     }
@@ -48,13 +54,37 @@ public struct Authenticator: Sendable {
     /// Decides who `head` speaks for, and until when: the token's `exp` (seconds since the Unix epoch), `nil` for an
     /// anonymous connection.
     public func admission(_ head: HTTPRequestHead) -> (admission: Admission, expires: Int64?) {
+        let decision = decide(head)
+        return (decision.admission, decision.expires)
+    }
+
+    /// ``admission(_:)`` with the reason for a refusal, for the server's log (never for the client).
+    func decide(_ head: HTTPRequestHead) -> Decision {
         guard let token = Self.token(in: head) else {
-            return (allowAnonymous ? .accept(.anonymous) : .refuse(.unauthorized), nil)
+            if allowAnonymous { return Decision(admission: .accept(.anonymous)) }
+            return Decision(admission: .refuse(.unauthorized), why: "no token (--no-anonymous)")
         }
-        guard let token, let claims = try? JWT.verify(token, secret: secret, now: now()) else {
-            return (.refuse(.unauthorized), nil)
+        guard let token else {
+            return Decision(admission: .refuse(.unauthorized), why: "an Authorization header that is not Bearer")
         }
-        return (.accept(Principal(name: claims.subject, role: claims.role)), claims.expires)
+        do {
+            let claims = try JWT.verify(token, secret: secret, identity: identity, now: now())
+            return Decision(
+                admission: .accept(Principal(name: claims.subject, role: claims.role)), expires: claims.expires)
+        } catch {
+            return Decision(admission: .refuse(.unauthorized), why: "token refused: \(error)", failure: error)
+        }
+    }
+
+    /// An upgrade's admission, with what the log needs.
+    struct Decision {
+        var admission: Admission
+        /// The token's `exp`.
+        var expires: Int64?
+        /// Why it was refused.
+        var why: String?
+        /// Why the token was refused.
+        var failure: JWT.Failure?
     }
 
     /// The token the request carries: `nil` when none, `.some(nil)` when an `Authorization` header is there but is

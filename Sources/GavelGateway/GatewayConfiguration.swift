@@ -70,6 +70,13 @@ public struct GatewayConfiguration: Sendable {
     /// Public events kept per listing for `subscribe` with `since`.
     public var historyEvents = 256
 
+    /// TLS on the main port (`wss://`, `https://`); `nil`: plain.
+    public var tls: TLSCertificates?
+
+    /// The identity provider's key set (with its issuer, audience and role claim), for RS256, ES256 and EdDSA
+    /// tokens; `nil`: HS256 tokens only.
+    public var jwks: JWKSSource?
+
     /// The HS256 key tokens are signed with.
     public var jwtSecret: [UInt8] = []
     /// Whether a connection without a token is let in as an anonymous `watcher`.

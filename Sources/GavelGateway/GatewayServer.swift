@@ -5,6 +5,7 @@ import Logging
 import NIOCore
 import NIOHTTP1
 import NIOPosix
+import NIOSSL
 import NIOWebSocket
 import ServiceLifecycle
 import Synchronization
@@ -67,6 +68,8 @@ final class AdmissionBox: @unchecked Sendable {
     /// The token's `exp`, seconds since the Unix epoch.
     var expires: Int64?
     var refusal: Refusal?
+    /// The token was refused only for a `kid` the cached key set does not hold.
+    var unknownKey = false
     var handshaking = false
 }
 
@@ -113,13 +116,14 @@ public final class AdminServer: Sendable {
     /// - Parameter refresh: called before `/metrics` is printed, to update gauges read on demand.
     public static func start(
         host: String, port: Int, group: EventLoopGroup, metrics: GatewayMetrics, readiness: Readiness,
-        refresh: @escaping @Sendable () -> Void = {}
+        tls: TLSCertificates? = nil, refresh: @escaping @Sendable () -> Void = {}
     ) async throws -> AdminServer {
         let channel = try await ServerBootstrap(group: group)
             .serverChannelOption(.backlog, value: 64)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             .childChannelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.addTLS(tls)
                     try channel.pipeline.syncOperations.addHandler(IdleStateHandler(readTimeout: .seconds(10)))
                     try channel.pipeline.syncOperations.configureHTTPServerPipeline()
                     try channel.pipeline.syncOperations.addHandler(
@@ -172,7 +176,8 @@ public final class GatewayServer: Sendable {
         self.logger = logger
         self.limits = ConnectionLimits(configuration)
         self.authenticator = Authenticator(
-            secret: configuration.jwtSecret, allowAnonymous: configuration.allowAnonymous,
+            secret: configuration.jwtSecret, identity: configuration.jwks?.provider,
+            allowAnonymous: configuration.allowAnonymous,
             now: { SystemClock().now() / 1000 })
     }
 
@@ -203,10 +208,18 @@ public final class GatewayServer: Sendable {
     /// Admits an upgrade request on `channel`: the connection limit, the token, then the limits per user, address
     /// and anonymous connections, which count the connection until it closes. Records the refusal, if any, in
     /// `box` for the page handler to answer.
-    func admit(_ head: HTTPRequestHead, channel: Channel, box: AdmissionBox) -> Bool {
-        let (admission, expires) = authenticator.admission(head)
+    ///
+    /// - Parameter retry: a refusal for an unknown `kid` is not logged, as the caller looks again after fetching the
+    ///   key set (and logs then).
+    func admit(_ head: HTTPRequestHead, channel: Channel, box: AdmissionBox, retry: Bool = false) -> Bool {
+        let decision = authenticator.decide(head)
+        let (admission, expires) = (decision.admission, decision.expires)
+        box.unknownKey = decision.failure == .unknownKey
         if let refusal = refusal(admission) {
             if refusal.status == .serviceUnavailable { metrics.upgradesRefused.increment() }
+            if refusal.status == .unauthorized, let why = decision.why, !(retry && box.unknownKey) {
+                logUnauthorized(why, channel: channel)
+            }
             box.refusal = refusal
             return false
         }
@@ -215,7 +228,10 @@ public final class GatewayServer: Sendable {
         let now = monotonicNanos()
         if let refusal = limits.admit(principal, address: address, now: now) {
             metrics.upgradesRefused.increment()
-            logRefusal(refusal, now: now, principal: principal.name, address: address)
+            logRefusal(
+                "upgrade refused with \(refusal.status.code): \(refusal.reason)", now: now,
+                metadata: Self.refusalMetadata(status: refusal.status.code, principal: principal.name, address: address)
+            )
             box.refusal = refusal
             return false
         }
@@ -226,9 +242,16 @@ public final class GatewayServer: Sendable {
         return true
     }
 
+    private func logUnauthorized(_ why: String, channel: Channel) {
+        let address = channel.remoteAddress?.ipAddress
+        logRefusal(
+            "upgrade from \(address ?? "?") refused with 401: \(why)", now: monotonicNanos(),
+            metadata: Self.refusalMetadata(status: 401, principal: nil, address: address))
+    }
+
     /// Logs a refused upgrade, at most one line a second (with the count of those not logged), so that a client
     /// retrying in a loop cannot flood the log.
-    private func logRefusal(_ refusal: Refusal, now: UInt64, principal: String?, address: String?) {
+    private func logRefusal(_ line: String, now: UInt64, metadata: Logger.Metadata) {
         let unlogged = refusalsUnlogged.wrappingAdd(1, ordering: .relaxed).newValue
         let last = lastRefusalLogged.load(ordering: .relaxed)
         guard now &- last >= 1_000_000_000,
@@ -236,10 +259,15 @@ public final class GatewayServer: Sendable {
         else { return }
         refusalsUnlogged.wrappingSubtract(unlogged, ordering: .relaxed)
         let others = unlogged > 1 ? " (and \(unlogged - 1) more refusals since the last line)" : ""
-        var metadata: Logger.Metadata = ["status": "\(refusal.status.code)"]
+        logger.notice("\(line)\(others)", metadata: metadata)
+    }
+
+    /// The metadata of a refused upgrade's log line: its status, and who and where from when known.
+    private static func refusalMetadata(status: UInt, principal: String?, address: String?) -> Logger.Metadata {
+        var metadata: Logger.Metadata = ["status": "\(status)"]
         if let principal { metadata["principal"] = "\(principal)" }
         if let address { metadata["address"] = "\(address)" }
-        logger.notice("upgrade refused with \(refusal.status.code): \(refusal.reason)\(others)", metadata: metadata)
+        return metadata
     }
 
     /// Counts a TCP connection as a handshake until it is upgraded or closed, and closes it if it has not been
@@ -290,7 +318,8 @@ public final class GatewayServer: Sendable {
         }
         channel.withLock { $0 = bound }
         logger.info(
-            "gateway listening on ws://\(configuration.host):\(bound.localAddress?.port ?? 0)\(Authenticator.path)")
+            "gateway listening on \(configuration.tls == nil ? "ws" : "wss")://\(configuration.host):\(bound.localAddress?.port ?? 0)\(Authenticator.path)"
+        )
     }
 
     private func bootstrap() -> ServerBootstrap {
@@ -324,17 +353,39 @@ public final class GatewayServer: Sendable {
         let upgrader = NIOWebSocketServerUpgrader(
             maxFrameSize: configuration.maxMessageBytes, automaticErrorHandling: false,
             shouldUpgrade: { [self] channel, head in
-                guard Authenticator.isEndpoint(head.uri), admit(head, channel: channel, box: box) else {
+                guard Authenticator.isEndpoint(head.uri) else { return channel.eventLoop.makeSucceededFuture(nil) }
+                let jwks = configuration.jwks
+                if admit(head, channel: channel, box: box, retry: jwks?.fetchesOnUnknownKey == true) {
+                    return channel.eventLoop.makeSucceededFuture(HTTPHeaders())
+                }
+                // A kid the cached key set does not hold: the provider may have rotated its keys; fetch them again
+                // (rate-limited) and look once more.
+                guard box.unknownKey, let jwks, jwks.fetchesOnUnknownKey else {
                     return channel.eventLoop.makeSucceededFuture(nil)
                 }
-                return channel.eventLoop.makeSucceededFuture(HTTPHeaders())
+                guard let refreshed = jwks.refreshForUnknownKey(on: channel.eventLoop) else {
+                    logUnauthorized(
+                        "token refused: \(JWT.Failure.unknownKey) (the key set was fetched less than --jwks-refresh-seconds ago)",
+                        channel: channel)
+                    return channel.eventLoop.makeSucceededFuture(nil)
+                }
+                return refreshed.map { [self] in
+                    box.refusal = nil
+                    return admit(head, channel: channel, box: box) ? HTTPHeaders() : nil
+                }
             },
             upgradePipelineHandler: { [self] channel, _ in
                 channel.eventLoop.makeCompletedFuture {
                     endHandshake(box)
                     let operations = channel.pipeline.syncOperations
                     let raw = RawFrameWriter()
-                    try operations.addHandler(raw, position: .first)
+                    // Next to the socket, or to TLS, so that raw frames are still encrypted.
+                    if configuration.tls != nil {
+                        let tls = try operations.handler(type: NIOSSLServerHandler.self)
+                        try operations.addHandler(raw, position: .after(tls))
+                    } else {
+                        try operations.addHandler(raw, position: .first)
+                    }
                     try operations.addHandler(
                         WebSocketSession(
                             principal: box.principal ?? .anonymous, configuration: configuration, writer: writer,
@@ -342,6 +393,7 @@ public final class GatewayServer: Sendable {
                             expires: box.expires))
                 }
             })
+        try channel.pipeline.syncOperations.addTLS(configuration.tls)
         if configuration.idleTimeoutMs > 0 {
             try channel.pipeline.syncOperations.addHandler(
                 IdleStateHandler(readTimeout: .milliseconds(Int64(max(1, configuration.idleTimeoutMs / 2)))))

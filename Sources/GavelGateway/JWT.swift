@@ -30,26 +30,48 @@ public struct Claims: Sendable, Hashable {
     }
 }
 
-/// HS256 JSON Web Tokens (RFC 7519 with RFC 7515 compact serialization), signed and checked with HMAC-SHA256.
+/// JSON Web Tokens (RFC 7519 with RFC 7515 compact serialization): HS256, signed and checked with the server's own
+/// secret (HMAC-SHA256, compared in constant time), and, when an ``IdentityProvider`` is configured, RS256, ES256
+/// and EdDSA tokens checked with its public keys (jwt-kit).
 ///
-/// Only `HS256` is accepted: a token whose header names another algorithm, `none` included, is refused before its
-/// signature is looked at. The signature is compared in constant time.
+/// The header's `alg` decides the key before the signature is looked at: `HS256` only ever with the secret (so an
+/// HS256 token HMAC-signed with a public key's bytes fails), the others only with the provider's key named by
+/// `kid`, whose own algorithm must be the same. Any other `alg`, `none` included, is refused.
 public enum JWT {
-    /// Why a token was refused. Callers answer every case with the same 401 and no detail.
-    public enum Failure: Error, Equatable {
+    /// Why a token was refused. Callers answer every case with the same 401 and no detail, and log it.
+    public enum Failure: Error, Equatable, CustomStringConvertible {
         /// Not three base64url parts, or a part that is not a JSON object.
         case malformed
-        /// `alg` is not `HS256`.
+        /// `alg` is not `HS256`, nor (with an identity provider) the algorithm of the key it names.
         case unsupportedAlgorithm
+        /// No `kid`, or one the identity provider's key set does not hold.
+        case unknownKey
         case badSignature
         /// `exp` is in the past (or `nbf` in the future).
         case expired
         /// `sub` missing or not an identifier, `role` missing or unknown, `exp` missing or not an integer.
         case invalidClaims
+        /// `iss` is not the required issuer.
+        case wrongIssuer
+        /// `aud` does not name the required audience.
+        case wrongAudience
+
+        public var description: String {
+            switch self {
+            case .malformed: "malformed token"
+            case .unsupportedAlgorithm: "algorithm not accepted (alg)"
+            case .unknownKey: "unknown key id (kid)"
+            case .badSignature: "bad signature"
+            case .expired: "expired or not yet valid (exp, nbf)"
+            case .invalidClaims: "missing or invalid claims (sub, role, exp)"
+            case .wrongIssuer: "wrong issuer (iss)"
+            case .wrongAudience: "wrong audience (aud)"
+            }
+        }
     }
 
     /// The longest token accepted, in bytes.
-    public static let maxLength = 4096
+    public static let maxLength = 8192
 
     /// A signed token for `claims`.
     public static func sign(_ claims: Claims, secret: [UInt8]) -> String {
@@ -62,10 +84,13 @@ public enum JWT {
         return signingInput + "." + Base64URL.encode(mac(Array(signingInput.utf8), secret: secret))
     }
 
-    /// Checks `token`'s algorithm, signature and claims at `now` (seconds since the Unix epoch).
+    /// Checks `token`'s algorithm, signature and claims at `now` (seconds since the Unix epoch): HS256 with
+    /// `secret`, RS256, ES256 and EdDSA with `identity`'s keys (when given).
     ///
     /// - Throws: ``Failure``.
-    public static func verify(_ token: String, secret: [UInt8], now: Int64) throws(Failure) -> Claims {
+    public static func verify(
+        _ token: String, secret: [UInt8], identity: IdentityProvider? = nil, now: Int64
+    ) throws(Failure) -> Claims {
         let bytes = Array(token.utf8)
         guard bytes.count <= maxLength else { throw .malformed }
         let parts = bytes.split(separator: UInt8(ascii: "."), omittingEmptySubsequences: false)
@@ -73,12 +98,23 @@ public enum JWT {
             let payloadBytes = Base64URL.decode(parts[1]), let signature = Base64URL.decode(parts[2])
         else { throw .malformed }
         guard let header = try? JSONParser.parse(headerBytes), case .object = header else { throw .malformed }
-        guard case .string("HS256")? = header["alg"] else { throw .unsupportedAlgorithm }
         let signingInput = Array(bytes[..<(parts[0].count + 1 + parts[1].count)])
-        guard constantTimeEqual(mac(signingInput, secret: secret), signature) else { throw .badSignature }
+        let fromProvider: IdentityProvider?
+        switch header["alg"] {
+        case .string("HS256")?:
+            guard constantTimeEqual(mac(signingInput, secret: secret), signature) else { throw .badSignature }
+            fromProvider = nil
+        case .string(let algorithm)? where JWKSKeys.algorithms.contains(algorithm):
+            guard let identity else { throw .unsupportedAlgorithm }
+            guard case .string(let kid)? = header["kid"] else { throw .unknownKey }
+            try identity.keys.verify(kid: kid, algorithm: algorithm, signingInput: signingInput, signature: signature)
+            fromProvider = identity
+        default:
+            throw .unsupportedAlgorithm
+        }
         guard let payload = try? JSONParser.parse(payloadBytes), case .object = payload else { throw .malformed }
-        guard case .string(let subject)? = payload["sub"], Identifier.isValid(subject),
-            case .string(let roleName)? = payload["role"], let role = Role(rawValue: roleName),
+        let role: Role? = if let fromProvider { fromProvider.role(in: payload) } else { localRole(payload) }
+        guard case .string(let subject)? = payload["sub"], Identifier.isValid(subject), let role,
             case .integer(let expires)? = payload["exp"]
         else { throw .invalidClaims }
         guard expires > now else { throw .expired }
@@ -86,7 +122,14 @@ public enum JWT {
             guard case .integer(let nbf) = notBefore else { throw .invalidClaims }
             guard nbf <= now else { throw .expired }
         }
+        try fromProvider?.checkIssuerAndAudience(payload)
         return Claims(subject: subject, role: role, expires: expires)
+    }
+
+    /// The role of a token signed with the server's secret: the `role` claim.
+    private static func localRole(_ payload: JSONValue) -> Role? {
+        guard case .string(let name)? = payload["role"] else { return nil }
+        return Role(rawValue: name)
     }
 
     static func mac(_ message: [UInt8], secret: [UInt8]) -> [UInt8] {

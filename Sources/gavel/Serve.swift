@@ -32,7 +32,13 @@ struct Serve: AsyncParsableCommand {
             exclusive lock on <data-dir>/LOCK, which names its pid, and a second one is refused.
 
             SIGTERM or SIGINT: stop accepting, close clients with 1001, drain the engine, snapshot, exit 0. \
-            SIGUSR1 (or `gavel snapshot --data-dir D`): take a snapshot now.
+            SIGUSR1 (or `gavel snapshot --data-dir D`): take a snapshot now. SIGHUP, with --tls-cert, \
+            --admin-tls-cert, --jwks or --jwks-url: read the certificates and the key set again for new \
+            connections (open ones stay; a file that fails to load keeps the one in use, and the log says why).
+
+            With --tls-cert/--tls-key the main port serves wss:// and https:// only (TLS 1.2 and 1.3). With --jwks \
+            or --jwks-url, RS256, ES256 and EdDSA tokens signed with the identity provider's keys (by kid) are \
+            accepted too, their role read from --role-claim; HS256 tokens are checked with the secret only.
             """
     )
 
@@ -269,6 +275,7 @@ struct Serve: AsyncParsableCommand {
     @OptionGroup var storage: StorageOptions
 
     @OptionGroup(title: "Logging") var logging: LogOptions
+    @OptionGroup(title: "TLS and identity-provider tokens") var edgeAuth: EdgeAuthOptions
 
     /// The gateway settings from options, environment and defaults.
     func gatewayConfiguration() throws -> GatewayConfiguration {
@@ -339,6 +346,7 @@ struct Serve: AsyncParsableCommand {
         _ = try givenSecret(option: jwtSecret)
         _ = try engineConfiguration()
         _ = try maxListingQueuesSetting()
+        _ = try edgeAuth.shape()
     }
 
     /// The longest idempotency window: 30 days.
@@ -358,6 +366,10 @@ struct Serve: AsyncParsableCommand {
         let group = MultiThreadedEventLoopGroup(numberOfThreads: threads)
         let metrics = GatewayMetrics()
         let readiness = Readiness()
+        let auth = try edgeAuth.shape()
+        let (tls, adminTLS) = try edgeAuth.certificates(auth)
+        configuration.tls = tls
+        configuration.jwks = try await edgeAuth.keySet(auth, group: group, logger: logger)
 
         // Admin first, so that /readyz answers "not ready" while recovery runs.
         var admin: AdminServer?
@@ -365,7 +377,7 @@ struct Serve: AsyncParsableCommand {
             do {
                 admin = try await AdminServer.start(
                     host: configuration.adminHost, port: configuration.adminPort, group: group, metrics: metrics,
-                    readiness: readiness)
+                    readiness: readiness, tls: adminTLS)
             } catch {
                 printError(
                     "gavel serve: cannot listen on \(configuration.adminHost):\(configuration.adminPort) for admin HTTP: \(error); choose another --admin-port (or -1 for none)"
@@ -373,7 +385,7 @@ struct Serve: AsyncParsableCommand {
                 throw ExitCode(1)
             }
             printError(
-                "gavel serve: admin on http://\(configuration.adminHost):\(admin?.port ?? 0) (/healthz /readyz /metrics)"
+                "gavel serve: admin on \(adminTLS == nil ? "http" : "https")://\(configuration.adminHost):\(admin?.port ?? 0) (/healthz /readyz /metrics)"
             )
         }
 
@@ -413,6 +425,8 @@ struct Serve: AsyncParsableCommand {
         let snapshotSignal = DispatchSource.makeSignalSource(signal: SIGUSR1, queue: .global())
         snapshotSignal.setEventHandler { writer.requestSnapshot() }
         snapshotSignal.resume()
+        let reloadSignal = reloadOnSIGHUP(
+            tls: [tls, adminTLS].compactMap { $0 }, jwks: configuration.jwks, logger: logger)
 
         let pageBytes = Page.load(path: try Setting.value(page, "GAVEL_PAGE", default: "").nonEmpty)
         let server = GatewayServer(
@@ -430,13 +444,14 @@ struct Serve: AsyncParsableCommand {
             // Say where to connect once the gateway listens.
             for _ in 0..<500 {
                 if let port = server.port {
+                    let (ws, http) = tls == nil ? ("ws", "http") : ("wss", "https")
                     printError(
-                        "gavel serve: ws://\(configuration.host):\(port)/ws, page http://\(configuration.host):\(port)/, data \(dataDir), fsync \(storage.journalConfiguration.fsync)"
+                        "gavel serve: \(ws)://\(configuration.host):\(port)/ws, page \(http)://\(configuration.host):\(port)/, data \(dataDir), fsync \(storage.journalConfiguration.fsync)"
                     )
                     if let localCode {
                         let code = String(decoding: localCode, as: UTF8.self)
                         printError(
-                            "gavel serve: local mode: open http://\(loopbackName(configuration.host)):\(port)/#code=\(code) to get a token (the code is in \(localCodeFile) and changes at every start)"
+                            "gavel serve: local mode: open \(http)://\(loopbackName(configuration.host)):\(port)/#code=\(code) to get a token (the code is in \(localCodeFile) and changes at every start)"
                         )
                     }
                     return
@@ -447,6 +462,7 @@ struct Serve: AsyncParsableCommand {
         try await services.run()
         announce.cancel()
         snapshotSignal.cancel()
+        reloadSignal?.cancel()
         journal.close()
         await admin?.close()
         try? await group.shutdownGracefully()

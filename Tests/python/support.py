@@ -99,6 +99,9 @@ class Server:
         self.process = None
         self.port = None
         self.admin_port = None
+        # Client TLS contexts (ssl.SSLContext) for a server started with --tls-cert / --admin-tls-cert.
+        self.tls = None
+        self.admin_tls = None
 
     def start(self, timeout=30.0):
         self.port = free_port()
@@ -161,11 +164,14 @@ class Server:
         self.log.close()
 
     def ws_url(self, token=None, path="/ws"):
-        url = f"ws://127.0.0.1:{self.port}{path}"
+        url = f"{'wss' if self.tls else 'ws'}://127.0.0.1:{self.port}{path}"
         return url + (f"?token={token}" if token else "")
 
-    def http_get(self, path, port=None, timeout=5.0, headers=None):
-        conn = http.client.HTTPConnection("127.0.0.1", port or self.port, timeout=timeout)
+    def http_get(self, path, port=None, timeout=5.0, headers=None, tls=None):
+        if tls is not None:
+            conn = http.client.HTTPSConnection("127.0.0.1", port or self.port, timeout=timeout, context=tls)
+        else:
+            conn = http.client.HTTPConnection("127.0.0.1", port or self.port, timeout=timeout)
         try:
             conn.request("GET", path, headers=headers or {})
             response = conn.getresponse()
@@ -203,7 +209,7 @@ class Server:
         return answer["token"]
 
     def admin_get(self, path, timeout=5.0):
-        return self.http_get(path, port=self.admin_port, timeout=timeout)
+        return self.http_get(path, port=self.admin_port, timeout=timeout, tls=self.admin_tls)
 
     def metric(self, name):
         """The sum of every sample of metric `name` (all label sets)."""
@@ -224,6 +230,8 @@ class Server:
             headers["Authorization"] = f"Bearer {token}"
         elif token:
             url = self.ws_url(token)
+        if self.tls is not None:
+            kwargs.setdefault("ssl", self.tls)
         return Client(raw_connect(url, headers, **kwargs))
 
     def user(self, sub, role="bidder", **kwargs):

@@ -22,11 +22,11 @@ def chromium_binary():
 class Browser:
     """One headless Chromium; each `page()` lives in its own browser context (its own localStorage)."""
 
-    def __init__(self, binary, profile):
+    def __init__(self, binary, profile, extra_args=()):
         self.process = subprocess.Popen(
             [binary, "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
              "--no-default-browser-check", "--disable-extensions", "--remote-debugging-port=0",
-             f"--user-data-dir={profile}", "about:blank"],
+             f"--user-data-dir={profile}", *extra_args, "about:blank"],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         port_file = os.path.join(profile, "DevToolsActivePort")
         deadline = time.monotonic() + 30
