@@ -113,8 +113,12 @@ struct SettlementRecoveryTests {
         #expect {
             try Recovery.recover(directory, options: options)
         } throws: { error in
-            "\(error)".contains("was written by a gavel from before settlements and cannot be used")
+            error is SnapshotsBeforeSettlementsError
+                && "\(error)".contains("were written by a gavel from before settlements")
         }
+        let verify = try runGavel(["verify", "--data-dir", data])
+        #expect(verify.status == 1)
+        #expect(verify.stdout.contains("PROBLEM: recovery cannot start"), "\(verify.stdout)")
         let again = try runGavel(["simulate", "--data-dir", data], input: "")
         #expect(again.status != 0)
         #expect(again.stderr.contains("from before settlements"), "\(again.stderr)")
