@@ -4,6 +4,7 @@ extension Engine {
             return .rejected(.listingExists, "listing \(id) already exists; choose another listing id")
         }
         if let rejection = Self.validate(terms) { return rejection }
+        if let problem = terms.deadlines.problem { return .rejected(.badRequest, problem) }
         let opensAt: Millis
         let closesAt: Millis?
         switch terms {
@@ -21,20 +22,7 @@ extension Engine {
             }
         }
         var resolved = terms
-        switch terms {
-        case .english(var t):
-            t.opensAt = opensAt
-            resolved = .english(t)
-        case .sealed(var t):
-            t.opensAt = opensAt
-            resolved = .sealed(t)
-        case .dutch(var t):
-            t.opensAt = opensAt
-            resolved = .dutch(t)
-        case .market(var t):
-            t.opensAt = opensAt
-            resolved = .market(t)
-        }
+        resolved.modifyShared { given, _ in given = opensAt }
         let listing = Listing(id: id, seller: seller, terms: resolved, opensAt: opensAt)
         listings[id] = listing
         emit(.opened(seller: seller, terms: resolved), on: listing, events: &events)
@@ -96,8 +84,10 @@ extension Engine {
         return nil
     }
 
-    func cancelListing(_ listing: Listing, seller: String, _ events: inout [Event]) -> CommandResult {
-        if seller != listing.seller {
+    func cancelListing(_ listing: Listing, seller: String, asAdmin: Bool = false, _ events: inout [Event])
+        -> CommandResult
+    {
+        if !asAdmin && seller != listing.seller {
             return .rejected(.notOwner, "only the seller of listing \(listing.id) can cancel it")
         }
         if listing.status != .open {
@@ -119,8 +109,18 @@ extension Engine {
 
     func fire(_ timer: ScheduledTimer, events: inout [Event]) {
         guard let listing = listings[timer.listing] else { return }
+        switch timer.action {
+        case .settlementDue(let number):
+            return settlementDeadline(listing, number: number, at: timer.time, &events)
+        case .offerDue:
+            return offerDeadline(listing, at: timer.time, &events)
+        case .prune:
+            return prune(listing, &events)
+        case .close, .dutchStep, .expire, .evict:
+            break
+        }
         guard listing.status == .open else {
-            if case .evict = timer.action { evict(listing, events: &events) }
+            if case .evict = timer.action, mayEvict(listing) { evict(listing, events: &events) }
             return
         }
         switch timer.action {
@@ -140,6 +140,8 @@ extension Engine {
             expire(listing, book, key: OrderKey(trader: trader, id: orderID), at: timer.time, &events)
         case .evict:
             return  // the id was opened again after an eviction: that listing is not evicted before it ends
+        case .settlementDue, .offerDue, .prune:
+            return  // handled above
         }
     }
 
@@ -159,6 +161,8 @@ extension Engine {
         case .english(let book):
             if let leader = book.leader, book.reserveMet {
                 emit(.closed(winner: leader, price: book.price, reserveMet: true), on: listing, events: &events)
+                createSettlement(
+                    listing, buyer: leader, seller: listing.seller, price: book.price, quantity: 1, &events)
             } else {
                 emit(.closed(winner: nil, price: nil, reserveMet: book.reserveMet), on: listing, events: &events)
             }

@@ -27,6 +27,8 @@ public enum MessageEncoder {
             if let leading = result.leading { w.field("leading", leading) }
             if let filled = result.filled { w.field("filled", filled) }
             if let remaining = result.remaining { w.field("remaining", remaining) }
+            if let settlement = result.settlement { w.field("settlement", settlement) }
+            if let state = result.settlementState { w.field("state", state.rawValue) }
         }
         if let ts { w.field("ts", ts) }
         w.finish(into: &buffer)
@@ -53,12 +55,12 @@ public enum MessageEncoder {
         w.field("listing", event.listing)
         if !event.kind.isPrivate { w.field("seq", event.seq) }
         w.field("at", event.at)
-        fields(of: event.kind, into: &w)
+        fields(of: event.kind, listing: event.listing, into: &w)
         if let ts { w.field("ts", ts) }
         w.finish(into: &buffer)
     }
 
-    static func fields(of kind: EventKind, into w: inout JSONObjectWriter) {
+    static func fields(of kind: EventKind, listing: String, into w: inout JSONObjectWriter) {
         switch kind {
         case .opened(let seller, let terms):
             w.field("format", terms.format.rawValue)
@@ -117,6 +119,25 @@ public enum MessageEncoder {
             w.field("ask_quantity", askQuantity)
         case .listingCancelled, .evicted:
             break
+        case .settlement(let change):
+            w.field("settlement", SettlementID.format(listing: listing, number: change.number))
+            w.field("state", change.state.rawValue)
+            w.field("buyer", change.buyer)
+            w.field("seller", change.seller)
+            w.field("price", change.price)
+            w.field("quantity", change.quantity)
+            w.field("due_at", change.dueAt)
+            w.field("by", change.step.by)
+            w.field("role", change.step.role?.rawValue)
+            detailFields(change.step.detail, into: &w)
+        case .secondChance(let offer):
+            w.field("bidder", offer.bidder)
+            w.field("seller", offer.seller)
+            w.field("price", offer.price)
+            w.field("state", offer.state.rawValue)
+            w.field("due_at", offer.dueAt)
+        case .settlementsPruned(let numbers):
+            w.field("settlements", raw: Array(("[" + numbers.map(String.init).joined(separator: ",") + "]").utf8))
         }
     }
 }
@@ -163,6 +184,11 @@ extension ListingTerms {
             w.field("opens_at", t.opensAt)
             w.field("closes_at", t.closesAt)
         }
+        let deadlines = self.deadlines.effective
+        w.field("payment_due_ms", deadlines.paymentDueMs)
+        w.field("ship_due_ms", deadlines.shipDueMs)
+        w.field("complaint_window_ms", deadlines.complaintWindowMs)
+        w.field("offer_due_ms", deadlines.offerDueMs)
     }
 }
 
@@ -243,6 +269,51 @@ extension MessageEncoder {
         case .open: "open"
         case .closed: "closed"
         case .cancelled: "cancelled"
+        }
+    }
+}
+
+extension MessageEncoder {
+    /// A settlement with its whole history, as one JSON object of type `history`:
+    /// `{"type":"history","settlement":ID,"listing":L,"buyer":B,"seller":V,"price":P,"quantity":Q,"state":S,
+    /// "due_at":T|null,"payment_ref":R|null,"tracking":K|null,"steps":[{"state","at","by","role",...},...]}`.
+    public static func settlementHistory(_ s: Settlement) -> [UInt8] {
+        var w = JSONObjectWriter()
+        w.field("type", "history")
+        w.field("settlement", s.id)
+        w.field("listing", s.listing)
+        w.field("buyer", s.buyer)
+        w.field("seller", s.seller)
+        w.field("price", s.price)
+        w.field("quantity", s.quantity)
+        w.field("state", s.state.rawValue)
+        w.field("due_at", s.dueAt)
+        w.field("payment_ref", s.paymentRef)
+        w.field("tracking", s.tracking)
+        var steps: [UInt8] = [UInt8(ascii: "[")]
+        for (index, step) in s.history.enumerated() {
+            if index > 0 { steps.append(UInt8(ascii: ",")) }
+            var o = JSONObjectWriter()
+            o.field("state", step.state.rawValue)
+            o.field("at", step.at)
+            o.field("by", step.by)
+            o.field("role", step.role?.rawValue)
+            detailFields(step.detail, into: &o)
+            steps.append(contentsOf: o.finish())
+        }
+        steps.append(UInt8(ascii: "]"))
+        w.field("steps", raw: steps)
+        return w.finish()
+    }
+
+    /// The field a transition's detail adds: `payment_ref`, `tracking`, `reason` or `outcome`.
+    static func detailFields(_ detail: SettlementDetail?, into w: inout JSONObjectWriter) {
+        switch detail {
+        case .paymentRef(let ref): w.field("payment_ref", ref)
+        case .tracking(let tracking): w.field("tracking", tracking)
+        case .reason(let reason): w.field("reason", reason)
+        case .outcome(let outcome): w.field("outcome", outcome.rawValue)
+        case nil: break
         }
     }
 }
