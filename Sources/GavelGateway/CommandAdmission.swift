@@ -74,6 +74,9 @@ struct CommandAdmission {
         var admission: CommandVerdict
     }
 
+    /// The commands that trade or open: an admin sends none of them.
+    static let tradingTypes: Set<String> = ["open", "bid", "buy_now", "accept", "order", "cancel"]
+
     /// What the role may not send at all.
     private func roleRejection(type: String, id: String?) -> CommandVerdict? {
         switch principal.role {
@@ -86,6 +89,13 @@ struct CommandAdmission {
                 ))
         case .bidder where type == "open" || type == "cancel_listing":
             .reject(id: id, .rejected(.notAuthorized, "a bidder token may not \(type); use a seller token"))
+        case .admin where Self.tradingTypes.contains(type):
+            .reject(
+                id: id,
+                .rejected(
+                    .notAuthorized,
+                    "an admin token may not \(type): admin resolves disputes, refunds and cancels listings; use a bidder, seller or service token to trade"
+                ))
         default:
             nil
         }
