@@ -58,6 +58,8 @@ final class WebSocketSession: ChannelInboundHandler, @unchecked Sendable {
     private var writerNeedsWake = false
     /// Whether the loop's fan-out will flush this session at the end of its current task.
     var markedDirty = false
+    /// The `user_seq` of the last private notice this session was sent (live or replayed by `subscribe_user`).
+    var lastUserSeq: UInt64 = 0
     private var unflushedBytes = 0
     /// Where results are encoded before each is copied into its frame, reused from one to the next.
     private var resultBytes: [UInt8] = []
@@ -152,6 +154,7 @@ final class WebSocketSession: ChannelInboundHandler, @unchecked Sendable {
         limits.field("rate_burst", Int64(rate.burst))
         limits.field("idle_timeout_ms", Int64(configuration.idleTimeoutMs))
         limits.field("history_events", Int64(configuration.historyEvents))
+        limits.field("user_history_events", Int64(configuration.userHistoryEvents))
         limits.field("max_read_bytes_per_second", Int64(configuration.maxReadBytesPerSecond))
         var w = JSONObjectWriter()
         w.field("type", "hello")
@@ -288,6 +291,7 @@ final class WebSocketSession: ChannelInboundHandler, @unchecked Sendable {
         case "subscribe": subscribe(value, id: id)
         case "unsubscribe": unsubscribe(value, id: id)
         case "list": list(value, id: id)
+        case "subscribe_user": subscribeUser(value, id: id)
         case "open", "bid", "buy_now", "accept", "order", "cancel", "cancel_listing":
             command(admission.admit(value, type: type, id: id))
         default:
@@ -407,6 +411,51 @@ final class WebSocketSession: ChannelInboundHandler, @unchecked Sendable {
         w.field("listing", listing)
         w.field("ts", SystemClock().now())
         send(w.finish())
+    }
+
+    // MARK: - The user's private feed
+
+    /// Answers `subscribe_user`: the user's feed epoch and newest `user_seq`, and with `since` (and the `epoch` it
+    /// belongs to) the notices missed since then, or `recovered: false` when they cannot all be given.
+    private func subscribeUser(_ value: JSONValue, id: String?) {
+        guard let user = principal.name else {
+            return sendResult(
+                id: id,
+                .rejected(.notAuthorized, "an anonymous connection has no private feed; connect with a token"))
+        }
+        var since: UInt64?
+        if let field = value["since"], field != .null {
+            guard case .integer(let n) = field, n >= 0 else {
+                return sendResult(
+                    id: id, .rejected(.badRequest, "since must be a non-negative integer (a user_seq)"))
+            }
+            since = UInt64(n)
+        }
+        var epoch: String?
+        if let field = value["epoch"], field != .null {
+            guard case .string(let s) = field, s.utf8.count <= 64 else {
+                return sendResult(
+                    id: id, .rejected(.badRequest, "epoch must be the string a subscribe_user answer gave"))
+            }
+            epoch = s
+        }
+        guard readAllowed(id: id) else { return }
+        let reply = fanOut.subscribeUser(user, since: since, epoch: epoch)
+        lastUserSeq = reply.seq
+        var w = JSONObjectWriter()
+        w.field("type", "user_subscribed")
+        if let id { w.field("id", id) }
+        w.field("user", user)
+        w.field("epoch", reply.epoch)
+        w.field("user_seq", reply.seq)
+        if let since { w.field("since", since) }
+        w.field("recovered", reply.frames != nil)
+        w.field("ts", SystemClock().now())
+        send(w.finish())
+        for frame in reply.frames ?? [] {
+            readBudget.charge(frame.readableBytes)
+            send(frame: frame)
+        }
     }
 
     // MARK: - Listing listings
