@@ -172,9 +172,30 @@ extension Command {
                 expiresAt: try r.readOptionalInt64())
         case 5: body = .cancel(trader: try r.readString(), order: try r.readString())
         case 6: body = .cancelListing(seller: try r.readString())
+        case 7:
+            let seller = try r.readString()
+            var terms = try ListingTerms.decode(from: &r)
+            terms.deadlines = try SettlementDeadlines.decode(from: &r)
+            body = .open(seller: seller, terms: terms)
+        case 8: body = .cancelListingAsAdmin(admin: try r.readString())
+        case 9:
+            let by = try r.readString()
+            let role = try Self.readRole(&r)
+            let number = try r.readInt64()
+            body = .settle(number: number, action: try SettlementAction.decode(from: &r), by: by, role: role)
+        case 10:
+            let by = try r.readString()
+            let role = try Self.readRole(&r)
+            guard let action = OfferAction(code: try r.readByte()) else { throw r.fail("unknown offer action") }
+            body = .secondChance(action, by: by, role: role)
         default: throw r.fail("unknown command type")
         }
         return Command(id: id, listing: listing, body: body)
+    }
+
+    private static func readRole(_ r: inout BinaryReader) throws(DecodingError) -> ActorRole {
+        guard let role = ActorRole(code: try r.readByte()) else { throw r.fail("unknown role") }
+        return role
     }
 }
 

@@ -341,6 +341,12 @@ final class Listing {
     let book: Book
     /// The terms the listing was opened with.
     let terms: ListingTerms
+    /// The listing's sales so far: the number of the last settlement created.
+    var sales: Int64 = 0
+    /// The settlements in memory, by number ascending (a market listing's old terminal ones are pruned).
+    var settlements: [Settlement] = []
+    /// The listing's second-chance offer, once made (english only; one per listing).
+    var offer: SecondChanceOffer?
 
     init(id: String, seller: String, terms: ListingTerms, opensAt: Millis) {
         self.id = id

@@ -42,10 +42,15 @@ public enum ListingTerms: Sendable, Hashable {
         public var increments: [IncrementStep]?
         public var softClose: SoftClose?
 
+        /// The settlement deadlines given in `open`.
+        public var deadlines: SettlementDeadlines
+
         public init(
             start: Money, reserve: Money? = nil, buyNow: Money? = nil, closesAt: Millis, opensAt: Millis? = nil,
-            increments: [IncrementStep]? = nil, softClose: SoftClose? = nil
+            increments: [IncrementStep]? = nil, softClose: SoftClose? = nil,
+            deadlines: SettlementDeadlines = SettlementDeadlines()
         ) {
+            self.deadlines = deadlines
             self.start = start
             self.reserve = reserve
             self.buyNow = buyNow
@@ -64,9 +69,14 @@ public enum ListingTerms: Sendable, Hashable {
         public var closesAt: Millis
         public var opensAt: Millis?
 
+        /// The settlement deadlines given in `open`.
+        public var deadlines: SettlementDeadlines
+
         public init(
-            pricing: SealedPricing, start: Money, reserve: Money? = nil, closesAt: Millis, opensAt: Millis? = nil
+            pricing: SealedPricing, start: Money, reserve: Money? = nil, closesAt: Millis, opensAt: Millis? = nil,
+            deadlines: SettlementDeadlines = SettlementDeadlines()
         ) {
+            self.deadlines = deadlines
             self.pricing = pricing
             self.start = start
             self.reserve = reserve
@@ -85,10 +95,14 @@ public enum ListingTerms: Sendable, Hashable {
         public var closesAt: Millis
         public var opensAt: Millis?
 
+        /// The settlement deadlines given in `open`.
+        public var deadlines: SettlementDeadlines
+
         public init(
             start: Money, floor: Money, step: Money, stepEveryMs: Millis, quantity: Int64, closesAt: Millis,
-            opensAt: Millis? = nil
+            opensAt: Millis? = nil, deadlines: SettlementDeadlines = SettlementDeadlines()
         ) {
+            self.deadlines = deadlines
             self.start = start
             self.floor = floor
             self.step = step
@@ -104,9 +118,46 @@ public enum ListingTerms: Sendable, Hashable {
         public var closesAt: Millis?
         public var opensAt: Millis?
 
-        public init(closesAt: Millis? = nil, opensAt: Millis? = nil) {
+        /// The settlement deadlines given in `open`.
+        public var deadlines: SettlementDeadlines
+
+        public init(
+            closesAt: Millis? = nil, opensAt: Millis? = nil, deadlines: SettlementDeadlines = SettlementDeadlines()
+        ) {
+            self.deadlines = deadlines
             self.closesAt = closesAt
             self.opensAt = opensAt
+        }
+    }
+
+    /// The settlement deadlines given in `open`, whatever the format.
+    public var deadlines: SettlementDeadlines {
+        get {
+            switch self {
+            case .english(let t): t.deadlines
+            case .sealed(let t): t.deadlines
+            case .dutch(let t): t.deadlines
+            case .market(let t): t.deadlines
+            }
+        }
+        set { modifyShared { _, deadlines in deadlines = newValue } }
+    }
+
+    /// Changes the fields every format has, its `opens_at` and its settlement deadlines, in place.
+    mutating func modifyShared(_ change: (inout Millis?, inout SettlementDeadlines) -> Void) {
+        switch self {
+        case .english(var t):
+            change(&t.opensAt, &t.deadlines)
+            self = .english(t)
+        case .sealed(var t):
+            change(&t.opensAt, &t.deadlines)
+            self = .sealed(t)
+        case .dutch(var t):
+            change(&t.opensAt, &t.deadlines)
+            self = .dutch(t)
+        case .market(var t):
+            change(&t.opensAt, &t.deadlines)
+            self = .market(t)
         }
     }
 
@@ -130,6 +181,12 @@ public enum CommandBody: Sendable, Hashable {
     case order(trader: String, side: Side, price: Money, quantity: Int64, tif: TimeInForce, expiresAt: Millis?)
     case cancel(trader: String, order: String)
     case cancelListing(seller: String)
+    /// `cancel_listing` by an admin, who may cancel any listing (the other rules stay: no bids or fills).
+    case cancelListingAsAdmin(admin: String)
+    /// A settlement command on the listing's settlement `number`, by `by` acting as `role`.
+    case settle(number: Int64, action: SettlementAction, by: String, role: ActorRole)
+    /// A second-chance command on the listing, by `by` acting as `role`.
+    case secondChance(OfferAction, by: String, role: ActorRole)
 }
 
 /// A command to the engine: a request `id` (unique per principal), the listing it is for, and its body.
@@ -147,14 +204,22 @@ public struct Command: Sendable, Hashable {
         self.body = body
     }
 
-    /// The principal the command acts as: its seller, bidder, buyer or trader.
+    /// The principal the command acts as: its seller, bidder, buyer, trader, admin or `by`.
     public var principal: String {
         switch body {
         case .open(let seller, _), .cancelListing(let seller): seller
         case .bid(let bidder, _), .accept(let bidder, _): bidder
         case .buyNow(let buyer): buyer
         case .order(let trader, _, _, _, _, _), .cancel(let trader, _): trader
+        case .cancelListingAsAdmin(let admin): admin
+        case .settle(_, _, let by, _), .secondChance(_, let by, _): by
         }
+    }
+
+    /// The id of the settlement a settlement command acts on, `nil` for other commands.
+    public var settlementID: String? {
+        guard case .settle(let number, _, _, _) = body else { return nil }
+        return SettlementID.format(listing: listing, number: number)
     }
 
     /// The protocol name of the command's type.
@@ -166,7 +231,9 @@ public struct Command: Sendable, Hashable {
         case .accept: "accept"
         case .order: "order"
         case .cancel: "cancel"
-        case .cancelListing: "cancel_listing"
+        case .cancelListing, .cancelListingAsAdmin: "cancel_listing"
+        case .settle(_, let action, _, _): action.typeName
+        case .secondChance(let action, _, _): action.rawValue
         }
     }
 }

@@ -4,6 +4,7 @@ extension Engine {
             return .rejected(.listingExists, "listing \(id) already exists; choose another listing id")
         }
         if let rejection = Self.validate(terms) { return rejection }
+        if let problem = terms.deadlines.problem { return .rejected(.badRequest, problem) }
         let opensAt: Millis
         let closesAt: Millis?
         switch terms {
@@ -21,20 +22,7 @@ extension Engine {
             }
         }
         var resolved = terms
-        switch terms {
-        case .english(var t):
-            t.opensAt = opensAt
-            resolved = .english(t)
-        case .sealed(var t):
-            t.opensAt = opensAt
-            resolved = .sealed(t)
-        case .dutch(var t):
-            t.opensAt = opensAt
-            resolved = .dutch(t)
-        case .market(var t):
-            t.opensAt = opensAt
-            resolved = .market(t)
-        }
+        resolved.modifyShared { given, _ in given = opensAt }
         let listing = Listing(id: id, seller: seller, terms: resolved, opensAt: opensAt)
         listings[id] = listing
         emit(.opened(seller: seller, terms: resolved), on: listing, events: &events)
@@ -96,8 +84,10 @@ extension Engine {
         return nil
     }
 
-    func cancelListing(_ listing: Listing, seller: String, _ events: inout [Event]) -> CommandResult {
-        if seller != listing.seller {
+    func cancelListing(_ listing: Listing, seller: String, asAdmin: Bool = false, _ events: inout [Event])
+        -> CommandResult
+    {
+        if !asAdmin && seller != listing.seller {
             return .rejected(.notOwner, "only the seller of listing \(listing.id) can cancel it")
         }
         if listing.status != .open {

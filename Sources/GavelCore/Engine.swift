@@ -354,6 +354,14 @@ public final class Engine {
         case .cancelListing(let seller):
             guard let listing = known ?? listings[command.listing] else { return unknownListing(command.listing) }
             return cancelListing(listing, seller: seller, &events)
+        case .cancelListingAsAdmin(let admin):
+            guard let listing = known ?? listings[command.listing] else { return unknownListing(command.listing) }
+            return cancelListing(listing, seller: admin, asAdmin: true, &events)
+        case .settle(let number, let action, let by, let role):
+            return settle(
+                command.listing, number: number, action: action, by: by, role: role, known: known, events: &events)
+        case .secondChance(let action, let by, let role):
+            return secondChance(command.listing, action: action, by: by, role: role, known: known, events: &events)
         }
     }
 
@@ -463,6 +471,23 @@ extension Command {
         case .cancel(let trader, let order):
             if !Identifier.isValid(trader) { return "trader must be 1-64 characters from [A-Za-z0-9_.:-]" }
             if !Identifier.isValid(order) { return "order must be 1-64 characters from [A-Za-z0-9_.:-]" }
+        case .cancelListingAsAdmin(let admin):
+            if !Identifier.isValid(admin) { return "by must be 1-64 characters from [A-Za-z0-9_.:-]" }
+        case .settle(let number, let action, let by, _):
+            if !Identifier.isValid(by) { return "by must be 1-64 characters from [A-Za-z0-9_.:-]" }
+            if number <= 0 { return "settlement must be <listing>:<n> with n a positive integer" }
+            switch action {
+            case .confirmPayment(let ref):
+                if !Identifier.isValid(ref) { return "payment_ref must be 1-64 characters from [A-Za-z0-9_.:-]" }
+            case .markShipped(let tracking):
+                if !Identifier.isValid(tracking) { return "tracking must be 1-64 characters from [A-Za-z0-9_.:-]" }
+            case .openDispute(let reason):
+                if let problem = DisputeReason.problem(reason) { return problem }
+            case .confirmDelivery, .resolveDispute, .refund:
+                break
+            }
+        case .secondChance(_, let by, _):
+            if !Identifier.isValid(by) { return "by must be 1-64 characters from [A-Za-z0-9_.:-]" }
         }
         return nil
     }

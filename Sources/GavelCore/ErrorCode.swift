@@ -37,4 +37,9 @@ public enum ErrorCode: String, Sendable, Hashable, CaseIterable {
     /// quantity, the resting orders of a market listing or of one trader on it); the message names the limit and
     /// its setting or what still fits.
     case limitExceeded = "limit_exceeded"
+    /// The settlement or second-chance offer is not in a state the command may move it from; the message names the
+    /// current state and what is allowed from it.
+    case invalidTransition = "invalid_transition"
+    /// No settlement with that id: the listing is unknown or has no sale with that number.
+    case unknownSettlement = "unknown_settlement"
 }

@@ -38,6 +38,14 @@ public enum EventKind: Sendable, Hashable {
     /// ``EngineConfiguration/closedListingRetentionMs``). Internal: it carries `seq` 0 and is not sent to clients;
     /// the writer frees the listing's queue and the gateway drops its public view and history.
     case evicted
+    /// A private notice to a settlement's buyer and seller: it was created or made a transition.
+    indirect case settlement(SettlementChange)
+    /// A private notice to a listing's seller and its runner-up: a second-chance offer was made, accepted, declined
+    /// or expired.
+    indirect case secondChance(SecondChanceOffer)
+    /// The engine dropped these terminal settlements of a listing that stays in memory (a market listing) from its
+    /// memory, their retention over. Internal, like ``evicted``: the gateway drops their view rows.
+    indirect case settlementsPruned([Int64])
 
     /// The protocol name of the event's type.
     public var typeName: String {
@@ -55,13 +63,18 @@ public enum EventKind: Sendable, Hashable {
         case .book: "book"
         case .listingCancelled: "listing_cancelled"
         case .evicted: "evicted"
+        case .settlement: "settlement"
+        case .secondChance: "second_chance"
+        case .settlementsPruned: "settlements_pruned"
         }
     }
 
     /// Whether the event is a private notice for one user rather than a public listing event.
     public var isPrivate: Bool {
-        if case .outbid = self { return true }
-        return false
+        switch self {
+        case .outbid, .settlement, .secondChance: true
+        default: false
+        }
     }
 
     /// Whether the event ends its listing: it closed, sold out or was cancelled. Every listing has exactly one.
@@ -72,10 +85,12 @@ public enum EventKind: Sendable, Hashable {
         }
     }
 
-    /// Whether the event is the engine's own bookkeeping (``evicted``), never shown to clients.
+    /// Whether the event is the engine's own bookkeeping (``evicted``, ``settlementsPruned``), never shown to clients.
     public var isInternal: Bool {
-        if case .evicted = self { return true }
-        return false
+        switch self {
+        case .evicted, .settlementsPruned: true
+        default: false
+        }
     }
 }
 

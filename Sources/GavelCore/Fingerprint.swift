@@ -73,6 +73,11 @@ extension Command {
         case .open(let seller, let terms):
             f.combine(byte: 0)
             f.combine(seller)
+            // Only given deadlines count, so an open without them keeps the digest it had before deadlines existed.
+            if !terms.deadlines.isEmpty {
+                f.combine(byte: 7)
+                terms.deadlines.combine(into: &f)
+            }
             switch terms {
             case .english(let t):
                 f.combine(byte: 0)
@@ -145,6 +150,20 @@ extension Command {
         case .cancelListing(let seller):
             f.combine(byte: 6)
             f.combine(seller)
+        case .cancelListingAsAdmin(let admin):
+            f.combine(byte: 8)
+            f.combine(admin)
+        case .settle(let number, let action, let by, let role):
+            f.combine(byte: 9)
+            f.combine(by)
+            f.combine(byte: role.code)
+            f.combine(number)
+            action.combine(into: &f)
+        case .secondChance(let action, let by, let role):
+            f.combine(byte: 10)
+            f.combine(by)
+            f.combine(byte: role.code)
+            f.combine(byte: action.code)
         }
         return f.value
     }

@@ -167,7 +167,7 @@ public struct PublicListingView: Sendable, Hashable {
             book = .market(bestBid: bestBid, bestAsk: bestAsk, bidQuantity: bidQuantity, askQuantity: askQuantity)
         case .listingCancelled:
             status = .cancelled
-        case .evicted:
+        case .evicted, .settlement, .secondChance, .settlementsPruned:
             break
         }
         return true

@@ -16,14 +16,20 @@ public struct CommandResult: Sendable, Hashable {
     public var filled: Int64?
     /// For accepted accepts (units left) and orders (quantity left resting).
     public var remaining: Int64?
+    /// For accepted settlement commands and `accept_offer`: the settlement's id and its state after the command.
+    public var settlement: String?
+    public var settlementState: SettlementState?
 
     /// An accepted result with no details.
     public static let accepted = CommandResult(error: nil, message: "")
 
     public init(
         error: ErrorCode?, message: String, minBid: Money? = nil, duplicate: Bool = false, price: Money? = nil,
-        leading: Bool? = nil, filled: Int64? = nil, remaining: Int64? = nil
+        leading: Bool? = nil, filled: Int64? = nil, remaining: Int64? = nil, settlement: String? = nil,
+        settlementState: SettlementState? = nil
     ) {
+        self.settlement = settlement
+        self.settlementState = settlementState
         self.error = error
         self.message = message
         self.minBid = minBid

@@ -10,7 +10,7 @@ public struct SubscriptionToken: Hashable, Sendable {
 public typealias EventHandler = @Sendable (Event) -> Void
 
 /// Fans released events out to subscribers: public events to the listing's subscribers, private notices (`outbid`,
-/// and `trade` for its buyer and seller) to the user they concern.
+/// `settlement` and `second_chance`, and `trade` for its buyer and seller) to the users they concern.
 ///
 /// Subscribing and cancelling take a lock; publishing takes it once per batch to read a snapshot of the
 /// subscriptions and then delivers without it, so a handler may subscribe or cancel.
@@ -94,6 +94,18 @@ public final class EventBus: Sendable {
         switch event.kind {
         case .outbid(let bidder, _):
             if let handlers = s.byUser[bidder] { for (_, h) in handlers { h(event) } }
+            return
+        case .settlement(let change):
+            if let handlers = s.byUser[change.buyer] { for (_, h) in handlers { h(event) } }
+            if change.seller != change.buyer, let handlers = s.byUser[change.seller] {
+                for (_, h) in handlers { h(event) }
+            }
+            return
+        case .secondChance(let offer):
+            if let handlers = s.byUser[offer.bidder] { for (_, h) in handlers { h(event) } }
+            if offer.seller != offer.bidder, let handlers = s.byUser[offer.seller] {
+                for (_, h) in handlers { h(event) }
+            }
             return
         case .trade(let buyer, let seller, _, _, _, _):
             if let handlers = s.byUser[buyer] { for (_, h) in handlers { h(event) } }

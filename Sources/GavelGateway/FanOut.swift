@@ -532,13 +532,16 @@ public final class FanOut: @unchecked Sendable {
     }
 
     /// The users a private notice goes to: the outbid bidder, both traders of a trade, the bidder of a Dutch fill,
-    /// the trader whose order left the book.
+    /// the trader whose order left the book, a settlement's buyer and seller, a second-chance offer's runner-up and
+    /// seller.
     static func noticeRecipients(_ event: Event) -> [String] {
         switch event.kind {
         case .outbid(let bidder, _): [bidder]
         case .trade(let buyer, let seller, _, _, _, _): buyer == seller ? [buyer] : [buyer, seller]
         case .filled(let bidder, _, _, _): [bidder]
         case .orderCancelled(_, let trader, _, _): [trader]
+        case .settlement(let change): change.buyer == change.seller ? [change.buyer] : [change.buyer, change.seller]
+        case .secondChance(let offer): offer.bidder == offer.seller ? [offer.bidder] : [offer.bidder, offer.seller]
         default: []
         }
     }

@@ -21,6 +21,8 @@ struct FieldReader {
     /// A member that reads as present with this string value whatever the object holds under its key (the actor a
     /// connection fills in).
     var filled: (key: String, value: String)?
+    /// The role that reads as the `role` member whatever the object holds (the role of a connection's token).
+    var filledRole: ActorRole?
 
     init(value: JSONValue, filled: (key: String, value: String)? = nil) {
         self.value = value
@@ -30,6 +32,7 @@ struct FieldReader {
     /// The member `name`, or the filled-in value when `name` is its key.
     subscript(name: String) -> JSONValue? {
         if let filled, filled.key == name { return .string(filled.value) }
+        if name == "role", let filledRole { return .string(filledRole.rawValue) }
         return value[name]
     }
 
@@ -111,6 +114,26 @@ struct FieldReader {
         }
     }
 
+    /// The `settlement` field: `<listing>:<n>`, split into the listing and the number.
+    func settlement() throws(FieldError) -> (listing: String, number: Int64) {
+        let text = try string("settlement")
+        guard let parsed = SettlementID.parse(text) else {
+            throw FieldError(
+                message:
+                    "settlement must be <listing>:<n>, a listing id and the sale's number from 1 without a leading zero, such as L1:1"
+            )
+        }
+        return parsed
+    }
+
+    /// The `role` field: bidder, seller, service or admin.
+    func role() throws(FieldError) -> ActorRole { try choice("role", ActorRole.self) }
+
+    func optionalRole() throws(FieldError) -> ActorRole? {
+        guard let field = self["role"], field != .null else { return nil }
+        return try role()
+    }
+
     func choice<T: RawRepresentable>(_ name: String, _: T.Type, default fallback: T? = nil) throws(FieldError) -> T
     where T.RawValue == String, T: CaseIterable {
         guard let field = self[name], field != .null else {
@@ -148,7 +171,8 @@ public enum CommandDecoder {
         case "bid": ("bidder", nil)
         case "buy_now": ("buyer", "bidder")
         case "accept": ("bidder", "buyer")
-        default: ("trader", nil)
+        case "order", "cancel": ("trader", nil)
+        default: ("by", nil)
         }
     }
 
@@ -162,13 +186,17 @@ public enum CommandDecoder {
 
     /// Decodes one parsed JSON value.
     ///
-    /// - Parameter actor: when given and the message names no actor (``givenActor(_:type:)`` is `nil`), the value
-    ///   of the type's actor field, as if the message held it: the actor a connection acts as.
-    public static func decode(_ value: JSONValue, actor: String? = nil) -> DecodedInput {
+    /// - Parameters:
+    ///   - actor: when given and the message names no actor (``givenActor(_:type:)`` is `nil`), the value of the
+    ///     type's actor field, as if the message held it: the actor a connection acts as.
+    ///   - role: when given, the `role` the command is decoded with, whatever the message says: the role of the
+    ///     connection's token (settlement and second-chance commands, and `cancel_listing` by an admin, carry it).
+    public static func decode(_ value: JSONValue, actor: String? = nil, role: ActorRole? = nil) -> DecodedInput {
         guard case .object = value else {
             return .invalid(id: nil, message: "a command must be a JSON object, not \(value.typeName)")
         }
         var fields = FieldReader(value: value)
+        fields.filledRole = role
         var id: String?
         if case .string(let s)? = value["id"] { id = s }
         do throws(FieldError) {
@@ -188,6 +216,12 @@ public enum CommandDecoder {
                 throw FieldError(message: "missing field id (a request id, unique per principal)")
             }
             _ = try FieldReader.identifier(requestID, name: "id")
+            if let action = try decodeSettlementAction(type: type, fields) {
+                let (listing, number) = try fields.settlement()
+                let body = CommandBody.settle(
+                    number: number, action: action, by: try fields.identifier("by"), role: try fields.role())
+                return .command(Command(id: requestID, listing: listing, body: body), at: at)
+            }
             let listing = try fields.identifier("listing")
             let body = try decodeBody(type: type, fields)
             return .command(Command(id: requestID, listing: listing, body: body), at: at)
@@ -216,16 +250,50 @@ public enum CommandDecoder {
         case "cancel":
             return .cancel(trader: try f.identifier("trader"), order: try f.identifier("order"))
         case "cancel_listing":
+            if try f.optionalRole() == .admin { return .cancelListingAsAdmin(admin: try f.actor("by", or: "seller")) }
             return .cancelListing(seller: try f.identifier("seller"))
         default:
-            throw FieldError(
-                message:
-                    "unknown type \"\(type)\"; expected open, bid, buy_now, accept, order, cancel, cancel_listing or advance"
-            )
+            if let action = OfferAction(rawValue: type) {
+                return .secondChance(action, by: try f.identifier("by"), role: try f.role())
+            }
+            throw FieldError(message: "unknown type \"\(type)\"; expected \(typeNames)")
+        }
+    }
+
+    /// Every command type the decoder reads, for the message about an unknown one.
+    static let typeNames =
+        "open, bid, buy_now, accept, order, cancel, cancel_listing, "
+        + SettlementAction.typeNames.joined(separator: ", ") + ", "
+        + OfferAction.allCases.map(\.rawValue).joined(separator: ", ") + " or advance"
+
+    /// The action of a settlement command type, `nil` for other types.
+    static func decodeSettlementAction(type: String, _ f: FieldReader) throws(FieldError) -> SettlementAction? {
+        switch type {
+        case "confirm_payment": return .confirmPayment(paymentRef: try f.identifier("payment_ref"))
+        case "mark_shipped": return .markShipped(tracking: try f.identifier("tracking"))
+        case "confirm_delivery": return .confirmDelivery
+        case "open_dispute":
+            let reason = try f.string("reason")
+            if let problem = DisputeReason.problem(reason) { throw FieldError(message: problem) }
+            return .openDispute(reason: reason)
+        case "resolve_dispute": return .resolveDispute(try f.choice("outcome", DisputeOutcome.self))
+        case "refund": return .refund
+        default: return nil
         }
     }
 
     static func decodeTerms(_ f: FieldReader) throws(FieldError) -> ListingTerms {
+        var terms = try decodeFormatTerms(f)
+        let deadlines = SettlementDeadlines(
+            paymentDueMs: try f.optionalInteger("payment_due_ms"), shipDueMs: try f.optionalInteger("ship_due_ms"),
+            complaintWindowMs: try f.optionalInteger("complaint_window_ms"),
+            offerDueMs: try f.optionalInteger("offer_due_ms"))
+        if let problem = deadlines.problem { throw FieldError(message: problem) }
+        terms.deadlines = deadlines
+        return terms
+    }
+
+    static func decodeFormatTerms(_ f: FieldReader) throws(FieldError) -> ListingTerms {
         switch try f.choice("format", ListingFormat.self) {
         case .english:
             var ladder: [IncrementStep]?

@@ -53,6 +53,9 @@ public enum CommandEncoder {
                 if let closesAt = t.closesAt { w.field("closes_at", closesAt) }
                 if let opensAt = t.opensAt { w.field("opens_at", opensAt) }
             }
+            for (name, value) in terms.deadlines.fields {
+                if let value { w.field(name, value) }
+            }
         case .bid(let bidder, let amount):
             w.field("bidder", bidder)
             w.field("amount", amount)
@@ -73,6 +76,23 @@ public enum CommandEncoder {
             w.field("order", order)
         case .cancelListing(let seller):
             w.field("seller", seller)
+        case .cancelListingAsAdmin(let admin):
+            w.field("by", admin)
+            w.field("role", ActorRole.admin.rawValue)
+        case .settle(_, let action, let by, let role):
+            w.field("settlement", command.settlementID)
+            w.field("by", by)
+            w.field("role", role.rawValue)
+            switch action {
+            case .confirmPayment(let ref): w.field("payment_ref", ref)
+            case .markShipped(let tracking): w.field("tracking", tracking)
+            case .openDispute(let reason): w.field("reason", reason)
+            case .resolveDispute(let outcome): w.field("outcome", outcome.rawValue)
+            case .confirmDelivery, .refund: break
+            }
+        case .secondChance(_, let by, let role):
+            w.field("by", by)
+            w.field("role", role.rawValue)
         }
         if let at { w.field("at", at) }
         return w.finish()

@@ -27,6 +27,8 @@ public enum MessageEncoder {
             if let leading = result.leading { w.field("leading", leading) }
             if let filled = result.filled { w.field("filled", filled) }
             if let remaining = result.remaining { w.field("remaining", remaining) }
+            if let settlement = result.settlement { w.field("settlement", settlement) }
+            if let state = result.settlementState { w.field("state", state.rawValue) }
         }
         if let ts { w.field("ts", ts) }
         w.finish(into: &buffer)
@@ -53,12 +55,12 @@ public enum MessageEncoder {
         w.field("listing", event.listing)
         if !event.kind.isPrivate { w.field("seq", event.seq) }
         w.field("at", event.at)
-        fields(of: event.kind, into: &w)
+        fields(of: event.kind, listing: event.listing, into: &w)
         if let ts { w.field("ts", ts) }
         w.finish(into: &buffer)
     }
 
-    static func fields(of kind: EventKind, into w: inout JSONObjectWriter) {
+    static func fields(of kind: EventKind, listing: String, into w: inout JSONObjectWriter) {
         switch kind {
         case .opened(let seller, let terms):
             w.field("format", terms.format.rawValue)
@@ -117,6 +119,31 @@ public enum MessageEncoder {
             w.field("ask_quantity", askQuantity)
         case .listingCancelled, .evicted:
             break
+        case .settlement(let change):
+            w.field("settlement", SettlementID.format(listing: listing, number: change.number))
+            w.field("state", change.state.rawValue)
+            w.field("buyer", change.buyer)
+            w.field("seller", change.seller)
+            w.field("price", change.price)
+            w.field("quantity", change.quantity)
+            w.field("due_at", change.dueAt)
+            w.field("by", change.step.by)
+            w.field("role", change.step.role?.rawValue)
+            switch change.step.detail {
+            case .paymentRef(let ref): w.field("payment_ref", ref)
+            case .tracking(let tracking): w.field("tracking", tracking)
+            case .reason(let reason): w.field("reason", reason)
+            case .outcome(let outcome): w.field("outcome", outcome.rawValue)
+            case nil: break
+            }
+        case .secondChance(let offer):
+            w.field("bidder", offer.bidder)
+            w.field("seller", offer.seller)
+            w.field("price", offer.price)
+            w.field("state", offer.state.rawValue)
+            w.field("due_at", offer.dueAt)
+        case .settlementsPruned(let numbers):
+            w.field("settlements", raw: Array(("[" + numbers.map(String.init).joined(separator: ",") + "]").utf8))
         }
     }
 }
@@ -163,6 +190,11 @@ extension ListingTerms {
             w.field("opens_at", t.opensAt)
             w.field("closes_at", t.closesAt)
         }
+        let deadlines = self.deadlines.effective
+        w.field("payment_due_ms", deadlines.paymentDueMs)
+        w.field("ship_due_ms", deadlines.shipDueMs)
+        w.field("complaint_window_ms", deadlines.complaintWindowMs)
+        w.field("offer_due_ms", deadlines.offerDueMs)
     }
 }
 

@@ -52,6 +52,32 @@ let everyCommandKind: [Command] = [
         body: .order(trader: "eve", side: .sell, price: 99, quantity: 1, tif: .ioc, expiresAt: nil)),
     Command(id: "k1", listing: "M1", body: .cancel(trader: "dee", order: "q1")),
     Command(id: "x1", listing: "E3", body: .cancelListing(seller: "sue")),
+    Command(id: "x2", listing: "E3", body: .cancelListingAsAdmin(admin: "ada")),
+    Command(
+        id: "o10", listing: "M3",
+        body: .open(
+            seller: "sam",
+            terms: .market(.init(deadlines: SettlementDeadlines(paymentDueMs: 5, complaintWindowMs: 31_536_000_000))))),
+    Command(
+        id: "p1", listing: "E1",
+        body: .settle(number: 1, action: .confirmPayment(paymentRef: "pay-1"), by: "svc", role: .service)),
+    Command(
+        id: "p2", listing: "E1",
+        body: .settle(number: 2, action: .markShipped(tracking: "T1"), by: "sam", role: .seller)
+    ),
+    Command(id: "p3", listing: "E1", body: .settle(number: 3, action: .confirmDelivery, by: "ann", role: .bidder)),
+    Command(
+        id: "p4", listing: "E1",
+        body: .settle(number: 4, action: .openDispute(reason: "broken ✗"), by: "ann", role: .bidder)
+    ),
+    Command(
+        id: "p5", listing: "E1", body: .settle(number: 5, action: .resolveDispute(.release), by: "ada", role: .admin)),
+    Command(
+        id: "p6", listing: "E1", body: .settle(number: 6, action: .resolveDispute(.refund), by: "ada", role: .admin)),
+    Command(id: "p7", listing: "E1", body: .settle(number: 7, action: .refund, by: "svc", role: .service)),
+    Command(id: "s1", listing: "E1", body: .secondChance(.offer, by: "sam", role: .seller)),
+    Command(id: "s2", listing: "E1", body: .secondChance(.accept, by: "bob", role: .bidder)),
+    Command(id: "s3", listing: "E1", body: .secondChance(.decline, by: "bob", role: .bidder)),
     // Odd but legal bytes: the codec does not judge, the rules do.
     Command(id: "Ω-unicode", listing: "", body: .bid(bidder: "ünï", amount: -5)),
 ]
@@ -93,7 +119,12 @@ struct RecordCodecTests {
         }
         // The command kinds above cover every CommandBody case and every ListingTerms case.
         let types = Set(everyCommandKind.map(\.typeName))
-        #expect(types == ["open", "bid", "buy_now", "accept", "order", "cancel", "cancel_listing"])
+        #expect(
+            types == [
+                "open", "bid", "buy_now", "accept", "order", "cancel", "cancel_listing", "confirm_payment",
+                "mark_shipped", "confirm_delivery", "open_dispute", "resolve_dispute", "refund", "offer_second_chance",
+                "accept_offer", "decline_offer",
+            ])
     }
 
     @Test func recordsConcatenateAndDecodeInSequence() throws {

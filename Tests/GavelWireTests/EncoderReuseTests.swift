@@ -4,7 +4,8 @@ import Testing
 @testable import GavelWire
 
 // Results and events written into a reused buffer are byte for byte what the encoder wrote before it took one:
-// the golden lines below were produced by the encoder that built a fresh array for every message.
+// the golden lines below were produced by the encoder that built a fresh array for every message (the `opened`
+// lines since gained the effective settlement deadlines).
 
 @Suite struct EncoderReuseTests {
     @Test func everyEventAndResultKindIsWrittenAsBeforeFreshAndIntoAReusedBuffer() {
@@ -104,16 +105,16 @@ private let goldenResults: [(String?, CommandResult)] = [
 ]
 
 private let goldenLines = #"""
-    {"type":"opened","listing":"L1","seq":2,"at":10,"format":"english","seller":"sam","start":100,"opens_at":1,"closes_at":60000,"has_reserve":true,"buy_now":900,"increments":[[0,5]],"soft_close":{"window_ms":1,"extend_ms":2,"max_closes_at":null}}
-    {"type":"opened","listing":"L1","seq":2,"at":10,"format":"english","seller":"sam","start":100,"opens_at":1,"closes_at":60000,"has_reserve":true,"buy_now":900,"increments":[[0,5]],"soft_close":{"window_ms":1,"extend_ms":2,"max_closes_at":null},"ts":1795000000000}
-    {"type":"opened","listing":"L2","seq":2,"at":10,"format":"english","seller":"sam","start":100,"opens_at":null,"closes_at":60000,"has_reserve":false,"buy_now":null,"increments":[[0,5],[100,25],[500,50],[2500,100],[10000,250],[25000,500],[50000,1000],[100000,2500],[250000,5000],[500000,10000]]}
-    {"type":"opened","listing":"L2","seq":2,"at":10,"format":"english","seller":"sam","start":100,"opens_at":null,"closes_at":60000,"has_reserve":false,"buy_now":null,"increments":[[0,5],[100,25],[500,50],[2500,100],[10000,250],[25000,500],[50000,1000],[100000,2500],[250000,5000],[500000,10000]],"ts":1795000000000}
-    {"type":"opened","listing":"L3","seq":2,"at":10,"format":"sealed","seller":"sam","pricing":"second","start":1,"opens_at":null,"closes_at":9,"has_reserve":false}
-    {"type":"opened","listing":"L3","seq":2,"at":10,"format":"sealed","seller":"sam","pricing":"second","start":1,"opens_at":null,"closes_at":9,"has_reserve":false,"ts":1795000000000}
-    {"type":"opened","listing":"L4","seq":2,"at":10,"format":"dutch","seller":"sam","start":100,"floor":10,"step":5,"step_every_ms":1000,"quantity":3,"opens_at":4,"closes_at":99}
-    {"type":"opened","listing":"L4","seq":2,"at":10,"format":"dutch","seller":"sam","start":100,"floor":10,"step":5,"step_every_ms":1000,"quantity":3,"opens_at":4,"closes_at":99,"ts":1795000000000}
-    {"type":"opened","listing":"L5","seq":2,"at":10,"format":"market","seller":"sam","opens_at":4,"closes_at":null}
-    {"type":"opened","listing":"L5","seq":2,"at":10,"format":"market","seller":"sam","opens_at":4,"closes_at":null,"ts":1795000000000}
+    {"type":"opened","listing":"L1","seq":2,"at":10,"format":"english","seller":"sam","start":100,"opens_at":1,"closes_at":60000,"has_reserve":true,"buy_now":900,"increments":[[0,5]],"soft_close":{"window_ms":1,"extend_ms":2,"max_closes_at":null},"payment_due_ms":259200000,"ship_due_ms":432000000,"complaint_window_ms":259200000,"offer_due_ms":172800000}
+    {"type":"opened","listing":"L1","seq":2,"at":10,"format":"english","seller":"sam","start":100,"opens_at":1,"closes_at":60000,"has_reserve":true,"buy_now":900,"increments":[[0,5]],"soft_close":{"window_ms":1,"extend_ms":2,"max_closes_at":null},"payment_due_ms":259200000,"ship_due_ms":432000000,"complaint_window_ms":259200000,"offer_due_ms":172800000,"ts":1795000000000}
+    {"type":"opened","listing":"L2","seq":2,"at":10,"format":"english","seller":"sam","start":100,"opens_at":null,"closes_at":60000,"has_reserve":false,"buy_now":null,"increments":[[0,5],[100,25],[500,50],[2500,100],[10000,250],[25000,500],[50000,1000],[100000,2500],[250000,5000],[500000,10000]],"payment_due_ms":259200000,"ship_due_ms":432000000,"complaint_window_ms":259200000,"offer_due_ms":172800000}
+    {"type":"opened","listing":"L2","seq":2,"at":10,"format":"english","seller":"sam","start":100,"opens_at":null,"closes_at":60000,"has_reserve":false,"buy_now":null,"increments":[[0,5],[100,25],[500,50],[2500,100],[10000,250],[25000,500],[50000,1000],[100000,2500],[250000,5000],[500000,10000]],"payment_due_ms":259200000,"ship_due_ms":432000000,"complaint_window_ms":259200000,"offer_due_ms":172800000,"ts":1795000000000}
+    {"type":"opened","listing":"L3","seq":2,"at":10,"format":"sealed","seller":"sam","pricing":"second","start":1,"opens_at":null,"closes_at":9,"has_reserve":false,"payment_due_ms":259200000,"ship_due_ms":432000000,"complaint_window_ms":259200000,"offer_due_ms":172800000}
+    {"type":"opened","listing":"L3","seq":2,"at":10,"format":"sealed","seller":"sam","pricing":"second","start":1,"opens_at":null,"closes_at":9,"has_reserve":false,"payment_due_ms":259200000,"ship_due_ms":432000000,"complaint_window_ms":259200000,"offer_due_ms":172800000,"ts":1795000000000}
+    {"type":"opened","listing":"L4","seq":2,"at":10,"format":"dutch","seller":"sam","start":100,"floor":10,"step":5,"step_every_ms":1000,"quantity":3,"opens_at":4,"closes_at":99,"payment_due_ms":259200000,"ship_due_ms":432000000,"complaint_window_ms":259200000,"offer_due_ms":172800000}
+    {"type":"opened","listing":"L4","seq":2,"at":10,"format":"dutch","seller":"sam","start":100,"floor":10,"step":5,"step_every_ms":1000,"quantity":3,"opens_at":4,"closes_at":99,"payment_due_ms":259200000,"ship_due_ms":432000000,"complaint_window_ms":259200000,"offer_due_ms":172800000,"ts":1795000000000}
+    {"type":"opened","listing":"L5","seq":2,"at":10,"format":"market","seller":"sam","opens_at":4,"closes_at":null,"payment_due_ms":259200000,"ship_due_ms":432000000,"complaint_window_ms":259200000,"offer_due_ms":172800000}
+    {"type":"opened","listing":"L5","seq":2,"at":10,"format":"market","seller":"sam","opens_at":4,"closes_at":null,"payment_due_ms":259200000,"ship_due_ms":432000000,"complaint_window_ms":259200000,"offer_due_ms":172800000,"ts":1795000000000}
     {"type":"bid_placed","listing":"L1","seq":3,"at":11,"price":1050,"leader":"bidder-3","bids":7,"closes_at":1000000000000,"reserve_met":true}
     {"type":"bid_placed","listing":"L1","seq":3,"at":11,"price":1050,"leader":"bidder-3","bids":7,"closes_at":1000000000000,"reserve_met":true,"ts":1795000000000}
     {"type":"bid_placed","listing":"L1","seq":3,"at":-11,"price":-9223372036854775808,"leader":"q\"uo\\te\n\u0001é","bids":0,"closes_at":9223372036854775807,"reserve_met":false}

@@ -263,8 +263,17 @@ import Testing
             keys(bytes) == [
                 "type", "listing", "seq", "at", "format", "seller", "start", "floor", "step", "step_every_ms",
                 "quantity",
-                "opens_at", "closes_at",
+                "opens_at", "closes_at", "payment_due_ms", "ship_due_ms", "complaint_window_ms", "offer_due_ms",
             ])
+    }
+
+    @Test func openedShowsTheEffectiveSettlementDeadlines() throws {
+        let given = SettlementDeadlines(shipDueMs: 1000, offerDueMs: 5)
+        let value = try JSONParser.parse(event(.opened(seller: "s", terms: .market(.init(deadlines: given))), seq: 1))
+        #expect(value["payment_due_ms"] == .integer(259_200_000))
+        #expect(value["ship_due_ms"] == .integer(1000))
+        #expect(value["complaint_window_ms"] == .integer(259_200_000))
+        #expect(value["offer_due_ms"] == .integer(5))
     }
 
     @Test func eventsWithUserStringsAreEscaped() throws {
