@@ -241,6 +241,8 @@ public final class FanOut: @unchecked Sendable {
         var marks: UInt64 = 0
         /// Feeds made so far, for their epochs.
         var feedsMade: UInt64 = 0
+        /// Every settlement and second-chance offer, for the settlement queries.
+        var settlements = SettlementViews()
         var users: [String: [ObjectIdentifier: WebSocketSession]] = [:]
         var subscriptionCount = 0
         /// The ids of the listings that have a view (every listing ever opened), and of those still open, in order,
@@ -327,6 +329,30 @@ public final class FanOut: @unchecked Sendable {
                 s.index(view.listing, before: before, after: view)
             }
         }
+    }
+
+    /// Starts the settlement views from the recovered engine's settlements and offers (read before the writer
+    /// starts).
+    public func loadSettlements(_ settlements: [Settlement], offers: [SecondChanceOffer]) {
+        state.withLock { $0.settlements.load(settlements, offers: offers) }
+    }
+
+    /// One page of `user`'s settlements for `my_settlements`, with the user's offers; `nil` when `after` is not one
+    /// of the user's settlements.
+    func settlementPage(user: String, state wanted: SettlementState?, after: String?, limit: Int) -> (
+        items: [Settlement], next: String?, offers: [SecondChanceOffer]
+    )? {
+        state.withLock { s in
+            guard let page = s.settlements.page(user: user, state: wanted, after: after, limit: limit) else {
+                return nil
+            }
+            return (page.items, page.next, s.settlements.offers(of: user))
+        }
+    }
+
+    /// The settlement `id` as the gateway holds it, for `get_settlement`.
+    public func settlement(_ id: String) -> Settlement? {
+        state.withLock { $0.settlements.byID[id] }
     }
 
     /// Receives every released event from `bus`.
@@ -490,6 +516,8 @@ public final class FanOut: @unchecked Sendable {
     }
 
     private func route(_ event: Event, ts: Millis, state s: inout State, into perLoop: inout [[LoopItem]]) {
+        if SettlementViews.concerns(event.kind) { s.settlements.apply(event) }
+        if case .settlementsPruned = event.kind { return }
         if case .evicted = event.kind {
             for (index, count) in (s.evict(event.listing) ?? []).enumerated() where count > 0 {
                 perLoop[index].append(.evicted(listing: event.listing))

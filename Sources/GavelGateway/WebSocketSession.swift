@@ -292,15 +292,15 @@ final class WebSocketSession: ChannelInboundHandler, @unchecked Sendable {
         case "unsubscribe": unsubscribe(value, id: id)
         case "list": list(value, id: id)
         case "subscribe_user": subscribeUser(value, id: id)
+        case "my_settlements": mySettlements(value, id: id)
+        case "get_settlement": getSettlement(value, id: id)
         case "open", "bid", "buy_now", "accept", "order", "cancel", "cancel_listing":
             command(admission.admit(value, type: type, id: id))
         default:
-            sendResult(
-                id: id,
-                .rejected(
-                    .badRequest,
-                    "unknown type \"\(type)\"; expected subscribe, unsubscribe, list, open, bid, buy_now, accept, order, cancel or cancel_listing"
-                ))
+            if CommandAdmission.settlementTypes.contains(type) {
+                return command(admission.admit(value, type: type, id: id))
+            }
+            sendResult(id: id, .rejected(.badRequest, "unknown type \"\(type)\"; expected \(Self.messageTypes)"))
         }
     }
 
@@ -456,6 +456,121 @@ final class WebSocketSession: ChannelInboundHandler, @unchecked Sendable {
             readBudget.charge(frame.readableBytes)
             send(frame: frame)
         }
+    }
+
+    // MARK: - Settlement queries
+
+    /// Every message type a client may send, for the answer to an unknown one.
+    static let messageTypes =
+        "subscribe, unsubscribe, subscribe_user, list, my_settlements, get_settlement, open, bid, buy_now, accept, order, cancel, cancel_listing, "
+        + SettlementAction.typeNames.joined(separator: ", ") + ", "
+        + OfferAction.allCases.map(\.rawValue).joined(separator: ", ")
+
+    /// The most settlements one `my_settlements` answer holds, and how many when `limit` is not given.
+    static let maxSettlementLimit = 200
+    static let defaultSettlementLimit = 50
+
+    /// Whether this connection may read any user's settlements: a service or an admin.
+    private var readsAnySettlement: Bool { principal.role == .service || principal.role == .admin }
+
+    /// Answers `my_settlements` from the gateway's settlement views: one page of the user's settlements.
+    private func mySettlements(_ value: JSONValue, id: String?) {
+        guard let own = principal.name else {
+            return sendResult(
+                id: id, .rejected(.notAuthorized, "an anonymous connection has no settlements; connect with a token"))
+        }
+        var user = own
+        if let field = value["user"], field != .null {
+            guard case .string(let s) = field, Identifier.isValid(s) else {
+                return sendResult(id: id, .rejected(.badRequest, CommandDecoder.identifierRule("user")))
+            }
+            guard s == own || readsAnySettlement else {
+                return sendResult(
+                    id: id,
+                    .rejected(.notAuthorized, "only a service or admin token may list another user's settlements"))
+            }
+            user = s
+        }
+        var wanted: SettlementState?
+        if let field = value["state"], field != .null {
+            guard case .string(let s) = field, let parsed = SettlementState(rawValue: s) else {
+                return sendResult(
+                    id: id,
+                    .rejected(
+                        .badRequest,
+                        "state must be one of " + SettlementState.allCases.map(\.rawValue).joined(separator: ", ")))
+            }
+            wanted = parsed
+        }
+        var limit = Self.defaultSettlementLimit
+        if let field = value["limit"], field != .null {
+            guard case .integer(let n) = field, n >= 1, n <= Int64(Self.maxSettlementLimit) else {
+                return sendResult(
+                    id: id, .rejected(.badRequest, "limit must be an integer from 1 to \(Self.maxSettlementLimit)"))
+            }
+            limit = Int(n)
+        }
+        var after: String?
+        if let field = value["after"], field != .null {
+            guard case .string(let s) = field, SettlementID.parse(s) != nil else {
+                return sendResult(
+                    id: id, .rejected(.badRequest, "after must be a settlement id (<listing>:<n>), the next of a page"))
+            }
+            after = s
+        }
+        guard readAllowed(id: id) else { return }
+        guard let page = fanOut.settlementPage(user: user, state: wanted, after: after, limit: limit) else {
+            return sendResult(
+                id: id,
+                .rejected(
+                    .badRequest,
+                    "after \(after ?? "") is not one of \(user)'s settlements (it may have ended and been dropped); start again without after"
+                ))
+        }
+        let items = SettlementJSON.array(page.items, SettlementJSON.settlement)
+        let offers = SettlementJSON.array(page.offers, SettlementJSON.offer)
+        var w = JSONObjectWriter(capacity: items.count + offers.count + 128)
+        w.field("type", "settlements")
+        if let id { w.field("id", id) }
+        w.field("user", user)
+        w.field("settlements", raw: items)
+        w.field("offers", raw: offers)
+        w.field("next", page.next)
+        w.field("ts", SystemClock().now())
+        let json = w.finish()
+        readBudget.charge(json.count)
+        send(json)
+    }
+
+    /// Answers `get_settlement`: one settlement, for its buyer and seller and for a service or admin.
+    private func getSettlement(_ value: JSONValue, id: String?) {
+        guard case .string(let settlementID)? = value["settlement"], SettlementID.parse(settlementID) != nil else {
+            return sendResult(
+                id: id,
+                .rejected(
+                    .badRequest,
+                    "settlement must be <listing>:<n>, a listing id and the sale's number from 1 without a leading zero, such as L1:1"
+                ))
+        }
+        guard readAllowed(id: id) else { return }
+        guard let settlement = fanOut.settlement(settlementID) else {
+            return sendResult(
+                id: id, .rejected(.unknownSettlement, "no settlement \(settlementID); check the settlement id"))
+        }
+        guard readsAnySettlement || principal.name == settlement.buyer || principal.name == settlement.seller else {
+            return sendResult(
+                id: id,
+                .rejected(.notAuthorized, "you are not the buyer or seller of settlement \(settlementID)"))
+        }
+        let body = SettlementJSON.settlement(settlement)
+        var w = JSONObjectWriter(capacity: body.count + 96)
+        w.field("type", "settlement_detail")
+        if let id { w.field("id", id) }
+        w.field("settlement", raw: body)
+        w.field("ts", SystemClock().now())
+        let json = w.finish()
+        readBudget.charge(json.count)
+        send(json)
     }
 
     // MARK: - Listing listings

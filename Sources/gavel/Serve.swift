@@ -413,6 +413,7 @@ struct Serve: AsyncParsableCommand {
             userHistoryLimit: configuration.userHistoryEvents, metrics: metrics)
         // The recovered state is all durable; read it before the writer starts.
         fanOut.load(PublicListingView.all(in: report.engine))
+        fanOut.loadSettlements(report.engine.settlements, offers: report.engine.secondChanceOffers)
         let bus = EventBus()
         fanOut.attach(to: bus)
         var writerConfiguration = storage.writerConfiguration(engine: engineConfiguration)
