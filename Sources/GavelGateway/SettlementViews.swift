@@ -37,10 +37,18 @@ struct SettlementViews {
         byListing[settlement.listing, default: []].append(settlement.number)
     }
 
-    private mutating func remove(_ id: String) {
-        guard let settlement = byID.removeValue(forKey: id) else { return }
-        for user in Set([settlement.buyer, settlement.seller]) {
-            byUser[user]?.removeAll { $0 == id }
+    /// Drops the settlements `ids` (of one listing): each user's list is filtered once, however many go.
+    private mutating func remove(_ ids: [String]) {
+        var users: Set<String> = []
+        var gone: Set<String> = []
+        for id in ids {
+            guard let settlement = byID.removeValue(forKey: id) else { continue }
+            gone.insert(id)
+            users.insert(settlement.buyer)
+            users.insert(settlement.seller)
+        }
+        for user in users {
+            byUser[user]?.removeAll { gone.contains($0) }
             if byUser[user]?.isEmpty == true { byUser[user] = nil }
         }
     }
@@ -58,14 +66,13 @@ struct SettlementViews {
         case .secondChance(let offer):
             offers[event.listing] = offer
         case .settlementsPruned(let numbers):
-            for number in numbers { remove(SettlementID.format(listing: event.listing, number: number)) }
+            remove(numbers.map { SettlementID.format(listing: event.listing, number: $0) })
             let dropped = Set(numbers)
             byListing[event.listing]?.removeAll { dropped.contains($0) }
             if byListing[event.listing]?.isEmpty == true { byListing[event.listing] = nil }
         case .evicted:
-            for number in byListing.removeValue(forKey: event.listing) ?? [] {
-                remove(SettlementID.format(listing: event.listing, number: number))
-            }
+            let numbers = byListing.removeValue(forKey: event.listing) ?? []
+            remove(numbers.map { SettlementID.format(listing: event.listing, number: $0) })
             offers[event.listing] = nil
         default:
             break
