@@ -45,7 +45,9 @@ public final class GatewayMetrics: Sendable {
     /// The process's resident memory, read from `/proc/self/statm` at each scrape.
     let residentMemory: CoreMetrics.Gauge
 
-    static let commandTypes = ["open", "bid", "buy_now", "accept", "order", "cancel", "cancel_listing"]
+    static let commandTypes =
+        ["open", "bid", "buy_now", "accept", "order", "cancel", "cancel_listing"] + SettlementAction.typeNames
+        + OfferAction.allCases.map(\.rawValue)
 
     public init() {
         let registry = PrometheusCollectorRegistry()

@@ -1,3 +1,4 @@
+import CoreMetrics
 import GavelCore
 import Testing
 
@@ -106,5 +107,22 @@ struct SettlementViewsTests {
         var views = SettlementViews()
         views.load([settlement("A", 1, at: 30), settlement("B", 1, at: 10), settlement("A", 2, at: 40)], offers: [])
         #expect(views.page(user: "ann", state: nil, after: nil, limit: 10)?.items.map(\.id) == ["B:1", "A:1", "A:2"])
+    }
+}
+
+struct SettlementMetricsTests {
+    @Test func settlementCommandsAreCountedUnderTheirOwnType() {
+        let metrics = GatewayMetrics()
+        var cache: [Int: CoreMetrics.Counter] = [:]
+        let open = Command(id: "o1", listing: "L1", body: .open(seller: "sam", terms: .market(.init())))
+        let pay = Command(
+            id: "p1", listing: "L1",
+            body: .settle(number: 1, action: .confirmPayment(paymentRef: "r"), by: "pay", role: .service))
+        metrics.countCommand(open, .accepted, cache: &cache)
+        metrics.countCommand(pay, .accepted, cache: &cache)
+        metrics.countCommand(pay, .accepted, cache: &cache)
+        let text = String(decoding: metrics.exposition(), as: UTF8.self)
+        #expect(text.contains(#"gavel_commands_total{type="confirm_payment",result="ok"} 2"#), "\(text)")
+        #expect(text.contains(#"gavel_commands_total{type="open",result="ok"} 1"#))
     }
 }
