@@ -56,7 +56,7 @@ struct Send: AsyncParsableCommand {
 
     @Option(
         name: .long,
-        help: "Milliseconds of quiet, after the last answer, before disconnecting (1 to 600000). Default 1000.")
+        help: "Milliseconds of quiet, after the last answer, before disconnecting (1 to 600000).")
     var timeoutMs: Int = 1000
 
     @Flag(
