@@ -18,6 +18,10 @@ final class EnglishBook {
     var bids: Int64 = 0
     /// Who bought the listing at its buy-now price, if it was bought.
     var buyer: String?
+    /// The bidder other than the leader (after a sale: other than the buyer) with the highest maximum, the earlier
+    /// on a tie, and that maximum: whom a second-chance offer goes to, at what price.
+    var runnerUp: String?
+    var runnerUpMaximum: Money = 0
 
     init(_ terms: ListingTerms.English) {
         start = terms.start
@@ -339,14 +343,17 @@ final class Listing {
     /// `false` once evicted from the engine's memory (a ``ListingHandle`` on it is no longer current).
     var live = true
     let book: Book
-    /// The terms the listing was opened with.
-    let terms: ListingTerms
+    /// The terms the listing was opened with (a restore sets their settlement deadlines after the rest).
+    var terms: ListingTerms
     /// The listing's sales so far: the number of the last settlement created.
     var sales: Int64 = 0
     /// The settlements in memory, by number ascending (a market listing's old terminal ones are pruned).
     var settlements: [Settlement] = []
     /// The listing's second-chance offer, once made (english only; one per listing).
     var offer: SecondChanceOffer?
+    /// When its last settlement or offer ended (reached a terminal state), `nil` before any did; a listing that has
+    /// ended is evicted only after the retention has passed since then too.
+    var settledAt: Millis?
 
     init(id: String, seller: String, terms: ListingTerms, opensAt: Millis) {
         self.id = id

@@ -162,6 +162,7 @@ extension ByteCoded {
 extension ActorRole: ByteCoded {}
 extension OfferAction: ByteCoded {}
 extension SettlementState: ByteCoded {}
+extension OfferState: ByteCoded {}
 
 extension SettlementAction {
     /// Appends the action in the binary encoding.

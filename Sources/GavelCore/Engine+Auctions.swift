@@ -26,6 +26,9 @@ extension Engine {
                     var price = min(amount, book.maximum + IncrementLadder.increment(at: book.maximum, in: book.ladder))
                     if let reserve = book.reserve, amount >= reserve, price < reserve { price = reserve }
                     outbid = (leader, price)
+                    // The former leader's maximum is at least every other bidder's: it is the runner-up now.
+                    book.runnerUp = leader
+                    book.runnerUpMaximum = book.maximum
                     book.leader = bidder
                     book.maximum = amount
                     book.price = price
@@ -33,6 +36,11 @@ extension Engine {
                     // The earlier maximum wins ties; the new bidder is outbid at once.
                     book.price = min(book.maximum, amount + IncrementLadder.increment(at: amount, in: book.ladder))
                     outbid = (bidder, book.price)
+                    // The earlier of equal maximums stays the runner-up.
+                    if amount > book.runnerUpMaximum {
+                        book.runnerUp = bidder
+                        book.runnerUpMaximum = amount
+                    }
                 }
             }
         } else {
@@ -83,7 +91,14 @@ extension Engine {
         }
         listing.status = .closed
         book.buyer = buyer
+        // The runner-up of a buy-now is the highest maximum among the other bidders: a leader below the reserve
+        // other than the buyer (the leader's maximum is the highest), else the runner-up behind the buyer.
+        if let leader = book.leader, leader != buyer {
+            book.runnerUp = leader
+            book.runnerUpMaximum = book.maximum
+        }
         emit(.closed(winner: buyer, price: buyNow, reserveMet: true), on: listing, events: &events)
+        createSettlement(listing, buyer: buyer, seller: listing.seller, price: buyNow, quantity: 1, &events)
         return CommandResult(error: nil, message: "", price: buyNow)
     }
 
@@ -107,6 +122,9 @@ extension Engine {
         emit(
             .closed(winner: outcome.winner, price: outcome.price, reserveMet: outcome.reserveMet), on: listing,
             events: &events)
+        if let winner = outcome.winner, let price = outcome.price {
+            createSettlement(listing, buyer: winner, seller: listing.seller, price: price, quantity: 1, &events)
+        }
     }
 
     // MARK: - Dutch
@@ -122,6 +140,7 @@ extension Engine {
         emit(
             .filled(bidder: bidder, price: price, quantity: quantity, remaining: book.remaining), on: listing,
             events: &events)
+        createSettlement(listing, buyer: bidder, seller: listing.seller, price: price, quantity: quantity, &events)
         if book.remaining == 0 {
             listing.status = .closed
             book.nextStepAt = nil

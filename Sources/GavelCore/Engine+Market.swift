@@ -64,6 +64,7 @@ extension Engine {
                 .trade(
                     buyer: buyer, seller: seller, price: levelPrice, quantity: quantity, buyOrder: buyOrder,
                     sellOrder: sellOrder), on: listing, events: &events)
+            createSettlement(listing, buyer: buyer, seller: seller, price: levelPrice, quantity: quantity, &events)
         }
         let filled = order.quantity - left
         var rests: Int64 = 0

@@ -109,8 +109,18 @@ extension Engine {
 
     func fire(_ timer: ScheduledTimer, events: inout [Event]) {
         guard let listing = listings[timer.listing] else { return }
+        switch timer.action {
+        case .settlementDue(let number):
+            return settlementDeadline(listing, number: number, at: timer.time, &events)
+        case .offerDue:
+            return offerDeadline(listing, at: timer.time, &events)
+        case .prune:
+            return prune(listing, &events)
+        case .close, .dutchStep, .expire, .evict:
+            break
+        }
         guard listing.status == .open else {
-            if case .evict = timer.action { evict(listing, events: &events) }
+            if case .evict = timer.action, mayEvict(listing) { evict(listing, events: &events) }
             return
         }
         switch timer.action {
@@ -130,6 +140,8 @@ extension Engine {
             expire(listing, book, key: OrderKey(trader: trader, id: orderID), at: timer.time, &events)
         case .evict:
             return  // the id was opened again after an eviction: that listing is not evicted before it ends
+        case .settlementDue, .offerDue, .prune:
+            return  // handled above
         }
     }
 
@@ -149,6 +161,8 @@ extension Engine {
         case .english(let book):
             if let leader = book.leader, book.reserveMet {
                 emit(.closed(winner: leader, price: book.price, reserveMet: true), on: listing, events: &events)
+                createSettlement(
+                    listing, buyer: leader, seller: listing.seller, price: book.price, quantity: 1, &events)
             } else {
                 emit(.closed(winner: nil, price: nil, reserveMet: book.reserveMet), on: listing, events: &events)
             }

@@ -62,6 +62,9 @@ extension Engine {
             case 1: action = .dutchStep
             case 2: action = .expire(trader: try r.readString(), order: try r.readString())
             case 3 where version >= 2: action = .evict
+            case 4 where version >= 2: action = .settlementDue(number: try r.read(1...Int64.max, "a settlement number"))
+            case 5 where version >= 2: action = .offerDue
+            case 6 where version >= 2: action = .prune
             default: throw r.fail("unknown timer action")
             }
             engine.timers.restore(
@@ -93,6 +96,7 @@ extension Engine {
                     key: key, hash: RequestHash.of(principal: key.principal, id: key.id), fingerprint: fingerprint,
                     result: result, at: at), principalHash: RequestHash.of(principal: key.principal))
         }
+        if !r.isAtEnd { try engine.restoreSettlements(&r, rememberedCount: rememberedCount) }
         guard r.isAtEnd else { throw r.fail("\(r.remaining) unexpected bytes after the state") }
         return engine
     }
@@ -156,7 +160,7 @@ extension Engine {
 extension BinaryReader {
     /// Reads an `Int64` that must be in `range`: restored state is checked against the bounds the rules keep, so
     /// that arithmetic proven safe for live state stays safe for restored state.
-    fileprivate mutating func read(_ range: ClosedRange<Int64>, _ what: String) throws(DecodingError) -> Int64 {
+    mutating func read(_ range: ClosedRange<Int64>, _ what: String) throws(DecodingError) -> Int64 {
         let value = try readInt64()
         guard range.contains(value) else { throw fail("\(what) \(value) is outside \(range)") }
         return value

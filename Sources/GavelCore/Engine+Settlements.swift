@@ -17,12 +17,61 @@ extension Engine {
         return l.settlementIndex(number).map { l.settlements[$0] }
     }
 
-    /// Every second-chance offer in memory, made and not yet over or over, by listing id.
+    /// Every second-chance offer in memory (open or over), by listing id.
     public var secondChanceOffers: [SecondChanceOffer] {
         listings.keys.sorted().compactMap { listings[$0]?.offer }
     }
 
-    // MARK: - Rules
+    // MARK: - Creation
+
+    /// Creates the settlement of a sale on `listing`, in the same step as the sale, awaiting payment.
+    func createSettlement(
+        _ listing: Listing, buyer: String, seller: String, price: Money, quantity: Int64, _ events: inout [Event]
+    ) {
+        listing.sales += 1
+        let number = listing.sales
+        let due = deadline(after: listing.terms.deadlines.effective.paymentDueMs)
+        let step = SettlementStep(state: .awaitingPayment, at: now)
+        listing.settlements.append(
+            Settlement(
+                listing: listing.id, number: number, buyer: buyer, seller: seller, price: price, quantity: quantity,
+                state: .awaitingPayment, dueAt: due, history: [step]))
+        timers.schedule(.settlementDue(number: number), listing: listing.id, at: due)
+        emitSettlement(listing, listing.settlements.count - 1, &events)
+    }
+
+    /// `now + duration`, `Millis.max` past the end of the clock.
+    private func deadline(after duration: Millis) -> Millis {
+        let (at, overflow) = now.addingReportingOverflow(duration)
+        return overflow ? Millis.max : at
+    }
+
+    private func emitSettlement(_ listing: Listing, _ index: Int, _ events: inout [Event]) {
+        let s = listing.settlements[index]
+        guard let step = s.history.last else { return }
+        let change = SettlementChange(
+            number: s.number, buyer: s.buyer, seller: s.seller, price: s.price, quantity: s.quantity, dueAt: s.dueAt,
+            step: step)
+        events.append(Event(listing: listing.id, seq: 0, at: now, kind: .settlement(change)))
+    }
+
+    // MARK: - Transitions
+
+    /// Moves settlement `index` of `listing` to `state`, with its new deadline (scheduled), and emits the event.
+    private func transition(
+        _ listing: Listing, _ index: Int, to state: SettlementState, due duration: Millis?, by: String?,
+        role: ActorRole?, detail: SettlementDetail?, _ events: inout [Event]
+    ) {
+        let due = duration.map(deadline(after:))
+        let number = listing.settlements[index].number
+        listing.settlements[index].record(
+            SettlementChange(
+                number: number, buyer: "", seller: "", price: 0, quantity: 0, dueAt: due,
+                step: SettlementStep(state: state, at: now, by: by, role: role, detail: detail)))
+        if let due { timers.schedule(.settlementDue(number: number), listing: listing.id, at: due) }
+        emitSettlement(listing, index, &events)
+        if state.isTerminal { ended(listing) }
+    }
 
     /// Applies a settlement command to settlement `number` of `listingID`.
     func settle(
@@ -30,11 +79,101 @@ extension Engine {
         events: inout [Event]
     ) -> CommandResult {
         let id = SettlementID.format(listing: listingID, number: number)
-        guard let listing = known ?? listings[listingID], listing.settlementIndex(number) != nil else {
+        guard let listing = known ?? listings[listingID], let index = listing.settlementIndex(number) else {
             return .rejected(.unknownSettlement, "no settlement \(id); check the settlement id")
         }
-        return .rejected(.invalidTransition, "settlement \(id) cannot take \(action.typeName) yet")
+        let s = listing.settlements[index]
+        if let refusal = Self.authorization(of: action, by: by, role: role, on: s) { return refusal }
+        let deadlines = listing.terms.deadlines.effective
+        var target: (state: SettlementState, due: Millis?, detail: SettlementDetail?)?
+        switch (action, s.state) {
+        case (.confirmPayment(let ref), .awaitingPayment):
+            target = (.paid, deadlines.shipDueMs, .paymentRef(ref))
+        case (.confirmPayment(let ref), _):
+            if let paid = s.paymentRef {
+                guard paid == ref else {
+                    return .rejected(.idempotencyConflict, "settlement \(id) was paid with reference \(paid)")
+                }
+                return CommandResult(error: nil, message: "", settlement: id, settlementState: s.state)
+            }
+        case (.markShipped(let tracking), .paid): target = (.shipped, nil, .tracking(tracking))
+        case (.refund, .paid): target = (.refunded, nil, nil)
+        case (.confirmDelivery, .shipped): target = (.delivered, deadlines.complaintWindowMs, nil)
+        case (.openDispute(let reason), .delivered): target = (.disputed, nil, .reason(reason))
+        case (.resolveDispute(let outcome), .disputed):
+            target = (outcome == .release ? .released : .refunded, nil, .outcome(outcome))
+        default:
+            break
+        }
+        guard let target else {
+            return .rejected(
+                .invalidTransition,
+                "settlement \(id) is \(s.state.rawValue); from \(s.state.rawValue): \(Self.allowed(from: s.state))")
+        }
+        transition(
+            listing, index, to: target.state, due: target.due, by: by, role: role, detail: target.detail, &events)
+        return CommandResult(error: nil, message: "", settlement: id, settlementState: target.state)
     }
+
+    /// Why `by` acting as `role` may not make `action` on `s`, or `nil` when they may. Never names another user.
+    static func authorization(of action: SettlementAction, by: String, role: ActorRole, on s: Settlement)
+        -> CommandResult?
+    {
+        let user = role != .service
+        let id = s.id
+        switch action {
+        case .confirmPayment:
+            if role != .service { return notAuthorized("confirm_payment", roles: "service") }
+        case .refund:
+            if role != .service && role != .admin { return notAuthorized("refund", roles: "service or admin") }
+        case .resolveDispute:
+            if role != .admin { return notAuthorized("resolve_dispute", roles: "admin") }
+        case .markShipped:
+            guard user else { return notAuthorized("mark_shipped", roles: "the seller (not service)") }
+            if by != s.seller { return .rejected(.notAuthorized, "you are not the seller of settlement \(id)") }
+        case .confirmDelivery:
+            if user && by != s.buyer {
+                return .rejected(
+                    .notAuthorized,
+                    "you are not the buyer of settlement \(id); confirm_delivery is for the buyer or service")
+            }
+        case .openDispute:
+            guard user else { return notAuthorized("open_dispute", roles: "the buyer (not service)") }
+            if by != s.buyer { return .rejected(.notAuthorized, "you are not the buyer of settlement \(id)") }
+        }
+        return nil
+    }
+
+    private static func notAuthorized(_ command: String, roles: String) -> CommandResult {
+        .rejected(.notAuthorized, "\(command) may be made by \(roles) only")
+    }
+
+    /// What may be done from `state`, for an `invalid_transition` message.
+    static func allowed(from state: SettlementState) -> String {
+        switch state {
+        case .awaitingPayment: "confirm_payment (service); payment_expired at the payment deadline"
+        case .paid: "mark_shipped (seller), refund (service or admin); refunded at the shipping deadline"
+        case .shipped: "confirm_delivery (buyer or service)"
+        case .delivered: "open_dispute (buyer) within the complaint window; completed at its end"
+        case .disputed: "resolve_dispute (admin)"
+        case .completed, .paymentExpired, .refunded, .released: "nothing, it is final"
+        }
+    }
+
+    /// A settlement deadline: the timer's state change, if the settlement is still due at this time.
+    func settlementDeadline(_ listing: Listing, number: Int64, at time: Millis, _ events: inout [Event]) {
+        guard let index = listing.settlementIndex(number), listing.settlements[index].dueAt == time else { return }
+        let next: SettlementState
+        switch listing.settlements[index].state {
+        case .awaitingPayment: next = .paymentExpired
+        case .paid: next = .refunded
+        case .delivered: next = .completed
+        default: return
+        }
+        transition(listing, index, to: next, due: nil, by: nil, role: nil, detail: nil, &events)
+    }
+
+    // MARK: - Second-chance offers
 
     /// Applies a second-chance command to `listingID`.
     func secondChance(
@@ -43,8 +182,126 @@ extension Engine {
         guard let listing = known ?? listings[listingID] else {
             return .rejected(.unknownListing, "no listing \(listingID); check the listing id")
         }
-        return .rejected(
-            .invalidTransition, "listing \(listing.id) has no sale whose payment expired; nothing to offer")
+        guard case .english(let book) = listing.book else {
+            return .rejected(
+                .unsupported,
+                "\(action.rawValue) is not supported by \(listing.format.rawValue) listing \(listing.id); second-chance offers are for english listings"
+            )
+        }
+        let user = role != .service
+        switch action {
+        case .offer:
+            guard user && by == listing.seller else {
+                return .rejected(.notAuthorized, "you are not the seller of listing \(listing.id)")
+            }
+            if let offer = listing.offer {
+                return .rejected(
+                    .invalidTransition,
+                    "a second-chance offer was already made on listing \(listing.id) (it is \(offer.state.rawValue)); one per listing"
+                )
+            }
+            guard let sale = listing.settlements.first, sale.state == .paymentExpired else {
+                let state =
+                    listing.settlements.first.map { "settlement \($0.id) is \($0.state.rawValue)" } ?? "it has no sale"
+                return .rejected(
+                    .invalidTransition,
+                    "listing \(listing.id) cannot offer a second chance: \(state); only after the sale's payment expired"
+                )
+            }
+            guard let runnerUp = book.runnerUp else {
+                return .rejected(
+                    .invalidTransition, "listing \(listing.id) has no runner-up to offer a second chance to")
+            }
+            let due = deadline(after: listing.terms.deadlines.effective.offerDueMs)
+            listing.offer = SecondChanceOffer(
+                listing: listing.id, seller: listing.seller, bidder: runnerUp, price: book.runnerUpMaximum,
+                state: .offered, dueAt: due)
+            timers.schedule(.offerDue, listing: listing.id, at: due)
+            emitOffer(listing, &events)
+            return .accepted
+        case .accept, .decline:
+            guard let offer = listing.offer else {
+                return .rejected(.invalidTransition, "listing \(listing.id) has no second-chance offer")
+            }
+            guard user && by == offer.bidder else {
+                return .rejected(.notAuthorized, "you are not the runner-up of listing \(listing.id)")
+            }
+            guard offer.state == .offered else {
+                return .rejected(
+                    .invalidTransition,
+                    "the second-chance offer on listing \(listing.id) is \(offer.state.rawValue); it can no longer be answered"
+                )
+            }
+            endOffer(listing, action == .accept ? .accepted : .declined, &events)
+            guard action == .accept else { return .accepted }
+            createSettlement(
+                listing, buyer: offer.bidder, seller: listing.seller, price: offer.price, quantity: 1, &events)
+            return CommandResult(
+                error: nil, message: "",
+                settlement: SettlementID.format(listing: listing.id, number: listing.sales),
+                settlementState: .awaitingPayment)
+        }
+    }
+
+    private func emitOffer(_ listing: Listing, _ events: inout [Event]) {
+        guard let offer = listing.offer else { return }
+        events.append(Event(listing: listing.id, seq: 0, at: now, kind: .secondChance(offer)))
+    }
+
+    private func endOffer(_ listing: Listing, _ state: OfferState, _ events: inout [Event]) {
+        listing.offer?.state = state
+        listing.offer?.dueAt = nil
+        emitOffer(listing, &events)
+        ended(listing)
+    }
+
+    /// The offer's deadline: it expires if still offered.
+    func offerDeadline(_ listing: Listing, at time: Millis, _ events: inout [Event]) {
+        guard let offer = listing.offer, offer.state == .offered, offer.dueAt == time else { return }
+        endOffer(listing, .expired, &events)
+    }
+
+    // MARK: - Memory
+
+    /// Whether a settlement of `listing` is not final or its second-chance offer is open.
+    func isSettling(_ listing: Listing) -> Bool {
+        listing.offer?.state == .offered || listing.settlements.contains { !$0.state.isTerminal }
+    }
+
+    /// A settlement or the offer of `listing` just ended: an ended listing is evicted once nothing is settling and
+    /// the retention has passed; one still open drops the settlement after the retention.
+    private func ended(_ listing: Listing) {
+        listing.settledAt = now
+        if listing.status != .open {
+            if !isSettling(listing) { scheduleEviction(of: listing) }
+        } else {
+            let (at, overflow) = now.addingReportingOverflow(configuration.closedListingRetentionMs)
+            timers.schedule(.prune, listing: listing.id, at: overflow ? Millis.max : at)
+        }
+    }
+
+    /// Whether the ended `listing` may leave memory now: nothing settling, the retention over since it settled.
+    func mayEvict(_ listing: Listing) -> Bool {
+        if isSettling(listing) { return false }
+        guard let settledAt = listing.settledAt else { return true }
+        let (at, overflow) = settledAt.addingReportingOverflow(configuration.closedListingRetentionMs)
+        return !overflow && now >= at
+    }
+
+    /// Drops the final settlements of `listing` whose retention is over since they ended.
+    func prune(_ listing: Listing, _ events: inout [Event]) {
+        let retention = configuration.closedListingRetentionMs
+        var dropped: [Int64] = []
+        listing.settlements.removeAll { s in
+            guard s.state.isTerminal, let end = s.history.last?.at else { return false }
+            let (at, overflow) = end.addingReportingOverflow(retention)
+            guard !overflow && now >= at else { return false }
+            dropped.append(s.number)
+            return true
+        }
+        if !dropped.isEmpty {
+            events.append(Event(listing: listing.id, seq: 0, at: now, kind: .settlementsPruned(dropped)))
+        }
     }
 }
 

@@ -1,5 +1,7 @@
 extension Engine {
-    /// The version of ``encodeState()``'s format. 2 added the closed-listing retention, the per-principal cap of
+    /// The version of ``encodeState()``'s format. A state with settlement data (any sale, given deadline, english
+    /// runner-up or remembered settlement result) ends with the settlement section of ``encodeSettlements(into:)``;
+    /// one without has none, so its bytes (and hash) are what they were before settlements existed. 2 added the closed-listing retention, the per-principal cap of
     /// remembered request ids and the caps of resting orders per market listing and per trader (after the
     /// idempotency window) and the `evict` timer; ``restore(from:defaults:)`` reads version 1 too.
     public static let stateVersion: UInt32 = 2
@@ -36,6 +38,11 @@ extension Engine {
                 w.write(trader)
                 w.write(order)
             case .evict: w.write(UInt8(3))
+            case .settlementDue(let number):
+                w.write(UInt8(4))
+                w.write(number)
+            case .offerDue: w.write(UInt8(5))
+            case .prune: w.write(UInt8(6))
             }
         }
         // Remembered requests in the order they were applied (which a replay reproduces), so no sort is needed.
@@ -47,6 +54,7 @@ extension Engine {
             w.write(entry.fingerprint)
             entry.result.encode(into: &w)
         }
+        encodeSettlements(into: &w)
         return w.bytes
     }
 

@@ -8,6 +8,12 @@ public enum TimerAction: Sendable, Hashable {
     case expire(trader: String, order: String)
     /// Remove the listing from memory, if it is still closed (its retention is over).
     case evict
+    /// A settlement's deadline, if the settlement is still in the state it was set for and due at this time.
+    case settlementDue(number: Int64)
+    /// The listing's second-chance offer's deadline, if it is still offered.
+    case offerDue
+    /// Drop the listing's terminal settlements whose retention is over from memory.
+    case prune
 }
 
 /// A scheduled timer. Timers fire in `(time, sequence)` order; the sequence number is the order of scheduling, so

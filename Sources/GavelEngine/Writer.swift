@@ -499,7 +499,8 @@ public final class Writer: @unchecked Sendable {
             lsn += 1
             batch.entries.append(
                 BatchEntry(tick: lsn, at: now, events: firstEvent..<batch.events.count))
-            for index in firstEvent..<batch.events.count where batch.events[index].kind.isInternal {
+            for index in firstEvent..<batch.events.count {
+                guard case .evicted = batch.events[index].kind else { continue }
                 if let queue = queue(for: batch.events[index].listing) { retireIfIdle(queue) }
             }
         }

@@ -524,6 +524,8 @@ public final class FanOut: @unchecked Sendable {
             }
             return
         }
+        // The engine's other bookkeeping (settlementsPruned) is not for clients.
+        if event.kind.isInternal { return }
         let recipients = Self.noticeRecipients(event)
         if !recipients.isEmpty {
             MessageEncoder.event(event, ts: nil, into: &s.eventBytes)

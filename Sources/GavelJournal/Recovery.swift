@@ -35,6 +35,10 @@ public struct RecoveryOptions: Sendable {
     public var progress: (@Sendable (_ records: Int, _ segment: String) -> Void)?
     /// How often ``progress`` is called, and how long recovery runs before the first call: a second.
     public var progressIntervalNanos: UInt64 = 1_000_000_000
+    /// Called after each journal record is applied, with the record, the events of the timers that fired before it
+    /// (moving the clock to its time), and for a command its result and events (`gavel dump --settlement`).
+    public var observe:
+        (@Sendable (_ record: JournalRecord, _ timers: [Event], _ result: CommandResult?, _ events: [Event]) -> Void)?
 
     public init() {}
 }
@@ -62,6 +66,11 @@ public struct RecoveryReport {
     public var activeSegment: (path: String, firstLSN: UInt64, size: Int)?
 }
 
+/// Why recovery did not start from a snapshot that is intact.
+struct SkippedSnapshot: Error, CustomStringConvertible {
+    var description: String
+}
+
 /// Rebuilds the engine from a data directory: the newest snapshot that validates, then the journal after it.
 public enum Recovery {
     public static func recover(_ directory: DataDirectory, options: RecoveryOptions = RecoveryOptions()) throws
@@ -75,6 +84,12 @@ public enum Recovery {
                 if let limit = options.toLSN, candidate.lsn > limit { continue }
                 do {
                     let file = try SnapshotFile.decode(try Files.readAll(candidate.path))
+                    if file.isBeforeSettlements {
+                        throw SkippedSnapshot(
+                            description:
+                                "it has the snapshot format \(file.version) of a gavel from before settlements, whose sales have none; recovering from the journal instead"
+                        )
+                    }
                     guard file.lsn == candidate.lsn else {
                         throw SegmentProblem(
                             kind: .corrupt, offset: 0, reason: "names lsn \(candidate.lsn) but holds \(file.lsn)")
@@ -104,9 +119,14 @@ public enum Recovery {
         var first = 0
         for (index, segment) in segments.enumerated() where segment.firstLSN <= base + 1 { first = index }
         if let segment = segments.first, start == nil, segment.firstLSN != 1 {
+            let old = rejected.filter { $0.reason.contains("from before settlements") }.map(\.path)
             throw CorruptionError(
                 file: segment.path, offset: 0,
-                reason: "the journal starts at lsn \(segment.firstLSN) and no valid snapshot covers what came before")
+                reason: "the journal starts at lsn \(segment.firstLSN) and no valid snapshot covers what came before"
+                    + (old.isEmpty
+                        ? ""
+                        : "; snapshot \(old.joined(separator: ", ")) was written by a gavel from before settlements and cannot be used: run that gavel on this directory, or move its files aside to start empty")
+            )
         }
         var expectedLSN: UInt64? = nil
         var chain: [UInt8]? = nil
@@ -173,7 +193,11 @@ public enum Recovery {
                 for record in batch.records {
                     guard record.lsn > base else { continue }
                     if let limit = options.toLSN, record.lsn > limit { break reading }
-                    apply(record, to: engine, events: &events)
+                    if let observe = options.observe {
+                        observed(record, to: engine, observe)
+                    } else {
+                        apply(record, to: engine, events: &events)
+                    }
                     report.lastLSN = record.lsn
                     report.replayedRecords += 1
                 }
@@ -212,17 +236,37 @@ public enum Recovery {
         report.truncation = (path, offset, "corruption truncated on request: \(reason)")
     }
 
+    /// Applies `record` as ``apply(_:to:events:)`` does, and tells `observe` what it caused.
+    private static func observed(
+        _ record: JournalRecord, to engine: Engine,
+        _ observe: (JournalRecord, [Event], CommandResult?, [Event]) -> Void
+    ) {
+        var events: [Event] = []
+        let (timers, result) = step(record, to: engine, events: &events)
+        observe(record, Array(events[..<timers]), result, Array(events[timers...]))
+    }
+
     /// Applies one journal record to `engine` exactly as the writer did.
     public static func apply(_ record: JournalRecord, to engine: Engine, events: inout [Event]) {
+        _ = step(record, to: engine, events: &events)
+        events.removeAll(keepingCapacity: true)
+    }
+
+    /// Applies `record`, appending to `events` what the timers it moved the clock past fired (the first `timers`
+    /// of them) and then what its command caused; `result` is the command's.
+    private static func step(_ record: JournalRecord, to engine: Engine, events: inout [Event])
+        -> (timers: Int, result: CommandResult?)
+    {
         switch record {
         case .command(_, let at, _, let command):
             engine.advance(to: at, events: &events)
-            _ = engine.apply(command, events: &events)
+            let timers = events.count
+            return (timers, engine.apply(command, events: &events))
         case .tick(_, let at):
             engine.advance(to: at, events: &events)
+            return (events.count, nil)
         case .trailer:
-            break
+            return (events.count, nil)
         }
-        events.removeAll(keepingCapacity: true)
     }
 }

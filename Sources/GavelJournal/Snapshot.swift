@@ -8,7 +8,10 @@ import GavelCore
 /// state as ``Engine/encodeState()`` writes it.
 public struct SnapshotFile: Sendable {
     public static let magic: [UInt8] = Array("GVLSNAP1".utf8)
-    public static let version: UInt32 = 1
+    /// The file format written by this build. 2: written by a build whose sales create settlements. A version 1
+    /// snapshot holds sales without their settlements, so recovery does not start from one (see
+    /// ``isBeforeSettlements``) but from the journal.
+    public static let version: UInt32 = 2
     static let headerSize = 8 + 4 + 8 + 8 + 32 + 32 + 8 + 4
 
     public var lsn: UInt64
@@ -17,6 +20,11 @@ public struct SnapshotFile: Sendable {
     /// SHA-256 of the state bytes, hex: the engine's state hash.
     public var stateHash: String
     public var state: [UInt8]
+    /// The file format the snapshot was written in.
+    public var version: UInt32 = SnapshotFile.version
+
+    /// Whether the snapshot was written by a build from before settlements (format 1): its sales have none.
+    public var isBeforeSettlements: Bool { version < 2 }
 
     /// Encodes the file, compressing the state.
     public func encoded() -> [UInt8] {
@@ -74,7 +82,8 @@ public struct SnapshotFile: Sendable {
                 throw bad(headerSize, "state does not match its SHA-256")
             }
             return SnapshotFile(
-                lsn: lsn, now: now, chain: chain, stateHash: SHA256Digest.hexString(digest), state: content)
+                lsn: lsn, now: now, chain: chain, stateHash: SHA256Digest.hexString(digest), state: content,
+                version: version)
         } catch let problem as SegmentProblem {
             throw problem
         } catch {

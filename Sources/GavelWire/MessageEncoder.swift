@@ -129,13 +129,7 @@ public enum MessageEncoder {
             w.field("due_at", change.dueAt)
             w.field("by", change.step.by)
             w.field("role", change.step.role?.rawValue)
-            switch change.step.detail {
-            case .paymentRef(let ref): w.field("payment_ref", ref)
-            case .tracking(let tracking): w.field("tracking", tracking)
-            case .reason(let reason): w.field("reason", reason)
-            case .outcome(let outcome): w.field("outcome", outcome.rawValue)
-            case nil: break
-            }
+            detailFields(change.step.detail, into: &w)
         case .secondChance(let offer):
             w.field("bidder", offer.bidder)
             w.field("seller", offer.seller)
@@ -275,6 +269,51 @@ extension MessageEncoder {
         case .open: "open"
         case .closed: "closed"
         case .cancelled: "cancelled"
+        }
+    }
+}
+
+extension MessageEncoder {
+    /// A settlement with its whole history, as one JSON object of type `history`:
+    /// `{"type":"history","settlement":ID,"listing":L,"buyer":B,"seller":V,"price":P,"quantity":Q,"state":S,
+    /// "due_at":T|null,"payment_ref":R|null,"tracking":K|null,"steps":[{"state","at","by","role",...},...]}`.
+    public static func settlementHistory(_ s: Settlement) -> [UInt8] {
+        var w = JSONObjectWriter()
+        w.field("type", "history")
+        w.field("settlement", s.id)
+        w.field("listing", s.listing)
+        w.field("buyer", s.buyer)
+        w.field("seller", s.seller)
+        w.field("price", s.price)
+        w.field("quantity", s.quantity)
+        w.field("state", s.state.rawValue)
+        w.field("due_at", s.dueAt)
+        w.field("payment_ref", s.paymentRef)
+        w.field("tracking", s.tracking)
+        var steps: [UInt8] = [UInt8(ascii: "[")]
+        for (index, step) in s.history.enumerated() {
+            if index > 0 { steps.append(UInt8(ascii: ",")) }
+            var o = JSONObjectWriter()
+            o.field("state", step.state.rawValue)
+            o.field("at", step.at)
+            o.field("by", step.by)
+            o.field("role", step.role?.rawValue)
+            detailFields(step.detail, into: &o)
+            steps.append(contentsOf: o.finish())
+        }
+        steps.append(UInt8(ascii: "]"))
+        w.field("steps", raw: steps)
+        return w.finish()
+    }
+
+    /// The field a transition's detail adds: `payment_ref`, `tracking`, `reason` or `outcome`.
+    static func detailFields(_ detail: SettlementDetail?, into w: inout JSONObjectWriter) {
+        switch detail {
+        case .paymentRef(let ref): w.field("payment_ref", ref)
+        case .tracking(let tracking): w.field("tracking", tracking)
+        case .reason(let reason): w.field("reason", reason)
+        case .outcome(let outcome): w.field("outcome", outcome.rawValue)
+        case nil: break
         }
     }
 }

@@ -111,6 +111,11 @@ struct Dump: ParsableCommand {
         discussion: """
             Each line has the entry's lsn, engine time (at), principal, request id and the command in its protocol \
             form; clock ticks that fired timers are {"lsn":N,"at":T,"type":"tick"}.
+
+            With --settlement L:N, one transaction's whole history instead, found by replaying the journal: each \
+            command that acted on it (with its result, refusals included) or created it, followed by the \
+            `settlement` events it caused, the deadlines that fired as their events, and a last \
+            {"type":"history",...} line with the settlement's steps as the engine holds them.
             """
     )
 
@@ -123,17 +128,27 @@ struct Dump: ParsableCommand {
     @Option(name: .long, help: "Start at this lsn.")
     var fromLSN: UInt64 = 0
 
+    @Option(name: .long, help: "Print one settlement's history (an id such as L1:1) instead of the journal.")
+    var settlement: String?
+
     @Option(name: .long, help: "Output format: json (the only one).")
     var format: String = "json"
 
     func validate() throws {
         guard format == "json" else { throw ValidationError("--format must be json") }
+        if let settlement, SettlementID.parse(settlement) == nil {
+            throw ValidationError("--settlement must be <listing>:<n>, such as L1:1")
+        }
+        if settlement != nil && (listing != nil || fromLSN != 0) {
+            throw ValidationError("--settlement prints a whole history: it takes no --listing or --from-lsn")
+        }
     }
 
     func run() throws {
         let out = LineWriter()
         let directory = DataDirectory(dataDir)
         warnIfLoose(directory, tool: "gavel dump")
+        if let settlement { return try dumpSettlement(settlement, directory, out) }
         let segments = directory.segments()
         guard !segments.isEmpty else {
             printError("gavel dump: no journal segments in \(directory.journal)")
@@ -258,4 +273,76 @@ func format3(_ value: Double) -> String {
     let millis = Int((value * 1000).rounded())
     let fraction = String(millis % 1000)
     return "\(millis / 1000).\(String(repeating: "0", count: 3 - fraction.count))\(fraction)"
+}
+
+extension Dump {
+    /// The lines `gavel dump --settlement` prints while the journal is replayed.
+    private final class SettlementLines: @unchecked Sendable {
+        let id: String
+        let listing: String
+        var lines: [[UInt8]] = []
+
+        init(id: String, listing: String) {
+            self.id = id
+            self.listing = listing
+        }
+
+        func concerns(_ event: Event) -> Bool {
+            guard event.listing == listing, case .settlement(let change) = event.kind else { return false }
+            return SettlementID.format(listing: listing, number: change.number) == id
+        }
+
+        func observe(_ record: JournalRecord, timers: [Event], result: CommandResult?, events: [Event]) {
+            for event in timers where concerns(event) { lines.append(MessageEncoder.event(event)) }
+            guard case .command(let lsn, let at, let principal, let command) = record else { return }
+            let caused = events.filter(concerns)
+            guard command.settlementID == id || !caused.isEmpty else { return }
+            lines.append(
+                CommandEncoder.encode(command) { w in
+                    w.field("lsn", lsn)
+                    w.field("at", at)
+                    w.field("principal", principal)
+                })
+            if let result { lines.append(MessageEncoder.result(id: command.id, result)) }
+            for event in caused { lines.append(MessageEncoder.event(event)) }
+        }
+    }
+
+    /// Replays the journal (from its start when it reaches back to lsn 1, else from the newest snapshot) and prints
+    /// what concerned settlement `id`.
+    func dumpSettlement(_ id: String, _ directory: DataDirectory, _ out: LineWriter) throws {
+        guard let (listing, _) = SettlementID.parse(id) else { throw ExitCode(2) }
+        let lines = SettlementLines(id: id, listing: listing)
+        var options = RecoveryOptions()
+        options.repair = false
+        options.useSnapshots = directory.segments().first?.firstLSN != 1
+        options.observe = { lines.observe($0, timers: $1, result: $2, events: $3) }
+        let report: RecoveryReport
+        do {
+            report = try Recovery.recover(directory, options: options)
+        } catch {
+            printError("gavel dump: \(error)")
+            throw ExitCode(2)
+        }
+        if let snapshot = report.snapshot {
+            var w = JSONObjectWriter()
+            w.field("type", "note")
+            w.field(
+                "message",
+                "the journal before lsn \(snapshot.lsn + 1) is gone (snapshot \(snapshot.path)); the history line holds the steps before it"
+            )
+            out.write(w.finish())
+        }
+        for line in lines.lines { out.write(line) }
+        guard let settlement = report.engine.settlement(id) else {
+            out.flush()
+            if lines.lines.isEmpty {
+                printError("gavel dump: no settlement \(id) in the journal of \(dataDir)")
+                throw ExitCode(1)
+            }
+            return
+        }
+        out.write(MessageEncoder.settlementHistory(settlement))
+        out.flush()
+    }
 }

@@ -11,10 +11,15 @@ import Testing
                 idempotencyWindowMs: window, closedListingRetentionMs: retention, maxRequestIDsPerPrincipal: cap))
     }
 
-    private func open(_ listing: String, closesAt: Millis, buyNow: Money? = nil, id: String? = nil) -> Command {
+    private func open(
+        _ listing: String, closesAt: Millis, buyNow: Money? = nil, id: String? = nil,
+        deadlines: SettlementDeadlines = SettlementDeadlines()
+    ) -> Command {
         Command(
             id: id ?? "open-\(listing)", listing: listing,
-            body: .open(seller: "sam", terms: .english(.init(start: 100, buyNow: buyNow, closesAt: closesAt))))
+            body: .open(
+                seller: "sam",
+                terms: .english(.init(start: 100, buyNow: buyNow, closesAt: closesAt, deadlines: deadlines))))
     }
 
     private func bid(_ listing: String, _ bidder: String, _ amount: Money, id: String) -> Command {
@@ -43,7 +48,9 @@ import Testing
         let e = engine(retention: 500)
         var events: [Event] = []
         #expect(e.apply(open("C", closesAt: 10_000), events: &events).ok)
-        #expect(e.apply(open("B", closesAt: 10_000, buyNow: 900), events: &events).ok)
+        // B's sale is settled (its payment expires) at once, so only the retention holds it.
+        let quick = SettlementDeadlines(paymentDueMs: 1)
+        #expect(e.apply(open("B", closesAt: 10_000, buyNow: 900, deadlines: quick), events: &events).ok)
         #expect(e.apply(open("O", closesAt: 10_000), events: &events).ok)
         e.advance(to: 200, events: &events)
         #expect(
@@ -54,7 +61,7 @@ import Testing
         #expect(e.hasListing("C") && e.hasListing("B"))
         e.advance(to: 700, events: &events)
         #expect(!e.hasListing("C") && e.hasListing("B"))
-        e.advance(to: 800, events: &events)
+        e.advance(to: 801, events: &events)
         #expect(!e.hasListing("B"))
         #expect(e.hasListing("O"), "an open listing is never evicted")
         #expect(e.listingCount == 1)

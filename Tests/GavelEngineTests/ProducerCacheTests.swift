@@ -38,7 +38,8 @@ struct ProducerCacheTests {
         #expect(await writer.submit(openEnglish("L", closesAt: 100)).result.ok)
         #expect(writer.submit(bid("L", "ann", 200, id: "b1"), handler: nil) == nil)
         await writer.barrier()
-        clock.set(1_200)
+        // Past the close, the sale's payment deadline (3 days) and the retention after it.
+        clock.set(300_000_000)
         writer.wake()
         for _ in 0..<2_000 where writer.listingQueueCount > 0 {
             try await Task.sleep(for: .milliseconds(1))
@@ -46,7 +47,7 @@ struct ProducerCacheTests {
         #expect(writer.listingQueueCount == 0)
         // Through the cache: the freed queue refuses, the lookup finds none, and the bid is refused as unknown.
         #expect(writer.submit(bid("L", "ann", 300, id: "b2"), handler: nil)?.error == .unknownListing)
-        #expect(await writer.submit(openEnglish("L", closesAt: 5_000, id: "again")).result.ok)
+        #expect(await writer.submit(openEnglish("L", closesAt: 400_000_000, id: "again")).result.ok)
         let answered = Atomic<Int>(0)
         #expect(
             writer.submit(bid("L", "ann", 300, id: "b3")) { result, _ in

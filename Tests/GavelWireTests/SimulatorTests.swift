@@ -35,9 +35,10 @@ import Testing
     @Test func advanceOnlyMovesTheClockAndPrintsTheTimerEvents() {
         let out = run(Self.example + [#"{"type":"advance","at":60000}"#])
         #expect(
-            out.last
-                == #"{"type":"closed","listing":"L1","seq":3,"at":60000,"winner":"ann","price":100,"reserve_met":true}"#
-        )
+            out.suffix(2) == [
+                #"{"type":"closed","listing":"L1","seq":3,"at":60000,"winner":"ann","price":100,"reserve_met":true}"#,
+                #"{"type":"settlement","listing":"L1","at":60000,"settlement":"L1:1","state":"awaiting_payment","buyer":"ann","seller":"sam","price":100,"quantity":1,"due_at":259260000,"by":null,"role":null}"#,
+            ])
         #expect(out.filter { $0.contains(#""type":"result""#) }.count == 2, "advance has no result line")
     }
 
@@ -45,7 +46,8 @@ import Testing
         let out = run(
             Self.example + [#"{"type":"bid","id":"b2","listing":"L1","bidder":"bob","amount":5000,"at":70000}"#])
         #expect(out[4].hasPrefix(#"{"type":"closed""#))
-        #expect(out[5].contains(#""error":"listing_closed""#))
+        #expect(out[5].hasPrefix(#"{"type":"settlement""#), "the sale's settlement, in the same step")
+        #expect(out[6].contains(#""error":"listing_closed""#))
     }
 
     @Test func atEarlierThanTheClockIsBadRequestWithTheIdAndChangesNothing() {

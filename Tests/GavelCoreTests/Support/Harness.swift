@@ -26,8 +26,14 @@ final class Harness {
         self.engine = engine
     }
 
-    /// The kinds of the events the last call caused.
-    var kinds: [EventKind] { events.map(\.kind) }
+    /// The kinds of the events the last call caused, its `settlement` notices left out (``settlementEvents`` has
+    /// them): the rules of each format are tested on the listing's own events.
+    var kinds: [EventKind] { events.kinds }
+
+    /// The settlement transitions the last call caused.
+    var settlementEvents: [SettlementChange] {
+        (fired + events).compactMap { if case .settlement(let change) = $0.kind { change } else { nil } }
+    }
 
     /// Moves the clock, recording the timer events in `events` (and clearing `fired`).
     @discardableResult
@@ -182,7 +188,12 @@ enum Terms {
 }
 
 extension [Event] {
-    var kinds: [EventKind] { map(\.kind) }
+    var kinds: [EventKind] {
+        compactMap {
+            if case .settlement = $0.kind { return nil }
+            return $0.kind
+        }
+    }
 
     /// The public events (those that carry a `seq`).
     var publicEvents: [Event] { filter { !$0.kind.isPrivate } }

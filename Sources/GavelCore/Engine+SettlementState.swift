@@ -1,0 +1,191 @@
+extension Engine {
+    /// Whether `listing` holds anything of settlements for the state: a sale, given deadlines, a runner-up, an
+    /// offer or a settled time.
+    private func hasSettlementState(_ listing: Listing) -> Bool {
+        if listing.sales > 0 || !listing.terms.deadlines.isEmpty || listing.offer != nil || listing.settledAt != nil {
+            return true
+        }
+        if case .english(let book) = listing.book, book.runnerUp != nil { return true }
+        return false
+    }
+
+    /// Appends the settlement section of the state: the listings with settlement state in id order, then the
+    /// remembered results that carry a settlement, by their position among the remembered ones. Nothing at all when
+    /// both are empty.
+    func encodeSettlements(into w: inout BinaryWriter) {
+        let ids = listings.keys.sorted().filter { listings[$0].map(hasSettlementState) ?? false }
+        var results: [(index: Int, settlement: String, state: SettlementState)] = []
+        var index = 0
+        for entry in rememberedLog[rememberedHead...] where entry.live {
+            if let settlement = entry.result.settlement, let state = entry.result.settlementState {
+                results.append((index, settlement, state))
+            }
+            index += 1
+        }
+        guard !ids.isEmpty || !results.isEmpty else { return }
+        w.write(UInt8(1))
+        w.write(UInt64(ids.count))
+        for id in ids {
+            guard let listing = listings[id] else { continue }
+            w.write(id)
+            listing.terms.deadlines.encode(into: &w)
+            w.write(listing.sales)
+            w.write(listing.settledAt)
+            if case .english(let book) = listing.book {
+                w.write(book.runnerUp)
+                w.write(book.runnerUpMaximum)
+            }
+            if let offer = listing.offer {
+                w.write(UInt8(1))
+                w.write(offer.bidder)
+                w.write(offer.price)
+                w.write(offer.state.code)
+                w.write(offer.dueAt)
+            } else {
+                w.write(UInt8(0))
+            }
+            w.write(UInt64(listing.settlements.count))
+            for s in listing.settlements { encode(s, into: &w) }
+        }
+        w.write(UInt64(results.count))
+        for result in results {
+            w.write(UInt64(result.index))
+            w.write(result.settlement)
+            w.write(result.state.code)
+        }
+    }
+
+    private func encode(_ s: Settlement, into w: inout BinaryWriter) {
+        w.write(s.number)
+        w.write(s.buyer)
+        w.write(s.seller)
+        w.write(s.price)
+        w.write(s.quantity)
+        w.write(s.state.code)
+        w.write(s.dueAt)
+        w.write(s.paymentRef)
+        w.write(s.tracking)
+        w.write(UInt64(s.history.count))
+        for step in s.history {
+            w.write(step.state.code)
+            w.write(step.at)
+            w.write(step.by)
+            w.write(step.role?.code ?? 0xFF)
+            switch step.detail {
+            case nil: w.write(UInt8(0))
+            case .paymentRef(let ref):
+                w.write(UInt8(1))
+                w.write(ref)
+            case .tracking(let tracking):
+                w.write(UInt8(2))
+                w.write(tracking)
+            case .reason(let reason):
+                w.write(UInt8(3))
+                w.write(reason)
+            case .outcome(let outcome):
+                w.write(UInt8(4))
+                w.write(outcome == .release ? UInt8(0) : UInt8(1))
+            }
+        }
+    }
+
+    /// Reads the settlement section written by ``encodeSettlements(into:)``, checking every value against the bounds
+    /// the rules keep.
+    func restoreSettlements(_ r: inout BinaryReader, rememberedCount: Int) throws(DecodingError) {
+        guard try r.readByte() == 1 else { throw r.fail("unknown state section") }
+        let count = try r.readCount(minimumSize: 50)
+        var previous: String?
+        for _ in 0..<count {
+            let id = try r.readString()
+            guard let listing = listings[id], previous.map({ $0 < id }) ?? true else {
+                throw r.fail("settlements of listing \(id), which is not in the state or out of order")
+            }
+            previous = id
+            let deadlines = try SettlementDeadlines.decode(from: &r)
+            if let problem = deadlines.problem { throw r.fail("listing \(id): \(problem)") }
+            listing.terms.deadlines = deadlines
+            listing.sales = try r.read(0...Int64.max, "a sale count")
+            listing.settledAt = try r.readOptionalInt64()
+            if case .english(let book) = listing.book {
+                book.runnerUp = try r.readOptionalString()
+                book.runnerUpMaximum = try r.read(0...Limits.maxAmount, "a runner-up maximum")
+            }
+            switch try r.readByte() {
+            case 0: break
+            case 1:
+                let bidder = try r.readString()
+                let price = try r.read(1...Limits.maxAmount, "an offer price")
+                guard let state = OfferState(code: try r.readByte()) else { throw r.fail("unknown offer state") }
+                listing.offer = SecondChanceOffer(
+                    listing: id, seller: listing.seller, bidder: bidder, price: price, state: state,
+                    dueAt: try r.readOptionalInt64())
+            default: throw r.fail("unknown offer marker")
+            }
+            let settlements = try r.readCount(minimumSize: 60)
+            for _ in 0..<settlements {
+                let s = try decodeSettlement(&r, listing: listing)
+                guard s.number <= listing.sales, listing.settlements.last.map({ $0.number < s.number }) ?? true else {
+                    throw r.fail("settlement \(s.id) is out of order or beyond the listing's \(listing.sales) sales")
+                }
+                listing.settlements.append(s)
+            }
+        }
+        let results = try r.readCount(minimumSize: 10)
+        for _ in 0..<results {
+            let index = try r.read(0...Int64(max(0, rememberedCount - 1)), "a remembered result's position")
+            let settlement = try r.readString()
+            guard SettlementID.parse(settlement) != nil else { throw r.fail("malformed settlement id \(settlement)") }
+            let state = try Self.readState(&r)
+            rememberedLog[rememberedHead + Int(index)].result.settlement = settlement
+            rememberedLog[rememberedHead + Int(index)].result.settlementState = state
+        }
+    }
+
+    private static func readState(_ r: inout BinaryReader) throws(DecodingError) -> SettlementState {
+        guard let state = SettlementState(code: try r.readByte()) else { throw r.fail("unknown settlement state") }
+        return state
+    }
+
+    private func decodeSettlement(_ r: inout BinaryReader, listing: Listing) throws(DecodingError) -> Settlement {
+        let number = try r.read(1...Int64.max, "a settlement number")
+        let buyer = try r.readString()
+        let seller = try r.readString()
+        let price = try r.read(1...Limits.maxAmount, "a settlement price")
+        let quantity = try r.read(1...Limits.maxAmount, "a settlement quantity")
+        let state = try Self.readState(&r)
+        let dueAt = try r.readOptionalInt64()
+        let paymentRef = try r.readOptionalString()
+        let tracking = try r.readOptionalString()
+        let steps = try r.readCount(minimumSize: 12)
+        var history: [SettlementStep] = []
+        history.reserveCapacity(steps)
+        for _ in 0..<steps {
+            let stepState = try Self.readState(&r)
+            let at = try r.read(0...now, "a settlement step's time")
+            let by = try r.readOptionalString()
+            let roleCode = try r.readByte()
+            let role = ActorRole(code: roleCode)
+            guard role != nil || roleCode == 0xFF else { throw r.fail("unknown role") }
+            let detail: SettlementDetail?
+            switch try r.readByte() {
+            case 0: detail = nil
+            case 1: detail = .paymentRef(try r.readString())
+            case 2: detail = .tracking(try r.readString())
+            case 3: detail = .reason(try r.readString())
+            case 4: detail = .outcome(try r.readByte() == 0 ? .release : .refund)
+            default: throw r.fail("unknown settlement detail")
+            }
+            guard history.last.map({ $0.at <= at }) ?? true else { throw r.fail("settlement steps out of time order") }
+            history.append(SettlementStep(state: stepState, at: at, by: by, role: role, detail: detail))
+        }
+        guard history.first?.state == .awaitingPayment, history.last?.state == state else {
+            throw r.fail("settlement \(listing.id):\(number) has a history that does not lead to its state")
+        }
+        guard (dueAt == nil) == ([.awaitingPayment, .paid, .delivered].contains(state) == false) else {
+            throw r.fail("settlement \(listing.id):\(number) is \(state.rawValue) with the wrong deadline")
+        }
+        return Settlement(
+            listing: listing.id, number: number, buyer: buyer, seller: seller, price: price, quantity: quantity,
+            state: state, dueAt: dueAt, paymentRef: paymentRef, tracking: tracking, history: history)
+    }
+}
