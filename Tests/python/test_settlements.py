@@ -1,0 +1,178 @@
+"""Settlements over the wire: a sale's transaction from payment to completion, disputes, idempotent payment
+confirmations, privacy between users, the private feed's resume, and deadlines across a kill -9 and restart.
+
+Real `gavel serve` processes and real `websockets` clients: the buyer, the seller, a third user who must see
+nothing, the payment backend (service) and the dispute desk (admin)."""
+
+import pytest
+
+import os
+
+from support import eventually, mint_token, open_english, unique
+
+
+def sale(seller, buyer, **deadlines):
+    """Opens an english listing with a buy-now price and buys it: one settlement, `<listing>:1`."""
+    listing = unique()
+    assert open_english(seller, listing, start=100, buy_now=500, **deadlines)["ok"]
+    assert buyer.command({"type": "buy_now", "listing": listing})["ok"]
+    return listing, f"{listing}:1"
+
+
+def step(client, settlement, state, timeout=10.0):
+    """The `settlement` notice of `settlement` entering `state`."""
+    notice = client.expect(
+        lambda m: m.get("type") == "notice" and m["event"].get("type") == "settlement"
+        and m["event"].get("settlement") == settlement and m["event"].get("state") == state,
+        timeout, f"settlement {settlement} {state}")
+    return notice["event"]
+
+
+def query(client, message):
+    message = dict(message)
+    message.setdefault("id", f"q-{unique()}")
+    client.send(message)
+    return client.expect(lambda m: m.get("id") == message["id"], 10.0, f"answer to {message['type']}")
+
+
+def test_a_sale_goes_from_payment_to_completion_and_only_its_buyer_and_seller_see_it(server):
+    with server.user("sam", "seller") as sam, server.user("ann") as ann, server.user("carl") as carl, \
+            server.user("payments", "service") as pay, server.user("desk", "admin") as desk:
+        listing, sid = sale(sam, ann, complaint_window_ms=1000)
+        for party in (sam, ann):
+            created = step(party, sid, "awaiting_payment")
+            assert created["buyer"] == "ann" and created["seller"] == "sam" and created["price"] == 500
+            assert created["by"] is None and created["due_at"] is not None
+        paid = pay.command({"type": "confirm_payment", "settlement": sid, "payment_ref": "pay-1"})
+        assert paid["ok"], paid
+        for party in (sam, ann):
+            event = step(party, sid, "paid")
+            assert event["by"] == "payments" and event["role"] == "service" and event["payment_ref"] == "pay-1"
+        assert sam.command({"type": "mark_shipped", "settlement": sid, "tracking": "TRK-9"})["ok"]
+        for party in (sam, ann):
+            assert step(party, sid, "shipped")["tracking"] == "TRK-9"
+        assert ann.command({"type": "confirm_delivery", "settlement": sid})["ok"]
+        for party in (sam, ann):
+            step(party, sid, "delivered")
+        for party in (sam, ann):
+            done = step(party, sid, "completed", timeout=15.0)
+            assert done["by"] is None and done["due_at"] is None
+
+        mine = query(ann, {"type": "my_settlements"})
+        assert [s["settlement"] for s in mine["settlements"]] == [sid] and mine["next"] is None
+        history = mine["settlements"][0]["history"]
+        assert [h["state"] for h in history] == ["awaiting_payment", "paid", "shipped", "delivered", "completed"]
+        assert query(sam, {"type": "get_settlement", "settlement": sid})["settlement"]["state"] == "completed"
+        assert query(desk, {"type": "get_settlement", "settlement": sid})["settlement"]["buyer"] == "ann"
+
+        # The third user: nothing on the wire, nothing in the queries.
+        assert query(carl, {"type": "my_settlements"})["settlements"] == []
+        refused = query(carl, {"type": "get_settlement", "settlement": sid})
+        assert refused["ok"] is False and refused["error"] == "not_authorized"
+        assert "ann" not in refused["message"] and "sam" not in refused["message"]
+        carl.quiet(lambda m: m.get("type") == "notice" and m["event"].get("type") == "settlement", 0.3)
+        assert not any(m.get("type") == "notice" or "ann" in str(m) or "sam" in str(m) for m in carl.received)
+        # Acting on it is refused too.
+        refused = carl.command({"type": "confirm_delivery", "settlement": sid})
+        assert refused["ok"] is False and refused["error"] in ("not_authorized", "invalid_transition")
+
+
+def test_a_dispute_is_resolved_by_the_admin_with_a_refund(server):
+    with server.user("sam", "seller") as sam, server.user("ann") as ann, \
+            server.user("payments", "service") as pay, server.user("desk", "admin") as desk:
+        listing, sid = sale(sam, ann)
+        assert pay.command({"type": "confirm_payment", "settlement": sid, "payment_ref": "pay-2"})["ok"]
+        assert sam.command({"type": "mark_shipped", "settlement": sid, "tracking": "TRK-2"})["ok"]
+        assert ann.command({"type": "confirm_delivery", "settlement": sid})["ok"]
+        # Only admin resolves; the seller may not dispute.
+        assert sam.command({"type": "open_dispute", "settlement": sid, "reason": "x"})["error"] == "not_authorized"
+        assert ann.command({"type": "open_dispute", "settlement": sid, "reason": "the box was empty"})["ok"]
+        assert step(sam, sid, "disputed")["reason"] == "the box was empty"
+        refused = pay.command({"type": "resolve_dispute", "settlement": sid, "outcome": "refund"})
+        assert refused["ok"] is False and refused["error"] == "not_authorized"
+        assert desk.command({"type": "resolve_dispute", "settlement": sid, "outcome": "refund"})["ok"]
+        for party in (sam, ann):
+            event = step(party, sid, "refunded")
+            assert event["by"] == "desk" and event["role"] == "admin" and event["outcome"] == "refund"
+        late = ann.command({"type": "confirm_delivery", "settlement": sid})
+        assert late["ok"] is False and late["error"] == "invalid_transition" and "refunded" in late["message"]
+
+
+def test_a_payment_confirmation_repeated_with_its_reference_is_accepted_once_and_another_reference_conflicts(server):
+    with server.user("sam", "seller") as sam, server.user("ann") as ann, server.user("payments", "service") as pay:
+        listing, sid = sale(sam, ann)
+        assert pay.command({"type": "confirm_payment", "settlement": sid, "payment_ref": "pay-3"})["ok"]
+        step(ann, sid, "paid")
+        again = pay.command({"type": "confirm_payment", "settlement": sid, "payment_ref": "pay-3"})
+        assert again["ok"], again
+        other = pay.command({"type": "confirm_payment", "settlement": sid, "payment_ref": "pay-4"})
+        assert other["ok"] is False and other["error"] == "idempotency_conflict" and "pay-3" in other["message"]
+        ann.quiet(lambda m: m.get("type") == "notice" and m["event"].get("state") == "paid", 0.3)
+        history = query(ann, {"type": "get_settlement", "settlement": sid})["settlement"]["history"]
+        assert [h["state"] for h in history] == ["awaiting_payment", "paid"]
+
+
+def test_unknown_and_malformed_settlement_ids_are_refused_with_their_own_codes(server):
+    with server.user("payments", "service") as pay, server.user("ann") as ann:
+        unknown = pay.command({"type": "confirm_payment", "settlement": f"{unique()}:1", "payment_ref": "p"})
+        assert unknown["ok"] is False and unknown["error"] in ("unknown_settlement", "unknown_listing")
+        bad = pay.command({"type": "confirm_payment", "settlement": "nocolon", "payment_ref": "p"})
+        assert bad["ok"] is False and bad["error"] == "bad_request" and "settlement" in bad["message"]
+        answer = query(ann, {"type": "get_settlement", "settlement": f"{unique()}:1"})
+        assert answer["ok"] is False and answer["error"] == "unknown_settlement"
+
+
+def test_subscribe_user_resumes_the_private_feed_after_a_reconnect(server):
+    with server.user("sam", "seller") as sam, server.user("payments", "service") as pay:
+        with server.user("ann") as ann:
+            feed = query(ann, {"type": "subscribe_user"})
+            assert feed["type"] == "user_subscribed" and feed["recovered"] is False
+            epoch, seen = feed["epoch"], feed["user_seq"]
+            listing, sid = sale(sam, ann)
+            created = ann.expect(lambda m: m.get("type") == "notice" and m["event"].get("settlement") == sid)
+            assert created["user_seq"] == seen + 1
+            seen = created["user_seq"]
+        assert pay.command({"type": "confirm_payment", "settlement": sid, "payment_ref": "pay-5"})["ok"]
+        with server.user("ann") as ann:
+            resumed = query(ann, {"type": "subscribe_user", "since": seen, "epoch": epoch})
+            assert resumed["recovered"] is True and resumed["user_seq"] == seen + 1
+            missed = step(ann, sid, "paid")
+            replayed = [m for m in ann.received if m.get("type") == "notice"]
+            assert [m["user_seq"] for m in replayed] == [seen + 1]
+            assert missed["payment_ref"] == "pay-5"
+            stale = query(ann, {"type": "subscribe_user", "since": seen, "epoch": epoch + "x"})
+            assert stale["recovered"] is False and stale["user_seq"] == seen + 1
+
+
+def test_the_admin_role_is_never_issued_by_local_mode_and_may_not_trade_but_cancels_any_listing(start_server):
+    srv = start_server(secret=None)
+    status, answer = srv.http_post_json("/token", {"sub": "desk", "role": "admin"}, headers=srv.code_header())
+    assert status == 400 and "role admin is not issued here" in answer["error"]
+    with srv.connect(srv.local_token("sam", "seller")) as sam:
+        listing = unique()
+        assert open_english(sam, listing)["ok"]
+    with open(os.path.join(srv.data_dir, "jwt-secret")) as f:
+        key = f.read().strip()
+    with srv.connect(mint_token("desk", "admin", secret=key)) as desk:
+        assert desk.hello["role"] == "admin" and desk.hello["principal"] == "desk"
+        refused = desk.command({"type": "bid", "listing": listing, "amount": 500})
+        assert refused["ok"] is False and refused["error"] == "not_authorized"
+        assert "admin token may not bid" in refused["message"]
+        assert desk.command({"type": "cancel_listing", "listing": listing})["ok"]
+
+
+def test_a_payment_deadline_fires_after_a_kill_9_and_a_restart(start_server, tmp_path):
+    data = tmp_path / "deadline-restart"
+    first = start_server(data_dir=data)
+    with first.user("sam", "seller") as sam, first.user("ann") as ann:
+        listing, sid = sale(sam, ann, payment_due_ms=1500)
+        step(ann, sid, "awaiting_payment")
+    first.kill9()
+    second = start_server(data_dir=data)
+    with second.user("ann") as ann:
+        # The deadline may pass during recovery or after: either way the restarted server expires it.
+        assert eventually(
+            lambda: query(ann, {"type": "get_settlement", "settlement": sid})["settlement"]["state"]
+            == "payment_expired", seconds=15.0)
+        got = query(ann, {"type": "get_settlement", "settlement": sid})["settlement"]
+        assert [h["state"] for h in got["history"]] == ["awaiting_payment", "payment_expired"]
