@@ -99,8 +99,9 @@ import Testing
         let clock = ManualClock(1000)
         let h = try SessionHarness(
             principal: Principal(name: "svc", role: .service), writer: configuration, clock: clock)
+        // A reserve the bids do not meet: the listing closes unsold, so no settlement holds it in memory.
         let open =
-            #"{"type":"open","id":"o1","listing":"L","seller":"sam","format":"english","start":100,"closes_at":1050}"#
+            #"{"type":"open","id":"o1","listing":"L","seller":"sam","format":"english","start":100,"reserve":10000,"closes_at":1050}"#
         try h.send(open)
         h.settle()
         for i in 1...3 {
