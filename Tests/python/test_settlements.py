@@ -176,3 +176,34 @@ def test_a_payment_deadline_fires_after_a_kill_9_and_a_restart(start_server, tmp
             == "payment_expired", seconds=15.0)
         got = query(ann, {"type": "get_settlement", "settlement": sid})["settlement"]
         assert [h["state"] for h in got["history"]] == ["awaiting_payment", "payment_expired"]
+
+
+def test_a_second_chance_offer_reaches_only_the_seller_and_the_runner_up_and_its_acceptance_makes_a_new_sale(server):
+    listing = unique()
+    seller_name, winner_name, runner_name = unique("sam"), unique("ann"), unique("bob")
+    with server.user(seller_name, "seller") as sam, server.user(winner_name) as ann, \
+            server.user(runner_name) as bob, server.user("carl") as carl:
+        assert open_english(sam, listing, start=100, closes_in_ms=1500, payment_due_ms=500,
+                            increments=[[0, 1]])["ok"]
+        assert bob.command({"type": "bid", "listing": listing, "amount": 300})["ok"]
+        assert ann.command({"type": "bid", "listing": listing, "amount": 900})["ok"]
+        sid = f"{listing}:1"
+        step(ann, sid, "awaiting_payment")
+        step(ann, sid, "payment_expired")
+        refused = bob.command({"type": "offer_second_chance", "listing": listing})
+        assert refused["ok"] is False and refused["error"] == "not_authorized"
+        assert sam.command({"type": "offer_second_chance", "listing": listing})["ok"]
+        for party in (sam, bob):
+            offer = party.notice("second_chance")["event"]
+            assert offer["state"] == "offered" and offer["bidder"] == runner_name and offer["price"] == 300
+        offers = query(bob, {"type": "my_settlements"})["offers"]
+        assert [(o["listing"], o["state"]) for o in offers] == [(listing, "offered")]
+        assert bob.command({"type": "accept_offer", "listing": listing})["ok"]
+        created = step(bob, f"{listing}:2", "awaiting_payment")
+        assert created["buyer"] == runner_name and created["seller"] == seller_name and created["price"] == 300
+        step(sam, f"{listing}:2", "awaiting_payment")
+        # Neither the expired winner nor anyone else hears of the offer.
+        for other in (ann, carl):
+            other.quiet(lambda m: m.get("type") == "notice" and m["event"].get("type") == "second_chance", 0.3)
+            assert not any(m.get("type") == "notice" and m["event"].get("settlement") == f"{listing}:2"
+                           for m in other.received + other.pending)
