@@ -122,36 +122,8 @@ enum SettlementJSON {
     /// `{"settlement":ID,"listing":L,"buyer":B,"seller":V,"price":P,"quantity":Q,"state":S,"due_at":T|null,
     /// "payment_ref":R|null,"tracking":T|null,"history":[{"state":S,"at":T,"by":U|null,"role":R|null,...}]}`.
     static func settlement(_ s: Settlement) -> [UInt8] {
-        var history: [UInt8] = [UInt8(ascii: "[")]
-        for (i, step) in s.history.enumerated() {
-            if i > 0 { history.append(UInt8(ascii: ",")) }
-            var w = JSONObjectWriter()
-            w.field("state", step.state.rawValue)
-            w.field("at", step.at)
-            w.field("by", step.by)
-            w.field("role", step.role?.rawValue)
-            switch step.detail {
-            case .paymentRef(let ref): w.field("payment_ref", ref)
-            case .tracking(let ref): w.field("tracking", ref)
-            case .reason(let reason): w.field("reason", reason)
-            case .outcome(let outcome): w.field("outcome", outcome.rawValue)
-            case nil: break
-            }
-            history.append(contentsOf: w.finish())
-        }
-        history.append(UInt8(ascii: "]"))
-        var w = JSONObjectWriter(capacity: history.count + 256)
-        w.field("settlement", s.id)
-        w.field("listing", s.listing)
-        w.field("buyer", s.buyer)
-        w.field("seller", s.seller)
-        w.field("price", s.price)
-        w.field("quantity", s.quantity)
-        w.field("state", s.state.rawValue)
-        w.field("due_at", s.dueAt)
-        w.field("payment_ref", s.paymentRef)
-        w.field("tracking", s.tracking)
-        w.field("history", raw: history)
+        var w = JSONObjectWriter(capacity: 256 + 96 * s.history.count)
+        MessageEncoder.settlementFields(s, stepsKey: "history", into: &w)
         return w.finish()
     }
 
