@@ -156,4 +156,35 @@ import Testing
         #expect(settlement.paymentRef == "p1")
         #expect(settlement.history.map(\.state) == [.awaitingPayment, .paid])
     }
+
+    /// The state hash of a stream, as `gavel simulate --hash` prints it.
+    private func hash(_ lines: [String]) -> String {
+        let simulator = Simulator()
+        for line in lines { simulator.process(line: line) { _ in } }
+        return simulator.engine.stateHash()
+    }
+
+    @Test func aStreamWithoutSalesKeepsTheStateHashItHadBeforeSettlements() {
+        // Every format, bids, resting orders, a cancel and timers, but no sale and one english bidder: the hash
+        // below was printed by `gavel simulate --hash` before settlements existed.
+        let lines = [
+            #"{"type":"open","id":"o1","listing":"L1","seller":"sam","format":"english","start":100,"closes_at":60000,"at":0}"#,
+            #"{"type":"bid","id":"b1","listing":"L1","bidder":"ann","amount":1000,"at":10}"#,
+            #"{"type":"open","id":"o2","listing":"S1","seller":"sam","format":"sealed","pricing":"second","start":10,"reserve":5000,"closes_at":50000}"#,
+            #"{"type":"bid","id":"s1","listing":"S1","bidder":"ann","amount":300}"#,
+            #"{"type":"open","id":"o3","listing":"D1","seller":"sam","format":"dutch","start":1000,"floor":500,"step":100,"step_every_ms":1000,"quantity":3,"closes_at":40000}"#,
+            #"{"type":"open","id":"o4","listing":"M1","seller":"sam","format":"market","closes_at":90000}"#,
+            #"{"type":"order","id":"q1","listing":"M1","trader":"ann","side":"sell","price":100,"quantity":3}"#,
+            #"{"type":"order","id":"q2","listing":"M1","trader":"bob","side":"buy","price":99,"quantity":5}"#,
+            #"{"type":"open","id":"o5","listing":"C1","seller":"sam","format":"english","start":100,"closes_at":60000}"#,
+            #"{"type":"cancel_listing","id":"c5","listing":"C1","seller":"sam"}"#,
+            #"{"type":"advance","at":55000}"#,
+        ]
+        #expect(hash(lines) == "134d55023fafbfd2dfabcca0b326ce7a7d3ed0e0e59b9974de7567dbf10f3082")
+        // With a second english bidder the engine now keeps the runner-up, so that hash changed (it was
+        // 8f5a601ef22a4d526077f6dabd585d9d345d40f6178a64c32615c41709bdb647).
+        var withRunnerUp = lines
+        withRunnerUp.insert(#"{"type":"bid","id":"b2","listing":"L1","bidder":"bob","amount":500,"at":20}"#, at: 2)
+        #expect(hash(withRunnerUp) == "c34f997ae3241f8617f5efe66592fd9253a6c7f11284b061ae0b5369719b4a44")
+    }
 }
