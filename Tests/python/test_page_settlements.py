@@ -25,6 +25,14 @@ def wait_state(page, settlement, state):
               what=f"{settlement} {state} on the page")
 
 
+def send(gavel_bin, server, role, sub, message):
+    """`gavel send` with a token it signs for `sub` in `role`; returns its exit status and output."""
+    run = subprocess.run(
+        [gavel_bin, "send", "--role", role, "--sub", sub, "--jwt-secret", server.secret, "--url", server.ws_url(),
+         "--timeout-ms", "200", json.dumps(message)], capture_output=True, text=True, timeout=30)
+    return run.returncode, run.stdout + run.stderr
+
+
 def test_buyer_and_seller_take_a_sale_to_completion_from_the_page(server, browser, gavel_bin):  # noqa: F811
     listing, seller_name, buyer_name = unique(), unique("sam"), unique("ann")  # the server is shared
     sid = f"{listing}:1"
@@ -44,12 +52,9 @@ def test_buyer_and_seller_take_a_sale_to_completion_from_the_page(server, browse
     assert f"you sell to {buyer_name}" in seller.js(f"{item(sid)}.textContent")
     assert "due in" in buyer.wait(f"{item(sid)}.querySelector('.due').textContent", what="a countdown")
 
-    pay = subprocess.run(
-        [gavel_bin, "send", "--role", "service", "--sub", "payments", "--jwt-secret", server.secret,
-         "--url", server.ws_url(), "--timeout-ms", "200",
-         json.dumps({"type": "confirm_payment", "settlement": sid, "payment_ref": "pay-web-1"})],
-        capture_output=True, text=True, timeout=30)
-    assert pay.returncode == 0, pay.stderr
+    status, output = send(gavel_bin, server, "service", "payments",
+                          {"type": "confirm_payment", "settlement": sid, "payment_ref": "pay-web-1"})
+    assert status == 0, output
     for page in (seller, buyer):
         wait_state(page, sid, "paid")
     assert buyer.js(f"{item(sid)}.querySelector('button')") is None  # nothing for the buyer to do now
@@ -69,3 +74,38 @@ def test_buyer_and_seller_take_a_sale_to_completion_from_the_page(server, browse
     steps = buyer.js(f"{item(sid)}.querySelectorAll('ol li').length")
     assert steps == 5
     buyer.wait("document.getElementById('toast').textContent.includes('completed')", what="a live toast")
+
+
+def test_a_buyer_disputes_from_the_page_and_the_dispute_desk_refunds_with_gavel_send(server, browser, gavel_bin):  # noqa: F811
+    listing, seller_name, buyer_name = unique(), unique("sam"), unique("ann")
+    sid = f"{listing}:1"
+    with server.user(seller_name, "seller") as sam, server.user(buyer_name) as ann:
+        assert open_english(sam, listing, start=100, buy_now=900)["ok"]
+        assert ann.command({"type": "buy_now", "listing": listing})["ok"]
+    status, output = send(gavel_bin, server, "service", "payments",
+                          {"type": "confirm_payment", "settlement": sid, "payment_ref": "pay-web-2"})
+    assert status == 0, output
+    with server.user(seller_name, "seller") as sam, server.user(buyer_name) as ann:
+        assert sam.command({"type": "mark_shipped", "settlement": sid, "tracking": "TRK-8"})["ok"]
+        assert ann.command({"type": "confirm_delivery", "settlement": sid})["ok"]
+    url = f"http://127.0.0.1:{server.port}/"
+    seller, buyer = browser.page(url), browser.page(url)
+    signed_in(seller, seller_name, "seller", server.secret)
+    signed_in(buyer, buyer_name, "bidder", server.secret)
+    wait_state(buyer, sid, "delivered")
+    assert seller.js(f"{item(sid)}.querySelector('button')") is None  # the seller has nothing to press
+
+    buyer.js(f"{item(sid)}.querySelector('button[data-action=open_dispute]').click()")
+    buyer.wait("document.getElementById('tx-status').textContent.includes('reason')", what="asks for a reason")
+    buyer.js(f"{item(sid)}.querySelector('input[data-field=reason]').value = 'the box was empty'")
+    buyer.js(f"{item(sid)}.querySelector('button[data-action=open_dispute]').click()")
+    for page in (seller, buyer):
+        wait_state(page, sid, "disputed")
+    assert "the box was empty" in seller.js(f"{item(sid)}.textContent")
+
+    status, output = send(gavel_bin, server, "admin", "desk",
+                          {"type": "resolve_dispute", "settlement": sid, "outcome": "refund"})
+    assert status == 0, output
+    for page in (seller, buyer):
+        wait_state(page, sid, "refunded")
+    assert "refunded by desk (refund)" in buyer.js(f"{item(sid)}.textContent")

@@ -6,15 +6,19 @@ nothing, the payment backend (service) and the dispute desk (admin)."""
 
 import pytest
 
+import json
 import os
 
 from support import eventually, mint_token, open_english, unique
 
 
-def sale(seller, buyer, **deadlines):
-    """Opens an english listing with a buy-now price and buys it: one settlement, `<listing>:1`."""
+def sale(seller, buyer, watcher=None, **deadlines):
+    """Opens an english listing with a buy-now price and buys it: one settlement, `<listing>:1`. `watcher`
+    subscribes to the listing first."""
     listing = unique()
     assert open_english(seller, listing, start=100, buy_now=500, **deadlines)["ok"]
+    if watcher is not None:
+        watcher.subscribe(listing)
     assert buyer.command({"type": "buy_now", "listing": listing})["ok"]
     return listing, f"{listing}:1"
 
@@ -38,7 +42,7 @@ def query(client, message):
 def test_a_sale_goes_from_payment_to_completion_and_only_its_buyer_and_seller_see_it(server):
     with server.user("sam", "seller") as sam, server.user("ann") as ann, server.user("carl") as carl, \
             server.user("payments", "service") as pay, server.user("desk", "admin") as desk:
-        listing, sid = sale(sam, ann, complaint_window_ms=1000)
+        listing, sid = sale(sam, ann, watcher=carl, complaint_window_ms=1000)  # carl watches the listing
         for party in (sam, ann):
             created = step(party, sid, "awaiting_payment")
             assert created["buyer"] == "ann" and created["seller"] == "sam" and created["price"] == 500
@@ -65,13 +69,17 @@ def test_a_sale_goes_from_payment_to_completion_and_only_its_buyer_and_seller_se
         assert query(sam, {"type": "get_settlement", "settlement": sid})["settlement"]["state"] == "completed"
         assert query(desk, {"type": "get_settlement", "settlement": sid})["settlement"]["buyer"] == "ann"
 
-        # The third user: nothing on the wire, nothing in the queries.
+        # The third user, subscribed to the listing: its public events, and nothing of the settlement.
+        assert carl.event(listing, "closed")["listing"] == listing
         assert query(carl, {"type": "my_settlements"})["settlements"] == []
         refused = query(carl, {"type": "get_settlement", "settlement": sid})
         assert refused["ok"] is False and refused["error"] == "not_authorized"
         assert "ann" not in refused["message"] and "sam" not in refused["message"]
         carl.quiet(lambda m: m.get("type") == "notice" and m["event"].get("type") == "settlement", 0.3)
-        assert not any(m.get("type") == "notice" or "ann" in str(m) or "sam" in str(m) for m in carl.received)
+        # Only the answers to carl's own requests name the settlement; no notice, no settlement event.
+        leaks = [m for m in carl.received + carl.pending
+                 if m.get("type") == "notice" or (sid in json.dumps(m) and m.get("type") != "result")]
+        assert leaks == []
         # Acting on it is refused too.
         refused = carl.command({"type": "confirm_delivery", "settlement": sid})
         assert refused["ok"] is False and refused["error"] in ("not_authorized", "invalid_transition")
