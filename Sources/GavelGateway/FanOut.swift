@@ -230,7 +230,7 @@ public final class FanOut: @unchecked Sendable {
 
     struct State {
         var listings: [String: Entry] = [:]
-        /// The feed of every user with a session, and of the last ``FanOut/maxIdleFeeds`` users whose sessions all
+        /// The feed of every user with a session, and of the last `maxIdleFeeds` users whose sessions all
         /// ended.
         var feeds: [String: UserFeed] = [:]
         /// Users whose feeds are idle, oldest first, with the mark their feed holds (entries whose mark no longer
@@ -291,7 +291,7 @@ public final class FanOut: @unchecked Sendable {
     /// from before a restart is never taken for today's.
     private let started = SystemClock().now()
     /// The most feeds kept for users without a session: the oldest idle one is dropped past it.
-    static let maxIdleFeeds = 1000
+    let maxIdleFeeds: Int
     let metrics: GatewayMetrics
     /// Filled and drained only on the releasing thread.
     private var pending: [Pending] = []
@@ -300,8 +300,13 @@ public final class FanOut: @unchecked Sendable {
     ///   - group: the event loops sessions run on.
     ///   - historyLimit: public events kept per listing for resuming with `since`.
     ///   - userHistoryLimit: private notices kept per user for `subscribe_user` with `since`.
-    public init(group: EventLoopGroup, historyLimit: Int, userHistoryLimit: Int = 256, metrics: GatewayMetrics) {
+    ///   - maxIdleFeeds: the feeds kept for users whose sessions all ended.
+    public init(
+        group: EventLoopGroup, historyLimit: Int, userHistoryLimit: Int = 256, maxIdleFeeds: Int = 1000,
+        metrics: GatewayMetrics
+    ) {
         self.userHistoryLimit = userHistoryLimit
+        self.maxIdleFeeds = maxIdleFeeds
         var loops: [LoopFanOut] = []
         var index: [ObjectIdentifier: Int] = [:]
         for loop in group.makeIterator() {
@@ -404,6 +409,12 @@ public final class FanOut: @unchecked Sendable {
     /// subscriber) and the users with a session. For tests that check that memory is returned.
     var tracked: (listings: Int, users: Int) { state.withLock { ($0.listings.count, $0.users.count) } }
 
+    /// The private feeds held (of users with a session, and idle ones). For tests of their bound.
+    var feedCount: Int { state.withLock { $0.feeds.count } }
+
+    /// The entries of the idle feeds' FIFO, stale ones included. For tests of its bound.
+    var idleFeedEntries: Int { state.withLock { $0.idleFeeds.count - $0.idleHead } }
+
     // MARK: - Sessions (on their event loops)
 
     /// Registers a subscription of a session on loop `loop` and says what to send it first.
@@ -459,7 +470,7 @@ public final class FanOut: @unchecked Sendable {
             s.feeds[user]?.idleSince = s.marks
             s.idleFeeds.append((user, s.marks))
             s.idleCount += 1
-            while s.idleCount > Self.maxIdleFeeds, s.idleHead < s.idleFeeds.count {
+            while s.idleCount > maxIdleFeeds, s.idleHead < s.idleFeeds.count {
                 let (oldest, mark) = s.idleFeeds[s.idleHead]
                 s.idleHead += 1
                 if s.feeds[oldest]?.idleSince == mark {
@@ -467,7 +478,13 @@ public final class FanOut: @unchecked Sendable {
                     s.idleCount -= 1
                 }
             }
-            if s.idleHead > 64 && s.idleHead * 2 > s.idleFeeds.count {
+            // Entries of users who came back are stale: rebuilt once they outnumber the live ones, so a user who
+            // keeps coming and going cannot grow the list.
+            if s.idleFeeds.count - s.idleHead > 2 * s.idleCount + 64 {
+                let feeds = s.feeds
+                s.idleFeeds = s.idleFeeds[s.idleHead...].filter { feeds[$0.user]?.idleSince == $0.mark }
+                s.idleHead = 0
+            } else if s.idleHead > 64 && s.idleHead * 2 > s.idleFeeds.count {
                 s.idleFeeds.removeFirst(s.idleHead)
                 s.idleHead = 0
             }

@@ -1,5 +1,7 @@
 import CoreMetrics
 import GavelCore
+@_spi(Manual) import GavelEngine
+import NIOEmbedded
 import Testing
 
 @testable import GavelGateway
@@ -124,5 +126,45 @@ struct SettlementMetricsTests {
         let text = String(decoding: metrics.exposition(), as: UTF8.self)
         #expect(text.contains(#"gavel_commands_total{type="confirm_payment",result="ok"} 2"#), "\(text)")
         #expect(text.contains(#"gavel_commands_total{type="open",result="ok"} 1"#))
+    }
+}
+
+/// The private feeds of users without a session are bounded, and a feed dropped and made again has a new epoch.
+struct UserFeedBoundTests {
+    @Test func feedsOfUsersWhoseSessionsEndedAreKeptForTheLastFewOnly() {
+        let loop = EmbeddedEventLoop()
+        let fanOut = FanOut(group: loop, historyLimit: 16, maxIdleFeeds: 2, metrics: GatewayMetrics())
+        let writer = Writer(configuration: WriterConfiguration(), sink: InMemorySink(), clock: ManualClock(0))
+        func session(_ user: String) -> WebSocketSession {
+            WebSocketSession(
+                principal: Principal(name: user, role: .bidder), configuration: GatewayConfiguration(),
+                writer: writer, fanOut: fanOut, metrics: GatewayMetrics(), registry: SessionRegistry(),
+                output: RawFrameWriter())
+        }
+        let staying = session("stays")
+        fanOut.register(staying, user: "stays")
+        var epochs: [String: String] = [:]
+        for user in ["a", "b", "c", "d", "e"] {
+            let s = session(user)
+            fanOut.register(s, user: user)
+            epochs[user] = fanOut.subscribeUser(user, since: nil, epoch: nil).epoch
+            fanOut.unregister(s, user: user)
+        }
+        #expect(fanOut.feedCount == 3, "the user with a session and the last two who left")
+        // One who comes back within the bound keeps its feed; one who comes back after it starts a new one.
+        let back = session("e")
+        fanOut.register(back, user: "e")
+        #expect(fanOut.subscribeUser("e", since: 0, epoch: epochs["e"]).frames != nil)
+        let again = session("a")
+        fanOut.register(again, user: "a")
+        let fresh = fanOut.subscribeUser("a", since: 0, epoch: epochs["a"])
+        #expect(fresh.epoch != epochs["a"] && fresh.frames == nil)
+        // Coming and going many times does not grow the idle list past its bound.
+        for _ in 0..<1000 {
+            fanOut.unregister(back, user: "e")
+            fanOut.register(back, user: "e")
+        }
+        #expect(fanOut.feedCount == 4, "stays, e and a with sessions, d idle")
+        #expect(fanOut.idleFeedEntries <= 2 * 2 + 64)
     }
 }
