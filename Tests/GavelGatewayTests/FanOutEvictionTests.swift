@@ -99,9 +99,8 @@ import Testing
         let clock = ManualClock(1000)
         let h = try SessionHarness(
             principal: Principal(name: "svc", role: .service), writer: configuration, clock: clock)
-        // A reserve the bids do not meet: the listing closes unsold, so no settlement holds it in memory.
         let open =
-            #"{"type":"open","id":"o1","listing":"L","seller":"sam","format":"english","start":100,"reserve":10000,"closes_at":1050}"#
+            #"{"type":"open","id":"o1","listing":"L","seller":"sam","format":"english","start":100,"closes_at":1050,"payment_due_ms":10}"#
         try h.send(open)
         h.settle()
         for i in 1...3 {
@@ -109,7 +108,7 @@ import Testing
         }
         try h.send(#"{"type":"subscribe","listing":"L"}"#)
         h.settle()
-        clock.set(1200)  // closed at 1050, evicted at 1150
+        clock.set(1200)  // closed at 1050, its sale's payment expired at 1060, evicted at 1160
         h.settle()
         _ = try h.frames()
         try h.send(open.replacingOccurrences(of: "o1", with: "o2").replacingOccurrences(of: "1050", with: "9000"))
