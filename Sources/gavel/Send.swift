@@ -207,7 +207,8 @@ struct OutgoingMessage {
     /// The JSON text sent (with the id added when it had none).
     var text: String
     var type: String
-    /// The id its answer carries (`nil`: a subscription, answered by a snapshot of its listing).
+    /// The id its answer carries (a subscription's refusal; its snapshot carries none). `nil` for a subscription
+    /// `--subscribe` added.
     var id: String?
     /// The listing it is about: its `listing`, or the listing part of its `settlement`.
     var listing: String?
@@ -242,7 +243,6 @@ struct OutgoingMessage {
         } else {
             throw SendFailure("message \(number): id must be a string")
         }
-        if type == "subscribe" || type == "unsubscribe" { id = nil }
     }
 
     init(subscribeTo listing: String) {
@@ -268,7 +268,8 @@ struct OutgoingMessage {
             if case .bool(false)? = answer["ok"] { return (true, false) }
             return (true, true)
         }
-        guard id == nil, case .string(let answerListing)? = answer["listing"], answerListing == listing else {
+        // A subscription's answer carries no id (only its refusal does): it is the snapshot of its listing.
+        guard case .string(let answerListing)? = answer["listing"], answerListing == listing else {
             return (false, true)
         }
         switch (type, answerType) {

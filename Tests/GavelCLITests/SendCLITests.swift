@@ -71,7 +71,10 @@ struct SendCLITests {
             let opened = try runSend(["--data-dir", data, "--url", url, "--role", "seller", "--sub", "sam", open])
             #expect(opened.status == 0, "\(opened.err)")
             // An admin may not bid: refused, so the exit status is 1; the list that follows is still answered.
-            let input = #"{"type":"bid","id":"b1","listing":"L2","amount":150}"# + "\n\n" + #"{"type":"list"}"# + "\n"
+            // A refused subscription is answered by its id (a subscription's snapshot carries none).
+            let input =
+                #"{"type":"bid","id":"b1","listing":"L2","amount":150}"# + "\n\n" + #"{"type":"list"}"# + "\n"
+                + #"{"type":"subscribe","id":"s1","listing":"not an id"}"# + "\n"
             let run = try runSend(
                 ["--data-dir", data, "--url", url, "--role", "admin", "--sub", "desk", "--timeout-ms", "200"],
                 input: input)
@@ -82,6 +85,7 @@ struct SendCLITests {
             #expect(refusal["error"] as? String == "not_authorized")
             #expect((refusal["message"] as? String)?.contains("an admin token may not bid") == true)
             #expect(lines.contains { $0["type"] as? String == "listings" })
+            #expect(lines.contains { $0["id"] as? String == "s1" && $0["error"] as? String == "bad_request" })
             #expect(lines.first?["role"] as? String == "admin")
         }
     }
