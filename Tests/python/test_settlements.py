@@ -215,3 +215,28 @@ def test_a_second_chance_offer_reaches_only_the_seller_and_the_runner_up_and_its
             other.quiet(lambda m: m.get("type") == "notice" and m["event"].get("type") == "second_chance", 0.3)
             assert not any(m.get("type") == "notice" and m["event"].get("settlement") == f"{listing}:2"
                            for m in other.received + other.pending)
+
+
+def test_my_settlements_pages_in_creation_order_filters_by_state_and_lets_only_service_and_admin_name_a_user(server):
+    seller_name, buyer_name = unique("sam"), unique("ann")
+    with server.user(seller_name, "seller") as sam, server.user(buyer_name) as ann, \
+            server.user("payments", "service") as pay, server.user("desk", "admin") as desk:
+        ids = [sale(sam, ann)[1] for _ in range(3)]
+        assert pay.command({"type": "confirm_payment", "settlement": ids[1], "payment_ref": "pay-p"})["ok"]
+        first = query(ann, {"type": "my_settlements", "limit": 2})
+        assert [s["settlement"] for s in first["settlements"]] == ids[:2] and first["next"] == ids[1]
+        rest = query(ann, {"type": "my_settlements", "limit": 2, "after": first["next"]})
+        assert [s["settlement"] for s in rest["settlements"]] == ids[2:] and rest["next"] is None
+        paid = query(sam, {"type": "my_settlements", "state": "paid"})
+        assert [s["settlement"] for s in paid["settlements"]] == [ids[1]]
+        for reader in (desk, pay):
+            theirs = query(reader, {"type": "my_settlements", "user": buyer_name})
+            assert theirs["user"] == buyer_name and [s["settlement"] for s in theirs["settlements"]] == ids
+        refused = query(ann, {"type": "my_settlements", "user": seller_name})
+        assert refused["ok"] is False and refused["error"] == "not_authorized"
+        for bad in ({"limit": 0}, {"limit": 201}, {"state": "lost"}, {"after": "nocolon"}):
+            answer = query(ann, {"type": "my_settlements", **bad})
+            assert answer["ok"] is False and answer["error"] == "bad_request", bad
+    with server.connect() as anonymous:
+        answer = query(anonymous, {"type": "my_settlements"})
+        assert answer["ok"] is False and answer["error"] == "not_authorized"
