@@ -109,3 +109,25 @@ def test_a_buyer_disputes_from_the_page_and_the_dispute_desk_refunds_with_gavel_
     for page in (seller, buyer):
         wait_state(page, sid, "refunded")
     assert "refunded by desk (refund)" in buyer.js(f"{item(sid)}.textContent")
+
+
+def test_the_seller_offers_a_second_chance_from_the_page_and_the_runner_up_accepts_it(server, browser):  # noqa: F811
+    listing, seller_name, winner_name, runner_name = unique(), unique("sam"), unique("ann"), unique("bob")
+    with server.user(seller_name, "seller") as sam, server.user(winner_name) as ann, server.user(runner_name) as bob:
+        assert open_english(sam, listing, start=100, closes_in_ms=1500, payment_due_ms=300,
+                            increments=[[0, 1]])["ok"]
+        assert bob.command({"type": "bid", "listing": listing, "amount": 450})["ok"]
+        assert ann.command({"type": "bid", "listing": listing, "amount": 900})["ok"]
+    url = f"http://127.0.0.1:{server.port}/"
+    seller, runner = browser.page(url), browser.page(url)
+    signed_in(seller, seller_name, "seller", server.secret)
+    signed_in(runner, runner_name, "bidder", server.secret)
+    wait_state(seller, f"{listing}:1", "payment_expired")
+    seller.js(f"{item(f'{listing}:1')}.querySelector('button[data-action=offer_second_chance]').click()")
+    offer = f"document.querySelector('#tx-list li[data-offer={json.dumps(listing)}]')"
+    runner.wait(f"!!{offer} && {offer}.textContent.includes('4.50')", what="the offer on the runner-up's page")
+    runner.js(f"{offer}.querySelector('button[data-action=accept_offer]').click()")
+    for page in (seller, runner):
+        wait_state(page, f"{listing}:2", "awaiting_payment")
+    assert f"you buy from {seller_name}" in runner.js(f"{item(f'{listing}:2')}.textContent")
+    assert runner.js(f"{item(f'{listing}:1')}") is None  # the first sale was never the runner-up's
