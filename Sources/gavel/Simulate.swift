@@ -17,7 +17,9 @@ struct Simulate: ParsableCommand {
             Reads one JSON command per line from FILE (or standard input) and writes JSON lines to standard \
             output: exactly one {"type":"result",...} line per command, and the events it causes. A command may \
             carry "at" (engine time in ms); {"type":"advance","at":T} only moves the clock, firing due timers. \
-            See docs/PROTOCOL.md.
+            Settlement and second-chance commands name their actor in "by" and its role in "role" (bidder, \
+            seller, service or admin), e.g. {"type":"confirm_payment","id":"p1","settlement":"L1:1","by":"pay",\
+            "role":"service","payment_ref":"PAY-1"}. See docs/PROTOCOL.md.
 
             Without --data-dir the engine is fresh and in memory. With --data-dir, it first recovers what the \
             directory holds, then journals what it applies and writes each result line only once its command is \

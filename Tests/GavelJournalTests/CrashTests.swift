@@ -74,6 +74,8 @@ final class CrashHarness {
         rng = SplitMix64(seed: options.seed)
         workload = Workload(seed: options.seed &+ 1, prefix: "k")
         workload.maxStep = 4
+        // Settlements and their deadlines too, so that deadlines set before a kill fire after the restart.
+        workload.settlements = true
     }
 
     /// Extends the stream so that at least `count` items are not acknowledged yet.
@@ -413,6 +415,10 @@ struct CrashTests {
                 return o
             }())
         #expect(replayRun.stdout.contains(#""state_hash":"\#(recovered.engine.stateHash())""#))
+        // The stream took settlements through their states, deadlines included, across the kills.
+        let settled = replay(try journalRecords(DataDirectory(temp.sub("data"))))
+        #expect(settled.settlementStates.isSuperset(of: [.awaitingPayment, .paid, .paymentExpired, .refunded]))
+        #expect(settled.deadlineStates.contains(.paymentExpired), "\(settled.deadlineStates)")
 
         let seconds = Double(DispatchTime.now().uptimeNanoseconds - started) / 1e9
         print("crash test \(label) (seed \(seed)): \(harness.stats) in \(String(format: "%.1f", seconds)) s")

@@ -81,6 +81,9 @@ struct Workload {
     var groupSize = 40
     /// Largest step of the clock between two commands, in ms.
     var maxStep: Millis = 3
+    /// Whether opens set short settlement deadlines (20-200 ms) and one command in five acts on a settlement or a
+    /// second-chance offer, by a random actor in a random role.
+    var settlements = false
 
     static let people = ["ann", "bob", "cyd", "dee", "eve", "fay"]
 
@@ -120,6 +123,7 @@ struct Workload {
         sinceOpen += 1
         let recent = listings.suffix(12)
         let listing = rng.pick(Array(recent))
+        if settlements && rng.chance(20) { return (settlementCommand(on: listing), time) }
         let who = rng.pick(Self.people)
         let id = nextID()
         let body: CommandBody
@@ -154,6 +158,24 @@ struct Workload {
         return (Command(id: id, listing: listing.id, body: body), time)
     }
 
+    private mutating func settlementCommand(on listing: Open) -> Command {
+        let id = nextID()
+        let by = rng.pick(Self.people + [listing.seller, "pay", "ada"])
+        let role = rng.pick(ActorRole.allCases)
+        if listing.format == .english && rng.chance(15) {
+            return Command(
+                id: id, listing: listing.id, body: .secondChance(rng.pick(OfferAction.allCases), by: by, role: role))
+        }
+        let actions: [SettlementAction] = [
+            .confirmPayment(paymentRef: rng.chance(80) ? "PAY" : "OTHER"), .markShipped(tracking: "TRK"),
+            .confirmDelivery, .openDispute(reason: "not as described"),
+            .resolveDispute(rng.chance(50) ? .release : .refund), .refund,
+        ]
+        return Command(
+            id: id, listing: listing.id,
+            body: .settle(number: rng.int64(1...3), action: rng.pick(actions), by: by, role: role))
+    }
+
     private mutating func open(_ kind: Int) -> Command {
         let id = nextID()
         let listing = "L" + id
@@ -185,7 +207,13 @@ struct Workload {
                     increments: [IncrementStep(from: 0, step: 10), IncrementStep(from: 1000, step: 50)]))
         }
         listings.append(Open(id: listing, format: terms.format, seller: seller, hasBuyNow: hasBuyNow))
-        return Command(id: id, listing: listing, body: .open(seller: seller, terms: terms))
+        var given = terms
+        if settlements {
+            given.deadlines = SettlementDeadlines(
+                paymentDueMs: rng.int64(20...200), shipDueMs: rng.int64(20...200),
+                complaintWindowMs: rng.int64(20...200), offerDueMs: rng.int64(20...200))
+        }
+        return Command(id: id, listing: listing, body: .open(seller: seller, terms: given))
     }
 }
 
@@ -206,6 +234,9 @@ struct Replayed {
     var engine: Engine
     /// For each command record, in order: its lsn, command and result.
     var results: [(lsn: UInt64, command: Command, result: CommandResult)] = []
+    /// The settlement states entered, by a command and by a deadline, over the whole replay.
+    var settlementStates: Set<SettlementState> = []
+    var deadlineStates: Set<SettlementState> = []
 }
 
 func replay(_ records: [JournalRecord], configuration: EngineConfiguration = EngineConfiguration()) -> Replayed {
@@ -220,6 +251,11 @@ func replay(_ records: [JournalRecord], configuration: EngineConfiguration = Eng
             out.engine.advance(to: at, events: &events)
         case .trailer:
             Issue.record("a trailer among the records of a batch")
+        }
+        for event in events {
+            guard case .settlement(let change) = event.kind else { continue }
+            out.settlementStates.insert(change.state)
+            if change.step.by == nil && change.state != .awaitingPayment { out.deadlineStates.insert(change.state) }
         }
         events.removeAll(keepingCapacity: true)
     }
