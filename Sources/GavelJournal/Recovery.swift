@@ -17,6 +17,23 @@ public struct CorruptionError: Error, CustomStringConvertible, Sendable {
     }
 }
 
+/// Recovery cannot start: the journal no longer reaches back to lsn 1, and the only snapshots that cover what came
+/// before were written by a gavel from before settlements (their sales have none, and a replay cannot make them).
+public struct SnapshotsBeforeSettlementsError: Error, CustomStringConvertible, Sendable {
+    /// The journal's first lsn.
+    public var firstLSN: UInt64
+    public var snapshots: [String]
+
+    public var description: String {
+        """
+        cannot recover: the journal starts at lsn \(firstLSN), and the snapshots that cover what came before \
+        (\(snapshots.joined(separator: ", "))) were written by a gavel from before settlements, whose sales have no \
+        settlements; a replay cannot make them without the journal before lsn \(firstLSN). To proceed: run the gavel \
+        that wrote them on this data directory, or move the data directory aside to start empty.
+        """
+    }
+}
+
 /// How to recover.
 public struct RecoveryOptions: Sendable {
     /// Truncate the journal at the first corruption instead of refusing to start (loses what follows).
@@ -120,13 +137,10 @@ public enum Recovery {
         for (index, segment) in segments.enumerated() where segment.firstLSN <= base + 1 { first = index }
         if let segment = segments.first, start == nil, segment.firstLSN != 1 {
             let old = rejected.filter { $0.reason.contains("from before settlements") }.map(\.path)
+            if !old.isEmpty { throw SnapshotsBeforeSettlementsError(firstLSN: segment.firstLSN, snapshots: old) }
             throw CorruptionError(
                 file: segment.path, offset: 0,
-                reason: "the journal starts at lsn \(segment.firstLSN) and no valid snapshot covers what came before"
-                    + (old.isEmpty
-                        ? ""
-                        : "; snapshot \(old.joined(separator: ", ")) was written by a gavel from before settlements and cannot be used: run that gavel on this directory, or move its files aside to start empty")
-            )
+                reason: "the journal starts at lsn \(segment.firstLSN) and no valid snapshot covers what came before")
         }
         var expectedLSN: UInt64? = nil
         var chain: [UInt8]? = nil

@@ -83,4 +83,44 @@ struct SettlementRecoveryTests {
         #expect(after.stderr.contains("skipped snapshot"), "\(after.stderr)")
         #expect(refundedAfterRestart(after))
     }
+
+    @Test func aSnapshotFromBeforeSettlementsThatTheJournalNoLongerReachesPastIsARefusalWithAdvice() throws {
+        let temp = try TemporaryDirectory("settle-old-only")
+        defer { temp.remove() }
+        let data = temp.sub("data")
+        // Small segments and one kept snapshot: the segments the snapshot covers are removed.
+        var lines = [#"{"type":"open","id":"o1","listing":"M","seller":"sam","format":"market","at":0}"#]
+        for i in 0..<400 {
+            let side = i % 2 == 0 ? "sell" : "buy"
+            lines.append(
+                #"{"type":"order","id":"q\#(i)","listing":"M","trader":"t\#(i % 5)","side":"\#(side)","price":\#(100 + i % 3),"quantity":1,"at":\#(i)}"#
+            )
+        }
+        let first = try runGavel(
+            [
+                "simulate", "--data-dir", data, "--fsync", "none", "--segment-bytes", "4096", "--snapshot-every", "100",
+                "--keep-snapshots", "1",
+            ], input: lines.joined(separator: "\n") + "\n")
+        #expect(first.status == 0, "\(first.stderr)")
+        let directory = DataDirectory(data)
+        guard let segment = directory.segments().first, segment.firstLSN > 1 else {
+            Issue.record("the journal still reaches back to lsn 1: \(directory.segments().map(\.firstLSN))")
+            return
+        }
+        for snapshot in directory.snapshotFiles() { try rewriteSnapshotVersion(snapshot.path, to: 1) }
+        var options = RecoveryOptions()
+        options.repair = false
+        #expect {
+            try Recovery.recover(directory, options: options)
+        } throws: { error in
+            error is SnapshotsBeforeSettlementsError
+                && "\(error)".contains("were written by a gavel from before settlements")
+        }
+        let verify = try runGavel(["verify", "--data-dir", data])
+        #expect(verify.status == 1)
+        #expect(verify.stdout.contains("PROBLEM: recovery cannot start"), "\(verify.stdout)")
+        let again = try runGavel(["simulate", "--data-dir", data], input: "")
+        #expect(again.status != 0)
+        #expect(again.stderr.contains("from before settlements"), "\(again.stderr)")
+    }
 }
