@@ -19,6 +19,7 @@ struct CommandAdmission {
     /// The generic path: `value` is a JSON object whose `type` is a command's, `id` its id when it is a string.
     func admit(_ value: JSONValue, type: String, id: String?) -> CommandVerdict {
         if let rejected = roleRejection(type: type, id: id) { return rejected }
+        if Self.settlementTypes.contains(type) { return admitSettlement(value, type: type, id: id) }
         var onBehalfOf: String?
         if let field = value["on_behalf_of"], field != .null {
             guard case .string(let s) = field, Identifier.isValid(s) else {
@@ -33,7 +34,48 @@ struct CommandAdmission {
         case .success(let name): acting = name
         case .failure(let rejection): return rejection.admission
         }
-        switch CommandDecoder.decode(value, actor: acting) {
+        return decoded(value, actor: acting, id: id, actorField: actorField)
+    }
+
+    /// The settlement and second-chance command types: they act as the connection's own user (`by`), in its role;
+    /// whether that user and role may make the transition is the engine's rule.
+    static let settlementTypes: Set<String> = Set(SettlementAction.typeNames + OfferAction.allCases.map(\.rawValue))
+
+    /// A settlement or second-chance command: `by` is the connection's user, a service included (it acts as
+    /// itself here, never on behalf of another user), and `role` its token's.
+    private func admitSettlement(_ value: JSONValue, type: String, id: String?) -> CommandVerdict {
+        let name = principal.name ?? ""
+        if let field = value["on_behalf_of"], field != .null {
+            return .reject(
+                id: id,
+                .rejected(
+                    .badRequest,
+                    "on_behalf_of is not accepted for \(type): a settlement command acts as the connection's own user (\(name))"
+                ))
+        }
+        if case .string(let by)? = value["by"], by != name {
+            return .reject(
+                id: id,
+                .rejected(.notAuthorized, "this connection acts as \(name); by \(by) is somebody else"))
+        }
+        return decoded(value, actor: name, id: id, actorField: "by")
+    }
+
+    /// The role commands carry, from the token's.
+    private var actorRole: ActorRole? {
+        switch principal.role {
+        case .bidder: .bidder
+        case .seller: .seller
+        case .service: .service
+        case .admin: .admin
+        case .watcher: nil
+        }
+    }
+
+    /// Decodes the message acting as `actor` in the token's role (never a role the message claims), and answers
+    /// the decoder's refusals.
+    private func decoded(_ value: JSONValue, actor acting: String?, id: String?, actorField: String) -> CommandVerdict {
+        switch CommandDecoder.decode(value, actor: acting, role: actorRole) {
         case .invalid(let invalidID, let message):
             return .reject(id: invalidID ?? id, .rejected(.badRequest, message))
         case .advance:
@@ -74,6 +116,9 @@ struct CommandAdmission {
         var admission: CommandVerdict
     }
 
+    /// The commands that trade or open: an admin sends none of them.
+    static let tradingTypes: Set<String> = ["open", "bid", "buy_now", "accept", "order", "cancel"]
+
     /// What the role may not send at all.
     private func roleRejection(type: String, id: String?) -> CommandVerdict? {
         switch principal.role {
@@ -86,6 +131,13 @@ struct CommandAdmission {
                 ))
         case .bidder where type == "open" || type == "cancel_listing":
             .reject(id: id, .rejected(.notAuthorized, "a bidder token may not \(type); use a seller token"))
+        case .admin where Self.tradingTypes.contains(type):
+            .reject(
+                id: id,
+                .rejected(
+                    .notAuthorized,
+                    "an admin token may not \(type): admin resolves disputes, refunds and cancels listings; use a bidder, seller or service token to trade"
+                ))
         default:
             nil
         }

@@ -30,8 +30,8 @@ final class Subscription {
 enum LoopItem: @unchecked Sendable {
     /// A public event of `listing`, already a complete frame, for every subscriber of the listing on the loop.
     case publish(listing: String, seq: UInt64, frame: ByteBuffer)
-    /// A private notice for one session.
-    case notice(WebSocketSession, ByteBuffer)
+    /// A private notice for one session, numbered `userSeq` in its user's feed.
+    case notice(WebSocketSession, ByteBuffer, userSeq: UInt64)
     /// A command's durable result for the session that sent it.
     case result(WebSocketSession, Command, CommandResult, started: UInt64)
     /// The engine evicted `listing`: its subscribers' `seq` starts again from 0, for a listing opened again under
@@ -102,7 +102,10 @@ final class LoopFanOut: @unchecked Sendable {
                     subscription.lastSeq = seq
                     subscription.session.enqueue(frame)
                 }
-            case .notice(let session, let frame):
+            case .notice(let session, let frame, let userSeq):
+                // A notice already replayed by the session's `subscribe_user` is not sent again.
+                guard userSeq > session.lastUserSeq else { continue }
+                session.lastUserSeq = userSeq
                 session.enqueue(frame)
             case .result(let session, let command, let result, let started):
                 session.deliverResult(command, result, started: started)
@@ -130,6 +133,16 @@ enum SubscribeReply {
     case snapshot(seq: UInt64, view: PublicListingView?)
     /// Every event after `since` up to `seq`, as the frames first sent.
     case resumed(since: UInt64, seq: UInt64, frames: [ByteBuffer])
+}
+
+/// What `subscribe_user` gets first.
+struct UserFeedReply {
+    /// The feed's epoch: new whenever its numbering starts again (a restart, a feed dropped and made again).
+    var epoch: String
+    /// The `user_seq` of the user's newest notice.
+    var seq: UInt64
+    /// The notices after `since` (as first sent), or `nil` when they cannot all be given.
+    var frames: [ByteBuffer]?
 }
 
 /// The gateway's public state and fan-out: every listing's durable public view and recent history, which loops
@@ -206,8 +219,30 @@ public final class FanOut: @unchecked Sendable {
         }
     }
 
+    /// A user's private feed: the notices sent to the user, numbered by `user_seq` from 1, the last ones kept for
+    /// `subscribe_user` with `since`.
+    struct UserFeed {
+        var epoch: String
+        var history = History()
+        /// Set while the user has no session: the feed's place in ``State/idleFeeds``.
+        var idleSince: UInt64?
+    }
+
     struct State {
         var listings: [String: Entry] = [:]
+        /// The feed of every user with a session, and of the last `maxIdleFeeds` users whose sessions all
+        /// ended.
+        var feeds: [String: UserFeed] = [:]
+        /// Users whose feeds are idle, oldest first, with the mark their feed holds (entries whose mark no longer
+        /// matches are stale and skipped).
+        var idleFeeds: [(user: String, mark: UInt64)] = []
+        var idleHead = 0
+        var idleCount = 0
+        var marks: UInt64 = 0
+        /// Feeds made so far, for their epochs.
+        var feedsMade: UInt64 = 0
+        /// Every settlement and second-chance offer, for the settlement queries.
+        var settlements = SettlementViews()
         var users: [String: [ObjectIdentifier: WebSocketSession]] = [:]
         var subscriptionCount = 0
         /// The ids of the listings that have a view (every listing ever opened), and of those still open, in order,
@@ -251,6 +286,12 @@ public final class FanOut: @unchecked Sendable {
     private let loopIndex: [ObjectIdentifier: Int]
     private let state = Mutex(State())
     private let historyLimit: Int
+    private let userHistoryLimit: Int
+    /// The start of this fan-out, in wall-clock ms: the first part of every feed epoch, so that a feed's numbering
+    /// from before a restart is never taken for today's.
+    private let started = SystemClock().now()
+    /// The most feeds kept for users without a session: the oldest idle one is dropped past it.
+    let maxIdleFeeds: Int
     let metrics: GatewayMetrics
     /// Filled and drained only on the releasing thread.
     private var pending: [Pending] = []
@@ -258,7 +299,14 @@ public final class FanOut: @unchecked Sendable {
     /// - Parameters:
     ///   - group: the event loops sessions run on.
     ///   - historyLimit: public events kept per listing for resuming with `since`.
-    public init(group: EventLoopGroup, historyLimit: Int, metrics: GatewayMetrics) {
+    ///   - userHistoryLimit: private notices kept per user for `subscribe_user` with `since`.
+    ///   - maxIdleFeeds: the feeds kept for users whose sessions all ended.
+    public init(
+        group: EventLoopGroup, historyLimit: Int, userHistoryLimit: Int = 256, maxIdleFeeds: Int = 1000,
+        metrics: GatewayMetrics
+    ) {
+        self.userHistoryLimit = userHistoryLimit
+        self.maxIdleFeeds = maxIdleFeeds
         var loops: [LoopFanOut] = []
         var index: [ObjectIdentifier: Int] = [:]
         for loop in group.makeIterator() {
@@ -286,6 +334,30 @@ public final class FanOut: @unchecked Sendable {
                 s.index(view.listing, before: before, after: view)
             }
         }
+    }
+
+    /// Starts the settlement views from the recovered engine's settlements and offers (read before the writer
+    /// starts).
+    public func loadSettlements(_ settlements: [Settlement], offers: [SecondChanceOffer]) {
+        state.withLock { $0.settlements.load(settlements, offers: offers) }
+    }
+
+    /// One page of `user`'s settlements for `my_settlements`, with the user's offers; `nil` when `after` is not one
+    /// of the user's settlements.
+    func settlementPage(user: String, state wanted: SettlementState?, after: String?, limit: Int) -> (
+        items: [Settlement], next: String?, offers: [SecondChanceOffer]
+    )? {
+        state.withLock { s in
+            guard let page = s.settlements.page(user: user, state: wanted, after: after, limit: limit) else {
+                return nil
+            }
+            return (page.items, page.next, s.settlements.offers(of: user))
+        }
+    }
+
+    /// The settlement `id` as the gateway holds it, for `get_settlement`.
+    public func settlement(_ id: String) -> Settlement? {
+        state.withLock { $0.settlements.byID[id] }
     }
 
     /// Receives every released event from `bus`.
@@ -337,6 +409,12 @@ public final class FanOut: @unchecked Sendable {
     /// subscriber) and the users with a session. For tests that check that memory is returned.
     var tracked: (listings: Int, users: Int) { state.withLock { ($0.listings.count, $0.users.count) } }
 
+    /// The private feeds held (of users with a session, and idle ones). For tests of their bound.
+    var feedCount: Int { state.withLock { $0.feeds.count } }
+
+    /// The entries of the idle feeds' FIFO, stale ones included. For tests of its bound.
+    var idleFeedEntries: Int { state.withLock { $0.idleFeeds.count - $0.idleHead } }
+
     // MARK: - Sessions (on their event loops)
 
     /// Registers a subscription of a session on loop `loop` and says what to send it first.
@@ -370,13 +448,59 @@ public final class FanOut: @unchecked Sendable {
     }
 
     func register(_ session: WebSocketSession, user: String) {
-        state.withLock { $0.users[user, default: [:]][ObjectIdentifier(session)] = session }
+        state.withLock { s in
+            s.users[user, default: [:]][ObjectIdentifier(session)] = session
+            if s.feeds[user] == nil {
+                s.feedsMade += 1
+                s.feeds[user] = UserFeed(epoch: "\(started)-\(s.feedsMade)")
+            } else if s.feeds[user]?.idleSince != nil {
+                s.feeds[user]?.idleSince = nil
+                s.idleCount -= 1
+            }
+        }
     }
 
     func unregister(_ session: WebSocketSession, user: String) {
         state.withLock { s in
             s.users[user]?[ObjectIdentifier(session)] = nil
-            if s.users[user]?.isEmpty == true { s.users[user] = nil }
+            guard s.users[user]?.isEmpty == true else { return }
+            s.users[user] = nil
+            // The feed stays for a reconnect, among the last `maxIdleFeeds` idle ones.
+            s.marks += 1
+            s.feeds[user]?.idleSince = s.marks
+            s.idleFeeds.append((user, s.marks))
+            s.idleCount += 1
+            while s.idleCount > maxIdleFeeds, s.idleHead < s.idleFeeds.count {
+                let (oldest, mark) = s.idleFeeds[s.idleHead]
+                s.idleHead += 1
+                if s.feeds[oldest]?.idleSince == mark {
+                    s.feeds[oldest] = nil
+                    s.idleCount -= 1
+                }
+            }
+            // Entries of users who came back are stale: rebuilt once they outnumber the live ones, so a user who
+            // keeps coming and going cannot grow the list.
+            if s.idleFeeds.count - s.idleHead > 2 * s.idleCount + 64 {
+                let feeds = s.feeds
+                s.idleFeeds = s.idleFeeds[s.idleHead...].filter { feeds[$0.user]?.idleSince == $0.mark }
+                s.idleHead = 0
+            } else if s.idleHead > 64 && s.idleHead * 2 > s.idleFeeds.count {
+                s.idleFeeds.removeFirst(s.idleHead)
+                s.idleHead = 0
+            }
+        }
+    }
+
+    /// The feed of `user` for `subscribe_user`: its epoch and newest `user_seq`, and the notices after `since` when
+    /// `since` and `epoch` are given, the epoch is the feed's and its history reaches back that far.
+    func subscribeUser(_ user: String, since: UInt64?, epoch: String?) -> UserFeedReply {
+        state.withLock { s in
+            guard let feed = s.feeds[user] else { return UserFeedReply(epoch: "", seq: 0, frames: nil) }
+            var frames: [ByteBuffer]?
+            if let since, epoch == feed.epoch, since <= feed.history.lastSeq {
+                frames = since == feed.history.lastSeq ? [] : feed.history.after(since)
+            }
+            return UserFeedReply(epoch: feed.epoch, seq: feed.history.lastSeq, frames: frames)
         }
     }
 
@@ -409,6 +533,8 @@ public final class FanOut: @unchecked Sendable {
     }
 
     private func route(_ event: Event, ts: Millis, state s: inout State, into perLoop: inout [[LoopItem]]) {
+        if SettlementViews.concerns(event.kind) { s.settlements.apply(event) }
+        if case .settlementsPruned = event.kind { return }
         if case .evicted = event.kind {
             for (index, count) in (s.evict(event.listing) ?? []).enumerated() where count > 0 {
                 perLoop[index].append(.evicted(listing: event.listing))
@@ -420,15 +546,22 @@ public final class FanOut: @unchecked Sendable {
         let recipients = Self.noticeRecipients(event)
         if !recipients.isEmpty {
             MessageEncoder.event(event, ts: nil, into: &s.eventBytes)
-            var notice = JSONObjectWriter(reusing: &s.noticeBytes)
-            notice.field("type", "notice")
-            notice.field("event", raw: s.eventBytes)
-            notice.field("ts", ts)
-            notice.finish(into: &s.noticeBytes)
-            let frame = ServerFrame.text(s.noticeBytes)
             for user in recipients {
-                guard let sessions = s.users[user] else { continue }
-                for session in sessions.values { perLoop[session.loopIndex].append(.notice(session, frame)) }
+                // A user without a feed has no session either.
+                guard var feed = s.feeds.removeValue(forKey: user) else { continue }
+                let userSeq = feed.history.lastSeq + 1
+                var notice = JSONObjectWriter(reusing: &s.noticeBytes)
+                notice.field("type", "notice")
+                notice.field("event", raw: s.eventBytes)
+                notice.field("user_seq", userSeq)
+                notice.field("ts", ts)
+                notice.finish(into: &s.noticeBytes)
+                let frame = ServerFrame.text(s.noticeBytes)
+                feed.history.append(frame, seq: userSeq, limit: max(1, userHistoryLimit))
+                s.feeds[user] = feed
+                for session in (s.users[user] ?? [:]).values {
+                    perLoop[session.loopIndex].append(.notice(session, frame, userSeq: userSeq))
+                }
             }
         }
         guard !event.kind.isPrivate else { return }

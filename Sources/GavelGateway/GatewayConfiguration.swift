@@ -69,6 +69,8 @@ public struct GatewayConfiguration: Sendable {
     public var maxReadBytesPerSecond = 256 * 1024
     /// Public events kept per listing for `subscribe` with `since`.
     public var historyEvents = 256
+    /// Private notices kept per user for `subscribe_user` with `since`.
+    public var userHistoryEvents = 256
 
     /// TLS on the main port (`wss://`, `https://`); `nil`: plain.
     public var tls: TLSCertificates?

@@ -47,7 +47,9 @@ public final class GatewayMetrics: Sendable {
     /// The journal's counters, printed at each scrape once ``attach(journal:)`` gave them.
     private let journalStats = Mutex<JournalStats?>(nil)
 
-    static let commandTypes = ["open", "bid", "buy_now", "accept", "order", "cancel", "cancel_listing"]
+    static let commandTypes =
+        ["open", "bid", "buy_now", "accept", "order", "cancel", "cancel_listing"] + SettlementAction.typeNames
+        + OfferAction.allCases.map(\.rawValue)
 
     public init() {
         let registry = PrometheusCollectorRegistry()

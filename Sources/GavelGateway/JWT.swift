@@ -12,6 +12,9 @@ public enum Role: String, Sendable, Hashable, CaseIterable {
     case service
     /// Read-only: subscribes, sends no commands. Anonymous connections are watchers.
     case watcher
+    /// The marketplace's dispute desk and operators: resolves disputes, refunds, cancels any listing and reads any
+    /// settlement; never bids, buys, trades or opens.
+    case admin
 }
 
 /// The claims Gavel reads from a token.

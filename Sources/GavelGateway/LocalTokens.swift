@@ -16,8 +16,8 @@ import NIOHTTP1
 /// nothing new. The code goes in an `X-Gavel-Local-Code` header or a `"code"` field, never in the request line
 /// (which proxies and logs record), and is compared in constant time. The `Host` check keeps a web page in the
 /// same browser from reaching it through a rebound DNS name, and requiring `Content-Type: application/json` makes
-/// any other web origin's request need a CORS preflight, which is never granted. `service` and `watcher` tokens
-/// are never issued here.
+/// any other web origin's request need a CORS preflight, which is never granted. `service`, `admin` and
+/// `watcher` tokens are never issued here.
 public struct LocalTokens: Sendable {
     public let secret: [UInt8]
     /// The code a request must show; an empty code matches nothing.
@@ -115,7 +115,7 @@ public struct LocalTokens: Sendable {
         switch Role(rawValue: roleName) {
         case .bidder?, .seller?:
             break
-        case .service?, .watcher?:
+        case .service?, .watcher?, .admin?:
             return (
                 .badRequest,
                 Self.error(

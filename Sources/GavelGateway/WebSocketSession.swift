@@ -58,6 +58,8 @@ final class WebSocketSession: ChannelInboundHandler, @unchecked Sendable {
     private var writerNeedsWake = false
     /// Whether the loop's fan-out will flush this session at the end of its current task.
     var markedDirty = false
+    /// The `user_seq` of the last private notice this session was sent (live or replayed by `subscribe_user`).
+    var lastUserSeq: UInt64 = 0
     private var unflushedBytes = 0
     /// Where results are encoded before each is copied into its frame, reused from one to the next.
     private var resultBytes: [UInt8] = []
@@ -152,6 +154,7 @@ final class WebSocketSession: ChannelInboundHandler, @unchecked Sendable {
         limits.field("rate_burst", Int64(rate.burst))
         limits.field("idle_timeout_ms", Int64(configuration.idleTimeoutMs))
         limits.field("history_events", Int64(configuration.historyEvents))
+        limits.field("user_history_events", Int64(configuration.userHistoryEvents))
         limits.field("max_read_bytes_per_second", Int64(configuration.maxReadBytesPerSecond))
         var w = JSONObjectWriter()
         w.field("type", "hello")
@@ -288,15 +291,16 @@ final class WebSocketSession: ChannelInboundHandler, @unchecked Sendable {
         case "subscribe": subscribe(value, id: id)
         case "unsubscribe": unsubscribe(value, id: id)
         case "list": list(value, id: id)
+        case "subscribe_user": subscribeUser(value, id: id)
+        case "my_settlements": mySettlements(value, id: id)
+        case "get_settlement": getSettlement(value, id: id)
         case "open", "bid", "buy_now", "accept", "order", "cancel", "cancel_listing":
             command(admission.admit(value, type: type, id: id))
         default:
-            sendResult(
-                id: id,
-                .rejected(
-                    .badRequest,
-                    "unknown type \"\(type)\"; expected subscribe, unsubscribe, list, open, bid, buy_now, accept, order, cancel or cancel_listing"
-                ))
+            if CommandAdmission.settlementTypes.contains(type) {
+                return command(admission.admit(value, type: type, id: id))
+            }
+            sendResult(id: id, .rejected(.badRequest, "unknown type \"\(type)\"; expected \(Self.messageTypes)"))
         }
     }
 
@@ -407,6 +411,166 @@ final class WebSocketSession: ChannelInboundHandler, @unchecked Sendable {
         w.field("listing", listing)
         w.field("ts", SystemClock().now())
         send(w.finish())
+    }
+
+    // MARK: - The user's private feed
+
+    /// Answers `subscribe_user`: the user's feed epoch and newest `user_seq`, and with `since` (and the `epoch` it
+    /// belongs to) the notices missed since then, or `recovered: false` when they cannot all be given.
+    private func subscribeUser(_ value: JSONValue, id: String?) {
+        guard let user = principal.name else {
+            return sendResult(
+                id: id,
+                .rejected(.notAuthorized, "an anonymous connection has no private feed; connect with a token"))
+        }
+        var since: UInt64?
+        if let field = value["since"], field != .null {
+            guard case .integer(let n) = field, n >= 0 else {
+                return sendResult(
+                    id: id, .rejected(.badRequest, "since must be a non-negative integer (a user_seq)"))
+            }
+            since = UInt64(n)
+        }
+        var epoch: String?
+        if let field = value["epoch"], field != .null {
+            guard case .string(let s) = field, s.utf8.count <= 64 else {
+                return sendResult(
+                    id: id, .rejected(.badRequest, "epoch must be the string a subscribe_user answer gave"))
+            }
+            epoch = s
+        }
+        guard readAllowed(id: id) else { return }
+        let reply = fanOut.subscribeUser(user, since: since, epoch: epoch)
+        lastUserSeq = reply.seq
+        var w = JSONObjectWriter()
+        w.field("type", "user_subscribed")
+        if let id { w.field("id", id) }
+        w.field("user", user)
+        w.field("epoch", reply.epoch)
+        w.field("user_seq", reply.seq)
+        if let since { w.field("since", since) }
+        w.field("recovered", reply.frames != nil)
+        w.field("ts", SystemClock().now())
+        send(w.finish())
+        for frame in reply.frames ?? [] {
+            readBudget.charge(frame.readableBytes)
+            send(frame: frame)
+        }
+    }
+
+    // MARK: - Settlement queries
+
+    /// Every message type a client may send, for the answer to an unknown one.
+    static let messageTypes =
+        "subscribe, unsubscribe, subscribe_user, list, my_settlements, get_settlement, open, bid, buy_now, accept, order, cancel, cancel_listing, "
+        + SettlementAction.typeNames.joined(separator: ", ") + ", "
+        + OfferAction.allCases.map(\.rawValue).joined(separator: ", ")
+
+    /// The most settlements one `my_settlements` answer holds, and how many when `limit` is not given.
+    static let maxSettlementLimit = 200
+    static let defaultSettlementLimit = 50
+
+    /// Whether this connection may read any user's settlements: a service or an admin.
+    private var readsAnySettlement: Bool { principal.role == .service || principal.role == .admin }
+
+    /// Answers `my_settlements` from the gateway's settlement views: one page of the user's settlements.
+    private func mySettlements(_ value: JSONValue, id: String?) {
+        guard let own = principal.name else {
+            return sendResult(
+                id: id, .rejected(.notAuthorized, "an anonymous connection has no settlements; connect with a token"))
+        }
+        var user = own
+        if let field = value["user"], field != .null {
+            guard case .string(let s) = field, Identifier.isValid(s) else {
+                return sendResult(id: id, .rejected(.badRequest, CommandDecoder.identifierRule("user")))
+            }
+            guard s == own || readsAnySettlement else {
+                return sendResult(
+                    id: id,
+                    .rejected(.notAuthorized, "only a service or admin token may list another user's settlements"))
+            }
+            user = s
+        }
+        var wanted: SettlementState?
+        if let field = value["state"], field != .null {
+            guard case .string(let s) = field, let parsed = SettlementState(rawValue: s) else {
+                return sendResult(
+                    id: id,
+                    .rejected(
+                        .badRequest,
+                        "state must be one of " + SettlementState.allCases.map(\.rawValue).joined(separator: ", ")))
+            }
+            wanted = parsed
+        }
+        var limit = Self.defaultSettlementLimit
+        if let field = value["limit"], field != .null {
+            guard case .integer(let n) = field, n >= 1, n <= Int64(Self.maxSettlementLimit) else {
+                return sendResult(
+                    id: id, .rejected(.badRequest, "limit must be an integer from 1 to \(Self.maxSettlementLimit)"))
+            }
+            limit = Int(n)
+        }
+        var after: String?
+        if let field = value["after"], field != .null {
+            guard case .string(let s) = field, SettlementID.parse(s) != nil else {
+                return sendResult(
+                    id: id, .rejected(.badRequest, "after must be a settlement id (<listing>:<n>), the next of a page"))
+            }
+            after = s
+        }
+        guard readAllowed(id: id) else { return }
+        guard let page = fanOut.settlementPage(user: user, state: wanted, after: after, limit: limit) else {
+            return sendResult(
+                id: id,
+                .rejected(
+                    .badRequest,
+                    "after \(after ?? "") is not one of \(user)'s settlements (it may have ended and been dropped); start again without after"
+                ))
+        }
+        let items = SettlementJSON.array(page.items, SettlementJSON.settlement)
+        let offers = SettlementJSON.array(page.offers, SettlementJSON.offer)
+        var w = JSONObjectWriter(capacity: items.count + offers.count + 128)
+        w.field("type", "settlements")
+        if let id { w.field("id", id) }
+        w.field("user", user)
+        w.field("settlements", raw: items)
+        w.field("offers", raw: offers)
+        w.field("next", page.next)
+        w.field("ts", SystemClock().now())
+        let json = w.finish()
+        readBudget.charge(json.count)
+        send(json)
+    }
+
+    /// Answers `get_settlement`: one settlement, for its buyer and seller and for a service or admin.
+    private func getSettlement(_ value: JSONValue, id: String?) {
+        guard case .string(let settlementID)? = value["settlement"], SettlementID.parse(settlementID) != nil else {
+            return sendResult(
+                id: id,
+                .rejected(
+                    .badRequest,
+                    "settlement must be <listing>:<n>, a listing id and the sale's number from 1 without a leading zero, such as L1:1"
+                ))
+        }
+        guard readAllowed(id: id) else { return }
+        guard let settlement = fanOut.settlement(settlementID) else {
+            return sendResult(
+                id: id, .rejected(.unknownSettlement, "no settlement \(settlementID); check the settlement id"))
+        }
+        guard readsAnySettlement || principal.name == settlement.buyer || principal.name == settlement.seller else {
+            return sendResult(
+                id: id,
+                .rejected(.notAuthorized, "you are not the buyer or seller of settlement \(settlementID)"))
+        }
+        let body = SettlementJSON.settlement(settlement)
+        var w = JSONObjectWriter(capacity: body.count + 96)
+        w.field("type", "settlement_detail")
+        if let id { w.field("id", id) }
+        w.field("settlement", raw: body)
+        w.field("ts", SystemClock().now())
+        let json = w.finish()
+        readBudget.charge(json.count)
+        send(json)
     }
 
     // MARK: - Listing listings

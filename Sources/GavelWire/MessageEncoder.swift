@@ -280,6 +280,14 @@ extension MessageEncoder {
     public static func settlementHistory(_ s: Settlement) -> [UInt8] {
         var w = JSONObjectWriter()
         w.field("type", "history")
+        settlementFields(s, stepsKey: "steps", into: &w)
+        return w.finish()
+    }
+
+    /// A settlement's fields, `settlement` to `tracking`, then its history under `stepsKey`, each step
+    /// `{"state","at","by","role"}` and its detail's field (the gateway's `my_settlements` and `get_settlement`
+    /// write the same object with the history under `history`).
+    public static func settlementFields(_ s: Settlement, stepsKey: StaticString, into w: inout JSONObjectWriter) {
         w.field("settlement", s.id)
         w.field("listing", s.listing)
         w.field("buyer", s.buyer)
@@ -302,8 +310,7 @@ extension MessageEncoder {
             steps.append(contentsOf: o.finish())
         }
         steps.append(UInt8(ascii: "]"))
-        w.field("steps", raw: steps)
-        return w.finish()
+        w.field(stepsKey, raw: steps)
     }
 
     /// The field a transition's detail adds: `payment_ref`, `tracking`, `reason` or `outcome`.

@@ -9,7 +9,9 @@ struct Gavel: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "gavel",
         abstract: "Gavel: a real-time bidding and matching core for peer-to-peer marketplaces.",
-        subcommands: [Serve.self, Token.self, Simulate.self, Replay.self, Verify.self, Dump.self, Snapshot.self]
+        subcommands: [
+            Serve.self, Token.self, Send.self, Simulate.self, Replay.self, Verify.self, Dump.self, Snapshot.self,
+        ]
     )
 
     /// ArgumentParser's own main, except that an error ending `gavel serve --log-format json` is a JSON log line

@@ -112,3 +112,18 @@ func printError(_ message: String, level: Logger.Level = .notice) {
     if !text.hasSuffix("\n") { text += "\n" }
     text.withUTF8 { _ = Glibc.write(2, $0.baseAddress, $0.count) }
 }
+
+/// Writes one line to standard output at once (unbuffered, so that a reader sees each line as it comes).
+func printLine(_ line: String) {
+    var text = line
+    text += "\n"
+    text.withUTF8 { bytes in
+        var offset = 0
+        while offset < bytes.count {
+            let n = Glibc.write(1, bytes.baseAddress! + offset, bytes.count - offset)
+            if n < 0 && errno == EINTR { continue }
+            if n <= 0 { break }
+            offset += n
+        }
+    }
+}

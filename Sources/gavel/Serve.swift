@@ -151,6 +151,12 @@ struct Serve: AsyncParsableCommand {
     @Option(
         name: .long,
         help:
+            "Private notices kept per user for subscribe_user with since. Env GAVEL_USER_HISTORY_EVENTS; default 256.")
+    var userHistoryEvents: Int?
+
+    @Option(
+        name: .long,
+        help:
             "How long request ids are remembered for idempotency, in ms. Env GAVEL_IDEMPOTENCY_WINDOW_MS; default 86400000."
     )
     var idempotencyWindowMs: Int64?
@@ -302,6 +308,8 @@ struct Serve: AsyncParsableCommand {
         c.abuseWindowSeconds = try Setting.value(
             abuseWindowSeconds, "GAVEL_ABUSE_WINDOW_SECONDS", default: c.abuseWindowSeconds)
         c.historyEvents = try Setting.value(historyEvents, "GAVEL_HISTORY_EVENTS", default: c.historyEvents)
+        c.userHistoryEvents = try Setting.value(
+            userHistoryEvents, "GAVEL_USER_HISTORY_EVENTS", default: c.userHistoryEvents)
         c.allowAnonymous = !Setting.flag(noAnonymous, "GAVEL_NO_ANONYMOUS")
         c.localTokenTTLSeconds = try Setting.value(
             localTokenTtlSeconds, "GAVEL_LOCAL_TOKEN_TTL_SECONDS", default: c.localTokenTTLSeconds)
@@ -336,6 +344,9 @@ struct Serve: AsyncParsableCommand {
         }
         guard (0...100_000).contains(c.historyEvents) else {
             throw ValidationError("--history-events must be 0 to 100000")
+        }
+        guard (1...100_000).contains(c.userHistoryEvents) else {
+            throw ValidationError("--user-history-events must be 1 to 100000")
         }
         try edgeLimits.apply(to: &c)
         return c
@@ -408,9 +419,12 @@ struct Serve: AsyncParsableCommand {
             directory: directory, configuration: storage.journalConfiguration, recovery: report,
             syncObserver: { nanos in metrics.recordFsync(nanos: nanos) })
         metrics.attach(journal: journal.stats)
-        let fanOut = FanOut(group: group, historyLimit: configuration.historyEvents, metrics: metrics)
+        let fanOut = FanOut(
+            group: group, historyLimit: configuration.historyEvents,
+            userHistoryLimit: configuration.userHistoryEvents, metrics: metrics)
         // The recovered state is all durable; read it before the writer starts.
         fanOut.load(PublicListingView.all(in: report.engine))
+        fanOut.loadSettlements(report.engine.settlements, offers: report.engine.secondChanceOffers)
         let bus = EventBus()
         fanOut.attach(to: bus)
         var writerConfiguration = storage.writerConfiguration(engine: engineConfiguration)

@@ -20,29 +20,23 @@ struct Token: ParsableCommand {
     @Option(name: .long, help: "The user the token speaks for (an identifier: 1-64 of [A-Za-z0-9_.:-]).")
     var sub: String
 
-    @Option(name: .long, help: "bidder, seller, service or watcher.")
+    @Option(name: .long, help: "bidder, seller, service, admin or watcher.")
     var role: String
 
     @Option(name: .long, help: "How long the token is valid: seconds, or a number with s, m, h or d.")
     var ttl: String = "1h"
 
-    @Option(
-        name: .long,
-        help: "The data directory whose jwt-secret signs the token. Env GAVEL_DATA_DIR; default ./gavel-data.")
-    var dataDir: String?
-
-    @Option(name: .long, help: "The signing key itself, instead of the data directory's. Env GAVEL_JWT_SECRET.")
-    var jwtSecret: String?
+    @OptionGroup var key: SigningKeyOptions
 
     func validate() throws {
         guard Identifier.isValid(sub) else {
             throw ValidationError("--sub must be 1-64 characters from [A-Za-z0-9_.:-]")
         }
         guard Role(rawValue: role) != nil else {
-            throw ValidationError("--role must be bidder, seller, service or watcher")
+            throw ValidationError("--role must be bidder, seller, service, admin or watcher")
         }
         guard Self.seconds(ttl) != nil else { throw ValidationError("--ttl must be like 3600, 90s, 15m, 1h or 7d") }
-        _ = try givenSecret(option: jwtSecret)
+        _ = try givenSecret(option: key.jwtSecret)
     }
 
     static func seconds(_ text: String) -> Int64? {
@@ -58,7 +52,7 @@ struct Token: ParsableCommand {
     }
 
     func run() throws {
-        let secret = try servingSecret(option: jwtSecret, dataDir: dataDir)
+        let secret = try servingSecret(option: key.jwtSecret, dataDir: key.dataDir)
         let expires = SystemClock().now() / 1000 + (Self.seconds(ttl) ?? 3600)
         print(JWT.sign(Claims(subject: sub, role: Role(rawValue: role) ?? .watcher, expires: expires), secret: secret))
     }
@@ -82,4 +76,15 @@ func servingSecret(option: String?, dataDir: String?) throws -> [UInt8] {
     }
     try checkSecretStrength(key, source: "the key in \(path)", advice: "delete the file to have a new key made")
     return key
+}
+
+/// The key `gavel token` and `gavel send` sign tokens with.
+struct SigningKeyOptions: ParsableArguments {
+    @Option(
+        name: .long,
+        help: "The data directory whose jwt-secret signs the token. Env GAVEL_DATA_DIR; default ./gavel-data.")
+    var dataDir: String?
+
+    @Option(name: .long, help: "The signing key itself, instead of the data directory's. Env GAVEL_JWT_SECRET.")
+    var jwtSecret: String?
 }

@@ -78,3 +78,39 @@ def test_resume_after_restart_gives_snapshot_with_the_recovered_state(start_serv
         reply = watcher.subscribe(listing, since=1)  # the history is in memory only: gone with the restart
         assert reply["type"] == "snapshot" and reply["recovered"] is False and reply["seq"] == 2
         assert reply["state"]["leader"] == "ann" and reply["state"]["bids"] == 1
+
+
+def test_subscribe_user_numbers_private_notices_and_resumes_the_missed_ones_after_a_reconnect(server):
+    listing = unique()
+    with server.user("sam", "seller") as sam, server.user("bob") as bob:
+        assert open_english(sam, listing, start=100, increments=[[0, 1]])["ok"]
+        with server.user("ann") as ann:
+            ann.send({"type": "subscribe_user", "id": "f1"})
+            feed = ann.expect(lambda m: m.get("id") == "f1")
+            assert feed["type"] == "user_subscribed" and feed["user"] == "ann" and feed["recovered"] is False
+            epoch, seen = feed["epoch"], feed["user_seq"]
+            bid_n(ann, listing, [200])
+            bid_n(bob, listing, [300])  # ann is outbid: a notice numbered seen + 1
+            notice = ann.notice("outbid")
+            assert notice["user_seq"] == seen + 1
+            seen = notice["user_seq"]
+        with server.user("ann") as elsewhere:
+            bid_n(elsewhere, listing, [400])
+        bid_n(bob, listing, [500])  # ann is outbid while away: seen + 1
+        with server.user("ann") as ann:
+            ann.send({"type": "subscribe_user", "id": "f2", "since": seen, "epoch": epoch})
+            resumed = ann.expect(lambda m: m.get("id") == "f2")
+            assert resumed["recovered"] is True and resumed["user_seq"] == seen + 1 and resumed["epoch"] == epoch
+            missed = ann.notice("outbid")
+            assert missed["user_seq"] == seen + 1 and missed["event"]["price"] == 401
+            ann.quiet(lambda m: m.get("type") == "notice", 0.3)  # once only
+            # Another epoch (a restart, a dropped feed) or a since ahead: nothing replayed, start again from user_seq.
+            for since, other in ((seen, epoch + "x"), (seen + 5, epoch), (seen, None)):
+                ann.send({"type": "subscribe_user", "id": "f3", "since": since, "epoch": other})
+                stale = ann.expect(lambda m: m.get("id") == "f3")
+                assert stale["recovered"] is False and stale["user_seq"] == seen + 1
+            ann.quiet(lambda m: m.get("type") == "notice", 0.3)
+    with server.connect() as anonymous:
+        anonymous.send({"type": "subscribe_user", "id": "f4"})
+        refused = anonymous.expect(lambda m: m.get("id") == "f4")
+        assert refused["ok"] is False and refused["error"] == "not_authorized"
