@@ -17,23 +17,6 @@ public struct CorruptionError: Error, CustomStringConvertible, Sendable {
     }
 }
 
-/// Recovery cannot start: the journal no longer reaches back to lsn 1, and the only snapshots that cover what came
-/// before were written by a gavel from before settlements (their sales have none, and a replay cannot make them).
-public struct SnapshotsBeforeSettlementsError: Error, CustomStringConvertible, Sendable {
-    /// The journal's first lsn.
-    public var firstLSN: UInt64
-    public var snapshots: [String]
-
-    public var description: String {
-        """
-        cannot recover: the journal starts at lsn \(firstLSN), and the snapshots that cover what came before \
-        (\(snapshots.joined(separator: ", "))) were written by a gavel from before settlements, whose sales have no \
-        settlements; a replay cannot make them without the journal before lsn \(firstLSN). To proceed: run the gavel \
-        that wrote them on this data directory, or move the data directory aside to start empty.
-        """
-    }
-}
-
 /// How to recover.
 public struct RecoveryOptions: Sendable {
     /// Truncate the journal at the first corruption instead of refusing to start (loses what follows).
@@ -81,6 +64,9 @@ public struct RecoveryReport {
     public var removedSegments: [String] = []
     /// The segment new batches go to: its path, first lsn and valid size; `nil` when there is none yet.
     public var activeSegment: (path: String, firstLSN: UInt64, size: Int)?
+    /// Whether recovery started from a snapshot written before sales created settlements (format 1), because the
+    /// journal no longer reaches back to lsn 1: the sales before its lsn have no settlements.
+    public var startedBeforeSettlements = false
 }
 
 /// Why recovery did not start from a snapshot that is intact.
@@ -96,12 +82,16 @@ public enum Recovery {
         let segments = directory.segments()
         var rejected: [(path: String, reason: String)] = []
         var start: (engine: Engine, lsn: UInt64, chain: [UInt8], path: String)?
+        var startedBeforeSettlements = false
         if options.useSnapshots {
             for candidate in directory.snapshotFiles() {
                 if let limit = options.toLSN, candidate.lsn > limit { continue }
                 do {
                     let file = try SnapshotFile.decode(try Files.readAll(candidate.path))
-                    if file.isBeforeSettlements {
+                    // A format 1 snapshot's sales have no settlements. While the journal still reaches back to
+                    // lsn 1, a replay makes them; once it does not, the snapshot is the only way up (an upgrade of a
+                    // data directory whose old segments are gone), and settlements start with the sales after it.
+                    if file.isBeforeSettlements, (segments.first?.firstLSN ?? 1) <= 1 {
                         throw SkippedSnapshot(
                             description:
                                 "it has the snapshot format \(file.version) of a gavel from before settlements, whose sales have none; recovering from the journal instead"
@@ -120,6 +110,7 @@ public enum Recovery {
                     let engine = try Engine.restore(
                         from: file.state, defaults: options.engine)
                     start = (engine, file.lsn, file.chain, candidate.path)
+                    startedBeforeSettlements = file.isBeforeSettlements
                     break
                 } catch {
                     rejected.append((candidate.path, "\(error)"))
@@ -131,13 +122,12 @@ public enum Recovery {
         var report = RecoveryReport(
             engine: engine, lastLSN: base, chain: start?.chain ?? Chain.genesis,
             snapshot: start.map { ($0.lsn, $0.path) }, rejectedSnapshots: rejected)
+        report.startedBeforeSettlements = startedBeforeSettlements
 
         // The segments to read: from the last one that starts at or before base + 1.
         var first = 0
         for (index, segment) in segments.enumerated() where segment.firstLSN <= base + 1 { first = index }
         if let segment = segments.first, start == nil, segment.firstLSN != 1 {
-            let old = rejected.filter { $0.reason.contains("from before settlements") }.map(\.path)
-            if !old.isEmpty { throw SnapshotsBeforeSettlementsError(firstLSN: segment.firstLSN, snapshots: old) }
             throw CorruptionError(
                 file: segment.path, offset: 0,
                 reason: "the journal starts at lsn \(segment.firstLSN) and no valid snapshot covers what came before")

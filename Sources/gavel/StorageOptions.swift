@@ -144,6 +144,11 @@ func recoverForWriting(_ directory: DataDirectory, truncateAfterCorruption: Bool
 
 func describe(_ report: RecoveryReport, since started: Int64) {
     for (path, reason) in report.rejectedSnapshots { printError("recovery: skipped snapshot \(path): \(reason)") }
+    if report.startedBeforeSettlements, let snapshot = report.snapshot {
+        printError(
+            "recovery: started from snapshot \(snapshot.path), written by a gavel from before settlements, as the journal no longer reaches back to lsn 1: the sales up to lsn \(snapshot.lsn) have no settlements; settlements start with the sales after it"
+        )
+    }
     if let truncation = report.truncation {
         printError("recovery: truncated \(truncation.file) at byte \(truncation.offset): \(truncation.reason)")
     }

@@ -84,7 +84,7 @@ struct SettlementRecoveryTests {
         #expect(refundedAfterRestart(after))
     }
 
-    @Test func aSnapshotFromBeforeSettlementsThatTheJournalNoLongerReachesPastIsARefusalWithAdvice() throws {
+    @Test func aSnapshotFromBeforeSettlementsThatTheJournalNoLongerReachesPastIsWhereRecoveryStartsAnUpgrade() throws {
         let temp = try TemporaryDirectory("settle-old-only")
         defer { temp.remove() }
         let data = temp.sub("data")
@@ -110,17 +110,25 @@ struct SettlementRecoveryTests {
         for snapshot in directory.snapshotFiles() { try rewriteSnapshotVersion(snapshot.path, to: 1) }
         var options = RecoveryOptions()
         options.repair = false
-        #expect {
-            try Recovery.recover(directory, options: options)
-        } throws: { error in
-            error is SnapshotsBeforeSettlementsError
-                && "\(error)".contains("were written by a gavel from before settlements")
+        let recovered = try Recovery.recover(directory, options: options)
+        #expect(recovered.startedBeforeSettlements)
+        #expect(recovered.snapshot != nil)
+        #expect(recovered.rejectedSnapshots.isEmpty)
+        // The same state as a recovery from the same snapshot before it was marked old: nothing is lost.
+        for snapshot in directory.snapshotFiles() {
+            try rewriteSnapshotVersion(snapshot.path, to: SnapshotFile.version)
         }
+        let current = try Recovery.recover(directory, options: options)
+        #expect(!current.startedBeforeSettlements)
+        #expect(current.engine.fastStateHash() == recovered.engine.fastStateHash())
+        #expect(current.lastLSN == recovered.lastLSN)
+        for snapshot in directory.snapshotFiles() { try rewriteSnapshotVersion(snapshot.path, to: 1) }
         let verify = try runGavel(["verify", "--data-dir", data])
-        #expect(verify.status == 1)
-        #expect(verify.stdout.contains("PROBLEM: recovery cannot start"), "\(verify.stdout)")
+        #expect(verify.status == 0, "\(verify.stdout)")
+        #expect(verify.stdout.contains("from before settlements"), "\(verify.stdout)")
         let again = try runGavel(["simulate", "--data-dir", data], input: "")
-        #expect(again.status != 0)
-        #expect(again.stderr.contains("from before settlements"), "\(again.stderr)")
+        #expect(again.status == 0, "\(again.stderr)")
+        #expect(again.stderr.contains("recovery: started from snapshot"), "\(again.stderr)")
+        #expect(again.stderr.contains("have no settlements"), "\(again.stderr)")
     }
 }
