@@ -55,6 +55,20 @@ struct ChunkedArray<Element>: RandomAccessCollection, MutableCollection {
         }
     }
 
+    /// Drops the last `n` entries; frees the chunks they alone filled.
+    mutating func removeLast(_ n: Int) {
+        precondition(n >= 0 && n <= count, "removeLast(\(n)) of \(count) entries")
+        guard n > 0 else { return }
+        count -= n
+        let end = count + offset
+        let kept = (end + Self.chunkMask) >> Self.chunkShift
+        chunks.removeLast(chunks.count - kept)
+        if kept > 0 {
+            let last = kept - 1
+            chunks[last].removeLast(chunks[last].count - (end - last << Self.chunkShift))
+        }
+    }
+
     /// Allocates the chunks for `capacity` entries now, so that appending up to it allocates nothing.
     mutating func reserveCapacity(_ capacity: Int) {
         let wanted = (capacity + Self.chunkMask) >> Self.chunkShift
@@ -80,6 +94,9 @@ struct PrincipalChains {
         var name: String
         var hash: UInt64
         var requests: PrincipalRequests
+        /// The position of the chain's entry a compaction pass (`movedInPass`) last went over, -1 for none.
+        var lastMoved = -1
+        var movedInPass = -1
     }
 
     private var chains = ChunkedArray<Chain>()
@@ -110,6 +127,19 @@ struct PrincipalChains {
     subscript(slot: Int) -> PrincipalRequests {
         get { chains[slot].requests }
         set { chains[slot].requests = newValue }
+    }
+
+    /// Records that compaction pass `pass` went over the chain's live entry now at `position`.
+    @inline(__always)
+    mutating func markMoved(slot: Int, position: Int, pass: Int) {
+        chains[slot].lastMoved = position
+        chains[slot].movedInPass = pass
+    }
+
+    /// Where the chain's entry that compaction pass `pass` last went over is, if the pass went over one.
+    @inline(__always)
+    func lastMoved(slot: Int, pass: Int) -> Int? {
+        chains[slot].movedInPass == pass ? chains[slot].lastMoved : nil
     }
 
     /// Adds a chain for `name`, which has none; returns its slot.

@@ -87,6 +87,13 @@ public final class Engine {
     var rememberedBase = 0
     /// Each principal's chain of live remembered results, for forgetting its oldest at the cap.
     var principals = PrincipalChains()
+    /// The compaction of `rememberedLog` under way (see Engine+Compaction.swift), or `nil`.
+    var compaction: RememberedLogCompaction?
+    /// Dead entries (ids the per-principal cap forgot, still inside the window) the log may hold beyond as many as
+    /// it has live ones before a compaction starts.
+    var compactionSlack = 4_096
+    /// Passes of compaction so far, which tells a chain's mark of this pass from a stale one.
+    var compactionPasses = 0
 
     public init(configuration: EngineConfiguration = EngineConfiguration()) {
         self.configuration = configuration
@@ -219,6 +226,7 @@ public final class Engine {
             requests.remove(hash: rememberedLog[oldest - rememberedBase].hash, position: oldest)
             unlinkOldest(of: slot, next: rememberedLog[oldest - rememberedBase].next)
         }
+        compactRememberedLogIfNeeded()
     }
 
     /// Drops the oldest of the chain in `slot`, whose successor is `next`.
@@ -233,15 +241,19 @@ public final class Engine {
 
     private func forgetExpiredRequests() {
         let window = configuration.idempotencyWindowMs
-        while rememberedHead < rememberedLog.count, now - rememberedLog[rememberedHead].at >= window {
+        while rememberedHead < rememberedLog.count {
             let entry = rememberedLog[rememberedHead]
             if entry.live {
+                guard now - entry.at >= window else { break }
                 // Every entry before it is gone, so it is its principal's oldest.
                 requests.remove(hash: entry.hash, position: rememberedBase + rememberedHead)
                 unlinkOldest(of: entry.principalSlot, next: entry.next)
             }
+            // A dead entry (its id forgotten by the cap, or moved by a compaction) is passed whatever its time:
+            // nothing refers to it any more.
             rememberedHead += 1
         }
+        compaction?.passed(rememberedBase + rememberedHead)
         // Drop the expired prefix a chunk at a time, so memory follows the window, not all history.
         if rememberedHead >= RememberedLog.chunkSize {
             rememberedLog.removeFirst(rememberedHead)

@@ -3,7 +3,7 @@ import Testing
 
 @testable import GavelCore
 
-/// Runs a stream of operations on a ``RequestTable`` and on a `Dictionary` (the model) side by side: keys are small
+/// Runs a stream of operations (insert, remove, relocate) on a ``RequestTable`` and on a `Dictionary` (the model) side by side: keys are small
 /// integers, positions are handed out in increasing order as the engine's log does, and `hashOf` decides how much
 /// keys collide. Every step checks the looked-up key and the count; the end checks every key ever used.
 private func matchesDictionary(_ operations: [Int], keySpace: Int, hashOf: (Int) -> UInt64) -> Bool {
@@ -12,9 +12,9 @@ private func matchesDictionary(_ operations: [Int], keySpace: Int, hashOf: (Int)
     var keyAt: [Int: Int] = [:]  // position → key, what the engine's log answers
     var nextPosition = 0
     for operation in operations {
-        let key = (operation / 3) % keySpace
+        let key = (operation / 4) % keySpace
         let hash = hashOf(key)
-        switch operation % 3 {
+        switch operation % 4 {
         case 0 where model[key] == nil:
             table.insert(hash: hash, position: nextPosition)
             model[key] = nextPosition
@@ -25,6 +25,17 @@ private func matchesDictionary(_ operations: [Int], keySpace: Int, hashOf: (Int)
                 if !table.remove(hash: hash, position: position) { return false }
                 model[key] = nil
             } else if table.remove(hash: hash, position: nextPosition + 1) {
+                return false
+            }
+        case 2:
+            // The entry moves in the log (compaction): same key, a position nothing else holds.
+            if let position = model[key] {
+                if !table.relocate(hash: hash, from: position, to: nextPosition) { return false }
+                keyAt[position] = nil
+                model[key] = nextPosition
+                keyAt[nextPosition] = key
+                nextPosition += 1
+            } else if table.relocate(hash: hash, from: nextPosition + 1, to: nextPosition + 2) {
                 return false
             }
         default: break
@@ -110,7 +121,7 @@ struct RememberedLogTests {
             result: .accepted, at: Millis(n))
     }
 
-    @Test func behavesLikeAnArrayThroughAppendsUpdatesAndDroppedPrefixes() async {
+    @Test func behavesLikeAnArrayThroughAppendsUpdatesAndDroppedPrefixesAndSuffixes() async {
         await propertyCheck(count: 60, input: Gen.int(in: 0...Int(Int32.max)).array(of: 0...400)) { steps in
             var log = RememberedLog()
             var model: [RememberedResult] = []
@@ -125,6 +136,10 @@ struct RememberedLogTests {
                     let index = (step / 8) % model.count
                     log[index].live = false
                     model[index].live = false
+                case 2 where !model.isEmpty:
+                    let n = (step / 8) % (model.count + 1)
+                    log.removeLast(n)
+                    model.removeLast(n)
                 default:
                     // Runs of appends long enough to cross chunk boundaries.
                     for _ in 0..<(step % 5_000) {
