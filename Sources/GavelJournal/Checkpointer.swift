@@ -38,6 +38,8 @@ final class Checkpointer: @unchecked Sendable {
     private struct Shared {
         var waiting: Request?
         var busy = false
+        /// A snapshot point came while one was still being written: the checkpointer is a whole interval behind.
+        var behind = false
         var stopping = false
         var idleWaiters: [DispatchSemaphore] = []
     }
@@ -75,6 +77,7 @@ final class Checkpointer: @unchecked Sendable {
     func request(lsn: UInt64, now: Millis, chain: [UInt8], pauseNanos: UInt64) {
         let replaced = shared.withLock { state -> UInt64? in
             defer { state.waiting = Request(lsn: lsn, now: now, chain: chain, pauseNanos: pauseNanos) }
+            if state.busy { state.behind = true }
             return state.waiting?.lsn
         }
         if let replaced {
@@ -107,25 +110,40 @@ final class Checkpointer: @unchecked Sendable {
 
     private func run() {
         // Background work: the writer, the journal and the event loops go first when the cores are busy.
+        var background = true
         _ = gavel_lower_thread_priority(20)
         while true {
             wake.wait()
             while true {
-                let (next, stop) = shared.withLock { state -> (Request?, Bool) in
+                let (next, stop, behind) = shared.withLock { state -> (Request?, Bool, Bool) in
                     defer { state.waiting = nil }
                     state.busy = state.waiting != nil
                     if !state.busy {
                         for waiter in state.idleWaiters { waiter.signal() }
                         state.idleWaiters.removeAll()
                     }
-                    return (state.waiting, state.stopping)
+                    let behind = state.behind
+                    if state.busy { state.behind = false }
+                    return (state.waiting, state.stopping, behind)
                 }
                 guard let next else {
                     if stop { return }
                     break
                 }
-                // Someone waits for the shutdown snapshot: it is no longer background work.
-                if stop { _ = gavel_lower_thread_priority(0) }
+                // Someone waits for the shutdown snapshot, or the points come faster than the idle class lets the
+                // snapshots be written (a core kept busy by the server itself): then it is no longer background
+                // work, or the shadow and the journal would grow without bound. The next snapshot that is not
+                // behind goes back to the idle class.
+                let urgent = stop || behind
+                if urgent == background {
+                    background = !urgent
+                    _ = gavel_lower_thread_priority(background ? 20 : 0)
+                    if urgent && !stop {
+                        logger.info(
+                            "snapshot at lsn \(next.lsn) is written in the normal scheduling class: the checkpointer fell a snapshot interval behind"
+                        )
+                    }
+                }
                 write(next)
             }
         }
