@@ -64,6 +64,17 @@ uint32_t gavel_crc32c(uint32_t crc, const void *data, size_t length) {
 
 int gavel_fdatasync(int fd) { return fdatasync(fd); }
 
+int gavel_allowed_cpu_count(void) {
+#if defined(__linux__)
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    if (sched_getaffinity(0, sizeof(set), &set) != 0) return 0;
+    return CPU_COUNT(&set);
+#else
+    return 0;
+#endif
+}
+
 int gavel_lower_thread_priority(int increment) {
 #if defined(__linux__)
     if (increment <= 0) {

@@ -222,3 +222,10 @@ public struct DataDirectory: Sendable {
         }.sorted { $0.lsn > $1.lsn }
     }
 }
+
+/// The number of CPUs this process may run on by its affinity mask (`taskset`, `sched_setaffinity`), or `nil` when
+/// it cannot be read. `System.coreCount` counts the cgroup's quota and cpuset but not the affinity.
+public func allowedCPUCount() -> Int? {
+    let count = Int(gavel_allowed_cpu_count())
+    return count > 0 ? count : nil
+}

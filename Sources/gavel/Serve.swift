@@ -82,7 +82,11 @@ struct Serve: AsyncParsableCommand {
         help: "Refuse connections without a token (401) instead of letting them watch. Env GAVEL_NO_ANONYMOUS=1.")
     var noAnonymous = false
 
-    @Option(name: .long, help: "Event loop threads (0: one per core). Env GAVEL_THREADS; default 0.")
+    @Option(
+        name: .long,
+        help:
+            "Event loop threads (0: one per core the process may run on: its CPU affinity and cgroup). Env GAVEL_THREADS; default 0."
+    )
     var threads: Int?
 
     @Option(
@@ -373,7 +377,9 @@ struct Serve: AsyncParsableCommand {
         var configuration = try gatewayConfiguration()
         let dataDir = try Setting.value(self.dataDir, "GAVEL_DATA_DIR", default: "./gavel-data")
         let engineConfiguration = try engineConfiguration()
-        let threads = configuration.threads > 0 ? configuration.threads : System.coreCount
+        // One event loop per core the process may use: its cgroup's quota and cpuset, and its affinity mask.
+        let threads =
+            configuration.threads > 0 ? configuration.threads : min(System.coreCount, allowedCPUCount() ?? Int.max)
         let group = MultiThreadedEventLoopGroup(numberOfThreads: threads)
         let metrics = GatewayMetrics()
         let readiness = Readiness()

@@ -9,6 +9,8 @@ uint32_t gavel_crc32c(uint32_t crc, const void *data, size_t length);
 
 /// fdatasync(2), exposed because Glibc's module map does not always carry it.
 int gavel_fdatasync(int fd);
+/// The number of CPUs the calling thread may run on (its affinity mask, as `taskset` sets it); 0 when unknown.
+int gavel_allowed_cpu_count(void);
 
 /// Lowers the calling thread's scheduling priority by `increment` nice steps (Linux: per thread); 20 or more puts it
 /// in the idle class (`SCHED_IDLE`), 0 or less back in the normal class. Returns 0 or -1.
