@@ -98,6 +98,16 @@ int gavel_lower_thread_priority(int increment) {
 #endif
 }
 
+int gavel_thread_to_normal_class(pthread_t thread) {
+#if defined(__linux__)
+    struct sched_param param = {0};
+    return pthread_setschedparam(thread, SCHED_OTHER, &param) == 0 ? 0 : -1;
+#else
+    (void)thread;
+    return 0;
+#endif
+}
+
 int gavel_writeback(int fd, int64_t offset, int64_t length, int wait) {
 #if defined(__linux__)
     unsigned int flags = SYNC_FILE_RANGE_WRITE;

@@ -75,10 +75,19 @@ final class Checkpointer: @unchecked Sendable {
 
     /// Asks for a snapshot at `lsn`, which must be durable. Returns at once; a request still waiting is replaced.
     func request(lsn: UInt64, now: Millis, chain: [UInt8], pauseNanos: UInt64) {
-        let replaced = shared.withLock { state -> UInt64? in
+        let (replaced, fellBehind) = shared.withLock { state -> (UInt64?, Bool) in
             defer { state.waiting = Request(lsn: lsn, now: now, chain: chain, pauseNanos: pauseNanos) }
+            // A point while a snapshot is still being written: the checkpointer is a whole interval behind.
+            let fellBehind = state.busy && !state.behind
             if state.busy { state.behind = true }
-            return state.waiting?.lsn
+            return (state.waiting?.lsn, fellBehind)
+        }
+        if fellBehind, let thread {
+            // Finish the snapshot being written in the normal class (see run()).
+            _ = gavel_thread_to_normal_class(thread)
+            logger.info(
+                "the checkpointer fell a snapshot interval behind: it writes in the normal scheduling class until it catches up"
+            )
         }
         if let replaced {
             stats.snapshotsMerged.wrappingAdd(1, ordering: .relaxed)
@@ -110,7 +119,6 @@ final class Checkpointer: @unchecked Sendable {
 
     private func run() {
         // Background work: the writer, the journal and the event loops go first when the cores are busy.
-        var background = true
         _ = gavel_lower_thread_priority(20)
         while true {
             wake.wait()
@@ -132,18 +140,11 @@ final class Checkpointer: @unchecked Sendable {
                 }
                 // Someone waits for the shutdown snapshot, or the points come faster than the idle class lets the
                 // snapshots be written (a core kept busy by the server itself): then it is no longer background
-                // work, or the shadow and the journal would grow without bound. The next snapshot that is not
-                // behind goes back to the idle class.
+                // work, or the shadow and the journal would grow without bound. `request` moves a snapshot that
+                // falls behind to the normal class while it is written; the next one that is not behind goes back
+                // to the idle class.
                 let urgent = stop || behind
-                if urgent == background {
-                    background = !urgent
-                    _ = gavel_lower_thread_priority(background ? 20 : 0)
-                    if urgent && !stop {
-                        logger.info(
-                            "snapshot at lsn \(next.lsn) is written in the normal scheduling class: the checkpointer fell a snapshot interval behind"
-                        )
-                    }
-                }
+                _ = gavel_lower_thread_priority(urgent ? 0 : 20)
                 write(next)
             }
         }

@@ -1,5 +1,6 @@
 #ifndef GAVEL_SHIMS_H
 #define GAVEL_SHIMS_H
+#include <pthread.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -14,6 +15,8 @@ int gavel_allowed_cpu_count(void);
 
 /// Lowers the calling thread's scheduling priority by `increment` nice steps (Linux: per thread); 20 or more puts it
 /// in the idle class (`SCHED_IDLE`), 0 or less back in the normal class. Returns 0 or -1.
+/// Moves `thread` (another thread of the process) to the normal scheduling class. Returns 0 or -1.
+int gavel_thread_to_normal_class(pthread_t thread);
 int gavel_lower_thread_priority(int increment);
 
 /// Starts writeback of `length` bytes of `fd` at `offset` (Linux `sync_file_range`, `WRITE`); with `wait` non-zero,
