@@ -1,37 +1,10 @@
 import Foundation
 import Testing
 
-/// The package root, derived from this file's path (Tests/GavelCLITests/OverflowCLITests.swift).
-private let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
-    .deletingLastPathComponent()
-
-private let gavel: URL? = {
-    let url = root.appendingPathComponent(".build/debug/gavel")
-    return FileManager.default.isExecutableFile(atPath: url.path) ? url : nil
-}()
-
 /// Runs `gavel arguments` with `input` on standard input: its exit status and standard output.
-private func gavelRun(_ arguments: [String], input: String = "") throws -> (status: Int32, lines: [String]) {
-    let process = Process()
-    process.executableURL = gavel
-    process.arguments = arguments
-    let output = Pipe()
-    let standardInput = Pipe()
-    process.standardOutput = output
-    process.standardError = FileHandle.nullDevice
-    process.standardInput = standardInput
-    try process.run()
-    // Write from another thread: the output pipe must be drained while the input is written.
-    let text = Data(input.utf8)
-    let writer = Thread {
-        standardInput.fileHandleForWriting.write(text)
-        try? standardInput.fileHandleForWriting.close()
-    }
-    writer.start()
-    let data = output.fileHandleForReading.readDataToEndOfFile()
-    process.waitUntilExit()
-    let lines = String(decoding: data, as: UTF8.self).split(separator: "\n").map(String.init)
-    return (process.terminationStatus, lines)
+private func gavelRun(_ arguments: [String], input: String = "") throws -> (status: Int32?, lines: [String]) {
+    let run = try runGavel(arguments, input: input)
+    return (run.status, run.lines)
 }
 
 /// The audit's input: a market listing and 9,224 buy orders of 10^15 at price 1 from 25 traders, then one honest
@@ -49,7 +22,7 @@ private let auditInput: String = {
 
 private func results(_ lines: [String]) -> [String] { lines.filter { $0.hasPrefix(#"{"type":"result""#) } }
 
-@Suite(.enabled(if: gavel != nil, "no .build/debug/gavel under the package root; run `swift build` first"))
+@Suite(.enabled(if: gavelBinary != nil, "no .build/debug/gavel under the package root; run `swift build` first"))
 struct OverflowCLITests {
     /// Checks the results of ``auditInput``: every order accepted but the 9,224th, refused with `limit_exceeded`.
     private func expectAuditResults(_ lines: [String], sourceLocation: SourceLocation = #_sourceLocation) {

@@ -17,9 +17,8 @@ func servedURL(_ serve: GavelProcess) -> String? {
 
 /// Runs `gavel send` to its exit (bounded) and gives its status and output.
 func runSend(_ arguments: [String], input: String = "") throws -> (status: Int32?, out: String, err: String) {
-    let send = try GavelProcess(["send"] + arguments, input: input)
-    let status = send.exitStatus(within: 30)
-    return (status, send.standardOutput, send.standardError)
+    let send = try runGavel(["send"] + arguments, input: input, seconds: 30)
+    return (send.status, send.standardOutput, send.standardError)
 }
 
 /// The JSON objects of `gavel send`'s standard output, one a line.

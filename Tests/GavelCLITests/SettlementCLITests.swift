@@ -2,25 +2,10 @@ import Foundation
 import Testing
 
 /// Runs `gavel arguments` with `input` on standard input: its exit status, standard output lines and standard error.
-private func gavel(_ arguments: [String], input: String = "") throws -> (status: Int32, lines: [String], error: String)
+private func gavel(_ arguments: [String], input: String = "") throws -> (status: Int32?, lines: [String], error: String)
 {
-    let process = Process()
-    process.executableURL = gavelBinary
-    process.arguments = arguments
-    let output = Pipe()
-    let errors = Pipe()
-    let standardInput = Pipe()
-    process.standardOutput = output
-    process.standardError = errors
-    process.standardInput = standardInput
-    try process.run()
-    standardInput.fileHandleForWriting.write(Data(input.utf8))
-    try standardInput.fileHandleForWriting.close()
-    let data = output.fileHandleForReading.readDataToEndOfFile()
-    let error = errors.fileHandleForReading.readDataToEndOfFile()
-    process.waitUntilExit()
-    let lines = String(decoding: data, as: UTF8.self).split(separator: "\n").map(String.init)
-    return (process.terminationStatus, lines, String(decoding: error, as: UTF8.self))
+    let run = try runGavel(arguments, input: input)
+    return (run.status, run.lines, run.standardError)
 }
 
 /// A sale and its whole transaction: paid by the payment backend, shipped, delivered, completed by the complaint

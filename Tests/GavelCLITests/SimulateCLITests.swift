@@ -1,16 +1,6 @@
 import Foundation
 import Testing
 
-/// The package root, derived from this file's path (Tests/GavelCLITests/SimulateCLITests.swift).
-let packageRoot = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
-    .deletingLastPathComponent()
-
-/// The built `gavel` binary, if `swift build` has made one.
-let gavelBinary: URL? = {
-    let url = packageRoot.appendingPathComponent(".build/debug/gavel")
-    return FileManager.default.isExecutableFile(atPath: url.path) ? url : nil
-}()
-
 private let exampleLines = [
     #"{"type":"open","id":"o1","listing":"L1","seller":"sam","format":"english","start":100,"closes_at":60000,"at":0}"#,
     #"{"type":"bid","id":"b1","listing":"L1","bidder":"ann","amount":1000,"at":10}"#,
@@ -38,27 +28,9 @@ private func commandCount(_ lines: [String]) -> Int {
     lines.filter { !$0.trimmingCharacters(in: .whitespaces).isEmpty && !$0.contains(#""type":"advance""#) }.count
 }
 
-private struct Run {
-    var status: Int32
-    var stdout: Data
-    var lines: [String] { String(decoding: stdout, as: UTF8.self).split(separator: "\n").map(String.init) }
-}
-
-private func simulate(_ arguments: [String], stdin: String? = nil) throws -> Run {
-    let process = Process()
-    process.executableURL = gavelBinary
-    process.arguments = ["simulate"] + arguments
-    let output = Pipe()
-    process.standardOutput = output
-    process.standardError = FileHandle.nullDevice
-    let input = Pipe()
-    process.standardInput = input
-    try process.run()
-    if let stdin { input.fileHandleForWriting.write(Data(stdin.utf8)) }
-    try input.fileHandleForWriting.close()
-    let data = output.fileHandleForReading.readDataToEndOfFile()
-    process.waitUntilExit()
-    return Run(status: process.terminationStatus, stdout: data)
+/// `gavel simulate arguments` with `stdin` (or nothing) on standard input.
+private func simulate(_ arguments: [String], stdin: String? = nil) throws -> GavelRun {
+    try runGavel(["simulate"] + arguments, input: stdin ?? "")
 }
 
 @Suite(.enabled(if: gavelBinary != nil, "no .build/debug/gavel under the package root; run `swift build` first"))
@@ -102,7 +74,7 @@ struct SimulateCLITests {
         let file = FileManager.default.temporaryDirectory.appendingPathComponent("gavel-cli-\(UUID().uuidString).jsonl")
         try text.write(to: file, atomically: true, encoding: .utf8)
         defer { try? FileManager.default.removeItem(at: file) }
-        #expect(try simulate([file.path]).stdout == simulate([], stdin: text).stdout)
+        #expect(try simulate([file.path]).standardOutput == simulate([], stdin: text).standardOutput)
     }
 
     @Test func hashIsTheLastLineAndTheSameOnEveryRun() throws {
@@ -127,8 +99,8 @@ struct SimulateCLITests {
         let text = sessionLines.joined(separator: "\n") + "\n"
         let first = try simulate(["--hash"], stdin: text)
         let second = try simulate(["--hash"], stdin: text)
-        #expect(!first.stdout.isEmpty)
-        #expect(first.stdout == second.stdout)
+        #expect(!first.standardOutput.isEmpty)
+        #expect(first.standardOutput == second.standardOutput)
     }
 
     @Test func lastLineWithoutNewlineAndCRLFAreRead() throws {
@@ -141,13 +113,13 @@ struct SimulateCLITests {
     @Test func emptyInputExitsZeroWithNoOutput() throws {
         let run = try simulate([], stdin: "")
         #expect(run.status == 0)
-        #expect(run.stdout.isEmpty)
+        #expect(run.standardOutput.isEmpty)
     }
 
     @Test func missingFileFails() throws {
         let run = try simulate(["/nonexistent/gavel-input.jsonl"])
         #expect(run.status != 0)
-        #expect(run.stdout.isEmpty)
+        #expect(run.standardOutput.isEmpty)
     }
 }
 
