@@ -347,8 +347,18 @@ final class Listing {
     var terms: ListingTerms
     /// The listing's sales so far: the number of the last settlement created.
     var sales: Int64 = 0
-    /// The settlements in memory, by number ascending (a market listing's old terminal ones are pruned).
+    /// The settlements in memory, by number ascending (a market listing's old terminal ones are pruned). Pruned
+    /// ones stay here, marked, until they are half of the array, so that pruning one costs no pass over the rest;
+    /// everything that reads settlements skips them.
     var settlements: [Settlement] = []
+    /// Marked pruned settlements still in ``settlements``.
+    var prunedSettlements = 0
+    /// Settlements not in a final state yet.
+    var openSettlements = 0
+    /// The final settlements not pruned yet, in the order they ended (engine time never goes back), with the time
+    /// each ended: pruning takes them from the front, never scanning the rest. Entries before `endedHead` are done.
+    var endedSettlements: [(number: Int64, at: Millis)] = []
+    var endedHead = 0
     /// The listing's second-chance offer, once made (english only; one per listing).
     var offer: SecondChanceOffer?
     /// When its last settlement or offer ended (reached a terminal state), `nil` before any did; a listing that has

@@ -44,8 +44,9 @@ extension Engine {
             } else {
                 w.write(UInt8(0))
             }
-            w.write(UInt64(listing.settlements.count))
-            for s in listing.settlements { encode(s, into: &w) }
+            let settlements = listing.settlementsInMemory
+            w.write(UInt64(settlements.count))
+            for s in settlements { encode(s, into: &w) }
         }
         w.write(UInt64(results.count))
         for result in results {
@@ -129,6 +130,7 @@ extension Engine {
                 }
                 listing.settlements.append(s)
             }
+            listing.indexSettlements()
         }
         let results = try r.readCount(minimumSize: 10)
         for _ in 0..<results {

@@ -3,12 +3,12 @@ extension Engine {
 
     /// Every settlement in memory, as value copies, by listing id and then number.
     public var settlements: [Settlement] {
-        listings.keys.sorted().flatMap { listings[$0]?.settlements ?? [] }
+        listings.keys.sorted().flatMap { listings[$0]?.settlementsInMemory ?? [] }
     }
 
     /// The settlements of `listing` in memory, by number; empty for an unknown listing.
     public func settlements(of listing: String) -> [Settlement] {
-        listings[listing]?.settlements ?? []
+        listings[listing]?.settlementsInMemory ?? []
     }
 
     /// The settlement with id `id` (`listing:n`), while it is in memory.
@@ -29,6 +29,7 @@ extension Engine {
         _ listing: Listing, buyer: String, seller: String, price: Money, quantity: Int64, _ events: inout [Event]
     ) {
         listing.sales += 1
+        listing.openSettlements += 1
         let number = listing.sales
         let due = deadline(after: listing.terms.deadlines.effective.paymentDueMs)
         let step = SettlementStep(state: .awaitingPayment, at: now)
@@ -70,7 +71,11 @@ extension Engine {
                 step: SettlementStep(state: state, at: now, by: by, role: role, detail: detail)))
         if let due { timers.schedule(.settlementDue(number: number), listing: listing.id, at: due) }
         emitSettlement(listing, index, &events)
-        if state.isTerminal { ended(listing) }
+        if state.isTerminal {
+            listing.openSettlements -= 1
+            listing.endedSettlements.append((number, now))
+            ended(listing)
+        }
     }
 
     /// Applies a settlement command to settlement `number` of `listingID`.
@@ -200,9 +205,9 @@ extension Engine {
                     "a second-chance offer was already made on listing \(listing.id) (it is \(offer.state.rawValue)); one per listing"
                 )
             }
-            guard let sale = listing.settlements.first, sale.state == .paymentExpired else {
+            guard let sale = listing.firstSettlement, sale.state == .paymentExpired else {
                 let state =
-                    listing.settlements.first.map { "settlement \($0.id) is \($0.state.rawValue)" } ?? "it has no sale"
+                    listing.firstSettlement.map { "settlement \($0.id) is \($0.state.rawValue)" } ?? "it has no sale"
                 return .rejected(
                     .invalidTransition,
                     "listing \(listing.id) cannot offer a second chance: \(state); only after the sale's payment expired"
@@ -265,7 +270,7 @@ extension Engine {
 
     /// Whether a settlement of `listing` is not final or its second-chance offer is open.
     func isSettling(_ listing: Listing) -> Bool {
-        listing.offer?.state == .offered || listing.settlements.contains { !$0.state.isTerminal }
+        listing.offer?.state == .offered || listing.openSettlements > 0
     }
 
     /// A settlement or the offer of `listing` just ended: an ended listing is evicted once nothing is settling and
@@ -288,18 +293,31 @@ extension Engine {
         return !overflow && now >= at
     }
 
-    /// Drops the final settlements of `listing` whose retention is over since they ended.
+    /// Drops the final settlements of `listing` whose retention is over since they ended: the front of the order
+    /// they ended in, so the cost is the settlements dropped, not all the listing holds.
     func prune(_ listing: Listing, _ events: inout [Event]) {
         let retention = configuration.closedListingRetentionMs
         var dropped: [Int64] = []
-        listing.settlements.removeAll { s in
-            guard s.state.isTerminal, let end = s.history.last?.at else { return false }
+        while listing.endedHead < listing.endedSettlements.count {
+            let (number, end) = listing.endedSettlements[listing.endedHead]
             let (at, overflow) = end.addingReportingOverflow(retention)
-            guard !overflow && now >= at else { return false }
-            dropped.append(s.number)
-            return true
+            guard !overflow && now >= at else { break }
+            listing.endedHead += 1
+            guard let index = listing.settlementIndex(number) else { continue }
+            listing.settlements[index].pruned = true
+            listing.prunedSettlements += 1
+            dropped.append(number)
+        }
+        if listing.endedHead >= 64 && listing.endedHead * 2 >= listing.endedSettlements.count {
+            listing.endedSettlements.removeFirst(listing.endedHead)
+            listing.endedHead = 0
+        }
+        if listing.prunedSettlements * 2 > listing.settlements.count {
+            listing.settlements.removeAll { $0.pruned }
+            listing.prunedSettlements = 0
         }
         if !dropped.isEmpty {
+            dropped.sort()
             events.append(Event(listing: listing.id, seq: 0, at: now, kind: .settlementsPruned(dropped)))
         }
     }
@@ -314,6 +332,23 @@ extension Listing {
             let mid = (low + high) / 2
             if settlements[mid].number < number { low = mid + 1 } else { high = mid }
         }
-        return low < settlements.count && settlements[low].number == number ? low : nil
+        return low < settlements.count && settlements[low].number == number && !settlements[low].pruned ? low : nil
+    }
+
+    /// The settlements in memory, by number (the pruned ones left out).
+    var settlementsInMemory: [Settlement] {
+        prunedSettlements == 0 ? settlements : settlements.filter { !$0.pruned }
+    }
+
+    /// The first settlement in memory.
+    var firstSettlement: Settlement? { settlements.first { !$0.pruned } }
+
+    /// Counts the open settlements and orders the final ones by when they ended (then by number), after a restore.
+    func indexSettlements() {
+        openSettlements = settlements.count { !$0.state.isTerminal }
+        endedSettlements = settlements.filter { $0.state.isTerminal }
+            .map { (number: $0.number, at: $0.history.last?.at ?? 0) }
+            .sorted { ($0.at, $0.number) < ($1.at, $1.number) }
+        endedHead = 0
     }
 }

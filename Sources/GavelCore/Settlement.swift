@@ -213,6 +213,8 @@ public struct Settlement: Sendable, Hashable {
     public var tracking: String?
     /// Every transition from creation on, oldest first.
     public var history: [SettlementStep]
+    /// Pruned from its listing's memory, waiting to be removed with others (never seen outside the engine).
+    var pruned = false
 
     public init(
         listing: String, number: Int64, buyer: String, seller: String, price: Money, quantity: Int64,

@@ -395,6 +395,41 @@ private func allowed(_ state: SettlementState, _ action: SettlementAction) -> Se
         #expect(e.settlements(of: "M").map(\.number) == [2], "numbers keep counting")
     }
 
+    /// A busy market ends thousands of settlements at different times: each is pruned once its retention is over,
+    /// in the order they ended, the listing keeps only the ones inside it, and a restore in the middle (which
+    /// rebuilds that order from the settlements' histories) goes on to the same state.
+    @Test func aBusyMarketPrunesEachEndedSettlementAfterItsRetentionWithoutKeepingTheRest() throws {
+        let e = Engine(configuration: EngineConfiguration(closedListingRetentionMs: 500))
+        var events: [Event] = []
+        let expiring = SettlementDeadlines(paymentDueMs: 7)
+        _ = e.apply(
+            Command(id: "o", listing: "M", body: .open(seller: "sam", terms: .market(.init(deadlines: expiring)))),
+            events: &events)
+        var restored: Engine?
+        var restoredEvents: [Event] = []
+        var pruned: [Int64] = []
+        for n in 1...3_000 {
+            e.advance(to: Millis(n), events: &events)
+            restored?.advance(to: Millis(n), events: &restoredEvents)
+            for (id, trader, side) in [("s\(n)", "sue", Side.sell), ("b\(n)", "bob", Side.buy)] {
+                let order = Command(
+                    id: id, listing: "M",
+                    body: .order(trader: trader, side: side, price: 100, quantity: 1, tif: .gtc, expiresAt: nil))
+                _ = e.apply(order, events: &events)
+                _ = restored?.apply(order, events: &restoredEvents)
+            }
+            if n == 1_234 { restored = try Engine.restore(from: e.encodeState()) }
+        }
+        for case .settlementsPruned(let numbers) in events.map(\.kind) { pruned += numbers }
+        // Sale n expires at n + 7 and is pruned at n + 507: by time 3,000 the sales up to 2,493 are gone.
+        #expect(pruned == Array(1...2_493))
+        #expect(e.settlements(of: "M").map(\.number) == Array(2_494...3_000))
+        #expect(restored?.encodeState() == e.encodeState())
+        e.advance(to: 10_000, events: &events)
+        #expect(e.settlements(of: "M").isEmpty)
+        #expect(try Engine.restore(from: e.encodeState()).encodeState() == e.encodeState())
+    }
+
     // MARK: - State
 
     @Test func aSnapshotMidFlightRestoresToTheSameHashAndFiresTheSameDeadlines() throws {
