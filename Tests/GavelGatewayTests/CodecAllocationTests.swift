@@ -58,27 +58,27 @@ struct CodecAllocationTests {
         #expect(kept.count == 1)
     }
 
-    @Test func aBidFrameIsDecodedAndAdmittedAsACommandWithNoAllocation() {
-        let admission = CommandAdmission(principal: Principal(name: "ann", role: .bidder))
-        let frames = bidFrames(1_000)
+    /// The commands `frames` are admitted as from a connection of `principal`, and the allocations that took (after
+    /// one frame to warm up).
+    private func admittedCounting(_ frames: [ByteBuffer], from principal: Principal) -> ([Command], Int) {
+        let admission = CommandAdmission(principal: principal)
         var commands: [Command] = []
         commands.reserveCapacity(frames.count)
         admitted(Array(frames.prefix(1)), as: admission, into: &commands)
         commands.removeAll(keepingCapacity: true)
         let count = allocations { admitted(frames, as: admission, into: &commands) }
+        return (commands, count)
+    }
+
+    @Test func aBidFrameIsDecodedAndAdmittedAsACommandWithNoAllocation() {
+        let (commands, count) = admittedCounting(bidFrames(1_000), from: Principal(name: "ann", role: .bidder))
         #expect(commands.count == 1_000)
         #expect(commands[7] == Command(id: "b7", listing: "L7", body: .bid(bidder: "ann", amount: 1_007)))
         #expect(count == 0)
     }
 
     @Test func anOrderFrameOnBehalfOfAUserIsDecodedAndAdmittedWithNoAllocation() {
-        let admission = CommandAdmission(principal: Principal(name: "svc", role: .service))
-        let frames = orderFrames(1_000)
-        var commands: [Command] = []
-        commands.reserveCapacity(frames.count)
-        admitted(Array(frames.prefix(1)), as: admission, into: &commands)
-        commands.removeAll(keepingCapacity: true)
-        let count = allocations { admitted(frames, as: admission, into: &commands) }
+        let (commands, count) = admittedCounting(orderFrames(1_000), from: Principal(name: "svc", role: .service))
         #expect(commands.count == 1_000)
         #expect(
             commands[3]
@@ -90,12 +90,9 @@ struct CodecAllocationTests {
 
     /// An identifier of 16 to 64 bytes is not a small string: its `String` is one allocation, and nothing else is.
     @Test func anIdentifierLongerThanFifteenBytesCostsOneAllocation() {
-        let admission = CommandAdmission(principal: Principal(name: "ann", role: .bidder))
         for length in [15, 16, 40, 64] {
             let frames = bidFrames(100) { k in String(repeating: "r", count: length - 4) + String(1_000 + k) }
-            var commands: [Command] = []
-            commands.reserveCapacity(frames.count)
-            let count = allocations { admitted(frames, as: admission, into: &commands) }
+            let (commands, count) = admittedCounting(frames, from: Principal(name: "ann", role: .bidder))
             #expect(commands.count == 100)
             #expect(commands.allSatisfy { $0.id.utf8.count == length })
             #expect(count == (length > 15 ? 100 : 0), "ids of \(length) bytes")
