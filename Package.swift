@@ -108,10 +108,13 @@ let package = Package(
         .testTarget(name: "GavelWireTests", dependencies: ["GavelCore", "GavelWire"]),
         .testTarget(name: "GavelEngineTests", dependencies: ["GavelCore", "GavelEngine"]),
         .testTarget(name: "GavelCLITests", dependencies: ["GavelCore", "GavelWire"]),
+        // Counts one thread's heap allocations, for the tests that assert allocation counts (glibc only); linked into
+        // the test bundle, never into gavel.
+        .target(name: "CAllocationCounter", path: "Tests/CAllocationCounter"),
         .testTarget(
             name: "GavelGatewayTests",
             dependencies: [
-                "GavelCore", "GavelWire", "GavelEngine", "GavelJournal", "GavelGateway",
+                "GavelCore", "GavelWire", "GavelEngine", "GavelJournal", "GavelGateway", "CAllocationCounter",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),

@@ -55,8 +55,9 @@ public struct FastCommand: Sendable, Equatable {
 }
 
 /// Reads the well-formed shapes of a `bid` or `order` message straight from the received bytes, with no
-/// intermediate JSON tree: only the command's own strings are made (an identifier of at most 15 UTF-8 bytes is a
-/// Swift small string, so building it allocates nothing).
+/// intermediate JSON tree: only the command's own strings are made, and an identifier of at most 15 UTF-8 bytes is a
+/// Swift small string, stored inline in the `String` value, so building it allocates nothing (``SmallASCII``). A
+/// longer identifier (up to the limit of 64) costs one allocation.
 ///
 /// It reads a message only when it understands all of it and the generic path (``JSONParser`` and
 /// ``CommandDecoder``) would accept it: one JSON object of the type's known members, each at most once; string
@@ -67,7 +68,8 @@ public struct FastCommand: Sendable, Equatable {
 public enum FastCommandDecoder {
     /// The message in `bytes`, or `nil` when it must take the generic path.
     public static func decode(_ bytes: UnsafeRawBufferPointer) -> FastCommand? {
-        var scanner = Scanner(bytes: bytes)
+        guard let base = bytes.baseAddress else { return nil }
+        var scanner = Scanner(base: base.assumingMemoryBound(to: UInt8.self), count: bytes.count)
         return scanner.message()
     }
 
@@ -110,22 +112,37 @@ private enum Member: UInt16 {
         | Member.tif.rawValue | Member.expiresAt.rawValue | Member.onBehalfOf.rawValue
 }
 
+/// Where a string value's bytes are in the message.
+private struct Span {
+    var start: UnsafePointer<UInt8>
+    var count: Int
+}
+
+/// One pass over the message's bytes, through a pointer; a byte past the end reads as 0, which no token starts
+/// with, so every check fails there.
 private struct Scanner {
-    let bytes: UnsafeRawBufferPointer
-    var index = 0
+    let base: UnsafePointer<UInt8>
+    let end: UnsafePointer<UInt8>
+    var p: UnsafePointer<UInt8>
     var seen: UInt16 = 0
     var kind: FastCommand.Kind?
-    var id: Range<Int> = 0..<0
-    var listing: Range<Int> = 0..<0
-    var actor: Range<Int>?
-    var onBehalfOf: Range<Int>?
+    var id: Span
+    var listing: Span
+    var actor: Span?
+    var onBehalfOf: Span?
     var amount: Int64 = 0
     var quantity: Int64 = 0
     var side = Side.buy
     var tif = TimeInForce.gtc
     var expiresAt: Int64?
 
-    init(bytes: UnsafeRawBufferPointer) { self.bytes = bytes }
+    init(base: UnsafePointer<UInt8>, count: Int) {
+        self.base = base
+        end = base + count
+        p = base
+        id = Span(start: base, count: 0)
+        listing = id
+    }
 
     mutating func message() -> FastCommand? {
         skipWhitespace()
@@ -142,7 +159,7 @@ private struct Scanner {
             break
         }
         skipWhitespace()
-        guard index == bytes.count, let kind else { return nil }
+        guard p == end, let kind else { return nil }
         let allowed: UInt16
         let required: UInt16
         switch kind {
@@ -156,28 +173,38 @@ private struct Scanner {
                 | Member.side.rawValue
         }
         guard seen & ~allowed == 0, seen & required == required else { return nil }
+        let small = SmallASCII.layoutHolds
         return FastCommand(
-            kind: kind, id: string(id), listing: string(listing), actor: actor.map(string),
-            onBehalfOf: onBehalfOf.map(string), amount: amount, quantity: quantity, side: side, tif: tif,
-            expiresAt: expiresAt)
+            kind: kind, id: string(id, small: small), listing: string(listing, small: small),
+            actor: actor.map { string($0, small: small) }, onBehalfOf: onBehalfOf.map { string($0, small: small) },
+            amount: amount, quantity: quantity, side: side, tif: tif, expiresAt: expiresAt)
     }
 
-    func string(_ range: Range<Int>) -> String {
-        String(decoding: UnsafeRawBufferPointer(rebasing: bytes[range]), as: UTF8.self)
+    /// The identifier at `span` (ASCII, checked by ``identifier()``) as a `String`.
+    @inline(__always)
+    func string(_ span: Span, small: Bool) -> String {
+        if small, span.count <= SmallASCII.capacity {
+            return SmallASCII.string(span.start, count: span.count, readableBefore: span.start - base)
+        }
+        return String(decoding: UnsafeBufferPointer(start: span.start, count: span.count), as: UTF8.self)
     }
+
+    /// The byte at `p`, or 0 at the end.
+    @inline(__always)
+    func peek() -> UInt8 { p < end ? p.pointee : 0 }
 
     @inline(__always)
     mutating func take(_ byte: UInt8) -> Bool {
-        guard index < bytes.count, bytes[index] == byte else { return false }
-        index += 1
+        guard peek() == byte else { return false }
+        p += 1
         return true
     }
 
     @inline(__always)
     mutating func skipWhitespace() {
-        while index < bytes.count {
-            switch bytes[index] {
-            case 0x20, 0x09, 0x0A, 0x0D: index += 1
+        while p < end {
+            switch p.pointee {
+            case 0x20, 0x09, 0x0A, 0x0D: p += 1
             default: return
             }
         }
@@ -185,7 +212,7 @@ private struct Scanner {
 
     /// One `"key": value` member; false when it is not one the fast path reads.
     mutating func member() -> Bool {
-        guard let key = key() else { return false }
+        guard take(UInt8(ascii: "\"")), let key = key() else { return false }
         guard seen & key.rawValue == 0 else { return false }
         seen |= key.rawValue
         skipWhitespace()
@@ -200,17 +227,17 @@ private struct Scanner {
             default: return false
             }
         case .id:
-            guard let range = identifier() else { return false }
-            id = range
+            guard let span = identifier() else { return false }
+            id = span
         case .listing:
-            guard let range = identifier() else { return false }
-            listing = range
+            guard let span = identifier() else { return false }
+            listing = span
         case .bidder, .trader:
-            guard let range = identifier() else { return false }
-            actor = range
+            guard let span = identifier() else { return false }
+            actor = span
         case .onBehalfOf:
-            guard let range = identifier() else { return false }
-            onBehalfOf = range
+            guard let span = identifier() else { return false }
+            onBehalfOf = span
         case .amount, .price:
             guard let value = integer() else { return false }
             amount = value
@@ -236,64 +263,79 @@ private struct Scanner {
         return true
     }
 
-    /// A member name the fast path knows, written without escapes.
+    /// A member name the fast path knows, written without escapes, with its closing quote: the next bytes are read
+    /// as little-endian words (zeros past the end) and compared with the names' bytes.
+    @inline(__always)
     mutating func key() -> Member? {
-        guard take(UInt8(ascii: "\"")) else { return nil }
-        let start = index
-        while index < bytes.count, bytes[index] != UInt8(ascii: "\"") {
-            let byte = bytes[index]
-            guard byte == UInt8(ascii: "_") || (byte >= UInt8(ascii: "a") && byte <= UInt8(ascii: "z")) else {
+        let first = word(at: 0)
+        let member: Member
+        let length: Int
+        switch UInt8(truncatingIfNeeded: first) {
+        case UInt8(ascii: "i") where matches(first, 0x22_6469, count: 3):  // id"
+            (member, length) = (.id, 3)
+        case UInt8(ascii: "l") where first == 0x2267_6E69_7473_696C:  // listing"
+            (member, length) = (.listing, 8)
+        case UInt8(ascii: "a") where matches(first, 0x22_746E_756F_6D61, count: 7):  // amount"
+            (member, length) = (.amount, 7)
+        case UInt8(ascii: "b") where matches(first, 0x22_7265_6464_6962, count: 7):  // bidder"
+            (member, length) = (.bidder, 7)
+        case UInt8(ascii: "p") where matches(first, 0x2265_6369_7270, count: 6):  // price"
+            (member, length) = (.price, 6)
+        case UInt8(ascii: "q") where first == 0x7974_6974_6E61_7571 && matches(word(at: 8), 0x22, count: 1):  // quantity"
+            (member, length) = (.quantity, 9)
+        case UInt8(ascii: "s") where matches(first, 0x22_6564_6973, count: 5):  // side"
+            (member, length) = (.side, 5)
+        case UInt8(ascii: "e") where first == 0x5F73_6572_6970_7865 && matches(word(at: 8), 0x22_7461, count: 3):
+            (member, length) = (.expiresAt, 11)  // expires_at"
+        case UInt8(ascii: "o") where first == 0x6C61_6865_625F_6E6F && matches(word(at: 8), 0x22_666F_5F66, count: 5):
+            (member, length) = (.onBehalfOf, 13)  // on_behalf_of"
+        case UInt8(ascii: "t"):
+            if matches(first, 0x22_6570_7974, count: 5) {  // type"
+                (member, length) = (.type, 5)
+            } else if matches(first, 0x22_7265_6461_7274, count: 7) {  // trader"
+                (member, length) = (.trader, 7)
+            } else if matches(first, 0x2266_6974, count: 4) {  // tif"
+                (member, length) = (.tif, 4)
+            } else {
                 return nil
             }
-            index += 1
-        }
-        guard index < bytes.count else { return nil }
-        let name = UnsafeRawBufferPointer(rebasing: bytes[start..<index])
-        index += 1
-        switch name.count {
-        case 2: return Self.equal(name, "id") ? .id : nil
-        case 3: return Self.equal(name, "tif") ? .tif : nil
-        case 4:
-            if Self.equal(name, "type") { return .type }
-            if Self.equal(name, "side") { return .side }
+        default:
             return nil
-        case 5: return Self.equal(name, "price") ? .price : nil
-        case 6:
-            if Self.equal(name, "bidder") { return .bidder }
-            if Self.equal(name, "trader") { return .trader }
-            if Self.equal(name, "amount") { return .amount }
-            return nil
-        case 7: return Self.equal(name, "listing") ? .listing : nil
-        case 8: return Self.equal(name, "quantity") ? .quantity : nil
-        case 10: return Self.equal(name, "expires_at") ? .expiresAt : nil
-        case 12: return Self.equal(name, "on_behalf_of") ? .onBehalfOf : nil
-        default: return nil
         }
+        p += length
+        return member
     }
 
+    /// The 8 bytes from `p + offset` as a little-endian word; bytes past the end read as 0.
     @inline(__always)
-    static func equal(_ name: UnsafeRawBufferPointer, _ word: StaticString) -> Bool {
-        word.withUTF8Buffer { expected in
-            name.count == expected.count && memcmpEqual(name, expected)
+    func word(at offset: Int) -> UInt64 {
+        let start = p + offset
+        if end - start >= 8 { return UInt64(littleEndian: UnsafeRawPointer(start).loadUnaligned(as: UInt64.self)) }
+        var value: UInt64 = 0
+        var i = 0
+        while start + i < end {
+            value |= UInt64(start[i]) << (UInt64(i) * 8)
+            i += 1
         }
+        return value
     }
 
+    /// Whether the first `count` bytes (1-7) of `value` are those of `expected`, both little-endian words: the
+    /// member names' bytes, their closing quote included, written as hexadecimal words (first byte lowest).
     @inline(__always)
-    static func memcmpEqual(_ a: UnsafeRawBufferPointer, _ b: UnsafeBufferPointer<UInt8>) -> Bool {
-        for i in 0..<b.count where a[i] != b[i] { return false }
-        return true
+    func matches(_ value: UInt64, _ expected: UInt64, count: Int) -> Bool {
+        value & ((1 << UInt64(count * 8)) - 1) == expected
     }
 
-    /// A string of 1-64 identifier characters (``Identifier``) without escapes: its bytes between the quotes.
-    mutating func identifier() -> Range<Int>? {
+    /// A string of 1-64 identifier characters (``Identifier``) without escapes: where its bytes are.
+    @inline(__always)
+    mutating func identifier() -> Span? {
         guard take(UInt8(ascii: "\"")) else { return nil }
-        let start = index
-        while index < bytes.count, Identifier.isValidByte(bytes[index]) { index += 1 }
-        let count = index - start
-        guard index < bytes.count, bytes[index] == UInt8(ascii: "\""), count >= 1, count <= Limits.maxIdentifierLength
-        else { return nil }
-        index += 1
-        return start..<(index - 1)
+        let start = p
+        while p < end, Identifier.isValidByte(p.pointee) { p += 1 }
+        let count = p - start
+        guard count >= 1, count <= Limits.maxIdentifierLength, take(UInt8(ascii: "\"")) else { return nil }
+        return Span(start: start, count: count)
     }
 
     /// A quoted word of 1-5 lowercase letters, packed big-endian into an integer ("bid" is 0x626964).
@@ -301,9 +343,9 @@ private struct Scanner {
         guard take(UInt8(ascii: "\"")) else { return nil }
         var word: UInt64 = 0
         var count = 0
-        while index < bytes.count {
-            let byte = bytes[index]
-            index += 1
+        while p < end {
+            let byte = p.pointee
+            p += 1
             if byte == UInt8(ascii: "\"") { return count > 0 ? word : nil }
             guard byte >= UInt8(ascii: "a"), byte <= UInt8(ascii: "z"), count < 5 else { return nil }
             word = word << 8 | UInt64(byte)
@@ -316,26 +358,89 @@ private struct Scanner {
     /// bits; it must be followed by whitespace, `,` or `}`. `-0` is 0, as `Int64("-0")` reads it.
     mutating func integer() -> Int64? {
         let negative = take(UInt8(ascii: "-"))
-        guard index < bytes.count else { return nil }
         var value: Int64 = 0
         var digits = 0
-        if bytes[index] == UInt8(ascii: "0") {
-            index += 1
+        if peek() == UInt8(ascii: "0") {
+            p += 1
             digits = 1
         } else {
-            while index < bytes.count {
-                let byte = bytes[index]
-                guard byte >= UInt8(ascii: "0"), byte <= UInt8(ascii: "9") else { break }
-                value = value &* 10 &+ Int64(byte &- UInt8(ascii: "0"))
+            while p < end {
+                let digit = p.pointee &- UInt8(ascii: "0")
+                guard digit < 10 else { break }
+                value = value &* 10 &+ Int64(digit)
                 digits += 1
-                index += 1
+                p += 1
             }
         }
-        guard digits > 0, digits <= 18, index < bytes.count else { return nil }
-        switch bytes[index] {
+        guard digits > 0, digits <= 18 else { return nil }
+        switch peek() {
         case 0x20, 0x09, 0x0A, 0x0D, UInt8(ascii: ","), UInt8(ascii: "}"): break
         default: return nil
         }
         return negative ? -value : value
+    }
+}
+
+/// Builds the `String` of up to 15 ASCII bytes the way the standard library stores it inline (a *small string*:
+/// the bytes in the value's two words, the count and flags in its top byte), from two loads instead of a
+/// validation pass and a copy. Used only where ``layoutHolds``: on a 64-bit little-endian platform whose standard
+/// library builds exactly these bits for every length (checked once, against `String(decoding:as:)`); anywhere
+/// else the decoder builds its strings with `String(decoding:as:)`.
+enum SmallASCII {
+    /// The most bytes a small string holds.
+    static let capacity = 15
+
+    /// Whether ``string(_:count:readableBefore:)`` builds the same value as `String(decoding:as:)` for every length.
+    static let layoutHolds: Bool = {
+        #if _endian(little) && _pointerBitWidth(_64)
+            let sample: [UInt8] = Array("0123456789abcde-0123456789abcde".utf8)
+            return sample.withUnsafeBufferPointer { bytes in
+                (0...capacity).allSatisfy { count in
+                    // From the start (nothing readable before) and from the middle (8 bytes readable before).
+                    [0, 8].allSatisfy { offset in
+                        let start = bytes.baseAddress! + offset
+                        let expected = String(decoding: UnsafeBufferPointer(start: start, count: count), as: UTF8.self)
+                        let built = make(start, count: count, readableBefore: offset)
+                        return unsafeBitCast(built, to: (UInt64, UInt64).self)
+                            == unsafeBitCast(expected, to: (UInt64, UInt64).self) && built == expected
+                    }
+                }
+            }
+        #else
+            return false
+        #endif
+    }()
+
+    /// The string of the `count` (at most 15) ASCII bytes at `start`; `readableBefore` bytes before `start` may be
+    /// read too (a word ending at the last byte is read when at least 8 bytes end there). Only where
+    /// ``layoutHolds``.
+    @inline(__always)
+    static func string(_ start: UnsafePointer<UInt8>, count: Int, readableBefore: Int) -> String {
+        make(start, count: count, readableBefore: readableBefore)
+    }
+
+    @inline(__always)
+    private static func make(_ start: UnsafePointer<UInt8>, count: Int, readableBefore: Int) -> String {
+        let raw = UnsafeRawPointer(start)
+        var low: UInt64 = 0
+        var high: UInt64 = 0
+        if count >= 8 {
+            low = UInt64(littleEndian: raw.loadUnaligned(as: UInt64.self))
+            if count > 8 {
+                // The word ending at the last byte, shifted down to the bytes past the first eight.
+                let tail = UInt64(littleEndian: raw.loadUnaligned(fromByteOffset: count - 8, as: UInt64.self))
+                high = tail >> (UInt64(16 - count) * 8)
+            }
+        } else if count > 0 {
+            if readableBefore + count >= 8 {
+                let tail = UInt64(littleEndian: raw.loadUnaligned(fromByteOffset: count - 8, as: UInt64.self))
+                low = tail >> (UInt64(8 - count) * 8)
+            } else {
+                for i in 0..<count { low |= UInt64(start[i]) << (UInt64(i) * 8) }
+            }
+        }
+        // The discriminator: immortal, small, ASCII, and the count.
+        high |= (0xE0 | UInt64(count)) << 56
+        return unsafeBitCast((low, high), to: String.self)
     }
 }

@@ -13,25 +13,25 @@ public enum MessageEncoder {
     /// A `result` message written into `buffer` (its old content replaced), which the caller keeps for the next
     /// message: no allocation once it has grown.
     public static func result(id: String?, _ result: CommandResult, ts: Millis?, into buffer: inout [UInt8]) {
-        var w = JSONObjectWriter(reusing: &buffer)
-        w.field("type", "result")
-        w.field("id", id)
-        w.field("ok", result.ok)
-        if result.duplicate { w.field("duplicate", true) }
-        if let error = result.error {
-            w.field("error", error.rawValue)
-            w.field("message", result.message)
-            if let minBid = result.minBid { w.field("min_bid", minBid) }
-        } else {
-            if let price = result.price { w.field("price", price) }
-            if let leading = result.leading { w.field("leading", leading) }
-            if let filled = result.filled { w.field("filled", filled) }
-            if let remaining = result.remaining { w.field("remaining", remaining) }
-            if let settlement = result.settlement { w.field("settlement", settlement) }
-            if let state = result.settlementState { w.field("state", state.rawValue) }
+        FixedJSONWriter.write(into: &buffer) { w in
+            w.field("type", word: "result")
+            w.field("id", id)
+            w.field("ok", result.ok)
+            if result.duplicate { w.field("duplicate", true) }
+            if let error = result.error {
+                w.field("error", error.rawValue)
+                w.field("message", result.message)
+                if let minBid = result.minBid { w.field("min_bid", minBid) }
+            } else {
+                if let price = result.price { w.field("price", price) }
+                if let leading = result.leading { w.field("leading", leading) }
+                if let filled = result.filled { w.field("filled", filled) }
+                if let remaining = result.remaining { w.field("remaining", remaining) }
+                if let settlement = result.settlement { w.field("settlement", settlement) }
+                if let state = result.settlementState { w.field("state", state.rawValue) }
+            }
+            if let ts { w.field("ts", ts) }
         }
-        if let ts { w.field("ts", ts) }
-        w.finish(into: &buffer)
     }
 
     /// A `bad_request` result for input that could not be read as a command.
@@ -50,62 +50,84 @@ public enum MessageEncoder {
     /// An event message written into `buffer` (its old content replaced), which the caller keeps for the next
     /// message: no allocation once it has grown.
     public static func event(_ event: Event, ts: Millis?, into buffer: inout [UInt8]) {
-        var w = JSONObjectWriter(reusing: &buffer)
-        w.field("type", event.kind.typeName)
-        w.field("listing", event.listing)
-        if !event.kind.isPrivate { w.field("seq", event.seq) }
-        w.field("at", event.at)
-        fields(of: event.kind, listing: event.listing, into: &w)
-        if let ts { w.field("ts", ts) }
-        w.finish(into: &buffer)
+        FixedJSONWriter.write(into: &buffer) { w in
+            fields(of: event, into: &w)
+            if let ts { w.field("ts", ts) }
+        }
     }
 
-    static func fields(of kind: EventKind, listing: String, into w: inout JSONObjectWriter) {
-        switch kind {
+    /// The members every event message starts with: `type`, `listing`, `seq` (public events only) and `at`.
+    @inline(__always)
+    static func header<W: JSONMemberWriter>(_ type: StaticString, _ event: Event, notice: Bool = false, into w: inout W)
+    {
+        w.field("type", word: type)
+        w.field("listing", event.listing)
+        if !notice { w.field("seq", event.seq) }
+        w.field("at", event.at)
+    }
+
+    /// An event's members: its header, with the ``EventKind/typeName`` of its kind (private notices without `seq`:
+    /// ``EventKind/isPrivate``), then the kind's own. One `switch` over the kind: each one copies the kind (177
+    /// bytes, its payload's strings retained), so the header is written here rather than read from the kind first.
+    /// The golden lines of every kind in `EncoderReuseTests` hold the names here to the kind's.
+    static func fields<W: JSONMemberWriter>(of event: Event, into w: inout W) {
+        switch event.kind {
         case .opened(let seller, let terms):
+            header("opened", event, into: &w)
             w.field("format", terms.format.rawValue)
             w.field("seller", seller)
             terms.publicFields(into: &w)
         case .bidPlaced(let price, let leader, let bids, let closesAt, let reserveMet):
+            header("bid_placed", event, into: &w)
             w.field("price", price)
             w.field("leader", leader)
             w.field("bids", bids)
             w.field("closes_at", closesAt)
             w.field("reserve_met", reserveMet)
         case .sealedBidPlaced(let bids):
+            header("bid_placed", event, into: &w)
             w.field("bids", bids)
         case .outbid(let bidder, let price):
+            header("outbid", event, notice: true, into: &w)
             w.field("bidder", bidder)
             w.field("price", price)
         case .extended(let closesAt):
+            header("extended", event, into: &w)
             w.field("closes_at", closesAt)
         case .price(let price):
+            header("price", event, into: &w)
             w.field("price", price)
         case .filled(let bidder, let price, let quantity, let remaining):
+            header("filled", event, into: &w)
             w.field("bidder", bidder)
             w.field("price", price)
             w.field("quantity", quantity)
             w.field("remaining", remaining)
         case .closed(let winner, let price, let reserveMet):
+            header("closed", event, into: &w)
             w.field("winner", winner)
             w.field("price", price)
             w.field("reserve_met", reserveMet)
         case .dutchClosed(let sold):
+            header("closed", event, into: &w)
             w.field("sold", sold)
         case .marketClosed:
-            break
+            header("closed", event, into: &w)
         case .orderPlaced(let order, let trader, let side, let price, let quantity):
+            header("order_placed", event, into: &w)
             w.field("order", order)
             w.field("trader", trader)
             w.field("side", side.rawValue)
             w.field("price", price)
             w.field("quantity", quantity)
         case .orderCancelled(let order, let trader, let reason, let remaining):
+            header("order_cancelled", event, into: &w)
             w.field("order", order)
             w.field("trader", trader)
             w.field("reason", reason.rawValue)
             w.field("remaining", remaining)
         case .trade(let buyer, let seller, let price, let quantity, let buyOrder, let sellOrder):
+            header("trade", event, into: &w)
             w.field("buyer", buyer)
             w.field("seller", seller)
             w.field("price", price)
@@ -113,14 +135,18 @@ public enum MessageEncoder {
             w.field("buy_order", buyOrder)
             w.field("sell_order", sellOrder)
         case .book(let bestBid, let bestAsk, let bidQuantity, let askQuantity):
+            header("book", event, into: &w)
             w.field("best_bid", bestBid)
             w.field("best_ask", bestAsk)
             w.field("bid_quantity", bidQuantity)
             w.field("ask_quantity", askQuantity)
-        case .listingCancelled, .evicted:
-            break
+        case .listingCancelled:
+            header("listing_cancelled", event, into: &w)
+        case .evicted:
+            header("evicted", event, into: &w)
         case .settlement(let change):
-            w.field("settlement", SettlementID.format(listing: listing, number: change.number))
+            header("settlement", event, notice: true, into: &w)
+            w.field("settlement", SettlementID.format(listing: event.listing, number: change.number))
             w.field("state", change.state.rawValue)
             w.field("buyer", change.buyer)
             w.field("seller", change.seller)
@@ -131,12 +157,14 @@ public enum MessageEncoder {
             w.field("role", change.step.role?.rawValue)
             detailFields(change.step.detail, into: &w)
         case .secondChance(let offer):
+            header("second_chance", event, notice: true, into: &w)
             w.field("bidder", offer.bidder)
             w.field("seller", offer.seller)
             w.field("price", offer.price)
             w.field("state", offer.state.rawValue)
             w.field("due_at", offer.dueAt)
         case .settlementsPruned(let numbers):
+            header("settlements_pruned", event, into: &w)
             w.field("settlements", raw: Array(("[" + numbers.map(String.init).joined(separator: ",") + "]").utf8))
         }
     }
@@ -144,7 +172,7 @@ public enum MessageEncoder {
 
 extension ListingTerms {
     /// The terms a watcher may see: everything but the amount of a reserve.
-    func publicFields(into w: inout JSONObjectWriter) {
+    func publicFields<W: JSONMemberWriter>(into w: inout W) {
         switch self {
         case .english(let t):
             w.field("start", t.start)
@@ -314,7 +342,7 @@ extension MessageEncoder {
     }
 
     /// The field a transition's detail adds: `payment_ref`, `tracking`, `reason` or `outcome`.
-    static func detailFields(_ detail: SettlementDetail?, into w: inout JSONObjectWriter) {
+    static func detailFields<W: JSONMemberWriter>(_ detail: SettlementDetail?, into w: inout W) {
         switch detail {
         case .paymentRef(let ref): w.field("payment_ref", ref)
         case .tracking(let tracking): w.field("tracking", tracking)

@@ -135,19 +135,33 @@ private let principals: [Principal] = [
 
 private let seeds = Gen.int(in: 0...Int(Int32.max))
 
+/// Wherever the fast path reads `bytes` (with `actor` as the default actor), it gives the generic decoder's input.
+private func expectTheGenericInput(_ bytes: [UInt8], actor: String?) {
+    guard let fast = FastCommandDecoder.decodedInput(bytes, actor: actor) else { return }
+    let generic = (try? JSONParser.parse(bytes)).map { CommandDecoder.decode($0, actor: actor) }
+    #expect(fast == generic, "\(String(decoding: bytes, as: UTF8.self)) with actor \(actor ?? "nil")")
+}
+
+/// Wherever the fast path reads `bytes` for a connection of any of the `principals`, it gives the generic path's
+/// request id and verdict.
+private func expectTheGenericVerdictForEveryRole(_ bytes: [UInt8]) {
+    for principal in principals {
+        let admission = CommandAdmission(principal: principal)
+        guard let frame = FastCommandDecoder.decode(bytes), admission.takesFastPath(frame) else { continue }
+        let generic = genericOutcome(bytes, admission)
+        #expect(
+            generic?.id == frame.id && generic?.1 == admission.admit(frame),
+            "\(String(decoding: bytes, as: UTF8.self)) from \(principal)")
+    }
+}
+
 @Suite struct FastPathEquivalenceTests {
     @Test func fastDecoderGivesTheGenericDecodersInputWheneverItReadsAMessage() async {
         await propertyCheck(count: 300, input: seeds) { seed in
             var maker = FrameMaker(rng: SplitMix64(seed: UInt64(seed)))
             for _ in 0..<40 {
                 let bytes = maker.frame()
-                for actor in [nil, "ann", "", "not an id"] as [String?] {
-                    guard let fast = FastCommandDecoder.decodedInput(bytes, actor: actor) else { continue }
-                    let generic = (try? JSONParser.parse(bytes)).map { CommandDecoder.decode($0, actor: actor) }
-                    #expect(
-                        fast == generic,
-                        "\(String(decoding: bytes, as: UTF8.self)) with actor \(actor ?? "nil")")
-                }
+                for actor in [nil, "ann", "", "not an id"] as [String?] { expectTheGenericInput(bytes, actor: actor) }
             }
         }
     }
@@ -155,19 +169,7 @@ private let seeds = Gen.int(in: 0...Int(Int32.max))
     @Test func fastPathGivesTheSessionsVerdictForEveryRole() async {
         await propertyCheck(count: 300, input: seeds) { seed in
             var maker = FrameMaker(rng: SplitMix64(seed: UInt64(seed)))
-            for _ in 0..<40 {
-                let bytes = maker.frame()
-                for principal in principals {
-                    let admission = CommandAdmission(principal: principal)
-                    guard let frame = FastCommandDecoder.decode(bytes), admission.takesFastPath(frame) else {
-                        continue
-                    }
-                    let generic = genericOutcome(bytes, admission)
-                    #expect(
-                        generic?.id == frame.id && generic?.1 == admission.admit(frame),
-                        "\(String(decoding: bytes, as: UTF8.self)) from \(principal)")
-                }
-            }
+            for _ in 0..<40 { expectTheGenericVerdictForEveryRole(maker.frame()) }
         }
     }
 
@@ -280,6 +282,121 @@ private let seeds = Gen.int(in: 0...Int(Int32.max))
             #expect(
                 (FastCommandDecoder.decode(Array(#"{"type":"bid","id":"\#(single)","listing":"L","amount":1}"#.utf8))
                     != nil) == (byte < 0x80 && Identifier.isValid(single)), "byte \(byte)")
+        }
+    }
+}
+
+/// Member names one byte away from the ones the fast path knows (cut short, one byte longer, a letter changed, an
+/// upper-case letter), identifiers of every length around the small-string (15) and identifier (64) limits, and
+/// frames cut at every byte: the key matcher reads up to 16 bytes at once and the identifiers are built from two
+/// words, so these are the places where a fast read could go wrong.
+private struct NearMissMaker {
+    var rng: SplitMix64
+
+    mutating func pick<T>(_ options: [T]) -> T { options[Int(rng.next() % UInt64(options.count))] }
+
+    static let names = [
+        "type", "id", "listing", "bidder", "trader", "amount", "price", "quantity", "side", "tif", "expires_at",
+        "on_behalf_of",
+    ]
+
+    /// A member name: a known one, or one changed by a byte.
+    mutating func name(_ known: String) -> String {
+        guard rng.next() % 6 == 0 else { return known }
+        var bytes = Array(known.utf8)
+        switch rng.next() % 5 {
+        case 0: bytes.removeLast()
+        case 1: bytes.append(pick(Array("s_\"x".utf8)))
+        case 2: bytes[Int(rng.next() % UInt64(bytes.count))] ^= 0x20
+        case 3: bytes[Int(rng.next() % UInt64(bytes.count))] = pick(Array("aeiz_".utf8))
+        default: return pick(Self.names)
+        }
+        return String(decoding: bytes, as: UTF8.self)
+    }
+
+    /// An identifier of 1-66 characters (every length around 15, 16, 64 and 65 is likely).
+    mutating func identifier() -> String {
+        let length = rng.next() % 3 == 0 ? pick([14, 15, 16, 17, 63, 64, 65]) : Int(1 + rng.next() % 66)
+        let characters = Array("abcXYZ019_.:-".utf8)
+        return String(decoding: (0..<length).map { _ in pick(characters) }, as: UTF8.self)
+    }
+
+    mutating func frame() -> [UInt8] {
+        let isBid = rng.next() % 2 == 0
+        var members = [
+            (name("type"), "\"\(isBid ? "bid" : "order")\""), (name("id"), "\"\(identifier())\""),
+            (name("listing"), "\"\(identifier())\""),
+        ]
+        if rng.next() % 2 == 0 { members.append((name(isBid ? "bidder" : "trader"), "\"\(identifier())\"")) }
+        if rng.next() % 4 == 0 { members.append((name("on_behalf_of"), "\"\(identifier())\"")) }
+        if isBid {
+            members.append((name("amount"), String(rng.next() % 100_000)))
+        } else {
+            members.append((name("price"), String(rng.next() % 100_000)))
+            members.append((name("quantity"), String(1 + rng.next() % 9)))
+            members.append((name("side"), pick(["\"buy\"", "\"sell\""])))
+            if rng.next() % 2 == 0 { members.append((name("tif"), pick(["\"gtc\"", "\"ioc\""]))) }
+            if rng.next() % 3 == 0 { members.append((name("expires_at"), String(rng.next() % 1_000_000))) }
+        }
+        members.shuffle(using: &rng)
+        var bytes = Array(("{" + members.map { "\"\($0.0)\":\($0.1)" }.joined(separator: ",") + "}").utf8)
+        if rng.next() % 4 == 0 { bytes.removeLast(Int(rng.next() % UInt64(bytes.count))) }
+        return bytes
+    }
+}
+
+@Suite struct FastPathNearMissTests {
+    @Test func nearMissNamesIdentifierLengthsAndCutFramesGiveTheGenericVerdict() async {
+        await propertyCheck(count: 300, input: seeds) { seed in
+            var maker = NearMissMaker(rng: SplitMix64(seed: UInt64(seed)))
+            for _ in 0..<40 {
+                let bytes = maker.frame()
+                expectTheGenericInput(bytes, actor: "ann")
+                expectTheGenericVerdictForEveryRole(bytes)
+            }
+        }
+    }
+
+    /// The generator makes frames the fast path reads, with long identifiers among them, and near misses it leaves.
+    @Test func nearMissFramesExerciseBothPathsAndBothStringForms() {
+        var maker = NearMissMaker(rng: SplitMix64(seed: 11))
+        var read = 0
+        var long = 0
+        var left = 0
+        for _ in 0..<2_000 {
+            guard let frame = FastCommandDecoder.decode(maker.frame()) else {
+                left += 1
+                continue
+            }
+            read += 1
+            if frame.id.utf8.count > 15 { long += 1 }
+        }
+        #expect(read > 200)
+        #expect(long > 100)
+        #expect(left > 500)
+    }
+}
+
+@Suite struct SmallASCIITests {
+    /// The strings the decoder builds from two words are the standard library's, bit for bit, for every length,
+    /// from every offset (with and without bytes before them to read).
+    @Test func smallStringsAreTheStandardLibrarysForEveryLengthAndOffset() {
+        #expect(SmallASCII.layoutHolds)
+        let bytes = Array("ab-Z_09.:xyzQRSTUVWab-Z_09.:xyz".utf8)
+        bytes.withUnsafeBufferPointer { buffer in
+            for offset in 0..<16 {
+                for count in 0...SmallASCII.capacity where offset + count <= buffer.count {
+                    let start = buffer.baseAddress! + offset
+                    let expected = String(decoding: UnsafeBufferPointer(start: start, count: count), as: UTF8.self)
+                    let built = SmallASCII.string(start, count: count, readableBefore: offset)
+                    #expect(built == expected)
+                    #expect(built.hashValue == expected.hashValue)
+                    #expect(Array(built.utf8) == Array(expected.utf8))
+                    #expect(
+                        unsafeBitCast(built, to: (UInt64, UInt64).self)
+                            == unsafeBitCast(expected, to: (UInt64, UInt64).self), "\(count) bytes at \(offset)")
+                }
+            }
         }
     }
 }

@@ -1,0 +1,143 @@
+import CAllocationCounter
+import GavelCore
+import NIOCore
+import Testing
+
+@testable import GavelGateway
+@testable import GavelWire
+
+// The heap allocations of the codec's hot paths, counted exactly on the calling thread (`CAllocationCounter`), on
+// the calls the gateway makes: a bid or order frame read from the received buffer and admitted as a `Command`
+// (`WebSocketSession.handleMessage`), a result written into the session's kept buffer (`sendResult`) and an event
+// into the fan-out's (`FanOut.route`). Counts, not times: a count is exact on any machine.
+
+/// Allocations made by `body` on this thread.
+private func allocations(_ body: () -> Void) -> Int {
+    gavel_allocation_counting_start()
+    body()
+    return gavel_allocation_counting_stop()
+}
+
+private let counting = gavel_allocation_counting_available() != 0
+
+/// Decodes `frames` as the session does (fast path, then the connection's admission) and returns the commands.
+private func admitted(_ frames: [ByteBuffer], as admission: CommandAdmission, into commands: inout [Command]) {
+    // By index: a debug build's `for-in` over an array allocates once per element.
+    for index in frames.indices {
+        guard let frame = frames[index].withUnsafeReadableBytes(FastCommandDecoder.decode),
+            admission.takesFastPath(frame),
+            case .submit(let command) = admission.admit(frame)
+        else { continue }
+        commands.append(command)
+    }
+}
+
+private func bidFrames(_ count: Int, id: (Int) -> String = { "b\($0)" }) -> [ByteBuffer] {
+    (0..<count).map { k in
+        ByteBuffer(
+            string: #"{"type":"bid","id":"\#(id(k))","listing":"L\#(k)","bidder":"ann","amount":\#(1_000 + k)}"#)
+    }
+}
+
+private func orderFrames(_ count: Int) -> [ByteBuffer] {
+    (0..<count).map { k in
+        ByteBuffer(
+            string:
+                #"{"type":"order","id":"o\#(k)","listing":"M1","side":"\#(k % 2 == 0 ? "buy" : "sell")","price":\#(500 + k),"quantity":\#(1 + k % 10),"tif":"ioc","on_behalf_of":"trader-\#(k % 7)"}"#
+        )
+    }
+}
+
+@Suite(.enabled(if: counting, "allocations are counted on Linux with glibc only"))
+struct CodecAllocationTests {
+    /// The counter sees an allocation where there is one, so the zero counts below can fail.
+    @Test func theCounterCountsAnAllocation() {
+        var kept: [[UInt8]] = []
+        let count = allocations { kept.append([UInt8](repeating: 1, count: 100)) }
+        #expect(count >= 1)
+        #expect(kept.count == 1)
+    }
+
+    /// The commands `frames` are admitted as from a connection of `principal`, and the allocations that took (after
+    /// one frame to warm up).
+    private func admittedCounting(_ frames: [ByteBuffer], from principal: Principal) -> ([Command], Int) {
+        let admission = CommandAdmission(principal: principal)
+        var commands: [Command] = []
+        commands.reserveCapacity(frames.count)
+        admitted(Array(frames.prefix(1)), as: admission, into: &commands)
+        commands.removeAll(keepingCapacity: true)
+        let count = allocations { admitted(frames, as: admission, into: &commands) }
+        return (commands, count)
+    }
+
+    @Test func aBidFrameIsDecodedAndAdmittedAsACommandWithNoAllocation() {
+        let (commands, count) = admittedCounting(bidFrames(1_000), from: Principal(name: "ann", role: .bidder))
+        #expect(commands.count == 1_000)
+        #expect(commands[7] == Command(id: "b7", listing: "L7", body: .bid(bidder: "ann", amount: 1_007)))
+        #expect(count == 0)
+    }
+
+    @Test func anOrderFrameOnBehalfOfAUserIsDecodedAndAdmittedWithNoAllocation() {
+        let (commands, count) = admittedCounting(orderFrames(1_000), from: Principal(name: "svc", role: .service))
+        #expect(commands.count == 1_000)
+        #expect(
+            commands[3]
+                == Command(
+                    id: "o3", listing: "M1",
+                    body: .order(trader: "trader-3", side: .sell, price: 503, quantity: 4, tif: .ioc, expiresAt: nil)))
+        #expect(count == 0)
+    }
+
+    /// An identifier of 16 to 64 bytes is not a small string: its `String` is one allocation, and nothing else is.
+    @Test func anIdentifierLongerThanFifteenBytesCostsOneAllocation() {
+        for length in [15, 16, 40, 64] {
+            let frames = bidFrames(100) { k in String(repeating: "r", count: length - 4) + String(1_000 + k) }
+            let (commands, count) = admittedCounting(frames, from: Principal(name: "ann", role: .bidder))
+            #expect(commands.count == 100)
+            #expect(commands.allSatisfy { $0.id.utf8.count == length })
+            #expect(count == (length > 15 ? 100 : 0), "ids of \(length) bytes")
+        }
+    }
+
+    @Test func aBidPlacedEventIsEncodedIntoAKeptBufferWithNoAllocation() {
+        let events = (0..<1_000).map { (k: Int) -> Event in
+            let kind = EventKind.bidPlaced(
+                price: Money(1_050 + k), leader: "bidder-" + String(k % 7), bids: Int64(k + 2),
+                closesAt: Millis(1_000_000_000_000), reserveMet: true)
+            return Event(listing: "L" + String(k), seq: UInt64(k + 2), at: Millis(k), kind: kind)
+        }
+        var buffer: [UInt8] = []
+        var total = 0
+        let encode = {
+            for index in events.indices {
+                MessageEncoder.event(events[index], ts: 1_795_000_000_000, into: &buffer)
+                total += buffer.count
+            }
+        }
+        encode()
+        let count = allocations(encode)
+        #expect(count == 0)
+        #expect(total > 200_000)
+        #expect(buffer == MessageEncoder.event(events[999], ts: 1_795_000_000_000))
+    }
+
+    @Test func aResultIsEncodedIntoAKeptBufferWithNoAllocation() {
+        let results = (0..<1_000).map { (k: Int) -> (id: String, result: CommandResult) in
+            let result = CommandResult(error: nil, message: "", price: Money(1_050 + k), leading: k % 3 != 0)
+            return (id: "b" + String(k), result: result)
+        }
+        let rejected = CommandResult.rejected(.bidTooLow, "bid 5 is below the minimum 1,050")
+        var buffer: [UInt8] = []
+        let encode = {
+            for index in results.indices {
+                let (id, result) = results[index]
+                MessageEncoder.result(id: id, result, ts: 1_795_000_000_000, into: &buffer)
+                MessageEncoder.result(id: id, rejected, ts: 1_795_000_000_000, into: &buffer)
+            }
+        }
+        encode()
+        let count = allocations(encode)
+        #expect(count == 0)
+        #expect(buffer == MessageEncoder.result(id: "b999", rejected, ts: 1_795_000_000_000))
+    }
+}
