@@ -517,7 +517,10 @@ final class WebSocketSession: ChannelInboundHandler, @unchecked Sendable {
                 id: id,
                 .rejected(
                     .overloaded,
-                    "\(max) feed catch-ups from the journal are running (--max-feed-catchups); retry in a few seconds"))
+                    max == 0
+                        ? "this server serves the feed live only (--max-feed-catchups 0): subscribe without since_lsn"
+                        : "\(max) feed catch-ups from the journal are running (--max-feed-catchups); retry in a few seconds"
+                ))
         case .started(let lsn):
             feed = subscription
             if let since, since <= lsn {

@@ -150,6 +150,8 @@ def test_switch_from_catch_up_to_live_under_load_gives_every_lsn_exactly_once(st
     drive(srv, listing, 200)
     stop = threading.Event()
 
+    going = threading.Event()
+
     def keep_bidding():
         with feed_client(srv, sub="driver") as market:
             amount = 1000
@@ -157,10 +159,13 @@ def test_switch_from_catch_up_to_live_under_load_gives_every_lsn_exactly_once(st
                 amount += 1
                 market.command({"type": "bid", "listing": listing, "amount": amount,
                                 "on_behalf_of": "cat" if amount % 2 else "dan"})
+                if amount == 1050:
+                    going.set()
 
     driver = threading.Thread(target=keep_bidding)
     driver.start()
     try:
+        assert going.wait(30), "the driver is bidding"
         with feed_client(srv) as feed:
             feed.send({"type": "subscribe_feed", "since_lsn": 1})
             messages, live = read_feed_until(feed, lambda m: m.get("type") == "feed_live", timeout=60)
@@ -171,7 +176,7 @@ def test_switch_from_catch_up_to_live_under_load_gives_every_lsn_exactly_once(st
             driver.join(timeout=30)
             by_lsn, _ = replay_by_lsn(gavel_bin, srv.data_dir)
             end = max(by_lsn)
-            assert end > live["lsn"] + 20
+            assert end >= live["lsn"] + 20
             while messages[-1]["lsn"] < end or not messages[-1]["last"]:
                 messages.append(feed.expect(lambda m: "lsn" in m and m.get("type") != "feed_live", timeout=30))
             assert strip(messages) == expected_feed(by_lsn, 1, end)
@@ -246,8 +251,8 @@ def simulated_journal(gavel_bin, data_dir, bids):
 
 def test_a_consumer_that_does_not_read_its_catch_up_keeps_server_memory_bounded(start_server, gavel_bin, tmp_path):
     data = tmp_path / "big"
-    simulated_journal(gavel_bin, data, 300_000)  # a feed from lsn 1 of about 100 MB
-    srv = start_server(data_dir=data)
+    simulated_journal(gavel_bin, data, 120_000)  # a feed from lsn 1 of about 44 MB
+    srv = start_server("--max-feed-catchups", "1", data_dir=data)
     before = rss_bytes(srv)
     # The consumer reads nothing (a small receive buffer) while bids go on.
     sock = RawWebSocket(srv.port, headers={"Authorization": "Bearer " + mint_token("slow", "service",
@@ -262,12 +267,25 @@ def test_a_consumer_that_does_not_read_its_catch_up_keeps_server_memory_bounded(
             assert market.result(f"live{1999}", timeout=60)["ok"]
         time.sleep(1.0)
         grown = rss_bytes(srv) - before
-        assert grown < 24 * 1024 * 1024, f"RSS grew by {grown} bytes for a consumer that reads nothing"
-        # The server still serves everyone else, from lsn 1 too.
+        assert grown < 20 * 1024 * 1024, f"RSS grew by {grown} bytes for a consumer that reads nothing"
+        # It holds the only catch-up: another one is refused, live feeds are not.
         with feed_client(srv) as feed:
-            feed.send({"type": "subscribe_feed", "since_lsn": 300_000})
+            feed.send({"type": "subscribe_feed", "id": "busy", "since_lsn": 2})
+            reply = feed.result("busy")
+            assert reply["error"] == "overloaded" and "--max-feed-catchups" in reply["message"]
+        with feed_client(srv) as feed:
+            feed.send({"type": "subscribe_feed"})
+            assert feed.expect(lambda m: m.get("type") == "feed_live")["lsn"] >= 122_050
+    # Once it is gone its catch-up ends and frees the place.
+    def caught_up():
+        with feed_client(srv) as feed:
+            feed.send({"type": "subscribe_feed", "id": "late", "since_lsn": 122_000})
+            m = feed.expect(lambda m: m.get("id") == "late" or "lsn" in m, timeout=120)
+            if m.get("type") == "result":
+                return False
             messages, live = read_feed_until(feed, lambda m: m.get("type") == "feed_live", timeout=60)
-            assert messages[0]["lsn"] == 300_000 and live["lsn"] >= 302_050
+            return [m, *messages][0]["lsn"] == 122_000 and live["lsn"] >= 122_050
+    assert eventually(caught_up, 30)
 
 
 def test_a_live_feed_consumer_that_does_not_read_is_dropped_with_1013(start_server):
