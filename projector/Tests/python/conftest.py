@@ -94,7 +94,12 @@ class Projector:
             return r.read().decode()
 
     def metric(self, name):
-        for line in self.metrics().splitlines():
+        """The value of metric `name` (with its labels, if any), or None when the admin port is not up yet."""
+        try:
+            text = self.metrics()
+        except OSError:
+            return None
+        for line in text.splitlines():
             if line.startswith(name + " ") or line.startswith(name + "{"):
                 return float(line.rsplit(" ", 1)[1])
         return None
