@@ -65,7 +65,9 @@ async def main():
     parser.add_argument("--oldest", type=int, default=1, help="refuse since_lsn below this")
     parser.add_argument("--log", default=None, help="append each since_lsn asked for")
     args = parser.parse_args()
-    feed = canned_feed(args.listings, args.bids)
+    # The frames are made once: the stand-in must not be slower than the projector it measures.
+    feed = [(lsn, [json.dumps(dict(e, lsn=lsn, last=n == len(events) - 1)) for n, e in enumerate(events)])
+            for lsn, events in canned_feed(args.listings, args.bids)]
     head = feed[-1][0]
     connections = 0
 
@@ -92,14 +94,14 @@ async def main():
             await ws.wait_closed()
             return
         sent = 0
-        for lsn, events in feed:
+        for lsn, frames in feed:
             if lsn < since:
                 continue
-            for n, event in enumerate(events):
+            for frame in frames:
                 if this == 1 and args.drop_after and sent >= args.drop_after:
                     await ws.close(1001, "going away")
                     return
-                await ws.send(json.dumps(dict(event, lsn=lsn, last=n == len(events) - 1)))
+                await ws.send(frame)
                 sent += 1
             if args.pace_ms:
                 await asyncio.sleep(args.pace_ms / 1000)
