@@ -42,4 +42,6 @@ public enum ErrorCode: String, Sendable, Hashable, CaseIterable {
     case invalidTransition = "invalid_transition"
     /// No settlement with that id: the listing is unknown or has no sale with that number.
     case unknownSettlement = "unknown_settlement"
+    /// Gateway only: a `subscribe_feed` whose `since_lsn` is older than the journal and snapshots still retained.
+    case feedLSNNotRetained = "feed_lsn_not_retained"
 }

@@ -293,6 +293,8 @@ public final class FanOut: @unchecked Sendable {
     /// The most feeds kept for users without a session: the oldest idle one is dropped past it.
     let maxIdleFeeds: Int
     let metrics: GatewayMetrics
+    /// The durable event feed (`subscribe_feed`), handed every released batch.
+    public let feed = FeedHub()
     /// Filled and drained only on the releasing thread.
     private var pending: [Pending] = []
 
@@ -607,6 +609,7 @@ final class FanOutSink: BatchSink, @unchecked Sendable {
     func write(_ batch: Batch, release: @escaping BatchRelease) {
         let entries = batch.entries.count
         inner.write(batch) { [fanOut] released, endsGroup in
+            fanOut.feed.batchReleased(released)
             release(released, endsGroup)
             fanOut.batchReleased(entries: entries, endsGroup: endsGroup)
         }

@@ -69,6 +69,10 @@ public struct GatewayConfiguration: Sendable {
     public var maxReadBytesPerSecond = 256 * 1024
     /// Public events kept per listing for `subscribe` with `since`.
     public var historyEvents = 256
+    /// The most listings one `subscribe_feed` may name in `listings`.
+    public var maxFeedListings = 1_000
+    /// The most feed catch-ups from the journal at once.
+    public var maxFeedCatchups = 2
     /// Private notices kept per user for `subscribe_user` with `since`.
     public var userHistoryEvents = 256
 

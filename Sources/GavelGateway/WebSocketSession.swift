@@ -46,6 +46,8 @@ final class WebSocketSession: ChannelInboundHandler, @unchecked Sendable {
     private var context: ChannelHandlerContext?
     private var phase = Phase.open
     private var subscriptions: [String: Subscription] = [:]
+    /// The connection's durable event feed (`subscribe_feed`), at most one.
+    private var feed: FeedSubscription?
     /// The text message being reassembled from fragments.
     private var fragments: ByteBuffer?
     private var bucket: TokenBucket
@@ -138,6 +140,10 @@ final class WebSocketSession: ChannelInboundHandler, @unchecked Sendable {
             metrics.subscriptions.decrement()
         }
         subscriptions.removeAll()
+        if let feed {
+            feed.cancel()
+            fanOut.feed.unregister(feed)
+        }
         if let name = principal.name { fanOut.unregister(self, user: name) }
         registry.remove(self)
         metrics.connections.decrement()
@@ -218,7 +224,8 @@ final class WebSocketSession: ChannelInboundHandler, @unchecked Sendable {
             metrics.slowConsumerCloses.increment()
             close(
                 .init(codeNumber: 1013),
-                "slow consumer: more than \(configuration.maxOutboundBytes) bytes unread; resubscribe with since")
+                "slow consumer: more than \(configuration.maxOutboundBytes) bytes unread; "
+                    + (feed == nil ? "resubscribe with since" : "resume subscribe_feed with since_lsn"))
         }
         context.fireChannelWritabilityChanged()
     }
@@ -294,6 +301,7 @@ final class WebSocketSession: ChannelInboundHandler, @unchecked Sendable {
         case "subscribe_user": subscribeUser(value, id: id)
         case "my_settlements": mySettlements(value, id: id)
         case "get_settlement": getSettlement(value, id: id)
+        case "subscribe_feed": subscribeFeed(value, id: id)
         case "open", "bid", "buy_now", "accept", "order", "cancel", "cancel_listing":
             command(admission.admit(value, type: type, id: id))
         default:
@@ -458,11 +466,108 @@ final class WebSocketSession: ChannelInboundHandler, @unchecked Sendable {
         }
     }
 
+    // MARK: - The durable event feed
+
+    /// Answers `subscribe_feed` (service and admin only): registers the connection's feed, catching up from the
+    /// journal first when `since_lsn` is before the durable end.
+    private func subscribeFeed(_ value: JSONValue, id: String?) {
+        guard principal.role == .service || principal.role == .admin else {
+            let who = principal.name.map { "a \(principal.role.rawValue) token (\($0))" } ?? "an anonymous connection"
+            return sendResult(
+                id: id, .rejected(.notAuthorized, "subscribe_feed is for service and admin tokens, not \(who)"))
+        }
+        guard feed == nil else {
+            return sendResult(
+                id: id,
+                .rejected(.badRequest, "this connection already has a feed; open another connection for another one"))
+        }
+        let filter: FeedFilter
+        let since: UInt64?
+        switch FeedRequest.parse(value, maxListings: configuration.maxFeedListings) {
+        case .failure(let error): return sendResult(id: id, .rejected(.badRequest, error.message))
+        case .success(let request): (filter, since) = (request.filter, request.since)
+        }
+        guard let context else { return }
+        let subscription = FeedSubscription(
+            session: self, eventLoop: context.eventLoop, filter: filter,
+            maxOutboundBytes: configuration.maxOutboundBytes)
+        switch fanOut.feed.register(subscription, since: since) {
+        case .beyondEnd(let durable):
+            sendResult(
+                id: id,
+                .rejected(
+                    .badRequest,
+                    "since_lsn \(since ?? 0) is beyond the journal's end: the newest durable lsn is \(durable); ask for at most \(durable + 1)"
+                ))
+        case .notRetained(let oldest):
+            var w = JSONObjectWriter()
+            w.field("type", "result")
+            w.field("id", id)
+            w.field("ok", false)
+            w.field("error", ErrorCode.feedLSNNotRetained.rawValue)
+            w.field(
+                "message",
+                "since_lsn \(since ?? 0) is no longer retained: the oldest lsn the feed can start at is \(oldest); resume from there (and reconcile what was missed) or raise --retain-journal"
+            )
+            w.field("oldest_lsn", oldest)
+            w.field("ts", SystemClock().now())
+            send(w.finish())
+        case .busy(let max):
+            sendResult(
+                id: id,
+                .rejected(
+                    .overloaded,
+                    "\(max) feed catch-ups from the journal are running (--max-feed-catchups); retry in a few seconds"))
+        case .started(let lsn):
+            feed = subscription
+            if let since, since <= lsn {
+                fanOut.feed.startCatchUp(subscription, since: since, through: lsn)
+            } else {
+                subscription.goLive(at: lsn)
+            }
+        }
+    }
+
+    /// Writes `{"type":"feed_live","lsn":N}`.
+    func sendFeedLive(_ lsn: UInt64) {
+        var w = JSONObjectWriter()
+        w.field("type", "feed_live")
+        w.field("lsn", lsn)
+        send(w.finish())
+        flushIfNeeded()
+    }
+
+    /// Writes feed frames and flushes; `done` is called once the last one is written to the socket, or at once
+    /// when the connection can no longer write.
+    func sendFeed(_ frames: [ByteBuffer], done: (@Sendable () -> Void)?) {
+        guard phase == .open, let out = output.context, let context else {
+            done?()
+            return
+        }
+        guard let done else {
+            for frame in frames { send(frame: frame) }
+            return flushIfNeeded()
+        }
+        guard let last = frames.last else { return done() }
+        for frame in frames.dropLast() { send(frame: frame) }
+        let promise = context.eventLoop.makePromise(of: Void.self)
+        promise.futureResult.whenComplete { _ in done() }
+        unflushedBytes += last.readableBytes
+        out.write(NIOAny(last), promise: promise)
+        needsFlush = true
+        flushIfNeeded()
+    }
+
+    /// Ends a feed that cannot go on (the journal it was reading is gone or damaged): close 1011 with the reason.
+    func endFeed(_ reason: String) {
+        close(.unexpectedServerError, reason)
+    }
+
     // MARK: - Settlement queries
 
     /// Every message type a client may send, for the answer to an unknown one.
     static let messageTypes =
-        "subscribe, unsubscribe, subscribe_user, list, my_settlements, get_settlement, open, bid, buy_now, accept, order, cancel, cancel_listing, "
+        "subscribe, unsubscribe, subscribe_user, subscribe_feed, list, my_settlements, get_settlement, open, bid, buy_now, accept, order, cancel, cancel_listing, "
         + SettlementAction.typeNames.joined(separator: ", ") + ", "
         + OfferAction.allCases.map(\.rawValue).joined(separator: ", ")
 

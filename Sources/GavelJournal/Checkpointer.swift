@@ -44,6 +44,7 @@ final class Checkpointer: @unchecked Sendable {
 
     private let directory: DataDirectory
     private let keepSnapshots: Int
+    private let retention: JournalRetention
     private let engineConfiguration: EngineConfiguration
     private let logger: Logger
     private let stats: JournalStats
@@ -60,10 +61,12 @@ final class Checkpointer: @unchecked Sendable {
     private var events: [Event] = []
 
     init(
-        directory: DataDirectory, keepSnapshots: Int, engine: EngineConfiguration, stats: JournalStats, logger: Logger
+        directory: DataDirectory, keepSnapshots: Int, retention: JournalRetention = .none, engine: EngineConfiguration,
+        stats: JournalStats, logger: Logger
     ) {
         self.directory = directory
         self.keepSnapshots = max(1, keepSnapshots)
+        self.retention = retention
         self.engineConfiguration = engine
         self.stats = stats
         self.logger = logger
@@ -239,23 +242,46 @@ final class Checkpointer: @unchecked Sendable {
         }
     }
 
-    /// Keeps the newest `keepSnapshots` snapshots and, once that many exist, deletes the segments wholly covered by
+    /// Keeps the newest `keepSnapshots` snapshots and, once that many exist, removes the segments wholly covered by
     /// the oldest one kept: until then the journal reaches back to the start, so nothing is lost for audit before
     /// the retention window is full. The shadow stands at the newest snapshot, so no segment it still needs goes.
-    /// The last segment (the one the journal appends to) is never deleted.
+    /// The last segment (the one the journal appends to) is never removed. With a ``JournalRetention``, a covered
+    /// segment goes only once it is beyond the retention too, and the oldest older snapshot that can start a replay
+    /// inside what remains is kept, so the feed can serve the whole retained journal. "Removed" means moved to the
+    /// archive when the directory has one.
     private func applyRetention() throws {
-        let snapshots = directory.snapshotFiles()
-        for old in snapshots.dropFirst(keepSnapshots) { try Files.remove(old.path) }
+        let snapshots = directory.keptSnapshots()
+        if case .none = retention {
+            for old in snapshots.dropFirst(keepSnapshots) { try directory.retire(old.path) }
+        }
         guard snapshots.count >= keepSnapshots, let oldestKept = snapshots.prefix(keepSnapshots).last else { return }
-        let segments = directory.segments()
+        let segments = directory.journalSegments()
+        let sizes = segments.map { Files.size($0.path) ?? 0 }
+        var after = sizes.reduce(0, +)
+        let now = Files.wallClockSeconds()
         for (index, segment) in segments.enumerated() {
             guard index + 1 < segments.count else { break }
             // Every lsn in this segment is below the next segment's first lsn.
             guard segments[index + 1].firstLSN <= oldestKept.lsn + 1 else { break }
-            try Files.remove(segment.path)
+            after -= sizes[index]
+            // Kept: the segments after it hold fewer bytes than retained, or its newest entry (written when the file
+            // was last modified) is younger than the retention.
+            if case .bytes(let keep) = retention, after < keep { break }
+            if case .seconds(let keep) = retention, Files.modifiedSeconds(segment.path).map({ now - $0 < keep }) ?? true
+            {
+                break
+            }
+            try directory.retire(segment.path)
             if cursor?.path == segment.path { cursor = nil }
-            logger.debug("journal segment \(segment.path) removed: covered by snapshot at lsn \(oldestKept.lsn)")
+            logger.debug(
+                "journal segment \(segment.path) \(directory.archive == nil ? "removed" : "archived"): covered by snapshot at lsn \(oldestKept.lsn)"
+            )
         }
+        if case .none = retention { return }
+        let first = directory.journalSegments().first?.firstLSN ?? 1
+        let older = snapshots.dropFirst(keepSnapshots)
+        let anchor = first <= 1 ? nil : older.last(where: { $0.lsn + 1 >= first })
+        for old in older where old.path != anchor?.path { try directory.retire(old.path) }
     }
 }
 

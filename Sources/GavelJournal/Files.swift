@@ -155,6 +155,52 @@ public enum Files {
         }
     }
 
+    /// Moves `source` to `destination` in `directory`: `rename`, or across file systems a copy that is synced
+    /// before the source is removed; then `directory` is synced.
+    static func move(_ source: String, to destination: String, directory: String) throws(FileError) {
+        if rename(source, destination) != 0 {
+            guard errno == EXDEV else {
+                throw FileError(path: source, operation: "rename to \(destination)", code: errno)
+            }
+            let bytes = try readAll(source)
+            let temporary = destination + ".tmp"
+            try writeSynced(bytes, to: temporary)
+            guard rename(temporary, destination) == 0 else {
+                throw FileError(path: temporary, operation: "rename to \(destination)", code: errno)
+            }
+            try syncDirectory(directory)
+            try remove(source)
+            return
+        }
+        try syncDirectory(directory)
+    }
+
+    private static func writeSynced(_ bytes: [UInt8], to path: String) throws(FileError) {
+        let fd = try openPrivate(path, O_WRONLY | O_CREAT | O_TRUNC)
+        defer { close(fd) }
+        try writeAll(fd, bytes, path: path)
+        try syncData(fd, path: path)
+    }
+
+    /// The size of the file at `path`, `nil` when it cannot be read.
+    static func size(_ path: String) -> Int? {
+        var st = stat()
+        return stat(path, &st) == 0 ? Int(st.st_size) : nil
+    }
+
+    /// When the file at `path` was last modified, in seconds since the Unix epoch.
+    static func modifiedSeconds(_ path: String) -> Int64? {
+        var st = stat()
+        return stat(path, &st) == 0 ? Int64(st.st_mtim.tv_sec) : nil
+    }
+
+    /// The wall clock, in seconds since the Unix epoch.
+    static func wallClockSeconds() -> Int64 {
+        var ts = timespec()
+        clock_gettime(CLOCK_REALTIME, &ts)
+        return Int64(ts.tv_sec)
+    }
+
     static func remove(_ path: String) throws(FileError) {
         guard unlink(path) == 0 || errno == ENOENT else {
             throw FileError(path: path, operation: "unlink", code: errno)
@@ -181,8 +227,14 @@ public enum Files {
 /// The layout of a data directory.
 public struct DataDirectory: Sendable {
     public let path: String
+    /// Where retention moves the segments and snapshots it no longer keeps, instead of deleting them
+    /// (`--archive-dir`); `nil`: they are deleted. Reads (``segments()``, ``snapshotFiles()``) look there too.
+    public let archive: String?
 
-    public init(_ path: String) { self.path = path }
+    public init(_ path: String, archive: String? = nil) {
+        self.path = path
+        self.archive = archive
+    }
 
     public var journal: String { path + "/journal" }
     public var snapshots: String { path + "/snapshots" }
@@ -193,6 +245,7 @@ public struct DataDirectory: Sendable {
         try Files.makeDirectory(path)
         try Files.makeDirectory(journal)
         try Files.makeDirectory(snapshots)
+        if let archive { try Files.makeDirectory(archive) }
     }
 
     /// `<first lsn, 20 digits>.seg`.
@@ -206,19 +259,50 @@ public struct DataDirectory: Sendable {
         return String(repeating: "0", count: max(0, 20 - digits.count)) + digits
     }
 
-    /// Journal segments as (first lsn, path), in lsn order.
+    /// Journal segments as (first lsn, path), in lsn order: the archive's, then the journal folder's (a segment in
+    /// both, left by a move that was cut short, is read from the journal folder).
     public func segments() -> [(firstLSN: UInt64, path: String)] {
-        Files.list(journal).compactMap { name in
+        guard let archive else { return journalSegments() }
+        var byLSN: [UInt64: String] = [:]
+        for (lsn, path) in Self.segments(in: archive) { byLSN[lsn] = path }
+        for (lsn, path) in journalSegments() { byLSN[lsn] = path }
+        return byLSN.map { (firstLSN: $0.key, path: $0.value) }.sorted { $0.firstLSN < $1.firstLSN }
+    }
+
+    /// The segments of the journal folder only (not the archive), in lsn order.
+    public func journalSegments() -> [(firstLSN: UInt64, path: String)] { Self.segments(in: journal) }
+
+    private static func segments(in folder: String) -> [(firstLSN: UInt64, path: String)] {
+        Files.list(folder).compactMap { name in
             guard name.hasSuffix(".seg"), let lsn = UInt64(name.dropLast(4)) else { return nil }
-            return (lsn, journal + "/" + name)
+            return (lsn, folder + "/" + name)
         }.sorted { $0.firstLSN < $1.firstLSN }
     }
 
-    /// Snapshots as (lsn, path), newest first.
+    /// Snapshots as (lsn, path), newest first: the snapshots folder's and the archive's.
     public func snapshotFiles() -> [(lsn: UInt64, path: String)] {
-        Files.list(snapshots).compactMap { name in
+        guard let archive else { return keptSnapshots() }
+        var byLSN: [UInt64: String] = [:]
+        for (lsn, path) in Self.snapshots(in: archive) { byLSN[lsn] = path }
+        for (lsn, path) in keptSnapshots() { byLSN[lsn] = path }
+        return byLSN.map { (lsn: $0.key, path: $0.value) }.sorted { $0.lsn > $1.lsn }
+    }
+
+    /// The snapshots of the snapshots folder only (not the archive), newest first.
+    public func keptSnapshots() -> [(lsn: UInt64, path: String)] { Self.snapshots(in: snapshots) }
+
+    private static func snapshots(in folder: String) -> [(lsn: UInt64, path: String)] {
+        Files.list(folder).compactMap { name in
             guard name.hasSuffix(".snap"), let lsn = UInt64(name.dropLast(5)) else { return nil }
-            return (lsn, snapshots + "/" + name)
+            return (lsn, folder + "/" + name)
         }.sorted { $0.lsn > $1.lsn }
+    }
+
+    /// Removes `file` (a segment or a snapshot), or moves it into the archive when there is one: renamed (copied,
+    /// synced and removed when the archive is on another file system), then the archive's directory synced.
+    func retire(_ file: String) throws(FileError) {
+        guard let archive else { return try Files.remove(file) }
+        let name = String(file.split(separator: "/").last ?? Substring(file))
+        try Files.move(file, to: archive + "/" + name, directory: archive)
     }
 }

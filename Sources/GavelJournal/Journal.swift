@@ -38,12 +38,46 @@ public enum FsyncPolicy: Sendable, Equatable, CustomStringConvertible {
 }
 
 /// Settings of the journal. Every limit has a default.
+/// How long covered journal segments are kept (`--retain-journal`): a segment a snapshot covers is removed (or
+/// archived) only once it is beyond this.
+public enum JournalRetention: Sendable, Equatable {
+    /// Removed as soon as the oldest kept snapshot covers it.
+    case none
+    /// Kept until its newest entry is this many seconds old.
+    case seconds(Int64)
+    /// Kept while the segments after it hold fewer than this many bytes.
+    case bytes(Int)
+
+    /// Reads `24h`, `30m`, `90s`, `7d` or `10GiB`, `500MiB`, `64KiB`, `1GB`, `4096B`; `none` or `0`: ``none``.
+    public init?(argument: String) {
+        let text = argument
+        if text == "none" || text == "0" {
+            self = .none
+            return
+        }
+        let digits = text.prefix { $0.isASCII && $0.isNumber }
+        guard !digits.isEmpty, let value = Int64(digits), value > 0 else { return nil }
+        let units: [String: (Int64, Bool)] = [
+            "s": (1, false), "m": (60, false), "h": (3600, false), "d": (86400, false),
+            "B": (1, true), "KiB": (1 << 10, true), "MiB": (1 << 20, true), "GiB": (1 << 30, true),
+            "TiB": (1 << 40, true), "KB": (1000, true), "MB": (1_000_000, true), "GB": (1_000_000_000, true),
+            "TB": (1_000_000_000_000, true),
+        ]
+        guard let (factor, isBytes) = units[String(text.dropFirst(digits.count))] else { return nil }
+        let (total, overflow) = value.multipliedReportingOverflow(by: factor)
+        guard !overflow else { return nil }
+        self = isBytes ? .bytes(Int(total)) : .seconds(total)
+    }
+}
+
 public struct JournalConfiguration: Sendable {
     public var fsync: FsyncPolicy = .always
     /// Roll to a new segment once the current one reaches this size.
     public var segmentBytes = 64 << 20
     /// Snapshots to keep; segments are deleted once the oldest kept snapshot covers them.
     public var keepSnapshots = 2
+    /// How much covered journal to keep beyond what snapshots need, for feed consumers catching up.
+    public var retention = JournalRetention.none
     /// Batches handed to the journal and not yet durable before the writer waits (backpressure).
     public var maxInFlightBatches = 64
 
@@ -109,7 +143,7 @@ public final class Journal: BatchSink, SnapshotSink, @unchecked Sendable {
         self.chain = recovery.chain
         self.inFlight = DispatchSemaphore(value: max(1, configuration.maxInFlightBatches))
         self.checkpointer = Checkpointer(
-            directory: directory, keepSnapshots: configuration.keepSnapshots,
+            directory: directory, keepSnapshots: configuration.keepSnapshots, retention: configuration.retention,
             engine: recovery.engine.configuration, stats: stats, logger: logger)
         try directory.create()
         if let active = recovery.activeSegment, active.size < configuration.segmentBytes {

@@ -17,6 +17,12 @@ struct Replay: ParsableCommand {
     @Option(name: .long, help: "The data directory.")
     var dataDir: String
 
+    @Option(name: .long, help: "Also read the segments and snapshots archived here (serve's --archive-dir).")
+    var archiveDir: String?
+
+    /// The data directory with its archive.
+    var directory: DataDirectory { DataDirectory(dataDir, archive: archiveDir) }
+
     @Option(name: .long, help: "Stop after this lsn.")
     var toLSN: UInt64?
 
@@ -35,9 +41,9 @@ struct Replay: ParsableCommand {
         options.progress = { records, segment in printError("replaying: \(records) entries (\(segment))") }
         let started = monotonicNanos()
         let report: RecoveryReport
-        warnIfLoose(DataDirectory(dataDir), tool: "gavel replay")
+        warnIfLoose(directory, tool: "gavel replay")
         do {
-            report = try Recovery.recover(DataDirectory(dataDir), options: options)
+            report = try Recovery.recover(directory, options: options)
         } catch {
             printError("gavel replay: \(error)")
             throw ExitCode(2)
@@ -90,10 +96,16 @@ struct Verify: ParsableCommand {
     @Option(name: .long, help: "The data directory.")
     var dataDir: String
 
+    @Option(name: .long, help: "Also read the segments and snapshots archived here (serve's --archive-dir).")
+    var archiveDir: String?
+
+    /// The data directory with its archive.
+    var directory: DataDirectory { DataDirectory(dataDir, archive: archiveDir) }
+
     func run() throws {
-        warnIfLoose(DataDirectory(dataDir), tool: "gavel verify")
+        warnIfLoose(directory, tool: "gavel verify")
         // A replay longer than a second says how far it is, every second.
-        let result = Verification.run(DataDirectory(dataDir)) { records, segment in
+        let result = Verification.run(directory) { records, segment in
             printError("verify: replaying from the start: \(records) entries (\(segment))")
         }
         let out = LineWriter()
@@ -122,6 +134,12 @@ struct Dump: ParsableCommand {
     @Option(name: .long, help: "The data directory.")
     var dataDir: String
 
+    @Option(name: .long, help: "Also read the segments and snapshots archived here (serve's --archive-dir).")
+    var archiveDir: String?
+
+    /// The data directory with its archive.
+    var directory: DataDirectory { DataDirectory(dataDir, archive: archiveDir) }
+
     @Option(name: .long, help: "Only entries for this listing.")
     var listing: String?
 
@@ -146,7 +164,6 @@ struct Dump: ParsableCommand {
 
     func run() throws {
         let out = LineWriter()
-        let directory = DataDirectory(dataDir)
         warnIfLoose(directory, tool: "gavel dump")
         if let settlement { return try dumpSettlement(settlement, directory, out) }
         let segments = directory.segments()
@@ -221,7 +238,7 @@ struct Snapshot: ParsableCommand {
     @OptionGroup var storage: StorageOptions
 
     func run() throws {
-        let directory = DataDirectory(dataDir)
+        let directory = storage.directory(dataDir)
         let before = directory.snapshotFiles().first
         var holder: Int32?
         do throws(DirectoryLock.Failure) {

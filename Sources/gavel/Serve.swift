@@ -157,6 +157,18 @@ struct Serve: AsyncParsableCommand {
     @Option(
         name: .long,
         help:
+            "Feed catch-ups from the journal (subscribe_feed with since_lsn) at once; each holds a copy of the state, more are refused with overloaded. Env GAVEL_MAX_FEED_CATCHUPS; default 2."
+    )
+    var maxFeedCatchups: Int?
+
+    @Option(
+        name: .long,
+        help: "The most listings one subscribe_feed may name in listings. Env GAVEL_MAX_FEED_LISTINGS; default 1000.")
+    var maxFeedListings: Int?
+
+    @Option(
+        name: .long,
+        help:
             "How long request ids are remembered for idempotency, in ms. Env GAVEL_IDEMPOTENCY_WINDOW_MS; default 86400000."
     )
     var idempotencyWindowMs: Int64?
@@ -310,6 +322,14 @@ struct Serve: AsyncParsableCommand {
         c.historyEvents = try Setting.value(historyEvents, "GAVEL_HISTORY_EVENTS", default: c.historyEvents)
         c.userHistoryEvents = try Setting.value(
             userHistoryEvents, "GAVEL_USER_HISTORY_EVENTS", default: c.userHistoryEvents)
+        c.maxFeedCatchups = try Setting.value(maxFeedCatchups, "GAVEL_MAX_FEED_CATCHUPS", default: c.maxFeedCatchups)
+        c.maxFeedListings = try Setting.value(maxFeedListings, "GAVEL_MAX_FEED_LISTINGS", default: c.maxFeedListings)
+        guard (0...64).contains(c.maxFeedCatchups) else {
+            throw ValidationError("--max-feed-catchups must be 0 to 64 (0: the feed is live only)")
+        }
+        guard (1...100_000).contains(c.maxFeedListings) else {
+            throw ValidationError("--max-feed-listings must be 1 to 100000")
+        }
         c.allowAnonymous = !Setting.flag(noAnonymous, "GAVEL_NO_ANONYMOUS")
         c.localTokenTTLSeconds = try Setting.value(
             localTokenTtlSeconds, "GAVEL_LOCAL_TOKEN_TTL_SECONDS", default: c.localTokenTTLSeconds)
@@ -400,7 +420,7 @@ struct Serve: AsyncParsableCommand {
             )
         }
 
-        let directory = DataDirectory(dataDir)
+        let directory = storage.directory(dataDir)
         configuration.jwtSecret = try servingSecret(option: jwtSecret, dataDir: dataDir)
         let report = try recoverForWriting(
             directory, truncateAfterCorruption: storage.truncateAfterCorruption, engine: engineConfiguration)
@@ -425,6 +445,9 @@ struct Serve: AsyncParsableCommand {
         // The recovered state is all durable; read it before the writer starts.
         fanOut.load(PublicListingView.all(in: report.engine))
         fanOut.loadSettlements(report.engine.settlements, offers: report.engine.secondChanceOffers)
+        fanOut.feed.configure(
+            directory: directory, engine: report.engine.configuration, lastLSN: report.lastLSN,
+            maxCatchUps: configuration.maxFeedCatchups)
         let bus = EventBus()
         fanOut.attach(to: bus)
         var writerConfiguration = storage.writerConfiguration(engine: engineConfiguration)

@@ -69,7 +69,7 @@ struct Simulate: ParsableCommand {
         let out = LineWriter()
         let engineConfiguration = EngineConfiguration(idempotencyWindowMs: idempotencyWindowMs)
         if let dataDir {
-            try runDurable(input: input, out: out, directory: DataDirectory(dataDir), engine: engineConfiguration)
+            try runDurable(input: input, out: out, directory: storage.directory(dataDir), engine: engineConfiguration)
         } else {
             let simulator = Simulator(engine: Engine(configuration: engineConfiguration))
             while let line = input.readLine() {

@@ -42,6 +42,20 @@ struct StorageOptions: ParsableArguments {
     )
     var keepSnapshots: Int?
 
+    @Option(
+        name: .long,
+        help: ArgumentHelp(
+            "Keep journal segments a snapshot covers until they are this old (24h, 30m, 90s, 7d) or while the newer ones hold less than this (10GiB, 500MiB, 1GB), for feed consumers catching up; none: removed once covered. Env GAVEL_RETAIN_JOURNAL; default none.",
+            valueName: "age|bytes"))
+    var retainJournal: String?
+
+    @Option(
+        name: .long,
+        help:
+            "Move the journal segments and snapshots retention no longer keeps to this directory instead of deleting them; the feed, verify and dump read it too. Env GAVEL_ARCHIVE_DIR; default none."
+    )
+    var archiveDir: String?
+
     @Flag(
         name: .customLong("truncate-after-corruption"),
         help:
@@ -56,6 +70,8 @@ struct StorageOptions: ParsableArguments {
         var snapshotEvery: UInt64 = 1_000_000
         var snapshotEverySeconds = 600
         var keepSnapshots = 2
+        var retention = JournalRetention.none
+        var archiveDir: String?
         var truncateAfterCorruption = false
     }
 
@@ -86,6 +102,15 @@ struct StorageOptions: ParsableArguments {
         guard (4096...Self.maxSegmentBytes).contains(r.segmentBytes) else {
             throw ValidationError("--segment-bytes must be 4096 to \(Self.maxSegmentBytes) (1 GiB)")
         }
+        let retainText = try Setting.value(retainJournal, "GAVEL_RETAIN_JOURNAL", default: "none")
+        guard let retention = JournalRetention(argument: retainText) else {
+            throw ValidationError(
+                "--retain-journal must be none, an age (a positive integer and s, m, h or d: 24h) or a size (a positive integer and B, KiB, MiB, GiB, TiB, KB, MB, GB or TB: 10GiB)"
+            )
+        }
+        r.retention = retention
+        let archive = try Setting.value(archiveDir, "GAVEL_ARCHIVE_DIR", default: "")
+        r.archiveDir = archive.isEmpty ? nil : archive
         guard (1...1000).contains(r.keepSnapshots) else {
             throw ValidationError("--keep-snapshots must be 1 to 1000")
         }
@@ -104,12 +129,16 @@ struct StorageOptions: ParsableArguments {
 
     var truncateAfterCorruption: Bool { resolved.truncateAfterCorruption }
 
+    /// The data directory at `path`, with the archive `--archive-dir` names.
+    func directory(_ path: String) -> DataDirectory { DataDirectory(path, archive: resolved.archiveDir) }
+
     var journalConfiguration: JournalConfiguration {
         let r = resolved
         var c = JournalConfiguration()
         c.fsync = r.fsync
         c.segmentBytes = r.segmentBytes
         c.keepSnapshots = r.keepSnapshots
+        c.retention = r.retention
         return c
     }
 

@@ -357,6 +357,23 @@ class Client(Closing):
         raise AssertionError(f"the connection was not closed within {timeout} s")
 
 
+def flood_until(market, listing, bidder, done, what, seconds=60):
+    """Sends bids of `bidder` on `listing` through `market` (a service connection), 250 at a time, from 1001 up,
+    until `done()`; returns the last amount sent."""
+    deadline = time.monotonic() + seconds
+    amount = 1000
+    while not done():
+        assert time.monotonic() < deadline, f"{what} within {seconds} s"
+        rids = []
+        for _ in range(250):
+            amount += 1
+            rids.append(f"f{amount}")
+            market.send({"type": "bid", "id": rids[-1], "listing": listing, "bidder": bidder, "amount": amount})
+        for rid in rids:
+            assert market.result(rid)["ok"]
+    return amount
+
+
 def open_english(client, listing, start=100, closes_in_ms=600_000, **terms):
     """Opens an english listing through `client` (a seller or service connection); returns the result."""
     closes_at = client.hello["server_time"] + closes_in_ms

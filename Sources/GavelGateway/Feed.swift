@@ -1,0 +1,404 @@
+import Dispatch
+import GavelCore
+import GavelEngine
+import GavelJournal
+import GavelWire
+import NIOCore
+import Synchronization
+
+#if canImport(Glibc)
+    import Glibc
+#endif
+
+/// What a `subscribe_feed` asked for: which events (by type and listing) and whether rejected commands come too.
+struct FeedFilter: Sendable {
+    /// Event type names wanted; `nil`: all.
+    var types: Set<String>?
+    /// Listings wanted; `nil`: all.
+    var listings: Set<String>?
+    var includeRejections = false
+
+    /// The event types a feed carries, in the order docs/PROTOCOL.md lists them.
+    static let eventTypes = [
+        "opened", "bid_placed", "outbid", "extended", "price", "filled", "closed", "order_placed", "order_cancelled",
+        "trade", "book", "listing_cancelled", "settlement", "second_chance",
+    ]
+
+    func wants(_ event: Event) -> Bool {
+        if event.kind.isInternal { return false }
+        if let listings, !listings.contains(event.listing) { return false }
+        if let types, !types.contains(event.kind.typeName) { return false }
+        return true
+    }
+
+    func wants(rejected command: Command) -> Bool {
+        includeRejections && (listings?.contains(command.listing) ?? true)
+    }
+}
+
+/// Writes feed messages: every event as docs/PROTOCOL.md defines it (no `ts`) plus `lsn` and `last`, and
+/// `rejected` messages. The same code writes the catch-up and the live feed, so both are byte for byte the same.
+struct FeedEncoder {
+    private var bytes: [UInt8] = []
+    private var wanted: [Int] = []
+
+    /// Appends the frames of entry `lsn` that `filter` lets through to `frames`; returns their bytes.
+    mutating func encode(
+        lsn: UInt64, at: Millis, events: ArraySlice<Event>, rejected: (Command, CommandResult)?, filter: FeedFilter,
+        into frames: inout [ByteBuffer]
+    ) -> Int {
+        wanted.removeAll(keepingCapacity: true)
+        for index in events.indices where filter.wants(events[index]) { wanted.append(index) }
+        var total = 0
+        for (position, index) in wanted.enumerated() {
+            MessageEncoder.event(events[index], ts: nil, into: &bytes)
+            let last = position == wanted.count - 1 && rejected == nil
+            let frame = Self.tagged(&bytes, lsn: lsn, last: last)
+            total += frame.readableBytes
+            frames.append(frame)
+        }
+        if let rejected, filter.wants(rejected: rejected.0) {
+            let (command, result) = rejected
+            var w = JSONObjectWriter(reusing: &bytes)
+            w.field("type", "rejected")
+            w.field("listing", command.listing)
+            w.field("at", at)
+            w.field("principal", command.principal)
+            w.field("id", command.id)
+            w.field("command", command.typeName)
+            w.field("error", result.error?.rawValue)
+            w.field("message", result.message)
+            w.finish(into: &bytes)
+            let frame = Self.tagged(&bytes, lsn: lsn, last: true)
+            total += frame.readableBytes
+            frames.append(frame)
+        }
+        return total
+    }
+
+    /// The frame of the JSON object in `bytes` with `"lsn":N,"last":B` added at its end.
+    private static func tagged(_ bytes: inout [UInt8], lsn: UInt64, last: Bool) -> ByteBuffer {
+        bytes.removeLast()
+        bytes.append(contentsOf: #","lsn":"#.utf8)
+        bytes.append(contentsOf: String(lsn).utf8)
+        bytes.append(contentsOf: last ? #","last":true}"#.utf8 : #","last":false}"#.utf8)
+        return ServerFrame.text(bytes)
+    }
+}
+
+/// The entries of one released batch, as a feed needs them: copied out before the writer reuses the batch.
+struct FeedBatch: @unchecked Sendable {
+    struct Entry {
+        var lsn: UInt64
+        var at: Millis
+        var events: Range<Int>
+        /// A rejected command (not a repeat of one) and its result.
+        var rejected: (Command, CommandResult)?
+    }
+    var events: [Event]
+    var entries: [Entry]
+    /// The batch's last lsn.
+    var through: UInt64
+
+    init(_ batch: Batch) {
+        events = batch.events
+        entries = batch.entries.map { entry in
+            var rejected: (Command, CommandResult)?
+            if let result = entry.result, !result.ok, !result.duplicate, case .command(let command) = entry.input {
+                rejected = (command, result)
+            }
+            return Entry(lsn: entry.lsn, at: entry.at, events: entry.events, rejected: rejected)
+        }
+        through = batch.entries.last?.lsn ?? 0
+    }
+}
+
+/// Where a `subscribe_feed` starts, or why it cannot.
+enum FeedStart {
+    /// Live from the entry after `lsn`, after catching up from `since` when `since <= lsn`.
+    case started(lsn: UInt64)
+    case notRetained(oldest: UInt64)
+    case beyondEnd(durable: UInt64)
+    case busy(max: Int)
+}
+
+/// The durable event feed: the subscriptions of `subscribe_feed`, the hand-off of each released batch to them, and
+/// the catch-ups from the journal.
+///
+/// Threads: ``batchReleased(_:)`` runs on the releasing thread, once per batch, and takes the lock once; with no
+/// feed subscribed it only records the batch's last lsn. Registration takes the same lock, which is what makes the
+/// catch-up (up to the lsn registration saw) and the live entries (after it) meet with no gap and no duplicate.
+public final class FeedHub: @unchecked Sendable {
+    struct State {
+        var subscribers: [ObjectIdentifier: FeedSubscription] = [:]
+        var lastLSN: UInt64 = 0
+        var catchUps = 0
+    }
+
+    private let state = Mutex(State())
+    private var directory: DataDirectory?
+    private var engine = EngineConfiguration()
+    /// The most catch-ups from the journal at once.
+    private(set) var maxCatchUps = 2
+
+    public init() {}
+
+    /// Sets where catch-ups read from and the durable lsn the server starts at. Call before the writer starts.
+    /// - Parameters:
+    ///   - directory: the data directory (with its archive); `nil`: the feed is live only.
+    ///   - engine: the rules of an engine that replays the journal from lsn 1.
+    ///   - lastLSN: the recovered journal's last lsn.
+    ///   - maxCatchUps: catch-ups from the journal allowed at once (each holds a copy of the state).
+    public func configure(directory: DataDirectory?, engine: EngineConfiguration, lastLSN: UInt64, maxCatchUps: Int) {
+        self.directory = directory
+        self.engine = engine
+        self.maxCatchUps = maxCatchUps
+        state.withLock { $0.lastLSN = lastLSN }
+    }
+
+    /// The last lsn released to the feed.
+    public var lastLSN: UInt64 { state.withLock { $0.lastLSN } }
+
+    /// The number of feed subscriptions.
+    var count: Int { state.withLock { $0.subscribers.count } }
+
+    /// Called on the releasing thread before the batch is reused.
+    func batchReleased(_ batch: Batch) {
+        guard let last = batch.entries.last?.lsn else { return }
+        let subscribers = state.withLock { s -> [FeedSubscription] in
+            s.lastLSN = last
+            return s.subscribers.isEmpty ? [] : Array(s.subscribers.values)
+        }
+        guard !subscribers.isEmpty else { return }
+        let captured = FeedBatch(batch)
+        for subscriber in subscribers {
+            subscriber.eventLoop.execute { subscriber.deliver(captured) }
+        }
+    }
+
+    /// Registers `subscription`, which wants entries from `since` (`nil`: from now on), and says where it starts.
+    func register(_ subscription: FeedSubscription, since: UInt64?) -> FeedStart {
+        let oldest = since.flatMap { since in directory.map { JournalReplay.oldestStart(of: $0) } } ?? 1
+        return state.withLock { s in
+            let from = since ?? s.lastLSN + 1
+            if from > s.lastLSN + 1 { return .beyondEnd(durable: s.lastLSN) }
+            if from <= s.lastLSN {
+                guard directory != nil, from >= oldest else { return .notRetained(oldest: max(oldest, s.lastLSN + 1)) }
+                guard s.catchUps < maxCatchUps else { return .busy(max: maxCatchUps) }
+                s.catchUps += 1
+            }
+            s.subscribers[ObjectIdentifier(subscription)] = subscription
+            return .started(lsn: s.lastLSN)
+        }
+    }
+
+    func unregister(_ subscription: FeedSubscription) {
+        state.withLock { _ = $0.subscribers.removeValue(forKey: ObjectIdentifier(subscription)) }
+    }
+
+    /// Replays the journal from `since` to the subscription on a thread of its own, then switches it to live.
+    func startCatchUp(_ subscription: FeedSubscription, since: UInt64, through target: UInt64) {
+        guard let directory else { return }
+        let engine = self.engine
+        let tid = startDedicatedThread("feed catch-up") { [self] in
+            subscription.catchUp(directory: directory, engine: engine, since: since, through: target)
+            state.withLock { $0.catchUps -= 1 }
+        }
+        pthread_detach(tid)
+    }
+}
+
+/// One connection's feed. Its state is touched only on the session's event loop, except ``cancelled``.
+final class FeedSubscription: @unchecked Sendable {
+    let eventLoop: EventLoop
+    private weak var session: WebSocketSession?
+    let filter: FeedFilter
+    /// The most bytes of live messages kept while catching up; past it they are dropped and read from disk later.
+    private let bufferLimit: Int
+    /// The bytes of catch-up messages handed to the connection in one piece; two pieces at most are unwritten.
+    private let chunkLimit: Int
+    private var encoder = FeedEncoder()
+    private var frames: [ByteBuffer] = []
+    private var live = false
+    private var buffered: [ByteBuffer] = []
+    private var bufferedBytes = 0
+    /// Live entries were dropped while catching up: the catch-up goes on to `droppedThrough` from disk.
+    private var overflowed = false
+    private var droppedThrough: UInt64 = 0
+    let cancelled = Atomic<Bool>(false)
+
+    /// - Parameter maxOutboundBytes: the connection's cap on unwritten bytes: the live messages kept while
+    ///   catching up take at most half of it, the catch-up's two pieces in flight at most a quarter.
+    init(session: WebSocketSession, eventLoop: EventLoop, filter: FeedFilter, maxOutboundBytes: Int) {
+        self.session = session
+        self.eventLoop = eventLoop
+        self.filter = filter
+        self.bufferLimit = max(1, maxOutboundBytes / 2)
+        self.chunkLimit = max(1024, min(64 * 1024, maxOutboundBytes / 8))
+    }
+
+    /// Starts live at once: nothing to catch up.
+    func goLive(at lsn: UInt64) {
+        live = true
+        session?.sendFeedLive(lsn)
+    }
+
+    /// A released batch (on the event loop).
+    func deliver(_ batch: FeedBatch) {
+        guard !cancelled.load(ordering: .relaxed), let session else { return }
+        if !live && overflowed {
+            droppedThrough = batch.through
+            return
+        }
+        frames.removeAll(keepingCapacity: true)
+        var bytes = 0
+        for entry in batch.entries {
+            bytes += encoder.encode(
+                lsn: entry.lsn, at: entry.at, events: batch.events[entry.events], rejected: entry.rejected,
+                filter: filter, into: &frames)
+        }
+        if live {
+            session.sendFeed(frames, done: nil)
+        } else if bufferedBytes + bytes > bufferLimit {
+            overflowed = true
+            droppedThrough = batch.through
+            buffered = []
+            bufferedBytes = 0
+        } else {
+            buffered.append(contentsOf: frames)
+            bufferedBytes += bytes
+        }
+    }
+
+    /// The catch-up reached `target` (on the event loop): switches to live and returns `nil`, or, when live entries
+    /// were dropped meanwhile, returns the lsn to read the disk up to before trying again.
+    private func reached(_ target: UInt64) -> UInt64? {
+        guard let session, !cancelled.load(ordering: .relaxed) else { return nil }
+        if overflowed {
+            overflowed = false
+            return droppedThrough
+        }
+        live = true
+        session.sendFeedLive(target)
+        session.sendFeed(buffered, done: nil)
+        buffered = []
+        bufferedBytes = 0
+        return nil
+    }
+
+    /// Ends the feed: the catch-up stops at its next step.
+    func cancel() {
+        cancelled.store(true, ordering: .relaxed)
+    }
+
+    /// Replays the journal from `since` to `target` (and further while live entries were dropped) and sends it,
+    /// never more than two pieces ahead of what the connection has written to its socket; then switches to live.
+    /// Runs on a thread of its own.
+    func catchUp(directory: DataDirectory, engine: EngineConfiguration, since: UInt64, through start: UInt64) {
+        let window = DispatchSemaphore(value: 2)
+        var encoder = FeedEncoder()
+        var chunk: [ByteBuffer] = []
+        var chunkBytes = 0
+        var target = start
+        func send() {
+            window.wait()
+            let frames = chunk
+            chunk = []
+            chunkBytes = 0
+            eventLoop.execute { [self] in
+                guard let session, !cancelled.load(ordering: .relaxed) else {
+                    window.signal()
+                    return
+                }
+                session.sendFeed(frames) { window.signal() }
+            }
+        }
+        do {
+            let replay = try JournalReplay(directory: directory, from: since, engine: engine)
+            while !cancelled.load(ordering: .relaxed) {
+                let more = try replay.next(upTo: target) { lsn, at, command, result, events in
+                    var rejected: (Command, CommandResult)?
+                    if let command, let result, !result.ok, !result.duplicate { rejected = (command, result) }
+                    chunkBytes += encoder.encode(
+                        lsn: lsn, at: at, events: events[...], rejected: rejected, filter: filter, into: &chunk)
+                }
+                if chunkBytes >= chunkLimit || (!more && !chunk.isEmpty) { send() }
+                if more { continue }
+                let reachedTarget = target
+                let next = try eventLoop.submit { [self] in reached(reachedTarget) }.wait()
+                guard let next else { break }
+                target = next
+            }
+        } catch {
+            let reason: String
+            switch error {
+            case ReplayStartError.notRetained(let oldest):
+                reason = "the journal is no longer retained from lsn \(since): resume from lsn \(oldest) or later"
+            default:
+                reason = "the feed could not read the journal: \(error)"
+            }
+            eventLoop.execute { [self] in session?.endFeed(reason) }
+        }
+    }
+}
+
+/// A `subscribe_feed` message, read and checked.
+struct FeedRequest {
+    var since: UInt64?
+    var filter = FeedFilter()
+
+    /// The most `types` one request may name.
+    static let maxTypes = 64
+
+    /// The request, or the `bad_request` message that says what is wrong with it.
+    static func parse(_ value: JSONValue, maxListings: Int) -> Result<FeedRequest, FeedRequestError> {
+        var request = FeedRequest()
+        if let field = value["since_lsn"], field != .null {
+            guard case .integer(let n) = field, n >= 1 else {
+                return .failure("since_lsn must be a positive integer: the first lsn wanted")
+            }
+            request.since = UInt64(n)
+        }
+        if let field = value["types"], field != .null {
+            guard case .array(let items) = field, !items.isEmpty, items.count <= maxTypes else {
+                return .failure("types must be a non-empty array of at most \(maxTypes) event type names")
+            }
+            var types = Set<String>()
+            for item in items {
+                guard case .string(let name) = item, FeedFilter.eventTypes.contains(name) else {
+                    let given = if case .string(let name) = item { "\"\(name)\"" } else { "(not a string)" }
+                    return .failure(
+                        "types: unknown event type \(given); known: \(FeedFilter.eventTypes.joined(separator: ", "))")
+                }
+                types.insert(name)
+            }
+            request.filter.types = types
+        }
+        if let field = value["listings"], field != .null {
+            guard case .array(let items) = field, !items.isEmpty, items.count <= maxListings else {
+                return .failure(
+                    "listings must be a non-empty array of at most \(maxListings) listing ids (--max-feed-listings)")
+            }
+            var listings = Set<String>()
+            for item in items {
+                guard case .string(let id) = item, Identifier.isValid(id) else {
+                    return .failure("listings: \(CommandDecoder.identifierRule("each listing"))")
+                }
+                listings.insert(id)
+            }
+            request.filter.listings = listings
+        }
+        if let field = value["include_rejections"], field != .null {
+            guard case .bool(let flag) = field else { return .failure("include_rejections must be true or false") }
+            request.filter.includeRejections = flag
+        }
+        return .success(request)
+    }
+}
+
+/// Why a `subscribe_feed` message is refused, for its `bad_request`.
+struct FeedRequestError: Error, ExpressibleByStringLiteral, ExpressibleByStringInterpolation {
+    var message: String
+    init(stringLiteral value: String) { message = value }
+    init(stringInterpolation: DefaultStringInterpolation) { message = String(stringInterpolation: stringInterpolation) }
+}

@@ -1,0 +1,119 @@
+import GavelCore
+@_spi(Manual) import GavelEngine
+import GavelJournal
+import Synchronization
+import Testing
+
+/// The events of every entry of a data directory's journal, by lsn, from a replay of the whole journal from lsn 1
+/// with no snapshot: the reference a feed's catch-up must equal.
+private func referenceEvents(_ directory: DataDirectory, engine: EngineConfiguration) throws -> [UInt64: [Event]] {
+    let collected = Mutex<[UInt64: [Event]]>([:])
+    var options = RecoveryOptions()
+    options.useSnapshots = false
+    options.repair = false
+    options.engine = engine
+    options.observe = { record, timers, _, events in
+        collected.withLock { $0[record.lsn] = timers + events }
+    }
+    _ = try Recovery.recover(directory, options: options)
+    return collected.withLock { $0 }
+}
+
+/// Writes `count` commands of a random workload over every format through a journaled writer with small segments,
+/// asking for a snapshot every `snapshotEvery` commands; returns the writer's engine settings.
+private func writeJournal(
+    _ path: String, seed: UInt64, count: Int, snapshotEvery: Int, keep: Int
+) throws -> EngineConfiguration {
+    var writer = WriterConfiguration()
+    writer.snapshotOnShutdown = false
+    writer.engine.closedListingRetentionMs = 50
+    writer.engine.idempotencyWindowMs = 400
+    var options = RecoveryOptions()
+    options.engine = writer.engine
+    var journal = JournalConfiguration()
+    journal.segmentBytes = 4096
+    journal.keepSnapshots = keep
+    journal.fsync = .none
+    let run = try JournaledWriter(path, journal: journal, writer: writer, recovery: options)
+    var workload = Workload(seed: seed)
+    workload.maxStep = 40
+    for index in 1...count {
+        let (command, at) = workload.next()
+        if at > run.clock.now() {
+            run.writer.runUntilIdle()
+            run.clock.set(at)
+        }
+        // Commands for listings evicted meanwhile are refused before the journal: not entries.
+        _ = run.writer.submit(command, handler: nil)
+        if index % snapshotEvery == 0 {
+            run.writer.runUntilIdle()
+            #expect(run.writer.requestSnapshot())
+            run.writer.runUntilIdle()
+            run.journal.waitForSnapshots()
+        }
+    }
+    run.writer.runUntilIdle()
+    run.finish()
+    return writer.engine
+}
+
+/// Everything a replay from `since` hands out up to `end`, as (lsn, events).
+private func replayed(_ directory: DataDirectory, from since: UInt64, to end: UInt64, engine: EngineConfiguration)
+    throws -> [(UInt64, [Event])]
+{
+    let replay = try JournalReplay(directory: directory, from: since, engine: engine)
+    var out: [(UInt64, [Event])] = []
+    while try replay.next(upTo: end, { lsn, _, _, _, events in out.append((lsn, events)) }) {}
+    return out
+}
+
+@Suite("JournalReplay", .serialized)
+struct JournalReplayTests {
+    /// From lsn 1, from a snapshot's lsn and the one after it, and from random lsns, across segment boundaries: every
+    /// entry from `since` on, once, in order, with the events a replay of the whole journal gives it.
+    @Test(arguments: [UInt64(3), 4, 5])
+    func aReplayFromAnyLSNHandsOutTheEventsOfAReplayFromTheStart(seed: UInt64) throws {
+        let temp = try TemporaryDirectory("replay-\(seed)")
+        defer { temp.remove() }
+        let engine = try writeJournal(temp.path, seed: seed, count: 900, snapshotEvery: 250, keep: 100)
+        let directory = DataDirectory(temp.path)
+        let reference = try referenceEvents(directory, engine: engine)
+        let end = try #require(reference.keys.max())
+        let snapshots = directory.snapshotFiles().map(\.lsn)
+        #expect(snapshots.count >= 3)
+        #expect(directory.segments().count >= 3)
+        #expect(reference.values.contains { !$0.isEmpty })
+        var rng = SplitMix64(seed: seed)
+        var starts: [UInt64] = [1, end]
+        for lsn in snapshots { starts += [lsn, lsn + 1] }
+        for _ in 0..<4 { starts.append(UInt64(rng.int(1...Int(end)))) }
+        for since in starts {
+            let got = try replayed(directory, from: since, to: end, engine: engine)
+            #expect(got.map(\.0) == Array(since...end), "since \(since)")
+            #expect(got.allSatisfy { reference[$0.0] == $0.1 }, "since \(since): events as a replay from lsn 1")
+        }
+    }
+
+    /// Once retention removed the segments a snapshot covers, a replay from before the oldest kept snapshot is
+    /// refused with the oldest lsn it can start at, and a replay from that lsn works.
+    @Test func aReplayFromBeforeTheRetainedJournalIsRefusedWithTheOldestLSN() throws {
+        let temp = try TemporaryDirectory("replay-retained")
+        defer { temp.remove() }
+        let engine = try writeJournal(temp.path, seed: 9, count: 900, snapshotEvery: 200, keep: 1)
+        let directory = DataDirectory(temp.path)
+        let oldest = JournalReplay.oldestStart(of: directory)
+        #expect(oldest > 1)
+        #expect(oldest == (directory.snapshotFiles().last?.lsn ?? 0) + 1)
+        do {
+            _ = try JournalReplay(directory: directory, from: oldest - 1, engine: engine)
+            Issue.record("a replay from before the retained journal started")
+        } catch {
+            guard case .notRetained(let reported) = error else { throw error }
+            #expect(reported == oldest)
+        }
+        let replay = try JournalReplay(directory: directory, from: oldest, engine: engine)
+        var first: UInt64?
+        _ = try replay.next(upTo: oldest) { lsn, _, _, _, _ in first = lsn }
+        #expect(first == oldest)
+    }
+}

@@ -1,0 +1,310 @@
+"""The durable event feed (`subscribe_feed`): live, filtered, caught up from the journal, and the switch between
+them, compared with an independent replay of the journal (`gavel dump` fed to `gavel simulate`)."""
+
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+
+from feedsupport import (check_last_flags, expected_feed, feed_client, read_feed_through, read_feed_until,
+                         replay_by_lsn, strip)
+from support import RawWebSocket, eventually, flood_until, mint_token, open_english, unique
+
+
+FIRST = "00000000000000000001.seg"
+
+
+def bid_all(bidder, listing, amounts):
+    for amount in amounts:
+        bidder.command({"type": "bid", "listing": listing, "amount": amount})
+
+
+@pytest.mark.parametrize("role", ["bidder", "seller", "watcher", None])
+def test_feed_is_refused_to_bidder_seller_watcher_and_anonymous_tokens(server, role):
+    client = server.connect(mint_token("eve", role, secret=server.secret)) if role else server.connect()
+    with client:
+        client.send({"type": "subscribe_feed", "id": "f1"})
+        reply = client.result("f1")
+        assert reply["ok"] is False and reply["error"] == "not_authorized"
+        assert "service and admin" in reply["message"]
+        client.quiet(lambda m: "lsn" in m, 0.3)
+
+
+def test_live_feed_carries_every_event_in_journal_order_with_lsn_and_last(start_server, gavel_bin):
+    srv = start_server()
+    listing = unique()
+    with feed_client(srv) as feed, srv.user("sam", "seller") as sam, srv.user("ann") as ann, srv.user("bob") as bob:
+        feed.send({"type": "subscribe_feed"})
+        live = feed.expect(lambda m: m.get("type") == "feed_live", what="feed_live")
+        assert open_english(sam, listing, start=100, increments=[[0, 1]])["ok"]
+        bid_all(ann, listing, [100, 150])
+        bid_all(bob, listing, [120, 300])  # 120 is refused: not in the feed without include_rejections
+        marker = {"type": "bid", "listing": listing, "amount": 400}
+        ann.command(marker)
+        messages = read_feed_through(feed, lambda m: m.get("type") == "bid_placed" and m.get("price") == 301)
+        by_lsn, _ = replay_by_lsn(gavel_bin, srv.data_dir)
+        through = messages[-1]["lsn"]
+        assert strip(messages) == expected_feed(by_lsn, live["lsn"] + 1, through)
+        assert any(m["type"] == "outbid" for m in messages), "private notices are in the feed as plain events"
+        check_last_flags(messages)
+        assert all("ts" not in m for m in messages)
+
+
+def test_feed_filters_by_type_and_listing_and_reports_rejections_when_asked(start_server, gavel_bin):
+    srv = start_server()
+    wanted, other = unique(), unique()
+    with feed_client(srv, role="admin") as feed, srv.user("sam", "seller") as sam, srv.user("ann") as ann, \
+            srv.user("bob") as bob:
+        feed.send({"type": "subscribe_feed", "types": ["bid_placed", "outbid"], "listings": [wanted],
+                   "include_rejections": True})
+        live = feed.expect(lambda m: m.get("type") == "feed_live")
+        for listing in (other, wanted):
+            assert open_english(sam, listing, start=100, increments=[[0, 1]])["ok"]
+            bid_all(ann, listing, [100])
+            bid_all(bob, listing, [50, 200])  # 50 is below the minimum: rejected
+        messages = read_feed_through(feed, lambda m: m.get("type") == "bid_placed" and m.get("bids") == 2)
+        by_lsn, entries = replay_by_lsn(gavel_bin, srv.data_dir)
+        events = [m for m in messages if m["type"] != "rejected"]
+        expected = expected_feed(by_lsn, live["lsn"] + 1, messages[-1]["lsn"], {"bid_placed", "outbid"}, {wanted})
+        assert strip(events) == expected
+        rejected = [m for m in messages if m["type"] == "rejected"]
+        assert len(rejected) == 1
+        r = rejected[0]
+        assert r["listing"] == wanted and r["principal"] == "bob" and r["command"] == "bid"
+        assert r["error"] == "bid_too_low" and r["last"] is True
+        assert r["error"] == by_lsn[r["lsn"]]["result"]["error"] and r["message"] == by_lsn[r["lsn"]]["result"]["message"]
+        assert entries[r["lsn"]]["id"] == r["id"]
+        check_last_flags(messages)
+
+
+def test_feed_requests_that_cannot_be_served_get_a_specific_error(server):
+    with feed_client(server) as feed:
+        feed.send({"type": "subscribe_feed", "id": "t", "types": ["bid_placed", "bids"]})
+        reply = feed.result("t")
+        assert reply["error"] == "bad_request" and '"bids"' in reply["message"] and "order_placed" in reply["message"]
+        feed.send({"type": "subscribe_feed", "id": "far", "since_lsn": 10**12})
+        reply = feed.result("far")
+        assert reply["error"] == "bad_request" and "beyond the journal's end" in reply["message"]
+        feed.send({"type": "subscribe_feed", "id": "zero", "since_lsn": 0})
+        assert feed.result("zero")["error"] == "bad_request"
+        feed.send({"type": "subscribe_feed", "id": "ok"})
+        feed.expect(lambda m: m.get("type") == "feed_live")
+        feed.send({"type": "subscribe_feed", "id": "again"})
+        reply = feed.result("again")
+        assert reply["error"] == "bad_request" and "already has a feed" in reply["message"]
+
+
+def drive(srv, listing, count, open_listing=True, start=100):
+    """Opens `listing` and sends `count` english bids on it for ann and bob through one service connection,
+    pipelined in windows of 200; returns the results."""
+    results = []
+    with feed_client(srv, sub="market") as market:
+        if open_listing:
+            assert open_english(market, listing, start=100, increments=[[0, 1]], on_behalf_of="sam")["ok"]
+        for first in range(0, count, 200):
+            ids = []
+            for i in range(first, min(count, first + 200)):
+                rid = f"d{listing}-{start + i}"
+                market.send({"type": "bid", "id": rid, "listing": listing, "amount": start + i,
+                             "on_behalf_of": "ann" if i % 2 else "bob"})
+                ids.append(rid)
+            results += [market.result(rid, timeout=60) for rid in ids]
+    assert all(r["ok"] or r["error"] == "bid_too_low" for r in results), results[:3]
+    return results
+
+
+def rss_bytes(srv):
+    with open(f"/proc/{srv.process.pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    raise AssertionError("no VmRSS")
+
+
+def test_catch_up_from_the_middle_across_segments_and_a_snapshot_equals_a_replay(start_server, gavel_bin):
+    srv = start_server("--segment-bytes", "4096", "--snapshot-every", "150", "--keep-snapshots", "50")
+    listing = unique()
+    drive(srv, listing, 700)
+    # The checkpointer writes snapshots in the background, in the idle scheduling class.
+    # (Points that come while one is being written are merged into the next.)
+    assert eventually(lambda: len(os.listdir(os.path.join(srv.data_dir, "snapshots"))) >= 2, 60)
+    by_lsn, _ = replay_by_lsn(gavel_bin, srv.data_dir)
+    end = max(by_lsn)
+    assert len(os.listdir(os.path.join(srv.data_dir, "journal"))) >= 3
+    for since in (1, 151, 152, 400, end):
+        with feed_client(srv) as feed:
+            feed.send({"type": "subscribe_feed", "since_lsn": since})
+            messages, live = read_feed_until(feed, lambda m: m.get("type") == "feed_live", timeout=60)
+            assert live["lsn"] >= end
+            assert strip(messages) == expected_feed(by_lsn, since, live["lsn"])
+            check_last_flags(messages)
+
+
+def test_switch_from_catch_up_to_live_under_load_gives_every_lsn_exactly_once(start_server, gavel_bin):
+    srv = start_server("--segment-bytes", "8192", "--max-outbound-bytes", "65536")
+    listing = unique()
+    drive(srv, listing, 200)
+    stop = threading.Event()
+
+    def keep_bidding():
+        with feed_client(srv, sub="driver") as market:
+            amount = 1000
+            while not stop.is_set():
+                amount += 1
+                market.command({"type": "bid", "listing": listing, "amount": amount,
+                                "on_behalf_of": "cat" if amount % 2 else "dan"})
+
+    driver = threading.Thread(target=keep_bidding)
+    driver.start()
+    try:
+        with feed_client(srv) as feed:
+            feed.send({"type": "subscribe_feed", "since_lsn": 1})
+            messages, live = read_feed_until(feed, lambda m: m.get("type") == "feed_live", timeout=60)
+            # Live messages while the driver goes on.
+            more, _ = read_feed_until(feed, lambda m: m["lsn"] >= live["lsn"] + 20 and m["last"], timeout=30)
+            messages += more
+            stop.set()
+            driver.join(timeout=30)
+            by_lsn, _ = replay_by_lsn(gavel_bin, srv.data_dir)
+            end = max(by_lsn)
+            assert end > live["lsn"] + 20
+            while messages[-1]["lsn"] < end or not messages[-1]["last"]:
+                messages.append(feed.expect(lambda m: "lsn" in m and m.get("type") != "feed_live", timeout=30))
+            assert strip(messages) == expected_feed(by_lsn, 1, end)
+            check_last_flags(messages)
+    finally:
+        stop.set()
+        driver.join(timeout=30)
+
+
+def test_since_lsn_before_the_retained_journal_is_refused_with_the_oldest_lsn(start_server):
+    srv = start_server("--segment-bytes", "4096", "--snapshot-every", "150", "--keep-snapshots", "1")
+    drive(srv, unique(), 400)  # snapshots at 150 and 300; the segments before the one holding 301 are removed
+    assert eventually(lambda: FIRST not in os.listdir(os.path.join(srv.data_dir, "journal")), 60)
+    with feed_client(srv) as feed:
+        feed.send({"type": "subscribe_feed", "id": "old", "since_lsn": 1})
+        reply = feed.result("old")
+        assert reply["ok"] is False and reply["error"] == "feed_lsn_not_retained"
+        oldest = reply["oldest_lsn"]
+        assert oldest > 1 and f"is {oldest}" in reply["message"]
+        feed.quiet(lambda m: "lsn" in m, 0.3)
+    drive(srv, unique(), 40)  # fewer than --snapshot-every: the oldest lsn stays where it is
+    with feed_client(srv) as feed:
+        feed.send({"type": "subscribe_feed", "since_lsn": oldest})
+        messages, live = read_feed_until(feed, lambda m: m.get("type") == "feed_live", timeout=60)
+        assert live["lsn"] >= 440 and messages[0]["lsn"] == oldest
+        check_last_flags(messages)
+
+
+def test_retained_journal_keeps_covered_segments_the_feed_serves_from_lsn_1(start_server, gavel_bin):
+    srv = start_server("--segment-bytes", "4096", "--snapshot-every", "50", "--keep-snapshots", "1",
+                       "--retain-journal", "64MiB")
+    drive(srv, unique(), 600)
+    by_lsn, _ = replay_by_lsn(gavel_bin, srv.data_dir)
+    assert min(by_lsn) == 1 and len(os.listdir(os.path.join(srv.data_dir, "journal"))) >= 3
+    with feed_client(srv) as feed:
+        feed.send({"type": "subscribe_feed", "since_lsn": 1})
+        messages, live = read_feed_until(feed, lambda m: m.get("type") == "feed_live", timeout=60)
+        assert strip(messages) == expected_feed(by_lsn, 1, live["lsn"])
+
+
+def test_archived_segments_are_moved_served_dumped_and_verified(start_server, gavel_bin, tmp_path):
+    archive = tmp_path / "archive"
+    srv = start_server("--segment-bytes", "4096", "--snapshot-every", "50", "--keep-snapshots", "1",
+                       "--archive-dir", str(archive))
+    drive(srv, unique(), 400)
+    assert eventually(lambda: os.path.exists(archive / FIRST), 60)
+    archived = sorted(name for name in os.listdir(archive) if name.endswith(".seg"))
+    assert archived and archived[0] == FIRST
+    live_segments = sorted(os.listdir(os.path.join(srv.data_dir, "journal")))
+    assert not set(archived) & set(live_segments), "moved, not copied"
+    by_lsn, _ = replay_by_lsn(gavel_bin, srv.data_dir, archive_dir=archive)
+    assert min(by_lsn) == 1
+    with feed_client(srv) as feed:
+        feed.send({"type": "subscribe_feed", "since_lsn": 1})
+        messages, live = read_feed_until(feed, lambda m: m.get("type") == "feed_live", timeout=60)
+        assert strip(messages) == expected_feed(by_lsn, 1, live["lsn"])
+    srv.stop()
+    verify = subprocess.run([gavel_bin, "verify", "--data-dir", srv.data_dir, "--archive-dir", str(archive)],
+                            capture_output=True, text=True, timeout=120)
+    assert verify.returncode == 0, verify.stdout + verify.stderr
+
+
+def simulated_journal(gavel_bin, data_dir, bids):
+    """A data directory whose journal holds 50 english listings and `bids` bids, written by `gavel simulate`."""
+    lines = [json.dumps({"type": "open", "id": f"o{k}", "listing": f"L{k}", "seller": "sam", "format": "english",
+                         "start": 100, "closes_at": 10**13, "at": 0}) for k in range(50)]
+    lines += [json.dumps({"type": "bid", "id": f"b{n}", "listing": f"L{n % 50}", "bidder": f"u{(n // 50) % 7}",
+                          "amount": 1000 + n}) for n in range(bids)]
+    subprocess.run([gavel_bin, "simulate", "--data-dir", str(data_dir), "--fsync", "none", "--snapshot-every", "0"],
+                   input="\n".join(lines) + "\n", text=True, stdout=subprocess.DEVNULL, check=True, timeout=300)
+
+
+def test_a_consumer_that_does_not_read_its_catch_up_keeps_server_memory_bounded(start_server, gavel_bin, tmp_path):
+    data = tmp_path / "big"
+    simulated_journal(gavel_bin, data, 300_000)  # a feed from lsn 1 of about 100 MB
+    srv = start_server(data_dir=data)
+    before = rss_bytes(srv)
+    # The consumer reads nothing (a small receive buffer) while bids go on.
+    sock = RawWebSocket(srv.port, headers={"Authorization": "Bearer " + mint_token("slow", "service",
+                                                                                     secret=srv.secret)},
+                        rcvbuf=8192)
+    with sock:
+        sock.send_text(json.dumps({"type": "subscribe_feed", "since_lsn": 1}))
+        with feed_client(srv, sub="market") as market:
+            for n in range(2_000):
+                market.send({"type": "bid", "id": f"live{n}", "listing": f"L{n % 50}", "amount": 10**9 + n,
+                             "on_behalf_of": "zed"})
+            assert market.result(f"live{1999}", timeout=60)["ok"]
+        time.sleep(1.0)
+        grown = rss_bytes(srv) - before
+        assert grown < 24 * 1024 * 1024, f"RSS grew by {grown} bytes for a consumer that reads nothing"
+        # The server still serves everyone else, from lsn 1 too.
+        with feed_client(srv) as feed:
+            feed.send({"type": "subscribe_feed", "since_lsn": 300_000})
+            messages, live = read_feed_until(feed, lambda m: m.get("type") == "feed_live", timeout=60)
+            assert messages[0]["lsn"] == 300_000 and live["lsn"] >= 302_050
+
+
+def test_a_live_feed_consumer_that_does_not_read_is_dropped_with_1013(start_server):
+    srv = start_server("--max-outbound-bytes", "65536", "--fsync", "none")
+    listing = unique("hot") + "-" + "x" * 40  # long names make big events: fewer to flood the socket buffers
+    bidder = "b" * 60
+    with feed_client(srv, sub="market") as market:
+        assert open_english(market, listing, on_behalf_of="sam", increments=[[0, 1]])["ok"]
+        stalled = RawWebSocket(srv.port, headers={"Authorization": "Bearer " + mint_token("slow", "service",
+                                                                                            secret=srv.secret)},
+                               rcvbuf=4096)
+        with stalled:
+            stalled.send_text(json.dumps({"type": "subscribe_feed"}))
+            flood_until(market, listing, bidder, lambda: srv.metric("gavel_slow_consumer_closes_total") >= 1,
+                        "the stalled feed consumer was closed")
+
+
+def test_example_consumer_resumes_from_its_stored_lsn(start_server, gavel_bin, tmp_path):
+    srv = start_server()
+    listing = unique()
+    drive(srv, listing, 30)
+    position = tmp_path / "position.txt"
+    token = mint_token("consumer", "service", secret=srv.secret)
+    example = os.path.join(os.path.dirname(__file__), "..", "..", "examples", "feed_consumer.py")
+
+    def run():
+        out = subprocess.run([sys.executable, example, f"ws://127.0.0.1:{srv.port}/ws", token, str(position),
+                              "--once"], capture_output=True, text=True, timeout=60)
+        assert out.returncode == 0, out.stderr
+        return [json.loads(line) for line in out.stdout.splitlines()]
+
+    first = run()
+    by_lsn, _ = replay_by_lsn(gavel_bin, srv.data_dir)
+    end = max(by_lsn)
+    assert strip(first) == expected_feed(by_lsn, 1, end) and int(position.read_text()) == end
+    drive(srv, listing, 10, open_listing=False, start=1000)
+    second = run()
+    by_lsn, _ = replay_by_lsn(gavel_bin, srv.data_dir)
+    assert strip(second) == expected_feed(by_lsn, end + 1, max(by_lsn)), "only what came after, once"
+    assert int(position.read_text()) == max(by_lsn)
