@@ -206,6 +206,7 @@ public final class Projector: Service, Sendable {
         var lastAt: Int64?
         func commit() async throws {
             guard !batch.isEmpty, batch.position > batch.startPosition || batch.events > 0 else { return }
+            let started = ContinuousClock.now
             do {
                 try await store.apply(batch)
             } catch let error as ProjectorError {
@@ -216,7 +217,11 @@ public final class Projector: Service, Sendable {
             metrics.applied(batch, lastAt: lastAt)
             progress.value = true
             logger.debug(
-                "applied", metadata: ["lsn": "\(batch.position)", "events": "\(batch.events)"])
+                "applied",
+                metadata: [
+                    "lsn": "\(batch.position)", "events": "\(batch.events)",
+                    "ms": "\((ContinuousClock.now - started).milliseconds)",
+                ])
             batch = Batch(position: batch.position)
             deadline = nil
         }
