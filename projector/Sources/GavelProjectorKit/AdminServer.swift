@@ -1,0 +1,95 @@
+import Logging
+import NIOCore
+import NIOHTTP1
+import NIOPosix
+import ServiceLifecycle
+
+/// The admin HTTP port: `GET /metrics` (Prometheus text) and `GET /healthz` (200 when connected to both ends,
+/// else 503 with the last error). Runs until graceful shutdown.
+public struct AdminServer: Service {
+    let host: String
+    let port: Int
+    let metrics: ProjectorMetrics
+    let group: any EventLoopGroup
+    let logger: Logger
+
+    public init(host: String, port: Int, metrics: ProjectorMetrics, group: any EventLoopGroup, logger: Logger) {
+        self.host = host
+        self.port = port
+        self.metrics = metrics
+        self.group = group
+        self.logger = logger
+    }
+
+    /// Binds the port; returns the bound channel (port 0 picks a free one).
+    public func bind() async throws -> any Channel {
+        let metrics = self.metrics
+        return try await ServerBootstrap(group: group)
+            .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+            .childChannelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.configureHTTPServerPipeline()
+                    try channel.pipeline.syncOperations.addHandler(AdminHandler(metrics: metrics))
+                }
+            }
+            .bind(host: host, port: port).get()
+    }
+
+    public func run() async throws {
+        let channel = try await bind()
+        logger.info("admin HTTP listening", metadata: ["address": "\(channel.localAddress.map { "\($0)" } ?? "?")"])
+        try? await gracefulShutdown()
+        try? await channel.close()
+    }
+}
+
+final class AdminHandler: ChannelInboundHandler, Sendable {
+    typealias InboundIn = HTTPServerRequestPart
+    typealias OutboundOut = HTTPServerResponsePart
+
+    private let metrics: ProjectorMetrics
+
+    init(metrics: ProjectorMetrics) {
+        self.metrics = metrics
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        guard case .head(let head) = unwrapInboundIn(data) else { return }
+        let path = head.uri.split(separator: "?", maxSplits: 1).first.map(String.init) ?? head.uri
+        let status: HTTPResponseStatus
+        let body: String
+        var contentType = "text/plain; charset=utf-8"
+        switch (head.method, path) {
+        case (.GET, "/metrics"):
+            status = .ok
+            body = metrics.prometheusText()
+            contentType = "text/plain; version=0.0.4; charset=utf-8"
+        case (.GET, "/healthz"):
+            let health = metrics.health
+            if health.connected {
+                status = .ok
+                body = "ok: \(health.live ? "live" : "catching up"), \(health.lagLSN) lsn behind\n"
+            } else {
+                status = .serviceUnavailable
+                body = "not connected: \(health.lastError ?? "starting")\n"
+            }
+        case (_, "/metrics"), (_, "/healthz"):
+            status = .methodNotAllowed
+            body = "only GET\n"
+        default:
+            status = .notFound
+            body = "not found: the admin port serves /metrics and /healthz\n"
+        }
+        var headers = HTTPHeaders()
+        headers.add(name: "Content-Type", value: contentType)
+        headers.add(name: "Content-Length", value: "\(body.utf8.count)")
+        headers.add(name: "Connection", value: "close")
+        context.write(
+            wrapOutboundOut(.head(HTTPResponseHead(version: head.version, status: status, headers: headers))),
+            promise: nil)
+        context.write(wrapOutboundOut(.body(.byteBuffer(ByteBuffer(string: body)))), promise: nil)
+        let written = context.eventLoop.makePromise(of: Void.self)
+        context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: written)
+        written.futureResult.whenComplete { [channel = context.channel] _ in channel.close(promise: nil) }
+    }
+}

@@ -1,0 +1,170 @@
+import Foundation
+
+/// One event of the feed: the event object of docs/PROTOCOL.md "Events" with its `lsn` and `last`.
+///
+/// Every field is optional: which ones an event carries depends on its `type`. Unknown fields are ignored.
+public struct FeedEvent: Decodable, Sendable, Equatable {
+    public var type: String
+    public var listing: String?
+    public var seq: Int64?
+    public var at: Int64?
+    public var lsn: Int64?
+    public var last: Bool?
+    // opened
+    public var format: String?
+    public var seller: String?
+    public var start: Int64?
+    public var opensAt: Int64?
+    public var closesAt: Int64?
+    public var hasReserve: Bool?
+    public var buyNow: Int64?
+    public var pricing: String?
+    public var floor: Int64?
+    public var step: Int64?
+    public var quantity: Int64?
+    // bids, closes, fills, trades
+    public var price: Int64?
+    public var leader: String?
+    public var bids: Int64?
+    public var reserveMet: Bool?
+    public var bidder: String?
+    public var winner: String?
+    public var sold: Int64?
+    public var remaining: Int64?
+    public var buyer: String?
+    public var buyOrder: String?
+    public var sellOrder: String?
+    // settlements
+    public var settlement: String?
+    public var state: String?
+    public var dueAt: Int64?
+    public var by: String?
+    public var role: String?
+    public var paymentRef: String?
+    public var tracking: String?
+    public var reason: String?
+    public var outcome: String?
+
+    enum CodingKeys: String, CodingKey {
+        case type, listing, seq, at, lsn, last, format, seller, start
+        case opensAt = "opens_at"
+        case closesAt = "closes_at"
+        case hasReserve = "has_reserve"
+        case buyNow = "buy_now"
+        case pricing, floor, step, quantity, price, leader, bids
+        case reserveMet = "reserve_met"
+        case bidder, winner, sold, remaining, buyer
+        case buyOrder = "buy_order"
+        case sellOrder = "sell_order"
+        case settlement, state
+        case dueAt = "due_at"
+        case by, role
+        case paymentRef = "payment_ref"
+        case tracking, reason, outcome
+    }
+
+    /// An event of `type` with no other field set; tests fill in the rest.
+    public init(type: String, listing: String? = nil, seq: Int64? = nil, at: Int64? = nil, lsn: Int64? = nil) {
+        self.type = type
+        self.listing = listing
+        self.seq = seq
+        self.at = at
+        self.lsn = lsn
+    }
+}
+
+/// What one text frame from the server says, as far as the projector is concerned.
+public enum FeedMessage: Sendable, Equatable {
+    /// An event; `terms` is the `opened` event's terms as a JSON object (the event less type, listing, seq, at,
+    /// lsn, last), nil for other events.
+    case event(FeedEvent, terms: String?)
+    /// Catch-up is over: every lsn up to this one has been sent.
+    case live(lsn: Int64)
+    /// The server refused the subscription (or something else the projector asked).
+    case refused(code: String, message: String, oldestLSN: Int64?)
+    /// Anything else (`hello`, an ok result, unknown types): nothing to do.
+    case other(type: String)
+
+    /// Reads one text frame.
+    /// - Throws: `FeedMessage.Error.malformed` when the frame is not a JSON object with a string `type`, or an
+    ///   event lacks its `lsn`.
+    public static func parse(_ bytes: some Collection<UInt8>) throws -> FeedMessage {
+        let data = Data(bytes)
+        let both: Both
+        do {
+            both = try decoder.decode(Both.self, from: data)
+        } catch {
+            throw Error.malformed("not a JSON object with a string type, or a field of the wrong type: \(error)")
+        }
+        let head = both.head
+        let event = both.event
+        switch head.type {
+        case "hello":
+            return .other(type: head.type)
+        case "feed_live":
+            guard let lsn = head.lsn else { throw Error.malformed("feed_live without lsn") }
+            return .live(lsn: lsn)
+        case "result", "error":
+            if head.ok == false || head.type == "error" {
+                return .refused(
+                    code: head.error ?? head.code ?? "unknown", message: head.message ?? "",
+                    oldestLSN: head.oldestLSN)
+            }
+            return .other(type: head.type)
+        default:
+            guard head.lsn != nil else { return .other(type: head.type) }
+            var terms: String?
+            if event.type == "opened" {
+                terms = try termsObject(data)
+            }
+            return .event(event, terms: terms)
+        }
+    }
+
+    /// The `opened` event less its envelope fields, as compact JSON with sorted keys.
+    static func termsObject(_ data: Data) throws -> String {
+        guard var object = try JSONSerialization.jsonObject(with: data) as? [String: Any] else {
+            throw Error.malformed("opened is not an object")
+        }
+        for key in ["type", "listing", "seq", "at", "lsn", "last", "format", "seller"] {
+            object.removeValue(forKey: key)
+        }
+        let encoded = try JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])
+        return String(decoding: encoded, as: UTF8.self)
+    }
+
+    public enum Error: Swift.Error, CustomStringConvertible {
+        case malformed(String)
+        public var description: String {
+            switch self {
+            case .malformed(let why): "a feed message the projector cannot read: \(why)"
+            }
+        }
+    }
+
+    /// The frame read once, as an event and as a head.
+    private struct Both: Decodable {
+        var event: FeedEvent
+        var head: Head
+        init(from decoder: any Decoder) throws {
+            event = try FeedEvent(from: decoder)
+            head = try Head(from: decoder)
+        }
+    }
+
+    private struct Head: Decodable {
+        var type: String
+        var lsn: Int64?
+        var ok: Bool?
+        var error: String?
+        var code: String?
+        var message: String?
+        var oldestLSN: Int64?
+        enum CodingKeys: String, CodingKey {
+            case type, lsn, ok, error, code, message
+            case oldestLSN = "oldest_lsn"
+        }
+    }
+
+    nonisolated(unsafe) private static let decoder = JSONDecoder()
+}

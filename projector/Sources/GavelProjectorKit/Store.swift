@@ -1,0 +1,179 @@
+import Foundation
+import Logging
+import NIOCore
+import NIOSSL
+import PostgresNIO
+
+/// Where the read model lives: a `postgres://USER[:PASSWORD]@HOST[:PORT]/DB[?sslmode=disable|require]` URL.
+public struct PostgresTarget: Sendable, CustomStringConvertible {
+    public var host: String
+    public var port: Int
+    public var user: String
+    public var password: String?
+    public var database: String
+    public var requireTLS: Bool
+
+    /// - Throws: `ProjectorError.invalidOption` naming what is wrong with `url`.
+    public init(url: String) throws {
+        guard let parts = URLComponents(string: url), parts.scheme == "postgres" || parts.scheme == "postgresql"
+        else {
+            throw ProjectorError.invalidOption(
+                "--postgres-url must look like postgres://USER@HOST:PORT/DB (got \(url.prefix(200)))")
+        }
+        guard let host = parts.host, !host.isEmpty else {
+            throw ProjectorError.invalidOption("--postgres-url has no host (got \(url.prefix(200)))")
+        }
+        guard let user = parts.user, !user.isEmpty else {
+            throw ProjectorError.invalidOption("--postgres-url has no user: postgres://USER@HOST:PORT/DB")
+        }
+        let database = String(parts.path.drop(while: { $0 == "/" }))
+        guard !database.isEmpty else {
+            throw ProjectorError.invalidOption("--postgres-url names no database: postgres://USER@HOST:PORT/DB")
+        }
+        self.host = host
+        self.port = parts.port ?? 5432
+        self.user = user.removingPercentEncoding ?? user
+        self.password = parts.password.map { $0.removingPercentEncoding ?? $0 }
+        self.database = database
+        switch parts.queryItems?.first(where: { $0.name == "sslmode" })?.value ?? "disable" {
+        case "disable": requireTLS = false
+        case "require": requireTLS = true
+        case let other:
+            throw ProjectorError.invalidOption("--postgres-url: sslmode must be disable or require (got \(other))")
+        }
+    }
+
+    /// The URL without its password, for logs.
+    public var description: String { "postgres://\(user)@\(host):\(port)/\(database)" }
+
+    func configuration() throws -> PostgresConnection.Configuration {
+        PostgresConnection.Configuration(
+            host: host, port: port, username: user, password: password, database: database,
+            tls: requireTLS ? .require(try NIOSSLContext(configuration: .makeClientConfiguration())) : .disable)
+    }
+}
+
+/// One connection to the read model: migrations, the stored position, and batches applied with their position in
+/// one transaction.
+public final class Store: Sendable {
+    let connection: PostgresConnection
+    let logger: Logger
+
+    private init(connection: PostgresConnection, logger: Logger) {
+        self.connection = connection
+        self.logger = logger
+    }
+
+    /// Connects to `target`.
+    public static func connect(to target: PostgresTarget, logger: Logger) async throws -> Store {
+        let connection = try await PostgresConnection.connect(
+            configuration: try target.configuration(), id: 1, logger: logger)
+        return Store(connection: connection, logger: logger)
+    }
+
+    public func close() async {
+        try? await connection.close()
+    }
+
+    /// Brings the schema to `Schema.latest`, one migration per transaction, under an advisory lock so that two
+    /// projectors starting at once do not both run one.
+    /// - Returns: the versions applied now.
+    /// - Throws: `ProjectorError.schemaTooNew` when the database has a version this projector does not know.
+    @discardableResult
+    public func migrate() async throws -> [Int32] {
+        try await connection.query(
+            """
+            CREATE TABLE IF NOT EXISTS schema_migrations (
+                version integer PRIMARY KEY,
+                name text NOT NULL,
+                applied_at timestamptz NOT NULL DEFAULT now()
+            )
+            """, logger: logger)
+        var applied: [Int32] = []
+        for migration in Schema.migrations {
+            let ran = try await connection.withTransaction(logger: logger) { connection -> Bool in
+                try await connection.query("SELECT pg_advisory_xact_lock(7147007001)", logger: logger)
+                let rows = try await connection.query("SELECT max(version) FROM schema_migrations", logger: logger)
+                var current: Int32 = 0
+                for try await (version) in rows.decode((Int32?).self) { current = version ?? 0 }
+                if current > Schema.latest { throw ProjectorError.schemaTooNew(current, Schema.latest) }
+                guard current < migration.version else { return false }
+                for statement in migration.statements {
+                    try await connection.query(PostgresQuery(unsafeSQL: statement), logger: logger)
+                }
+                try await connection.query(
+                    "INSERT INTO schema_migrations (version, name) VALUES (\(migration.version), \(migration.name))",
+                    logger: logger)
+                return true
+            }
+            if ran {
+                logger.info("migrated the read model", metadata: ["version": "\(migration.version)"])
+                applied.append(migration.version)
+            }
+        }
+        return applied
+    }
+
+    /// The last lsn whose rows are all in the read model (0: none yet).
+    public func position() async throws -> Int64 {
+        let rows = try await connection.query("SELECT lsn FROM feed_position", logger: logger)
+        for try await (lsn) in rows.decode(Int64.self) { return lsn }
+        throw ProjectorError.corrupt("feed_position has no row")
+    }
+
+    /// Writes the batch's rows and moves the position from `batch.startPosition` to `batch.position`, in one
+    /// transaction.
+    /// - Throws: `ProjectorError.positionMoved` when the stored position is not the batch's start (another
+    ///   projector writes to the same database); nothing is written then.
+    public func apply(_ batch: Batch) async throws {
+        try await connection.withTransaction(logger: logger) { connection in
+            let moved = try await connection.query(
+                "UPDATE feed_position SET lsn = \(batch.position), updated_at = now() WHERE lsn = \(batch.startPosition) RETURNING lsn",
+                logger: logger)
+            var updated = 0
+            for try await _ in moved.decode(Int64.self) { updated += 1 }
+            guard updated == 1 else { throw ProjectorError.positionMoved(expected: batch.startPosition) }
+            for query in try SQL.statements(for: batch) {
+                try await connection.query(query, logger: logger)
+            }
+        }
+    }
+}
+
+/// Errors the projector stops or reconnects on, each with a message a person can act on.
+public enum ProjectorError: Error, CustomStringConvertible {
+    case invalidOption(String)
+    case schemaTooNew(Int32, Int32)
+    case corrupt(String)
+    case positionMoved(expected: Int64)
+    case notRetained(requested: Int64, oldest: Int64?, message: String)
+    case refused(code: String, message: String)
+    case upgradeRefused(String)
+    case closed(String)
+
+    /// Whether retrying cannot help: the process stops with this error.
+    public var isFatal: Bool {
+        switch self {
+        case .invalidOption, .schemaTooNew, .corrupt, .notRetained, .positionMoved: true
+        case .refused(let code, _): code == "not_authorized" || code == "bad_request"
+        case .upgradeRefused, .closed: false
+        }
+    }
+
+    public var description: String {
+        switch self {
+        case .invalidOption(let message): message
+        case .schemaTooNew(let found, let known):
+            "the read model is at schema version \(found), newer than this gavel-projector knows (\(known)); run the newer gavel-projector"
+        case .corrupt(let what): "the read model is damaged: \(what)"
+        case .positionMoved(let expected):
+            "feed_position is no longer \(expected): another gavel-projector writes to this database; run one per database"
+        case .notRetained(let requested, let oldest, let message):
+            "the server no longer holds lsn \(requested)\(oldest.map { " (its oldest is \($0))" } ?? ""): \(message). "
+                + "Rebuild the read model from an empty database, or point the server at its --archive-dir"
+        case .refused(let code, let message): "the server refused the feed: \(code): \(message)"
+        case .upgradeRefused(let why): why
+        case .closed(let why): why
+        }
+    }
+}

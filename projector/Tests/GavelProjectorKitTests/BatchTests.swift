@@ -1,0 +1,134 @@
+import XCTest
+
+@testable import GavelProjectorKit
+
+final class BatchTests: XCTestCase {
+    private func parse(_ line: String) throws -> (FeedEvent, String?) {
+        guard case .event(let event, let terms) = try FeedMessage.parse(Array(line.utf8)) else {
+            XCTFail("not an event: \(line)")
+            throw FeedMessage.Error.malformed(line)
+        }
+        return (event, terms)
+    }
+
+    private func add(_ lines: [String], to batch: inout Batch) throws {
+        for line in lines {
+            let (event, terms) = try parse(line)
+            try batch.add(event, terms: terms)
+        }
+    }
+
+    func testAnOpenedEventKeepsItsTermsWithoutTheEnvelope() throws {
+        let (_, terms) = try parse(
+            #"{"type":"opened","listing":"L1","seq":1,"at":5,"format":"english","seller":"sam","start":100,"buy_now":null,"increments":[[0,5]],"lsn":3,"last":true}"#
+        )
+        XCTAssertEqual(terms, #"{"buy_now":null,"increments":[[0,5]],"start":100}"#)
+    }
+
+    func testFeedLiveRefusalsAndOtherMessagesAreTold() throws {
+        XCTAssertEqual(try FeedMessage.parse(Array(#"{"type":"feed_live","lsn":42,"ts":1}"#.utf8)), .live(lsn: 42))
+        XCTAssertEqual(
+            try FeedMessage.parse(
+                Array(#"{"type":"result","ok":false,"error":"x","message":"gone","oldest_lsn":9}"#.utf8)),
+            .refused(code: "x", message: "gone", oldestLSN: 9))
+        XCTAssertEqual(try FeedMessage.parse(Array(#"{"type":"hello","principal":"p"}"#.utf8)), .other(type: "hello"))
+        XCTAssertThrowsError(try FeedMessage.parse(Array("[1,2]".utf8)))
+        XCTAssertThrowsError(try FeedMessage.parse(Array(#"{"type":"bid_placed","lsn":"x"}"#.utf8)))
+    }
+
+    func testThePositionMovesOnlyAtTheLastMessageOfAnLSN() throws {
+        var batch = Batch(position: 10)
+        try add(
+            [
+                #"{"type":"bid_placed","listing":"L1","seq":2,"at":1,"price":100,"leader":"ann","bids":1,"lsn":11,"last":false}"#
+            ], to: &batch)
+        XCTAssertFalse(batch.isAtBoundary)
+        XCTAssertEqual(batch.position, 10)
+        try add(
+            [#"{"type":"outbid","listing":"L1","at":1,"bidder":"bob","price":100,"lsn":11,"last":true}"#], to: &batch)
+        XCTAssertTrue(batch.isAtBoundary)
+        XCTAssertEqual(batch.position, 11)
+        XCTAssertEqual(batch.events, 2)
+        XCTAssertEqual(batch.bids.count, 1)
+    }
+
+    func testEventsAtOrBelowTheStoredPositionAreSkipped() throws {
+        var batch = Batch(position: 10)
+        try add(
+            [
+                #"{"type":"bid_placed","listing":"L1","seq":2,"at":1,"price":100,"leader":"ann","bids":1,"lsn":9,"last":true}"#,
+                #"{"type":"bid_placed","listing":"L1","seq":3,"at":1,"price":125,"leader":"bob","bids":2,"lsn":10,"last":true}"#,
+            ], to: &batch)
+        XCTAssertEqual(batch.skipped, 2)
+        XCTAssertTrue(batch.bids.isEmpty)
+        XCTAssertTrue(batch.isEmpty)
+    }
+
+    func testAnLSNGoingBackIsRefused() throws {
+        var batch = Batch(position: 0)
+        try add([#"{"type":"price","listing":"D1","seq":2,"at":1,"price":90,"lsn":5,"last":false}"#], to: &batch)
+        let (event, _) = try parse(#"{"type":"price","listing":"D1","seq":3,"at":1,"price":80,"lsn":4,"last":true}"#)
+        XCTAssertThrowsError(try batch.add(event))
+    }
+
+    func testALiveFeedMovesThePositionPastLSNsWithoutEvents() throws {
+        var batch = Batch(position: 3)
+        try add([#"{"type":"price","listing":"D1","seq":2,"at":1,"price":90,"lsn":5,"last":true}"#], to: &batch)
+        batch.advance(to: 9)
+        XCTAssertEqual(batch.position, 9)
+    }
+
+    func testSettlementTransitionsInOneBatchMergeIntoOneCurrentRow() throws {
+        var batch = Batch(position: 0)
+        try add(
+            [
+                #"{"type":"settlement","listing":"L1","at":10,"settlement":"L1:1","state":"awaiting_payment","buyer":"ann","seller":"sam","price":500,"quantity":1,"due_at":100,"by":null,"role":null,"lsn":1,"last":true}"#,
+                #"{"type":"settlement","listing":"L1","at":20,"settlement":"L1:1","state":"paid","buyer":"ann","seller":"sam","price":500,"quantity":1,"due_at":200,"by":"pay","role":"service","payment_ref":"P1","lsn":2,"last":true}"#,
+                #"{"type":"settlement","listing":"L1","at":30,"settlement":"L1:1","state":"shipped","buyer":"ann","seller":"sam","price":500,"quantity":1,"due_at":null,"by":"sam","role":"seller","tracking":"T1","lsn":3,"last":true}"#,
+            ], to: &batch)
+        XCTAssertEqual(batch.transitions.map(\.state), ["awaiting_payment", "paid", "shipped"])
+        XCTAssertEqual(batch.settlements.count, 1)
+        let s = batch.settlements[0]
+        XCTAssertEqual(s.state, "shipped")
+        XCTAssertEqual(s.paymentRef, "P1")
+        XCTAssertEqual(s.tracking, "T1")
+        XCTAssertNil(s.dueAt)
+        XCTAssertEqual(s.createdAt, 10)
+        XCTAssertEqual(s.updatedAt, 30)
+        XCTAssertEqual(s.createdLSN, 1)
+        XCTAssertEqual(s.updatedLSN, 3)
+    }
+
+    func testAListingOpenedAndClosedInOneBatchIsOneNewRowWithItsOutcome() throws {
+        var batch = Batch(position: 0)
+        try add(
+            [
+                #"{"type":"opened","listing":"L1","seq":1,"at":5,"format":"english","seller":"sam","start":100,"closes_at":900,"lsn":1,"last":true}"#,
+                #"{"type":"bid_placed","listing":"L1","seq":2,"at":6,"price":100,"leader":"ann","bids":1,"closes_at":900,"reserve_met":true,"lsn":2,"last":true}"#,
+                #"{"type":"extended","listing":"L1","seq":3,"at":7,"closes_at":950,"lsn":3,"last":true}"#,
+                #"{"type":"closed","listing":"L1","seq":4,"at":950,"winner":"ann","price":100,"reserve_met":true,"lsn":4,"last":true}"#,
+                #"{"type":"bid_placed","listing":"L2","seq":5,"at":6,"bids":3,"lsn":5,"last":true}"#,
+            ], to: &batch)
+        XCTAssertEqual(batch.listings.map(\.id), ["L1", "L2"])
+        let l1 = batch.listings[0]
+        XCTAssertEqual(l1.opened?.seller, "sam")
+        XCTAssertEqual(l1.status, "closed")
+        XCTAssertEqual(l1.closesAt, 950)
+        XCTAssertEqual(l1.finalPrice, 100)
+        XCTAssertEqual(l1.winner, "ann")
+        XCTAssertEqual(l1.closedAt, 950)
+        XCTAssertEqual(l1.updatedLSN, 4)
+        // A sealed bid has no price or leader: the listing's existing row keeps its own.
+        XCTAssertNil(batch.listings[1].opened)
+        XCTAssertNil(batch.listings[1].price)
+        XCTAssertEqual(batch.listings[1].bids, 3)
+    }
+
+    func testAnEventWithoutAFieldItsRowNeedsIsRefused() throws {
+        var batch = Batch(position: 0)
+        let (event, _) = try parse(#"{"type":"trade","listing":"M1","seq":2,"at":1,"price":5,"lsn":1,"last":true}"#)
+        XCTAssertThrowsError(try batch.add(event)) { error in
+            XCTAssertTrue("\(error)".contains("buyer"), "\(error)")
+        }
+    }
+}
