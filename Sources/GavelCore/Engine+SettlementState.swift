@@ -94,7 +94,10 @@ extension Engine {
     /// the rules keep.
     func restoreSettlements(_ r: inout BinaryReader, rememberedCount: Int) throws(DecodingError) {
         guard try r.readByte() == 1 else { throw r.fail("unknown state section") }
-        let count = try r.readCount(minimumSize: 50)
+        // The least a listing's entry takes: a one-byte id (4 + 1), four absent deadlines (4), the sales (8), no
+        // settled time (1), no offer (1) and no settlements (8). A count is refused only when even that many
+        // entries cannot fit in what is left; a bound above the true minimum refused valid states.
+        let count = try r.readCount(minimumSize: 27)
         var previous: String?
         for _ in 0..<count {
             let id = try r.readString()
@@ -122,7 +125,8 @@ extension Engine {
                     dueAt: try r.readOptionalInt64())
             default: throw r.fail("unknown offer marker")
             }
-            let settlements = try r.readCount(minimumSize: 60)
+            // One-byte buyer and seller, no deadline, reference or tracking, and the one step of its creation.
+            let settlements = try r.readCount(minimumSize: 58)
             for _ in 0..<settlements {
                 let s = try decodeSettlement(&r, listing: listing)
                 guard s.number <= listing.sales, listing.settlements.last.map({ $0.number < s.number }) ?? true else {

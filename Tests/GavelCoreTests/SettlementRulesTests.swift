@@ -432,6 +432,29 @@ private func allowed(_ state: SettlementState, _ action: SettlementAction) -> Se
 
     // MARK: - State
 
+    /// The settlement section of a state whose listings take few bytes each (english listings with a runner-up
+    /// and no sale, short ids) restores: the size checks on its counts use the least an entry can take.
+    @Test func aStateOfManySmallSettlementEntriesRestores() throws {
+        let e = Engine()
+        var events: [Event] = []
+        for n in 1...50 {
+            let listing = "E\(n)"
+            _ = e.apply(
+                Command(
+                    id: "o\(n)", listing: listing,
+                    body: .open(seller: "s", terms: .english(.init(start: 1, closesAt: 1_000_000)))),
+                events: &events)
+            for bidder in ["a", "b"] {
+                _ = e.apply(
+                    Command(id: "\(bidder)\(n)", listing: listing, body: .bid(bidder: bidder, amount: 5)),
+                    events: &events)
+            }
+        }
+        let state = e.encodeState()
+        let restored = try Engine.restore(from: state)
+        #expect(restored.encodeState() == state)
+    }
+
     @Test func aSnapshotMidFlightRestoresToTheSameHashAndFiresTheSameDeadlines() throws {
         let h = reach(.paid)
         h.open("M", .market(.init(deadlines: quick)))
