@@ -98,12 +98,22 @@ int gavel_lower_thread_priority(int increment) {
 #endif
 }
 
-int gavel_thread_to_normal_class(pthread_t thread) {
+int gavel_thread_id(void) {
+#if defined(__linux__)
+    return (int)syscall(SYS_gettid);
+#else
+    return 0;
+#endif
+}
+
+int gavel_thread_to_nice(int tid, int nice) {
 #if defined(__linux__)
     struct sched_param param = {0};
-    return pthread_setschedparam(thread, SCHED_OTHER, &param) == 0 ? 0 : -1;
+    if (sched_setscheduler((pid_t)tid, SCHED_OTHER, &param) != 0) return -1;
+    return setpriority(PRIO_PROCESS, (id_t)tid, nice);
 #else
-    (void)thread;
+    (void)tid;
+    (void)nice;
     return 0;
 #endif
 }

@@ -53,6 +53,11 @@ final class Checkpointer: @unchecked Sendable {
     private let shared = Mutex(Shared())
     private let wake = DispatchSemaphore(value: 0)
     private var thread: pthread_t?
+    /// The checkpointer thread's kernel id, once it runs (for moving it to another scheduling class).
+    private let threadID = Atomic<Int32>(0)
+    /// The nice value a snapshot that fell behind is written at: a share of a busy core (about a tenth of what a
+    /// normal thread gets), enough to catch up, not enough to hold the writer and the event loops up.
+    static let catchUpNice: Int32 = 10
 
     // Checkpointer thread state.
     private var shadow: Engine?
@@ -85,11 +90,12 @@ final class Checkpointer: @unchecked Sendable {
             if state.busy { state.behind = true }
             return (state.waiting?.lsn, fellBehind)
         }
-        if fellBehind, let thread {
-            // Finish the snapshot being written in the normal class (see run()).
-            _ = gavel_thread_to_normal_class(thread)
+        if fellBehind {
+            // Finish the snapshot being written with a share of the core (see run()).
+            let tid = threadID.load(ordering: .acquiring)
+            if tid != 0 { _ = gavel_thread_to_nice(tid, Self.catchUpNice) }
             logger.info(
-                "the checkpointer fell a snapshot interval behind: it writes in the normal scheduling class until it catches up"
+                "the checkpointer fell a snapshot interval behind: it writes in the normal scheduling class at nice \(Self.catchUpNice) until it catches up"
             )
         }
         if let replaced {
@@ -122,6 +128,8 @@ final class Checkpointer: @unchecked Sendable {
 
     private func run() {
         // Background work: the writer, the journal and the event loops go first when the cores are busy.
+        let tid = gavel_thread_id()
+        threadID.store(tid, ordering: .releasing)
         _ = gavel_lower_thread_priority(20)
         while true {
             wake.wait()
@@ -141,13 +149,17 @@ final class Checkpointer: @unchecked Sendable {
                     if stop { return }
                     break
                 }
-                // Someone waits for the shutdown snapshot, or the points come faster than the idle class lets the
-                // snapshots be written (a core kept busy by the server itself): then it is no longer background
-                // work, or the shadow and the journal would grow without bound. `request` moves a snapshot that
-                // falls behind to the normal class while it is written; the next one that is not behind goes back
-                // to the idle class.
-                let urgent = stop || behind
-                _ = gavel_lower_thread_priority(urgent ? 0 : 20)
+                // Someone waits for the shutdown snapshot: the normal class. The points come faster than the idle
+                // class lets the snapshots be written (a core kept busy by the server itself): a share of the core
+                // at a high nice value, or the shadow and the journal would grow without bound (`request` moves a
+                // snapshot that falls behind there while it is written). Otherwise, the idle class again.
+                if stop {
+                    _ = gavel_thread_to_nice(tid, 0)
+                } else if behind {
+                    _ = gavel_thread_to_nice(tid, Self.catchUpNice)
+                } else {
+                    _ = gavel_lower_thread_priority(20)
+                }
                 write(next)
             }
         }

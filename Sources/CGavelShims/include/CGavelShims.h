@@ -1,6 +1,5 @@
 #ifndef GAVEL_SHIMS_H
 #define GAVEL_SHIMS_H
-#include <pthread.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -15,8 +14,11 @@ int gavel_allowed_cpu_count(void);
 
 /// Lowers the calling thread's scheduling priority by `increment` nice steps (Linux: per thread); 20 or more puts it
 /// in the idle class (`SCHED_IDLE`), 0 or less back in the normal class. Returns 0 or -1.
-/// Moves `thread` (another thread of the process) to the normal scheduling class. Returns 0 or -1.
-int gavel_thread_to_normal_class(pthread_t thread);
+/// The calling thread's kernel id (gettid), for ``gavel_thread_to_nice``.
+int gavel_thread_id(void);
+/// Moves thread `tid` of the process (a kernel id from ``gavel_thread_id``) to the normal scheduling class at
+/// nice value `nice` (-20 to 19: 10 gets about a tenth of a core that normal threads keep busy). Returns 0 or -1.
+int gavel_thread_to_nice(int tid, int nice);
 int gavel_lower_thread_priority(int increment);
 
 /// Starts writeback of `length` bytes of `fd` at `offset` (Linux `sync_file_range`, `WRITE`); with `wait` non-zero,
