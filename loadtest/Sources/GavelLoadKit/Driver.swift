@@ -148,7 +148,10 @@ public final class Driver: @unchecked Sendable {
         var lastSample = start
         var lastPrint = start
         var intervals: [SoakInterval] = []
-        var lastInterval = start
+        // Intervals count from the end of the warm-up: like every other figure, they measure the run, not its start.
+        let measuredStart = start + UInt64(c.warmupSeconds * 1e9)
+        var lastInterval = measuredStart
+        var intervalsStarted = false
         _ = recorder.takeInterval()
         var lastDeliveries = -1
         while monotonicNanos() < end + UInt64(c.drainSeconds * 1e9) {
@@ -158,7 +161,12 @@ public final class Driver: @unchecked Sendable {
                 trend.samples.append((Double(now - start) / 1e9, try probe.residentBytes()))
                 lastSample = now
             }
-            if let every = c.reportSeconds, now <= end, now - lastInterval >= UInt64(every * 1e9) {
+            if c.reportSeconds != nil, !intervalsStarted, now >= measuredStart {
+                _ = recorder.takeInterval()
+                lastInterval = now
+                intervalsStarted = true
+            }
+            if let every = c.reportSeconds, intervalsStarted, now <= end, now - lastInterval >= UInt64(every * 1e9) {
                 let figures = recorder.takeInterval()
                 let interval = SoakInterval(
                     seconds: Double(now - start) / 1e9, residentBytes: try probe?.residentBytes(),

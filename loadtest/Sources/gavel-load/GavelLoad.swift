@@ -38,7 +38,7 @@ struct GavelLoad: AsyncParsableCommand {
             market (8 traders posting buys and sells around a mid price on 4 market listings, 1,000 orders/s: \
             some trade, some rest); soak (steady for 600 s at --fraction of --max-rate (0.8), or 500 bids/s, sampling the server's memory every \
             --sample-seconds, printing every --report-seconds (60) the server's RSS, errors and ack p50/p99 of the \
-            minute, and ending with the RSS growth after the first minute and the latency drift). Options given on the command line win.
+            minute (from the end of the warm-up), and ending with the RSS growth after the first minute and the latency drift). Options given on the command line win.
 
             Server memory: --server-pid (a local server: VmRSS from /proc/<pid>/status; for example \
             `pgrep -n -f "gavel serve"`), or --admin-url (process_resident_memory_bytes from gavel serve's admin \
@@ -86,7 +86,7 @@ struct GavelLoad: AsyncParsableCommand {
     var sampleSeconds: Double?
     @Option(
         help:
-            "Print a line every this many seconds: the server's RSS, results, errors and ack p50/p99 of the interval; the report ends with the RSS growth after the first interval and the latency drift (soak: 60)."
+            "Print a line every this many seconds after the warm-up: the server's RSS, results, errors and ack p50/p99 of the interval; the report ends with the RSS growth after the first interval and the latency drift (soak: 60)."
     )
     var reportSeconds: Double?
     @Option(
