@@ -79,8 +79,9 @@ public final class Engine {
     /// incrementally, so no insert stops the writer to rehash it.
     var requests: RequestTable
     /// Remembered results in the order they were applied (engine time never decreases). Entries before
-    /// `rememberedHead` have expired; an entry from it on is live unless its principal's cap forgot it (then its key
-    /// may be remembered again further on).
+    /// `rememberedHead` have expired or were dead (forgotten by the cap, or moved by a compaction); an entry from it
+    /// on is live unless its principal's cap forgot it (then its key may be remembered again further on) or a
+    /// compaction moved it.
     var rememberedLog = RememberedLog()
     var rememberedHead = 0
     /// The position of `rememberedLog[0]`, which moves forward when the expired prefix is dropped.
