@@ -281,7 +281,8 @@ private struct Scanner {
             (member, length) = (.bidder, 7)
         case UInt8(ascii: "p") where matches(first, 0x2265_6369_7270, count: 6):  // price"
             (member, length) = (.price, 6)
-        case UInt8(ascii: "q") where first == 0x7974_6974_6E61_7571 && matches(word(at: 8), 0x22, count: 1):  // quantity"
+        // quantity"
+        case UInt8(ascii: "q") where first == 0x7974_6974_6E61_7571 && matches(word(at: 8), 0x22, count: 1):
             (member, length) = (.quantity, 9)
         case UInt8(ascii: "s") where matches(first, 0x22_6564_6973, count: 5):  // side"
             (member, length) = (.side, 5)
