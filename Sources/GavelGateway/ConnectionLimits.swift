@@ -31,8 +31,12 @@ struct TokenBucket {
         return copy.milli >= copy.capacity
     }
 
+    /// `now` may be earlier than the last refill: threads read the clock before they take the table's lock, so
+    /// the later reader can refill first. That adds nothing and leaves `last` where it is (an unsigned difference
+    /// would wrap and refill the whole bucket).
     private mutating func refill(now: UInt64) {
-        let elapsed = Int64(min(now &- last, 1_000_000_000_000))
+        guard now > last else { return }
+        let elapsed = Int64(min(now - last, 1_000_000_000_000))
         last = now
         let (scaled, overflow) = elapsed.multipliedReportingOverflow(by: perPeriod * 1000)
         milli = overflow ? capacity : min(capacity, milli + scaled / periodNanos)
@@ -75,10 +79,12 @@ struct ByteBudget {
 
     /// Whether a read may be answered now.
     mutating func allows(now: UInt64) -> Bool {
-        let elapsed = Int64(min(now &- last, 1_000_000_000_000))
-        last = now
-        let (scaled, overflow) = elapsed.multipliedReportingOverflow(by: perSecond)
-        balance = overflow ? perSecond : min(perSecond, balance + scaled / 1_000_000_000)
+        if now > last {
+            let elapsed = Int64(min(now - last, 1_000_000_000_000))
+            last = now
+            let (scaled, overflow) = elapsed.multipliedReportingOverflow(by: perSecond)
+            balance = overflow ? perSecond : min(perSecond, balance + scaled / 1_000_000_000)
+        }
         return balance > 0
     }
 

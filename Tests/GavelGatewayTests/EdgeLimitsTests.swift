@@ -166,6 +166,28 @@ private func message(_ frame: ServerFrameRead) -> String {
         #expect(l.takeCommands("ann", want: 1, now: second) == 1)
     }
 
+    @Test func aClockReadBeforeAnotherThreadsRefillAddsNoTokens() {
+        // Event loops read the clock before they take the table's lock, so the table can see a `now` earlier than
+        // the last one it used. That must not count as a long wait (an unsigned difference wraps to 1,000 s).
+        let l = limits {
+            $0.principalRate = RateLimit(perSecond: 20, burst: 40)
+            $0.opensPerMinute = 20
+        }
+        #expect(l.admit(sam, address: nil, now: 10 * second) == nil)
+        #expect(l.takeCommands("sam", want: 40, now: 10 * second + 1_000) == 40)
+        #expect(l.takeCommands("sam", want: 40, now: 10 * second + 500) == 0)
+        #expect(l.takeCommands("sam", want: 40, now: 10 * second + 1_000) == 0)
+        for _ in 0..<20 { #expect(l.takeOpen("sam", now: 10 * second + 1_000) == nil) }
+        #expect(l.takeOpen("sam", now: 10 * second + 999) != nil)
+        #expect(l.takeOpen("sam", now: 10 * second + 1_000) != nil)
+        var budget = ByteBudget(perSecond: 1_000, now: 10 * second)
+        let first = budget.allows(now: 10 * second + 1_000)
+        budget.charge(5_000)
+        let early = budget.allows(now: 10 * second)
+        let later = budget.allows(now: 10 * second + 2_000)
+        #expect(first && !early && !later)
+    }
+
     @Test func anEntryIsDroppedOnceItsLastConnectionIsGoneAndItsBucketsHaveRefilled() {
         let l = limits { _ in }
         for i in 0..<100 {
