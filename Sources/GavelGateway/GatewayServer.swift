@@ -254,7 +254,7 @@ public final class GatewayServer: Sendable {
     private func logRefusal(_ line: String, now: UInt64, metadata: Logger.Metadata) {
         let unlogged = refusalsUnlogged.wrappingAdd(1, ordering: .relaxed).newValue
         let last = lastRefusalLogged.load(ordering: .relaxed)
-        guard now &- last >= 1_000_000_000,
+        guard now > last, now - last >= 1_000_000_000,
             lastRefusalLogged.compareExchange(expected: last, desired: now, ordering: .relaxed).exchanged
         else { return }
         refusalsUnlogged.wrappingSubtract(unlogged, ordering: .relaxed)

@@ -89,7 +89,7 @@ public final class JWKSSource: Sendable {
         let now = monotonicNanos()
         let future: EventLoopFuture<Void>? = refresh.withLock { state in
             if let inFlight = state.inFlight { return inFlight }
-            if let last = state.last, now &- last < minimumRefreshInterval { return nil }
+            if let last = state.last, now <= last || now - last < minimumRefreshInterval { return nil }
             state.last = now
             let promise = loop.makePromise(of: Void.self)
             promise.completeWithTask { [self] in
