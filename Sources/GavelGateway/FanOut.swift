@@ -359,7 +359,7 @@ public final class FanOut: @unchecked Sendable {
 
     /// The settlement `id` as the gateway holds it, for `get_settlement`.
     public func settlement(_ id: String) -> Settlement? {
-        state.withLock { $0.settlements.byID[id] }
+        state.withLock { $0.settlements.settlement(id) }
     }
 
     /// Receives every released event from `bus`.

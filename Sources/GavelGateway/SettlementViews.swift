@@ -6,15 +6,32 @@ import GavelWire
 /// and `second_chance` events alone (never the engine). It drops what the engine drops: a listing's rows at its
 /// `evicted` event, pruned settlements at `settlements_pruned`.
 struct SettlementViews {
-    private(set) var byID: [String: Settlement] = [:]
-    /// The settlement ids of each user (buyer or seller), in creation order.
-    private var byUser: [String: [String]] = [:]
+    /// A settlement and the number it was inserted as: a user's list entry is current only while they match.
+    private struct Stored {
+        var settlement: Settlement
+        var inserted: UInt64
+    }
+
+    /// A user's settlements (as buyer or seller) in creation order. Dropped ones stay until they are half of the
+    /// list, which is then compacted: dropping a listing costs O(1) per user amortised, not the user's whole list
+    /// (a seller with 10,000 settlements whose listings are all evicted at once would cost 10^8 steps otherwise).
+    private struct UserList {
+        var entries: [(id: String, inserted: UInt64)] = []
+        var stale = 0
+    }
+
+    private var byID: [String: Stored] = [:]
+    private var inserted: UInt64 = 0
+    private var byUser: [String: UserList] = [:]
     /// The settlement numbers of each listing.
     private var byListing: [String: [Int64]] = [:]
     /// The second-chance offer of each listing that has one.
     private var offers: [String: SecondChanceOffer] = [:]
 
     var count: Int { byID.count }
+
+    /// The settlement `id`, when the views hold it.
+    func settlement(_ id: String) -> Settlement? { byID[id]?.settlement }
 
     /// Starts from the recovered engine's settlements and offers; settlements are taken in creation order (the time
     /// of their first step, then listing, then number).
@@ -31,26 +48,37 @@ struct SettlementViews {
 
     private mutating func insert(_ settlement: Settlement) {
         let id = settlement.id
-        byID[id] = settlement
-        byUser[settlement.buyer, default: []].append(id)
-        if settlement.seller != settlement.buyer { byUser[settlement.seller, default: []].append(id) }
+        inserted += 1
+        byID[id] = Stored(settlement: settlement, inserted: inserted)
+        byUser[settlement.buyer, default: UserList()].entries.append((id, inserted))
+        if settlement.seller != settlement.buyer {
+            byUser[settlement.seller, default: UserList()].entries.append((id, inserted))
+        }
         byListing[settlement.listing, default: []].append(settlement.number)
     }
 
-    /// Drops the settlements `ids` (of one listing): each user's list is filtered once, however many go.
+    private func isCurrent(_ entry: (id: String, inserted: UInt64)) -> Bool {
+        byID[entry.id]?.inserted == entry.inserted
+    }
+
+    /// Drops the settlements `ids`; each user's list is compacted once half of it is dropped ones.
     private mutating func remove(_ ids: [String]) {
-        var users: Set<String> = []
-        var gone: Set<String> = []
         for id in ids {
-            guard let settlement = byID.removeValue(forKey: id) else { continue }
-            gone.insert(id)
-            users.insert(settlement.buyer)
-            users.insert(settlement.seller)
+            guard let stored = byID.removeValue(forKey: id) else { continue }
+            let settlement = stored.settlement
+            dropped(from: settlement.buyer)
+            if settlement.seller != settlement.buyer { dropped(from: settlement.seller) }
         }
-        for user in users {
-            byUser[user]?.removeAll { gone.contains($0) }
-            if byUser[user]?.isEmpty == true { byUser[user] = nil }
+    }
+
+    private mutating func dropped(from user: String) {
+        guard var list = byUser.removeValue(forKey: user) else { return }
+        list.stale += 1
+        if list.stale * 2 >= list.entries.count {
+            list.entries.removeAll { !isCurrent($0) }
+            list.stale = 0
         }
+        if !list.entries.isEmpty { byUser[user] = list }
     }
 
     /// Folds a released event in: settlement transitions, offers, and the engine's drops.
@@ -59,7 +87,7 @@ struct SettlementViews {
         case .settlement(let change):
             let id = SettlementID.format(listing: event.listing, number: change.number)
             if byID[id] != nil {
-                byID[id]?.record(change)
+                byID[id]?.settlement.record(change)
             } else {
                 insert(Settlement(listing: event.listing, creation: change))
             }
@@ -93,18 +121,20 @@ struct SettlementViews {
     func page(user: String, state: SettlementState?, after: String?, limit: Int) -> (
         items: [Settlement], next: String?
     )? {
-        let ids = byUser[user] ?? []
+        let entries = byUser[user]?.entries ?? []
         var start = 0
         if let after {
-            guard let index = ids.firstIndex(of: after) else { return nil }
+            guard let index = entries.firstIndex(where: { $0.id == after && isCurrent($0) }) else { return nil }
             start = index + 1
         }
         var items: [Settlement] = []
         var index = start
-        while index < ids.count {
-            if let settlement = byID[ids[index]], state == nil || settlement.state == state {
+        while index < entries.count {
+            if let stored = byID[entries[index].id], stored.inserted == entries[index].inserted,
+                state == nil || stored.settlement.state == state
+            {
                 if items.count == limit { return (items, items.last?.id) }
-                items.append(settlement)
+                items.append(stored.settlement)
             }
             index += 1
         }

@@ -86,7 +86,7 @@ struct SettlementViewsTests {
         views.apply(change(2, .awaitingPayment, buyer: "bob", at: 20))
         views.apply(change(3, .awaitingPayment, at: 30))
         views.apply(change(1, .paid, at: 40))
-        #expect(views.byID["L1:1"]?.history.map(\.state) == [.awaitingPayment, .paid])
+        #expect(views.settlement("L1:1")?.history.map(\.state) == [.awaitingPayment, .paid])
         #expect(views.page(user: "ann", state: nil, after: nil, limit: 10)?.items.map(\.id) == ["L1:1", "L1:3"])
         #expect(views.page(user: "sam", state: nil, after: nil, limit: 2)?.next == "L1:2")
         #expect(views.page(user: "sam", state: nil, after: "L1:2", limit: 2)?.items.map(\.id) == ["L1:3"])
@@ -94,10 +94,52 @@ struct SettlementViewsTests {
         #expect(views.page(user: "carl", state: nil, after: nil, limit: 5)?.items.isEmpty == true)
         #expect(views.page(user: "ann", state: nil, after: "L1:2", limit: 5) == nil, "not one of ann's")
         views.apply(Event(listing: "L1", seq: 0, at: 50, kind: .settlementsPruned([1])))
-        #expect(views.byID["L1:1"] == nil && views.count == 2)
+        #expect(views.settlement("L1:1") == nil && views.count == 2)
         views.apply(Event(listing: "L1", seq: 0, at: 60, kind: .evicted))
         #expect(views.count == 0)
         #expect(views.page(user: "sam", state: nil, after: nil, limit: 5)?.items.isEmpty == true)
+    }
+
+    @Test func evictingListingsOfASellerKeepsEveryPageEqualToAModelAndAReusedIDAppearsOnce() {
+        // A model: each user's current settlement ids in creation order, filtered from scratch every time.
+        var views = SettlementViews()
+        var model: [(id: String, buyer: String)] = []
+        var rng = SplitMix64(seed: 7)
+        func settlement(_ listing: String, buyer: String, at: Millis) -> Event {
+            let step = SettlementStep(state: .awaitingPayment, at: at)
+            return Event(
+                listing: listing, seq: 0, at: at,
+                kind: .settlement(
+                    SettlementChange(
+                        number: 1, buyer: buyer, seller: "sam", price: 500, quantity: 1, dueAt: nil, step: step)))
+        }
+        func check() {
+            for user in ["sam", "ann", "bob"] {
+                let expected = model.filter { user == "sam" || $0.buyer == user }.map(\.id)
+                var seen: [String] = []
+                var after: String?
+                while let page = views.page(user: user, state: nil, after: after, limit: 7) {
+                    seen += page.items.map(\.id)
+                    guard let next = page.next else { break }
+                    after = next
+                }
+                #expect(seen == expected, "\(user)")
+            }
+        }
+        for round in 0..<600 {
+            let listing = "L\(rng.next() % 40)"
+            if let index = model.firstIndex(where: { $0.id == "\(listing):1" }) {
+                views.apply(Event(listing: listing, seq: 0, at: Millis(round), kind: .evicted))
+                model.remove(at: index)
+            } else {
+                let buyer = rng.next() % 2 == 0 ? "ann" : "bob"
+                views.apply(settlement(listing, buyer: buyer, at: Millis(round)))
+                model.append(("\(listing):1", buyer))
+            }
+            if round % 50 == 0 { check() }
+        }
+        check()
+        #expect(views.count == model.count)
     }
 
     @Test func loadingTakesSettlementsInCreationOrder() {
