@@ -38,14 +38,18 @@ struct FeedFilter: Sendable {
 
 /// Writes feed messages: every event as docs/PROTOCOL.md defines it (no `ts`) plus `lsn` and `last`, and
 /// `rejected` messages. The same code writes the catch-up and the live feed, so both are byte for byte the same.
+/// Frames are appended to one buffer: a released batch, or a piece of a catch-up, is one write to the socket.
 struct FeedEncoder {
     private var bytes: [UInt8] = []
     private var wanted: [Int] = []
 
-    /// Appends the frames of entry `lsn` that `filter` lets through to `frames`; returns their bytes.
+    /// Appends the frames of entry `lsn` that `filter` lets through to `out`; returns their bytes. With `piece`,
+    /// `full` is handed `out` whenever it holds `piece` bytes or more between two frames (it takes them and leaves
+    /// `out` empty): one entry can hold tens of thousands of events (a tick that closes every listing due at once),
+    /// and never has to be written in one piece.
     mutating func encode(
         lsn: UInt64, at: Millis, events: ArraySlice<Event>, rejected: (Command, CommandResult)?, filter: FeedFilter,
-        into frames: inout [ByteBuffer]
+        into out: inout ByteBuffer, piece: Int = .max, full: (inout ByteBuffer) -> Void = { _ in }
     ) -> Int {
         wanted.removeAll(keepingCapacity: true)
         for index in events.indices where filter.wants(events[index]) { wanted.append(index) }
@@ -53,9 +57,10 @@ struct FeedEncoder {
         for (position, index) in wanted.enumerated() {
             MessageEncoder.event(events[index], ts: nil, into: &bytes)
             let last = position == wanted.count - 1 && rejected == nil
-            let frame = Self.tagged(&bytes, lsn: lsn, last: last)
-            total += frame.readableBytes
-            frames.append(frame)
+            let before = out.writerIndex
+            Self.appendTagged(&bytes, lsn: lsn, last: last, to: &out)
+            total += out.writerIndex - before
+            if out.readableBytes >= piece { full(&out) }
         }
         if let rejected, filter.wants(rejected: rejected.0) {
             let (command, result) = rejected
@@ -69,20 +74,21 @@ struct FeedEncoder {
             w.field("error", result.error?.rawValue)
             w.field("message", result.message)
             w.finish(into: &bytes)
-            let frame = Self.tagged(&bytes, lsn: lsn, last: true)
-            total += frame.readableBytes
-            frames.append(frame)
+            let before = out.writerIndex
+            Self.appendTagged(&bytes, lsn: lsn, last: true, to: &out)
+            total += out.writerIndex - before
+            if out.readableBytes >= piece { full(&out) }
         }
         return total
     }
 
-    /// The frame of the JSON object in `bytes` with `"lsn":N,"last":B` added at its end.
-    private static func tagged(_ bytes: inout [UInt8], lsn: UInt64, last: Bool) -> ByteBuffer {
+    /// Appends the text frame of the JSON object in `bytes` with `"lsn":N,"last":B` added at its end.
+    private static func appendTagged(_ bytes: inout [UInt8], lsn: UInt64, last: Bool, to out: inout ByteBuffer) {
         bytes.removeLast()
         bytes.append(contentsOf: #","lsn":"#.utf8)
-        bytes.append(contentsOf: String(lsn).utf8)
+        JSONObjectWriter.appendInteger(Int64(truncatingIfNeeded: lsn), to: &bytes)
         bytes.append(contentsOf: last ? #","last":true}"#.utf8 : #","last":false}"#.utf8)
-        return ServerFrame.text(bytes)
+        ServerFrame.appendText(bytes, to: &out)
     }
 }
 
@@ -196,6 +202,19 @@ public final class FeedHub: @unchecked Sendable {
         state.withLock { _ = $0.subscribers.removeValue(forKey: ObjectIdentifier(subscription)) }
     }
 
+    /// A live subscription that cannot take a batch in one piece reads it from the journal instead, paced like a
+    /// catch-up, when a catch-up may start now; `false` when `maxCatchUps` are running.
+    func readFromDisk(_ subscription: FeedSubscription, since: UInt64, through target: UInt64) -> Bool {
+        guard directory != nil else { return false }
+        let started = state.withLock { s -> Bool in
+            guard s.catchUps < maxCatchUps else { return false }
+            s.catchUps += 1
+            return true
+        }
+        if started { startCatchUp(subscription, since: since, through: target) }
+        return started
+    }
+
     /// Replays the journal from `since` to the subscription on a thread of its own, then switches it to live.
     func startCatchUp(_ subscription: FeedSubscription, since: UInt64, through target: UInt64) {
         guard let directory else { return }
@@ -212,14 +231,16 @@ public final class FeedHub: @unchecked Sendable {
 final class FeedSubscription: @unchecked Sendable {
     let eventLoop: EventLoop
     private weak var session: WebSocketSession?
+    private weak var hub: FeedHub?
     let filter: FeedFilter
     /// The most bytes of live messages kept while catching up; past it they are dropped and read from disk later.
     private let bufferLimit: Int
     /// The bytes of catch-up messages handed to the connection in one piece; two pieces at most are unwritten.
     private let chunkLimit: Int
     private var encoder = FeedEncoder()
-    private var frames: [ByteBuffer] = []
     private var live = false
+    /// `feed_live` was sent: it comes once, even when a batch too big for the connection is read from disk later.
+    private var announcedLive = false
     private var buffered: [ByteBuffer] = []
     private var bufferedBytes = 0
     /// Live entries were dropped while catching up: the catch-up goes on to `droppedThrough` from disk.
@@ -229,8 +250,9 @@ final class FeedSubscription: @unchecked Sendable {
 
     /// - Parameter maxOutboundBytes: the connection's cap on unwritten bytes: the live messages kept while
     ///   catching up take at most half of it, the catch-up's two pieces in flight at most a quarter.
-    init(session: WebSocketSession, eventLoop: EventLoop, filter: FeedFilter, maxOutboundBytes: Int) {
+    init(session: WebSocketSession, hub: FeedHub, eventLoop: EventLoop, filter: FeedFilter, maxOutboundBytes: Int) {
         self.session = session
+        self.hub = hub
         self.eventLoop = eventLoop
         self.filter = filter
         self.bufferLimit = max(1, maxOutboundBytes / 2)
@@ -240,6 +262,7 @@ final class FeedSubscription: @unchecked Sendable {
     /// Starts live at once: nothing to catch up.
     func goLive(at lsn: UInt64) {
         live = true
+        announcedLive = true
         session?.sendFeedLive(lsn)
     }
 
@@ -250,22 +273,34 @@ final class FeedSubscription: @unchecked Sendable {
             droppedThrough = batch.through
             return
         }
-        frames.removeAll(keepingCapacity: true)
+        var frames = ByteBuffer()
         var bytes = 0
         for entry in batch.entries {
             bytes += encoder.encode(
                 lsn: entry.lsn, at: entry.at, events: batch.events[entry.events], rejected: entry.rejected,
                 filter: filter, into: &frames)
         }
-        if live {
-            session.sendFeed(frames, done: nil)
+        guard bytes > 0 else { return }
+        if live && bytes > bufferLimit {
+            // More than the connection may hold unread in one batch (a tick that closed thousands of listings):
+            // read it from the journal in paced pieces, keeping the batches after it meanwhile.
+            guard let hub, let first = batch.entries.first?.lsn,
+                hub.readFromDisk(self, since: first, through: batch.through)
+            else {
+                return session.closeSlowFeed(
+                    "slow consumer: a \(bytes)-byte batch and no free catch-up; resume subscribe_feed with since_lsn \(batch.entries.first?.lsn ?? 0)"
+                )
+            }
+            live = false
+        } else if live {
+            session.sendFeed([frames], done: nil)
         } else if bufferedBytes + bytes > bufferLimit {
             overflowed = true
             droppedThrough = batch.through
             buffered = []
             bufferedBytes = 0
         } else {
-            buffered.append(contentsOf: frames)
+            buffered.append(frames)
             bufferedBytes += bytes
         }
     }
@@ -279,7 +314,10 @@ final class FeedSubscription: @unchecked Sendable {
             return droppedThrough
         }
         live = true
-        session.sendFeedLive(target)
+        if !announcedLive {
+            announcedLive = true
+            session.sendFeedLive(target)
+        }
         session.sendFeed(buffered, done: nil)
         buffered = []
         bufferedBytes = 0
@@ -296,21 +334,22 @@ final class FeedSubscription: @unchecked Sendable {
     /// Runs on a thread of its own.
     func catchUp(directory: DataDirectory, engine: EngineConfiguration, since: UInt64, through start: UInt64) {
         let window = DispatchSemaphore(value: 2)
+        let limit = chunkLimit
         var encoder = FeedEncoder()
-        var chunk: [ByteBuffer] = []
-        var chunkBytes = 0
+        var chunk = ByteBuffer()
         var target = start
-        func send() {
+        /// Hands `piece` to the connection once fewer than two are unwritten, and leaves it empty.
+        func send(_ piece: inout ByteBuffer) {
             window.wait()
-            let frames = chunk
-            chunk = []
-            chunkBytes = 0
+            let frames = piece
+            piece = ByteBuffer()
+            piece.reserveCapacity(limit + 4096)
             eventLoop.execute { [self] in
                 guard let session, !cancelled.load(ordering: .relaxed) else {
                     window.signal()
                     return
                 }
-                session.sendFeed(frames) { window.signal() }
+                session.sendFeed([frames]) { window.signal() }
             }
         }
         do {
@@ -319,11 +358,12 @@ final class FeedSubscription: @unchecked Sendable {
                 let more = try replay.next(upTo: target) { lsn, at, command, result, events in
                     var rejected: (Command, CommandResult)?
                     if let command, let result, !result.ok, !result.duplicate { rejected = (command, result) }
-                    chunkBytes += encoder.encode(
-                        lsn: lsn, at: at, events: events[...], rejected: rejected, filter: filter, into: &chunk)
+                    _ = encoder.encode(
+                        lsn: lsn, at: at, events: events[...], rejected: rejected, filter: filter, into: &chunk,
+                        piece: limit, full: send)
                 }
-                if chunkBytes >= chunkLimit || (!more && !chunk.isEmpty) { send() }
                 if more { continue }
+                if chunk.readableBytes > 0 { send(&chunk) }
                 let reachedTarget = target
                 let next = try eventLoop.submit { [self] in reached(reachedTarget) }.wait()
                 guard let next else { break }

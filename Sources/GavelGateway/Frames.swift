@@ -35,8 +35,19 @@ public enum ServerFrame {
         return buffer
     }
 
+    /// Appends a final text frame holding `payload` to `buffer`: many frames in one buffer are one write.
+    public static func appendText(_ payload: [UInt8], to buffer: inout ByteBuffer) {
+        append(opcode: .text, payload: payload, to: &buffer)
+    }
+
     static func frame(opcode: WebSocketOpcode, payload: [UInt8], allocator: ByteBufferAllocator) -> ByteBuffer {
         var buffer = allocator.buffer(capacity: payload.count + 10)
+        append(opcode: opcode, payload: payload, to: &buffer)
+        return buffer
+    }
+
+    private static func append(opcode: WebSocketOpcode, payload: [UInt8], to buffer: inout ByteBuffer) {
+        buffer.reserveCapacity(minimumWritableBytes: payload.count + 10)
         buffer.writeInteger(UInt8(0x80) | opcodeByte(opcode))
         if payload.count < 126 {
             buffer.writeInteger(UInt8(payload.count))
@@ -48,7 +59,6 @@ public enum ServerFrame {
             buffer.writeInteger(UInt64(payload.count))
         }
         buffer.writeBytes(payload)
-        return buffer
     }
 
     static func opcodeByte(_ opcode: WebSocketOpcode) -> UInt8 {

@@ -489,7 +489,7 @@ final class WebSocketSession: ChannelInboundHandler, @unchecked Sendable {
         }
         guard let context else { return }
         let subscription = FeedSubscription(
-            session: self, eventLoop: context.eventLoop, filter: filter,
+            session: self, hub: fanOut.feed, eventLoop: context.eventLoop, filter: filter,
             maxOutboundBytes: configuration.maxOutboundBytes)
         switch fanOut.feed.register(subscription, since: since) {
         case .beyondEnd(let durable):
@@ -559,6 +559,12 @@ final class WebSocketSession: ChannelInboundHandler, @unchecked Sendable {
         out.write(NIOAny(last), promise: promise)
         needsFlush = true
         flushIfNeeded()
+    }
+
+    /// Ends a live feed that cannot take a batch and cannot read it from disk now: close 1013 with the reason.
+    func closeSlowFeed(_ reason: String) {
+        metrics.slowConsumerCloses.increment()
+        close(.init(codeNumber: 1013), reason)
     }
 
     /// Ends a feed that cannot go on (the journal it was reading is gone or damaged): close 1011 with the reason.

@@ -426,7 +426,8 @@ enum JSONBytes {
 }
 
 extension JSONObjectWriter {
-    static func appendInteger(_ value: Int64, to bytes: inout [UInt8]) {
+    /// Appends `value` in decimal.
+    public static func appendInteger(_ value: Int64, to bytes: inout [UInt8]) {
         bytes.reserveCapacity(bytes.count + 21)
         let old = bytes.count
         bytes.append(contentsOf: repeatElement(0, count: 21))

@@ -340,3 +340,51 @@ def test_example_consumer_resumes_from_its_stored_lsn(start_server, gavel_bin, t
     by_lsn, _ = replay_by_lsn(gavel_bin, srv.data_dir)
     assert strip(second) == expected_feed(by_lsn, end + 1, max(by_lsn)), "only what came after, once"
     assert int(position.read_text()) == max(by_lsn)
+
+
+def test_a_batch_bigger_than_the_connection_may_hold_is_read_from_disk_not_a_slow_consumer_close(start_server,
+                                                                                                  gavel_bin):
+    # 150 listings close at the same millisecond: one tick entry whose feed messages (closed, settlement) are several
+    # times half of --max-outbound-bytes. A live consumer gets them read from the journal in paced pieces instead of
+    # being closed as slow, with no gap, no duplicate and no second feed_live; a consumer catching up from lsn 1
+    # gets the same entry in pieces too.
+    srv = start_server("--max-outbound-bytes", "16384", "--opens-per-minute", "1000")
+    prefix = unique()
+    with feed_client(srv) as feed, feed_client(srv, sub="market") as market:
+        feed.send({"type": "subscribe_feed"})
+        live = feed.expect(lambda m: m.get("type") == "feed_live", what="feed_live")
+        closes_at = market.hello["server_time"] + 4_000
+        for k in range(150):
+            listing = f"{prefix}-{k}"
+            market.send({"type": "open", "id": f"o{k}", "listing": listing, "format": "english", "start": 100,
+                         "closes_at": closes_at, "on_behalf_of": "sam"})
+            market.send({"type": "bid", "id": f"b{k}", "listing": listing, "amount": 100, "on_behalf_of": "ann"})
+        for k in range(150):
+            assert market.result(f"o{k}", timeout=30)["ok"] and market.result(f"b{k}", timeout=30)["ok"]
+        closed = set()
+
+        def all_closed(m):
+            if m.get("type") == "closed":
+                closed.add(m["listing"])
+            return len(closed) == 150
+
+        messages = read_feed_through(feed, all_closed, timeout=60)
+        assert not any(m.get("type") == "feed_live" for m in messages)
+        by_lsn, _ = replay_by_lsn(gavel_bin, srv.data_dir)
+        through = messages[-1]["lsn"]
+        assert strip(messages) == expected_feed(by_lsn, live["lsn"] + 1, through)
+        check_last_flags(messages)
+        biggest = max(sum(len(json.dumps(e)) for e in entry["events"]) for entry in by_lsn.values())
+        assert biggest > 4 * 8192, f"the closing tick's messages are only {biggest} bytes: the test proves nothing"
+        # Still open and live: a later open reaches it.
+        market.command({"type": "open", "listing": f"{prefix}-late", "format": "english", "start": 100,
+                        "closes_at": closes_at + 600_000, "on_behalf_of": "sam"})
+        later, _ = read_feed_until(feed, lambda m: m.get("listing") == f"{prefix}-late", timeout=30)
+        assert later[-1]["type"] == "opened"
+    with feed_client(srv) as again:
+        again.send({"type": "subscribe_feed", "since_lsn": 1})
+        caught, switch = read_feed_until(again, lambda m: m.get("type") == "feed_live", timeout=60)
+        assert switch["lsn"] > through
+        by_lsn, _ = replay_by_lsn(gavel_bin, srv.data_dir)
+        assert strip(caught) == expected_feed(by_lsn, 1, switch["lsn"])
+        check_last_flags(caught)
