@@ -182,7 +182,7 @@ final class Checkpointer: @unchecked Sendable {
         let file = SnapshotFile.make(lsn: request.lsn, now: request.now, chain: request.chain, state: state)
         let path = directory.snapshots + "/" + DataDirectory.snapshotName(lsn: request.lsn)
         do {
-            try Files.writeAtomically(file.encoded(), to: path, directory: directory.snapshots)
+            try file.write(to: path, directory: directory.snapshots)
         } catch {
             unlink(path + ".tmp")
             fail(request, "\(error)")

@@ -44,30 +44,6 @@ public enum Files {
         return bytes
     }
 
-    /// Writes `bytes` a MiB at a time, starting the writeback of each MiB at once and waiting for the one before
-    /// it: the dirty pages of a large file (a snapshot) never pile up, so its final `fsync` is short and does not
-    /// hold up the journal's `fdatasync` behind a long filesystem commit.
-    static func writeTrickling(_ fd: Int32, _ bytes: [UInt8], path: String) throws(FileError) {
-        let chunk = 1 << 20
-        var done = 0
-        while done < bytes.count {
-            let end = min(bytes.count, done + chunk)
-            var written = done
-            while written < end {
-                let n = bytes.withUnsafeBytes { write(fd, $0.baseAddress! + written, end - written) }
-                if n < 0 {
-                    if errno == EINTR { continue }
-                    throw FileError(path: path, operation: "write", code: errno)
-                }
-                written += n
-            }
-            // Advice only: a file system without it still gets the fsync that follows.
-            _ = gavel_writeback(fd, Int64(done), Int64(end - done), 0)
-            if done > 0 { _ = gavel_writeback(fd, Int64(done - chunk), Int64(chunk), 1) }
-            done = end
-        }
-    }
-
     static func writeAll(_ fd: Int32, _ bytes: [UInt8], path: String) throws(FileError) {
         var done = 0
         while done < bytes.count {
@@ -209,10 +185,21 @@ public enum Files {
 
     /// Writes `bytes` to `path` atomically, readable by its owner only (0600): a temporary file, fsync, rename, and an fsync of the directory.
     public static func writeAtomically(_ bytes: [UInt8], to path: String, directory: String) throws(FileError) {
+        try writeAtomically(to: path, directory: directory) { (sink: inout TricklingWriter) throws(FileError) in
+            try sink.write(bytes)
+        }
+    }
+
+    /// Writes what `body` hands its ``TricklingWriter`` to `path` atomically, like ``writeAtomically(_:to:directory:)``,
+    /// without the whole file in memory at once.
+    public static func writeAtomically(
+        to path: String, directory: String, _ body: (inout TricklingWriter) throws(FileError) -> Void
+    ) throws(FileError) {
         let temporary = path + ".tmp"
         let fd = try openPrivate(temporary, O_WRONLY | O_CREAT | O_TRUNC)
         do throws(FileError) {
-            try writeTrickling(fd, bytes, path: temporary)
+            var sink = TricklingWriter(fd: fd, path: temporary)
+            try body(&sink)
             guard fsync(fd) == 0 else { throw FileError(path: temporary, operation: "fsync", code: errno) }
         } catch {
             close(fd)
@@ -221,6 +208,59 @@ public enum Files {
         close(fd)
         guard rename(temporary, path) == 0 else { throw FileError(path: path, operation: "rename", code: errno) }
         try syncDirectory(directory)
+    }
+}
+
+/// Writes a file a piece at a time and, at each MiB boundary it passes, starts the writeback of that MiB and waits
+/// for the one before it: the dirty pages of a large file (a snapshot) never pile up, so its final `fsync` is short
+/// and does not hold up the journal's `fdatasync` behind a long filesystem commit.
+public struct TricklingWriter {
+    static let chunk = 1 << 20
+    let fd: Int32
+    let path: String
+    /// Bytes written so far.
+    private(set) var offset = 0
+    /// Where the writeback started last ends.
+    private var started = 0
+
+    init(fd: Int32, path: String) {
+        self.fd = fd
+        self.path = path
+    }
+
+    /// Writes `bytes` at the end of the file.
+    public mutating func write(_ bytes: [UInt8]) throws(FileError) {
+        var done = 0
+        while done < bytes.count {
+            let n = bytes.withUnsafeBytes { Glibc.write(fd, $0.baseAddress! + done, $0.count - done) }
+            try wrote(n)
+            done += max(0, n)
+        }
+    }
+
+    /// Writes `bytes` at the end of the file.
+    public mutating func write(_ bytes: UnsafeRawBufferPointer) throws(FileError) {
+        var done = 0
+        while done < bytes.count {
+            let n = Glibc.write(fd, bytes.baseAddress! + done, bytes.count - done)
+            try wrote(n)
+            done += max(0, n)
+        }
+    }
+
+    /// Counts `n` bytes written (or throws the error of a failed write, retried on `EINTR`), starting writebacks.
+    private mutating func wrote(_ n: Int) throws(FileError) {
+        if n < 0 {
+            if errno == EINTR { return }
+            throw FileError(path: path, operation: "write", code: errno)
+        }
+        offset += n
+        while offset - started >= Self.chunk {
+            // Advice only: a file system without it still gets the fsync that follows.
+            _ = gavel_writeback(fd, Int64(started), Int64(Self.chunk), 0)
+            if started > 0 { _ = gavel_writeback(fd, Int64(started - Self.chunk), Int64(Self.chunk), 1) }
+            started += Self.chunk
+        }
     }
 }
 

@@ -5,15 +5,57 @@ public enum LZ4Frame {
     /// The magic number that starts every LZ4 frame (little-endian on disk).
     public static let magic: UInt32 = 0x184D_2204
 
-    /// Appends `input` as one complete LZ4 frame to `output`.
-    public static func compress(_ input: [UInt8], appendingTo output: inout [UInt8]) {
+    /// The frame settings Gavel writes: 4 MiB linked blocks, block and content checksums, the content size.
+    static func preferences(contentSize: Int) -> LZ4F_preferences_t {
         var preferences = LZ4F_preferences_t()
         preferences.frameInfo.blockSizeID = LZ4F_max4MB
         preferences.frameInfo.blockMode = LZ4F_blockLinked
         preferences.frameInfo.contentChecksumFlag = LZ4F_contentChecksumEnabled
         preferences.frameInfo.blockChecksumFlag = LZ4F_blockChecksumEnabled
-        preferences.frameInfo.contentSize = UInt64(input.count)
+        preferences.frameInfo.contentSize = UInt64(contentSize)
         preferences.compressionLevel = 0
+        return preferences
+    }
+
+    /// Compresses `input` as one complete LZ4 frame (the same format as ``compress(_:appendingTo:)``) a block at a
+    /// time, handing each piece of the frame to `emit` as it is made: a large state is never held compressed in
+    /// memory whole. The buffer handed to `emit` is reused for the next piece.
+    public static func compress<E: Error>(
+        _ input: [UInt8], emit: (UnsafeRawBufferPointer) throws(E) -> Void
+    ) throws(E) {
+        var preferences = preferences(contentSize: input.count)
+        var context: OpaquePointer?
+        let created = LZ4F_createCompressionContext(&context, UInt32(LZ4F_VERSION))
+        precondition(LZ4F_isError(created) == 0 && context != nil, "cannot create an LZ4 compression context")
+        defer { LZ4F_freeCompressionContext(context) }
+        let block = 4 << 20
+        let capacity = max(Int(LZ4F_HEADER_SIZE_MAX), LZ4F_compressBound(block, &preferences))
+        let out = UnsafeMutableRawBufferPointer.allocate(byteCount: capacity, alignment: 16)
+        defer { out.deallocate() }
+        func checked(_ n: Int, _ step: String) -> Int {
+            precondition(LZ4F_isError(n) == 0, "LZ4F_\(step) failed: \(String(cString: LZ4F_getErrorName(n)))")
+            return n
+        }
+        let header = checked(LZ4F_compressBegin(context, out.baseAddress, capacity, &preferences), "compressBegin")
+        try emit(UnsafeRawBufferPointer(rebasing: out[0..<header]))
+        var done = 0
+        while done < input.count {
+            let size = min(block, input.count - done)
+            let n = input.withUnsafeBytes { src in
+                checked(
+                    LZ4F_compressUpdate(context, out.baseAddress, capacity, src.baseAddress! + done, size, nil),
+                    "compressUpdate")
+            }
+            if n > 0 { try emit(UnsafeRawBufferPointer(rebasing: out[0..<n])) }
+            done += size
+        }
+        let end = checked(LZ4F_compressEnd(context, out.baseAddress, capacity, nil), "compressEnd")
+        try emit(UnsafeRawBufferPointer(rebasing: out[0..<end]))
+    }
+
+    /// Appends `input` as one complete LZ4 frame to `output`.
+    public static func compress(_ input: [UInt8], appendingTo output: inout [UInt8]) {
+        var preferences = preferences(contentSize: input.count)
         let bound = LZ4F_compressFrameBound(input.count, &preferences)
         let start = output.count
         output.append(contentsOf: repeatElement(0, count: bound))

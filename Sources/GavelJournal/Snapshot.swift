@@ -26,20 +26,35 @@ public struct SnapshotFile: Sendable {
     /// Whether the snapshot was written by a build from before settlements (format 1): its sales have none.
     public var isBeforeSettlements: Bool { version < 2 }
 
-    /// Encodes the file, compressing the state.
-    public func encoded() -> [UInt8] {
-        var w = BinaryWriter(capacity: Self.headerSize + state.count / 2)
+    /// The header: everything before the compressed state.
+    private var header: [UInt8] {
+        var w = BinaryWriter(capacity: Self.headerSize)
         w.bytes.append(contentsOf: Self.magic)
         w.write(Self.version)
         w.write(lsn)
         w.write(now)
         w.bytes.append(contentsOf: chain)
-        w.bytes.append(contentsOf: Array(SHA256.hash(data: state)))
+        w.bytes.append(contentsOf: SHA256Digest.bytes(hex: stateHash) ?? Array(SHA256.hash(data: state)))
         w.write(UInt64(state.count))
         w.write(CRC32C.checksum(w.bytes))
-        var out = w.bytes
+        return w.bytes
+    }
+
+    /// Encodes the file, compressing the state.
+    public func encoded() -> [UInt8] {
+        var out = header
         LZ4Frame.compress(state, appendingTo: &out)
         return out
+    }
+
+    /// Writes the file to `path` atomically (``Files/writeAtomically(to:directory:_:)``), compressing the state a
+    /// block at a time straight to the file: the compressed state (as large as the state, for a state that does
+    /// not compress) is never held in memory whole.
+    public func write(to path: String, directory: String) throws(FileError) {
+        try Files.writeAtomically(to: path, directory: directory) { (sink: inout TricklingWriter) throws(FileError) in
+            try sink.write(header)
+            try LZ4Frame.compress(state) { (piece) throws(FileError) in try sink.write(piece) }
+        }
     }
 
     /// Builds a snapshot of `state`, computing its hash.
