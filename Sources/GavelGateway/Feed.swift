@@ -146,6 +146,8 @@ public final class FeedHub: @unchecked Sendable {
     private var engine = EngineConfiguration()
     /// The most catch-ups from the journal at once.
     private(set) var maxCatchUps = 2
+    /// How long a catch-up waits for its connection to write a piece before closing it as a slow consumer.
+    private(set) var stallTimeoutMs = 10_000
 
     public init() {}
 
@@ -155,10 +157,15 @@ public final class FeedHub: @unchecked Sendable {
     ///   - engine: the rules of an engine that replays the journal from lsn 1.
     ///   - lastLSN: the recovered journal's last lsn.
     ///   - maxCatchUps: catch-ups from the journal allowed at once (each holds a copy of the state).
-    public func configure(directory: DataDirectory?, engine: EngineConfiguration, lastLSN: UInt64, maxCatchUps: Int) {
+    ///   - stallTimeoutMs: how long a catch-up waits for its connection to write a piece before closing it.
+    public func configure(
+        directory: DataDirectory?, engine: EngineConfiguration, lastLSN: UInt64, maxCatchUps: Int,
+        stallTimeoutMs: Int = 10_000
+    ) {
         self.directory = directory
         self.engine = engine
         self.maxCatchUps = maxCatchUps
+        self.stallTimeoutMs = stallTimeoutMs
         state.withLock { $0.lastLSN = lastLSN }
     }
 
@@ -219,8 +226,10 @@ public final class FeedHub: @unchecked Sendable {
     func startCatchUp(_ subscription: FeedSubscription, since: UInt64, through target: UInt64) {
         guard let directory else { return }
         let engine = self.engine
+        let stall = stallTimeoutMs
         let tid = startDedicatedThread("feed catch-up") { [self] in
-            subscription.catchUp(directory: directory, engine: engine, since: since, through: target)
+            subscription.catchUp(
+                directory: directory, engine: engine, since: since, through: target, stallTimeoutMs: stall)
             state.withLock { $0.catchUps -= 1 }
         }
         pthread_detach(tid)
@@ -332,15 +341,28 @@ final class FeedSubscription: @unchecked Sendable {
     /// Replays the journal from `since` to `target` (and further while live entries were dropped) and sends it,
     /// never more than two pieces ahead of what the connection has written to its socket; then switches to live.
     /// Runs on a thread of its own.
-    func catchUp(directory: DataDirectory, engine: EngineConfiguration, since: UInt64, through start: UInt64) {
+    func catchUp(
+        directory: DataDirectory, engine: EngineConfiguration, since: UInt64, through start: UInt64,
+        stallTimeoutMs: Int
+    ) {
         let window = DispatchSemaphore(value: 2)
         let limit = chunkLimit
         var encoder = FeedEncoder()
         var chunk = ByteBuffer()
         var target = start
-        /// Hands `piece` to the connection once fewer than two are unwritten, and leaves it empty.
+        /// Hands `piece` to the connection once fewer than two are unwritten, and leaves it empty; a connection
+        /// that writes nothing for `stallTimeoutMs` is closed as a slow consumer, which ends the catch-up.
         func send(_ piece: inout ByteBuffer) {
-            window.wait()
+            guard !cancelled.load(ordering: .relaxed) else { return piece.clear() }
+            if window.wait(timeout: .now() + .milliseconds(stallTimeoutMs)) == .timedOut {
+                cancel()
+                eventLoop.execute { [self] in
+                    session?.closeSlowFeed(
+                        "slow consumer: nothing read for \(stallTimeoutMs) ms; resume subscribe_feed after the last lsn you finished"
+                    )
+                }
+                return piece.clear()
+            }
             let frames = piece
             piece = ByteBuffer()
             piece.reserveCapacity(limit + 4096)

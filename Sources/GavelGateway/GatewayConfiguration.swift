@@ -73,6 +73,9 @@ public struct GatewayConfiguration: Sendable {
     public var maxFeedListings = 1_000
     /// The most feed catch-ups from the journal at once.
     public var maxFeedCatchups = 2
+    /// A feed catch-up whose connection writes nothing of it for this long is closed with 1013 (slow consumer), so a
+    /// consumer that stopped reading does not hold a catch-up (a thread and a copy of the state) for ever.
+    public var feedStallTimeoutMs = 10_000
     /// Private notices kept per user for `subscribe_user` with `since`.
     public var userHistoryEvents = 256
 

@@ -167,6 +167,13 @@ struct Serve: AsyncParsableCommand {
 
     @Option(
         name: .long,
+        help:
+            "A feed catch-up whose consumer reads nothing for this long is closed with 1013 (slow consumer) and frees its place. Env GAVEL_FEED_STALL_TIMEOUT_MS; default 10000."
+    )
+    var feedStallTimeoutMs: Int?
+
+    @Option(
+        name: .long,
         help: "The most listings one subscribe_feed may name in listings. Env GAVEL_MAX_FEED_LISTINGS; default 1000.")
     var maxFeedListings: Int?
 
@@ -328,6 +335,11 @@ struct Serve: AsyncParsableCommand {
             userHistoryEvents, "GAVEL_USER_HISTORY_EVENTS", default: c.userHistoryEvents)
         c.maxFeedCatchups = try Setting.value(maxFeedCatchups, "GAVEL_MAX_FEED_CATCHUPS", default: c.maxFeedCatchups)
         c.maxFeedListings = try Setting.value(maxFeedListings, "GAVEL_MAX_FEED_LISTINGS", default: c.maxFeedListings)
+        c.feedStallTimeoutMs = try Setting.value(
+            feedStallTimeoutMs, "GAVEL_FEED_STALL_TIMEOUT_MS", default: c.feedStallTimeoutMs)
+        guard (100...3_600_000).contains(c.feedStallTimeoutMs) else {
+            throw ValidationError("--feed-stall-timeout-ms must be 100 to 3600000")
+        }
         guard (0...64).contains(c.maxFeedCatchups) else {
             throw ValidationError("--max-feed-catchups must be 0 to 64 (0: the feed is live only)")
         }
@@ -453,7 +465,7 @@ struct Serve: AsyncParsableCommand {
         fanOut.loadSettlements(report.engine.settlements, offers: report.engine.secondChanceOffers)
         fanOut.feed.configure(
             directory: directory, engine: report.engine.configuration, lastLSN: report.lastLSN,
-            maxCatchUps: configuration.maxFeedCatchups)
+            maxCatchUps: configuration.maxFeedCatchups, stallTimeoutMs: configuration.feedStallTimeoutMs)
         let bus = EventBus()
         fanOut.attach(to: bus)
         var writerConfiguration = storage.writerConfiguration(engine: engineConfiguration)

@@ -388,3 +388,29 @@ def test_a_batch_bigger_than_the_connection_may_hold_is_read_from_disk_not_a_slo
         by_lsn, _ = replay_by_lsn(gavel_bin, srv.data_dir)
         assert strip(caught) == expected_feed(by_lsn, 1, switch["lsn"])
         check_last_flags(caught)
+
+
+def test_a_catch_up_whose_consumer_stops_reading_is_closed_and_frees_its_place(start_server, gavel_bin, tmp_path):
+    # One catch-up at a time; the consumer reads nothing, so its paced catch-up waits on its socket: after
+    # --feed-stall-timeout-ms it is closed as a slow consumer, and the next consumer can catch up. The journal
+    # (written by gavel simulate) holds about 14 MB of feed messages: more than the kernel's socket buffers take.
+    data = tmp_path / "stall-data"
+    lines = [json.dumps({"type": "open", "id": f"o{k}", "listing": f"L{k}", "seller": "sam", "format": "english",
+                         "start": 100, "closes_at": 10**13, "at": 0}) for k in range(100)]
+    lines += [json.dumps({"type": "bid", "id": f"b{n}", "listing": f"L{n % 100}", "bidder": f"u{n % 7}",
+                          "amount": 1000 + n * 20000}) for n in range(30_000)]
+    subprocess.run([gavel_bin, "simulate", "--data-dir", str(data), "--fsync", "none", "--snapshot-every", "0"],
+                   input="\n".join(lines) + "\n", text=True, stdout=subprocess.DEVNULL, check=True, timeout=300)
+    srv = start_server("--max-outbound-bytes", "65536", "--feed-stall-timeout-ms", "500", "--max-feed-catchups", "1",
+                       data_dir=data)
+    stalled = RawWebSocket(srv.port, headers={"Authorization": "Bearer " + mint_token("slow", "service",
+                                                                                        secret=srv.secret)},
+                           rcvbuf=4096)
+    with stalled:
+        stalled.send_text(json.dumps({"type": "subscribe_feed", "since_lsn": 1}))
+        assert eventually(lambda: srv.metric("gavel_slow_consumer_closes_total") >= 1, 30), \
+            "the stalled catch-up was not closed"
+    with feed_client(srv) as feed:
+        feed.send({"type": "subscribe_feed", "since_lsn": 1})
+        messages, live = read_feed_until(feed, lambda m: m.get("type") == "feed_live", timeout=60)
+        assert live is not None and len(messages) >= 30_000
