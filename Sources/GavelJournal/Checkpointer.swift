@@ -248,11 +248,16 @@ final class Checkpointer: @unchecked Sendable {
             guard let segment = segments.last(where: { $0.firstLSN <= shadowLSN + 1 }) else {
                 throw CheckpointError("no journal segment holds lsn \(shadowLSN + 1)")
             }
-            var reader = try SegmentReader(bytes: try Files.readAll(segment.path))
+            var reader: SegmentReader
             if let cursor, cursor.path == segment.path {
-                reader.resume(at: cursor.offset, chain: shadowChain, nextLSN: shadowLSN + 1)
-            } else if reader.header.firstLSN == shadowLSN + 1 && reader.header.previousChain != shadowChain {
-                throw CheckpointError("segment \(segment.path) does not chain to the one before")
+                // Only what was appended since the last snapshot: the live segment is not read again whole.
+                reader = try SegmentReader.resuming(
+                    segment.path, at: cursor.offset, chain: shadowChain, nextLSN: shadowLSN + 1)
+            } else {
+                reader = try SegmentReader(bytes: try Files.readAll(segment.path))
+                if reader.header.firstLSN == shadowLSN + 1 && reader.header.previousChain != shadowChain {
+                    throw CheckpointError("segment \(segment.path) does not chain to the one before")
+                }
             }
             let before = shadowLSN
             while shadowLSN < target, let batch = try reader.next() {

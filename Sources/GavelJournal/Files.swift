@@ -17,6 +17,12 @@ public struct FileError: Error, CustomStringConvertible, Sendable {
 public enum Files {
     /// The whole content of the file at `path`.
     public static func readAll(_ path: String) throws(FileError) -> [UInt8] {
+        try read(path, from: 0)
+    }
+
+    /// The content of the file at `path` from byte `offset` to its end, or `limit` bytes of it at most (empty when
+    /// the file is shorter).
+    public static func read(_ path: String, from offset: Int, limit: Int = .max) throws(FileError) -> [UInt8] {
         let fd = open(path, O_RDONLY | O_CLOEXEC)
         guard fd >= 0 else { throw FileError(path: path, operation: "open", code: errno) }
         defer { close(fd) }
@@ -24,12 +30,12 @@ public enum Files {
         guard fstat(fd, &st) == 0 else { throw FileError(path: path, operation: "stat", code: errno) }
         // Read straight into uninitialised storage: zero-filling a segment or snapshot first would touch every
         // page twice.
-        let size = Int(st.st_size)
+        let size = min(limit, max(0, Int(st.st_size) - offset))
         var failure: Int32 = 0
         let bytes = [UInt8](unsafeUninitializedCapacity: size) { buffer, count in
             var done = 0
             while done < size {
-                let n = read(fd, buffer.baseAddress! + done, size - done)
+                let n = pread(fd, buffer.baseAddress! + done, size - done, off_t(offset + done))
                 if n < 0 {
                     if errno == EINTR { continue }
                     failure = errno

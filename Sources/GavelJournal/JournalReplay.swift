@@ -156,23 +156,24 @@ public final class JournalReplay {
         guard let segment = directory.segments().last(where: { $0.firstLSN <= wanted }) else {
             throw .notRetained(oldest: Self.oldestStart(of: directory))
         }
-        let bytes: [UInt8]
+        let next: SegmentReader
         do {
-            bytes = try Files.readAll(segment.path)
-        } catch {
-            throw .unreadable("\(error)")
-        }
-        var next: SegmentReader
-        do {
-            next = try SegmentReader(bytes: bytes)
+            if let reader, segment.path == segmentPath {
+                // The segment being appended to, read again: only what was appended since.
+                guard (Files.size(segment.path) ?? 0) > reader.offset else { return false }
+                next = try SegmentReader.resuming(
+                    segment.path, at: reader.offset, chain: reader.chain, nextLSN: reader.nextLSN)
+            } else {
+                next = try SegmentReader(bytes: try Files.readAll(segment.path))
+                if let reader, next.header.firstLSN == wanted, next.header.previousChain != reader.chain {
+                    throw ReplayStartError.unreadable(
+                        "journal segment \(segment.path) does not chain to the one before")
+                }
+            }
+        } catch let error as ReplayStartError {
+            throw error
         } catch {
             throw .unreadable("journal segment \(segment.path): \(error)")
-        }
-        if let reader, segment.path == segmentPath {
-            guard bytes.count > reader.offset else { return false }
-            next.resume(at: reader.offset, chain: reader.chain, nextLSN: reader.nextLSN)
-        } else if let reader, next.header.firstLSN == wanted, next.header.previousChain != reader.chain {
-            throw .unreadable("journal segment \(segment.path) does not chain to the one before")
         }
         reader = next
         segmentPath = segment.path

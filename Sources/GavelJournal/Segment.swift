@@ -79,7 +79,10 @@ public struct SegmentProblem: Error, Sendable, CustomStringConvertible {
 
 /// Reads a segment's batches in order.
 public struct SegmentReader {
+    /// The segment's bytes from ``base`` on (all of them unless made with ``init(header:tail:at:chain:nextLSN:)``).
     public let bytes: [UInt8]
+    /// The offset in the segment of `bytes[0]`; offsets are always counted from the segment's start.
+    public let base: Int
     public let header: SegmentHeader
     public private(set) var offset: Int
     /// The chain after the last batch read.
@@ -96,10 +99,43 @@ public struct SegmentReader {
                 reason: "missing or damaged segment header")
         }
         self.bytes = bytes
+        self.base = 0
         self.header = header
         self.offset = SegmentHeader.size
         self.chain = header.previousChain
         self.nextLSN = header.firstLSN
+    }
+
+    /// A reader of the segment whose first bytes are `header` and whose bytes from `base` on are `tail`, positioned
+    /// at `base`, the start of a frame after the batch whose chain is `chain`: a reader that applied the segment up
+    /// to there before (the checkpointer, a feed following the live segment) reads only what was appended since.
+    public init(header bytes: [UInt8], tail: [UInt8], at base: Int, chain: [UInt8], nextLSN: UInt64)
+        throws(SegmentProblem)
+    {
+        guard base >= SegmentHeader.size, let header = SegmentHeader.decode(bytes) else {
+            throw SegmentProblem(
+                kind: bytes.count < SegmentHeader.size ? .truncated : .corrupt, offset: 0,
+                reason: "missing or damaged segment header")
+        }
+        self.bytes = tail
+        self.base = base
+        self.header = header
+        self.offset = base
+        self.chain = chain
+        self.nextLSN = nextLSN
+    }
+
+    /// The offset just past the bytes this reader holds.
+    public var end: Int { base + bytes.count }
+
+    /// A reader of the segment at `path` positioned at `offset`, a frame start after the batch whose chain is
+    /// `chain`, reading only the header and the bytes from `offset` on.
+    public static func resuming(
+        _ path: String, at offset: Int, chain: [UInt8], nextLSN: UInt64
+    ) throws -> SegmentReader {
+        try SegmentReader(
+            header: try Files.read(path, from: 0, limit: SegmentHeader.size), tail: try Files.read(path, from: offset),
+            at: offset, chain: chain, nextLSN: nextLSN)
     }
 
     /// Continues reading at `offset`, the start of a frame after the batch whose chain is `chain`; the next record
@@ -112,12 +148,12 @@ public struct SegmentReader {
 
     /// The next batch, or `nil` at the end of the segment.
     public mutating func next() throws(SegmentProblem) -> SegmentBatch? {
-        while offset < bytes.count {
-            guard let magic = bytes.uint32(at: offset) else {
+        while offset < end {
+            guard let magic = bytes.uint32(at: offset - base) else {
                 throw SegmentProblem(kind: .truncated, offset: offset, reason: "partial frame header")
             }
             if magic & 0xFFFF_FFF0 == SkippableFrame.magic {
-                guard let length = bytes.uint32(at: offset + 4), offset + 8 + Int(length) <= bytes.count else {
+                guard let length = bytes.uint32(at: offset - base + 4), offset + 8 + Int(length) <= end else {
                     throw SegmentProblem(kind: .truncated, offset: offset, reason: "partial skippable frame")
                 }
                 offset += 8 + Int(length)
@@ -128,8 +164,8 @@ public struct SegmentReader {
             }
             let decoded: (content: [UInt8], length: Int)
             switch Result(catching: { () throws(LZ4Frame.DecodeError) in
-                if let decoder { return try decoder.decode(bytes, at: offset) }
-                return try LZ4Frame.decode(bytes, at: offset)
+                if let decoder { return try decoder.decode(bytes, at: offset - base) }
+                return try LZ4Frame.decode(bytes, at: offset - base)
             }) {
             case .success(let value): decoded = value
             case .failure(.truncated):
@@ -201,7 +237,7 @@ public struct SegmentReader {
     /// Whether a complete, valid LZ4 frame starts anywhere after `offset`: if so, damage at `offset` is not a torn
     /// tail but corruption in the middle.
     public func validFrameExists(after offset: Int) -> Bool {
-        var position = offset + 1
+        var position = offset - base + 1
         let magic: [UInt8] = [0x04, 0x22, 0x4D, 0x18]
         while position + 4 <= bytes.count {
             if bytes[position] == magic[0] && bytes[position + 1] == magic[1] && bytes[position + 2] == magic[2]
