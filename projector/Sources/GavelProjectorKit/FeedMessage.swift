@@ -85,19 +85,29 @@ public enum FeedMessage: Sendable, Equatable {
     /// Anything else (`hello`, an ok result, unknown types): nothing to do.
     case other(type: String)
 
-    /// Reads one text frame.
+    /// Reads one text frame: with `FeedScanner` when the frame is in its subset of JSON (the server's frames are),
+    /// else with `JSONDecoder`.
     /// - Throws: `FeedMessage.Error.malformed` when the frame is not a JSON object with a string `type`, or an
     ///   event lacks its `lsn`.
     public static func parse(_ bytes: some Collection<UInt8>) throws -> FeedMessage {
-        let data = Data(bytes)
-        let both: Both
-        do {
-            both = try decoder.decode(Both.self, from: data)
-        } catch {
-            throw Error.malformed("not a JSON object with a string type, or a field of the wrong type: \(error)")
+        let scanned = bytes.withContiguousStorageIfAvailable { FeedScanner.scan($0) } ?? nil
+        let head: Head
+        let event: FeedEvent
+        if let (scannedEvent, envelope) = scanned {
+            event = scannedEvent
+            head = Head(
+                type: event.type, lsn: event.lsn, ok: envelope.ok, error: envelope.error, code: envelope.code,
+                message: envelope.message, oldestLSN: envelope.oldestLSN)
+        } else {
+            let both: Both
+            do {
+                both = try decoder.decode(Both.self, from: Data(bytes))
+            } catch {
+                throw Error.malformed("not a JSON object with a string type, or a field of the wrong type: \(error)")
+            }
+            head = both.head
+            event = both.event
         }
-        let head = both.head
-        let event = both.event
         switch head.type {
         case "hello":
             return .other(type: head.type)
@@ -115,7 +125,7 @@ public enum FeedMessage: Sendable, Equatable {
             guard head.lsn != nil else { return .other(type: head.type) }
             var terms: String?
             if event.type == "opened" {
-                terms = try termsObject(data)
+                terms = try termsObject(Data(bytes))
             }
             return .event(event, terms: terms)
         }
