@@ -66,6 +66,12 @@ struct GavelProjector: AsyncParsableCommand {
 
     @Option(
         help:
+            "...or once its events' feed frames hold this many bytes (1024-268435456). Env: GAVEL_PROJECTOR_BATCH_BYTES. Default: 8388608."
+    )
+    var batchBytes: Int?
+
+    @Option(
+        help:
             "The first wait before reconnecting, in ms, doubled after each failure (1-60000). Env: GAVEL_PROJECTOR_BACKOFF_MIN_MS. Default: 100."
     )
     var backoffMinMs: Int?
@@ -188,7 +194,9 @@ struct Settings {
             batchLatency: .milliseconds(
                 try int(o.batchLatencyMs, "batch-latency-ms", "GAVEL_PROJECTOR_BATCH_LATENCY_MS", 50, 1...10_000)),
             backoffMin: .milliseconds(backoffMin), backoffMax: .milliseconds(backoffMax),
-            readAhead: try int(o.readAhead, "read-ahead", "GAVEL_PROJECTOR_READ_AHEAD", 16384, 16...1_000_000))
+            readAhead: try int(o.readAhead, "read-ahead", "GAVEL_PROJECTOR_READ_AHEAD", 16384, 16...1_000_000),
+            batchBytes: try int(
+                o.batchBytes, "batch-bytes", "GAVEL_PROJECTOR_BATCH_BYTES", 8 << 20, 1024...(256 << 20)))
         if o.adminPort != nil || env["GAVEL_PROJECTOR_ADMIN_PORT"] != nil {
             adminPort = try int(o.adminPort, "admin-port", "GAVEL_PROJECTOR_ADMIN_PORT", 0, 0...65535)
         }
