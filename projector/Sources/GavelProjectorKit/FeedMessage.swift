@@ -125,18 +125,24 @@ public enum FeedMessage: Sendable, Equatable {
             guard head.lsn != nil else { return .other(type: head.type) }
             var terms: String?
             if event.type == "opened" {
-                terms = try termsObject(Data(bytes))
+                terms =
+                    try bytes.withContiguousStorageIfAvailable { FeedScanner.terms($0, leaving: envelopeKeys) } ?? nil
+                    ?? termsObject(Data(bytes))
             }
             return .event(event, terms: terms)
         }
     }
 
-    /// The `opened` event less its envelope fields, as compact JSON with sorted keys.
+    /// The members of an `opened` event that are not its terms.
+    static let envelopeKeys: Set<String> = ["type", "listing", "seq", "at", "lsn", "last", "format", "seller"]
+
+    /// The `opened` event less its envelope fields, as compact JSON with sorted keys (through JSONSerialization:
+    /// for what `FeedScanner.terms` does not read).
     static func termsObject(_ data: Data) throws -> String {
         guard var object = try JSONSerialization.jsonObject(with: data) as? [String: Any] else {
             throw Error.malformed("opened is not an object")
         }
-        for key in ["type", "listing", "seq", "at", "lsn", "last", "format", "seller"] {
+        for key in envelopeKeys {
             object.removeValue(forKey: key)
         }
         let encoded = try JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])

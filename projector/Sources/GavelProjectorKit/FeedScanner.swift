@@ -23,6 +23,48 @@ struct FeedScanner {
         return scanner.object()
     }
 
+    /// The object's members other than `leaving`, as JSON sorted by key, each value as it was written (the terms
+    /// of an `opened` event, stored as jsonb). nil when a key has escapes or comes twice, or the text is not read.
+    static func terms(_ bytes: UnsafeBufferPointer<UInt8>, leaving: Set<String>) -> String? {
+        var scanner = FeedScanner(bytes)
+        var members: [(key: String, value: Range<Int>)] = []
+        scanner.skipSpace()
+        guard scanner.take(UInt8(ascii: "{")) else { return nil }
+        scanner.skipSpace()
+        if !scanner.take(UInt8(ascii: "}")) {
+            repeat {
+                scanner.skipSpace()
+                guard let raw = scanner.rawString(), let key = String(validating: raw, as: UTF8.self) else {
+                    return nil
+                }
+                scanner.skipSpace()
+                guard scanner.take(UInt8(ascii: ":")) else { return nil }
+                scanner.skipSpace()
+                let start = scanner.index
+                guard scanner.skipValue() else { return nil }
+                if !leaving.contains(key) { members.append((key, start..<scanner.index)) }
+                scanner.skipSpace()
+            } while scanner.take(UInt8(ascii: ","))
+            guard scanner.take(UInt8(ascii: "}")) else { return nil }
+        }
+        scanner.skipSpace()
+        guard scanner.index == bytes.count else { return nil }
+        members.sort { Array($0.key.utf8).lexicographicallyPrecedes($1.key.utf8) }
+        var out: [UInt8] = [UInt8(ascii: "{")]
+        for (n, member) in members.enumerated() {
+            if n > 0 {
+                guard member.key != members[n - 1].key else { return nil }
+                out.append(UInt8(ascii: ","))
+            }
+            out.append(UInt8(ascii: "\""))
+            out.append(contentsOf: member.key.utf8)
+            out.append(contentsOf: #"":"#.utf8)
+            out.append(contentsOf: bytes[member.value])
+        }
+        out.append(UInt8(ascii: "}"))
+        return String(decoding: out, as: UTF8.self)
+    }
+
     private mutating func object() -> (FeedEvent, Envelope)? {
         var event = FeedEvent(type: "")
         var envelope = Envelope()
@@ -292,17 +334,30 @@ struct FeedScanner {
         }
     }
 
+    /// A number as JSON writes it: `-?(0|[1-9][0-9]*)(.[0-9]+)?([eE][+-]?[0-9]+)?`.
     private mutating func skipNumber() -> Bool {
-        let start = index
-        while index < bytes.count {
-            switch bytes[index] {
-            case UInt8(ascii: "0")...UInt8(ascii: "9"), UInt8(ascii: "-"), UInt8(ascii: "+"), UInt8(ascii: "."),
-                UInt8(ascii: "e"), UInt8(ascii: "E"):
-                index += 1
-            default:
-                return index > start && Double(String(decoding: bytes[start..<index], as: UTF8.self)) != nil
+        _ = take(UInt8(ascii: "-"))
+        if !take(UInt8(ascii: "0")) {
+            guard index < bytes.count, (UInt8(ascii: "1")...UInt8(ascii: "9")).contains(bytes[index]) else {
+                return false
             }
+            _ = skipDigits()
         }
-        return index > start && Double(String(decoding: bytes[start..<index], as: UTF8.self)) != nil
+        if take(UInt8(ascii: ".")) {
+            guard skipDigits() else { return false }
+        }
+        if take(UInt8(ascii: "e")) || take(UInt8(ascii: "E")) {
+            _ = take(UInt8(ascii: "+")) || take(UInt8(ascii: "-"))
+            guard skipDigits() else { return false }
+        }
+        return true
     }
+
+    /// Passes over digits; false when there is none.
+    private mutating func skipDigits() -> Bool {
+        let start = index
+        while index < bytes.count, (UInt8(ascii: "0")...UInt8(ascii: "9")).contains(bytes[index]) { index += 1 }
+        return index > start
+    }
+
 }

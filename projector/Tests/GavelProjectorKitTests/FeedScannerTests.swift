@@ -45,3 +45,32 @@ final class FeedScannerTests: XCTestCase {
             .event(FeedEvent(type: "x", lsn: 1), terms: nil))
     }
 }
+
+final class OpenedTermsTests: XCTestCase {
+    private func terms(_ text: String) -> String? {
+        Array(text.utf8).withUnsafeBufferPointer { FeedScanner.terms($0, leaving: FeedMessage.envelopeKeys) }
+    }
+
+    /// Both readings as JSON values: the scanner's keeps each value as written, JSONSerialization writes it anew.
+    private func value(_ json: String) throws -> NSDictionary {
+        try XCTUnwrap(try JSONSerialization.jsonObject(with: Data(json.utf8)) as? NSDictionary)
+    }
+
+    func testTheScannersTermsAreJSONSerializationsTermsSortedByKey() throws {
+        let opened =
+            #"{"type":"opened","listing":"L1","seq":1,"at":5,"format":"english","seller":"sam","start":100,"buy_now":null,"increments":[[0,5],[100,25]],"title":"a \"b\" \u00e9\\","has_reserve":false,"lsn":3,"last":true,"zeta":{"y":1,"x":[true,null,-2.5e3]}}"#
+        let scanned = try XCTUnwrap(terms(opened))
+        XCTAssertEqual(
+            scanned,
+            #"{"buy_now":null,"has_reserve":false,"increments":[[0,5],[100,25]],"start":100,"title":"a \"b\" \u00e9\\","zeta":{"y":1,"x":[true,null,-2.5e3]}}"#
+        )
+        XCTAssertEqual(try value(scanned), try value(FeedMessage.termsObject(Data(opened.utf8))))
+        XCTAssertEqual(terms(#"{"type":"opened"}"#), "{}")
+    }
+
+    func testTermsTheScannerDoesNotReadAreLeftToJSONSerialization() {
+        XCTAssertNil(terms(#"{"type":"opened","a":1,"a":2}"#))
+        XCTAssertNil(terms(#"{"type":"opened","\u0061":1}"#))
+        XCTAssertNil(terms(#"{"type":"opened","a":01}"#))
+    }
+}
