@@ -173,7 +173,7 @@ def test_the_admin_port_serves_metrics_that_promtool_accepts_and_healthz(fake_fe
 
 
 def test_bad_options_are_refused_at_start_with_a_message(database, projectors):
-    for extra, words in ((["--batch-events", "0"], "--batch-events"),
+    for extra, words in ((["--batch-events", "0"], "--batch-events"), (["--batch-bytes", "1023"], "--batch-bytes"),
                          (["--postgres-url", "mysql://x"], "--postgres-url")):
         p = projectors("ws://127.0.0.1:1/ws", database, extra=extra).start()
         assert p.process.wait(30) != 0
