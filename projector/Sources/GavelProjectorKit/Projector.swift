@@ -4,6 +4,7 @@ import Logging
 import NIOCore
 import NIOWebSocket
 import ServiceLifecycle
+import Synchronization
 
 /// How the projector authenticates to `gavel serve`.
 public enum TokenSource: Sendable {
@@ -205,20 +206,25 @@ public final class Projector: Service, Sendable {
 
     /// Takes messages from the queue into batches and applies each at an lsn boundary, once it is full (in events or
     /// bytes) or its latency is up. One batch is written while the next one fills: a batch's transaction starts
-    /// only after the one before it committed, so the positions still follow one another. Throws when the feed ends
-    /// or PostgreSQL fails.
+    /// only after the one before it committed, so the positions still follow one another. A batch whose latency is
+    /// up while the one before it is still being written goes on filling until that one is done (it could not be
+    /// written sooner), so batches grow when PostgreSQL is slow. Throws when the feed ends or PostgreSQL fails.
     private func write(from queue: MessageQueue, to store: Store, position: Int64, progress: Progress) async throws {
         var batch = Batch(position: position)
         var deadline: ContinuousClock.Instant?
         var lastAt: Int64?
         var writing: Task<Void, any Error>?
+        var written = WriteDone(done: true)
         let (metrics, logger) = (self.metrics, self.logger)
         func commit() async throws {
             guard !batch.isEmpty, batch.position > batch.startPosition || batch.events > 0 else { return }
             try await writing?.value
             let full = batch
             let at = lastAt
+            let done = WriteDone()
+            written = done
             writing = Task {
+                defer { done.flag.store(true, ordering: .releasing) }
                 let started = ContinuousClock.now
                 do {
                     try await store.apply(full)
@@ -245,7 +251,12 @@ public final class Projector: Service, Sendable {
                 // A batch that could close waits for more only until its latency is up; one inside an lsn waits
                 // for the rest of it.
                 let closable = !batch.isEmpty && batch.isAtBoundary
-                guard let received = await queue.take(max: 1024, until: closable ? deadline : nil) else {
+                var until = closable ? deadline : nil
+                if let due = until, !written.flag.load(ordering: .acquiring) {
+                    // Latency up, the batch before still being written: look again shortly.
+                    until = max(due, .now.advanced(by: .milliseconds(2)))
+                }
+                guard let received = await queue.take(max: 1024, until: until) else {
                     if batch.isAtBoundary { try await commit() }
                     try await writing?.value
                     throw ProjectorError.closed("the feed connection ended")
@@ -276,13 +287,27 @@ public final class Projector: Service, Sendable {
                         continue
                     }
                 }
-                if batch.isAtBoundary, let due = deadline, ContinuousClock.now >= due { try await commit() }
+                if batch.isAtBoundary, let due = deadline, ContinuousClock.now >= due,
+                    written.flag.load(ordering: .acquiring)
+                {
+                    try await commit()
+                }
             }
         } catch {
             // The batch being written finishes (committed or not) before the session ends and its connection closes.
             _ = await writing?.result
             throw error
         }
+    }
+}
+
+/// Set once a batch's write has ended (committed or failed).
+final class WriteDone: Sendable {
+    let flag: Atomic<Bool>
+
+    /// `done`: there is no write in flight (before the first batch).
+    init(done: Bool = false) {
+        flag = Atomic(done)
     }
 }
 

@@ -56,7 +56,7 @@ struct GavelProjector: AsyncParsableCommand {
 
     @Option(
         help:
-            "A batch closes at the first lsn boundary once it holds this many events (1-100000). Env: GAVEL_PROJECTOR_BATCH_EVENTS. Default: 5000."
+            "A batch closes at the first lsn boundary once it holds this many events (1-100000). Env: GAVEL_PROJECTOR_BATCH_EVENTS. Default: 20000."
     )
     var batchEvents: Int?
 
@@ -190,7 +190,7 @@ struct Settings {
             backoffMin...600_000)
         projector = ProjectorConfiguration(
             gavel: gavel, token: token, postgres: postgres,
-            batchEvents: try int(o.batchEvents, "batch-events", "GAVEL_PROJECTOR_BATCH_EVENTS", 5000, 1...100_000),
+            batchEvents: try int(o.batchEvents, "batch-events", "GAVEL_PROJECTOR_BATCH_EVENTS", 20000, 1...100_000),
             batchLatency: .milliseconds(
                 try int(o.batchLatencyMs, "batch-latency-ms", "GAVEL_PROJECTOR_BATCH_LATENCY_MS", 50, 1...10_000)),
             backoffMin: .milliseconds(backoffMin), backoffMax: .milliseconds(backoffMax),
