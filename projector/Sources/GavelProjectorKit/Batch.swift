@@ -107,6 +107,8 @@ public struct Batch: Sendable {
     public private(set) var isAtBoundary = true
     /// Events added (those at or below the start position are skipped and not counted).
     public private(set) var events = 0
+    /// The size of the feed frames of the events added (what `--batch-bytes` bounds).
+    public private(set) var bytes = 0
     /// Events skipped because their lsn was already applied.
     public private(set) var skipped = 0
     /// The engine time of the first event added, for the lag in seconds.
@@ -139,9 +141,9 @@ public struct Batch: Sendable {
 
     public var isEmpty: Bool { events == 0 && position == startPosition }
 
-    /// Adds one feed event.
+    /// Adds one feed event, which came in a frame of `bytes` bytes.
     /// - Throws: `Batch.Error` when the event goes back in lsn order or lacks a field its type needs.
-    public mutating func add(_ event: FeedEvent, terms: String? = nil) throws {
+    public mutating func add(_ event: FeedEvent, terms: String? = nil, bytes: Int = 0) throws {
         guard let lsn = event.lsn else { throw Error.missing("lsn", event.type) }
         let ends = event.last ?? true
         if lsn <= startPosition || lsn <= position {
@@ -159,6 +161,7 @@ public struct Batch: Sendable {
         isAtBoundary = ends
         if ends { position = lsn }
         events += 1
+        self.bytes += bytes
         if firstAt == nil { firstAt = event.at }
         try apply(event, lsn: lsn, terms: terms)
     }

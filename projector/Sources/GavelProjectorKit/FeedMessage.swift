@@ -85,19 +85,29 @@ public enum FeedMessage: Sendable, Equatable {
     /// Anything else (`hello`, an ok result, unknown types): nothing to do.
     case other(type: String)
 
-    /// Reads one text frame.
+    /// Reads one text frame: with `FeedScanner` when the frame is in its subset of JSON (the server's frames are),
+    /// else with `JSONDecoder`.
     /// - Throws: `FeedMessage.Error.malformed` when the frame is not a JSON object with a string `type`, or an
     ///   event lacks its `lsn`.
     public static func parse(_ bytes: some Collection<UInt8>) throws -> FeedMessage {
-        let data = Data(bytes)
-        let both: Both
-        do {
-            both = try decoder.decode(Both.self, from: data)
-        } catch {
-            throw Error.malformed("not a JSON object with a string type, or a field of the wrong type: \(error)")
+        let scanned = bytes.withContiguousStorageIfAvailable { FeedScanner.scan($0) } ?? nil
+        let head: Head
+        let event: FeedEvent
+        if let (scannedEvent, envelope) = scanned {
+            event = scannedEvent
+            head = Head(
+                type: event.type, lsn: event.lsn, ok: envelope.ok, error: envelope.error, code: envelope.code,
+                message: envelope.message, oldestLSN: envelope.oldestLSN)
+        } else {
+            let both: Both
+            do {
+                both = try decoder.decode(Both.self, from: Data(bytes))
+            } catch {
+                throw Error.malformed("not a JSON object with a string type, or a field of the wrong type: \(error)")
+            }
+            head = both.head
+            event = both.event
         }
-        let head = both.head
-        let event = both.event
         switch head.type {
         case "hello":
             return .other(type: head.type)
@@ -115,18 +125,24 @@ public enum FeedMessage: Sendable, Equatable {
             guard head.lsn != nil else { return .other(type: head.type) }
             var terms: String?
             if event.type == "opened" {
-                terms = try termsObject(data)
+                terms =
+                    try bytes.withContiguousStorageIfAvailable { FeedScanner.terms($0, leaving: envelopeKeys) } ?? nil
+                    ?? termsObject(Data(bytes))
             }
             return .event(event, terms: terms)
         }
     }
 
-    /// The `opened` event less its envelope fields, as compact JSON with sorted keys.
+    /// The members of an `opened` event that are not its terms.
+    static let envelopeKeys: Set<String> = ["type", "listing", "seq", "at", "lsn", "last", "format", "seller"]
+
+    /// The `opened` event less its envelope fields, as compact JSON with sorted keys (through JSONSerialization:
+    /// for what `FeedScanner.terms` does not read).
     static func termsObject(_ data: Data) throws -> String {
         guard var object = try JSONSerialization.jsonObject(with: data) as? [String: Any] else {
             throw Error.malformed("opened is not an object")
         }
-        for key in ["type", "listing", "seq", "at", "lsn", "last", "format", "seller"] {
+        for key in envelopeKeys {
             object.removeValue(forKey: key)
         }
         let encoded = try JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])

@@ -1,11 +1,17 @@
 import NIOCore
 import Synchronization
 
+/// A feed message and the size of the frame it came in (what a batch's byte bound counts).
+struct Received: Sendable {
+    var message: FeedMessage
+    var bytes: Int
+}
+
 /// A bounded queue between the task that reads and parses the feed and the task that writes batches: one producer,
 /// one consumer. The producer waits while `capacity` messages are queued, so the writer's pace reaches the socket.
 final class MessageQueue: Sendable {
     private struct State {
-        var items = CircularBuffer<FeedMessage>()
+        var items = CircularBuffer<Received>()
         var finished = false
         var consumer: CheckedContinuation<Void, Never>?
         var producer: CheckedContinuation<Void, Never>?
@@ -19,7 +25,7 @@ final class MessageQueue: Sendable {
     }
 
     /// Adds `message`, first waiting for room. Returns false once the queue is finished (the consumer is gone).
-    func push(_ message: FeedMessage) async -> Bool {
+    func push(_ message: Received) async -> Bool {
         while true {
             let full = state.withLock { state -> Bool? in
                 if state.finished { return nil }
@@ -53,12 +59,12 @@ final class MessageQueue: Sendable {
 
     /// Up to `max` messages. Waits while the queue is empty: without a deadline until a message comes, with one
     /// until then (answering `[]`). nil once the queue is finished and empty.
-    func take(max: Int, until deadline: ContinuousClock.Instant?) async -> [FeedMessage]? {
+    func take(max: Int, until deadline: ContinuousClock.Instant?) async -> [Received]? {
         while true {
-            let taken = state.withLock { state -> [FeedMessage]? in
+            let taken = state.withLock { state -> [Received]? in
                 if state.items.isEmpty { return state.finished ? nil : [] }
                 let count = min(max, state.items.count)
-                var out: [FeedMessage] = []
+                var out: [Received] = []
                 out.reserveCapacity(count)
                 for _ in 0..<count { out.append(state.items.removeFirst()) }
                 state.producer.take()?.resume()

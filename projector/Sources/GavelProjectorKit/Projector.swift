@@ -4,6 +4,7 @@ import Logging
 import NIOCore
 import NIOWebSocket
 import ServiceLifecycle
+import Synchronization
 
 /// How the projector authenticates to `gavel serve`.
 public enum TokenSource: Sendable {
@@ -47,10 +48,12 @@ public struct ProjectorConfiguration: Sendable {
     public var backoffMax: Duration
     /// Feed messages read ahead of the writer (the socket is not read while this many wait).
     public var readAhead: Int
+    /// A batch also closes at the first lsn boundary once its events' frames hold this many bytes.
+    public var batchBytes: Int
 
     public init(
         gavel: GavelTarget, token: TokenSource, postgres: PostgresTarget, batchEvents: Int, batchLatency: Duration,
-        backoffMin: Duration, backoffMax: Duration, readAhead: Int
+        backoffMin: Duration, backoffMax: Duration, readAhead: Int, batchBytes: Int = 8 << 20
     ) {
         self.gavel = gavel
         self.token = token
@@ -60,6 +63,7 @@ public struct ProjectorConfiguration: Sendable {
         self.backoffMin = backoffMin
         self.backoffMax = backoffMax
         self.readAhead = readAhead
+        self.batchBytes = batchBytes
     }
 }
 
@@ -129,6 +133,7 @@ public final class Projector: Service, Sendable {
         let position: Int64
         do {
             try await store.migrate()
+            try await store.prepare()
             position = try await store.position()
         } catch let error as ProjectorError {
             throw error
@@ -181,8 +186,9 @@ public final class Projector: Service, Sendable {
         for try await frame in inbound {
             switch frame.opcode {
             case .text:
-                let message = try FeedMessage.parse(frame.unmaskedData.readableBytesView)
-                guard await queue.push(message) else { return }
+                let bytes = frame.unmaskedData.readableBytesView
+                let message = try FeedMessage.parse(bytes)
+                guard await queue.push(Received(message: message, bytes: bytes.count)) else { return }
             case .ping:
                 try await outbound.write(
                     WebSocketFrame(fin: true, opcode: .pong, maskKey: .random(), data: frame.unmaskedData))
@@ -198,65 +204,110 @@ public final class Projector: Service, Sendable {
         }
     }
 
-    /// Takes messages from the queue into batches and applies each at an lsn boundary, once it is full or its
-    /// latency is up. Throws when the feed ends or PostgreSQL fails.
+    /// Takes messages from the queue into batches and applies each at an lsn boundary, once it is full (in events or
+    /// bytes) or its latency is up. One batch is written while the next one fills: a batch's transaction starts
+    /// only after the one before it committed, so the positions still follow one another. A batch whose latency is
+    /// up while the one before it is still being written goes on filling until that one is done (it could not be
+    /// written sooner), so batches grow when PostgreSQL is slow. Throws when the feed ends or PostgreSQL fails.
     private func write(from queue: MessageQueue, to store: Store, position: Int64, progress: Progress) async throws {
         var batch = Batch(position: position)
         var deadline: ContinuousClock.Instant?
         var lastAt: Int64?
+        var writing: Task<Void, any Error>?
+        var written = WriteDone(done: true)
+        let (metrics, logger) = (self.metrics, self.logger)
         func commit() async throws {
             guard !batch.isEmpty, batch.position > batch.startPosition || batch.events > 0 else { return }
-            let started = ContinuousClock.now
-            do {
-                try await store.apply(batch)
-            } catch let error as ProjectorError {
-                throw error
-            } catch {
-                throw SessionError.Postgres(underlying: error)
+            try await writing?.value
+            let full = batch
+            let at = lastAt
+            let done = WriteDone()
+            written = done
+            writing = Task {
+                defer { done.flag.store(true, ordering: .releasing) }
+                let started = ContinuousClock.now
+                do {
+                    try await store.apply(full)
+                } catch {
+                    // Ends the queue so that a writer waiting for the feed learns of the failure now.
+                    queue.finish()
+                    if error is ProjectorError { throw error }
+                    throw SessionError.Postgres(underlying: error)
+                }
+                metrics.applied(full, lastAt: at)
+                progress.value = true
+                logger.debug(
+                    "applied",
+                    metadata: [
+                        "lsn": "\(full.position)", "events": "\(full.events)", "bytes": "\(full.bytes)",
+                        "ms": "\((ContinuousClock.now - started).milliseconds)",
+                    ])
             }
-            metrics.applied(batch, lastAt: lastAt)
-            progress.value = true
-            logger.debug(
-                "applied",
-                metadata: [
-                    "lsn": "\(batch.position)", "events": "\(batch.events)",
-                    "ms": "\((ContinuousClock.now - started).milliseconds)",
-                ])
             batch = Batch(position: batch.position)
             deadline = nil
         }
-        while true {
-            // A batch that could close waits for more only until its latency is up; one inside an lsn waits for
-            // the rest of it.
-            let closable = !batch.isEmpty && batch.isAtBoundary
-            guard let messages = await queue.take(max: 1024, until: closable ? deadline : nil) else {
-                if batch.isAtBoundary { try await commit() }
-                throw ProjectorError.closed("the feed connection ended")
-            }
-            for message in messages {
-                switch message {
-                case .event(let event, let terms):
-                    if let lsn = event.lsn { metrics.sawFeed(lsn: lsn) }
-                    try batch.add(event, terms: terms)
-                    if let at = event.at { lastAt = at }
-                    if deadline == nil { deadline = .now.advanced(by: configuration.batchLatency) }
-                    if batch.isAtBoundary && batch.events >= configuration.batchEvents { try await commit() }
-                case .live(let lsn):
-                    metrics.wentLive(lsn: lsn)
-                    logger.info("caught up; the feed is live", metadata: ["lsn": "\(lsn)"])
-                    batch.advance(to: lsn)
-                    try await commit()
-                case .refused(let code, let message, let oldest):
-                    if oldest != nil || code.contains("retain") {
-                        throw ProjectorError.notRetained(requested: position + 1, oldest: oldest, message: message)
+        do {
+            while true {
+                // A batch that could close waits for more only until its latency is up; one inside an lsn waits
+                // for the rest of it.
+                let closable = !batch.isEmpty && batch.isAtBoundary
+                var until = closable ? deadline : nil
+                if let due = until, !written.flag.load(ordering: .acquiring) {
+                    // Latency up, the batch before still being written: look again shortly.
+                    until = max(due, .now.advanced(by: .milliseconds(2)))
+                }
+                guard let received = await queue.take(max: 1024, until: until) else {
+                    if batch.isAtBoundary { try await commit() }
+                    try await writing?.value
+                    throw ProjectorError.closed("the feed connection ended")
+                }
+                for item in received {
+                    switch item.message {
+                    case .event(let event, let terms):
+                        if let lsn = event.lsn { metrics.sawFeed(lsn: lsn) }
+                        try batch.add(event, terms: terms, bytes: item.bytes)
+                        if let at = event.at { lastAt = at }
+                        if deadline == nil { deadline = .now.advanced(by: configuration.batchLatency) }
+                        if batch.isAtBoundary
+                            && (batch.events >= configuration.batchEvents || batch.bytes >= configuration.batchBytes)
+                        {
+                            try await commit()
+                        }
+                    case .live(let lsn):
+                        metrics.wentLive(lsn: lsn)
+                        logger.info("caught up; the feed is live", metadata: ["lsn": "\(lsn)"])
+                        batch.advance(to: lsn)
+                        try await commit()
+                    case .refused(let code, let message, let oldest):
+                        if oldest != nil || code.contains("retain") {
+                            throw ProjectorError.notRetained(requested: position + 1, oldest: oldest, message: message)
+                        }
+                        throw ProjectorError.refused(code: code, message: message)
+                    case .other:
+                        continue
                     }
-                    throw ProjectorError.refused(code: code, message: message)
-                case .other:
-                    continue
+                }
+                if batch.isAtBoundary, let due = deadline, ContinuousClock.now >= due,
+                    written.flag.load(ordering: .acquiring)
+                {
+                    try await commit()
                 }
             }
-            if batch.isAtBoundary, let due = deadline, ContinuousClock.now >= due { try await commit() }
+        } catch {
+            // The batch being written finishes (committed or not) before the session ends and its connection closes.
+            _ = await writing?.result
+            throw error
         }
+    }
+}
+
+/// Set once a batch's write has ended (committed or failed).
+final class WriteDone: Sendable {
+    let flag: Atomic<Bool>
+
+    /// `done`: there is no write in flight (before the first batch).
+    init(done: Bool = false) {
+        flag = Atomic(done)
     }
 }
 

@@ -127,6 +127,15 @@ public enum Schema {
                 )
                 """,
                 "INSERT INTO feed_position (lsn) VALUES (0)",
-            ])
+            ]),
+        Migration(
+            version: 2, name: "listings leave half of each page free, so that a bid's update stays in its page",
+            statements: [
+                // A listing's row changes at nearly every bid. With room in its page, PostgreSQL updates it in place
+                // (a heap-only tuple: no new index entries, old versions pruned as the page is read) instead of
+                // writing a new row version and three index entries; the batch's UPDATE runs several times faster.
+                // Applies to pages written from now on.
+                "ALTER TABLE listings SET (fillfactor = 50)"
+            ]),
     ]
 }

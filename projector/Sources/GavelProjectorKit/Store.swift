@@ -121,11 +121,20 @@ public final class Store: Sendable {
         throw ProjectorError.corrupt("feed_position has no row")
     }
 
+    /// Makes this connection's staging tables (temporary: each connection has its own, emptied at every commit).
+    public func prepare() async throws {
+        for statement in SQL.stagingTables {
+            try await connection.query(PostgresQuery(unsafeSQL: statement), logger: logger)
+        }
+    }
+
     /// Writes the batch's rows and moves the position from `batch.startPosition` to `batch.position`, in one
-    /// transaction.
+    /// transaction: one COPY per table the batch touches (`SQL.copies`), then the statement that moves staged rows
+    /// into place. `prepare()` must have run on this connection.
     /// - Throws: `ProjectorError.positionMoved` when the stored position is not the batch's start (another
     ///   projector writes to the same database); nothing is written then.
     public func apply(_ batch: Batch) async throws {
+        let copies = SQL.copies(for: batch)
         try await connection.withTransaction(logger: logger) { connection in
             let moved = try await connection.query(
                 "UPDATE feed_position SET lsn = \(batch.position), updated_at = now() WHERE lsn = \(batch.startPosition) RETURNING lsn",
@@ -133,8 +142,16 @@ public final class Store: Sendable {
             var updated = 0
             for try await _ in moved.decode(Int64.self) { updated += 1 }
             guard updated == 1 else { throw ProjectorError.positionMoved(expected: batch.startPosition) }
-            for query in try SQL.statements(for: batch) {
-                try await connection.query(query, logger: logger)
+            for copy in copies {
+                var text = CopyText(capacity: copy.rows * 16 * copy.columns.count)
+                copy.write(&text)
+                let rows = text.buffer
+                try await connection.copyFrom(table: copy.table, columns: copy.columns, logger: logger) { writer in
+                    try await writer.write(rows)
+                }
+                if let then = copy.then {
+                    try await connection.query(PostgresQuery(unsafeSQL: then), logger: logger)
+                }
             }
         }
     }

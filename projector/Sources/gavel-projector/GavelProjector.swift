@@ -56,13 +56,19 @@ struct GavelProjector: AsyncParsableCommand {
 
     @Option(
         help:
-            "A batch closes at the first lsn boundary once it holds this many events (1-100000). Env: GAVEL_PROJECTOR_BATCH_EVENTS. Default: 5000."
+            "A batch closes at the first lsn boundary once it holds this many events (1-100000). Env: GAVEL_PROJECTOR_BATCH_EVENTS. Default: 20000."
     )
     var batchEvents: Int?
 
     @Option(
         help: "...or this many ms after its first event (1-10000). Env: GAVEL_PROJECTOR_BATCH_LATENCY_MS. Default: 50.")
     var batchLatencyMs: Int?
+
+    @Option(
+        help:
+            "...or once its events' feed frames hold this many bytes (1024-268435456). Env: GAVEL_PROJECTOR_BATCH_BYTES. Default: 8388608."
+    )
+    var batchBytes: Int?
 
     @Option(
         help:
@@ -184,11 +190,13 @@ struct Settings {
             backoffMin...600_000)
         projector = ProjectorConfiguration(
             gavel: gavel, token: token, postgres: postgres,
-            batchEvents: try int(o.batchEvents, "batch-events", "GAVEL_PROJECTOR_BATCH_EVENTS", 5000, 1...100_000),
+            batchEvents: try int(o.batchEvents, "batch-events", "GAVEL_PROJECTOR_BATCH_EVENTS", 20000, 1...100_000),
             batchLatency: .milliseconds(
                 try int(o.batchLatencyMs, "batch-latency-ms", "GAVEL_PROJECTOR_BATCH_LATENCY_MS", 50, 1...10_000)),
             backoffMin: .milliseconds(backoffMin), backoffMax: .milliseconds(backoffMax),
-            readAhead: try int(o.readAhead, "read-ahead", "GAVEL_PROJECTOR_READ_AHEAD", 16384, 16...1_000_000))
+            readAhead: try int(o.readAhead, "read-ahead", "GAVEL_PROJECTOR_READ_AHEAD", 16384, 16...1_000_000),
+            batchBytes: try int(
+                o.batchBytes, "batch-bytes", "GAVEL_PROJECTOR_BATCH_BYTES", 8 << 20, 1024...(256 << 20)))
         if o.adminPort != nil || env["GAVEL_PROJECTOR_ADMIN_PORT"] != nil {
             adminPort = try int(o.adminPort, "admin-port", "GAVEL_PROJECTOR_ADMIN_PORT", 0, 0...65535)
         }

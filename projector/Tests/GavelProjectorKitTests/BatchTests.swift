@@ -124,11 +124,47 @@ final class BatchTests: XCTestCase {
         XCTAssertEqual(batch.listings[1].bids, 3)
     }
 
+    func testChangesToAnExistingListingInOneBatchFoldIntoOneRowWithTheLastValues() throws {
+        var batch = Batch(position: 0)
+        try add(
+            (1...5).map { n in
+                #"{"type":"bid_placed","listing":"L1","seq":\#(n + 1),"at":\#(n),"price":\#(100 * n),"leader":"u\#(n)","bids":\#(n),"lsn":\#(n),"last":true}"#
+            } + [#"{"type":"extended","listing":"L1","seq":7,"at":6,"closes_at":990,"lsn":6,"last":true}"#], to: &batch)
+        XCTAssertEqual(batch.bids.count, 5)
+        XCTAssertEqual(batch.listings.count, 1)
+        let l1 = batch.listings[0]
+        XCTAssertNil(l1.opened)
+        XCTAssertEqual(l1.price, 500)
+        XCTAssertEqual(l1.leader, "u5")
+        XCTAssertEqual(l1.bids, 5)
+        XCTAssertEqual(l1.closesAt, 990)
+        XCTAssertEqual(l1.updatedLSN, 6)
+    }
+
+    func testABatchCountsTheFrameBytesOfTheEventsItKeeps() throws {
+        var batch = Batch(position: 1)
+        let (old, _) = try parse(#"{"type":"outbid","listing":"L1","lsn":1,"last":true}"#)
+        let (new, _) = try parse(#"{"type":"outbid","listing":"L1","lsn":2,"last":true}"#)
+        try batch.add(old, bytes: 1000)
+        try batch.add(new, bytes: 70)
+        try batch.add(new.with(lsn: 3), bytes: 30)
+        XCTAssertEqual(batch.bytes, 100)
+        XCTAssertEqual(batch.skipped, 1)
+    }
+
     func testAnEventWithoutAFieldItsRowNeedsIsRefused() throws {
         var batch = Batch(position: 0)
         let (event, _) = try parse(#"{"type":"trade","listing":"M1","seq":2,"at":1,"price":5,"lsn":1,"last":true}"#)
         XCTAssertThrowsError(try batch.add(event)) { error in
             XCTAssertTrue("\(error)".contains("buyer"), "\(error)")
         }
+    }
+}
+
+extension FeedEvent {
+    fileprivate func with(lsn: Int64) -> FeedEvent {
+        var copy = self
+        copy.lsn = lsn
+        return copy
     }
 }

@@ -5,6 +5,7 @@ WebSocket on 127.0.0.1, so the projector's batching, resume and reconnection run
 server live in test_projector_gavel.py.
 
     python fake_feed.py --port P --listings N [--bids K] [--pace-ms MS] [--drop-after M] [--oldest L] [--log FILE]
+                        [--awkward]
 """
 
 import argparse
@@ -14,9 +15,14 @@ import json
 from websockets.asyncio.server import serve
 
 
-def canned_feed(listings, bids):
+# Text that COPY's text format must escape (tab, newline, carriage return, backslash, its null marker) and more.
+AWKWARD = 'tab\there\nnew line\r\\ back \\N "quoted" \'single\' \u00e9\u20ac\U0001F600'
+
+
+def canned_feed(listings, bids, awkward=False):
     """[(lsn, [event, ...])]: per listing an open, `bids` bids (each with an outbid), a close with the sale's
-    settlement, then its payment and its shipping."""
+    settlement, then its payment and its shipping. `awkward`: the open's terms have a `title` and the payment a
+    `payment_ref` made of AWKWARD."""
     out = []
     lsn = 0
     at = 1_800_000_000_000
@@ -34,7 +40,7 @@ def canned_feed(listings, bids):
         step([{"type": "opened", "listing": lid, "seq": 1, "format": "english", "seller": f"s{i % 7}",
                "start": 100, "opens_at": at, "closes_at": at + 60000, "has_reserve": False, "buy_now": None,
                "increments": [[0, 5], [100, 25]], "payment_due_ms": 1000, "ship_due_ms": 2000,
-               "complaint_window_ms": 3000, "offer_due_ms": 4000}])
+               "complaint_window_ms": 3000, "offer_due_ms": 4000, **({"title": AWKWARD} if awkward else {})}])
         for b in range(1, bids + 1):
             price = 100 + 25 * b
             events = [{"type": "bid_placed", "listing": lid, "seq": 1 + b, "price": price,
@@ -50,9 +56,16 @@ def canned_feed(listings, bids):
         step([{"type": "closed", "listing": lid, "seq": 2 + bids, "winner": winner, "price": final,
                "reserve_met": True},
               dict(base, state="awaiting_payment", due_at=at + 1000, by=None, role=None)])
-        step([dict(base, state="paid", due_at=at + 2000, by="payments", role="service", payment_ref=f"PAY-{i}")])
+        step([dict(base, state="paid", due_at=at + 2000, by="payments", role="service",
+                   payment_ref=f"{AWKWARD}-{i}" if awkward else f"PAY-{i}")])
         step([dict(base, state="shipped", due_at=None, by=f"s{i % 7}", role="seller", tracking=f"TRK-{i}")])
     return out
+
+
+def frames(listings, bids, awkward=False):
+    """[(lsn, [frame text, ...])]: the canned feed as the stand-in sends it."""
+    return [(lsn, [json.dumps(dict(e, lsn=lsn, last=n == len(events) - 1)) for n, e in enumerate(events)])
+            for lsn, events in canned_feed(listings, bids, awkward)]
 
 
 async def main():
@@ -64,10 +77,10 @@ async def main():
     parser.add_argument("--drop-after", type=int, default=0, help="close the first connection after M messages")
     parser.add_argument("--oldest", type=int, default=1, help="refuse since_lsn below this")
     parser.add_argument("--log", default=None, help="append each since_lsn asked for")
+    parser.add_argument("--awkward", action="store_true", help="text that COPY must escape in terms and payment_ref")
     args = parser.parse_args()
     # The frames are made once: the stand-in must not be slower than the projector it measures.
-    feed = [(lsn, [json.dumps(dict(e, lsn=lsn, last=n == len(events) - 1)) for n, e in enumerate(events)])
-            for lsn, events in canned_feed(args.listings, args.bids)]
+    feed = frames(args.listings, args.bids, args.awkward)
     head = feed[-1][0]
     connections = 0
 

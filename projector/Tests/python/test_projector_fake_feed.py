@@ -3,6 +3,7 @@ writes, exactly once across kills and dropped connections, the refusal of a feed
 the admin port. The same guarantees against a real gavel serve: test_projector_gavel.py."""
 
 import pathlib
+import re
 import shutil
 import subprocess
 import sys
@@ -11,6 +12,7 @@ import time
 import pytest
 
 from conftest import eventually, free_port, position, query
+from fake_feed import AWKWARD, frames
 
 HERE = pathlib.Path(__file__).resolve().parent
 
@@ -19,13 +21,13 @@ HERE = pathlib.Path(__file__).resolve().parent
 def fake_feed(tmp_path):
     started = []
 
-    def make(listings, bids=3, pace_ms=0.0, drop_after=0, oldest=1):
+    def make(listings, bids=3, pace_ms=0.0, drop_after=0, oldest=1, awkward=False):
         port = free_port()
         log = tmp_path / f"since{len(started)}.log"
         process = subprocess.Popen(
             [sys.executable, str(HERE / "fake_feed.py"), "--port", str(port), "--listings", str(listings),
              "--bids", str(bids), "--pace-ms", str(pace_ms), "--drop-after", str(drop_after),
-             "--oldest", str(oldest), "--log", str(log)],
+             "--oldest", str(oldest), "--log", str(log), *(["--awkward"] if awkward else [])],
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         assert process.stdout.readline().strip() == "ready"
         started.append(process)
@@ -67,7 +69,7 @@ def test_every_event_of_the_feed_writes_its_rows_once(fake_feed, database, proje
     row = query(database, "SELECT format, seller, status, start_price, price, leader, bids, final_price, winner, "
                           "terms->>'payment_due_ms' FROM listings WHERE id = 'L7'")[0]
     assert row == ("english", "s0", "closed", 100, 200, "u0", 4, 200, "u0", "1000")
-    assert query(database, "SELECT version FROM schema_migrations") == [(1,)]
+    assert query(database, "SELECT version FROM schema_migrations ORDER BY version") == [(1,), (2,)]
     assert projector.metric("gavel_projector_applied_lsn") == lsns
     assert projector.metric("gavel_projector_live") == 1
 
@@ -84,6 +86,48 @@ def test_a_kill_9_in_the_middle_then_a_restart_neither_loses_nor_doubles_a_row(f
     assert_read_model_is_exact(database, 300, 3)
     # The restart asked for the lsn after the stored position.
     assert since_log.read_text().split() == ["1", str(stopped_at + 1)]
+
+
+# Batches that only the byte bound closes: no event count or latency is reached before the feed goes live.
+ONLY_BYTES = ["--batch-events", "100000", "--batch-latency-ms", "10000"]
+
+
+def test_a_batch_closes_at_the_first_lsn_boundary_past_the_byte_bound(fake_feed, database, projectors):
+    url, lsns, _ = fake_feed(listings=60, bids=3)
+    projector = projectors(url, database, extra=[*ONLY_BYTES, "--batch-bytes", "2048", "--log-level", "debug"])
+    projector.start()
+    assert eventually(lambda: position(database) == lsns), projector.log_text()
+    assert_read_model_is_exact(database, 60, 3)
+    feed = frames(60, 3)
+    largest_lsn = max(sum(len(f.encode()) for f in fs) for _, fs in feed)
+    total = sum(len(f.encode()) for _, fs in feed for f in fs)
+    sizes = [int(m) for m in re.findall(r"bytes=(\d+) .*applied$", projector.log_text(), re.MULTILINE)]
+    assert sum(sizes) == total
+    # Every batch but the last (closed by feed_live) reached the bound, and went past it by less than one lsn.
+    assert all(2048 <= size < 2048 + largest_lsn for size in sizes[:-1]), sizes
+    assert len(sizes) >= total // (2048 + largest_lsn)
+
+
+def test_a_listing_changed_many_times_in_one_batch_is_written_once(fake_feed, database, projectors):
+    # 40 listings, each opened, bid on 6 times and closed: 320 listing changes, in one batch.
+    url, lsns, _ = fake_feed(listings=40, bids=6)
+    projector = projectors(url, database, extra=ONLY_BYTES).start()
+    assert eventually(lambda: position(database) == lsns), projector.log_text()
+    assert_read_model_is_exact(database, 40, 6)
+    assert projector.metric("gavel_projector_batches_total") == 1
+    assert projector.metric('gavel_projector_rows_written_total{table="listings"}') == 40
+    assert query(database, "SELECT price, leader, bids, final_price FROM listings WHERE id = 'L3'") == [
+        (250, "u9", 6, 250)]
+
+
+def test_text_that_copy_must_escape_reaches_postgresql_unchanged(fake_feed, database, projectors):
+    url, lsns, _ = fake_feed(listings=5, awkward=True)
+    projector = projectors(url, database).start()
+    assert eventually(lambda: position(database) == lsns), projector.log_text()
+    assert query(database, "SELECT DISTINCT terms->>'title' FROM listings") == [(AWKWARD,)]
+    assert query(database, "SELECT payment_ref FROM settlements WHERE id = 'L2:1'") == [(f"{AWKWARD}-2",)]
+    assert query(database, "SELECT payment_ref FROM settlement_transitions WHERE settlement = 'L4:1' AND "
+                           "state = 'paid'") == [(f"{AWKWARD}-4",)]
 
 
 def test_a_dropped_connection_in_the_middle_of_an_lsn_resumes_after_the_last_whole_one(fake_feed, database,
@@ -129,7 +173,7 @@ def test_the_admin_port_serves_metrics_that_promtool_accepts_and_healthz(fake_fe
 
 
 def test_bad_options_are_refused_at_start_with_a_message(database, projectors):
-    for extra, words in ((["--batch-events", "0"], "--batch-events"),
+    for extra, words in ((["--batch-events", "0"], "--batch-events"), (["--batch-bytes", "1023"], "--batch-bytes"),
                          (["--postgres-url", "mysql://x"], "--postgres-url")):
         p = projectors("ws://127.0.0.1:1/ws", database, extra=extra).start()
         assert p.process.wait(30) != 0
