@@ -6,19 +6,17 @@
 /// old result is still inside the window (a user who bid once this morning) would hold every later dead entry of
 /// every other principal in memory for the whole window: memory bounded by window × rate, not by the ids remembered.
 ///
-/// Compaction bounds the log by the live results: once the dead entries are more than a quarter of the live ones
-/// plus ``Engine/compactionSlack``, a pass slides every live entry down over the dead ones, keeping their order, a few
+/// Compaction bounds the log by the live results: once the dead entries outnumber the live ones by more than
+/// ``Engine/compactionSlack``, a pass slides every live entry down over the dead ones, keeping their order, a few
 /// entries per remembered result (``RememberedLogCompaction/stepsPerResult``), so the writer never stops for it; when
 /// the pass reaches the end of the log, the end is cut off. A moved entry's position is updated in the index
 /// (``RequestTable/relocate(hash:from:to:)``) and in its principal's chain (its predecessor's `next`, or the chain's
 /// `oldest`/`newest`). The order of the live results — all the state encoding reads — never changes, so the state
 /// bytes, the state hash and every later outcome are what they would be without compaction.
 struct RememberedLogCompaction {
-    /// Entries a pass moves or passes over per remembered result: the log shrinks by up to seven per result while
-    /// one is added. With a pass starting at a quarter dead, the log stays within about 1.4 entries per remembered
-    /// result: at a million remembered ids, the swing between passes is about 0.4 M entries, not 1.4 M (which made
-    /// the server's resident memory rise and fall by 400-500 MB every 80 s at 27,000 new ids a second).
-    static let stepsPerResult = 8
+    /// Entries a pass moves or passes over per remembered result: the log shrinks by up to three per result while
+    /// one is added.
+    static let stepsPerResult = 4
 
     /// The next entry to read (an absolute position: `rememberedBase` + index).
     var read: Int
@@ -40,13 +38,12 @@ extension Engine {
     /// The number of entries the idempotency log holds (live and dead, expired ones excluded).
     var rememberedLogLength: Int { rememberedLog.count - rememberedHead }
 
-    /// Starts a compaction when dead entries are more than a quarter of the live ones beyond the slack, or goes on
-    /// with the one under way.
+    /// Starts a compaction when dead entries outnumber live ones beyond the slack, or goes on with the one under way.
     @inline(__always)
     func compactRememberedLogIfNeeded() {
         if compaction != nil {
             compactRememberedLog(steps: RememberedLogCompaction.stepsPerResult)
-        } else if rememberedLogLength - requests.count > requests.count / 4 + compactionSlack {
+        } else if rememberedLogLength - requests.count > requests.count + compactionSlack {
             compactionPasses += 1
             let head = rememberedBase + rememberedHead
             compaction = RememberedLogCompaction(read: head, write: head, pass: compactionPasses)

@@ -90,8 +90,8 @@ public final class Engine {
     var principals = PrincipalChains()
     /// The compaction of `rememberedLog` under way (see Engine+Compaction.swift), or `nil`.
     var compaction: RememberedLogCompaction?
-    /// Dead entries (ids the per-principal cap forgot, still inside the window) the log may hold beyond a quarter of
-    /// its live ones before a compaction starts.
+    /// Dead entries (ids the per-principal cap forgot, still inside the window) the log may hold beyond as many as
+    /// it has live ones before a compaction starts.
     var compactionSlack = 4_096
     /// Passes of compaction so far, which tells a chain's mark of this pass from a stale one.
     var compactionPasses = 0

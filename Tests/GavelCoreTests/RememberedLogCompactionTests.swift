@@ -35,23 +35,6 @@ import Testing
         #expect(!e.apply(bid("ann", id: "a19989"), events: &events).duplicate, "a19989 was forgotten by the cap")
     }
 
-    @Test func theLogStaysWithinAboutOneAndAHalfEntriesPerRememberedResult() {
-        // ann's cap of 1,000 is full after her first 1,000 requests; every later one forgets one. The log holds the
-        // 1,001 live results, at most a quarter as many dead ones and the slack before a pass starts, and what comes
-        // in while a pass (eight entries a result) goes through it.
-        let e = engine(cap: 1_000, slack: 16)
-        var events: [Event] = []
-        _ = e.apply(bid("sue", id: "once"), events: &events)
-        var longest = 0
-        for i in 0..<30_000 {
-            _ = e.apply(bid("ann", id: "a\(i)"), events: &events)
-            longest = max(longest, e.rememberedLogLength)
-        }
-        #expect(e.rememberedCount == 1_001)
-        #expect(longest <= 1_001 + 1_001 / 4 + 16 + (1_001 + 1_001 / 4 + 16) / 7 + 8, "longest \(longest)")
-        #expect(e.compactionPasses > 20)
-    }
-
     @Test func withoutCompactionTheSameStreamWouldKeepEveryEntry() {
         let e = engine(cap: 10, slack: Int.max / 4)
         var events: [Event] = []
