@@ -165,7 +165,7 @@ public enum Files {
     }
 
     /// The size of the file at `path`, `nil` when it cannot be read.
-    static func size(_ path: String) -> Int? {
+    public static func size(_ path: String) -> Int? {
         var st = stat()
         return stat(path, &st) == 0 ? Int(st.st_size) : nil
     }

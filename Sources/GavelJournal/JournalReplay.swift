@@ -32,6 +32,8 @@ public final class JournalReplay {
     public let firstLSN: UInt64
     private var reader: SegmentReader?
     private var segmentPath = ""
+    /// The bytes of a segment held at once: a segment (64 MiB by default) is read a window at a time.
+    private let window: Int
     private var records: [JournalRecord] = []
     private var recordIndex = 0
     private var events: [Event] = []
@@ -53,10 +55,14 @@ public final class JournalReplay {
     ///   - from: the first lsn wanted, at least 1.
     ///   - engine: the rules for an engine that starts empty (a snapshot carries its own).
     /// - Throws: ``ReplayStartError``.
-    public init(directory: DataDirectory, from: UInt64, engine configuration: EngineConfiguration)
+    ///   - window: the bytes of a segment read at once (more for a frame that does not fit).
+    public init(
+        directory: DataDirectory, from: UInt64, engine configuration: EngineConfiguration, window: Int = 4 << 20
+    )
         throws(ReplayStartError)
     {
         self.directory = directory
+        self.window = max(64, window)
         self.firstLSN = max(1, from)
         let segments = directory.segments()
         var start: (Engine, UInt64)?
@@ -142,11 +148,30 @@ public final class JournalReplay {
                         continue
                     }
                 } catch {
-                    throw .unreadable("journal segment \(segmentPath): \(error)")
+                    guard error.kind == .truncated, try readAgain(at: error.offset) else {
+                        throw .unreadable("journal segment \(segmentPath): \(error)")
+                    }
+                    continue
                 }
             }
             guard try openSegment() else { return nil }
         }
+    }
+
+    /// The window ended inside the frame at `offset`: reads again from that frame (with twice the window when the
+    /// frame began the window); `false` when the segment itself ends there (a damaged or torn frame).
+    private func readAgain(at offset: Int) throws(ReplayStartError) -> Bool {
+        guard let current = reader, offset >= current.base, (Files.size(segmentPath) ?? 0) > current.end else {
+            return false
+        }
+        let span = offset == current.base ? 2 * (current.end - current.base) : window
+        do {
+            reader = try SegmentReader.resuming(
+                segmentPath, at: offset, chain: current.chain, nextLSN: current.nextLSN, limit: max(window, span))
+        } catch {
+            throw .unreadable("journal segment \(segmentPath): \(error)")
+        }
+        return true
     }
 
     /// Opens the segment that holds lsn ``lastLSN`` + 1 (or reads the current one again, grown since), positioned
@@ -162,9 +187,9 @@ public final class JournalReplay {
                 // The segment being appended to, read again: only what was appended since.
                 guard (Files.size(segment.path) ?? 0) > reader.offset else { return false }
                 next = try SegmentReader.resuming(
-                    segment.path, at: reader.offset, chain: reader.chain, nextLSN: reader.nextLSN)
+                    segment.path, at: reader.offset, chain: reader.chain, nextLSN: reader.nextLSN, limit: window)
             } else {
-                next = try SegmentReader(bytes: try Files.readAll(segment.path))
+                next = try SegmentReader.opening(segment.path, limit: window)
                 if let reader, next.header.firstLSN == wanted, next.header.previousChain != reader.chain {
                     throw ReplayStartError.unreadable(
                         "journal segment \(segment.path) does not chain to the one before")

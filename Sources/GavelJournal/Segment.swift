@@ -129,13 +129,26 @@ public struct SegmentReader {
     public var end: Int { base + bytes.count }
 
     /// A reader of the segment at `path` positioned at `offset`, a frame start after the batch whose chain is
-    /// `chain`, reading only the header and the bytes from `offset` on.
+    /// `chain`, reading only the header and the bytes from `offset` on (`limit` of them at most: a frame the limit
+    /// cuts is reported as truncated at its start).
     public static func resuming(
-        _ path: String, at offset: Int, chain: [UInt8], nextLSN: UInt64
+        _ path: String, at offset: Int, chain: [UInt8], nextLSN: UInt64, limit: Int = .max
     ) throws -> SegmentReader {
         try SegmentReader(
-            header: try Files.read(path, from: 0, limit: SegmentHeader.size), tail: try Files.read(path, from: offset),
-            at: offset, chain: chain, nextLSN: nextLSN)
+            header: try Files.read(path, from: 0, limit: SegmentHeader.size),
+            tail: try Files.read(path, from: offset, limit: limit), at: offset, chain: chain, nextLSN: nextLSN)
+    }
+
+    /// A reader of the segment at `path` from its first frame, holding its header and `limit` bytes after it.
+    public static func opening(_ path: String, limit: Int) throws -> SegmentReader {
+        let head = try Files.read(path, from: 0, limit: SegmentHeader.size)
+        guard let header = SegmentHeader.decode(head) else {
+            throw SegmentProblem(
+                kind: head.count < SegmentHeader.size ? .truncated : .corrupt, offset: 0,
+                reason: "missing or damaged segment header")
+        }
+        return try resuming(
+            path, at: SegmentHeader.size, chain: header.previousChain, nextLSN: header.firstLSN, limit: limit)
     }
 
     /// Continues reading at `offset`, the start of a frame after the batch whose chain is `chain`; the next record

@@ -22,7 +22,7 @@ private func referenceEvents(_ directory: DataDirectory, engine: EngineConfigura
 /// Writes `count` commands of a random workload over every format through a journaled writer with small segments,
 /// asking for a snapshot every `snapshotEvery` commands; returns the writer's engine settings.
 private func writeJournal(
-    _ path: String, seed: UInt64, count: Int, snapshotEvery: Int, keep: Int
+    _ path: String, seed: UInt64, count: Int, snapshotEvery: Int, keep: Int, segmentBytes: Int = 4096
 ) throws -> EngineConfiguration {
     var writer = WriterConfiguration()
     writer.snapshotOnShutdown = false
@@ -31,7 +31,7 @@ private func writeJournal(
     var options = RecoveryOptions()
     options.engine = writer.engine
     var journal = JournalConfiguration()
-    journal.segmentBytes = 4096
+    journal.segmentBytes = segmentBytes
     journal.keepSnapshots = keep
     journal.fsync = .none
     let run = try JournaledWriter(path, journal: journal, writer: writer, recovery: options)
@@ -58,10 +58,11 @@ private func writeJournal(
 }
 
 /// Everything a replay from `since` hands out up to `end`, as (lsn, events).
-private func replayed(_ directory: DataDirectory, from since: UInt64, to end: UInt64, engine: EngineConfiguration)
-    throws -> [(UInt64, [Event])]
-{
-    let replay = try JournalReplay(directory: directory, from: since, engine: engine)
+private func replayed(
+    _ directory: DataDirectory, from since: UInt64, to end: UInt64, engine: EngineConfiguration,
+    window: Int = 4 << 20
+) throws -> [(UInt64, [Event])] {
+    let replay = try JournalReplay(directory: directory, from: since, engine: engine, window: window)
     var out: [(UInt64, [Event])] = []
     while try replay.next(upTo: end, { lsn, _, _, _, events in out.append((lsn, events)) }) {}
     return out
@@ -92,6 +93,28 @@ struct JournalReplayTests {
             #expect(got.map(\.0) == Array(since...end), "since \(since)")
             #expect(got.allSatisfy { reference[$0.0] == $0.1 }, "since \(since): events as a replay from lsn 1")
         }
+    }
+
+    /// A segment is read a window at a time: windows that cut frames anywhere, and windows smaller than one frame
+    /// (read again, twice as large, from the frame's start), hand out exactly what one read of the whole file does.
+    @Test func aReplayReadingSegmentsInWindowsEqualsOneReadingThemWhole() throws {
+        let temp = try TemporaryDirectory("replay-windows")
+        defer { temp.remove() }
+        let engine = try writeJournal(
+            temp.path, seed: 8, count: 900, snapshotEvery: 10_000, keep: 100, segmentBytes: 64 << 10)
+        let directory = DataDirectory(temp.path)
+        let reference = try referenceEvents(directory, engine: engine)
+        let end = try #require(reference.keys.max())
+        let whole = try replayed(directory, from: 1, to: end, engine: engine, window: Int.max / 2)
+        #expect(whole.map(\.0) == Array(1...end))
+        #expect(whole.allSatisfy { reference[$0.0] == $0.1 })
+        for window in [64, 100, 777, 4096] {
+            let got = try replayed(directory, from: 1, to: end, engine: engine, window: window)
+            #expect(got.map(\.0) == whole.map(\.0), "window \(window)")
+            #expect(got.map(\.1) == whole.map(\.1), "window \(window)")
+        }
+        let largest = directory.segments().compactMap { Files.size($0.path) }.max() ?? 0
+        #expect(largest > 8 * 4096, "segments of several windows")
     }
 
     /// Once retention removed the segments a snapshot covers, a replay from before the oldest kept snapshot is

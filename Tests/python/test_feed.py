@@ -278,9 +278,9 @@ def test_a_consumer_that_does_not_read_its_catch_up_keeps_server_memory_bounded(
             assert market.result(f"live{1999}", timeout=60)["ok"]
         time.sleep(1.0)
         grown = rss_bytes(srv) - before
-        # A catch-up costs a fixed amount whatever the feed's length (its thread, its engine, the segment it reads:
-        # 56 MB with a 15 MB feed and 78 MB with this 88 MB one, debug build); a server that buffered the feed for
-        # this consumer would pass 140 MB.
+        # A catch-up costs a fixed amount whatever the feed's length (its thread, its engine, the 4 MiB window of the
+        # segment it reads: 48-54 MB with this 88 MB feed, debug build; 78 MB when it read whole segments); a server
+        # that buffered the feed for this consumer would pass 140 MB.
         assert grown < 120 * 1024 * 1024, f"RSS grew by {grown} bytes for a consumer that reads nothing"
         # It holds the only catch-up: another one is refused, live feeds are not.
         with feed_client(srv) as feed:
