@@ -101,7 +101,7 @@ struct JournalReplayTests {
         let temp = try TemporaryDirectory("replay-windows")
         defer { temp.remove() }
         let engine = try writeJournal(
-            temp.path, seed: 8, count: 900, snapshotEvery: 10_000, keep: 100, segmentBytes: 64 << 10)
+            temp.path, seed: 8, count: 2_400, snapshotEvery: 10_000, keep: 100, segmentBytes: 64 << 10)
         let directory = DataDirectory(temp.path)
         let reference = try referenceEvents(directory, engine: engine)
         let end = try #require(reference.keys.max())
@@ -114,7 +114,7 @@ struct JournalReplayTests {
             #expect(got.map(\.1) == whole.map(\.1), "window \(window)")
         }
         let largest = directory.segments().compactMap { Files.size($0.path) }.max() ?? 0
-        #expect(largest > 8 * 4096, "segments of several windows")
+        #expect(largest > 8 * 4096, "segments of several windows: \(largest)")
     }
 
     /// Once retention removed the segments a snapshot covers, a replay from before the oldest kept snapshot is
