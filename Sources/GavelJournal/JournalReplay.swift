@@ -165,13 +165,20 @@ public final class JournalReplay {
             return false
         }
         let span = offset == current.base ? 2 * (current.end - current.base) : window
+        reader = try reread(current, at: offset, limit: max(window, span))
+        return true
+    }
+
+    /// The current segment read again from `offset`, a frame start where `current` stands, `limit` bytes of it.
+    private func reread(_ current: SegmentReader, at offset: Int, limit: Int) throws(ReplayStartError)
+        -> SegmentReader
+    {
         do {
-            reader = try SegmentReader.resuming(
-                segmentPath, at: offset, chain: current.chain, nextLSN: current.nextLSN, limit: max(window, span))
+            return try SegmentReader.resuming(
+                segmentPath, at: offset, chain: current.chain, nextLSN: current.nextLSN, limit: limit)
         } catch {
             throw .unreadable("journal segment \(segmentPath): \(error)")
         }
-        return true
     }
 
     /// Opens the segment that holds lsn ``lastLSN`` + 1 (or reads the current one again, grown since), positioned
@@ -181,24 +188,20 @@ public final class JournalReplay {
         guard let segment = directory.segments().last(where: { $0.firstLSN <= wanted }) else {
             throw .notRetained(oldest: Self.oldestStart(of: directory))
         }
+        if let current = reader, segment.path == segmentPath {
+            // The segment being appended to, read again: only what was appended since.
+            guard (Files.size(segment.path) ?? 0) > current.offset else { return false }
+            reader = try reread(current, at: current.offset, limit: window)
+            return true
+        }
         let next: SegmentReader
         do {
-            if let reader, segment.path == segmentPath {
-                // The segment being appended to, read again: only what was appended since.
-                guard (Files.size(segment.path) ?? 0) > reader.offset else { return false }
-                next = try SegmentReader.resuming(
-                    segment.path, at: reader.offset, chain: reader.chain, nextLSN: reader.nextLSN, limit: window)
-            } else {
-                next = try SegmentReader.opening(segment.path, limit: window)
-                if let reader, next.header.firstLSN == wanted, next.header.previousChain != reader.chain {
-                    throw ReplayStartError.unreadable(
-                        "journal segment \(segment.path) does not chain to the one before")
-                }
-            }
-        } catch let error as ReplayStartError {
-            throw error
+            next = try SegmentReader.opening(segment.path, limit: window)
         } catch {
             throw .unreadable("journal segment \(segment.path): \(error)")
+        }
+        if let reader, next.header.firstLSN == wanted, next.header.previousChain != reader.chain {
+            throw .unreadable("journal segment \(segment.path) does not chain to the one before")
         }
         reader = next
         segmentPath = segment.path

@@ -151,14 +151,6 @@ public struct SegmentReader {
             path, at: SegmentHeader.size, chain: header.previousChain, nextLSN: header.firstLSN, limit: limit)
     }
 
-    /// Continues reading at `offset`, the start of a frame after the batch whose chain is `chain`; the next record
-    /// must have `nextLSN`. For a reader that applied the segment up to there before (the checkpointer).
-    public mutating func resume(at offset: Int, chain: [UInt8], nextLSN: UInt64) {
-        self.offset = offset
-        self.chain = chain
-        self.nextLSN = nextLSN
-    }
-
     /// The next batch, or `nil` at the end of the segment.
     public mutating func next() throws(SegmentProblem) -> SegmentBatch? {
         while offset < end {
