@@ -139,6 +139,13 @@ public final class FeedHub: @unchecked Sendable {
         var subscribers: [ObjectIdentifier: FeedSubscription] = [:]
         var lastLSN: UInt64 = 0
         var catchUps = 0
+
+        /// Takes a catch-up's place when fewer than `max` are running.
+        mutating func takeCatchUp(max: Int) -> Bool {
+            guard catchUps < max else { return false }
+            catchUps += 1
+            return true
+        }
     }
 
     private let state = Mutex(State())
@@ -197,8 +204,7 @@ public final class FeedHub: @unchecked Sendable {
             if from > s.lastLSN + 1 { return .beyondEnd(durable: s.lastLSN) }
             if from <= s.lastLSN {
                 guard directory != nil, from >= oldest else { return .notRetained(oldest: max(oldest, s.lastLSN + 1)) }
-                guard s.catchUps < maxCatchUps else { return .busy(max: maxCatchUps) }
-                s.catchUps += 1
+                guard s.takeCatchUp(max: maxCatchUps) else { return .busy(max: maxCatchUps) }
             }
             s.subscribers[ObjectIdentifier(subscription)] = subscription
             return .started(lsn: s.lastLSN)
@@ -213,11 +219,7 @@ public final class FeedHub: @unchecked Sendable {
     /// catch-up, when a catch-up may start now; `false` when `maxCatchUps` are running.
     func readFromDisk(_ subscription: FeedSubscription, since: UInt64, through target: UInt64) -> Bool {
         guard directory != nil else { return false }
-        let started = state.withLock { s -> Bool in
-            guard s.catchUps < maxCatchUps else { return false }
-            s.catchUps += 1
-            return true
-        }
+        let started = state.withLock { $0.takeCatchUp(max: maxCatchUps) }
         if started { startCatchUp(subscription, since: since, through: target) }
         return started
     }
