@@ -1,5 +1,7 @@
-/// The engine's remembered results in the order they were applied.
-typealias RememberedLog = ChunkedArray<RememberedResult>
+/// The engine's remembered results, each in its slot.
+typealias RememberedSlots = ChunkedArray<RememberedResult>
+/// References to the engine's remembered results in the order they were applied.
+typealias RememberedOrder = ChunkedArray<RememberedRef>
 
 /// An array in fixed-size chunks, so that appending never copies what is already there (an `Array` that doubles
 /// copies every element, a pause proportional to its size on the writer thread) and dropping a prefix frees whole
@@ -94,9 +96,6 @@ struct PrincipalChains {
         var name: String
         var hash: UInt64
         var requests: PrincipalRequests
-        /// The position of the chain's entry a compaction pass (`movedInPass`) last went over, -1 for none.
-        var lastMoved = -1
-        var movedInPass = -1
     }
 
     private var chains = ChunkedArray<Chain>()
@@ -127,19 +126,6 @@ struct PrincipalChains {
     subscript(slot: Int) -> PrincipalRequests {
         get { chains[slot].requests }
         set { chains[slot].requests = newValue }
-    }
-
-    /// Records that compaction pass `pass` went over the chain's live entry now at `position`.
-    @inline(__always)
-    mutating func markMoved(slot: Int, position: Int, pass: Int) {
-        chains[slot].lastMoved = position
-        chains[slot].movedInPass = pass
-    }
-
-    /// Where the chain's entry that compaction pass `pass` last went over is, if the pass went over one.
-    @inline(__always)
-    func lastMoved(slot: Int, pass: Int) -> Int? {
-        chains[slot].movedInPass == pass ? chains[slot].lastMoved : nil
     }
 
     /// Adds a chain for `name`, which has none; returns its slot.

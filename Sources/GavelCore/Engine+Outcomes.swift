@@ -29,8 +29,9 @@ extension Engine {
     /// holds them, can be compared.
     public func outcomeChanges(comparedTo recorded: Engine) -> [OutcomeChange] {
         var changes: [OutcomeChange] = []
-        for entry in recorded.rememberedLog[recorded.rememberedHead...] where entry.live {
-            var mine = remembered[entry.key].map { rememberedLog[$0 - rememberedBase].result }
+        for slot in recorded.liveRememberedSlots {
+            let entry = recorded.rememberedSlots[slot]
+            var mine = remembered[entry.key].map { rememberedSlots[$0].result }
             mine?.duplicate = entry.result.duplicate
             if mine != entry.result {
                 changes.append(

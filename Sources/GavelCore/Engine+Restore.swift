@@ -82,7 +82,8 @@ extension Engine {
         // The remembered ids and as many again, at least `expectedRequestIDs`: the table has room to spare right after
         // a restart.
         engine.requests = RequestTable(minimumCapacity: max(2 * rememberedCount, expectedRequestIDs))
-        engine.rememberedLog.reserveCapacity(max(2 * rememberedCount, expectedRequestIDs))
+        engine.rememberedSlots.reserveCapacity(max(rememberedCount, expectedRequestIDs))
+        engine.rememberedOrder.reserveCapacity(max(2 * rememberedCount, expectedRequestIDs))
         for _ in 0..<rememberedCount {
             let key = RequestKey(principal: try r.readString(), id: try r.readString())
             let at = try r.read(0...now, "the time a request was remembered")

@@ -16,8 +16,9 @@ extension Engine {
         let ids = listings.keys.sorted().filter { listings[$0].map(hasSettlementState) ?? false }
         var results: [(index: Int, settlement: String, state: SettlementState)] = []
         var index = 0
-        for entry in rememberedLog[rememberedHead...] where entry.live {
-            if let settlement = entry.result.settlement, let state = entry.result.settlementState {
+        for slot in liveRememberedSlots {
+            let result = rememberedSlots[slot].result
+            if let settlement = result.settlement, let state = result.settlementState {
                 results.append((index, settlement, state))
             }
             index += 1
@@ -137,13 +138,17 @@ extension Engine {
             listing.indexSettlements()
         }
         let results = try r.readCount(minimumSize: 10)
+        let slots = results > 0 ? Array(liveRememberedSlots) : []
         for _ in 0..<results {
             let index = try r.read(0...Int64(max(0, rememberedCount - 1)), "a remembered result's position")
             let settlement = try r.readString()
             guard SettlementID.parse(settlement) != nil else { throw r.fail("malformed settlement id \(settlement)") }
             let state = try Self.readState(&r)
-            rememberedLog[rememberedHead + Int(index)].result.settlement = settlement
-            rememberedLog[rememberedHead + Int(index)].result.settlementState = state
+            guard Int(index) < slots.count else {
+                throw r.fail("a remembered result's position \(index) is past the results")
+            }
+            rememberedSlots[slots[Int(index)]].result.settlement = settlement
+            rememberedSlots[slots[Int(index)]].result.settlementState = state
         }
     }
 

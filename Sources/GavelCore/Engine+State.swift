@@ -47,7 +47,8 @@ extension Engine {
         }
         // Remembered requests in the order they were applied (which a replay reproduces), so no sort is needed.
         w.write(UInt64(remembered.count))
-        for entry in rememberedLog[rememberedHead...] where entry.live {
+        for slot in liveRememberedSlots {
+            let entry = rememberedSlots[slot]
             w.write(entry.key.principal)
             w.write(entry.key.id)
             w.write(entry.at)

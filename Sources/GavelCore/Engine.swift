@@ -45,15 +45,29 @@ struct RememberedResult {
     var fingerprint: UInt64
     var result: CommandResult
     var at: Millis
-    /// The position of the same principal's next remembered result, -1 for none.
+    /// The slot of the same principal's next remembered result, -1 for none; in a free slot, the next free one.
     var next = -1
-    /// `false` once forgotten because its principal reached ``EngineConfiguration/maxRequestIDsPerPrincipal``.
-    var live = true
+    /// The number of results remembered before this one (its place in the order of application), -1 in a free slot.
+    var sequence = -1
     /// Where its principal's chain is in ``PrincipalChains`` (set when remembered).
     var principalSlot = -1
+
+    /// What a free slot holds: no strings, so forgetting a result releases its memory.
+    static let free = RememberedResult(
+        key: RequestKey(principal: "", id: ""), hash: 0, fingerprint: 0, result: .accepted, at: 0)
 }
 
-/// One principal's remembered results, a chain through `rememberedLog` from the oldest to the newest.
+/// A remembered result's place in the order of application: its slot and its sequence, which tells whether the slot
+/// still holds it (a forgotten result's slot is freed and may hold a later one).
+struct RememberedRef {
+    var slot: Int
+    var sequence: Int
+
+    /// What a compaction leaves where it moved a reference from.
+    static let moved = RememberedRef(slot: -1, sequence: -1)
+}
+
+/// One principal's remembered results, a chain through `rememberedSlots` from the oldest to the newest.
 struct PrincipalRequests {
     var oldest: Int
     var newest: Int
@@ -75,32 +89,42 @@ public final class Engine {
 
     var listings: [String: Listing] = [:]
     var timers = TimerQueue()
-    /// Request key → its position in `rememberedLog` (counted from the first entry ever remembered); grows
-    /// incrementally, so no insert stops the writer to rehash it.
+    /// Request key → the slot in `rememberedSlots` of its result; grows incrementally, so no insert stops the writer
+    /// to rehash it.
     var requests: RequestTable
-    /// Remembered results in the order they were applied (engine time never decreases). Entries before
-    /// `rememberedHead` have expired or were dead (forgotten by the cap, or moved by a compaction); an entry from it
-    /// on is live unless its principal's cap forgot it (then its key may be remembered again further on) or a
+    /// The remembered results, each in a slot it keeps until it is forgotten (the index and the principals' chains
+    /// point at slots, so nothing ever moves a result); a forgotten result's slot is reused by a later one. So this
+    /// holds as many results as are remembered at once (at most the most ever remembered at once), whatever the
+    /// window and the rate.
+    var rememberedSlots = RememberedSlots()
+    /// The first free slot in `rememberedSlots`, -1 for none; a free slot's `next` links to the next.
+    var firstFreeSlot = -1
+    /// The results remembered so far, counted, which gives each its ``RememberedResult/sequence``.
+    var rememberedSequence = 0
+    /// References to the remembered results in the order they were applied (engine time never decreases), for
+    /// expiry and for the state. References before `rememberedOrderHead` have expired or are stale; one from it on
+    /// is stale when its principal's cap forgot its result (the slot then holds another sequence, or none) or a
     /// compaction moved it.
-    var rememberedLog = RememberedLog()
-    var rememberedHead = 0
-    /// The position of `rememberedLog[0]`, which moves forward when the expired prefix is dropped.
-    var rememberedBase = 0
+    var rememberedOrder = RememberedOrder()
+    var rememberedOrderHead = 0
+    /// The position of `rememberedOrder[0]`, which moves forward when the expired prefix is dropped.
+    var rememberedOrderBase = 0
     /// Each principal's chain of live remembered results, for forgetting its oldest at the cap.
     var principals = PrincipalChains()
-    /// The compaction of `rememberedLog` under way (see Engine+Compaction.swift), or `nil`.
-    var compaction: RememberedLogCompaction?
-    /// Dead entries (ids the per-principal cap forgot, still inside the window) the log may hold beyond as many as
-    /// it has live ones before a compaction starts.
+    /// The compaction of `rememberedOrder` under way (see Engine+Compaction.swift), or `nil`.
+    var compaction: RememberedOrderCompaction?
+    /// Stale references (to ids the per-principal cap forgot, still inside the window) the order may hold beyond
+    /// half as many as it has live ones before a compaction starts.
     var compactionSlack = 4_096
-    /// Passes of compaction so far, which tells a chain's mark of this pass from a stale one.
+    /// Passes of compaction so far.
     var compactionPasses = 0
 
     public init(configuration: EngineConfiguration = EngineConfiguration()) {
         self.configuration = configuration
         requests = RequestTable(minimumCapacity: configuration.expectedRequestIDs)
         if configuration.expectedRequestIDs > 0 {
-            rememberedLog.reserveCapacity(configuration.expectedRequestIDs)
+            rememberedSlots.reserveCapacity(configuration.expectedRequestIDs)
+            rememberedOrder.reserveCapacity(configuration.expectedRequestIDs)
         }
     }
 
@@ -119,13 +143,13 @@ public final class Engine {
     /// The number of remembered request ids.
     public var rememberedCount: Int { requests.count }
 
-    /// The idempotency index, read as a map from request key to position in `rememberedLog`.
+    /// The idempotency index, read as a map from request key to slot in `rememberedSlots`.
     var remembered: RememberedIndex { RememberedIndex(engine: self) }
 
-    /// The position in `rememberedLog` (counted from the first entry ever remembered) of `key`'s live result.
+    /// The slot in `rememberedSlots` of `key`'s result.
     @inline(__always)
     func rememberedPosition(of key: RequestKey, hash: UInt64) -> Int? {
-        requests.find(hash: hash) { rememberedLog[$0 - rememberedBase].key == key }
+        requests.find(hash: hash) { rememberedSlots[$0].key == key }
     }
 
     /// The number of request ids remembered for `principal`.
@@ -190,9 +214,8 @@ public final class Engine {
         let hash = digest.requestHash
         let fingerprint = digest.fingerprint
         if let position = rememberedPosition(of: key, hash: hash) {
-            let previous = rememberedLog[position - rememberedBase]
-            if previous.fingerprint == fingerprint {
-                var result = previous.result
+            if rememberedSlots[position].fingerprint == fingerprint {
+                var result = rememberedSlots[position].result
                 result.duplicate = true
                 return result
             }
@@ -210,7 +233,7 @@ public final class Engine {
     /// Remembers `entry` as its principal's newest; forgets the principal's oldest when that passes the cap.
     /// `principalHash` is ``RequestHash/of(principal:)`` of the entry's principal.
     func remember(_ entry: consuming RememberedResult, principalHash: UInt64) {
-        let position = rememberedBase + rememberedLog.count
+        let position = firstFreeSlot >= 0 ? firstFreeSlot : rememberedSlots.count
         let principal = entry.key.principal
         let slot =
             principals.slot(of: principal, hash: principalHash)
@@ -218,20 +241,32 @@ public final class Engine {
         requests.insert(hash: entry.hash, position: position)
         var entry = entry
         entry.principalSlot = slot
-        rememberedLog.append(entry)
-        let (previous, count) = principals[slot].append(position)
-        if let previous { rememberedLog[previous - rememberedBase].next = position }
-        if count > configuration.maxRequestIDsPerPrincipal {
-            let oldest = principals[slot].oldest
-            rememberedLog[oldest - rememberedBase].live = false
-            requests.remove(hash: rememberedLog[oldest - rememberedBase].hash, position: oldest)
-            unlinkOldest(of: slot, next: rememberedLog[oldest - rememberedBase].next)
+        entry.sequence = rememberedSequence
+        entry.next = -1
+        if position == firstFreeSlot {
+            firstFreeSlot = rememberedSlots[position].next
+            rememberedSlots[position] = entry
+        } else {
+            rememberedSlots.append(entry)
         }
-        compactRememberedLogIfNeeded()
+        rememberedOrder.append(RememberedRef(slot: position, sequence: rememberedSequence))
+        rememberedSequence += 1
+        let (previous, count) = principals[slot].append(position)
+        if let previous { rememberedSlots[previous].next = position }
+        if count > configuration.maxRequestIDsPerPrincipal {
+            forgetOldest(of: slot)
+        }
+        compactRememberedOrderIfNeeded()
     }
 
-    /// Drops the oldest of the chain in `slot`, whose successor is `next`.
-    private func unlinkOldest(of slot: Int, next: Int) {
+    /// Forgets the oldest result of the chain in `slot`: out of the index and the chain, its slot freed.
+    private func forgetOldest(of slot: Int) {
+        let oldest = principals[slot].oldest
+        let next = rememberedSlots[oldest].next
+        requests.remove(hash: rememberedSlots[oldest].hash, position: oldest)
+        rememberedSlots[oldest] = .free
+        rememberedSlots[oldest].next = firstFreeSlot
+        firstFreeSlot = oldest
         principals[slot].count -= 1
         if principals[slot].count == 0 {
             principals.remove(slot: slot)
@@ -240,26 +275,36 @@ public final class Engine {
         }
     }
 
+    /// Whether `reference` is to a result still remembered.
+    @inline(__always)
+    func isLive(_ reference: RememberedRef) -> Bool {
+        reference.slot >= 0 && rememberedSlots[reference.slot].sequence == reference.sequence
+    }
+
+    /// The slots of the remembered results in the order they were applied.
+    var liveRememberedSlots: some Sequence<Int> {
+        rememberedOrder[rememberedOrderHead...].lazy.filter { self.isLive($0) }.map(\.slot)
+    }
+
     private func forgetExpiredRequests() {
         let window = configuration.idempotencyWindowMs
-        while rememberedHead < rememberedLog.count {
-            let entry = rememberedLog[rememberedHead]
-            if entry.live {
-                guard now - entry.at >= window else { break }
-                // Every entry before it is gone, so it is its principal's oldest.
-                requests.remove(hash: entry.hash, position: rememberedBase + rememberedHead)
-                unlinkOldest(of: entry.principalSlot, next: entry.next)
+        while rememberedOrderHead < rememberedOrder.count {
+            let reference = rememberedOrder[rememberedOrderHead]
+            if isLive(reference) {
+                guard now - rememberedSlots[reference.slot].at >= window else { break }
+                // Every result before it is gone, so it is its principal's oldest.
+                forgetOldest(of: rememberedSlots[reference.slot].principalSlot)
             }
-            // A dead entry (its id forgotten by the cap, or moved by a compaction) is passed whatever its time:
-            // nothing refers to it any more.
-            rememberedHead += 1
+            // A stale reference (its result forgotten by the cap, or the reference moved by a compaction) is passed
+            // whatever its time.
+            rememberedOrderHead += 1
         }
-        compaction?.passed(rememberedBase + rememberedHead)
-        // Drop the expired prefix a chunk at a time, so memory follows the window, not all history.
-        if rememberedHead >= RememberedLog.chunkSize {
-            rememberedLog.removeFirst(rememberedHead)
-            rememberedBase += rememberedHead
-            rememberedHead = 0
+        compaction?.passed(rememberedOrderBase + rememberedOrderHead)
+        // Drop the expired prefix a chunk at a time, so the order follows the window, not all history.
+        if rememberedOrderHead >= RememberedOrder.chunkSize {
+            rememberedOrder.removeFirst(rememberedOrderHead)
+            rememberedOrderBase += rememberedOrderHead
+            rememberedOrderHead = 0
         }
     }
 

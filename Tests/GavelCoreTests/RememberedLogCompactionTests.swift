@@ -3,9 +3,10 @@ import Testing
 
 @testable import GavelCore
 
-/// The idempotency log is bounded by the results it still remembers, not by window × rate: ids the per-principal
-/// cap forgot are compacted away even while an old result of another principal holds the front of the log, and
-/// compaction changes no outcome, no state byte and no hash.
+/// The idempotency table is bounded by the results it still remembers, not by window × rate: a result the
+/// per-principal cap forgot frees its slot for a later one, its reference in the order of application is compacted
+/// away even while an old result of another principal holds the front of that order, and compaction changes no
+/// outcome, no state byte and no hash.
 @Suite struct RememberedLogCompactionTests {
     private func engine(cap: Int, window: Millis = 86_400_000, slack: Int) -> Engine {
         let e = Engine(configuration: EngineConfiguration(idempotencyWindowMs: window, maxRequestIDsPerPrincipal: cap))
@@ -26,6 +27,8 @@ import Testing
             // Live: sue's one and ann's newest 10; the log may hold as many dead again, the slack, and what a pass
             // under way has not reached yet.
             #expect(e.rememberedLogLength <= 2 * 11 + 16 + 2 * 11 + 8, "after \(i + 1) of ann's requests")
+            // The results themselves: the 11 remembered and the one slot the newest freed, never more.
+            #expect(e.rememberedSlots.count <= 12, "after \(i + 1) of ann's requests")
         }
         #expect(e.rememberedCount == 11)
         #expect(e.apply(bid("sue", id: "once"), events: &events).duplicate, "sue's result is still remembered")
@@ -54,6 +57,7 @@ import Testing
             var restored: Engine?
             var events: [Event] = []
             var time: Millis = 0
+            var most = 0
             for (step, x) in values.enumerated() {
                 if x % 7 == 0 {
                     time += Millis(x % 2_000)
@@ -71,6 +75,10 @@ import Testing
                 if let restored { #expect(restored.apply(command, events: &events) == expected, "restored, \(step)") }
                 if step == values.count / 2 { restored = try? Engine.restore(from: compacting.encodeState()) }
                 #expect(compacting.rememberedLogLength <= 2 * compacting.rememberedCount + 1 + 40)
+                // Slots are reused: never more than the most results remembered at once, and the one a result
+                // passing its principal's cap holds for a moment.
+                most = max(most, compacting.rememberedCount)
+                #expect(compacting.rememberedSlots.count <= most + 1, "step \(step)")
             }
             #expect(compacting.encodeState() == plain.encodeState())
             if values.count >= 200 { #expect(compacting.compactionPasses > 0, "a long stream compacts") }

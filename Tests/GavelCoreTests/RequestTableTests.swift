@@ -123,7 +123,7 @@ struct RememberedLogTests {
 
     @Test func behavesLikeAnArrayThroughAppendsUpdatesAndDroppedPrefixesAndSuffixes() async {
         await propertyCheck(count: 60, input: Gen.int(in: 0...Int(Int32.max)).array(of: 0...400)) { steps in
-            var log = RememberedLog()
+            var log = RememberedSlots()
             var model: [RememberedResult] = []
             var next = 0
             for step in steps {
@@ -134,8 +134,8 @@ struct RememberedLogTests {
                     model.removeFirst(n)
                 case 1 where !model.isEmpty:
                     let index = (step / 8) % model.count
-                    log[index].live = false
-                    model[index].live = false
+                    log[index].sequence = step
+                    model[index].sequence = step
                 case 2 where !model.isEmpty:
                     let n = (step / 8) % (model.count + 1)
                     log.removeLast(n)
@@ -151,7 +151,7 @@ struct RememberedLogTests {
                 #expect(log.count == model.count)
             }
             #expect(log.map(\.key) == model.map(\.key))
-            #expect(log.map(\.live) == model.map(\.live))
+            #expect(log.map(\.sequence) == model.map(\.sequence))
         }
     }
 }

@@ -98,7 +98,7 @@ private func readOnly() -> RecoveryOptions {
             Issue.record("q9224 is not remembered")
             return
         }
-        engine.rememberedLog[position - engine.rememberedBase].result = CommandResult(
+        engine.rememberedSlots[position].result = CommandResult(
             error: nil, message: "", price: 1, filled: 0, remaining: Limits.maxAmount)
         let file = SnapshotFile.make(lsn: report.lastLSN, now: engine.now, chain: chain, state: engine.encodeState())
         try writeBytes(
