@@ -56,3 +56,13 @@ public struct BinaryWriter: Sendable {
         }
     }
 }
+
+extension BinaryWriter {
+    /// Hands the bytes written so far to `emit` and starts again, keeping the capacity, once they reach `limit`.
+    @inline(__always)
+    mutating func flush<E: Error>(over limit: Int, to emit: ([UInt8]) throws(E) -> Void) throws(E) {
+        guard bytes.count >= limit else { return }
+        try emit(bytes)
+        bytes.removeAll(keepingCapacity: true)
+    }
+}

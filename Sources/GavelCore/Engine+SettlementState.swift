@@ -12,7 +12,9 @@ extension Engine {
     /// Appends the settlement section of the state: the listings with settlement state in id order, then the
     /// remembered results that carry a settlement, by their position among the remembered ones. Nothing at all when
     /// both are empty.
-    func encodeSettlements(into w: inout BinaryWriter) {
+    func encodeSettlements<E: Error>(
+        into w: inout BinaryWriter, pieceBytes: Int, emit: ([UInt8]) throws(E) -> Void
+    ) throws(E) {
         let ids = listings.keys.sorted().filter { listings[$0].map(hasSettlementState) ?? false }
         var results: [(index: Int, settlement: String, state: SettlementState)] = []
         var index = 0
@@ -48,12 +50,14 @@ extension Engine {
             let settlements = listing.settlementsInMemory
             w.write(UInt64(settlements.count))
             for s in settlements { encode(s, into: &w) }
+            try w.flush(over: pieceBytes, to: emit)
         }
         w.write(UInt64(results.count))
         for result in results {
             w.write(UInt64(result.index))
             w.write(result.settlement)
             w.write(result.state.code)
+            try w.flush(over: pieceBytes, to: emit)
         }
     }
 
@@ -91,7 +95,7 @@ extension Engine {
         }
     }
 
-    /// Reads the settlement section written by ``encodeSettlements(into:)``, checking every value against the bounds
+    /// Reads the settlement section written by ``encodeSettlements(into:pieceBytes:emit:)``, checking every value against the bounds
     /// the rules keep.
     func restoreSettlements(_ r: inout BinaryReader, rememberedCount: Int) throws(DecodingError) {
         guard try r.readByte() == 1 else { throw r.fail("unknown state section") }

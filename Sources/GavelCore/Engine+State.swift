@@ -1,6 +1,6 @@
 extension Engine {
     /// The version of ``encodeState()``'s format. A state with settlement data (any sale, given deadline, english
-    /// runner-up or remembered settlement result) ends with the settlement section of ``encodeSettlements(into:)``;
+    /// runner-up or remembered settlement result) ends with the settlement section of ``encodeSettlements(into:pieceBytes:emit:)``;
     /// one without has none, so its bytes (and hash) are what they were before settlements existed. 2 added the closed-listing retention, the per-principal cap of
     /// remembered request ids and the caps of resting orders per market listing and per trader (after the
     /// idempotency window) and the `evict` timer; ``restore(from:defaults:)`` reads version 1 too.
@@ -10,7 +10,17 @@ extension Engine {
     /// machine (listings are written in id order, timers in firing order, remembered ids in the order they were
     /// applied).
     public func encodeState() -> [UInt8] {
-        var w = BinaryWriter(capacity: 4096)
+        var state: [UInt8] = []
+        // One piece: the writer's own bytes, not copied.
+        encodeState(pieceBytes: .max) { if state.isEmpty { state = $0 } else { state.append(contentsOf: $0) } }
+        return state
+    }
+
+    /// ``encodeState()``'s bytes, handed to `emit` a piece at a time, each piece `pieceBytes` or a little more
+    /// (pieces end between two values, the last is shorter): a state of any size is never held whole (a snapshot
+    /// compresses each piece into its file). The array handed to `emit` is reused for the next piece.
+    public func encodeState<E: Error>(pieceBytes: Int, emit: ([UInt8]) throws(E) -> Void) throws(E) {
+        var w = BinaryWriter(capacity: min(pieceBytes, 1 << 22) + 4096)
         w.write(Self.stateVersion)
         w.write(now)
         w.write(configuration.idempotencyWindowMs)
@@ -22,11 +32,13 @@ extension Engine {
         for id in listings.keys.sorted() {
             guard let listing = listings[id] else { continue }
             encode(listing, into: &w)
+            try w.flush(over: pieceBytes, to: emit)
         }
         let timers = self.timers.ordered
         w.write(UInt64(timers.count))
         w.write(self.timers.nextSequence)
         for timer in timers {
+            try w.flush(over: pieceBytes, to: emit)
             w.write(timer.time)
             w.write(timer.sequence)
             w.write(timer.listing)
@@ -54,9 +66,10 @@ extension Engine {
             w.write(entry.at)
             w.write(entry.fingerprint)
             entry.result.encode(into: &w)
+            try w.flush(over: pieceBytes, to: emit)
         }
-        encodeSettlements(into: &w)
-        return w.bytes
+        try encodeSettlements(into: &w, pieceBytes: pieceBytes, emit: emit)
+        try emit(w.bytes)
     }
 
     /// SHA-256 of ``encodeState()``, as lowercase hex.

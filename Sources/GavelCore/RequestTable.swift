@@ -88,14 +88,6 @@ final class RequestTable {
         return removed
     }
 
-    /// Changes the position of the entry at `from`, stored under `hash`, to `to` (its entry moved in the log), in
-    /// place: no tombstone, no growth. Returns whether it was there.
-    @discardableResult
-    func relocate(hash: UInt64, from: Int, to: Int) -> Bool {
-        slots.retag(hash: hash, from: from + 1, to: to + 1)
-            || old?.retag(hash: hash, from: from + 1, to: to + 1) == true
-    }
-
     /// Starts moving everything into a fresh table. Only called with no move under way: the new table is sized so
     /// that the move ends before it fills (at most `capacity/2` live entries come over, and the inserts during the
     /// move, one per `migrationStep` old slots, are at most `oldCapacity/16 <= capacity/8`; `used` stays below 3/4).
@@ -197,13 +189,6 @@ final class RequestTable {
                 }
                 index = (index + 1) & mask
             }
-        }
-
-        @inline(__always)
-        func retag(hash: UInt64, from: Int, to: Int) -> Bool {
-            guard let index = probe(hash, { $0.tag == from }) else { return false }
-            base[index].tag = to
-            return true
         }
 
         @inline(__always)

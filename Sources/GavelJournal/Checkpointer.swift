@@ -178,11 +178,13 @@ final class Checkpointer: @unchecked Sendable {
             return
         }
         let caughtUp = monotonicNanos()
-        let state = engine.encodeState()
-        let file = SnapshotFile.make(lsn: request.lsn, now: request.now, chain: request.chain, state: state)
         let path = directory.snapshots + "/" + DataDirectory.snapshotName(lsn: request.lsn)
+        let stateBytes: Int
         do {
-            try file.write(to: path, directory: directory.snapshots)
+            stateBytes = try SnapshotFile.write(
+                engine: engine, lsn: request.lsn, now: request.now, chain: request.chain, to: path,
+                directory: directory.snapshots
+            ).stateBytes
         } catch {
             unlink(path + ".tmp")
             fail(request, "\(error)")
@@ -193,7 +195,7 @@ final class Checkpointer: @unchecked Sendable {
         stats.lastSnapshotPauseNanos.store(request.pauseNanos, ordering: .relaxed)
         stats.lastSnapshotNanos.store(took, ordering: .relaxed)
         logger.info(
-            "snapshot at lsn \(request.lsn): \(state.count) state bytes; writer paused \(request.pauseNanos / 1000) µs, checkpointer caught up in \((caughtUp - started) / 1_000_000) ms and wrote it in \((monotonicNanos() - caughtUp) / 1_000_000) ms",
+            "snapshot at lsn \(request.lsn): \(stateBytes) state bytes; writer paused \(request.pauseNanos / 1000) µs, checkpointer caught up in \((caughtUp - started) / 1_000_000) ms and wrote it in \((monotonicNanos() - caughtUp) / 1_000_000) ms",
             metadata: ["lsn": "\(request.lsn)"])
         do {
             try applyRetention()

@@ -236,12 +236,7 @@ public struct TricklingWriter {
 
     /// Writes `bytes` at the end of the file.
     public mutating func write(_ bytes: [UInt8]) throws(FileError) {
-        var done = 0
-        while done < bytes.count {
-            let n = bytes.withUnsafeBytes { Glibc.write(fd, $0.baseAddress! + done, $0.count - done) }
-            try wrote(n)
-            done += max(0, n)
-        }
+        try withBytes(of: bytes) { (raw) throws(FileError) in try write(raw) }
     }
 
     /// Writes `bytes` at the end of the file.
@@ -251,6 +246,23 @@ public struct TricklingWriter {
             let n = Glibc.write(fd, bytes.baseAddress! + done, bytes.count - done)
             try wrote(n)
             done += max(0, n)
+        }
+    }
+
+    /// Writes `bytes` again at `position`, over what was written there (a header completed at the end); the end
+    /// of the file stays where it is.
+    public mutating func overwrite(_ bytes: [UInt8], at position: Int) throws(FileError) {
+        precondition(position >= 0 && position + bytes.count <= offset, "overwrite past what was written")
+        var done = 0
+        while done < bytes.count {
+            let n = bytes.withUnsafeBytes {
+                pwrite(fd, $0.baseAddress! + done, $0.count - done, off_t(position + done))
+            }
+            if n < 0 {
+                if errno == EINTR { continue }
+                throw FileError(path: path, operation: "write", code: errno)
+            }
+            done += n
         }
     }
 
@@ -358,4 +370,13 @@ public struct DataDirectory: Sendable {
 public func allowedCPUCount() -> Int? {
     let count = Int(gavel_allowed_cpu_count())
     return count > 0 ? count : nil
+}
+
+/// `body` with `array`'s bytes, its typed error carried out (`withUnsafeBytes` rethrows untyped ones).
+func withBytes<E: Error>(of array: [UInt8], _ body: (UnsafeRawBufferPointer) throws(E) -> Void) throws(E) {
+    var failure: E?
+    array.withUnsafeBytes { bytes in
+        do throws(E) { try body(bytes) } catch { failure = error }
+    }
+    if let failure { throw failure }
 }

@@ -23,34 +23,69 @@ public enum LZ4Frame {
     public static func compress<E: Error>(
         _ input: [UInt8], emit: (UnsafeRawBufferPointer) throws(E) -> Void
     ) throws(E) {
-        var preferences = preferences(contentSize: input.count)
-        var context: OpaquePointer?
-        let created = LZ4F_createCompressionContext(&context, UInt32(LZ4F_VERSION))
-        precondition(LZ4F_isError(created) == 0 && context != nil, "cannot create an LZ4 compression context")
-        defer { LZ4F_freeCompressionContext(context) }
-        let block = 4 << 20
-        let capacity = max(Int(LZ4F_HEADER_SIZE_MAX), LZ4F_compressBound(block, &preferences))
-        let out = UnsafeMutableRawBufferPointer.allocate(byteCount: capacity, alignment: 16)
-        defer { out.deallocate() }
-        func checked(_ n: Int, _ step: String) -> Int {
+        let compressor = Compressor(contentSize: input.count)
+        try compressor.begin(emit: emit)
+        try GavelJournal.withBytes(of: input) { (bytes) throws(E) in try compressor.update(bytes, emit: emit) }
+        try compressor.end(emit: emit)
+    }
+
+    /// One LZ4 frame made a piece at a time from input that arrives a piece at a time: ``begin(emit:)``, any number
+    /// of ``update(_:emit:)``, then ``end(emit:)``. Each call hands what it compressed to `emit`, in a buffer reused
+    /// by the next call. A frame whose size is not known when it begins (`contentSize` 0) does not declare it; the
+    /// reader then needs the size from elsewhere (a snapshot's header has it) to decode it in one piece.
+    public final class Compressor {
+        private static let block = 4 << 20
+        private var preferences: LZ4F_preferences_t
+        private let context: OpaquePointer
+        private let out: UnsafeMutableRawBufferPointer
+
+        public init(contentSize: Int) {
+            preferences = LZ4Frame.preferences(contentSize: contentSize)
+            var context: OpaquePointer?
+            let created = LZ4F_createCompressionContext(&context, UInt32(LZ4F_VERSION))
+            precondition(LZ4F_isError(created) == 0 && context != nil, "cannot create an LZ4 compression context")
+            self.context = context!
+            let capacity = max(Int(LZ4F_HEADER_SIZE_MAX), LZ4F_compressBound(Self.block, &preferences))
+            out = UnsafeMutableRawBufferPointer.allocate(byteCount: capacity, alignment: 16)
+        }
+
+        deinit {
+            LZ4F_freeCompressionContext(context)
+            out.deallocate()
+        }
+
+        private func checked(_ n: Int, _ step: String) -> Int {
             precondition(LZ4F_isError(n) == 0, "LZ4F_\(step) failed: \(String(cString: LZ4F_getErrorName(n)))")
             return n
         }
-        let header = checked(LZ4F_compressBegin(context, out.baseAddress, capacity, &preferences), "compressBegin")
-        try emit(UnsafeRawBufferPointer(rebasing: out[0..<header]))
-        var done = 0
-        while done < input.count {
-            let size = min(block, input.count - done)
-            let n = input.withUnsafeBytes { src in
-                checked(
-                    LZ4F_compressUpdate(context, out.baseAddress, capacity, src.baseAddress! + done, size, nil),
-                    "compressUpdate")
-            }
-            if n > 0 { try emit(UnsafeRawBufferPointer(rebasing: out[0..<n])) }
-            done += size
+
+        /// Starts the frame: its header.
+        public func begin<E: Error>(emit: (UnsafeRawBufferPointer) throws(E) -> Void) throws(E) {
+            let header = checked(
+                LZ4F_compressBegin(context, out.baseAddress, out.count, &preferences), "compressBegin")
+            try emit(UnsafeRawBufferPointer(rebasing: out[0..<header]))
         }
-        let end = checked(LZ4F_compressEnd(context, out.baseAddress, capacity, nil), "compressEnd")
-        try emit(UnsafeRawBufferPointer(rebasing: out[0..<end]))
+
+        /// Adds `input` to the frame, a block at most at a time.
+        public func update<E: Error>(
+            _ input: UnsafeRawBufferPointer, emit: (UnsafeRawBufferPointer) throws(E) -> Void
+        ) throws(E) {
+            var done = 0
+            while done < input.count {
+                let size = min(Self.block, input.count - done)
+                let n = checked(
+                    LZ4F_compressUpdate(context, out.baseAddress, out.count, input.baseAddress! + done, size, nil),
+                    "compressUpdate")
+                if n > 0 { try emit(UnsafeRawBufferPointer(rebasing: out[0..<n])) }
+                done += size
+            }
+        }
+
+        /// Ends the frame: what is left of its last block, its end mark and its content checksum.
+        public func end<E: Error>(emit: (UnsafeRawBufferPointer) throws(E) -> Void) throws(E) {
+            let end = checked(LZ4F_compressEnd(context, out.baseAddress, out.count, nil), "compressEnd")
+            try emit(UnsafeRawBufferPointer(rebasing: out[0..<end]))
+        }
     }
 
     /// Appends `input` as one complete LZ4 frame to `output`.
@@ -80,11 +115,11 @@ public enum LZ4Frame {
     /// Decodes the LZ4 frame that starts at `offset` in `bytes`.
     ///
     /// - Returns: the decompressed content and the number of bytes the frame occupies.
-    public static func decode(_ bytes: [UInt8], at offset: Int, maxContent: Int = 1 << 30) throws(DecodeError) -> (
-        content: [UInt8], length: Int
-    ) {
+    public static func decode(
+        _ bytes: [UInt8], at offset: Int, maxContent: Int = 1 << 30, expectedContent: Int? = nil
+    ) throws(DecodeError) -> (content: [UInt8], length: Int) {
         guard let decoder = Decoder() else { throw .corrupt("cannot create an LZ4 context") }
-        return try decoder.decode(bytes, at: offset, maxContent: maxContent)
+        return try decoder.decode(bytes, at: offset, maxContent: maxContent, expectedContent: expectedContent)
     }
 
     /// One liblz4 decompression context, and the block buffers it allocates, reused for many frames: a reader of a
@@ -102,10 +137,11 @@ public enum LZ4Frame {
         deinit { LZ4F_freeDecompressionContext(context) }
 
         /// Decodes the LZ4 frame that starts at `offset` in `bytes` (see ``LZ4Frame/decode(_:at:maxContent:)``).
-        /// A frame that declares its content size (Gavel's do) is decompressed straight into an array of that size.
-        public func decode(_ bytes: [UInt8], at offset: Int, maxContent: Int = 1 << 30) throws(DecodeError) -> (
-            content: [UInt8], length: Int
-        ) {
+        /// A frame that declares its content size (Gavel's do), or whose size the caller knows (`expectedContent`:
+        /// a snapshot's header has it), is decompressed straight into an array of that size.
+        public func decode(
+            _ bytes: [UInt8], at offset: Int, maxContent: Int = 1 << 30, expectedContent: Int? = nil
+        ) throws(DecodeError) -> (content: [UInt8], length: Int) {
             LZ4F_resetDecompressionContext(context)
             var info = LZ4F_frameInfo_t()
             var headerSize = bytes.count - offset
@@ -118,7 +154,7 @@ public enum LZ4Frame {
                 return try LZ4Frame.decodeInChunks(
                     bytes, at: offset, from: offset, context: context, maxContent: maxContent)
             }
-            let size = Int(clamping: info.contentSize)
+            let size = info.contentSize > 0 ? Int(clamping: info.contentSize) : expectedContent ?? 0
             // LZ4 expands at most about 255 times: a declared size beyond that is damage, not a large frame.
             let plausible = min(maxContent, (bytes.count - offset) * 255 + (1 << 16))
             guard size > 0 && size <= plausible else {

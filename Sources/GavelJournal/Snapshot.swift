@@ -12,7 +12,8 @@ public struct SnapshotFile: Sendable {
     /// snapshot holds sales without their settlements, so recovery does not start from one (see
     /// ``isBeforeSettlements``) but from the journal.
     public static let version: UInt32 = 2
-    static let headerSize = 8 + 4 + 8 + 8 + 32 + 32 + 8 + 4
+    /// The size of the header before the state's frame.
+    public static let headerSize = 8 + 4 + 8 + 8 + 32 + 32 + 8 + 4
 
     public var lsn: UInt64
     public var now: Millis
@@ -28,16 +29,52 @@ public struct SnapshotFile: Sendable {
 
     /// The header: everything before the compressed state.
     private var header: [UInt8] {
-        var w = BinaryWriter(capacity: Self.headerSize)
-        w.bytes.append(contentsOf: Self.magic)
-        w.write(Self.version)
+        Self.header(
+            lsn: lsn, now: now, chain: chain,
+            digest: SHA256Digest.bytes(hex: stateHash) ?? Array(SHA256.hash(data: state)), length: state.count)
+    }
+
+    private static func header(lsn: UInt64, now: Millis, chain: [UInt8], digest: [UInt8], length: Int) -> [UInt8] {
+        var w = BinaryWriter(capacity: headerSize)
+        w.bytes.append(contentsOf: magic)
+        w.write(version)
         w.write(lsn)
         w.write(now)
         w.bytes.append(contentsOf: chain)
-        w.bytes.append(contentsOf: SHA256Digest.bytes(hex: stateHash) ?? Array(SHA256.hash(data: state)))
-        w.write(UInt64(state.count))
+        w.bytes.append(contentsOf: digest)
+        w.write(UInt64(length))
         w.write(CRC32C.checksum(w.bytes))
         return w.bytes
+    }
+
+    /// Writes a snapshot of `engine`'s state at `lsn` to `path` atomically, encoding, hashing and compressing the
+    /// state a piece of `pieceBytes` at a time straight into the file, so neither the state nor its compressed copy
+    /// is ever held whole (a state of hundreds of MB would otherwise be allocated, and given back, at every
+    /// snapshot). The header, which holds the state's hash and length, is written last, over the zeros that kept
+    /// its place; the state's frame does not declare its size (the header does). Returns the state's hash (hex)
+    /// and its length in bytes.
+    public static func write(
+        engine: Engine, lsn: UInt64, now: Millis, chain: [UInt8], to path: String, directory: String,
+        pieceBytes: Int = 4 << 20
+    ) throws(FileError) -> (stateHash: String, stateBytes: Int) {
+        var hasher = SHA256()
+        var length = 0
+        try Files.writeAtomically(to: path, directory: directory) { (sink: inout TricklingWriter) throws(FileError) in
+            try sink.write([UInt8](repeating: 0, count: headerSize))
+            let compressor = LZ4Frame.Compressor(contentSize: 0)
+            try compressor.begin { (piece) throws(FileError) in try sink.write(piece) }
+            try engine.encodeState(pieceBytes: pieceBytes) { (piece: [UInt8]) throws(FileError) in
+                hasher.update(data: piece)
+                length += piece.count
+                try withBytes(of: piece) { (bytes) throws(FileError) in
+                    try compressor.update(bytes) { (out) throws(FileError) in try sink.write(out) }
+                }
+            }
+            try compressor.end { (piece) throws(FileError) in try sink.write(piece) }
+            try sink.overwrite(
+                header(lsn: lsn, now: now, chain: chain, digest: Array(hasher.finalize()), length: length), at: 0)
+        }
+        return (SHA256Digest.hexString(Array(hasher.finalize())), length)
     }
 
     /// Encodes the file, compressing the state.
@@ -45,16 +82,6 @@ public struct SnapshotFile: Sendable {
         var out = header
         LZ4Frame.compress(state, appendingTo: &out)
         return out
-    }
-
-    /// Writes the file to `path` atomically (``Files/writeAtomically(to:directory:_:)``), compressing the state a
-    /// block at a time straight to the file: the compressed state (as large as the state, for a state that does
-    /// not compress) is never held in memory whole.
-    public func write(to path: String, directory: String) throws(FileError) {
-        try Files.writeAtomically(to: path, directory: directory) { (sink: inout TricklingWriter) throws(FileError) in
-            try sink.write(header)
-            try LZ4Frame.compress(state) { (piece) throws(FileError) in try sink.write(piece) }
-        }
     }
 
     /// Builds a snapshot of `state`, computing its hash.
@@ -83,7 +110,8 @@ public struct SnapshotFile: Sendable {
             guard CRC32C.checksum(bytes[0..<(headerSize - 4)]) == crc else { throw bad(0, "header checksum mismatch") }
             let content: [UInt8]
             switch Result(catching: { () throws(LZ4Frame.DecodeError) in
-                try LZ4Frame.decode(bytes, at: headerSize, maxContent: Int(clamping: length))
+                try LZ4Frame.decode(
+                    bytes, at: headerSize, maxContent: Int(clamping: length), expectedContent: Int(clamping: length))
             }) {
             case .success(let decoded):
                 guard decoded.length + headerSize == bytes.count else {

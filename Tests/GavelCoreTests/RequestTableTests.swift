@@ -3,39 +3,37 @@ import Testing
 
 @testable import GavelCore
 
-/// Runs a stream of operations (insert, remove, relocate) on a ``RequestTable`` and on a `Dictionary` (the model) side by side: keys are small
-/// integers, positions are handed out in increasing order as the engine's log does, and `hashOf` decides how much
-/// keys collide. Every step checks the looked-up key and the count; the end checks every key ever used.
+/// Runs a stream of operations (insert, remove) on a ``RequestTable`` and on a `Dictionary` (the model) side by
+/// side: keys are small integers, positions are slots handed out as the engine hands them out (a removed key's slot
+/// is reused by a later insert), and `hashOf` decides how much keys collide. Every step checks the looked-up key and the count; the end checks every key ever used.
 private func matchesDictionary(_ operations: [Int], keySpace: Int, hashOf: (Int) -> UInt64) -> Bool {
     let table = RequestTable()
     var model: [Int: Int] = [:]
-    var keyAt: [Int: Int] = [:]  // position → key, what the engine's log answers
+    var keyAt: [Int: Int] = [:]  // position → key, what the engine's slots answer
     var nextPosition = 0
+    var free: [Int] = []
     for operation in operations {
         let key = (operation / 4) % keySpace
         let hash = hashOf(key)
         switch operation % 4 {
         case 0 where model[key] == nil:
-            table.insert(hash: hash, position: nextPosition)
-            model[key] = nextPosition
-            keyAt[nextPosition] = key
-            nextPosition += 1
-        case 1:
+            let position: Int
+            if let reused = free.popLast() {
+                position = reused
+            } else {
+                position = nextPosition
+                nextPosition += 1
+            }
+            table.insert(hash: hash, position: position)
+            model[key] = position
+            keyAt[position] = key
+        case 1, 2:
             if let position = model[key] {
                 if !table.remove(hash: hash, position: position) { return false }
                 model[key] = nil
-            } else if table.remove(hash: hash, position: nextPosition + 1) {
-                return false
-            }
-        case 2:
-            // The entry moves in the log (compaction): same key, a position nothing else holds.
-            if let position = model[key] {
-                if !table.relocate(hash: hash, from: position, to: nextPosition) { return false }
                 keyAt[position] = nil
-                model[key] = nextPosition
-                keyAt[nextPosition] = key
-                nextPosition += 1
-            } else if table.relocate(hash: hash, from: nextPosition + 1, to: nextPosition + 2) {
+                free.append(position)
+            } else if table.remove(hash: hash, position: nextPosition + 1) {
                 return false
             }
         default: break

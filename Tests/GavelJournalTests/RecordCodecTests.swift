@@ -358,24 +358,61 @@ struct SnapshotFileTests {
         #expect(try Engine.restore(from: decoded.state).stateHash() == engine.stateHash())
     }
 
-    @Test func aSnapshotWrittenAPieceAtATimeDecodesToTheSameStateAcrossManyBlocks() throws {
-        // 10 MiB that does not compress: three LZ4 blocks of 4 MiB, each emitted as it is made.
-        var rng = SplitMix64(seed: 5)
-        let words = (0..<(10 << 17)).map { _ in rng.next() }
-        let state = words.withUnsafeBytes { Array($0) }
-        let file = SnapshotFile.make(lsn: 77, now: 1234, chain: Chain.genesis, state: state)
+    @Test func aSnapshotEncodedAPieceAtATimeIntoItsFileHoldsTheEngineStateAndItsHash() throws {
+        // About 6 MB of state (120,000 remembered results): two LZ4 blocks of 4 MiB, from pieces of 64 KiB.
+        let engine = Engine()
+        var events: [Event] = []
+        for i in 0..<120_000 {
+            _ = engine.apply(
+                Command(id: "r\(i)", listing: "nowhere", body: .bid(bidder: "u\(i % 50)", amount: 100)), events: &events
+            )
+        }
+        let state = engine.encodeState()
+        #expect(state.count > 5 << 20)
+        var pieces: [[UInt8]] = []
+        engine.encodeState(pieceBytes: 1 << 16) { pieces.append($0) }
+        #expect(pieces.count > 80 && pieces.dropLast().allSatisfy { $0.count >= 1 << 16 && $0.count < 1 << 17 })
+        #expect(Array(pieces.joined()) == state, "the pieces are the state's bytes")
+
         let temp = try TemporaryDirectory("streamed-snapshot")
         defer { temp.remove() }
         let path = temp.sub("00000000000000000077.snap")
-        try file.write(to: path, directory: temp.path)
-        let written = try Files.readAll(path)
-        let decoded = try SnapshotFile.decode(written)
-        #expect(decoded.lsn == 77 && decoded.now == 1234 && decoded.chain == Chain.genesis)
-        #expect(decoded.stateHash == file.stateHash)
+        let written = try SnapshotFile.write(
+            engine: engine, lsn: 77, now: engine.now, chain: Chain.genesis, to: path, directory: temp.path,
+            pieceBytes: 1 << 16)
+        #expect(written.stateHash == engine.stateHash() && written.stateBytes == state.count)
+        let bytes = try Files.readAll(path)
+        #expect(bytes.count < state.count, "the state is compressed")
+        let decoded = try SnapshotFile.decode(bytes)
+        #expect(decoded.lsn == 77 && decoded.now == engine.now && decoded.chain == Chain.genesis)
+        #expect(decoded.stateHash == engine.stateHash())
         #expect(decoded.state == state)
-        #expect(Array(written.prefix(100)) == Array(file.encoded().prefix(100)), "the same header")
-        #expect(SHA256Digest.bytes(hex: file.stateHash).map(SHA256Digest.hexString) == file.stateHash)
-        #expect(SHA256Digest.bytes(hex: "not hex") == nil)
+        let made = SnapshotFile.make(lsn: 77, now: engine.now, chain: Chain.genesis, state: state).encoded()
+        #expect(
+            Array(bytes.prefix(SnapshotFile.headerSize)) == Array(made.prefix(SnapshotFile.headerSize)),
+            "the same header as a snapshot made whole")
+        #expect(try Engine.restore(from: decoded.state).stateHash() == engine.stateHash())
+    }
+
+    @Test func aStateFrameCutShortOrLongerThanItsHeaderSaysIsRejected() throws {
+        let (engine, _) = sampleState()
+        let temp = try TemporaryDirectory("streamed-snapshot-damage")
+        defer { temp.remove() }
+        let path = temp.sub("00000000000000000009.snap")
+        _ = try SnapshotFile.write(
+            engine: engine, lsn: 9, now: engine.now, chain: Chain.genesis, to: path, directory: temp.path,
+            pieceBytes: 64)
+        let bytes = try Files.readAll(path)
+        #expect(throws: SegmentProblem.self) { try SnapshotFile.decode(Array(bytes.dropLast(5))) }
+        // The header's length no longer the frame's content length (its checksum made again to match).
+        var short = bytes
+        let at = SnapshotFile.headerSize - 12
+        short[at] = short[at] &- 1
+        let crc = CRC32C.checksum(short[0..<(SnapshotFile.headerSize - 4)])
+        withUnsafeBytes(of: crc.littleEndian) {
+            short.replaceSubrange((SnapshotFile.headerSize - 4)..<SnapshotFile.headerSize, with: $0)
+        }
+        #expect(throws: SegmentProblem.self) { try SnapshotFile.decode(short) }
     }
 
     @Test func aFlippedByteAnywhereIsRejected() throws {
