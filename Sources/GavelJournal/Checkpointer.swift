@@ -63,8 +63,8 @@ final class Checkpointer: @unchecked Sendable {
     private var shadow: Engine?
     private var shadowLSN: UInt64 = 0
     private var shadowChain = Chain.genesis
-    /// The segment the shadow last read and the offset of the first frame it has not applied.
-    private var cursor: (path: String, offset: Int)?
+    /// Where the shadow stands in the journal: the segment it last read, a window of it at a time.
+    private var journal: JournalCursor
     private var events: [Event] = []
 
     init(
@@ -72,6 +72,7 @@ final class Checkpointer: @unchecked Sendable {
         stats: JournalStats, logger: Logger
     ) {
         self.directory = directory
+        journal = JournalCursor(directory: directory)
         self.keepSnapshots = max(1, keepSnapshots)
         self.retention = retention
         self.engineConfiguration = engine
@@ -173,7 +174,7 @@ final class Checkpointer: @unchecked Sendable {
         } catch {
             // The shadow may be part way: the next snapshot makes a new one from recovery.
             shadow = nil
-            cursor = nil
+            journal = JournalCursor(directory: directory)
             fail(request, "\(error)")
             return
         }
@@ -227,7 +228,7 @@ final class Checkpointer: @unchecked Sendable {
             shadow = engine
             shadowLSN = report.lastLSN
             shadowChain = report.chain
-            cursor = nil
+            journal = JournalCursor(directory: directory)
         }
         guard shadowLSN == request.lsn else {
             throw CheckpointError("the journal ends at lsn \(shadowLSN), before the snapshot's lsn \(request.lsn)")
@@ -246,37 +247,24 @@ final class Checkpointer: @unchecked Sendable {
     /// Applies the durable batches after the shadow's lsn, up to and including `target`; never reads past it.
     private func replay(into engine: Engine, to target: UInt64) throws {
         while shadowLSN < target {
-            let segments = directory.segments()
-            guard let segment = segments.last(where: { $0.firstLSN <= shadowLSN + 1 }) else {
-                throw CheckpointError("no journal segment holds lsn \(shadowLSN + 1)")
+            let batch: SegmentBatch?
+            do {
+                batch = try journal.next(wanted: shadowLSN + 1, chain: shadowChain)
+            } catch {
+                throw CheckpointError("\(error)")
             }
-            var reader: SegmentReader
-            if let cursor, cursor.path == segment.path {
-                // Only what was appended since the last snapshot: the live segment is not read again whole.
-                reader = try SegmentReader.resuming(
-                    segment.path, at: cursor.offset, chain: shadowChain, nextLSN: shadowLSN + 1)
-            } else {
-                reader = try SegmentReader(bytes: try Files.readAll(segment.path))
-                if reader.header.firstLSN == shadowLSN + 1 && reader.header.previousChain != shadowChain {
-                    throw CheckpointError("segment \(segment.path) does not chain to the one before")
-                }
+            guard let batch else {
+                throw CheckpointError("the journal ends at lsn \(shadowLSN), before lsn \(target)")
             }
-            let before = shadowLSN
-            while shadowLSN < target, let batch = try reader.next() {
-                guard let last = batch.records.last, last.lsn > shadowLSN else { continue }
-                guard last.lsn <= target else {
-                    throw CheckpointError("a batch of \(segment.path) runs past the snapshot's lsn \(target)")
-                }
-                for record in batch.records where record.lsn > shadowLSN {
-                    Recovery.apply(record, to: engine, events: &events)
-                }
-                shadowLSN = last.lsn
-                shadowChain = batch.chain
+            guard let last = batch.records.last, last.lsn > shadowLSN else { continue }
+            guard last.lsn <= target else {
+                throw CheckpointError("a batch of \(journal.segmentPath) runs past the snapshot's lsn \(target)")
             }
-            cursor = (segment.path, reader.offset)
-            guard shadowLSN > before else {
-                throw CheckpointError("segment \(segment.path) ends at lsn \(shadowLSN), before lsn \(target)")
+            for record in batch.records where record.lsn > shadowLSN {
+                Recovery.apply(record, to: engine, events: &events)
             }
+            shadowLSN = last.lsn
+            shadowChain = batch.chain
         }
     }
 
@@ -310,7 +298,7 @@ final class Checkpointer: @unchecked Sendable {
                 break
             }
             try directory.retire(segment.path)
-            if cursor?.path == segment.path { cursor = nil }
+            if journal.segmentPath == segment.path { journal = JournalCursor(directory: directory) }
             logger.debug(
                 "journal segment \(segment.path) \(directory.archive == nil ? "removed" : "archived"): covered by snapshot at lsn \(oldestKept.lsn)"
             )

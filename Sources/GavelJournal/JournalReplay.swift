@@ -24,16 +24,12 @@ public enum ReplayStartError: Error, Sendable, CustomStringConvertible {
 /// frames up to the limit it is given, so it may follow a journal that is being appended to (the live segment) up
 /// to its durable end. Not thread-safe: one owner.
 public final class JournalReplay {
-    private let directory: DataDirectory
     private let engine: Engine
     /// The last lsn applied.
     public private(set) var lastLSN: UInt64
     /// The first lsn whose entry is handed out; the ones before it are applied silently.
     public let firstLSN: UInt64
-    private var reader: SegmentReader?
-    private var segmentPath = ""
-    /// The bytes of a segment held at once: a segment (64 MiB by default) is read a window at a time.
-    private let window: Int
+    private var journal: JournalCursor
     private var records: [JournalRecord] = []
     private var recordIndex = 0
     private var events: [Event] = []
@@ -61,8 +57,7 @@ public final class JournalReplay {
     )
         throws(ReplayStartError)
     {
-        self.directory = directory
-        self.window = max(64, window)
+        journal = JournalCursor(directory: directory, window: window)
         self.firstLSN = max(1, from)
         let segments = directory.segments()
         var start: (Engine, UInt64)?
@@ -141,70 +136,8 @@ public final class JournalReplay {
             guard lastLSN < limit else { return nil }
             records.removeAll(keepingCapacity: true)
             recordIndex = 0
-            if reader != nil {
-                do {
-                    if let batch = try reader?.next() {
-                        records = batch.records
-                        continue
-                    }
-                } catch {
-                    guard error.kind == .truncated, try readAgain(at: error.offset) else {
-                        throw .unreadable("journal segment \(segmentPath): \(error)")
-                    }
-                    continue
-                }
-            }
-            guard try openSegment() else { return nil }
+            guard let batch = try journal.next(wanted: lastLSN + 1) else { return nil }
+            records = batch.records
         }
-    }
-
-    /// The window ended inside the frame at `offset`: reads again from that frame (with twice the window when the
-    /// frame began the window); `false` when the segment itself ends there (a damaged or torn frame).
-    private func readAgain(at offset: Int) throws(ReplayStartError) -> Bool {
-        guard let current = reader, offset >= current.base, (Files.size(segmentPath) ?? 0) > current.end else {
-            return false
-        }
-        let span = offset == current.base ? 2 * (current.end - current.base) : window
-        reader = try reread(current, at: offset, limit: max(window, span))
-        return true
-    }
-
-    /// The current segment read again from `offset`, a frame start where `current` stands, `limit` bytes of it.
-    private func reread(_ current: SegmentReader, at offset: Int, limit: Int) throws(ReplayStartError)
-        -> SegmentReader
-    {
-        do {
-            return try SegmentReader.resuming(
-                segmentPath, at: offset, chain: current.chain, nextLSN: current.nextLSN, limit: limit)
-        } catch {
-            throw .unreadable("journal segment \(segmentPath): \(error)")
-        }
-    }
-
-    /// Opens the segment that holds lsn ``lastLSN`` + 1 (or reads the current one again, grown since), positioned
-    /// after ``lastLSN``; `false` when no segment holds more.
-    private func openSegment() throws(ReplayStartError) -> Bool {
-        let wanted = lastLSN + 1
-        guard let segment = directory.segments().last(where: { $0.firstLSN <= wanted }) else {
-            throw .notRetained(oldest: Self.oldestStart(of: directory))
-        }
-        if let current = reader, segment.path == segmentPath {
-            // The segment being appended to, read again: only what was appended since.
-            guard (Files.size(segment.path) ?? 0) > current.offset else { return false }
-            reader = try reread(current, at: current.offset, limit: window)
-            return true
-        }
-        let next: SegmentReader
-        do {
-            next = try SegmentReader.opening(segment.path, limit: window)
-        } catch {
-            throw .unreadable("journal segment \(segment.path): \(error)")
-        }
-        if let reader, next.header.firstLSN == wanted, next.header.previousChain != reader.chain {
-            throw .unreadable("journal segment \(segment.path) does not chain to the one before")
-        }
-        reader = next
-        segmentPath = segment.path
-        return true
     }
 }

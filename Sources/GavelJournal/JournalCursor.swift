@@ -1,0 +1,86 @@
+/// Reads the journal's batches in order across its segments, a window of a segment at a time, and follows the
+/// segment being appended to: what a replay that goes on for a long time (a feed's catch-up, the checkpointer's
+/// shadow) reads the journal with. A segment (64 MiB by default) is never read whole: a window ends where it ends,
+/// and the frame it cut is read again from its start in the next window (a window twice as large when one frame
+/// is larger than the window).
+struct JournalCursor {
+    let directory: DataDirectory
+    /// The bytes of a segment held at once (more for a frame that does not fit).
+    let window: Int
+    private(set) var reader: SegmentReader?
+    /// The path of the segment `reader` reads.
+    private(set) var segmentPath = ""
+
+    init(directory: DataDirectory, window: Int = 4 << 20) {
+        self.directory = directory
+        self.window = max(64, window)
+    }
+
+    /// The next batch of the journal, or `nil` when it holds nothing more yet. `wanted` is the lsn after the last
+    /// one applied: it picks the segment to open when the one being read ends. `chain` is the journal's chain
+    /// before `wanted`, when known, to check a segment opened first against.
+    mutating func next(wanted: UInt64, chain: [UInt8]? = nil) throws(ReplayStartError) -> SegmentBatch? {
+        while true {
+            if reader != nil {
+                do {
+                    if let batch = try reader?.next() { return batch }
+                } catch {
+                    guard error.kind == .truncated, try readAgain(at: error.offset) else {
+                        throw .unreadable("journal segment \(segmentPath): \(error)")
+                    }
+                    continue
+                }
+            }
+            guard try openSegment(wanted: wanted, chain: chain) else { return nil }
+        }
+    }
+
+    /// The window ended inside the frame at `offset`: reads again from that frame (with twice the window when the
+    /// frame began the window); `false` when the segment itself ends there (a damaged or torn frame).
+    private mutating func readAgain(at offset: Int) throws(ReplayStartError) -> Bool {
+        guard let current = reader, offset >= current.base, (Files.size(segmentPath) ?? 0) > current.end else {
+            return false
+        }
+        let span = offset == current.base ? 2 * (current.end - current.base) : window
+        reader = try reread(current, at: offset, limit: max(window, span))
+        return true
+    }
+
+    /// The current segment read again from `offset`, a frame start where `current` stands, `limit` bytes of it.
+    private func reread(_ current: SegmentReader, at offset: Int, limit: Int) throws(ReplayStartError)
+        -> SegmentReader
+    {
+        do {
+            return try SegmentReader.resuming(
+                segmentPath, at: offset, chain: current.chain, nextLSN: current.nextLSN, limit: limit)
+        } catch {
+            throw .unreadable("journal segment \(segmentPath): \(error)")
+        }
+    }
+
+    /// Opens the segment that holds lsn `wanted` (or reads the current one again, grown since or past the window's
+    /// end); `false` when no segment holds more.
+    private mutating func openSegment(wanted: UInt64, chain: [UInt8]?) throws(ReplayStartError) -> Bool {
+        guard let segment = directory.segments().last(where: { $0.firstLSN <= wanted }) else {
+            throw .notRetained(oldest: JournalReplay.oldestStart(of: directory))
+        }
+        if let current = reader, segment.path == segmentPath {
+            // The same segment, read again: only what comes after what was read.
+            guard (Files.size(segment.path) ?? 0) > current.offset else { return false }
+            reader = try reread(current, at: current.offset, limit: window)
+            return true
+        }
+        let next: SegmentReader
+        do {
+            next = try SegmentReader.opening(segment.path, limit: window)
+        } catch {
+            throw .unreadable("journal segment \(segment.path): \(error)")
+        }
+        if let before = reader?.chain ?? chain, next.header.firstLSN == wanted, next.header.previousChain != before {
+            throw .unreadable("journal segment \(segment.path) does not chain to the one before")
+        }
+        reader = next
+        segmentPath = segment.path
+        return true
+    }
+}
