@@ -35,7 +35,7 @@ struct RememberedOrderCompaction {
 
 extension Engine {
     /// The number of references the order of remembered results holds (live and stale, expired ones excluded).
-    var rememberedLogLength: Int { rememberedOrder.count - rememberedOrderHead }
+    var rememberedOrderLength: Int { rememberedOrder.count - rememberedOrderHead }
 
     /// Starts a compaction when stale references outnumber half the live ones beyond the slack, or goes on with the
     /// one under way.
@@ -43,7 +43,7 @@ extension Engine {
     func compactRememberedOrderIfNeeded() {
         if compaction != nil {
             compactRememberedOrder(steps: RememberedOrderCompaction.stepsPerResult)
-        } else if rememberedLogLength - requests.count > requests.count / 2 + compactionSlack {
+        } else if rememberedOrderLength - requests.count > requests.count / 2 + compactionSlack {
             compactionPasses += 1
             let head = rememberedOrderBase + rememberedOrderHead
             compaction = RememberedOrderCompaction(read: head, write: head)

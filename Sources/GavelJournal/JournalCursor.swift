@@ -7,7 +7,7 @@ struct JournalCursor {
     let directory: DataDirectory
     /// The bytes of a segment held at once (more for a frame that does not fit).
     let window: Int
-    private(set) var reader: SegmentReader?
+    private var reader: SegmentReader?
     /// The path of the segment `reader` reads.
     private(set) var segmentPath = ""
 

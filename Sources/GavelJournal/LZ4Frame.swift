@@ -17,18 +17,6 @@ public enum LZ4Frame {
         return preferences
     }
 
-    /// Compresses `input` as one complete LZ4 frame (the same format as ``compress(_:appendingTo:)``) a block at a
-    /// time, handing each piece of the frame to `emit` as it is made: a large state is never held compressed in
-    /// memory whole. The buffer handed to `emit` is reused for the next piece.
-    public static func compress<E: Error>(
-        _ input: [UInt8], emit: (UnsafeRawBufferPointer) throws(E) -> Void
-    ) throws(E) {
-        let compressor = Compressor(contentSize: input.count)
-        try compressor.begin(emit: emit)
-        try GavelJournal.withBytes(of: input) { (bytes) throws(E) in try compressor.update(bytes, emit: emit) }
-        try compressor.end(emit: emit)
-    }
-
     /// One LZ4 frame made a piece at a time from input that arrives a piece at a time: ``begin(emit:)``, any number
     /// of ``update(_:emit:)``, then ``end(emit:)``. Each call hands what it compressed to `emit`, in a buffer reused
     /// by the next call. A frame whose size is not known when it begins (`contentSize` 0) does not declare it; the

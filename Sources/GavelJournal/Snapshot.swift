@@ -59,6 +59,7 @@ public struct SnapshotFile: Sendable {
     ) throws(FileError) -> (stateHash: String, stateBytes: Int) {
         var hasher = SHA256()
         var length = 0
+        var digest: [UInt8] = []
         try Files.writeAtomically(to: path, directory: directory) { (sink: inout TricklingWriter) throws(FileError) in
             try sink.write([UInt8](repeating: 0, count: headerSize))
             let compressor = LZ4Frame.Compressor(contentSize: 0)
@@ -71,10 +72,10 @@ public struct SnapshotFile: Sendable {
                 }
             }
             try compressor.end { (piece) throws(FileError) in try sink.write(piece) }
-            try sink.overwrite(
-                header(lsn: lsn, now: now, chain: chain, digest: Array(hasher.finalize()), length: length), at: 0)
+            digest = Array(hasher.finalize())
+            try sink.overwrite(header(lsn: lsn, now: now, chain: chain, digest: digest, length: length), at: 0)
         }
-        return (SHA256Digest.hexString(Array(hasher.finalize())), length)
+        return (SHA256Digest.hexString(digest), length)
     }
 
     /// Encodes the file, compressing the state.

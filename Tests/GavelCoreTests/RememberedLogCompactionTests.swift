@@ -26,7 +26,7 @@ import Testing
             _ = e.apply(bid("ann", id: "a\(i)"), events: &events)
             // Live: sue's one and ann's newest 10; the log may hold as many dead again, the slack, and what a pass
             // under way has not reached yet.
-            #expect(e.rememberedLogLength <= 2 * 11 + 16 + 2 * 11 + 8, "after \(i + 1) of ann's requests")
+            #expect(e.rememberedOrderLength <= 2 * 11 + 16 + 2 * 11 + 8, "after \(i + 1) of ann's requests")
             // The results themselves: the 11 remembered and the one slot the newest freed, never more.
             #expect(e.rememberedSlots.count <= 12, "after \(i + 1) of ann's requests")
         }
@@ -43,7 +43,7 @@ import Testing
         var events: [Event] = []
         _ = e.apply(bid("sue", id: "once"), events: &events)
         for i in 0..<2_000 { _ = e.apply(bid("ann", id: "a\(i)"), events: &events) }
-        #expect(e.rememberedLogLength == 2_001, "the bound above is compaction's doing")
+        #expect(e.rememberedOrderLength == 2_001, "the bound above is compaction's doing")
     }
 
     /// Random streams of requests (new ids, repeated ids, conflicting reuse) from fast and slow principals with
@@ -74,7 +74,7 @@ import Testing
                 #expect(got == expected, "step \(step)")
                 if let restored { #expect(restored.apply(command, events: &events) == expected, "restored, \(step)") }
                 if step == values.count / 2 { restored = try? Engine.restore(from: compacting.encodeState()) }
-                #expect(compacting.rememberedLogLength <= 2 * compacting.rememberedCount + 1 + 40)
+                #expect(compacting.rememberedOrderLength <= 2 * compacting.rememberedCount + 1 + 40)
                 // Slots are reused: never more than the most results remembered at once, and the one a result
                 // passing its principal's cap holds for a moment.
                 most = max(most, compacting.rememberedCount)
