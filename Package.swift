@@ -42,7 +42,7 @@ let package = Package(
         .target(
             name: "GavelEngine",
             dependencies: [
-                "GavelCore",
+                "GavelCore", "CGavelShims",
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "Logging", package: "swift-log"),
             ],
@@ -50,7 +50,7 @@ let package = Package(
         ),
         // liblz4 (frame format) from the system: apt-get install liblz4-dev.
         .systemLibrary(name: "CLZ4", pkgConfig: "liblz4", providers: [.apt(["liblz4-dev"])]),
-        // CRC-32C and fdatasync.
+        // CRC-32C, fdatasync and the thread calls Glibc's module does not carry.
         .target(name: "CGavelShims"),
         // The durable sink: record codec, LZ4 segments, group commit, snapshots, recovery, verification.
         .target(

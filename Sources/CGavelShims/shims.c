@@ -4,6 +4,7 @@
 #include <pthread.h>
 #include <sched.h>
 #include <fcntl.h>
+#include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -126,5 +127,14 @@ int gavel_writeback(int fd, int64_t offset, int64_t length, int wait) {
 #else
     (void)fd; (void)offset; (void)length; (void)wait;
     return 0;
+#endif
+}
+
+int gavel_name_thread(const char *name) {
+#if defined(__linux__)
+    return prctl(PR_SET_NAME, name, 0, 0, 0);
+#else
+    (void)name;
+    return -1;
 #endif
 }

@@ -21,6 +21,9 @@ int gavel_thread_id(void);
 int gavel_thread_to_nice(int tid, int nice);
 int gavel_lower_thread_priority(int increment);
 
+/// Names the calling thread (Linux keeps the first 15 bytes; `top -H`, `ps -L` and `perf` show it). Returns 0 or -1.
+int gavel_name_thread(const char *name);
+
 /// Starts writeback of `length` bytes of `fd` at `offset` (Linux `sync_file_range`, `WRITE`); with `wait` non-zero,
 /// also waits until the range is written back. Returns 0 or -1.
 int gavel_writeback(int fd, int64_t offset, int64_t length, int wait);
