@@ -24,6 +24,9 @@ struct FeedFilter: Sendable {
         "trade", "book", "listing_cancelled", "settlement", "second_chance",
     ]
 
+    /// For what a filter has chosen already: lets every public event and refused command through.
+    static let chosenAlready = FeedFilter(types: nil, listings: nil, includeRejections: true)
+
     func wants(_ event: Event) -> Bool {
         if event.kind.isInternal { return false }
         if let listings, !listings.contains(event.listing) { return false }
@@ -53,6 +56,8 @@ struct FeedEncoder {
     ) -> Int {
         wanted.removeAll(keepingCapacity: true)
         for index in events.indices where filter.wants(events[index]) { wanted.append(index) }
+        // A refusal the filter leaves out must not keep the entry's last event from saying it is the last.
+        let rejected = rejected.flatMap { filter.wants(rejected: $0.0) ? $0 : nil }
         var total = 0
         for (position, index) in wanted.enumerated() {
             MessageEncoder.event(events[index], ts: nil, into: &bytes)
@@ -62,8 +67,7 @@ struct FeedEncoder {
             total += out.writerIndex - before
             if out.readableBytes >= piece { full(&out) }
         }
-        if let rejected, filter.wants(rejected: rejected.0) {
-            let (command, result) = rejected
+        if let (command, result) = rejected {
             var w = JSONObjectWriter(reusing: &bytes)
             w.field("type", "rejected")
             w.field("listing", command.listing)
@@ -342,18 +346,61 @@ final class FeedSubscription: @unchecked Sendable {
 
     /// Replays the journal from `since` to `target` (and further while live entries were dropped) and sends it,
     /// never more than two pieces ahead of what the connection has written to its socket; then switches to live.
-    /// Runs on a thread of its own.
+    /// Runs on a thread of its own, which replays; a second thread encodes what it replayed (``encodeCatchUp``),
+    /// so the two halves of a catch-up run side by side on two cores, at most ``CatchUpQueue/capacity`` pieces
+    /// apart.
     func catchUp(
         directory: DataDirectory, engine: EngineConfiguration, since: UInt64, through start: UInt64,
         stallTimeoutMs: Int
     ) {
+        let queue = CatchUpQueue()
+        let encoded = DispatchSemaphore(value: 0)
+        let encoding = startDedicatedThread("feed encode") { [self] in
+            encodeCatchUp(from: queue, stallTimeoutMs: stallTimeoutMs)
+            encoded.signal()
+        }
+        pthread_detach(encoding)
+        var piece = ReplayedPiece()
+        var target = start
+        var failure: String?
+        do {
+            let replay = try JournalReplay(directory: directory, from: since, engine: engine)
+            while !cancelled.load(ordering: .relaxed) {
+                let more = try replay.next(upTo: target) { lsn, at, command, result, events in
+                    piece.append(lsn: lsn, at: at, command: command, result: result, events: events, filter: filter)
+                }
+                if more {
+                    if piece.isFull { queue.put(.piece(piece.take())) }
+                    continue
+                }
+                if !piece.isEmpty { queue.put(.piece(piece.take())) }
+                let flushed = DispatchSemaphore(value: 0)
+                queue.put(.flush(flushed))
+                flushed.wait()
+                let reachedTarget = target
+                let next = try eventLoop.submit { [self] in reached(reachedTarget) }.wait()
+                guard let next else { break }
+                target = next
+            }
+        } catch ReplayStartError.notRetained(let oldest) {
+            failure = "the journal is no longer retained from lsn \(since): resume from lsn \(oldest) or later"
+        } catch {
+            failure = "the feed could not read the journal: \(error)"
+        }
+        queue.put(.end)
+        encoded.wait()
+        if let failure { eventLoop.execute { [self] in session?.endFeed(failure) } }
+    }
+
+    /// Encodes the pieces a catch-up replayed and hands them to the connection, never more than two pieces ahead of
+    /// what it has written to its socket; a connection that writes nothing for `stallTimeoutMs` is closed as a slow
+    /// consumer, which ends the catch-up. Runs on a thread of its own until it takes ``CatchUpStep/end``.
+    private func encodeCatchUp(from queue: CatchUpQueue, stallTimeoutMs: Int) {
         let window = DispatchSemaphore(value: 2)
         let limit = chunkLimit
         var encoder = FeedEncoder()
         var chunk = ByteBuffer()
-        var target = start
-        /// Hands `piece` to the connection once fewer than two are unwritten, and leaves it empty; a connection
-        /// that writes nothing for `stallTimeoutMs` is closed as a slow consumer, which ends the catch-up.
+        /// Hands `piece` to the connection once fewer than two are unwritten, and leaves it empty.
         func send(_ piece: inout ByteBuffer) {
             guard !cancelled.load(ordering: .relaxed) else { return piece.clear() }
             if window.wait(timeout: .now() + .milliseconds(stallTimeoutMs)) == .timedOut {
@@ -376,33 +423,91 @@ final class FeedSubscription: @unchecked Sendable {
                 session.sendFeed([frames]) { window.signal() }
             }
         }
-        do {
-            let replay = try JournalReplay(directory: directory, from: since, engine: engine)
-            while !cancelled.load(ordering: .relaxed) {
-                let more = try replay.next(upTo: target) { lsn, at, command, result, events in
-                    var rejected: (Command, CommandResult)?
-                    if let command, let result, !result.ok, !result.duplicate { rejected = (command, result) }
+        while true {
+            switch queue.take() {
+            case .piece(let replayed):
+                guard !cancelled.load(ordering: .relaxed) else { continue }
+                for entry in replayed.entries {
                     _ = encoder.encode(
-                        lsn: lsn, at: at, events: events[...], rejected: rejected, filter: filter, into: &chunk,
-                        piece: limit, full: send)
+                        lsn: entry.lsn, at: entry.at, events: replayed.events[entry.events], rejected: entry.rejected,
+                        filter: .chosenAlready, into: &chunk, piece: limit, full: send)
                 }
-                if more { continue }
+            case .flush(let done):
                 if chunk.readableBytes > 0 { send(&chunk) }
-                let reachedTarget = target
-                let next = try eventLoop.submit { [self] in reached(reachedTarget) }.wait()
-                guard let next else { break }
-                target = next
+                done.signal()
+            case .end:
+                return
             }
-        } catch {
-            let reason: String
-            switch error {
-            case ReplayStartError.notRetained(let oldest):
-                reason = "the journal is no longer retained from lsn \(since): resume from lsn \(oldest) or later"
-            default:
-                reason = "the feed could not read the journal: \(error)"
-            }
-            eventLoop.execute { [self] in session?.endFeed(reason) }
         }
+    }
+}
+
+/// Entries a catch-up replayed, with the events and the refused command its feed wants of each, on their way from
+/// the replaying thread to the encoding one.
+struct ReplayedPiece {
+    /// A piece is handed over once it holds this many events or entries (or the replay reached its target): small
+    /// enough to stay in the caches, big enough that the hand-off costs nothing per event.
+    static let events = 1_024
+
+    var events: [Event] = []
+    var entries: [FeedBatch.Entry] = []
+
+    var isEmpty: Bool { entries.isEmpty }
+    var isFull: Bool { events.count >= Self.events || entries.count >= Self.events }
+
+    /// Appends entry `lsn` with the events `filter` lets through and its refused command when `filter` wants it; an
+    /// entry that leaves nothing is not kept.
+    mutating func append(
+        lsn: UInt64, at: Millis, command: Command?, result: CommandResult?, events replayed: [Event],
+        filter: FeedFilter
+    ) {
+        let first = events.count
+        for event in replayed where filter.wants(event) { events.append(event) }
+        var rejected: (Command, CommandResult)?
+        if let command, let result, !result.ok, !result.duplicate, filter.wants(rejected: command) {
+            rejected = (command, result)
+        }
+        guard events.count > first || rejected != nil else { return }
+        entries.append(FeedBatch.Entry(lsn: lsn, at: at, events: first..<events.count, rejected: rejected))
+    }
+
+    /// The piece, leaving an empty one with room for the next.
+    mutating func take() -> ReplayedPiece {
+        let taken = self
+        self = ReplayedPiece()
+        events.reserveCapacity(Self.events + 64)
+        return taken
+    }
+}
+
+/// What a catch-up's replaying thread hands its encoding thread.
+enum CatchUpStep: @unchecked Sendable {
+    case piece(ReplayedPiece)
+    /// Send what is encoded, then signal: every entry replayed so far is on its way to the connection.
+    case flush(DispatchSemaphore)
+    /// No more: the encoding thread ends.
+    case end
+}
+
+/// The bounded hand-off between a catch-up's two threads: `put` waits while ``capacity`` steps are waiting, `take`
+/// while none is. Two semaphore operations per piece of a thousand events.
+final class CatchUpQueue: Sendable {
+    static let capacity = 2
+    private let steps = Mutex<[CatchUpStep]>([])
+    private let free = DispatchSemaphore(value: CatchUpQueue.capacity)
+    private let waiting = DispatchSemaphore(value: 0)
+
+    func put(_ step: CatchUpStep) {
+        free.wait()
+        steps.withLock { $0.append(step) }
+        waiting.signal()
+    }
+
+    func take() -> CatchUpStep {
+        waiting.wait()
+        let step = steps.withLock { $0.removeFirst() }
+        free.signal()
+        return step
     }
 }
 
