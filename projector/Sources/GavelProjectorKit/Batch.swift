@@ -99,6 +99,16 @@ public struct Batch: Sendable {
         public var updatedLSN: Int64
     }
 
+    /// A listing id opened in this batch: the rows the database holds under it (if any) are an earlier listing's
+    /// that had the id (`gavel serve` forgets a listing once it is closed and past its retention, and the id may be
+    /// opened again), and are renamed ``Batch/archivedID(_:lsn:)`` before the batch's rows are written, in the same
+    /// transaction.
+    public struct Reopening: Sendable, Equatable {
+        public var listing: String
+        /// The lsn of the `opened` event that took the id (the first in this batch).
+        public var lsn: Int64
+    }
+
     /// The position stored before this batch.
     public let startPosition: Int64
     /// The last lsn whose every message is in the batch (the position to store with it).
@@ -121,6 +131,12 @@ public struct Batch: Sendable {
     public private(set) var listings: [Listing] = []
     /// Settlements touched, in the order first touched.
     public private(set) var settlements: [Settlement] = []
+    /// Every listing id opened in this batch, at its first `opened` in it: what the database may hold under them
+    /// belongs to an earlier listing of the same id.
+    public private(set) var reopenings: [Reopening] = []
+    private var opened: Set<String> = []
+    /// Listings with trades or settlements in this batch (those with other rows are in `listingIndex`).
+    private var tradedOrSettled: Set<String> = []
     private var listingIndex: [String: Int] = [:]
     private var settlementIndex: [String: Int] = [:]
     private var currentLSN: Int64 = 0
@@ -178,6 +194,8 @@ public struct Batch: Sendable {
         switch e.type {
         case "opened":
             let id = try need(e.listing, "listing", e)
+            if opened.insert(id).inserted { reopenings.append(Reopening(listing: id, lsn: lsn)) }
+            if listingIndex[id] != nil || tradedOrSettled.contains(id) { archive(id, lsn: lsn) }
             let opened = Opened(
                 format: try need(e.format, "format", e), seller: try need(e.seller, "seller", e),
                 opensAt: e.opensAt, start: e.start, buyNow: e.buyNow, pricing: e.pricing, hasReserve: e.hasReserve,
@@ -210,6 +228,7 @@ public struct Batch: Sendable {
             update(id, lsn) { $0.price = e.price }
         case "filled":
             let id = try need(e.listing, "listing", e)
+            tradedOrSettled.insert(id)
             trades.append(
                 Trade(
                     listing: id, seq: try need(e.seq, "seq", e), lsn: lsn, at: at, kind: "fill",
@@ -218,6 +237,7 @@ public struct Batch: Sendable {
                     remaining: e.remaining))
         case "trade":
             let id = try need(e.listing, "listing", e)
+            tradedOrSettled.insert(id)
             trades.append(
                 Trade(
                     listing: id, seq: try need(e.seq, "seq", e), lsn: lsn, at: at, kind: "trade",
@@ -252,6 +272,7 @@ public struct Batch: Sendable {
         let id = try need(e.settlement, "settlement", e)
         let listing = try need(e.listing, "listing", e)
         let state = try need(e.state, "state", e)
+        tradedOrSettled.insert(listing)
         transitions.append(
             Transition(
                 settlement: id, lsn: lsn, index: indexInLSN, listing: listing, state: state, at: at, dueAt: e.dueAt,
@@ -273,6 +294,44 @@ public struct Batch: Sendable {
                 price: try need(e.price, "price", e), quantity: try need(e.quantity, "quantity", e), state: state,
                 dueAt: e.dueAt, paymentRef: e.paymentRef, tracking: e.tracking, createdAt: at, updatedAt: at,
                 createdLSN: lsn, updatedLSN: lsn))
+    }
+
+    /// The id the rows of a listing get once listing id `id` is opened again at `lsn`: `L1@5012` is the listing that
+    /// held id `L1` until the entry at lsn 5012 opened it again. Identifiers never hold `@`, so no listing's own id
+    /// looks like this.
+    public static func archivedID(_ id: String, lsn: Int64) -> String { "\(id)@\(lsn)" }
+
+    /// A settlement id of listing `listing` once its id is archived at `lsn`: `L1:1` becomes `L1@5012:1` (the same
+    /// as the SQL of `SQL.archive`).
+    public static func archivedSettlement(_ settlement: String, listing: String, lsn: Int64) -> String {
+        let archived = archivedID(listing, lsn: lsn)
+        if settlement.hasPrefix(listing + ":") { return archived + settlement.dropFirst(listing.count) }
+        return "\(settlement)@\(lsn)"
+    }
+
+    /// Listing id `id` is opened again at `lsn` while the batch holds rows of the listing that had it before:
+    /// renames those rows as the database's are renamed (``archivedID(_:lsn:)``).
+    private mutating func archive(_ id: String, lsn: Int64) {
+        let archived = Self.archivedID(id, lsn: lsn)
+        if let index = listingIndex.removeValue(forKey: id) {
+            listings[index].id = archived
+            listingIndex[archived] = index
+        }
+        for index in bids.indices where bids[index].listing == id { bids[index].listing = archived }
+        guard tradedOrSettled.remove(id) != nil else { return }
+        tradedOrSettled.insert(archived)
+        for index in trades.indices where trades[index].listing == id { trades[index].listing = archived }
+        for index in transitions.indices where transitions[index].listing == id {
+            transitions[index].listing = archived
+            transitions[index].settlement = Self.archivedSettlement(
+                transitions[index].settlement, listing: id, lsn: lsn)
+        }
+        for index in settlements.indices where settlements[index].listing == id {
+            let renamed = Self.archivedSettlement(settlements[index].id, listing: id, lsn: lsn)
+            settlementIndex[renamed] = settlementIndex.removeValue(forKey: settlements[index].id)
+            settlements[index].id = renamed
+            settlements[index].listing = archived
+        }
     }
 
     private mutating func update(_ id: String, _ lsn: Int64, _ change: (inout Listing) -> Void) {

@@ -36,6 +36,33 @@ enum SQL {
         """,
     ]
 
+    /// The statements that rename the rows of the listing that held id `listing` before the entry at `lsn` opened
+    /// it again: its row, bids, trades, settlements and their transitions, to ``Batch/archivedID(_:lsn:)`` (settlement
+    /// `L1:1` becomes `L1@5012:1`, as ``Batch/archivedSettlement(_:listing:lsn:)`` renames it in memory). The
+    /// listing's own row goes last, so that the others can still be found by the old id.
+    static func archive(listing id: String, lsn: Int64) -> [PostgresQuery] {
+        let archived = Batch.archivedID(id, lsn: lsn)
+        let suffix = "@\(lsn)"
+        let prefix = id + ":"
+        return [
+            "UPDATE bids SET listing = \(archived) WHERE listing = \(id)",
+            "UPDATE trades SET listing = \(archived) WHERE listing = \(id)",
+            """
+            UPDATE settlement_transitions SET listing = \(archived),
+                settlement = CASE WHEN starts_with(settlement, \(prefix))
+                    THEN \(archived) || substr(settlement, \(Int32(id.utf8.count + 1))) ELSE settlement || \(suffix) END
+            WHERE listing = \(id)
+            """,
+            """
+            UPDATE settlements SET listing = \(archived),
+                id = CASE WHEN starts_with(id, \(prefix))
+                    THEN \(archived) || substr(id, \(Int32(id.utf8.count + 1))) ELSE id || \(suffix) END
+            WHERE listing = \(id)
+            """,
+            "UPDATE listings SET id = \(archived) WHERE id = \(id)",
+        ]
+    }
+
     /// The copies that write `batch`, in the order they must run: listings first, since a fill's seller is read
     /// from its listing, which may open in the same batch.
     static func copies(for batch: Batch) -> [Copy] {

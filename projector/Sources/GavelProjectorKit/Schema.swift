@@ -137,5 +137,13 @@ public enum Schema {
                 // Applies to pages written from now on.
                 "ALTER TABLE listings SET (fillfactor = 50)"
             ]),
+        Migration(
+            version: 3, name: "settlements and their transitions indexed by listing",
+            statements: [
+                // A listing's settlements, for support queries and for renaming the rows of a listing whose id is
+                // opened again (Batch.Reopening), which would otherwise read both tables whole.
+                "CREATE INDEX settlements_listing ON settlements (listing)",
+                "CREATE INDEX settlement_transitions_listing ON settlement_transitions (listing)",
+            ]),
     ]
 }

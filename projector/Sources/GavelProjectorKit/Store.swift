@@ -142,6 +142,7 @@ public final class Store: Sendable {
             var updated = 0
             for try await _ in moved.decode(Int64.self) { updated += 1 }
             guard updated == 1 else { throw ProjectorError.positionMoved(expected: batch.startPosition) }
+            try await archiveReopened(batch, on: connection)
             for copy in copies {
                 var text = CopyText(capacity: copy.rows * 16 * copy.columns.count)
                 copy.write(&text)
@@ -152,6 +153,28 @@ public final class Store: Sendable {
                 if let then = copy.then {
                     try await connection.query(PostgresQuery(unsafeSQL: then), logger: logger)
                 }
+            }
+        }
+    }
+
+    /// Renames the rows of the earlier listing of each id the batch opens again (`Batch.Reopening`), before the
+    /// batch's rows are written: one lookup of the ids the batch opens, then five statements for each id the read
+    /// model already holds (rare: most opened ids are new).
+    private func archiveReopened(_ batch: Batch, on connection: PostgresConnection) async throws {
+        guard !batch.reopenings.isEmpty else { return }
+        let ids = batch.reopenings.map(\.listing)
+        let rows = try await connection.query("SELECT id FROM listings WHERE id = ANY(\(ids))", logger: logger)
+        var held: Set<String> = []
+        for try await id in rows.decode(String.self) { held.insert(id) }
+        for reopening in batch.reopenings where held.contains(reopening.listing) {
+            logger.info(
+                "a listing id was opened again; the earlier listing's rows are renamed",
+                metadata: [
+                    "listing": "\(reopening.listing)",
+                    "renamed": "\(Batch.archivedID(reopening.listing, lsn: reopening.lsn))",
+                ])
+            for statement in SQL.archive(listing: reopening.listing, lsn: reopening.lsn) {
+                try await connection.query(statement, logger: logger)
             }
         }
     }

@@ -159,6 +159,79 @@ final class BatchTests: XCTestCase {
             XCTAssertTrue("\(error)".contains("buyer"), "\(error)")
         }
     }
+
+    /// One incarnation of listing `id`: opened at `lsn`, two bids, closed with a sale and its settlement.
+    private func incarnation(_ id: String, from lsn: Int) -> [String] {
+        [
+            #"{"type":"opened","listing":"\#(id)","seq":1,"at":\#(lsn),"format":"english","seller":"sam","start":100,"lsn":\#(lsn),"last":true}"#,
+            #"{"type":"bid_placed","listing":"\#(id)","seq":2,"at":\#(lsn + 1),"price":100,"leader":"ann","bids":1,"lsn":\#(lsn + 1),"last":true}"#,
+            #"{"type":"bid_placed","listing":"\#(id)","seq":3,"at":\#(lsn + 2),"price":125,"leader":"bob","bids":2,"lsn":\#(lsn + 2),"last":true}"#,
+            #"{"type":"closed","listing":"\#(id)","seq":4,"at":\#(lsn + 3),"winner":"bob","price":125,"reserve_met":true,"lsn":\#(lsn + 3),"last":false}"#,
+            #"{"type":"settlement","listing":"\#(id)","settlement":"\#(id):1","at":\#(lsn + 3),"buyer":"bob","seller":"sam","price":125,"quantity":1,"state":"awaiting_payment","lsn":\#(lsn + 3),"last":true}"#,
+        ]
+    }
+
+    func testAListingIDOpenedAgainInOneBatchRenamesTheEarlierListingsRowsAfterTheLSNThatReopenedIt() throws {
+        var batch = Batch(position: 0)
+        try add(incarnation("a:b", from: 1) + incarnation("a:b", from: 10) + incarnation("a:b", from: 20), to: &batch)
+        XCTAssertEqual(batch.listings.map(\.id), ["a:b@10", "a:b@20", "a:b"])
+        XCTAssertEqual(batch.listings.map { $0.opened?.openedLSN }, [1, 10, 20])
+        XCTAssertEqual(batch.listings.map(\.finalPrice), [125, 125, 125])
+        XCTAssertEqual(batch.bids.map(\.listing), ["a:b@10", "a:b@10", "a:b@20", "a:b@20", "a:b", "a:b"])
+        XCTAssertEqual(batch.settlements.map(\.id), ["a:b@10:1", "a:b@20:1", "a:b:1"])
+        XCTAssertEqual(batch.settlements.map(\.listing), ["a:b@10", "a:b@20", "a:b"])
+        XCTAssertEqual(batch.transitions.map(\.settlement), ["a:b@10:1", "a:b@20:1", "a:b:1"])
+        // The database's rows of the id (from before this batch) are the ones the first reopening renames.
+        XCTAssertEqual(batch.reopenings, [Batch.Reopening(listing: "a:b", lsn: 1)])
+        // A later transition of the newest settlement lands on its current row.
+        try add(
+            [
+                #"{"type":"settlement","listing":"a:b","settlement":"a:b:1","at":30,"buyer":"bob","seller":"sam","price":125,"quantity":1,"state":"paid","lsn":30,"last":true}"#
+            ], to: &batch)
+        XCTAssertEqual(batch.settlements.map(\.state), ["awaiting_payment", "awaiting_payment", "paid"])
+    }
+
+    func testRowsOfAListingFromAnEarlierBatchTakeTheNameTheDatabaseRowsGetWhenItsIDIsOpenedAgain() throws {
+        var batch = Batch(position: 4)
+        // L1 was opened before this batch (its row is in the database); it gets a payment here, then is opened again.
+        try add(
+            [
+                #"{"type":"settlement","listing":"L1","settlement":"L1:1","at":5,"buyer":"bob","seller":"sam","price":125,"quantity":1,"state":"paid","lsn":5,"last":true}"#
+            ] + incarnation("L1", from: 6), to: &batch)
+        XCTAssertEqual(batch.reopenings, [Batch.Reopening(listing: "L1", lsn: 6)])
+        XCTAssertEqual(batch.transitions.map(\.settlement), ["L1@6:1", "L1:1"])
+        XCTAssertEqual(batch.settlements.map(\.id), ["L1@6:1", "L1:1"])
+        XCTAssertEqual(batch.listings.map(\.id), ["L1"])
+        XCTAssertEqual(Batch.archivedSettlement("L1:1", listing: "L1", lsn: 6), "L1@6:1")
+        XCTAssertEqual(Batch.archivedSettlement("X7", listing: "L1", lsn: 6), "X7@6")
+    }
+
+    func testTheRowsOfAReopenedIDDoNotDependOnWhereBatchesEnd() throws {
+        let lines =
+            incarnation("L1", from: 1) + incarnation("L2", from: 6) + incarnation("L1", from: 11)
+            + incarnation("L1", from: 16)
+        // The ids rows end up with, whatever the batches: in one batch, or split at every lsn (each batch's
+        // reopenings standing for the database's renames).
+        var whole = Batch(position: 0)
+        try add(lines, to: &whole)
+        var names: [String: String] = [:]  // the row of each opened lsn, by the names of the split run
+        var open: [String: Int64] = [:]  // listing id -> opened lsn of the row that has it now
+        for line in lines {
+            var one = Batch(position: 0)
+            try add([line], to: &one)
+            for reopening in one.reopenings {
+                if let earlier = open[reopening.listing] {
+                    names[String(earlier)] = Batch.archivedID(reopening.listing, lsn: reopening.lsn)
+                }
+                open[reopening.listing] = reopening.lsn
+                names[String(reopening.lsn)] = reopening.listing
+            }
+        }
+        for listing in whole.listings {
+            XCTAssertEqual(names[String(listing.opened!.openedLSN)], listing.id)
+        }
+        XCTAssertEqual(Set(whole.listings.map(\.id)), ["L1@11", "L1@16", "L1", "L2"])
+    }
 }
 
 extension FeedEvent {

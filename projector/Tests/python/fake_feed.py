@@ -5,7 +5,7 @@ WebSocket on 127.0.0.1, so the projector's batching, resume and reconnection run
 server live in test_projector_gavel.py.
 
     python fake_feed.py --port P --listings N [--bids K] [--pace-ms MS] [--drop-after M] [--oldest L] [--log FILE]
-                        [--awkward]
+                        [--awkward] [--reopen R]
 """
 
 import argparse
@@ -19,10 +19,11 @@ from websockets.asyncio.server import serve
 AWKWARD = 'tab\there\nnew line\r\\ back \\N "quoted" \'single\' \u00e9\u20ac\U0001F600'
 
 
-def canned_feed(listings, bids, awkward=False):
+def canned_feed(listings, bids, awkward=False, reopen=0):
     """[(lsn, [event, ...])]: per listing an open, `bids` bids (each with an outbid), a close with the sale's
     settlement, then its payment and its shipping. `awkward`: the open's terms have a `title` and the payment a
-    `payment_ref` made of AWKWARD."""
+    `payment_ref` made of AWKWARD. `reopen`: then the same again `reopen` more times with the same listing ids (as
+    `gavel serve` allows once a listing is evicted), each with its settlement `L<i>:1` again."""
     out = []
     lsn = 0
     at = 1_800_000_000_000
@@ -35,7 +36,7 @@ def canned_feed(listings, bids, awkward=False):
             e.setdefault("at", at)
         out.append((lsn, events))
 
-    for i in range(1, listings + 1):
+    for i in [i for _ in range(reopen + 1) for i in range(1, listings + 1)]:
         lid = f"L{i}"
         step([{"type": "opened", "listing": lid, "seq": 1, "format": "english", "seller": f"s{i % 7}",
                "start": 100, "opens_at": at, "closes_at": at + 60000, "has_reserve": False, "buy_now": None,
@@ -62,10 +63,10 @@ def canned_feed(listings, bids, awkward=False):
     return out
 
 
-def frames(listings, bids, awkward=False):
+def frames(listings, bids, awkward=False, reopen=0):
     """[(lsn, [frame text, ...])]: the canned feed as the stand-in sends it."""
     return [(lsn, [json.dumps(dict(e, lsn=lsn, last=n == len(events) - 1)) for n, e in enumerate(events)])
-            for lsn, events in canned_feed(listings, bids, awkward)]
+            for lsn, events in canned_feed(listings, bids, awkward, reopen)]
 
 
 async def main():
@@ -78,9 +79,10 @@ async def main():
     parser.add_argument("--oldest", type=int, default=1, help="refuse since_lsn below this")
     parser.add_argument("--log", default=None, help="append each since_lsn asked for")
     parser.add_argument("--awkward", action="store_true", help="text that COPY must escape in terms and payment_ref")
+    parser.add_argument("--reopen", type=int, default=0, help="open every listing id again R more times")
     args = parser.parse_args()
     # The frames are made once: the stand-in must not be slower than the projector it measures.
-    feed = frames(args.listings, args.bids, args.awkward)
+    feed = frames(args.listings, args.bids, args.awkward, args.reopen)
     head = feed[-1][0]
     connections = 0
 

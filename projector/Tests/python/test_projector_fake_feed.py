@@ -12,7 +12,7 @@ import time
 import pytest
 
 from conftest import eventually, free_port, position, query
-from fake_feed import AWKWARD, frames
+from fake_feed import AWKWARD, canned_feed, frames
 
 HERE = pathlib.Path(__file__).resolve().parent
 
@@ -21,17 +21,18 @@ HERE = pathlib.Path(__file__).resolve().parent
 def fake_feed(tmp_path):
     started = []
 
-    def make(listings, bids=3, pace_ms=0.0, drop_after=0, oldest=1, awkward=False):
+    def make(listings, bids=3, pace_ms=0.0, drop_after=0, oldest=1, awkward=False, reopen=0):
         port = free_port()
         log = tmp_path / f"since{len(started)}.log"
         process = subprocess.Popen(
             [sys.executable, str(HERE / "fake_feed.py"), "--port", str(port), "--listings", str(listings),
              "--bids", str(bids), "--pace-ms", str(pace_ms), "--drop-after", str(drop_after),
-             "--oldest", str(oldest), "--log", str(log), *(["--awkward"] if awkward else [])],
+             "--oldest", str(oldest), "--log", str(log), "--reopen", str(reopen),
+             *(["--awkward"] if awkward else [])],
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         assert process.stdout.readline().strip() == "ready"
         started.append(process)
-        lsns = listings * (bids + 4)
+        lsns = listings * (bids + 4) * (reopen + 1)
         return f"ws://127.0.0.1:{port}/ws", lsns, log
 
     yield make
@@ -69,7 +70,7 @@ def test_every_event_of_the_feed_writes_its_rows_once(fake_feed, database, proje
     row = query(database, "SELECT format, seller, status, start_price, price, leader, bids, final_price, winner, "
                           "terms->>'payment_due_ms' FROM listings WHERE id = 'L7'")[0]
     assert row == ("english", "s0", "closed", 100, 200, "u0", 4, 200, "u0", "1000")
-    assert query(database, "SELECT version FROM schema_migrations ORDER BY version") == [(1,), (2,)]
+    assert query(database, "SELECT version FROM schema_migrations ORDER BY version") == [(1,), (2,), (3,)]
     assert projector.metric("gavel_projector_applied_lsn") == lsns
     assert projector.metric("gavel_projector_live") == 1
 
@@ -180,3 +181,29 @@ def test_bad_options_are_refused_at_start_with_a_message(database, projectors):
         p = projectors("ws://127.0.0.1:1/ws", database, extra=extra).start()
         assert p.process.wait(30) != 0
         assert words in p.log_text()
+
+
+@pytest.mark.parametrize("batch_events", [1, 100_000])
+def test_a_listing_id_opened_again_keeps_the_earlier_listings_rows_renamed_whatever_the_batches(
+        fake_feed, database, projectors, batch_events):
+    # Each id opened three times: the first two listings' rows are renamed <id>@<lsn that opened the id again>,
+    # by the database's statements when batches are single lsns, in memory when one batch holds them all.
+    url, lsns, _ = fake_feed(listings=5, bids=2, reopen=2)
+    projector = projectors(url, database, extra=["--batch-events", str(batch_events)]).start()
+    assert eventually(lambda: position(database) == lsns), projector.log_text()
+    opened = {}
+    for lsn, events in canned_feed(5, 2, reopen=2):
+        for e in events:
+            if e["type"] == "opened":
+                opened.setdefault(e["listing"], []).append(lsn)
+    names = {lid for lid in opened} | {f"{lid}@{lsn}" for lid, at in opened.items() for lsn in at[1:]}
+    assert {row[0] for row in query(database, "SELECT id FROM listings")} == names
+    assert {row[0] for row in query(database, "SELECT id FROM settlements")} == {f"{name}:1" for name in names}
+    assert {row[0] for row in query(database, "SELECT DISTINCT listing FROM bids")} == names
+    assert {row[0] for row in query(database, "SELECT DISTINCT settlement FROM settlement_transitions")} == \
+        {f"{name}:1" for name in names}
+    assert query(database, "SELECT count(*) FROM settlement_transitions t JOIN settlements s "
+                           "ON s.id = t.settlement AND s.listing = t.listing") == [(45,)]
+    assert_read_model_is_exact(database, 15, 2)
+    if batch_events == 1:
+        assert "opened again" in projector.log_text()
