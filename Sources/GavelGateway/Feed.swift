@@ -24,9 +24,6 @@ struct FeedFilter: Sendable {
         "trade", "book", "listing_cancelled", "settlement", "second_chance",
     ]
 
-    /// For what a filter has chosen already: lets every public event and refused command through.
-    static let chosenAlready = FeedFilter(types: nil, listings: nil, includeRejections: true)
-
     func wants(_ event: Event) -> Bool {
         if event.kind.isInternal { return false }
         if let listings, !listings.contains(event.listing) { return false }
@@ -104,6 +101,13 @@ struct FeedBatch: @unchecked Sendable {
         var events: Range<Int>
         /// A rejected command (not a repeat of one) and its result.
         var rejected: (Command, CommandResult)?
+
+        /// `command` and its `result` when the feed may tell of them (`include_rejections`): a refusal that is not
+        /// the answer to a repeated request id.
+        static func refusal(_ command: Command?, _ result: CommandResult?) -> (Command, CommandResult)? {
+            guard let command, let result, !result.ok, !result.duplicate else { return nil }
+            return (command, result)
+        }
     }
     var events: [Event]
     var entries: [Entry]
@@ -113,11 +117,11 @@ struct FeedBatch: @unchecked Sendable {
     init(_ batch: Batch) {
         events = batch.events
         entries = batch.entries.map { entry in
-            var rejected: (Command, CommandResult)?
-            if let result = entry.result, !result.ok, !result.duplicate, case .command(let command) = entry.input {
-                rejected = (command, result)
-            }
-            return Entry(lsn: entry.lsn, at: entry.at, events: entry.events, rejected: rejected)
+            var command: Command?
+            if case .command(let input) = entry.input { command = input }
+            return Entry(
+                lsn: entry.lsn, at: entry.at, events: entry.events,
+                rejected: Entry.refusal(command, entry.result))
         }
         through = batch.entries.last?.lsn ?? 0
     }
@@ -360,20 +364,32 @@ final class FeedSubscription: @unchecked Sendable {
             encoded.signal()
         }
         pthread_detach(encoding)
-        var piece = ReplayedPiece()
+        // The piece being filled: the engine appends each entry's events to `events` itself (two variables, not
+        // one struct, so that the entries can be added while the events are being appended to).
+        var events: [Event] = []
+        var entries: [FeedBatch.Entry] = []
+        func handOver() {
+            guard !entries.isEmpty else { return }
+            queue.put(.piece(ReplayedPiece(events: events, entries: entries)))
+            events = []
+            events.reserveCapacity(ReplayedPiece.events + 64)
+            entries = []
+        }
         var target = start
         var failure: String?
         do {
             let replay = try JournalReplay(directory: directory, from: since, engine: engine)
             while !cancelled.load(ordering: .relaxed) {
-                let more = try replay.next(upTo: target) { lsn, at, command, result, events in
-                    piece.append(lsn: lsn, at: at, command: command, result: result, events: events, filter: filter)
+                let more = try replay.next(upTo: target, appendingTo: &events) { lsn, at, command, result, range in
+                    entries.append(
+                        FeedBatch.Entry(
+                            lsn: lsn, at: at, events: range, rejected: FeedBatch.Entry.refusal(command, result)))
                 }
                 if more {
-                    if piece.isFull { queue.put(.piece(piece.take())) }
+                    if events.count >= ReplayedPiece.events || entries.count >= ReplayedPiece.events { handOver() }
                     continue
                 }
-                if !piece.isEmpty { queue.put(.piece(piece.take())) }
+                handOver()
                 let flushed = DispatchSemaphore(value: 0)
                 queue.put(.flush(flushed))
                 flushed.wait()
@@ -430,7 +446,7 @@ final class FeedSubscription: @unchecked Sendable {
                 for entry in replayed.entries {
                     _ = encoder.encode(
                         lsn: entry.lsn, at: entry.at, events: replayed.events[entry.events], rejected: entry.rejected,
-                        filter: .chosenAlready, into: &chunk, piece: limit, full: send)
+                        filter: filter, into: &chunk, piece: limit, full: send)
                 }
             case .flush(let done):
                 if chunk.readableBytes > 0 { send(&chunk) }
@@ -442,42 +458,15 @@ final class FeedSubscription: @unchecked Sendable {
     }
 }
 
-/// Entries a catch-up replayed, with the events and the refused command its feed wants of each, on their way from
-/// the replaying thread to the encoding one.
+/// Entries a catch-up replayed, with their events, on their way from the replaying thread to the encoding one (which
+/// applies the feed's filter, as for a live batch).
 struct ReplayedPiece {
     /// A piece is handed over once it holds this many events or entries (or the replay reached its target): small
     /// enough to stay in the caches, big enough that the hand-off costs nothing per event.
     static let events = 1_024
 
-    var events: [Event] = []
-    var entries: [FeedBatch.Entry] = []
-
-    var isEmpty: Bool { entries.isEmpty }
-    var isFull: Bool { events.count >= Self.events || entries.count >= Self.events }
-
-    /// Appends entry `lsn` with the events `filter` lets through and its refused command when `filter` wants it; an
-    /// entry that leaves nothing is not kept.
-    mutating func append(
-        lsn: UInt64, at: Millis, command: Command?, result: CommandResult?, events replayed: [Event],
-        filter: FeedFilter
-    ) {
-        let first = events.count
-        for event in replayed where filter.wants(event) { events.append(event) }
-        var rejected: (Command, CommandResult)?
-        if let command, let result, !result.ok, !result.duplicate, filter.wants(rejected: command) {
-            rejected = (command, result)
-        }
-        guard events.count > first || rejected != nil else { return }
-        entries.append(FeedBatch.Entry(lsn: lsn, at: at, events: first..<events.count, rejected: rejected))
-    }
-
-    /// The piece, leaving an empty one with room for the next.
-    mutating func take() -> ReplayedPiece {
-        let taken = self
-        self = ReplayedPiece()
-        events.reserveCapacity(Self.events + 64)
-        return taken
-    }
+    var events: [Event]
+    var entries: [FeedBatch.Entry]
 }
 
 /// What a catch-up's replaying thread hands its encoding thread.

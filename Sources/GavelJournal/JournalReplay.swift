@@ -80,7 +80,7 @@ public final class JournalReplay {
             guard let record = try nextRecord(upTo: firstLSN - 1) else {
                 throw .unreadable("the journal ends at lsn \(lastLSN), before lsn \(firstLSN - 1)")
             }
-            step(record)
+            step(record, events: &events)
             events.removeAll(keepingCapacity: true)
         }
     }
@@ -94,22 +94,41 @@ public final class JournalReplay {
         upTo limit: UInt64,
         _ body: (_ lsn: UInt64, _ at: Millis, _ command: Command?, _ result: CommandResult?, _ events: [Event]) -> Void
     ) throws(ReplayStartError) -> Bool {
+        events.removeAll(keepingCapacity: true)
+        var buffer = events
+        events = []
+        defer { events = buffer }
+        var entry: (lsn: UInt64, at: Millis, command: Command?, result: CommandResult?)?
+        let more = try next(upTo: limit, appendingTo: &buffer) { lsn, at, command, result, _ in
+            entry = (lsn, at, command, result)
+        }
+        if let entry { body(entry.lsn, entry.at, entry.command, entry.result, buffer) }
+        return more
+    }
+
+    /// Applies the next entry as ``next(upTo:_:)`` does, appending its events to `events` (no copy: the engine
+    /// writes them there) and handing `body` the range they take.
+    public func next(
+        upTo limit: UInt64, appendingTo events: inout [Event],
+        _ body: (_ lsn: UInt64, _ at: Millis, _ command: Command?, _ result: CommandResult?, _ events: Range<Int>)
+            -> Void
+    ) throws(ReplayStartError) -> Bool {
         guard lastLSN < limit else { return false }
         guard let record = try nextRecord(upTo: limit) else {
             throw .unreadable("the journal ends at lsn \(lastLSN), before lsn \(limit)")
         }
-        events.removeAll(keepingCapacity: true)
-        let result = step(record)
+        let first = events.count
+        let result = step(record, events: &events)
         switch record {
-        case .command(let lsn, let at, _, let command): body(lsn, at, command, result, events)
-        case .tick(let lsn, let at): body(lsn, at, nil, nil, events)
+        case .command(let lsn, let at, _, let command): body(lsn, at, command, result, first..<events.count)
+        case .tick(let lsn, let at): body(lsn, at, nil, nil, first..<events.count)
         case .trailer: break
         }
         return true
     }
 
     @discardableResult
-    private func step(_ record: JournalRecord) -> CommandResult? {
+    private func step(_ record: JournalRecord, events: inout [Event]) -> CommandResult? {
         switch record {
         case .command(let lsn, let at, _, let command):
             engine.advance(to: at, events: &events)

@@ -61,24 +61,32 @@ import Testing
         return out
     }
 
-    /// The bytes of the two-thread catch-up: pieces kept by the replaying thread, encoded as they are.
+    /// The bytes of the two-thread catch-up: the replaying thread's pieces (every event of each entry, cut every
+    /// thousand or so), encoded with the subscription's filter by the encoding thread.
     static func encodedThroughPieces(_ entries: [Replayed], filter: FeedFilter) -> ByteBuffer {
         var pieces: [ReplayedPiece] = []
-        var piece = ReplayedPiece()
+        var piece = ReplayedPiece(events: [], entries: [])
         for entry in entries {
-            piece.append(
-                lsn: entry.lsn, at: entry.at, command: entry.rejected?.0, result: entry.rejected?.1,
-                events: entry.events, filter: filter)
-            if piece.isFull { pieces.append(piece.take()) }
+            let first = piece.events.count
+            piece.events += entry.events
+            piece.entries.append(
+                FeedBatch.Entry(
+                    lsn: entry.lsn, at: entry.at, events: first..<piece.events.count,
+                    rejected: FeedBatch.Entry.refusal(entry.rejected?.0, entry.rejected?.1)))
+            if piece.events.count >= ReplayedPiece.events || piece.entries.count >= ReplayedPiece.events {
+                pieces.append(piece)
+                piece = ReplayedPiece(events: [], entries: [])
+            }
         }
-        pieces.append(piece.take())
+        pieces.append(piece)
+        #expect(pieces.count > 2)
         var encoder = FeedEncoder()
         var out = ByteBuffer()
         for piece in pieces {
             for entry in piece.entries {
                 _ = encoder.encode(
                     lsn: entry.lsn, at: entry.at, events: piece.events[entry.events], rejected: entry.rejected,
-                    filter: .chosenAlready, into: &out)
+                    filter: filter, into: &out)
             }
         }
         return out
@@ -124,45 +132,11 @@ import Testing
         #expect(!text.contains("rejected"))
     }
 
-    @Test func aPieceKeepsOnlyWantedEventsAndRefusalsAndLeavesOutEntriesWithNothingWanted() {
-        let filter = FeedFilter(types: nil, listings: ["L1"], includeRejections: true)
-        var piece = ReplayedPiece()
-        let bid = EventKind.bidPlaced(price: 100, leader: "u1", bids: 1, closesAt: 9_000, reserveMet: false)
-        piece.append(
-            lsn: 1, at: 10, command: nil, result: nil,
-            events: [
-                Event(listing: "L1", seq: 1, at: 10, kind: bid), Event(listing: "L2", seq: 1, at: 10, kind: bid),
-                Event(listing: "L1", seq: 0, at: 10, kind: .evicted),
-            ], filter: filter)
-        piece.append(
-            lsn: 2, at: 11, command: nil, result: nil, events: [Event(listing: "L2", seq: 2, at: 11, kind: bid)],
-            filter: filter)
-        let refused = CommandResult.rejected(.bidTooLow, "too low")
-        piece.append(
-            lsn: 3, at: 12, command: Command(id: "b3", listing: "L1", body: .bid(bidder: "u2", amount: 1)),
-            result: refused, events: [], filter: filter)
-        piece.append(
-            lsn: 4, at: 13, command: Command(id: "b4", listing: "L2", body: .bid(bidder: "u2", amount: 1)),
-            result: refused, events: [], filter: filter)
-        var repeated = refused
-        repeated.duplicate = true
-        piece.append(
-            lsn: 5, at: 14, command: Command(id: "b3", listing: "L1", body: .bid(bidder: "u2", amount: 1)),
-            result: repeated, events: [], filter: filter)
-        #expect(piece.entries.map(\.lsn) == [1, 3])
-        #expect(piece.events.map(\.listing) == ["L1"])
-        #expect(piece.entries[0].events == 0..<1)
-        #expect(piece.entries[0].rejected == nil)
-        #expect(piece.entries[1].events == 1..<1)
-        #expect(piece.entries[1].rejected?.0.id == "b3")
-    }
-
     @Test func theHandOffKeepsOrderAndHoldsAtMostItsCapacity() {
         let queue = CatchUpQueue()
         for n in 0..<CatchUpQueue.capacity {
-            var piece = ReplayedPiece()
-            piece.entries.append(FeedBatch.Entry(lsn: UInt64(n), at: 0, events: 0..<0, rejected: nil))
-            queue.put(.piece(piece))
+            let entry = FeedBatch.Entry(lsn: UInt64(n), at: 0, events: 0..<0, rejected: nil)
+            queue.put(.piece(ReplayedPiece(events: [], entries: [entry])))
         }
         let putReturned = DispatchSemaphore(value: 0)
         DispatchQueue.global().async {

@@ -68,6 +68,27 @@ private func replayed(
     return out
 }
 
+/// The same, through ``JournalReplay/next(upTo:appendingTo:_:)``: the events of many entries appended to one buffer,
+/// emptied every `every` entries (as a feed's catch-up hands over its pieces).
+private func replayedAppending(
+    _ directory: DataDirectory, from since: UInt64, to end: UInt64, engine: EngineConfiguration, every: Int
+) throws -> [(UInt64, [Event])] {
+    let replay = try JournalReplay(directory: directory, from: since, engine: engine)
+    var out: [(UInt64, [Event])] = []
+    var buffer: [Event] = []
+    var entries: [(UInt64, Range<Int>)] = []
+    func handOver() {
+        out += entries.map { ($0.0, Array(buffer[$0.1])) }
+        entries = []
+        buffer = []
+    }
+    while try replay.next(upTo: end, appendingTo: &buffer, { lsn, _, _, _, events in entries.append((lsn, events)) }) {
+        if entries.count == every { handOver() }
+    }
+    handOver()
+    return out
+}
+
 @Suite("JournalReplay", .serialized)
 struct JournalReplayTests {
     /// From lsn 1, from a snapshot's lsn and the one after it, and from random lsns, across segment boundaries: every
@@ -92,6 +113,9 @@ struct JournalReplayTests {
             let got = try replayed(directory, from: since, to: end, engine: engine)
             #expect(got.map(\.0) == Array(since...end), "since \(since)")
             #expect(got.allSatisfy { reference[$0.0] == $0.1 }, "since \(since): events as a replay from lsn 1")
+            let appended = try replayedAppending(directory, from: since, to: end, engine: engine, every: 37)
+            #expect(appended.map(\.0) == got.map(\.0), "since \(since): appending")
+            #expect(appended.map(\.1) == got.map(\.1), "since \(since): appended events as handed out one by one")
         }
     }
 
