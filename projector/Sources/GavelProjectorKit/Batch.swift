@@ -134,7 +134,7 @@ public struct Batch: Sendable {
     /// Every listing id opened in this batch, at its first `opened` in it: what the database may hold under them
     /// belongs to an earlier listing of the same id.
     public private(set) var reopenings: [Reopening] = []
-    private var opened: Set<String> = []
+    private var openedIDs: Set<String> = []
     /// Listings with trades or settlements in this batch (those with other rows are in `listingIndex`).
     private var tradedOrSettled: Set<String> = []
     private var listingIndex: [String: Int] = [:]
@@ -194,7 +194,7 @@ public struct Batch: Sendable {
         switch e.type {
         case "opened":
             let id = try need(e.listing, "listing", e)
-            if opened.insert(id).inserted { reopenings.append(Reopening(listing: id, lsn: lsn)) }
+            if openedIDs.insert(id).inserted { reopenings.append(Reopening(listing: id, lsn: lsn)) }
             if listingIndex[id] != nil || tradedOrSettled.contains(id) { archive(id, lsn: lsn) }
             let opened = Opened(
                 format: try need(e.format, "format", e), seller: try need(e.seller, "seller", e),
