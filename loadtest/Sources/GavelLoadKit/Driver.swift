@@ -115,6 +115,10 @@ public final class Driver: @unchecked Sendable {
         }
         let c = configuration
         let total = c.warmupSeconds + c.durationSeconds
+        if c.inFlight != nil {
+            return try await closedLoop(
+                seller: seller, memoryBefore: memoryBefore, probe: probe, connectStarted: connectStarted)
+        }
 
         // 2. Watchers, then bidders (traders; in broadcast mode one anonymous publisher).
         let recorder = self.recorder
@@ -226,6 +230,51 @@ public final class Driver: @unchecked Sendable {
         report.memory = trend
         if c.reportSeconds != nil { report.soak = SoakSummary(intervals: intervals) }
         report.existingSkipped = listings.skipped
+        return report
+    }
+
+    /// The closed loop (``ClosedLoop``): the bidder connections are opened and run on a thread of their own.
+    private func closedLoop(
+        seller: LoadConnection?, memoryBefore: UInt64?, probe: MemoryProbe?, connectStarted: UInt64
+    ) async throws -> Report {
+        let c = configuration
+        let plan = ClosedLoop.Plan(
+            inFlight: c.inFlight ?? 1, warmupSeconds: c.warmupSeconds, durationSeconds: c.durationSeconds,
+            drainSeconds: c.drainSeconds, listingIDs: listings.ids,
+            firstAmount: listings.firstAmount, spacing: listings.spacing, zipf: c.zipf, seed: c.seed,
+            serverPID: c.serverPID, runID: runID)
+        let loop = ClosedLoop(plan: plan, diagnostics: diagnostics, progress: progress)
+        let bidders = (0..<c.connections).map { (name: bidderName($0), source: source($0 + 1)) }
+        let tokens = bidders.map { token(user: $0.name, role: "bidder") }
+        let outcome: Result<(ClosedLoop.Outcome, Double, UInt64?), LoadError> = await withCheckedContinuation {
+            continuation in
+            let thread = Thread {
+                do throws(LoadError) {
+                    for (b, bidder) in bidders.enumerated() {
+                        try loop.connect(
+                            host: c.host, port: c.port, path: c.path, source: bidder.source, token: tokens[b],
+                            bidder: bidder.name)
+                    }
+                    let connectSeconds = Double(monotonicNanos() - connectStarted) / 1e9
+                    let memoryConnected = try probe?.residentBytes()
+                    continuation.resume(returning: .success((loop.run(), connectSeconds, memoryConnected)))
+                } catch {
+                    continuation.resume(returning: .failure(error))
+                }
+            }
+            thread.name = "gavel-load closed loop"
+            thread.start()
+        }
+        seller?.close()
+        let (result, connectSeconds, memoryConnected) = try outcome.get()
+        var report = Report(
+            configuration: c, measurements: result.measurements, measuredSeconds: result.measuredSeconds,
+            connectionsHeld: c.connections + (seller == nil ? 0 : 1), connectSeconds: connectSeconds)
+        report.memoryBefore = memoryBefore
+        report.memoryConnected = memoryConnected
+        report.existingSkipped = listings.skipped
+        report.driverCPUSeconds = result.driverCPUSeconds
+        report.serverCPUSeconds = result.serverCPUSeconds
         return report
     }
 
