@@ -1,6 +1,10 @@
+#define _GNU_SOURCE
+#include <sched.h>
+#include <sys/epoll.h>
+
 #include "CLoadSystem.h"
 
-#include <stdlib.h>
+int cload_epoll_create(void) { return epoll_create1(EPOLL_CLOEXEC); }
 
 int cload_epoll_watch(int epoll, int fd, int modify, int writable, uint64_t token) {
     struct epoll_event event;

@@ -196,7 +196,7 @@ final class ClosedLoop: @unchecked Sendable {
         let listingIDs = ByteStrings(p.listingIDs)
         var bidsOn = [Int](repeating: 0, count: p.listingIDs.count)
 
-        let epoll = epoll_create1(Int32(EPOLL_CLOEXEC))
+        let epoll = cload_epoll_create()
         defer { close(epoll) }
         for index in connections.indices {
             _ = cload_epoll_watch(epoll, connections[index].fd, 0, 0, UInt64(index))

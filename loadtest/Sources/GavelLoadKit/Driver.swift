@@ -233,7 +233,9 @@ public final class Driver: @unchecked Sendable {
         return report
     }
 
-    /// The closed loop (``ClosedLoop``): the bidder connections are opened and run on a thread of their own.
+    /// The closed loop (``ClosedLoop``): the bidder connections are opened and run on a thread of their own. Bids on
+    /// a listing step by twice the ladder's largest step, so a bid that reaches the server just after the next one
+    /// (sent on another connection) is still accepted.
     private func closedLoop(
         seller: LoadConnection?, memoryBefore: UInt64?, probe: MemoryProbe?, connectStarted: UInt64
     ) async throws -> Report {
@@ -241,7 +243,8 @@ public final class Driver: @unchecked Sendable {
         let plan = ClosedLoop.Plan(
             inFlight: c.inFlight ?? 1, warmupSeconds: c.warmupSeconds, durationSeconds: c.durationSeconds,
             drainSeconds: c.drainSeconds, listingIDs: listings.ids,
-            firstAmount: listings.firstAmount, spacing: listings.spacing, zipf: c.zipf, seed: c.seed,
+            firstAmount: listings.firstAmount, spacing: max(listings.spacing, ListingSet.existingSpacing), zipf: c.zipf,
+            seed: c.seed,
             serverPID: c.serverPID, runID: runID)
         let loop = ClosedLoop(plan: plan, diagnostics: diagnostics, progress: progress)
         let bidders = (0..<c.connections).map { (name: bidderName($0), source: source($0 + 1)) }

@@ -2,7 +2,7 @@ import Foundation
 
 /// Reads the server's WebSocket frames on one closed-loop connection straight from the bytes received, without a
 /// JSON parser: frame headers are parsed, a text frame is a result when its first `"type":"` is `result"`, and of a
-/// result only the request number (the digits after the last `-` of its id), `"ok":` and, when it failed, its
+/// result only the request number (the digits after the last `-` of an id starting with `r`), `"ok":` and, when it failed, its
 /// `"error":"..."` code and `"message":"..."` are read. Other text frames (`hello`, the `outbid` notices a bidder
 /// gets) are skipped after the type check. A frame split across reads waits in the buffer for the rest.
 ///
@@ -133,7 +133,8 @@ struct ResultScanner {
         else { return nil }
         for i in 0..<resultValue.utf8CodeUnitCount where payload[type + i] != resultValue.utf8Start[i] { return nil }
         var number: Int?
-        if let id = find(idKey, in: payload, from: type) {
+        // The driver's ids are r<run>c<connection>-<n>; any other id has no number.
+        if let id = find(idKey, in: payload, from: type), id < payload.count, payload[id] == UInt8(ascii: "r") {
             var index = id
             var value = 0
             var digits = 0

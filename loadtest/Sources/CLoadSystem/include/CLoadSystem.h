@@ -1,15 +1,15 @@
 // What the closed loop and --cpu need from Linux that Swift's Glibc module leaves out: epoll and the CPU
-// affinity calls (both declared only with _GNU_SOURCE or in headers the module does not include).
+// affinity calls (declared only with _GNU_SOURCE or in headers the module does not include). The header itself
+// includes no system header that _GNU_SOURCE changes, so its module agrees with Glibc's; the definitions in
+// CLoadSystem.c see the full declarations.
 #ifndef C_LOAD_SYSTEM_H
 #define C_LOAD_SYSTEM_H
 
-#ifndef _GNU_SOURCE
-#define _GNU_SOURCE
-#endif
-#include <sched.h>
 #include <stdint.h>
-#include <sys/epoll.h>
 #include <sys/types.h>
+
+/// A new epoll instance (close-on-exec), or -1 with errno.
+int cload_epoll_create(void);
 
 /// Adds `fd` to `epoll` (or changes it, `modify` non-zero) for reading, and for writing when `writable` is
 /// non-zero, with `token` as the event's data.
