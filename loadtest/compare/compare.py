@@ -12,9 +12,9 @@ Closed loop, pinned (the default, `--mode closed`): every server on core 0 (`tas
 - PostgreSQL 15: the english_bid.sql function via `pgbench -c C×P -j 1 -M prepared` (pgbench keeps one transaction
   in flight a connection, so P in flight take C×P connections), `synchronous_commit on`.
 
-For each: operations/s in the measured window, the server's CPU time per operation (utime + stime from
-/proc/<pid>/stat, for PostgreSQL the postmaster and all its children), the driver's CPU per operation, the ack
-latency p50/p99, and how many bids were accepted; then the ratios Gavel/Redis and Gavel/PostgreSQL.
+For each: operations/s in the measured window, the server's CPU time per operation (the scheduler's run time of
+all its threads, /proc/<pid>/task/*/schedstat; for PostgreSQL the postmaster and all its children), the driver's
+CPU per operation, the ack latency p50/p99, and how many bids were accepted; then the ratios Gavel/Redis and Gavel/PostgreSQL.
 
     python3 loadtest/compare/compare.py --json /tmp/compare.json
 
@@ -90,13 +90,26 @@ def proc_stat(pid):
 
 
 def cpu_seconds(pid):
-    """utime + stime of one process (all its threads), in seconds; None if it is gone."""
-    fields = proc_stat(pid)
-    return None if fields is None else (int(fields[11]) + int(fields[12])) / HZ
+    """The CPU time of one process, all its threads, in seconds; None if it is gone. From the scheduler's run time
+    (/proc/<pid>/task/*/schedstat, in ns): utime + stime of /proc/<pid>/stat are the same time in clock ticks,
+    which a process that runs a little at a time (one of PostgreSQL's 1,000 backends) gains too coarsely."""
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return None
+    total = 0
+    for task in tasks:
+        try:
+            with open(f"/proc/{pid}/task/{task}/schedstat") as f:
+                total += int(f.read().split()[0])
+        except (OSError, ValueError, IndexError):
+            pass
+    return total / 1e9
 
 
 def tree_cpu_seconds(root):
-    """utime + stime of `root` and every process below it, plus what its reaped children used (cutime + cstime)."""
+    """The CPU time of `root` and every process below it (see cpu_seconds), plus what its reaped children used
+    (cutime + cstime of /proc/<root>/stat)."""
     children = {}
     for name in os.listdir("/proc"):
         if name.isdigit():
@@ -107,12 +120,10 @@ def tree_cpu_seconds(root):
     todo = [root]
     while todo:
         pid = todo.pop()
-        fields = proc_stat(pid)
-        if fields is None:
-            continue
-        total += (int(fields[11]) + int(fields[12])) / HZ
+        total += cpu_seconds(pid) or 0.0
         if pid == root:
-            total += (int(fields[13]) + int(fields[14])) / HZ
+            fields = proc_stat(pid)
+            total += (int(fields[13]) + int(fields[14])) / HZ if fields else 0.0
         todo.extend(children.get(pid, []))
     return total
 
@@ -429,14 +440,14 @@ def closed_redis(args, work, clients, in_flight):
 
         # redis-benchmark runs a number of requests, not a time: a short first run sizes the measured one so that
         # it outlasts the warm-up and the window.
-        calibration = subprocess.run(bench(max(5_000, clients * in_flight * 20)), capture_output=True, text=True,
+        calibration = subprocess.run(bench(max(50_000, clients * in_flight * 50)), capture_output=True, text=True,
                                      timeout=120, preexec_fn=raise_file_limit)
         rows = [line for line in calibration.stdout.splitlines() if line.startswith('"EVALSHA')]
         if not rows:
             raise RuntimeError("redis-benchmark printed no result: " + calibration.stdout[-500:] +
                                calibration.stderr[-500:])
         estimate = float(rows[-1].split(",")[1].strip('"'))
-        requests = int(estimate * (args.warmup + args.duration) * 1.3) + clients * in_flight
+        requests = int(estimate * (args.warmup + args.duration) * 1.6) + clients * in_flight
         driver = subprocess.Popen(bench(requests), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                   preexec_fn=raise_file_limit)
         try:
@@ -486,7 +497,7 @@ def closed_postgres(args, work, clients, in_flight):
         pinned(args.server_cpu, as_postgres + [
             f"{PG_BIN}/pg_ctl", "-D", data, "-l", log, "-w", "-o",
             f"-p {port} -k {data} -c listen_addresses=127.0.0.1 -c synchronous_commit=on -c fsync=on "
-            f"-c max_connections={connections + 10} -c shared_buffers=256MB", "start"]),
+            f"-c max_connections={connections + 10} -c shared_buffers=256MB -c track_functions=pl", "start"]),
         capture_output=True, text=True)
     if started.returncode != 0:
         tail = open(log).read()[-600:] if os.path.exists(log) else started.stderr[-600:]
@@ -505,14 +516,16 @@ def closed_postgres(args, work, clients, in_flight):
         driver = subprocess.Popen(
             pinned(args.driver_cpu, ["pgbench", "-h", "127.0.0.1", "-p", str(port), "-U", "postgres", "-n", "-M",
                                      "prepared", "-c", str(connections), "-j", "1", "-T",
-                                     str(int(args.warmup + args.duration + 3)), "-f", bench, "-l", "--log-prefix",
+                                     str(int(args.warmup + args.duration + 10 + connections // 50)), "-f", bench,
+                                     "-l", "--log-prefix",
                                      os.path.join(logdir, "tx"), "postgres"]),
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=logdir, preexec_fn=raise_file_limit)
         try:
-            # pgbench connects every client first; the warm-up starts with the first transaction logged.
+            # pgbench connects every client first (with 1,000 of them the first bids follow seconds later); the
+            # warm-up starts once 64 KiB of its transaction log (about 1,500 bids) is written.
             deadline = time.time() + 120
-            while driver.poll() is None and time.time() < deadline and not any(
-                    os.path.getsize(os.path.join(logdir, n)) > 0 for n in os.listdir(logdir)):
+            while driver.poll() is None and time.time() < deadline and sum(
+                    os.path.getsize(os.path.join(logdir, n)) for n in os.listdir(logdir)) < 65_536:
                 time.sleep(0.02)
             time.sleep(args.warmup)
             t0 = time.time()
@@ -520,17 +533,33 @@ def closed_postgres(args, work, clients, in_flight):
             while time.time() < t0 + args.duration and driver.poll() is None:
                 time.sleep(0.02)
             server1, driver1 = tree_cpu_seconds(postmaster), cpu_seconds(driver.pid)
+            if os.environ.get("COMPARE_DEBUG"):
+                print(f"  debug: t0 {t0:.2f} t1 {time.time():.2f} server {server0:.2f} -> {server1:.2f} driver "
+                      f"{driver0} -> {driver1}", file=sys.stderr)
             t1 = time.time()
-            stdout, stderr = driver.communicate(timeout=args.duration + 120)
+            # -T counts pgbench's connecting too, so it is given time to spare; a second after the window it is
+            # stopped (what its log buffer loses then ended after the window).
+            try:
+                stdout, stderr = driver.communicate(timeout=1)
+            except subprocess.TimeoutExpired:
+                driver.terminate()
+                stdout, stderr = driver.communicate(timeout=30)
         finally:
             if driver.poll() is None:
                 driver.kill()
                 driver.wait()
-        if driver.returncode != 0 and "tps" not in stdout:
-            print(f"  pgbench -c {connections} failed: {stderr[-600:]}", file=sys.stderr)
+        latencies, failures, _ = pgbench_log(logdir, (t0, t1))
+        if not latencies:
+            print(f"  pgbench -c {connections} completed no transaction in the window: {stderr[-600:]}",
+                  file=sys.stderr)
             return None
-        latencies, failures, total = pgbench_log(logdir, (t0, t1))
         accepted = int(subprocess.check_output(psql + ["-At", "-c", "SELECT sum(bids) FROM listings"], text=True))
+        # Every call of bid() (track_functions); the backends' counts reach the statistics as they exit (pgbench's
+        # log may miss its last lines when it is stopped).
+        time.sleep(1)
+        total = int(subprocess.check_output(psql + [
+            "-At", "-c", "SELECT coalesce(sum(calls), 0) FROM pg_stat_user_functions WHERE funcname = 'bid'"],
+            text=True))
     finally:
         subprocess.run(as_postgres + [f"{PG_BIN}/pg_ctl", "-D", data, "-m", "fast", "-w", "stop"],
                        capture_output=True)

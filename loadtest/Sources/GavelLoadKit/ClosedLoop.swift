@@ -419,14 +419,18 @@ final class ClosedLoop: @unchecked Sendable {
             + Double(usage.ru_utime.tv_usec + usage.ru_stime.tv_usec) / 1e6
     }
 
-    /// A process's CPU time (utime + stime of `/proc/<pid>/stat`), in seconds; nil if it cannot be read.
+    /// A process's CPU time, all its threads, in seconds, from the scheduler's run time of each thread
+    /// (`/proc/<pid>/task/*/schedstat`, in ns; utime + stime of `/proc/<pid>/stat` are the same in clock ticks);
+    /// nil if it cannot be read.
     static func cpuSeconds(pid: Int32) -> Double? {
-        guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
-            let close = stat.lastIndex(of: ")")
-        else { return nil }
-        // After "(comm)": state is field 3, utime 14 and stime 15.
-        let fields = stat[stat.index(after: close)...].split(separator: " ")
-        guard fields.count > 12, let user = Double(fields[11]), let system = Double(fields[12]) else { return nil }
-        return (user + system) / Double(sysconf(Int32(_SC_CLK_TCK)))
+        guard let tasks = try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(pid)/task") else { return nil }
+        var total: UInt64 = 0
+        for task in tasks {
+            guard let text = try? String(contentsOfFile: "/proc/\(pid)/task/\(task)/schedstat", encoding: .utf8),
+                let field = text.split(separator: " ").first, let nanos = UInt64(field)
+            else { continue }
+            total += nanos
+        }
+        return Double(total) / 1e9
     }
 }
