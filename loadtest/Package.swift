@@ -18,9 +18,12 @@ let package = Package(
         .package(url: "https://github.com/HdrHistogram/hdrhistogram-swift.git", from: "0.1.0"),
     ],
     targets: [
+        // epoll and the CPU affinity calls, which Swift's Glibc module does not declare.
+        .target(name: "CLoadSystem"),
         .target(
             name: "GavelLoadKit",
             dependencies: [
+                "CLoadSystem",
                 .product(name: "GavelCore", package: "gavel"),
                 .product(name: "GavelWire", package: "gavel"),
                 .product(name: "NIOCore", package: "swift-nio"),
@@ -29,7 +32,10 @@ let package = Package(
                 .product(name: "NIOWebSocket", package: "swift-nio"),
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "Histogram", package: "hdrhistogram-swift"),
-            ]
+            ],
+            // As in the server's package: release builds skip Swift's dynamic exclusivity checks, which the closed
+            // loop's per-bid bookkeeping would otherwise pay on every access to a connection's state.
+            swiftSettings: [.unsafeFlags(["-enforce-exclusivity=unchecked"], .when(configuration: .release))]
         ),
         .executableTarget(
             name: "gavel-load",

@@ -2,6 +2,25 @@
 """Side-by-side: the same english proxy bid, made durable before it is acknowledged, in Gavel, Redis and
 PostgreSQL, on this machine, in one run.
 
+Closed loop, pinned (the default, `--mode closed`): every server on core 0 (`taskset -c 0`), every driver on core 1
+(`taskset -c 1`), each system at the same concurrency, by default 16 connections × 16 requests in flight and
+1,000 connections × 1 (`--concurrency 16x16,1000x1`), --duration seconds measured after --warmup:
+
+- Gavel: `gavel serve --fsync always`, driven by `gavel-load --in-flight` (plain sockets and epoll on one thread);
+- Redis 7: english_bid.lua via `redis-benchmark -c C -P P` running EVALSHA on random listings, `appendonly yes`,
+  `appendfsync always`;
+- PostgreSQL 15: the english_bid.sql function via `pgbench -c C×P -j 1 -M prepared` (pgbench keeps one transaction
+  in flight a connection, so P in flight take C×P connections), `synchronous_commit on`.
+
+For each: operations/s in the measured window, the server's CPU time per operation (the scheduler's run time of
+all its threads, /proc/<pid>/task/*/schedstat; for PostgreSQL the postmaster and all its children), the driver's
+CPU per operation, the ack latency p50/p99, and how many bids were accepted; then the ratios Gavel/Redis and Gavel/PostgreSQL.
+
+    python3 loadtest/compare/compare.py --json /tmp/compare.json
+
+The earlier open-loop comparison (`--mode open`; Gavel at stepped rates, Redis and PostgreSQL closed loop,
+unpinned):
+
 - Gavel: `gavel serve --fsync always`, driven over WebSocket by `gavel-load` (open loop, stepped rates).
 - Redis 7: the bid logic in a Lua script (english_bid.lua), `appendonly yes`, `appendfsync always`, driven by
   `redis-benchmark` (C, pipelining off).
@@ -13,7 +32,7 @@ redis-server, redis-tools and postgresql-15 (`apt-get install -y redis-server re
 release builds of gavel
 and gavel-load.
 
-    python3 loadtest/compare/compare.py --duration 10 --clients 16 --listings 1000 --json /tmp/compare.json
+    python3 loadtest/compare/compare.py --mode open --duration 10 --clients 16 --listings 1000 --json /tmp/compare.json
 
 Fan-out (`--only fanout`): Gavel's hot preset (one listing, a bidding war, durable bids) and broadcast.js (a relay
 on Debian's node-ws) with the same watchers and message rates, both measured by gavel-load's watcher code.
@@ -25,6 +44,7 @@ import argparse
 import json
 import os
 import re
+import resource
 import shutil
 import signal
 import socket
@@ -52,6 +72,66 @@ def wait_port(port, timeout=30):
         except OSError:
             time.sleep(0.1)
     raise RuntimeError(f"nothing listens on port {port} after {timeout} s")
+
+
+HZ = os.sysconf("SC_CLK_TCK")
+SECRET = "compare-secret-of-at-least-32-bytes"
+PG_BIN = "/usr/lib/postgresql/15/bin"
+
+
+def proc_stat(pid):
+    """The fields of /proc/<pid>/stat after the command name (field 3 first), or None."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            text = f.read()
+    except OSError:
+        return None
+    return text[text.rindex(")") + 2:].split()
+
+
+def cpu_seconds(pid):
+    """The CPU time of one process, all its threads, in seconds; None if it is gone. From the scheduler's run time
+    (/proc/<pid>/task/*/schedstat, in ns): utime + stime of /proc/<pid>/stat are the same time in clock ticks,
+    which a process that runs a little at a time (one of PostgreSQL's 1,000 backends) gains too coarsely."""
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return None
+    total = 0
+    for task in tasks:
+        try:
+            with open(f"/proc/{pid}/task/{task}/schedstat") as f:
+                total += int(f.read().split()[0])
+        except (OSError, ValueError, IndexError):
+            pass
+    return total / 1e9
+
+
+def tree_cpu_seconds(root):
+    """The CPU time of `root` and every process below it (see cpu_seconds), plus what its reaped children used
+    (cutime + cstime of /proc/<root>/stat)."""
+    children = {}
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            fields = proc_stat(name)
+            if fields:
+                children.setdefault(int(fields[1]), []).append(int(name))
+    total = 0.0
+    todo = [root]
+    while todo:
+        pid = todo.pop()
+        total += cpu_seconds(pid) or 0.0
+        if pid == root:
+            fields = proc_stat(pid)
+            total += (int(fields[13]) + int(fields[14])) / HZ if fields else 0.0
+        todo.extend(children.get(pid, []))
+    return total
+
+
+def raise_file_limit():
+    """For the drivers: as many open files as the hard limit allows (1,000 connections)."""
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
 def percentile(sorted_values, p):
@@ -93,28 +173,63 @@ def run_redis(args, work):
         server.wait(timeout=30)
 
 
-def run_postgres(args, work):
-    port = free_port()
-    data = os.path.join(work, "pg")
-    bindir = "/usr/lib/postgresql/15/bin"
-    as_postgres = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+AS_POSTGRES = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+
+
+def postgres_cluster(work, name):
+    """A throwaway cluster made by initdb in work/name (owned by postgres when this runs as root): (data, log)."""
+    data = os.path.join(work, name)
     os.makedirs(data)
     if os.geteuid() == 0:
         shutil.chown(work, "postgres")
         shutil.chown(data, "postgres")
-    subprocess.run(as_postgres + [f"{bindir}/initdb", "-D", data, "-A", "trust", "-U", "postgres"],
+    subprocess.run(AS_POSTGRES + [f"{PG_BIN}/initdb", "-D", data, "-A", "trust", "-U", "postgres"],
                    check=True, capture_output=True)
-    log = os.path.join(data, "server.log")
+    return data, os.path.join(data, "server.log")
+
+
+def bid_schema(port, listings):
+    """Loads english_bid.sql and the listings; returns the psql command line for more."""
+    psql = AS_POSTGRES + ["psql", "-h", "127.0.0.1", "-p", str(port), "-U", "postgres", "-q", "-v", "ON_ERROR_STOP=1"]
+    subprocess.run(psql + ["-f", os.path.join(HERE, "english_bid.sql")], check=True, capture_output=True)
+    subprocess.run(psql + ["-c", f"INSERT INTO listings (id) SELECT g FROM generate_series(0, {listings - 1}) g"],
+                   check=True, capture_output=True)
+    return psql
+
+
+def pgbench_log(logdir, window=None):
+    """pgbench's per-transaction logs (`client transaction latency_us script epoch_s us`): the latencies in ms,
+    sorted, of the transactions that ended within `window` (start, end in epoch seconds; all without one), how many
+    failed or were skipped, and how many lines there were in all."""
+    latencies = []
+    failures = 0
+    total = 0
+    for name in os.listdir(logdir):
+        with open(os.path.join(logdir, name)) as f:
+            for line in f:
+                parts = line.split()
+                if len(parts) < 3:
+                    continue
+                total += 1
+                if parts[2] in ("failed", "skipped"):
+                    failures += 1
+                elif window is None or (len(parts) >= 6 and window[0] <= int(parts[4]) + int(parts[5]) / 1e6 < window[1]):
+                    latencies.append(int(parts[2]) / 1000)
+    latencies.sort()
+    return latencies, failures, total
+
+
+def run_postgres(args, work):
+    port = free_port()
+    bindir = PG_BIN
+    as_postgres = AS_POSTGRES
+    data, log = postgres_cluster(work, "pg")
     subprocess.run(as_postgres + [f"{bindir}/pg_ctl", "-D", data, "-l", log, "-w", "-o",
                                   f"-p {port} -k {data} -c listen_addresses=127.0.0.1 -c synchronous_commit=on "
                                   f"-c fsync=on -c max_connections={args.clients + 10} -c shared_buffers=256MB",
                                   "start"], check=True, capture_output=True)
     try:
-        psql = as_postgres + ["psql", "-h", "127.0.0.1", "-p", str(port), "-U", "postgres", "-q", "-v",
-                              "ON_ERROR_STOP=1"]
-        subprocess.run(psql + ["-f", os.path.join(HERE, "english_bid.sql")], check=True, capture_output=True)
-        subprocess.run(psql + ["-c", f"INSERT INTO listings (id) SELECT g FROM generate_series(0, {args.listings - 1}) g"],
-                       check=True, capture_output=True)
+        bid_schema(port, args.listings)
         bench = os.path.join(work, "bid.pgbench")
         with open(bench, "w") as f:
             f.write(f"\\set listing random(0, {args.listings - 1})\n\\set bidder random(0, {args.listings - 1})\n"
@@ -132,18 +247,7 @@ def run_postgres(args, work):
         match = re.search(r"tps = ([0-9.]+)", out.stdout)
         if not match:
             raise RuntimeError("pgbench printed no tps: " + out.stdout[-800:] + out.stderr[-800:])
-        latencies = []
-        failures = 0
-        for name in os.listdir(logdir):
-            with open(os.path.join(logdir, name)) as f:
-                for line in f:
-                    parts = line.split()
-                    if len(parts) >= 3:
-                        if parts[2] in ("failed", "skipped"):
-                            failures += 1
-                        else:
-                            latencies.append(int(parts[2]) / 1000)
-        latencies.sort()
+        latencies, failures, _ = pgbench_log(logdir)
         return {"system": "PostgreSQL 15 (PL/pgSQL, FOR UPDATE, synchronous_commit on)", "rate": float(match.group(1)),
                 "p50_ms": percentile(latencies, 50), "p99_ms": percentile(latencies, 99),
                 "max_ms": latencies[-1] if latencies else 0, "errors": failures,
@@ -256,22 +360,328 @@ def print_fanout(rows):
                   f"{r['p50_ms']:.2f} | {r['p99_ms']:.2f} | {r['max_ms']:.1f} | {ratio if r is g else ''} |")
 
 
+# ---- closed loop, pinned (--mode closed) ----
+
+def pinned(cpu, command):
+    return ["taskset", "-c", str(cpu)] + command
+
+
+def missing(tool, how):
+    print(f"  {tool} not found: {how}; skipped", file=sys.stderr)
+    return None
+
+
+def closed_gavel(args, work, clients, in_flight):
+    port = free_port()
+    data = os.path.join(work, f"gavel-{clients}x{in_flight}")
+    server = subprocess.Popen(
+        pinned(args.server_cpu, [args.gavel, "serve", "--port", str(port), "--admin-port", "0", "--data-dir", data,
+                                 "--fsync", "always", "--jwt-secret", SECRET, *LOAD_LIMITS,
+                                 "--max-outbound-bytes", str(64 << 20)]),
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_port(port)
+        report = os.path.join(work, f"gavel-{clients}x{in_flight}.json")
+        out = subprocess.run(
+            pinned(args.driver_cpu, [args.gavel_load, "--url", f"ws://127.0.0.1:{port}/ws", "--jwt-secret", SECRET,
+                                     "--connections", str(clients), "--in-flight", str(in_flight), "--watchers", "0",
+                                     "--listings", str(args.listings), "--zipf", "0", "--duration",
+                                     str(args.duration), "--warmup", str(args.warmup), "--server-pid",
+                                     str(server.pid), "--quiet", "--json", report]),
+            capture_output=True, text=True, timeout=args.duration + args.warmup + 180, preexec_fn=raise_file_limit)
+        for line in out.stderr.splitlines():
+            print("  " + line, file=sys.stderr)
+        if out.returncode != 0:
+            raise RuntimeError(f"gavel-load failed ({out.returncode}): {out.stderr[-800:]}")
+        with open(report) as f:
+            r = json.load(f)
+    finally:
+        server.send_signal(signal.SIGTERM)
+        server.wait(timeout=60)
+    errors = sum(r["errors"].values())
+    return {"system": "Gavel", "ops_per_s": r["achieved_rate"],
+            "server_cpu_us_per_op": r.get("server_cpu_us_per_result"),
+            "driver_cpu_us_per_op": r.get("driver_cpu_us_per_result"),
+            "p50_ms": r["ack_latency"]["p50_us"] / 1000, "p99_ms": r["ack_latency"]["p99_us"] / 1000,
+            "accepted": r["results"] - errors, "answered": r["results"], "errors": r["errors"],
+            "closed_by_server": r["closed_by_server"],
+            "how": f"gavel serve --fsync always; gavel-load --connections {clients} --in-flight {in_flight}"}
+
+
+def redis_cli(port, *command):
+    return subprocess.check_output(["redis-cli", "-p", str(port), *command], text=True).strip()
+
+
+def evalsha_calls(port):
+    match = re.search(r"cmdstat_evalsha:calls=(\d+)", redis_cli(port, "INFO", "commandstats"))
+    return int(match.group(1)) if match else 0
+
+
+def closed_redis(args, work, clients, in_flight):
+    if not shutil.which("redis-server") or not shutil.which("redis-benchmark"):
+        return missing("redis-server or redis-benchmark", "apt-get install -y redis-server redis-tools")
+    port = free_port()
+    data = os.path.join(work, f"redis-{clients}x{in_flight}")
+    os.makedirs(data)
+    server = subprocess.Popen(
+        pinned(args.server_cpu, ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--dir", data,
+                                 "--appendonly", "yes", "--appendfsync", "always", "--save", "",
+                                 "--protected-mode", "no", "--maxclients", str(clients + 100)]),
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_port(port)
+        with open(os.path.join(HERE, "english_bid.lua")) as f:
+            sha = redis_cli(port, "SCRIPT", "LOAD", f.read())
+
+        def bench(requests):
+            return pinned(args.driver_cpu, ["redis-benchmark", "-p", str(port), "-c", str(clients), "-P",
+                                            str(in_flight), "-n", str(requests), "-r", str(args.listings), "--csv",
+                                            "EVALSHA", sha, "1", "listing:__rand_int__", "u__rand_int__"])
+
+        # redis-benchmark runs a number of requests, not a time: a short first run sizes the measured one so that
+        # it outlasts the warm-up and the window.
+        calibration = subprocess.run(bench(max(50_000, clients * in_flight * 50)), capture_output=True, text=True,
+                                     timeout=120, preexec_fn=raise_file_limit)
+        rows = [line for line in calibration.stdout.splitlines() if line.startswith('"EVALSHA')]
+        if not rows:
+            raise RuntimeError("redis-benchmark printed no result: " + calibration.stdout[-500:] +
+                               calibration.stderr[-500:])
+        estimate = float(rows[-1].split(",")[1].strip('"'))
+        requests = int(estimate * (args.warmup + args.duration) * 1.6) + clients * in_flight
+        driver = subprocess.Popen(bench(requests), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                  preexec_fn=raise_file_limit)
+        try:
+            time.sleep(args.warmup)
+            t0, calls0 = time.time(), evalsha_calls(port)
+            server0, driver0 = cpu_seconds(server.pid), cpu_seconds(driver.pid)
+            while time.time() < t0 + args.duration and driver.poll() is None:
+                time.sleep(0.02)
+            server1, driver1 = cpu_seconds(server.pid), cpu_seconds(driver.pid)
+            t1, calls1 = time.time(), evalsha_calls(port)
+            stdout, stderr = driver.communicate(timeout=args.duration * 3 + 120)
+        finally:
+            if driver.poll() is None:
+                driver.kill()
+                driver.wait()
+        rows = [line for line in stdout.splitlines() if line.startswith('"EVALSHA')]
+        if not rows:
+            raise RuntimeError("redis-benchmark printed no result: " + stdout[-500:] + stderr[-500:])
+        # CSV: "test","rps","avg_latency_ms","min_latency_ms","p50_latency_ms","p95_latency_ms","p99_latency_ms","max_latency_ms"
+        _, _, _, p50, _, p99, _ = [float(x.strip('"')) for x in rows[-1].split(",")[1:]]
+        # Every bid since the start, the sizing run's too: the listings' bid counts cover them all.
+        calls = evalsha_calls(port)
+        accepted = int(redis_cli(port, "EVAL", "local s = 0 for _, k in ipairs(redis.call('KEYS', 'listing:*')) do "
+                                 "s = s + tonumber(redis.call('HGET', k, 'bids') or 0) end return s", "0"))
+    finally:
+        server.send_signal(signal.SIGTERM)
+        server.wait(timeout=30)
+    ops = calls1 - calls0
+    window = t1 - t0
+    return {"system": "Redis", "ops_per_s": ops / window,
+            "server_cpu_us_per_op": (server1 - server0) * 1e6 / max(ops, 1),
+            "driver_cpu_us_per_op": None if driver1 is None else (driver1 - driver0) * 1e6 / max(ops, 1),
+            "p50_ms": p50, "p99_ms": p99, "accepted": accepted, "answered": calls, "errors": {},
+            "how": f"redis-server appendfsync always; redis-benchmark -c {clients} -P {in_flight} EVALSHA "
+                   f"english_bid.lua ({calls} bids in all with the sizing run, {accepted} accepted; latency over the whole run)"
+                   + ("" if window >= args.duration * 0.95 else f"; window cut to {window:.1f} s")}
+
+
+def closed_postgres(args, work, clients, in_flight):
+    if not os.path.exists(f"{PG_BIN}/pg_ctl") or not shutil.which("pgbench"):
+        return missing("PostgreSQL 15", "apt-get install -y postgresql-15 postgresql-client-15")
+    connections = clients * in_flight
+    port = free_port()
+    as_postgres = AS_POSTGRES
+    data, log = postgres_cluster(work, f"pg-{clients}x{in_flight}")
+    started = subprocess.run(
+        pinned(args.server_cpu, as_postgres + [
+            f"{PG_BIN}/pg_ctl", "-D", data, "-l", log, "-w", "-o",
+            f"-p {port} -k {data} -c listen_addresses=127.0.0.1 -c synchronous_commit=on -c fsync=on "
+            f"-c max_connections={connections + 10} -c shared_buffers=256MB -c track_functions=pl", "start"]),
+        capture_output=True, text=True)
+    if started.returncode != 0:
+        tail = open(log).read()[-600:] if os.path.exists(log) else started.stderr[-600:]
+        print(f"  PostgreSQL did not start with max_connections={connections + 10}: {tail}", file=sys.stderr)
+        return None
+    try:
+        with open(os.path.join(data, "postmaster.pid")) as f:
+            postmaster = int(f.readline())
+        psql = bid_schema(port, args.listings)
+        bench = os.path.join(work, f"bid-{clients}x{in_flight}.pgbench")
+        with open(bench, "w") as f:
+            f.write(f"\\set listing random(0, {args.listings - 1})\n\\set bidder random(0, {args.listings - 1})\n"
+                    "SELECT bid(:listing, 'u' || :bidder);\n")
+        logdir = os.path.join(work, f"pglog-{clients}x{in_flight}")
+        os.makedirs(logdir)
+        driver = subprocess.Popen(
+            pinned(args.driver_cpu, ["pgbench", "-h", "127.0.0.1", "-p", str(port), "-U", "postgres", "-n", "-M",
+                                     "prepared", "-c", str(connections), "-j", "1", "-T",
+                                     str(int(args.warmup + args.duration + 10 + connections // 50)), "-f", bench,
+                                     "-l", "--log-prefix",
+                                     os.path.join(logdir, "tx"), "postgres"]),
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=logdir, preexec_fn=raise_file_limit)
+        try:
+            # pgbench connects every client first (with 1,000 of them the first bids follow seconds later); the
+            # warm-up starts once 64 KiB of its transaction log (about 1,500 bids) is written.
+            deadline = time.time() + 120
+            while driver.poll() is None and time.time() < deadline and sum(
+                    os.path.getsize(os.path.join(logdir, n)) for n in os.listdir(logdir)) < 65_536:
+                time.sleep(0.02)
+            time.sleep(args.warmup)
+            t0 = time.time()
+            server0, driver0 = tree_cpu_seconds(postmaster), cpu_seconds(driver.pid)
+            while time.time() < t0 + args.duration and driver.poll() is None:
+                time.sleep(0.02)
+            server1, driver1 = tree_cpu_seconds(postmaster), cpu_seconds(driver.pid)
+            if os.environ.get("COMPARE_DEBUG"):
+                print(f"  debug: t0 {t0:.2f} t1 {time.time():.2f} server {server0:.2f} -> {server1:.2f} driver "
+                      f"{driver0} -> {driver1}", file=sys.stderr)
+            t1 = time.time()
+            # -T counts pgbench's connecting too, so it is given time to spare; a second after the window it is
+            # stopped (what its log buffer loses then ended after the window).
+            try:
+                stdout, stderr = driver.communicate(timeout=1)
+            except subprocess.TimeoutExpired:
+                driver.terminate()
+                stdout, stderr = driver.communicate(timeout=30)
+        finally:
+            if driver.poll() is None:
+                driver.kill()
+                driver.wait()
+        latencies, failures, _ = pgbench_log(logdir, (t0, t1))
+        if not latencies:
+            print(f"  pgbench -c {connections} completed no transaction in the window: {stderr[-600:]}",
+                  file=sys.stderr)
+            return None
+        accepted = int(subprocess.check_output(psql + ["-At", "-c", "SELECT sum(bids) FROM listings"], text=True))
+        # Every call of bid() (track_functions); the backends' counts reach the statistics as they exit (pgbench's
+        # log may miss its last lines when it is stopped).
+        time.sleep(1)
+        total = int(subprocess.check_output(psql + [
+            "-At", "-c", "SELECT coalesce(sum(calls), 0) FROM pg_stat_user_functions WHERE funcname = 'bid'"],
+            text=True))
+    finally:
+        subprocess.run(as_postgres + [f"{PG_BIN}/pg_ctl", "-D", data, "-m", "fast", "-w", "stop"],
+                       capture_output=True)
+    ops = len(latencies)
+    window = t1 - t0
+    return {"system": "PostgreSQL", "ops_per_s": ops / window,
+            "server_cpu_us_per_op": (server1 - server0) * 1e6 / max(ops, 1),
+            "driver_cpu_us_per_op": None if driver1 is None else (driver1 - driver0) * 1e6 / max(ops, 1),
+            "p50_ms": percentile(latencies, 50), "p99_ms": percentile(latencies, 99), "accepted": accepted,
+            "answered": total, "errors": {"failed": failures} if failures else {},
+            "how": f"synchronous_commit on; pgbench -c {connections} -j 1 -M prepared ({clients} × {in_flight}: one "
+                   f"transaction in flight a connection; {total} bids in all, {accepted} accepted)"
+                   + ("" if window >= args.duration * 0.95 else f"; window cut to {window:.1f} s")}
+
+
+def concurrency(text):
+    levels = []
+    for item in text.split(","):
+        clients, _, in_flight = item.partition("x")
+        if not clients.isdigit() or not in_flight.isdigit() or int(clients) < 1 or int(in_flight) < 1:
+            raise argparse.ArgumentTypeError(f"--concurrency takes CLIENTSxIN_FLIGHT,... (e.g. 16x16,1000x1), got {text}")
+        levels.append((int(clients), int(in_flight)))
+    return levels
+
+
+def fmt(value, spec):
+    return "—" if value is None else format(value, spec)
+
+
+def main_closed(args):
+    systems = [("gavel", closed_gavel), ("redis", closed_redis), ("postgres", closed_postgres)]
+    chosen = [s for s in systems if not args.only or s[0] in args.only]
+    for tool in ("taskset",):
+        if not shutil.which(tool):
+            sys.exit(f"{tool} not found (util-linux): it pins the servers and the drivers")
+    for path in (args.gavel, args.gavel_load):
+        if any(name == "gavel" for name, _ in chosen) and not os.access(path, os.X_OK):
+            sys.exit(f"{path} is missing: swift build -c release --product gavel, and gavel-load in loadtest/ "
+                     "(see loadtest/README.md)")
+    work = tempfile.mkdtemp(prefix="gavel-compare-")
+    results = []
+    started = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
+    load_before = os.getloadavg()
+    try:
+        for clients, in_flight in args.concurrency:
+            for name, run in chosen:
+                print(f"measuring {name} at {clients} × {in_flight} ...", file=sys.stderr)
+                r = run(args, work, clients, in_flight)
+                if r:
+                    r.update({"clients": clients, "in_flight": in_flight})
+                    results.append(r)
+                    print(f"  {r['ops_per_s']:,.0f} ops/s, server {fmt(r['server_cpu_us_per_op'], '.1f')} µs/op, "
+                          f"driver {fmt(r['driver_cpu_us_per_op'], '.2f')} µs/op", file=sys.stderr)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    load_after = os.getloadavg()
+    print(f"closed loop, servers on CPU {args.server_cpu}, drivers on CPU {args.driver_cpu}, {args.listings} "
+          f"listings, {args.duration} s measured after {args.warmup} s; started {started}, load average "
+          f"{load_before[0]:.2f} before, {load_after[0]:.2f} after")
+    print("| clients × in flight | system | durable bids/s | server CPU µs/bid | driver CPU µs/bid | p50 ms | p99 ms | "
+          "accepted | how |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    for r in results:
+        accepted = f"{r['accepted'] / r['answered']:.1%}" if r["answered"] else "—"
+        print(f"| {r['clients']} × {r['in_flight']} | {r['system']} | {r['ops_per_s']:,.0f} | "
+              f"{fmt(r['server_cpu_us_per_op'], '.1f')} | {fmt(r['driver_cpu_us_per_op'], '.2f')} | "
+              f"{r['p50_ms']:.2f} | {r['p99_ms']:.2f} | {accepted} | {r['how']} |")
+    for clients, in_flight in args.concurrency:
+        level = {r["system"]: r for r in results if (r["clients"], r["in_flight"]) == (clients, in_flight)}
+        gavel = level.get("Gavel")
+        if not gavel:
+            continue
+        parts = []
+        for other in ("Redis", "PostgreSQL"):
+            if other in level and level[other]["ops_per_s"] > 0:
+                r = level[other]
+                cpu = ""
+                if gavel["server_cpu_us_per_op"] and r["server_cpu_us_per_op"]:
+                    cpu = (f", server CPU a bid Gavel {gavel['server_cpu_us_per_op']:.1f} µs, {other} "
+                           f"{r['server_cpu_us_per_op']:.1f} µs ({other}/Gavel "
+                           f"{r['server_cpu_us_per_op'] / gavel['server_cpu_us_per_op']:.2f}x)")
+                parts.append(f"Gavel/{other} throughput {gavel['ops_per_s'] / r['ops_per_s']:.2f}x{cpu}")
+        if parts:
+            print(f"{clients} × {in_flight}: " + "; ".join(parts))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"mode": "closed", "started": started, "load_average": [load_before[0], load_after[0]],
+                       "server_cpu": args.server_cpu, "driver_cpu": args.driver_cpu, "results": results}, f,
+                      indent=2)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--mode", choices=["closed", "open"], default="closed",
+                        help="closed: closed loop, pinned, same concurrency for all (default); open: the earlier "
+                             "comparison (Gavel open loop at stepped rates; also --only fanout)")
     parser.add_argument("--duration", type=int, default=10, help="seconds per measurement")
-    parser.add_argument("--clients", type=int, default=16, help="concurrent connections per system")
+    parser.add_argument("--warmup", type=float, default=2, help="closed: seconds before each measured window")
+    parser.add_argument("--concurrency", type=concurrency, default=[(16, 16), (1000, 1)],
+                        help="closed: CLIENTSxIN_FLIGHT levels, comma-separated (default 16x16,1000x1)")
+    parser.add_argument("--server-cpu", default="0", help="closed: the CPU every server is pinned to (taskset -c)")
+    parser.add_argument("--driver-cpu", default="1", help="closed: the CPU every driver is pinned to (taskset -c)")
+    parser.add_argument("--clients", type=int, default=16, help="open: concurrent connections per system")
     parser.add_argument("--listings", type=int, default=1000)
     parser.add_argument("--gavel", default=os.path.join(ROOT, ".build/release/gavel"))
-    parser.add_argument("--gavel-load", default=os.path.join(ROOT, "loadtest/.build/release/gavel-load"))
+    built = os.path.join(ROOT, ".build/release/gavel-load")
+    parser.add_argument("--gavel-load", default=built if os.path.exists(built) else
+                        os.path.join(ROOT, "loadtest/.build/release/gavel-load"))
     parser.add_argument("--gavel-rates", type=lambda s: [int(x) for x in s.split(",")],
                         default=[2000, 5000, 10000, 20000, 40000, 80000])
     parser.add_argument("--only", choices=["gavel", "redis", "postgres", "fanout"], action="append",
-                        help="run only these steps (fanout is run only when named)")
+                        help="run only these systems (fanout, open mode only, is run only when named)")
     parser.add_argument("--watchers", type=int, default=1000, help="fanout: watcher connections")
     parser.add_argument("--fanout-rates", type=lambda s: [int(x) for x in s.split(",")], default=[30, 100],
                         help="fanout: messages (bids) per second, comma-separated")
     parser.add_argument("--json", help="write the results here")
     args = parser.parse_args()
+    # Ctrl-C or a TERM: every server is stopped by the finally blocks on the way out.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    if args.mode == "closed" and not (args.only and "fanout" in args.only):
+        main_closed(args)
+        return
     work = tempfile.mkdtemp(prefix="gavel-compare-")
     results = []
     fanout = None

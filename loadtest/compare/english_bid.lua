@@ -1,7 +1,8 @@
 -- English proxy bidding, the rules of Gavel's english format (docs/PROTOCOL.md), as one atomic Redis script.
 -- KEYS[1]: the listing's hash (created on first use: start 100, no reserve).
--- ARGV[1]: bidder. The amount is the server's clock in microseconds, so every bid is higher than the last one, as
--- the Gavel load driver's are.
+-- ARGV[1]: bidder. The amount is 1,000 + 10,000 × the listing's bids so far, as the Gavel load driver counts its
+-- bids on each listing (10,000 is the ladder's largest step), so every bid is higher than the last one by at least
+-- a step and is accepted and written (a refused bid would write nothing, skipping the fsync).
 -- Returns {ok, price, leader}: ok 1 accepted, 0 bid_too_low.
 local ladder = {{0,5},{100,25},{500,50},{2500,100},{10000,250},{25000,500},{50000,1000},{100000,2500},{250000,5000},{500000,10000}}
 local function inc(x)
@@ -11,8 +12,6 @@ local function inc(x)
   end
   return step
 end
-local t = redis.call('TIME')
-local amount = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local bidder = ARGV[1]
 local l = redis.call('HMGET', KEYS[1], 'start', 'price', 'leader', 'max', 'bids')
 local start = tonumber(l[1]) or 100
@@ -20,6 +19,7 @@ local price = tonumber(l[2]) or 0
 local leader = l[3] or ''
 local max = tonumber(l[4]) or 0
 local bids = tonumber(l[5]) or 0
+local amount = 1000 + 10000 * bids
 if leader == '' then
   if amount < start then return {0, price, leader} end
   leader = bidder; max = amount; price = start

@@ -1,6 +1,7 @@
 -- English proxy bidding, the rules of Gavel's english format (docs/PROTOCOL.md), in one transaction with a row
--- lock. The amount is the server's clock in microseconds, so every bid is higher than the last one, as the Gavel
--- load driver's are.
+-- lock. The amount is 1,000 + 10,000 × the listing's bids so far, as the Gavel load driver counts its bids on each
+-- listing (10,000 is the ladder's largest step), so every bid is higher than the last one by at least a step and is
+-- accepted and written (a refused bid would write nothing, skipping the commit's flush).
 CREATE TABLE listings (
     id integer PRIMARY KEY,
     start bigint NOT NULL DEFAULT 100,
@@ -18,10 +19,11 @@ $$;
 CREATE FUNCTION bid(p_listing integer, p_bidder text) RETURNS boolean LANGUAGE plpgsql AS $$
 DECLARE
     l listings%ROWTYPE;
-    amount bigint := (extract(epoch FROM clock_timestamp()) * 1000000)::bigint;
+    amount bigint;
     ok boolean := true;
 BEGIN
     SELECT * INTO l FROM listings WHERE id = p_listing FOR UPDATE;
+    amount := 1000 + 10000 * l.bids;
     IF l.leader IS NULL THEN
         IF amount < l.start THEN ok := false;
         ELSE l.leader := p_bidder; l.max := amount; l.price := l.start; END IF;

@@ -57,6 +57,13 @@ public struct LoadConfiguration: Sendable, Equatable {
     public var existing = false
     /// With `existing`: only listings whose id starts with this.
     public var existingPrefix: String?
+    /// Closed loop (`--in-flight N`): each bidder connection keeps N bids outstanding and sends the next one as
+    /// each result arrives; `rate` is not used. nil: the open-loop schedule.
+    public var inFlight: Int?
+    /// Whether `--rate` was given (refused with `inFlight`).
+    public var rateGiven = false
+    /// The CPUs the driver process is pinned to (`--cpu`), nil: not pinned.
+    public var cpus: CPUList?
 
     public init() {}
 
@@ -187,6 +194,27 @@ public struct LoadConfiguration: Sendable, Equatable {
             throw .invalid(
                 "--formats says which listings the driver opens; with --existing it bids on the server's open english listings"
             )
+        }
+        if let cpus { try cpus.checkAllowed() }
+        if let inFlight {
+            if inFlight < 1 || inFlight > 4_096 { throw .invalid("--in-flight must be 1...4096 bids per connection") }
+            if rateGiven {
+                throw .invalid(
+                    "--rate sets the open-loop schedule; with --in-flight the driver sends as fast as results come back (closed loop): give one or the other"
+                )
+            }
+            if preset != .steady || broadcast {
+                throw .invalid("--in-flight goes with --preset steady (english bids), without --broadcast")
+            }
+            if formats != .englishOnly {
+                throw .invalid("--in-flight sends english bids only; it does not go with --formats")
+            }
+            if watchers > 0 {
+                throw .invalid(
+                    "--in-flight measures results, not fan-out: give --watchers 0 (the open-loop mode measures fan-out)"
+                )
+            }
+            if reportSeconds != nil { throw .invalid("--report-seconds goes with the open-loop mode, not --in-flight") }
         }
         if let existingPrefix {
             guard existing else { throw .invalid("--existing-prefix goes with --existing") }

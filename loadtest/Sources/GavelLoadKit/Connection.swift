@@ -52,7 +52,7 @@ final class LoadConnection: ChannelInboundHandler, @unchecked Sendable {
 
     let index: Int
     let onMessage: @Sendable (LoadConnection, Substring, UInt64) -> Void
-    let onClose: @Sendable (Int) -> Void
+    let onClose: @Sendable (Int, String) -> Void
     var channel: Channel?
     /// Request id → intended send time (ns), for results; confined to the event loop.
     var pending: [Substring: UInt64] = [:]
@@ -63,7 +63,7 @@ final class LoadConnection: ChannelInboundHandler, @unchecked Sendable {
 
     init(
         index: Int, onMessage: @escaping @Sendable (LoadConnection, Substring, UInt64) -> Void,
-        onClose: @escaping @Sendable (Int) -> Void
+        onClose: @escaping @Sendable (Int, String) -> Void
     ) {
         self.index = index
         self.onMessage = onMessage
@@ -90,7 +90,7 @@ final class LoadConnection: ChannelInboundHandler, @unchecked Sendable {
         case .connectionClose:
             var data = frame.unmaskedData
             let code = data.readInteger(as: UInt16.self).map(Int.init) ?? 1005
-            reportClose(code)
+            reportClose(code, reason: data.readString(length: data.readableBytes) ?? "")
             context.close(promise: nil)
         default:
             break
@@ -98,13 +98,13 @@ final class LoadConnection: ChannelInboundHandler, @unchecked Sendable {
     }
 
     func channelInactive(context: ChannelHandlerContext) {
-        reportClose(1006)
+        reportClose(1006, reason: "")
     }
 
-    private func reportClose(_ code: Int) {
+    private func reportClose(_ code: Int, reason: String) {
         guard !closeReported else { return }
         closeReported = true
-        onClose(code)
+        onClose(code, reason)
     }
 
     private func deliver(_ buffer: ByteBuffer) {
@@ -126,10 +126,14 @@ final class LoadConnection: ChannelInboundHandler, @unchecked Sendable {
 
     func close() {
         guard let channel else { return }
-        let frame = WebSocketFrame(
-            fin: true, opcode: .connectionClose, maskKey: .random(),
-            data: channel.allocator.buffer(integer: UInt16(1000)))
-        channel.writeAndFlush(frame).whenComplete { _ in channel.close(promise: nil) }
+        channel.eventLoop.execute { [self] in
+            // The driver's own close: not the server's doing.
+            closeReported = true
+            let frame = WebSocketFrame(
+                fin: true, opcode: .connectionClose, maskKey: .random(),
+                data: channel.allocator.buffer(integer: UInt16(1000)))
+            channel.writeAndFlush(frame).whenComplete { _ in channel.close(promise: nil) }
+        }
     }
 
     /// Connects and upgrades; the handler is in the pipeline when the future succeeds.

@@ -37,15 +37,20 @@ public final class Driver: @unchecked Sendable {
     let progress: ((String) -> Void)?
     /// Where to print each interval report as it ends (with `reportSeconds`).
     let intervalReport: ((SoakInterval) -> Void)?
+    /// Says at once when the server refuses commands with `rate_limited` or closes a connection.
+    let diagnostics: Diagnostics
+    /// The seller's connection, once the server closed it: its close code and reason.
+    let sellerClosed = Mutex<(code: Int, reason: String)?>(nil)
 
     public init(
         configuration: LoadConfiguration, credentials: Credentials, progress: ((String) -> Void)? = nil,
-        intervalReport: ((SoakInterval) -> Void)? = nil
+        intervalReport: ((SoakInterval) -> Void)? = nil, diagnostics: Diagnostics = Diagnostics()
     ) {
         self.configuration = configuration
         self.credentials = credentials
         self.progress = progress
         self.intervalReport = intervalReport
+        self.diagnostics = diagnostics
         group = MultiThreadedEventLoopGroup(numberOfThreads: max(1, System.coreCount))
         runID = String(UInt64(Date().timeIntervalSince1970 * 1000) % 46_656_000, radix: 36)
         sendLog = Mutex(Array(repeating: [], count: configuration.listings))
@@ -110,9 +115,15 @@ public final class Driver: @unchecked Sendable {
         }
         let c = configuration
         let total = c.warmupSeconds + c.durationSeconds
+        if c.inFlight != nil {
+            return try await closedLoop(
+                seller: seller, memoryBefore: memoryBefore, probe: probe, connectStarted: connectStarted)
+        }
 
         // 2. Watchers, then bidders (traders; in broadcast mode one anonymous publisher).
         let recorder = self.recorder
+        let diagnostics = self.diagnostics
+        let command = c.preset == .market ? "order" : "bid"
         let watchers = try await connectWatchers(recorder: recorder)
         var bidders: [LoadConnection] = []
         for b in 0..<(c.broadcast ? 1 : c.connections) {
@@ -123,10 +134,17 @@ public final class Driver: @unchecked Sendable {
                     guard Scan.string("type", in: utf8) == "result", let id = Scan.string("id", in: utf8),
                         let intended = connection.pending.removeValue(forKey: id)
                     else { return }
-                    recorder.result(
-                        intended: intended, received: received,
-                        error: Scan.string("error", in: utf8).map(String.init))
-                }, onClose: { code in recorder.closed(code: code) })
+                    let error = Scan.string("error", in: utf8).map(String.init)
+                    if error == "rate_limited" {
+                        diagnostics.rateLimited(
+                            command: command, message: Scan.string("message", in: utf8).map(String.init))
+                    }
+                    recorder.result(intended: intended, received: received, error: error)
+                },
+                onClose: { code, reason in
+                    recorder.closed(code: code)
+                    diagnostics.closed(connection: "bidder connection \(b)", code: code, reason: reason)
+                })
             _ = try await LoadConnection.connect(
                 group: group, host: c.host, port: c.port, source: source(b + c.watchers + 1), path: c.path,
                 token: c.broadcast ? nil : token(user: bidderName(b), role: "bidder"), handler: bidder)
@@ -215,6 +233,54 @@ public final class Driver: @unchecked Sendable {
         return report
     }
 
+    /// The closed loop (``ClosedLoop``): the bidder connections are opened and run on a thread of their own. Bids on
+    /// a listing step by twice the ladder's largest step, so a bid that reaches the server just after the next one
+    /// (sent on another connection) is still accepted.
+    private func closedLoop(
+        seller: LoadConnection?, memoryBefore: UInt64?, probe: MemoryProbe?, connectStarted: UInt64
+    ) async throws -> Report {
+        let c = configuration
+        let plan = ClosedLoop.Plan(
+            inFlight: c.inFlight ?? 1, warmupSeconds: c.warmupSeconds, durationSeconds: c.durationSeconds,
+            drainSeconds: c.drainSeconds, listingIDs: listings.ids,
+            firstAmount: listings.firstAmount, spacing: max(listings.spacing, ListingSet.existingSpacing), zipf: c.zipf,
+            seed: c.seed,
+            serverPID: c.serverPID, runID: runID)
+        let loop = ClosedLoop(plan: plan, diagnostics: diagnostics, progress: progress)
+        let bidders = (0..<c.connections).map { (name: bidderName($0), source: source($0 + 1)) }
+        let tokens = bidders.map { token(user: $0.name, role: "bidder") }
+        let outcome: Result<(ClosedLoop.Outcome, Double, UInt64?), LoadError> = await withCheckedContinuation {
+            continuation in
+            let thread = Thread {
+                do throws(LoadError) {
+                    for (b, bidder) in bidders.enumerated() {
+                        try loop.connect(
+                            host: c.host, port: c.port, path: c.path, source: bidder.source, token: tokens[b],
+                            bidder: bidder.name)
+                    }
+                    let connectSeconds = Double(monotonicNanos() - connectStarted) / 1e9
+                    let memoryConnected = try probe?.residentBytes()
+                    continuation.resume(returning: .success((loop.run(), connectSeconds, memoryConnected)))
+                } catch {
+                    continuation.resume(returning: .failure(error))
+                }
+            }
+            thread.name = "gavel-load closed loop"
+            thread.start()
+        }
+        seller?.close()
+        let (result, connectSeconds, memoryConnected) = try outcome.get()
+        var report = Report(
+            configuration: c, measurements: result.measurements, measuredSeconds: result.measuredSeconds,
+            connectionsHeld: c.connections + (seller == nil ? 0 : 1), connectSeconds: connectSeconds)
+        report.memoryBefore = memoryBefore
+        report.memoryConnected = memoryConnected
+        report.existingSkipped = listings.skipped
+        report.driverCPUSeconds = result.driverCPUSeconds
+        report.serverCPUSeconds = result.serverCPUSeconds
+        return report
+    }
+
     /// Opens `listings` listings (each in its format from `--formats`, or market for the market preset) on one
     /// seller connection, retrying
     /// the opens the server refuses with `rate_limited` or `overloaded`.
@@ -230,8 +296,17 @@ public final class Driver: @unchecked Sendable {
                 guard Scan.string("type", in: text.utf8) == "result", let id = Scan.string("id", in: text.utf8)
                 else { return }
                 let error = Scan.string("error", in: text.utf8).map(String.init) ?? ""
+                if error == "rate_limited" {
+                    diagnostics.rateLimited(
+                        command: "open", message: Scan.string("message", in: text.utf8).map(String.init))
+                }
                 setupResults.withLock { $0[String(id)] = error }
-            }, onClose: { _ in })
+            },
+            onClose: { [self] code, reason in
+                sellerClosed.withLock { $0 = (code, reason) }
+                diagnostics.closed(
+                    connection: "the seller's connection (opening the listings)", code: code, reason: reason)
+            })
         _ = try await LoadConnection.connect(
             group: group, host: c.host, port: c.port, source: source(0), path: c.path,
             token: token(user: sellerName, role: "seller"), handler: seller)
@@ -240,7 +315,12 @@ public final class Driver: @unchecked Sendable {
         var attempts = 0
         while !toOpen.isEmpty {
             attempts += 1
-            if attempts > 50 { throw LoadError.server("could not open the listings: the server keeps refusing") }
+            if attempts > 50 {
+                let refused = diagnostics.refusals("open")
+                throw LoadError.server(
+                    "could not open the listings: the server keeps refusing"
+                        + (refused > 0 ? " (\(refused) open commands refused with rate_limited; see above)" : ""))
+            }
             for chunk in stride(from: 0, to: toOpen.count, by: 100) {
                 for index in toOpen[chunk..<min(chunk + 100, toOpen.count)] {
                     let terms: String
@@ -297,7 +377,7 @@ public final class Driver: @unchecked Sendable {
                     let id = Scan.string("id", in: utf8)
                 else { return }
                 answers.withLock { $0[String(id)] = String(text) }
-            }, onClose: { _ in })
+            }, onClose: { _, _ in })
         _ = try await LoadConnection.connect(
             group: group, host: c.host, port: c.port, source: source(0), path: c.path,
             token: token(user: "load-lister-\(runID)", role: "bidder"), handler: lister)
@@ -370,7 +450,11 @@ public final class Driver: @unchecked Sendable {
                     } else {
                         bidEvent(text, received, recorder)
                     }
-                }, onClose: { code in recorder.closed(code: code) })
+                },
+                onClose: { [diagnostics] code, reason in
+                    recorder.closed(code: code)
+                    diagnostics.closed(connection: "watcher connection \(w)", code: code, reason: reason)
+                })
         }
         try await withThrowingTaskGroup(of: Void.self) { group in
             for (w, watcher) in watchers.enumerated() {
@@ -521,6 +605,11 @@ public final class Driver: @unchecked Sendable {
     private func waitFor(count: Int, attempt: Int, timeout: Double) async throws {
         let deadline = monotonicNanos() + UInt64(timeout * 1e9)
         while setupResults.withLock({ $0.count }) < count {
+            if let closed = sellerClosed.withLock({ $0 }) {
+                throw LoadError.server(
+                    "could not open the listings: the server closed the seller's connection with \(closed.code) (see above for what to change)"
+                )
+            }
             if monotonicNanos() > deadline {
                 throw LoadError.server("the server did not answer the listings' open commands within \(Int(timeout)) s")
             }

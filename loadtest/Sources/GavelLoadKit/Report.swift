@@ -18,6 +18,10 @@ public struct Report: Sendable {
     public var existingSkipped = 0
     /// With `--report-seconds` (the soak): the interval reports, the memory growth and the latency drift.
     public var soak: SoakSummary?
+    /// Closed loop: the CPU seconds (user + system) the driver process used in the measured window, and the
+    /// server's (with `--server-pid`).
+    public var driverCPUSeconds: Double?
+    public var serverCPUSeconds: Double?
 
     public init(
         configuration: LoadConfiguration, measurements: Measurements, measuredSeconds: Double, connectionsHeld: Int,
@@ -42,6 +46,20 @@ public struct Report: Sendable {
     public var achievedRate: Double { Double(measurements.results) / max(measuredSeconds, 1e-9) }
     public var deliveriesPerSecond: Double { Double(measurements.deliveries) / max(measuredSeconds, 1e-9) }
 
+    /// CPU microseconds per result measured.
+    func cpuPerResult(_ seconds: Double?) -> Double? {
+        guard let seconds, measurements.results > 0 else { return nil }
+        return seconds * 1e6 / Double(measurements.results)
+    }
+
+    /// The first line's load: the open-loop target, or the closed loop's bids in flight.
+    var loadDescription: String {
+        if let inFlight = configuration.inFlight {
+            return "closed loop, \(inFlight) in flight per connection"
+        }
+        return "target \(configuration.rate)/s"
+    }
+
     /// Server memory added per connection held (bytes), from the readings before and after connecting.
     public var memoryPerConnection: Double? {
         guard let before = memoryBefore, let after = memoryConnected, connectionsHeld > 0 else { return nil }
@@ -58,7 +76,7 @@ public struct Report: Sendable {
         let m = measurements
         var lines: [String] = []
         lines.append(
-            "gavel-load \(configuration.preset.rawValue)\(configuration.broadcast ? " --broadcast" : ""): \(configuration.broadcast ? "1 publisher" : "\(configuration.connections) bidder") + \(configuration.watchers) watcher connections, \(configuration.listings)\(configuration.existing ? " existing" : "") listings\(existingSkipped > 0 ? " (\(existingSkipped) more left out: they close or open within the run)" : ""), zipf \(configuration.zipf), \(hasFormats ? "formats \(configuration.formats), " : "")target \(configuration.rate)/s, \(format(measuredSeconds)) s measured after \(format(configuration.warmupSeconds)) s warm-up, seed \(configuration.seed)"
+            "gavel-load \(configuration.preset.rawValue)\(configuration.broadcast ? " --broadcast" : ""): \(configuration.broadcast ? "1 publisher" : "\(configuration.connections) bidder") + \(configuration.watchers) watcher connections, \(configuration.listings)\(configuration.existing ? " existing" : "") listings\(existingSkipped > 0 ? " (\(existingSkipped) more left out: they close or open within the run)" : ""), zipf \(configuration.zipf), \(hasFormats ? "formats \(configuration.formats), " : "")\(loadDescription), \(format(measuredSeconds)) s measured after \(format(configuration.warmupSeconds)) s warm-up, seed \(configuration.seed)"
         )
         lines.append(
             "commands: \(m.sent) sent, \(m.results) results, \(format(achievedRate)) results/s; errors: \(m.errors.isEmpty ? "none" : m.errors.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }.joined(separator: ", "))"
@@ -66,7 +84,16 @@ public struct Report: Sendable {
         lines.append(
             "connections: \(connectionsHeld) held, opened in \(format(connectSeconds)) s (\(format(Double(connectionsHeld) / max(connectSeconds, 1e-9)))/s); closed by the server: \(m.closedByServer.isEmpty ? "none" : m.closedByServer.sorted { $0.key < $1.key }.map { "\($0.key)×\($0.value)" }.joined(separator: ", "))"
         )
-        lines.append("deliveries: \(m.deliveries) events on watchers, \(format(deliveriesPerSecond))/s")
+        if configuration.inFlight == nil {
+            lines.append("deliveries: \(m.deliveries) events on watchers, \(format(deliveriesPerSecond))/s")
+        }
+        if let driver = cpuPerResult(driverCPUSeconds), let seconds = driverCPUSeconds {
+            let server = cpuPerResult(serverCPUSeconds).map { String(format: "; server %.2f µs a result", $0) } ?? ""
+            lines.append(
+                String(
+                    format: "cpu: driver %.3f µs a result (%.1f %% of one core)", driver,
+                    seconds * 100 / max(measuredSeconds, 1e-9)) + server)
+        }
         if let before = memoryBefore, let after = memoryConnected, let perConnection = memoryPerConnection {
             lines.append(
                 "server memory: \(Self.megabytes(Double(before))) before connecting, \(Self.megabytes(Double(after))) with \(connectionsHeld) connections: \(String(format: "%.1f", perConnection / 1_024)) KB a connection"
@@ -80,7 +107,7 @@ public struct Report: Sendable {
         }
         if let soak { lines += soak.lines }
         lines.append("latency (ms)        p50       p90       p99     p99.9       max     count")
-        for (name, histogram) in [("ack", m.ack), ("fan-out", m.fanOut)] {
+        for (name, histogram) in [("ack", m.ack)] + (configuration.inFlight == nil ? [("fan-out", m.fanOut)] : []) {
             let values = Self.figures(histogram).map { String(format: "%9.3f", Double($0.1) / 1_000) }
             lines.append(
                 name.padding(toLength: 14, withPad: " ", startingAt: 0) + " " + values.joined(separator: " ")
@@ -106,7 +133,8 @@ public struct Report: Sendable {
             "existing": configuration.existing,
             "existing_skipped": existingSkipped,
             "zipf": configuration.zipf,
-            "target_rate": configuration.rate,
+            "target_rate": configuration.inFlight == nil ? configuration.rate as Any : NSNull() as Any,
+            "in_flight": configuration.inFlight.map { $0 as Any } ?? NSNull() as Any,
             "duration_s": configuration.durationSeconds,
             "warmup_s": configuration.warmupSeconds,
             "seed": configuration.seed,
@@ -128,6 +156,14 @@ public struct Report: Sendable {
                 uniqueKeysWithValues: configuration.formats.weights.map { ($0.format.rawValue, $0.weight) })
         }
         if let soak { object["soak"] = soak.object }
+        if let driverCPUSeconds {
+            object["driver_cpu_s"] = driverCPUSeconds
+            object["driver_cpu_us_per_result"] = cpuPerResult(driverCPUSeconds) ?? NSNull()
+        }
+        if let serverCPUSeconds {
+            object["server_cpu_s"] = serverCPUSeconds
+            object["server_cpu_us_per_result"] = cpuPerResult(serverCPUSeconds) ?? NSNull()
+        }
         if let memoryBefore { object["memory_before_bytes"] = memoryBefore }
         if let memoryConnected { object["memory_connected_bytes"] = memoryConnected }
         if let memoryPerConnection { object["memory_per_connection_bytes"] = memoryPerConnection }

@@ -40,6 +40,20 @@ struct GavelLoad: AsyncParsableCommand {
             --sample-seconds, printing every --report-seconds (60) the server's RSS, errors and ack p50/p99 of the \
             minute (from the end of the warm-up), and ending with the RSS growth after the first minute and the latency drift). Options given on the command line win.
 
+            Closed loop (--in-flight N): each bidder connection keeps N english bids outstanding and sends its next \
+            bid as soon as a result arrives, so the rate is what the server answers; --rate is not used (giving both \
+            is refused) and there are no watchers (--watchers 0). Amounts rise on each listing across all \
+            connections, so nearly every bid is accepted; one that arrives after a higher one may be refused as too \
+            low and is reported under its error code. Ack latency runs from the bid's send to its result. The \
+            measured phase runs on one thread over plain sockets and epoll, so the driver costs little CPU; the \
+            table and the JSON give its CPU per result, and the server's with --server-pid. Steady preset only.
+
+            CPU pinning (--cpu LIST, e.g. 1 or 0-1): the driver pins all its threads to those CPUs before it starts \
+            (sched_setaffinity), e.g. the server on core 0 (taskset -c 0 gavel serve ...) and the driver on core 1.
+
+            The driver says at once on standard error when the server refuses its commands with rate_limited or \
+            closes a connection (with the close code and reason), and what to change.
+
             Server memory: --server-pid (a local server: VmRSS from /proc/<pid>/status; for example \
             `pgrep -n -f "gavel serve"`), or --admin-url (process_resident_memory_bytes from gavel serve's admin \
             /metrics, http://127.0.0.1:9090 by default).
@@ -63,7 +77,14 @@ struct GavelLoad: AsyncParsableCommand {
     @Option(help: "Watcher connections (anonymous, one subscription each).") var watchers: Int?
     @Option(help: "Listings to open and bid on (with --existing: the most to use).") var listings: Int?
     @Option(help: "Zipf exponent of listing popularity (0 = uniform).") var zipf: Double?
-    @Option(help: "Target commands per second, all connections together.") var rate: Int?
+    @Option(help: "Target commands per second, all connections together (open loop; not with --in-flight).")
+    var rate: Int?
+    @Option(
+        help:
+            "Closed loop: bids each bidder connection keeps outstanding, sending the next as each result arrives (--rate is not used; see above)."
+    )
+    var inFlight: Int?
+    @Option(help: "Pin the driver's threads to these CPUs, e.g. 1 or 0-1 (sched_setaffinity).") var cpu: String?
     @Option(
         help:
             "Soak: the maximum rate measured before (e.g. the highest rate a steady run sustained); the soak runs at --fraction of it unless --rate is given."
@@ -116,7 +137,12 @@ struct GavelLoad: AsyncParsableCommand {
         var c = LoadConfiguration.defaults(for: chosen)
         do { try c.setURL(url) } catch { throw ValidationError(error.description) }
         if let connections { c.connections = connections }
-        if let watchers { c.watchers = watchers }
+        if let watchers { c.watchers = watchers } else if inFlight != nil { c.watchers = 0 }
+        c.inFlight = inFlight
+        c.rateGiven = rate != nil
+        if let cpu {
+            do { c.cpus = try CPUList(parsing: cpu) } catch { throw ValidationError(error.description) }
+        }
         if let listings { c.listings = listings }
         if let zipf { c.zipf = zipf }
         do {
@@ -166,6 +192,12 @@ struct GavelLoad: AsyncParsableCommand {
 
     func run() async throws {
         let (configuration, credentials) = try makeConfiguration()
+        if let cpus = configuration.cpus {
+            do { try cpus.pinProcess() } catch {
+                FileHandle.standardError.write(Data("gavel-load: \(error.description)\n".utf8))
+                throw ExitCode(1)
+            }
+        }
         let isTerminal = isatty(STDERR_FILENO) != 0
         let driver = Driver(
             configuration: configuration, credentials: credentials,

@@ -35,7 +35,8 @@ struct SmokeServer {
     let data: String
     let process: Process
 
-    static func start(secret: String) async throws -> SmokeServer? {
+    /// `limits` replace the raised message rates (e.g. `[]` for gavel serve's defaults).
+    static func start(secret: String, limits: [String] = raisedLimits) async throws -> SmokeServer? {
         guard FileManager.default.isExecutableFile(atPath: gavelBinary) else {
             Issue.record("the gavel binary is missing at \(gavelBinary): run `swift build` in the main package first")
             return nil
@@ -46,10 +47,11 @@ struct SmokeServer {
         let port = freePort()
         let server = Process()
         server.executableURL = URL(fileURLWithPath: gavelBinary)
-        server.arguments = [
-            "serve", "--host", "127.0.0.1", "--port", String(port), "--admin-port", "0", "--data-dir", data,
-            "--jwt-secret", secret, "--rate", "10000", "--rate-burst", "10000", "--fsync", "always",
-        ]
+        server.arguments =
+            [
+                "serve", "--host", "127.0.0.1", "--port", String(port), "--admin-port", "0", "--data-dir", data,
+                "--jwt-secret", secret, "--fsync", "always",
+            ] + limits
         server.standardOutput = FileHandle.nullDevice
         server.standardError = FileHandle.nullDevice
         try server.run()
@@ -78,6 +80,12 @@ struct SmokeServer {
         }
         return running
     }
+
+    /// Message rates per connection and per principal that admit the smoke runs (the closed loop sends as fast as
+    /// the server answers).
+    static let raisedLimits = [
+        "--rate", "100000", "--rate-burst", "100000", "--principal-rate", "100000", "--principal-rate-burst", "100000",
+    ]
 
     func stop() {
         process.terminate()
@@ -173,5 +181,85 @@ struct SmokeServer {
         #expect(soak.residentGrowthAfterFirst != nil && soak.latencyDrift != nil)
         #expect(report.table.contains("soak: RSS growth after the first interval"))
         #expect(report.json.contains("\"rss_growth_after_first_interval\""))
+    }
+
+    func closedLoopRun(port: Int, listings: Int) -> LoadConfiguration {
+        var c = shortRun(port: port, listings: listings)
+        c.connections = 2
+        c.watchers = 0
+        c.inFlight = 4
+        c.zipf = 0
+        c.durationSeconds = 1.5
+        return c
+    }
+
+    /// Runs `c` and returns its report and every line the driver said on standard error.
+    func runSaying(_ c: LoadConfiguration) async throws -> (Report, [String]) {
+        let said = Mutex<[String]>([])
+        let report = try await Driver(
+            configuration: c, credentials: .secret(smokeSecret),
+            diagnostics: Diagnostics(write: { line in said.withLock { $0.append(line) } })
+        ).run()
+        return (report, said.withLock { $0 })
+    }
+
+    @Test(.timeLimit(.minutes(1)))
+    func aShortClosedLoopRunAgainstARealServerGetsResultsWithoutErrorsAndMeasuresItsCPU() async throws {
+        guard let server = try await SmokeServer.start(secret: smokeSecret) else { return }
+        defer { server.stop() }
+        var c = closedLoopRun(port: server.port, listings: 20)
+        c.serverPID = server.process.processIdentifier
+        let (report, said) = try await runSaying(c)
+        let m = report.measurements
+        #expect(m.results > 0, "the closed loop got results")
+        #expect(m.results == m.sent, "every measured bid was answered: \(m.results) of \(m.sent)")
+        #expect(m.errors.isEmpty, "\(m.errors)")
+        #expect(m.closedByServer.isEmpty, "\(m.closedByServer)")
+        #expect(m.ack.totalCount == UInt64(m.results))
+        #expect(said.isEmpty, "\(said)")
+        #expect(report.measuredSeconds >= 1.4 && report.measuredSeconds < 2, "\(report.measuredSeconds)")
+        #expect((report.driverCPUSeconds ?? -1) >= 0 && (report.serverCPUSeconds ?? 0) > 0)
+    }
+
+    @Test(.timeLimit(.minutes(1)))
+    func aClosedLoopAgainstDefaultLimitsSaysAtOnceThatTheServerRateLimitsItAndWhatToChange() async throws {
+        // gavel serve's defaults but for the connection rate: 200 commands/s per principal.
+        guard
+            let server = try await SmokeServer.start(
+                secret: smokeSecret, limits: ["--rate", "100000", "--rate-burst", "100000"])
+        else { return }
+        defer { server.stop() }
+        var c = closedLoopRun(port: server.port, listings: 10)
+        c.durationSeconds = 1
+        c.warmupSeconds = 0
+        let (report, lines) = try await runSaying(c)
+        #expect((report.measurements.errors["rate_limited"] ?? 0) > 0, "\(report.measurements.errors)")
+        #expect(
+            lines.first.map {
+                $0.contains("rate_limited") && $0.contains("--principal-rate") && $0.contains("--token-file")
+            } == true, "\(lines)")
+        #expect(lines.filter { $0.contains("refused bid commands") }.count == 1, "said once: \(lines)")
+    }
+
+    @Test(.timeLimit(.minutes(1)))
+    func openingListingsAgainstADefaultServerSaysWhatRefusedThemInsteadOfWaiting() async throws {
+        guard let server = try await SmokeServer.start(secret: smokeSecret, limits: []) else { return }
+        defer { server.stop() }
+        var c = shortRun(port: server.port, listings: 1_000)
+        c.watchers = 0
+        let said = Mutex<[String]>([])
+        let started = monotonicNanos()
+        do {
+            _ = try await Driver(
+                configuration: c, credentials: .secret(smokeSecret),
+                diagnostics: Diagnostics(write: { line in said.withLock { $0.append(line) } })
+            ).run()
+            Issue.record("a default server opened 1,000 listings for one seller")
+        } catch let error as LoadError {
+            let lines = said.withLock { $0 }
+            #expect(lines.contains { $0.contains("rate_limited") && $0.contains("--opens-per-minute") }, "\(lines)")
+            #expect(error.description.contains("could not open the listings"), "\(error)")
+        }
+        #expect(monotonicNanos() - started < 25_000_000_000, "it did not wait for a 30 s timeout")
     }
 }
