@@ -545,26 +545,10 @@ public final class FanOut: @unchecked Sendable {
         }
         // The engine's other bookkeeping (settlementsPruned) is not for clients.
         if event.kind.isInternal { return }
-        let recipients = Self.noticeRecipients(event)
-        if !recipients.isEmpty {
+        if let (first, second) = Self.noticeRecipients(event) {
             MessageEncoder.event(event, ts: nil, into: &s.eventBytes)
-            for user in recipients {
-                // A user without a feed has no session either.
-                guard var feed = s.feeds.removeValue(forKey: user) else { continue }
-                let userSeq = feed.history.lastSeq + 1
-                var notice = JSONObjectWriter(reusing: &s.noticeBytes)
-                notice.field("type", "notice")
-                notice.field("event", raw: s.eventBytes)
-                notice.field("user_seq", userSeq)
-                notice.field("ts", ts)
-                notice.finish(into: &s.noticeBytes)
-                let frame = ServerFrame.text(s.noticeBytes)
-                feed.history.append(frame, seq: userSeq, limit: max(1, userHistoryLimit))
-                s.feeds[user] = feed
-                for session in (s.users[user] ?? [:]).values {
-                    perLoop[session.loopIndex].append(.notice(session, frame, userSeq: userSeq))
-                }
-            }
+            notify(first, ts: ts, state: &s, into: &perLoop)
+            if let second { notify(second, ts: ts, state: &s, into: &perLoop) }
         }
         guard !event.kind.isPrivate else { return }
         MessageEncoder.event(event, ts: ts, into: &s.eventBytes)
@@ -580,18 +564,38 @@ public final class FanOut: @unchecked Sendable {
         s.index(event.listing, before: recorded.before, after: recorded.after)
     }
 
-    /// The users a private notice goes to: the outbid bidder, both traders of a trade, the bidder of a Dutch fill,
-    /// the trader whose order left the book, a settlement's buyer and seller, a second-chance offer's runner-up and
-    /// seller.
-    static func noticeRecipients(_ event: Event) -> [String] {
+    /// Appends the notice of the event encoded in `s.eventBytes` to `user`'s feed (in place: the feed's history is
+    /// not copied) and hands it to each of the user's sessions.
+    private func notify(_ user: String, ts: Millis, state s: inout State, into perLoop: inout [[LoopItem]]) {
+        // A user without a feed has no session either.
+        guard let index = s.feeds.index(forKey: user) else { return }
+        let userSeq = s.feeds.values[index].history.lastSeq + 1
+        var notice = JSONObjectWriter(reusing: &s.noticeBytes)
+        notice.field("type", "notice")
+        notice.field("event", raw: s.eventBytes)
+        notice.field("user_seq", userSeq)
+        notice.field("ts", ts)
+        notice.finish(into: &s.noticeBytes)
+        let frame = ServerFrame.text(s.noticeBytes)
+        s.feeds.values[index].history.append(frame, seq: userSeq, limit: max(1, userHistoryLimit))
+        guard let sessions = s.users[user] else { return }
+        for session in sessions.values {
+            perLoop[session.loopIndex].append(.notice(session, frame, userSeq: userSeq))
+        }
+    }
+
+    /// The users a private notice goes to (one or two, no array: this runs for every outbid): the outbid bidder,
+    /// both traders of a trade, the bidder of a Dutch fill, the trader whose order left the book, a settlement's
+    /// buyer and seller, a second-chance offer's runner-up and seller; `nil` for a public event.
+    static func noticeRecipients(_ event: Event) -> (String, String?)? {
         switch event.kind {
-        case .outbid(let bidder, _): [bidder]
-        case .trade(let buyer, let seller, _, _, _, _): buyer == seller ? [buyer] : [buyer, seller]
-        case .filled(let bidder, _, _, _): [bidder]
-        case .orderCancelled(_, let trader, _, _): [trader]
-        case .settlement(let change): change.buyer == change.seller ? [change.buyer] : [change.buyer, change.seller]
-        case .secondChance(let offer): offer.bidder == offer.seller ? [offer.bidder] : [offer.bidder, offer.seller]
-        default: []
+        case .outbid(let bidder, _): (bidder, nil)
+        case .trade(let buyer, let seller, _, _, _, _): (buyer, buyer == seller ? nil : seller)
+        case .filled(let bidder, _, _, _): (bidder, nil)
+        case .orderCancelled(_, let trader, _, _): (trader, nil)
+        case .settlement(let change): (change.buyer, change.buyer == change.seller ? nil : change.seller)
+        case .secondChance(let offer): (offer.bidder, offer.bidder == offer.seller ? nil : offer.seller)
+        default: nil
         }
     }
 }
