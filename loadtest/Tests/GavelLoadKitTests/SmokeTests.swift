@@ -213,7 +213,10 @@ struct SmokeServer {
         let m = report.measurements
         #expect(m.results > 0, "the closed loop got results")
         #expect(m.results == m.sent, "every measured bid was answered: \(m.results) of \(m.sent)")
-        #expect(m.errors.isEmpty, "\(m.errors)")
+        // A bid that reaches its listing behind two higher ones sent on the other connection is refused as too
+        // low (the 20,000 step absorbs one): rare, and the only refusal allowed.
+        #expect(m.errors.keys.allSatisfy { $0 == "bid_too_low" }, "\(m.errors)")
+        #expect((m.errors["bid_too_low"] ?? 0) * 100 <= m.results, "\(m.errors) of \(m.results)")
         #expect(m.closedByServer.isEmpty, "\(m.closedByServer)")
         #expect(m.ack.totalCount == UInt64(m.results))
         #expect(said.isEmpty, "\(said)")
