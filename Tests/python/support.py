@@ -370,7 +370,8 @@ def flood_until(market, listing, bidder, done, what, seconds=60):
             rids.append(f"f{amount}")
             market.send({"type": "bid", "id": rids[-1], "listing": listing, "bidder": bidder, "amount": amount})
         for rid in rids:
-            assert market.result(rid)["ok"]
+            result = market.result(rid)
+            assert result["ok"], result
     return amount
 
 

@@ -303,7 +303,10 @@ def test_a_consumer_that_does_not_read_its_catch_up_keeps_server_memory_bounded(
 
 
 def test_a_live_feed_consumer_that_does_not_read_is_dropped_with_1013(start_server):
-    srv = start_server("--max-outbound-bytes", "65536", "--fsync", "none")
+    # Whichever way the live batches reach it (small ones straight to its connection, which passes the outbound cap;
+    # one bigger than half the cap read from disk like a catch-up, which waits --feed-stall-timeout-ms for the
+    # socket), the consumer is closed within a second: the flood cannot outrun the service's rate limit first.
+    srv = start_server("--max-outbound-bytes", "65536", "--fsync", "none", "--feed-stall-timeout-ms", "500")
     listing = unique("hot") + "-" + "x" * 40  # long names make big events: fewer to flood the socket buffers
     bidder = "b" * 60
     with feed_client(srv, sub="market") as market:
