@@ -193,6 +193,26 @@ public final class FanOut: @unchecked Sendable {
         }
     }
 
+    /// What a change of a listing's view means for the listings index: whether the view appeared, and whether the
+    /// listing was and is open.
+    struct ViewChange {
+        var appeared: Bool
+        var wasOpen: Bool
+        var isOpen: Bool
+
+        init(appeared: Bool, wasOpen: Bool, isOpen: Bool) {
+            self.appeared = appeared
+            self.wasOpen = wasOpen
+            self.isOpen = isOpen
+        }
+
+        init(before: PublicListingView?, after: PublicListingView?) {
+            self.init(
+                appeared: before == nil && after != nil, wasOpen: before?.status == .open,
+                isOpen: after?.status == .open)
+        }
+    }
+
     struct Entry {
         var view: PublicListingView?
         var seq: UInt64 = 0
@@ -202,12 +222,14 @@ public final class FanOut: @unchecked Sendable {
 
         var isIdle: Bool { view == nil && history.count == 0 && subscribers.allSatisfy { $0 == 0 } }
 
-        /// Folds a public event and its frame in; returns the view before it, the view after it and the
-        /// subscribers per event loop, so the caller needs no second lookup.
+        /// Folds a public event and its frame in; returns what it changed for the listings index and the
+        /// subscribers per event loop, so the caller needs no second lookup. The view is changed in place, never
+        /// copied (it holds strings: a copy before and after each event was a retain and a release of each).
         mutating func record(_ event: Event, frame: ByteBuffer, historyLimit: Int) -> (
-            before: PublicListingView?, after: PublicListingView?, subscribers: [Int]
+            change: ViewChange, subscribers: [Int]
         ) {
-            let before = view
+            let existed = view != nil
+            let wasOpen = view?.status == .open
             if view == nil, let opened = PublicListingView(opened: event) {
                 view = opened
             } else {
@@ -215,7 +237,10 @@ public final class FanOut: @unchecked Sendable {
             }
             seq = event.seq
             history.append(frame, seq: event.seq, limit: historyLimit)
-            return (before, view, subscribers)
+            return (
+                ViewChange(appeared: !existed && view != nil, wasOpen: wasOpen, isOpen: view?.status == .open),
+                subscribers
+            )
         }
     }
 
@@ -258,7 +283,7 @@ public final class FanOut: @unchecked Sendable {
         /// until they end; returns it per event loop.
         mutating func evict(_ id: String) -> [Int]? {
             guard var entry = listings[id] else { return nil }
-            index(id, before: entry.view, after: nil)
+            index(id, ViewChange(before: entry.view, after: nil))
             if entry.view != nil { all.remove(id) }
             entry.view = nil
             entry.seq = 0
@@ -267,13 +292,11 @@ public final class FanOut: @unchecked Sendable {
             return entry.subscribers
         }
 
-        /// Keeps ``all`` and ``open`` in step with the view of `id` after it changed from `before`.
-        mutating func index(_ id: String, before: PublicListingView?, after: PublicListingView?) {
-            if before == nil, after != nil { all.insert(id) }
-            let wasOpen = before?.status == .open
-            let isOpen = after?.status == .open
-            if isOpen && !wasOpen { open.insert(id) }
-            if wasOpen && !isOpen { open.remove(id) }
+        /// Keeps ``all`` and ``open`` in step with the view of `id` after `change`.
+        mutating func index(_ id: String, _ change: ViewChange) {
+            if change.appeared { all.insert(id) }
+            if change.isOpen && !change.wasOpen { open.insert(id) }
+            if change.wasOpen && !change.isOpen { open.remove(id) }
         }
     }
 
@@ -333,7 +356,7 @@ public final class FanOut: @unchecked Sendable {
             for view in views {
                 let before = s.listings[view.listing]?.view
                 s.listings[view.listing] = Entry(view: view, seq: view.seq, subscribers: loops.map { _ in 0 })
-                s.index(view.listing, before: before, after: view)
+                s.index(view.listing, ViewChange(before: before, after: view))
             }
         }
     }
@@ -561,7 +584,7 @@ public final class FanOut: @unchecked Sendable {
         for (index, count) in recorded.subscribers.enumerated() where count > 0 {
             perLoop[index].append(.publish(listing: event.listing, seq: event.seq, frame: frame))
         }
-        s.index(event.listing, before: recorded.before, after: recorded.after)
+        s.index(event.listing, recorded.change)
     }
 
     /// Appends the notice of the event encoded in `s.eventBytes` to `user`'s feed (in place: the feed's history is
