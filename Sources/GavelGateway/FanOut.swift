@@ -199,18 +199,6 @@ public final class FanOut: @unchecked Sendable {
         var appeared: Bool
         var wasOpen: Bool
         var isOpen: Bool
-
-        init(appeared: Bool, wasOpen: Bool, isOpen: Bool) {
-            self.appeared = appeared
-            self.wasOpen = wasOpen
-            self.isOpen = isOpen
-        }
-
-        init(before: PublicListingView?, after: PublicListingView?) {
-            self.init(
-                appeared: before == nil && after != nil, wasOpen: before?.status == .open,
-                isOpen: after?.status == .open)
-        }
     }
 
     struct Entry {
@@ -620,6 +608,15 @@ public final class FanOut: @unchecked Sendable {
         case .secondChance(let offer): (offer.bidder, offer.bidder == offer.seller ? nil : offer.seller)
         default: nil
         }
+    }
+}
+
+/// The change from view `before` to view `after` (start-up and eviction; an event's change comes from `Entry.record`).
+extension FanOut.ViewChange {
+    init(before: PublicListingView?, after: PublicListingView?) {
+        self.init(
+            appeared: before == nil && after != nil, wasOpen: before?.status == .open,
+            isOpen: after?.status == .open)
     }
 }
 

@@ -372,7 +372,7 @@ final class FeedSubscription: @unchecked Sendable {
             guard !entries.isEmpty else { return }
             queue.put(.piece(ReplayedPiece(events: events, entries: entries)))
             events = []
-            events.reserveCapacity(ReplayedPiece.events + 64)
+            events.reserveCapacity(ReplayedPiece.handOverSize + 64)
             entries = []
         }
         var target = start
@@ -386,7 +386,7 @@ final class FeedSubscription: @unchecked Sendable {
                             lsn: lsn, at: at, events: range, rejected: FeedBatch.Entry.refusal(command, result)))
                 }
                 if more {
-                    if events.count >= ReplayedPiece.events || entries.count >= ReplayedPiece.events { handOver() }
+                    if ReplayedPiece.isFull(events: events.count, entries: entries.count) { handOver() }
                     continue
                 }
                 handOver()
@@ -463,7 +463,10 @@ final class FeedSubscription: @unchecked Sendable {
 struct ReplayedPiece {
     /// A piece is handed over once it holds this many events or entries (or the replay reached its target): small
     /// enough to stay in the caches, big enough that the hand-off costs nothing per event.
-    static let events = 1_024
+    static let handOverSize = 1_024
+
+    /// Whether a piece of `events` events and `entries` entries is to be handed over.
+    static func isFull(events: Int, entries: Int) -> Bool { events >= handOverSize || entries >= handOverSize }
 
     var events: [Event]
     var entries: [FeedBatch.Entry]

@@ -95,14 +95,11 @@ public final class JournalReplay {
         _ body: (_ lsn: UInt64, _ at: Millis, _ command: Command?, _ result: CommandResult?, _ events: [Event]) -> Void
     ) throws(ReplayStartError) -> Bool {
         events.removeAll(keepingCapacity: true)
-        var buffer = events
-        events = []
-        defer { events = buffer }
         var entry: (lsn: UInt64, at: Millis, command: Command?, result: CommandResult?)?
-        let more = try next(upTo: limit, appendingTo: &buffer) { lsn, at, command, result, _ in
+        let more = try next(upTo: limit, appendingTo: &events) { lsn, at, command, result, _ in
             entry = (lsn, at, command, result)
         }
-        if let entry { body(entry.lsn, entry.at, entry.command, entry.result, buffer) }
+        if let entry { body(entry.lsn, entry.at, entry.command, entry.result, events) }
         return more
     }
 

@@ -73,7 +73,7 @@ import Testing
                 FeedBatch.Entry(
                     lsn: entry.lsn, at: entry.at, events: first..<piece.events.count,
                     rejected: FeedBatch.Entry.refusal(entry.rejected?.0, entry.rejected?.1)))
-            if piece.events.count >= ReplayedPiece.events || piece.entries.count >= ReplayedPiece.events {
+            if ReplayedPiece.isFull(events: piece.events.count, entries: piece.entries.count) {
                 pieces.append(piece)
                 piece = ReplayedPiece(events: [], entries: [])
             }
