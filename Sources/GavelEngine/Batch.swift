@@ -18,8 +18,8 @@ public struct BatchEntry: Sendable {
     /// `nil` for ticks.
     public var result: CommandResult?
     public var events: Range<Int>
-    /// The command and where its result goes once the batch is durable; `nil` for ticks.
-    var submission: Submission?
+    /// The command and who its result goes back to (``Submission/recipient``); `nil` for ticks.
+    public internal(set) var submission: Submission?
 
     /// A tick: the clock moved to `at` and fired the timers whose events are `events`.
     init(tick lsn: UInt64, at: Millis, events: Range<Int>) {
@@ -48,12 +48,15 @@ public struct BatchEntry: Sendable {
 /// A group of applied commands that becomes durable together (group commit). Entries are in `lsn` order; every
 /// event of the batch is in ``events`` in the order the engine emitted it.
 ///
-/// Batches are recycled by the writer: a sink must not keep a reference after it has released the batch.
+/// Batches are recycled by the writer: a sink or an observer must not keep a reference after it has released the
+/// batch.
 public final class Batch: @unchecked Sendable {
     public internal(set) var entries: [BatchEntry] = []
     public internal(set) var events: [Event] = []
     /// A number that orders batches: they are released strictly in this order.
     public internal(set) var number: UInt64 = 0
+    /// Entries submitted with ``Writer/submit(_:)``, whose results the writer hands back itself.
+    var awaited = 0
 
     init(capacity: Int) {
         entries.reserveCapacity(capacity)
@@ -69,6 +72,7 @@ public final class Batch: @unchecked Sendable {
     func reset() {
         entries.removeAll(keepingCapacity: true)
         events.removeAll(keepingCapacity: true)
+        awaited = 0
     }
 }
 

@@ -1,19 +1,31 @@
 import GavelCore
 
-/// How a submitted command's result comes back. Called once, after the batch holding the command is durable, on
-/// the thread that releases batches; it must not block.
-public typealias ResultHandler = @Sendable (CommandResult, _ lsn: UInt64) -> Void
-
-/// A command on its way to the writer: the envelope that links into a listing's queue.
+/// A command on its way to the writer: the envelope that links into a listing's queue, and the note of who waits
+/// for its result. It is the only allocation per submitted command: the result is not a closure.
 public final class Submission: MPSCNode, @unchecked Sendable {
     public let command: Command
     /// Computed by the producer that makes the submission, so the writer does not.
     let digest: CommandDigest
-    let handler: ResultHandler?
+    /// Who the result goes back to, found by the ``ReleaseObserver`` in the released batch; `nil`: nobody waits.
+    public let recipient: (any ResultRecipient)?
+    /// When the producer took the command (monotonic ns, 0 when not measured), for the recipient's latency figures.
+    public let started: UInt64
+    /// Whether ``recipient`` is the writer's own ``AwaitedResult``, resumed by the writer at release.
+    let awaited: Bool
 
-    public init(_ command: Command, handler: ResultHandler?) {
+    public init(_ command: Command, recipient: (any ResultRecipient)?, started: UInt64 = 0) {
         self.command = command
         self.digest = CommandDigest(command)
-        self.handler = handler
+        self.recipient = recipient
+        self.started = started
+        self.awaited = false
+    }
+
+    init(_ command: Command, awaiting: AwaitedResult) {
+        self.command = command
+        self.digest = CommandDigest(command)
+        self.recipient = awaiting
+        self.started = 0
+        self.awaited = true
     }
 }

@@ -46,15 +46,16 @@ final class AdminRequest: MPSCNode, @unchecked Sendable {
 
 /// The single-writer engine loop: one dedicated thread owns the ``Engine`` and applies every command.
 ///
-/// Producers (gateway event loops) call ``submit(_:handler:)`` from any thread: the command goes into its listing's
+/// Producers (gateway event loops) call ``submit(_:replyTo:started:wake:)`` from any thread: the command goes into its listing's
 /// bounded lock-free queue, and the listing onto the ready list if it is not there already. The writer takes at
 /// most ``WriterConfiguration/perListingTurn`` commands from each ready listing per turn, stamps them with the
 /// engine time of the turn, fires due timers first (as a `tick` entry), assigns each entry the next `lsn`, and
-/// hands the batch to the ``BatchSink``. Results and events are released, in order, only when the sink says the
-/// batch is durable.
+/// hands the batch to the ``BatchSink``. When the sink says the batch is durable, the writer hands it to its one
+/// ``ReleaseObserver``, which routes the results and events; nothing is released before.
 public final class Writer: @unchecked Sendable {
     public let configuration: WriterConfiguration
-    public let bus: EventBus
+    /// Gets every durable batch; `nil`: results and events go nowhere (benchmarks, tools that only journal).
+    let observer: ReleaseObserver?
     let sink: BatchSink
     let snapshotSink: SnapshotSink?
     let clock: EngineClock
@@ -99,7 +100,7 @@ public final class Writer: @unchecked Sendable {
     public init(
         configuration: WriterConfiguration = WriterConfiguration(), engine: Engine? = nil, lastLSN: UInt64 = 0,
         sink: BatchSink = InMemorySink(), snapshots: SnapshotSink? = nil, clock: EngineClock = SystemClock(),
-        bus: EventBus = EventBus()
+        observer: ReleaseObserver? = nil
     ) {
         self.configuration = configuration
         self.engine = engine ?? Engine(configuration: configuration.engine)
@@ -109,7 +110,7 @@ public final class Writer: @unchecked Sendable {
         self.sink = sink
         self.snapshotSink = snapshots
         self.clock = clock
-        self.bus = bus
+        self.observer = observer
         let capacity = configuration.queueCapacity
         queues.withLock { queues in
             for id in self.engine.listingIDs { queues[id] = ListingQueue(listing: id, capacity: capacity) }
@@ -123,17 +124,25 @@ public final class Writer: @unchecked Sendable {
         .rejected(.overloaded, "listing \(listing) has \(capacity) commands waiting; retry shortly")
     }
 
-    /// Submits `command`; `handler` gets its result once it is durable. Never blocks.
+    /// Submits `command`; once it is durable, the ``ReleaseObserver`` finds its result in the released batch with
+    /// `recipient` and `started` (see ``Submission``). Never blocks.
     ///
     /// - Parameter wake: `false` leaves the writer asleep: the caller, about to submit more, promises to call
     ///   ``wake()`` once it is done (after the last of them), so that they wake the writer once and go into one
     ///   batch.
     /// - Returns: `nil` when the command was enqueued, or the rejection (`overloaded`, or the writer is not
-    ///   running) when it was not; then `handler` is not called.
+    ///   running) when it was not; then the command is not applied and no result is released for it.
     @discardableResult
-    public func submit(_ command: Command, handler: ResultHandler?, wake: Bool = true) -> CommandResult? {
+    public func submit(
+        _ command: Command, replyTo recipient: (any ResultRecipient)?, started: UInt64 = 0, wake: Bool = true
+    ) -> CommandResult? {
         guard phase.load(ordering: .acquiring) == Phase.running.rawValue else { return Self.notRunning }
-        let submission = Submission(command, handler: handler)
+        return submit(Submission(command, recipient: recipient, started: started), wake: wake)
+    }
+
+    /// Offers `submission` to its listing's queue: the thread's cached queue when it has one, else the map's.
+    private func submit(_ submission: Submission, wake: Bool) -> CommandResult? {
+        let command = submission.command
         // Fast path: the calling thread's cache, no lock. A queue freed since it was cached refuses the offer.
         let cache = ProducerCache.current(for: identity)
         if let queue = cache.queues[command.listing] {
@@ -169,17 +178,19 @@ public final class Writer: @unchecked Sendable {
     }
 
     /// Submits to a queue the caller looked up before (see ``queue(for:)``), without the lookup and its mutex. A queue
-    /// the writer has freed since refuses the offer, and the command goes where ``submit(_:handler:wake:)`` sends it.
+    /// the writer has freed since refuses the offer, and the command goes where ``submit(_:replyTo:started:wake:)``
+    /// sends it.
     @discardableResult
-    public func submit(_ command: Command, to queue: ListingQueue, handler: ResultHandler?, wake: Bool = true)
-        -> CommandResult?
-    {
+    public func submit(
+        _ command: Command, to queue: ListingQueue, replyTo recipient: (any ResultRecipient)?, started: UInt64 = 0,
+        wake: Bool = true
+    ) -> CommandResult? {
         precondition(
             queue.listing == command.listing, "command for \(command.listing) sent to \(queue.listing)'s queue")
         guard phase.load(ordering: .acquiring) == Phase.running.rawValue else { return Self.notRunning }
-        let submission = Submission(command, handler: handler)
+        let submission = Submission(command, recipient: recipient, started: started)
         if case .done(let outcome) = offer(submission, toCached: queue, wake: wake) { return outcome }
-        return submit(command, handler: handler, wake: wake)
+        return submit(submission, wake: wake)
     }
 
     /// What an offer to a queue looked up earlier did.
@@ -229,11 +240,14 @@ public final class Writer: @unchecked Sendable {
         )
     }
 
-    /// Submits `command` and waits for its durable result.
+    /// Submits `command` and waits for its durable result (for tools and tests: the writer hands it back itself,
+    /// whatever the observer does).
     public func submit(_ command: Command) async -> (result: CommandResult, lsn: UInt64?) {
         await withCheckedContinuation { continuation in
-            if let rejected = submit(command, handler: { result, lsn in continuation.resume(returning: (result, lsn)) })
-            {
+            guard phase.load(ordering: .acquiring) == Phase.running.rawValue else {
+                return continuation.resume(returning: (Self.notRunning, nil))
+            }
+            if let rejected = submit(Submission(command, awaiting: AwaitedResult(continuation)), wake: true) {
                 continuation.resume(returning: (rejected, nil))
             }
         }
@@ -442,12 +456,12 @@ public final class Writer: @unchecked Sendable {
         batch.number = batchNumber
         if let last = batch.entries.last { journaledNow = last.at }
         if barriers.isEmpty {
-            sink.write(batch) { [self] released, _ in release(released) }
+            sink.write(batch) { [self] released, endsGroup in release(released, endsGroup: endsGroup) }
         } else {
             let waiting = barriers
             barriers.removeAll(keepingCapacity: true)
-            sink.write(batch) { [self] released, _ in
-                release(released)
+            sink.write(batch) { [self] released, endsGroup in
+                release(released, endsGroup: endsGroup)
                 for barrier in waiting { barrier() }
             }
         }
@@ -529,6 +543,7 @@ public final class Writer: @unchecked Sendable {
                 let result = engine.apply(
                     submission.command, digest: submission.digest, listing: queue.handle, events: &batch.events)
                 mayBeGone = !result.ok || result.duplicate
+                if submission.awaited { batch.awaited += 1 }
                 lsn += 1
                 batch.entries.append(
                     BatchEntry(
@@ -559,16 +574,14 @@ public final class Writer: @unchecked Sendable {
         }
     }
 
-    /// Delivers a durable batch: each entry's result to its submitter, then its events to subscribers.
-    private func release(_ batch: Batch) {
-        let subscriptions = bus.snapshot()
-        // Field by field: copying a whole entry would retain and release its submission and result once more.
-        for position in batch.entries.indices {
-            if let handler = batch.entries[position].submission?.handler, let result = batch.entries[position].result {
-                handler(result, batch.entries[position].lsn)
-            }
-            for index in batch.entries[position].events {
-                EventBus.deliver(batch.events[index], using: subscriptions)
+    /// Hands a durable batch to the observer, resumes the callers of ``submit(_:)`` waiting on it, and takes the batch
+    /// back for reuse.
+    private func release(_ batch: Batch, endsGroup: Bool) {
+        observer?.released(batch, endsGroup: endsGroup)
+        if batch.awaited > 0 {
+            for entry in batch.entries {
+                guard let submission = entry.submission, submission.awaited, let result = entry.result else { continue }
+                (submission.recipient as! AwaitedResult).continuation.resume(returning: (result, entry.lsn))
             }
         }
         recycle(batch)

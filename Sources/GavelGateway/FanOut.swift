@@ -32,8 +32,8 @@ enum LoopItem: @unchecked Sendable {
     case publish(listing: String, seq: UInt64, frame: ByteBuffer)
     /// A private notice for one session, numbered `userSeq` in its user's feed.
     case notice(WebSocketSession, ByteBuffer, userSeq: UInt64)
-    /// A command's durable result for the session that sent it.
-    case result(WebSocketSession, Command, CommandResult, started: UInt64)
+    /// A command's durable result for the session that sent it (the submission holds the command and when it came).
+    case result(WebSocketSession, Submission, CommandResult)
     /// The engine evicted `listing`: its subscribers' `seq` starts again from 0, for a listing opened again under
     /// the same id.
     case evicted(listing: String)
@@ -107,8 +107,8 @@ final class LoopFanOut: @unchecked Sendable {
                 guard userSeq > session.lastUserSeq else { continue }
                 session.lastUserSeq = userSeq
                 session.enqueue(frame)
-            case .result(let session, let command, let result, let started):
-                session.deliverResult(command, result, started: started)
+            case .result(let session, let submission, let result):
+                session.deliverResult(submission.command, result, started: submission.started)
             case .evicted(let listing):
                 for subscription in table[listing] ?? [] { subscription.lastSeq = 0 }
             }
@@ -149,15 +149,15 @@ struct UserFeedReply {
 /// have subscribers of it, which sessions belong to which user, and the hand-off of released results and events
 /// to the event loops.
 ///
-/// Everything here is built from what the ``EventBus`` and the writer release, which is only ever durable: a
-/// snapshot never shows state the journal could lose.
+/// It is the writer's ``ReleaseObserver``: everything here is built from the batches the writer releases, which are
+/// only ever durable, so a snapshot never shows state the journal could lose.
 ///
-/// Threads: results and events arrive on the releasing thread (the journal's), one batch at a time; they are
-/// collected without a lock and handed over at the end of the group of batches one `fdatasync` made durable
-/// (``batchReleased(entries:endsGroup:)``), taking the lock once, with one task per event loop that has work.
-/// Sessions subscribe from their event loops under the same lock, which is what makes a snapshot and the live events
-/// after it meet without a gap or a duplicate.
-public final class FanOut: @unchecked Sendable {
+/// Threads: batches arrive on the releasing thread (the journal's), one at a time
+/// (``released(_:endsGroup:)``). Each batch's results and events are routed to the event loops they concern under
+/// the lock, taken once per batch, and handed over at the end of the group of batches one `fdatasync` made durable:
+/// one task per event loop that has work. Sessions subscribe from their event loops under the same lock, which is
+/// what makes a snapshot and the live events after it meet without a gap or a duplicate.
+public final class FanOut: ReleaseObserver, @unchecked Sendable {
     struct History {
         var frames: [ByteBuffer] = []
         var start = 0
@@ -288,11 +288,6 @@ public final class FanOut: @unchecked Sendable {
         }
     }
 
-    enum Pending {
-        case result(WebSocketSession, Command, CommandResult, started: UInt64)
-        case event(Event)
-    }
-
     let loops: [LoopFanOut]
     private let loopIndex: [ObjectIdentifier: Int]
     private let state = Mutex(State())
@@ -306,8 +301,11 @@ public final class FanOut: @unchecked Sendable {
     let metrics: GatewayMetrics
     /// The durable event feed (`subscribe_feed`), handed every released batch.
     public let feed = FeedHub()
-    /// Filled and drained only on the releasing thread.
-    private var pending: [Pending] = []
+    /// The current group's work per event loop, handed over at its end. Only on the releasing thread.
+    private var gathered: [[LoopItem]]
+    private var gatheredAny = false
+    /// The time stamped on the current group's events (`ts`), read at its first batch. Only on the releasing thread.
+    private var groupTs: Millis?
 
     /// - Parameters:
     ///   - group: the event loops sessions run on.
@@ -330,7 +328,7 @@ public final class FanOut: @unchecked Sendable {
         self.loopIndex = index
         self.historyLimit = historyLimit
         self.metrics = metrics
-        pending.reserveCapacity(1024)
+        self.gathered = Array(repeating: [], count: loops.count)
     }
 
     /// The fan-out of `eventLoop`.
@@ -371,24 +369,6 @@ public final class FanOut: @unchecked Sendable {
     /// The settlement `id` as the gateway holds it, for `get_settlement`.
     public func settlement(_ id: String) -> Settlement? {
         state.withLock { $0.settlements.settlement(id) }
-    }
-
-    /// Receives every released event from `bus`.
-    @discardableResult
-    public func attach(to bus: EventBus) -> SubscriptionToken {
-        bus.subscribeAll { [self] event in pending.append(.event(event)) }
-    }
-
-    /// A sink that passes batches to `inner` and, after each batch is released, hands its results and events to the
-    /// event loops. The writer must use it (and this fan-out's ``attach(to:)``) for results and events to reach
-    /// sessions.
-    public func sink(wrapping inner: BatchSink) -> BatchSink {
-        FanOutSink(inner: inner, fanOut: self)
-    }
-
-    /// The handler that routes `command`'s durable result back to `session`.
-    func resultHandler(for session: WebSocketSession, command: Command, started: UInt64) -> ResultHandler {
-        { [self] result, _ in pending.append(.result(session, command, result, started: started)) }
     }
 
     /// The public state of `listing` now (for tests and inspection).
@@ -519,38 +499,60 @@ public final class FanOut: @unchecked Sendable {
 
     // MARK: - Release (the releasing thread)
 
-    /// Counts the batch just released and, at the end of its group (see ``BatchRelease``), hands the results and
-    /// events collected since the last hand-off to the event loops: one task per loop per group, however many
-    /// batches one `fdatasync` made durable.
-    func batchReleased(entries: Int, endsGroup: Bool) {
-        metrics.batchEntries.record(entries)
-        guard endsGroup, !pending.isEmpty else { return }
-        let released = monotonicNanos()
-        let ts = SystemClock().now()
-        var perLoop = [[LoopItem]](repeating: [], count: loops.count)
-        state.withLock { s in
-            for item in pending {
-                switch item {
-                case .result(let session, let command, let result, let started):
-                    perLoop[session.loopIndex].append(.result(session, command, result, started: started))
-                case .event(let event):
-                    route(event, ts: ts, state: &s, into: &perLoop)
+    /// Takes a durable batch: hands it to the durable feed, routes each entry's result to the session that sent the
+    /// command and its events to the loops with subscribers (under the lock, once for the batch), and at the end of
+    /// the group hands each loop its work in one task, however many batches one `fdatasync` made durable.
+    public func released(_ batch: Batch, endsGroup: Bool) {
+        feed.batchReleased(batch)
+        metrics.batchEntries.record(batch.entries.count)
+        if !batch.entries.isEmpty {
+            let ts: Millis
+            if let groupTs {
+                ts = groupTs
+            } else {
+                ts = SystemClock().now()
+                groupTs = ts
+            }
+            state.withLock { s in
+                // Field by field: copying a whole entry would retain and release its submission and result.
+                for position in batch.entries.indices {
+                    if let submission = batch.entries[position].submission,
+                        let session = submission.recipient as? WebSocketSession,
+                        let result = batch.entries[position].result
+                    {
+                        gather(.result(session, submission, result), loop: session.loopIndex)
+                    }
+                    for index in batch.entries[position].events {
+                        route(batch.events[index], ts: ts, state: &s)
+                    }
                 }
             }
         }
-        pending.removeAll(keepingCapacity: true)
-        for (index, items) in perLoop.enumerated() where !items.isEmpty {
+        guard endsGroup else { return }
+        groupTs = nil
+        guard gatheredAny else { return }
+        gatheredAny = false
+        let released = monotonicNanos()
+        for index in gathered.indices where !gathered[index].isEmpty {
             let loop = loops[index]
+            let items = gathered[index]
+            gathered[index] = []
             loop.eventLoop.execute { loop.run(items, releasedAt: released) }
         }
     }
 
-    private func route(_ event: Event, ts: Millis, state s: inout State, into perLoop: inout [[LoopItem]]) {
+    /// Appends `item` to the current group's work for loop `index`.
+    private func gather(_ item: LoopItem, loop index: Int) {
+        gathered[index].append(item)
+        gatheredAny = true
+    }
+
+    private func route(_ event: Event, ts: Millis, state s: inout State) {
         if SettlementViews.concerns(event.kind) { s.settlements.apply(event) }
         if case .settlementsPruned = event.kind { return }
         if case .evicted = event.kind {
             for (index, count) in (s.evict(event.listing) ?? []).enumerated() where count > 0 {
-                perLoop[index].append(.evicted(listing: event.listing))
+                gather(.evicted(listing: event.listing), loop: index)
             }
             return
         }
@@ -558,8 +560,8 @@ public final class FanOut: @unchecked Sendable {
         if event.kind.isInternal { return }
         if let (first, second) = Self.noticeRecipients(event) {
             MessageEncoder.event(event, ts: nil, into: &s.eventBytes)
-            notify(first, ts: ts, state: &s, into: &perLoop)
-            if let second { notify(second, ts: ts, state: &s, into: &perLoop) }
+            notify(first, ts: ts, state: &s)
+            if let second { notify(second, ts: ts, state: &s) }
         }
         guard !event.kind.isPrivate else { return }
         MessageEncoder.event(event, ts: ts, into: &s.eventBytes)
@@ -570,14 +572,14 @@ public final class FanOut: @unchecked Sendable {
         let recorded = s.listings[event.listing, default: Entry(subscribers: Array(repeating: 0, count: loopCount))]
             .record(event, frame: frame, historyLimit: historyLimit)
         for (index, count) in recorded.subscribers.enumerated() where count > 0 {
-            perLoop[index].append(.publish(listing: event.listing, seq: event.seq, frame: frame))
+            gather(.publish(listing: event.listing, seq: event.seq, frame: frame), loop: index)
         }
         s.index(event.listing, recorded.change)
     }
 
     /// Appends the notice of the event encoded in `s.eventBytes` to `user`'s feed (in place: the feed's history is
     /// not copied) and hands it to each of the user's sessions.
-    private func notify(_ user: String, ts: Millis, state s: inout State, into perLoop: inout [[LoopItem]]) {
+    private func notify(_ user: String, ts: Millis, state s: inout State) {
         // A user without a feed has no session either.
         guard let index = s.feeds.index(forKey: user) else { return }
         let userSeq = s.feeds.values[index].history.lastSeq + 1
@@ -591,7 +593,7 @@ public final class FanOut: @unchecked Sendable {
         s.feeds.values[index].history.append(frame, seq: userSeq, limit: max(1, userHistoryLimit))
         guard let sessions = s.users[user] else { return }
         for session in sessions.values {
-            perLoop[session.loopIndex].append(.notice(session, frame, userSeq: userSeq))
+            gather(.notice(session, frame, userSeq: userSeq), loop: session.loopIndex)
         }
     }
 
@@ -618,26 +620,4 @@ extension FanOut.ViewChange {
             appeared: before == nil && after != nil, wasOpen: before?.status == .open,
             isOpen: after?.status == .open)
     }
-}
-
-/// Passes batches to the journal and tells the fan-out when each one has been released.
-final class FanOutSink: BatchSink, @unchecked Sendable {
-    let inner: BatchSink
-    let fanOut: FanOut
-
-    init(inner: BatchSink, fanOut: FanOut) {
-        self.inner = inner
-        self.fanOut = fanOut
-    }
-
-    func write(_ batch: Batch, release: @escaping BatchRelease) {
-        let entries = batch.entries.count
-        inner.write(batch) { [fanOut] released, endsGroup in
-            fanOut.feed.batchReleased(released)
-            release(released, endsGroup)
-            fanOut.batchReleased(entries: entries, endsGroup: endsGroup)
-        }
-    }
-
-    func flush() { inner.flush() }
 }

@@ -160,8 +160,8 @@ public final class GatewayServer: Sendable {
     private let channel = Mutex<Channel?>(nil)
 
     /// - Parameters:
-    ///   - writer: the engine; results and events reach sessions only if its sink came from `fanOut.sink(wrapping:)`
-    ///     and `fanOut` is attached to its bus.
+    ///   - writer: the engine; results and events reach sessions only if `fanOut` is its observer (as
+    ///     ``ServingCore`` makes them).
     ///   - group: the event loops (one per core), the same the fan-out was made with.
     public init(
         configuration: GatewayConfiguration, writer: Writer, fanOut: FanOut, metrics: GatewayMetrics,

@@ -10,7 +10,7 @@ import NIOWebSocket
 /// Runs on its channel's event loop; the fan-out calls ``enqueue(_:)`` and ``deliverResult(_:_:started:)`` only
 /// there. Frames arrive from `WebSocketFrameDecoder`; frames leave as complete, already-encoded buffers (there is
 /// no frame encoder in the pipeline), so one encoded event can be written to every subscriber.
-final class WebSocketSession: ChannelInboundHandler, @unchecked Sendable {
+final class WebSocketSession: ChannelInboundHandler, ResultRecipient, @unchecked Sendable {
     typealias InboundIn = WebSocketFrame
     typealias OutboundOut = ByteBuffer
 
@@ -770,8 +770,7 @@ final class WebSocketSession: ChannelInboundHandler, @unchecked Sendable {
         guard withinPrincipalLimits(command) else { return }
         let started = monotonicNanos()
         metrics.inFlight.increment()
-        let handler = fanOut.resultHandler(for: self, command: command, started: started)
-        if let rejected = writer.submit(command, handler: handler, wake: false) {
+        if let rejected = writer.submit(command, replyTo: self, started: started, wake: false) {
             deliverResult(command, rejected, started: started)
         } else {
             writerNeedsWake = true

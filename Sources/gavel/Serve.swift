@@ -440,9 +440,18 @@ struct Serve: AsyncParsableCommand {
 
         let directory = storage.directory(dataDir)
         configuration.jwtSecret = try servingSecret(option: jwtSecret, dataDir: dataDir)
-        let report = try recoverForWriting(
-            directory, truncateAfterCorruption: storage.truncateAfterCorruption, engine: engineConfiguration)
-        warnAboutKeptSettings(requested: engineConfiguration, recovered: report.engine.configuration)
+        var writerConfiguration = storage.writerConfiguration(engine: engineConfiguration)
+        writerConfiguration.maxListingQueues = try maxListingQueuesSetting()
+        let recoveryStarted = monotonicMillis()
+        let core = try ServingCore.assemble(
+            directory: directory,
+            recovery: try claimForRecovery(
+                directory, truncateAfterCorruption: storage.truncateAfterCorruption, engine: engineConfiguration),
+            journal: storage.journalConfiguration, writer: writerConfiguration, gateway: configuration, group: group,
+            metrics: metrics)
+        describe(core.recovery, since: recoveryStarted)
+        let (journal, fanOut, writer) = (core.journal, core.fanOut, core.writer)
+        warnAboutKeptSettings(requested: engineConfiguration, recovered: core.recovery.engine.configuration)
         // Local mode: the key is the data directory's own, so loopback clients that show the local code may ask
         // for tokens at /token.
         configuration.localTokens = (jwtSecret ?? Setting.environment("GAVEL_JWT_SECRET")) == nil
@@ -453,27 +462,6 @@ struct Serve: AsyncParsableCommand {
             try Files.writeAtomically(localCode + [0x0A], to: localCodeFile, directory: directory.path)
         }
         defer { if localCode != nil { unlink(localCodeFile) } }
-        let journal = try Journal(
-            directory: directory, configuration: storage.journalConfiguration, recovery: report,
-            syncObserver: { nanos in metrics.recordFsync(nanos: nanos) })
-        metrics.attach(journal: journal.stats)
-        let fanOut = FanOut(
-            group: group, historyLimit: configuration.historyEvents,
-            userHistoryLimit: configuration.userHistoryEvents, metrics: metrics)
-        // The recovered state is all durable; read it before the writer starts.
-        fanOut.load(PublicListingView.all(in: report.engine))
-        fanOut.loadSettlements(report.engine.settlements, offers: report.engine.secondChanceOffers)
-        fanOut.feed.configure(
-            directory: directory, engine: report.engine.configuration, lastLSN: report.lastLSN,
-            maxCatchUps: configuration.maxFeedCatchups, stallTimeoutMs: configuration.feedStallTimeoutMs)
-        let bus = EventBus()
-        fanOut.attach(to: bus)
-        var writerConfiguration = storage.writerConfiguration(engine: engineConfiguration)
-        writerConfiguration.maxListingQueues = try maxListingQueuesSetting()
-        let writer = Writer(
-            configuration: writerConfiguration, engine: report.engine,
-            lastLSN: report.lastLSN, sink: fanOut.sink(wrapping: journal), snapshots: journal, clock: SystemClock(),
-            bus: bus)
         writer.start()
 
         signal(SIGUSR1, SIG_IGN)

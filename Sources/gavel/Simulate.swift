@@ -90,12 +90,10 @@ struct Simulate: ParsableCommand {
         let journal = try Journal(directory: directory, configuration: storage.journalConfiguration, recovery: report)
         let engine = report.engine
         let clock = ManualClock(engine.now)
+        let lines = OutputLines(out)
         let writer = Writer(
             configuration: storage.writerConfiguration(engine: configuration), engine: engine, lastLSN: report.lastLSN,
-            sink: journal, snapshots: journal, clock: clock)
-        _ = writer.bus.subscribeAll { event in
-            if !event.kind.isInternal { out.write(MessageEncoder.event(event)) }
-        }
+            sink: journal, snapshots: journal, clock: clock, observer: lines)
         writer.startManual()
         let snapshotWanted = SignalFlag(SIGUSR1)
 
@@ -156,9 +154,7 @@ struct Simulate: ParsableCommand {
                         clock.set(at)
                     }
                 }
-                let rejected = writer.submit(command) { result, _ in
-                    out.write(MessageEncoder.result(id: command.id, result))
-                }
+                let rejected = writer.submit(command, replyTo: lines)
                 if let rejected {
                     settle()
                     out.write(MessageEncoder.result(id: command.id, rejected))
@@ -197,4 +193,25 @@ final class SignalFlag: @unchecked Sendable {
 
     /// Whether the signal arrived since the last call.
     func take() -> Bool { raised.exchange(false, ordering: .acquiringAndReleasing) }
+}
+
+/// Writes each durable entry's lines, in order: the result of a command sent to it, then every event of the entry a
+/// client could see (not the engine's bookkeeping).
+final class OutputLines: ReleaseObserver, ResultRecipient {
+    let out: LineWriter
+
+    init(_ out: LineWriter) { self.out = out }
+
+    func released(_ batch: Batch, endsGroup: Bool) {
+        for position in batch.entries.indices {
+            if let submission = batch.entries[position].submission, submission.recipient === self,
+                let result = batch.entries[position].result
+            {
+                out.write(MessageEncoder.result(id: submission.command.id, result))
+            }
+            for index in batch.entries[position].events where !batch.events[index].kind.isInternal {
+                out.write(MessageEncoder.event(batch.events[index]))
+            }
+        }
+    }
 }

@@ -157,18 +157,26 @@ struct StorageOptions: ParsableArguments {
 func recoverForWriting(_ directory: DataDirectory, truncateAfterCorruption: Bool, engine: EngineConfiguration) throws
     -> RecoveryReport
 {
+    let options = try claimForRecovery(directory, truncateAfterCorruption: truncateAfterCorruption, engine: engine)
+    let started = monotonicMillis()
+    let report = try Recovery.recover(directory, options: options)
+    describe(report, since: started)
+    return report
+}
+
+/// Claims `directory` for this process (``claimForWriting(_:)``) and says how to recover it: a recovery longer than
+/// a second says how far it is on stderr, every second.
+func claimForRecovery(_ directory: DataDirectory, truncateAfterCorruption: Bool, engine: EngineConfiguration) throws
+    -> RecoveryOptions
+{
     try claimForWriting(directory)
     var options = RecoveryOptions()
     options.truncateAfterCorruption = truncateAfterCorruption
     options.engine = engine
-    let started = monotonicMillis()
-    // A recovery longer than a second says how far it is, every second.
     options.progress = { records, segment in
         printError("recovering: \(records) journal entries replayed (\(segment))")
     }
-    let report = try Recovery.recover(directory, options: options)
-    describe(report, since: started)
-    return report
+    return options
 }
 
 func describe(_ report: RecoveryReport, since started: Int64) {

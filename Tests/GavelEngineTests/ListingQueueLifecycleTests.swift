@@ -21,16 +21,6 @@ private func startedWriter(maxListingQueues: Int) -> Writer {
 }
 
 /// Result callbacks from any thread: how many, and the lsn of each (producer, listing, index).
-private final class AnswerCount: Sendable {
-    let value = Atomic<Int>(0)
-    let lsns = Mutex<[String: [(index: Int, lsn: UInt64)]]>([:])
-
-    func record(_ key: String, index: Int, lsn: UInt64) {
-        value.wrappingAdd(1, ordering: .relaxed)
-        lsns.withLock { $0[key, default: []].append((index, lsn)) }
-    }
-}
-
 /// Waits (bounded) until `condition` holds on the writer thread.
 private func eventually(_ writer: Writer, _ condition: @escaping @Sendable (Engine) -> Bool) async -> Bool {
     for _ in 0..<2000 {
@@ -47,7 +37,7 @@ struct ListingQueueLifecycleTests {
     @Test func bidsOnTenThousandMadeUpIdsCreateNoQueueAndLeaveOpenWorking() async throws {
         let writer = startedWriter(maxListingQueues: 4)
         for i in 0..<10_000 {
-            let rejected = writer.submit(bid("ghost-\(i)", "mallory", 500, id: "g\(i)"), handler: nil)
+            let rejected = writer.submit(bid("ghost-\(i)", "mallory", 500, id: "g\(i)"), replyTo: nil)
             #expect(rejected?.error == .unknownListing)
             if rejected?.error != .unknownListing { break }
         }
@@ -102,7 +92,8 @@ struct ListingQueueLifecycleTests {
         var configuration = WriterConfiguration()
         configuration.engine.closedListingRetentionMs = 1_000
         let clock = ManualClock(0)
-        let writer = Writer(configuration: configuration, clock: clock)
+        let recorder = Recorder()
+        let writer = Writer(configuration: configuration, clock: clock, observer: recorder)
         writer.start()
         #expect(await writer.submit(openEnglish("L", closesAt: 100)).result.ok)
         let cached = try #require(writer.queue(for: "L"))
@@ -114,15 +105,14 @@ struct ListingQueueLifecycleTests {
         #expect(cached.isRetired)
         // A caller holding the freed queue is not lost: its command goes where a fresh lookup sends it.
         let late = bid("L", "ann", 200, id: "late")
-        #expect(writer.submit(late, to: cached, handler: nil)?.error == .unknownListing)
+        #expect(writer.submit(late, to: cached, replyTo: nil)?.error == .unknownListing)
         // A retry of the first open is answered from the idempotency table and opens nothing: no queue is kept.
         #expect(await writer.submit(openEnglish("L", closesAt: 100)).result.duplicate)
         await writer.barrier()
         #expect(writer.listingQueueCount == 0)
         #expect(await writer.submit(openEnglish("L", closesAt: 5_000, id: "again")).result.ok)
-        let recorder = Recorder()
         let again = bid("L", "ann", 200, id: "again-bid")
-        #expect(writer.submit(again, to: cached, handler: recorder.handler(for: again)) == nil)
+        #expect(writer.submit(again, to: cached, replyTo: recorder) == nil)
         await writer.barrier()
         #expect(recorder.outcomes.withLock { $0.map(\.result.ok) } == [true])
         await writer.shutdown()
@@ -145,13 +135,13 @@ struct ListingQueueLifecycleTests {
     /// drained) interleaved with bids on the same ids, through fresh lookups and through cached queues. Every
     /// command is either refused at once or answered exactly once, in order: none is lost in a freed queue.
     @Test func freeingQueuesNeverLosesACommandSubmittedConcurrently() async throws {
-        let writer = Writer(clock: ManualClock(0))
+        let answered = Recorder()
+        let writer = Writer(clock: ManualClock(0), observer: answered)
         writer.start()
         let ids = (0..<8).map { "R\($0)" }
         let producers = 4
         let perProducer = 3_000
         let enqueued = Atomic<Int>(0)
-        let answered = AnswerCount()
         let refusedAtOnce = Atomic<Int>(0)
         DispatchQueue.concurrentPerform(iterations: producers) { p in
             var rng = SplitMix64(seed: UInt64(p + 11))
@@ -161,12 +151,11 @@ struct ListingQueueLifecycleTests {
                 let command =
                     i % 3 == 0
                     ? refusedOpen(listing, id: "p\(p)-\(i)") : bid(listing, "u\(p)", 200, id: "p\(p)-\(i)")
-                let handler: ResultHandler = { _, lsn in answered.record("\(p)/\(listing)", index: i, lsn: lsn) }
                 let rejected: CommandResult?
                 if let queue = cache[listing], i % 2 == 0 {
-                    rejected = writer.submit(command, to: queue, handler: handler)
+                    rejected = writer.submit(command, to: queue, replyTo: answered)
                 } else {
-                    rejected = writer.submit(command, handler: handler)
+                    rejected = writer.submit(command, replyTo: answered)
                     cache[listing] = writer.queue(for: listing) ?? cache[listing]
                 }
                 if let rejected {
@@ -180,10 +169,17 @@ struct ListingQueueLifecycleTests {
         await writer.barrier()
         #expect(
             enqueued.load(ordering: .relaxed) + refusedAtOnce.load(ordering: .relaxed) == producers * perProducer)
-        #expect(answered.value.load(ordering: .relaxed) == enqueued.load(ordering: .relaxed))
+        let outcomes = answered.outcomes.withLock { $0 }
+        #expect(outcomes.count == enqueued.load(ordering: .relaxed))
+        #expect(Set(outcomes.map(\.command.id)).count == outcomes.count, "no command answered twice")
         // One queue per listing at a time: each producer's commands on a listing were applied in the order sent.
-        for (key, applied) in answered.lsns.withLock({ $0 }) {
-            let inOrder = applied.sorted { $0.index < $1.index }.map(\.lsn)
+        var applied: [String: [(index: Int, lsn: UInt64)]] = [:]
+        for outcome in outcomes {
+            let parts = outcome.command.id.dropFirst().split(separator: "-")
+            applied["\(parts[0])/\(outcome.command.listing)", default: []].append((Int(parts[1])!, outcome.lsn))
+        }
+        for (key, lsns) in applied {
+            let inOrder = lsns.sorted { $0.index < $1.index }.map(\.lsn)
             #expect(inOrder == inOrder.sorted(), "\(key) applied out of order")
         }
         #expect(refusedAtOnce.load(ordering: .relaxed) > 0, "some bids found no queue")

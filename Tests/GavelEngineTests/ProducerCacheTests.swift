@@ -4,7 +4,7 @@ import Testing
 
 @testable import GavelEngine
 
-/// The per-thread queue cache of `submit(_:handler:wake:)` sends every command to its own writer's queue.
+/// The per-thread queue cache of `submit(_:replyTo:started:wake:)` sends every command to its own writer's queue.
 @Suite("Producer cache")
 struct ProducerCacheTests {
     @Test func aThreadSubmittingToTwoWritersInTurnReachesEachWritersOwnQueue() async throws {
@@ -17,8 +17,8 @@ struct ProducerCacheTests {
         // The same thread alternates between the writers on the same listing id: a cache that ignored which writer
         // its queues belong to would send the second writer's bids into the first writer's queue.
         for i in 0..<50 {
-            #expect(first.submit(bid("L", "b\(i % 2)", Money(1_000 + i * 1_000), id: "f\(i)"), handler: nil) == nil)
-            #expect(second.submit(bid("L", "b\(i % 2)", Money(1_000 + i * 1_000), id: "s\(i)"), handler: nil) == nil)
+            #expect(first.submit(bid("L", "b\(i % 2)", Money(1_000 + i * 1_000), id: "f\(i)"), replyTo: nil) == nil)
+            #expect(second.submit(bid("L", "b\(i % 2)", Money(1_000 + i * 1_000), id: "s\(i)"), replyTo: nil) == nil)
         }
         await first.barrier()
         await second.barrier()
@@ -32,11 +32,12 @@ struct ProducerCacheTests {
         var configuration = WriterConfiguration()
         configuration.engine.closedListingRetentionMs = 1_000
         let clock = ManualClock(0)
-        let writer = Writer(configuration: configuration, clock: clock)
+        let answered = Recorder()
+        let writer = Writer(configuration: configuration, clock: clock, observer: answered)
         writer.start()
         // The bid caches the queue of L on this thread; the eviction frees it.
         #expect(await writer.submit(openEnglish("L", closesAt: 100)).result.ok)
-        #expect(writer.submit(bid("L", "ann", 200, id: "b1"), handler: nil) == nil)
+        #expect(writer.submit(bid("L", "ann", 200, id: "b1"), replyTo: nil) == nil)
         await writer.barrier()
         // Past the close, the sale's payment deadline (3 days) and the retention after it.
         clock.set(300_000_000)
@@ -46,15 +47,11 @@ struct ProducerCacheTests {
         }
         #expect(writer.listingQueueCount == 0)
         // Through the cache: the freed queue refuses, the lookup finds none, and the bid is refused as unknown.
-        #expect(writer.submit(bid("L", "ann", 300, id: "b2"), handler: nil)?.error == .unknownListing)
+        #expect(writer.submit(bid("L", "ann", 300, id: "b2"), replyTo: nil)?.error == .unknownListing)
         #expect(await writer.submit(openEnglish("L", closesAt: 400_000_000, id: "again")).result.ok)
-        let answered = Atomic<Int>(0)
-        #expect(
-            writer.submit(bid("L", "ann", 300, id: "b3")) { result, _ in
-                if result.ok { answered.wrappingAdd(1, ordering: .relaxed) }
-            } == nil)
+        #expect(writer.submit(bid("L", "ann", 300, id: "b3"), replyTo: answered) == nil)
         await writer.barrier()
-        #expect(answered.load(ordering: .relaxed) == 1)
+        #expect(answered.outcomes.withLock { $0.map(\.result.ok) } == [true])
         await writer.shutdown()
     }
 }

@@ -67,20 +67,20 @@ struct QueueTests {
     @Test func listingQueueRejectsAtItsBound() {
         let queue = ListingQueue(listing: "L", capacity: 3)
         let command = bid("L", "ann", 100, id: "b")
-        for _ in 0..<3 { #expect(queue.offer(Submission(command, handler: nil)) == .accepted) }
-        #expect(queue.offer(Submission(command, handler: nil)) == .full)
+        for _ in 0..<3 { #expect(queue.offer(Submission(command, recipient: nil)) == .accepted) }
+        #expect(queue.offer(Submission(command, recipient: nil)) == .full)
         #expect(queue.depth == 3)
     }
 
     @Test func aRetiredListingQueueRefusesEveryOfferAndOnlyAnEmptyQueueRetires() {
         let queue = ListingQueue(listing: "L", capacity: 3)
         let command = bid("L", "ann", 100, id: "b")
-        #expect(queue.offer(Submission(command, handler: nil)) == .accepted)
+        #expect(queue.offer(Submission(command, recipient: nil)) == .accepted)
         #expect(!queue.retireIfEmpty(), "a command waits in it")
         _ = queue.commands.pop()
         queue.pending.wrappingSubtract(1, ordering: .sequentiallyConsistent)
         #expect(queue.retireIfEmpty())
-        for _ in 0..<5 { #expect(queue.offer(Submission(command, handler: nil)) == .retired) }
+        for _ in 0..<5 { #expect(queue.offer(Submission(command, recipient: nil)) == .retired) }
         #expect(queue.isRetired)
         #expect(queue.depth == 0)
     }

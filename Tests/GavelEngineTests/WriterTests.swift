@@ -6,8 +6,8 @@ import Testing
 
 @testable import GavelEngine
 
-/// Collects what a writer releases, from any thread.
-final class Recorder: Sendable {
+/// Collects what a writer releases, from any thread: the results of the commands sent to it and every event.
+final class Recorder: ReleaseObserver, ResultRecipient, Sendable {
     struct Outcome: Sendable {
         var command: Command
         var result: CommandResult
@@ -15,9 +15,20 @@ final class Recorder: Sendable {
     }
     let outcomes = Mutex<[Outcome]>([])
     let events = Mutex<[Event]>([])
+    /// Called after each result recorded.
+    let onResult: (@Sendable () -> Void)?
 
-    func handler(for command: Command) -> ResultHandler {
-        { result, lsn in self.outcomes.withLock { $0.append(Outcome(command: command, result: result, lsn: lsn)) } }
+    init(onResult: (@Sendable () -> Void)? = nil) { self.onResult = onResult }
+
+    func released(_ batch: Batch, endsGroup: Bool) {
+        for entry in batch.entries {
+            guard let submission = entry.submission, submission.recipient === self, let result = entry.result else {
+                continue
+            }
+            outcomes.withLock { $0.append(Outcome(command: submission.command, result: result, lsn: entry.lsn)) }
+            onResult?()
+        }
+        events.withLock { $0.append(contentsOf: batch.events) }
     }
 }
 
@@ -63,14 +74,14 @@ final class BatchSizeSink: BatchSink, Sendable {
 struct WriterTests {
     @Test func commandsSubmittedWhileTheWriterIsBusyGoOutInOneBatch() async throws {
         let sink = BatchSizeSink()
-        let writer = Writer(sink: sink, clock: ManualClock(0))
+        let recorder = Recorder()
+        let writer = Writer(sink: sink, clock: ManualClock(0), observer: recorder)
         writer.start()
         let gate = WriterGate()
         await gate.hold(writer)
-        let recorder = Recorder()
         let commands = (0..<10).map { openEnglish("L\($0)") }
         for command in commands {
-            #expect(writer.submit(command, handler: recorder.handler(for: command)) == nil)
+            #expect(writer.submit(command, replyTo: recorder) == nil)
         }
         gate.release()
         await writer.barrier()
@@ -84,9 +95,8 @@ struct WriterTests {
 
     @Test func concurrentProducersLoseDuplicateAndReorderNothingAndMatchASequentialRun() async throws {
         let clock = ManualClock(0)
-        let writer = Writer(clock: clock)
         let recorder = Recorder()
-        _ = writer.bus.subscribeAll { event in recorder.events.withLock { $0.append(event) } }
+        let writer = Writer(clock: clock, observer: recorder)
         writer.start()
         let listings = (0..<20).map { "L\($0)" }
         for listing in listings {
@@ -100,10 +110,10 @@ struct WriterTests {
             for i in 0..<perProducer {
                 let listing = listings[Int(rng.next() % UInt64(listings.count))]
                 let command = bid(listing, "u\(p)", Money(200 + i * 10), id: "p\(p)-\(i)")
-                var rejected = writer.submit(command, handler: recorder.handler(for: command))
+                var rejected = writer.submit(command, replyTo: recorder)
                 while let r = rejected, r.error == .overloaded {
                     usleep(50)
-                    rejected = writer.submit(command, handler: recorder.handler(for: command))
+                    rejected = writer.submit(command, replyTo: recorder)
                 }
                 #expect(rejected == nil)
             }
@@ -146,17 +156,17 @@ struct WriterTests {
     @Test func fullQueueRejectsWithOverloadedAndNeverBlocks() async throws {
         var configuration = WriterConfiguration()
         configuration.queueCapacity = 8
-        let writer = Writer(configuration: configuration, clock: ManualClock(0))
+        let recorder = Recorder()
+        let writer = Writer(configuration: configuration, clock: ManualClock(0), observer: recorder)
         writer.start()
         #expect(await writer.submit(openEnglish("L")).result.ok)
         let gate = WriterGate()
         await gate.hold(writer)
-        let recorder = Recorder()
         for i in 0..<8 {
             let command = bid("L", "ann", Money(100 + i * 100), id: "b\(i)")
-            #expect(writer.submit(command, handler: recorder.handler(for: command)) == nil)
+            #expect(writer.submit(command, replyTo: recorder) == nil)
         }
-        let rejected = writer.submit(bid("L", "ann", 5000, id: "b8"), handler: nil)
+        let rejected = writer.submit(bid("L", "ann", 5000, id: "b8"), replyTo: nil)
         #expect(rejected?.error == .overloaded)
         #expect(rejected?.message.contains("8 commands waiting") == true)
         gate.release()
@@ -168,19 +178,14 @@ struct WriterTests {
     }
 
     @Test func commandsSubmittedWithoutWakingAreAppliedOnceTheWriterIsWoken() async throws {
-        let writer = Writer(clock: ManualClock(0))
+        let done = DispatchSemaphore(value: 0)
+        let recorder = Recorder(onResult: { done.signal() })
+        let writer = Writer(clock: ManualClock(0), observer: recorder)
         writer.start()
         #expect(await writer.submit(openEnglish("L")).result.ok)
-        let recorder = Recorder()
-        let done = DispatchSemaphore(value: 0)
         let bids = (0..<3).map { bid("L", "u\($0)", Money(100 + $0 * 100), id: "b\($0)") }
         for command in bids {
-            let rejected = writer.submit(
-                command,
-                handler: { result, lsn in
-                    recorder.handler(for: command)(result, lsn)
-                    done.signal()
-                }, wake: false)
+            let rejected = writer.submit(command, replyTo: recorder, wake: false)
             #expect(rejected == nil)
         }
         writer.wake()
@@ -213,19 +218,19 @@ struct WriterTests {
     @Test func hotListingCannotStarveOthers() async throws {
         var configuration = WriterConfiguration()
         configuration.perListingTurn = 4
-        let writer = Writer(configuration: configuration, clock: ManualClock(0))
+        let recorder = Recorder()
+        let writer = Writer(configuration: configuration, clock: ManualClock(0), observer: recorder)
         writer.start()
         #expect(await writer.submit(openEnglish("hot")).result.ok)
         #expect(await writer.submit(openEnglish("cold")).result.ok)
         let gate = WriterGate()
         await gate.hold(writer)
-        let recorder = Recorder()
         for i in 0..<200 {
             let command = bid("hot", "u\(i % 2)", Money(100 + i * 100), id: "h\(i)")
-            #expect(writer.submit(command, handler: recorder.handler(for: command)) == nil)
+            #expect(writer.submit(command, replyTo: recorder) == nil)
         }
         let cold = bid("cold", "ann", 100, id: "c")
-        #expect(writer.submit(cold, handler: recorder.handler(for: cold)) == nil)
+        #expect(writer.submit(cold, replyTo: recorder) == nil)
         gate.release()
         await writer.barrier()
         let outcomes = recorder.outcomes.withLock { $0 }
@@ -238,9 +243,8 @@ struct WriterTests {
 
     @Test func timersFireInTimeOrderAsStampedTickEntries() async throws {
         let clock = ManualClock(0)
-        let writer = Writer(clock: clock)
         let recorder = Recorder()
-        _ = writer.bus.subscribeAll { event in recorder.events.withLock { $0.append(event) } }
+        let writer = Writer(clock: clock, observer: recorder)
         writer.start()
         for (listing, closesAt) in [("C", 3000), ("A", 1000), ("B", 2000)] {
             #expect(await writer.submit(openEnglish(listing, closesAt: Millis(closesAt))).result.ok)
@@ -261,25 +265,25 @@ struct WriterTests {
     }
 
     @Test func shutdownAppliesEverythingQueuedThenRefusesNewCommands() async throws {
-        let writer = Writer(clock: ManualClock(0))
+        let recorder = Recorder()
+        let writer = Writer(clock: ManualClock(0), observer: recorder)
         writer.start()
         #expect(await writer.submit(openEnglish("L")).result.ok)
         let gate = WriterGate()
         await gate.hold(writer)
-        let recorder = Recorder()
         for i in 0..<500 {
             let command = bid("L", "u\(i % 3)", Money(100 + i * 100), id: "b\(i)")
-            #expect(writer.submit(command, handler: recorder.handler(for: command)) == nil)
+            #expect(writer.submit(command, replyTo: recorder) == nil)
         }
         async let stopped: Void = writer.shutdown()
         // Shutdown has begun: new commands are refused while the queued ones still drain.
-        while writer.submit(bid("L", "late", 1, id: "late"), handler: nil) == nil {
+        while writer.submit(bid("L", "late", 1, id: "late"), replyTo: nil) == nil {
             try await Task.sleep(for: .milliseconds(1))
         }
         gate.release()
         await stopped
         #expect(writer.isStopped)
         #expect(recorder.outcomes.withLock { $0.count } == 500)
-        #expect(writer.submit(bid("L", "ann", 1_000_000, id: "after"), handler: nil)?.error == .overloaded)
+        #expect(writer.submit(bid("L", "ann", 1_000_000, id: "after"), replyTo: nil)?.error == .overloaded)
     }
 }

@@ -108,7 +108,7 @@ final class RawClient {
     }
 }
 
-/// The gateway with its writer and journal on a temporary data directory, as `gavel serve` wires them.
+/// The gateway with its writer and journal on a temporary data directory, wired by ``ServingCore`` as in `gavel serve`.
 struct RunningServer {
     let directory: String
     let group: MultiThreadedEventLoopGroup
@@ -120,19 +120,12 @@ struct RunningServer {
     static func start(directory: String) async throws -> RunningServer {
         let data = DataDirectory(directory)
         try data.create()
-        let report = try Recovery.recover(data)
-        let journal = try Journal(directory: data, recovery: report)
+        var configuration = GatewayConfiguration()
         let metrics = GatewayMetrics()
         let group = MultiThreadedEventLoopGroup(numberOfThreads: 2)
-        let fanOut = FanOut(group: group, historyLimit: 256, metrics: metrics)
-        fanOut.load(PublicListingView.all(in: report.engine))
-        let bus = EventBus()
-        fanOut.attach(to: bus)
-        let writer = Writer(
-            engine: report.engine, lastLSN: report.lastLSN, sink: fanOut.sink(wrapping: journal), snapshots: journal,
-            clock: SystemClock(), bus: bus)
+        let core = try ServingCore.assemble(directory: data, gateway: configuration, group: group, metrics: metrics)
+        let (journal, fanOut, writer) = (core.journal, core.fanOut, core.writer)
         writer.start()
-        var configuration = GatewayConfiguration()
         configuration.port = 0
         configuration.jwtSecret = Array("end-to-end-secret".utf8)
         let server = GatewayServer(

@@ -15,8 +15,7 @@ import Testing
         var configuration = WriterConfiguration()
         configuration.engine.closedListingRetentionMs = 100
         let clock = ManualClock(0)
-        let writer = Writer(configuration: configuration, sink: fanOut.sink(wrapping: InMemorySink()), clock: clock)
-        fanOut.attach(to: writer.bus)
+        let writer = Writer(configuration: configuration, clock: clock, observer: fanOut)
         writer.startManual()
         return (fanOut, writer, clock, loop)
     }
@@ -29,8 +28,8 @@ import Testing
 
     @Test func anEvictedListingLeavesTheViewsTheListAndTheHistory() {
         let (fanOut, writer, clock, loop) = harness()
-        writer.submit(open("gone", closesAt: 50), handler: nil)
-        writer.submit(open("kept", closesAt: 10_000), handler: nil)
+        writer.submit(open("gone", closesAt: 50), replyTo: nil)
+        writer.submit(open("kept", closesAt: 10_000), replyTo: nil)
         writer.runUntilIdle()
         clock.set(60)
         writer.runUntilIdle()
@@ -54,7 +53,7 @@ import Testing
 
     @Test func aSubscriptionHeldAcrossTheEvictionIsStillCountedAndReleased() {
         let (fanOut, writer, clock, loop) = harness()
-        writer.submit(open("L", closesAt: 50), handler: nil)
+        writer.submit(open("L", closesAt: 50), replyTo: nil)
         writer.runUntilIdle()
         loop.run()
         _ = fanOut.subscribe(listing: "L", since: nil, loop: 0, renew: false)

@@ -183,7 +183,7 @@ struct SplitMix {
                 Issue.record("not a command")
                 return
             }
-            #expect(h.writer.submit(command, handler: nil) == nil)
+            #expect(h.writer.submit(command, replyTo: nil) == nil)
         }
         h.settle()
         let answer = try list(h, #"{"type":"list"}"#)

@@ -22,7 +22,7 @@ import Testing
         let loop = EmbeddedEventLoop()
         let metrics = GatewayMetrics()
         let fanOut = FanOut(group: loop, historyLimit: 16, metrics: metrics)
-        let writer = Writer(sink: fanOut.sink(wrapping: InMemorySink()), clock: ManualClock(0))
+        let writer = Writer(clock: ManualClock(0), observer: fanOut)
         return GatewayServer(
             configuration: configuration, writer: writer, fanOut: fanOut, metrics: metrics, group: loop,
             page: Array("<p>page</p>".utf8), logger: Logger(label: "test"))

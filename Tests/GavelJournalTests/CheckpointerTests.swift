@@ -53,7 +53,7 @@ struct CheckpointerTests {
                 run.writer.runUntilIdle()
                 run.clock.set(at)
             }
-            _ = run.writer.submit(command, handler: nil)
+            _ = run.writer.submit(command, replyTo: nil)
             if rng.chance(1) {
                 // Sometimes the clock moves on with nothing journaled first: the snapshot journals a tick.
                 if rng.chance(50) { run.clock.set(run.clock.now() + 7) }
@@ -100,17 +100,17 @@ struct CheckpointerTests {
         let journal = try Journal(
             directory: directory, configuration: journal(segmentBytes: 16 << 10, keep: 50), recovery: recovery)
         let clock = ManualClock(0)
+        let answered = ReleasedResults()
         let writer = Writer(
             configuration: writerConfiguration, engine: recovery.engine, sink: journal, snapshots: journal,
-            clock: clock)
+            clock: clock, observer: answered)
         writer.start()
-        let answered = Atomic<Int>(0)
         var workload = Workload(seed: 99)
         var submitted = 0
         for step in 0..<6000 {
             let (command, at) = workload.next()
             if at > clock.now() { clock.set(at) }
-            if writer.submit(command, handler: { _, _ in answered.wrappingAdd(1, ordering: .relaxed) }) == nil {
+            if writer.submit(command, replyTo: answered) == nil {
                 submitted += 1
             }
             if step % 500 == 250 { #expect(writer.requestSnapshot()) }
@@ -123,7 +123,7 @@ struct CheckpointerTests {
         }
         while !stopped.withLock({ $0 }) { usleep(1000) }
         journal.close()
-        #expect(answered.load(ordering: .relaxed) == submitted, "every command was answered")
+        #expect(answered.items.withLock { $0.count } == submitted, "every command was answered")
 
         let snapshots = directory.snapshotFiles()
         // Points that came while one was being written were merged; the shutdown snapshot is always written.

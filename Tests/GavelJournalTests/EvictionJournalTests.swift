@@ -29,10 +29,6 @@ struct EvictionJournalTests {
         journal.keepSnapshots = 4
         let run = try JournaledWriter(temp.path, journal: journal, writer: writerConfiguration, recovery: options)
         var workload = Workload(seed: 21)
-        let evictions = Mutex(0)
-        _ = run.writer.bus.subscribeAll { event in
-            if case .evicted = event.kind { evictions.withLock { $0 += 1 } }
-        }
         var refused = 0
         for step in 0..<1200 {
             var (command, at) = workload.next()
@@ -46,7 +42,7 @@ struct EvictionJournalTests {
                 run.clock.set(at)
             }
             // Commands for listings already evicted are refused at submit, unjournaled.
-            if let rejected = run.writer.submit(command, handler: nil) {
+            if let rejected = run.writer.submit(command, replyTo: nil) {
                 #expect(rejected.error == .unknownListing)
                 refused += 1
             }
@@ -56,7 +52,10 @@ struct EvictionJournalTests {
         let hash = run.engine.stateHash()
         let listings = run.engine.listingCount
         run.finish()
-        #expect(evictions.withLock { $0 } > 20, "listings were evicted during the run")
+        let evictions = run.released.events.withLock { events in
+            events.count { if case .evicted = $0.kind { true } else { false } }
+        }
+        #expect(evictions > 20, "listings were evicted during the run")
         #expect(refused > 0, "some commands found their listing evicted")
         #expect(listings < 60, "memory follows the open listings: \(listings) in memory")
 

@@ -44,7 +44,7 @@ private func writeJournal(
             run.clock.set(at)
         }
         // Commands for listings evicted meanwhile are refused before the journal: not entries.
-        _ = run.writer.submit(command, handler: nil)
+        _ = run.writer.submit(command, replyTo: nil)
         if index % snapshotEvery == 0 {
             run.writer.runUntilIdle()
             #expect(run.writer.requestSnapshot())

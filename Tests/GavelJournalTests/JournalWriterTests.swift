@@ -5,9 +5,21 @@ import Glibc
 import Synchronization
 import Testing
 
-/// Results as released by the journal: (command id, result, lsn), in release order.
-final class ReleasedResults: Sendable {
+/// What the writer releases once the journal made it durable: the results of the commands sent to it (command id,
+/// result, lsn) and every event, in release order.
+final class ReleasedResults: ReleaseObserver, ResultRecipient, Sendable {
     let items = Mutex<[(id: String, result: CommandResult, lsn: UInt64)]>([])
+    let events = Mutex<[Event]>([])
+
+    func released(_ batch: Batch, endsGroup: Bool) {
+        for entry in batch.entries {
+            guard let submission = entry.submission, submission.recipient === self, let result = entry.result else {
+                continue
+            }
+            items.withLock { $0.append((submission.command.id, result, entry.lsn)) }
+        }
+        events.withLock { $0.append(contentsOf: batch.events) }
+    }
 }
 
 /// A writer driven by hand on the test's thread, journaling to a data directory through ``Journal``.
@@ -35,7 +47,7 @@ final class JournaledWriter {
         clock = ManualClock(engine.now)
         writer = Writer(
             configuration: writerConfiguration, engine: engine, lastLSN: recovery.lastLSN, sink: journal,
-            snapshots: journal, clock: clock)
+            snapshots: journal, clock: clock, observer: released)
         writer.startManual()
     }
 
@@ -45,11 +57,7 @@ final class JournaledWriter {
             writer.runUntilIdle()
             clock.set(at)
         }
-        let released = self.released
-        let rejected = writer.submit(command) { result, lsn in
-            released.items.withLock { $0.append((command.id, result, lsn)) }
-        }
-        #expect(rejected == nil)
+        #expect(writer.submit(command, replyTo: released) == nil)
     }
 
     /// Applies everything submitted and waits until it is durable and released, and every snapshot asked for is
@@ -152,16 +160,13 @@ struct JournalWriterTests {
             directory: directory, configuration: journalConfiguration(fsync: .always), recovery: recovery,
             syncObserver: { _ in hold.observe() })
         let sink = GroupRecordingSink(journal)
+        let released = ReleasedResults()
         let writer = Writer(
             configuration: writerConfiguration(), engine: recovery.engine, lastLSN: recovery.lastLSN, sink: sink,
-            clock: ManualClock(recovery.engine.now))
+            clock: ManualClock(recovery.engine.now), observer: released)
         writer.startManual()
-        let released = ReleasedResults()
         func submit(_ command: Command) {
-            #expect(
-                writer.submit(command) { result, lsn in released.items.withLock { $0.append((command.id, result, lsn)) }
-                }
-                    == nil)
+            #expect(writer.submit(command, replyTo: released) == nil)
             writer.runUntilIdle()
         }
         submit(

@@ -32,7 +32,7 @@ func openCommand(_ k: Int) -> Command {
 /// Opens `listings` english auctions through `writer` and runs it until idle.
 func openListings(_ writer: Writer) {
     for k in 0..<listings {
-        writer.submit(openCommand(k), handler: nil)
+        writer.submit(openCommand(k), replyTo: nil)
         if k % 1000 == 999 { writer.runUntilIdle() }
     }
     writer.runUntilIdle()
@@ -65,7 +65,9 @@ func removeTree(_ path: String) {
 }
 
 /// A journaled writer on a fresh directory.
-func journaledWriter(_ path: String, fsync: FsyncPolicy, threaded: Bool) throws -> (Writer, Journal) {
+func journaledWriter(_ path: String, fsync: FsyncPolicy, threaded: Bool, observer: ReleaseObserver? = nil) throws
+    -> (Writer, Journal)
+{
     let directory = DataDirectory(path)
     try directory.create()
     var journalConfiguration = JournalConfiguration()
@@ -75,7 +77,8 @@ func journaledWriter(_ path: String, fsync: FsyncPolicy, threaded: Bool) throws 
     var configuration = WriterConfiguration()
     configuration.snapshotOnShutdown = false
     configuration.engine.expectedRequestIDs = 2_000_000
-    let writer = Writer(configuration: configuration, sink: journal, snapshots: journal, clock: ManualClock(0))
+    let writer = Writer(
+        configuration: configuration, sink: journal, snapshots: journal, clock: ManualClock(0), observer: observer)
     if threaded { writer.start() } else { writer.startManual() }
     return (writer, journal)
 }
@@ -89,7 +92,7 @@ func submitLargeBids(_ writer: Writer, count: Int, offset: Int) {
         let command = Command(
             id: "s\(n)", listing: listingID(n % largeListings),
             body: .bid(bidder: bidders[(n / largeListings) % bidders.count], amount: Money(200 + n)))
-        writer.submit(command, handler: nil)
+        writer.submit(command, replyTo: nil)
         if i % 4_096 == 4_095 { writer.runUntilIdle() }
     }
     writer.runUntilIdle()
@@ -140,7 +143,7 @@ func largeJournaledState(_ path: String) throws -> (Writer, Journal) {
     let writer = Writer(configuration: configuration, sink: journal, snapshots: journal, clock: ManualClock(0))
     writer.startManual()
     for k in 0..<largeListings {
-        writer.submit(openCommand(k), handler: nil)
+        writer.submit(openCommand(k), replyTo: nil)
         if k % 4_096 == 4_095 { writer.runUntilIdle() }
     }
     submitLargeBids(writer, count: 1_000_000 - largeListings, offset: 0)
@@ -206,7 +209,7 @@ let benchmarks: @Sendable () -> Void = {
             benchmark.startMeasurement()
             var i = 0
             for command in commands {
-                writer.submit(command, handler: nil)
+                writer.submit(command, replyTo: nil)
                 i += 1
                 if i % batch == 0 { writer.runUntilIdle() }
             }
@@ -237,14 +240,14 @@ let benchmarks: @Sendable () -> Void = {
         ) { benchmark in
             let path = temporaryDirectory("ack")
             defer { removeTree(path) }
-            let (writer, journal) = try journaledWriter(path, fsync: policy, threaded: true)
+            let acknowledged = ResultCount()
+            let (writer, journal) = try journaledWriter(path, fsync: policy, threaded: true, observer: acknowledged)
             for k in 0..<listings {
-                writer.submit(openCommand(k), handler: nil)
+                writer.submit(openCommand(k), replyTo: nil)
             }
             await writer.barrier()
             let total = benchmark.scaledIterations.count
             let commands = bidCommands(total)
-            let acknowledged = Atomic<Int>(0)
             let producers = 4
             benchmark.startMeasurement()
             DispatchQueue.concurrentPerform(iterations: producers) { p in
@@ -252,15 +255,11 @@ let benchmarks: @Sendable () -> Void = {
                 while i < total {
                     // Each producer owns a quarter of the listings, so its bids stay in order per listing.
                     let command = commands[i]
-                    while writer.submit(command, handler: { _, _ in acknowledged.wrappingAdd(1, ordering: .relaxed) })
-                        != nil
-                    {
-                        usleep(20)
-                    }
+                    while writer.submit(command, replyTo: acknowledged) != nil { usleep(20) }
                     i += producers
                 }
             }
-            while acknowledged.load(ordering: .relaxed) < total { usleep(100) }
+            while acknowledged.value < total { usleep(100) }
             benchmark.stopMeasurement()
             benchmark.measurement(
                 .custom("fsyncs", polarity: .prefersSmaller, useScalingFactor: false),
@@ -356,7 +355,7 @@ let benchmarks: @Sendable () -> Void = {
         openListings(writer)
         var i = 0
         for command in bidCommands(benchmark.scaledIterations.count) {
-            writer.submit(command, handler: nil)
+            writer.submit(command, replyTo: nil)
             i += 1
             if i % 4_096 == 0 { writer.runUntilIdle() }
         }

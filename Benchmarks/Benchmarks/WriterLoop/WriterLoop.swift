@@ -66,29 +66,29 @@ final class WriterFixture: @unchecked Sendable {
     var next = 0
     var rejected = 0
 
-    init(bids: Int) {
+    init(bids: Int, observer: ReleaseObserver? = nil) {
         var configuration = WriterConfiguration()
         configuration.engine.expectedRequestIDs = bids + listingCount
-        writer = Writer(configuration: configuration, sink: InMemorySink(), clock: clock)
+        writer = Writer(configuration: configuration, sink: InMemorySink(), clock: clock, observer: observer)
         writer.startManual()
         for index in 0..<listingCount {
             let open = Command(
                 id: "open-\(index)", listing: listingID(index),
                 body: .open(seller: "seller", terms: .english(.init(start: 100, closesAt: farFuture))))
-            writer.submit(open, handler: nil)
+            writer.submit(open, replyTo: nil)
             if index % 1_000 == 999 { writer.runUntilIdle() }
         }
         writer.runUntilIdle()
         commands = zipfBids(bids)
     }
 
-    /// Submits the next `count` bids as the gateway does: `submit(_:handler:wake:)`, which finds the listing's queue
-    /// itself, with one wake-up after the last.
-    func submit(_ count: Int, handler: ResultHandler?) {
+    /// Submits the next `count` bids as the gateway does: `submit(_:replyTo:started:wake:)`, which finds the
+    /// listing's queue itself, with one wake-up after the last.
+    func submit(_ count: Int, replyTo recipient: (any ResultRecipient)?) {
         for _ in 0..<count {
             let command = commands[next]
             next += 1
-            if writer.submit(command, handler: handler, wake: false) != nil { rejected += 1 }
+            if writer.submit(command, replyTo: recipient, wake: false) != nil { rejected += 1 }
         }
         writer.wake()
     }
@@ -112,7 +112,7 @@ let benchmarks: @Sendable () -> Void = {
         configuration: .init(
             thresholds: [.mallocCountTotal: .init(absolute: [.p90: 0])])
     ) { benchmark in
-        applyOnly.submit(benchmark.scaledIterations.count, handler: nil)
+        applyOnly.submit(benchmark.scaledIterations.count, replyTo: nil)
         benchmark.startMeasurement()
         let applied = applyOnly.writer.runUntilIdle()
         benchmark.stopMeasurement()
@@ -125,16 +125,17 @@ let benchmarks: @Sendable () -> Void = {
     }
 
     nonisolated(unsafe) var endToEnd: WriterFixture!
-    Benchmark("writer: submit + apply + release with a result callback, Zipf(1.0)") { benchmark in
-        let released = Atomic<Int>(0)
-        let handler: ResultHandler = { _, _ in released.wrappingAdd(1, ordering: .relaxed) }
-        endToEnd.submit(benchmark.scaledIterations.count, handler: handler)
+    nonisolated(unsafe) var results: ResultCount!
+    Benchmark("writer: submit + apply + release to an observer that finds each result's recipient, Zipf(1.0)") {
+        benchmark in
+        let before = results.value
+        endToEnd.submit(benchmark.scaledIterations.count, replyTo: results)
         endToEnd.writer.runUntilIdle()
-        if released.load(ordering: .relaxed) != benchmark.scaledIterations.count {
-            benchmark.error("released \(released.load(ordering: .relaxed)) results")
-        }
+        let released = results.value - before
+        if released != benchmark.scaledIterations.count { benchmark.error("released \(released) results") }
     } setup: {
-        endToEnd = WriterFixture(bids: bidsNeeded)
+        results = ResultCount()
+        endToEnd = WriterFixture(bids: bidsNeeded, observer: results)
     } teardown: {
         endToEnd = nil
     }
@@ -142,7 +143,7 @@ let benchmarks: @Sendable () -> Void = {
     // MARK: - Queues
 
     let nodes = (0..<1_000).map {
-        Submission(Command(id: "q\($0)", listing: "L", body: .cancelListing(seller: "s")), handler: nil)
+        Submission(Command(id: "q\($0)", listing: "L", body: .cancelListing(seller: "s")), recipient: nil)
     }
     let single = IntrusiveMPSCQueue<Submission>()
     Benchmark(
@@ -163,7 +164,7 @@ let benchmarks: @Sendable () -> Void = {
         let perProducer = 250
         let pools = (0..<producers).map { p in
             (0..<perProducer).map {
-                Submission(Command(id: "p\(p)-\($0)", listing: "L", body: .cancelListing(seller: "s")), handler: nil)
+                Submission(Command(id: "p\(p)-\($0)", listing: "L", body: .cancelListing(seller: "s")), recipient: nil)
             }
         }
         let shared = IntrusiveMPSCQueue<Submission>()
