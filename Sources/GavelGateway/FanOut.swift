@@ -166,19 +166,26 @@ public final class FanOut: ReleaseObserver, @unchecked Sendable {
 
         var count: Int { frames.count }
 
-        mutating func append(_ frame: ByteBuffer, seq: UInt64, limit: Int) {
-            guard limit > 0 else { return }
+        /// Appends the text frame of `payload`, numbered `seq`, and returns it. Once the ring is full, the frame is
+        /// written into the buffer of the frame it drops: no allocation and no free per frame, unless that frame is
+        /// still on its way to a client (then the buffer is copied on write, as a new frame would be).
+        mutating func appendText(_ payload: [UInt8], seq: UInt64, limit: Int) -> ByteBuffer {
+            guard limit > 0 else { return ServerFrame.text(payload) }
             if seq != lastSeq + 1 {
                 frames.removeAll()
                 start = 0
             }
             lastSeq = seq
-            if frames.count < limit {
+            guard frames.count >= limit else {
+                let frame = ServerFrame.text(payload)
                 frames.append(frame)
-            } else {
-                frames[start] = frame
-                start = (start + 1) % frames.count
+                return frame
             }
+            let slot = start
+            start = slot + 1 == frames.count ? 0 : slot + 1
+            frames[slot].clear()
+            ServerFrame.appendText(payload, to: &frames[slot])
+            return frames[slot]
         }
 
         /// The frames after `since`, or `nil` when the history does not reach back that far.
@@ -203,6 +210,9 @@ public final class FanOut: ReleaseObserver, @unchecked Sendable {
 
     struct Entry {
         var view: PublicListingView?
+        /// Whether ``view`` is open: kept beside it, so that telling a change of status costs no look into the
+        /// optional view (which copied it).
+        var isOpen = false
         var seq: UInt64 = 0
         var history = History()
         /// Subscribers per event loop.
@@ -210,25 +220,26 @@ public final class FanOut: ReleaseObserver, @unchecked Sendable {
 
         var isIdle: Bool { view == nil && history.count == 0 && subscribers.allSatisfy { $0 == 0 } }
 
-        /// Folds a public event and its frame in; returns what it changed for the listings index and the
-        /// subscribers per event loop, so the caller needs no second lookup. The view is changed in place, never
-        /// copied (it holds strings: a copy before and after each event was a retain and a release of each).
-        mutating func record(_ event: Event, frame: ByteBuffer, historyLimit: Int) -> (
-            change: ViewChange, subscribers: [Int]
+        /// Folds a public event in and keeps its frame (the text frame of `payload`); returns the frame and what the
+        /// event changed for the listings index and the subscribers per event loop, so the caller needs no second
+        /// lookup. The view is changed in place, never copied (it holds strings: a copy before and after each event
+        /// was a retain and a release of each).
+        mutating func record(_ event: Event, payload: [UInt8], historyLimit: Int) -> (
+            frame: ByteBuffer, change: ViewChange, subscribers: [Int]
         ) {
-            let existed = view != nil
-            let wasOpen = view?.status == .open
-            if view == nil, let opened = PublicListingView(opened: event) {
+            let wasOpen = isOpen
+            var appeared = false
+            if view != nil {
+                view!.apply(event)
+                isOpen = view!.status == .open
+            } else if let opened = PublicListingView(opened: event) {
                 view = opened
-            } else {
-                view?.apply(event)
+                appeared = true
+                isOpen = opened.status == .open
             }
             seq = event.seq
-            history.append(frame, seq: event.seq, limit: historyLimit)
-            return (
-                ViewChange(appeared: !existed && view != nil, wasOpen: wasOpen, isOpen: view?.status == .open),
-                subscribers
-            )
+            let frame = history.appendText(payload, seq: event.seq, limit: historyLimit)
+            return (frame, ViewChange(appeared: appeared, wasOpen: wasOpen, isOpen: isOpen), subscribers)
         }
     }
 
@@ -274,6 +285,7 @@ public final class FanOut: ReleaseObserver, @unchecked Sendable {
             index(id, ViewChange(before: entry.view, after: nil))
             if entry.view != nil { all.remove(id) }
             entry.view = nil
+            entry.isOpen = false
             entry.seq = 0
             entry.history = History()
             listings[id] = entry.isIdle ? nil : entry
@@ -341,7 +353,8 @@ public final class FanOut: ReleaseObserver, @unchecked Sendable {
         state.withLock { s in
             for view in views {
                 let before = s.listings[view.listing]?.view
-                s.listings[view.listing] = Entry(view: view, seq: view.seq, subscribers: loops.map { _ in 0 })
+                s.listings[view.listing] = Entry(
+                    view: view, isOpen: view.status == .open, seq: view.seq, subscribers: loops.map { _ in 0 })
                 s.index(view.listing, ViewChange(before: before, after: view))
             }
         }
@@ -536,7 +549,10 @@ public final class FanOut: ReleaseObserver, @unchecked Sendable {
         for index in gathered.indices where !gathered[index].isEmpty {
             let loop = loops[index]
             let items = gathered[index]
+            // The next group's list starts at this one's size: one allocation per loop and group, not one per
+            // doubling.
             gathered[index] = []
+            gathered[index].reserveCapacity(items.count)
             loop.eventLoop.execute { loop.run(items, releasedAt: released) }
         }
     }
@@ -565,14 +581,13 @@ public final class FanOut: ReleaseObserver, @unchecked Sendable {
         }
         guard !event.kind.isPrivate else { return }
         MessageEncoder.event(event, ts: ts, into: &s.eventBytes)
-        let frame = ServerFrame.text(s.eventBytes)
         let loopCount = loops.count
         // Mutated in place: a copy of the entry would make the history's array shared, and every append would copy
         // the whole history (up to --history-events frames) once per event.
         let recorded = s.listings[event.listing, default: Entry(subscribers: Array(repeating: 0, count: loopCount))]
-            .record(event, frame: frame, historyLimit: historyLimit)
+            .record(event, payload: s.eventBytes, historyLimit: historyLimit)
         for (index, count) in recorded.subscribers.enumerated() where count > 0 {
-            gather(.publish(listing: event.listing, seq: event.seq, frame: frame), loop: index)
+            gather(.publish(listing: event.listing, seq: event.seq, frame: recorded.frame), loop: index)
         }
         s.index(event.listing, recorded.change)
     }
@@ -589,8 +604,8 @@ public final class FanOut: ReleaseObserver, @unchecked Sendable {
         notice.field("user_seq", userSeq)
         notice.field("ts", ts)
         notice.finish(into: &s.noticeBytes)
-        let frame = ServerFrame.text(s.noticeBytes)
-        s.feeds.values[index].history.append(frame, seq: userSeq, limit: max(1, userHistoryLimit))
+        let frame = s.feeds.values[index].history.appendText(
+            s.noticeBytes, seq: userSeq, limit: max(1, userHistoryLimit))
         guard let sessions = s.users[user] else { return }
         for session in sessions.values {
             gather(.notice(session, frame, userSeq: userSeq), loop: session.loopIndex)

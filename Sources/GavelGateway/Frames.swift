@@ -46,19 +46,32 @@ public enum ServerFrame {
         return buffer
     }
 
+    /// The header and the payload in one write into the buffer's memory: one capacity and uniqueness check, not one
+    /// per header byte.
     private static func append(opcode: WebSocketOpcode, payload: [UInt8], to buffer: inout ByteBuffer) {
-        buffer.reserveCapacity(minimumWritableBytes: payload.count + 10)
-        buffer.writeInteger(UInt8(0x80) | opcodeByte(opcode))
-        if payload.count < 126 {
-            buffer.writeInteger(UInt8(payload.count))
-        } else if payload.count <= Int(UInt16.max) {
-            buffer.writeInteger(UInt8(126))
-            buffer.writeInteger(UInt16(payload.count))
-        } else {
-            buffer.writeInteger(UInt8(127))
-            buffer.writeInteger(UInt64(payload.count))
+        let count = payload.count
+        let first = UInt8(0x80) | opcodeByte(opcode)
+        buffer.writeWithUnsafeMutableBytes(minimumWritableBytes: count + 10) { out in
+            out[0] = first
+            let header: Int
+            if count < 126 {
+                out[1] = UInt8(count)
+                header = 2
+            } else if count <= Int(UInt16.max) {
+                out[1] = 126
+                out[2] = UInt8(truncatingIfNeeded: count >> 8)
+                out[3] = UInt8(truncatingIfNeeded: count)
+                header = 4
+            } else {
+                out[1] = 127
+                for i in 0..<8 { out[2 + i] = UInt8(truncatingIfNeeded: UInt64(count) >> (56 - 8 * UInt64(i))) }
+                header = 10
+            }
+            payload.withUnsafeBytes { bytes in
+                UnsafeMutableRawBufferPointer(rebasing: out[header...]).copyMemory(from: bytes)
+            }
+            return header + count
         }
-        buffer.writeBytes(payload)
     }
 
     static func opcodeByte(_ opcode: WebSocketOpcode) -> UInt8 {
