@@ -50,6 +50,10 @@ public struct BatchEntry: Sendable {
 ///
 /// Batches are recycled by the writer: a sink or an observer must not keep a reference after it has released the
 /// batch.
+///
+/// `@unchecked Sendable`: a batch has one owner at a time, handed over whole: the writer fills it, the sink holds it
+/// until it is durable, the observer reads it during its release, and the writer takes it back into its pool
+/// (under the pool's mutex). No two threads use it at once.
 public final class Batch: @unchecked Sendable {
     public internal(set) var entries: [BatchEntry] = []
     public internal(set) var events: [Event] = []

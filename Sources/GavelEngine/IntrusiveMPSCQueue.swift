@@ -1,6 +1,9 @@
 import Synchronization
 
 /// A node that can be linked into an ``IntrusiveMPSCQueue``. Subclass it; a node is in at most one queue at a time.
+///
+/// `@unchecked Sendable`: it crosses threads by design (a producer links it, the consumer unlinks it); its only state
+/// is the atomic link, and a subclass's own fields must be immutable or owned by one side at a time.
 open class MPSCNode: @unchecked Sendable {
     /// The next node in the queue, written by the producer that links after this node.
     let next = Atomic<UnsafeMutableRawPointer?>(nil)
@@ -18,6 +21,9 @@ open class MPSCNode: @unchecked Sendable {
 /// Memory ordering: a producer publishes its node with a releasing store to its predecessor's `next`; the consumer
 /// reads `next` with acquiring loads, so everything the producer wrote to the node before `push` is visible to the
 /// consumer after `pop`.
+///
+/// `@unchecked Sendable`: `tail` and the stub are the consumer's alone (the contract above, checked in debug
+/// builds); producers touch only the atomic `head` and the nodes' atomic links.
 public final class IntrusiveMPSCQueue<Node: MPSCNode>: @unchecked Sendable {
     /// The most recently pushed node (producers exchange it).
     private let head: Atomic<UnsafeMutableRawPointer>

@@ -6,6 +6,8 @@ import Synchronization
 /// Contract: any number of producers call ``offer(_:)``; only the writer dequeues, and only the writer frees the
 /// queue (``retireIfEmpty()``). A listing is on the ready list at most once however many commands it has
 /// (`scheduled` is the token of that membership).
+///
+/// `@unchecked Sendable`: producers touch only the queue and the atomics; `handle` is the writer's alone.
 public final class ListingQueue: MPSCNode, @unchecked Sendable {
     public let listing: String
     let commands = IntrusiveMPSCQueue<Submission>()

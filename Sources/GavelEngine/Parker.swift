@@ -12,6 +12,9 @@ import Synchronization
 /// the announcement with a sequentially consistent load after publishing (a Dekker handshake). Waking costs one
 /// `write` to a pipe, paid only when the writer really sleeps, and only by the first producer to find it asleep:
 /// the others see that it has been signalled already.
+///
+/// `@unchecked Sendable`: the pipe's descriptors are set in `init` and closed in `deinit`; what threads share is
+/// the atomic state.
 final class Parker: @unchecked Sendable {
     private enum State: UInt8 {
         case awake = 0

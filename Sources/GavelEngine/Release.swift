@@ -22,7 +22,7 @@ public protocol ReleaseObserver: AnyObject, Sendable {
 public protocol ResultRecipient: AnyObject, Sendable {}
 
 /// The recipient of ``Writer/submit(_:)``: the writer resumes it itself once the batch is released.
-final class AwaitedResult: ResultRecipient, @unchecked Sendable {
+final class AwaitedResult: ResultRecipient, Sendable {
     let continuation: CheckedContinuation<(result: CommandResult, lsn: UInt64?), Never>
 
     init(_ continuation: CheckedContinuation<(result: CommandResult, lsn: UInt64?), Never>) {

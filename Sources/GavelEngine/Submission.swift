@@ -2,6 +2,8 @@ import GavelCore
 
 /// A command on its way to the writer: the envelope that links into a listing's queue, and the note of who waits
 /// for its result. It is the only allocation per submitted command: the result is not a closure.
+///
+/// `@unchecked Sendable` only because its superclass is (its link is atomic); every field of its own is immutable.
 public final class Submission: MPSCNode, @unchecked Sendable {
     public let command: Command
     /// Computed by the producer that makes the submission, so the writer does not.

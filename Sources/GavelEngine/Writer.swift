@@ -31,6 +31,8 @@ public struct WriterConfiguration: Sendable, Hashable {
 }
 
 /// Work for the writer that is not a command for one listing.
+///
+/// `@unchecked Sendable` only because its superclass is (its link is atomic); its one field is immutable.
 final class AdminRequest: MPSCNode, @unchecked Sendable {
     enum Kind {
         /// Run a closure on the writer thread with the engine (inspection, snapshots).
@@ -52,6 +54,10 @@ final class AdminRequest: MPSCNode, @unchecked Sendable {
 /// engine time of the turn, fires due timers first (as a `tick` entry), assigns each entry the next `lsn`, and
 /// hands the batch to the ``BatchSink``. When the sink says the batch is durable, the writer hands it to its one
 /// ``ReleaseObserver``, which routes the results and events; nothing is released before.
+///
+/// `@unchecked Sendable`: producers on any thread use only the lock-free queues, the atomics and the mutexes; the
+/// engine, the `lsn`, the barriers and the snapshot marks are the writer thread's (or the one thread driving a
+/// manual writer), checked by ``Confinement`` in debug builds.
 public final class Writer: @unchecked Sendable {
     public let configuration: WriterConfiguration
     /// Gets every durable batch; `nil`: results and events go nowhere (benchmarks, tools that only journal).
@@ -86,6 +92,8 @@ public final class Writer: @unchecked Sendable {
     private let adminCount = Atomic<Int>(0)
     private let parker = Parker()
     private let pool = Mutex<[Batch]>([])
+    /// The writer-only state's one user at a time (debug builds).
+    private let confinement = Confinement("the writer's state (engine, lsn, barriers)")
 
     enum Phase: UInt8 {
         case idle = 0
@@ -335,7 +343,7 @@ public final class Writer: @unchecked Sendable {
                 ordering: .acquiringAndReleasing
             ).exchanged
         else { return }
-        thread = startDedicatedThread("writer") { [self] in run() }
+        thread = startDedicatedThread("writer") { [self] in confinement.exclusively { run() } }
     }
 
     /// Stops accepting commands, applies everything already queued, flushes the sink, and stops the thread.
@@ -375,6 +383,10 @@ public final class Writer: @unchecked Sendable {
     @discardableResult
     public func runUntilIdle() -> Int {
         precondition(thread == nil, "runUntilIdle drives a writer whose thread is not running")
+        return confinement.exclusively { runTurnsUntilIdle() }
+    }
+
+    private func runTurnsUntilIdle() -> Int {
         var applied = 0
         while true {
             let batch = takeBatch()
@@ -396,7 +408,9 @@ public final class Writer: @unchecked Sendable {
     public func finishManual() {
         runUntilIdle()
         phase.store(Phase.stopped.rawValue, ordering: .releasing)
-        if configuration.snapshotOnShutdown && snapshotSink != nil && lsn > lastSnapshotLSN { takeSnapshot() }
+        confinement.exclusively {
+            if configuration.snapshotOnShutdown && snapshotSink != nil && lsn > lastSnapshotLSN { takeSnapshot() }
+        }
         sink.flush()
     }
 

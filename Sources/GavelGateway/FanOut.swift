@@ -27,7 +27,7 @@ final class Subscription {
 }
 
 /// Work for one event loop from one released batch, in batch order.
-enum LoopItem: @unchecked Sendable {
+enum LoopItem: Sendable {
     /// A public event of `listing`, already a complete frame, for every subscriber of the listing on the loop.
     case publish(listing: String, seq: UInt64, frame: ByteBuffer)
     /// A private notice for one session, numbered `userSeq` in its user's feed.
@@ -41,6 +41,9 @@ enum LoopItem: @unchecked Sendable {
 
 /// The subscriptions of the sessions on one event loop, by listing. Touched only on that loop, so publishing needs
 /// no lock: the releasing thread hands each loop one task per durable group of batches.
+///
+/// `@unchecked Sendable`: the releasing thread holds it only to hand it a task on its loop; every method checks
+/// (`assertInEventLoop`, debug builds) that it runs there.
 final class LoopFanOut: @unchecked Sendable {
     let eventLoop: EventLoop
     let index: Int
@@ -63,6 +66,7 @@ final class LoopFanOut: @unchecked Sendable {
     }
 
     func add(_ subscription: Subscription) {
+        eventLoop.assertInEventLoop()
         var list = table[subscription.listing, default: []]
         subscription.index = list.count
         list.append(subscription)
@@ -70,6 +74,7 @@ final class LoopFanOut: @unchecked Sendable {
     }
 
     func remove(_ subscription: Subscription) {
+        eventLoop.assertInEventLoop()
         guard var list = table[subscription.listing], subscription.index >= 0, subscription.index < list.count,
             list[subscription.index] === subscription
         else { return }
@@ -84,6 +89,7 @@ final class LoopFanOut: @unchecked Sendable {
 
     /// Marks `session` to be flushed at the end of the current task (call only while ``delivering``).
     func markDirty(_ session: WebSocketSession) {
+        eventLoop.assertInEventLoop()
         dirty.append(session)
     }
 
@@ -93,6 +99,7 @@ final class LoopFanOut: @unchecked Sendable {
     /// Delivers one durable group's items for this loop: each frame is written (not flushed) to every subscriber,
     /// then each session written to is flushed once.
     func run(_ items: [LoopItem], releasedAt: UInt64) {
+        eventLoop.assertInEventLoop()
         delivering = true
         for item in items {
             switch item {
@@ -119,6 +126,7 @@ final class LoopFanOut: @unchecked Sendable {
     }
 
     func flushDirty() {
+        eventLoop.assertInEventLoop()
         for session in dirty {
             session.markedDirty = false
             session.flushIfNeeded()
@@ -157,6 +165,9 @@ struct UserFeedReply {
 /// the lock, taken once per batch, and handed over at the end of the group of batches one `fdatasync` made durable:
 /// one task per event loop that has work. Sessions subscribe from their event loops under the same lock, which is
 /// what makes a snapshot and the live events after it meet without a gap or a duplicate.
+///
+/// `@unchecked Sendable`: the shared state is under its mutex; the current group's routing lists are the releasing
+/// thread's, checked by ``Confinement`` in debug builds; the loops and their subscriptions are touched on their loops.
 public final class FanOut: ReleaseObserver, @unchecked Sendable {
     struct History {
         var frames: [ByteBuffer] = []
@@ -318,6 +329,8 @@ public final class FanOut: ReleaseObserver, @unchecked Sendable {
     private var gatheredAny = false
     /// The time stamped on the current group's events (`ts`), read at its first batch. Only on the releasing thread.
     private var groupTs: Millis?
+    /// The releasing thread's state's one user at a time (debug builds).
+    private let releasing = Confinement("the fan-out's current group")
 
     /// - Parameters:
     ///   - group: the event loops sessions run on.
@@ -516,6 +529,10 @@ public final class FanOut: ReleaseObserver, @unchecked Sendable {
     /// command and its events to the loops with subscribers (under the lock, once for the batch), and at the end of
     /// the group hands each loop its work in one task, however many batches one `fdatasync` made durable.
     public func released(_ batch: Batch, endsGroup: Bool) {
+        releasing.exclusively { routeBatch(batch, endsGroup: endsGroup) }
+    }
+
+    private func routeBatch(_ batch: Batch, endsGroup: Bool) {
         feed.batchReleased(batch)
         metrics.batchEntries.record(batch.entries.count)
         if !batch.entries.isEmpty {

@@ -94,7 +94,7 @@ struct FeedEncoder {
 }
 
 /// The entries of one released batch, as a feed needs them: copied out before the writer reuses the batch.
-struct FeedBatch: @unchecked Sendable {
+struct FeedBatch: Sendable {
     struct Entry {
         var lsn: UInt64
         var at: Millis
@@ -142,6 +142,9 @@ enum FeedStart {
 /// Threads: ``batchReleased(_:)`` runs on the releasing thread, once per batch, and takes the lock once; with no
 /// feed subscribed it only records the batch's last lsn. Registration takes the same lock, which is what makes the
 /// catch-up (up to the lsn registration saw) and the live entries (after it) meet with no gap and no duplicate.
+///
+/// `@unchecked Sendable`: its settings (directory, engine settings, limits) are written once by ``configure``,
+/// before the writer starts and any session exists, and only read after; everything else is under its mutex.
 public final class FeedHub: @unchecked Sendable {
     struct State {
         var subscribers: [ObjectIdentifier: FeedSubscription] = [:]
@@ -247,6 +250,9 @@ public final class FeedHub: @unchecked Sendable {
 }
 
 /// One connection's feed. Its state is touched only on the session's event loop, except ``cancelled``.
+///
+/// `@unchecked Sendable`: the catch-up threads and the releasing thread hold it only to hand work to its event loop
+/// (`eventLoop.execute`) and to read the atomic ``cancelled``; its loop-side state is touched only there.
 final class FeedSubscription: @unchecked Sendable {
     let eventLoop: EventLoop
     private weak var session: WebSocketSession?
@@ -473,7 +479,7 @@ struct ReplayedPiece {
 }
 
 /// What a catch-up's replaying thread hands its encoding thread.
-enum CatchUpStep: @unchecked Sendable {
+enum CatchUpStep: Sendable {
     case piece(ReplayedPiece)
     /// Send what is encoded, then signal: every entry replayed so far is on its way to the connection.
     case flush(DispatchSemaphore)

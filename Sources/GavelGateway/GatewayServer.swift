@@ -63,7 +63,7 @@ final class RawFrameWriter: ChannelOutboundHandler, RemovableChannelHandler {
 
 /// Remembers, for one connection (on its event loop), who its upgrade request was admitted as, or why it was
 /// refused, and whether it still counts as a handshake.
-final class AdmissionBox: @unchecked Sendable {
+final class AdmissionBox {
     var principal: Principal?
     /// The token's `exp`, seconds since the Unix epoch.
     var expires: Int64?
@@ -280,14 +280,15 @@ public final class GatewayServer: Sendable {
         }
         box.handshaking = true
         let metrics = metrics
+        let bound = NIOLoopBound(box, eventLoop: channel.eventLoop)
         let deadline = channel.eventLoop.scheduleTask(in: .milliseconds(Int64(configuration.handshakeTimeoutMs))) {
-            guard box.handshaking else { return }
+            guard bound.value.handshaking else { return }
             metrics.handshakeCloses.increment()
             channel.close(promise: nil)
         }
         channel.closeFuture.whenComplete { [self] _ in
             deadline.cancel()
-            endHandshake(box)
+            endHandshake(bound.value)
         }
         return true
     }
@@ -340,7 +341,9 @@ public final class GatewayServer: Sendable {
     struct TooManyHandshakes: Error {}
 
     func initialize(_ channel: Channel) throws {
-        let box = AdmissionBox()
+        // The connection's admission, read and written only on its event loop (checked at each access).
+        let admission = NIOLoopBound(AdmissionBox(), eventLoop: channel.eventLoop)
+        let box = admission.value
         guard beginHandshake(channel, box: box) else { throw TooManyHandshakes() }
         let localTokens =
             configuration.localTokens
@@ -348,12 +351,16 @@ public final class GatewayServer: Sendable {
                 secret: configuration.jwtSecret, code: configuration.localCode,
                 ttlSeconds: Int64(configuration.localTokenTTLSeconds),
                 now: { SystemClock().now() / 1000 }) : nil
-        let page = PageHandler(
-            page: page, localTokens: localTokens, refusal: { [self] head in box.refusal ?? refusal(head) })
+        let page = NIOLoopBound(
+            PageHandler(
+                page: page, localTokens: localTokens,
+                refusal: { [self] head in admission.value.refusal ?? refusal(head) }),
+            eventLoop: channel.eventLoop)
         let upgrader = NIOWebSocketServerUpgrader(
             maxFrameSize: configuration.maxMessageBytes, automaticErrorHandling: false,
             shouldUpgrade: { [self] channel, head in
                 guard Authenticator.isEndpoint(head.uri) else { return channel.eventLoop.makeSucceededFuture(nil) }
+                let box = admission.value
                 let jwks = configuration.jwks
                 if admit(head, channel: channel, box: box, retry: jwks?.fetchesOnUnknownKey == true) {
                     return channel.eventLoop.makeSucceededFuture(HTTPHeaders())
@@ -370,12 +377,13 @@ public final class GatewayServer: Sendable {
                     return channel.eventLoop.makeSucceededFuture(nil)
                 }
                 return refreshed.map { [self] in
-                    box.refusal = nil
-                    return admit(head, channel: channel, box: box) ? HTTPHeaders() : nil
+                    admission.value.refusal = nil
+                    return admit(head, channel: channel, box: admission.value) ? HTTPHeaders() : nil
                 }
             },
             upgradePipelineHandler: { [self] channel, _ in
                 channel.eventLoop.makeCompletedFuture {
+                    let box = admission.value
                     endHandshake(box)
                     let operations = channel.pipeline.syncOperations
                     let raw = RawFrameWriter()
@@ -401,9 +409,11 @@ public final class GatewayServer: Sendable {
         try channel.pipeline.syncOperations.configureHTTPServerPipeline(
             withServerUpgrade: (
                 upgraders: [upgrader],
-                completionHandler: { context in context.pipeline.syncOperations.removeHandler(page, promise: nil) }
+                completionHandler: { context in
+                    context.pipeline.syncOperations.removeHandler(page.value, promise: nil)
+                }
             ))
-        try channel.pipeline.syncOperations.addHandler(page)
+        try channel.pipeline.syncOperations.addHandler(page.value)
     }
 
     /// Stops accepting, closes every session with 1001, and waits (up to `timeout`) for them to go.

@@ -80,7 +80,7 @@ class SimpleHTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
 
 /// The main port's plain HTTP: the page at `/`, `/token` in local mode, and the reason a request to `/ws` was not
 /// upgraded.
-final class PageHandler: SimpleHTTPHandler, @unchecked Sendable {
+final class PageHandler: SimpleHTTPHandler {
     private let page: [UInt8]
     private let refusal: @Sendable (HTTPRequestHead) -> Refusal?
     private let localTokens: LocalTokens?
@@ -142,7 +142,7 @@ public final class Readiness: Sendable {
 
 /// The admin port: `/healthz` (always 200), `/readyz` (503 until recovery is done and the gateway listens, and
 /// again while shutting down), `/metrics` (Prometheus text).
-final class AdminHandler: SimpleHTTPHandler, @unchecked Sendable {
+final class AdminHandler: SimpleHTTPHandler {
     private let metrics: GatewayMetrics
     private let readiness: Readiness
     private let refresh: @Sendable () -> Void

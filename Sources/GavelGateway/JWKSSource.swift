@@ -243,7 +243,7 @@ enum HTTPGet {
     }
 
     /// Gathers one response's body; fails on a status other than 200, a body over ``maxBytes``, or an early close.
-    final class ResponseCollector: ChannelInboundHandler, @unchecked Sendable {
+    final class ResponseCollector: ChannelInboundHandler {
         typealias InboundIn = HTTPClientResponsePart
 
         private let promise: EventLoopPromise<[UInt8]>

@@ -10,6 +10,10 @@ import NIOWebSocket
 /// Runs on its channel's event loop; the fan-out calls ``enqueue(_:)`` and ``deliverResult(_:_:started:)`` only
 /// there. Frames arrive from `WebSocketFrameDecoder`; frames leave as complete, already-encoded buffers (there is
 /// no frame encoder in the pipeline), so one encoded event can be written to every subscriber.
+///
+/// `@unchecked Sendable`: other threads hold it only as a recipient and a subscriber, to hand it frames and results
+/// in a task on its loop (the fan-out, the feed); the methods they reach check (`assertInEventLoop`, debug builds)
+/// that they run there.
 final class WebSocketSession: ChannelInboundHandler, ResultRecipient, @unchecked Sendable {
     typealias InboundIn = WebSocketFrame
     typealias OutboundOut = ByteBuffer
@@ -817,6 +821,7 @@ final class WebSocketSession: ChannelInboundHandler, ResultRecipient, @unchecked
 
     /// Writes a command's result (on the event loop) and counts it.
     func deliverResult(_ command: Command, _ result: CommandResult, started: UInt64) {
+        context?.eventLoop.assertInEventLoop()
         metrics.inFlight.decrement()
         if let loop { metrics.countCommand(command, result, cache: &loop.commandCounters) }
         metrics.ackLatency.recordNanoseconds(Int64(monotonicNanos() &- started))
@@ -853,6 +858,7 @@ final class WebSocketSession: ChannelInboundHandler, ResultRecipient, @unchecked
     /// Writes an already-encoded frame from the fan-out; flushed once at the end of the loop's task (or of the
     /// current read).
     func enqueue(_ frame: ByteBuffer) {
+        context?.eventLoop.assertInEventLoop()
         send(frame: frame)
     }
 

@@ -27,6 +27,9 @@ import Synchronization
 /// ``JournalStats/snapshotFailures`` and never stops the process; the newest good snapshot is left as it was.
 ///
 /// Contract: ``request(lsn:now:chain:pauseNanos:)`` and ``finish()`` are called by one thread (the journal's).
+///
+/// `@unchecked Sendable`: the journal thread reaches it through the mutex-guarded request and the semaphore; the
+/// shadow engine and the segment reader are the checkpointer thread's, checked by ``Confinement`` in debug builds.
 final class Checkpointer: @unchecked Sendable {
     struct Request {
         var lsn: UInt64
@@ -53,6 +56,8 @@ final class Checkpointer: @unchecked Sendable {
     private let shared = Mutex(Shared())
     private let wake = DispatchSemaphore(value: 0)
     private var thread: pthread_t?
+    /// The shadow's one user at a time (debug builds).
+    private let confinement = Confinement("the checkpointer's shadow engine")
     /// The checkpointer thread's kernel id, once it runs (for moving it to another scheduling class).
     private let threadID = Atomic<Int32>(0)
     /// The nice value a snapshot that fell behind is written at: a share of a busy core (about a tenth of what a
@@ -79,7 +84,7 @@ final class Checkpointer: @unchecked Sendable {
         self.stats = stats
         self.logger = logger
         events.reserveCapacity(64)
-        thread = startDedicatedThread("checkpointer") { [self] in run() }
+        thread = startDedicatedThread("checkpointer") { [self] in confinement.exclusively { run() } }
     }
 
     /// Asks for a snapshot at `lsn`, which must be durable. Returns at once; a request still waiting is replaced.

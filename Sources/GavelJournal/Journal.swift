@@ -92,6 +92,10 @@ public struct JournalConfiguration: Sendable {
 /// building the next ones (group commit). A snapshot point is handed to the ``Checkpointer`` once every batch up
 /// to it is durable, so a snapshot never covers an entry the journal lacks; the checkpointer writes the file on a
 /// thread of its own, so neither the writer nor group commits wait for it.
+///
+/// `@unchecked Sendable`: the writer and other threads reach it only through the mutex-guarded queue, the
+/// semaphores and the atomics; the open segment, the chain and the record buffers are the journal thread's, checked by
+/// ``Confinement`` in debug builds.
 public final class Journal: BatchSink, SnapshotSink, @unchecked Sendable {
     public let directory: DataDirectory
     public let configuration: JournalConfiguration
@@ -109,6 +113,8 @@ public final class Journal: BatchSink, SnapshotSink, @unchecked Sendable {
     private let stopping = Atomic<Bool>(false)
     private var thread: pthread_t?
     private let checkpointer: Checkpointer
+    /// The journal thread's state's one user at a time (debug builds).
+    private let confinement = Confinement("the journal's open segment and chain")
 
     // Journal thread state.
     private var fd: Int32 = -1
@@ -158,7 +164,7 @@ public final class Journal: BatchSink, SnapshotSink, @unchecked Sendable {
         }
         records.reserveCapacity(1 << 20)
         frame.reserveCapacity(1 << 20)
-        thread = startDedicatedThread("journal") { [self] in run() }
+        thread = startDedicatedThread("journal") { [self] in confinement.exclusively { run() } }
     }
 
     // MARK: - BatchSink

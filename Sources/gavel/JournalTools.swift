@@ -294,6 +294,9 @@ func format3(_ value: Double) -> String {
 
 extension Dump {
     /// The lines `gavel dump --settlement` prints while the journal is replayed.
+    ///
+    /// `@unchecked Sendable`: recovery's `observe` hook is typed `@Sendable`, but recovery calls it on the thread
+    /// that called `Recovery.recover`, one entry after another, and this object is read only once it returned.
     private final class SettlementLines: @unchecked Sendable {
         let id: String
         let listing: String

@@ -311,28 +311,29 @@ enum SendClient {
     private static func run(_ plan: SendPlan, on group: MultiThreadedEventLoopGroup) async throws -> Int32 {
         let loop = group.next()
         let done = loop.makePromise(of: Int32.self)
-        let session = SendSession(plan: plan, done: done)
-        let upgradeFailed = UpgradeResponseCatcher(done: done)
         let bootstrap = ClientBootstrap(group: group)
             .connectTimeout(.seconds(10))
             .channelInitializer { channel in
-                let upgrader = NIOWebSocketClientUpgrader(
-                    maxFrameSize: 1 << 24, automaticErrorHandling: false,
-                    upgradePipelineHandler: { channel, _ in
-                        channel.eventLoop.makeCompletedFuture {
-                            try channel.pipeline.syncOperations.addHandler(session)
-                        }
-                    })
-                return channel.eventLoop.makeCompletedFuture {
+                channel.eventLoop.makeCompletedFuture {
+                    // Made on the channel's loop and used only there (checked at each access).
+                    let session = NIOLoopBound(SendSession(plan: plan, done: done), eventLoop: channel.eventLoop)
+                    let upgradeFailed = NIOLoopBound(UpgradeResponseCatcher(done: done), eventLoop: channel.eventLoop)
+                    let upgrader = NIOWebSocketClientUpgrader(
+                        maxFrameSize: 1 << 24, automaticErrorHandling: false,
+                        upgradePipelineHandler: { channel, _ in
+                            channel.eventLoop.makeCompletedFuture {
+                                try channel.pipeline.syncOperations.addHandler(session.value)
+                            }
+                        })
                     try channel.pipeline.syncOperations.addHTTPClientHandlers(
                         leftOverBytesStrategy: .forwardBytes,
                         withClientUpgrade: (
                             upgraders: [upgrader],
                             completionHandler: { context in
-                                context.pipeline.syncOperations.removeHandler(upgradeFailed, promise: nil)
+                                context.pipeline.syncOperations.removeHandler(upgradeFailed.value, promise: nil)
                             }
                         ))
-                    try channel.pipeline.syncOperations.addHandler(upgradeFailed)
+                    try channel.pipeline.syncOperations.addHandler(upgradeFailed.value)
                 }
             }
         let channel: Channel
@@ -368,7 +369,7 @@ enum SendClient {
 
 /// Reads the answer to the upgrade request when it is not `101 Switching Protocols`: the status and the one-line
 /// reason in its body.
-final class UpgradeResponseCatcher: ChannelInboundHandler, RemovableChannelHandler, @unchecked Sendable {
+final class UpgradeResponseCatcher: ChannelInboundHandler, RemovableChannelHandler {
     typealias InboundIn = HTTPClientResponsePart
 
     private let done: EventLoopPromise<Int32>
@@ -402,7 +403,7 @@ final class UpgradeResponseCatcher: ChannelInboundHandler, RemovableChannelHandl
 }
 
 /// The WebSocket session of `gavel send`, on its channel's event loop.
-final class SendSession: ChannelInboundHandler, @unchecked Sendable {
+final class SendSession: ChannelInboundHandler {
     typealias InboundIn = WebSocketFrame
     typealias OutboundOut = WebSocketFrame
 
@@ -449,9 +450,10 @@ final class SendSession: ChannelInboundHandler, @unchecked Sendable {
     }
 
     /// Runs `body` in `ms` unless armed again first.
-    private func arm(_ context: ChannelHandlerContext, after ms: Int64, _ body: @escaping @Sendable () -> Void) {
+    /// Runs `body` on the session's event loop after `ms`, in place of the timer armed before.
+    private func arm(_ context: ChannelHandlerContext, after ms: Int64, _ body: @escaping () -> Void) {
         timer?.cancel()
-        timer = context.eventLoop.scheduleTask(in: .milliseconds(ms), body)
+        timer = context.eventLoop.assumeIsolated().scheduleTask(in: .milliseconds(ms), body)
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {

@@ -180,6 +180,9 @@ struct Simulate: ParsableCommand {
 }
 
 /// Remembers that a signal arrived, for a loop to pick up.
+///
+/// `@unchecked Sendable`: the signal source (not marked `Sendable`) is only set up in `init` and kept alive; what
+/// threads share is the atomic flag.
 final class SignalFlag: @unchecked Sendable {
     private let raised = Atomic<Bool>(false)
     private let source: DispatchSourceSignal
