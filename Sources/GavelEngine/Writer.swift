@@ -48,10 +48,10 @@ final class AdminRequest: MPSCNode, @unchecked Sendable {
 
 /// The single-writer engine loop: one dedicated thread owns the ``Engine`` and applies every command.
 ///
-/// Producers (gateway event loops) call ``submit(_:replyTo:started:wake:)`` from any thread: the command goes into its listing's
-/// bounded lock-free queue, and the listing onto the ready list if it is not there already. The writer takes at
-/// most ``WriterConfiguration/perListingTurn`` commands from each ready listing per turn, stamps them with the
-/// engine time of the turn, fires due timers first (as a `tick` entry), assigns each entry the next `lsn`, and
+/// Producers (gateway event loops) call ``submit(_:replyTo:started:wake:)`` from any thread: the command goes into
+/// its listing's bounded lock-free queue, and the listing onto the ready list if it is not there already. The writer
+/// takes at most ``WriterConfiguration/perListingTurn`` commands from each ready listing per turn, stamps them with
+/// the engine time of the turn, fires due timers first (as a `tick` entry), assigns each entry the next `lsn`, and
 /// hands the batch to the ``BatchSink``. When the sink says the batch is durable, the writer hands it to its one
 /// ``ReleaseObserver``, which routes the results and events; nothing is released before.
 ///
