@@ -1,11 +1,13 @@
 // swift-tools-version: 6.1
 import PackageDescription
 
-/// Release builds of the engine and the writer loop skip Swift's dynamic exclusivity checks (about 6 % of the
-/// writer's time): their state has exactly one owner, the writer thread (or the single caller of `Engine.apply`),
-/// so no access can overlap another from a second thread, and the debug build the tests run keeps the checks on,
-/// which catches an overlapping access within the engine's own code. The lock-free parts use `Atomic` and `Mutex`,
-/// which these checks never covered.
+/// Release builds of the engine, the writer loop, the codec, the journal and the gateway skip Swift's dynamic
+/// exclusivity checks (about 6 % of the writer's time, and a few per cent of the event loops' and the journal
+/// thread's): the state they check has exactly one owner at a time (the writer thread or the single caller of
+/// `Engine.apply`, the journal thread, a connection's event loop), which the debug build the tests run checks with
+/// `Confinement` and `assertInEventLoop`, and the debug build keeps the exclusivity checks on as well, which catches
+/// an overlapping access within one thread. The lock-free parts use `Atomic` and `Mutex`, which these checks never
+/// covered.
 let singleOwnerSettings: [SwiftSetting] = [
     .unsafeFlags(["-enforce-exclusivity=unchecked"], .when(configuration: .release))
 ]
@@ -37,7 +39,7 @@ let package = Package(
         // Values and rules: listings, formats, commands, events, errors, state hash. No I/O.
         .target(name: "GavelCore", swiftSettings: singleOwnerSettings),
         // The JSON protocol codec shared by the CLI, the server and the load driver.
-        .target(name: "GavelWire", dependencies: ["GavelCore"]),
+        .target(name: "GavelWire", dependencies: ["GavelCore"], swiftSettings: singleOwnerSettings),
         // The single-writer loop: lock-free per-listing queues, the ready list, timers, batches and release.
         .target(
             name: "GavelEngine",
@@ -59,7 +61,8 @@ let package = Package(
                 "GavelCore", "GavelEngine", "CLZ4", "CGavelShims",
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "Logging", package: "swift-log"),
-            ]
+            ],
+            swiftSettings: singleOwnerSettings
         ),
         // The WebSocket gateway (SwiftNIO, no framework): sessions, auth, limits, fan-out, admin HTTP and metrics.
         .target(
@@ -78,7 +81,8 @@ let package = Package(
                 .product(name: "Prometheus", package: "swift-prometheus"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ],
-            resources: [.copy("Page")]
+            resources: [.copy("Page")],
+            swiftSettings: singleOwnerSettings
         ),
         .executableTarget(
             name: "gavel",
