@@ -58,6 +58,8 @@ final class LoopFanOut: @unchecked Sendable {
     private(set) var delivering = false
     /// Command counters used on this loop.
     var commandCounters: [Int: CoreMetrics.Counter] = [:]
+    /// Whether a wake-up of the writer is queued on this loop (``wakeWriterAfterThisTick(_:)``).
+    private var writerWakeQueued = false
 
     init(eventLoop: EventLoop, index: Int, metrics: GatewayMetrics) {
         self.eventLoop = eventLoop
@@ -85,6 +87,20 @@ final class LoopFanOut: @unchecked Sendable {
         }
         subscription.index = -1
         table[subscription.listing] = list.isEmpty ? nil : list
+    }
+
+    /// Wakes `writer` once the loop has handled every connection that was ready in this turn of its selector: the
+    /// commands of all the reads of one turn go to the writer with one wake-up (a `write` to its pipe when it
+    /// sleeps, and a `poll` and a `read` on its side), not one per connection read. The loop runs queued tasks right
+    /// after the turn's reads, so the commands wait for nothing else.
+    func wakeWriterAfterThisTick(_ writer: Writer) {
+        eventLoop.assertInEventLoop()
+        guard !writerWakeQueued else { return }
+        writerWakeQueued = true
+        eventLoop.execute { [self] in
+            writerWakeQueued = false
+            writer.wake()
+        }
     }
 
     /// Marks `session` to be flushed at the end of the current task (call only while ``delivering``).

@@ -816,7 +816,7 @@ final class WebSocketSession: ChannelInboundHandler, ResultRecipient, @unchecked
     private func wakeWriterIfNeeded() {
         guard writerNeedsWake else { return }
         writerNeedsWake = false
-        writer.wake()
+        if let loop { loop.wakeWriterAfterThisTick(writer) } else { writer.wake() }
     }
 
     /// Writes a command's result (on the event loop) and counts it.
