@@ -302,11 +302,9 @@ final class WebSocketSession: ChannelInboundHandler, ResultRecipient, @unchecked
         case "my_settlements": mySettlements(value, id: id)
         case "get_settlement": getSettlement(value, id: id)
         case "subscribe_feed": subscribeFeed(value, id: id)
-        case "open", "bid", "buy_now", "accept", "order", "cancel", "cancel_listing":
-            command(admission.admit(value, type: type, id: id))
         default:
-            if CommandAdmission.settlementTypes.contains(type) {
-                return command(admission.admit(value, type: type, id: id))
+            if let kind = CommandKind(rawValue: type) {
+                return command(admission.admit(value, kind: kind, id: id))
             }
             sendResult(id: id, .rejected(.badRequest, "unknown type \"\(type)\"; expected \(Self.messageTypes)"))
         }
@@ -576,9 +574,8 @@ final class WebSocketSession: ChannelInboundHandler, ResultRecipient, @unchecked
 
     /// Every message type a client may send, for the answer to an unknown one.
     static let messageTypes =
-        "subscribe, unsubscribe, subscribe_user, subscribe_feed, list, my_settlements, get_settlement, open, bid, buy_now, accept, order, cancel, cancel_listing, "
-        + SettlementAction.typeNames.joined(separator: ", ") + ", "
-        + OfferAction.allCases.map(\.rawValue).joined(separator: ", ")
+        "subscribe, unsubscribe, subscribe_user, subscribe_feed, list, my_settlements, get_settlement, "
+        + CommandKind.wireNames
 
     /// The most settlements one `my_settlements` answer holds, and how many when `limit` is not given.
     static let maxSettlementLimit = 200
