@@ -222,18 +222,9 @@ public struct Command: Sendable, Hashable {
         return SettlementID.format(listing: listing, number: number)
     }
 
+    /// The command's type.
+    public var kind: CommandKind { body.kind }
+
     /// The protocol name of the command's type.
-    public var typeName: String {
-        switch body {
-        case .open: "open"
-        case .bid: "bid"
-        case .buyNow: "buy_now"
-        case .accept: "accept"
-        case .order: "order"
-        case .cancel: "cancel"
-        case .cancelListing, .cancelListingAsAdmin: "cancel_listing"
-        case .settle(_, let action, _, _): action.typeName
-        case .secondChance(let action, _, _): action.rawValue
-        }
-    }
+    public var typeName: String { body.kind.rawValue }
 }

@@ -51,21 +51,7 @@ public enum SettlementAction: Sendable, Hashable {
     case refund
 
     /// The protocol name of the command type.
-    public var typeName: String {
-        switch self {
-        case .confirmPayment: "confirm_payment"
-        case .markShipped: "mark_shipped"
-        case .confirmDelivery: "confirm_delivery"
-        case .openDispute: "open_dispute"
-        case .resolveDispute: "resolve_dispute"
-        case .refund: "refund"
-        }
-    }
-
-    /// The protocol names of every settlement command type, in the order the protocol lists them.
-    public static let typeNames = [
-        "confirm_payment", "mark_shipped", "confirm_delivery", "open_dispute", "resolve_dispute", "refund",
-    ]
+    public var typeName: String { kind.rawValue }
 }
 
 /// What a second-chance command asks for.

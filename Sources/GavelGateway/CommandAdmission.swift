@@ -16,10 +16,10 @@ enum CommandVerdict: Equatable {
 struct CommandAdmission {
     let principal: Principal
 
-    /// The generic path: `value` is a JSON object whose `type` is a command's, `id` its id when it is a string.
-    func admit(_ value: JSONValue, type: String, id: String?) -> CommandVerdict {
-        if let rejected = roleRejection(type: type, id: id) { return rejected }
-        if Self.settlementTypes.contains(type) { return admitSettlement(value, type: type, id: id) }
+    /// The generic path: `value` is a JSON object whose `type` is `kind`'s, `id` its id when it is a string.
+    func admit(_ value: JSONValue, kind: CommandKind, id: String?) -> CommandVerdict {
+        if let rejected = roleRejection(kind, id: id) { return rejected }
+        if kind.isSettlement { return admitSettlement(value, kind: kind, id: id) }
         var onBehalfOf: String?
         if let field = value["on_behalf_of"], field != .null {
             guard case .string(let s) = field, Identifier.isValid(s) else {
@@ -27,8 +27,8 @@ struct CommandAdmission {
             }
             onBehalfOf = s
         }
-        let actorField = CommandDecoder.actorFields(type).field
-        let given = CommandDecoder.givenActor(value, type: type)
+        let actorField = kind.actorField
+        let given = CommandDecoder.givenActor(value, kind: kind)
         let acting: String?
         switch actingName(given: given, onBehalfOf: onBehalfOf, actorField: actorField, id: id) {
         case .success(let name): acting = name
@@ -37,20 +37,16 @@ struct CommandAdmission {
         return decoded(value, actor: acting, id: id, actorField: actorField)
     }
 
-    /// The settlement and second-chance command types: they act as the connection's own user (`by`), in its role;
-    /// whether that user and role may make the transition is the engine's rule.
-    static let settlementTypes: Set<String> = Set(SettlementAction.typeNames + OfferAction.allCases.map(\.rawValue))
-
     /// A settlement or second-chance command: `by` is the connection's user, a service included (it acts as
     /// itself here, never on behalf of another user), and `role` its token's.
-    private func admitSettlement(_ value: JSONValue, type: String, id: String?) -> CommandVerdict {
+    private func admitSettlement(_ value: JSONValue, kind: CommandKind, id: String?) -> CommandVerdict {
         let name = principal.name ?? ""
         if let field = value["on_behalf_of"], field != .null {
             return .reject(
                 id: id,
                 .rejected(
                     .badRequest,
-                    "on_behalf_of is not accepted for \(type): a settlement command acts as the connection's own user (\(name))"
+                    "on_behalf_of is not accepted for \(kind.wireName): a settlement command acts as the connection's own user (\(name))"
                 ))
         }
         if case .string(let by)? = value["by"], by != name {
@@ -101,8 +97,9 @@ struct CommandAdmission {
 
     /// The fast path, for a frame that ``takesFastPath(_:)``.
     func admit(_ frame: FastCommand) -> CommandVerdict {
-        if let rejected = roleRejection(type: frame.type, id: frame.id) { return rejected }
-        let actorField = frame.actorField
+        let kind = frame.commandKind
+        if let rejected = roleRejection(kind, id: frame.id) { return rejected }
+        let actorField = kind.actorField
         switch actingName(given: frame.actor, onBehalfOf: frame.onBehalfOf, actorField: actorField, id: frame.id) {
         case .success(let acting):
             // `takesFastPath` made sure that an actor is there.
@@ -116,11 +113,8 @@ struct CommandAdmission {
         var admission: CommandVerdict
     }
 
-    /// The commands that trade or open: an admin sends none of them.
-    static let tradingTypes: Set<String> = ["open", "bid", "buy_now", "accept", "order", "cancel"]
-
-    /// What the role may not send at all.
-    private func roleRejection(type: String, id: String?) -> CommandVerdict? {
+    /// What the role may not send at all (``CommandKind/mayBeSent(by:)``).
+    private func roleRejection(_ kind: CommandKind, id: String?) -> CommandVerdict? {
         switch principal.role {
         case .watcher:
             .reject(
@@ -129,14 +123,14 @@ struct CommandAdmission {
                     .notAuthorized,
                     "this connection is read-only (watcher); connect with a bidder, seller or service token to send commands"
                 ))
-        case .bidder where type == "open" || type == "cancel_listing":
-            .reject(id: id, .rejected(.notAuthorized, "a bidder token may not \(type); use a seller token"))
-        case .admin where Self.tradingTypes.contains(type):
+        case .bidder where !kind.mayBeSent(by: .bidder):
+            .reject(id: id, .rejected(.notAuthorized, "a bidder token may not \(kind.wireName); use a seller token"))
+        case .admin where !kind.mayBeSent(by: .admin):
             .reject(
                 id: id,
                 .rejected(
                     .notAuthorized,
-                    "an admin token may not \(type): admin resolves disputes, refunds and cancels listings; use a bidder, seller or service token to trade"
+                    "an admin token may not \(kind.wireName): admin resolves disputes, refunds and cancels listings; use a bidder, seller or service token to trade"
                 ))
         default:
             nil

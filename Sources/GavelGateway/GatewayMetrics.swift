@@ -47,9 +47,8 @@ public final class GatewayMetrics: Sendable {
     /// The journal's counters, printed at each scrape once ``attach(journal:)`` gave them.
     private let journalStats = Mutex<JournalStats?>(nil)
 
-    static let commandTypes =
-        ["open", "bid", "buy_now", "accept", "order", "cancel", "cancel_listing"] + SettlementAction.typeNames
-        + OfferAction.allCases.map(\.rawValue)
+    /// The command types, by the number that stands for each in the keys of the command counters.
+    static let commandKinds = CommandKind.allCases
 
     public init() {
         let registry = PrometheusCollectorRegistry()
@@ -110,7 +109,8 @@ public final class GatewayMetrics: Sendable {
     /// Counts one answered command in `cache` (one per event loop, so that counting takes no lock once each
     /// type-and-result pair has been seen).
     func countCommand(_ command: Command, _ result: CommandResult, cache: inout [Int: CoreMetrics.Counter]) {
-        let type = Self.commandTypes.firstIndex(of: command.typeName) ?? 0
+        let kind = command.kind
+        let type = Self.commandKinds.firstIndex(of: kind) ?? 0
         let code = result.error.flatMap { ErrorCode.allCases.firstIndex(of: $0) }.map { $0 + 1 } ?? 0
         let key = type << 8 | code
         if let counter = cache[key] {
@@ -119,7 +119,7 @@ public final class GatewayMetrics: Sendable {
         }
         let counter = CoreMetrics.Counter(
             label: "gavel_commands_total",
-            dimensions: [("type", command.typeName), ("result", result.error?.rawValue ?? "ok")], factory: factory)
+            dimensions: [("type", kind.wireName), ("result", result.error?.rawValue ?? "ok")], factory: factory)
         cache[key] = counter
         counter.increment()
     }

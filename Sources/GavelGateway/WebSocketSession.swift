@@ -67,7 +67,8 @@ final class WebSocketSession: ChannelInboundHandler, ResultRecipient, @unchecked
     /// The `user_seq` of the last private notice this session was sent (live or replayed by `subscribe_user`).
     var lastUserSeq: UInt64 = 0
     private var unflushedBytes = 0
-    /// Where results are encoded before each is copied into its frame, reused from one to the next.
+    /// Where results and the session's short messages are encoded before each is copied into its frame, reused from
+    /// one to the next.
     private var resultBytes: [UInt8] = []
 
     init(
@@ -154,26 +155,19 @@ final class WebSocketSession: ChannelInboundHandler, ResultRecipient, @unchecked
     }
 
     private func sendHello() {
-        let now = SystemClock().now()
-        var limits = JSONObjectWriter()
         let rate = configuration.rate(for: principal.role)
-        limits.field("max_message_bytes", Int64(configuration.maxMessageBytes))
-        limits.field("max_outbound_bytes", Int64(configuration.maxOutboundBytes))
-        limits.field("max_subscriptions", Int64(configuration.maxSubscriptions(for: principal.role)))
-        limits.field("rate_per_second", Int64(rate.perSecond))
-        limits.field("rate_burst", Int64(rate.burst))
-        limits.field("idle_timeout_ms", Int64(configuration.idleTimeoutMs))
-        limits.field("history_events", Int64(configuration.historyEvents))
-        limits.field("user_history_events", Int64(configuration.userHistoryEvents))
-        limits.field("max_read_bytes_per_second", Int64(configuration.maxReadBytesPerSecond))
-        var w = JSONObjectWriter()
-        w.field("type", "hello")
-        w.field("server_time", now)
-        w.field("principal", principal.name)
-        w.field("role", principal.role.rawValue)
-        w.field("limits", raw: limits.finish())
-        w.field("ts", now)
-        send(w.finish())
+        let limits = MessageEncoder.SessionLimits(
+            maxMessageBytes: Int64(configuration.maxMessageBytes),
+            maxOutboundBytes: Int64(configuration.maxOutboundBytes),
+            maxSubscriptions: Int64(configuration.maxSubscriptions(for: principal.role)),
+            ratePerSecond: Int64(rate.perSecond), rateBurst: Int64(rate.burst),
+            idleTimeoutMs: Int64(configuration.idleTimeoutMs), historyEvents: Int64(configuration.historyEvents),
+            userHistoryEvents: Int64(configuration.userHistoryEvents),
+            maxReadBytesPerSecond: Int64(configuration.maxReadBytesPerSecond))
+        MessageEncoder.hello(
+            principal: principal.name, role: principal.role.rawValue, limits: limits, now: SystemClock().now(),
+            into: &resultBytes)
+        send(resultBytes)
     }
 
     // MARK: - Inbound
@@ -306,11 +300,9 @@ final class WebSocketSession: ChannelInboundHandler, ResultRecipient, @unchecked
         case "my_settlements": mySettlements(value, id: id)
         case "get_settlement": getSettlement(value, id: id)
         case "subscribe_feed": subscribeFeed(value, id: id)
-        case "open", "bid", "buy_now", "accept", "order", "cancel", "cancel_listing":
-            command(admission.admit(value, type: type, id: id))
         default:
-            if CommandAdmission.settlementTypes.contains(type) {
-                return command(admission.admit(value, type: type, id: id))
+            if let kind = CommandKind(rawValue: type) {
+                return command(admission.admit(value, kind: kind, id: id))
             }
             sendResult(id: id, .rejected(.badRequest, "unknown type \"\(type)\"; expected \(Self.messageTypes)"))
         }
@@ -378,30 +370,14 @@ final class WebSocketSession: ChannelInboundHandler, ResultRecipient, @unchecked
         switch reply {
         case .snapshot(let seq, let view):
             subscription.lastSeq = seq
-            var w = JSONObjectWriter(capacity: 512)
-            w.field("type", "snapshot")
-            w.field("listing", listing)
-            w.field("seq", seq)
-            if let view {
-                w.field("state", raw: MessageEncoder.listingState(view))
-            } else {
-                w.field("state", nil as String?)
-            }
-            if since != nil { w.field("recovered", false) }
-            w.field("ts", ts)
-            let json = w.finish()
+            let json = MessageEncoder.snapshot(
+                listing: listing, seq: seq, view: view, recovered: since == nil ? nil : false, ts: ts)
             readBudget.charge(json.count)
             send(json)
         case .resumed(let since, let seq, let frames):
             subscription.lastSeq = seq
-            var w = JSONObjectWriter()
-            w.field("type", "resumed")
-            w.field("listing", listing)
-            w.field("since", since)
-            w.field("seq", seq)
-            w.field("recovered", true)
-            w.field("ts", ts)
-            send(w.finish())
+            MessageEncoder.resumed(listing: listing, since: since, seq: seq, ts: ts, into: &resultBytes)
+            send(resultBytes)
             for frame in frames {
                 readBudget.charge(frame.readableBytes)
                 send(frame: frame)
@@ -418,11 +394,8 @@ final class WebSocketSession: ChannelInboundHandler, ResultRecipient, @unchecked
             fanOut.unsubscribe(listing: listing, loop: loopIndex)
             metrics.subscriptions.decrement()
         }
-        var w = JSONObjectWriter()
-        w.field("type", "unsubscribed")
-        w.field("listing", listing)
-        w.field("ts", SystemClock().now())
-        send(w.finish())
+        MessageEncoder.unsubscribed(listing: listing, ts: SystemClock().now(), into: &resultBytes)
+        send(resultBytes)
     }
 
     // MARK: - The user's private feed
@@ -454,16 +427,10 @@ final class WebSocketSession: ChannelInboundHandler, ResultRecipient, @unchecked
         guard readAllowed(id: id) else { return }
         let reply = fanOut.subscribeUser(user, since: since, epoch: epoch)
         lastUserSeq = reply.seq
-        var w = JSONObjectWriter()
-        w.field("type", "user_subscribed")
-        if let id { w.field("id", id) }
-        w.field("user", user)
-        w.field("epoch", reply.epoch)
-        w.field("user_seq", reply.seq)
-        if let since { w.field("since", since) }
-        w.field("recovered", reply.frames != nil)
-        w.field("ts", SystemClock().now())
-        send(w.finish())
+        MessageEncoder.userSubscribed(
+            id: id, user: user, epoch: reply.epoch, userSeq: reply.seq, since: since, recovered: reply.frames != nil,
+            ts: SystemClock().now(), into: &resultBytes)
+        send(resultBytes)
         for frame in reply.frames ?? [] {
             readBudget.charge(frame.readableBytes)
             send(frame: frame)
@@ -504,18 +471,12 @@ final class WebSocketSession: ChannelInboundHandler, ResultRecipient, @unchecked
                     "since_lsn \(since ?? 0) is beyond the journal's end: the newest durable lsn is \(durable); ask for at most \(durable + 1)"
                 ))
         case .notRetained(let oldest):
-            var w = JSONObjectWriter()
-            w.field("type", "result")
-            w.field("id", id)
-            w.field("ok", false)
-            w.field("error", ErrorCode.feedLSNNotRetained.rawValue)
-            w.field(
-                "message",
-                "since_lsn \(since ?? 0) is no longer retained: the oldest lsn the feed can start at is \(oldest); resume from there (and reconcile what was missed) or raise --retain-journal"
-            )
-            w.field("oldest_lsn", oldest)
-            w.field("ts", SystemClock().now())
-            send(w.finish())
+            MessageEncoder.feedNotRetained(
+                id: id,
+                message:
+                    "since_lsn \(since ?? 0) is no longer retained: the oldest lsn the feed can start at is \(oldest); resume from there (and reconcile what was missed) or raise --retain-journal",
+                oldestLSN: oldest, ts: SystemClock().now(), into: &resultBytes)
+            send(resultBytes)
         case .busy(let max):
             sendResult(
                 id: id,
@@ -537,10 +498,8 @@ final class WebSocketSession: ChannelInboundHandler, ResultRecipient, @unchecked
 
     /// Writes `{"type":"feed_live","lsn":N}`.
     func sendFeedLive(_ lsn: UInt64) {
-        var w = JSONObjectWriter()
-        w.field("type", "feed_live")
-        w.field("lsn", lsn)
-        send(w.finish())
+        MessageEncoder.feedLive(lsn: lsn, into: &resultBytes)
+        send(resultBytes)
         flushIfNeeded()
     }
 
@@ -580,9 +539,8 @@ final class WebSocketSession: ChannelInboundHandler, ResultRecipient, @unchecked
 
     /// Every message type a client may send, for the answer to an unknown one.
     static let messageTypes =
-        "subscribe, unsubscribe, subscribe_user, subscribe_feed, list, my_settlements, get_settlement, open, bid, buy_now, accept, order, cancel, cancel_listing, "
-        + SettlementAction.typeNames.joined(separator: ", ") + ", "
-        + OfferAction.allCases.map(\.rawValue).joined(separator: ", ")
+        "subscribe, unsubscribe, subscribe_user, subscribe_feed, list, my_settlements, get_settlement, "
+        + CommandKind.wireNames
 
     /// The most settlements one `my_settlements` answer holds, and how many when `limit` is not given.
     static let maxSettlementLimit = 200
@@ -645,17 +603,9 @@ final class WebSocketSession: ChannelInboundHandler, ResultRecipient, @unchecked
                     "after \(after ?? "") is not one of \(user)'s settlements (it may have ended and been dropped); start again without after"
                 ))
         }
-        let items = SettlementJSON.array(page.items, SettlementJSON.settlement)
-        let offers = SettlementJSON.array(page.offers, SettlementJSON.offer)
-        var w = JSONObjectWriter(capacity: items.count + offers.count + 128)
-        w.field("type", "settlements")
-        if let id { w.field("id", id) }
-        w.field("user", user)
-        w.field("settlements", raw: items)
-        w.field("offers", raw: offers)
-        w.field("next", page.next)
-        w.field("ts", SystemClock().now())
-        let json = w.finish()
+        let json = MessageEncoder.settlements(
+            id: id, user: user, settlements: SettlementJSON.array(page.items, SettlementJSON.settlement),
+            offers: SettlementJSON.array(page.offers, SettlementJSON.offer), next: page.next, ts: SystemClock().now())
         readBudget.charge(json.count)
         send(json)
     }
@@ -680,13 +630,8 @@ final class WebSocketSession: ChannelInboundHandler, ResultRecipient, @unchecked
                 id: id,
                 .rejected(.notAuthorized, "you are not the buyer or seller of settlement \(settlementID)"))
         }
-        let body = SettlementJSON.settlement(settlement)
-        var w = JSONObjectWriter(capacity: body.count + 96)
-        w.field("type", "settlement_detail")
-        if let id { w.field("id", id) }
-        w.field("settlement", raw: body)
-        w.field("ts", SystemClock().now())
-        let json = w.finish()
+        let json = MessageEncoder.settlementDetail(
+            id: id, settlement: SettlementJSON.settlement(settlement), ts: SystemClock().now())
         readBudget.charge(json.count)
         send(json)
     }
@@ -729,21 +674,8 @@ final class WebSocketSession: ChannelInboundHandler, ResultRecipient, @unchecked
         }
         guard readAllowed(id: id) else { return }
         let page = fanOut.listings(openOnly: openOnly, after: after, limit: limit)
-        var items: [UInt8] = [UInt8(ascii: "[")]
-        items.reserveCapacity(page.views.count * 192 + 2)
-        for (i, view) in page.views.enumerated() {
-            if i > 0 { items.append(UInt8(ascii: ",")) }
-            items.append(contentsOf: MessageEncoder.listingSummary(view))
-        }
-        items.append(UInt8(ascii: "]"))
-        var w = JSONObjectWriter(capacity: items.count + 96)
-        w.field("type", "listings")
-        if let id { w.field("id", id) }
-        w.field("status", openOnly ? "open" : "all")
-        w.field("listings", raw: items)
-        w.field("next", page.next)
-        w.field("ts", SystemClock().now())
-        let json = w.finish()
+        let json = MessageEncoder.listings(
+            id: id, openOnly: openOnly, views: page.views, next: page.next, ts: SystemClock().now())
         readBudget.charge(json.count)
         send(json)
     }

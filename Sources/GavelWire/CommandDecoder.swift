@@ -164,30 +164,17 @@ public enum CommandDecoder {
         return decode(value)
     }
 
-    /// The actor field of each command type, and the alias the decoder also takes.
-    public static func actorFields(_ type: String) -> (field: String, alias: String?) {
-        switch type {
-        case "open", "cancel_listing": ("seller", nil)
-        case "bid": ("bidder", nil)
-        case "buy_now": ("buyer", "bidder")
-        case "accept": ("bidder", "buyer")
-        case "order", "cancel": ("trader", nil)
-        default: ("by", nil)
-        }
-    }
-
     /// The actor a command message names: the string in its type's actor field, else in the alias.
-    public static func givenActor(_ value: JSONValue, type: String) -> String? {
-        let (field, alias) = actorFields(type)
-        if case .string(let s)? = value[field] { return s }
-        if let alias, case .string(let s)? = value[alias] { return s }
+    public static func givenActor(_ value: JSONValue, kind: CommandKind) -> String? {
+        if case .string(let s)? = value[kind.actorField] { return s }
+        if let alias = kind.actorAlias, case .string(let s)? = value[alias] { return s }
         return nil
     }
 
     /// Decodes one parsed JSON value.
     ///
     /// - Parameters:
-    ///   - actor: when given and the message names no actor (``givenActor(_:type:)`` is `nil`), the value of the
+    ///   - actor: when given and the message names no actor (``givenActor(_:kind:)`` is `nil`), the value of the
     ///     type's actor field, as if the message held it: the actor a connection acts as.
     ///   - role: when given, the `role` the command is decoded with, whatever the message says: the role of the
     ///     connection's token (settlement and second-chance commands, and `cancel_listing` by an admin, carry it).
@@ -201,8 +188,9 @@ public enum CommandDecoder {
         if case .string(let s)? = value["id"] { id = s }
         do throws(FieldError) {
             let type = try fields.string("type")
-            if let actor, givenActor(value, type: type) == nil {
-                fields.filled = (actorFields(type).field, actor)
+            let kind = CommandKind(rawValue: type)
+            if let actor, let kind, givenActor(value, kind: kind) == nil {
+                fields.filled = (kind.actorField, actor)
             }
             let at = try fields.optionalInteger("at")
             if type == "advance" {
@@ -216,71 +204,79 @@ public enum CommandDecoder {
                 throw FieldError(message: "missing field id (a request id, unique per principal)")
             }
             _ = try FieldReader.identifier(requestID, name: "id")
-            if let action = try decodeSettlementAction(type: type, fields) {
-                let (listing, number) = try fields.settlement()
-                let body = CommandBody.settle(
-                    number: number, action: action, by: try fields.identifier("by"), role: try fields.role())
-                return .command(Command(id: requestID, listing: listing, body: body), at: at)
+            guard let kind else {
+                _ = try fields.identifier("listing")
+                throw FieldError(message: "unknown type \"\(type)\"; expected \(typeNames)")
             }
-            let listing = try fields.identifier("listing")
-            let body = try decodeBody(type: type, fields)
-            return .command(Command(id: requestID, listing: listing, body: body), at: at)
+            return .command(try decodeCommand(kind, id: requestID, fields), at: at)
         } catch {
             return .invalid(id: id, message: error.message)
         }
     }
 
-    static func decodeBody(type: String, _ f: FieldReader) throws(FieldError) -> CommandBody {
-        switch type {
-        case "open":
+    /// The command of type `kind`. A settlement command reads its action's member first, then `settlement`, `by`
+    /// and `role`; any other command reads `listing` first, then its body's members.
+    static func decodeCommand(_ kind: CommandKind, id: String, _ f: FieldReader) throws(FieldError) -> Command {
+        switch kind {
+        case .confirmPayment:
+            return try settle(.confirmPayment(paymentRef: try f.identifier("payment_ref")), id: id, f)
+        case .markShipped:
+            return try settle(.markShipped(tracking: try f.identifier("tracking")), id: id, f)
+        case .confirmDelivery:
+            return try settle(.confirmDelivery, id: id, f)
+        case .openDispute:
+            let reason = try f.string("reason")
+            if let problem = DisputeReason.problem(reason) { throw FieldError(message: problem) }
+            return try settle(.openDispute(reason: reason), id: id, f)
+        case .resolveDispute:
+            return try settle(.resolveDispute(try f.choice("outcome", DisputeOutcome.self)), id: id, f)
+        case .refund:
+            return try settle(.refund, id: id, f)
+        default:
+            let listing = try f.identifier("listing")
+            return Command(id: id, listing: listing, body: try decodeBody(kind, f))
+        }
+    }
+
+    /// A settlement command: `action` on the settlement named by `settlement`, by `by` acting as `role`.
+    static func settle(_ action: SettlementAction, id: String, _ f: FieldReader) throws(FieldError) -> Command {
+        let (listing, number) = try f.settlement()
+        let body = CommandBody.settle(number: number, action: action, by: try f.identifier("by"), role: try f.role())
+        return Command(id: id, listing: listing, body: body)
+    }
+
+    /// The body of a command that acts on a listing (every type but a settlement command's).
+    static func decodeBody(_ kind: CommandKind, _ f: FieldReader) throws(FieldError) -> CommandBody {
+        switch kind {
+        case .open:
             return .open(seller: try f.identifier("seller"), terms: try decodeTerms(f))
-        case "bid":
+        case .bid:
             return .bid(bidder: try f.identifier("bidder"), amount: try f.amount("amount"))
-        case "buy_now":
+        case .buyNow:
             return .buyNow(buyer: try f.actor("buyer", or: "bidder"))
-        case "accept":
+        case .accept:
             return .accept(
                 bidder: try f.actor("bidder", or: "buyer"),
                 quantity: try f.optionalAmount("quantity") ?? 1)
-        case "order":
+        case .order:
             return .order(
                 trader: try f.identifier("trader"), side: try f.choice("side", Side.self), price: try f.amount("price"),
                 quantity: try f.amount("quantity"), tif: try f.choice("tif", TimeInForce.self, default: .gtc),
                 expiresAt: try f.optionalInteger("expires_at"))
-        case "cancel":
+        case .cancel:
             return .cancel(trader: try f.identifier("trader"), order: try f.identifier("order"))
-        case "cancel_listing":
+        case .cancelListing:
             if try f.optionalRole() == .admin { return .cancelListingAsAdmin(admin: try f.actor("by", or: "seller")) }
             return .cancelListing(seller: try f.identifier("seller"))
-        default:
-            if let action = OfferAction(rawValue: type) {
-                return .secondChance(action, by: try f.identifier("by"), role: try f.role())
-            }
-            throw FieldError(message: "unknown type \"\(type)\"; expected \(typeNames)")
+        case .offerSecondChance, .acceptOffer, .declineOffer:
+            return .secondChance(kind.offerAction ?? .offer, by: try f.identifier("by"), role: try f.role())
+        case .confirmPayment, .markShipped, .confirmDelivery, .openDispute, .resolveDispute, .refund:
+            preconditionFailure("\(kind.rawValue) acts on a settlement, not a listing: decodeCommand reads it")
         }
     }
 
     /// Every command type the decoder reads, for the message about an unknown one.
-    static let typeNames =
-        "open, bid, buy_now, accept, order, cancel, cancel_listing, "
-        + SettlementAction.typeNames.joined(separator: ", ") + ", "
-        + OfferAction.allCases.map(\.rawValue).joined(separator: ", ") + " or advance"
-
-    /// The action of a settlement command type, `nil` for other types.
-    static func decodeSettlementAction(type: String, _ f: FieldReader) throws(FieldError) -> SettlementAction? {
-        switch type {
-        case "confirm_payment": return .confirmPayment(paymentRef: try f.identifier("payment_ref"))
-        case "mark_shipped": return .markShipped(tracking: try f.identifier("tracking"))
-        case "confirm_delivery": return .confirmDelivery
-        case "open_dispute":
-            let reason = try f.string("reason")
-            if let problem = DisputeReason.problem(reason) { throw FieldError(message: problem) }
-            return .openDispute(reason: reason)
-        case "resolve_dispute": return .resolveDispute(try f.choice("outcome", DisputeOutcome.self))
-        case "refund": return .refund
-        default: return nil
-        }
-    }
+    static let typeNames = CommandKind.wireNames + " or advance"
 
     static func decodeTerms(_ f: FieldReader) throws(FieldError) -> ListingTerms {
         var terms = try decodeFormatTerms(f)

@@ -24,19 +24,11 @@ public struct FastCommand: Sendable, Equatable {
     public var tif: TimeInForce
     public var expiresAt: Millis?
 
-    /// The message's `type`.
-    public var type: String {
+    /// The command type of the message (its `type`).
+    public var commandKind: CommandKind {
         switch kind {
-        case .bid: "bid"
-        case .order: "order"
-        }
-    }
-
-    /// The name of the actor field.
-    public var actorField: String {
-        switch kind {
-        case .bid: "bidder"
-        case .order: "trader"
+        case .bid: .bid
+        case .order: .order
         }
     }
 

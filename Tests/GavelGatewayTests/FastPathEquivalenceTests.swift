@@ -6,7 +6,7 @@ import Testing
 @testable import GavelWire
 
 // The fast path (``FastCommandDecoder`` and ``CommandAdmission/admit(_:)-(FastCommand)``) against the generic path
-// (``JSONParser``, ``CommandDecoder`` and ``CommandAdmission/admit(_:type:id:)``) on random valid and mutated bid and
+// (``JSONParser``, ``CommandDecoder`` and ``CommandAdmission/admit(_:kind:id:)``) on random valid and mutated bid and
 // order messages: wherever the fast path reads a message, both give the same decoded input and the same verdict.
 
 /// Builds one random message, member by member, from a seeded generator.
@@ -119,12 +119,8 @@ private func genericOutcome(_ bytes: [UInt8], _ admission: CommandAdmission) -> 
     var id: String?
     if case .string(let s)? = value["id"] { id = s }
     guard case .object = value, case .string(let type)? = value["type"] else { return nil }
-    switch type {
-    case "open", "bid", "buy_now", "accept", "order", "cancel", "cancel_listing":
-        return (id, admission.admit(value, type: type, id: id))
-    default:
-        return nil
-    }
+    guard let kind = CommandKind(rawValue: type), !kind.isSettlement else { return nil }
+    return (id, admission.admit(value, kind: kind, id: id))
 }
 
 private let principals: [Principal] = [

@@ -18,6 +18,21 @@ import Testing
         #expect(hello[0].json?["ts"] != nil && hello[0].json?["server_time"] != nil)
     }
 
+    @Test func unknownTypeListsEveryMessageTypeInTheProtocolsOrder() throws {
+        let h = try SessionHarness(principal: Principal(name: "ann", role: .bidder))
+        _ = try h.frames()
+        try h.send(#"{"type":"teleport","id":"t1"}"#)
+        let answer = try h.frames().first?.json
+        #expect(answer?["id"] == .string("t1") && answer?["error"] == .string("bad_request"))
+        #expect(
+            answer?["message"]
+                == .string(
+                    #"unknown type "teleport"; expected subscribe, unsubscribe, subscribe_user, subscribe_feed, list, "#
+                        + "my_settlements, get_settlement, open, bid, buy_now, accept, order, cancel, cancel_listing, "
+                        + "confirm_payment, mark_shipped, confirm_delivery, open_dispute, resolve_dispute, refund, "
+                        + "offer_second_chance, accept_offer, decline_offer"))
+    }
+
     @Test func binaryMessageClosesWith1003() throws {
         let h = try SessionHarness()
         _ = try h.frames()

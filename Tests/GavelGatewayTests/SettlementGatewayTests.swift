@@ -18,10 +18,12 @@ struct SettlementAdmissionTests {
 
     private func verdict(_ json: String, _ name: String?, _ role: Role) throws -> CommandVerdict {
         let value = try JSONParser.parse(json)
-        guard case .string(let type)? = value["type"] else { throw JSONParseError(offset: 0, reason: "no type") }
+        guard case .string(let type)? = value["type"], let kind = CommandKind(rawValue: type) else {
+            throw JSONParseError(offset: 0, reason: "no command type")
+        }
         var id: String?
         if case .string(let s)? = value["id"] { id = s }
-        return CommandAdmission(principal: Principal(name: name, role: role)).admit(value, type: type, id: id)
+        return CommandAdmission(principal: Principal(name: name, role: role)).admit(value, kind: kind, id: id)
     }
 
     @Test func aSettlementCommandActsAsTheConnectionsUserInItsTokensRoleWhateverTheMessageClaims() throws {

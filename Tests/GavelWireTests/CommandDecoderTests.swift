@@ -253,6 +253,42 @@ import Testing
         #expect(r?.message.contains("teleport") == true)
     }
 
+    @Test func unknownTypeListsEveryTypeInTheProtocolsOrder() {
+        #expect(
+            invalid(#"{"type":"teleport","id":"t1","listing":"L"}"#)?.message
+                == #"unknown type "teleport"; expected open, bid, buy_now, accept, order, cancel, cancel_listing, "#
+                + "confirm_payment, mark_shipped, confirm_delivery, open_dispute, resolve_dispute, refund, "
+                + "offer_second_chance, accept_offer, decline_offer or advance")
+        // The listing is read before the type is found unknown.
+        #expect(
+            invalid(#"{"type":"teleport","id":"t1","listing":"L L"}"#)?.message
+                == "listing must be an identifier: 1-64 characters from [A-Za-z0-9_.:-]")
+    }
+
+    @Test func everyCommandKindNamesItsActorRolesAndFamily() {
+        let table: [(CommandKind, String, String?, trading: Bool, settlement: Bool)] = [
+            (.open, "seller", nil, true, false), (.bid, "bidder", nil, true, false),
+            (.buyNow, "buyer", "bidder", true, false), (.accept, "bidder", "buyer", true, false),
+            (.order, "trader", nil, true, false), (.cancel, "trader", nil, true, false),
+            (.cancelListing, "seller", nil, false, false), (.confirmPayment, "by", nil, false, true),
+            (.markShipped, "by", nil, false, true), (.confirmDelivery, "by", nil, false, true),
+            (.openDispute, "by", nil, false, true), (.resolveDispute, "by", nil, false, true),
+            (.refund, "by", nil, false, true), (.offerSecondChance, "by", nil, false, true),
+            (.acceptOffer, "by", nil, false, true), (.declineOffer, "by", nil, false, true),
+        ]
+        #expect(table.map(\.0) == CommandKind.allCases)
+        for (kind, field, alias, trading, settlement) in table {
+            #expect(kind.actorField == field && kind.actorAlias == alias, "\(kind)")
+            #expect(kind.isTrading == trading && kind.isSettlement == settlement, "\(kind)")
+            #expect(kind.mayBeSent(by: .bidder) == (kind != .open && kind != .cancelListing), "\(kind)")
+            #expect(kind.mayBeSent(by: .admin) == !trading, "\(kind)")
+            #expect(kind.mayBeSent(by: .seller) && kind.mayBeSent(by: .service), "\(kind)")
+            #expect(CommandKind(rawValue: kind.wireName) == kind)
+        }
+        #expect(CommandKind.allCases.compactMap(\.offerAction) == OfferAction.allCases)
+        #expect(OfferAction.allCases.allSatisfy { $0.kind.rawValue == $0.rawValue })
+    }
+
     @Test func missingOrMistypedTypeIsInvalidWithTheIdEchoed() {
         #expect(invalid(#"{"id":"t1","listing":"L"}"#)?.id == "t1")
         #expect(invalid(#"{"type":5,"id":"t1","listing":"L"}"#)?.id == "t1")
