@@ -631,12 +631,7 @@ public final class FanOut: ReleaseObserver, @unchecked Sendable {
         // A user without a feed has no session either.
         guard let index = s.feeds.index(forKey: user) else { return }
         let userSeq = s.feeds.values[index].history.lastSeq + 1
-        var notice = JSONObjectWriter(reusing: &s.noticeBytes)
-        notice.field("type", "notice")
-        notice.field("event", raw: s.eventBytes)
-        notice.field("user_seq", userSeq)
-        notice.field("ts", ts)
-        notice.finish(into: &s.noticeBytes)
+        MessageEncoder.notice(event: s.eventBytes, userSeq: userSeq, ts: ts, into: &s.noticeBytes)
         let frame = s.feeds.values[index].history.appendText(
             s.noticeBytes, seq: userSeq, limit: max(1, userHistoryLimit))
         guard let sessions = s.users[user] else { return }
