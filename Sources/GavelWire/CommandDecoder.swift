@@ -271,7 +271,8 @@ public enum CommandDecoder {
         case .offerSecondChance, .acceptOffer, .declineOffer:
             return .secondChance(kind.offerAction ?? .offer, by: try f.identifier("by"), role: try f.role())
         case .confirmPayment, .markShipped, .confirmDelivery, .openDispute, .resolveDispute, .refund:
-            preconditionFailure("\(kind.rawValue) acts on a settlement, not a listing: decodeCommand reads it")
+            // decodeCommand reads these before it comes here; refused rather than trusted, should that change.
+            throw FieldError(message: "\(kind.rawValue) acts on a settlement: it takes settlement, not listing")
         }
     }
 
