@@ -19,8 +19,19 @@ public struct GatewayConfiguration: Sendable {
     public var adminPort = 9090
     /// The address of the admin HTTP server.
     public var adminHost = "127.0.0.1"
-    /// Event loop threads; 0 means one per core.
+    /// Event loop threads; 0 means ``defaultEventLoops(allowedCPUs:)``.
     public var threads = 0
+
+    /// The event loops for a process that may run on `allowedCPUs` cores (its affinity mask, its cgroup's cpuset
+    /// and quota): one per core up to three cores, then one per core but two, which are left to the `writer` and
+    /// the `journal` thread. The writer is the one serial step of every command and the journal's group commit
+    /// overlaps the writer's next batch; with as many busy loops as cores, the scheduler would time-slice them with
+    /// the loops, and every command would wait for their slices. Up to three cores the loops keep them all: the
+    /// writer and the journal thread sleep whenever the loops have nothing for them, and with fewer loops the cores
+    /// would idle (docs/ARCHITECTURE.md, "Threads and cores").
+    public static func defaultEventLoops(allowedCPUs: Int) -> Int {
+        allowedCPUs >= 4 ? allowedCPUs - 2 : max(1, allowedCPUs)
+    }
 
     /// The largest message a client may send, reassembled from its fragments; larger closes with 1009.
     public var maxMessageBytes = 64 * 1024

@@ -85,7 +85,7 @@ struct Serve: AsyncParsableCommand {
     @Option(
         name: .long,
         help:
-            "Event loop threads (0: one per core the process may run on: its CPU affinity and cgroup). Env GAVEL_THREADS; default 0."
+            "Event loop threads (0: one per core the process may run on, by its CPU affinity and cgroup, but two left to the writer and the journal from 4 cores on). Env GAVEL_THREADS; default 0."
     )
     var threads: Int?
 
@@ -409,9 +409,11 @@ struct Serve: AsyncParsableCommand {
         var configuration = try gatewayConfiguration()
         let dataDir = try Setting.value(self.dataDir, "GAVEL_DATA_DIR", default: "./gavel-data")
         let engineConfiguration = try engineConfiguration()
-        // One event loop per core the process may use: its cgroup's quota and cpuset, and its affinity mask.
+        // By the cores the process may use: its cgroup's quota and cpuset, and its affinity mask.
         let threads =
-            configuration.threads > 0 ? configuration.threads : min(System.coreCount, allowedCPUCount() ?? Int.max)
+            configuration.threads > 0
+            ? configuration.threads
+            : GatewayConfiguration.defaultEventLoops(allowedCPUs: min(System.coreCount, allowedCPUCount() ?? Int.max))
         let group = MultiThreadedEventLoopGroup(numberOfThreads: threads)
         let metrics = GatewayMetrics()
         let readiness = Readiness()
