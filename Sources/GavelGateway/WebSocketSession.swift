@@ -18,13 +18,6 @@ final class WebSocketSession: ChannelInboundHandler, ResultRecipient, @unchecked
     typealias InboundIn = WebSocketFrame
     typealias OutboundOut = ByteBuffer
 
-    enum Phase {
-        case open
-        /// A close frame was sent; nothing more is written and input is ignored.
-        case closing
-        case closed
-    }
-
     let principal: Principal
     private let configuration: GatewayConfiguration
     private let writer: Writer
@@ -48,16 +41,14 @@ final class WebSocketSession: ChannelInboundHandler, ResultRecipient, @unchecked
     private(set) var loopIndex = 0
     private var loop: LoopFanOut?
     private var context: ChannelHandlerContext?
-    private var phase = Phase.open
+    /// The WebSocket side: the phase, the message being reassembled, the unanswered ping.
+    private var machine: SessionStateMachine
     private var subscriptions: [String: Subscription] = [:]
     /// The connection's durable event feed (`subscribe_feed`), at most one.
     private var feed: FeedSubscription?
-    /// The text message being reassembled from fragments.
-    private var fragments: ByteBuffer?
     private var bucket: TokenBucket
     private var abuseWindowStart: UInt64
     private var limitedInWindow = 0
-    private var awaitingPong = false
     private var needsFlush = false
     /// A command was submitted during the current read without waking the writer; it is woken once at the read's
     /// end, so that the read's commands go into one batch.
@@ -81,6 +72,7 @@ final class WebSocketSession: ChannelInboundHandler, ResultRecipient, @unchecked
         self.output = output
         self.principal = principal
         admission = CommandAdmission(principal: principal)
+        machine = SessionStateMachine(maxMessageBytes: configuration.maxMessageBytes)
         self.configuration = configuration
         self.writer = writer
         self.fanOut = fanOut
@@ -117,7 +109,7 @@ final class WebSocketSession: ChannelInboundHandler, ResultRecipient, @unchecked
         // At most about 95 years, so that the delay in nanoseconds fits.
         let delay = min(max(0, expiresMs - SystemClock().now()), 3_000_000_000_000)
         expiry = context.eventLoop.scheduleTask(in: .milliseconds(delay)) { [self] in
-            guard phase == .open else { return }
+            guard machine.isOpen else { return }
             metrics.tokenExpiredCloses.increment()
             close(.policyViolation, "token expired; reconnect with a fresh token")
         }
@@ -135,8 +127,7 @@ final class WebSocketSession: ChannelInboundHandler, ResultRecipient, @unchecked
 
     private func tearDown() {
         wakeWriterIfNeeded()
-        guard phase != .closed else { return }
-        phase = .closed
+        guard machine.channelClosed() else { return }
         expiry?.cancel()
         expiry = nil
         for subscription in subscriptions.values {
@@ -173,41 +164,11 @@ final class WebSocketSession: ChannelInboundHandler, ResultRecipient, @unchecked
     // MARK: - Inbound
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        let frame = unwrapInboundIn(data)
-        awaitingPong = false
-        guard phase == .open else { return }
-        guard frame.maskKey != nil else { return fail(.protocolError, "client frames must be masked") }
-        guard !frame.rsv1 && !frame.rsv2 && !frame.rsv3 else {
-            return fail(.protocolError, "reserved bits set without an extension")
-        }
-        switch frame.opcode {
-        case .text:
-            guard fragments == nil else { return fail(.protocolError, "a new message began before the last ended") }
-            let payload = frame.unmaskedData
-            if frame.fin {
-                handleMessage(payload)
-            } else {
-                fragments = payload
-            }
-        case .continuation:
-            guard var buffer = fragments else { return fail(.protocolError, "continuation frame without a message") }
-            fragments = nil
-            var payload = frame.unmaskedData
-            guard buffer.readableBytes + payload.readableBytes <= configuration.maxMessageBytes else {
-                return fail(.messageTooLarge, "message larger than \(configuration.maxMessageBytes) bytes")
-            }
-            buffer.writeBuffer(&payload)
-            if frame.fin { handleMessage(buffer) } else { fragments = buffer }
-        case .binary:
-            fail(.unacceptableData, "binary messages are not accepted; send JSON text")
-        case .ping:
-            send(frame: ServerFrame.control(.pong, payload: frame.unmaskedData))
-        case .pong:
-            break
-        case .connectionClose:
-            handleClose(frame.unmaskedData)
-        default:
-            fail(.protocolError, "unknown opcode")
+        switch machine.frameReceived(unwrapInboundIn(data)) {
+        case .ignore: break
+        case .message(let payload): handleMessage(payload)
+        case .pong(let payload): send(frame: ServerFrame.control(.pong, payload: payload))
+        case .close(let code, let reason): close(code, reason)
         }
     }
 
@@ -218,7 +179,7 @@ final class WebSocketSession: ChannelInboundHandler, ResultRecipient, @unchecked
     }
 
     func channelWritabilityChanged(context: ChannelHandlerContext) {
-        if !context.channel.isWritable && phase == .open {
+        if !context.channel.isWritable && machine.isOpen {
             metrics.slowConsumerCloses.increment()
             close(
                 .init(codeNumber: 1013),
@@ -229,13 +190,13 @@ final class WebSocketSession: ChannelInboundHandler, ResultRecipient, @unchecked
     }
 
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
-        if event is IdleStateHandler.IdleStateEvent, phase == .open {
-            if awaitingPong {
-                close(.goingAway, "idle timeout")
-            } else {
-                awaitingPong = true
+        if event is IdleStateHandler.IdleStateEvent {
+            switch machine.idle() {
+            case .ignore: break
+            case .ping:
                 send(frame: ServerFrame.control(.ping, payload: ByteBuffer()))
                 flushIfNeeded()
+            case .close(let code, let reason): close(code, reason)
             }
             return
         }
@@ -243,27 +204,10 @@ final class WebSocketSession: ChannelInboundHandler, ResultRecipient, @unchecked
     }
 
     func errorCaught(context: ChannelHandlerContext, error: Error) {
-        switch error {
-        case NIOWebSocketError.invalidFrameLength:
-            fail(.messageTooLarge, "frame larger than \(configuration.maxMessageBytes) bytes")
-        case is NIOWebSocketError:
-            fail(.protocolError, "invalid frame")
-        default:
-            phase = .closing
-            context.close(promise: nil)
+        switch machine.errorCaught(error) {
+        case .close(let code, let reason): close(code, reason)
+        case .closeChannel: context.close(promise: nil)
         }
-    }
-
-    private func handleClose(_ payload: ByteBuffer) {
-        var data = payload
-        guard data.readableBytes != 1 else { return fail(.protocolError, "a close payload of one byte") }
-        guard let code = data.readInteger(as: UInt16.self) else { return close(.normalClosure, "") }
-        guard String(validating: data.readableBytesView, as: UTF8.self) != nil else {
-            return fail(.dataInconsistentWithMessage, "close reason is not UTF-8")
-        }
-        let valid = (1000...1003).contains(code) || (1007...1014).contains(code) || (3000...4999).contains(code)
-        guard valid else { return fail(.protocolError, "invalid close code \(code)") }
-        close(WebSocketErrorCode(codeNumber: Int(code)), "")
     }
 
     private func handleMessage(_ payload: ByteBuffer) {
@@ -274,7 +218,7 @@ final class WebSocketSession: ChannelInboundHandler, ResultRecipient, @unchecked
             return command(admission.admit(frame))
         }
         guard let text = String(validating: payload.readableBytesView, as: UTF8.self) else {
-            return fail(.dataInconsistentWithMessage, "text message is not valid UTF-8")
+            return close(.dataInconsistentWithMessage, "text message is not valid UTF-8")
         }
         let value: JSONValue
         do {
@@ -506,7 +450,7 @@ final class WebSocketSession: ChannelInboundHandler, ResultRecipient, @unchecked
     /// Writes feed frames and flushes; `done` is called once the last one is written to the socket, or at once
     /// when the connection can no longer write.
     func sendFeed(_ frames: [ByteBuffer], done: (@Sendable () -> Void)?) {
-        guard phase == .open, let out = output.context, let context else {
+        guard machine.isOpen, let out = output.context, let context else {
             done?()
             return
         }
@@ -772,7 +716,7 @@ final class WebSocketSession: ChannelInboundHandler, ResultRecipient, @unchecked
     }
 
     private func send(frame: ByteBuffer) {
-        guard phase == .open, let out = output.context else { return }
+        guard machine.isOpen, let out = output.context else { return }
         unflushedBytes += frame.readableBytes
         out.write(NIOAny(frame), promise: nil)
         needsFlush = true
@@ -802,19 +746,12 @@ final class WebSocketSession: ChannelInboundHandler, ResultRecipient, @unchecked
         out.flush()
     }
 
-    /// Closes with a protocol-level `code`.
-    private func fail(_ code: WebSocketErrorCode, _ reason: String) {
-        fragments = nil
-        close(code, reason)
-    }
-
     /// Sends a close frame and closes the connection once it is written (or after two seconds, for a client that
     /// does not read). Nothing more is written or read.
     func close(_ code: WebSocketErrorCode, _ reason: String) {
-        guard phase == .open, let context, let out = output.context else { return }
+        guard let context, let out = output.context, machine.startClosing() else { return }
         let frame = ServerFrame.close(code, reason: reason)
         needsFlush = false
-        phase = .closing
         let channel = context.channel
         let promise = context.eventLoop.makePromise(of: Void.self)
         out.writeAndFlush(NIOAny(frame), promise: promise)

@@ -1,0 +1,146 @@
+import NIOCore
+import NIOWebSocket
+
+/// The WebSocket side of one session as a value with no I/O, in the style of swift-nio's own state machines: the
+/// session hands it each frame, each idle tick and each pipeline error, and does what it answers (deliver a whole
+/// message, answer a ping, send a close frame). It owns the connection's phase, the text message being reassembled
+/// from fragments, and whether a ping of ours is unanswered; so these rules are tested without a channel
+/// (`SessionStateMachineTests`).
+struct SessionStateMachine {
+    enum Phase {
+        case open
+        /// A close frame was sent (or the channel is being closed); nothing more is written and input is ignored.
+        case closing
+        case closed
+    }
+
+    /// What to do with a frame.
+    enum FrameAction: Equatable {
+        case ignore
+        /// A whole text message (its fragments joined), unmasked.
+        case message(ByteBuffer)
+        /// Answer a ping with a pong carrying `payload`.
+        case pong(ByteBuffer)
+        /// Send a close frame with `code` and `reason`, then close.
+        case close(WebSocketErrorCode, String)
+    }
+
+    /// What to do when the connection has been idle for half the idle timeout.
+    enum IdleAction: Equatable {
+        case ignore
+        case ping
+        case close(WebSocketErrorCode, String)
+    }
+
+    /// What to do with an error from the pipeline (the frame decoder's, or the channel's).
+    enum ErrorAction: Equatable {
+        case close(WebSocketErrorCode, String)
+        /// Close the channel at once, with no close frame.
+        case closeChannel
+    }
+
+    private(set) var phase = Phase.open
+    /// The text message being reassembled from fragments.
+    private var fragments: ByteBuffer?
+    private var awaitingPong = false
+    let maxMessageBytes: Int
+
+    init(maxMessageBytes: Int) {
+        self.maxMessageBytes = maxMessageBytes
+    }
+
+    var isOpen: Bool { phase == .open }
+
+    mutating func frameReceived(_ frame: WebSocketFrame) -> FrameAction {
+        awaitingPong = false
+        guard phase == .open else { return .ignore }
+        guard frame.maskKey != nil else { return fail(.protocolError, "client frames must be masked") }
+        guard !frame.rsv1 && !frame.rsv2 && !frame.rsv3 else {
+            return fail(.protocolError, "reserved bits set without an extension")
+        }
+        switch frame.opcode {
+        case .text:
+            guard fragments == nil else { return fail(.protocolError, "a new message began before the last ended") }
+            let payload = frame.unmaskedData
+            if frame.fin { return .message(payload) }
+            fragments = payload
+            return .ignore
+        case .continuation:
+            guard var buffer = fragments else { return fail(.protocolError, "continuation frame without a message") }
+            fragments = nil
+            var payload = frame.unmaskedData
+            guard buffer.readableBytes + payload.readableBytes <= maxMessageBytes else {
+                return fail(.messageTooLarge, "message larger than \(maxMessageBytes) bytes")
+            }
+            buffer.writeBuffer(&payload)
+            if frame.fin { return .message(buffer) }
+            fragments = buffer
+            return .ignore
+        case .binary:
+            return fail(.unacceptableData, "binary messages are not accepted; send JSON text")
+        case .ping:
+            return .pong(frame.unmaskedData)
+        case .pong:
+            return .ignore
+        case .connectionClose:
+            return closeReceived(frame.unmaskedData)
+        default:
+            return fail(.protocolError, "unknown opcode")
+        }
+    }
+
+    /// A close frame from the client: answered with its code when it is valid, refused as a protocol error when not.
+    private mutating func closeReceived(_ payload: ByteBuffer) -> FrameAction {
+        var data = payload
+        guard data.readableBytes != 1 else { return fail(.protocolError, "a close payload of one byte") }
+        guard let code = data.readInteger(as: UInt16.self) else { return .close(.normalClosure, "") }
+        guard String(validating: data.readableBytesView, as: UTF8.self) != nil else {
+            return fail(.dataInconsistentWithMessage, "close reason is not UTF-8")
+        }
+        let valid = (1000...1003).contains(code) || (1007...1014).contains(code) || (3000...4999).contains(code)
+        guard valid else { return fail(.protocolError, "invalid close code \(code)") }
+        return .close(WebSocketErrorCode(codeNumber: Int(code)), "")
+    }
+
+    private mutating func fail(_ code: WebSocketErrorCode, _ reason: String) -> FrameAction {
+        fragments = nil
+        return .close(code, reason)
+    }
+
+    /// Half the idle timeout passed with nothing read: ping the client, or close if the last ping got no answer.
+    mutating func idle() -> IdleAction {
+        guard phase == .open else { return .ignore }
+        if awaitingPong { return .close(.goingAway, "idle timeout") }
+        awaitingPong = true
+        return .ping
+    }
+
+    mutating func errorCaught(_ error: Error) -> ErrorAction {
+        switch error {
+        case NIOWebSocketError.invalidFrameLength:
+            fragments = nil
+            return .close(.messageTooLarge, "frame larger than \(maxMessageBytes) bytes")
+        case is NIOWebSocketError:
+            fragments = nil
+            return .close(.protocolError, "invalid frame")
+        default:
+            phase = .closing
+            return .closeChannel
+        }
+    }
+
+    /// The session is about to send its close frame: `true` when it was open (it is closing from now on), `false`
+    /// when it is closing or closed already (nothing to send).
+    mutating func startClosing() -> Bool {
+        guard phase == .open else { return false }
+        phase = .closing
+        return true
+    }
+
+    /// The channel went away: `true` the first time (the session lets go of what it holds then).
+    mutating func channelClosed() -> Bool {
+        guard phase != .closed else { return false }
+        phase = .closed
+        return true
+    }
+}
