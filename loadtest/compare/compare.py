@@ -432,8 +432,8 @@ def fanout_window(args, server_pid, command):
     prints its progress line, once a second: the line gives the seconds since the schedule started and the
     deliveries so far (of messages due after the warm-up). The measured window runs from the first line at or after
     the warm-up to the last one up to warm-up + duration (the driver may stop before it prints the line at the
-    end), on this script's clock. Returns the window: its seconds, the server's CPU seconds and the deliveries
-    within it."""
+    end), on this script's clock. Returns the window: its seconds, the server's and the driver's CPU seconds and
+    the deliveries within it."""
     driver = subprocess.Popen(pinned(args.driver_cpu, command), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                               text=True, preexec_fn=raise_file_limit)
     marks = []
@@ -442,7 +442,8 @@ def fanout_window(args, server_pid, command):
         for line in driver.stderr:
             match = PROGRESS.search(line)
             if match:
-                marks.append((time.time(), int(match.group(1)), int(match.group(2)), cpu_seconds(server_pid)))
+                marks.append((time.time(), int(match.group(1)), int(match.group(2)), cpu_seconds(server_pid),
+                              cpu_seconds(driver.pid)))
             else:
                 other.append(line.rstrip())
         driver.wait(timeout=args.duration + 180)
@@ -456,9 +457,10 @@ def fanout_window(args, server_pid, command):
         raise RuntimeError(f"gavel-load failed ({driver.returncode}): {' '.join(other[-5:])}")
     first = next((m for m in marks if m[1] >= args.warmup), None)
     last = ([m for m in marks if m[1] <= args.warmup + args.duration] or [None])[-1]
-    if not first or not last or last[1] <= first[1] or first[3] is None or last[3] is None:
+    if not first or not last or last[1] <= first[1] or None in first + last:
         raise RuntimeError(f"no measured window in gavel-load's progress ({len(marks)} lines)")
-    return {"seconds": last[0] - first[0], "server_cpu_s": last[3] - first[3], "deliveries": last[2] - first[2]}
+    return {"seconds": last[0] - first[0], "server_cpu_s": last[3] - first[3], "driver_cpu_s": last[4] - first[4],
+            "deliveries": last[2] - first[2]}
 
 
 def node_ws():
@@ -515,7 +517,7 @@ def fanout_run(args, work, system, watchers, rate, relays):
             "messages_per_s": r["achieved_rate"] if system == "gavel" else r["sent"] / r["duration_s"],
             "deliveries_per_s": r["deliveries_per_s"], "expected_per_s": rate * watchers,
             "window_s": window["seconds"], "window_deliveries_per_s": window["deliveries"] / window["seconds"],
-            "server_cpu_per_s": cpu_per_s,
+            "server_cpu_per_s": cpu_per_s, "driver_cpu_per_s": window["driver_cpu_s"] / window["seconds"],
             "deliveries_per_cpu_s": window["deliveries"] / window["server_cpu_s"] if window["server_cpu_s"] > 0
             else None,
             "p50_ms": fan["p50_us"] / 1000, "p99_ms": fan["p99_us"] / 1000, "max_ms": fan["max_us"] / 1000,
@@ -541,7 +543,8 @@ def main_fanout(args):
                   file=sys.stderr)
             row = fanout_run(args, work, system, watchers, rate, relays)
             print(f"  {row['deliveries_per_s']:,.0f} deliveries/s, server {row['server_cpu_per_s']:.2f} CPU-s/s, "
-                  f"{fmt(row['deliveries_per_cpu_s'], ',.0f')} deliveries a CPU-second, p99 {row['p99_ms']:.2f} ms",
+                  f"{fmt(row['deliveries_per_cpu_s'], ',.0f')} deliveries a CPU-second, driver "
+                  f"{row['driver_cpu_per_s']:.2f} CPU-s/s, p99 {row['p99_ms']:.2f} ms",
                   file=sys.stderr)
             return row
         return measure
@@ -559,9 +562,10 @@ def main_fanout(args):
 
 
 def print_fanout(rows):
-    print("| watchers | messages/s (target) | system | messages/s | deliveries/s | server CPU s/s | "
-          "deliveries per CPU-s | fan-out p50 ms | p99 ms | max ms | Gavel ÷ uWebSockets | Gavel ÷ ws |")
-    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    print("| watchers | messages/s (target) | system | messages/s | deliveries/s | in the window | server CPU s/s | "
+          "driver CPU s/s | deliveries per server CPU-s | fan-out p50 ms | p99 ms | max ms | Gavel ÷ uWebSockets | "
+          "Gavel ÷ ws |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for row in rows:
         peers = {r["system"]: r for r in rows if (r["watchers"], r["rate"]) == (row["watchers"], row["rate"])}
         ratios = ["", ""]
@@ -571,7 +575,8 @@ def print_fanout(rows):
                       for other in ("uWebSockets", "Node ws")]
         short = f" (of {row['expected_per_s']:,})" if row["deliveries_per_s"] < 0.99 * row["expected_per_s"] else ""
         print(f"| {row['watchers']:,} | {row['rate']:,} | {row['system']} | {row['messages_per_s']:,.0f} | "
-              f"{row['deliveries_per_s']:,.0f}{short} | {row['server_cpu_per_s']:.3f} | "
+              f"{row['deliveries_per_s']:,.0f}{short} | {row['window_deliveries_per_s']:,.0f} | "
+              f"{row['server_cpu_per_s']:.3f} | {row['driver_cpu_per_s']:.2f} | "
               f"{fmt(row['deliveries_per_cpu_s'], ',.0f')} | {row['p50_ms']:.2f} | {row['p99_ms']:.2f} | "
               f"{row['max_ms']:.1f} | {ratios[0]} | {ratios[1]} |")
 
