@@ -463,6 +463,10 @@ def fanout_window(args, server_pid, command):
             "deliveries": last[2] - first[2]}
 
 
+# Debian's node-ws lives outside Node's default module path.
+NODE_ENV = dict(os.environ, NODE_PATH="/usr/share/nodejs")
+
+
 def node_ws():
     """How broadcast.js runs (Node's and ws's versions), or None after saying on stderr what is missing."""
     if not shutil.which("node"):
@@ -473,9 +477,6 @@ def node_ws():
         return missing("Node's ws module", "apt-get install -y node-ws")
     node, ws = found.stdout.split()
     return f"broadcast.js on Node {node} and ws {ws}"
-
-
-NODE_ENV = dict(os.environ, NODE_PATH="/usr/share/nodejs")
 
 
 def fanout_run(args, work, system, watchers, rate, relays):
