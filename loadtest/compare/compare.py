@@ -34,13 +34,34 @@ and gavel-load.
 
     python3 loadtest/compare/compare.py --mode open --duration 10 --clients 16 --listings 1000 --json /tmp/compare.json
 
-Fan-out (`--only fanout`): Gavel's hot preset (one listing, a bidding war, durable bids) and broadcast.js (a relay
-on Debian's node-ws) with the same watchers and message rates, both measured by gavel-load's watcher code.
+Fan-out (`--only fanout`), pinned like the closed loop (server on --server-cpu, gavel-load on --driver-cpu): for
+each watcher count (`--fanout-watchers`, default 100,1000) and message rate (`--fanout-rates`), three systems with
+the same watchers, measured by gavel-load's same watcher code (fan-out latency from the message's intended send
+time to its arrival on each watcher):
 
-    python3 loadtest/compare/compare.py --only fanout --watchers 1000 --fanout-rates 30,100 --duration 10
+- Gavel: `gavel serve --fsync always` with gavel-load's hot preset (one listing, two bidders in a war, every bid
+  durable before its bid_placed goes out);
+- uWebSockets: uws_relay.cpp, a relay on uWebSockets' corked pub/sub, driven by `gavel-load --broadcast` (one
+  publisher sending bid_placed frames of the same shape);
+- Node ws: broadcast.js on Debian's node-ws, driven the same way.
+
+For each: messages/s, deliveries/s, the server's CPU seconds per second and deliveries per server CPU-second in
+the measured window (the server's CPU from /proc/<pid>/task/*/schedstat, read each time gavel-load prints its
+progress line; the window runs from the line at the end of the warm-up to the last one within the duration), the
+fan-out latency p50/p99/max of gavel-load's report, and Gavel's deliveries per CPU-second over each relay's.
+`--fanout-systems` picks some of gavel, uws and ws.
+
+uWebSockets and uSockets (github.com/uNetworking) are not part of this repository and never committed: the relay
+is built once under /tmp/gavel-uws-relay (uSockets by its Makefile without TLS, then g++ -O3 -march=native -flto,
+clang++ if g++ fails) from checkouts given with `--uws-src DIR` and `--usockets-src DIR`, or else from exports of
+bare mirrors under /work/.mirror (uNetworking+uWebSockets/repo, uNetworking+uSockets/repo); without either it is
+skipped with a message saying so. The binary is cached and rebuilt only when it is missing or uws_relay.cpp changed.
+
+    python3 loadtest/compare/compare.py --only fanout --fanout-watchers 100,1000 --fanout-rates 20,100 --duration 8
 """
 
 import argparse
+import hashlib
 import json
 import os
 import re
@@ -306,58 +327,259 @@ def run_gavel(args, work):
             "steps": steps}
 
 
-def run_fanout(args, work):
-    """Gavel's hot preset and the Node ws relay (broadcast.js), each with the same watchers and message rates,
-    measured by gavel-load's same watcher code (fan-out from the intended send time)."""
-    rows = []
-    for rate in args.fanout_rates:
-        pair = {}
-        for system in ("gavel", "node"):
-            port = free_port()
-            if system == "gavel":
-                data = os.path.join(work, f"fanout-gavel-{rate}")
-                server = subprocess.Popen(
-                    [args.gavel, "serve", "--port", str(port), "--admin-port", "0", "--data-dir", data,
-                     "--jwt-secret", "compare-secret-of-at-least-32-bytes", *LOAD_LIMITS,
-                     "--max-outbound-bytes", str(64 << 20)],
-                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-                extra = ["--jwt-secret", "compare-secret-of-at-least-32-bytes"]
+# ---- fan-out, pinned (--only fanout) ----
+
+# Where uWebSockets and uSockets are found when --uws-src / --usockets-src are not given: bare git mirrors
+# (`git clone --mirror https://github.com/uNetworking/uWebSockets` into .../uNetworking+uWebSockets/repo).
+UWS_MIRRORS = "/work/.mirror"
+UWS_BUILD = "/tmp/gavel-uws-relay"
+# Compilers tried in turn for the relay and uSockets (C compiler, C++ compiler): Debian's GCC, then the clang that
+# comes with the Swift toolchain.
+UWS_COMPILERS = [("gcc", "g++"), ("/opt/swift/usr/bin/clang", "/opt/swift/usr/bin/clang++")]
+
+
+def uws_sources(args, into):
+    """Puts uWebSockets' src/ and a uSockets tree under `into` (uWebSockets in into/uWebSockets with uSockets inside
+    it, as its own build expects): copies of --uws-src and --usockets-src, or exports of the bare mirrors. Returns a
+    description of what was used, or None and says why on stderr."""
+    tree = os.path.join(into, "uWebSockets")
+    usockets_src = args.usockets_src or (os.path.join(args.uws_src, "uSockets") if args.uws_src else None)
+    if args.uws_src:
+        if not os.path.exists(os.path.join(args.uws_src, "src", "App.h")):
+            print(f"  uWebSockets skipped: {args.uws_src}/src/App.h is missing (--uws-src takes a checkout of "
+                  "github.com/uNetworking/uWebSockets)", file=sys.stderr)
+            return None
+        if not usockets_src or not os.path.exists(os.path.join(usockets_src, "src", "libusockets.h")):
+            print(f"  uWebSockets skipped: no uSockets sources at {usockets_src} (--usockets-src takes a checkout "
+                  "of github.com/uNetworking/uSockets)", file=sys.stderr)
+            return None
+        shutil.copytree(os.path.join(args.uws_src, "src"), os.path.join(tree, "src"))
+        shutil.copytree(usockets_src, os.path.join(tree, "uSockets"),
+                        ignore=shutil.ignore_patterns(".git", "boringssl", "lsquic", "*.o", "*.a"))
+        return f"{args.uws_src} and {usockets_src}"
+    mirrors = [os.path.join(UWS_MIRRORS, f"uNetworking+{name}", "repo") for name in ("uWebSockets", "uSockets")]
+    if not all(os.path.isdir(m) for m in mirrors):
+        print("  uWebSockets skipped: no sources. Fetch github.com/uNetworking/uWebSockets and "
+              "github.com/uNetworking/uSockets and pass the checkouts with --uws-src DIR --usockets-src DIR, or put "
+              f"bare mirrors (git clone --mirror) at {mirrors[0]} and {mirrors[1]}", file=sys.stderr)
+        return None
+    described = []
+    for mirror, target in zip(mirrors, (tree, os.path.join(tree, "uSockets"))):
+        os.makedirs(target, exist_ok=True)
+        commit = subprocess.check_output(["git", "--git-dir", mirror, "rev-parse", "--short", "HEAD"],
+                                         text=True).strip()
+        archive = subprocess.Popen(["git", "--git-dir", mirror, "archive", "HEAD"], stdout=subprocess.PIPE)
+        subprocess.run(["tar", "-x", "-C", target], stdin=archive.stdout, check=True)
+        if archive.wait() != 0:
+            raise RuntimeError(f"git archive failed in {mirror}")
+        described.append(f"{os.path.basename(os.path.dirname(mirror)).split('+')[1]} {commit}")
+    return " and ".join(described)
+
+
+def build_uws_relay(args):
+    """The uWebSockets relay (uws_relay.cpp), built once under /tmp (UWS_BUILD) and cached there: the binary's name
+    carries a hash of uws_relay.cpp and of where the sources came from, so it is rebuilt only when it is missing.
+    Returns (path, how it was built), or None after saying on stderr why it was skipped."""
+    with open(os.path.join(HERE, "uws_relay.cpp"), "rb") as f:
+        source = f.read()
+    origin = f"{args.uws_src}|{args.usockets_src}"
+    key = hashlib.sha256(source + origin.encode()).hexdigest()[:12]
+    binary = os.path.join(UWS_BUILD, f"uws_relay-{key}")
+    if os.access(binary, os.X_OK) and os.path.exists(binary + ".how"):
+        with open(binary + ".how") as f:
+            return binary, f.read().strip()
+    os.makedirs(UWS_BUILD, exist_ok=True)
+    build = tempfile.mkdtemp(prefix="build-", dir=UWS_BUILD)
+    try:
+        sources = uws_sources(args, build)
+        if not sources:
+            return None
+        tree = os.path.join(build, "uWebSockets")
+        # uSockets' Makefile without WITH_OPENSSL / WITH_BORINGSSL: no TLS (LIBUS_NO_SSL), epoll, LTO objects.
+        env = {k: v for k, v in os.environ.items() if k not in ("WITH_OPENSSL", "WITH_BORINGSSL", "WITH_WOLFSSL",
+                                                                   "WITH_IO_URING", "WITH_LIBUV", "WITH_ASIO")}
+        errors = []
+        for cc, cxx in UWS_COMPILERS:
+            if not shutil.which(cc) or not shutil.which(cxx):
+                continue
+            print(f"  building the uWebSockets relay with {cxx} ({sources}) ...", file=sys.stderr)
+            steps = [["make", "-C", os.path.join(tree, "uSockets"), f"CC={cc}", "CFLAGS=-march=native"],
+                     [cxx, "-std=c++2b", "-O3", "-march=native", "-flto", "-DUWS_NO_ZLIB", "-Isrc", "-IuSockets/src",
+                      os.path.join(HERE, "uws_relay.cpp"), "uSockets/uSockets.a", "-o", binary]]
+            for step in steps:
+                done = subprocess.run(["nice"] + step, cwd=tree, env=env, capture_output=True, text=True)
+                if done.returncode != 0:
+                    errors.append(f"{cxx}: {' '.join(step[:3])} ...: {(done.stdout + done.stderr)[-600:]}")
+                    break
             else:
-                env = dict(os.environ, NODE_PATH="/usr/share/nodejs")
-                server = subprocess.Popen(["node", os.path.join(HERE, "broadcast.js"), "--port", str(port)],
-                                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
-                extra = ["--broadcast"]
-            try:
-                wait_port(port)
-                report = os.path.join(work, f"fanout-{system}-{rate}.json")
-                subprocess.run(
-                    [args.gavel_load, "--url", f"ws://127.0.0.1:{port}/ws", "--preset", "hot", "--watchers",
-                     str(args.watchers), "--rate", str(rate), "--duration", str(args.duration), "--warmup", "2",
-                     "--quiet", "--json", report] + extra,
-                    check=True, capture_output=True, timeout=args.duration + 180)
-                with open(report) as f:
-                    r = json.load(f)
-            finally:
-                server.send_signal(signal.SIGTERM)
-                server.wait(timeout=60)
-            fan = r["fanout_latency"]
-            pair[system] = {"deliveries_per_s": r["deliveries_per_s"], "expected_per_s": rate * args.watchers,
-                            "p50_ms": fan["p50_us"] / 1000, "p99_ms": fan["p99_us"] / 1000,
-                            "max_ms": fan["max_us"] / 1000, "closed_by_server": r["closed_by_server"]}
-            print(f"  {system} at {rate}/s: {pair[system]}", file=sys.stderr)
-        rows.append({"rate": rate, "watchers": args.watchers, **pair})
-    return rows
+                version = subprocess.run([cxx, "--version"], capture_output=True, text=True).stdout.splitlines()[0]
+                how = f"uWebSockets relay (uws_relay.cpp, {sources}, {version}, -O3 -march=native -flto)"
+                with open(binary + ".how", "w") as f:
+                    f.write(how + "\n")
+                return binary, how
+        print("  uWebSockets skipped: the relay did not build:\n    " + "\n    ".join(errors or ["no compiler"]),
+              file=sys.stderr)
+        return None
+    finally:
+        shutil.rmtree(build, ignore_errors=True)
+
+
+PROGRESS = re.compile(r"t=\s*(\d+)s .* deliveries (\d+)")
+
+
+def fanout_window(args, server_pid, command):
+    """Runs gavel-load (pinned to --driver-cpu) and reads the server's CPU time (cpu_seconds) each time the driver
+    prints its progress line, once a second: the line gives the seconds since the schedule started and the
+    deliveries so far (of messages due after the warm-up). The measured window runs from the first line at or after
+    the warm-up to the last one up to warm-up + duration (the driver may stop before it prints the line at the
+    end), on this script's clock. Returns the window: its seconds, the server's and the driver's CPU seconds and
+    the deliveries within it."""
+    driver = subprocess.Popen(pinned(args.driver_cpu, command), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                              text=True, preexec_fn=raise_file_limit)
+    marks = []
+    other = []
+    try:
+        for line in driver.stderr:
+            match = PROGRESS.search(line)
+            if match:
+                marks.append((time.time(), int(match.group(1)), int(match.group(2)), cpu_seconds(server_pid),
+                              cpu_seconds(driver.pid)))
+            else:
+                other.append(line.rstrip())
+        driver.wait(timeout=args.duration + 180)
+    finally:
+        if driver.poll() is None:
+            driver.kill()
+            driver.wait()
+    for line in other:
+        print("  " + line, file=sys.stderr)
+    if driver.returncode != 0:
+        raise RuntimeError(f"gavel-load failed ({driver.returncode}): {' '.join(other[-5:])}")
+    first = next((m for m in marks if m[1] >= args.warmup), None)
+    last = ([m for m in marks if m[1] <= args.warmup + args.duration] or [None])[-1]
+    if not first or not last or last[1] <= first[1] or None in first + last:
+        raise RuntimeError(f"no measured window in gavel-load's progress ({len(marks)} lines)")
+    return {"seconds": last[0] - first[0], "server_cpu_s": last[3] - first[3], "driver_cpu_s": last[4] - first[4],
+            "deliveries": last[2] - first[2]}
+
+
+# Debian's node-ws lives outside Node's default module path.
+NODE_ENV = dict(os.environ, NODE_PATH="/usr/share/nodejs")
+
+
+def node_ws():
+    """How broadcast.js runs (Node's and ws's versions), or None after saying on stderr what is missing."""
+    if not shutil.which("node"):
+        return missing("node", "apt-get install -y nodejs node-ws")
+    found = subprocess.run(["node", "-e", "console.log(process.version, require('ws/package.json').version)"],
+                           capture_output=True, text=True, env=NODE_ENV)
+    if found.returncode != 0:
+        return missing("Node's ws module", "apt-get install -y node-ws")
+    node, ws = found.stdout.split()
+    return f"broadcast.js on Node {node} and ws {ws}"
+
+
+def fanout_run(args, work, system, watchers, rate, relays):
+    """One system at one watcher count and message rate, the server on --server-cpu and gavel-load on
+    --driver-cpu: Gavel's hot preset (durable bids, one listing, two bidders in a war) or a relay driven by
+    gavel-load --broadcast (one publisher sending bid_placed frames). `relays` has what node_ws and
+    build_uws_relay found."""
+    port = free_port()
+    report = os.path.join(work, f"fanout-{system}-{watchers}-{rate}.json")
+    if system == "gavel":
+        data = os.path.join(work, f"fanout-gavel-{watchers}-{rate}")
+        command = [args.gavel, "serve", "--port", str(port), "--admin-port", "0", "--data-dir", data, "--fsync",
+                   "always", "--jwt-secret", SECRET, *LOAD_LIMITS, "--max-outbound-bytes", str(64 << 20)]
+        extra, env = ["--jwt-secret", SECRET], None
+        name, how = "Gavel", "gavel serve --fsync always; gavel-load --preset hot (durable bids)"
+    elif system == "uws":
+        command, extra, env = [relays["uws"][0], str(port)], ["--broadcast"], None
+        name, how = "uWebSockets", relays["uws"][1] + "; gavel-load --broadcast"
+    else:
+        command = ["node", os.path.join(HERE, "broadcast.js"), "--port", str(port)]
+        extra, env = ["--broadcast"], NODE_ENV
+        name, how = "Node ws", relays["ws"] + "; gavel-load --broadcast"
+    server = subprocess.Popen(pinned(args.server_cpu, command), stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL, env=env)
+    try:
+        wait_port(port)
+        window = fanout_window(args, server.pid, [
+            args.gavel_load, "--url", f"ws://127.0.0.1:{port}/ws", "--preset", "hot", "--watchers", str(watchers),
+            "--rate", str(rate), "--duration", str(args.duration), "--warmup", str(args.warmup), "--json",
+            report] + extra)
+        with open(report) as f:
+            r = json.load(f)
+    finally:
+        server.send_signal(signal.SIGTERM)
+        server.wait(timeout=60)
+    fan = r["fanout_latency"]
+    cpu_per_s = window["server_cpu_s"] / window["seconds"]
+    return {"system": name, "watchers": watchers, "rate": rate,
+            "messages_per_s": r["achieved_rate"] if system == "gavel" else r["sent"] / r["duration_s"],
+            "deliveries_per_s": r["deliveries_per_s"], "expected_per_s": rate * watchers,
+            "window_s": window["seconds"], "window_deliveries_per_s": window["deliveries"] / window["seconds"],
+            "server_cpu_per_s": cpu_per_s, "driver_cpu_per_s": window["driver_cpu_s"] / window["seconds"],
+            "deliveries_per_cpu_s": window["deliveries"] / window["server_cpu_s"] if window["server_cpu_s"] > 0
+            else None,
+            "p50_ms": fan["p50_us"] / 1000, "p99_ms": fan["p99_us"] / 1000, "max_ms": fan["max_us"] / 1000,
+            "errors": r["errors"], "closed_by_server": r["closed_by_server"], "how": how}
+
+
+FANOUT_SYSTEMS = {"gavel": "Gavel", "uws": "uWebSockets", "ws": "Node ws"}
+
+
+def main_fanout(args):
+    """Every fan-out row: each watcher count, each rate, each system, pinned; prints the table and writes --json."""
+    require_pinning(args, gavel_load=True)
+    relays = {}
+    if "uws" in args.fanout_systems:
+        relays["uws"] = build_uws_relay(args)
+    if "ws" in args.fanout_systems:
+        relays["ws"] = node_ws()
+    systems = [s for s in args.fanout_systems if s == "gavel" or relays.get(s)]
+
+    def step(system, watchers, rate):
+        def measure(work):
+            print(f"measuring fan-out: {FANOUT_SYSTEMS[system]}, {rate} messages/s × {watchers} watchers ...",
+                  file=sys.stderr)
+            row = fanout_run(args, work, system, watchers, rate, relays)
+            print(f"  {row['deliveries_per_s']:,.0f} deliveries/s, server {row['server_cpu_per_s']:.2f} CPU-s/s, "
+                  f"{fmt(row['deliveries_per_cpu_s'], ',.0f')} deliveries a CPU-second, driver "
+                  f"{row['driver_cpu_per_s']:.2f} CPU-s/s, p99 {row['p99_ms']:.2f} ms",
+                  file=sys.stderr)
+            return row
+        return measure
+
+    rows, started, load_before, load_after = in_work_dir(
+        step(system, watchers, rate) for watchers in args.fanout_watchers for rate in args.fanout_rates
+        for system in systems)
+    print(f"fan-out, servers on CPU {args.server_cpu}, drivers on CPU {args.driver_cpu}, {args.duration} s measured "
+          f"after {args.warmup} s; started {started}, load average {load_before:.2f} before, {load_after:.2f} after")
+    print_fanout(rows)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"mode": "fanout", "started": started, "load_average": [load_before, load_after],
+                       "server_cpu": args.server_cpu, "driver_cpu": args.driver_cpu, "rows": rows}, f, indent=2)
 
 
 def print_fanout(rows):
-    print("| messages/s × watchers | system | deliveries/s | fan-out p50 ms | p99 ms | max ms | Gavel ÷ ws (p99) |")
-    print("| --- | --- | --- | --- | --- | --- | --- |")
+    print("| watchers | messages/s (target) | system | messages/s | deliveries/s | in the window | server CPU s/s | "
+          "driver CPU s/s | deliveries per server CPU-s | fan-out p50 ms | p99 ms | max ms | Gavel ÷ uWebSockets | "
+          "Gavel ÷ ws |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for row in rows:
-        g, n = row["gavel"], row["node"]
-        ratio = f"{g['p99_ms'] / n['p99_ms']:.1f}x" if n["p99_ms"] > 0 else "—"
-        for name, r in (("Gavel (hot preset, durable bids)", g), ("Node ws broadcast relay", n)):
-            print(f"| {row['rate']} × {row['watchers']:,} | {name} | {r['deliveries_per_s']:,.0f} | "
-                  f"{r['p50_ms']:.2f} | {r['p99_ms']:.2f} | {r['max_ms']:.1f} | {ratio if r is g else ''} |")
+        peers = {r["system"]: r for r in rows if (r["watchers"], r["rate"]) == (row["watchers"], row["rate"])}
+        ratios = ["", ""]
+        if row["system"] == "Gavel" and row["deliveries_per_cpu_s"]:
+            ratios = [f"{row['deliveries_per_cpu_s'] / peers[other]['deliveries_per_cpu_s']:.2f}x"
+                      if peers.get(other, {}).get("deliveries_per_cpu_s") else "—"
+                      for other in ("uWebSockets", "Node ws")]
+        short = f" (of {row['expected_per_s']:,})" if row["deliveries_per_s"] < 0.99 * row["expected_per_s"] else ""
+        print(f"| {row['watchers']:,} | {row['rate']:,} | {row['system']} | {row['messages_per_s']:,.0f} | "
+              f"{row['deliveries_per_s']:,.0f}{short} | {row['window_deliveries_per_s']:,.0f} | "
+              f"{row['server_cpu_per_s']:.3f} | {row['driver_cpu_per_s']:.2f} | "
+              f"{fmt(row['deliveries_per_cpu_s'], ',.0f')} | {row['p50_ms']:.2f} | {row['p99_ms']:.2f} | "
+              f"{row['max_ms']:.1f} | {ratios[0]} | {ratios[1]} |")
 
 
 # ---- closed loop, pinned (--mode closed) ----
@@ -585,6 +807,45 @@ def concurrency(text):
     return levels
 
 
+def require_pinning(args, gavel_load):
+    """Stops the script when taskset is missing, or gavel and gavel-load when `gavel_load` says they are needed."""
+    if not shutil.which("taskset"):
+        sys.exit("taskset not found (util-linux): it pins the servers and the drivers")
+    for path in (args.gavel, args.gavel_load) if gavel_load else ():
+        if not os.access(path, os.X_OK):
+            sys.exit(f"{path} is missing: swift build -c release --product gavel, and gavel-load in loadtest/ "
+                     "(see loadtest/README.md)")
+
+
+def in_work_dir(steps):
+    """Calls each step (a function of the directory it may write in, returning a result or None) in one throwaway
+    directory, removed at the end; returns the results that are not None, when the first step started (UTC) and
+    the one-minute load average before and after."""
+    work = tempfile.mkdtemp(prefix="gavel-compare-")
+    results = []
+    started = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
+    load_before = os.getloadavg()[0]
+    try:
+        for step in steps:
+            result = step(work)
+            if result:
+                results.append(result)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return results, started, load_before, os.getloadavg()[0]
+
+
+def numbers(text):
+    """A comma-separated list of positive integers (--fanout-watchers, --fanout-rates)."""
+    try:
+        values = [int(x) for x in text.split(",")]
+    except ValueError:
+        values = []
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"takes positive integers, comma-separated (e.g. 100,1000), got {text}")
+    return values
+
+
 def fmt(value, spec):
     return "—" if value is None else format(value, spec)
 
@@ -592,33 +853,24 @@ def fmt(value, spec):
 def main_closed(args):
     systems = [("gavel", closed_gavel), ("redis", closed_redis), ("postgres", closed_postgres)]
     chosen = [s for s in systems if not args.only or s[0] in args.only]
-    for tool in ("taskset",):
-        if not shutil.which(tool):
-            sys.exit(f"{tool} not found (util-linux): it pins the servers and the drivers")
-    for path in (args.gavel, args.gavel_load):
-        if any(name == "gavel" for name, _ in chosen) and not os.access(path, os.X_OK):
-            sys.exit(f"{path} is missing: swift build -c release --product gavel, and gavel-load in loadtest/ "
-                     "(see loadtest/README.md)")
-    work = tempfile.mkdtemp(prefix="gavel-compare-")
-    results = []
-    started = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
-    load_before = os.getloadavg()
-    try:
-        for clients, in_flight in args.concurrency:
-            for name, run in chosen:
-                print(f"measuring {name} at {clients} × {in_flight} ...", file=sys.stderr)
-                r = run(args, work, clients, in_flight)
-                if r:
-                    r.update({"clients": clients, "in_flight": in_flight})
-                    results.append(r)
-                    print(f"  {r['ops_per_s']:,.0f} ops/s, server {fmt(r['server_cpu_us_per_op'], '.1f')} µs/op, "
-                          f"driver {fmt(r['driver_cpu_us_per_op'], '.2f')} µs/op", file=sys.stderr)
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
-    load_after = os.getloadavg()
+    require_pinning(args, gavel_load=any(name == "gavel" for name, _ in chosen))
+
+    def step(clients, in_flight, name, run):
+        def measure(work):
+            print(f"measuring {name} at {clients} × {in_flight} ...", file=sys.stderr)
+            r = run(args, work, clients, in_flight)
+            if r:
+                r.update({"clients": clients, "in_flight": in_flight})
+                print(f"  {r['ops_per_s']:,.0f} ops/s, server {fmt(r['server_cpu_us_per_op'], '.1f')} µs/op, "
+                      f"driver {fmt(r['driver_cpu_us_per_op'], '.2f')} µs/op", file=sys.stderr)
+            return r
+        return measure
+
+    results, started, load_before, load_after = in_work_dir(
+        step(clients, in_flight, name, run) for clients, in_flight in args.concurrency for name, run in chosen)
     print(f"closed loop, servers on CPU {args.server_cpu}, drivers on CPU {args.driver_cpu}, {args.listings} "
           f"listings, {args.duration} s measured after {args.warmup} s; started {started}, load average "
-          f"{load_before[0]:.2f} before, {load_after[0]:.2f} after")
+          f"{load_before:.2f} before, {load_after:.2f} after")
     print("| clients × in flight | system | durable bids/s | server CPU µs/bid | driver CPU µs/bid | p50 ms | p99 ms | "
           "accepted | how |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
@@ -646,7 +898,7 @@ def main_closed(args):
             print(f"{clients} × {in_flight}: " + "; ".join(parts))
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"mode": "closed", "started": started, "load_average": [load_before[0], load_after[0]],
+            json.dump({"mode": "closed", "started": started, "load_average": [load_before, load_after],
                        "server_cpu": args.server_cpu, "driver_cpu": args.driver_cpu, "results": results}, f,
                       indent=2)
 
@@ -655,13 +907,16 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--mode", choices=["closed", "open"], default="closed",
                         help="closed: closed loop, pinned, same concurrency for all (default); open: the earlier "
-                             "comparison (Gavel open loop at stepped rates; also --only fanout)")
+                             "comparison (Gavel open loop at stepped rates); --only fanout goes with either")
     parser.add_argument("--duration", type=int, default=10, help="seconds per measurement")
-    parser.add_argument("--warmup", type=float, default=2, help="closed: seconds before each measured window")
+    parser.add_argument("--warmup", type=float, default=2,
+                        help="closed and fanout: seconds before each measured window")
     parser.add_argument("--concurrency", type=concurrency, default=[(16, 16), (1000, 1)],
                         help="closed: CLIENTSxIN_FLIGHT levels, comma-separated (default 16x16,1000x1)")
-    parser.add_argument("--server-cpu", default="0", help="closed: the CPU every server is pinned to (taskset -c)")
-    parser.add_argument("--driver-cpu", default="1", help="closed: the CPU every driver is pinned to (taskset -c)")
+    parser.add_argument("--server-cpu", default="0",
+                        help="closed and fanout: the CPU every server is pinned to (taskset -c)")
+    parser.add_argument("--driver-cpu", default="1",
+                        help="closed and fanout: the CPU every driver is pinned to (taskset -c)")
     parser.add_argument("--clients", type=int, default=16, help="open: concurrent connections per system")
     parser.add_argument("--listings", type=int, default=1000)
     parser.add_argument("--gavel", default=os.path.join(ROOT, ".build/release/gavel"))
@@ -671,37 +926,44 @@ def main():
     parser.add_argument("--gavel-rates", type=lambda s: [int(x) for x in s.split(",")],
                         default=[2000, 5000, 10000, 20000, 40000, 80000])
     parser.add_argument("--only", choices=["gavel", "redis", "postgres", "fanout"], action="append",
-                        help="run only these systems (fanout, open mode only, is run only when named)")
-    parser.add_argument("--watchers", type=int, default=1000, help="fanout: watcher connections")
-    parser.add_argument("--fanout-rates", type=lambda s: [int(x) for x in s.split(",")], default=[30, 100],
-                        help="fanout: messages (bids) per second, comma-separated")
+                        help="run only these systems; fanout runs the fan-out comparison instead, on its own")
+    parser.add_argument("--fanout-watchers", "--watchers", type=numbers, default=[100, 1000],
+                        help="fanout: watcher connections, comma-separated (default 100,1000)")
+    parser.add_argument("--fanout-rates", type=numbers, default=[20, 100],
+                        help="fanout: messages (bids) per second, comma-separated (default 20,100)")
+    parser.add_argument("--fanout-systems", type=lambda s: [x for x in s.split(",") if x],
+                        default=["gavel", "uws", "ws"],
+                        help="fanout: which of gavel, uws (the uWebSockets relay) and ws (Node's ws relay) to run, "
+                             "comma-separated (default all three)")
+    parser.add_argument("--uws-src", help="fanout: a checkout of github.com/uNetworking/uWebSockets to build the "
+                                          f"relay from (default: exports of the bare mirrors under {UWS_MIRRORS})")
+    parser.add_argument("--usockets-src", help="fanout: a checkout of github.com/uNetworking/uSockets (default: "
+                                               "uSockets/ inside --uws-src, or the bare mirror)")
     parser.add_argument("--json", help="write the results here")
     args = parser.parse_args()
+    unknown = [s for s in args.fanout_systems if s not in FANOUT_SYSTEMS]
+    if unknown:
+        parser.error(f"--fanout-systems takes gavel, uws and ws, not {', '.join(unknown)}")
+    if args.only and "fanout" in args.only and len(set(args.only)) > 1:
+        parser.error("--only fanout runs the fan-out comparison on its own; run the other systems separately")
     # Ctrl-C or a TERM: every server is stopped by the finally blocks on the way out.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
-    if args.mode == "closed" and not (args.only and "fanout" in args.only):
+    if args.only and "fanout" in args.only:
+        main_fanout(args)
+        return
+    if args.mode == "closed":
         main_closed(args)
         return
     work = tempfile.mkdtemp(prefix="gavel-compare-")
     results = []
-    fanout = None
     try:
         for name, run in [("gavel", run_gavel), ("redis", run_redis), ("postgres", run_postgres)]:
             if args.only and name not in args.only:
                 continue
             print(f"measuring {name} ...", file=sys.stderr)
             results.append(run(args, work))
-        if args.only and "fanout" in args.only:
-            print("measuring fan-out: gavel and node ws ...", file=sys.stderr)
-            fanout = run_fanout(args, work)
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    if fanout:
-        print_fanout(fanout)
-        if args.json and not results:
-            with open(args.json, "w") as f:
-                json.dump(fanout, f, indent=2)
-            return
     if not results:
         return
     gavel = next((r for r in results if r["system"].startswith("Gavel")), None)
