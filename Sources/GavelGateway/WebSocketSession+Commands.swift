@@ -1,0 +1,74 @@
+import GavelCore
+import GavelEngine
+import GavelWire
+import NIOCore
+import NIOWebSocket
+
+/// The session's commands: its limits, the submission to the writer, and the results that come back.
+extension WebSocketSession {
+    // MARK: - Commands
+
+    /// Submits the command of an admitted message, or answers its rejection.
+    func command(_ admission: CommandVerdict) {
+        let command: Command
+        switch admission {
+        case .reject(let id, let result): return sendResult(id: id, result)
+        case .submit(let admitted): command = admitted
+        }
+        guard withinPrincipalLimits(command) else { return }
+        let started = monotonicNanos()
+        metrics.inFlight.increment()
+        if let rejected = writer.submit(command, replyTo: self, started: started, wake: false) {
+            deliverResult(command, rejected, started: started)
+        } else {
+            writerNeedsWake = true
+        }
+    }
+
+    /// Takes the command from the principal's rate across all its connections (a lease of several at a time) and,
+    /// for a seller's `open`, from its opens per minute; answers `rate_limited` when either is spent.
+    func withinPrincipalLimits(_ command: Command) -> Bool {
+        guard let limits, let name = principal.name else { return true }
+        let now = monotonicNanos()
+        if commandCredit == 0 {
+            commandCredit = limits.takeCommands(name, want: limits.lease(for: principal.role), now: now)
+        }
+        guard commandCredit > 0 else {
+            metrics.rateLimited.increment()
+            let rate = limits.settings.principalRate(for: principal.role)
+            sendResult(
+                id: command.id,
+                .rejected(
+                    .rateLimited,
+                    "\(name) sends more than \(rate.perSecond) commands per second (burst \(rate.burst)) over all its connections; retry in \(limits.millisUntilCommand(name, now: now)) ms"
+                ))
+            return false
+        }
+        commandCredit -= 1
+        if case .open = command.body, principal.role == .seller, let wait = limits.takeOpen(name, now: now) {
+            metrics.rateLimited.increment()
+            sendResult(
+                id: command.id,
+                .rejected(
+                    .rateLimited,
+                    "\(name) may open \(limits.settings.opensPerMinute) listings per minute; retry in \(wait) ms"))
+            return false
+        }
+        return true
+    }
+
+    func wakeWriterIfNeeded() {
+        guard writerNeedsWake else { return }
+        writerNeedsWake = false
+        if let loop { loop.wakeWriterAfterThisTick(writer) } else { writer.wake() }
+    }
+
+    /// Writes a command's result (on the event loop) and counts it.
+    func deliverResult(_ command: Command, _ result: CommandResult, started: UInt64) {
+        context?.eventLoop.assertInEventLoop()
+        metrics.inFlight.decrement()
+        if let loop { metrics.countCommand(command, result, cache: &loop.commandCounters) }
+        metrics.ackLatency.recordNanoseconds(Int64(monotonicNanos() &- started))
+        sendResult(id: command.id, result)
+    }
+}
