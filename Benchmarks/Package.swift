@@ -54,8 +54,10 @@ let package = Package(
             dependencies: [
                 .product(name: "GavelCore", package: "gavel"),
                 .product(name: "GavelWire", package: "gavel"),
+                .product(name: "GavelEngine", package: "gavel"),
                 .product(name: "GavelGateway", package: "gavel"),
                 .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOEmbedded", package: "swift-nio"),
                 .product(name: "Benchmark", package: "benchmark"),
             ],
             path: "Benchmarks/Gateway",

@@ -7,6 +7,7 @@
 
 import Benchmark
 import GavelCore
+@_spi(Manual) import GavelEngine
 import GavelGateway
 import GavelWire
 import NIOCore
@@ -38,8 +39,9 @@ let benchmarks: @Sendable () -> Void = {
         }
     }
 
-    let results = (0..<1_024).map { k in
-        (id: "b" + String(k), result: CommandResult(error: nil, message: "", price: Money(1_050 + k), leading: true))
+    let results = (0..<1_024).map { (k: Int) -> (id: String, result: CommandResult) in
+        let price = Money(1_050 + k)
+        return (id: "b" + String(k), result: CommandResult(error: nil, message: "", price: price, leading: true))
     }
     Benchmark("frame: a bid's result encoded into a complete WebSocket frame") { benchmark in
         for index in benchmark.scaledIterations {
@@ -47,6 +49,30 @@ let benchmarks: @Sendable () -> Void = {
             MessageEncoder.result(id: id, result, ts: 1_795_000_000_000, into: &scratch.bytes)
             blackHole(ServerFrame.text(scratch.bytes, allocator: allocator))
         }
+    }
+
+    // The release path, warm: every listing's history full, so each frame is written into the buffer of the one it
+    // drops. The bids are made and submitted before the measurement (their submissions are the producer's).
+    nonisolated(unsafe) var release: ReleaseFixture!
+    Benchmark(
+        "release: english bids applied and routed through the fan-out (view, frame, history), 100 listings",
+        configuration: .init(thresholds: [.mallocCountTotal: .init(absolute: [.p90: 0])])
+    ) { benchmark in
+        release.prepare(benchmark.scaledIterations.count)
+        if release.submit() > 0 { return benchmark.error("bids refused at submit") }
+        benchmark.startMeasurement()
+        let applied = release.writer.runUntilIdle()
+        benchmark.stopMeasurement()
+        if applied != benchmark.scaledIterations.count { benchmark.error("applied \(applied) entries") }
+    } setup: {
+        release = ReleaseFixture()
+        for _ in 0..<40 {
+            release.prepare(1_000)
+            _ = release.submit()
+            release.writer.runUntilIdle()
+        }
+    } teardown: {
+        release = nil
     }
 
     let lines: [String] = (0..<1_024).map { (k: Int) -> String in
