@@ -224,12 +224,20 @@ public final class Writer: @unchecked Sendable {
     }
 
     /// Puts `queue`, just offered a command, on the ready list unless it is there already.
+    ///
+    /// A producer that batches its wake-ups (`wake: false`) still wakes the writer at once when the queue is a
+    /// quarter full: a flood on one listing read in one go must not fill its queue (and be refused `overloaded`)
+    /// while the writer sleeps waiting for the end of the read. Waking a writer that is awake costs one atomic load.
     private func schedule(_ queue: ListingQueue, wake: Bool) {
         if queue.claimSchedule() {
             ready.push(queue)
             readyCount.wrappingAdd(1, ordering: .sequentiallyConsistent)
-            if wake { parker.unpark() }
+            if wake {
+                parker.unpark()
+                return
+            }
         }
+        if !wake && queue.pending.load(ordering: .relaxed) >= queue.capacity / 4 { parker.unpark() }
     }
 
     static let notRunning = CommandResult.rejected(

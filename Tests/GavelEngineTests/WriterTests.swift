@@ -177,6 +177,34 @@ struct WriterTests {
         await writer.shutdown()
     }
 
+    /// A producer that batches its wake-ups still wakes the writer once a listing's queue is a quarter full, so a
+    /// flood read in one go is applied while it is read, not refused `overloaded` when the queue fills.
+    @Test func aQueueAQuarterFullWakesTheWriterEvenWhenTheProducerDefersTheWakeUp() async throws {
+        var configuration = WriterConfiguration()
+        configuration.queueCapacity = 64
+        let recorder = Recorder()
+        let writer = Writer(configuration: configuration, clock: ManualClock(0), observer: recorder)
+        writer.start()
+        // A market with no closing time: no timer, so the writer sleeps until something wakes it.
+        let open = Command(id: "o", listing: "M", body: .open(seller: "sam", terms: .market(.init())))
+        #expect(await writer.submit(open).result.ok)
+        try await Task.sleep(for: .milliseconds(50))
+        let bids = (0..<16).map { k in
+            Command(
+                id: "b\(k)", listing: "M",
+                body: .order(
+                    trader: "u\(k)", side: .buy, price: Money(100 + k), quantity: 1, tif: .gtc, expiresAt: nil))
+        }
+        for command in bids { #expect(writer.submit(command, replyTo: recorder, wake: false) == nil) }
+        // No wake(): the sixteenth command made the queue a quarter full.
+        for _ in 0..<2000 {
+            if recorder.outcomes.withLock({ $0.count }) == bids.count { break }
+            try await Task.sleep(for: .milliseconds(1))
+        }
+        #expect(recorder.outcomes.withLock { $0.map(\.command.id) } == bids.map(\.id))
+        await writer.shutdown()
+    }
+
     @Test func commandsSubmittedWithoutWakingAreAppliedOnceTheWriterIsWoken() async throws {
         let done = DispatchSemaphore(value: 0)
         let recorder = Recorder(onResult: { done.signal() })
