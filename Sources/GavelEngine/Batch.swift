@@ -73,6 +73,20 @@ public final class Batch: @unchecked Sendable {
         return first.lsn...last.lsn
     }
 
+    /// Calls `body` with the command, the result and the `lsn` of each entry whose result goes back to `recipient`
+    /// (``Submission/recipient``), in order: what an observer that is also the recipient of its commands needs.
+    public func forEachResult(
+        of recipient: any ResultRecipient, _ body: (_ command: Command, CommandResult, _ lsn: UInt64) -> Void
+    ) {
+        // Field by field: copying a whole entry would retain and release its submission and result once more.
+        for position in entries.indices {
+            guard let submission = entries[position].submission, submission.recipient === recipient,
+                let result = entries[position].result
+            else { continue }
+            body(submission.command, result, entries[position].lsn)
+        }
+    }
+
     func reset() {
         entries.removeAll(keepingCapacity: true)
         events.removeAll(keepingCapacity: true)

@@ -42,9 +42,7 @@ public final class ResultCount: ReleaseObserver, ResultRecipient {
 
     public func released(_ batch: Batch, endsGroup: Bool) {
         var found = 0
-        for position in batch.entries.indices where batch.entries[position].submission?.recipient === self {
-            found += 1
-        }
+        batch.forEachResult(of: self) { _, _, _ in found += 1 }
         released.wrappingAdd(found, ordering: .releasing)
     }
 }

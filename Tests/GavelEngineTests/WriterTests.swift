@@ -21,11 +21,8 @@ final class Recorder: ReleaseObserver, ResultRecipient, Sendable {
     init(onResult: (@Sendable () -> Void)? = nil) { self.onResult = onResult }
 
     func released(_ batch: Batch, endsGroup: Bool) {
-        for entry in batch.entries {
-            guard let submission = entry.submission, submission.recipient === self, let result = entry.result else {
-                continue
-            }
-            outcomes.withLock { $0.append(Outcome(command: submission.command, result: result, lsn: entry.lsn)) }
+        batch.forEachResult(of: self) { command, result, lsn in
+            outcomes.withLock { $0.append(Outcome(command: command, result: result, lsn: lsn)) }
             onResult?()
         }
         events.withLock { $0.append(contentsOf: batch.events) }

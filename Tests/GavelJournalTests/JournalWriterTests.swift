@@ -12,11 +12,7 @@ final class ReleasedResults: ReleaseObserver, ResultRecipient, Sendable {
     let events = Mutex<[Event]>([])
 
     func released(_ batch: Batch, endsGroup: Bool) {
-        for entry in batch.entries {
-            guard let submission = entry.submission, submission.recipient === self, let result = entry.result else {
-                continue
-            }
-            items.withLock { $0.append((submission.command.id, result, entry.lsn)) }
+        batch.forEachResult(of: self) { command, result, lsn in items.withLock { $0.append((command.id, result, lsn)) }
         }
         events.withLock { $0.append(contentsOf: batch.events) }
     }
