@@ -342,7 +342,6 @@ public final class FanOut: ReleaseObserver, @unchecked Sendable {
     public let feed = FeedHub()
     /// The current group's work per event loop, handed over at its end. Only on the releasing thread.
     private var gathered: [[LoopItem]]
-    private var gatheredAny = false
     /// The time stamped on the current group's events (`ts`), read at its first batch. Only on the releasing thread.
     private var groupTs: Millis?
     /// The releasing thread's state's one user at a time (debug builds).
@@ -566,7 +565,7 @@ public final class FanOut: ReleaseObserver, @unchecked Sendable {
                         let session = submission.recipient as? WebSocketSession,
                         let result = batch.entries[position].result
                     {
-                        gather(.result(session, submission, result), loop: session.loopIndex)
+                        gathered[session.loopIndex].append(.result(session, submission, result))
                     }
                     for index in batch.entries[position].events {
                         route(batch.events[index], ts: ts, state: &s)
@@ -576,8 +575,7 @@ public final class FanOut: ReleaseObserver, @unchecked Sendable {
         }
         guard endsGroup else { return }
         groupTs = nil
-        guard gatheredAny else { return }
-        gatheredAny = false
+        guard gathered.contains(where: { !$0.isEmpty }) else { return }
         let released = monotonicNanos()
         for index in gathered.indices where !gathered[index].isEmpty {
             let loop = loops[index]
@@ -590,18 +588,12 @@ public final class FanOut: ReleaseObserver, @unchecked Sendable {
         }
     }
 
-    /// Appends `item` to the current group's work for loop `index`.
-    private func gather(_ item: LoopItem, loop index: Int) {
-        gathered[index].append(item)
-        gatheredAny = true
-    }
-
     private func route(_ event: Event, ts: Millis, state s: inout State) {
         if SettlementViews.concerns(event.kind) { s.settlements.apply(event) }
         if case .settlementsPruned = event.kind { return }
         if case .evicted = event.kind {
             for (index, count) in (s.evict(event.listing) ?? []).enumerated() where count > 0 {
-                gather(.evicted(listing: event.listing), loop: index)
+                gathered[index].append(.evicted(listing: event.listing))
             }
             return
         }
@@ -620,7 +612,7 @@ public final class FanOut: ReleaseObserver, @unchecked Sendable {
         let recorded = s.listings[event.listing, default: Entry(subscribers: Array(repeating: 0, count: loopCount))]
             .record(event, payload: s.eventBytes, historyLimit: historyLimit)
         for (index, count) in recorded.subscribers.enumerated() where count > 0 {
-            gather(.publish(listing: event.listing, seq: event.seq, frame: recorded.frame), loop: index)
+            gathered[index].append(.publish(listing: event.listing, seq: event.seq, frame: recorded.frame))
         }
         s.index(event.listing, recorded.change)
     }
@@ -636,7 +628,7 @@ public final class FanOut: ReleaseObserver, @unchecked Sendable {
             s.noticeBytes, seq: userSeq, limit: max(1, userHistoryLimit))
         guard let sessions = s.users[user] else { return }
         for session in sessions.values {
-            gather(.notice(session, frame, userSeq: userSeq), loop: session.loopIndex)
+            gathered[session.loopIndex].append(.notice(session, frame, userSeq: userSeq))
         }
     }
 
