@@ -20,8 +20,11 @@ extension WebSocketSession {
         metrics.inFlight.increment()
         if let rejected = writer.submit(command, replyTo: self, started: started, wake: false) {
             deliverResult(command, rejected, started: started)
+        } else if let loop {
+            // Once for all the commands of this turn of the loop's selector, after its reads.
+            loop.wakeWriterAfterThisTick(writer)
         } else {
-            writerNeedsWake = true
+            writer.wake()
         }
     }
 
@@ -55,12 +58,6 @@ extension WebSocketSession {
             return false
         }
         return true
-    }
-
-    func wakeWriterIfNeeded() {
-        guard writerNeedsWake else { return }
-        writerNeedsWake = false
-        if let loop { loop.wakeWriterAfterThisTick(writer) } else { writer.wake() }
     }
 
     /// Writes a command's result (on the event loop) and counts it.

@@ -50,9 +50,6 @@ final class WebSocketSession: ChannelInboundHandler, ResultRecipient, @unchecked
     var abuseWindowStart: UInt64
     var limitedInWindow = 0
     var needsFlush = false
-    /// A command was submitted during the current read without waking the writer; it is woken once at the read's
-    /// end, so that the read's commands go into one batch.
-    var writerNeedsWake = false
     /// Whether the loop's fan-out will flush this session at the end of its current task.
     var markedDirty = false
     /// The `user_seq` of the last private notice this session was sent (live or replayed by `subscribe_user`).
@@ -126,7 +123,6 @@ final class WebSocketSession: ChannelInboundHandler, ResultRecipient, @unchecked
     }
 
     func tearDown() {
-        wakeWriterIfNeeded()
         guard machine.channelClosed() else { return }
         expiry?.cancel()
         expiry = nil
@@ -173,7 +169,6 @@ final class WebSocketSession: ChannelInboundHandler, ResultRecipient, @unchecked
     }
 
     func channelReadComplete(context: ChannelHandlerContext) {
-        wakeWriterIfNeeded()
         flushIfNeeded()
         context.fireChannelReadComplete()
     }
