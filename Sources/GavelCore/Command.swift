@@ -174,7 +174,9 @@ public enum ListingTerms: Sendable, Hashable {
 
 /// What a command asks for, with its actor.
 public enum CommandBody: Sendable, Hashable {
-    case open(seller: String, terms: ListingTerms)
+    /// Boxed, as ``EventKind/opened(seller:terms:)`` is: one open per listing should not make every bid the size
+    /// of its 161 bytes of terms.
+    indirect case open(seller: String, terms: ListingTerms)
     case bid(bidder: String, amount: Money)
     case buyNow(buyer: String)
     case accept(bidder: String, quantity: Int64)

@@ -10,7 +10,9 @@ public enum CancelReason: String, Sendable, Hashable {
 /// What happened to a listing.
 public enum EventKind: Sendable, Hashable {
     /// The listing was opened with these public terms (a reserve is never shown, only whether there is one).
-    case opened(seller: String, terms: ListingTerms)
+    /// Boxed: the terms take 161 bytes, and every event is copied several times on its way out, so the one event
+    /// of a listing that carries them should not make every other event that size.
+    indirect case opened(seller: String, terms: ListingTerms)
     /// An english bid was accepted.
     case bidPlaced(price: Money, leader: String, bids: Int64, closesAt: Millis, reserveMet: Bool)
     /// A sealed bid was accepted; nothing but the count is public.

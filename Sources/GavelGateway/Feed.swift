@@ -374,12 +374,15 @@ final class FeedSubscription: @unchecked Sendable {
         // one struct, so that the entries can be added while the events are being appended to).
         var events: [Event] = []
         var entries: [FeedBatch.Entry] = []
+        events.reserveCapacity(ReplayedPiece.handOverSize + 64)
+        entries.reserveCapacity(ReplayedPiece.handOverSize)
         func handOver() {
             guard !entries.isEmpty else { return }
             queue.put(.piece(ReplayedPiece(events: events, entries: entries)))
             events = []
             events.reserveCapacity(ReplayedPiece.handOverSize + 64)
             entries = []
+            entries.reserveCapacity(ReplayedPiece.handOverSize)
         }
         var target = start
         var failure: String?
