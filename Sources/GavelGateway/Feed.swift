@@ -48,13 +48,13 @@ struct FeedEncoder {
     /// `out` empty): one entry can hold tens of thousands of events (a tick that closes every listing due at once),
     /// and never has to be written in one piece.
     mutating func encode(
-        lsn: UInt64, at: Millis, events: ArraySlice<Event>, rejected: (Command, CommandResult)?, filter: FeedFilter,
+        lsn: UInt64, at: Millis, events: ArraySlice<Event>, rejected: FeedBatch.Refusal?, filter: FeedFilter,
         into out: inout ByteBuffer, piece: Int = .max, full: (inout ByteBuffer) -> Void = { _ in }
     ) -> Int {
         wanted.removeAll(keepingCapacity: true)
         for index in events.indices where filter.wants(events[index]) { wanted.append(index) }
         // A refusal the filter leaves out must not keep the entry's last event from saying it is the last.
-        let rejected = rejected.flatMap { filter.wants(rejected: $0.0) ? $0 : nil }
+        let rejected = rejected.flatMap { filter.wants(rejected: $0.command) ? $0 : nil }
         var total = 0
         for (position, index) in wanted.enumerated() {
             MessageEncoder.event(events[index], ts: nil, into: &bytes)
@@ -64,7 +64,8 @@ struct FeedEncoder {
             total += out.writerIndex - before
             if out.readableBytes >= piece { full(&out) }
         }
-        if let (command, result) = rejected {
+        if let rejected {
+            let (command, result) = (rejected.command, rejected.result)
             var w = JSONObjectWriter(reusing: &bytes)
             w.field("type", "rejected")
             w.field("listing", command.listing)
@@ -100,13 +101,25 @@ struct FeedBatch: Sendable {
         var at: Millis
         var events: Range<Int>
         /// A rejected command (not a repeat of one) and its result.
-        var rejected: (Command, CommandResult)?
+        var rejected: Refusal?
 
         /// `command` and its `result` when the feed may tell of them (`include_rejections`): a refusal that is not
         /// the answer to a repeated request id.
-        static func refusal(_ command: Command?, _ result: CommandResult?) -> (Command, CommandResult)? {
+        static func refusal(_ command: Command?, _ result: CommandResult?) -> Refusal? {
             guard let command, let result, !result.ok, !result.duplicate else { return nil }
-            return (command, result)
+            return Refusal(command: command, result: result)
+        }
+    }
+
+    /// A refused command and its result, boxed: every entry of a batch or a catch-up carries the optional, and only
+    /// refusals pay for the command's and the result's bytes.
+    final class Refusal: Sendable {
+        let command: Command
+        let result: CommandResult
+
+        init(command: Command, result: CommandResult) {
+            self.command = command
+            self.result = result
         }
     }
     var events: [Event]

@@ -53,8 +53,7 @@ import Testing
         var encoder = FeedEncoder()
         var out = ByteBuffer()
         for entry in entries {
-            var rejected: (Command, CommandResult)?
-            if let (command, result) = entry.rejected, !result.ok, !result.duplicate { rejected = (command, result) }
+            let rejected = FeedBatch.Entry.refusal(entry.rejected?.0, entry.rejected?.1)
             _ = encoder.encode(
                 lsn: entry.lsn, at: entry.at, events: entry.events[...], rejected: rejected, filter: filter, into: &out)
         }
@@ -120,10 +119,9 @@ import Testing
         var encoder = FeedEncoder()
         var out = ByteBuffer()
         let closed = Event(listing: "L1", seq: 3, at: 50, kind: .closed(winner: "u1", price: 100, reserveMet: true))
-        let refusal = (
-            Command(id: "b9", listing: "L1", body: .bid(bidder: "u2", amount: 200)),
-            CommandResult.rejected(.listingClosed, "closed")
-        )
+        let refusal = FeedBatch.Refusal(
+            command: Command(id: "b9", listing: "L1", body: .bid(bidder: "u2", amount: 200)),
+            result: CommandResult.rejected(.listingClosed, "closed"))
         _ = encoder.encode(
             lsn: 7, at: 50, events: [closed][...], rejected: refusal, filter: FeedFilter(), into: &out)
         let text = String(decoding: out.readableBytesView, as: UTF8.self)
