@@ -144,8 +144,15 @@ final class RequestTable {
             guard let mapped, mapped != MAP_FAILED else {
                 fatalError("out of memory: cannot map \(bytes) bytes for the idempotency table")
             }
+            // Huge pages where the system gives them on request (transparent huge pages in `madvise` mode): each
+            // probe lands on a random slot, so with 4 KB pages a table of millions of ids misses the TLB on nearly
+            // every lookup and takes a page fault for every 4 KB it first touches.
+            if bytes >= Self.hugePage { _ = madvise(mapped, bytes, MADV_HUGEPAGE) }
             base = mapped.bindMemory(to: Slot.self, capacity: capacity)
         }
+
+        /// The size of a transparent huge page on x86-64 and most arm64 systems.
+        static let hugePage = 2 << 20
 
         deinit {
             if unmapped < bytes { munmap(UnsafeMutableRawPointer(base) + unmapped, bytes - unmapped) }
