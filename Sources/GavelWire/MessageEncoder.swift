@@ -67,7 +67,7 @@ public enum MessageEncoder {
     }
 
     /// An event's members: its header, with the ``EventKind/typeName`` of its kind (private notices without `seq`:
-    /// ``EventKind/isPrivate``), then the kind's own. One `switch` over the kind: each one copies the kind (177
+    /// ``EventKind/isPrivate``), then the kind's own. One `switch` over the kind: each one copies the kind (81
     /// bytes, its payload's strings retained), so the header is written here rather than read from the kind first.
     /// The golden lines of every kind in `EncoderReuseTests` hold the names here to the kind's.
     static func fields<W: JSONMemberWriter>(of event: Event, into w: inout W) {
