@@ -121,6 +121,10 @@ struct PrincipalChains {
         index.find(hash: hash) { chains[$0].name == name }
     }
 
+    /// The name of the principal whose chain is in `slot`.
+    @inline(__always)
+    func name(of slot: Int) -> String { chains[slot].name }
+
     /// The chain in `slot`.
     @inline(__always)
     subscript(slot: Int) -> PrincipalRequests {

@@ -31,12 +31,13 @@ extension Engine {
         var changes: [OutcomeChange] = []
         for slot in recorded.liveRememberedSlots {
             let entry = recorded.rememberedSlots[slot]
-            var mine = remembered[entry.key].map { rememberedSlots[$0].result }
+            let key = recorded.rememberedKey(slot)
+            var mine = remembered[key].map { rememberedSlots[$0].result }
             mine?.duplicate = entry.result.duplicate
             if mine != entry.result {
                 changes.append(
                     OutcomeChange(
-                        principal: entry.key.principal, id: entry.key.id, at: entry.at, recorded: entry.result,
+                        principal: key.principal, id: key.id, at: entry.at, recorded: entry.result,
                         replayed: mine))
             }
         }

@@ -94,8 +94,9 @@ extension Engine {
             }
             engine.remember(
                 RememberedResult(
-                    key: key, hash: RequestHash.of(principal: key.principal, id: key.id), fingerprint: fingerprint,
-                    result: result, at: at), principalHash: RequestHash.of(principal: key.principal))
+                    id: key.id, hash: RequestHash.of(principal: key.principal, id: key.id), fingerprint: fingerprint,
+                    result: result, at: at), principal: key.principal,
+                principalHash: RequestHash.of(principal: key.principal))
         }
         if !r.isAtEnd { try engine.restoreSettlements(&r, rememberedCount: rememberedCount) }
         guard r.isAtEnd else { throw r.fail("\(r.remaining) unexpected bytes after the state") }

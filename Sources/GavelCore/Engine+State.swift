@@ -61,8 +61,8 @@ extension Engine {
         w.write(UInt64(remembered.count))
         for slot in liveRememberedSlots {
             let entry = rememberedSlots[slot]
-            w.write(entry.key.principal)
-            w.write(entry.key.id)
+            w.write(principals.name(of: entry.principalSlot))
+            w.write(entry.id)
             w.write(entry.at)
             w.write(entry.fingerprint)
             entry.result.encode(into: &w)

@@ -39,7 +39,8 @@ struct RequestKey: Hashable {
 
 /// A remembered result, with its request key and the digest of the command that produced it.
 struct RememberedResult {
-    var key: RequestKey
+    /// The request id; the principal is its chain's (``principalSlot``), named once however many ids it has.
+    var id: String
     /// ``RequestHash`` of `key`, under which the idempotency index holds the entry.
     var hash: UInt64
     var fingerprint: UInt64
@@ -53,8 +54,7 @@ struct RememberedResult {
     var principalSlot = -1
 
     /// What a free slot holds: no strings, so forgetting a result releases its memory.
-    static let free = RememberedResult(
-        key: RequestKey(principal: "", id: ""), hash: 0, fingerprint: 0, result: .accepted, at: 0)
+    static let free = RememberedResult(id: "", hash: 0, fingerprint: 0, result: .accepted, at: 0)
 }
 
 /// A remembered result's place in the order of application: its slot and its sequence, which tells whether the slot
@@ -149,7 +149,14 @@ public final class Engine {
     /// The slot in `rememberedSlots` of `key`'s result.
     @inline(__always)
     func rememberedPosition(of key: RequestKey, hash: UInt64) -> Int? {
-        requests.find(hash: hash) { rememberedSlots[$0].key == key }
+        requests.find(hash: hash) {
+            rememberedSlots[$0].id == key.id && principals.name(of: rememberedSlots[$0].principalSlot) == key.principal
+        }
+    }
+
+    /// The request key of the result remembered in `slot`.
+    func rememberedKey(_ slot: Int) -> RequestKey {
+        RequestKey(principal: principals.name(of: rememberedSlots[slot].principalSlot), id: rememberedSlots[slot].id)
     }
 
     /// The number of request ids remembered for `principal`.
@@ -225,16 +232,15 @@ public final class Engine {
         }
         let result = rules(command, known: known, events: &events)
         remember(
-            RememberedResult(key: key, hash: hash, fingerprint: fingerprint, result: result, at: now),
-            principalHash: digest.principalHash)
+            RememberedResult(id: key.id, hash: hash, fingerprint: fingerprint, result: result, at: now),
+            principal: principal, principalHash: digest.principalHash)
         return result
     }
 
-    /// Remembers `entry` as its principal's newest; forgets the principal's oldest when that passes the cap.
-    /// `principalHash` is ``RequestHash/of(principal:)`` of the entry's principal.
-    func remember(_ entry: consuming RememberedResult, principalHash: UInt64) {
+    /// Remembers `entry` as `principal`'s newest; forgets the principal's oldest when that passes the cap.
+    /// `principalHash` is ``RequestHash/of(principal:)`` of `principal`.
+    func remember(_ entry: consuming RememberedResult, principal: String, principalHash: UInt64) {
         let position = firstFreeSlot >= 0 ? firstFreeSlot : rememberedSlots.count
-        let principal = entry.key.principal
         let slot =
             principals.slot(of: principal, hash: principalHash)
             ?? principals.add(principal, hash: principalHash, PrincipalRequests(oldest: position, newest: position))

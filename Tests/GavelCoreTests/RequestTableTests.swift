@@ -114,9 +114,7 @@ struct RequestTableTests {
 @Suite("Remembered log")
 struct RememberedLogTests {
     private static func entry(_ n: Int) -> RememberedResult {
-        RememberedResult(
-            key: RequestKey(principal: "p\(n % 7)", id: "r\(n)"), hash: UInt64(n), fingerprint: UInt64(n),
-            result: .accepted, at: Millis(n))
+        RememberedResult(id: "r\(n)", hash: UInt64(n), fingerprint: UInt64(n), result: .accepted, at: Millis(n))
     }
 
     @Test func behavesLikeAnArrayThroughAppendsUpdatesAndDroppedPrefixesAndSuffixes() async {
@@ -148,7 +146,7 @@ struct RememberedLogTests {
                 }
                 #expect(log.count == model.count)
             }
-            #expect(log.map(\.key) == model.map(\.key))
+            #expect(log.map(\.id) == model.map(\.id))
             #expect(log.map(\.sequence) == model.map(\.sequence))
         }
     }
