@@ -37,11 +37,11 @@ struct RequestKey: Hashable {
     var id: String
 }
 
-/// A remembered result, with its request key and the digest of the command that produced it.
+/// A remembered result, with its request id and the digest of the command that produced it. Its principal is named
+/// by its chain (``principalSlot``), once however many ids the principal has.
 struct RememberedResult {
-    /// The request id; the principal is its chain's (``principalSlot``), named once however many ids it has.
     var id: String
-    /// ``RequestHash`` of `key`, under which the idempotency index holds the entry.
+    /// ``RequestHash`` of the principal and the id, under which the idempotency index holds the entry.
     var hash: UInt64
     var fingerprint: UInt64
     var result: CommandResult
