@@ -24,6 +24,30 @@ import Testing
         #expect(h.english()?.bids == 1)
     }
 
+    @Test func aPrincipalsChainSlotTakenOverByAnotherPrincipalNeverAnswersForTheFirst() throws {
+        // ann's only id is forgotten when the window passes, which frees her chain's slot; bob's first id takes it.
+        // A remembered id names its principal through that slot, so the same id from ann must be new to her, and
+        // bob's must still be his, in the engine and in a snapshot of it.
+        let h = Harness(window: 1_000)
+        h.open(Terms.english(closesAt: 10_000_000), at: 0)
+        #expect(h.apply(bid("r1", "ann", 1000), at: 10).ok)
+        #expect(h.engine.rememberedCount(of: "ann") == 1)
+        #expect(h.apply(bid("r1", "bob", 2000), at: 5_000).ok)
+        #expect(h.engine.rememberedCount(of: "ann") == 0)
+        #expect(h.engine.rememberedCount(of: "bob") == 1)
+
+        let restored = try Engine.restore(from: h.engine.encodeState())
+        #expect(restored.stateHash() == h.engine.stateHash())
+        for engine in [h.engine, restored] {
+            var events: [Event] = []
+            let bobsAgain = engine.apply(bid("r1", "bob", 2000), events: &events)
+            #expect(bobsAgain.duplicate && bobsAgain.ok)
+            let annsAgain = engine.apply(bid("r1", "ann", 3000), events: &events)
+            #expect(!annsAgain.duplicate && annsAgain.error == nil, "ann's id is hers, not a repeat of bob's")
+            #expect(engine.rememberedCount(of: "ann") == 1)
+        }
+    }
+
     @Test func duplicateIgnoresTheTimeItArrivesAt() {
         let h = Harness()
         h.open(Terms.english(), at: 0)
