@@ -248,14 +248,8 @@ extension WebSocketSession {
             }
             wanted = parsed
         }
-        var limit = Self.defaultSettlementLimit
-        if let field = value["limit"], field != .null {
-            guard case .integer(let n) = field, n >= 1, n <= Int64(Self.maxSettlementLimit) else {
-                return sendResult(
-                    id: id, .rejected(.badRequest, "limit must be an integer from 1 to \(Self.maxSettlementLimit)"))
-            }
-            limit = Int(n)
-        }
+        guard let limit = pageLimit(value, id: id, default: Self.defaultSettlementLimit, max: Self.maxSettlementLimit)
+        else { return }
         var after: String?
         if let field = value["after"], field != .null {
             guard case .string(let s) = field, SettlementID.parse(s) != nil else {
@@ -306,6 +300,17 @@ extension WebSocketSession {
         send(json)
     }
 
+    /// The page size a read asks for in its `limit`: `defaultLimit` when absent or null; `nil`, after answering
+    /// `bad_request`, when it is not an integer from 1 to `maxLimit`.
+    private func pageLimit(_ value: JSONValue, id: String?, default defaultLimit: Int, max maxLimit: Int) -> Int? {
+        guard let field = value["limit"], field != .null else { return defaultLimit }
+        guard case .integer(let n) = field, n >= 1, n <= Int64(maxLimit) else {
+            sendResult(id: id, .rejected(.badRequest, "limit must be an integer from 1 to \(maxLimit)"))
+            return nil
+        }
+        return Int(n)
+    }
+
     // MARK: - Listing listings
 
     /// The most listings one `list` answer holds, and how many it holds when `limit` is not given: a page of about
@@ -324,13 +329,8 @@ extension WebSocketSession {
             default: return sendResult(id: id, .rejected(.badRequest, "status must be \"open\" or \"all\""))
             }
         }
-        var limit = Self.defaultListLimit
-        if let field = value["limit"], field != .null {
-            guard case .integer(let n) = field, n >= 1, n <= Int64(Self.maxListLimit) else {
-                return sendResult(
-                    id: id, .rejected(.badRequest, "limit must be an integer from 1 to \(Self.maxListLimit)"))
-            }
-            limit = Int(n)
+        guard let limit = pageLimit(value, id: id, default: Self.defaultListLimit, max: Self.maxListLimit) else {
+            return
         }
         var after: String?
         if let field = value["after"], field != .null {
