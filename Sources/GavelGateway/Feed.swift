@@ -387,15 +387,18 @@ final class FeedSubscription: @unchecked Sendable {
         // one struct, so that the entries can be added while the events are being appended to).
         var events: [Event] = []
         var entries: [FeedBatch.Entry] = []
-        events.reserveCapacity(ReplayedPiece.handOverSize + 64)
-        entries.reserveCapacity(ReplayedPiece.handOverSize)
-        func handOver() {
-            guard !entries.isEmpty else { return }
-            queue.put(.piece(ReplayedPiece(events: events, entries: entries)))
+        /// Empty lists, with room for a whole piece: no regrowth while one is filled.
+        func startPiece() {
             events = []
             events.reserveCapacity(ReplayedPiece.handOverSize + 64)
             entries = []
             entries.reserveCapacity(ReplayedPiece.handOverSize)
+        }
+        startPiece()
+        func handOver() {
+            guard !entries.isEmpty else { return }
+            queue.put(.piece(ReplayedPiece(events: events, entries: entries)))
+            startPiece()
         }
         var target = start
         var failure: String?
