@@ -226,14 +226,39 @@ public final class Engine {
                 result.duplicate = true
                 return result
             }
-            return .rejected(
-                .idempotencyConflict,
-                "request id \(command.id) was already used by \(principal) for a different command; use a new id")
+            return Self.requestIDConflict(command)
         }
         let result = rules(command, known: known, events: &events)
         remember(
             RememberedResult(id: key.id, hash: hash, fingerprint: fingerprint, result: result, at: now),
             principal: principal, principalHash: digest.principalHash)
+        return result
+    }
+
+    /// Applies a journaled `command` whose idempotency `outcome` the journal recorded, without the idempotency
+    /// table: it neither looks the id up nor remembers it. The events are those the writer emitted, and so is the
+    /// result but for a duplicate's, which is an accepted result marked `duplicate` (the remembered one is not kept).
+    ///
+    /// For a replay that wants only the events (the durable feed's). An engine fed this way no longer answers
+    /// duplicates itself, so its state is not one to snapshot or serve from.
+    public func apply(journaled command: Command, outcome: RequestOutcome, events: inout [Event]) -> CommandResult {
+        switch outcome {
+        case .duplicate:
+            return CommandResult(error: nil, message: "", duplicate: true)
+        case .conflict:
+            return Self.requestIDConflict(command)
+        case .applied:
+            if let problem = command.identifierProblem { return .rejected(.badRequest, problem) }
+            return rules(command, known: nil, events: &events)
+        }
+    }
+
+    /// The refusal of `command`, whose request id its principal already used for a different command.
+    private static func requestIDConflict(_ command: Command) -> CommandResult {
+        var result = CommandResult.rejected(
+            .idempotencyConflict,
+            "request id \(command.id) was already used by \(command.principal) for a different command; use a new id")
+        result.requestIDConflict = true
         return result
     }
 

@@ -23,6 +23,9 @@ public struct CommandResult: Sendable, Hashable {
     /// For accepted english bids: whether the bidder leads after the bid.
     public var leading: Bool?
     public var settlementState: SettlementState?
+    /// Whether the idempotency table refused the command: its request id was already used by its principal for a
+    /// different command (`idempotency_conflict` from the table, not from a rule). Not sent to clients.
+    public internal(set) var requestIDConflict = false
 
     /// An accepted result with no details.
     public static let accepted = CommandResult(error: nil, message: "")
@@ -51,4 +54,22 @@ public struct CommandResult: Sendable, Hashable {
 
     /// Whether the command was accepted.
     public var ok: Bool { error == nil }
+
+    /// How the idempotency table answered the command this is the result of.
+    public var requestOutcome: RequestOutcome {
+        if duplicate { return .duplicate }
+        return requestIDConflict ? .conflict : .applied
+    }
+}
+
+/// How the idempotency table answered a command. The journal keeps it beside each command (record version 2), so a
+/// replay that only wants the events (the durable feed's) can skip the table, which is most of its work.
+public enum RequestOutcome: UInt8, Sendable, Hashable, CaseIterable {
+    /// The request id was new: the command was checked and applied, or refused, by the rules, and its result
+    /// remembered (unless its identifiers were malformed).
+    case applied = 1
+    /// The same command under a remembered id: answered with the remembered result; nothing applied.
+    case duplicate = 2
+    /// A different command under a remembered id: refused `idempotency_conflict`; nothing applied.
+    case conflict = 3
 }

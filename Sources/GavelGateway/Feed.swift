@@ -403,7 +403,8 @@ final class FeedSubscription: @unchecked Sendable {
         var target = start
         var failure: String?
         do {
-            let replay = try JournalReplay(directory: directory, from: since, engine: engine)
+            let replay = try JournalReplay(
+                directory: directory, from: since, engine: engine, requestsFromJournal: true)
             while !cancelled.load(ordering: .relaxed) {
                 let more = try replay.next(upTo: target, appendingTo: &events) { lsn, at, command, result, range in
                     entries.append(

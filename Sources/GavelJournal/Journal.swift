@@ -262,7 +262,9 @@ public final class Journal: BatchSink, SnapshotSink, @unchecked Sendable {
             let record: JournalRecord
             switch entry.input {
             case .command(let command):
-                record = .command(lsn: entry.lsn, at: entry.at, principal: command.principal, command: command)
+                record = .command(
+                    lsn: entry.lsn, at: entry.at, principal: command.principal, command: command,
+                    outcome: entry.result?.requestOutcome ?? .applied)
             case .tick:
                 record = .tick(lsn: entry.lsn, at: entry.at)
             }

@@ -23,8 +23,14 @@ public enum ReplayStartError: Error, Sendable, CustomStringConvertible {
 /// begins at lsn 1), replays silently up to it, and then hands out entries one at a time. It reads only complete
 /// frames up to the limit it is given, so it may follow a journal that is being appended to (the live segment) up
 /// to its durable end. Not thread-safe: one owner.
+///
+/// With `requestsFromJournal` it takes how the idempotency table answered each command from the journal
+/// (``RequestOutcome``, in records of version 2) instead of keeping the table itself, which was about 45 % of a
+/// feed's replay: the events are the same, a duplicate's result is not (``Engine/apply(journaled:outcome:events:)``).
+/// Records of version 1 say nothing, so it keeps the table up to the last of them.
 public final class JournalReplay {
     private let engine: Engine
+    private let requestsFromJournal: Bool
     /// The last lsn applied.
     public private(set) var lastLSN: UInt64
     /// The first lsn whose entry is handed out; the ones before it are applied silently.
@@ -50,13 +56,17 @@ public final class JournalReplay {
     ///   - directory: the data directory (and its archive, when it has one).
     ///   - from: the first lsn wanted, at least 1.
     ///   - engine: the rules for an engine that starts empty (a snapshot carries its own).
-    /// - Throws: ``ReplayStartError``.
     ///   - window: the bytes of a segment read at once (more for a frame that does not fit).
+    ///   - requestsFromJournal: take each command's ``RequestOutcome`` from the journal where it says it, and
+    ///     keep no idempotency table from there on: for a replay that wants the events, not the results.
+    /// - Throws: ``ReplayStartError``.
     public init(
-        directory: DataDirectory, from: UInt64, engine configuration: EngineConfiguration, window: Int = 4 << 20
+        directory: DataDirectory, from: UInt64, engine configuration: EngineConfiguration, window: Int = 4 << 20,
+        requestsFromJournal: Bool = false
     )
         throws(ReplayStartError)
     {
+        self.requestsFromJournal = requestsFromJournal
         journal = JournalCursor(directory: directory, window: window)
         self.firstLSN = max(1, from)
         let segments = directory.segments()
@@ -117,7 +127,7 @@ public final class JournalReplay {
         let first = events.count
         let result = step(record, events: &events)
         switch record {
-        case .command(let lsn, let at, _, let command): body(lsn, at, command, result, first..<events.count)
+        case .command(let lsn, let at, _, let command, _): body(lsn, at, command, result, first..<events.count)
         case .tick(let lsn, let at): body(lsn, at, nil, nil, first..<events.count)
         case .trailer: break
         }
@@ -127,9 +137,12 @@ public final class JournalReplay {
     @discardableResult
     private func step(_ record: JournalRecord, events: inout [Event]) -> CommandResult? {
         switch record {
-        case .command(let lsn, let at, _, let command):
+        case .command(let lsn, let at, _, let command, let outcome):
             engine.advance(to: at, events: &events)
             lastLSN = lsn
+            if requestsFromJournal, let outcome {
+                return engine.apply(journaled: command, outcome: outcome, events: &events)
+            }
             return engine.apply(command, events: &events)
         case .tick(let lsn, let at):
             engine.advance(to: at, events: &events)

@@ -14,13 +14,15 @@ public enum CRC32C {
 
 /// One journal record: an applied command, a clock tick that fired timers, or the trailer that closes a batch.
 public enum JournalRecord: Sendable, Equatable {
-    case command(lsn: UInt64, at: Millis, principal: String, command: Command)
+    /// `outcome`: how the idempotency table answered the command; `nil` in a version 1 record, which did not say.
+    case command(lsn: UInt64, at: Millis, principal: String, command: Command, outcome: RequestOutcome?)
     case tick(lsn: UInt64, at: Millis)
     /// Closes a flushed batch: its lsn range and the SHA-256 chaining it to the previous batch.
     case trailer(firstLSN: UInt64, lastLSN: UInt64, count: UInt32, chain: [UInt8])
 
-    /// The record format version written by this build; readers accept this one and older ones.
-    public static let version: UInt8 = 1
+    /// The record format version written by this build; readers accept this one and older ones. Version 2 added
+    /// a command's ``RequestOutcome``.
+    public static let version: UInt8 = 2
 
     /// Bytes before the payload: `u32 length` and `u32 crc32c(payload)`.
     public static let headerSize = 8
@@ -31,19 +33,24 @@ public enum JournalRecord: Sendable, Equatable {
     /// Appends the record (header and payload) to `output`.
     public func encode(into output: inout [UInt8], scratch w: inout BinaryWriter) {
         w.bytes.removeAll(keepingCapacity: true)
-        w.write(Self.version)
         switch self {
-        case .command(let lsn, let at, let principal, let command):
+        case .command(let lsn, let at, let principal, let command, let outcome):
+            // A command without its outcome is written as a version 1 record (as journals written before version 2
+            // hold them; for tests of reading those).
+            w.write(outcome == nil ? 1 : Self.version)
             w.write(UInt8(1))
             w.write(lsn)
             w.write(at)
+            if let outcome { w.write(outcome.rawValue) }
             w.write(principal)
             command.encode(into: &w)
         case .tick(let lsn, let at):
+            w.write(Self.version)
             w.write(UInt8(2))
             w.write(lsn)
             w.write(at)
         case .trailer(let first, let last, let count, let chain):
+            w.write(Self.version)
             w.write(UInt8(3))
             w.write(first)
             w.write(last)
@@ -100,8 +107,17 @@ public enum JournalRecord: Sendable, Equatable {
             case 1:
                 let lsn = try r.readUInt64()
                 let at = try r.readInt64()
+                var outcome: RequestOutcome?
+                if version >= 2 {
+                    let byte = try r.readByte()
+                    guard let known = RequestOutcome(rawValue: byte) else {
+                        throw ReadError.malformed(offset: offset, reason: "unknown request outcome \(byte)")
+                    }
+                    outcome = known
+                }
                 let principal = try r.readString()
-                record = .command(lsn: lsn, at: at, principal: principal, command: try Command.decode(from: &r))
+                record = .command(
+                    lsn: lsn, at: at, principal: principal, command: try Command.decode(from: &r), outcome: outcome)
             case 2:
                 record = .tick(lsn: try r.readUInt64(), at: try r.readInt64())
             case 3:
@@ -126,7 +142,7 @@ public enum JournalRecord: Sendable, Equatable {
     /// The record's lsn (the last lsn for a trailer).
     public var lsn: UInt64 {
         switch self {
-        case .command(let lsn, _, _, _), .tick(let lsn, _): lsn
+        case .command(let lsn, _, _, _, _), .tick(let lsn, _): lsn
         case .trailer(_, let last, _, _): last
         }
     }

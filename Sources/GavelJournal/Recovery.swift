@@ -262,7 +262,7 @@ public enum Recovery {
         -> (timers: Int, result: CommandResult?)
     {
         switch record {
-        case .command(_, let at, _, let command):
+        case .command(_, let at, _, let command, _):
             engine.advance(to: at, events: &events)
             let timers = events.count
             return (timers, engine.apply(command, events: &events))

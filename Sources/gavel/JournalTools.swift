@@ -194,7 +194,7 @@ struct Dump: ParsableCommand {
                 guard let batch else { break }
                 for record in batch.records where record.lsn >= fromLSN {
                     switch record {
-                    case .command(let lsn, let at, let principal, let command):
+                    case .command(let lsn, let at, let principal, let command, _):
                         if let listing, command.listing != listing { continue }
                         out.write(
                             CommandEncoder.encode(command) { w in
@@ -314,7 +314,7 @@ extension Dump {
 
         func observe(_ record: JournalRecord, timers: [Event], result: CommandResult?, events: [Event]) {
             for event in timers where concerns(event) { lines.append(MessageEncoder.event(event)) }
-            guard case .command(let lsn, let at, let principal, let command) = record else { return }
+            guard case .command(let lsn, let at, let principal, let command, _) = record else { return }
             let caused = events.filter(concerns)
             guard command.settlementID == id || !caused.isEmpty else { return }
             lines.append(

@@ -285,7 +285,7 @@ final class CrashHarness {
             }
             recordCount[index, default: 0] += 1
         }
-        for case .command(let lsn, let at, let principal, let command) in records {
+        for case .command(let lsn, let at, let principal, let command, _) in records {
             guard let index = indexByID[command.id] else { continue }
             #expect(principal == command.principal)
             #expect(at >= items[index].at, "lsn \(lsn) applied at \(at), before the \(items[index].at) it was sent for")

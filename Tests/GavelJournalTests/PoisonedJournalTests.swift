@@ -19,33 +19,6 @@ private func auditCommands() -> [(command: Command, at: Millis)] {
     return commands
 }
 
-/// Writes `commands` as a journal from lsn 1, `perBatch` entries per frame, exactly as the journal writer lays
-/// them out, whatever their outcome would be; returns the chain after the last batch.
-private func writeJournal(_ commands: [(command: Command, at: Millis)], to directory: DataDirectory, perBatch: Int)
-    throws -> [UInt8]
-{
-    try directory.create()
-    var file = SegmentHeader(firstLSN: 1, previousChain: Chain.genesis).encoded()
-    var chain = Chain.genesis
-    var scratch = BinaryWriter()
-    var lsn: UInt64 = 0
-    for start in stride(from: 0, to: commands.count, by: perBatch) {
-        var records: [UInt8] = []
-        let first = lsn + 1
-        for (command, at) in commands[start..<min(start + perBatch, commands.count)] {
-            lsn += 1
-            JournalRecord.command(lsn: lsn, at: at, principal: command.principal, command: command)
-                .encode(into: &records, scratch: &scratch)
-        }
-        chain = Chain.next(chain, records: records[...])
-        JournalRecord.trailer(firstLSN: first, lastLSN: lsn, count: UInt32(lsn - first + 1), chain: chain)
-            .encode(into: &records, scratch: &scratch)
-        LZ4Frame.compress(records, appendingTo: &file)
-    }
-    try writeBytes(file, to: directory.journal + "/" + DataDirectory.segmentName(firstLSN: 1))
-    return chain
-}
-
 private func readOnly() -> RecoveryOptions {
     var options = RecoveryOptions()
     options.repair = false
@@ -58,7 +31,7 @@ private func readOnly() -> RecoveryOptions {
         defer { temporary.remove() }
         let directory = DataDirectory(temporary.path)
         let commands = auditCommands()
-        _ = try writeJournal(commands, to: directory, perBatch: 1000)
+        _ = try writeVersion1Journal(commands, to: directory, perBatch: 1000)
 
         let first = try Recovery.recover(directory, options: readOnly())
         let second = try Recovery.recover(directory, options: readOnly())
@@ -87,7 +60,7 @@ private func readOnly() -> RecoveryOptions {
         defer { temporary.remove() }
         let directory = DataDirectory(temporary.path)
         let commands = auditCommands()
-        let chain = try writeJournal(commands, to: directory, perBatch: 1000)
+        let chain = try writeVersion1Journal(commands, to: directory, perBatch: 1000)
         let report = try Recovery.recover(directory, options: readOnly())
 
         // A snapshot as an earlier build with other rules would have written it: it remembers the 9,224th order as

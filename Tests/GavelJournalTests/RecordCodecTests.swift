@@ -97,8 +97,12 @@ private func isMalformedAtZero(_ error: JournalRecord.ReadError?) -> Bool {
 private func sampleRecords() -> [JournalRecord] {
     var records: [JournalRecord] = []
     for (index, command) in everyCommandKind.enumerated() {
+        // Every outcome, and none: a version 1 record, as journals written before outcomes hold.
+        let outcomes: [RequestOutcome?] = [nil] + RequestOutcome.allCases
         records.append(
-            .command(lsn: UInt64(index + 1), at: Millis(index * 10), principal: command.principal, command: command))
+            .command(
+                lsn: UInt64(index + 1), at: Millis(index * 10), principal: command.principal, command: command,
+                outcome: outcomes[index % outcomes.count]))
     }
     records.append(.tick(lsn: 1000, at: 123_456))
     records.append(.tick(lsn: UInt64.max, at: Millis.min))
@@ -185,7 +189,7 @@ struct RecordCodecTests {
     }
 
     @Test func aRecordFromANewerVersionOrOfAnUnknownKindIsMalformed() throws {
-        for (version, kind) in [(UInt8(2), UInt8(2)), (0, 2), (1, 9)] {
+        for (version, kind) in [(JournalRecord.version + 1, UInt8(2)), (0, 2), (1, 9)] {
             var payload: [UInt8] = [version, kind]
             var w = BinaryWriter()
             w.write(UInt64(1))
@@ -252,7 +256,7 @@ struct RecordCodecTests {
             for _ in 0..<size {
                 let command = everyCommandKind[Int(lsn) % everyCommandKind.count]
                 let record = JournalRecord.command(
-                    lsn: lsn, at: Millis(lsn), principal: command.principal, command: command)
+                    lsn: lsn, at: Millis(lsn), principal: command.principal, command: command, outcome: .applied)
                 record.encode(into: &records, scratch: &scratch)
                 batch.append(record)
                 lsn += 1

@@ -217,6 +217,37 @@ struct Workload {
     }
 }
 
+/// Writes `commands` as a journal from lsn 1, `perBatch` entries per frame, laid out as the journal writer lays
+/// them out but as version 1 records (no outcome), as a build before outcomes wrote them: every command an entry,
+/// whatever the rules would say of it. Returns the chain after the last batch.
+@discardableResult
+func writeVersion1Journal(_ commands: [(command: Command, at: Millis)], to directory: DataDirectory, perBatch: Int)
+    throws -> [UInt8]
+{
+    try directory.create()
+    var file = SegmentHeader(firstLSN: 1, previousChain: Chain.genesis).encoded()
+    var chain = Chain.genesis
+    var scratch = BinaryWriter()
+    var lsn: UInt64 = 0
+    for start in stride(from: 0, to: commands.count, by: perBatch) {
+        var records: [UInt8] = []
+        let first = lsn + 1
+        for (command, at) in commands[start..<min(start + perBatch, commands.count)] {
+            lsn += 1
+            JournalRecord.command(
+                lsn: lsn, at: at, principal: command.principal, command: command, outcome: nil
+            )
+            .encode(into: &records, scratch: &scratch)
+        }
+        chain = Chain.next(chain, records: records[...])
+        JournalRecord.trailer(firstLSN: first, lastLSN: lsn, count: UInt32(lsn - first + 1), chain: chain)
+            .encode(into: &records, scratch: &scratch)
+        LZ4Frame.compress(records, appendingTo: &file)
+    }
+    try writeBytes(file, to: directory.journal + "/" + DataDirectory.segmentName(firstLSN: 1))
+    return chain
+}
+
 // MARK: - Reading a journal
 
 /// Every record of every segment of `directory`, in order, checking lsn continuity from the first segment on.
@@ -244,7 +275,7 @@ func replay(_ records: [JournalRecord], configuration: EngineConfiguration = Eng
     var events: [Event] = []
     for record in records {
         switch record {
-        case .command(let lsn, let at, _, let command):
+        case .command(let lsn, let at, _, let command, _):
             out.engine.advance(to: at, events: &events)
             out.results.append((lsn, command, out.engine.apply(command, events: &events)))
         case .tick(_, let at):

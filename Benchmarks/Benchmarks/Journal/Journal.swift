@@ -161,7 +161,7 @@ let benchmarks: @Sendable () -> Void = {
     // MARK: - Record codec
 
     let records: [JournalRecord] = bidCommands(1_024).enumerated().map { i, command in
-        .command(lsn: UInt64(i + 1), at: 1_000, principal: command.principal, command: command)
+        .command(lsn: UInt64(i + 1), at: 1_000, principal: command.principal, command: command, outcome: .applied)
     }
     Benchmark("record encode (bid)", configuration: .init(scalingFactor: .kilo)) { benchmark in
         var out: [UInt8] = []

@@ -1,0 +1,201 @@
+import GavelCore
+@_spi(Manual) import GavelEngine
+import GavelJournal
+import Testing
+
+/// The writer's engine settings for these journals: a short idempotency window and a small cap per principal, so
+/// that ids are forgotten both ways while the journal is written and a reused id is sometimes new again.
+private func engineConfiguration() -> EngineConfiguration {
+    var engine = EngineConfiguration()
+    engine.closedListingRetentionMs = 5_000
+    engine.idempotencyWindowMs = 300
+    engine.maxRequestIDsPerPrincipal = 25
+    return engine
+}
+
+/// `count` commands of a random workload over every format, where (opens aside) 4 % are a command sent again from
+/// long ago (its id forgotten by the window or the cap: applied again), a quarter of the rest a recent one sent
+/// again (a duplicate: its id still remembered), 15 % of the rest a recent bid's id with another amount (a conflict)
+/// and 2 % of the rest have a malformed id.
+private func commandsWithRepeats(seed: UInt64, count: Int, prefix: String = "c", start: Millis = 0)
+    -> [(command: Command, at: Millis)]
+{
+    var workload = Workload(seed: seed, prefix: prefix, start: start)
+    workload.maxStep = 4
+    var rng = SplitMix64(seed: seed ^ 0x5EED)
+    var out: [(command: Command, at: Millis)] = []
+    var recent: [Command] = []
+    var all: [Command] = []
+    for _ in 0..<count {
+        let (command, at) = workload.next()
+        var sent = command
+        if case .open = command.body {
+            // Every listing is opened: the later commands of the workload are for it.
+        } else if all.count > 400 && rng.chance(4) {
+            sent = all[rng.int(0...all.count - 300)]
+        } else if !recent.isEmpty && rng.chance(25) {
+            sent = rng.pick(recent)
+        } else if !recent.isEmpty && rng.chance(15), case let earlier = rng.pick(recent),
+            case .bid(let bidder, let amount) = earlier.body
+        {
+            sent = Command(id: earlier.id, listing: earlier.listing, body: .bid(bidder: bidder, amount: amount + 7))
+        } else if rng.chance(2) {
+            sent = Command(id: "bad id\u{7}", listing: command.listing, body: command.body)
+        }
+        out.append((sent, at))
+        all.append(command)
+        recent.append(command)
+        if recent.count > 8 { recent.removeFirst() }
+    }
+    return out
+}
+
+/// Submits `commands` through a journaled writer (small segments, no fsync), each at its time, and stops it.
+private func journal(_ commands: [(command: Command, at: Millis)], into path: String) throws {
+    var writer = WriterConfiguration()
+    writer.snapshotOnShutdown = false
+    writer.engine = engineConfiguration()
+    var options = RecoveryOptions()
+    options.engine = writer.engine
+    var journal = JournalConfiguration()
+    journal.segmentBytes = 8192
+    journal.fsync = .none
+    let run = try JournaledWriter(path, journal: journal, writer: writer, recovery: options)
+    for (command, at) in commands {
+        if at > run.clock.now() {
+            run.writer.runUntilIdle()
+            run.clock.set(at)
+        }
+        // Commands for listings evicted meanwhile are refused before the journal: not entries.
+        _ = run.writer.submit(command, replyTo: nil)
+    }
+    run.writer.runUntilIdle()
+    run.finish()
+}
+
+/// One entry as a feed sees it: its lsn, its events, and its refusal (a rejected result that is not a duplicate).
+private struct FeedEntry: Equatable, CustomStringConvertible {
+    var lsn: UInt64
+    var events: [Event]
+    var refusal: CommandResult?
+
+    var description: String { "lsn \(lsn): \(events.count) events, refusal \(refusal?.message ?? "none")" }
+}
+
+/// Every entry from `since` to the journal's end, through a replay that keeps the idempotency table or one that
+/// takes the outcomes from the journal; and the outcome each command's result says, by lsn.
+private func feedEntries(_ directory: DataDirectory, from since: UInt64 = 1, requestsFromJournal: Bool) throws
+    -> (entries: [FeedEntry], outcomes: [UInt64: RequestOutcome])
+{
+    let end = try #require(journalRecords(directory).last?.lsn)
+    let replay = try JournalReplay(
+        directory: directory, from: since, engine: engineConfiguration(), requestsFromJournal: requestsFromJournal)
+    var entries: [FeedEntry] = []
+    var outcomes: [UInt64: RequestOutcome] = [:]
+    while try replay.next(
+        upTo: end,
+        { lsn, _, _, result, events in
+            let refusal = result.flatMap { !$0.ok && !$0.duplicate ? $0 : nil }
+            entries.append(FeedEntry(lsn: lsn, events: events, refusal: refusal))
+            if let result { outcomes[lsn] = result.requestOutcome }
+        })
+    {}
+    return (entries, outcomes)
+}
+
+/// The outcome each command record of `directory` carries, by lsn (`nil` for a version 1 record).
+private func recordedOutcomes(_ directory: DataDirectory) throws -> [UInt64: RequestOutcome?] {
+    var out: [UInt64: RequestOutcome?] = [:]
+    for case .command(let lsn, _, _, _, let outcome) in try journalRecords(directory) { out[lsn] = outcome }
+    return out
+}
+
+@Suite("Request outcomes in the journal", .serialized)
+struct RequestOutcomeTests {
+    /// The writer records how the idempotency table answered each command, and that is what a replay keeping the
+    /// table finds: duplicates, conflicts and ids used again after they were forgotten are all in this journal.
+    @Test(arguments: [UInt64(21), 22])
+    func eachCommandRecordCarriesTheOutcomeAReplayWithTheTableFinds(seed: UInt64) throws {
+        let temp = try TemporaryDirectory("outcomes-\(seed)")
+        defer { temp.remove() }
+        try journal(commandsWithRepeats(seed: seed, count: 1_500), into: temp.path)
+        let directory = DataDirectory(temp.path)
+        let recorded = try recordedOutcomes(directory)
+        let replayed = try feedEntries(directory, requestsFromJournal: false).outcomes
+        #expect(recorded.count == replayed.count)
+        #expect(recorded.allSatisfy { $0.value != nil && replayed[$0.key] == $0.value })
+        let counts = Dictionary(grouping: recorded.values.compactMap { $0 }, by: { $0 }).mapValues(\.count)
+        #expect(counts[.duplicate, default: 0] > 100, "\(counts)")
+        #expect(counts[.conflict, default: 0] > 30, "\(counts)")
+        #expect(counts[.applied, default: 0] > 500, "\(counts)")
+    }
+
+    /// From lsn 1 and from lsns in the middle (whose replay starts from an empty engine and reads past earlier
+    /// duplicates silently), a replay that takes the outcomes from the journal hands out the events and the
+    /// refusals of one that keeps the table, entry for entry.
+    @Test(arguments: [UInt64(23), 24, 25])
+    func aReplayTakingOutcomesFromTheJournalHandsOutWhatOneKeepingTheTableDoes(seed: UInt64) throws {
+        let temp = try TemporaryDirectory("outcomes-feed-\(seed)")
+        defer { temp.remove() }
+        try journal(commandsWithRepeats(seed: seed, count: 1_500), into: temp.path)
+        let directory = DataDirectory(temp.path)
+        let end = try #require(journalRecords(directory).last?.lsn)
+        var rng = SplitMix64(seed: seed)
+        for since in [1, end] + (0..<3).map({ _ in UInt64(rng.int(1...Int(end))) }) {
+            let table = try feedEntries(directory, from: since, requestsFromJournal: false).entries
+            let journal = try feedEntries(directory, from: since, requestsFromJournal: true).entries
+            #expect(table.count == Int(end - since + 1), "since \(since)")
+            if since + 300 < end {
+                #expect(table.contains { $0.refusal?.requestIDConflict == true }, "since \(since)")
+            }
+            #expect(journal == table, "since \(since)")
+        }
+    }
+
+    /// A journal written before outcomes (version 1 records), continued by this build: the replay keeps the table
+    /// through the old records, so the new records' duplicates of old ids and the old records' own duplicates give
+    /// the same events and refusals either way, and every new record carries its outcome.
+    @Test func aJournalOfVersion1RecordsContinuedByThisBuildReplaysTheSameEitherWay() throws {
+        let temp = try TemporaryDirectory("outcomes-v1")
+        defer { temp.remove() }
+        let directory = DataDirectory(temp.path)
+        let old = commandsWithRepeats(seed: 26, count: 600)
+        try writeVersion1Journal(old, to: directory, perBatch: 16)
+        // The new part starts by sending the last old commands again (duplicates of ids the table learnt from
+        // version 1 records), then goes on with its own.
+        let resent = old.suffix(30).map { ($0.command, old.last!.at + 1) }
+        let new = commandsWithRepeats(seed: 27, count: 600, prefix: "n", start: old.last!.at + 2)
+        try journal(resent + new, into: temp.path)
+        let recorded = try recordedOutcomes(directory)
+        #expect(recorded.filter { $0.key <= 600 }.allSatisfy { $0.value == nil })
+        #expect(recorded.filter { $0.key > 600 }.allSatisfy { $0.value != nil })
+        #expect(recorded.contains { $0.key > 600 && $0.value == .duplicate })
+        let end = try #require(recorded.keys.max())
+        for since: UInt64 in [1, 300, 601, 700] {
+            let table = try feedEntries(directory, from: since, requestsFromJournal: false).entries
+            let journal = try feedEntries(directory, from: since, requestsFromJournal: true).entries
+            #expect(table.count == Int(end - since + 1), "since \(since)")
+            #expect(journal == table, "since \(since)")
+        }
+    }
+
+    /// A version 2 command record whose outcome byte is none of the three is malformed, not read as some outcome.
+    @Test func aCommandRecordWithAnUnknownOutcomeIsMalformed() throws {
+        let command = Command(id: "b1", listing: "L", body: .bid(bidder: "bob", amount: 500))
+        var bytes: [UInt8] = []
+        var scratch = BinaryWriter()
+        JournalRecord.command(lsn: 1, at: 5, principal: "bob", command: command, outcome: .conflict)
+            .encode(into: &bytes, scratch: &scratch)
+        #expect(bytes[8] == 2, "a record with an outcome is version 2")
+        #expect(bytes[8 + 2 + 16] == RequestOutcome.conflict.rawValue)
+        for byte: UInt8 in [0, 4, 255] {
+            var payload = Array(bytes[8...])
+            payload[2 + 16] = byte
+            var damaged: [UInt8] = []
+            withUnsafeBytes(of: UInt32(payload.count).littleEndian) { damaged += $0 }
+            withUnsafeBytes(of: CRC32C.checksum(payload).littleEndian) { damaged += $0 }
+            damaged += payload
+            #expect(throws: JournalRecord.ReadError.self) { _ = try JournalRecord.decode(damaged, at: 0) }
+        }
+    }
+}
