@@ -8,6 +8,7 @@ QUANTITY = 10**15
 INT64_MAX = 2**63 - 1
 FITS = INT64_MAX // QUANTITY  # 9,223 orders of 10^15 fit at one price; the 9,224th does not
 TRADERS = 4
+WAVE = 2_048
 
 # Limits that admit the burst: every order counts against the connection's and the principal's rate, and rests
 # (each trader holds about 2,300 orders on the listing, past the default cap of 1,000 per trader).
@@ -31,16 +32,20 @@ def test_the_order_that_would_take_a_level_past_int64_max_is_refused_and_survive
             opened = svc.command({"type": "open", "listing": listing, "seller": "exchange", "format": "market",
                                   "closes_at": now_ms() + 3_600_000})
             assert opened["ok"], opened
-        # Pipelined: every connection sends its share before any answer is read.
+        # Pipelined in waves of WAVE: every connection sends its share of a wave before any answer is read. A wave
+        # stays within the listing's queue (4,096 commands), so no order is refused `overloaded` however slowly the
+        # writer drains it on a busy machine.
         total = FITS + 1
-        sent = {n: [] for n in range(TRADERS)}
-        for i in range(total):
-            n = i % TRADERS
-            rid = f"q{i}"
-            traders[n].send({"type": "order", "id": rid, "listing": listing, "side": "buy", "price": 1,
-                             "quantity": QUANTITY})
-            sent[n].append(rid)
-        answers = [traders[n].result(rid, timeout=60) for n in range(TRADERS) for rid in sent[n]]
+        answers = []
+        for start in range(0, total, WAVE):
+            sent = {n: [] for n in range(TRADERS)}
+            for i in range(start, min(start + WAVE, total)):
+                n = i % TRADERS
+                rid = f"q{i}"
+                traders[n].send({"type": "order", "id": rid, "listing": listing, "side": "buy", "price": 1,
+                                 "quantity": QUANTITY})
+                sent[n].append(rid)
+            answers += [traders[n].result(rid, timeout=60) for n in range(TRADERS) for rid in sent[n]]
         accepted = [a for a in answers if a["ok"]]
         refused = [a for a in answers if not a["ok"]]
         assert len(accepted) == FITS, [a for a in refused if a["error"] != "limit_exceeded"][:3]
