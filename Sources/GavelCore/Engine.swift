@@ -207,6 +207,22 @@ public final class Engine {
     public func apply(
         _ command: Command, digest: CommandDigest, listing handle: ListingHandle?, events: inout [Event]
     ) -> CommandResult {
+        apply(command, digest: digest, listing: handle, lookUp: true, events: &events)
+    }
+
+    /// Applies a journaled `command` whose request id the journal says was new when the writer applied it
+    /// (``RequestOutcome/applied``) as ``apply(_:events:)`` did then, without looking the id up first: the same
+    /// events, result and state, one probe of the idempotency table less. For recovery and the checkpointer's
+    /// shadow, which replay every command the writer applied.
+    public func apply(new command: Command, events: inout [Event]) -> CommandResult {
+        apply(command, digest: CommandDigest(command), listing: nil, lookUp: false, events: &events)
+    }
+
+    @inline(__always)
+    private func apply(
+        _ command: Command, digest: CommandDigest, listing handle: ListingHandle?, lookUp: Bool,
+        events: inout [Event]
+    ) -> CommandResult {
         var known: Listing?
         if let handle, handle.owner == ObjectIdentifier(self), handle.listing.live,
             handle.listing.id == command.listing
@@ -220,7 +236,7 @@ public final class Engine {
         let key = RequestKey(principal: principal, id: command.id)
         let hash = digest.requestHash
         let fingerprint = digest.fingerprint
-        if let position = rememberedPosition(of: key, hash: hash) {
+        if lookUp, let position = rememberedPosition(of: key, hash: hash) {
             if rememberedSlots[position].fingerprint == fingerprint {
                 var result = rememberedSlots[position].result
                 result.duplicate = true

@@ -262,9 +262,11 @@ public enum Recovery {
         -> (timers: Int, result: CommandResult?)
     {
         switch record {
-        case .command(_, let at, _, let command, _):
+        case .command(_, let at, _, let command, let outcome):
             engine.advance(to: at, events: &events)
             let timers = events.count
+            // The writer found the id new: no need to look it up again (one probe of the table less a command).
+            if outcome == .applied { return (timers, engine.apply(new: command, events: &events)) }
             return (timers, engine.apply(command, events: &events))
         case .tick(_, let at):
             engine.advance(to: at, events: &events)

@@ -1,6 +1,7 @@
 import GavelCore
 @_spi(Manual) import GavelEngine
 import GavelJournal
+import Synchronization
 import Testing
 
 /// The writer's engine settings for these journals: a short idempotency window and a small cap per principal, so
@@ -177,6 +178,33 @@ struct RequestOutcomeTests {
             #expect(table.count == Int(end - since + 1), "since \(since)")
             #expect(journal == table, "since \(since)")
         }
+    }
+
+    /// Recovery (and so the checkpointer's shadow, which applies records the same way) takes an `applied` outcome
+    /// as leave not to look the id up: it reaches the state, byte for byte, and the results of a replay that looks
+    /// every id up.
+    @Test(arguments: [UInt64(28), 29])
+    func recoveryTrustingTheOutcomesReachesTheStateOfAReplayLookingEveryIDUp(seed: UInt64) throws {
+        let temp = try TemporaryDirectory("outcomes-recovery-\(seed)")
+        defer { temp.remove() }
+        try journal(commandsWithRepeats(seed: seed, count: 2_000), into: temp.path)
+        let directory = DataDirectory(temp.path)
+        let records = try journalRecords(directory)
+        #expect(records.contains { if case .command(_, _, _, _, .duplicate?) = $0 { true } else { false } })
+        let reference = replay(records, configuration: engineConfiguration())
+        var options = RecoveryOptions()
+        options.useSnapshots = false
+        options.repair = false
+        options.engine = engineConfiguration()
+        let collected = Mutex<[UInt64: CommandResult]>([:])
+        options.observe = { record, _, result, _ in
+            if let result { collected.withLock { $0[record.lsn] = result } }
+        }
+        let recovered = try Recovery.recover(directory, options: options)
+        let results = collected.withLock { $0 }
+        #expect(recovered.engine.stateHash() == reference.engine.stateHash())
+        #expect(reference.results.allSatisfy { results[$0.lsn] == $0.result })
+        #expect(results.count == reference.results.count)
     }
 
     /// A version 2 command record whose outcome byte is none of the three is malformed, not read as some outcome.
