@@ -74,6 +74,14 @@ private func journal(_ commands: [(command: Command, at: Millis)], into path: St
     run.finish()
 }
 
+/// A temporary data directory holding the journal of ``commandsWithRepeats(seed:count:prefix:start:)``.
+private func journalWithRepeats(_ name: String, seed: UInt64, count: Int) throws -> (TemporaryDirectory, DataDirectory)
+{
+    let temp = try TemporaryDirectory("\(name)-\(seed)")
+    try journal(commandsWithRepeats(seed: seed, count: count), into: temp.path)
+    return (temp, DataDirectory(temp.path))
+}
+
 /// One entry as a feed sees it: its lsn, its events, and its refusal (a rejected result that is not a duplicate).
 private struct FeedEntry: Equatable, CustomStringConvertible {
     var lsn: UInt64
@@ -117,10 +125,8 @@ struct RequestOutcomeTests {
     /// table finds: duplicates, conflicts and ids used again after they were forgotten are all in this journal.
     @Test(arguments: [UInt64(21), 22])
     func eachCommandRecordCarriesTheOutcomeAReplayWithTheTableFinds(seed: UInt64) throws {
-        let temp = try TemporaryDirectory("outcomes-\(seed)")
+        let (temp, directory) = try journalWithRepeats("outcomes", seed: seed, count: 1_500)
         defer { temp.remove() }
-        try journal(commandsWithRepeats(seed: seed, count: 1_500), into: temp.path)
-        let directory = DataDirectory(temp.path)
         let recorded = try recordedOutcomes(directory)
         let replayed = try feedEntries(directory, requestsFromJournal: false).outcomes
         #expect(recorded.count == replayed.count)
@@ -136,10 +142,8 @@ struct RequestOutcomeTests {
     /// refusals of one that keeps the table, entry for entry.
     @Test(arguments: [UInt64(23), 24, 25])
     func aReplayTakingOutcomesFromTheJournalHandsOutWhatOneKeepingTheTableDoes(seed: UInt64) throws {
-        let temp = try TemporaryDirectory("outcomes-feed-\(seed)")
+        let (temp, directory) = try journalWithRepeats("outcomes-feed", seed: seed, count: 1_500)
         defer { temp.remove() }
-        try journal(commandsWithRepeats(seed: seed, count: 1_500), into: temp.path)
-        let directory = DataDirectory(temp.path)
         let end = try #require(journalRecords(directory).last?.lsn)
         var rng = SplitMix64(seed: seed)
         for since in [1, end] + (0..<3).map({ _ in UInt64(rng.int(1...Int(end))) }) {
@@ -185,10 +189,8 @@ struct RequestOutcomeTests {
     /// every id up.
     @Test(arguments: [UInt64(28), 29])
     func recoveryTrustingTheOutcomesReachesTheStateOfAReplayLookingEveryIDUp(seed: UInt64) throws {
-        let temp = try TemporaryDirectory("outcomes-recovery-\(seed)")
+        let (temp, directory) = try journalWithRepeats("outcomes-recovery", seed: seed, count: 2_000)
         defer { temp.remove() }
-        try journal(commandsWithRepeats(seed: seed, count: 2_000), into: temp.path)
-        let directory = DataDirectory(temp.path)
         let records = try journalRecords(directory)
         #expect(records.contains { if case .command(_, _, _, _, .duplicate?) = $0 { true } else { false } })
         let reference = replay(records, configuration: engineConfiguration())
