@@ -203,6 +203,13 @@ struct Serve: AsyncParsableCommand {
     @Option(
         name: .long,
         help:
+            "Commands one listing may have waiting for the engine; past it the listing's next command gets overloaded until the engine takes some. Env GAVEL_LISTING_QUEUE_CAPACITY; default 4096, 16 to 1000000."
+    )
+    var listingQueueCapacity: Int?
+
+    @Option(
+        name: .long,
+        help:
             "How long a closed, sold-out or cancelled listing stays in memory, in ms; then it is evicted (its history stays in the journal). Part of the state: fixed by the data directory's first start. Env GAVEL_CLOSED_LISTING_RETENTION_MS; default 3600000."
     )
     var closedListingRetentionMs: Int64?
@@ -261,6 +268,14 @@ struct Serve: AsyncParsableCommand {
             throw ValidationError("--max-resting-orders-per-trader must be 1 to 10000000")
         }
         return c
+    }
+
+    func listingQueueCapacitySetting() throws -> Int {
+        let value = try Setting.value(listingQueueCapacity, "GAVEL_LISTING_QUEUE_CAPACITY", default: 4096)
+        guard (16...1_000_000).contains(value) else {
+            throw ValidationError("--listing-queue-capacity must be 16 to 1000000")
+        }
+        return value
     }
 
     func maxListingQueuesSetting() throws -> Int {
@@ -393,6 +408,7 @@ struct Serve: AsyncParsableCommand {
         _ = try givenSecret(option: jwtSecret)
         _ = try engineConfiguration()
         _ = try maxListingQueuesSetting()
+        _ = try listingQueueCapacitySetting()
         _ = try edgeAuth.shape()
     }
 
@@ -444,6 +460,7 @@ struct Serve: AsyncParsableCommand {
         configuration.jwtSecret = try servingSecret(option: jwtSecret, dataDir: dataDir)
         var writerConfiguration = storage.writerConfiguration(engine: engineConfiguration)
         writerConfiguration.maxListingQueues = try maxListingQueuesSetting()
+        writerConfiguration.queueCapacity = try listingQueueCapacitySetting()
         let recoveryStarted = monotonicMillis()
         let core = try ServingCore.assemble(
             directory: directory,

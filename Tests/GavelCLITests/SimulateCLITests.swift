@@ -175,6 +175,8 @@ struct ServeOptionsCLITests {
         let cases: [([String], [String: String], String)] = [
             (["--max-listing-queues=0"], [:], "--max-listing-queues must be 1 to 100000000"),
             ([], ["GAVEL_MAX_LISTING_QUEUES": "-5"], "--max-listing-queues must be 1 to 100000000"),
+            (["--listing-queue-capacity=15"], [:], "--listing-queue-capacity must be 16 to 1000000"),
+            ([], ["GAVEL_LISTING_QUEUE_CAPACITY": "1000001"], "--listing-queue-capacity must be 16 to 1000000"),
             (["--closed-listing-retention-ms=-1"], [:], "--closed-listing-retention-ms must be 0 to 31536000000"),
             ([], ["GAVEL_MAX_REQUEST_IDS_PER_PRINCIPAL": "0"], "--max-request-ids-per-principal must be 1 to"),
         ]
