@@ -1,7 +1,7 @@
 /// The result of one command: accepted, or rejected with an error code and a message for a person.
 public struct CommandResult: Sendable, Hashable {
     // The stored properties are in the order that packs them best (the 16-byte strings, the 9-byte optional
-    // integers, then the single bytes): 93 bytes rather than 105 in declaration order, and a result is copied into
+    // integers, then the single bytes): 94 bytes rather than 106 in declaration order, and a result is copied into
     // every remembered request id, batch entry and reply.
 
     /// A message a person can act on; empty when accepted.
