@@ -29,6 +29,10 @@ public struct RecoveryOptions: Sendable {
     public var repair = true
     /// Rules settings for a journal replayed from the start.
     public var engine = EngineConfiguration()
+    /// Look every command's id up, and compare what the table answers with the outcome its record carries (version
+    /// 2), listing the records where they differ (``RecoveryReport/outcomeMismatches``): for `gavel verify`. Without
+    /// it, a command whose record says its id was new is applied without the lookup.
+    public var checkOutcomes = false
     /// Called on the recovering thread ``progressIntervalNanos`` (a second) after recovery started and then every
     /// such interval, with the number of records replayed so far and the segment being read; never for a recovery
     /// shorter than the interval.
@@ -67,6 +71,12 @@ public struct RecoveryReport {
     /// Whether recovery started from a snapshot written before sales created settlements (format 1), because the
     /// journal no longer reaches back to lsn 1: the sales before its lsn have no settlements.
     public var startedBeforeSettlements = false
+    /// With ``RecoveryOptions/checkOutcomes``: the first ten command records whose recorded outcome is not what the
+    /// idempotency table answered on replay (lsn, recorded, found), and how many there were in all.
+    public var outcomeMismatches: [(lsn: UInt64, recorded: RequestOutcome, found: RequestOutcome)] = []
+    public var outcomeMismatchCount = 0
+    /// With ``RecoveryOptions/checkOutcomes``: the command records that carried an outcome (version 2).
+    public var outcomesChecked = 0
 }
 
 /// Why recovery did not start from a snapshot that is intact.
@@ -199,6 +209,8 @@ public enum Recovery {
                     if let limit = options.toLSN, record.lsn > limit { break reading }
                     if let observe = options.observe {
                         observed(record, to: engine, observe)
+                    } else if options.checkOutcomes {
+                        checked(record, to: engine, events: &events, report: &report)
                     } else {
                         apply(record, to: engine, events: &events)
                     }
@@ -238,6 +250,22 @@ public enum Recovery {
             }
         }
         report.truncation = (path, offset, "corruption truncated on request: \(reason)")
+    }
+
+    /// Applies `record` looking its id up whatever its outcome, and notes in `report` an outcome that differs.
+    private static func checked(
+        _ record: JournalRecord, to engine: Engine, events: inout [Event], report: inout RecoveryReport
+    ) {
+        guard case .command(let lsn, let at, _, let command, let recorded?) = record else {
+            return apply(record, to: engine, events: &events)
+        }
+        engine.advance(to: at, events: &events)
+        let found = engine.apply(command, events: &events).requestOutcome
+        events.removeAll(keepingCapacity: true)
+        report.outcomesChecked += 1
+        guard found != recorded else { return }
+        report.outcomeMismatchCount += 1
+        if report.outcomeMismatches.count < 10 { report.outcomeMismatches.append((lsn, recorded, found)) }
     }
 
     /// Applies `record` as ``apply(_:to:events:)`` does, and tells `observe` what it caused.

@@ -123,8 +123,21 @@ public enum Verification {
                 }
             }
             options.toLSN = nil
+            options.checkOutcomes = true
             if let report = try? Recovery.recover(directory, options: options) {
                 finalHashes.append(("the start", report.engine.fastStateHash()))
+                if report.outcomeMismatchCount > 0 {
+                    let listed = report.outcomeMismatches.map {
+                        "lsn \($0.lsn) says \($0.recorded), the replay finds \($0.found)"
+                    }
+                    result.problems.append(
+                        "\(report.outcomeMismatchCount) command record(s) carry an idempotency outcome the replay from the start does not find: \(listed.joined(separator: "; "))"
+                    )
+                } else if report.outcomesChecked > 0 {
+                    result.notes.append(
+                        "the idempotency outcomes of \(report.outcomesChecked) command records are what the replay from the start finds"
+                    )
+                }
             }
         }
         for snapshot in snapshots where segments.isEmpty || snapshot.lsn + 1 >= firstLSN {

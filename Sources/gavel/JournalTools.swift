@@ -87,9 +87,10 @@ struct Verify: ParsableCommand {
         abstract: "Check every snapshot and journal segment of a data directory; exit non-zero on any problem.",
         discussion: """
             Checks frames, record CRCs, lsn continuity, the SHA-256 chain (an edited, removed or reordered batch \
-            breaks it), and that replaying from each snapshot reaches the same state as replaying from the start \
-            where the segments allow; when a replay does not reach a snapshot's state, it names the remembered \
-            requests whose outcome differs (the journal records commands, not outcomes). Read-only.
+            breaks it), that replaying from each snapshot reaches the same state as replaying from the start \
+            where the segments allow, and that each command's recorded idempotency outcome (new, duplicate or \
+            conflict) is what the replay from the start finds; when a replay does not reach a snapshot's state, it \
+            names the remembered requests whose result differs. Read-only.
             """
     )
 

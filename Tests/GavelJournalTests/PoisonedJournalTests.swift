@@ -31,7 +31,7 @@ private func readOnly() -> RecoveryOptions {
         defer { temporary.remove() }
         let directory = DataDirectory(temporary.path)
         let commands = auditCommands()
-        _ = try writeVersion1Journal(commands, to: directory, perBatch: 1000)
+        _ = try writeJournalRecords(commands, to: directory, perBatch: 1000)
 
         let first = try Recovery.recover(directory, options: readOnly())
         let second = try Recovery.recover(directory, options: readOnly())
@@ -60,7 +60,7 @@ private func readOnly() -> RecoveryOptions {
         defer { temporary.remove() }
         let directory = DataDirectory(temporary.path)
         let commands = auditCommands()
-        let chain = try writeVersion1Journal(commands, to: directory, perBatch: 1000)
+        let chain = try writeJournalRecords(commands, to: directory, perBatch: 1000)
         let report = try Recovery.recover(directory, options: readOnly())
 
         // A snapshot as an earlier build with other rules would have written it: it remembers the 9,224th order as

@@ -165,7 +165,7 @@ struct RequestOutcomeTests {
         defer { temp.remove() }
         let directory = DataDirectory(temp.path)
         let old = commandsWithRepeats(seed: 26, count: 600)
-        try writeVersion1Journal(old, to: directory, perBatch: 16)
+        try writeJournalRecords(old, to: directory, perBatch: 16)
         // The new part starts by sending the last old commands again (duplicates of ids the table learnt from
         // version 1 records), then goes on with its own.
         let resent = old.suffix(30).map { ($0.command, old.last!.at + 1) }
@@ -207,6 +207,42 @@ struct RequestOutcomeTests {
         #expect(recovered.engine.stateHash() == reference.engine.stateHash())
         #expect(reference.results.allSatisfy { results[$0.lsn] == $0.result })
         #expect(results.count == reference.results.count)
+    }
+
+    /// `gavel verify` looks every id up on its replay from the start and names a record whose outcome is not what
+    /// the table answers (here a duplicate recorded as new, which recovery would otherwise apply as new), and says
+    /// so when every outcome matches.
+    @Test func verifyNamesACommandRecordWhoseOutcomeTheReplayDoesNotFind() throws {
+        let commands: [(command: Command, at: Millis)] = [
+            (
+                Command(
+                    id: "o", listing: "E",
+                    body: .open(seller: "sam", terms: .english(.init(start: 100, closesAt: 10_000)))), 1
+            ),
+            (Command(id: "b1", listing: "E", body: .bid(bidder: "ann", amount: 200)), 2),
+            (Command(id: "b1", listing: "E", body: .bid(bidder: "ann", amount: 200)), 3),
+            (Command(id: "b1", listing: "E", body: .bid(bidder: "ann", amount: 300)), 4),
+            (Command(id: "b2", listing: "E", body: .bid(bidder: "bob", amount: 300)), 5),
+        ]
+        let honest: [RequestOutcome] = [.applied, .applied, .duplicate, .conflict, .applied]
+        for (name, outcomes) in [
+            ("honest", honest), ("falsified", [.applied, .applied, .applied, .conflict, .applied]),
+        ] {
+            let temp = try TemporaryDirectory("outcomes-verify-\(name)")
+            defer { temp.remove() }
+            let directory = DataDirectory(temp.path)
+            try writeJournalRecords(commands, to: directory, perBatch: 2, outcomes: outcomes)
+            let result = Verification.run(directory)
+            if outcomes == honest {
+                #expect(result.problems.isEmpty, "\(result.problems)")
+                #expect(
+                    result.notes.contains(
+                        "the idempotency outcomes of 5 command records are what the replay from the start finds"))
+            } else {
+                #expect(result.problems.count == 1, "\(result.problems)")
+                #expect(result.problems.first?.contains("lsn 3 says applied, the replay finds duplicate") == true)
+            }
+        }
     }
 
     /// A version 2 command record whose outcome byte is none of the three is malformed, not read as some outcome.

@@ -218,12 +218,14 @@ struct Workload {
 }
 
 /// Writes `commands` as a journal from lsn 1, `perBatch` entries per frame, laid out as the journal writer lays
-/// them out but as version 1 records (no outcome), as a build before outcomes wrote them: every command an entry,
-/// whatever the rules would say of it. Returns the chain after the last batch.
+/// them out, every command an entry whatever the rules would say of it: as version 1 records (no outcome), as a
+/// build before outcomes wrote them, or with `outcomes` (one per command) as version 2 records saying those.
+/// Returns the chain after the last batch.
 @discardableResult
-func writeVersion1Journal(_ commands: [(command: Command, at: Millis)], to directory: DataDirectory, perBatch: Int)
-    throws -> [UInt8]
-{
+func writeJournalRecords(
+    _ commands: [(command: Command, at: Millis)], to directory: DataDirectory, perBatch: Int,
+    outcomes: [RequestOutcome]? = nil
+) throws -> [UInt8] {
     try directory.create()
     var file = SegmentHeader(firstLSN: 1, previousChain: Chain.genesis).encoded()
     var chain = Chain.genesis
@@ -235,7 +237,7 @@ func writeVersion1Journal(_ commands: [(command: Command, at: Millis)], to direc
         for (command, at) in commands[start..<min(start + perBatch, commands.count)] {
             lsn += 1
             JournalRecord.command(
-                lsn: lsn, at: at, principal: command.principal, command: command, outcome: nil
+                lsn: lsn, at: at, principal: command.principal, command: command, outcome: outcomes?[Int(lsn) - 1]
             )
             .encode(into: &records, scratch: &scratch)
         }
