@@ -7,8 +7,13 @@
 /// The idempotency table's index: request key → position in the engine's log of remembered results, an
 /// open-addressing hash table that grows incrementally, so that no single insert rehashes the whole table.
 ///
-/// The table stores only a key's 64-bit hash and its position; the key itself is compared against the log entry at
-/// that position (the caller's `matches`), so the table holds no strings and no references.
+/// A slot is 8 bytes: the low 32 bits of the key's 64-bit hash and its position. The key itself is compared against
+/// the log entry at that position (the caller's `matches`) when those bits are equal, so the table holds no strings
+/// and no references. The low bits also place the key (its home slot), so a table of up to 2^32 slots can move its
+/// entries to a larger one without the rest of the hash; two keys on one probe path that share all 32 bits (about
+/// one in 2^(32 - log2(capacity)) of the keys sharing a home slot) cost one extra comparison of the log entry.
+/// Half the bytes of a slot holding the whole hash and an `Int` position: half the memory to zero when a table is
+/// first touched, and twice the slots in a cache line.
 ///
 /// Growth: when the slots in use (live and deleted) pass three quarters of the capacity, a new table is allocated
 /// (at least twice the live count, at least half the old capacity) and every later insert or remove moves
@@ -23,13 +28,18 @@
 ///
 /// - Note: Not thread-safe; one owner (the engine).
 final class RequestTable {
-    /// A slot: `position + 1` (0: never used, `deleted`: a removed entry that probes go past) and the key's hash.
+    /// A slot: `position + 1` (0: never used, `deleted`: a removed entry that probes go past) and the low 32 bits of
+    /// the key's hash.
     struct Slot {
-        var tag: Int
-        var hash: UInt64
+        var tag: UInt32
+        var hash: UInt32
+
+        @inline(__always) var isLive: Bool { tag != 0 && tag != RequestTable.deleted }
     }
 
-    static let deleted = -1
+    static let deleted = UInt32.max
+    /// The most positions a table tells apart (tags are 32-bit, two values reserved).
+    static let maxPosition = Int(UInt32.max) - 2
     /// Old slots moved per insert or remove while two tables coexist.
     static let migrationStep = 16
     static let minimumCapacity = 16
@@ -73,8 +83,9 @@ final class RequestTable {
 
     /// Adds `position` under `hash`. The caller guarantees that no entry for the same key is in the table.
     func insert(hash: UInt64, position: Int) {
+        precondition(position >= 0 && position <= Self.maxPosition, "a position the table's 32-bit tags can hold")
         migrate()
-        if slots.insert(hash: hash, tag: position + 1) { used += 1 }
+        if slots.insert(hash: UInt32(truncatingIfNeeded: hash), tag: UInt32(position + 1)) { used += 1 }
         count += 1
         if used > slots.capacity / 4 * 3 { startResize() }
     }
@@ -83,7 +94,9 @@ final class RequestTable {
     @discardableResult
     func remove(hash: UInt64, position: Int) -> Bool {
         migrate()
-        let removed = slots.remove(hash: hash, tag: position + 1) || old?.remove(hash: hash, tag: position + 1) == true
+        guard position >= 0 && position <= Self.maxPosition else { return false }
+        let (low, tag) = (UInt32(truncatingIfNeeded: hash), UInt32(position + 1))
+        let removed = slots.remove(hash: low, tag: tag) || old?.remove(hash: low, tag: tag) == true
         if removed { count -= 1 }
         return removed
     }
@@ -109,7 +122,7 @@ final class RequestTable {
         let end = min(moved + Self.migrationStep, old.capacity)
         for index in moved..<end {
             let slot = old.base[index]
-            guard slot.tag > 0 else { continue }
+            guard slot.isLive else { continue }
             if slots.insert(hash: slot.hash, tag: slot.tag) { used += 1 }
             old.base[index].tag = Self.deleted
         }
@@ -137,6 +150,7 @@ final class RequestTable {
 
         init(capacity: Int) {
             precondition(capacity > 0 && capacity & (capacity - 1) == 0, "a power of two")
+            precondition(capacity <= 1 << 32, "a home slot the hash's low 32 bits can give")
             self.capacity = capacity
             mask = capacity - 1
             bytes = capacity * MemoryLayout<Slot>.stride
@@ -169,28 +183,29 @@ final class RequestTable {
 
         @inline(__always)
         func find(hash: UInt64, where matches: (Int) -> Bool) -> Int? {
-            probe(hash) { $0.hash == hash && matches($0.tag - 1) }.map { base[$0].tag - 1 }
+            let low = UInt32(truncatingIfNeeded: hash)
+            return probe(low) { $0.hash == low && matches(Int($0.tag) - 1) }.map { Int(base[$0].tag) - 1 }
         }
 
         /// The index of the live slot on `hash`'s probe sequence for which `isIt` holds, if any.
         @inline(__always)
-        private func probe(_ hash: UInt64, _ isIt: (Slot) -> Bool) -> Int? {
-            var index = Int(truncatingIfNeeded: hash) & mask
+        private func probe(_ hash: UInt32, _ isIt: (Slot) -> Bool) -> Int? {
+            var index = Int(hash) & mask
             while true {
                 let slot = base[index]
                 if slot.tag == 0 { return nil }
-                if slot.tag > 0 && isIt(slot) { return index }
+                if slot.tag != RequestTable.deleted && isIt(slot) { return index }
                 index = (index + 1) & mask
             }
         }
 
         /// Stores `tag`; returns `true` when it took a never-used slot (not a deleted one).
         @inline(__always)
-        func insert(hash: UInt64, tag: Int) -> Bool {
-            var index = Int(truncatingIfNeeded: hash) & mask
+        func insert(hash: UInt32, tag: UInt32) -> Bool {
+            var index = Int(hash) & mask
             while true {
                 let current = base[index].tag
-                if current <= 0 {
+                if current == 0 || current == RequestTable.deleted {
                     base[index] = Slot(tag: tag, hash: hash)
                     return current == 0
                 }
@@ -199,7 +214,7 @@ final class RequestTable {
         }
 
         @inline(__always)
-        func remove(hash: UInt64, tag: Int) -> Bool {
+        func remove(hash: UInt32, tag: UInt32) -> Bool {
             guard let index = probe(hash, { $0.tag == tag }) else { return false }
             base[index].tag = RequestTable.deleted
             return true
@@ -212,8 +227,8 @@ final class RequestTable {
 ///
 /// Hash flooding: a client controls request ids and, through `on_behalf_of`, principals, so an attacker could send
 /// keys crafted to collide. Collisions need the 128-bit seed, which never leaves the process and differs on every
-/// start; the table also keeps the full 64-bit hash of each entry, so only keys with equal full hashes are compared
-/// as strings. It is not a cryptographic function: like Go's and foldhash's, it resists flooding by an attacker who
+/// start; the table also keeps the low 32 bits of each entry's hash, so only keys equal in those are compared as
+/// strings. It is not a cryptographic function: like Go's and foldhash's, it resists flooding by an attacker who
 /// cannot see hash values (they never leave the process), not one who can. Identifiers are at most 64 bytes, so a
 /// key costs at most 20 multiplications.
 enum RequestHash {
