@@ -89,14 +89,14 @@ extension Engine {
             let at = try r.read(0...now, "the time a request was remembered")
             let fingerprint = try r.readUInt64()
             let result = try CommandResult.decode(from: &r)
-            guard engine.remembered[key] == nil else {
+            // The key's hash once, for the check and the insert (which then probes slots already in cache).
+            let hash = RequestHash.of(principal: key.principal, id: key.id)
+            guard engine.rememberedPosition(of: key, hash: hash) == nil else {
                 throw r.fail("request id \(key.id) of \(key.principal) is remembered twice")
             }
             engine.remember(
-                RememberedResult(
-                    id: key.id, hash: RequestHash.of(principal: key.principal, id: key.id), fingerprint: fingerprint,
-                    result: result, at: at), principal: key.principal,
-                principalHash: RequestHash.of(principal: key.principal))
+                RememberedResult(id: key.id, hash: hash, fingerprint: fingerprint, result: result, at: at),
+                principal: key.principal, principalHash: RequestHash.of(principal: key.principal))
         }
         if !r.isAtEnd { try engine.restoreSettlements(&r, rememberedCount: rememberedCount) }
         guard r.isAtEnd else { throw r.fail("\(r.remaining) unexpected bytes after the state") }
