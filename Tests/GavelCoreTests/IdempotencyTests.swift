@@ -48,6 +48,28 @@ import Testing
         }
     }
 
+    /// A state that remembers one principal's request id twice (a damaged or forged snapshot) is refused on
+    /// restore, naming the id, rather than loaded with two entries for one key.
+    @Test func aStateRememberingOneRequestIDTwiceIsRefusedOnRestore() throws {
+        let h = Harness()
+        h.open(Terms.english(), at: 0)
+        #expect(h.apply(bid("dupXXXX1", "ann", 1000), at: 10).ok)
+        #expect(h.apply(bid("dupXXXX2", "ann", 2000), at: 11).ok)
+        let state = h.engine.encodeState()
+        #expect(throws: Never.self) { _ = try Engine.restore(from: state) }
+        // The second id's bytes become the first's: same length, so the encoding stays well formed.
+        let second = Array("dupXXXX2".utf8)
+        let starts = (0...(state.count - second.count)).filter { Array(state[$0..<$0 + second.count]) == second }
+        #expect(starts.count == 1)
+        var damaged = state
+        damaged[starts[0] + second.count - 1] = UInt8(ascii: "1")
+        #expect {
+            _ = try Engine.restore(from: damaged)
+        } throws: { error in
+            "\(error)".contains("request id dupXXXX1 of ann is remembered twice")
+        }
+    }
+
     @Test func duplicateIgnoresTheTimeItArrivesAt() {
         let h = Harness()
         h.open(Terms.english(), at: 0)
