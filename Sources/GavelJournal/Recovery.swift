@@ -256,12 +256,11 @@ public enum Recovery {
     private static func checked(
         _ record: JournalRecord, to engine: Engine, events: inout [Event], report: inout RecoveryReport
     ) {
-        guard case .command(let lsn, let at, _, let command, let recorded?) = record else {
-            return apply(record, to: engine, events: &events)
-        }
-        engine.advance(to: at, events: &events)
-        let found = engine.apply(command, events: &events).requestOutcome
+        let result = step(record, to: engine, events: &events, trustingOutcome: false).result
         events.removeAll(keepingCapacity: true)
+        guard case .command(let lsn, _, _, _, let recorded?) = record, let found = result?.requestOutcome else {
+            return
+        }
         report.outcomesChecked += 1
         guard found != recorded else { return }
         report.outcomeMismatchCount += 1
@@ -286,15 +285,16 @@ public enum Recovery {
 
     /// Applies `record`, appending to `events` what the timers it moved the clock past fired (the first `timers`
     /// of them) and then what its command caused; `result` is the command's.
-    private static func step(_ record: JournalRecord, to engine: Engine, events: inout [Event])
-        -> (timers: Int, result: CommandResult?)
-    {
+    /// With `trustingOutcome`, a command whose record says its id was new is applied without looking the id up.
+    private static func step(
+        _ record: JournalRecord, to engine: Engine, events: inout [Event], trustingOutcome: Bool = true
+    ) -> (timers: Int, result: CommandResult?) {
         switch record {
         case .command(_, let at, _, let command, let outcome):
             engine.advance(to: at, events: &events)
             let timers = events.count
             // The writer found the id new: no need to look it up again (one probe of the table less a command).
-            if outcome == .applied { return (timers, engine.apply(new: command, events: &events)) }
+            if trustingOutcome, outcome == .applied { return (timers, engine.apply(new: command, events: &events)) }
             return (timers, engine.apply(command, events: &events))
         case .tick(_, let at):
             engine.advance(to: at, events: &events)
