@@ -49,11 +49,7 @@ struct CheckpointerTests {
         for _ in 0..<1500 {
             let (command, at) = workload.next()
             if case .open(_, let terms) = command.body { formats.insert("\(terms.format)") }
-            if at > run.clock.now() {
-                run.writer.runUntilIdle()
-                run.clock.set(at)
-            }
-            _ = run.writer.submit(command, replyTo: nil)
+            run.offer(command, at: at)
             if rng.chance(1) {
                 // Sometimes the clock moves on with nothing journaled first: the snapshot journals a tick.
                 if rng.chance(50) { run.clock.set(run.clock.now() + 7) }

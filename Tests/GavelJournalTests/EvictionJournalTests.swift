@@ -37,12 +37,8 @@ struct EvictionJournalTests {
                 terms.deadlines = SettlementDeadlines(paymentDueMs: 10)
                 command.body = .open(seller: seller, terms: terms)
             }
-            if at > run.clock.now() {
-                run.writer.runUntilIdle()
-                run.clock.set(at)
-            }
             // Commands for listings already evicted are refused at submit, unjournaled.
-            if let rejected = run.writer.submit(command, replyTo: nil) {
+            if let rejected = run.offer(command, at: at) {
                 #expect(rejected.error == .unknownListing)
                 refused += 1
             }

@@ -39,12 +39,8 @@ private func writeJournal(
     workload.maxStep = 40
     for index in 1...count {
         let (command, at) = workload.next()
-        if at > run.clock.now() {
-            run.writer.runUntilIdle()
-            run.clock.set(at)
-        }
         // Commands for listings evicted meanwhile are refused before the journal: not entries.
-        _ = run.writer.submit(command, replyTo: nil)
+        run.offer(command, at: at)
         if index % snapshotEvery == 0 {
             run.writer.runUntilIdle()
             #expect(run.writer.requestSnapshot())

@@ -49,11 +49,23 @@ final class JournaledWriter {
 
     /// Submits `command` at engine time `at` (turns run first when the clock moves, as `gavel simulate` does).
     func submit(_ command: Command, at: Millis) {
-        if at > clock.now() {
-            writer.runUntilIdle()
-            clock.set(at)
-        }
+        moveClock(to: at)
         #expect(writer.submit(command, replyTo: released) == nil)
+    }
+
+    /// Submits `command` at engine time `at` as ``submit(_:at:)`` does, with no one to answer, and returns the
+    /// refusal the writer gives before the journal (a listing evicted meanwhile: not an entry), if any.
+    @discardableResult
+    func offer(_ command: Command, at: Millis) -> CommandResult? {
+        moveClock(to: at)
+        return writer.submit(command, replyTo: nil)
+    }
+
+    /// Runs the turns of what was submitted, then moves the clock to `at` when that is later.
+    private func moveClock(to at: Millis) {
+        guard at > clock.now() else { return }
+        writer.runUntilIdle()
+        clock.set(at)
     }
 
     /// Applies everything submitted and waits until it is durable and released, and every snapshot asked for is

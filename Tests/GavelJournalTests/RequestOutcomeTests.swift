@@ -62,14 +62,8 @@ private func journal(_ commands: [(command: Command, at: Millis)], into path: St
     journal.segmentBytes = 8192
     journal.fsync = .none
     let run = try JournaledWriter(path, journal: journal, writer: writer, recovery: options)
-    for (command, at) in commands {
-        if at > run.clock.now() {
-            run.writer.runUntilIdle()
-            run.clock.set(at)
-        }
-        // Commands for listings evicted meanwhile are refused before the journal: not entries.
-        _ = run.writer.submit(command, replyTo: nil)
-    }
+    // Commands for listings evicted meanwhile are refused before the journal: not entries.
+    for (command, at) in commands { run.offer(command, at: at) }
     run.writer.runUntilIdle()
     run.finish()
 }
