@@ -357,6 +357,12 @@ class Client(Closing):
         raise AssertionError(f"the connection was not closed within {timeout} s")
 
 
+# Server arguments that lift the service rate limits, for floods that must run until the kernel's socket buffers
+# (a few megabytes on loopback) are full.
+UNLIMITED_SERVICE_RATE = ("--service-rate", "1000000", "--service-rate-burst", "1000000",
+                          "--service-principal-rate", "1000000", "--service-principal-rate-burst", "1000000")
+
+
 def flood_until(market, listing, bidder, done, what, seconds=60):
     """Sends bids of `bidder` on `listing` through `market` (a service connection), 250 at a time, from 1001 up,
     until `done()`; returns the last amount sent."""

@@ -5,7 +5,7 @@ import time
 
 import websockets
 
-from support import RawWebSocket, flood_until, open_english, unique
+from support import UNLIMITED_SERVICE_RATE, RawWebSocket, flood_until, open_english, unique
 
 
 def test_burst_over_the_rate_gets_rate_limited_results_for_each_excess_message(start_server):
@@ -46,7 +46,7 @@ def test_sustained_abuse_of_the_rate_closes_1008(start_server):
 
 
 def test_slow_consumer_is_closed_1013_while_other_subscribers_keep_receiving(start_server):
-    srv = start_server("--max-outbound-bytes", "65536", "--fsync", "none")
+    srv = start_server("--max-outbound-bytes", "65536", "--fsync", "none", *UNLIMITED_SERVICE_RATE)
     listing = unique("hot") + "-" + "x" * 40  # long names make big events: fewer to flood the socket buffers
     bidder = "b" * 60
     with srv.user("market", "service") as market, srv.connect() as fast:
