@@ -131,6 +131,12 @@ public struct PublicListingView: Sendable, Hashable {
         }
     }
 
+    /// Applies `event` (``apply(_:)``) and says whether the listing is open after it.
+    public mutating func applyIsOpen(_ event: Event) -> Bool {
+        apply(event)
+        return status == .open
+    }
+
     /// Applies the listing's next public event.
     ///
     /// - Returns: `false` (and changes nothing) when `event` is not this listing's event number `seq + 1`, or is a

@@ -185,44 +185,62 @@ struct UserFeedReply {
 /// `@unchecked Sendable`: the shared state is under its mutex; the current group's routing lists are the releasing
 /// thread's, checked by ``Confinement`` in debug builds; the loops and their subscriptions are touched on their loops.
 public final class FanOut: ReleaseObserver, @unchecked Sendable {
+    /// The last frames of a listing's events (or a user's notices), for resuming with `since`: the frames back to
+    /// back in one array, oldest first, and where each lies. Appending copies a frame's bytes after the newest one,
+    /// memory that the previous append of the same history touched: no object per frame, so no reference count,
+    /// uniqueness check or allocation per event, and no cold buffer header per event once thousands of listings take
+    /// turns (one buffer per frame cost about a tenth of the server's CPU per bid that way).
     struct History {
-        var frames: [ByteBuffer] = []
+        /// The kept frames back to back from the oldest one's offset; the bytes before it are dropped once they
+        /// outweigh the kept ones, so the array holds at most about twice the kept frames.
+        var bytes: [UInt8] = []
+        /// Where each kept frame lies in ``bytes``: a ring of up to `limit` spans, the oldest at ``start``.
+        var spans: [Range<Int>] = []
         var start = 0
         /// The `seq` of the newest frame.
         var lastSeq: UInt64 = 0
 
-        var count: Int { frames.count }
+        var count: Int { spans.count }
 
-        /// Appends the text frame of `payload`, numbered `seq`, and returns it. Once the ring is full, the frame is
-        /// written into the buffer of the frame it drops: no allocation and no free per frame, unless that frame is
-        /// still on its way to a client (then the buffer is copied on write, as a new frame would be).
-        mutating func appendText(_ payload: [UInt8], seq: UInt64, limit: Int) -> ByteBuffer {
-            guard limit > 0 else { return ServerFrame.text(payload) }
+        /// Keeps the text frame of `payload`, numbered `seq`, dropping the oldest frame once `limit` are kept.
+        mutating func appendText(_ payload: [UInt8], seq: UInt64, limit: Int) {
             if seq != lastSeq + 1 {
-                frames.removeAll()
+                bytes.removeAll()
+                spans.removeAll()
                 start = 0
             }
             lastSeq = seq
-            guard frames.count >= limit else {
-                let frame = ServerFrame.text(payload)
-                frames.append(frame)
-                return frame
+            guard limit > 0 else { return }
+            let offset = bytes.count
+            ServerFrame.appendText(payload, to: &bytes)
+            let span = offset..<bytes.count
+            guard spans.count >= limit else {
+                spans.append(span)
+                return
             }
-            let slot = start
-            start = slot + 1 == frames.count ? 0 : slot + 1
-            frames[slot].clear()
-            ServerFrame.appendText(payload, to: &frames[slot])
-            return frames[slot]
+            spans[start] = span
+            start = start + 1 == spans.count ? 0 : start + 1
+            let dead = spans[start].lowerBound
+            guard dead > bytes.count - dead else { return }
+            bytes.removeSubrange(0..<dead)
+            for i in spans.indices { spans[i] = (spans[i].lowerBound - dead)..<(spans[i].upperBound - dead) }
         }
 
-        /// The frames after `since`, or `nil` when the history does not reach back that far.
+        /// The frames after `since` (slices of one buffer), or `nil` when the history does not reach back that far.
         func after(_ since: UInt64) -> [ByteBuffer]? {
             guard since <= lastSeq else { return nil }
             let wanted = Int(lastSeq - since)
-            guard wanted <= frames.count else { return nil }
+            guard wanted <= spans.count else { return nil }
+            guard wanted > 0 else { return [] }
+            let first = spans[(start + spans.count - wanted) % spans.count].lowerBound
+            var all = ByteBufferAllocator().buffer(capacity: bytes.count - first)
+            all.writeBytes(bytes[first...])
             var out: [ByteBuffer] = []
             out.reserveCapacity(wanted)
-            for i in (frames.count - wanted)..<frames.count { out.append(frames[(start + i) % frames.count]) }
+            for i in (spans.count - wanted)..<spans.count {
+                let span = spans[(start + i) % spans.count]
+                out.append(all.getSlice(at: span.lowerBound - first, length: span.count)!)
+            }
             return out
         }
     }
@@ -244,29 +262,33 @@ public final class FanOut: ReleaseObserver, @unchecked Sendable {
         var history = History()
         /// Subscribers per event loop.
         var subscribers: [Int]
+        /// The sum of ``subscribers``: an event of a listing nobody watches does not look into the array.
+        var subscribed = 0
 
-        var isIdle: Bool { view == nil && history.count == 0 && subscribers.allSatisfy { $0 == 0 } }
+        var isIdle: Bool { view == nil && history.count == 0 && subscribed == 0 }
 
-        /// Folds a public event in and keeps its frame (the text frame of `payload`); returns the frame and what the
-        /// event changed for the listings index and the subscribers per event loop, so the caller needs no second
-        /// lookup. The view is changed in place, never copied (it holds strings: a copy before and after each event
-        /// was a retain and a release of each).
+        /// Folds a public event in and keeps its frame (the text frame of `payload`); returns what the event changed
+        /// for the listings index, and the subscribers per event loop when there are any, so the caller needs no
+        /// second lookup. The view is changed in place, never copied (it holds strings: a copy before and after
+        /// each event was a retain and a release of each).
         mutating func record(_ event: Event, payload: [UInt8], historyLimit: Int) -> (
-            frame: ByteBuffer, change: ViewChange, subscribers: [Int]
+            change: ViewChange, subscribers: [Int]?
         ) {
             let wasOpen = isOpen
             var appeared = false
-            if view != nil {
-                view!.apply(event)
-                isOpen = view!.status == .open
+            if let open = view?.applyIsOpen(event) {
+                isOpen = open
             } else if let opened = PublicListingView(opened: event) {
+                isOpen = opened.status == .open
                 view = opened
                 appeared = true
-                isOpen = opened.status == .open
             }
             seq = event.seq
-            let frame = history.appendText(payload, seq: event.seq, limit: historyLimit)
-            return (frame, ViewChange(appeared: appeared, wasOpen: wasOpen, isOpen: isOpen), subscribers)
+            history.appendText(payload, seq: event.seq, limit: historyLimit)
+            return (
+                ViewChange(appeared: appeared, wasOpen: wasOpen, isOpen: isOpen),
+                subscribed > 0 ? subscribers : nil
+            )
         }
     }
 
@@ -344,6 +366,12 @@ public final class FanOut: ReleaseObserver, @unchecked Sendable {
     private var gathered: [[LoopItem]]
     /// The time stamped on the current group's events (`ts`), read at its first batch. Only on the releasing thread.
     private var groupTs: Millis?
+    /// The frames handed to the event loops, reused in turn (``liveFrame(_:)``). Only on the releasing thread.
+    private var liveFrames = Array(repeating: ByteBuffer(), count: FanOut.liveFrameCount)
+    private var nextLiveFrame = 0
+    /// How many frames ``liveFrames`` reuses in turn: by the time a frame's turn comes again the loops have long
+    /// written it, so it is rewritten in place (about 300 KiB, hot in the cache, where a buffer per listing was not).
+    static let liveFrameCount = 1024
     /// The releasing thread's state's one user at a time (debug builds).
     private let releasing = Confinement("the fan-out's current group")
 
@@ -459,6 +487,7 @@ public final class FanOut: ReleaseObserver, @unchecked Sendable {
             var entry = s.listings[listing] ?? Entry(subscribers: loops.map { _ in 0 })
             if !renew {
                 entry.subscribers[loop] += 1
+                entry.subscribed += 1
                 s.subscriptionCount += 1
             }
             let reply: SubscribeReply
@@ -476,6 +505,7 @@ public final class FanOut: ReleaseObserver, @unchecked Sendable {
         state.withLock { s in
             guard var entry = s.listings[listing], entry.subscribers[loop] > 0 else { return }
             entry.subscribers[loop] -= 1
+            entry.subscribed -= 1
             s.subscriptionCount -= 1
             s.listings[listing] = entry.isIdle ? nil : entry
         }
@@ -611,10 +641,23 @@ public final class FanOut: ReleaseObserver, @unchecked Sendable {
         // the whole history (up to --history-events frames) once per event.
         let recorded = s.listings[event.listing, default: Entry(subscribers: Array(repeating: 0, count: loopCount))]
             .record(event, payload: s.eventBytes, historyLimit: historyLimit)
-        for (index, count) in recorded.subscribers.enumerated() where count > 0 {
-            gathered[index].append(.publish(listing: event.listing, seq: event.seq, frame: recorded.frame))
+        if let subscribers = recorded.subscribers {
+            let frame = liveFrame(s.eventBytes)
+            for (index, count) in subscribers.enumerated() where count > 0 {
+                gathered[index].append(.publish(listing: event.listing, seq: event.seq, frame: frame))
+            }
         }
         s.index(event.listing, recorded.change)
+    }
+
+    /// The text frame of `payload` for the event loops, written into the next of ``liveFrames``: no allocation, unless
+    /// that buffer is still on its way to a slow client (then a new one is made, as `clear` finds it shared).
+    private func liveFrame(_ payload: [UInt8]) -> ByteBuffer {
+        let slot = nextLiveFrame
+        nextLiveFrame = slot + 1 == liveFrames.count ? 0 : slot + 1
+        liveFrames[slot].clear()
+        ServerFrame.appendText(payload, to: &liveFrames[slot])
+        return liveFrames[slot]
     }
 
     /// Appends the notice of the event encoded in `s.eventBytes` to `user`'s feed (in place: the feed's history is
@@ -624,9 +667,9 @@ public final class FanOut: ReleaseObserver, @unchecked Sendable {
         guard let index = s.feeds.index(forKey: user) else { return }
         let userSeq = s.feeds.values[index].history.lastSeq + 1
         MessageEncoder.notice(event: s.eventBytes, userSeq: userSeq, ts: ts, into: &s.noticeBytes)
-        let frame = s.feeds.values[index].history.appendText(
-            s.noticeBytes, seq: userSeq, limit: max(1, userHistoryLimit))
-        guard let sessions = s.users[user] else { return }
+        s.feeds.values[index].history.appendText(s.noticeBytes, seq: userSeq, limit: max(1, userHistoryLimit))
+        guard let sessions = s.users[user], !sessions.isEmpty else { return }
+        let frame = liveFrame(s.noticeBytes)
         for session in sessions.values {
             gathered[session.loopIndex].append(.notice(session, frame, userSeq: userSeq))
         }

@@ -40,6 +40,17 @@ public enum ServerFrame {
         append(opcode: .text, payload: payload, to: &buffer)
     }
 
+    /// Appends a final text frame holding `payload` to `bytes`.
+    public static func appendText(_ payload: [UInt8], to bytes: inout [UInt8]) {
+        let old = bytes.count
+        bytes.append(contentsOf: repeatElement(0, count: headerLength(payload.count) + payload.count))
+        bytes.withUnsafeMutableBytes { all in
+            _ = write(
+                first: 0x80 | opcodeByte(.text), payload: payload,
+                to: UnsafeMutableRawBufferPointer(rebasing: all[old...]))
+        }
+    }
+
     static func frame(opcode: WebSocketOpcode, payload: [UInt8], allocator: ByteBufferAllocator) -> ByteBuffer {
         var buffer = allocator.buffer(capacity: payload.count + 10)
         append(opcode: opcode, payload: payload, to: &buffer)
@@ -49,29 +60,37 @@ public enum ServerFrame {
     /// The header and the payload in one write into the buffer's memory: one capacity and uniqueness check, not one
     /// per header byte.
     private static func append(opcode: WebSocketOpcode, payload: [UInt8], to buffer: inout ByteBuffer) {
-        let count = payload.count
         let first = UInt8(0x80) | opcodeByte(opcode)
-        buffer.writeWithUnsafeMutableBytes(minimumWritableBytes: count + 10) { out in
-            out[0] = first
-            let header: Int
-            if count < 126 {
-                out[1] = UInt8(count)
-                header = 2
-            } else if count <= Int(UInt16.max) {
-                out[1] = 126
-                out[2] = UInt8(truncatingIfNeeded: count >> 8)
-                out[3] = UInt8(truncatingIfNeeded: count)
-                header = 4
-            } else {
-                out[1] = 127
-                for i in 0..<8 { out[2 + i] = UInt8(truncatingIfNeeded: UInt64(count) >> (56 - 8 * UInt64(i))) }
-                header = 10
-            }
-            payload.withUnsafeBytes { bytes in
-                UnsafeMutableRawBufferPointer(rebasing: out[header...]).copyMemory(from: bytes)
-            }
-            return header + count
+        buffer.writeWithUnsafeMutableBytes(minimumWritableBytes: headerLength(payload.count) + payload.count) { out in
+            write(first: first, payload: payload, to: out)
         }
+    }
+
+    /// Writes the frame's header and `payload` at the start of `out` (room for both); returns the bytes written.
+    private static func write(first: UInt8, payload: [UInt8], to out: UnsafeMutableRawBufferPointer) -> Int {
+        let count = payload.count
+        let header = headerLength(count)
+        out[0] = first
+        switch header {
+        case 2:
+            out[1] = UInt8(count)
+        case 4:
+            out[1] = 126
+            out[2] = UInt8(truncatingIfNeeded: count >> 8)
+            out[3] = UInt8(truncatingIfNeeded: count)
+        default:
+            out[1] = 127
+            for i in 0..<8 { out[2 + i] = UInt8(truncatingIfNeeded: UInt64(count) >> (56 - 8 * UInt64(i))) }
+        }
+        payload.withUnsafeBytes { bytes in
+            UnsafeMutableRawBufferPointer(rebasing: out[header...]).copyMemory(from: bytes)
+        }
+        return header + count
+    }
+
+    /// The length of a server frame's header for a payload of `count` bytes.
+    static func headerLength(_ count: Int) -> Int {
+        count < 126 ? 2 : count <= Int(UInt16.max) ? 4 : 10
     }
 
     static func opcodeByte(_ opcode: WebSocketOpcode) -> UInt8 {
