@@ -299,6 +299,15 @@ public final class FanOut: ReleaseObserver, @unchecked Sendable {
         var history = History()
         /// Set while the user has no session: the feed's place in ``State/idleFeeds``.
         var idleSince: UInt64?
+
+        /// Numbers the notice of the event encoded in `event`, writes it into `scratch` and keeps its frame;
+        /// returns its `user_seq`. In place: reading the feed through the dictionary first copied it.
+        mutating func append(event: [UInt8], ts: Millis, scratch: inout [UInt8], limit: Int) -> UInt64 {
+            let userSeq = history.lastSeq + 1
+            MessageEncoder.notice(event: event, userSeq: userSeq, ts: ts, into: &scratch)
+            history.appendText(scratch, seq: userSeq, limit: limit)
+            return userSeq
+        }
     }
 
     struct State {
@@ -665,9 +674,8 @@ public final class FanOut: ReleaseObserver, @unchecked Sendable {
     private func notify(_ user: String, ts: Millis, state s: inout State) {
         // A user without a feed has no session either.
         guard let index = s.feeds.index(forKey: user) else { return }
-        let userSeq = s.feeds.values[index].history.lastSeq + 1
-        MessageEncoder.notice(event: s.eventBytes, userSeq: userSeq, ts: ts, into: &s.noticeBytes)
-        s.feeds.values[index].history.appendText(s.noticeBytes, seq: userSeq, limit: max(1, userHistoryLimit))
+        let userSeq = s.feeds.values[index].append(
+            event: s.eventBytes, ts: ts, scratch: &s.noticeBytes, limit: max(1, userHistoryLimit))
         guard let sessions = s.users[user], !sessions.isEmpty else { return }
         let frame = liveFrame(s.noticeBytes)
         for session in sessions.values {

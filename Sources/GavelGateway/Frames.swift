@@ -40,15 +40,22 @@ public enum ServerFrame {
         append(opcode: .text, payload: payload, to: &buffer)
     }
 
-    /// Appends a final text frame holding `payload` to `bytes`.
+    /// Appends a final text frame holding `payload` to `bytes`: its header byte by byte, then the payload in one copy.
     public static func appendText(_ payload: [UInt8], to bytes: inout [UInt8]) {
-        let old = bytes.count
-        bytes.append(contentsOf: repeatElement(0, count: headerLength(payload.count) + payload.count))
-        bytes.withUnsafeMutableBytes { all in
-            _ = write(
-                first: 0x80 | opcodeByte(.text), payload: payload,
-                to: UnsafeMutableRawBufferPointer(rebasing: all[old...]))
+        let count = payload.count
+        bytes.append(0x80 | opcodeByte(.text))
+        switch headerLength(count) {
+        case 2:
+            bytes.append(UInt8(count))
+        case 4:
+            bytes.append(126)
+            bytes.append(UInt8(truncatingIfNeeded: count >> 8))
+            bytes.append(UInt8(truncatingIfNeeded: count))
+        default:
+            bytes.append(127)
+            for i in 0..<8 { bytes.append(UInt8(truncatingIfNeeded: UInt64(count) >> (56 - 8 * UInt64(i)))) }
         }
+        bytes.append(contentsOf: payload)
     }
 
     static func frame(opcode: WebSocketOpcode, payload: [UInt8], allocator: ByteBufferAllocator) -> ByteBuffer {
