@@ -43,7 +43,7 @@ extension Engine {
     func compactRememberedOrderIfNeeded() {
         if compaction != nil {
             compactRememberedOrder(steps: RememberedOrderCompaction.stepsPerResult)
-        } else if rememberedOrderLength - requests.count > requests.count / 2 + compactionSlack {
+        } else if rememberedOrderLength - rememberedLive > rememberedLive / 2 + compactionSlack {
             compactionPasses += 1
             let head = rememberedOrderBase + rememberedOrderHead
             compaction = RememberedOrderCompaction(read: head, write: head)

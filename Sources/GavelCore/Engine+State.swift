@@ -58,7 +58,7 @@ extension Engine {
             }
         }
         // Remembered requests in the order they were applied (which a replay reproduces), so no sort is needed.
-        w.write(UInt64(remembered.count))
+        w.write(UInt64(rememberedLive))
         for slot in liveRememberedSlots {
             let entry = rememberedSlots[slot]
             w.write(principals.name(of: entry.principalSlot))

@@ -118,6 +118,12 @@ public final class Engine {
     var compactionSlack = 4_096
     /// Passes of compaction so far.
     var compactionPasses = 0
+    /// The results remembered now (the idempotency table holds as many, while it is kept).
+    var rememberedLive = 0
+    /// Whether the idempotency table (`requests`) is kept. An engine that never looks an id up (the checkpointer's
+    /// shadow, which takes every command's outcome from the journal) drops it with ``dropRequestIndex()``; the
+    /// results, their order and their chains are kept either way, so the state is the same.
+    public private(set) var indexesRequestIDs = true
 
     public init(configuration: EngineConfiguration = EngineConfiguration()) {
         self.configuration = configuration
@@ -141,15 +147,32 @@ public final class Engine {
     public var nextTimerTime: Millis? { timers.nextTime }
 
     /// The number of remembered request ids.
-    public var rememberedCount: Int { requests.count }
+    public var rememberedCount: Int { rememberedLive }
 
     /// The idempotency index, read as a map from request key to slot in `rememberedSlots`.
     var remembered: RememberedIndex { RememberedIndex(engine: self) }
 
+    /// Lets go of the idempotency table, for an engine that only ever applies commands whose outcome the journal
+    /// gives (``apply(new:events:)``; duplicates and conflicts change nothing). Any lookup afterwards builds it again
+    /// first (``rebuildRequestIndex()``), so an engine without it never takes a remembered id for a new one.
+    public func dropRequestIndex() {
+        requests = RequestTable()
+        indexesRequestIDs = false
+    }
+
+    /// Builds the idempotency table again from the remembered results.
+    public func rebuildRequestIndex() {
+        guard !indexesRequestIDs else { return }
+        requests = RequestTable(minimumCapacity: max(2 * rememberedLive, configuration.expectedRequestIDs))
+        for slot in liveRememberedSlots { requests.insert(hash: rememberedSlots[slot].hash, position: slot) }
+        indexesRequestIDs = true
+    }
+
     /// The slot in `rememberedSlots` of `key`'s result.
     @inline(__always)
     func rememberedPosition(of key: RequestKey, hash: UInt64) -> Int? {
-        requests.find(hash: hash) {
+        if !indexesRequestIDs { rebuildRequestIndex() }
+        return requests.find(hash: hash) {
             rememberedSlots[$0].id == key.id && principals.name(of: rememberedSlots[$0].principalSlot) == key.principal
         }
     }
@@ -285,7 +308,8 @@ public final class Engine {
         let slot =
             principals.slot(of: principal, hash: principalHash)
             ?? principals.add(principal, hash: principalHash, PrincipalRequests(oldest: position, newest: position))
-        requests.insert(hash: entry.hash, position: position)
+        if indexesRequestIDs { requests.insert(hash: entry.hash, position: position) }
+        rememberedLive += 1
         var entry = entry
         entry.principalSlot = slot
         entry.sequence = rememberedSequence
@@ -310,7 +334,8 @@ public final class Engine {
     private func forgetOldest(of slot: Int) {
         let oldest = principals[slot].oldest
         let next = rememberedSlots[oldest].next
-        requests.remove(hash: rememberedSlots[oldest].hash, position: oldest)
+        if indexesRequestIDs { requests.remove(hash: rememberedSlots[oldest].hash, position: oldest) }
+        rememberedLive -= 1
         rememberedSlots[oldest] = .free
         rememberedSlots[oldest].next = firstFreeSlot
         firstFreeSlot = oldest
@@ -525,7 +550,7 @@ struct RememberedIndex {
         engine.rememberedPosition(of: key, hash: RequestHash.of(principal: key.principal, id: key.id))
     }
 
-    var count: Int { engine.requests.count }
+    var count: Int { engine.rememberedLive }
 }
 
 /// A reference to a listing in an engine's memory, which a caller that applies many commands to one listing (the

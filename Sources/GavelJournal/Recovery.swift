@@ -277,9 +277,15 @@ public enum Recovery {
         observe(record, Array(events[..<timers]), result, Array(events[timers...]))
     }
 
-    /// Applies one journal record to `engine` exactly as the writer did.
+    /// Applies one journal record to `engine` exactly as the writer did. A command the journal says was a duplicate
+    /// or a request-id conflict changed nothing but the clock, so it is not looked up: an engine without its
+    /// idempotency table (the checkpointer's shadow) replays the journal as one with it does.
     public static func apply(_ record: JournalRecord, to engine: Engine, events: inout [Event]) {
-        _ = step(record, to: engine, events: &events)
+        if case .command(_, let at, _, _, let outcome?) = record, outcome != .applied {
+            engine.advance(to: at, events: &events)
+        } else {
+            _ = step(record, to: engine, events: &events)
+        }
         events.removeAll(keepingCapacity: true)
     }
 

@@ -203,6 +203,44 @@ struct RequestOutcomeTests {
         #expect(results.count == reference.results.count)
     }
 
+    /// The checkpointer's shadow drops its idempotency table and applies each record by the outcome the journal
+    /// gives; its state (the remembered ids included, which a snapshot holds) must be the writer's all the same, and
+    /// a lookup afterwards must build the table again rather than take a remembered id for a new one.
+    @Test(arguments: [UInt64(30), 31])
+    func anEngineWithoutItsIdempotencyTableReplaysToTheSameStateAndBuildsItAgainForALookup(seed: UInt64) throws {
+        let (temp, directory) = try journalWithRepeats("outcomes-no-table", seed: seed, count: 2_000)
+        defer { temp.remove() }
+        let records = try journalRecords(directory)
+        let reference = replay(records, configuration: engineConfiguration())
+        let shadow = Engine(configuration: engineConfiguration())
+        var events: [Event] = []
+        for (index, record) in records.enumerated() {
+            // Dropped part way, as the checkpointer does once recovery has made its shadow.
+            if index == records.count / 3 { shadow.dropRequestIndex() }
+            Recovery.apply(record, to: shadow, events: &events)
+        }
+        #expect(!shadow.indexesRequestIDs)
+        #expect(shadow.rememberedCount == reference.engine.rememberedCount)
+        #expect(shadow.rememberedCount > 100)
+        #expect(shadow.stateHash() == reference.engine.stateHash())
+        // The newest commands sent again: duplicates (or conflicts) to both engines, the same answers.
+        let last = reference.results.suffix(20)
+        for (_, command, _) in last {
+            var referenceEvents: [Event] = []
+            var shadowEvents: [Event] = []
+            let expected = reference.engine.apply(command, events: &referenceEvents)
+            #expect(shadow.apply(command, events: &shadowEvents) == expected)
+            #expect(shadowEvents == referenceEvents)
+        }
+        #expect(
+            last.contains { _, command, _ in
+                var scratch: [Event] = []
+                return reference.engine.apply(command, events: &scratch).duplicate
+            })
+        #expect(shadow.indexesRequestIDs)
+        #expect(shadow.stateHash() == reference.engine.stateHash())
+    }
+
     /// `gavel verify` looks every id up on its replay from the start and names a record whose outcome is not what
     /// the table answers (here a duplicate recorded as new, which recovery would otherwise apply as new), and says
     /// so when every outcome matches.
