@@ -13,14 +13,39 @@ extension WebSocketSession {
         send(resultBytes)
     }
 
+    /// Sends `json` as a text frame, written straight into ``outbound``.
     func send(_ json: [UInt8]) {
-        send(frame: ServerFrame.text(json))
+        guard machine.isOpen, output.context != nil else { return }
+        let before = startOutbound()
+        ServerFrame.appendText(json, to: &outbound)
+        queued(outbound.writerIndex - before)
     }
 
+    /// Sends a complete frame: its bytes are copied into ``outbound`` (a few hundred bytes copy for less than a
+    /// channel write costs, and the fan-out's buffer is free again at once).
     func send(frame: ByteBuffer) {
-        guard machine.isOpen, let out = output.context else { return }
-        unflushedBytes += frame.readableBytes
-        out.write(NIOAny(frame), promise: nil)
+        guard machine.isOpen, output.context != nil else { return }
+        _ = startOutbound()
+        outbound.writeImmutableBuffer(frame)
+        queued(frame.readableBytes)
+    }
+
+    /// Makes ``outbound`` ready for more frames; returns its writer index.
+    private func startOutbound() -> Int {
+        if outboundHandedOver {
+            outboundHandedOver = false
+            // Kept for the next flush when the socket took it (then nothing else holds it) and it is not large.
+            if outbound.capacity > Self.outboundKeptBytes { outbound = ByteBuffer() } else { outbound.clear() }
+        }
+        return outbound.writerIndex
+    }
+
+    /// The most bytes of ``outbound``'s storage a session keeps between flushes: a large reply (a resume, a page of
+    /// listings) is not held by an idle connection afterwards.
+    static let outboundKeptBytes = 16 * 1024
+
+    private func queued(_ bytes: Int) {
+        unflushedBytes += bytes
         needsFlush = true
         // Unflushed writes count towards the outbound limit: flush once a quarter of it is queued, so that a big
         // task (a durable group of many events) cannot make a client that reads look slow.
@@ -33,6 +58,22 @@ extension WebSocketSession {
         }
     }
 
+    /// Hands the frames in ``outbound`` to the channel (not flushed); `promise` completes once they, and everything
+    /// written before them, are on the socket.
+    func writeOutbound(promise: EventLoopPromise<Void>? = nil) {
+        guard let out = output.context else {
+            promise?.succeed(())
+            return
+        }
+        if !outboundHandedOver, outbound.readableBytes > 0 {
+            outboundHandedOver = true
+            out.write(NIOAny(outbound), promise: promise)
+        } else if let promise {
+            // Nothing new since the last hand-over: an empty write, whose promise completes after the writes before it.
+            out.write(NIOAny(ByteBuffer()), promise: promise)
+        }
+    }
+
     /// Writes an already-encoded frame from the fan-out; flushed once at the end of the loop's task (or of the
     /// current read).
     func enqueue(_ frame: ByteBuffer) {
@@ -42,6 +83,7 @@ extension WebSocketSession {
 
     func flushIfNeeded() {
         guard needsFlush, let out = output.context else { return }
+        writeOutbound()
         needsFlush = false
         metrics.bytesOut.increment(by: unflushedBytes)
         unflushedBytes = 0
@@ -56,6 +98,7 @@ extension WebSocketSession {
         needsFlush = false
         let channel = context.channel
         let promise = context.eventLoop.makePromise(of: Void.self)
+        writeOutbound()
         out.writeAndFlush(NIOAny(frame), promise: promise)
         let timeout = context.eventLoop.scheduleTask(in: .seconds(2)) { channel.close(promise: nil) }
         promise.futureResult.whenComplete { _ in

@@ -176,7 +176,7 @@ extension WebSocketSession {
     /// Writes feed frames and flushes; `done` is called once the last one is written to the socket, or at once
     /// when the connection can no longer write.
     func sendFeed(_ frames: [ByteBuffer], done: (@Sendable () -> Void)?) {
-        guard machine.isOpen, let out = output.context, let context else {
+        guard machine.isOpen, output.context != nil, let context else {
             done?()
             return
         }
@@ -184,12 +184,12 @@ extension WebSocketSession {
             for frame in frames { send(frame: frame) }
             return flushIfNeeded()
         }
-        guard let last = frames.last else { return done() }
-        for frame in frames.dropLast() { send(frame: frame) }
+        guard !frames.isEmpty else { return done() }
+        for frame in frames { send(frame: frame) }
         let promise = context.eventLoop.makePromise(of: Void.self)
         promise.futureResult.whenComplete { _ in done() }
-        unflushedBytes += last.readableBytes
-        out.write(NIOAny(last), promise: promise)
+        // The promise of the write that holds the last frame: it completes once every frame is on the socket.
+        writeOutbound(promise: promise)
         needsFlush = true
         flushIfNeeded()
     }

@@ -55,6 +55,13 @@ final class WebSocketSession: ChannelInboundHandler, ResultRecipient, @unchecked
     /// The `user_seq` of the last private notice this session was sent (live or replayed by `subscribe_user`).
     var lastUserSeq: UInt64 = 0
     var unflushedBytes = 0
+    /// The frames written since the last flush, back to back: one write and one buffer for the channel per flush,
+    /// however many results, events and notices went in (``send(frame:)``). Handed to the channel at the flush and
+    /// rewritten in place afterwards once the socket has let go of it (``outboundHandedOver``).
+    var outbound = ByteBuffer()
+    /// ``outbound`` was handed to the channel: the next frame clears it first (its storage again if the socket took
+    /// it all, a new one otherwise).
+    var outboundHandedOver = false
     /// Where results and the session's short messages are encoded before each is copied into its frame, reused from
     /// one to the next.
     var resultBytes: [UInt8] = []
