@@ -1,0 +1,65 @@
+import GavelCore
+@_spi(Manual) import GavelEngine
+import GavelWire
+import NIOCore
+import Testing
+
+@testable import GavelGateway
+
+/// A session copies what it sends into one buffer of its own and hands the channel that buffer once per flush.
+@Suite struct OutboundCoalescingTests {
+    private func openListing(_ h: SessionHarness) {
+        let open = Command(
+            id: "o", listing: "L",
+            body: .open(
+                seller: "sam",
+                terms: .english(
+                    .init(start: 100, closesAt: 1_000_000_000, increments: [IncrementStep(from: 0, step: 1)]))))
+        #expect(h.writer.submit(open, replyTo: nil) == nil)
+        h.settle()
+    }
+
+    /// The buffers the channel was handed since the last call, one per write.
+    private func writes(_ h: SessionHarness) throws -> [ByteBuffer] {
+        var out: [ByteBuffer] = []
+        while let buffer = try h.channel.readOutbound(as: ByteBuffer.self) { out.append(buffer) }
+        return out
+    }
+
+    @Test func aDurableGroupsResultsAndEventsReachTheConnectionInOneWrite() throws {
+        let h = try SessionHarness(principal: Principal(name: "ann", role: .bidder))
+        openListing(h)
+        try h.send(#"{"type":"subscribe","listing":"L"}"#)
+        h.settle()
+        _ = try writes(h)
+        for k in 1...10 {
+            try h.send(#"{"type":"bid","id":"b\#(k)","listing":"L","amount":\#(1_000 + k)}"#)
+        }
+        h.settle()
+        let written = try writes(h)
+        #expect(written.count == 1, "\(written.count) writes")
+        var bytes: [UInt8] = []
+        for buffer in written { bytes.append(contentsOf: buffer.readableBytesView) }
+        let frames = ServerFrameRead.parseAll(bytes)
+        #expect(frames.filter { $0.type == "result" }.map { $0.json?["id"] } == (1...10).map { .string("b\($0)") })
+        #expect(
+            frames.filter { $0.type == "bid_placed" }.map { $0.json?["seq"] } == (2...11).map { .integer(Int64($0)) })
+    }
+
+    @Test func framesWrittenAfterAFlushNeverChangeTheBytesTheChannelStillHolds() throws {
+        let h = try SessionHarness(principal: Principal(name: "ann", role: .bidder))
+        openListing(h)
+        try h.send(#"{"type":"subscribe","listing":"L"}"#)
+        h.settle()
+        // Nothing is read from the channel until the end: every buffer handed over is still held by it while the
+        // session writes its next frames.
+        for k in 1...30 {
+            try h.send(#"{"type":"bid","id":"b\#(k)","listing":"L","amount":\#(1_000 + k)}"#)
+            h.settle()
+        }
+        let frames = try h.frames()
+        #expect(frames.filter { $0.type == "result" }.map { $0.json?["id"] } == (1...30).map { .string("b\($0)") })
+        #expect(
+            frames.filter { $0.type == "bid_placed" }.map { $0.json?["seq"] } == (2...31).map { .integer(Int64($0)) })
+    }
+}
