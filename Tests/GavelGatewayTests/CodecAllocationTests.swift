@@ -140,4 +140,24 @@ struct CodecAllocationTests {
         #expect(count == 0)
         #expect(buffer == MessageEncoder.result(id: "b999", rejected, ts: 1_795_000_000_000))
     }
+
+    /// A connection's results go into its own outbound buffer, whose storage it writes into again after each flush
+    /// (once the channel let go of it): no buffer per result.
+    @Test func resultsForAConnectionGoIntoItsOwnBufferWithNoAllocationOnceWarm() throws {
+        let h = try SessionHarness(principal: Principal(name: "ann", role: .bidder))
+        let session = try h.channel.pipeline.syncOperations.handler(type: WebSocketSession.self)
+        let ids = (0..<100).map { "b" + String($0) }
+        let result = CommandResult(error: nil, message: "", price: 1_050, leading: true)
+        let round = {
+            for index in ids.indices { session.sendResult(id: ids[index], result) }
+        }
+        round()
+        session.flushIfNeeded()
+        #expect(try h.frames().filter { $0.type == "result" }.count == 100)
+        let count = allocations(round)
+        #expect(count == 0)
+        session.flushIfNeeded()
+        let frames = try h.frames()
+        #expect(frames.map { $0.json?["id"] } == ids.map { .string($0) })
+    }
 }
