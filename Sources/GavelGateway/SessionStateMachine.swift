@@ -42,6 +42,12 @@ struct SessionStateMachine {
     private(set) var phase = Phase.open
     /// The text message being reassembled from fragments.
     private var fragments: ByteBuffer?
+    /// Where a whole text message is unmasked: the frame's payload is a slice of the connection's read buffer, so
+    /// unmasking it in place would copy it into a new buffer per message; this one is written again each time (no
+    /// allocation once the caller has let go of the last message).
+    private var unmasked = ByteBuffer()
+    /// The most bytes ``unmasked`` keeps between messages.
+    static let unmaskedKeptBytes = 16 * 1024
     private var awaitingPong = false
     let maxMessageBytes: Int
 
@@ -61,10 +67,11 @@ struct SessionStateMachine {
         switch frame.opcode {
         case .text:
             guard fragments == nil else { return fail(.protocolError, "a new message began before the last ended") }
-            let payload = frame.unmaskedData
-            if frame.fin { return .message(payload) }
-            fragments = payload
-            return .ignore
+            guard frame.fin else {
+                fragments = frame.unmaskedData
+                return .ignore
+            }
+            return .message(unmask(frame))
         case .continuation:
             guard var buffer = fragments else { return fail(.protocolError, "continuation frame without a message") }
             fragments = nil
@@ -87,6 +94,16 @@ struct SessionStateMachine {
         default:
             return fail(.protocolError, "unknown opcode")
         }
+    }
+
+    /// The payload of `frame` (masked, checked by the caller) unmasked into ``unmasked``.
+    private mutating func unmask(_ frame: WebSocketFrame) -> ByteBuffer {
+        if unmasked.capacity > Self.unmaskedKeptBytes { unmasked = ByteBuffer() } else { unmasked.clear() }
+        unmasked.writeImmutableBuffer(frame.data)
+        if let key = frame.maskKey {
+            unmasked.webSocketUnmask(key, indexOffset: (frame.extensionData?.readableBytes ?? 0) % 4)
+        }
+        return unmasked
     }
 
     /// A close frame from the client: answered with its code when it is valid, refused as a protocol error when not.

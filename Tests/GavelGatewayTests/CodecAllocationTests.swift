@@ -160,4 +160,30 @@ struct CodecAllocationTests {
         let frames = try h.frames()
         #expect(frames.map { $0.json?["id"] } == ids.map { .string($0) })
     }
+
+    /// A client's masked text frame is unmasked into the connection's kept buffer, not copied into a new one (its
+    /// payload is a slice of the read buffer, which unmasking in place would copy).
+    @Test func aMaskedTextFrameIsUnmaskedWithNoAllocationOnceWarm() {
+        let texts = (0..<100).map { #"{"type":"bid","id":"b\#($0)","listing":"L","amount":\#(1_000 + $0)}"# }
+        let frames = texts.map { clientFrame(.text, $0) }
+        var machine = SessionStateMachine(maxMessageBytes: 64 * 1024)
+        var received: [String] = []
+        received.reserveCapacity(texts.count)
+        var total = 0
+        let round = {
+            for index in frames.indices {
+                guard case .message(let payload) = machine.frameReceived(frames[index]) else { continue }
+                total += payload.readableBytes
+            }
+        }
+        round()
+        let count = allocations(round)
+        #expect(count == 0)
+        #expect(total == 2 * texts.reduce(0) { $0 + $1.utf8.count })
+        for frame in frames {
+            guard case .message(let payload) = machine.frameReceived(frame) else { continue }
+            received.append(String(buffer: payload))
+        }
+        #expect(received == texts)
+    }
 }
