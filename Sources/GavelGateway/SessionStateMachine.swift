@@ -47,7 +47,7 @@ struct SessionStateMachine {
     /// allocation once the caller has let go of the last message).
     private var unmasked = ByteBuffer()
     /// The most bytes ``unmasked`` keeps between messages.
-    static let unmaskedKeptBytes = 16 * 1024
+    static let unmaskedKeptBytes = 4 * 1024
     private var awaitingPong = false
     let maxMessageBytes: Int
 

@@ -42,7 +42,7 @@ extension WebSocketSession {
 
     /// The most bytes of ``outbound``'s storage a session keeps between flushes: a large reply (a resume, a page of
     /// listings) is not held by an idle connection afterwards.
-    static let outboundKeptBytes = 16 * 1024
+    static let outboundKeptBytes = 4 * 1024
 
     private func queued(_ bytes: Int) {
         unflushedBytes += bytes
