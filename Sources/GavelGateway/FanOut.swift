@@ -117,6 +117,9 @@ final class LoopFanOut: @unchecked Sendable {
     func run(_ items: [LoopItem], releasedAt: UInt64) {
         eventLoop.assertInEventLoop()
         delivering = true
+        // The clocks once for the task: every result in it is timed and stamped alike.
+        let now = monotonicNanos()
+        let ts = SystemClock().now()
         for item in items {
             switch item {
             case .publish(let listing, let seq, let frame):
@@ -131,7 +134,7 @@ final class LoopFanOut: @unchecked Sendable {
                 session.lastUserSeq = userSeq
                 session.enqueue(frame)
             case .result(let session, let submission, let result):
-                session.deliverResult(submission.command, result, started: submission.started)
+                session.deliverResult(submission.command, result, started: submission.started, now: now, ts: ts)
             case .evicted(let listing):
                 for subscription in table[listing] ?? [] { subscription.lastSeq = 0 }
             }

@@ -8,18 +8,19 @@ import NIOWebSocket
 extension WebSocketSession {
     // MARK: - Commands
 
-    /// Submits the command of an admitted message, or answers its rejection.
-    func command(_ admission: CommandVerdict) {
+    /// Submits the command of an admitted message that came at `now` (``monotonicNanos()``), or answers its
+    /// rejection.
+    func command(_ admission: CommandVerdict, now: UInt64) {
         let command: Command
         switch admission {
         case .reject(let id, let result): return sendResult(id: id, result)
         case .submit(let admitted): command = admitted
         }
-        guard withinPrincipalLimits(command) else { return }
-        let started = monotonicNanos()
+        guard withinPrincipalLimits(command, now: now) else { return }
+        let started = now
         metrics.inFlight.increment()
         if let rejected = writer.submit(command, replyTo: self, started: started, wake: false) {
-            deliverResult(command, rejected, started: started)
+            deliverResult(command, rejected, started: started, now: monotonicNanos(), ts: SystemClock().now())
         } else if let loop {
             // Once for all the commands of this turn of the loop's selector, after its reads.
             loop.wakeWriterAfterThisTick(writer)
@@ -30,9 +31,8 @@ extension WebSocketSession {
 
     /// Takes the command from the principal's rate across all its connections (a lease of several at a time) and,
     /// for a seller's `open`, from its opens per minute; answers `rate_limited` when either is spent.
-    func withinPrincipalLimits(_ command: Command) -> Bool {
+    func withinPrincipalLimits(_ command: Command, now: UInt64) -> Bool {
         guard let limits, let name = principal.name else { return true }
-        let now = monotonicNanos()
         if commandCredit == 0 {
             commandCredit = limits.takeCommands(name, want: limits.lease(for: principal.role), now: now)
         }
@@ -61,11 +61,13 @@ extension WebSocketSession {
     }
 
     /// Writes a command's result (on the event loop) and counts it.
-    func deliverResult(_ command: Command, _ result: CommandResult, started: UInt64) {
+    /// Sends a command's result, timed from `started` to `now` (``monotonicNanos()``) and stamped `ts` (wall-clock
+    /// ms): a loop delivering a durable group reads the clocks once for all its results.
+    func deliverResult(_ command: Command, _ result: CommandResult, started: UInt64, now: UInt64, ts: Millis) {
         context?.eventLoop.assertInEventLoop()
         metrics.inFlight.decrement()
         if let loop { metrics.countCommand(command, result, cache: &loop.commandCounters) }
-        metrics.ackLatency.recordNanoseconds(Int64(monotonicNanos() &- started))
-        sendResult(id: command.id, result)
+        metrics.ackLatency.recordNanoseconds(Int64(now &- started))
+        sendResult(id: command.id, result, ts: ts)
     }
 }

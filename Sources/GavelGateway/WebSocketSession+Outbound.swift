@@ -8,8 +8,8 @@ import NIOWebSocket
 extension WebSocketSession {
     // MARK: - Outbound
 
-    func sendResult(id: String?, _ result: CommandResult) {
-        MessageEncoder.result(id: id, result, ts: SystemClock().now(), into: &resultBytes)
+    func sendResult(id: String?, _ result: CommandResult, ts: Millis = SystemClock().now()) {
+        MessageEncoder.result(id: id, result, ts: ts, into: &resultBytes)
         send(resultBytes)
     }
 

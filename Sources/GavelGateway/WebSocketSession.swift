@@ -213,11 +213,13 @@ final class WebSocketSession: ChannelInboundHandler, ResultRecipient, @unchecked
     }
 
     func handleMessage(_ payload: ByteBuffer) {
+        // One clock read for the message: its rate limits and its command's start.
+        let now = monotonicNanos()
         // Fast path: a well-formed bid or order read straight from the bytes, no JSON tree; anything it does not
         // fully understand goes the generic way below, which writes every error.
         if let frame = payload.withUnsafeReadableBytes(FastCommandDecoder.decode), admission.takesFastPath(frame) {
-            guard takeToken(id: frame.id) else { return }
-            return command(admission.admit(frame))
+            guard takeToken(id: frame.id, now: now) else { return }
+            return command(admission.admit(frame), now: now)
         }
         guard let text = String(validating: payload.readableBytesView, as: UTF8.self) else {
             return close(.dataInconsistentWithMessage, "text message is not valid UTF-8")
@@ -226,12 +228,12 @@ final class WebSocketSession: ChannelInboundHandler, ResultRecipient, @unchecked
         do {
             value = try JSONParser.parse(text)
         } catch {
-            guard takeToken(id: nil) else { return }
+            guard takeToken(id: nil, now: now) else { return }
             return sendResult(id: nil, .rejected(.badRequest, error.description))
         }
         var id: String?
         if case .string(let s)? = value["id"] { id = s }
-        guard takeToken(id: id) else { return }
+        guard takeToken(id: id, now: now) else { return }
         guard case .object = value else {
             return sendResult(id: nil, .rejected(.badRequest, "a message must be a JSON object, not \(value.typeName)"))
         }
@@ -248,15 +250,15 @@ final class WebSocketSession: ChannelInboundHandler, ResultRecipient, @unchecked
         case "subscribe_feed": subscribeFeed(value, id: id)
         default:
             if let kind = CommandKind(rawValue: type) {
-                return command(admission.admit(value, kind: kind, id: id))
+                return command(admission.admit(value, kind: kind, id: id), now: now)
             }
             sendResult(id: id, .rejected(.badRequest, "unknown type \"\(type)\"; expected \(Self.messageTypes)"))
         }
     }
 
     /// Takes a rate token; when there is none, answers `rate_limited` (or closes with 1008 on sustained excess).
-    func takeToken(id: String?) -> Bool {
-        let now = monotonicNanos()
+    /// Takes a message from the connection's rate at `now` (``monotonicNanos()``); answers `rate_limited` when spent.
+    func takeToken(id: String?, now: UInt64) -> Bool {
         if bucket.take(now: now) { return true }
         metrics.rateLimited.increment()
         let window = UInt64(max(1, configuration.abuseWindowSeconds)) * 1_000_000_000
