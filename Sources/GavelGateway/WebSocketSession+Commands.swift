@@ -60,9 +60,9 @@ extension WebSocketSession {
         return true
     }
 
-    /// Writes a command's result (on the event loop) and counts it.
-    /// Sends a command's result, timed from `started` to `now` (``monotonicNanos()``) and stamped `ts` (wall-clock
-    /// ms): a loop delivering a durable group reads the clocks once for all its results.
+    /// Sends a command's result (on the event loop) and counts it, timed from `started` to `now`
+    /// (``monotonicNanos()``) and stamped `ts` (wall-clock ms): a loop delivering a durable group reads the clocks
+    /// once for all its results.
     func deliverResult(_ command: Command, _ result: CommandResult, started: UInt64, now: UInt64, ts: Millis) {
         context?.eventLoop.assertInEventLoop()
         metrics.inFlight.decrement()

@@ -21,12 +21,19 @@ extension WebSocketSession {
         queued(outbound.writerIndex - before)
     }
 
-    /// Sends a complete frame: its bytes are copied into ``outbound`` (a few hundred bytes copy for less than a
-    /// channel write costs, and the fan-out's buffer is free again at once).
+    /// Sends a complete frame (or several back to back). One of up to ``outboundKeptBytes`` is copied into
+    /// ``outbound``: a few hundred bytes copy for less than a channel write costs, and the fan-out's buffer is free
+    /// again at once. A larger one (a feed's chunk, a resume) goes to the channel as it is, after the frames queued
+    /// before it.
     func send(frame: ByteBuffer) {
-        guard machine.isOpen, output.context != nil else { return }
-        _ = startOutbound()
-        outbound.writeImmutableBuffer(frame)
+        guard machine.isOpen, let out = output.context else { return }
+        if frame.readableBytes > Self.outboundKeptBytes {
+            writeOutbound()
+            out.write(NIOAny(frame), promise: nil)
+        } else {
+            _ = startOutbound()
+            outbound.writeImmutableBuffer(frame)
+        }
         queued(frame.readableBytes)
     }
 
