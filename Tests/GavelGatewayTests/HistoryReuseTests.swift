@@ -58,17 +58,7 @@ import Testing
 
     @Test func liveFramesStillQueuedForAClientKeepTheirBytesWhenTheirBuffersComeRoundAgain() throws {
         let h = try SessionHarness(principal: Principal(name: "ann", role: .bidder))
-        let open = Command(
-            id: "o", listing: "L",
-            body: .open(
-                seller: "sam",
-                terms: .english(
-                    .init(start: 100, closesAt: 1_000_000_000, increments: [IncrementStep(from: 0, step: 1)]))))
-        #expect(h.writer.submit(open, replyTo: nil) == nil)
-        h.settle()
-        try h.send(#"{"type":"subscribe","listing":"L"}"#)
-        h.settle()
-        _ = try h.frames()
+        try h.openAndSubscribe()
         // More events than the fan-out has live buffers, none read by the client until the end.
         let bids = FanOut.liveFrameCount + 40
         for k in 0..<bids {

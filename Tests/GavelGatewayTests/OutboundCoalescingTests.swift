@@ -8,17 +8,6 @@ import Testing
 
 /// A session copies what it sends into one buffer of its own and hands the channel that buffer once per flush.
 @Suite struct OutboundCoalescingTests {
-    private func openListing(_ h: SessionHarness) {
-        let open = Command(
-            id: "o", listing: "L",
-            body: .open(
-                seller: "sam",
-                terms: .english(
-                    .init(start: 100, closesAt: 1_000_000_000, increments: [IncrementStep(from: 0, step: 1)]))))
-        #expect(h.writer.submit(open, replyTo: nil) == nil)
-        h.settle()
-    }
-
     /// The buffers the channel was handed since the last call, one per write.
     private func writes(_ h: SessionHarness) throws -> [ByteBuffer] {
         var out: [ByteBuffer] = []
@@ -28,10 +17,7 @@ import Testing
 
     @Test func aDurableGroupsResultsAndEventsReachTheConnectionInOneWrite() throws {
         let h = try SessionHarness(principal: Principal(name: "ann", role: .bidder))
-        openListing(h)
-        try h.send(#"{"type":"subscribe","listing":"L"}"#)
-        h.settle()
-        _ = try writes(h)
+        try h.openAndSubscribe()
         for k in 1...10 {
             try h.send(#"{"type":"bid","id":"b\#(k)","listing":"L","amount":\#(1_000 + k)}"#)
         }
@@ -48,9 +34,7 @@ import Testing
 
     @Test func framesWrittenAfterAFlushNeverChangeTheBytesTheChannelStillHolds() throws {
         let h = try SessionHarness(principal: Principal(name: "ann", role: .bidder))
-        openListing(h)
-        try h.send(#"{"type":"subscribe","listing":"L"}"#)
-        h.settle()
+        try h.openAndSubscribe()
         // Nothing is read from the channel until the end: every buffer handed over is still held by it while the
         // session writes its next frames.
         for k in 1...30 {

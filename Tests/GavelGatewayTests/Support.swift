@@ -4,6 +4,7 @@ import GavelWire
 import NIOCore
 import NIOEmbedded
 import NIOWebSocket
+import Testing
 
 @testable import GavelGateway
 
@@ -122,6 +123,22 @@ final class SessionHarness {
     }
 
     func send(_ text: String) throws { try send(clientFrame(.text, text)) }
+
+    /// Opens english listing `L` (seller `sam`, start 100, increments of 1, so that every bid 1 above the last
+    /// goes through) and subscribes the session to it; the frames written so far are read and dropped.
+    func openAndSubscribe() throws {
+        let open = Command(
+            id: "o", listing: "L",
+            body: .open(
+                seller: "sam",
+                terms: .english(
+                    .init(start: 100, closesAt: 1_000_000_000, increments: [IncrementStep(from: 0, step: 1)]))))
+        #expect(writer.submit(open, replyTo: nil) == nil)
+        settle()
+        try send(#"{"type":"subscribe","listing":"L"}"#)
+        settle()
+        _ = try frames()
+    }
 
     /// Applies everything submitted and delivers the results and events.
     func settle() {
