@@ -40,20 +40,12 @@ public enum ServerFrame {
         append(opcode: .text, payload: payload, to: &buffer)
     }
 
-    /// Appends a final text frame holding `payload` to `bytes`: its header byte by byte, then the payload in one copy.
+    /// Appends a final text frame holding `payload` to `bytes`: its header from a few bytes on the stack, then the
+    /// payload in one copy.
     public static func appendText(_ payload: [UInt8], to bytes: inout [UInt8]) {
-        let count = payload.count
-        bytes.append(0x80 | opcodeByte(.text))
-        switch headerLength(count) {
-        case 2:
-            bytes.append(UInt8(count))
-        case 4:
-            bytes.append(126)
-            bytes.append(UInt8(truncatingIfNeeded: count >> 8))
-            bytes.append(UInt8(truncatingIfNeeded: count))
-        default:
-            bytes.append(127)
-            for i in 0..<8 { bytes.append(UInt8(truncatingIfNeeded: UInt64(count) >> (56 - 8 * UInt64(i)))) }
+        withUnsafeTemporaryAllocation(byteCount: maxHeaderLength, alignment: 1) { header in
+            let length = writeHeader(first: 0x80 | opcodeByte(.text), count: payload.count, to: header)
+            bytes.append(contentsOf: UnsafeRawBufferPointer(rebasing: header[..<length]))
         }
         bytes.append(contentsOf: payload)
     }
@@ -75,7 +67,16 @@ public enum ServerFrame {
 
     /// Writes the frame's header and `payload` at the start of `out` (room for both); returns the bytes written.
     private static func write(first: UInt8, payload: [UInt8], to out: UnsafeMutableRawBufferPointer) -> Int {
-        let count = payload.count
+        let header = writeHeader(first: first, count: payload.count, to: out)
+        payload.withUnsafeBytes { bytes in
+            UnsafeMutableRawBufferPointer(rebasing: out[header...]).copyMemory(from: bytes)
+        }
+        return header + payload.count
+    }
+
+    /// Writes the header of a frame of `count` payload bytes whose first byte is `first` at the start of `out` (room
+    /// for ``headerLength(_:)`` bytes); returns its length.
+    private static func writeHeader(first: UInt8, count: Int, to out: UnsafeMutableRawBufferPointer) -> Int {
         let header = headerLength(count)
         out[0] = first
         switch header {
@@ -89,15 +90,15 @@ public enum ServerFrame {
             out[1] = 127
             for i in 0..<8 { out[2 + i] = UInt8(truncatingIfNeeded: UInt64(count) >> (56 - 8 * UInt64(i))) }
         }
-        payload.withUnsafeBytes { bytes in
-            UnsafeMutableRawBufferPointer(rebasing: out[header...]).copyMemory(from: bytes)
-        }
-        return header + count
+        return header
     }
+
+    /// The longest header a server frame has.
+    static let maxHeaderLength = 10
 
     /// The length of a server frame's header for a payload of `count` bytes.
     static func headerLength(_ count: Int) -> Int {
-        count < 126 ? 2 : count <= Int(UInt16.max) ? 4 : 10
+        count < 126 ? 2 : count <= Int(UInt16.max) ? 4 : maxHeaderLength
     }
 
     static func opcodeByte(_ opcode: WebSocketOpcode) -> UInt8 {
