@@ -189,60 +189,128 @@ struct UserFeedReply {
 /// thread's, checked by ``Confinement`` in debug builds; the loops and their subscriptions are touched on their loops.
 public final class FanOut: ReleaseObserver, @unchecked Sendable {
     /// The last frames of a listing's events (or a user's notices), for resuming with `since`: the frames back to
-    /// back in one array, oldest first, and where each lies. Appending copies a frame's bytes after the newest one,
-    /// memory that the previous append of the same history touched: no object per frame, so no reference count,
-    /// uniqueness check or allocation per event, and no cold buffer header per event once thousands of listings take
-    /// turns (one buffer per frame cost about a tenth of the server's CPU per bid that way).
+    /// back in one ring of bytes, oldest first, and a ring of their lengths. Appending copies a frame's bytes after
+    /// the newest one, over the oldest ones' bytes once the ring is full: no object per frame (so no reference count,
+    /// uniqueness check or allocation per event) and no bytes ever moved to make room, only when the ring grows or
+    /// shrinks. One buffer per frame cost about a tenth of the server's CPU per bid once thousands of listings took
+    /// turns; an array compacted when its dropped bytes outweighed its kept ones read and wrote every kept byte again
+    /// every `limit` events, memory no cache still held.
     struct History {
-        /// The kept frames back to back from the oldest one's offset; the bytes before it are dropped once they
-        /// outweigh the kept ones, so the array holds at most about twice the kept frames.
-        var bytes: [UInt8] = []
-        /// Where each kept frame lies in ``bytes``: a ring of up to `limit` spans, the oldest at ``start``.
-        var spans: [Range<Int>] = []
-        var start = 0
+        /// The ring of bytes; its count is its capacity. The oldest frame starts at ``head``; ``used`` bytes follow
+        /// it, wrapping at the end.
+        private(set) var ring: [UInt8] = []
+        private var head = 0
+        private var used = 0
+        /// The frames' lengths, a ring of up to `limit`, the oldest at ``start``.
+        private var lengths: [UInt32] = []
+        private var start = 0
         /// The `seq` of the newest frame.
-        var lastSeq: UInt64 = 0
+        private(set) var lastSeq: UInt64 = 0
 
-        var count: Int { spans.count }
+        /// The smallest ring: a few frames of an english listing.
+        static let minimumCapacity = 1_024
+
+        var count: Int { lengths.count }
 
         /// Keeps the text frame of `payload`, numbered `seq`, dropping the oldest frame once `limit` are kept.
         mutating func appendText(_ payload: [UInt8], seq: UInt64, limit: Int) {
             if seq != lastSeq + 1 {
-                bytes.removeAll()
-                spans.removeAll()
-                start = 0
+                self = History()
             }
             lastSeq = seq
             guard limit > 0 else { return }
-            let offset = bytes.count
-            ServerFrame.appendText(payload, to: &bytes)
-            let span = offset..<bytes.count
-            guard spans.count >= limit else {
-                spans.append(span)
-                return
+            if lengths.count >= limit { dropOldest() }
+            let header = ServerFrame.headerLength(payload.count)
+            let frame = header + payload.count
+            if used + frame > ring.count {
+                resize(to: Swift.max(Self.minimumCapacity, 2 * (used + frame)))
+            } else if ring.count > Self.minimumCapacity && 4 * (used + frame) < ring.count {
+                resize(to: Swift.max(Self.minimumCapacity, ring.count / 2))
             }
-            spans[start] = span
-            start = start + 1 == spans.count ? 0 : start + 1
-            let dead = spans[start].lowerBound
-            guard dead > bytes.count - dead else { return }
-            bytes.removeSubrange(0..<dead)
-            for i in spans.indices { spans[i] = (spans[i].lowerBound - dead)..<(spans[i].upperBound - dead) }
+            let capacity = ring.count
+            var at = head + used
+            if at >= capacity { at -= capacity }
+            ring.withUnsafeMutableBytes { out in
+                withUnsafeTemporaryAllocation(byteCount: ServerFrame.maxHeaderLength, alignment: 1) { bytes in
+                    _ = ServerFrame.writeTextHeader(count: payload.count, to: bytes)
+                    at = Self.copy(UnsafeRawBufferPointer(rebasing: bytes[..<header]), into: out, at: at)
+                }
+                payload.withUnsafeBytes { _ = Self.copy($0, into: out, at: at) }
+            }
+            used += frame
+            if lengths.count < limit {
+                lengths.append(UInt32(frame))
+            } else {
+                lengths[start] = UInt32(frame)
+                start = start + 1 == lengths.count ? 0 : start + 1
+            }
+        }
+
+        /// Drops the oldest frame (the ring of lengths keeps its place for the next one).
+        private mutating func dropOldest() {
+            let length = Int(lengths[start])
+            head += length
+            if head >= ring.count { head -= ring.count }
+            used -= length
+        }
+
+        /// Copies `bytes` into the ring `out` from `at`, wrapping at its end; returns where the copy ended.
+        private static func copy(_ bytes: UnsafeRawBufferPointer, into out: UnsafeMutableRawBufferPointer, at: Int)
+            -> Int
+        {
+            let first = Swift.min(bytes.count, out.count - at)
+            if first > 0 {
+                UnsafeMutableRawBufferPointer(rebasing: out[at..<(at + first)])
+                    .copyMemory(from: UnsafeRawBufferPointer(rebasing: bytes[..<first]))
+            }
+            guard first < bytes.count else { return at + first == out.count ? 0 : at + first }
+            let rest = bytes.count - first
+            UnsafeMutableRawBufferPointer(rebasing: out[..<rest])
+                .copyMemory(from: UnsafeRawBufferPointer(rebasing: bytes[first...]))
+            return rest
+        }
+
+        /// Moves the kept bytes, oldest first, to the start of a ring of `capacity` bytes (at least ``used``).
+        private mutating func resize(to capacity: Int) {
+            var new = [UInt8](repeating: 0, count: capacity)
+            if used > 0 {
+                new.withUnsafeMutableBytes { out in
+                    ring.withUnsafeBytes { old in
+                        let first = Swift.min(used, old.count - head)
+                        _ = Self.copy(UnsafeRawBufferPointer(rebasing: old[head..<(head + first)]), into: out, at: 0)
+                        if first < used {
+                            _ = Self.copy(
+                                UnsafeRawBufferPointer(rebasing: old[..<(used - first)]), into: out, at: first)
+                        }
+                    }
+                }
+            }
+            ring = new
+            head = 0
         }
 
         /// The frames after `since` (slices of one buffer), or `nil` when the history does not reach back that far.
         func after(_ since: UInt64) -> [ByteBuffer]? {
             guard since <= lastSeq else { return nil }
             let wanted = Int(lastSeq - since)
-            guard wanted <= spans.count else { return nil }
+            guard wanted <= lengths.count else { return nil }
             guard wanted > 0 else { return [] }
-            let first = spans[(start + spans.count - wanted) % spans.count].lowerBound
-            var all = ByteBufferAllocator().buffer(capacity: bytes.count - first)
-            all.writeBytes(bytes[first...])
+            // The lengths oldest first; the wanted frames are the last `wanted` of them.
+            let ordered = (0..<lengths.count).map { Int(lengths[(start + $0) % lengths.count]) }
+            let skipped = ordered[..<(ordered.count - wanted)].reduce(0, +)
+            let total = used - skipped
+            var from = head + skipped
+            if from >= ring.count { from -= ring.count }
+            var all = ByteBufferAllocator().buffer(capacity: total)
+            let first = Swift.min(total, ring.count - from)
+            all.writeBytes(ring[from..<(from + first)])
+            if first < total { all.writeBytes(ring[..<(total - first)]) }
             var out: [ByteBuffer] = []
             out.reserveCapacity(wanted)
-            for i in (spans.count - wanted)..<spans.count {
-                let span = spans[(start + i) % spans.count]
-                out.append(all.getSlice(at: span.lowerBound - first, length: span.count)!)
+            var offset = 0
+            for length in ordered[(ordered.count - wanted)...] {
+                out.append(all.getSlice(at: offset, length: length)!)
+                offset += length
             }
             return out
         }
@@ -300,6 +368,8 @@ public final class FanOut: ReleaseObserver, @unchecked Sendable {
     struct UserFeed {
         var epoch: String
         var history = History()
+        /// The user's sessions, in the order they registered: with the feed, so that a notice costs one lookup.
+        var sessions: [WebSocketSession] = []
         /// Set while the user has no session: the feed's place in ``State/idleFeeds``.
         var idleSince: UInt64?
 
@@ -328,7 +398,8 @@ public final class FanOut: ReleaseObserver, @unchecked Sendable {
         var feedsMade: UInt64 = 0
         /// Every settlement and second-chance offer, for the settlement queries.
         var settlements = SettlementViews()
-        var users: [String: [ObjectIdentifier: WebSocketSession]] = [:]
+        /// Users with at least one session (their feeds hold the sessions).
+        var connectedUsers = 0
         var subscriptionCount = 0
         /// The ids of the listings that have a view (every listing ever opened), and of those still open, in order,
         /// for `list`.
@@ -481,7 +552,7 @@ public final class FanOut: ReleaseObserver, @unchecked Sendable {
 
     /// What the fan-out holds per listing and per user: the listings it tracks (with a view, a history or a
     /// subscriber) and the users with a session. For tests that check that memory is returned.
-    var tracked: (listings: Int, users: Int) { state.withLock { ($0.listings.count, $0.users.count) } }
+    var tracked: (listings: Int, users: Int) { state.withLock { ($0.listings.count, $0.connectedUsers) } }
 
     /// The private feeds held (of users with a session, and idle ones). For tests of their bound.
     var feedCount: Int { state.withLock { $0.feeds.count } }
@@ -525,7 +596,6 @@ public final class FanOut: ReleaseObserver, @unchecked Sendable {
 
     func register(_ session: WebSocketSession, user: String) {
         state.withLock { s in
-            s.users[user, default: [:]][ObjectIdentifier(session)] = session
             if s.feeds[user] == nil {
                 s.feedsMade += 1
                 s.feeds[user] = UserFeed(epoch: "\(started)-\(s.feedsMade)")
@@ -533,14 +603,18 @@ public final class FanOut: ReleaseObserver, @unchecked Sendable {
                 s.feeds[user]?.idleSince = nil
                 s.idleCount -= 1
             }
+            guard s.feeds[user]?.sessions.contains(where: { $0 === session }) == false else { return }
+            if s.feeds[user]?.sessions.isEmpty == true { s.connectedUsers += 1 }
+            s.feeds[user]?.sessions.append(session)
         }
     }
 
     func unregister(_ session: WebSocketSession, user: String) {
         state.withLock { s in
-            s.users[user]?[ObjectIdentifier(session)] = nil
-            guard s.users[user]?.isEmpty == true else { return }
-            s.users[user] = nil
+            guard let index = s.feeds[user]?.sessions.firstIndex(where: { $0 === session }) else { return }
+            s.feeds[user]?.sessions.remove(at: index)
+            guard s.feeds[user]?.sessions.isEmpty == true else { return }
+            s.connectedUsers -= 1
             // The feed stays for a reconnect, among the last `maxIdleFeeds` idle ones.
             s.marks += 1
             s.feeds[user]?.idleSince = s.marks
@@ -679,9 +753,10 @@ public final class FanOut: ReleaseObserver, @unchecked Sendable {
         guard let index = s.feeds.index(forKey: user) else { return }
         let userSeq = s.feeds.values[index].append(
             event: s.eventBytes, ts: ts, scratch: &s.noticeBytes, limit: max(1, userHistoryLimit))
-        guard let sessions = s.users[user], !sessions.isEmpty else { return }
+        let sessions = s.feeds.values[index].sessions
+        guard !sessions.isEmpty else { return }
         let frame = liveFrame(s.noticeBytes)
-        for session in sessions.values {
+        for session in sessions {
             gathered[session.loopIndex].append(.notice(session, frame, userSeq: userSeq))
         }
     }

@@ -44,10 +44,16 @@ public enum ServerFrame {
     /// payload in one copy.
     public static func appendText(_ payload: [UInt8], to bytes: inout [UInt8]) {
         withUnsafeTemporaryAllocation(byteCount: maxHeaderLength, alignment: 1) { header in
-            let length = writeHeader(first: 0x80 | opcodeByte(.text), count: payload.count, to: header)
+            let length = writeTextHeader(count: payload.count, to: header)
             bytes.append(contentsOf: UnsafeRawBufferPointer(rebasing: header[..<length]))
         }
         bytes.append(contentsOf: payload)
+    }
+
+    /// Writes the header of a final text frame of `count` payload bytes at the start of `out` (room for
+    /// ``maxHeaderLength``); returns its length.
+    static func writeTextHeader(count: Int, to out: UnsafeMutableRawBufferPointer) -> Int {
+        writeHeader(first: 0x80 | opcodeByte(.text), count: count, to: out)
     }
 
     static func frame(opcode: WebSocketOpcode, payload: [UInt8], allocator: ByteBufferAllocator) -> ByteBuffer {
