@@ -374,12 +374,15 @@ public final class FanOut: ReleaseObserver, @unchecked Sendable {
         var idleSince: UInt64?
 
         /// Numbers the notice of the event encoded in `event`, writes it into `scratch` and keeps its frame;
-        /// returns its `user_seq`. In place: reading the feed through the dictionary first copied it.
-        mutating func append(event: [UInt8], ts: Millis, scratch: inout [UInt8], limit: Int) -> UInt64 {
+        /// returns its `user_seq` and the sessions to send it to. In place: reading the feed (or its sessions)
+        /// through the dictionary copied the whole feed.
+        mutating func append(event: [UInt8], ts: Millis, scratch: inout [UInt8], limit: Int) -> (
+            userSeq: UInt64, sessions: [WebSocketSession]
+        ) {
             let userSeq = history.lastSeq + 1
             MessageEncoder.notice(event: event, userSeq: userSeq, ts: ts, into: &scratch)
             history.appendText(scratch, seq: userSeq, limit: limit)
-            return userSeq
+            return (userSeq, sessions)
         }
     }
 
@@ -751,9 +754,8 @@ public final class FanOut: ReleaseObserver, @unchecked Sendable {
     private func notify(_ user: String, ts: Millis, state s: inout State) {
         // A user without a feed has no session either.
         guard let index = s.feeds.index(forKey: user) else { return }
-        let userSeq = s.feeds.values[index].append(
+        let (userSeq, sessions) = s.feeds.values[index].append(
             event: s.eventBytes, ts: ts, scratch: &s.noticeBytes, limit: max(1, userHistoryLimit))
-        let sessions = s.feeds.values[index].sessions
         guard !sessions.isEmpty else { return }
         let frame = liveFrame(s.noticeBytes)
         for session in sessions {
