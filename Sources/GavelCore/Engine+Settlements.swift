@@ -48,6 +48,7 @@ extension Engine {
     }
 
     private func emitSettlement(_ listing: Listing, _ index: Int, _ events: inout [Event]) {
+        guard !discardsEvents else { return }
         let s = listing.settlements[index]
         guard let step = s.history.last else { return }
         let change = SettlementChange(
@@ -249,7 +250,7 @@ extension Engine {
     }
 
     private func emitOffer(_ listing: Listing, _ events: inout [Event]) {
-        guard let offer = listing.offer else { return }
+        guard !discardsEvents, let offer = listing.offer else { return }
         events.append(Event(listing: listing.id, seq: 0, at: now, kind: .secondChance(offer)))
     }
 
@@ -316,7 +317,7 @@ extension Engine {
             listing.settlements.removeAll { $0.pruned }
             listing.prunedSettlements = 0
         }
-        if !dropped.isEmpty {
+        if !dropped.isEmpty && !discardsEvents {
             dropped.sort()
             events.append(Event(listing: listing.id, seq: 0, at: now, kind: .settlementsPruned(dropped)))
         }

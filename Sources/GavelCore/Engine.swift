@@ -124,6 +124,11 @@ public final class Engine {
     /// shadow, which takes every command's outcome from the journal) drops it with ``dropRequestIndex()``; the
     /// results, their order and their chains are kept either way, so the state is the same.
     public private(set) var indexesRequestIDs = true
+    /// When set, the rules change the state exactly as otherwise (a listing's `seq`, its eviction timer) but append
+    /// no event: recovery, verification and the checkpointer's shadow throw every event away, and building each one
+    /// (its strings retained, a settlement's change boxed) and destroying it again was a share of their time. Only
+    /// ever set on an engine whose events nobody reads.
+    public var discardsEvents = false
 
     public init(configuration: EngineConfiguration = EngineConfiguration()) {
         self.configuration = configuration
@@ -385,10 +390,10 @@ public final class Engine {
     @inline(__always)
     func emit(_ kind: EventKind, on listing: Listing, events: inout [Event]) {
         if kind.isPrivate {
-            events.append(Event(listing: listing.id, seq: 0, at: now, kind: kind))
+            if !discardsEvents { events.append(Event(listing: listing.id, seq: 0, at: now, kind: kind)) }
         } else {
             listing.seq += 1
-            events.append(Event(listing: listing.id, seq: listing.seq, at: now, kind: kind))
+            if !discardsEvents { events.append(Event(listing: listing.id, seq: listing.seq, at: now, kind: kind)) }
             if kind.endsListing { scheduleEviction(of: listing) }
         }
     }
@@ -408,7 +413,7 @@ public final class Engine {
     func evict(_ listing: Listing, events: inout [Event]) {
         listings[listing.id] = nil
         listing.live = false
-        events.append(Event(listing: listing.id, seq: 0, at: now, kind: .evicted))
+        if !discardsEvents { events.append(Event(listing: listing.id, seq: 0, at: now, kind: .evicted)) }
     }
 
     // MARK: - Rules

@@ -230,8 +230,10 @@ final class Checkpointer: @unchecked Sendable {
             options.engine = engineConfiguration
             let report = try Recovery.recover(directory, options: options)
             engine = report.engine
-            // The shadow takes every command's outcome from the journal and never looks an id up.
+            // The shadow takes every command's outcome from the journal and never looks an id up, and nobody reads
+            // its events.
             engine.dropRequestIndex()
+            engine.discardsEvents = true
             shadow = engine
             shadowLSN = report.lastLSN
             shadowChain = report.chain

@@ -146,6 +146,9 @@ public enum Recovery {
         var chain: [UInt8]? = nil
         var events: [Event] = []
         events.reserveCapacity(64)
+        // Recovery throws the events away (unless an observer reads them): the rules need not build them.
+        engine.discardsEvents = options.observe == nil
+        defer { engine.discardsEvents = false }
         var index = first
         var nextProgress = monotonicNanos() + options.progressIntervalNanos
         reading: while index < segments.count {

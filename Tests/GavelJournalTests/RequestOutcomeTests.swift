@@ -244,6 +244,45 @@ struct RequestOutcomeTests {
     /// `gavel verify` looks every id up on its replay from the start and names a record whose outcome is not what
     /// the table answers (here a duplicate recorded as new, which recovery would otherwise apply as new), and says
     /// so when every outcome matches.
+    @Test(arguments: [UInt64(32), 33])
+    func anEngineDiscardingEventsReachesTheSameStateAndResultsAndRecoveryLeavesItEmitting(seed: UInt64) throws {
+        let (temp, directory) = try journalWithRepeats("discarded-events", seed: seed, count: 3_000)
+        defer { temp.remove() }
+        let records = try journalRecords(directory)
+        let keeping = Engine(configuration: engineConfiguration())
+        let discarding = Engine(configuration: engineConfiguration())
+        discarding.discardsEvents = true
+        var kept: [Event] = []
+        var discarded: [Event] = []
+        var kinds: Set<String> = []
+        for record in records {
+            switch record {
+            case .command(_, let at, _, let command, _):
+                keeping.advance(to: at, events: &kept)
+                discarding.advance(to: at, events: &discarded)
+                #expect(discarding.apply(command, events: &discarded) == keeping.apply(command, events: &kept))
+            case .tick(_, let at):
+                keeping.advance(to: at, events: &kept)
+                discarding.advance(to: at, events: &discarded)
+            case .trailer:
+                break
+            }
+            #expect(discarded.isEmpty)
+            kinds.formUnion(kept.map { "\($0.kind)".prefix { $0 != "(" }.description })
+            kept.removeAll()
+        }
+        #expect(discarding.stateHash() == keeping.stateHash())
+        // The workload made the events whose building is skipped: public, private, settlements and evictions.
+        #expect(kinds.isSuperset(of: ["bidPlaced", "outbid", "closed", "settlement", "evicted", "trade"]), "\(kinds)")
+        // Recovery discards events while it replays, and hands out an engine that makes them again.
+        var options = RecoveryOptions()
+        options.engine = engineConfiguration()
+        options.repair = false
+        let recovered = try Recovery.recover(directory, options: options).engine
+        #expect(!recovered.discardsEvents)
+        #expect(recovered.stateHash() == keeping.stateHash())
+    }
+
     @Test func verifyNamesACommandRecordWhoseOutcomeTheReplayDoesNotFind() throws {
         let commands: [(command: Command, at: Millis)] = [
             (
