@@ -217,11 +217,13 @@ public enum Files {
     }
 }
 
-/// Writes a file a piece at a time and, at each MiB boundary it passes, starts the writeback of that MiB and waits
-/// for the one before it: the dirty pages of a large file (a snapshot) never pile up, so its final `fsync` is short
-/// and does not hold up the journal's `fdatasync` behind a long filesystem commit.
+/// Writes a file a piece at a time and, at each 256 KiB boundary it passes, starts the writeback of that piece and
+/// waits for the one before it: the dirty pages of a large file (a snapshot) never pile up, so its final `fsync` is
+/// short and does not hold up the journal's `fdatasync` behind a long filesystem commit, and a journal sync queued
+/// behind the snapshot's writes waits for at most half a MiB of them (with 1 MiB pieces, the run's `fdatasync`
+/// p99.9 rose from 1 ms to 10 ms in half the runs with snapshots; docs/PERFORMANCE.md).
 public struct TricklingWriter {
-    static let chunk = 1 << 20
+    static let chunk = 1 << 18
     let fd: Int32
     let path: String
     /// Bytes written so far.
