@@ -99,11 +99,43 @@ struct SessionStateMachine {
     /// The payload of `frame` (masked, checked by the caller) unmasked into ``unmasked``.
     private mutating func unmask(_ frame: WebSocketFrame) -> ByteBuffer {
         if unmasked.capacity > Self.unmaskedKeptBytes { unmasked = ByteBuffer() } else { unmasked.clear() }
-        unmasked.writeImmutableBuffer(frame.data)
         if let key = frame.maskKey {
-            unmasked.webSocketUnmask(key, indexOffset: (frame.extensionData?.readableBytes ?? 0) % 4)
+            Self.unmask(
+                frame.data, key: key, indexOffset: (frame.extensionData?.readableBytes ?? 0) % 4, into: &unmasked)
+        } else {
+            unmasked.writeImmutableBuffer(frame.data)
         }
         return unmasked
+    }
+
+    /// Appends `data` unmasked with `key` (its byte `i` XORed with the key's byte `(i + indexOffset) % 4`) to `out`:
+    /// the copy and the XOR in one pass, eight bytes a step (swift-nio's `webSocketUnmask` takes a byte a step, with a
+    /// division for each, after a separate copy).
+    static func unmask(_ data: ByteBuffer, key: WebSocketMaskingKey, indexOffset: Int, into out: inout ByteBuffer) {
+        let count = data.readableBytes
+        guard count > 0 else { return }
+        // The key's bytes in the order they apply from the payload's first byte, twice: one 8-byte word.
+        var pattern: UInt64 = 0
+        withUnsafeMutableBytes(of: &pattern) { word in
+            for i in 0..<8 { word[i] = key[(i + indexOffset) % 4] }
+        }
+        out.writeWithUnsafeMutableBytes(minimumWritableBytes: count) { target in
+            data.withUnsafeReadableBytes { source in
+                var i = 0
+                while i + 8 <= count {
+                    let word = source.loadUnaligned(fromByteOffset: i, as: UInt64.self) ^ pattern
+                    target.storeBytes(of: word, toByteOffset: i, as: UInt64.self)
+                    i += 8
+                }
+                withUnsafeBytes(of: pattern) { key in
+                    while i < count {
+                        target[i] = source[i] ^ key[i & 7]
+                        i += 1
+                    }
+                }
+            }
+            return count
+        }
     }
 
     /// A close frame from the client: answered with its code when it is valid, refused as a protocol error when not.

@@ -91,4 +91,24 @@ import Testing
         #expect(other == .closeChannel)
         #expect(!machine.isOpen)
     }
+
+    /// Unmasking eight bytes a step gives what swift-nio's byte-by-byte unmask gives, for every payload length up to
+    /// 70 (every tail length after the 8-byte words), every offset into the key, random keys, appended after bytes
+    /// already in the buffer.
+    @Test func unmaskingAWordAtATimeGivesWhatNIOsUnmaskGives() {
+        var generator = SystemRandomNumberGenerator()
+        for length in 0...70 {
+            for offset in 0..<4 {
+                let key = WebSocketMaskingKey((0..<4).map { _ in UInt8.random(in: 0...255, using: &generator) })!
+                let payload = (0..<length).map { _ in UInt8.random(in: 0...255, using: &generator) }
+                var expected = ByteBuffer(bytes: payload)
+                expected.webSocketUnmask(key, indexOffset: offset)
+                var out = ByteBuffer(bytes: [7, 7, 7])
+                SessionStateMachine.unmask(ByteBuffer(bytes: payload), key: key, indexOffset: offset, into: &out)
+                #expect(
+                    Array(out.readableBytesView) == [7, 7, 7] + Array(expected.readableBytesView), "\(length) \(offset)"
+                )
+            }
+        }
+    }
 }
