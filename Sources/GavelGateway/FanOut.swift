@@ -207,8 +207,8 @@ public final class FanOut: ReleaseObserver, @unchecked Sendable {
         /// The `seq` of the newest frame.
         private(set) var lastSeq: UInt64 = 0
 
-        /// The smallest ring: a few frames of an english listing.
-        static let minimumCapacity = 1_024
+        /// The smallest ring: a frame or two (a listing with one event keeps little more than its frame).
+        static let minimumCapacity = 256
 
         var count: Int { lengths.count }
 
@@ -222,10 +222,9 @@ public final class FanOut: ReleaseObserver, @unchecked Sendable {
             if lengths.count >= limit { dropOldest() }
             let header = ServerFrame.headerLength(payload.count)
             let frame = header + payload.count
-            if used + frame > ring.count {
-                resize(to: Swift.max(Self.minimumCapacity, 2 * (used + frame)))
-            } else if ring.count > Self.minimumCapacity && 4 * (used + frame) < ring.count {
-                resize(to: Swift.max(Self.minimumCapacity, ring.count / 2))
+            // Half again what it must hold when it grows, or shrinks back to that once a quarter would do.
+            if used + frame > ring.count || (ring.count > Self.minimumCapacity && 4 * (used + frame) < ring.count) {
+                resize(to: Swift.max(Self.minimumCapacity, (used + frame) * 3 / 2))
             }
             let capacity = ring.count
             var at = head + used
@@ -272,18 +271,18 @@ public final class FanOut: ReleaseObserver, @unchecked Sendable {
 
         /// Moves the kept bytes, oldest first, to the start of a ring of `capacity` bytes (at least ``used``).
         private mutating func resize(to capacity: Int) {
-            var new = [UInt8](repeating: 0, count: capacity)
-            if used > 0 {
-                new.withUnsafeMutableBytes { out in
-                    ring.withUnsafeBytes { old in
-                        let first = Swift.min(used, old.count - head)
-                        _ = Self.copy(UnsafeRawBufferPointer(rebasing: old[head..<(head + first)]), into: out, at: 0)
-                        if first < used {
-                            _ = Self.copy(
-                                UnsafeRawBufferPointer(rebasing: old[..<(used - first)]), into: out, at: first)
-                        }
+            let new = [UInt8](unsafeUninitializedCapacity: capacity) { out, initialized in
+                let raw = UnsafeMutableRawBufferPointer(out)
+                ring.withUnsafeBytes { old in
+                    let first = Swift.min(used, old.count - head)
+                    _ = Self.copy(UnsafeRawBufferPointer(rebasing: old[head..<(head + first)]), into: raw, at: 0)
+                    if first < used {
+                        _ = Self.copy(UnsafeRawBufferPointer(rebasing: old[..<(used - first)]), into: raw, at: first)
                     }
                 }
+                // The rest zeroed: every element of an array is initialized.
+                raw[used...].initializeMemory(as: UInt8.self, repeating: 0)
+                initialized = capacity
             }
             ring = new
             head = 0
