@@ -272,12 +272,27 @@ public final class Journal: BatchSink, SnapshotSink, @unchecked Sendable {
         }
     }
 
-    /// Writes the pending records as one frame, syncs per the policy, and releases the batches in order.
+    /// Writes the pending records as one frame, syncs per the policy, and releases the batches in order. A batch
+    /// may hold no entry (the writer hands over a turn that only carries barriers, which wait for what came before
+    /// it to be released): it adds nothing to the frame, and pending batches that are all empty write no frame.
     private func commit(_ pending: inout [(Batch, BatchRelease)]) throws {
         guard !pending.isEmpty else { return }
-        let firstLSN = pending.first!.0.entries.first!.lsn
-        let lastLSN = pending.last!.0.entries.last!.lsn
-        let count = pending.reduce(0) { $0 + $1.0.entries.count }
+        if let first = pending.first(where: { !$0.0.entries.isEmpty })?.0.entries.first,
+            let last = pending.last(where: { !$0.0.entries.isEmpty })?.0.entries.last
+        {
+            try writeFrame(firstLSN: first.lsn, lastLSN: last.lsn, count: pending.reduce(0) { $0 + $1.0.entries.count })
+        }
+        let last = pending.count - 1
+        for (index, (batch, release)) in pending.enumerated() {
+            release(batch, index == last)
+            inFlight.signal()
+        }
+        pending.removeAll(keepingCapacity: true)
+    }
+
+    /// Writes the pending records (lsn `firstLSN` to `lastLSN`, `count` of them) as one frame with its trailer, and
+    /// syncs per the policy.
+    private func writeFrame(firstLSN: UInt64, lastLSN: UInt64, count: Int) throws {
         if fd < 0 || segmentSize >= configuration.segmentBytes { try roll(firstLSN: firstLSN) }
         let next = Chain.next(chain, records: records[...])
         JournalRecord.trailer(firstLSN: firstLSN, lastLSN: lastLSN, count: UInt32(count), chain: next)
@@ -294,12 +309,6 @@ public final class Journal: BatchSink, SnapshotSink, @unchecked Sendable {
         chain = next
         self.lastLSN = lastLSN
         records.removeAll(keepingCapacity: true)
-        let last = pending.count - 1
-        for (index, (batch, release)) in pending.enumerated() {
-            release(batch, index == last)
-            inFlight.signal()
-        }
-        pending.removeAll(keepingCapacity: true)
     }
 
     private func syncNow() throws {

@@ -237,6 +237,43 @@ struct JournalWriterTests {
         #expect(Verification.run(run.directory).problems == [])
     }
 
+    /// A barrier asked for while the writer has nothing to apply reaches the journal as a batch with no entry (alone,
+    /// first or last among the batches one commit takes): it is released in its place without a frame, never taken
+    /// for a batch with entries (the journal thread once stopped the process on it).
+    @Test(arguments: [FsyncPolicy.always, .interval(ms: 2), .none])
+    func barriersWithNothingToJournalAreReleasedInOrderWithoutAFrame(fsync: FsyncPolicy) async throws {
+        let temp = try TemporaryDirectory("barriers")
+        defer { temp.remove() }
+        let directory = DataDirectory(temp.path)
+        try directory.create()
+        let recovery = try Recovery.recover(directory)
+        let journal = try Journal(
+            directory: directory, configuration: journalConfiguration(fsync: fsync), recovery: recovery)
+        let released = ReleasedResults()
+        let writer = Writer(
+            configuration: writerConfiguration(), engine: recovery.engine, lastLSN: recovery.lastLSN, sink: journal,
+            clock: ManualClock(recovery.engine.now), observer: released)
+        writer.start()
+        var opened = 0
+        for round in 0..<120 {
+            if round % 3 == 0 {
+                let command = Command(
+                    id: "o\(round)", listing: "L\(round)",
+                    body: .open(seller: "sam", terms: .english(.init(start: 100, closesAt: 60_000))))
+                #expect(writer.submit(command, replyTo: released) == nil)
+                opened += 1
+            }
+            await writer.barrier()
+            // A barrier waits for everything submitted before it.
+            #expect(released.items.withLock { $0.count } == opened)
+        }
+        await writer.shutdown()
+        journal.close()
+        let again = try Recovery.recover(directory)
+        #expect(again.lastLSN == UInt64(opened))
+        #expect(again.engine.listingCount == opened)
+    }
+
     @Test func segmentsRollAtTheConfiguredSizeAndAppendingResumesAfterRecovery() throws {
         let temp = try TemporaryDirectory("roll")
         defer { temp.remove() }
