@@ -294,11 +294,13 @@ public final class FanOut: ReleaseObserver, @unchecked Sendable {
             let wanted = Int(lastSeq - since)
             guard wanted <= lengths.count else { return nil }
             guard wanted > 0 else { return [] }
-            // The lengths oldest first; the wanted frames are the last `wanted` of them.
-            let ordered = (0..<lengths.count).map { Int(lengths[(start + $0) % lengths.count]) }
-            let skipped = ordered[..<(ordered.count - wanted)].reduce(0, +)
-            let total = used - skipped
-            var from = head + skipped
+            // The wanted frames are the newest `wanted`: their lengths, found walking back from the newest (the
+            // work is the frames sent, never the whole history).
+            let count = lengths.count
+            let newest = (start + count - 1) % count
+            var total = 0
+            for back in 0..<wanted { total += Int(lengths[(newest - back + count) % count]) }
+            var from = head + used - total
             if from >= ring.count { from -= ring.count }
             var all = ByteBufferAllocator().buffer(capacity: total)
             let first = Swift.min(total, ring.count - from)
@@ -307,7 +309,8 @@ public final class FanOut: ReleaseObserver, @unchecked Sendable {
             var out: [ByteBuffer] = []
             out.reserveCapacity(wanted)
             var offset = 0
-            for length in ordered[(ordered.count - wanted)...] {
+            for forward in 0..<wanted {
+                let length = Int(lengths[(newest - (wanted - 1) + forward + count) % count])
                 out.append(all.getSlice(at: offset, length: length)!)
                 offset += length
             }
