@@ -87,6 +87,18 @@ public final class Batch: @unchecked Sendable {
         }
     }
 
+    /// Hands the batch's events to `body`, oldest last (so that `removeLast()` takes them in order, each moved out,
+    /// not copied), for the last reader of a batch during its release; the batch keeps the array's storage for its
+    /// next use and holds no event afterwards.
+    public func consumeEvents(_ body: (_ reversed: inout [Event]) -> Void) {
+        var taken: [Event] = []
+        swap(&taken, &events)
+        taken.reverse()
+        body(&taken)
+        taken.removeAll(keepingCapacity: true)
+        swap(&taken, &events)
+    }
+
     func reset() {
         entries.removeAll(keepingCapacity: true)
         events.removeAll(keepingCapacity: true)

@@ -680,16 +680,20 @@ public final class FanOut: ReleaseObserver, @unchecked Sendable {
                 groupTs = ts
             }
             state.withLock { s in
-                // Field by field: copying a whole entry would retain and release its submission and result.
-                for position in batch.entries.indices {
-                    if let submission = batch.entries[position].submission,
-                        let session = submission.recipient as? WebSocketSession,
-                        let result = batch.entries[position].result
-                    {
-                        gathered[session.loopIndex].append(.result(session, submission, result))
-                    }
-                    for index in batch.entries[position].events {
-                        route(batch.events[index], ts: ts, state: &s)
+                // The events are moved out of the batch, the fan-out being their last reader: reading each in place
+                // (`batch.events[index]`) copied it, a retain and a release of every string it holds.
+                batch.consumeEvents { events in
+                    // Field by field: copying a whole entry would retain and release its submission and result.
+                    for position in batch.entries.indices {
+                        if let submission = batch.entries[position].submission,
+                            let session = submission.recipient as? WebSocketSession,
+                            let result = batch.entries[position].result
+                        {
+                            gathered[session.loopIndex].append(.result(session, submission, result))
+                        }
+                        for _ in batch.entries[position].events {
+                            route(events.removeLast(), ts: ts, state: &s)
+                        }
                     }
                 }
             }
