@@ -669,7 +669,7 @@ public final class FanOut: ReleaseObserver, @unchecked Sendable {
     }
 
     private func routeBatch(_ batch: Batch, endsGroup: Bool) {
-        feed.batchReleased(batch)
+        let shared = feed.batchReleased(batch)
         metrics.batchEntries.record(batch.entries.count)
         if !batch.entries.isEmpty {
             let ts: Millis
@@ -680,20 +680,14 @@ public final class FanOut: ReleaseObserver, @unchecked Sendable {
                 groupTs = ts
             }
             state.withLock { s in
-                // The events are moved out of the batch, the fan-out being their last reader: reading each in place
-                // (`batch.events[index]`) copied it, a retain and a release of every string it holds.
-                batch.consumeEvents { events in
-                    // Field by field: copying a whole entry would retain and release its submission and result.
-                    for position in batch.entries.indices {
-                        if let submission = batch.entries[position].submission,
-                            let session = submission.recipient as? WebSocketSession,
-                            let result = batch.entries[position].result
-                        {
-                            gathered[session.loopIndex].append(.result(session, submission, result))
-                        }
-                        for _ in batch.entries[position].events {
-                            route(events.removeLast(), ts: ts, state: &s)
-                        }
+                if shared {
+                    // A feed subscriber holds the batch's events too: read in place, each one copied.
+                    routeEntries(of: batch, ts: ts, state: &s) { batch.events[$0] }
+                } else {
+                    // The fan-out is their last reader: moved out of the batch, not copied (a copy retained and
+                    // released every string an event holds).
+                    batch.consumeEvents { events in
+                        routeEntries(of: batch, ts: ts, state: &s) { _ in events.removeLast() }
                     }
                 }
             }
@@ -710,6 +704,23 @@ public final class FanOut: ReleaseObserver, @unchecked Sendable {
             gathered[index] = []
             gathered[index].reserveCapacity(items.count)
             loop.eventLoop.execute { loop.run(items, releasedAt: released) }
+        }
+    }
+
+    /// Routes each entry's result to its session and its events (`event(index)` gives the batch's event at `index`,
+    /// asked for in order) to the loops with subscribers.
+    private func routeEntries(of batch: Batch, ts: Millis, state s: inout State, event: (Int) -> Event) {
+        // Field by field: copying a whole entry would retain and release its submission and result.
+        for position in batch.entries.indices {
+            if let submission = batch.entries[position].submission,
+                let session = submission.recipient as? WebSocketSession,
+                let result = batch.entries[position].result
+            {
+                gathered[session.loopIndex].append(.result(session, submission, result))
+            }
+            for index in batch.entries[position].events {
+                route(event(index), ts: ts, state: &s)
+            }
         }
     }
 

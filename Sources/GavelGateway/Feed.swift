@@ -206,18 +206,20 @@ public final class FeedHub: @unchecked Sendable {
     /// The number of feed subscriptions.
     var count: Int { state.withLock { $0.subscribers.count } }
 
-    /// Called on the releasing thread before the batch is reused.
-    func batchReleased(_ batch: Batch) {
-        guard let last = batch.entries.last?.lsn else { return }
+    /// Called on the releasing thread before the batch is reused. Hands `batch`'s entries to every feed subscriber;
+    /// returns whether any holds them (and with them the batch's array of events) once this returns.
+    func batchReleased(_ batch: Batch) -> Bool {
+        guard let last = batch.entries.last?.lsn else { return false }
         let subscribers = state.withLock { s -> [FeedSubscription] in
             s.lastLSN = last
             return s.subscribers.isEmpty ? [] : Array(s.subscribers.values)
         }
-        guard !subscribers.isEmpty else { return }
+        guard !subscribers.isEmpty else { return false }
         let captured = FeedBatch(batch)
         for subscriber in subscribers {
             subscriber.eventLoop.execute { subscriber.deliver(captured) }
         }
+        return true
     }
 
     /// Registers `subscription`, which wants entries from `since` (`nil`: from now on), and says where it starts.
