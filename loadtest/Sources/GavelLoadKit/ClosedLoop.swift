@@ -289,10 +289,12 @@ final class ClosedLoop: @unchecked Sendable {
             refill.removeAll(keepingCapacity: true)
             if let progress, now - lastPrint >= 1_000_000_000 {
                 let p99 = second.totalCount > 0 ? second.valueAtPercentile(99) : 0
+                let max = second.totalCount > 0 ? second.max : 0
                 progress(
                     String(
-                        format: "t=%4.0fs  %6.0f results/s  p99 %8.3f ms  errors %d", Double(now - start) / 1e9,
-                        Double(second.totalCount) * 1e9 / Double(now - lastPrint), Double(p99) / 1_000, secondErrors))
+                        format: "t=%4.0fs  %6.0f results/s  p99 %8.3f ms  max %8.3f ms  errors %d",
+                        Double(now - start) / 1e9, Double(second.totalCount) * 1e9 / Double(now - lastPrint),
+                        Double(p99) / 1_000, Double(max) / 1_000, secondErrors))
                 second.reset()
                 secondErrors = 0
                 lastPrint = now

@@ -204,14 +204,14 @@ public final class Driver: @unchecked Sendable {
                 }
             }
             if let progress, now - lastPrint >= 1_000_000_000 {
-                let (count, p99) = recorder.takeWindow()
+                let (count, p99, max) = recorder.takeWindow()
                 let m = recorder.snapshot
                 let errors = m.errors.values.reduce(0, +)
                 progress(
                     String(
-                        format: "t=%4.0fs  %6.0f results/s  p99 %8.3f ms  errors %d  deliveries %d",
+                        format: "t=%4.0fs  %6.0f results/s  p99 %8.3f ms  max %8.3f ms  errors %d  deliveries %d",
                         Double(now - start) / 1e9, Double(count) * 1e9 / Double(now - lastPrint),
-                        Double(p99) / 1_000, errors, m.deliveries))
+                        Double(p99) / 1_000, Double(max) / 1_000, errors, m.deliveries))
                 lastPrint = now
             }
         }

@@ -72,11 +72,14 @@ public final class Recorder: Sendable {
         state.withLock { $0.closedByServer[code, default: 0] += 1 }
     }
 
-    /// The last window's count and p99 (µs); starts a new window.
-    public func takeWindow() -> (count: UInt64, p99: UInt64) {
+    /// The last window's count, p99 and maximum (µs); starts a new window.
+    public func takeWindow() -> (count: UInt64, p99: UInt64, max: UInt64) {
         window.withLock { windows in
             let histogram = windows.second
-            let figures = (histogram.totalCount, histogram.totalCount > 0 ? histogram.valueAtPercentile(99) : 0)
+            let figures = (
+                histogram.totalCount, histogram.totalCount > 0 ? histogram.valueAtPercentile(99) : 0,
+                histogram.totalCount > 0 ? histogram.max : 0
+            )
             windows.second.reset()
             return figures
         }
