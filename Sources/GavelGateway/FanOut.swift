@@ -269,17 +269,21 @@ public final class FanOut: ReleaseObserver, @unchecked Sendable {
             return rest
         }
 
+        /// Hands `body` the `count` bytes of the ring from offset `from`, in order: one piece, or two where they wrap.
+        private func forEachPiece(from: Int, count: Int, _ body: (UnsafeRawBufferPointer) -> Void) {
+            ring.withUnsafeBytes { bytes in
+                let first = Swift.min(count, bytes.count - from)
+                body(UnsafeRawBufferPointer(rebasing: bytes[from..<(from + first)]))
+                if first < count { body(UnsafeRawBufferPointer(rebasing: bytes[..<(count - first)])) }
+            }
+        }
+
         /// Moves the kept bytes, oldest first, to the start of a ring of `capacity` bytes (at least ``used``).
         private mutating func resize(to capacity: Int) {
             let new = [UInt8](unsafeUninitializedCapacity: capacity) { out, initialized in
                 let raw = UnsafeMutableRawBufferPointer(out)
-                ring.withUnsafeBytes { old in
-                    let first = Swift.min(used, old.count - head)
-                    _ = Self.copy(UnsafeRawBufferPointer(rebasing: old[head..<(head + first)]), into: raw, at: 0)
-                    if first < used {
-                        _ = Self.copy(UnsafeRawBufferPointer(rebasing: old[..<(used - first)]), into: raw, at: first)
-                    }
-                }
+                var at = 0
+                forEachPiece(from: head, count: used) { at = Self.copy($0, into: raw, at: at) }
                 // The rest zeroed: every element of an array is initialized.
                 raw[used...].initializeMemory(as: UInt8.self, repeating: 0)
                 initialized = capacity
@@ -303,9 +307,7 @@ public final class FanOut: ReleaseObserver, @unchecked Sendable {
             var from = head + used - total
             if from >= ring.count { from -= ring.count }
             var all = ByteBufferAllocator().buffer(capacity: total)
-            let first = Swift.min(total, ring.count - from)
-            all.writeBytes(ring[from..<(from + first)])
-            if first < total { all.writeBytes(ring[..<(total - first)]) }
+            forEachPiece(from: from, count: total) { all.writeBytes($0) }
             var out: [ByteBuffer] = []
             out.reserveCapacity(wanted)
             var offset = 0
