@@ -256,8 +256,8 @@ final class WebSocketSession: ChannelInboundHandler, ResultRecipient, @unchecked
         }
     }
 
-    /// Takes a rate token; when there is none, answers `rate_limited` (or closes with 1008 on sustained excess).
-    /// Takes a message from the connection's rate at `now` (``monotonicNanos()``); answers `rate_limited` when spent.
+    /// Takes a rate token at `now` (``monotonicNanos()``); when there is none, answers `rate_limited` (or closes with
+    /// 1008 on sustained excess).
     func takeToken(id: String?, now: UInt64) -> Bool {
         if bucket.take(now: now) { return true }
         metrics.rateLimited.increment()
