@@ -15,21 +15,29 @@ import Testing
         return out
     }
 
+    /// Sends bid `k` (ids `b1`, `b2`, ...) on the harness's listing.
+    private func sendBid(_ h: SessionHarness, _ k: Int) throws {
+        try h.send(#"{"type":"bid","id":"b\#(k)","listing":"L","amount":\#(1_000 + k)}"#)
+    }
+
+    /// Expects the results of bids 1...`count`, in order, and their `bid_placed` events (`seq` 2 on: the open is 1).
+    private func expectResultsAndEvents(_ frames: [ServerFrameRead], ofBids count: Int) {
+        #expect(frames.filter { $0.type == "result" }.map { $0.json?["id"] } == (1...count).map { .string("b\($0)") })
+        #expect(
+            frames.filter { $0.type == "bid_placed" }.map { $0.json?["seq"] }
+                == (2...(count + 1)).map { .integer(Int64($0)) })
+    }
+
     @Test func aDurableGroupsResultsAndEventsReachTheConnectionInOneWrite() throws {
         let h = try SessionHarness(principal: Principal(name: "ann", role: .bidder))
         try h.openAndSubscribe()
-        for k in 1...10 {
-            try h.send(#"{"type":"bid","id":"b\#(k)","listing":"L","amount":\#(1_000 + k)}"#)
-        }
+        for k in 1...10 { try sendBid(h, k) }
         h.settle()
         let written = try writes(h)
         #expect(written.count == 1, "\(written.count) writes")
         var bytes: [UInt8] = []
         for buffer in written { bytes.append(contentsOf: buffer.readableBytesView) }
-        let frames = ServerFrameRead.parseAll(bytes)
-        #expect(frames.filter { $0.type == "result" }.map { $0.json?["id"] } == (1...10).map { .string("b\($0)") })
-        #expect(
-            frames.filter { $0.type == "bid_placed" }.map { $0.json?["seq"] } == (2...11).map { .integer(Int64($0)) })
+        expectResultsAndEvents(ServerFrameRead.parseAll(bytes), ofBids: 10)
     }
 
     @Test func framesWrittenAfterAFlushNeverChangeTheBytesTheChannelStillHolds() throws {
@@ -38,12 +46,9 @@ import Testing
         // Nothing is read from the channel until the end: every buffer handed over is still held by it while the
         // session writes its next frames.
         for k in 1...30 {
-            try h.send(#"{"type":"bid","id":"b\#(k)","listing":"L","amount":\#(1_000 + k)}"#)
+            try sendBid(h, k)
             h.settle()
         }
-        let frames = try h.frames()
-        #expect(frames.filter { $0.type == "result" }.map { $0.json?["id"] } == (1...30).map { .string("b\($0)") })
-        #expect(
-            frames.filter { $0.type == "bid_placed" }.map { $0.json?["seq"] } == (2...31).map { .integer(Int64($0)) })
+        expectResultsAndEvents(try h.frames(), ofBids: 30)
     }
 }
