@@ -138,3 +138,13 @@ int gavel_name_thread(const char *name) {
     return -1;
 #endif
 }
+
+int gavel_preallocate(int fd, int64_t length) {
+#if defined(__linux__)
+    return fallocate(fd, 0, 0, (off_t)length);
+#else
+    (void)fd; (void)length;
+    errno = EOPNOTSUPP;
+    return -1;
+#endif
+}

@@ -1,3 +1,4 @@
+import CGavelShims
 import Dispatch
 import GavelCore
 import GavelEngine
@@ -124,6 +125,8 @@ public final class Journal: BatchSink, SnapshotSink, @unchecked Sendable {
     private var chain: [UInt8]
     private var lastSync: UInt64 = 0
     private var dirty = false
+    /// Whether reserving a segment's space failed once (logged once).
+    private var preallocationFailed = false
     private var records: [UInt8] = []
     private var frame: [UInt8] = []
     private var scratch = BinaryWriter(capacity: 256)
@@ -161,6 +164,7 @@ public final class Journal: BatchSink, SnapshotSink, @unchecked Sendable {
             self.fd = fd
             segmentPath = active.path
             segmentSize = active.size
+            preallocate()
         }
         records.reserveCapacity(1 << 20)
         frame.reserveCapacity(1 << 20)
@@ -204,7 +208,9 @@ public final class Journal: BatchSink, SnapshotSink, @unchecked Sendable {
         thread = nil
         checkpointer.finish()
         if fd >= 0 {
-            if configuration.fsync != .always { _ = try? Files.syncData(fd, path: segmentPath) }
+            // The segment ends where its frames end again: no reserved space left after a clean stop.
+            _ = ftruncate(fd, off_t(segmentSize))
+            _ = try? Files.syncData(fd, path: segmentPath)
             Glibc.close(fd)
             fd = -1
         }
@@ -320,21 +326,38 @@ public final class Journal: BatchSink, SnapshotSink, @unchecked Sendable {
         stats.syncs.wrappingAdd(1, ordering: .relaxed)
     }
 
-    /// Closes the current segment and starts `<firstLSN>.seg`.
+    /// Closes the current segment (cut to the end of its frames) and starts `<firstLSN>.seg`.
     private func roll(firstLSN: UInt64) throws {
         if fd >= 0 {
+            guard ftruncate(fd, off_t(segmentSize)) == 0 else {
+                throw FileError(path: segmentPath, operation: "truncate", code: errno)
+            }
             if dirty || configuration.fsync != .none { try syncNow() }
             Glibc.close(fd)
         }
         let path = directory.journal + "/" + DataDirectory.segmentName(firstLSN: firstLSN)
         fd = try Files.openPrivate(path, O_WRONLY | O_CREAT | O_TRUNC)
         segmentPath = path
+        preallocate()
         let header = SegmentHeader(firstLSN: firstLSN, previousChain: chain).encoded()
         try Files.writeAll(fd, header, path: path)
         segmentSize = header.count
         try Files.syncData(fd, path: path)
         try Files.syncDirectory(directory.journal)
         logger.debug("journal segment \(path) started at lsn \(firstLSN)")
+    }
+
+    /// Reserves the open segment's full size up front (`segmentBytes`, as zeros after the frames). Appending a
+    /// frame then writes over reserved space and leaves the file's size alone, so each `fdatasync` writes the
+    /// frame's pages and no inode update with them (about a third less CPU and latency per sync on ext4 here;
+    /// docs/STORAGE.md). Readers take zeros where a frame would start as the end of the frames. Where the file
+    /// system cannot reserve space the segment grows as it is written, as before.
+    private func preallocate() {
+        guard gavel_preallocate(fd, Int64(configuration.segmentBytes)) != 0, !preallocationFailed else { return }
+        let reason = String(cString: strerror(errno))
+        preallocationFailed = true
+        logger.notice(
+            "journal segments are not preallocated (\(reason)): each sync also writes the file's new size")
     }
 
     /// Makes everything up to `lsn` durable (whatever the fsync policy) and hands the snapshot point to the

@@ -65,10 +65,13 @@ struct JournalCursor {
             throw .notRetained(oldest: JournalReplay.oldestStart(of: directory))
         }
         if let current = reader, segment.path == segmentPath {
-            // The same segment, read again: only what comes after what was read.
+            // The same segment, read again: only what comes after what was read. Where the reader stopped at the
+            // segment's reserved space, a small read first: most often the journal has written nothing there yet.
             guard (Files.size(segment.path) ?? 0) > current.offset else { return false }
-            reader = try reread(current, at: current.offset, limit: window)
-            return true
+            let again = try reread(
+                current, at: current.offset, limit: current.reachedUnwrittenSpace ? min(window, 64 << 10) : window)
+            reader = again
+            return !again.nextFrameUnwritten
         }
         let next: SegmentReader
         do {

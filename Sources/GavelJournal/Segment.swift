@@ -91,6 +91,9 @@ public struct SegmentReader {
     public private(set) var nextLSN: UInt64
     /// One LZ4 context for all the segment's frames.
     private let decoder = LZ4Frame.Decoder()
+    /// Whether the last ``next()`` stopped at the segment's reserved space: nothing but zeros from ``offset`` to the
+    /// end of the bytes held, where the journal has not written yet (it reserves a segment's size up front).
+    public private(set) var reachedUnwrittenSpace = false
 
     public init(bytes: [UInt8]) throws(SegmentProblem) {
         guard let header = SegmentHeader.decode(bytes) else {
@@ -128,6 +131,10 @@ public struct SegmentReader {
     /// The offset just past the bytes this reader holds.
     public var end: Int { base + bytes.count }
 
+    /// Whether the byte where the next frame would start is a zero: reserved space the journal has not written yet
+    /// (or damage, which ``next()`` tells apart).
+    public var nextFrameUnwritten: Bool { offset < end && bytes[offset - base] == 0 }
+
     /// A reader of the segment at `path` positioned at `offset`, a frame start after the batch whose chain is
     /// `chain`, reading only the header and the bytes from `offset` on (`limit` of them at most: a frame the limit
     /// cuts is reported as truncated at its start).
@@ -151,9 +158,16 @@ public struct SegmentReader {
             path, at: SegmentHeader.size, chain: header.previousChain, nextLSN: header.firstLSN, limit: limit)
     }
 
-    /// The next batch, or `nil` at the end of the segment.
+    /// The next batch, or `nil` at the end of the segment: the end of its bytes, or zeros from where the next frame
+    /// would start to the end of them (the reserved space after the last frame; ``reachedUnwrittenSpace``). Zeros
+    /// followed by anything else are damage, reported as such.
     public mutating func next() throws(SegmentProblem) -> SegmentBatch? {
+        reachedUnwrittenSpace = false
         while offset < end {
+            if Self.onlyZeros(bytes, from: offset - base) {
+                reachedUnwrittenSpace = true
+                return nil
+            }
             guard let magic = bytes.uint32(at: offset - base) else {
                 throw SegmentProblem(kind: .truncated, offset: offset, reason: "partial frame header")
             }
@@ -237,6 +251,28 @@ public struct SegmentReader {
         }
         self.chain = chain
         return SegmentBatch(offset: frameOffset, length: frameLength, records: records, chain: chain)
+    }
+
+    /// Whether `bytes` hold nothing but zeros from `start` to their end (at least one byte).
+    public static func onlyZeros(_ bytes: [UInt8], from start: Int) -> Bool {
+        // A frame's first byte is never 0 (an LZ4 frame's is 0x04, a skippable one's 0x5_): most calls stop here.
+        guard start < bytes.count, bytes[start] == 0 else { return false }
+        return bytes.withUnsafeBytes { raw in
+            var position = start
+            while position < raw.count && position & 7 != 0 {
+                if raw[position] != 0 { return false }
+                position += 1
+            }
+            while position + 8 <= raw.count {
+                if raw.loadUnaligned(fromByteOffset: position, as: UInt64.self) != 0 { return false }
+                position += 8
+            }
+            while position < raw.count {
+                if raw[position] != 0 { return false }
+                position += 1
+            }
+            return true
+        }
     }
 
     /// Whether a complete, valid LZ4 frame starts anywhere after `offset`: if so, damage at `offset` is not a torn

@@ -28,4 +28,8 @@ int gavel_name_thread(const char *name);
 /// also waits until the range is written back. Returns 0 or -1.
 int gavel_writeback(int fd, int64_t offset, int64_t length, int wait);
 
+/// Reserves the blocks of `fd` up to `length` bytes and makes the file that long (`fallocate`, mode 0: what was
+/// written stays, the rest reads as zeros). Returns 0, or -1 with errno (`EOPNOTSUPP` where the file system cannot).
+int gavel_preallocate(int fd, int64_t length);
+
 #endif

@@ -1,0 +1,187 @@
+import CGavelShims
+import GavelCore
+@_spi(Manual) import GavelEngine
+import GavelJournal
+import Glibc
+import Testing
+
+/// The journal reserves a segment's size when it starts it, so appending a frame never changes the file's size
+/// (a sync writes the frame and no inode update). These tests check that readers take the zeros after the last
+/// frame as the end of the frames, and only that: zeros over a frame with frames after it are damage, and a frame
+/// cut short before the zeros is a torn tail.
+@Suite struct PreallocationTests {
+    private static let segmentBytes = 64 << 10
+
+    private func configuration(fsync: FsyncPolicy = .none) -> JournalConfiguration {
+        var c = JournalConfiguration()
+        c.segmentBytes = Self.segmentBytes
+        c.fsync = fsync
+        return c
+    }
+
+    /// Whether the file system under `path` can reserve space (tmpfs and ext4 can; some cannot, and then segments
+    /// simply grow as they are written).
+    private func canPreallocate(in path: String) -> Bool {
+        let probe = path + "/probe"
+        let fd = open(probe, O_WRONLY | O_CREAT | O_TRUNC, 0o600)
+        defer {
+            close(fd)
+            unlink(probe)
+        }
+        return fd >= 0 && gavel_preallocate(fd, 4096) == 0
+    }
+
+    /// The (offset, length) of every frame of the segment at `path`, and the offset where its frames end.
+    private func frames(of path: String) throws -> (frames: [(offset: Int, length: Int)], end: Int) {
+        var reader = try SegmentReader(bytes: try readBytes(path))
+        var frames: [(offset: Int, length: Int)] = []
+        while let batch = try reader.next() { frames.append((batch.offset, batch.length)) }
+        return (frames, reader.offset)
+    }
+
+    /// Runs `count` commands of a fixed workload, each settled on its own (one frame each), and leaves the writer
+    /// open: what a process killed at that moment leaves on disk.
+    private func openRun(_ path: String, count: Int, fsync: FsyncPolicy = .none) throws -> JournaledWriter {
+        let run = try JournaledWriter(path, journal: configuration(fsync: fsync))
+        var workload = Workload(seed: 17)
+        for _ in 0..<count {
+            let (command, at) = workload.next()
+            run.submit(command, at: at)
+            run.settle()
+        }
+        return run
+    }
+
+    @Test func anOpenSegmentHoldsItsReservedSizeAndRolledOrClosedOnesEndWithTheirLastFrame() throws {
+        let temp = try TemporaryDirectory("prealloc-sizes")
+        defer { temp.remove() }
+        let run = try openRun(temp.sub("dd"), count: 40)
+        let directory = DataDirectory(temp.sub("dd"))
+        let live = try #require(directory.segments().last)
+        let (liveFrames, liveEnd) = try frames(of: live.path)
+        #expect(liveFrames.count >= 40)
+        if canPreallocate(in: temp.path) {
+            #expect(Files.size(live.path) == Self.segmentBytes, "the open segment is reserved whole")
+            #expect(liveEnd < Self.segmentBytes)
+        }
+        // Read while the journal is open, as `gavel verify` or a crash's recovery would: the zeros are the end.
+        var readOnly = RecoveryOptions()
+        readOnly.repair = false
+        let report = try Recovery.recover(directory, options: readOnly)
+        #expect(report.truncation == nil, "reserved space is not a torn tail: \(String(describing: report.truncation))")
+        #expect(report.activeSegment?.size == liveEnd)
+        #expect(report.engine.stateHash() == run.engine.stateHash())
+        #expect(Verification.run(directory).problems == [])
+
+        // Enough more to roll several times: every rolled segment ends with its last frame.
+        var workload = Workload(seed: 99, prefix: "more-")
+        run.feed(&workload, 2_000)
+        let hash = run.engine.stateHash()
+        run.finish()
+        let segments = directory.segments()
+        #expect(segments.count > 2, "64 KiB segments roll: \(segments.count)")
+        for segment in segments {
+            let (_, end) = try frames(of: segment.path)
+            #expect(Files.size(segment.path) == end, "\(segment.path) ends with its last frame")
+        }
+        #expect(try Recovery.recover(directory).engine.stateHash() == hash)
+        #expect(Verification.run(directory).problems == [])
+    }
+
+    @Test func aCrashWithReservedSpaceLeftRecoversEveryEntryAndTheNextRunAppendsAfterThem() throws {
+        let temp = try TemporaryDirectory("prealloc-crash")
+        defer { temp.remove() }
+        let run = try openRun(temp.sub("dd"), count: 60, fsync: .always)
+        let hash = run.engine.stateHash()
+        // The files as a kill -9 leaves them: copied while the journal is open.
+        try copyTree(temp.sub("dd"), to: temp.sub("crashed"))
+        run.finish()
+
+        let restarted = try JournaledWriter(temp.sub("crashed"), journal: configuration(fsync: .always))
+        #expect(restarted.recovery.truncation == nil)
+        #expect(restarted.engine.stateHash() == hash)
+        var workload = Workload(seed: 3, prefix: "after-")
+        restarted.feed(&workload, 300)
+        let after = restarted.engine.stateHash()
+        restarted.finish()
+        let directory = DataDirectory(temp.sub("crashed"))
+        #expect(try Recovery.recover(directory).engine.stateHash() == after)
+        #expect(Verification.run(directory).problems == [])
+        #expect(replay(try journalRecords(directory)).engine.stateHash() == after)
+    }
+
+    @Test func zerosOverAFrameWithFramesAfterThemAreCorruptionNotTheEnd() throws {
+        let temp = try TemporaryDirectory("prealloc-zeroed")
+        defer { temp.remove() }
+        let run = try openRun(temp.sub("dd"), count: 30)
+        try copyTree(temp.sub("dd"), to: temp.sub("damaged"))
+        run.finish()
+        let directory = DataDirectory(temp.sub("damaged"))
+        let segment = try #require(directory.segments().last)
+        let (list, _) = try frames(of: segment.path)
+        try #require(list.count > 5)
+        var bytes = try readBytes(segment.path)
+        let victim = list[list.count / 2]
+        for index in victim.offset..<(victim.offset + victim.length) { bytes[index] = 0 }
+        try writeBytes(bytes, to: segment.path)
+
+        #expect(throws: CorruptionError.self) { try Recovery.recover(directory) }
+        let problems = Verification.run(directory).problems
+        #expect(
+            problems.contains { $0.contains("at byte \(victim.offset)") && $0.contains("corruption") }, "\(problems)")
+    }
+
+    @Test func aFrameCutShortBeforeTheZerosOrStrayBytesInThemAreATornTailCutOff() throws {
+        let temp = try TemporaryDirectory("prealloc-torn")
+        defer { temp.remove() }
+        let run = try openRun(temp.sub("dd"), count: 25)
+        let hash = run.engine.stateHash()
+        try copyTree(temp.sub("dd"), to: temp.sub("cut"))
+        try copyTree(temp.sub("dd"), to: temp.sub("stray"))
+        run.finish()
+
+        // Half of a frame written where the next one would start, zeros after it: a write the crash cut short.
+        let cut = DataDirectory(temp.sub("cut"))
+        let segment = try #require(cut.segments().last)
+        let (list, end) = try frames(of: segment.path)
+        var bytes = try readBytes(segment.path)
+        let last = try #require(list.last)
+        try #require(end + last.length < bytes.count, "room for a frame in the reserved space")
+        for index in 0..<(last.length / 2) { bytes[end + index] = bytes[last.offset + index] }
+        try writeBytes(bytes, to: segment.path)
+        let report = try Recovery.recover(cut)
+        #expect(report.truncation?.offset == end)
+        #expect(report.truncation?.reason.hasPrefix("torn tail") == true)
+        #expect(report.engine.stateHash() == hash)
+        #expect(Files.size(segment.path) == end)
+
+        // One stray byte deep in the reserved space (no frame there): also cut off, nothing acknowledged is lost.
+        let stray = DataDirectory(temp.sub("stray"))
+        let straySegment = try #require(stray.segments().last)
+        var strayBytes = try readBytes(straySegment.path)
+        strayBytes[strayBytes.count - 3] = 0xFF
+        try writeBytes(strayBytes, to: straySegment.path)
+        let strayReport = try Recovery.recover(stray)
+        #expect(strayReport.truncation?.offset == end)
+        #expect(strayReport.engine.stateHash() == hash)
+    }
+
+    @Test func onlyZerosIsTrueExactlyWhenEveryByteFromTheStartIsZero() {
+        for count in 1..<40 {
+            for start in 0..<count {
+                var bytes = [UInt8](repeating: 0, count: count)
+                #expect(SegmentReader.onlyZeros(bytes, from: start))
+                for marked in start..<count {
+                    bytes[marked] = 1
+                    #expect(!SegmentReader.onlyZeros(bytes, from: start), "count \(count) start \(start) at \(marked)")
+                    bytes[marked] = 0
+                }
+                if start > 0 {
+                    bytes[start - 1] = 7
+                    #expect(SegmentReader.onlyZeros(bytes, from: start), "a byte before the start does not count")
+                }
+            }
+        }
+        #expect(!SegmentReader.onlyZeros([0, 0], from: 2), "nothing left is not reserved space")
+    }
+}
