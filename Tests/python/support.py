@@ -42,9 +42,13 @@ def eventually(predicate, seconds=5.0):
 
 
 def journal_bytes(data_dir):
-    """The size of the journal's segments in `data_dir`."""
-    return sum(os.path.getsize(os.path.join(data_dir, "journal", name))
-               for name in os.listdir(os.path.join(data_dir, "journal")))
+    """The bytes the journal's segments in `data_dir` hold, without the reserved space (the zeros after the last
+    frame of the segment being appended to: the file's size does not grow as the journal writes)."""
+    total = 0
+    for name in os.listdir(os.path.join(data_dir, "journal")):
+        with open(os.path.join(data_dir, "journal", name), "rb") as segment:
+            total += len(segment.read().rstrip(b"\0"))
+    return total
 
 
 def unique(prefix="L"):
