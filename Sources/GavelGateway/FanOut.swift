@@ -606,25 +606,29 @@ public final class FanOut: ReleaseObserver, @unchecked Sendable {
             if s.feeds[user] == nil {
                 s.feedsMade += 1
                 s.feeds[user] = UserFeed(epoch: "\(started)-\(s.feedsMade)")
-            } else if s.feeds[user]?.idleSince != nil {
-                s.feeds[user]?.idleSince = nil
+            }
+            let feed = s.feeds.index(forKey: user)!
+            if s.feeds.values[feed].idleSince != nil {
+                s.feeds.values[feed].idleSince = nil
                 s.idleCount -= 1
             }
-            guard s.feeds[user]?.sessions.contains(where: { $0 === session }) == false else { return }
-            if s.feeds[user]?.sessions.isEmpty == true { s.connectedUsers += 1 }
-            s.feeds[user]?.sessions.append(session)
+            guard !s.feeds.values[feed].sessions.contains(where: { $0 === session }) else { return }
+            if s.feeds.values[feed].sessions.isEmpty { s.connectedUsers += 1 }
+            s.feeds.values[feed].sessions.append(session)
         }
     }
 
     func unregister(_ session: WebSocketSession, user: String) {
         state.withLock { s in
-            guard let index = s.feeds[user]?.sessions.firstIndex(where: { $0 === session }) else { return }
-            s.feeds[user]?.sessions.remove(at: index)
-            guard s.feeds[user]?.sessions.isEmpty == true else { return }
+            guard let feed = s.feeds.index(forKey: user),
+                let index = s.feeds.values[feed].sessions.firstIndex(where: { $0 === session })
+            else { return }
+            s.feeds.values[feed].sessions.remove(at: index)
+            guard s.feeds.values[feed].sessions.isEmpty else { return }
             s.connectedUsers -= 1
             // The feed stays for a reconnect, among the last `maxIdleFeeds` idle ones.
             s.marks += 1
-            s.feeds[user]?.idleSince = s.marks
+            s.feeds.values[feed].idleSince = s.marks
             s.idleFeeds.append((user, s.marks))
             s.idleCount += 1
             while s.idleCount > maxIdleFeeds, s.idleHead < s.idleFeeds.count {

@@ -259,10 +259,6 @@ public struct SegmentReader {
         guard start < bytes.count, bytes[start] == 0 else { return false }
         return bytes.withUnsafeBytes { raw in
             var position = start
-            while position < raw.count && position & 7 != 0 {
-                if raw[position] != 0 { return false }
-                position += 1
-            }
             while position + 8 <= raw.count {
                 if raw.loadUnaligned(fromByteOffset: position, as: UInt64.self) != 0 { return false }
                 position += 8
