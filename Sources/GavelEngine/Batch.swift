@@ -1,4 +1,5 @@
 import GavelCore
+import Synchronization
 
 /// What one journal entry applied: a client command, or the clock moving far enough to fire timers.
 public enum AppliedInput: Sendable {
@@ -48,12 +49,13 @@ public struct BatchEntry: Sendable {
 /// A group of applied commands that becomes durable together (group commit). Entries are in `lsn` order; every
 /// event of the batch is in ``events`` in the order the engine emitted it.
 ///
-/// Batches are recycled by the writer: a sink or an observer must not keep a reference after it has released the
-/// batch.
+/// Batches are recycled: a sink must not keep a reference after it has released the batch, nor an observer after
+/// it gave it back (``recycle()``, or the writer's own recycling for an observer that does not keep batches).
 ///
 /// `@unchecked Sendable`: a batch has one owner at a time, handed over whole: the writer fills it, the sink holds it
-/// until it is durable, the observer reads it during its release, and the writer takes it back into its pool
-/// (under the pool's mutex). No two threads use it at once.
+/// until it is durable, the observer reads it during its release (or after, on the thread it handed the batch to,
+/// when it ``ReleaseObserver/keepsBatches``), and the batch goes back into its writer's pool (under the pool's
+/// mutex). No two threads use it at once.
 public final class Batch: @unchecked Sendable {
     public internal(set) var entries: [BatchEntry] = []
     public internal(set) var events: [Event] = []
@@ -61,10 +63,20 @@ public final class Batch: @unchecked Sendable {
     public internal(set) var number: UInt64 = 0
     /// Entries submitted with ``Writer/submit(_:)``, whose results the writer hands back itself.
     var awaited = 0
+    /// The pool the batch goes back to (`nil` once its writer is gone).
+    private weak var home: BatchPool?
 
-    init(capacity: Int) {
+    init(capacity: Int, home: BatchPool? = nil) {
+        self.home = home
         entries.reserveCapacity(capacity)
         events.reserveCapacity(capacity * 4)
+    }
+
+    /// Gives the batch back to its writer for reuse: for an observer that ``ReleaseObserver/keepsBatches``, once it
+    /// is done with it (on any thread). The batch must not be used afterwards.
+    public func recycle() {
+        reset()
+        home?.put(self)
     }
 
     /// The `lsn` of the first and last entries.
@@ -103,6 +115,24 @@ public final class Batch: @unchecked Sendable {
         entries.removeAll(keepingCapacity: true)
         events.removeAll(keepingCapacity: true)
         awaited = 0
+    }
+}
+
+/// The writer's spare batches: one is taken per turn and put back once released, so a running writer allocates
+/// none (the pool holds as many as were ever in flight at once).
+final class BatchPool: Sendable {
+    private let spare = Mutex<[Batch]>([])
+    private let capacity: Int
+
+    init(capacity: Int) { self.capacity = capacity }
+
+    func take() -> Batch {
+        spare.withLock { $0.popLast() } ?? Batch(capacity: capacity, home: self)
+    }
+
+    /// Takes back `batch`, already reset.
+    func put(_ batch: Batch) {
+        spare.withLock { $0.append(batch) }
     }
 }
 

@@ -9,11 +9,22 @@ import Synchronization
 ///
 /// Contract: ``released(_:endsGroup:)`` is called on the thread that releases batches (the journal's, or the
 /// writer's with a sink that does not wait), one batch at a time, in order, once the batch is durable. It must not
-/// block and must not keep the batch: the writer reuses it once the call returns. `endsGroup` is `true` for the
-/// last batch of a group that one `fdatasync` made durable: an observer that hands work to other threads hands it
-/// over once per group.
+/// block. `endsGroup` is `true` for the last batch of a group that one `fdatasync` made durable: an observer that
+/// hands work to other threads hands it over once per group.
+///
+/// An observer that does not ``keepsBatches`` must not keep the batch: the writer reuses it once the call returns.
+/// One that does may hand the batch to another thread and must give it back with ``Batch/recycle()`` when done; the
+/// writer no longer touches a batch once it has handed it to such an observer.
 public protocol ReleaseObserver: AnyObject, Sendable {
     func released(_ batch: Batch, endsGroup: Bool)
+
+    /// Whether the observer gives each released batch back itself (``Batch/recycle()``); read once, when the writer
+    /// is made. `false` unless the observer says otherwise.
+    var keepsBatches: Bool { get }
+}
+
+extension ReleaseObserver {
+    public var keepsBatches: Bool { false }
 }
 
 /// Who a submitted command's result goes back to. The writer never looks inside: it keeps the recipient with the

@@ -91,7 +91,9 @@ public final class Writer: @unchecked Sendable {
     private let admin = IntrusiveMPSCQueue<AdminRequest>()
     private let adminCount = Atomic<Int>(0)
     private let parker = Parker()
-    private let pool = Mutex<[Batch]>([])
+    private let pool: BatchPool
+    /// Whether the observer gives released batches back itself (``ReleaseObserver/keepsBatches``).
+    private let observerKeepsBatches: Bool
     /// The writer-only state's one user at a time (debug builds).
     private let confinement = Confinement("the writer's state (engine, lsn, barriers)")
 
@@ -119,6 +121,8 @@ public final class Writer: @unchecked Sendable {
         self.snapshotSink = snapshots
         self.clock = clock
         self.observer = observer
+        self.observerKeepsBatches = observer?.keepsBatches ?? false
+        self.pool = BatchPool(capacity: configuration.maxBatch)
         let capacity = configuration.queueCapacity
         queues.withLock { queues in
             for id in self.engine.listingIDs { queues[id] = ListingQueue(listing: id, capacity: capacity) }
@@ -428,12 +432,11 @@ public final class Writer: @unchecked Sendable {
     // MARK: - The writer thread
 
     private func takeBatch() -> Batch {
-        pool.withLock { $0.popLast() } ?? Batch(capacity: configuration.maxBatch)
+        pool.take()
     }
 
     private func recycle(_ batch: Batch) {
-        batch.reset()
-        pool.withLock { $0.append(batch) }
+        batch.recycle()
     }
 
     private var hasWork: Bool {
@@ -597,15 +600,24 @@ public final class Writer: @unchecked Sendable {
     }
 
     /// Hands a durable batch to the observer, resumes the callers of ``submit(_:)`` waiting on it, and takes the batch
-    /// back for reuse.
+    /// back for reuse. An observer that keeps the batch gives it back itself, so the callers are resumed before it
+    /// has it: the writer does not touch the batch once it is handed over.
     private func release(_ batch: Batch, endsGroup: Bool) {
-        observer?.released(batch, endsGroup: endsGroup)
-        if batch.awaited > 0 {
-            for entry in batch.entries {
-                guard let submission = entry.submission, submission.awaited, let result = entry.result else { continue }
-                (submission.recipient as! AwaitedResult).continuation.resume(returning: (result, entry.lsn))
-            }
+        if observerKeepsBatches {
+            resumeAwaited(batch)
+            observer?.released(batch, endsGroup: endsGroup)
+        } else {
+            observer?.released(batch, endsGroup: endsGroup)
+            resumeAwaited(batch)
+            recycle(batch)
         }
-        recycle(batch)
+    }
+
+    private func resumeAwaited(_ batch: Batch) {
+        guard batch.awaited > 0 else { return }
+        for entry in batch.entries {
+            guard let submission = entry.submission, submission.awaited, let result = entry.result else { continue }
+            (submission.recipient as! AwaitedResult).continuation.resume(returning: (result, entry.lsn))
+        }
     }
 }

@@ -40,9 +40,9 @@ enum LoopItem: Sendable {
 }
 
 /// The subscriptions of the sessions on one event loop, by listing. Touched only on that loop, so publishing needs
-/// no lock: the releasing thread hands each loop one task per durable group of batches.
+/// no lock: the routing loop hands each loop one task per durable group of batches.
 ///
-/// `@unchecked Sendable`: the releasing thread holds it only to hand it a task on its loop; every method checks
+/// `@unchecked Sendable`: the routing loop holds it only to hand it a task on its loop; every method checks
 /// (`assertInEventLoop`, debug builds) that it runs there.
 final class LoopFanOut: @unchecked Sendable {
     let eventLoop: EventLoop
@@ -180,13 +180,16 @@ struct UserFeedReply {
 /// only ever durable, so a snapshot never shows state the journal could lose.
 ///
 /// Threads: batches arrive on the releasing thread (the journal's), one at a time
-/// (``released(_:endsGroup:)``). Each batch's results and events are routed to the event loops they concern under
-/// the lock, taken once per batch, and handed over at the end of the group of batches one `fdatasync` made durable:
-/// one task per event loop that has work. Sessions subscribe from their event loops under the same lock, which is
-/// what makes a snapshot and the live events after it meet without a gap or a duplicate.
+/// (``released(_:endsGroup:)``), and each group of batches one `fdatasync` made durable goes whole, in one task, to
+/// the first event loop: the journal's thread does journal work only. There each batch's results and events are
+/// routed to the event loops they concern under the lock, taken once per batch, and handed over at the end of the
+/// group: one task per other event loop that has work, the routing loop's own delivered in the same task. Groups
+/// are routed in release order (one loop's tasks run in order). Sessions subscribe from their event loops under the
+/// same lock, which is what makes a snapshot and the live events after it meet without a gap or a duplicate.
 ///
-/// `@unchecked Sendable`: the shared state is under its mutex; the current group's routing lists are the releasing
-/// thread's, checked by ``Confinement`` in debug builds; the loops and their subscriptions are touched on their loops.
+/// `@unchecked Sendable`: the shared state is under its mutex; the released group is the releasing thread's and the
+/// routing lists the routing loop's, each checked by ``Confinement`` in debug builds; the loops and their
+/// subscriptions are touched on their loops.
 public final class FanOut: ReleaseObserver, @unchecked Sendable {
     /// The last frames of a listing's events (or a user's notices), for resuming with `since`: the frames back to
     /// back in one ring of bytes, oldest first, and a ring of their lengths. Appending copies a frame's bytes after
@@ -452,18 +455,22 @@ public final class FanOut: ReleaseObserver, @unchecked Sendable {
     let metrics: GatewayMetrics
     /// The durable event feed (`subscribe_feed`), handed every released batch.
     public let feed = FeedHub()
-    /// The current group's work per event loop, handed over at its end. Only on the releasing thread.
+    /// The batches of the group being released, handed to ``router`` at its end. Only on the releasing thread.
+    private var releasedGroup: [Batch] = []
+    /// The releasing thread's state's one user at a time (debug builds).
+    private let releasing = Confinement("the fan-out's released group")
+    /// The loop that routes every durable group (the first one).
+    private let router: LoopFanOut
+    /// The group being routed's work per event loop, handed over at its end. Only on ``router``'s loop.
     private var gathered: [[LoopItem]]
-    /// The time stamped on the current group's events (`ts`), read at its first batch. Only on the releasing thread.
-    private var groupTs: Millis?
-    /// The frames handed to the event loops, reused in turn (``liveFrame(_:)``). Only on the releasing thread.
+    /// The frames handed to the event loops, reused in turn (``liveFrame(_:)``). Only on ``router``'s loop.
     private var liveFrames = Array(repeating: ByteBuffer(), count: FanOut.liveFrameCount)
     private var nextLiveFrame = 0
     /// How many frames ``liveFrames`` reuses in turn: by the time a frame's turn comes again the loops have long
     /// written it, so it is rewritten in place (about 300 KiB, hot in the cache, where a buffer per listing was not).
     static let liveFrameCount = 1024
-    /// The releasing thread's state's one user at a time (debug builds).
-    private let releasing = Confinement("the fan-out's current group")
+    /// The routing state's one user at a time (debug builds).
+    private let routing = Confinement("the fan-out's routing of a group")
 
     /// - Parameters:
     ///   - group: the event loops sessions run on.
@@ -482,7 +489,9 @@ public final class FanOut: ReleaseObserver, @unchecked Sendable {
             index[ObjectIdentifier(loop)] = loops.count
             loops.append(LoopFanOut(eventLoop: loop, index: loops.count, metrics: metrics))
         }
+        precondition(!loops.isEmpty, "a fan-out needs an event loop")
         self.loops = loops
+        self.router = loops[0]
         self.loopIndex = index
         self.historyLimit = historyLimit
         self.metrics = metrics
@@ -665,51 +674,73 @@ public final class FanOut: ReleaseObserver, @unchecked Sendable {
         }
     }
 
-    // MARK: - Release (the releasing thread)
+    // MARK: - Release (the releasing thread) and routing (the first event loop)
 
-    /// Takes a durable batch: hands it to the durable feed, routes each entry's result to the session that sent the
-    /// command and its events to the loops with subscribers (under the lock, once for the batch), and at the end of
-    /// the group hands each loop its work in one task, however many batches one `fdatasync` made durable.
+    /// Kept: each durable group goes to the first event loop, which routes it and gives its batches back.
+    public var keepsBatches: Bool { true }
+
+    /// Takes a durable batch and, at the end of its group, hands the group's batches to the first event loop in one
+    /// task (``route(_:releasedAt:)``): the releasing thread (the journal's) goes back to writing and syncing the
+    /// next group at once, and encoding, views, histories and notices are paid on an event loop.
     public func released(_ batch: Batch, endsGroup: Bool) {
-        releasing.exclusively { routeBatch(batch, endsGroup: endsGroup) }
+        releasing.exclusively {
+            releasedGroup.append(batch)
+            guard endsGroup else { return }
+            let batches = releasedGroup
+            // The next group's list starts at this one's size: one allocation per group, not one per doubling.
+            releasedGroup = []
+            releasedGroup.reserveCapacity(batches.count)
+            let released = monotonicNanos()
+            router.eventLoop.execute { [self] in route(batches, releasedAt: released) }
+        }
     }
 
-    private func routeBatch(_ batch: Batch, endsGroup: Bool) {
-        let shared = feed.batchReleased(batch)
-        metrics.batchEntries.record(batch.entries.count)
-        if !batch.entries.isEmpty {
-            let ts: Millis
-            if let groupTs {
-                ts = groupTs
-            } else {
-                ts = SystemClock().now()
-                groupTs = ts
+    /// Routes one durable group, on the first event loop: hands each batch to the durable feed, routes each entry's
+    /// result to the session that sent the command and its events to the loops with subscribers (under the lock,
+    /// once per batch), gives the batches back to the writer, and hands each other loop its work in one task (this
+    /// loop's is delivered in this task).
+    private func route(_ batches: [Batch], releasedAt: UInt64) {
+        router.eventLoop.assertInEventLoop()
+        routing.exclusively {
+            let ts = SystemClock().now()
+            for batch in batches {
+                routeBatch(batch, ts: ts)
+                batch.recycle()
             }
-            state.withLock { s in
-                if shared {
-                    // A feed subscriber holds the batch's events too: read in place, each one copied.
-                    routeEntries(of: batch, ts: ts, state: &s) { batch.events[$0] }
+            // The other loops get their work first: they deliver while this one delivers its own.
+            var own: [LoopItem] = []
+            for index in gathered.indices where !gathered[index].isEmpty {
+                let loop = loops[index]
+                let items = gathered[index]
+                // The next group's list starts at this one's size: one allocation per loop and group, not one per
+                // doubling.
+                gathered[index] = []
+                gathered[index].reserveCapacity(items.count)
+                if loop === router {
+                    own = items
                 } else {
-                    // The fan-out is their last reader: moved out of the batch, not copied (a copy retained and
-                    // released every string an event holds).
-                    batch.consumeEvents { events in
-                        routeEntries(of: batch, ts: ts, state: &s) { _ in events.removeLast() }
-                    }
+                    loop.eventLoop.execute { loop.run(items, releasedAt: releasedAt) }
                 }
             }
+            if !own.isEmpty { router.run(own, releasedAt: releasedAt) }
         }
-        guard endsGroup else { return }
-        groupTs = nil
-        guard gathered.contains(where: { !$0.isEmpty }) else { return }
-        let released = monotonicNanos()
-        for index in gathered.indices where !gathered[index].isEmpty {
-            let loop = loops[index]
-            let items = gathered[index]
-            // The next group's list starts at this one's size: one allocation per loop and group, not one per
-            // doubling.
-            gathered[index] = []
-            gathered[index].reserveCapacity(items.count)
-            loop.eventLoop.execute { loop.run(items, releasedAt: released) }
+    }
+
+    private func routeBatch(_ batch: Batch, ts: Millis) {
+        let shared = feed.batchReleased(batch)
+        metrics.batchEntries.record(batch.entries.count)
+        guard !batch.entries.isEmpty else { return }
+        state.withLock { s in
+            if shared {
+                // A feed subscriber holds the batch's events too: read in place, each one copied.
+                routeEntries(of: batch, ts: ts, state: &s) { batch.events[$0] }
+            } else {
+                // The fan-out is their last reader: moved out of the batch, not copied (a copy retained and
+                // released every string an event holds).
+                batch.consumeEvents { events in
+                    routeEntries(of: batch, ts: ts, state: &s) { _ in events.removeLast() }
+                }
+            }
         }
     }
 

@@ -117,3 +117,30 @@ import Testing
         #expect(opened.first?.json?["seq"] == .integer(1))
     }
 }
+
+/// The fan-out routes a durable group on its first event loop, not on the thread that released it (the journal's),
+/// and gives the group's batches back to the writer there.
+@Suite struct FanOutRoutingTests {
+    @Test func aReleasedGroupChangesNothingUntilTheFirstEventLoopRoutesIt() throws {
+        let sink = HeldSink()
+        let h = try SessionHarness(principal: Principal(name: "svc", role: .service), sink: sink)
+        try h.send(
+            #"{"type":"open","id":"o1","listing":"L","seller":"sam","format":"english","start":100,"closes_at":99000}"#
+        )
+        h.writer.runUntilIdle()
+        sink.release(sink.count, endsGroup: true)
+        h.channel.embeddedEventLoop.run()
+        try h.send(#"{"type":"subscribe","listing":"L"}"#)
+        h.channel.embeddedEventLoop.run()
+        #expect(try h.frames().map(\.type) == ["hello", "result", "snapshot"])
+        try h.send(#"{"type":"bid","id":"b1","listing":"L","bidder":"ann","amount":100}"#)
+        h.writer.runUntilIdle()
+        #expect(sink.count >= 1)
+        sink.release(sink.count, endsGroup: true)
+        #expect(h.fanOut.view(of: "L")?.seq == 1, "released, not yet routed: the view is the open's")
+        #expect(try h.frames().isEmpty, "nor is anything sent")
+        h.channel.embeddedEventLoop.run()
+        #expect(h.fanOut.view(of: "L")?.seq == 2)
+        #expect(try h.frames().map(\.type) == ["result", "bid_placed"], "the result before the event it caused")
+    }
+}
