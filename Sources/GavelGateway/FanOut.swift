@@ -181,15 +181,15 @@ struct UserFeedReply {
 ///
 /// Threads: batches arrive on the releasing thread (the journal's), one at a time
 /// (``released(_:endsGroup:)``), and each group of batches one `fdatasync` made durable goes whole, in one task, to
-/// the first event loop: the journal's thread does journal work only. There each batch's results and events are
+/// the first event loop (several groups in one task when it is busy): the journal's thread does journal work only. There each batch's results and events are
 /// routed to the event loops they concern under the lock, taken once per batch, and handed over at the end of the
 /// group: one task per other event loop that has work, the routing loop's own delivered in the same task. Groups
 /// are routed in release order (one loop's tasks run in order). Sessions subscribe from their event loops under the
 /// same lock, which is what makes a snapshot and the live events after it meet without a gap or a duplicate.
 ///
-/// `@unchecked Sendable`: the shared state is under its mutex; the released group is the releasing thread's and the
-/// routing lists the routing loop's, each checked by ``Confinement`` in debug builds; the loops and their
-/// subscriptions are touched on their loops.
+/// `@unchecked Sendable`: the shared state is under its mutex, and so is the hand-off of released batches; the
+/// routing lists are the routing loop's, checked by ``Confinement`` in debug builds; the loops and their
+/// subscriptions are touched on their loops; ``routeTask`` is written once, in `init`.
 public final class FanOut: ReleaseObserver, @unchecked Sendable {
     /// The last frames of a listing's events (or a user's notices), for resuming with `since`: the frames back to
     /// back in one ring of bytes, oldest first, and a ring of their lengths. Appending copies a frame's bytes after
@@ -455,10 +455,13 @@ public final class FanOut: ReleaseObserver, @unchecked Sendable {
     let metrics: GatewayMetrics
     /// The durable event feed (`subscribe_feed`), handed every released batch.
     public let feed = FeedHub()
-    /// The batches of the group being released, handed to ``router`` at its end. Only on the releasing thread.
-    private var releasedGroup: [Batch] = []
-    /// The releasing thread's state's one user at a time (debug builds).
-    private let releasing = Confinement("the fan-out's released group")
+    /// Released batches on their way to ``router``: the releasing thread appends, the router takes them all.
+    private let handOff = Mutex(HandOff())
+    /// The router's side of ``handOff``'s list: the two swap, so neither allocates once warm. Only on ``router``'s
+    /// loop.
+    private var taken: [Batch] = []
+    /// The task that routes what ``handOff`` holds: made once, so handing it to the loop allocates no closure.
+    private var routeTask: @Sendable () -> Void = {}
     /// The loop that routes every durable group (the first one).
     private let router: LoopFanOut
     /// The group being routed's work per event loop, handed over at its end. Only on ``router``'s loop.
@@ -496,6 +499,7 @@ public final class FanOut: ReleaseObserver, @unchecked Sendable {
         self.historyLimit = historyLimit
         self.metrics = metrics
         self.gathered = Array(repeating: [], count: loops.count)
+        self.routeTask = { [weak self] in self?.routeReleased() }
     }
 
     /// The fan-out of `eventLoop`.
@@ -679,51 +683,74 @@ public final class FanOut: ReleaseObserver, @unchecked Sendable {
     /// Kept: each durable group goes to the first event loop, which routes it and gives its batches back.
     public var keepsBatches: Bool { true }
 
-    /// Takes a durable batch and, at the end of its group, hands the group's batches to the first event loop in one
-    /// task (``route(_:releasedAt:)``): the releasing thread (the journal's) goes back to writing and syncing the
-    /// next group at once, and encoding, views, histories and notices are paid on an event loop.
+    /// What the releasing thread has handed the router and the router has not taken yet.
+    struct HandOff {
+        var batches: [Batch] = []
+        /// When the oldest group among ``batches`` was released (for `gavel_fanout_seconds`).
+        var releasedAt: UInt64?
+        /// Whether a routing task is queued on the router's loop (it takes everything there is when it runs).
+        var scheduled = false
+    }
+
+    /// Takes a durable batch and, at the end of its group, makes sure a routing task is queued on the first event
+    /// loop (``routeReleased()``): the releasing thread (the journal's) only appends the batch to a list under a
+    /// lock and, once per group at most, hands the loop a task made once; it goes back to writing and syncing the
+    /// next group at once, and encoding, views, histories and notices are paid on an event loop. A group released
+    /// while the router has not yet run waits for the same task, so a busy router takes several groups at once.
     public func released(_ batch: Batch, endsGroup: Bool) {
-        releasing.exclusively {
-            releasedGroup.append(batch)
-            guard endsGroup else { return }
-            let batches = releasedGroup
-            // The next group's list starts at this one's size: one allocation per group, not one per doubling.
-            releasedGroup = []
-            releasedGroup.reserveCapacity(batches.count)
-            let released = monotonicNanos()
-            router.eventLoop.execute { [self] in route(batches, releasedAt: released) }
+        let now = endsGroup ? monotonicNanos() : 0
+        let schedule = handOff.withLock { h -> Bool in
+            h.batches.append(batch)
+            guard endsGroup else { return false }
+            if h.releasedAt == nil { h.releasedAt = now }
+            guard !h.scheduled else { return false }
+            h.scheduled = true
+            return true
+        }
+        if schedule { router.eventLoop.execute(routeTask) }
+    }
+
+    /// Takes every batch handed over so far and routes them, on the first event loop.
+    private func routeReleased() {
+        router.eventLoop.assertInEventLoop()
+        routing.exclusively {
+            let releasedAt = handOff.withLock { h -> UInt64 in
+                swap(&h.batches, &taken)
+                h.scheduled = false
+                defer { h.releasedAt = nil }
+                return h.releasedAt ?? monotonicNanos()
+            }
+            route(taken, releasedAt: releasedAt)
+            taken.removeAll(keepingCapacity: true)
         }
     }
 
-    /// Routes one durable group, on the first event loop: hands each batch to the durable feed, routes each entry's
+    /// Routes durable batches, on the first event loop: hands each batch to the durable feed, routes each entry's
     /// result to the session that sent the command and its events to the loops with subscribers (under the lock,
     /// once per batch), gives the batches back to the writer, and hands each other loop its work in one task (this
     /// loop's is delivered in this task).
     private func route(_ batches: [Batch], releasedAt: UInt64) {
-        router.eventLoop.assertInEventLoop()
-        routing.exclusively {
-            let ts = SystemClock().now()
-            for batch in batches {
-                routeBatch(batch, ts: ts)
-                batch.recycle()
-            }
-            // The other loops get their work first: they deliver while this one delivers its own.
-            var own: [LoopItem] = []
-            for index in gathered.indices where !gathered[index].isEmpty {
-                let loop = loops[index]
-                let items = gathered[index]
-                // The next group's list starts at this one's size: one allocation per loop and group, not one per
-                // doubling.
-                gathered[index] = []
-                gathered[index].reserveCapacity(items.count)
-                if loop === router {
-                    own = items
-                } else {
-                    loop.eventLoop.execute { loop.run(items, releasedAt: releasedAt) }
-                }
-            }
-            if !own.isEmpty { router.run(own, releasedAt: releasedAt) }
+        let ts = SystemClock().now()
+        for batch in batches {
+            routeBatch(batch, ts: ts)
+            batch.recycle()
         }
+        // The other loops get their work first: they deliver while this one delivers its own.
+        var own: [LoopItem] = []
+        for index in gathered.indices where !gathered[index].isEmpty {
+            let loop = loops[index]
+            let items = gathered[index]
+            // The next group's list starts at this one's size: one allocation per loop and group, not one per
+            // doubling.
+            gathered[index] = []
+            gathered[index].reserveCapacity(items.count)
+            if loop === router {
+                own = items
+            } else {
+                loop.eventLoop.execute { loop.run(items, releasedAt: releasedAt) }
+            }
+        }
+        if !own.isEmpty { router.run(own, releasedAt: releasedAt) }
     }
 
     private func routeBatch(_ batch: Batch, ts: Millis) {

@@ -142,5 +142,19 @@ import Testing
         h.channel.embeddedEventLoop.run()
         #expect(h.fanOut.view(of: "L")?.seq == 2)
         #expect(try h.frames().map(\.type) == ["result", "bid_placed"], "the result before the event it caused")
+
+        // Two groups released before the loop runs are routed by one task, in release order.
+        for (index, bidder) in [(2, "bob"), (3, "cy")] {
+            try h.send(
+                #"{"type":"bid","id":"b\#(index)","listing":"L","bidder":"\#(bidder)","amount":\#(100 * index)}"#)
+            h.writer.runUntilIdle()
+            sink.release(sink.count, endsGroup: true)
+        }
+        #expect(h.fanOut.view(of: "L")?.seq == 2)
+        h.channel.embeddedEventLoop.run()
+        #expect(h.fanOut.view(of: "L")?.seq == 4)
+        let frames = try h.frames()
+        #expect(frames.map(\.type) == ["result", "bid_placed", "result", "bid_placed"])
+        #expect(frames.compactMap { $0.json?["id"] } == [.string("b2"), .string("b3")])
     }
 }

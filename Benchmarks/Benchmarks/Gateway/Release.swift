@@ -45,6 +45,12 @@ final class ReleaseFixture: @unchecked Sendable {
         }
     }
 
+    /// Whether every listing's view in the fan-out is at its last bid (one public event per bid after the open's):
+    /// that the bids were routed, not only applied.
+    func routedEveryBid() -> Bool {
+        (0..<Self.listings).allSatisfy { fanOut.view(of: "L\($0)")?.seq == UInt64(1 + bids[$0]) }
+    }
+
     /// Submits the prepared bids without waking the writer.
     func submit() -> Int {
         var refused = 0
