@@ -76,6 +76,29 @@ int gavel_allowed_cpu_count(void) {
 #endif
 }
 
+int gavel_thread_io_idle(int tid, int idle) {
+#if defined(__linux__) && defined(SYS_ioprio_set)
+    // ioprio_set(IOPRIO_WHO_PROCESS, a thread id or 0 for the caller, class << 13): class 3 is idle, 0 "none" (the
+    // default: from the CPU nice value).
+    int value = idle ? (3 << 13) : 0;
+    return syscall(SYS_ioprio_set, 1, tid, value) == 0 ? 0 : -1;
+#else
+    (void)tid;
+    (void)idle;
+    return -1;
+#endif
+}
+
+int gavel_thread_io_class(int tid) {
+#if defined(__linux__) && defined(SYS_ioprio_get)
+    long value = syscall(SYS_ioprio_get, 1, tid);
+    return value < 0 ? -1 : (int)(value >> 13);
+#else
+    (void)tid;
+    return -1;
+#endif
+}
+
 int gavel_lower_thread_priority(int increment) {
 #if defined(__linux__)
     if (increment <= 0) {

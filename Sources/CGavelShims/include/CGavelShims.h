@@ -20,6 +20,12 @@ int gavel_thread_id(void);
 /// nice value `nice` (-20 to 19: 10 gets about a tenth of a core that normal threads keep busy). Returns 0 or -1.
 int gavel_thread_to_nice(int tid, int nice);
 int gavel_lower_thread_priority(int increment);
+/// Puts the disk I/O of thread `tid` (0: the calling thread) in the idle class (`idle` != 0: served when no other
+/// I/O waits, by schedulers that honour priorities, such as mq-deadline and bfq) or back to the default (0).
+/// 0 on success, -1 where refused.
+int gavel_thread_io_idle(int tid, int idle);
+/// The I/O class of thread `tid` (0: none, 1: real time, 2: best effort, 3: idle), or -1 where it cannot be read.
+int gavel_thread_io_class(int tid);
 
 /// Names the calling thread (Linux keeps the first 15 bytes; `top -H`, `ps -L` and `perf` show it). Returns 0 or -1.
 int gavel_name_thread(const char *name);
