@@ -152,9 +152,10 @@ enum FeedStart {
 /// The durable event feed: the subscriptions of `subscribe_feed`, the hand-off of each released batch to them, and
 /// the catch-ups from the journal.
 ///
-/// Threads: ``batchReleased(_:)`` runs on the releasing thread, once per batch, and takes the lock once; with no
-/// feed subscribed it only records the batch's last lsn. Registration takes the same lock, which is what makes the
-/// catch-up (up to the lsn registration saw) and the live entries (after it) meet with no gap and no duplicate.
+/// Threads: ``batchReleased(_:)`` runs where the fan-out routes (its first event loop), once per batch, in release
+/// order, and takes the lock once; with no feed subscribed it only records the batch's last lsn. Registration takes
+/// the same lock, which is what makes the catch-up (up to the lsn registration saw) and the live entries (after it)
+/// meet with no gap and no duplicate.
 ///
 /// `@unchecked Sendable`: its settings (directory, engine settings, limits) are written once by ``configure``,
 /// before the writer starts and any session exists, and only read after; everything else is under its mutex.
@@ -206,8 +207,8 @@ public final class FeedHub: @unchecked Sendable {
     /// The number of feed subscriptions.
     var count: Int { state.withLock { $0.subscribers.count } }
 
-    /// Called on the releasing thread before the batch is reused. Hands `batch`'s entries to every feed subscriber;
-    /// returns whether any holds them (and with them the batch's array of events) once this returns.
+    /// Called by the fan-out's routing before it gives the batch back. Hands `batch`'s entries to every feed
+    /// subscriber; returns whether any holds them (and with them the batch's array of events) once this returns.
     func batchReleased(_ batch: Batch) -> Bool {
         guard let last = batch.entries.last?.lsn else { return false }
         let subscribers = state.withLock { s -> [FeedSubscription] in
@@ -266,7 +267,7 @@ public final class FeedHub: @unchecked Sendable {
 
 /// One connection's feed. Its state is touched only on the session's event loop, except ``cancelled``.
 ///
-/// `@unchecked Sendable`: the catch-up threads and the releasing thread hold it only to hand work to its event loop
+/// `@unchecked Sendable`: the catch-up threads and the fan-out's routing hold it only to hand work to its event loop
 /// (`eventLoop.execute`) and to read the atomic ``cancelled``; its loop-side state is touched only there.
 final class FeedSubscription: @unchecked Sendable {
     let eventLoop: EventLoop
