@@ -179,13 +179,14 @@ struct UserFeedReply {
 /// It is the writer's ``ReleaseObserver``: everything here is built from the batches the writer releases, which are
 /// only ever durable, so a snapshot never shows state the journal could lose.
 ///
-/// Threads: batches arrive on the releasing thread (the journal's), one at a time
-/// (``released(_:endsGroup:)``), and each group of batches one `fdatasync` made durable goes whole, in one task, to
-/// the first event loop (several groups in one task when it is busy): the journal's thread does journal work only. There each batch's results and events are
-/// routed to the event loops they concern under the lock, taken once per batch, and handed over at the end of the
-/// group: one task per other event loop that has work, the routing loop's own delivered in the same task. Groups
-/// are routed in release order (one loop's tasks run in order). Sessions subscribe from their event loops under the
-/// same lock, which is what makes a snapshot and the live events after it meet without a gap or a duplicate.
+/// Threads: batches arrive on the releasing thread (the journal's), one at a time (``released(_:endsGroup:)``), and
+/// each group of batches one `fdatasync` made durable goes whole, in one task, to the first event loop (several
+/// groups in one task when it is busy): the journal's thread does journal work only. There each batch's results and
+/// events are routed to the event loops they concern under the lock, taken once per batch, and handed over at the
+/// end of the group: one task per other event loop that has work, the routing loop's own delivered in the same task.
+/// Groups are routed in release order (one loop's tasks run in order). Sessions subscribe from their event loops
+/// under the same lock, which is what makes a snapshot and the live events after it meet without a gap or a
+/// duplicate.
 ///
 /// `@unchecked Sendable`: the shared state is under its mutex, and so is the hand-off of released batches; the
 /// routing lists are the routing loop's, checked by ``Confinement`` in debug builds; the loops and their
