@@ -228,43 +228,6 @@ private func lastLSN(_ run: JournaledWriter) throws -> UInt64 {
 /// Recovery's progress is time-based: nothing for a short recovery, and a line each interval for a long one.
 @Suite("Recovery progress")
 struct RecoveryProgressTests {
-    /// The threads of this process named `name`, by kernel id.
-    private func threads(named name: String) -> [Int32] {
-        guard let dir = opendir("/proc/self/task") else { return [] }
-        defer { closedir(dir) }
-        var found: [Int32] = []
-        while let entry = readdir(dir) {
-            let tid = withUnsafeBytes(of: entry.pointee.d_name) {
-                String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self)
-            }
-            guard let id = Int32(tid),
-                let comm = try? String(contentsOfFile: "/proc/self/task/\(tid)/comm", encoding: .utf8),
-                comm.trimmingCharacters(in: .whitespacesAndNewlines) == name
-            else { continue }
-            found.append(id)
-        }
-        return found
-    }
-
-    /// A snapshot's writes go to the disk in the idle I/O class (and its CPU in the idle scheduling class), so that
-    /// the journal's writes and `fdatasync`s go first.
-    @Test func theCheckpointerWritesInTheIdleIOAndSchedulingClasses() throws {
-        let temp = try TemporaryDirectory("checkpointer-classes")
-        defer { temp.remove() }
-        let run = try JournaledWriter(temp.path, journal: journal(segmentBytes: 1 << 20, keep: 2))
-        var workload = Workload(seed: 5)
-        run.feed(&workload, 200, settleEvery: 50)
-        #expect(run.writer.requestSnapshot())
-        run.settle()
-        // Other suites' checkpointers may be catching up or stopping (the default classes); this one is idle.
-        let schedIdle: Int32 = 5  // SCHED_IDLE, which Glibc's module does not export
-        let idle = threads(named: "checkpointer").filter {
-            gavel_thread_io_class($0) == 3 && sched_getscheduler($0) == schedIdle
-        }
-        #expect(!idle.isEmpty, "an idle checkpointer in the idle I/O and scheduling classes")
-        run.finish()
-    }
-
     private func journalOf(_ count: Int, in path: String) throws -> DataDirectory {
         let run = try JournaledWriter(path, journal: journal(segmentBytes: 4096, keep: 2, fsync: .none))
         var workload = Workload(seed: 3)
@@ -300,5 +263,45 @@ struct RecoveryProgressTests {
         let seen = calls.withLock { $0 }
         #expect(seen.count >= 6, "one line per batch read: \(seen.count)")
         #expect(seen == seen.sorted() && seen.last == report.replayedRecords)
+    }
+}
+
+/// The checkpointer stays out of the server's way: background CPU and background disk I/O.
+@Suite struct CheckpointerPriorityTests {
+    /// The threads of this process named `name`, by kernel id.
+    private func threads(named name: String) -> [Int32] {
+        guard let dir = opendir("/proc/self/task") else { return [] }
+        defer { closedir(dir) }
+        var found: [Int32] = []
+        while let entry = readdir(dir) {
+            let tid = withUnsafeBytes(of: entry.pointee.d_name) {
+                String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self)
+            }
+            guard let id = Int32(tid),
+                let comm = try? String(contentsOfFile: "/proc/self/task/\(tid)/comm", encoding: .utf8),
+                comm.trimmingCharacters(in: .whitespacesAndNewlines) == name
+            else { continue }
+            found.append(id)
+        }
+        return found
+    }
+
+    /// A snapshot's writes go to the disk in the idle I/O class (and its CPU in the idle scheduling class), so that
+    /// the journal's writes and `fdatasync`s go first.
+    @Test func theCheckpointerWritesInTheIdleIOAndSchedulingClasses() throws {
+        let temp = try TemporaryDirectory("checkpointer-classes")
+        defer { temp.remove() }
+        let run = try JournaledWriter(temp.path, journal: journal(segmentBytes: 1 << 20, keep: 2))
+        var workload = Workload(seed: 5)
+        run.feed(&workload, 200, settleEvery: 50)
+        #expect(run.writer.requestSnapshot())
+        run.settle()
+        // Other suites' checkpointers may be catching up or stopping (the default classes); this one is idle.
+        let schedIdle: Int32 = 5  // SCHED_IDLE, which Glibc's module does not export
+        let idle = threads(named: "checkpointer").filter {
+            gavel_thread_io_class($0) == 3 && sched_getscheduler($0) == schedIdle
+        }
+        #expect(!idle.isEmpty, "an idle checkpointer in the idle I/O and scheduling classes")
+        run.finish()
     }
 }
