@@ -14,7 +14,8 @@ Closed loop, pinned (the default, `--mode closed`): every server on core 0 (`tas
 
 For each: operations/s in the measured window, the server's CPU time per operation (the scheduler's run time of
 all its threads, /proc/<pid>/task/*/schedstat; for PostgreSQL the postmaster and all its children), the driver's
-CPU per operation, the ack latency p50/p99, and how many bids were accepted; then the ratios Gavel/Redis and Gavel/PostgreSQL.
+CPU per operation, the ack latency p50/p99, and how many bids were accepted; then the ratios Gavel/Redis and Gavel/PostgreSQL,
+and how Gavel's CPU divides between its threads over the whole run (event loops, writer, journal, checkpointer).
 
     python3 loadtest/compare/compare.py --json /tmp/compare.json
 
@@ -126,6 +127,36 @@ def cpu_seconds(pid):
         except (OSError, ValueError, IndexError):
             pass
     return total / 1e9
+
+
+def cpu_by_thread(pid):
+    """The CPU seconds of a process's threads by thread name (every event loop under "event loops"); {} if it is
+    gone. Threads that ended are not counted."""
+    shares = {}
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return shares
+    for task in tasks:
+        try:
+            with open(f"/proc/{pid}/task/{task}/comm") as f:
+                name = f.read().strip()
+            with open(f"/proc/{pid}/task/{task}/schedstat") as f:
+                seconds = int(f.read().split()[0]) / 1e9
+        except (OSError, ValueError, IndexError):
+            continue
+        name = "event loops" if name.startswith("NIO-ELT") else name
+        shares[name] = shares.get(name, 0.0) + seconds
+    return shares
+
+
+def thread_shares(before, after):
+    """Each thread name's share of the CPU the process used between two cpu_by_thread readings, largest first."""
+    used = {name: after[name] - before.get(name, 0.0) for name in after}
+    total = sum(v for v in used.values() if v > 0)
+    if total <= 0:
+        return []
+    return sorted(((name, v / total) for name, v in used.items() if v > 0), key=lambda x: -x[1])
 
 
 def tree_cpu_seconds(root):
@@ -604,6 +635,7 @@ def closed_gavel(args, work, clients, in_flight):
     try:
         wait_port(port)
         report = os.path.join(work, f"gavel-{clients}x{in_flight}.json")
+        threads_before = cpu_by_thread(server.pid)
         out = subprocess.run(
             pinned(args.driver_cpu, [args.gavel_load, "--url", f"ws://127.0.0.1:{port}/ws", "--jwt-secret", SECRET,
                                      "--connections", str(clients), "--in-flight", str(in_flight), "--watchers", "0",
@@ -613,6 +645,7 @@ def closed_gavel(args, work, clients, in_flight):
             capture_output=True, text=True, timeout=args.duration + args.warmup + 180, preexec_fn=raise_file_limit)
         for line in out.stderr.splitlines():
             print("  " + line, file=sys.stderr)
+        threads = thread_shares(threads_before, cpu_by_thread(server.pid))
         if out.returncode != 0:
             raise RuntimeError(f"gavel-load failed ({out.returncode}): {out.stderr[-800:]}")
         with open(report) as f:
@@ -621,7 +654,7 @@ def closed_gavel(args, work, clients, in_flight):
         server.send_signal(signal.SIGTERM)
         server.wait(timeout=60)
     errors = sum(r["errors"].values())
-    return {"system": "Gavel", "ops_per_s": r["achieved_rate"],
+    return {"system": "Gavel", "ops_per_s": r["achieved_rate"], "threads": threads,
             "server_cpu_us_per_op": r.get("server_cpu_us_per_result"),
             "driver_cpu_us_per_op": r.get("driver_cpu_us_per_result"),
             "p50_ms": r["ack_latency"]["p50_us"] / 1000, "p99_ms": r["ack_latency"]["p99_us"] / 1000,
@@ -896,6 +929,9 @@ def main_closed(args):
                 parts.append(f"Gavel/{other} throughput {gavel['ops_per_s'] / r['ops_per_s']:.2f}x{cpu}")
         if parts:
             print(f"{clients} × {in_flight}: " + "; ".join(parts))
+        if gavel.get("threads"):
+            print(f"{clients} × {in_flight}: Gavel's server CPU by thread over the whole run (warm-up included): "
+                  + ", ".join(f"{name} {share:.0%}" for name, share in gavel["threads"]))
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"mode": "closed", "started": started, "load_average": [load_before, load_after],
