@@ -99,10 +99,7 @@ final class Checkpointer: @unchecked Sendable {
         if fellBehind {
             // Finish the snapshot being written with a share of the core (see run()).
             let tid = threadID.load(ordering: .acquiring)
-            if tid != 0 {
-                _ = gavel_thread_to_nice(tid, Self.catchUpNice)
-                _ = gavel_thread_io_idle(tid, 0)
-            }
+            if tid != 0 { Self.foreground(tid, nice: Self.catchUpNice) }
             logger.info(
                 "the checkpointer fell a snapshot interval behind: it writes in the normal scheduling class at nice \(Self.catchUpNice) and the default I/O class until it catches up"
             )
@@ -135,22 +132,29 @@ final class Checkpointer: @unchecked Sendable {
 
     // MARK: - The checkpointer thread
 
-    /// Makes the calling thread background work (`true`): the idle scheduling class, and the idle I/O class, so that
-    /// a disk scheduler that honours priorities (mq-deadline, bfq) sends the snapshot's writes to the device only
-    /// while no journal write waits; or back to the default I/O class (`false`; the caller sets the CPU class).
-    /// Why the I/O class: a journal `fdatasync` waits for every write the device holds, and a snapshot's writes
-    /// queued ahead of it are what make the slow seconds of a run with snapshots (docs/PERFORMANCE.md).
-    private static func background(_ on: Bool) {
-        if on { _ = gavel_lower_thread_priority(20) }
+    /// Makes the calling thread background work: the idle scheduling class, and the idle I/O class, so that a disk
+    /// scheduler that honours priorities (mq-deadline, bfq) sends the snapshot's writes to the device only while no
+    /// journal write waits. Why the I/O class: a journal `fdatasync` waits for every write the device holds, and a
+    /// snapshot's writes queued ahead of it are what make the slow seconds of a run with snapshots
+    /// (docs/PERFORMANCE.md).
+    private static func background() {
+        _ = gavel_lower_thread_priority(20)
         // Advice only: where refused, the writes keep the default class.
-        _ = gavel_thread_io_idle(0, on ? 1 : 0)
+        _ = gavel_thread_io_idle(0, 1)
+    }
+
+    /// Puts thread `tid` (the checkpointer's, from itself or another thread) in the normal scheduling class at
+    /// `nice` and back in the default I/O class: a snapshot someone waits for, or one that fell behind.
+    private static func foreground(_ tid: Int32, nice: Int32) {
+        _ = gavel_thread_to_nice(tid, nice)
+        _ = gavel_thread_io_idle(tid, 0)
     }
 
     private func run() {
         // Background work: the writer, the journal and the event loops go first when the cores are busy.
         let tid = gavel_thread_id()
         threadID.store(tid, ordering: .releasing)
-        Self.background(true)
+        Self.background()
         while true {
             wake.wait()
             while true {
@@ -174,13 +178,11 @@ final class Checkpointer: @unchecked Sendable {
                 // at a high nice value, or the shadow and the journal would grow without bound (`request` moves a
                 // snapshot that falls behind there while it is written). Otherwise, the idle class again.
                 if stop {
-                    Self.background(false)
-                    _ = gavel_thread_to_nice(tid, 0)
+                    Self.foreground(tid, nice: 0)
                 } else if behind {
-                    Self.background(false)
-                    _ = gavel_thread_to_nice(tid, Self.catchUpNice)
+                    Self.foreground(tid, nice: Self.catchUpNice)
                 } else {
-                    Self.background(true)
+                    Self.background()
                 }
                 write(next)
             }
