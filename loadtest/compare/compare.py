@@ -111,32 +111,15 @@ def proc_stat(pid):
     return text[text.rindex(")") + 2:].split()
 
 
-def cpu_seconds(pid):
-    """The CPU time of one process, all its threads, in seconds; None if it is gone. From the scheduler's run time
-    (/proc/<pid>/task/*/schedstat, in ns): utime + stime of /proc/<pid>/stat are the same time in clock ticks,
-    which a process that runs a little at a time (one of PostgreSQL's 1,000 backends) gains too coarsely."""
+def cpu_by_thread(pid):
+    """The CPU seconds of a process's threads by thread name (every event loop under "event loops"), from the
+    scheduler's run time (/proc/<pid>/task/*/schedstat, in ns); None if the process is gone. Threads that ended are
+    not counted."""
     try:
         tasks = os.listdir(f"/proc/{pid}/task")
     except OSError:
         return None
-    total = 0
-    for task in tasks:
-        try:
-            with open(f"/proc/{pid}/task/{task}/schedstat") as f:
-                total += int(f.read().split()[0])
-        except (OSError, ValueError, IndexError):
-            pass
-    return total / 1e9
-
-
-def cpu_by_thread(pid):
-    """The CPU seconds of a process's threads by thread name (every event loop under "event loops"); {} if it is
-    gone. Threads that ended are not counted."""
     shares = {}
-    try:
-        tasks = os.listdir(f"/proc/{pid}/task")
-    except OSError:
-        return shares
     for task in tasks:
         try:
             with open(f"/proc/{pid}/task/{task}/comm") as f:
@@ -148,6 +131,14 @@ def cpu_by_thread(pid):
         name = "event loops" if name.startswith("NIO-ELT") else name
         shares[name] = shares.get(name, 0.0) + seconds
     return shares
+
+
+def cpu_seconds(pid):
+    """The CPU time of one process, all its threads, in seconds; None if it is gone (see cpu_by_thread): utime +
+    stime of /proc/<pid>/stat are the same time in clock ticks, which a process that runs a little at a time (one of
+    PostgreSQL's 1,000 backends) gains too coarsely."""
+    threads = cpu_by_thread(pid)
+    return None if threads is None else sum(threads.values())
 
 
 def thread_shares(before, after):
@@ -645,7 +636,7 @@ def closed_gavel(args, work, clients, in_flight):
             capture_output=True, text=True, timeout=args.duration + args.warmup + 180, preexec_fn=raise_file_limit)
         for line in out.stderr.splitlines():
             print("  " + line, file=sys.stderr)
-        threads = thread_shares(threads_before, cpu_by_thread(server.pid))
+        threads = thread_shares(threads_before or {}, cpu_by_thread(server.pid) or {})
         if out.returncode != 0:
             raise RuntimeError(f"gavel-load failed ({out.returncode}): {out.stderr[-800:]}")
         with open(report) as f:
