@@ -95,7 +95,9 @@ extension Engine {
                 throw r.fail("request id \(key.id) of \(key.principal) is remembered twice")
             }
             engine.remember(
-                RememberedResult(id: key.id, hash: hash, fingerprint: fingerprint, result: result, at: at),
+                RememberedResult(
+                    id: StoredID(key.id), hash: hash, fingerprint: fingerprint,
+                    result: engine.resultBoxes.store(result), at: at),
                 principal: key.principal, principalHash: RequestHash.of(principal: key.principal))
         }
         if !r.isAtEnd { try engine.restoreSettlements(&r, rememberedCount: rememberedCount) }

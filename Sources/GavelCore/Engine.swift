@@ -37,34 +37,27 @@ struct RequestKey: Hashable {
     var id: String
 }
 
-/// A remembered result, with its request id and the digest of the command that produced it. Its principal is named
-/// by its chain (``principalSlot``), once however many ids the principal has.
-struct RememberedResult {
-    var id: String
-    /// ``RequestHash`` of the principal and the id, under which the idempotency index holds the entry.
-    var hash: UInt64
-    var fingerprint: UInt64
-    var result: CommandResult
-    var at: Millis
-    /// The slot of the same principal's next remembered result, -1 for none; in a free slot, the next free one.
-    var next = -1
-    /// The number of results remembered before this one (its place in the order of application), -1 in a free slot.
-    var sequence = -1
-    /// Where its principal's chain is in ``PrincipalChains`` (set when remembered).
-    var principalSlot = -1
-
-    /// What a free slot holds: no strings, so forgetting a result releases its memory.
-    static let free = RememberedResult(id: "", hash: 0, fingerprint: 0, result: .accepted, at: 0)
-}
-
-/// A remembered result's place in the order of application: its slot and its sequence, which tells whether the slot
-/// still holds it (a forgotten result's slot is freed and may hold a later one).
+/// A remembered result's place in the order of application: its slot, and the slot's generation when the result was
+/// put there, which tells whether the slot still holds it (a forgotten result's slot is freed, its generation moves
+/// on, and it may hold a later one). 8 bytes: the slot in 32 bits (the idempotency index tells no more positions
+/// apart) and the generation in 32.
+///
+/// A stale reference is taken for a live one only if its slot was freed a multiple of 2^32 times while the reference
+/// was in the order. A slot is freed once per result forgotten; a stale reference leaves the order when expiry or a
+/// compaction pass reaches it, and a pass starts once the stale references outnumber half the live ones by the
+/// slack and moves four references per result. So a stale reference sees fewer frees than a few times the results
+/// remembered at once plus the slack: for 2^32 of them the engine would hold on the order of 10^9 ids (over 100 GB).
 struct RememberedRef {
-    var slot: Int
-    var sequence: Int
+    var slot: Int32
+    var generation: UInt32
+
+    init(slot: Int, generation: UInt32) {
+        self.slot = Int32(truncatingIfNeeded: slot)
+        self.generation = generation
+    }
 
     /// What a compaction leaves where it moved a reference from.
-    static let moved = RememberedRef(slot: -1, sequence: -1)
+    static let moved = RememberedRef(slot: -1, generation: 0)
 }
 
 /// One principal's remembered results, a chain through `rememberedSlots` from the oldest to the newest.
@@ -99,8 +92,8 @@ public final class Engine {
     var rememberedSlots = RememberedSlots()
     /// The first free slot in `rememberedSlots`, -1 for none; a free slot's `next` links to the next.
     var firstFreeSlot = -1
-    /// The results remembered so far, counted, which gives each its ``RememberedResult/sequence``.
-    var rememberedSequence = 0
+    /// The boxes of recently remembered results that are not inline, shared by equal ones.
+    var resultBoxes = ResultBoxes()
     /// References to the remembered results in the order they were applied (engine time never decreases), for
     /// expiry and for the state. References before `rememberedOrderHead` have expired or are stale; one from it on
     /// is stale when its principal's cap forgot its result (the slot then holds another sequence, or none) or a
@@ -176,9 +169,15 @@ public final class Engine {
     /// The slot in `rememberedSlots` of `key`'s result.
     @inline(__always)
     func rememberedPosition(of key: RequestKey, hash: UInt64) -> Int? {
+        rememberedPosition(of: key.principal, id: StoredID(key.id), hash: hash)
+    }
+
+    /// The slot in `rememberedSlots` of the result of `principal`'s request `id`.
+    @inline(__always)
+    func rememberedPosition(of principal: String, id: StoredID, hash: UInt64) -> Int? {
         if !indexesRequestIDs { rebuildRequestIndex() }
         return requests.find(hash: hash) {
-            rememberedSlots[$0].id == key.id && principals.name(of: rememberedSlots[$0].principalSlot) == key.principal
+            rememberedSlots[$0].storedID == id && principals.name(of: rememberedSlots[$0].principalSlot) == principal
         }
     }
 
@@ -261,10 +260,10 @@ public final class Engine {
         if !digest.identifiersValid, let problem = command.identifierProblem {
             return .rejected(.badRequest, problem)
         }
-        let key = RequestKey(principal: principal, id: command.id)
+        let id = StoredID(command.id)
         let hash = digest.requestHash
         let fingerprint = digest.fingerprint
-        if lookUp, let position = rememberedPosition(of: key, hash: hash) {
+        if lookUp, let position = rememberedPosition(of: principal, id: id, hash: hash) {
             if rememberedSlots[position].fingerprint == fingerprint {
                 var result = rememberedSlots[position].result
                 result.duplicate = true
@@ -274,7 +273,8 @@ public final class Engine {
         }
         let result = rules(command, known: known, events: &events)
         remember(
-            RememberedResult(id: key.id, hash: hash, fingerprint: fingerprint, result: result, at: now),
+            RememberedResult(
+                id: id, hash: hash, fingerprint: fingerprint, result: resultBoxes.store(result), at: now),
             principal: principal, principalHash: digest.principalHash)
         return result
     }
@@ -317,16 +317,16 @@ public final class Engine {
         rememberedLive += 1
         var entry = entry
         entry.principalSlot = slot
-        entry.sequence = rememberedSequence
         entry.next = -1
         if position == firstFreeSlot {
             firstFreeSlot = rememberedSlots[position].next
+            entry.generation = rememberedSlots[position].generation
             rememberedSlots[position] = entry
         } else {
+            entry.generation = 0
             rememberedSlots.append(entry)
         }
-        rememberedOrder.append(RememberedRef(slot: position, sequence: rememberedSequence))
-        rememberedSequence += 1
+        rememberedOrder.append(RememberedRef(slot: position, generation: entry.generation))
         let (previous, count) = principals[slot].append(position)
         if let previous { rememberedSlots[previous].next = position }
         if count > configuration.maxRequestIDsPerPrincipal {
@@ -341,7 +341,9 @@ public final class Engine {
         let next = rememberedSlots[oldest].next
         if indexesRequestIDs { requests.remove(hash: rememberedSlots[oldest].hash, position: oldest) }
         rememberedLive -= 1
+        let generation = rememberedSlots[oldest].generation &+ 1
         rememberedSlots[oldest] = .free
+        rememberedSlots[oldest].generation = generation
         rememberedSlots[oldest].next = firstFreeSlot
         firstFreeSlot = oldest
         principals[slot].count -= 1
@@ -355,12 +357,12 @@ public final class Engine {
     /// Whether `reference` is to a result still remembered.
     @inline(__always)
     func isLive(_ reference: RememberedRef) -> Bool {
-        reference.slot >= 0 && rememberedSlots[reference.slot].sequence == reference.sequence
+        reference.slot >= 0 && rememberedSlots[Int(reference.slot)].generation == reference.generation
     }
 
     /// The slots of the remembered results in the order they were applied.
     var liveRememberedSlots: some Sequence<Int> {
-        rememberedOrder[rememberedOrderHead...].lazy.filter { self.isLive($0) }.map(\.slot)
+        rememberedOrder[rememberedOrderHead...].lazy.filter { self.isLive($0) }.map { Int($0.slot) }
     }
 
     private func forgetExpiredRequests() {
@@ -368,9 +370,9 @@ public final class Engine {
         while rememberedOrderHead < rememberedOrder.count {
             let reference = rememberedOrder[rememberedOrderHead]
             if isLive(reference) {
-                guard now - rememberedSlots[reference.slot].at >= window else { break }
+                guard now - rememberedSlots[Int(reference.slot)].at >= window else { break }
                 // Every result before it is gone, so it is its principal's oldest.
-                forgetOldest(of: rememberedSlots[reference.slot].principalSlot)
+                forgetOldest(of: rememberedSlots[Int(reference.slot)].principalSlot)
             }
             // A stale reference (its result forgotten by the cap, or the reference moved by a compaction) is passed
             // whatever its time.

@@ -79,6 +79,24 @@ struct RequestTableTests {
         }
     }
 
+    @Test func aTableFilledByInsertsDoublesWhenItGrowsSoItNeverHoldsMoreThanTwiceTheSlotsItNeeds() {
+        let table = RequestTable()
+        var capacity = table.capacity
+        var growths = 0
+        for position in 0..<300_000 {
+            table.insert(hash: spread(position), position: position)
+            if table.capacity != capacity {
+                #expect(table.capacity == 2 * capacity, "grew from \(capacity) to \(table.capacity) at \(position)")
+                capacity = table.capacity
+                growths += 1
+            }
+            // Below 3/4 live slots (the growth threshold) and, once grown, above 3/8.
+            #expect(table.count * 4 <= table.capacity * 3)
+            if growths > 0 { #expect(table.count * 8 >= table.capacity * 3, "at \(position)") }
+        }
+        #expect(growths >= 14)
+    }
+
     @Test func growsWithoutEverMovingMoreThanOneStepOfSlotsPerInsert() {
         let table = RequestTable()
         var resizes = 0
@@ -132,8 +150,8 @@ struct RememberedLogTests {
                     model.removeFirst(n)
                 case 1 where !model.isEmpty:
                     let index = (step / 8) % model.count
-                    log[index].sequence = step
-                    model[index].sequence = step
+                    log[index].generation = UInt32(step)
+                    model[index].generation = UInt32(step)
                 case 2 where !model.isEmpty:
                     let n = (step / 8) % (model.count + 1)
                     log.removeLast(n)
@@ -149,7 +167,7 @@ struct RememberedLogTests {
                 #expect(log.count == model.count)
             }
             #expect(log.map(\.id) == model.map(\.id))
-            #expect(log.map(\.sequence) == model.map(\.sequence))
+            #expect(log.map(\.generation) == model.map(\.generation))
         }
     }
 }

@@ -1,0 +1,115 @@
+import PropertyBased
+import Testing
+
+@testable import GavelCore
+
+/// The characters of an identifier, `[A-Za-z0-9_.:-]`.
+private let identifierCharacters = Array("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.:-")
+
+/// A well-formed identifier of `length` characters drawn by `rng`.
+private func identifier(length: Int, _ rng: inout SplitMix64) -> String {
+    String((0..<length).map { _ in identifierCharacters[Int(rng.next() % UInt64(identifierCharacters.count))] })
+}
+
+/// A number the results carry, often at an edge of what ``StoredResult`` keeps inline.
+private func edgyNumber(_ rng: inout SplitMix64) -> Int64? {
+    let edges: [Int64?] = [
+        nil, 0, 1, Limits.maxAmount, (1 << 50) - 1, 1 << 50, Int64(UInt32.max), Int64(UInt32.max) + 1, -1, Int64.min,
+        Int64.max,
+    ]
+    let pick = Int(rng.next() % UInt64(edges.count + 1))
+    return pick < edges.count ? edges[pick] : Int64(rng.next() % UInt64(Limits.maxAmount))
+}
+
+/// A result with each field drawn at random (accepted about half the time, so that the inline form is exercised).
+private func randomResult(_ rng: inout SplitMix64) -> CommandResult {
+    let accepted = rng.next() % 2 == 0
+    let code = ErrorCode.allCases[Int(rng.next() % UInt64(ErrorCode.allCases.count))]
+    var result = CommandResult(
+        error: accepted ? nil : code, message: accepted && rng.next() % 4 != 0 ? "" : "refused \(rng.next() % 100)",
+        minBid: rng.next() % 4 == 0 ? edgyNumber(&rng) : nil, duplicate: rng.next() % 8 == 0,
+        price: edgyNumber(&rng), leading: [nil, false, true][Int(rng.next() % 3)], filled: edgyNumber(&rng),
+        remaining: edgyNumber(&rng), settlement: rng.next() % 8 == 0 ? "S-\(rng.next() % 1000)" : nil,
+        settlementState: rng.next() % 8 == 0 ? SettlementState.allCases.first : nil)
+    result.requestIDConflict = rng.next() % 16 == 0
+    return result
+}
+
+@Suite struct RememberedResultTests {
+    @Test func aStoredIDGivesBackItsIdAndEqualsAnotherExactlyWhenTheIdsAreEqual() async {
+        await propertyCheck(count: 300, input: Gen.int(in: 0...Int(Int32.max))) { seed in
+            var rng = SplitMix64(seed: UInt64(seed))
+            // Lengths around the inline capacity, and up to the longest identifier.
+            let lengths = [1, 15, 16, 22, 23, 24, 36, Limits.maxIdentifierLength, Int(1 + rng.next() % 64)]
+            let ids = lengths.map { identifier(length: $0, &rng) }
+            for (n, id) in ids.enumerated() {
+                let stored = StoredID(id)
+                #expect(stored.string == id)
+                if case .inline = stored {
+                    #expect(id.utf8.count <= StoredID.inlineCapacity, "\(id) inline")
+                } else {
+                    #expect(id.utf8.count > StoredID.inlineCapacity, "\(id) kept as a string")
+                }
+                for other in ids[..<n] { #expect((StoredID(other) == stored) == (other == id), "\(other) vs \(id)") }
+                // Same length, one character changed (the first, the last): not equal.
+                for place in [0, id.utf8.count - 1] {
+                    var bytes = Array(id.utf8)
+                    bytes[place] = bytes[place] == UInt8(ascii: "a") ? UInt8(ascii: "b") : UInt8(ascii: "a")
+                    #expect(StoredID(String(decoding: bytes, as: UTF8.self)) != stored)
+                }
+            }
+        }
+    }
+
+    @Test func aStoredResultGivesBackTheResultItWasMadeFrom() async {
+        await propertyCheck(count: 500, input: Gen.int(in: 0...Int(Int32.max))) { seed in
+            var rng = SplitMix64(seed: UInt64(seed))
+            for _ in 0..<20 {
+                let result = randomResult(&rng)
+                let stored = StoredResult(result)
+                #expect(stored.result == result, "\(result)")
+                if case .accepted = stored {
+                    #expect(result.ok && result.message.isEmpty && result.settlement == nil)
+                }
+            }
+        }
+    }
+
+    @Test func acceptedBidsAndOrdersAreKeptInlineWithoutABox() {
+        let bid = CommandResult(error: nil, message: "", price: Limits.maxAmount, leading: true)
+        let order = CommandResult(error: nil, message: "", price: 1_000, filled: 7, remaining: 3)
+        let opened = CommandResult.accepted
+        for result in [bid, order, opened] {
+            guard case .accepted = StoredResult(result) else {
+                Issue.record("\(result) boxed")
+                continue
+            }
+        }
+    }
+
+    @Test func equalRefusalsRememberedTogetherShareOneBoxAndDifferentOnesDoNot() {
+        let engine = Engine()
+        var events: [Event] = []
+        // The same refusal (an unknown listing) for 100 requests of one principal, then another listing's.
+        for n in 0..<100 {
+            _ = engine.apply(
+                Command(id: "r\(n)", listing: "nowhere", body: .cancelListing(seller: "ann")), events: &events)
+        }
+        _ = engine.apply(
+            Command(id: "other", listing: "elsewhere", body: .cancelListing(seller: "ann")), events: &events)
+        let boxes = engine.liveRememberedSlots.map { slot -> ResultBox? in
+            if case .other(let box) = engine.rememberedSlots[slot].storedResult { return box }
+            return nil
+        }
+        #expect(boxes.count == 101)
+        #expect(boxes.allSatisfy { $0 != nil })
+        #expect(boxes.dropLast().allSatisfy { $0 === boxes[0] }, "the same refusal shares one box")
+        #expect(boxes.last! !== boxes[0], "a different refusal has its own")
+        #expect(!boxes[0]!.result.ok && boxes.last!!.result.message.contains("elsewhere"))
+        // And each still answers a repeat with its own remembered result.
+        let repeated = engine.apply(
+            Command(id: "other", listing: "elsewhere", body: .cancelListing(seller: "ann")), events: &events)
+        #expect(repeated.duplicate && repeated.error == boxes.last!!.result.error)
+        #expect(repeated.message == boxes.last!!.result.message)
+    }
+}
