@@ -33,11 +33,11 @@ extension Engine {
             let levelPrice: Money
             let resting: RestingOrder
             if order.side == .buy {
-                guard let i = book.asks.indices.last, book.asks[i].price <= order.price else { break }
-                (levelPrice, resting) = (book.asks[i].price, book.asks[i].orders[0])
+                guard !book.asks.isEmpty, book.asks.best.price <= order.price else { break }
+                (levelPrice, resting) = (book.asks.best.price, book.asks.best.first)
             } else {
-                guard let i = book.bids.indices.last, book.bids[i].price >= order.price else { break }
-                (levelPrice, resting) = (book.bids[i].price, book.bids[i].orders[0])
+                guard !book.bids.isEmpty, book.bids.best.price >= order.price else { break }
+                (levelPrice, resting) = (book.bids.best.price, book.bids.best.first)
             }
             if resting.trader == order.trader {
                 // Self-trade prevention: cancel the trader's own resting order and keep matching.
@@ -153,12 +153,7 @@ extension Engine {
     }
 
     func expire(_ listing: Listing, _ book: MarketBook, key: OrderKey, at time: Millis, _ events: inout [Event]) {
-        guard let (side, price) = book.resting[key] else { return }
-        let levels = side == .buy ? book.bids : book.asks
-        guard let level = levels.first(where: { $0.price == price }),
-            let order = level.orders.first(where: { $0.id == key.id && $0.trader == key.trader }),
-            order.expiresAt == time
-        else { return }
+        guard let order = book.order(key), order.expiresAt == time else { return }
         let before = book.top
         _ = book.remove(key)
         emit(

@@ -114,8 +114,8 @@ extension Engine {
                 for level in levels {
                     w.write(level.price)
                     w.write(level.total)
-                    w.write(UInt64(level.orders.count))
-                    for order in level.orders {
+                    w.write(UInt64(level.count))
+                    level.forEachOrder { order in
                         w.write(order.id)
                         w.write(order.trader)
                         w.write(order.remaining)

@@ -59,7 +59,7 @@ private let crowdedMarket: [UInt8] = {
 
 /// Every level's total is the sum of its orders (summed with overflow checks) and within `Int64`.
 private func expectLevelTotalsAddUp(_ book: MarketBook, sourceLocation: SourceLocation = #_sourceLocation) {
-    for level in book.bids + book.asks {
+    for level in Array(book.bids) + Array(book.asks) {
         var sum: Int64 = 0
         for order in level.orders {
             let (next, overflow) = sum.addingReportingOverflow(order.remaining)

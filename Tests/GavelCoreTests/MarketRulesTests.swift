@@ -354,7 +354,7 @@ import Testing
         h.order("b", .sell, 4, price: 100)
         h.order("c", .sell, 5, price: 101)
         h.order("d", .buy, 5, price: 100)
-        for level in (h.market()?.asks ?? []) + (h.market()?.bids ?? []) {
+        for level in Array(h.market()?.asks.map { $0 } ?? []) + (h.market()?.bids.map { $0 } ?? []) {
             #expect(level.total == level.orders.reduce(0) { $0 + $1.remaining })
         }
         #expect(h.market()?.asks.last?.total == 2)

@@ -372,7 +372,7 @@ private struct EnglishReference {
                     "order \(key.trader)/\(key.id)")
             }
             #expect(Set(resting.keys).isSubset(of: Set(placed.keys)))
-            for level in book.bids + book.asks {
+            for level in Array(book.bids) + Array(book.asks) {
                 #expect(level.total == level.orders.reduce(0) { $0 + $1.remaining })
                 #expect(!level.orders.isEmpty)
             }
