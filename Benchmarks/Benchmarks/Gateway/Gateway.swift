@@ -53,10 +53,13 @@ let benchmarks: @Sendable () -> Void = {
 
     // The release path, warm: every listing's history full, so each frame is written into the buffer of the one it
     // drops. The bids are made and submitted before the measurement (their submissions are the producer's).
+    // Threshold: 5 allocations a measured sample (of 1,000 bids), none per bid: `EmbeddedEventLoop` allocates for
+    // the one routing task the releases queue (its `scheduleTask`: a promise, the task, its place in the queue);
+    // NIO's own event loop runs the fan-out's task, made once, without allocating.
     nonisolated(unsafe) var release: ReleaseFixture!
     Benchmark(
         "release: english bids applied and routed through the fan-out (view, frame, history), 100 listings",
-        configuration: .init(thresholds: [.mallocCountTotal: .init(absolute: [.p90: 0])])
+        configuration: .init(thresholds: [.mallocCountTotal: .init(absolute: [.p90: 5])])
     ) { benchmark in
         release.prepare(benchmark.scaledIterations.count)
         if release.submit() > 0 { return benchmark.error("bids refused at submit") }
