@@ -152,6 +152,8 @@ struct RestingOrder: Hashable {
     /// Its place in the order the book took its orders (``MarketBook/rest(_:side:price:)`` numbers them): a level
     /// finds an order by it. Not part of the state: a restored book numbers its orders again, in the same order.
     var arrival: UInt64 = 0
+    /// Its expiry's timer, cancelled when the order leaves the book some other way. Not part of the state.
+    var expiry: TimerHandle?
 
     /// What a removed order leaves in its level until the level is compacted: its arrival (which keeps the level's
     /// slots sorted), nothing remaining and no strings.
@@ -211,6 +213,12 @@ struct PriceLevel {
     func order(arrival: UInt64) -> RestingOrder? {
         guard let index = index(of: arrival) else { return nil }
         return slots[index]
+    }
+
+    /// Sets the expiry timer of the order that arrived as `arrival` (a restore links the timers it restored).
+    mutating func setExpiry(_ handle: TimerHandle, arrival: UInt64) {
+        guard let index = index(of: arrival) else { return }
+        slots[index].expiry = handle
     }
 
     /// Adds `order`, which arrived after every order here, at the back.
@@ -357,6 +365,12 @@ struct PriceLevels: Sequence {
         }
     }
 
+    /// Sets the expiry timer of the order that arrived as `arrival` at `price`.
+    mutating func setExpiry(_ handle: TimerHandle, arrival: UInt64, at price: Money) {
+        let (chunk, index, found) = locate(price)
+        if found { chunks[chunk][index].setExpiry(handle, arrival: arrival) }
+    }
+
     /// Removes the order that arrived as `arrival` from the level at `price`, and the level once it is empty.
     mutating func remove(arrival: UInt64, at price: Money) -> RestingOrder? {
         let (chunk, index, found) = locate(price)
@@ -443,6 +457,16 @@ final class MarketBook {
     func order(_ key: OrderKey) -> RestingOrder? {
         guard let (side, price, arrival) = resting[key] else { return nil }
         return (side == .buy ? bids : asks).level(at: price)?.order(arrival: arrival)
+    }
+
+    /// Sets the expiry timer of the resting order of `key`.
+    func setExpiry(_ handle: TimerHandle, of key: OrderKey) {
+        guard let (side, price, arrival) = resting[key] else { return }
+        if side == .buy {
+            bids.setExpiry(handle, arrival: arrival, at: price)
+        } else {
+            asks.setExpiry(handle, arrival: arrival, at: price)
+        }
     }
 
     /// Removes a resting order and returns it, or `nil` when it does not rest.
@@ -546,6 +570,9 @@ final class Listing {
     /// each ended: pruning takes them from the front, never scanning the rest. Entries before `endedHead` are done.
     var endedSettlements: [(number: Int64, at: Millis)] = []
     var endedHead = 0
+    /// The timer of its latest close (at open, and each soft close), cancelled when the listing is evicted so that
+    /// a listing cancelled long before its close keeps no timer until then. Not part of the state.
+    var closeTimer: TimerHandle?
     /// The listing's second-chance offer, once made (english only; one per listing).
     var offer: SecondChanceOffer?
     /// When its last settlement or offer ended (reached a terminal state), `nil` before any did; a listing that has

@@ -77,7 +77,8 @@ extension Engine {
         if let cap = soft.maxClosesAt { target = min(cap, target) }
         guard target != closesAt else { return nil }
         listing.closesAt = target
-        timers.schedule(.close, listing: listing.id, at: target)
+        // The close it replaces fires first and is skipped (it is at most the soft-close window away).
+        listing.closeTimer = timers.schedule(.close, listing: listing.id, at: target)
         return target
     }
 

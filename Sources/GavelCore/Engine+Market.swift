@@ -41,7 +41,7 @@ extension Engine {
             }
             if resting.trader == order.trader {
                 // Self-trade prevention: cancel the trader's own resting order and keep matching.
-                _ = book.popBest(opposite)
+                cancelExpiry(of: book.popBest(opposite))
                 emit(
                     .orderCancelled(
                         order: resting.id, trader: resting.trader, reason: .selfTrade,
@@ -50,7 +50,7 @@ extension Engine {
             }
             let quantity = min(left, resting.remaining)
             if quantity == resting.remaining {
-                _ = book.popBest(opposite)
+                cancelExpiry(of: book.popBest(opposite))
             } else {
                 book.reduceBest(opposite, by: quantity)
             }
@@ -75,13 +75,14 @@ extension Engine {
                     .orderCancelled(order: order.id, trader: order.trader, reason: .ioc, remaining: left), on: listing,
                     events: &events)
             case .gtc:
-                book.rest(
-                    RestingOrder(id: order.id, trader: order.trader, remaining: left, expiresAt: order.expiresAt),
-                    side: order.side, price: order.price)
-                rests = left
+                var resting = RestingOrder(
+                    id: order.id, trader: order.trader, remaining: left, expiresAt: order.expiresAt)
                 if let expiresAt = order.expiresAt {
-                    timers.schedule(.expire(trader: order.trader, order: order.id), listing: listing.id, at: expiresAt)
+                    resting.expiry = timers.schedule(
+                        .expire(trader: order.trader, order: order.id), listing: listing.id, at: expiresAt)
                 }
+                book.rest(resting, side: order.side, price: order.price)
+                rests = left
             }
         }
         emitBookIfChanged(listing, book, since: before, &events)
@@ -137,7 +138,7 @@ extension Engine {
         -> CommandResult
     {
         let before = book.top
-        guard let order = book.remove(OrderKey(trader: trader, id: orderID)) else {
+        guard let order = book.remove(OrderKey(trader: trader, id: orderID)).map(cancelExpiry) else {
             if book.restingIds[orderID] != nil {
                 return .rejected(.notOwner, "order \(orderID) on listing \(listing.id) is not yours")
             }
@@ -165,12 +166,20 @@ extension Engine {
     func cancelAllResting(_ listing: Listing, _ book: MarketBook, reason: CancelReason, _ events: inout [Event]) {
         let before = book.top
         for (_, _, order) in book.allResting {
+            cancelExpiry(of: order)
             emit(
                 .orderCancelled(order: order.id, trader: order.trader, reason: reason, remaining: order.remaining),
                 on: listing, events: &events)
         }
         book.removeAll()
         emitBookIfChanged(listing, book, since: before, &events)
+    }
+
+    /// Cancels the expiry timer of `order`, which left the book; returns the order.
+    @discardableResult
+    private func cancelExpiry(of order: RestingOrder) -> RestingOrder {
+        if let expiry = order.expiry { timers.cancel(expiry) }
+        return order
     }
 
     private func emitBookIfChanged(

@@ -26,7 +26,7 @@ extension Engine {
         let listing = Listing(id: id, seller: seller, terms: resolved, opensAt: opensAt)
         listings[id] = listing
         emit(.opened(seller: seller, terms: resolved), on: listing, events: &events)
-        if let closesAt { timers.schedule(.close, listing: id, at: closesAt) }
+        if let closesAt { listing.closeTimer = timers.schedule(.close, listing: id, at: closesAt) }
         if case .dutch(let book) = listing.book {
             book.price = book.price(at: now, opensAt: opensAt)
             scheduleDutchStep(listing, book, after: now)

@@ -67,9 +67,10 @@ extension Engine {
             case 6 where version >= 2: action = .prune
             default: throw r.fail("unknown timer action")
             }
-            engine.timers.restore(
+            let handle = engine.timers.restore(
                 ScheduledTimer(time: time, sequence: sequence, listing: listing, action: action),
                 nextSequence: nextSequence)
+            engine.link(handle, action: action, at: time, listing: listing)
         }
         if timerCount == 0 { engine.timers.restore(nextSequence: nextSequence) }
         if version == 1 {
@@ -103,6 +104,24 @@ extension Engine {
         if !r.isAtEnd { try engine.restoreSettlements(&r, rememberedCount: rememberedCount) }
         guard r.isAtEnd else { throw r.fail("\(r.remaining) unexpected bytes after the state") }
         return engine
+    }
+
+    /// Links a restored timer to what cancels it: a resting order's expiry to the order, a listing's close to the
+    /// listing, when they still apply (a stale one, from a state written before timers were cancelled, is kept and
+    /// skipped when it fires).
+    private func link(_ handle: TimerHandle, action: TimerAction, at time: Millis, listing id: String) {
+        guard let listing = listings[id] else { return }
+        switch action {
+        case .expire(let trader, let order):
+            let key = OrderKey(trader: trader, id: order)
+            if case .market(let book) = listing.book, book.order(key)?.expiresAt == time {
+                book.setExpiry(handle, of: key)
+            }
+        case .close:
+            if listing.closesAt == time { listing.closeTimer = handle }
+        default:
+            break
+        }
     }
 
     private static func decodeListing(_ r: inout BinaryReader) throws(DecodingError) -> Listing {

@@ -23,19 +23,54 @@ public struct ScheduledTimer: Sendable, Hashable {
     public var sequence: UInt64
     public var listing: String
     public var action: TimerAction
+    /// Its slot in the queue's table of positions (what a ``TimerHandle`` names); not part of the state.
+    var slot: Int32 = -1
+
+    public init(time: Millis, sequence: UInt64, listing: String, action: TimerAction) {
+        self.time = time
+        self.sequence = sequence
+        self.listing = listing
+        self.action = action
+    }
 
     @inlinable
     func fires(before other: ScheduledTimer) -> Bool {
         time != other.time ? time < other.time : sequence < other.sequence
     }
+
+    /// Equal when they are the same timer; where the queue keeps it (`slot`) is not part of it.
+    public static func == (a: ScheduledTimer, b: ScheduledTimer) -> Bool {
+        a.time == b.time && a.sequence == b.sequence && a.listing == b.listing && a.action == b.action
+    }
+
+    public func hash(into hasher: inout Hasher) {
+        hasher.combine(time)
+        hasher.combine(sequence)
+        hasher.combine(listing)
+        hasher.combine(action)
+    }
 }
 
-/// A binary min-heap of timers: O(log n) insert and pop, memory proportional to the number of timers.
+/// Names a scheduled timer, to cancel it: its slot, and its sequence number, which tells whether the slot still
+/// holds it (a timer that fired or was cancelled frees its slot for a later one).
+public struct TimerHandle: Sendable, Hashable {
+    var slot: Int32
+    var sequence: UInt64
+}
+
+/// A binary min-heap of timers: O(log n) insert, pop and cancel, memory proportional to the number of timers.
 ///
-/// Timers are never removed early: a timer that no longer applies (a close that was extended, an order that
-/// filled) is recognised as stale when it fires and skipped.
+/// A timer that stops applying when something else happens is cancelled then (a resting order's expiry when the
+/// order leaves the book, a listing's close when the listing is evicted), so timers do not pile up for as long as
+/// their times are away (an order cancelled at once but expiring in a year kept its timer for the year). Others
+/// are recognised as stale when they fire and skipped: a close moved by soft close (fires soon), a settlement's or
+/// an offer's deadline (bounded by the deadline).
 public struct TimerQueue: Sendable {
     @usableFromInline var heap: [ScheduledTimer] = []
+    /// Where each slot's timer is in `heap`, -1 for a free slot.
+    private var positions: [Int32] = []
+    /// Free slots, reused before new ones.
+    private var freeSlots: [Int32] = []
     /// The sequence number the next scheduled timer gets.
     public private(set) var nextSequence: UInt64 = 0
 
@@ -50,18 +85,19 @@ public struct TimerQueue: Sendable {
     /// Every scheduled timer in firing order (for state encoding).
     public var ordered: [ScheduledTimer] { heap.sorted { $0.fires(before: $1) } }
 
-    /// Schedules `action` on `listing` at `time`.
-    public mutating func schedule(_ action: TimerAction, listing: String, at time: Millis) {
-        heap.append(ScheduledTimer(time: time, sequence: nextSequence, listing: listing, action: action))
+    /// Schedules `action` on `listing` at `time`; returns the handle that cancels it.
+    @discardableResult
+    public mutating func schedule(_ action: TimerAction, listing: String, at time: Millis) -> TimerHandle {
+        let handle = add(ScheduledTimer(time: time, sequence: nextSequence, listing: listing, action: action))
         nextSequence &+= 1
-        siftUp(heap.count - 1)
+        return handle
     }
 
     /// Restores a timer exactly as it was scheduled (used when loading a saved state).
-    public mutating func restore(_ timer: ScheduledTimer, nextSequence: UInt64) {
-        heap.append(timer)
-        siftUp(heap.count - 1)
+    @discardableResult
+    public mutating func restore(_ timer: ScheduledTimer, nextSequence: UInt64) -> TimerHandle {
         self.nextSequence = nextSequence
+        return add(timer)
     }
 
     /// Sets the sequence number the next scheduled timer gets (used when loading a saved state).
@@ -69,15 +105,70 @@ public struct TimerQueue: Sendable {
         self.nextSequence = nextSequence
     }
 
+    /// Whether the timer of `handle` is still scheduled.
+    public func isScheduled(_ handle: TimerHandle) -> Bool { position(of: handle) != nil }
+
+    /// Cancels the timer of `handle`; nothing when it already fired or was cancelled.
+    public mutating func cancel(_ handle: TimerHandle) {
+        guard let position = position(of: handle) else { return }
+        free(heap[position].slot)
+        let last = heap.removeLast()
+        guard position < heap.count else { return }
+        place(last, at: position)
+        siftUp(position)
+        if positions[Int(last.slot)] == Int32(position) { siftDown(position) }
+    }
+
     /// Removes and returns the earliest timer if it is due at or before `time`.
     public mutating func popDue(atOrBefore time: Millis) -> ScheduledTimer? {
         guard let first = heap.first, first.time <= time else { return nil }
+        free(first.slot)
         let last = heap.removeLast()
         if !heap.isEmpty {
-            heap[0] = last
+            place(last, at: 0)
             siftDown(0)
         }
         return first
+    }
+
+    private func position(of handle: TimerHandle) -> Int? {
+        guard handle.slot >= 0, Int(handle.slot) < positions.count else { return nil }
+        let position = Int(positions[Int(handle.slot)])
+        guard position >= 0, heap[position].sequence == handle.sequence else { return nil }
+        return position
+    }
+
+    private mutating func add(_ timer: ScheduledTimer) -> TimerHandle {
+        var timer = timer
+        if let slot = freeSlots.popLast() {
+            timer.slot = slot
+        } else {
+            precondition(positions.count < Int32.max, "more timers than a 32-bit slot names")
+            timer.slot = Int32(positions.count)
+            positions.append(-1)
+        }
+        heap.append(timer)
+        positions[Int(timer.slot)] = Int32(heap.count - 1)
+        siftUp(heap.count - 1)
+        return TimerHandle(slot: timer.slot, sequence: timer.sequence)
+    }
+
+    private mutating func free(_ slot: Int32) {
+        positions[Int(slot)] = -1
+        freeSlots.append(slot)
+    }
+
+    @inline(__always)
+    private mutating func place(_ timer: ScheduledTimer, at position: Int) {
+        heap[position] = timer
+        positions[Int(timer.slot)] = Int32(position)
+    }
+
+    @inline(__always)
+    private mutating func swapAt(_ a: Int, _ b: Int) {
+        heap.swapAt(a, b)
+        positions[Int(heap[a].slot)] = Int32(a)
+        positions[Int(heap[b].slot)] = Int32(b)
     }
 
     private mutating func siftUp(_ start: Int) {
@@ -85,7 +176,7 @@ public struct TimerQueue: Sendable {
         while child > 0 {
             let parent = (child - 1) / 2
             guard heap[child].fires(before: heap[parent]) else { return }
-            heap.swapAt(child, parent)
+            swapAt(child, parent)
             child = parent
         }
     }
@@ -100,7 +191,7 @@ public struct TimerQueue: Sendable {
             let right = left + 1
             if right < count && heap[right].fires(before: heap[left]) { best = right }
             guard heap[best].fires(before: heap[parent]) else { return }
-            heap.swapAt(parent, best)
+            swapAt(parent, best)
             parent = best
         }
     }

@@ -199,3 +199,123 @@ func versionOneState(of engine: Engine) -> [UInt8] {
     bytes.replaceSubrange(0..<4, with: [1, 0, 0, 0])
     return bytes
 }
+
+/// Timers that stop applying are cancelled when they do, so that timers do not pile up for as long as their times are
+/// away: a resting order's expiry when the order leaves the book, a listing's close when the listing is evicted.
+@Suite struct CancelledTimerTests {
+    private static let farFuture: Millis = 4_000_000_000_000
+
+    private func gtc(_ trader: String, _ side: Side, _ quantity: Int64, price: Money, id: String) -> Command {
+        Command(
+            id: id, listing: "M",
+            body: .order(
+                trader: trader, side: side, price: price, quantity: quantity, tif: .gtc, expiresAt: Self.farFuture))
+    }
+
+    /// The expiry timers scheduled (trades also schedule their settlements' deadlines).
+    private func expiryTimers(_ engine: Engine) -> Int {
+        engine.timers.ordered.filter { if case .expire = $0.action { true } else { false } }.count
+    }
+
+    private func book(_ engine: Engine) -> MarketBook? {
+        if case .market(let book) = engine.listings["M"]?.book { book } else { nil }
+    }
+
+    @Test func anOrderThatLeavesTheBookTakesItsExpiryTimerWithIt() {
+        let engine = Engine()
+        var events: [Event] = []
+        func apply(_ command: Command) -> CommandResult { engine.apply(command, events: &events) }
+        #expect(apply(Command(id: "open", listing: "M", body: .open(seller: "sam", terms: .market(.init())))).ok)
+        // Cancelled: 1,000 orders placed and cancelled leave no timer.
+        for n in 0..<1_000 {
+            #expect(apply(gtc("ann", .sell, 1, price: 100, id: "s\(n)")).ok)
+            #expect(apply(Command(id: "c\(n)", listing: "M", body: .cancel(trader: "ann", order: "s\(n)"))).ok)
+        }
+        #expect(engine.timerCount == 0)
+        // Filled, partly (the timer stays) and then wholly (it goes).
+        #expect(apply(gtc("ann", .sell, 5, price: 100, id: "s")).ok)
+        #expect(apply(gtc("bob", .buy, 2, price: 100, id: "b1")).filled == 2)
+        #expect(expiryTimers(engine) == 1)
+        #expect(apply(gtc("bob", .buy, 3, price: 100, id: "b2")).filled == 3)
+        #expect(expiryTimers(engine) == 0)
+        // Cancelled by self-trade prevention: ann's own buy takes her resting sell off the book and rests itself.
+        #expect(apply(gtc("ann", .sell, 1, price: 100, id: "s2")).ok)
+        #expect(apply(gtc("ann", .buy, 1, price: 100, id: "b3")).remaining == 1)
+        #expect(expiryTimers(engine) == 1, "only the resting buy's")
+        // Expired: its timer fires once, and nothing is left.
+        engine.advance(to: Self.farFuture, events: &events)
+        #expect(expiryTimers(engine) == 0 && book(engine)?.resting.isEmpty == true)
+    }
+
+    @Test func aCancelledOrClosedMarketTakesItsOrdersExpiryTimersWithIt() {
+        for closes in [false, true] {
+            let engine = Engine()
+            var events: [Event] = []
+            let terms = ListingTerms.market(.init(closesAt: closes ? 1_000 : nil))
+            #expect(
+                engine.apply(
+                    Command(id: "open", listing: "M", body: .open(seller: "sam", terms: terms)), events: &events
+                )
+                .ok)
+            for n in 0..<50 {
+                #expect(engine.apply(gtc("t\(n % 5)", .buy, 1, price: Money(100 + n), id: "b\(n)"), events: &events).ok)
+            }
+            #expect(expiryTimers(engine) == 50)
+            if closes {
+                engine.advance(to: 1_000, events: &events)
+            } else {
+                #expect(
+                    engine.apply(
+                        Command(id: "cl", listing: "M", body: .cancelListing(seller: "sam")), events: &events
+                    ).ok)
+            }
+            #expect(book(engine)?.resting.isEmpty == true)
+            #expect(expiryTimers(engine) == 0, closes ? "closed" : "cancelled")
+        }
+    }
+
+    @Test func aListingCancelledLongBeforeItsCloseKeepsNoTimerOnceEvicted() {
+        let engine = Engine(configuration: EngineConfiguration(closedListingRetentionMs: 1_000))
+        var events: [Event] = []
+        for n in 0..<100 {
+            let listing = "L\(n)"
+            let open = Command(
+                id: "o\(n)", listing: listing,
+                body: .open(seller: "sam", terms: .english(.init(start: 100, closesAt: Self.farFuture))))
+            #expect(engine.apply(open, events: &events).ok)
+            #expect(
+                engine.apply(
+                    Command(id: "c\(n)", listing: listing, body: .cancelListing(seller: "sam")), events: &events
+                ).ok)
+        }
+        #expect(engine.timerCount == 200, "a close and an eviction for each")
+        engine.advance(to: 1_000, events: &events)
+        #expect(engine.listingCount == 0)
+        #expect(engine.timerCount == 0, "the far closes went with their listings")
+    }
+
+    @Test func aRestoredStateCancelsTheTimersItRestoredAndEncodesLikeTheEngineItCameFrom() throws {
+        let engine = Engine()
+        var events: [Event] = []
+        _ = engine.apply(
+            Command(id: "open", listing: "M", body: .open(seller: "sam", terms: .market(.init()))), events: &events)
+        for n in 0..<20 {
+            _ = engine.apply(gtc("t\(n % 3)", .sell, 1, price: Money(100 + n), id: "s\(n)"), events: &events)
+        }
+        let restored = try Engine.restore(from: engine.encodeState(), defaults: EngineConfiguration())
+        #expect(restored.encodeState() == engine.encodeState())
+        #expect(expiryTimers(restored) == 20)
+        // The same commands on both: cancels and fills take the restored timers too.
+        let more =
+            (0..<10).map { n in
+                Command(id: "c\(n)", listing: "M", body: .cancel(trader: "t\(n % 3)", order: "s\(n)"))
+            } + [gtc("bob", .buy, 5, price: 200, id: "b")]
+        for command in more {
+            let a = engine.apply(command, events: &events)
+            let b = restored.apply(command, events: &events)
+            #expect(a == b)
+        }
+        #expect(expiryTimers(engine) == 5 && expiryTimers(restored) == 5)
+        #expect(restored.encodeState() == engine.encodeState())
+    }
+}

@@ -1,3 +1,4 @@
+import PropertyBased
 import Testing
 
 @testable import GavelCore
@@ -80,6 +81,55 @@ import Testing
         while !queued.isEmpty { popAndCheck(atOrBefore: .max) }
         #expect(pops == 2000)
         #expect(q.count == 0)
+    }
+
+    @Test func cancelledTimersNeverFireAndTheRestFireInOrderLikeAModel() async {
+        await propertyCheck(count: 100, input: Gen.int(in: 0...Int(Int32.max))) { seed in
+            var rng = SplitMix64(seed: UInt64(seed))
+            var q = TimerQueue()
+            var model: [(time: Millis, sequence: UInt64)] = []
+            var handles: [(handle: TimerHandle, sequence: UInt64)] = []
+            var clock: Millis = 0
+            for _ in 0..<600 {
+                switch rng.next() % 10 {
+                case 0..<5:
+                    let time = clock + Millis(rng.next() % 200)
+                    let sequence = q.nextSequence
+                    handles.append((q.schedule(.close, listing: "l", at: time), sequence))
+                    model.append((time, sequence))
+                case 5..<8 where !handles.isEmpty:
+                    // Cancel any handle: scheduled, already fired or already cancelled (then nothing happens).
+                    let (handle, sequence) = handles[Int(rng.next() % UInt64(handles.count))]
+                    #expect(q.isScheduled(handle) == model.contains { $0.sequence == sequence })
+                    q.cancel(handle)
+                    model.removeAll { $0.sequence == sequence }
+                    #expect(!q.isScheduled(handle))
+                default:
+                    clock += Millis(rng.next() % 60)
+                    while let timer = q.popDue(atOrBefore: clock) {
+                        let earliest = model.min { $0.time != $1.time ? $0.time < $1.time : $0.sequence < $1.sequence }
+                        #expect(timer.time == earliest?.time && timer.sequence == earliest?.sequence)
+                        model.removeAll { $0.sequence == timer.sequence }
+                    }
+                    #expect(model.allSatisfy { $0.time > clock })
+                }
+                #expect(q.count == model.count)
+                #expect(
+                    q.ordered.map(\.sequence)
+                        == model.sorted { ($0.time, $0.sequence) < ($1.time, $1.sequence) }.map(\.sequence))
+            }
+        }
+    }
+
+    @Test func aHandleOfAFiredTimerDoesNotCancelTheTimerThatReusedItsSlot() {
+        var q = TimerQueue()
+        let first = q.schedule(.close, listing: "a", at: 10)
+        #expect(q.popDue(atOrBefore: 10)?.listing == "a")
+        let second = q.schedule(.close, listing: "b", at: 20)
+        #expect(second.slot == first.slot, "the freed slot is reused")
+        q.cancel(first)
+        #expect(q.isScheduled(second) && q.count == 1)
+        #expect(q.popDue(atOrBefore: 20)?.listing == "b")
     }
 }
 
