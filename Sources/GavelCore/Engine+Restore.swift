@@ -52,6 +52,7 @@ extension Engine {
         }
         let timerCount = try r.readCount(minimumSize: 21)
         let nextSequence = try r.readUInt64()
+        engine.timers.reserveCapacity(timerCount)
         for _ in 0..<timerCount {
             let time = try r.readInt64()
             let sequence = try r.readUInt64()

@@ -105,6 +105,12 @@ public struct TimerQueue: Sendable {
         self.nextSequence = nextSequence
     }
 
+    /// Makes room for `count` timers (a restore knows how many it restores).
+    public mutating func reserveCapacity(_ count: Int) {
+        heap.reserveCapacity(count)
+        positions.reserveCapacity(count)
+    }
+
     /// Whether the timer of `handle` is still scheduled.
     public func isScheduled(_ handle: TimerHandle) -> Bool { position(of: handle) != nil }
 
