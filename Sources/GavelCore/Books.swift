@@ -148,12 +148,27 @@ struct RestingOrder: Hashable {
     var id: String
     var trader: String
     var remaining: Int64
-    var expiresAt: Millis?
+    /// `expiresAt`, `Millis.min` for none (no timer is due before the clock's start): 8 bytes, not 16.
+    private var storedExpiresAt: Millis
     /// Its place in the order the book took its orders (``MarketBook/rest(_:side:price:)`` numbers them): a level
     /// finds an order by it. Not part of the state: a restored book numbers its orders again, in the same order.
     var arrival: UInt64 = 0
     /// Its expiry's timer, cancelled when the order leaves the book some other way. Not part of the state.
-    var expiry: TimerHandle?
+    var expiry = TimerHandle.none
+
+    init(id: String, trader: String, remaining: Int64, expiresAt: Millis?, arrival: UInt64 = 0) {
+        self.id = id
+        self.trader = trader
+        self.remaining = remaining
+        storedExpiresAt = expiresAt ?? .min
+        self.arrival = arrival
+    }
+
+    /// When it expires, if it does.
+    var expiresAt: Millis? {
+        get { storedExpiresAt == .min ? nil : storedExpiresAt }
+        set { storedExpiresAt = newValue ?? .min }
+    }
 
     /// What a removed order leaves in its level until the level is compacted: its arrival (which keeps the level's
     /// slots sorted), nothing remaining and no strings.
@@ -572,7 +587,7 @@ final class Listing {
     var endedHead = 0
     /// The timer of its latest close (at open, and each soft close), cancelled when the listing is evicted so that
     /// a listing cancelled long before its close keeps no timer until then. Not part of the state.
-    var closeTimer: TimerHandle?
+    var closeTimer = TimerHandle.none
     /// The listing's second-chance offer, once made (english only; one per listing).
     var offer: SecondChanceOffer?
     /// When its last settlement or offer ended (reached a terminal state), `nil` before any did; a listing that has

@@ -178,7 +178,7 @@ extension Engine {
     /// Cancels the expiry timer of `order`, which left the book; returns the order.
     @discardableResult
     private func cancelExpiry(of order: RestingOrder) -> RestingOrder {
-        if let expiry = order.expiry { timers.cancel(expiry) }
+        timers.cancel(order.expiry)
         return order
     }
 

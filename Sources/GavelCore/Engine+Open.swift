@@ -109,6 +109,7 @@ extension Engine {
 
     func fire(_ timer: ScheduledTimer, events: inout [Event]) {
         guard let listing = listings[timer.listing] else { return }
+        if listing.closeTimer == TimerHandle(timer) { listing.closeTimer = .none }  // fired: nothing to cancel
         switch timer.action {
         case .settlementDue(let number):
             return settlementDeadline(listing, number: number, at: timer.time, &events)

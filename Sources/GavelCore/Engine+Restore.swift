@@ -165,10 +165,13 @@ extension Engine {
                     _ = try r.readInt64()  // total: recomputed from the orders
                     let orders = try r.readCount(minimumSize: 17)
                     for _ in 0..<orders {
-                        let order = RestingOrder(
-                            id: try r.readString(), trader: try r.readString(),
-                            remaining: try r.read(1...Limits.maxAmount, "a resting quantity"),
-                            expiresAt: try r.readOptionalInt64())
+                        let id = try r.readString()
+                        let trader = try r.readString()
+                        let remaining = try r.read(1...Limits.maxAmount, "a resting quantity")
+                        // An order expires after the time it was placed at, which is never negative.
+                        let expiresAt = try r.readOptionalInt64()
+                        if let expiresAt, expiresAt < 0 { throw r.fail("order \(id) expires at \(expiresAt)") }
+                        let order = RestingOrder(id: id, trader: trader, remaining: remaining, expiresAt: expiresAt)
                         guard b.hasRoom(for: order.remaining, side, at: price) else {
                             throw r.fail("the orders resting at price \(price) total more than \(Int64.max)")
                         }

@@ -415,7 +415,7 @@ public final class Engine {
     func evict(_ listing: Listing, events: inout [Event]) {
         listings[listing.id] = nil
         listing.live = false
-        if let close = listing.closeTimer { timers.cancel(close) }
+        timers.cancel(listing.closeTimer)
         if !discardsEvents { events.append(Event(listing: listing.id, seq: 0, at: now, kind: .evicted)) }
     }
 

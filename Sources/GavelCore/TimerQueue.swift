@@ -51,11 +51,32 @@ public struct ScheduledTimer: Sendable, Hashable {
     }
 }
 
-/// Names a scheduled timer, to cancel it: its slot, and its sequence number, which tells whether the slot still
-/// holds it (a timer that fired or was cancelled frees its slot for a later one).
+/// Names a scheduled timer, to cancel it: its slot, and the low 32 bits of its sequence number, which tell whether
+/// the slot still holds it (a timer that fired or was cancelled frees its slot for a later one). 8 bytes, kept in
+/// every resting order.
+///
+/// Whoever keeps a handle lets go of it when its timer fires (an order leaves the book when its expiry fires; a
+/// listing forgets its close timer when it fires), so a handle is never held while its slot is reused for 2^32
+/// later timers, which is what it would take for it to name another timer.
 public struct TimerHandle: Sendable, Hashable {
     var slot: Int32
-    var sequence: UInt64
+    var check: UInt32
+
+    /// No timer: cancelling it does nothing.
+    public static let none = TimerHandle(slot: -1, check: 0)
+
+    init(slot: Int32, sequence: UInt64) {
+        self.slot = slot
+        check = UInt32(truncatingIfNeeded: sequence)
+    }
+
+    private init(slot: Int32, check: UInt32) {
+        self.slot = slot
+        self.check = check
+    }
+
+    /// The handle of `timer`, as its queue gave it out.
+    init(_ timer: ScheduledTimer) { self.init(slot: timer.slot, sequence: timer.sequence) }
 }
 
 /// A binary min-heap of timers: O(log n) insert, pop and cancel, memory proportional to the number of timers.
@@ -114,7 +135,7 @@ public struct TimerQueue: Sendable {
     /// Whether the timer of `handle` is still scheduled.
     public func isScheduled(_ handle: TimerHandle) -> Bool { position(of: handle) != nil }
 
-    /// Cancels the timer of `handle`; nothing when it already fired or was cancelled.
+    /// Cancels the timer of `handle`; nothing when it already fired or was cancelled, or for ``TimerHandle/none``.
     public mutating func cancel(_ handle: TimerHandle) {
         guard let position = position(of: handle) else { return }
         free(heap[position].slot)
@@ -140,7 +161,7 @@ public struct TimerQueue: Sendable {
     private func position(of handle: TimerHandle) -> Int? {
         guard handle.slot >= 0, Int(handle.slot) < positions.count else { return nil }
         let position = Int(positions[Int(handle.slot)])
-        guard position >= 0, heap[position].sequence == handle.sequence else { return nil }
+        guard position >= 0, UInt32(truncatingIfNeeded: heap[position].sequence) == handle.check else { return nil }
         return position
     }
 

@@ -294,6 +294,25 @@ func versionOneState(of engine: Engine) -> [UInt8] {
         #expect(engine.timerCount == 0, "the far closes went with their listings")
     }
 
+    @Test func aListingForgetsItsCloseTimerWhenItFiresAndKeepsTheLatestWhenSoftCloseMovesIt() {
+        let engine = Engine()
+        var events: [Event] = []
+        let terms = ListingTerms.english(
+            .init(start: 100, closesAt: 1_000, softClose: .init(windowMs: 100, extendMs: 200, maxClosesAt: nil)))
+        #expect(
+            engine.apply(Command(id: "o", listing: "L", body: .open(seller: "sam", terms: terms)), events: &events).ok)
+        let opened = engine.listings["L"]!.closeTimer
+        #expect(engine.timers.isScheduled(opened))
+        engine.advance(to: 950, events: &events)
+        #expect(
+            engine.apply(Command(id: "b", listing: "L", body: .bid(bidder: "bob", amount: 100)), events: &events).ok)
+        let extended = engine.listings["L"]!.closeTimer
+        #expect(extended != opened && engine.timers.isScheduled(extended), "the close moved to 1,150")
+        engine.advance(to: 1_150, events: &events)
+        #expect(engine.listings["L"]?.status == .closed)
+        #expect(engine.listings["L"]?.closeTimer == TimerHandle.none, "fired: nothing left to cancel")
+    }
+
     @Test func aRestoredStateCancelsTheTimersItRestoredAndEncodesLikeTheEngineItCameFrom() throws {
         let engine = Engine()
         var events: [Event] = []
