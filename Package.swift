@@ -37,7 +37,7 @@ let package = Package(
     ],
     targets: [
         // Values and rules: listings, formats, commands, events, errors, state hash. No I/O.
-        .target(name: "GavelCore", swiftSettings: singleOwnerSettings),
+        .target(name: "GavelCore", dependencies: ["CGavelShims"], swiftSettings: singleOwnerSettings),
         // The JSON protocol codec shared by the CLI, the server and the load driver.
         .target(name: "GavelWire", dependencies: ["GavelCore"], swiftSettings: singleOwnerSettings),
         // The single-writer loop: lock-free per-listing queues, the ready list, timers, batches and release.

@@ -159,12 +159,34 @@ public final class Engine {
     }
 
     /// Builds the idempotency table again from the remembered results.
+    ///
+    /// Each insert lands on a random slot of a table of megabytes, a cache miss; the slot of the result
+    /// ``rebuildLookahead`` places ahead is prefetched before each insert, so the misses overlap (a replay that
+    /// inserted as it went took them one at a time, between the rules' own work).
     public func rebuildRequestIndex() {
         guard !indexesRequestIDs else { return }
         requests = RequestTable(minimumCapacity: max(2 * rememberedLive, configuration.expectedRequestIDs))
-        for slot in liveRememberedSlots { requests.insert(hash: rememberedSlots[slot].hash, position: slot) }
+        let lookahead = Self.rebuildLookahead
+        var pending = [Int](repeating: 0, count: lookahead)
+        var queued = 0
+        for slot in liveRememberedSlots {
+            requests.prefetch(hash: rememberedSlots[slot].hash)
+            if queued >= lookahead {
+                let due = pending[queued % lookahead]
+                requests.insert(hash: rememberedSlots[due].hash, position: due)
+            }
+            pending[queued % lookahead] = slot
+            queued += 1
+        }
+        for n in max(0, queued - lookahead)..<queued {
+            let due = pending[n % lookahead]
+            requests.insert(hash: rememberedSlots[due].hash, position: due)
+        }
         indexesRequestIDs = true
     }
+
+    /// How many results ahead ``rebuildRequestIndex()`` prefetches: enough misses in flight to cover one's latency.
+    static let rebuildLookahead = 16
 
     /// The slot in `rememberedSlots` of `key`'s result.
     @inline(__always)

@@ -149,6 +149,12 @@ public enum Recovery {
         // Recovery throws the events away (unless an observer reads them): the rules need not build them.
         engine.discardsEvents = options.observe == nil
         defer { engine.discardsEvents = false }
+        // A plain replay looks no id up (the journal says which were new; duplicates and conflicts changed nothing),
+        // so it keeps no idempotency index while it replays and builds it once at the end, from the ids still
+        // remembered: no insert or removal of a random slot per command. A record without an outcome (version 1)
+        // looks its id up, which builds the index there.
+        let buildsIndexAtEnd = options.observe == nil && !options.checkOutcomes
+        if buildsIndexAtEnd { engine.dropRequestIndex() }
         var index = first
         var nextProgress = monotonicNanos() + options.progressIntervalNanos
         reading: while index < segments.count {
@@ -238,6 +244,7 @@ public enum Recovery {
             report.activeSegment = (segment.path, reader.header.firstLSN, validSize)
             index += 1
         }
+        if buildsIndexAtEnd { engine.rebuildRequestIndex() }
         return report
     }
 

@@ -112,4 +112,25 @@ private func randomResult(_ rng: inout SplitMix64) -> CommandResult {
         #expect(repeated.duplicate && repeated.error == boxes.last!!.result.error)
         #expect(repeated.message == boxes.last!!.result.message)
     }
+
+    @Test(arguments: [0, 1, 15, 16, 17, 1_000])
+    func aRebuiltIndexFindsEveryRememberedIdAndNoOther(count: Int) {
+        let engine = Engine()
+        var events: [Event] = []
+        let commands = (0..<count).map { n in
+            Command(id: "request-\(n)-of-a-longer-id", listing: "none", body: .cancelListing(seller: "u\(n % 7)"))
+        }
+        for command in commands { _ = engine.apply(command, events: &events) }
+        engine.dropRequestIndex()
+        engine.rebuildRequestIndex()
+        #expect(engine.indexesRequestIDs && engine.requests.count == count)
+        for command in commands {
+            #expect(
+                engine.rememberedPosition(
+                    of: command.principal, id: StoredID(command.id), hash: CommandDigest(command).requestHash) != nil)
+            #expect(engine.apply(command, events: &events).duplicate)
+        }
+        let fresh = Command(id: "never-sent", listing: "none", body: .cancelListing(seller: "u1"))
+        #expect(!engine.apply(fresh, events: &events).duplicate)
+    }
 }

@@ -7,6 +7,10 @@
 /// CPU has it, a table otherwise.
 uint32_t gavel_crc32c(uint32_t crc, const void *data, size_t length);
 
+/// Asks the CPU to bring the cache line at `address` in for writing, without waiting for it (and without faulting:
+/// an unmapped address is ignored). Inlined where Swift calls it.
+static inline void gavel_prefetch_for_write(const void *address) { __builtin_prefetch(address, 1, 3); }
+
 /// fdatasync(2), exposed because Glibc's module map does not always carry it.
 int gavel_fdatasync(int fd);
 /// The number of CPUs the calling thread may run on (its affinity mask, as `taskset` sets it); 0 when unknown.
