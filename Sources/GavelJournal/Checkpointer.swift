@@ -246,10 +246,11 @@ final class Checkpointer: @unchecked Sendable {
             options.toLSN = request.lsn
             options.repair = false
             options.engine = engineConfiguration
-            let report = try Recovery.recover(directory, options: options)
-            engine = report.engine
             // The shadow takes every command's outcome from the journal and never looks an id up, and nobody reads
             // its events.
+            options.buildsRequestIndex = false
+            let report = try Recovery.recover(directory, options: options)
+            engine = report.engine
             engine.dropRequestIndex()
             engine.discardsEvents = true
             shadow = engine

@@ -33,6 +33,10 @@ public struct RecoveryOptions: Sendable {
     /// 2), listing the records where they differ (``RecoveryReport/outcomeMismatches``): for `gavel verify`. Without
     /// it, a command whose record says its id was new is applied without the lookup.
     public var checkOutcomes = false
+    /// Whether the recovered engine gets its idempotency index (request key to remembered result) back at the end.
+    /// A plain replay keeps none while it replays and builds it once at the end; an engine that never looks an id
+    /// up (the checkpointer's shadow) does without it.
+    public var buildsRequestIndex = true
     /// Called on the recovering thread ``progressIntervalNanos`` (a second) after recovery started and then every
     /// such interval, with the number of records replayed so far and the segment being read; never for a recovery
     /// shorter than the interval.
@@ -244,7 +248,7 @@ public enum Recovery {
             report.activeSegment = (segment.path, reader.header.firstLSN, validSize)
             index += 1
         }
-        if buildsIndexAtEnd { engine.rebuildRequestIndex() }
+        if buildsIndexAtEnd && options.buildsRequestIndex { engine.rebuildRequestIndex() }
         return report
     }
 
