@@ -96,7 +96,7 @@ public final class Engine {
     var resultBoxes = ResultBoxes()
     /// References to the remembered results in the order they were applied (engine time never decreases), for
     /// expiry and for the state. References before `rememberedOrderHead` have expired or are stale; one from it on
-    /// is stale when its principal's cap forgot its result (the slot then holds another sequence, or none) or a
+    /// is stale when its principal's cap forgot its result (the slot's generation then moved on) or a
     /// compaction moved it.
     var rememberedOrder = RememberedOrder()
     var rememberedOrderHead = 0
@@ -332,6 +332,8 @@ public final class Engine {
     /// `principalHash` is ``RequestHash/of(principal:)`` of `principal`.
     func remember(_ entry: consuming RememberedResult, principal: String, principalHash: UInt64) {
         let position = firstFreeSlot >= 0 ? firstFreeSlot : rememberedSlots.count
+        // Slots, links and references are 32-bit: 2^31 ids remembered at once would take over 200 GB.
+        precondition(position < Int(Int32.max), "more remembered request ids than 32-bit slots name")
         let slot =
             principals.slot(of: principal, hash: principalHash)
             ?? principals.add(principal, hash: principalHash, PrincipalRequests(oldest: position, newest: position))
