@@ -571,28 +571,80 @@ final class Listing {
     let book: Book
     /// The terms the listing was opened with (a restore sets their settlement deadlines after the rest).
     var terms: ListingTerms
-    /// The listing's sales so far: the number of the last settlement created.
-    var sales: Int64 = 0
-    /// The settlements in memory, by number ascending (a market listing's old terminal ones are pruned). Pruned
-    /// ones stay here, marked, until they are half of the array, so that pruning one costs no pass over the rest;
-    /// everything that reads settlements skips them.
-    var settlements: [Settlement] = []
-    /// Marked pruned settlements still in ``settlements``.
-    var prunedSettlements = 0
-    /// Settlements not in a final state yet.
-    var openSettlements = 0
-    /// The final settlements not pruned yet, in the order they ended (engine time never goes back), with the time
-    /// each ended: pruning takes them from the front, never scanning the rest. Entries before `endedHead` are done.
-    var endedSettlements: [(number: Int64, at: Millis)] = []
-    var endedHead = 0
     /// The timer of its latest close (at open, and each soft close), cancelled when the listing is evicted so that
     /// a listing cancelled long before its close keeps no timer until then. Not part of the state.
     var closeTimer = TimerHandle.none
+    /// What the listing keeps about its sales, made when something is first written to it (a sale, an offer, a
+    /// restore of a listing that had them): most listings never sell while in memory, and carry one reference
+    /// instead of these fields (about 140 bytes).
+    private var salesRecord: SalesRecord?
+
+    /// The fields of ``salesRecord``; each is described at its forwarding property below.
+    final class SalesRecord {
+        var sales: Int64 = 0
+        var settlements: [Settlement] = []
+        var prunedSettlements = 0
+        var openSettlements = 0
+        var endedSettlements: [(number: Int64, at: Millis)] = []
+        var endedHead = 0
+        var offer: SecondChanceOffer?
+        var settledAt: Millis?
+    }
+
+    /// Whether the listing has made its sales record (for tests: one that never sold has none).
+    var hasSalesRecord: Bool { salesRecord != nil }
+
+    /// The sales record, made on first use.
+    private var record: SalesRecord {
+        if let salesRecord { return salesRecord }
+        let made = SalesRecord()
+        salesRecord = made
+        return made
+    }
+
+    /// The listing's sales so far: the number of the last settlement created.
+    var sales: Int64 {
+        get { salesRecord?.sales ?? 0 }
+        _modify { yield &record.sales }
+    }
+    /// The settlements in memory, by number ascending (a market listing's old terminal ones are pruned). Pruned
+    /// ones stay here, marked, until they are half of the array, so that pruning one costs no pass over the rest;
+    /// everything that reads settlements skips them.
+    var settlements: [Settlement] {
+        get { salesRecord?.settlements ?? [] }
+        _modify { yield &record.settlements }
+    }
+    /// Marked pruned settlements still in ``settlements``.
+    var prunedSettlements: Int {
+        get { salesRecord?.prunedSettlements ?? 0 }
+        _modify { yield &record.prunedSettlements }
+    }
+    /// Settlements not in a final state yet.
+    var openSettlements: Int {
+        get { salesRecord?.openSettlements ?? 0 }
+        _modify { yield &record.openSettlements }
+    }
+    /// The final settlements not pruned yet, in the order they ended (engine time never goes back), with the time
+    /// each ended: pruning takes them from the front, never scanning the rest. Entries before `endedHead` are done.
+    var endedSettlements: [(number: Int64, at: Millis)] {
+        get { salesRecord?.endedSettlements ?? [] }
+        _modify { yield &record.endedSettlements }
+    }
+    var endedHead: Int {
+        get { salesRecord?.endedHead ?? 0 }
+        _modify { yield &record.endedHead }
+    }
     /// The listing's second-chance offer, once made (english only; one per listing).
-    var offer: SecondChanceOffer?
+    var offer: SecondChanceOffer? {
+        get { salesRecord?.offer }
+        _modify { yield &record.offer }
+    }
     /// When its last settlement or offer ended (reached a terminal state), `nil` before any did; a listing that has
     /// ended is evicted only after the retention has passed since then too.
-    var settledAt: Millis?
+    var settledAt: Millis? {
+        get { salesRecord?.settledAt }
+        _modify { yield &record.settledAt }
+    }
 
     init(id: String, seller: String, terms: ListingTerms, opensAt: Millis) {
         self.id = id

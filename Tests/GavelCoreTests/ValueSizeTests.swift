@@ -13,4 +13,22 @@ import Testing
         #expect(MemoryLayout<CommandResult>.size <= 96, "keep CommandResult's stored properties packed")
         #expect(MemoryLayout<RememberedResult>.stride <= 88, "a remembered id's slot is kept per request id")
     }
+
+    @Test func aListingKeepsItsSalesRecordOnlyOnceItSells() {
+        let engine = Engine()
+        var events: [Event] = []
+        let open = Command(
+            id: "o", listing: "L", body: .open(seller: "sam", terms: .english(.init(start: 100, closesAt: 1_000))))
+        #expect(engine.apply(open, events: &events).ok)
+        for n in 0..<10 {
+            let bid = Command(
+                id: "b\(n)", listing: "L", body: .bid(bidder: "u\(n % 3)", amount: Money(200 + 100 * n)))
+            #expect(engine.apply(bid, events: &events).ok)
+        }
+        let listing = engine.listings["L"]!
+        #expect(!listing.hasSalesRecord, "open with bids: no sale yet")
+        #expect(listing.sales == 0 && listing.settlements.isEmpty && listing.offer == nil)
+        engine.advance(to: 1_000, events: &events)
+        #expect(listing.hasSalesRecord && listing.sales == 1 && listing.settlements.count == 1, "sold at the close")
+    }
 }
