@@ -56,6 +56,8 @@ struct Replay: ParsableCommand {
             var w = JSONObjectWriter()
             w.field("listings", Int64(report.engine.listingCount))
             w.field("open", Int64(report.engine.openListingCount))
+            w.field("remembered_request_ids", Int64(report.engine.rememberedCount))
+            w.field("timers", Int64(report.engine.timerCount))
             w.field("lsn", report.lastLSN)
             w.field("engine_time", report.engine.now)
             w.field("state_hash", hash)
@@ -68,6 +70,8 @@ struct Replay: ParsableCommand {
             out.write(w.finish())
         } else {
             out.write("listings:     \(report.engine.listingCount) (\(report.engine.openListingCount) open)")
+            out.write("request ids:  \(report.engine.rememberedCount) remembered")
+            out.write("timers:       \(report.engine.timerCount) scheduled")
             out.write("lsn:          \(report.lastLSN)")
             out.write("engine time:  \(report.engine.now) ms")
             out.write("state hash:   \(hash)")
