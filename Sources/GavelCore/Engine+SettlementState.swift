@@ -113,8 +113,10 @@ extension Engine {
             let deadlines = try SettlementDeadlines.decode(from: &r)
             if let problem = deadlines.problem { throw r.fail("listing \(id): \(problem)") }
             listing.terms.deadlines = deadlines
-            listing.sales = try r.read(0...Int64.max, "a sale count")
-            listing.settledAt = try r.readOptionalInt64()
+            // Written only when there is something to keep: a listing makes its sales record on first write.
+            let sales = try r.read(0...Int64.max, "a sale count")
+            if sales != 0 { listing.sales = sales }
+            if let settledAt = try r.readOptionalInt64() { listing.settledAt = settledAt }
             if case .english(let book) = listing.book {
                 book.runnerUp = try r.readOptionalString()
                 book.runnerUpMaximum = try r.read(0...Limits.maxAmount, "a runner-up maximum")
@@ -139,7 +141,7 @@ extension Engine {
                 }
                 listing.settlements.append(s)
             }
-            listing.indexSettlements()
+            if settlements > 0 { listing.indexSettlements() }
         }
         let results = try r.readCount(minimumSize: 10)
         let slots = results > 0 ? Array(liveRememberedSlots) : []
