@@ -31,4 +31,17 @@ import Testing
         engine.advance(to: 1_000, events: &events)
         #expect(listing.hasSalesRecord && listing.sales == 1 && listing.settlements.count == 1, "sold at the close")
     }
+
+    @Test func aRestoredListingThatNeverSoldMakesNoSalesRecord() throws {
+        let engine = Engine()
+        var events: [Event] = []
+        // Deadlines in its terms put the listing in the state's settlement section, with nothing sold.
+        let terms = ListingTerms.english(
+            .init(start: 100, closesAt: 1_000, deadlines: SettlementDeadlines(paymentDueMs: 60_000)))
+        #expect(
+            engine.apply(Command(id: "o", listing: "L", body: .open(seller: "sam", terms: terms)), events: &events).ok)
+        let restored = try Engine.restore(from: engine.encodeState(), defaults: EngineConfiguration())
+        #expect(restored.encodeState() == engine.encodeState())
+        #expect(restored.listings["L"]?.hasSalesRecord == false)
+    }
 }
