@@ -58,8 +58,29 @@ final class AdminRequest: MPSCNode, @unchecked Sendable {
 /// `@unchecked Sendable`: producers on any thread use only the lock-free queues, the atomics and the mutexes; the
 /// engine, the `lsn`, the barriers and the snapshot marks are the writer thread's (or the one thread driving a
 /// manual writer), checked by ``Confinement`` in debug builds.
+/// What the engine holds, published by the writer at the end of each turn for `/metrics` (three relaxed stores a
+/// turn, nothing a command): operators watch these grow, not only the process's resident size.
+public final class EngineGauges: Sendable {
+    /// Listings in memory, open or within their retention after they ended.
+    public let listings = Atomic<Int64>(0)
+    /// Request ids remembered for idempotency.
+    public let rememberedRequestIDs = Atomic<Int64>(0)
+    /// Timers scheduled (closes, Dutch steps, order expiries, evictions, deadlines).
+    public let timers = Atomic<Int64>(0)
+
+    public init() {}
+
+    func publish(_ engine: Engine) {
+        listings.store(Int64(engine.listingCount), ordering: .relaxed)
+        rememberedRequestIDs.store(Int64(engine.rememberedCount), ordering: .relaxed)
+        timers.store(Int64(engine.timerCount), ordering: .relaxed)
+    }
+}
+
 public final class Writer: @unchecked Sendable {
     public let configuration: WriterConfiguration
+    /// What the engine holds, as of the writer's last turn.
+    public let gauges = EngineGauges()
     /// Gets every durable batch; `nil`: results and events go nowhere (benchmarks, tools that only journal).
     let observer: ReleaseObserver?
     let sink: BatchSink
@@ -591,6 +612,7 @@ public final class Writer: @unchecked Sendable {
                 }
             }
         }
+        gauges.publish(engine)
         // Every command submitted before a barrier was in its queue when the barrier arrived; once no listing is
         // ready, all of them are in this batch or an earlier one.
         if !waitingBarriers.isEmpty && readyCount.load(ordering: .sequentiallyConsistent) == 0 {

@@ -1,5 +1,6 @@
 import CoreMetrics
 import GavelCore
+import GavelEngine
 import GavelJournal
 import Metrics
 import Prometheus
@@ -46,6 +47,8 @@ public final class GatewayMetrics: Sendable {
     let tokenExpiredCloses: CoreMetrics.Counter
     /// The journal's counters, printed at each scrape once ``attach(journal:)`` gave them.
     private let journalStats = Mutex<JournalStats?>(nil)
+    /// The engine's gauges, printed at each scrape once ``attach(engine:)`` gave them.
+    private let engineGauges = Mutex<EngineGauges?>(nil)
 
     /// The command types, by the number that stands for each in the keys of the command counters.
     static let commandKinds = CommandKind.allCases
@@ -104,6 +107,11 @@ public final class GatewayMetrics: Sendable {
         "gavel_token_expired_closes_total": "Sessions closed with 1008 because their token expired.",
     ]
 
+    /// Puts the engine's gauges (listings, remembered request ids, timers) on `/metrics` from now on.
+    public func attach(engine gauges: EngineGauges) {
+        engineGauges.withLock { $0 = gauges }
+    }
+
     /// Puts the journal's counters (batches, bytes, fsyncs, snapshots) on `/metrics` from now on.
     public func attach(journal stats: JournalStats) {
         journalStats.withLock { $0 = stats }
@@ -138,6 +146,7 @@ public final class GatewayMetrics: Sendable {
         var text = registry.emitToBuffer()
         var more = ExpositionWriter()
         if let stats = journalStats.withLock({ $0 }) { more.journal(stats) }
+        if let gauges = engineGauges.withLock({ $0 }) { more.engine(gauges) }
         more.process()
         text += more.bytes
         return text

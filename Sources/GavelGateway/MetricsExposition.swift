@@ -1,4 +1,5 @@
 import CoreMetrics
+import GavelEngine
 import GavelJournal
 import Prometheus
 import Synchronization
@@ -114,6 +115,19 @@ struct ExpositionWriter {
             "gavel_last_snapshot_seconds", "gauge",
             "How long the checkpointer took for the last snapshot: shadow, encoding and writing.",
             load(stats.lastSnapshotNanos) / 1e9)
+    }
+
+    mutating func engine(_ gauges: EngineGauges) {
+        func load(_ gauge: borrowing Atomic<Int64>) -> Double { Double(gauge.load(ordering: .relaxed)) }
+        metric(
+            "gavel_listings", "gauge", "Listings in memory, open or within their retention after they ended.",
+            load(gauges.listings))
+        metric(
+            "gavel_remembered_request_ids", "gauge", "Request ids remembered for idempotency.",
+            load(gauges.rememberedRequestIDs))
+        metric(
+            "gavel_timers", "gauge", "Timers scheduled (closes, Dutch steps, order expiries, evictions, deadlines).",
+            load(gauges.timers))
     }
 
     /// The standard process metrics, as the Prometheus client libraries name them, from `/proc/self/stat`, `/proc/stat`,

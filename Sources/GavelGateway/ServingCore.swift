@@ -45,6 +45,7 @@ public struct ServingCore {
         let writer = Writer(
             configuration: writerConfiguration, engine: report.engine, lastLSN: report.lastLSN, sink: journal,
             snapshots: journal, clock: clock, observer: fanOut)
+        metrics.attach(engine: writer.gauges)
         return ServingCore(recovery: report, journal: journal, fanOut: fanOut, writer: writer)
     }
 }

@@ -1,3 +1,4 @@
+import GavelEngine
 import Testing
 
 @testable import GavelGateway
@@ -74,6 +75,21 @@ import Testing
         #expect(parsed.samples["gavel_journal_entries_total"] == 5)
         #expect(parsed.samples["gavel_journal_frame_bytes_total"] == 60)
         #expect(parsed.type["gavel_snapshot_failures_total"] == "counter")
+    }
+
+    @Test func engineGaugesAreReadAtEachScrape() {
+        let metrics = GatewayMetrics()
+        let gauges = EngineGauges()
+        #expect(Parsed(metrics.exposition()).samples["gavel_timers"] == nil)
+        metrics.attach(engine: gauges)
+        gauges.listings.store(3, ordering: .relaxed)
+        gauges.rememberedRequestIDs.store(1_000_000, ordering: .relaxed)
+        gauges.timers.store(42, ordering: .relaxed)
+        let parsed = Parsed(metrics.exposition())
+        #expect(parsed.samples["gavel_listings"] == 3)
+        #expect(parsed.samples["gavel_remembered_request_ids"] == 1_000_000)
+        #expect(parsed.samples["gavel_timers"] == 42)
+        #expect(parsed.type["gavel_timers"] == "gauge")
     }
 
     @Test func processMetricsComeFromProc() {

@@ -54,6 +54,27 @@ def test_metrics_of_a_real_server_pass_promtool_check_metrics(start_server):
     assert 'gavel_commands_total{type="bid",result="bid_too_low"} 1' in text
 
 
+def test_engine_gauges_count_listings_remembered_ids_and_timers_and_cancelled_orders_leave_no_timer(start_server):
+    srv = start_server()
+    listing = unique()
+    with srv.user("sam", "seller") as sam, srv.user("mo") as mo:
+        assert sam.command({"type": "open", "listing": listing, "format": "market"})["ok"]
+        for n in range(20):
+            placed = mo.command({"type": "order", "id": f"q{n}", "listing": listing, "side": "buy", "price": 100 + n,
+                                 "quantity": 1, "tif": "gtc", "expires_at": 4_000_000_000_000})
+            assert placed["ok"], placed
+        for n in range(19):
+            assert mo.command({"type": "cancel", "listing": listing, "order": f"q{n}"})["ok"]
+        # The writer publishes the gauges at the end of each turn, before the results it answers go out.
+        assert srv.metric("gavel_listings") == 1
+        assert srv.metric("gavel_remembered_request_ids") == 1 + 20 + 19
+        assert srv.metric("gavel_timers") == 1, "only the resting order's expiry is left"
+    _, body = srv.admin_get("/metrics")
+    text = body.decode()
+    for name in ("gavel_listings", "gavel_remembered_request_ids", "gavel_timers"):
+        assert f"# TYPE {name} gauge" in text, name
+
+
 def test_the_grafana_dashboard_parses_and_queries_only_metrics_a_real_server_exports(start_server, tmp_path):
     dashboard = json.loads(DASHBOARD.read_text())
     exprs = [target["expr"] for panel in dashboard["panels"] for target in panel["targets"]]
