@@ -46,18 +46,6 @@ final class AdminRequest: MPSCNode, @unchecked Sendable {
     init(_ kind: Kind) { self.kind = kind }
 }
 
-/// The single-writer engine loop: one dedicated thread owns the ``Engine`` and applies every command.
-///
-/// Producers (gateway event loops) call ``submit(_:replyTo:started:wake:)`` from any thread: the command goes into
-/// its listing's bounded lock-free queue, and the listing onto the ready list if it is not there already. The writer
-/// takes at most ``WriterConfiguration/perListingTurn`` commands from each ready listing per turn, stamps them with
-/// the engine time of the turn, fires due timers first (as a `tick` entry), assigns each entry the next `lsn`, and
-/// hands the batch to the ``BatchSink``. When the sink says the batch is durable, the writer hands it to its one
-/// ``ReleaseObserver``, which routes the results and events; nothing is released before.
-///
-/// `@unchecked Sendable`: producers on any thread use only the lock-free queues, the atomics and the mutexes; the
-/// engine, the `lsn`, the barriers and the snapshot marks are the writer thread's (or the one thread driving a
-/// manual writer), checked by ``Confinement`` in debug builds.
 /// What the engine holds, published by the writer at the end of each turn for `/metrics` (three relaxed stores a
 /// turn, nothing a command): operators watch these grow, not only the process's resident size.
 public final class EngineGauges: Sendable {
@@ -77,6 +65,18 @@ public final class EngineGauges: Sendable {
     }
 }
 
+/// The single-writer engine loop: one dedicated thread owns the ``Engine`` and applies every command.
+///
+/// Producers (gateway event loops) call ``submit(_:replyTo:started:wake:)`` from any thread: the command goes into
+/// its listing's bounded lock-free queue, and the listing onto the ready list if it is not there already. The writer
+/// takes at most ``WriterConfiguration/perListingTurn`` commands from each ready listing per turn, stamps them with
+/// the engine time of the turn, fires due timers first (as a `tick` entry), assigns each entry the next `lsn`, and
+/// hands the batch to the ``BatchSink``. When the sink says the batch is durable, the writer hands it to its one
+/// ``ReleaseObserver``, which routes the results and events; nothing is released before.
+///
+/// `@unchecked Sendable`: producers on any thread use only the lock-free queues, the atomics and the mutexes; the
+/// engine, the `lsn`, the barriers and the snapshot marks are the writer thread's (or the one thread driving a
+/// manual writer), checked by ``Confinement`` in debug builds.
 public final class Writer: @unchecked Sendable {
     public let configuration: WriterConfiguration
     /// What the engine holds, as of the writer's last turn.
