@@ -63,16 +63,11 @@ public struct TimerHandle: Sendable, Hashable {
     var check: UInt32
 
     /// No timer: cancelling it does nothing.
-    public static let none = TimerHandle(slot: -1, check: 0)
+    public static let none = TimerHandle(slot: -1, sequence: 0)
 
     init(slot: Int32, sequence: UInt64) {
         self.slot = slot
         check = UInt32(truncatingIfNeeded: sequence)
-    }
-
-    private init(slot: Int32, check: UInt32) {
-        self.slot = slot
-        self.check = check
     }
 
     /// The handle of `timer`, as its queue gave it out.
@@ -161,7 +156,7 @@ public struct TimerQueue: Sendable {
     private func position(of handle: TimerHandle) -> Int? {
         guard handle.slot >= 0, Int(handle.slot) < positions.count else { return nil }
         let position = Int(positions[Int(handle.slot)])
-        guard position >= 0, UInt32(truncatingIfNeeded: heap[position].sequence) == handle.check else { return nil }
+        guard position >= 0, TimerHandle(heap[position]) == handle else { return nil }
         return position
     }
 
@@ -177,7 +172,7 @@ public struct TimerQueue: Sendable {
         heap.append(timer)
         positions[Int(timer.slot)] = Int32(heap.count - 1)
         siftUp(heap.count - 1)
-        return TimerHandle(slot: timer.slot, sequence: timer.sequence)
+        return TimerHandle(timer)
     }
 
     private mutating func free(_ slot: Int32) {
