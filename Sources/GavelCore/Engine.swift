@@ -1,3 +1,5 @@
+import CGavelShims
+
 /// Settings of the rules engine.
 public struct EngineConfiguration: Sendable, Hashable {
     /// How long, in engine time, a request id is remembered for idempotency. Default: 24 hours.
@@ -201,6 +203,14 @@ public final class Engine {
         return requests.find(hash: hash) {
             rememberedSlots[$0].storedID == id && principals.name(of: rememberedSlots[$0].principalSlot) == principal
         }
+    }
+
+    /// Starts loading the idempotency index's slot of `digest`'s request into the cache, and changes nothing: a
+    /// hint the writer gives a command ahead of applying it, so that the slot's cache miss (the largest single cost
+    /// of applying a new request once the index outgrows the caches) overlaps the command before it.
+    @inline(__always)
+    public func prefetch(_ digest: CommandDigest) {
+        if indexesRequestIDs { requests.prefetch(hash: digest.requestHash) }
     }
 
     /// The request key of the result remembered in `slot`.
@@ -592,9 +602,35 @@ public struct ListingHandle {
     let listing: Listing
     /// The engine the listing belongs to.
     let owner: ObjectIdentifier
+    /// Where the listing's book object is, for ``prefetch()`` only (a listing's book is set once, when it opens).
+    private let bookAddress: UnsafeMutableRawPointer
+
+    init(listing: Listing, owner: ObjectIdentifier) {
+        self.listing = listing
+        self.owner = owner
+        bookAddress =
+            switch listing.book {
+            case .english(let book): Unmanaged.passUnretained(book).toOpaque()
+            case .sealed(let book): Unmanaged.passUnretained(book).toOpaque()
+            case .dutch(let book): Unmanaged.passUnretained(book).toOpaque()
+            case .market(let book): Unmanaged.passUnretained(book).toOpaque()
+            }
+    }
 
     /// Whether the listing is still in its engine's memory.
     public var isCurrent: Bool { listing.live }
+
+    /// Starts loading the listing's object and its book's into the cache (their first 128 and 192 bytes: a bid
+    /// reads and writes fields across all of them), and changes nothing (a hint, like ``Engine/prefetch(_:)``).
+    @inline(__always)
+    public func prefetch() {
+        let listing = Unmanaged.passUnretained(listing).toOpaque()
+        gavel_prefetch_for_write(listing)
+        gavel_prefetch_for_write(listing + 64)
+        gavel_prefetch_for_write(bookAddress)
+        gavel_prefetch_for_write(bookAddress + 64)
+        gavel_prefetch_for_write(bookAddress + 128)
+    }
 }
 
 /// What the engine computes from a command alone before it applies it: whether its identifiers are well-formed, its

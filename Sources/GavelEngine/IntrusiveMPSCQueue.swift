@@ -94,6 +94,18 @@ public final class IntrusiveMPSCQueue<Node: MPSCNode>: @unchecked Sendable {
         return nil
     }
 
+    /// Calls `body` with the oldest node, left in the queue, and returns its answer; `nil` when no node is linked
+    /// yet. Consumer only: the node stays the queue's, and `body` must not keep it.
+    @inline(__always)
+    public func withOldest<Result>(_ body: (Node) -> Result) -> Result? {
+        var oldest = tail
+        if oldest == stubPointer {
+            guard let after = Self.next(of: oldest) else { return nil }
+            oldest = after
+        }
+        return Unmanaged<Node>.fromOpaque(oldest)._withUnsafeGuaranteedRef(body)
+    }
+
     @inline(__always)
     private static func next(of pointer: UnsafeMutableRawPointer) -> UnsafeMutableRawPointer? {
         Unmanaged<MPSCNode>.fromOpaque(pointer).takeUnretainedValue().next.load(ordering: .acquiring)

@@ -584,6 +584,7 @@ public final class Writer: @unchecked Sendable {
             while taken < limit, let submission = queue.commands.pop() {
                 queue.pending.wrappingSubtract(1, ordering: .sequentiallyConsistent)
                 taken += 1
+                prefetchNext(after: queue, more: taken < limit)
                 let start = batch.events.count
                 if queue.handle?.isCurrent != true { queue.handle = engine.handle(for: queue.listing) }
                 let result = engine.apply(
@@ -618,6 +619,21 @@ public final class Writer: @unchecked Sendable {
         if !waitingBarriers.isEmpty && readyCount.load(ordering: .sequentiallyConsistent) == 0 {
             barriers.append(contentsOf: waitingBarriers)
             waitingBarriers.removeAll(keepingCapacity: true)
+        }
+    }
+
+    /// Starts loading what the next command to apply will look up first (its idempotency slot), so that the cache
+    /// miss overlaps the command applied now: the next command of `queue` when it may take `more`, else the first
+    /// of the next ready listing (and that listing's object). A hint only: the order of application is the turn's, whatever this finds.
+    @inline(__always)
+    private func prefetchNext(after queue: ListingQueue, more: Bool) {
+        if more, let digest = queue.commands.withOldest({ $0.digest }) {
+            engine.prefetch(digest)
+        } else if let digest = ready.withOldest({ next in
+            next.handle?.prefetch()
+            return next.commands.withOldest { $0.digest }
+        }) ?? nil {
+            engine.prefetch(digest)
         }
     }
 

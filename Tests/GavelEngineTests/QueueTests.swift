@@ -34,6 +34,35 @@ struct QueueTests {
         for p in 0..<producers { #expect(received[p] == Array(0..<perProducer)) }
     }
 
+    @Test func theOldestNodeSeenIsTheOneTheNextPopReturnsAndStaysQueued() {
+        let queue = IntrusiveMPSCQueue<Item>()
+        #expect(queue.withOldest { $0.index } == nil)
+        // Pushes and pops in random runs, so that the queue empties and refills (the stub goes back in between).
+        var generator = SystemRandomNumberGenerator()
+        var pushed = 0
+        var popped = 0
+        for _ in 0..<2_000 {
+            for _ in 0..<Int.random(in: 0...3, using: &generator) {
+                queue.push(Item(producer: 0, index: pushed))
+                pushed += 1
+            }
+            for _ in 0..<Int.random(in: 0...3, using: &generator) {
+                let seen = queue.withOldest { $0.index }
+                #expect(seen == queue.withOldest { $0.index }, "looking twice removes nothing")
+                let item = queue.pop()
+                #expect(seen == item?.index)
+                #expect(item.map { $0.index == popped } ?? (popped == pushed))
+                if item != nil { popped += 1 }
+            }
+        }
+        while let item = queue.pop() {
+            #expect(item.index == popped)
+            popped += 1
+        }
+        #expect(popped == pushed)
+        #expect(queue.withOldest { $0.index } == nil)
+    }
+
     @Test func mpscQueueWorksWithAConcurrentConsumer() async {
         let queue = IntrusiveMPSCQueue<Item>()
         let producers = 3
