@@ -54,6 +54,42 @@ public enum DirectoryLock {
         held.withLock { _ = $0.insert(path) }
     }
 
+    /// The process that holds the lock of `directory`, as the kernel's lock table (`/proc/locks`) names it in this
+    /// process's pid namespace; `nil` when no process holds it or the table cannot tell (not Linux, no `/proc`).
+    ///
+    /// Unlike the pid written in the file, this is the right process to signal: a holder in another pid namespace
+    /// (a container sharing the volume) wrote its own namespace's pid, which here may be any other process.
+    public static func holder(_ directory: DataDirectory) -> Int32? {
+        var st = stat()
+        guard stat(path(directory), &st) == 0 else { return nil }
+        // A /proc file has no size: read it to its end.
+        let fd = open("/proc/locks", O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { return nil }
+        defer { close(fd) }
+        var bytes: [UInt8] = []
+        var buffer = [UInt8](repeating: 0, count: 1 << 16)
+        while true {
+            let n = buffer.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
+            guard n > 0 else { break }
+            bytes += buffer[0..<n]
+        }
+        let major = ((st.st_dev >> 8) & 0xfff) | ((st.st_dev >> 32) & ~0xfff)
+        let minor = (st.st_dev & 0xff) | ((st.st_dev >> 12) & ~0xff)
+        var onInode: [(pid: Int32, sameDevice: Bool)] = []
+        // "1: FLOCK  ADVISORY  WRITE 19061 fe:00:16221225 0 EOF"; a waiter's line has "->" after the number.
+        for line in String(decoding: bytes, as: UTF8.self).split(separator: "\n") {
+            let fields = line.split(separator: " ")
+            guard fields.count >= 6, fields[1] == "FLOCK", let pid = Int32(fields[4]) else { continue }
+            let id = fields[5].split(separator: ":")
+            guard id.count == 3, UInt64(id[2]) == UInt64(st.st_ino) else { continue }
+            let sameDevice = UInt64(id[0], radix: 16) == UInt64(major) && UInt64(id[1], radix: 16) == UInt64(minor)
+            onInode.append((pid, sameDevice))
+        }
+        if let exact = onInode.first(where: { $0.sameDevice }) { return exact.pid > 0 ? exact.pid : nil }
+        // Some file systems (btrfs subvolumes, overlays) report another device to stat than in the table.
+        return onInode.count == 1 && onInode[0].pid > 0 ? onInode[0].pid : nil
+    }
+
     /// The pid written in the open lock file `fd`.
     private static func pid(_ fd: Int32) -> Int32? {
         var buffer = [UInt8](repeating: 0, count: 32)

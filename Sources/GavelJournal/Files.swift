@@ -74,11 +74,20 @@ public enum Files {
     }
 
     /// Creates the directory `path` readable by its owner only (0700, whatever the umask) when it does not exist.
+    ///
+    /// - Throws: `ENOTDIR` when something other than a directory (a file) has the name: found at start, not at the
+    ///   first write into it.
     static func makeDirectory(_ path: String) throws(FileError) {
         if mkdir(path, 0o700) == 0 {
             guard chmod(path, 0o700) == 0 else { throw FileError(path: path, operation: "chmod", code: errno) }
         } else if errno != EEXIST {
             throw FileError(path: path, operation: "mkdir", code: errno)
+        } else {
+            var st = stat()
+            guard stat(path, &st) == 0 else { throw FileError(path: path, operation: "stat", code: errno) }
+            guard st.st_mode & S_IFMT == S_IFDIR else {
+                throw FileError(path: path, operation: "use as a directory", code: ENOTDIR)
+            }
         }
     }
 
@@ -146,9 +155,15 @@ public enum Files {
             }
             let bytes = try readAll(source)
             let temporary = destination + ".tmp"
-            try writeSynced(bytes, to: temporary)
-            guard rename(temporary, destination) == 0 else {
-                throw FileError(path: temporary, operation: "rename to \(destination)", code: errno)
+            do throws(FileError) {
+                try writeSynced(bytes, to: temporary)
+                guard rename(temporary, destination) == 0 else {
+                    throw FileError(path: temporary, operation: "rename to \(destination)", code: errno)
+                }
+            } catch {
+                // A part-written copy (a full archive disk) is not left behind.
+                unlink(temporary)
+                throw error
             }
             try syncDirectory(directory)
             try remove(source)
@@ -209,10 +224,16 @@ public enum Files {
             guard fsync(fd) == 0 else { throw FileError(path: temporary, operation: "fsync", code: errno) }
         } catch {
             close(fd)
+            // A part-written file (a full disk) is not left behind.
+            unlink(temporary)
             throw error
         }
         close(fd)
-        guard rename(temporary, path) == 0 else { throw FileError(path: path, operation: "rename", code: errno) }
+        guard rename(temporary, path) == 0 else {
+            let code = errno
+            unlink(temporary)
+            throw FileError(path: path, operation: "rename", code: code)
+        }
         try syncDirectory(directory)
     }
 }

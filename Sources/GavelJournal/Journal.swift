@@ -117,11 +117,16 @@ public final class Journal: BatchSink, SnapshotSink, @unchecked Sendable {
     /// The journal thread's state's one user at a time (debug builds).
     private let confinement = Confinement("the journal's open segment and chain")
 
+    /// The process's exit status when a journal write or sync fails (74, `EX_IOERR` of sysexits.h).
+    public static let writeFailureStatus: Int32 = 74
+
     // Journal thread state.
     private var fd: Int32 = -1
     private var segmentPath = ""
     private var segmentSize = 0
     private var lastLSN: UInt64
+    /// The last lsn an `fdatasync` made durable.
+    private var durableLSN: UInt64
     private var chain: [UInt8]
     private var lastSync: UInt64 = 0
     private var dirty = false
@@ -149,6 +154,7 @@ public final class Journal: BatchSink, SnapshotSink, @unchecked Sendable {
         self.configuration = configuration
         self.logger = logger
         self.lastLSN = recovery.lastLSN
+        self.durableLSN = recovery.lastLSN
         self.chain = recovery.chain
         self.inFlight = DispatchSemaphore(value: max(1, configuration.maxInFlightBatches))
         self.checkpointer = Checkpointer(
@@ -166,6 +172,7 @@ public final class Journal: BatchSink, SnapshotSink, @unchecked Sendable {
             segmentSize = active.size
             preallocate()
         }
+        try checkRoom()
         records.reserveCapacity(1 << 20)
         frame.reserveCapacity(1 << 20)
         thread = startDedicatedThread("journal") { [self] in confinement.exclusively { run() } }
@@ -254,9 +261,16 @@ public final class Journal: BatchSink, SnapshotSink, @unchecked Sendable {
                     try syncNow()
                 }
             } catch {
-                // The journal can no longer promise durability: stop the process rather than acknowledge a lie.
-                logger.critical("journal write failed, stopping: \(error)")
-                fatalError("journal write failed: \(error)")
+                // The journal can no longer promise durability: stop the process rather than acknowledge a lie. Not a
+                // crash (no trap, no backtrace): a full disk or an I/O error is the disk's fault, and an operator's
+                // supervisor sees the documented status. Nothing after the last durable entry was acknowledged.
+                logger.critical(
+                    """
+                    journal write failed, stopping with exit status \(Self.writeFailureStatus): \(error). Entries to lsn \
+                    \(durableLSN) were synced to disk (with --fsync always nothing after them was acknowledged). Free \
+                    space (or fix the disk) and start again: recovery cuts what was written after them.
+                    """)
+                _exit(Self.writeFailureStatus)
             }
             if stopping.load(ordering: .acquiring) && queue.withLock({ $0.isEmpty }) { return }
         }
@@ -309,17 +323,18 @@ public final class Journal: BatchSink, SnapshotSink, @unchecked Sendable {
         try Files.writeAll(fd, frame, path: segmentPath)
         segmentSize += frame.count
         dirty = true
+        chain = next
+        self.lastLSN = lastLSN
         if configuration.fsync == .always { try syncNow() }
         stats.record(
             entries: count, rawBytes: records.count, frameBytes: frame.count, nanos: monotonicNanos() - started)
-        chain = next
-        self.lastLSN = lastLSN
         records.removeAll(keepingCapacity: true)
     }
 
     private func syncNow() throws {
         let started = monotonicNanos()
         try Files.syncData(fd, path: segmentPath)
+        durableLSN = lastLSN
         lastSync = monotonicNanos()
         syncObserver?(lastSync - started)
         dirty = false
@@ -358,6 +373,37 @@ public final class Journal: BatchSink, SnapshotSink, @unchecked Sendable {
         preallocationFailed = true
         logger.notice(
             "journal segments are not preallocated (\(reason)): each sync also writes the file's new size")
+    }
+
+    /// The least room for journal frames a start needs (free space on the journal's disk plus what the open segment
+    /// has reserved past its frames), or the segment size when that is smaller.
+    public static let minimumRoomAtStart = 1 << 20
+
+    /// Refuses a start on a disk too full to journal: the server would take commands only to stop at the first
+    /// write that finds no space.
+    private func checkRoom() throws {
+        var fs = statvfs()
+        guard statvfs(directory.journal, &fs) == 0 else { return }
+        var room = Int(fs.f_bavail) &* Int(fs.f_frsize)
+        var st = stat()
+        if fd >= 0, fstat(fd, &st) == 0 { room += max(0, Int(st.st_blocks) * 512 - segmentSize) }
+        let needed = min(Self.minimumRoomAtStart, configuration.segmentBytes)
+        guard room >= needed else {
+            if fd >= 0 { Glibc.close(fd) }
+            throw NoRoom(path: directory.journal, room: room, needed: needed)
+        }
+    }
+
+    /// A start refused because the journal's disk is full.
+    public struct NoRoom: Error, CustomStringConvertible {
+        public var path: String
+        public var room: Int
+        public var needed: Int
+
+        public var description: String {
+            "the journal's disk is full: \(path) has room for \(room) bytes, at least \(needed) are needed to start; "
+                + "free space on its disk and start again"
+        }
     }
 
     /// Makes everything up to `lsn` durable (whatever the fsync policy) and hands the snapshot point to the

@@ -252,8 +252,21 @@ struct Snapshot: ParsableCommand {
             // No directory or lock file yet: claiming it below makes them, or says why it cannot.
             if case .held(let pid) = error { holder = pid ?? 0 }
         }
-        if let pid = holder {
-            guard pid > 0 else { throw Refusal("the process holding \(directory.path) is starting; try again") }
+        if let named = holder {
+            // Signal the process the kernel says holds the lock, never merely the pid the file names: a holder in
+            // another pid namespace wrote a number that here belongs to some other process.
+            guard let pid = DirectoryLock.holder(directory) else {
+                guard named > 0 else { throw Refusal("the process holding \(directory.path) is starting; try again") }
+                throw Refusal(
+                    "\(DirectoryLock.path(directory)) is locked and names pid \(named), but this system's lock table "
+                        + "(/proc/locks) does not show which process holds it here (a server in another pid namespace or "
+                        + "on another host?): send SIGUSR1 to that server where it runs")
+            }
+            if named > 0 && named != pid {
+                printError(
+                    "gavel snapshot: the lock file names pid \(named) (another pid namespace); signalling pid \(pid), which "
+                        + "holds the lock")
+            }
             kill(pid, SIGUSR1)
             let deadline = monotonicNanos() + UInt64(timeout) * 1_000_000_000
             while monotonicNanos() < deadline {
