@@ -27,22 +27,51 @@ public enum SecretFile {
     }
 
     /// The key in `path`, creating the file when it does not exist.
+    ///
+    /// The key is written whole to a temporary file next to `path`, synced, and linked to `path` (`link` never
+    /// replaces a file): a start that fails half-way (a full disk) leaves no file, or an empty one, that every later
+    /// start would refuse, and when two starts race, both use the key the first one linked.
     public static func loadOrCreate(_ path: String) throws -> [UInt8] {
         if let key = try load(path) { return key }
         let text = randomHex(count: 32)
+        let temporary = "\(path).\(getpid()).tmp"
+        func failure(_ what: String, _ code: Int32) -> Failure {
+            unlink(temporary)
+            return Failure(description: "cannot \(what) \(path): \(String(cString: strerror(code)))")
+        }
         let fd: Int32
         do {
-            fd = try Files.openPrivate(path, O_WRONLY | O_CREAT | O_EXCL)
+            fd = try Files.openPrivate(temporary, O_WRONLY | O_CREAT | O_TRUNC)
         } catch {
-            // Someone else created it first: use theirs.
-            if error.code == EEXIST, let key = try load(path) { return key }
-            throw Failure(description: "cannot create \(path): \(String(cString: strerror(error.code)))")
+            throw failure("create", error.code)
         }
-        defer { close(fd) }
-        var line = text + [0x0A]
-        let written = line.withUnsafeMutableBytes { write(fd, $0.baseAddress, $0.count) }
-        guard written == line.count, fsync(fd) == 0 else {
-            throw Failure(description: "cannot write \(path): \(String(cString: strerror(errno)))")
+        let line = text + [0x0A]
+        let written = line.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
+        guard written == line.count else {
+            // A short write without an error is a full disk.
+            let code = written < 0 ? errno : ENOSPC
+            close(fd)
+            throw failure("write", code)
+        }
+        guard fsync(fd) == 0 else {
+            let code = errno
+            close(fd)
+            throw failure("write", code)
+        }
+        close(fd)
+        guard link(temporary, path) == 0 else {
+            let code = errno
+            unlink(temporary)
+            // Someone else created it first: use theirs.
+            if code == EEXIST, let key = try load(path) { return key }
+            throw Failure(description: "cannot create \(path): \(String(cString: strerror(code)))")
+        }
+        unlink(temporary)
+        let directory = path.split(separator: "/", omittingEmptySubsequences: false).dropLast().joined(separator: "/")
+        let folder = open(directory.isEmpty ? "." : directory, O_RDONLY | O_DIRECTORY)
+        if folder >= 0 {
+            fsync(folder)
+            close(folder)
         }
         return text
     }

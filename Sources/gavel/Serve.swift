@@ -361,7 +361,7 @@ struct Serve: AsyncParsableCommand {
         guard (1...100_000).contains(c.maxFeedListings) else {
             throw ValidationError("--max-feed-listings must be 1 to 100000")
         }
-        c.allowAnonymous = !Setting.flag(noAnonymous, "GAVEL_NO_ANONYMOUS")
+        c.allowAnonymous = try !Setting.flag(noAnonymous, "GAVEL_NO_ANONYMOUS")
         c.localTokenTTLSeconds = try Setting.value(
             localTokenTtlSeconds, "GAVEL_LOCAL_TOKEN_TTL_SECONDS", default: c.localTokenTTLSeconds)
         guard (60...604_800).contains(c.localTokenTTLSeconds) else {

@@ -23,10 +23,20 @@ enum Setting {
         return value
     }
 
-    /// A flag given on the command line, or its environment variable set to 1, true or yes.
-    static func flag(_ option: Bool, _ name: String) -> Bool {
+    /// A flag given on the command line, or its environment variable set to 1, true, yes or on (any case); 0,
+    /// false, no or off (or unset, or empty) leave it off.
+    ///
+    /// - Throws: `ValidationError` for any other value: a typo must not silently leave a protection off.
+    static func flag(_ option: Bool, _ name: String) throws -> Bool {
         if option { return true }
-        guard let text = environment(name)?.lowercased() else { return false }
-        return text == "1" || text == "true" || text == "yes"
+        guard let text = environment(name) else { return false }
+        switch text.lowercased() {
+        case "1", "true", "yes", "on": return true
+        case "0", "false", "no", "off": return false
+        default:
+            throw ValidationError(
+                "\(name)=\(text) is not a valid value: use 1, true, yes or on to turn it on (0, false, no or off, or "
+                    + "unset, to leave it off)")
+        }
     }
 }

@@ -45,7 +45,7 @@ struct StorageOptions: ParsableArguments {
     @Option(
         name: .long,
         help: ArgumentHelp(
-            "Keep journal segments a snapshot covers until they are this old (24h, 30m, 90s, 7d) or while the newer ones hold less than this (10GiB, 500MiB, 1GB), for feed consumers catching up; none: removed once covered. Env GAVEL_RETAIN_JOURNAL; default none.",
+            "Keep journal segments a snapshot covers until they are this old (24h, 30m, 90s, 7d) or while the newer ones hold less than this (10GiB, 500MiB, 1GB), for feed consumers catching up; none (or 0): removed once covered. Env GAVEL_RETAIN_JOURNAL; default none.",
             valueName: "age|bytes"))
     var retainJournal: String?
 
@@ -98,14 +98,14 @@ struct StorageOptions: ParsableArguments {
         r.snapshotEvery = try Setting.value(snapshotEvery, "GAVEL_SNAPSHOT_EVERY", default: 1_000_000)
         r.snapshotEverySeconds = try Setting.value(snapshotEverySeconds, "GAVEL_SNAPSHOT_EVERY_SECONDS", default: 600)
         r.keepSnapshots = try Setting.value(keepSnapshots, "GAVEL_KEEP_SNAPSHOTS", default: 2)
-        r.truncateAfterCorruption = Setting.flag(truncateAfterCorruptionFlag, "GAVEL_TRUNCATE_AFTER_CORRUPTION")
+        r.truncateAfterCorruption = try Setting.flag(truncateAfterCorruptionFlag, "GAVEL_TRUNCATE_AFTER_CORRUPTION")
         guard (4096...Self.maxSegmentBytes).contains(r.segmentBytes) else {
             throw ValidationError("--segment-bytes must be 4096 to \(Self.maxSegmentBytes) (1 GiB)")
         }
         let retainText = try Setting.value(retainJournal, "GAVEL_RETAIN_JOURNAL", default: "none")
         guard let retention = JournalRetention(argument: retainText) else {
             throw ValidationError(
-                "--retain-journal must be none, an age (a positive integer and s, m, h or d: 24h) or a size (a positive integer and B, KiB, MiB, GiB, TiB, KB, MB, GB or TB: 10GiB)"
+                "--retain-journal must be none (or 0), an age (a positive integer and s, m, h or d: 24h) or a size (a positive integer and B, KiB, MiB, GiB, TiB, KB, MB, GB or TB: 10GiB)"
             )
         }
         r.retention = retention
