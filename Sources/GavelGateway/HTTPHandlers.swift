@@ -35,27 +35,36 @@ class SimpleHTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
     var maxBody: Int { LocalTokens.maxBody }
     private var head: HTTPRequestHead?
     private var body: [UInt8] = []
-    private var bodyTooLarge = false
     private var answered = false
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        guard !answered else { return }
         switch unwrapInboundIn(data) {
-        case .head(let head): self.head = head
+        case .head(let head):
+            self.head = head
+            // A body announced longer than the limit is refused at once, not read to its end first (a client
+            // announcing 10 GB would otherwise have the server read them all before it answers).
+            if let length = head.headers.first(name: "content-length").flatMap({ Int($0) }), length > maxBody {
+                refuseBody(context: context)
+            }
         case .body(let chunk):
             if body.count + chunk.readableBytes > maxBody {
-                bodyTooLarge = true
-            } else if !bodyTooLarge {
+                refuseBody(context: context)
+            } else {
                 body.append(contentsOf: chunk.readableBytesView)
             }
         case .end:
-            guard let head, !answered else { return }
+            guard let head else { return }
             answered = true
-            if bodyTooLarge {
-                return respond(
-                    context: context, status: .payloadTooLarge, body: Array("body over \(maxBody) bytes\n".utf8))
-            }
             answer(context: context, head: head, body: body)
         }
+    }
+
+    /// Answers 413 and closes the connection; what else arrives is not read.
+    private func refuseBody(context: ChannelHandlerContext) {
+        answered = true
+        body = []
+        respond(context: context, status: .payloadTooLarge, body: Array("body over \(maxBody) bytes\n".utf8))
     }
 
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {

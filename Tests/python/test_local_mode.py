@@ -100,3 +100,43 @@ print(json.dumps({{"readable": readable, "status": conn.getresponse().status}}))
         assert result == {"readable": [], "status": 401}
     finally:
         shutil.rmtree(base, ignore_errors=True)
+
+
+def _post_head(port, path, headers):
+    import socket
+    sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+    lines = [f"POST {path} HTTP/1.1", "Host: 127.0.0.1"] + headers
+    sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode())
+    return sock
+
+
+def _read_status(sock):
+    data = b""
+    while b"\r\n" not in data:
+        chunk = sock.recv(4096)
+        if not chunk:
+            break
+        data += chunk
+    return data.split(b"\r\n", 1)[0].decode(errors="replace")
+
+
+@pytest.mark.parametrize("path", ["/token", "/elsewhere"])
+def test_a_body_announced_over_the_limit_is_refused_before_it_is_sent(start_server, path):
+    server = start_server(secret=None)
+    sock = _post_head(server.port, path, ["Content-Type: application/json", "Content-Length: 10000000000"])
+    try:
+        # Nothing of the 10 GB is sent: the answer comes from the head alone.
+        assert _read_status(sock).endswith("413 Payload Too Large")
+    finally:
+        sock.close()
+
+
+def test_a_chunked_body_is_refused_once_it_passes_the_limit_not_at_its_end(start_server):
+    server = start_server(secret=None)
+    sock = _post_head(server.port, "/token", ["Content-Type: application/json", "Transfer-Encoding: chunked"])
+    try:
+        # One chunk past the 4 KiB limit, and the body never ends: the answer comes without its end.
+        sock.sendall(b"1388\r\n" + b"x" * 5000 + b"\r\n")
+        assert _read_status(sock).endswith("413 Payload Too Large")
+    finally:
+        sock.close()
