@@ -140,6 +140,13 @@ public enum Files {
         return stat(path, &st) == 0
     }
 
+    /// Whether `path` is a directory (following symbolic links); `nil` when nothing is there.
+    static func isDirectory(_ path: String) -> Bool? {
+        var st = stat()
+        guard stat(path, &st) == 0 else { return nil }
+        return st.st_mode & S_IFMT == S_IFDIR
+    }
+
     static func truncate(_ path: String, to length: Int) throws(FileError) {
         guard Glibc.truncate(path, off_t(length)) == 0 else {
             throw FileError(path: path, operation: "truncate", code: errno)
@@ -319,6 +326,25 @@ public struct DataDirectory: Sendable {
 
     public var journal: String { path + "/journal" }
     public var snapshots: String { path + "/snapshots" }
+    /// Where recovery with `--truncate-after-corruption` moves the segments of a journal that ends before the
+    /// snapshot it starts from (``Recovery``): out of the journal, kept for an audit by hand.
+    public var setAside: String { path + "/" + Self.setAsideName }
+    public static let setAsideName = "journal-set-aside"
+
+    /// What makes this unreadable as a data directory, or `nil`: it does not exist, is not a directory, or its
+    /// `journal` or `snapshots` (or the archive) is there but not a directory. A directory without `journal` or
+    /// `snapshots` yet is an empty data directory, not a problem.
+    public func layoutProblem() -> String? {
+        switch Files.isDirectory(path) {
+        case nil: return "there is no data directory at \(path) (nothing exists there; check --data-dir)"
+        case false?: return "\(path) is not a directory (check --data-dir)"
+        case true?: break
+        }
+        for folder in [journal, snapshots] + (archive.map { [$0] } ?? []) where Files.isDirectory(folder) == false {
+            return "\(folder) is not a directory: move it aside"
+        }
+        return nil
+    }
 
     /// Creates the directory and its `journal` and `snapshots` folders when missing, each readable by its owner
     /// only (0700).

@@ -6,14 +6,24 @@ public struct CorruptionError: Error, CustomStringConvertible, Sendable {
     public var file: String
     public var offset: Int
     public var reason: String
+    /// What to do, when it is not the usual (verify, restore, or truncate at the offset).
+    public var remedy: String?
+
+    public init(file: String, offset: Int, reason: String, remedy: String? = nil) {
+        self.file = file
+        self.offset = offset
+        self.reason = reason
+        self.remedy = remedy
+    }
 
     public var description: String {
-        """
-        journal corruption in \(file) at byte \(offset): \(reason).
-        Nothing after this point was applied. To proceed: run `gavel verify --data-dir <dir>` for a full report; \
-        restore the data directory from a backup; or restart with --truncate-after-corruption to discard \
-        everything from this offset on (commands after it are lost).
-        """
+        "journal corruption in \(file) at byte \(offset): \(reason).\n"
+            + (remedy
+                ?? """
+                Nothing after this point was applied. To proceed: run `gavel verify --data-dir <dir>` for a full \
+                report; restore the data directory from a backup; or restart with --truncate-after-corruption to \
+                discard everything from this offset on (commands after it are lost).
+                """)
     }
 }
 
@@ -70,6 +80,9 @@ public struct RecoveryReport {
     public var truncation: (file: String, offset: Int, reason: String)?
     /// Segments deleted because they followed a corruption that was truncated.
     public var removedSegments: [String] = []
+    /// Segments moved to ``DataDirectory/setAside`` because the journal ended before the snapshot recovery started
+    /// from (with ``RecoveryOptions/truncateAfterCorruption``); the journal starts again after the snapshot.
+    public var setAsideSegments: [String] = []
     /// The segment new batches go to: its path, first lsn and valid size; `nil` when there is none yet.
     public var activeSegment: (path: String, firstLSN: UInt64, size: Int)?
     /// Whether recovery started from a snapshot written before sales created settlements (format 1), because the
@@ -88,11 +101,122 @@ struct SkippedSnapshot: Error, CustomStringConvertible {
     var description: String
 }
 
+/// A data directory that cannot be read as one: the path is missing or not a directory, or its `journal` or
+/// `snapshots` is not a directory.
+public struct DataDirectoryError: Error, CustomStringConvertible, Sendable {
+    public var description: String
+}
+
+/// The journal does not agree with the snapshot recovery was starting from: recovery starts again without it.
+struct SnapshotDisagreement: Error {
+    var path: String
+    var reason: String
+}
+
+/// Whether the journal agrees with a snapshot at `lsn` whose chain is `chain`. The chain is defined per batch (a
+/// frame), and a snapshot is only ever taken where a frame ends (the journal commits every batch up to the
+/// snapshot's lsn before it hands the point over), so the journal of the same history has a batch that ends at
+/// `lsn` with that chain, or a segment that starts at `lsn + 1` whose header holds it.
+public struct SnapshotCheck: Sendable {
+    public var lsn: UInt64
+    public var chain: [UInt8]
+
+    public enum Verdict: Sendable, Equatable {
+        case agrees
+        case disagrees(String)
+    }
+
+    public init(lsn: UInt64, chain: [UInt8]) {
+        self.lsn = lsn
+        self.chain = chain
+    }
+
+    /// The verdict of a segment's header: decided when the segment starts right after the snapshot's lsn.
+    public func judge(_ header: SegmentHeader, in path: String) -> Verdict? {
+        guard header.firstLSN == lsn + 1 else { return nil }
+        return header.previousChain == chain
+            ? .agrees
+            : .disagrees(
+                "the journal's chain at lsn \(lsn) (the header of \(path)) is not the snapshot's: it is not a snapshot of this journal"
+            )
+    }
+
+    /// The verdict of a batch read after the snapshot's segment header: decided by the batch that holds `lsn`.
+    public func judge(_ batch: SegmentBatch, in path: String) -> Verdict? {
+        guard let first = batch.records.first?.lsn, let last = batch.records.last?.lsn, last >= lsn else { return nil }
+        if last > lsn {
+            return .disagrees(
+                "lsn \(lsn) falls inside the journal's batch of lsns \(first)...\(last) (at byte \(batch.offset) of \(path)), and a snapshot is taken only where a batch ends: it is not a snapshot of this journal"
+            )
+        }
+        return batch.chain == chain
+            ? .agrees
+            : .disagrees(
+                "the journal's chain at lsn \(lsn) (the batch at byte \(batch.offset) of \(path)) is not the snapshot's: it is not a snapshot of this journal"
+            )
+    }
+}
+
 /// Rebuilds the engine from a data directory: the newest snapshot that validates, then the journal after it.
 public enum Recovery {
+    /// Recovers `directory`. A snapshot the journal disagrees with (another directory's, or one of another history)
+    /// is skipped like a damaged one, with the reason in ``RecoveryReport/rejectedSnapshots``, and recovery starts
+    /// again from an older one or from the journal's start.
     public static func recover(_ directory: DataDirectory, options: RecoveryOptions = RecoveryOptions()) throws
         -> RecoveryReport
     {
+        // A path with nothing there is an empty data directory (the tools that only read refuse it themselves).
+        if Files.isDirectory(directory.path) != nil, let problem = directory.layoutProblem() {
+            throw DataDirectoryError(description: problem)
+        }
+        var disagreeing: [(path: String, reason: String)] = []
+        while true {
+            do {
+                return try recover(directory, options: options, skipping: disagreeing)
+            } catch let disagreement as SnapshotDisagreement {
+                // Found before anything after the snapshot was applied or any file repaired.
+                disagreeing.append((disagreement.path, disagreement.reason))
+            }
+        }
+    }
+
+    /// The verdict of the journal in `segments` on `check`, read from the last segment that starts at or before its
+    /// lsn + 1; `nil` when the journal does not reach that far or cannot be read up to there (its damage is another
+    /// problem).
+    public static func verdict(of check: SnapshotCheck, in segments: [(firstLSN: UInt64, path: String)])
+        -> SnapshotCheck.Verdict?
+    {
+        guard let index = segments.lastIndex(where: { $0.firstLSN <= check.lsn + 1 }) else { return nil }
+        for segment in segments[index...] {
+            guard let bytes = try? Files.readAll(segment.path), var reader = try? SegmentReader(bytes: bytes) else {
+                return nil
+            }
+            if let verdict = check.judge(reader.header, in: segment.path) { return verdict }
+            guard reader.header.firstLSN <= check.lsn + 1 else { return nil }
+            while true {
+                let batch: SegmentBatch?
+                do { batch = try reader.next() } catch { return nil }
+                guard let batch else { break }
+                if let verdict = check.judge(batch, in: segment.path) { return verdict }
+            }
+        }
+        return nil
+    }
+
+    /// What the message of a journal that ends before the snapshot recovery starts from says to do.
+    static func lostJournalRemedy(_ directory: DataDirectory, snapshot: String, lsn: UInt64) -> String {
+        """
+        Nothing was changed. To proceed: restore the missing journal (segments) from a backup; if \(snapshot) is \
+        not this directory's, move it out of \(directory.snapshots); or restart with --truncate-after-corruption to \
+        start from that snapshot with a new journal at lsn \(lsn + 1) (the segments are moved to \
+        \(directory.setAside); the state is the snapshot's, but the commands missing from the journal are gone from \
+        its audit trail).
+        """
+    }
+
+    private static func recover(
+        _ directory: DataDirectory, options: RecoveryOptions, skipping disagreeing: [(path: String, reason: String)]
+    ) throws -> RecoveryReport {
         let segments = directory.segments()
         var rejected: [(path: String, reason: String)] = []
         var start: (engine: Engine, lsn: UInt64, chain: [UInt8], path: String)?
@@ -100,6 +224,10 @@ public enum Recovery {
         if options.useSnapshots {
             for candidate in directory.snapshotFiles() {
                 if let limit = options.toLSN, candidate.lsn > limit { continue }
+                if let skipped = disagreeing.first(where: { $0.path == candidate.path }) {
+                    rejected.append(skipped)
+                    continue
+                }
                 do {
                     let file = try SnapshotFile.decode(try Files.readAll(candidate.path))
                     // A format 1 snapshot's sales have no settlements. While the journal still reaches back to
@@ -146,6 +274,13 @@ public enum Recovery {
                 file: segment.path, offset: 0,
                 reason: "the journal starts at lsn \(segment.firstLSN) and no valid snapshot covers what came before")
         }
+        // Until the journal is read to the snapshot's lsn, whether it agrees with the snapshot is open.
+        var pending = start.map { SnapshotCheck(lsn: $0.lsn, chain: $0.chain) }
+        // The last lsn the journal holds, as far as it was read, and where and why its reading stopped early.
+        var journalEnd: UInt64 = 0
+        var stop: (file: String, offset: Int, reason: String)?
+        // A torn tail to cut once recovery knows it is one (its file, offset, whether the whole file goes, why).
+        var torn: (file: String, offset: Int, removesFile: Bool, reason: String)?
         var expectedLSN: UInt64? = nil
         var chain: [UInt8]? = nil
         var events: [Event] = []
@@ -178,20 +313,45 @@ public enum Recovery {
                     throw SegmentProblem(
                         kind: .corrupt, offset: 0, reason: "segment header does not chain to the one before")
                 }
+                if let check = pending, reader.header.firstLSN > check.lsn + 1 {
+                    throw SegmentProblem(
+                        kind: .corrupt, offset: 0,
+                        reason:
+                            "segment starts at lsn \(reader.header.firstLSN), but the journal after snapshot \(start?.path ?? "") must go on at lsn \(check.lsn + 1)"
+                    )
+                }
             } catch let problem as SegmentProblem {
                 if isLast && problem.kind == .truncated {
                     // A crash while creating the segment: nothing in it was acknowledged.
-                    if options.repair { try Files.remove(segment.path) }
-                    report.truncation = (segment.path, 0, problem.reason)
+                    if let check = pending, segment.firstLSN == check.lsn + 1 {
+                        // Made right after the snapshot's lsn: the segment before it (if still there) ends there.
+                        if case .disagrees(let reason)? = verdict(of: check, in: Array(segments[..<index])) {
+                            throw SnapshotDisagreement(path: start!.path, reason: reason)
+                        }
+                        pending = nil
+                        journalEnd = check.lsn
+                    }
+                    torn = (segment.path, 0, true, problem.reason)
+                    stop = (segment.path, 0, "torn tail: \(problem.reason)")
                     break reading
                 }
                 if options.truncateAfterCorruption {
-                    try cut(
-                        at: problem.offset, in: segment.path, after: Array(segments[index...]), report: &report,
-                        options, problem.reason)
+                    stop = (segment.path, problem.offset, problem.reason)
+                    if pending == nil {
+                        try cut(
+                            at: problem.offset, in: segment.path, after: Array(segments[index...]), report: &report,
+                            options, problem.reason)
+                    }
                     break reading
                 }
                 throw CorruptionError(file: segment.path, offset: problem.offset, reason: problem.reason)
+            }
+            journalEnd = reader.header.firstLSN - 1
+            if let check = pending, let verdict = check.judge(reader.header, in: segment.path) {
+                if case .disagrees(let reason) = verdict {
+                    throw SnapshotDisagreement(path: start!.path, reason: reason)
+                }
+                pending = nil
             }
             var validSize = reader.offset
             while true {
@@ -199,24 +359,35 @@ public enum Recovery {
                 do {
                     batch = try reader.next()
                 } catch let problem {
-                    let torn = isLast && (problem.kind == .truncated || !reader.validFrameExists(after: problem.offset))
-                    if torn {
-                        if options.repair { try Files.truncate(segment.path, to: problem.offset) }
-                        report.truncation = (segment.path, problem.offset, "torn tail: \(problem.reason)")
+                    let isTorn =
+                        isLast && (problem.kind == .truncated || !reader.validFrameExists(after: problem.offset))
+                    if isTorn {
+                        torn = (segment.path, problem.offset, false, problem.reason)
+                        stop = (segment.path, problem.offset, "torn tail: \(problem.reason)")
                         report.activeSegment = (segment.path, reader.header.firstLSN, problem.offset)
                         break reading
                     }
                     if options.truncateAfterCorruption {
-                        try cut(
-                            at: problem.offset, in: segment.path, after: Array(segments[(index + 1)...]),
-                            report: &report, options, problem.reason)
-                        report.activeSegment = (segment.path, reader.header.firstLSN, problem.offset)
+                        stop = (segment.path, problem.offset, problem.reason)
+                        if pending == nil {
+                            try cut(
+                                at: problem.offset, in: segment.path, after: Array(segments[(index + 1)...]),
+                                report: &report, options, problem.reason)
+                            report.activeSegment = (segment.path, reader.header.firstLSN, problem.offset)
+                        }
                         break reading
                     }
                     throw CorruptionError(file: segment.path, offset: problem.offset, reason: problem.reason)
                 }
                 guard let batch else { break }
                 validSize = batch.offset + batch.length
+                journalEnd = reader.nextLSN - 1
+                if let check = pending, let verdict = check.judge(batch, in: segment.path) {
+                    if case .disagrees(let reason) = verdict {
+                        throw SnapshotDisagreement(path: start!.path, reason: reason)
+                    }
+                    pending = nil
+                }
                 for record in batch.records {
                     guard record.lsn > base else { continue }
                     if let limit = options.toLSN, record.lsn > limit { break reading }
@@ -235,18 +406,60 @@ public enum Recovery {
                     nextProgress = monotonicNanos() + options.progressIntervalNanos
                 }
                 report.chain = batch.chain
-                if let snapshot = start, batch.records.last?.lsn == snapshot.lsn, batch.chain != snapshot.chain {
-                    throw CorruptionError(
-                        file: segment.path, offset: batch.offset,
-                        reason: "the journal's chain at lsn \(snapshot.lsn) differs from snapshot \(snapshot.path)")
-                }
-                // Stop at the limit without reading the next frame, which a running journal may be writing.
-                if let limit = options.toLSN, report.lastLSN >= limit { break reading }
+                // Stop at the limit without reading the next frame, which a running journal may be writing; not
+                // before the batch that reaches it (the batches before a snapshot's lsn are only read past).
+                if let limit = options.toLSN, journalEnd >= limit { break reading }
             }
             expectedLSN = reader.nextLSN
             chain = reader.chain
             report.activeSegment = (segment.path, reader.header.firstLSN, validSize)
             index += 1
+        }
+        if let check = pending, let snapshot = start, !segments.isEmpty {
+            // The journal ends (torn, damaged or with segments missing) before the snapshot's lsn: the entries up to
+            // it were durable (a snapshot is only taken of durable entries), so this is lost journal, not a torn tail.
+            let end =
+                stop ?? (
+                    report.activeSegment?.path ?? segments[segments.count - 1].path,
+                    report.activeSegment?.size ?? 0, "the journal ends here"
+                )
+            let lost =
+                "the journal ends at lsn \(journalEnd) (\(end.reason)), but snapshot \(snapshot.path) holds the state at lsn \(check.lsn): lsns \(journalEnd + 1)...\(check.lsn) were durable and are missing from the journal (a segment lost or damaged, not a torn tail)"
+            guard options.truncateAfterCorruption else {
+                throw CorruptionError(
+                    file: end.file, offset: end.offset, reason: lost,
+                    remedy: lostJournalRemedy(directory, snapshot: snapshot.path, lsn: check.lsn))
+            }
+            // Start from the snapshot with a new journal at its lsn + 1: the segments (every entry in them is at or
+            // before the snapshot's lsn, or past a gap) leave the journal, so no lsn gap stays in it.
+            if options.repair {
+                try Files.makeDirectory(directory.setAside)
+                for segment in directory.journalSegments() {
+                    let name = String(segment.path.split(separator: "/").last ?? "")
+                    try Files.move(segment.path, to: directory.setAside + "/" + name, directory: directory.setAside)
+                    report.setAsideSegments.append(segment.path)
+                }
+                try Files.syncDirectory(directory.journal)
+            }
+            report.truncation = (
+                end.file, end.offset,
+                "corruption handled on request: \(lost); the journal starts again at lsn \(check.lsn + 1) from that snapshot, its segments moved to \(directory.setAside)"
+            )
+            report.activeSegment = nil
+            report.lastLSN = check.lsn
+            report.chain = check.chain
+            report.replayedRecords = 0
+        } else if let torn {
+            // Damage after the snapshot's lsn at the end of the last segment: what a crash during a write leaves,
+            // nothing in it acknowledged.
+            if options.repair {
+                if torn.removesFile {
+                    try Files.remove(torn.file)
+                } else {
+                    try Files.truncate(torn.file, to: torn.offset)
+                }
+            }
+            report.truncation = (torn.file, torn.offset, torn.removesFile ? torn.reason : "torn tail: \(torn.reason)")
         }
         if buildsIndexAtEnd && options.buildsRequestIndex { engine.rebuildRequestIndex() }
         return report

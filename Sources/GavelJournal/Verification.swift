@@ -13,57 +13,73 @@ public enum Verification {
         _ directory: DataDirectory, progress: (@Sendable (_ records: Int, _ segment: String) -> Void)? = nil
     ) -> Result {
         var result = Result()
+        if let problem = directory.layoutProblem() {
+            result.problems.append(problem)
+            return result
+        }
         let segments = directory.segments()
         // 1. Every segment: header, frames, records, lsn continuity and the chain, also across segments.
         var segmentsOK = true
-        var expectedLSN: UInt64?
-        var chain: [UInt8]?
+        var expected: (lsn: UInt64, chain: [UInt8])?
         var entries = 0
-        for segment in segments {
+        for (index, segment) in segments.enumerated() {
+            // Damage at the end of the last segment is a torn tail, as recovery calls it; anywhere else corruption.
+            let isLast = index == segments.count - 1
             let bytes: [UInt8]
             do { bytes = try Files.readAll(segment.path) } catch {
                 result.problems.append("\(error)")
                 segmentsOK = false
                 continue
             }
+            var reader: SegmentReader
             do {
-                var reader = try SegmentReader(bytes: bytes)
-                if reader.header.firstLSN != segment.firstLSN {
-                    result.problems.append(
-                        "\(segment.path): named for lsn \(segment.firstLSN) but starts at \(reader.header.firstLSN)")
-                    segmentsOK = false
-                }
-                if let expectedLSN, reader.header.firstLSN != expectedLSN {
-                    result.problems.append(
-                        "\(segment.path) at byte 0: starts at lsn \(reader.header.firstLSN) where \(expectedLSN) was expected (a segment is missing)"
-                    )
-                    segmentsOK = false
-                }
-                if let chain, reader.header.previousChain != chain {
-                    result.problems.append("\(segment.path) at byte 0: does not chain to the previous segment")
-                    segmentsOK = false
-                }
-                while let batch = try reader.next() { entries += batch.records.count }
-                expectedLSN = reader.nextLSN
-                chain = reader.chain
+                reader = try SegmentReader(bytes: bytes)
             } catch {
-                let problem = error
-                let kind = problem.kind == .truncated ? "torn tail" : "corruption"
-                result.problems.append("\(segment.path) at byte \(problem.offset): \(kind): \(problem.reason)")
+                let kind = isLast && error.kind == .truncated ? "torn tail" : "corruption"
+                result.problems.append("\(segment.path) at byte \(error.offset): \(kind): \(error.reason)")
                 segmentsOK = false
-                expectedLSN = nil
-                chain = nil
+                expected = nil
+                continue
+            }
+            if let problem = continuityProblem(of: reader.header, at: segment, after: expected) {
+                result.problems.append(problem)
+                segmentsOK = false
+            }
+            do {
+                while let batch = try reader.next() { entries += batch.records.count }
+                expected = (reader.nextLSN, reader.chain)
+            } catch {
+                let torn = isLast && (error.kind == .truncated || !reader.validFrameExists(after: error.offset))
+                result.problems.append(
+                    "\(segment.path) at byte \(error.offset): \(torn ? "torn tail" : "corruption"): \(error.reason)")
+                segmentsOK = false
+                expected = nil
             }
         }
         if segmentsOK {
             result.notes.append("\(segments.count) segment(s), \(entries) entries, chain and lsns continuous")
         }
 
-        // 2. Every snapshot decodes, restores, and matches its own hash.
+        // 2. Every snapshot decodes, restores, matches its own hash and its name, and the journal agrees with it.
         var snapshots: [SnapshotFile] = []
+        // The snapshots already reported or noted here, which recovery's own verdict (4.) need not repeat.
+        var seen: Set<String> = []
         for candidate in directory.snapshotFiles() {
+            seen.insert(candidate.path)
             do {
                 let file = try SnapshotFile.decode(try Files.readAll(candidate.path))
+                guard file.lsn == candidate.lsn else {
+                    // Recovery's words for it.
+                    throw SegmentProblem(
+                        kind: .corrupt, offset: 0, reason: "names lsn \(candidate.lsn) but holds \(file.lsn)")
+                }
+                if case .disagrees(let reason)? = Recovery.verdict(
+                    of: SnapshotCheck(lsn: file.lsn, chain: file.chain), in: segments)
+                {
+                    result.problems.append(
+                        "snapshot \(candidate.path) at lsn \(file.lsn): \(reason); recovery skips it")
+                    continue
+                }
                 if file.isBeforeSettlements {
                     result.notes.append(
                         "snapshot \(candidate.path) at lsn \(file.lsn) has the format \(file.version) of a gavel from before settlements: recovery skips it while the journal reaches back to lsn 1 and starts from it (its sales without settlements) once the journal does not; replays are not compared with it"
@@ -89,6 +105,28 @@ public enum Verification {
                 result.problems.append("\(candidate.path): \(error)")
             }
         }
+        // What recovery (`gavel serve`) would do with the directory, in its words: a refusal, or a snapshot it skips
+        // that the checks above did not report (the problems they found at the same place take recovery's words).
+        var options = RecoveryOptions()
+        options.repair = false
+        options.progress = progress
+        do {
+            let report = try Recovery.recover(directory, options: options)
+            for (path, reason) in report.rejectedSnapshots where !seen.contains(path) {
+                result.problems.append("recovery skips snapshot \(path): \(reason)")
+            }
+        } catch let error as CorruptionError {
+            let problem =
+                "\(error.file) at byte \(error.offset): corruption: \(error.reason); recovery refuses to start"
+            let place = "\(error.file) at byte \(error.offset):"
+            if let same = result.problems.firstIndex(where: { $0.hasPrefix(place) }) {
+                result.problems[same] = problem
+            } else {
+                result.problems.append(problem)
+            }
+        } catch {
+            result.problems.append("recovery refuses to start: \(error)")
+        }
         guard segmentsOK else { return result }
 
         // 3. Replays agree: from the start (when the journal reaches back to lsn 1) and from each snapshot.
@@ -108,7 +146,12 @@ public enum Verification {
                     let report = try Recovery.recover(directory, options: options)
                     var events: [Event] = []
                     report.engine.advance(to: snapshot.now, events: &events)
-                    if report.lastLSN != snapshot.lsn || report.engine.fastStateHash() != snapshot.stateHash {
+                    if report.lastLSN != snapshot.lsn {
+                        // Not the rules: the journal itself stops short of the snapshot.
+                        result.problems.append(
+                            "replay from the start to lsn \(snapshot.lsn) ends at lsn \(report.lastLSN): the journal ends before snapshot at lsn \(snapshot.lsn) (lsns \(report.lastLSN + 1)...\(snapshot.lsn) are missing from it)"
+                        )
+                    } else if report.engine.fastStateHash() != snapshot.stateHash {
                         var problem =
                             "replay from the start to lsn \(snapshot.lsn) does not reach the state of snapshot at lsn \(snapshot.lsn)"
                         if let recorded = try? Engine.restore(from: snapshot.state) {
@@ -170,6 +213,27 @@ public enum Verification {
             }
         }
         return result
+    }
+
+    /// Whether the segment at `segment`, whose header is `header`, is named for its first lsn and goes on where the
+    /// segment before it left off (`expected`: the lsn and chain after it; `nil` for the first one read): the
+    /// problem in the words `gavel verify` and `gavel dump` use, or `nil`.
+    public static func continuityProblem(
+        of header: SegmentHeader, at segment: (firstLSN: UInt64, path: String),
+        after expected: (lsn: UInt64, chain: [UInt8])?
+    ) -> String? {
+        var problems: [String] = []
+        if header.firstLSN != segment.firstLSN {
+            problems.append("\(segment.path): named for lsn \(segment.firstLSN) but starts at \(header.firstLSN)")
+        }
+        if let expected, header.firstLSN != expected.lsn {
+            problems.append(
+                "\(segment.path) at byte 0: starts at lsn \(header.firstLSN) where \(expected.lsn) was expected (a segment is missing or out of order)"
+            )
+        } else if let expected, header.previousChain != expected.chain {
+            problems.append("\(segment.path) at byte 0: does not chain to the previous segment")
+        }
+        return problems.isEmpty ? nil : problems.joined(separator: "; ")
     }
 
     /// At most this many changed outcomes are listed per snapshot.

@@ -186,10 +186,16 @@ func describe(_ report: RecoveryReport, since started: Int64) {
             "recovery: started from snapshot \(snapshot.path), written by a gavel from before settlements, as the journal no longer reaches back to lsn 1: the sales up to lsn \(snapshot.lsn) have no settlements; settlements start with the sales after it"
         )
     }
-    if let truncation = report.truncation {
+    if let truncation = report.truncation, report.setAsideSegments.isEmpty {
         printError("recovery: truncated \(truncation.file) at byte \(truncation.offset): \(truncation.reason)")
+    } else if let truncation = report.truncation {
+        // Nothing was cut: the journal ended before the snapshot, and starts again after it.
+        printError("recovery: \(truncation.file) at byte \(truncation.offset): \(truncation.reason)")
     }
     for removed in report.removedSegments { printError("recovery: removed segment \(removed)") }
+    for moved in report.setAsideSegments {
+        printError("recovery: moved segment \(moved) out of the journal, to \(DataDirectory.setAsideName)/")
+    }
     let ms = monotonicMillis() - started
     let from = report.snapshot.map { "snapshot at lsn \($0.lsn)" } ?? "an empty state"
     if report.lastLSN > 0 || report.snapshot != nil {
