@@ -42,6 +42,10 @@ struct Replay: ParsableCommand {
         let started = monotonicNanos()
         let report: RecoveryReport
         warnIfLoose(directory, tool: "gavel replay")
+        if let problem = directory.layoutProblem() {
+            printError("gavel replay: \(problem)")
+            throw ExitCode(2)
+        }
         do {
             report = try Recovery.recover(directory, options: options)
         } catch {
@@ -170,6 +174,10 @@ struct Dump: ParsableCommand {
     func run() throws {
         let out = LineWriter()
         warnIfLoose(directory, tool: "gavel dump")
+        if let problem = directory.layoutProblem() {
+            printError("gavel dump: \(problem)")
+            throw ExitCode(1)
+        }
         if let settlement { return try dumpSettlement(settlement, directory, out) }
         let segments = directory.segments()
         guard !segments.isEmpty else {
@@ -178,6 +186,9 @@ struct Dump: ParsableCommand {
         }
         var first = 0
         for (index, segment) in segments.enumerated() where segment.firstLSN <= fromLSN { first = index }
+        // Where the segment before left off: the next one must go on from there (a missing segment or segments in
+        // the wrong order are a gap in the audit trail, reported as such, never skipped).
+        var expected: (lsn: UInt64, chain: [UInt8])?
         for segment in segments[first...] {
             var reader: SegmentReader
             do {
@@ -185,6 +196,13 @@ struct Dump: ParsableCommand {
             } catch {
                 out.flush()
                 printError("gavel dump: \(segment.path): \(error)")
+                throw ExitCode(1)
+            }
+            if let problem = Verification.continuityProblem(
+                of: reader.header, at: segment, after: expected)
+            {
+                out.flush()
+                printError("gavel dump: \(problem); the entries before it are printed, none after")
                 throw ExitCode(1)
             }
             while true {
@@ -219,6 +237,7 @@ struct Dump: ParsableCommand {
                     }
                 }
             }
+            expected = (reader.nextLSN, reader.chain)
         }
         out.flush()
     }
@@ -290,9 +309,16 @@ struct Snapshot: ParsableCommand {
         writer.requestSnapshot()
         writer.runUntilIdle()
         journal.close()
-        if let newest = directory.snapshotFiles().first {
-            print("snapshot: \(newest.path) (lsn \(newest.lsn))")
+        guard journal.stats.snapshotFailures.load(ordering: .relaxed) == 0,
+            journal.stats.snapshots.load(ordering: .relaxed) > 0,
+            let newest = directory.snapshotFiles().first
+        else {
+            printError(
+                "gavel snapshot: no snapshot was written (the reason is logged above); the snapshots of \(directory.snapshots) are as they were"
+            )
+            throw ExitCode(1)
         }
+        print("snapshot: \(newest.path) (lsn \(newest.lsn))")
     }
 }
 
