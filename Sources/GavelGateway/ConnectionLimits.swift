@@ -126,6 +126,8 @@ final class ConnectionLimits: Sendable {
     struct State {
         var principals: [String: Entry] = [:]
         var addresses: [String: Int] = [:]
+        /// TCP connections not upgraded yet, per source address (``beginHandshake(address:)``).
+        var handshakes: [String: Int] = [:]
         var anonymous = 0
         /// Principals whose last connection went away, oldest first, from `idleHead` on. A principal that came back
         /// and went again has a newer place; its older ones are skipped.
@@ -152,6 +154,29 @@ final class ConnectionLimits: Sendable {
     /// the idle queue. For tests that check that memory is returned.
     var tracked: (principals: Int, addresses: Int, anonymous: Int, idle: Int) {
         state.withLock { ($0.principals.count, $0.addresses.count, $0.anonymous, $0.idle.count - $0.idleHead) }
+    }
+
+    /// Source addresses with a TCP connection not upgraded yet. For tests that check that memory is returned.
+    var handshakingAddresses: Int { state.withLock { $0.handshakes.count } }
+
+    /// Counts a TCP connection from `address` as a handshake until ``endHandshake(address:)``; `false` (nothing
+    /// counted) when that address already has `maxHandshakesPerAddress` connections not upgraded yet.
+    func beginHandshake(address: String) -> Bool {
+        let most = settings.maxHandshakesPerAddress
+        return state.withLock { state in
+            let held = state.handshakes[address, default: 0]
+            guard held < most else { return false }
+            state.handshakes[address] = held + 1
+            return true
+        }
+    }
+
+    /// Forgets a handshake ``beginHandshake(address:)`` counted (the connection was upgraded, or it closed).
+    func endHandshake(address: String) {
+        state.withLock { state in
+            let left = state.handshakes[address, default: 1] - 1
+            state.handshakes[address] = left > 0 ? left : nil
+        }
     }
 
     /// Counts a connection of `principal` from `address`, or says why it may not open.

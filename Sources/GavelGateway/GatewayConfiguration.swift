@@ -50,6 +50,14 @@ public struct GatewayConfiguration: Sendable {
     public var rate = RateLimit(perSecond: 50, burst: 100)
     /// Message rate of service connections.
     public var serviceRate = RateLimit(perSecond: 5_000, burst: 10_000)
+    /// Frames per second of bidder, seller and watcher connections: every frame counts (text, continuation, ping,
+    /// pong, close), whether or not it completes a message. Past the burst the connection is closed with 1008.
+    public var frameRate = RateLimit(perSecond: 1_000, burst: 2_000)
+    /// Frames per second of service connections.
+    public var serviceFrameRate = RateLimit(perSecond: 20_000, burst: 40_000)
+    /// The most frames one message may come in (its first frame and its continuations); past it the connection is
+    /// closed with 1008.
+    public var maxFragmentsPerMessage = 256
     /// A connection rate-limited on more than `(abuseFactor - 1) * perSecond * abuseWindowSeconds` messages within
     /// `abuseWindowSeconds` (sending at `abuseFactor` times its rate) is closed with 1008.
     public var abuseFactor = 5
@@ -72,9 +80,14 @@ public struct GatewayConfiguration: Sendable {
     /// TCP connections on the main port that have not been upgraded yet (still sending their request, or being
     /// answered); one beyond this is closed at once.
     public var maxHandshakes = 1_000
+    /// TCP connections from one source address that have not been upgraded yet; one beyond this is closed at once.
+    /// It keeps one address from taking the whole of `maxHandshakes` (silent connections held until the deadline,
+    /// and opened again), so clients from other addresses can still connect. Behind a reverse proxy every client
+    /// has the proxy's address: raise it there.
+    public var maxHandshakesPerAddress = 64
     /// How long a TCP connection on the main port has to send its request and be upgraded (or answered) before it
     /// is closed, in ms.
-    public var handshakeTimeoutMs = 10_000
+    public var handshakeTimeoutMs = 5_000
     /// Bytes per second one connection may be sent in answers to `list` and `subscribe` (snapshots, replayed
     /// events); past it they are refused with `rate_limited` until the budget refills.
     public var maxReadBytesPerSecond = 256 * 1024
@@ -113,6 +126,15 @@ public struct GatewayConfiguration: Sendable {
 
     /// The rate limit of a connection with `role`.
     public func rate(for role: Role) -> RateLimit { role == .service ? serviceRate : rate }
+
+    /// The frame rate of a connection with `role`: its frame rate and burst, and at least its message rate and burst
+    /// (a message takes at least a frame, so a connection within its message rate is never closed for its frames).
+    public func frameRate(for role: Role) -> RateLimit {
+        let frames = role == .service ? serviceFrameRate : frameRate
+        let messages = rate(for: role)
+        return RateLimit(
+            perSecond: max(frames.perSecond, messages.perSecond), burst: max(frames.burst, messages.burst))
+    }
 
     /// The command rate of a principal with `role` over all its connections.
     public func principalRate(for role: Role) -> RateLimit { role == .service ? servicePrincipalRate : principalRate }

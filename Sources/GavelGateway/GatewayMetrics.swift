@@ -41,8 +41,10 @@ public final class GatewayMetrics: Sendable {
     let abuseCloses: CoreMetrics.Counter
     /// Upgrades refused by a connection limit (per user, per address, anonymous, or all connections).
     let upgradesRefused: CoreMetrics.Counter
-    /// TCP connections closed for not being upgraded in time, or because too many were not upgraded yet.
-    let handshakeCloses: CoreMetrics.Counter
+    /// TCP connections closed before their upgrade, by `reason`: not upgraded in time (`deadline`), too many not
+    /// upgraded yet (`max_handshakes`), too many of them from the connection's address (`per_address`).
+    let handshakeCloses:
+        (deadline: CoreMetrics.Counter, maxHandshakes: CoreMetrics.Counter, perAddress: CoreMetrics.Counter)
     /// Sessions closed with 1008 because their token expired.
     let tokenExpiredCloses: CoreMetrics.Counter
     /// The journal's counters, printed at each scrape once ``attach(journal:)`` gave them.
@@ -80,7 +82,11 @@ public final class GatewayMetrics: Sendable {
         rateLimited = CoreMetrics.Counter(label: "gavel_rate_limited_total", factory: factory)
         abuseCloses = CoreMetrics.Counter(label: "gavel_abuse_closes_total", factory: factory)
         upgradesRefused = CoreMetrics.Counter(label: "gavel_upgrades_refused_total", factory: factory)
-        handshakeCloses = CoreMetrics.Counter(label: "gavel_handshake_closes_total", factory: factory)
+        func closes(_ reason: String) -> CoreMetrics.Counter {
+            CoreMetrics.Counter(
+                label: "gavel_handshake_closes_total", dimensions: [("reason", reason)], factory: factory)
+        }
+        handshakeCloses = (closes("deadline"), closes("max_handshakes"), closes("per_address"))
         tokenExpiredCloses = CoreMetrics.Counter(label: "gavel_token_expired_closes_total", factory: factory)
     }
 
@@ -103,7 +109,7 @@ public final class GatewayMetrics: Sendable {
         "gavel_upgrades_refused_total":
             "Upgrades refused by a connection limit (per user, per address, anonymous, or all connections).",
         "gavel_handshake_closes_total":
-            "TCP connections closed for not being upgraded in time, or because too many were not upgraded yet.",
+            "TCP connections closed before their upgrade, by reason: deadline (not upgraded in time), max_handshakes (too many not upgraded yet), per_address (too many not upgraded yet from one address).",
         "gavel_token_expired_closes_total": "Sessions closed with 1008 because their token expired.",
     ]
 

@@ -71,6 +71,8 @@ final class AdmissionBox {
     /// The token was refused only for a `kid` the cached key set does not hold.
     var unknownKey = false
     var handshaking = false
+    /// The source address its handshake is counted against (``ConnectionLimits/beginHandshake(address:)``).
+    var handshakeAddress: String?
 }
 
 /// The page served at `/`: `Page/index.html` from the gateway's resources, next to the executable.
@@ -271,19 +273,27 @@ public final class GatewayServer: Sendable {
     }
 
     /// Counts a TCP connection as a handshake until it is upgraded or closed, and closes it if it has not been
-    /// upgraded within the handshake timeout. `false` when there are already `maxHandshakes`.
+    /// upgraded within the handshake timeout. `false` when there are already `maxHandshakes`, or
+    /// `maxHandshakesPerAddress` from the connection's address.
     func beginHandshake(_ channel: Channel, box: AdmissionBox) -> Bool {
         guard handshakes.wrappingAdd(1, ordering: .relaxed).newValue <= configuration.maxHandshakes else {
             handshakes.wrappingSubtract(1, ordering: .relaxed)
-            metrics.handshakeCloses.increment()
+            metrics.handshakeCloses.maxHandshakes.increment()
+            return false
+        }
+        let address = channel.remoteAddress?.ipAddress
+        if let address, !limits.beginHandshake(address: address) {
+            handshakes.wrappingSubtract(1, ordering: .relaxed)
+            metrics.handshakeCloses.perAddress.increment()
             return false
         }
         box.handshaking = true
+        box.handshakeAddress = address
         let metrics = metrics
         let bound = NIOLoopBound(box, eventLoop: channel.eventLoop)
         let deadline = channel.eventLoop.scheduleTask(in: .milliseconds(Int64(configuration.handshakeTimeoutMs))) {
             guard bound.value.handshaking else { return }
-            metrics.handshakeCloses.increment()
+            metrics.handshakeCloses.deadline.increment()
             channel.close(promise: nil)
         }
         channel.closeFuture.whenComplete { [self] _ in
@@ -298,6 +308,7 @@ public final class GatewayServer: Sendable {
         guard box.handshaking else { return }
         box.handshaking = false
         handshakes.wrappingSubtract(1, ordering: .relaxed)
+        if let address = box.handshakeAddress { limits.endHandshake(address: address) }
     }
 
     /// Why the gateway could not start.
@@ -337,7 +348,8 @@ public final class GatewayServer: Sendable {
             }
     }
 
-    /// Thrown by the child channel initializer for a connection beyond `maxHandshakes`, which closes it.
+    /// Thrown by the child channel initializer for a connection beyond `maxHandshakes` or
+    /// `maxHandshakesPerAddress`, which closes it.
     struct TooManyHandshakes: Error {}
 
     func initialize(_ channel: Channel) throws {

@@ -50,16 +50,42 @@ struct SessionStateMachine {
     static let unmaskedKeptBytes = 4 * 1024
     private var awaitingPong = false
     let maxMessageBytes: Int
+    /// The most frames one message may come in (its first frame and its continuations).
+    let maxFragments: Int
+    /// Frames in the message being reassembled.
+    private var fragmentCount = 0
+    /// Every frame the client sends takes one (data, continuation, ping, pong, close): a flood of frames that never
+    /// complete a message (empty continuations, unsolicited pongs) costs the reads and the decoding of each, and
+    /// the message rate never sees it. `nil`: no budget.
+    private var frames: TokenBucket?
+    /// The frame rate, for the close reason.
+    let frameRate: RateLimit?
 
-    init(maxMessageBytes: Int) {
+    /// - Parameters:
+    ///   - maxFragments: the most frames one message may come in; past it the connection is closed with 1008.
+    ///   - frameRate: the frames a connection may send, a token bucket that starts full; past it the connection is
+    ///     closed with 1008. `nil`: no limit.
+    init(maxMessageBytes: Int, maxFragments: Int = .max, frameRate: RateLimit? = nil, now: UInt64 = 0) {
         self.maxMessageBytes = maxMessageBytes
+        self.maxFragments = max(1, maxFragments)
+        self.frameRate = frameRate
+        frames = frameRate.map { TokenBucket($0, now: now) }
     }
 
     var isOpen: Bool { phase == .open }
 
-    mutating func frameReceived(_ frame: WebSocketFrame) -> FrameAction {
+    /// The reason of the close for a connection over its frame rate.
+    static func frameRateReason(_ rate: RateLimit) -> String {
+        "more than \(rate.perSecond) frames per second (burst \(rate.burst))"
+    }
+
+    /// `now`: ``monotonicNanos()``, for the frame budget.
+    mutating func frameReceived(_ frame: WebSocketFrame, now: UInt64 = 0) -> FrameAction {
         awaitingPong = false
         guard phase == .open else { return .ignore }
+        if let rate = frameRate, frames?.take(now: now) == false {
+            return fail(.policyViolation, Self.frameRateReason(rate))
+        }
         guard frame.maskKey != nil else { return fail(.protocolError, "client frames must be masked") }
         guard !frame.rsv1 && !frame.rsv2 && !frame.rsv3 else {
             return fail(.protocolError, "reserved bits set without an extension")
@@ -69,12 +95,17 @@ struct SessionStateMachine {
             guard fragments == nil else { return fail(.protocolError, "a new message began before the last ended") }
             guard frame.fin else {
                 fragments = frame.unmaskedData
+                fragmentCount = 1
                 return .ignore
             }
             return .message(unmask(frame))
         case .continuation:
             guard var buffer = fragments else { return fail(.protocolError, "continuation frame without a message") }
             fragments = nil
+            fragmentCount += 1
+            guard fragmentCount <= maxFragments else {
+                return fail(.policyViolation, "message in more than \(maxFragments) fragments")
+            }
             var payload = frame.unmaskedData
             guard buffer.readableBytes + payload.readableBytes <= maxMessageBytes else {
                 return fail(.messageTooLarge, "message larger than \(maxMessageBytes) bytes")

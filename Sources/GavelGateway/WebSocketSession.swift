@@ -76,13 +76,15 @@ final class WebSocketSession: ChannelInboundHandler, ResultRecipient, @unchecked
         self.output = output
         self.principal = principal
         admission = CommandAdmission(principal: principal)
-        machine = SessionStateMachine(maxMessageBytes: configuration.maxMessageBytes)
+        let now = monotonicNanos()
+        machine = SessionStateMachine(
+            maxMessageBytes: configuration.maxMessageBytes, maxFragments: configuration.maxFragmentsPerMessage,
+            frameRate: configuration.frameRate(for: principal.role), now: now)
         self.configuration = configuration
         self.writer = writer
         self.fanOut = fanOut
         self.metrics = metrics
         self.registry = registry
-        let now = monotonicNanos()
         bucket = TokenBucket(configuration.rate(for: principal.role), now: now)
         readBudget = ByteBudget(perSecond: configuration.maxReadBytesPerSecond, now: now)
         abuseWindowStart = now
@@ -167,11 +169,14 @@ final class WebSocketSession: ChannelInboundHandler, ResultRecipient, @unchecked
     // MARK: - Inbound
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        switch machine.frameReceived(unwrapInboundIn(data)) {
+        switch machine.frameReceived(unwrapInboundIn(data), now: monotonicNanos()) {
         case .ignore: break
         case .message(let payload): handleMessage(payload)
         case .pong(let payload): send(frame: ServerFrame.control(.pong, payload: payload))
-        case .close(let code, let reason): close(code, reason)
+        case .close(let code, let reason):
+            // The machine closes with 1008 only for a frame flood (its frame rate, or too many fragments).
+            if code == .policyViolation { metrics.abuseCloses.increment() }
+            close(code, reason)
         }
     }
 

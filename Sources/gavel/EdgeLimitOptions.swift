@@ -2,7 +2,7 @@ import ArgumentParser
 import GavelGateway
 
 /// `gavel serve`'s limits at the gateway's edge that span connections: connections per user, per address and
-/// anonymous ones, handshakes, each principal's command rate over all its connections, opens per seller, and the
+/// anonymous ones, handshakes, each connection's frames, each principal's command rate over all its connections, opens per seller, and the
 /// bytes `list` and `subscribe` answers may write.
 struct EdgeLimitOptions: ParsableArguments {
     @Option(
@@ -35,7 +35,14 @@ struct EdgeLimitOptions: ParsableArguments {
     @Option(
         name: .long,
         help:
-            "A TCP connection not upgraded (or answered) within this many ms is closed. Env GAVEL_HANDSHAKE_TIMEOUT_MS; default 10000."
+            "TCP connections from one source address not upgraded yet; one more from it is closed at once, so one address cannot take all of --max-handshakes. Behind a reverse proxy (every client has its address) raise it. Env GAVEL_MAX_HANDSHAKES_PER_ADDRESS; default 64."
+    )
+    var maxHandshakesPerAddress: Int?
+
+    @Option(
+        name: .long,
+        help:
+            "A TCP connection not upgraded (or answered) within this many ms is closed. Env GAVEL_HANDSHAKE_TIMEOUT_MS; default 5000."
     )
     var handshakeTimeoutMs: Int?
 
@@ -81,6 +88,41 @@ struct EdgeLimitOptions: ParsableArguments {
     )
     var maxReadBytesPerSecond: Int?
 
+    @Option(
+        name: .long,
+        help:
+            "Frames per second a bidder, seller or watcher connection may send, every frame counted (text, continuation, ping, pong); past the burst it is closed with 1008. Never below --rate. Env GAVEL_FRAME_RATE; default 1000."
+    )
+    var frameRate: Int?
+
+    @Option(
+        name: .long,
+        help:
+            "Burst of frames of a bidder, seller or watcher connection. Never below --rate-burst. Env GAVEL_FRAME_RATE_BURST; default 2000."
+    )
+    var frameRateBurst: Int?
+
+    @Option(
+        name: .long,
+        help:
+            "Frames per second a service connection may send; past the burst it is closed with 1008. Never below --service-rate. Env GAVEL_SERVICE_FRAME_RATE; default 20000."
+    )
+    var serviceFrameRate: Int?
+
+    @Option(
+        name: .long,
+        help:
+            "Burst of frames of a service connection. Never below --service-rate-burst. Env GAVEL_SERVICE_FRAME_RATE_BURST; default 40000."
+    )
+    var serviceFrameRateBurst: Int?
+
+    @Option(
+        name: .long,
+        help:
+            "The most frames one client message may come in (its first frame and continuations); past it the connection is closed with 1008. Env GAVEL_MAX_FRAGMENTS_PER_MESSAGE; default 256."
+    )
+    var maxFragmentsPerMessage: Int?
+
     /// Sets these limits in `c` from options, environment and defaults, and checks them.
     func apply(to c: inout GatewayConfiguration) throws {
         c.maxConnectionsPerUser = try Setting.value(
@@ -90,6 +132,8 @@ struct EdgeLimitOptions: ParsableArguments {
         c.maxAnonymousConnections = try Setting.value(
             maxAnonymousConnections, "GAVEL_MAX_ANONYMOUS_CONNECTIONS", default: c.maxAnonymousConnections)
         c.maxHandshakes = try Setting.value(maxHandshakes, "GAVEL_MAX_HANDSHAKES", default: c.maxHandshakes)
+        c.maxHandshakesPerAddress = try Setting.value(
+            maxHandshakesPerAddress, "GAVEL_MAX_HANDSHAKES_PER_ADDRESS", default: c.maxHandshakesPerAddress)
         c.handshakeTimeoutMs = try Setting.value(
             handshakeTimeoutMs, "GAVEL_HANDSHAKE_TIMEOUT_MS", default: c.handshakeTimeoutMs)
         c.principalRate.perSecond = try Setting.value(
@@ -103,10 +147,20 @@ struct EdgeLimitOptions: ParsableArguments {
         c.opensPerMinute = try Setting.value(opensPerMinute, "GAVEL_OPENS_PER_MINUTE", default: c.opensPerMinute)
         c.maxReadBytesPerSecond = try Setting.value(
             maxReadBytesPerSecond, "GAVEL_MAX_READ_BYTES_PER_SECOND", default: c.maxReadBytesPerSecond)
+        c.frameRate.perSecond = try Setting.value(frameRate, "GAVEL_FRAME_RATE", default: c.frameRate.perSecond)
+        c.frameRate.burst = try Setting.value(frameRateBurst, "GAVEL_FRAME_RATE_BURST", default: c.frameRate.burst)
+        c.serviceFrameRate.perSecond = try Setting.value(
+            serviceFrameRate, "GAVEL_SERVICE_FRAME_RATE", default: c.serviceFrameRate.perSecond)
+        c.serviceFrameRate.burst = try Setting.value(
+            serviceFrameRateBurst, "GAVEL_SERVICE_FRAME_RATE_BURST", default: c.serviceFrameRate.burst)
+        c.maxFragmentsPerMessage = try Setting.value(
+            maxFragmentsPerMessage, "GAVEL_MAX_FRAGMENTS_PER_MESSAGE", default: c.maxFragmentsPerMessage)
         let counts = [
             ("--max-connections-per-user", c.maxConnectionsPerUser),
             ("--max-connections-per-address", c.maxConnectionsPerAddress),
             ("--max-anonymous-connections", c.maxAnonymousConnections), ("--max-handshakes", c.maxHandshakes),
+            ("--max-handshakes-per-address", c.maxHandshakesPerAddress),
+            ("--max-fragments-per-message", c.maxFragmentsPerMessage),
         ]
         for (name, value) in counts where !(1...10_000_000).contains(value) {
             throw ValidationError("\(name) must be 1 to 10000000 (got \(value))")
@@ -122,6 +176,14 @@ struct EdgeLimitOptions: ParsableArguments {
             throw ValidationError(
                 "--principal-rate, --service-principal-rate, their bursts and --opens-per-minute must be 1 to 10000000 (got \(value))"
             )
+        }
+        let frameRates = [
+            ("--frame-rate", c.frameRate.perSecond), ("--frame-rate-burst", c.frameRate.burst),
+            ("--service-frame-rate", c.serviceFrameRate.perSecond),
+            ("--service-frame-rate-burst", c.serviceFrameRate.burst),
+        ]
+        for (name, value) in frameRates where !(1...100_000_000).contains(value) {
+            throw ValidationError("\(name) must be 1 to 100000000 (got \(value))")
         }
         guard (1024...1 << 30).contains(c.maxReadBytesPerSecond) else {
             throw ValidationError(

@@ -111,4 +111,93 @@ import Testing
             }
         }
     }
+
+    // MARK: - Frame budget and fragments
+
+    /// A machine with a frame budget of `perSecond` frames a second and `burst` at once, at time 0.
+    private func budgeted(perSecond: Int = 10, burst: Int = 5, fragments: Int = .max) -> SessionStateMachine {
+        SessionStateMachine(
+            maxMessageBytes: 100, maxFragments: fragments, frameRate: RateLimit(perSecond: perSecond, burst: burst),
+            now: 0)
+    }
+
+    @Test func aFloodOfEmptyContinuationFramesIsClosedWithPolicyViolationOnceTheFrameBurstIsSpent() {
+        var machine = budgeted()
+        #expect(machine.frameReceived(frame(.text, "{", fin: false), now: 0) == .ignore)
+        for _ in 0..<4 { #expect(machine.frameReceived(frame(.continuation, fin: false), now: 0) == .ignore) }
+        #expect(
+            machine.frameReceived(frame(.continuation, fin: false), now: 0)
+                == .close(.policyViolation, "more than 10 frames per second (burst 5)"))
+    }
+
+    @Test func unsolicitedPongsAndPingsTakeFromTheFrameBudgetToo() {
+        var pongs = budgeted(burst: 3)
+        let answered = (0..<4).map { _ in pongs.frameReceived(frame(.pong), now: 0) }
+        #expect(
+            answered == [
+                .ignore, .ignore, .ignore, .close(.policyViolation, "more than 10 frames per second (burst 3)"),
+            ])
+        var pings = budgeted(burst: 2)
+        #expect(pings.frameReceived(frame(.ping), now: 0) == .pong(ByteBuffer()))
+        #expect(pings.frameReceived(frame(.ping), now: 0) == .pong(ByteBuffer()))
+        #expect(
+            pings.frameReceived(frame(.ping), now: 0)
+                == .close(.policyViolation, "more than 10 frames per second (burst 2)"))
+    }
+
+    @Test func theFrameBudgetRefillsWithTimeSoASteadyClientWithinItIsNeverClosed() {
+        var machine = budgeted(perSecond: 10, burst: 5)
+        // 10 frames a second for 10 seconds, one every 100 ms: within the rate, whatever the burst.
+        for n in 0..<100 {
+            let now = UInt64(n) * 100_000_000
+            #expect(machine.frameReceived(frame(.text, "{}"), now: now) == .message(text("{}")))
+        }
+        #expect(machine.isOpen)
+    }
+
+    @Test func aMessageInAsManyFragmentsAsTheLimitIsDeliveredAndOneMoreIsClosedWithPolicyViolation() {
+        var atLimit = budgeted(burst: 100, fragments: 4)
+        let pieces = [
+            frame(.text, "{\"a\"", fin: false), frame(.continuation, ":", fin: false),
+            frame(.continuation, "1", fin: false), frame(.continuation, "}"),
+        ]
+        #expect(pieces.map { atLimit.frameReceived($0, now: 0) }.last == .message(text("{\"a\":1}")))
+        // The count starts again with the next message.
+        #expect(
+            [frame(.text, "{", fin: false), frame(.continuation, "}")].map { atLimit.frameReceived($0, now: 0) }.last
+                == .message(text("{}")))
+        var over = budgeted(burst: 100, fragments: 4)
+        let five = [frame(.text, "{", fin: false)] + (0..<4).map { _ in frame(.continuation, fin: false) }
+        #expect(
+            five.map { over.frameReceived($0, now: 0) }.last
+                == .close(.policyViolation, "message in more than 4 fragments"))
+    }
+
+    @Test func aLargeMessageInManyFramesWithinTheDefaultLimitsIsDelivered() {
+        let c = GatewayConfiguration()
+        var machine = SessionStateMachine(
+            maxMessageBytes: c.maxMessageBytes, maxFragments: c.maxFragmentsPerMessage, frameRate: c.frameRate, now: 0)
+        // 64 KiB less a little, in the most fragments allowed, all at once.
+        let piece = String(repeating: "x", count: (c.maxMessageBytes - 16) / c.maxFragmentsPerMessage)
+        var frames = [frame(.text, "[\"", fin: false)]
+        frames += (0..<(c.maxFragmentsPerMessage - 2)).map { _ in frame(.continuation, piece, fin: false) }
+        frames.append(frame(.continuation, "\"]"))
+        let answers = frames.map { machine.frameReceived($0, now: 0) }
+        #expect(answers.dropLast().allSatisfy { $0 == .ignore })
+        guard case .message(let whole)? = answers.last else {
+            Issue.record("not delivered: \(String(describing: answers.last))")
+            return
+        }
+        #expect(whole.readableBytes == 4 + piece.utf8.count * (c.maxFragmentsPerMessage - 2))
+    }
+
+    @Test func aConnectionsFrameRateIsNeverBelowItsMessageRate() {
+        var c = GatewayConfiguration()
+        c.frameRate = RateLimit(perSecond: 10, burst: 20)
+        c.serviceRate = RateLimit(perSecond: 1_000_000, burst: 2_000_000)
+        #expect(c.frameRate(for: .bidder) == RateLimit(perSecond: 50, burst: 100))
+        #expect(c.frameRate(for: .service) == RateLimit(perSecond: 1_000_000, burst: 2_000_000))
+        c.frameRate = RateLimit(perSecond: 500, burst: 700)
+        #expect(c.frameRate(for: .watcher) == RateLimit(perSecond: 500, burst: 700))
+    }
 }

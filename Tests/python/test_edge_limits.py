@@ -1,5 +1,6 @@
 """Limits at the gateway's edge: identifiers, connections per user, address and anonymous clients, each principal's
-rate and opens over all its connections, token expiry on a live connection, slow handshakes, list amplification."""
+rate and opens over all its connections, token expiry on a live connection, slow handshakes (also from one address),
+frame floods, list amplification."""
 
 import json
 import os
@@ -10,7 +11,7 @@ import time
 import websockets
 from websockets.exceptions import InvalidStatus
 
-from support import eventually, journal_bytes, mint_token, now_ms, open_english, raw_connect, unique
+from support import RawWebSocket, eventually, journal_bytes, mint_token, now_ms, open_english, raw_connect, unique
 
 UPGRADE_HEADERS = {"Connection": "Upgrade", "Upgrade": "websocket", "Sec-WebSocket-Version": "13",
                    "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ=="}
@@ -95,6 +96,9 @@ def test_the_anonymous_cap_leaves_room_for_a_token_holder(start_server):
 def test_limits_are_validated_at_start(gavel_bin, tmp_path):
     for args, fragment in [(["--max-connections-per-user", "0"], "--max-connections-per-user must be"),
                            (["--handshake-timeout-ms", "5"], "--handshake-timeout-ms must be"),
+                           (["--max-handshakes-per-address", "0"], "--max-handshakes-per-address must be"),
+                           (["--frame-rate", "0"], "--frame-rate must be 1 to"),
+                           (["--max-fragments-per-message", "0"], "--max-fragments-per-message must be"),
                            (["--max-read-bytes-per-second", "10"], "--max-read-bytes-per-second must be")]:
         done = subprocess.run([gavel_bin, "serve", "--data-dir", str(tmp_path / "d"), "--jwt-secret", "x" * 40,
                                *args], capture_output=True, text=True, timeout=30)
@@ -202,6 +206,95 @@ def test_silent_connections_are_closed_at_the_handshake_deadline_and_capped_befo
     with srv.connect() as watcher:  # the slots are free again
         assert watcher.hello["role"] == "watcher"
     assert srv.metric("gavel_handshake_closes_total") == 4
+
+
+def labelled_metric(server, sample):
+    """The value of one exact sample line of `/metrics`, such as `name{label="value"}`; 0 when absent."""
+    _, body = server.admin_get("/metrics")
+    for line in body.decode().splitlines():
+        if line.startswith(sample + " "):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+def test_one_address_holding_its_most_silent_connections_leaves_room_for_a_client_from_another(start_server):
+    srv = start_server("--max-handshakes", "8", "--max-handshakes-per-address", "4", "--handshake-timeout-ms", "60000")
+    silent = [silent_socket(srv.port) for _ in range(4)]
+    try:
+        time.sleep(0.1)  # the server has accepted them
+        # The same address trying for the whole pool: each one past its share is closed at once.
+        extra = [silent_socket(srv.port) for _ in range(8)]
+        try:
+            assert all(closed_by_server(s, 2) for s in extra)
+        finally:
+            for s in extra:
+                s.close()
+        # Another address (a legitimate client) still connects while the four are held.
+        with srv.user("ann", source_address=("127.0.0.2", 0)) as ann:
+            assert ann.hello["principal"] == "ann"
+        with srv.connect(source_address=("127.0.0.3", 0)) as watcher:
+            assert watcher.hello["role"] == "watcher"
+        assert not any(closed_by_server(s, 0.2) for s in silent), "the first four are held until their deadline"
+    finally:
+        for s in silent:
+            s.close()
+    assert labelled_metric(srv, 'gavel_handshake_closes_total{reason="per_address"}') == 8
+    assert labelled_metric(srv, 'gavel_handshake_closes_total{reason="max_handshakes"}') == 0
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Frame floods
+
+
+EMPTY_CONTINUATION = bytes([0x00, 0x80]) + b"\0" * 4  # FIN=0, masked, no payload
+EMPTY_PONG = bytes([0x8A, 0x80]) + b"\0" * 4
+
+
+def flood(raw, frame, count):
+    try:
+        raw.sock.sendall(frame * count)
+    except OSError:
+        pass  # the server may have closed already
+
+
+def test_a_flood_of_empty_continuation_frames_is_closed_1008_and_others_are_not_affected(start_server):
+    srv = start_server("--rate", "10", "--rate-burst", "20", "--frame-rate", "10", "--frame-rate-burst", "20")
+    with srv.user("bob") as bob, RawWebSocket(srv.port) as raw:
+        assert raw.recv_json()["type"] == "hello"
+        raw.send_frame(RawWebSocket.OP_TEXT, b"{", fin=False)  # a message that never ends ...
+        flood(raw, EMPTY_CONTINUATION, 150)  # ... and more frames than the burst, none completing it
+        assert raw.close_code() == 1008
+        assert bob.command({"type": "bid", "listing": "nowhere", "amount": 100})["error"] == "unknown_listing"
+    assert srv.metric("gavel_abuse_closes_total") >= 1
+
+
+def test_a_flood_of_unsolicited_pongs_is_closed_1008(start_server):
+    srv = start_server("--rate", "10", "--rate-burst", "20", "--frame-rate", "10", "--frame-rate-burst", "20")
+    with RawWebSocket(srv.port) as raw:
+        assert raw.recv_json()["type"] == "hello"
+        flood(raw, EMPTY_PONG, 150)
+        assert raw.close_code() == 1008
+
+
+def test_a_large_message_in_many_fragments_within_the_default_limits_is_answered(server):
+    with RawWebSocket(server.port) as raw:
+        assert raw.recv_json()["type"] == "hello"
+        message = json.dumps({"type": "list", "id": "big", "pad": "x" * 60_000}).encode()
+        pieces = [message[i:i + 250] for i in range(0, len(message), 250)]
+        assert 200 < len(pieces) <= 256  # the default --max-fragments-per-message
+        for n, piece in enumerate(pieces):
+            raw.send_frame(RawWebSocket.OP_TEXT if n == 0 else RawWebSocket.OP_CONT, piece, fin=n == len(pieces) - 1)
+        assert raw.recv_json()["id"] == "big"
+
+
+def test_a_message_in_more_fragments_than_the_limit_is_closed_1008(start_server):
+    srv = start_server("--max-fragments-per-message", "8")
+    with RawWebSocket(srv.port) as raw:
+        assert raw.recv_json()["type"] == "hello"
+        message = json.dumps({"type": "list", "id": "split"}).encode()
+        for n in range(9):
+            raw.send_frame(RawWebSocket.OP_TEXT if n == 0 else RawWebSocket.OP_CONT, message[n:n + 1], fin=False)
+        assert raw.close_code() == 1008
 
 
 # ---------------------------------------------------------------------------------------------------------------
