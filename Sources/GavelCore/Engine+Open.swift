@@ -5,6 +5,14 @@ extension Engine {
         }
         if let rejection = Self.validate(terms) { return rejection }
         if let problem = terms.deadlines.problem { return .rejected(.badRequest, problem) }
+        // Settings of the engine, not of the terms: ``validate(_:)`` also checks saved terms at restore, and a
+        // listing opened under other settings keeps its terms.
+        if case .dutch(let t) = terms, t.stepEveryMs < configuration.minDutchStepMs {
+            return .rejected(
+                .badRequest,
+                "step_every_ms \(t.stepEveryMs) is below the minimum of \(configuration.minDutchStepMs) ms (--min-dutch-step-ms)"
+            )
+        }
         let opensAt: Millis
         let closesAt: Millis?
         switch terms {
@@ -19,6 +27,13 @@ extension Engine {
             }
             if closesAt <= now {
                 return .rejected(.badRequest, "closes_at \(closesAt) must be after the current engine time \(now)")
+            }
+            // `closesAt > now >= 0`: the difference cannot overflow.
+            if closesAt - now > configuration.maxListingDurationMs {
+                return .rejected(
+                    .badRequest,
+                    "closes_at \(closesAt) is more than the maximum listing duration of \(configuration.maxListingDurationMs) ms (--max-listing-duration-ms) after the engine time \(now)"
+                )
             }
         }
         var resolved = terms

@@ -6,7 +6,9 @@ extension Engine {
     /// ended gets its eviction timer at the state's clock plus the retention, in listing id order, a principal above
     /// the cap keeps its newest ids, and a book holding more resting orders than a cap keeps them (only new `gtc`
     /// orders are refused until it is below). That is deterministic, so every restore of the same bytes gives the
-    /// same engine.
+    /// same engine. A state of version 1 or 2 (written before the shortest dutch step and the longest listing duration
+    /// were settings) takes both from `defaults`; they apply to `open`s from then on, and listings already open keep
+    /// their terms.
     ///
     /// - Parameter defaults: ``EngineConfiguration/expectedRequestIDs`` (room to make in the idempotency table up
     ///   front, beyond the ids the state remembers; not part of the state), and the settings a version 1 state lacks.
@@ -16,7 +18,7 @@ extension Engine {
     {
         var r = BinaryReader(bytes)
         let version = try r.readUInt32()
-        guard version == 1 || version == stateVersion else {
+        guard (1...stateVersion).contains(version) else {
             throw r.fail(
                 "unsupported state version \(version) (this build reads 1 to \(stateVersion)); use a newer gavel")
         }
@@ -41,6 +43,10 @@ extension Engine {
             }
             configuration.maxRestingOrdersPerListing = Int(perListing)
             configuration.maxRestingOrdersPerTrader = Int(perTrader)
+        }
+        if version >= 3 {
+            configuration.minDutchStepMs = try r.read(1...Int64.max, "the shortest dutch step")
+            configuration.maxListingDurationMs = try r.read(1...Int64.max, "the longest listing duration")
         }
         let expectedRequestIDs = defaults.expectedRequestIDs
         let engine = Engine(configuration: configuration)

@@ -3,8 +3,15 @@ extension Engine {
     /// runner-up or remembered settlement result) ends with the settlement section of ``encodeSettlements(into:pieceBytes:emit:)``;
     /// one without has none, so its bytes (and hash) are what they were before settlements existed. 2 added the closed-listing retention, the per-principal cap of
     /// remembered request ids and the caps of resting orders per market listing and per trader (after the
-    /// idempotency window) and the `evict` timer; ``restore(from:defaults:)`` reads version 1 too.
-    public static let stateVersion: UInt32 = 2
+    /// idempotency window) and the `evict` timer; 3 the shortest dutch step and the longest listing duration (after
+    /// the resting-order caps). A state whose engine has neither (1 ms, `Int64.max`: `gavel simulate`'s) is written
+    /// as version 2, byte for byte what it was before they existed, so it keeps its hash.
+    /// ``restore(from:defaults:)`` reads versions 1 and 2 too.
+    public static let stateVersion: UInt32 = 3
+
+    /// Whether the state holds the shortest dutch step and the longest listing duration (version 3), or neither is
+    /// set and it is written as version 2.
+    var writesOpenLimits: Bool { configuration.minDutchStepMs != 1 || configuration.maxListingDurationMs != .max }
 
     /// The whole engine state in a canonical binary form: the same state gives the same bytes on every run and
     /// machine (listings are written in id order, timers in firing order, remembered ids in the order they were
@@ -21,13 +28,18 @@ extension Engine {
     /// compresses each piece into its file). The array handed to `emit` is reused for the next piece.
     public func encodeState<E: Error>(pieceBytes: Int, emit: ([UInt8]) throws(E) -> Void) throws(E) {
         var w = BinaryWriter(capacity: min(pieceBytes, 1 << 22) + 4096)
-        w.write(Self.stateVersion)
+        let openLimits = writesOpenLimits
+        w.write(openLimits ? Self.stateVersion : 2)
         w.write(now)
         w.write(configuration.idempotencyWindowMs)
         w.write(configuration.closedListingRetentionMs)
         w.write(UInt64(configuration.maxRequestIDsPerPrincipal))
         w.write(UInt64(configuration.maxRestingOrdersPerListing))
         w.write(UInt64(configuration.maxRestingOrdersPerTrader))
+        if openLimits {
+            w.write(configuration.minDutchStepMs)
+            w.write(configuration.maxListingDurationMs)
+        }
         w.write(UInt64(listings.count))
         for id in listings.keys.sorted() {
             guard let listing = listings[id] else { continue }

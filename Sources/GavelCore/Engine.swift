@@ -18,12 +18,34 @@ public struct EngineConfiguration: Sendable, Hashable {
     /// The most orders one trader has resting on one market listing's book; past it the trader's `gtc` order is
     /// refused. Default: 1,000.
     public var maxRestingOrdersPerTrader: Int
+    /// The shortest `step_every_ms` a dutch `open` may give: each step is a journaled, fsynced tick and a `price`
+    /// event to every subscriber, so a listing stepping every millisecond costs a thousand of each a second.
+    /// Default: 1 ms (none); `gavel serve` and the journal tools: ``servedMinDutchStepMs``.
+    public var minDutchStepMs: Millis
+    /// How far after the engine time an `open`'s `closes_at` may be, every format: a listing holds memory and its
+    /// timers (a dutch listing steps) until it closes. Default: `Int64.max` (none); `gavel serve` and the journal
+    /// tools: ``servedMaxListingDurationMs``.
+    public var maxListingDurationMs: Millis
+
+    /// `gavel serve`'s default shortest dutch step: 1,000 ms.
+    public static let servedMinDutchStepMs: Millis = 1_000
+    /// `gavel serve`'s default longest listing duration: 31,536,000,000 ms (365 days).
+    public static let servedMaxListingDurationMs: Millis = 31_536_000_000
+
+    /// The settings `gavel serve` starts a data directory with when none is given, which the journal tools replay
+    /// with too.
+    public static var served: EngineConfiguration {
+        EngineConfiguration(minDutchStepMs: servedMinDutchStepMs, maxListingDurationMs: servedMaxListingDurationMs)
+    }
 
     public init(
         idempotencyWindowMs: Millis = 86_400_000, expectedRequestIDs: Int = 0,
         closedListingRetentionMs: Millis = 3_600_000, maxRequestIDsPerPrincipal: Int = 100_000,
-        maxRestingOrdersPerListing: Int = 100_000, maxRestingOrdersPerTrader: Int = 1_000
+        maxRestingOrdersPerListing: Int = 100_000, maxRestingOrdersPerTrader: Int = 1_000,
+        minDutchStepMs: Millis = 1, maxListingDurationMs: Millis = .max
     ) {
+        self.minDutchStepMs = minDutchStepMs
+        self.maxListingDurationMs = maxListingDurationMs
         self.idempotencyWindowMs = idempotencyWindowMs
         self.expectedRequestIDs = expectedRequestIDs
         self.closedListingRetentionMs = closedListingRetentionMs

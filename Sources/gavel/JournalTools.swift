@@ -300,7 +300,7 @@ struct Snapshot: ParsableCommand {
             throw ExitCode(1)
         }
         let report = try recoverForWriting(
-            directory, truncateAfterCorruption: storage.truncateAfterCorruption, engine: EngineConfiguration())
+            directory, truncateAfterCorruption: storage.truncateAfterCorruption, engine: .served)
         let journal = try Journal(directory: directory, configuration: storage.journalConfiguration, recovery: report)
         let writer = Writer(
             configuration: storage.writerConfiguration(engine: report.engine.configuration), engine: report.engine,

@@ -191,7 +191,8 @@ struct Serve: AsyncParsableCommand {
     )
     var expectedRequestIds: Int?
 
-    // Bounds of the engine's state (listing queues, closed listings, request ids per principal, resting orders).
+    // Bounds of the engine's state (listing queues, closed listings, request ids per principal, resting orders, dutch
+    // steps, listing durations).
 
     @Option(
         name: .long,
@@ -235,6 +236,20 @@ struct Serve: AsyncParsableCommand {
     )
     var maxRestingOrdersPerTrader: Int?
 
+    @Option(
+        name: .long,
+        help:
+            "The shortest step_every_ms a dutch open may give (each step is a journaled tick and a price event); shorter gets bad_request. Part of the state: fixed by the data directory's first start. Env GAVEL_MIN_DUTCH_STEP_MS; default 1000, 1 to 86400000."
+    )
+    var minDutchStepMs: Int64?
+
+    @Option(
+        name: .long,
+        help:
+            "How far after the engine time an open's closes_at may be, in ms, every format; further gets bad_request. Part of the state: fixed by the data directory's first start. Env GAVEL_MAX_LISTING_DURATION_MS; default 31536000000 (365 days), 1 to 315360000000 (10 years)."
+    )
+    var maxListingDurationMs: Int64?
+
     /// The engine's settings from options, environment and defaults, validated.
     func engineConfiguration() throws -> EngineConfiguration {
         let c = EngineConfiguration(
@@ -248,7 +263,12 @@ struct Serve: AsyncParsableCommand {
             maxRestingOrdersPerListing: try Setting.value(
                 maxRestingOrdersPerListing, "GAVEL_MAX_RESTING_ORDERS_PER_LISTING", default: 100_000),
             maxRestingOrdersPerTrader: try Setting.value(
-                maxRestingOrdersPerTrader, "GAVEL_MAX_RESTING_ORDERS_PER_TRADER", default: 1_000))
+                maxRestingOrdersPerTrader, "GAVEL_MAX_RESTING_ORDERS_PER_TRADER", default: 1_000),
+            minDutchStepMs: try Setting.value(
+                minDutchStepMs, "GAVEL_MIN_DUTCH_STEP_MS", default: EngineConfiguration.servedMinDutchStepMs),
+            maxListingDurationMs: try Setting.value(
+                maxListingDurationMs, "GAVEL_MAX_LISTING_DURATION_MS",
+                default: EngineConfiguration.servedMaxListingDurationMs))
         guard (1...Self.maxIdempotencyWindowMs).contains(c.idempotencyWindowMs) else {
             throw ValidationError("--idempotency-window-ms must be 1 to \(Self.maxIdempotencyWindowMs) (30 days)")
         }
@@ -266,6 +286,12 @@ struct Serve: AsyncParsableCommand {
         }
         guard (1...10_000_000).contains(c.maxRestingOrdersPerTrader) else {
             throw ValidationError("--max-resting-orders-per-trader must be 1 to 10000000")
+        }
+        guard (1...86_400_000).contains(c.minDutchStepMs) else {
+            throw ValidationError("--min-dutch-step-ms must be 1 to 86400000 (a day)")
+        }
+        guard (1...315_360_000_000).contains(c.maxListingDurationMs) else {
+            throw ValidationError("--max-listing-duration-ms must be 1 to 315360000000 (10 years)")
         }
         return c
     }
@@ -303,6 +329,8 @@ struct Serve: AsyncParsableCommand {
                 "--max-resting-orders-per-trader", Int64(requested.maxRestingOrdersPerTrader),
                 Int64(recovered.maxRestingOrdersPerTrader)
             ),
+            ("--min-dutch-step-ms", requested.minDutchStepMs, recovered.minDutchStepMs),
+            ("--max-listing-duration-ms", requested.maxListingDurationMs, recovered.maxListingDurationMs),
         ]
         for (name, wanted, value) in kept where wanted != value {
             printError(

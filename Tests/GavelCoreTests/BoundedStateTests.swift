@@ -200,6 +200,17 @@ func versionOneState(of engine: Engine) -> [UInt8] {
     return bytes
 }
 
+/// A version 2 state, as the code before the shortest dutch step and the longest listing duration wrote it: the
+/// version 3 encoding without those two settings (after the resting-order caps). An engine with neither already
+/// writes version 2.
+func versionTwoState(of engine: Engine) -> [UInt8] {
+    var bytes = engine.encodeState()
+    guard bytes.prefix(4) == [3, 0, 0, 0] else { return bytes }
+    bytes.removeSubrange(52..<68)
+    bytes.replaceSubrange(0..<4, with: [2, 0, 0, 0])
+    return bytes
+}
+
 /// Timers that stop applying are cancelled when they do, so that timers do not pile up for as long as their times are
 /// away: a resting order's expiry when the order leaves the book, a listing's close when the listing is evicted.
 @Suite struct CancelledTimerTests {

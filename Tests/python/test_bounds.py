@@ -1,9 +1,10 @@
 """Bounded engine state through a real server: listing queues only for listings that exist, closed listings
-evicted after their retention."""
+evicted after their retention, dutch steps no shorter than a minimum, listings no longer than a maximum, kept
+across a restart."""
 
 import time
 
-from support import open_english, request_id, unique
+from support import now_ms, open_english, request_id, unique
 
 
 def test_bids_on_made_up_ids_do_not_stop_a_later_open(start_server):
@@ -45,3 +46,26 @@ def test_a_closed_listing_leaves_the_list_after_its_retention(start_server):
         snapshot = ann.subscribe(listing)
         assert snapshot["state"] is None and snapshot["seq"] == 0, snapshot
         assert open_english(sam, listing)["ok"], "an evicted id may be opened again"
+
+
+def dutch(listing, step_every_ms, closes_in_ms=600_000):
+    return {"type": "open", "listing": listing, "format": "dutch", "start": 10**15, "floor": 1, "step": 1,
+            "step_every_ms": step_every_ms, "quantity": 1, "closes_at": now_ms() + closes_in_ms}
+
+
+def test_a_dutch_step_below_the_minimum_and_a_listing_longer_than_the_maximum_are_refused(start_server, tmp_path):
+    data = tmp_path / "limits"
+    srv = start_server("--min-dutch-step-ms", "500", "--max-listing-duration-ms", "86400000", data_dir=data)
+    with srv.user("sam", "seller") as sam:
+        fast = sam.command(dutch(unique(), 1))
+        assert fast["error"] == "bad_request"
+        assert fast["message"] == "step_every_ms 1 is below the minimum of 500 ms (--min-dutch-step-ms)"
+        assert sam.command(dutch(unique(), 500))["ok"]
+        far = open_english(sam, unique(), closes_in_ms=86_400_000 + 60_000)
+        assert far["error"] == "bad_request" and "maximum listing duration of 86400000 ms" in far["message"], far
+    srv.stop()
+    # Part of the state: a restart with other values keeps the data directory's, and says so.
+    again = start_server("--min-dutch-step-ms", "2000", data_dir=data)
+    with again.user("sam", "seller") as sam:
+        assert sam.command(dutch(unique(), 500))["ok"]
+    assert "--min-dutch-step-ms 2000 ignored" in again.log_tail()
