@@ -27,10 +27,13 @@ public struct EngineConfiguration: Sendable, Hashable {
     /// tools: ``servedMaxListingDurationMs``.
     public var maxListingDurationMs: Millis
 
-    /// `gavel serve`'s default shortest dutch step: 1,000 ms.
-    public static let servedMinDutchStepMs: Millis = 1_000
-    /// `gavel serve`'s default longest listing duration: 31,536,000,000 ms (365 days).
-    public static let servedMaxListingDurationMs: Millis = 31_536_000_000
+    /// `gavel serve`'s default shortest dutch step: 100 ms, ten journaled ticks a second at most per listing (a
+    /// clock stepping faster than a bidder can react buys nothing; slower clocks are what auctions use).
+    public static let servedMinDutchStepMs: Millis = 100
+    /// `gavel serve`'s default longest listing duration: none (`Int64.max`), as before the setting existed: a
+    /// listing's memory is bounded by the listing caps, and a far `closes_at` is a legitimate choice (a market without
+    /// one is unbounded by design). An operator who wants a bound sets one.
+    public static let servedMaxListingDurationMs: Millis = .max
 
     /// The settings `gavel serve` starts a data directory with when none is given, which the journal tools replay
     /// with too.

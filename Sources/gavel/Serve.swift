@@ -239,14 +239,14 @@ struct Serve: AsyncParsableCommand {
     @Option(
         name: .long,
         help:
-            "The shortest step_every_ms a dutch open may give (each step is a journaled tick and a price event); shorter gets bad_request. Part of the state: fixed by the data directory's first start. Env GAVEL_MIN_DUTCH_STEP_MS; default 1000, 1 to 86400000."
+            "The shortest step_every_ms a dutch open may give (each step is a journaled tick and a price event); shorter gets bad_request. Part of the state: fixed by the data directory's first start. Env GAVEL_MIN_DUTCH_STEP_MS; default 100, 1 to 86400000."
     )
     var minDutchStepMs: Int64?
 
     @Option(
         name: .long,
         help:
-            "How far after the engine time an open's closes_at may be, in ms, every format; further gets bad_request. Part of the state: fixed by the data directory's first start. Env GAVEL_MAX_LISTING_DURATION_MS; default 31536000000 (365 days), 1 to 315360000000 (10 years)."
+            "How far after the engine time an open's closes_at may be, in ms, every format; further gets bad_request. Part of the state: fixed by the data directory's first start. Env GAVEL_MAX_LISTING_DURATION_MS; default 0: none, else 1 to 315360000000 (10 years)."
     )
     var maxListingDurationMs: Int64?
 
@@ -266,9 +266,8 @@ struct Serve: AsyncParsableCommand {
                 maxRestingOrdersPerTrader, "GAVEL_MAX_RESTING_ORDERS_PER_TRADER", default: 1_000),
             minDutchStepMs: try Setting.value(
                 minDutchStepMs, "GAVEL_MIN_DUTCH_STEP_MS", default: EngineConfiguration.servedMinDutchStepMs),
-            maxListingDurationMs: try Setting.value(
-                maxListingDurationMs, "GAVEL_MAX_LISTING_DURATION_MS",
-                default: EngineConfiguration.servedMaxListingDurationMs))
+            maxListingDurationMs: try Setting.value(maxListingDurationMs, "GAVEL_MAX_LISTING_DURATION_MS", default: 0)
+                .noneIfZero)
         guard (1...Self.maxIdempotencyWindowMs).contains(c.idempotencyWindowMs) else {
             throw ValidationError("--idempotency-window-ms must be 1 to \(Self.maxIdempotencyWindowMs) (30 days)")
         }
@@ -290,8 +289,8 @@ struct Serve: AsyncParsableCommand {
         guard (1...86_400_000).contains(c.minDutchStepMs) else {
             throw ValidationError("--min-dutch-step-ms must be 1 to 86400000 (a day)")
         }
-        guard (1...315_360_000_000).contains(c.maxListingDurationMs) else {
-            throw ValidationError("--max-listing-duration-ms must be 1 to 315360000000 (10 years)")
+        guard c.maxListingDurationMs == .max || (1...315_360_000_000).contains(c.maxListingDurationMs) else {
+            throw ValidationError("--max-listing-duration-ms must be 0 (none) or 1 to 315360000000 (10 years)")
         }
         return c
     }
@@ -568,4 +567,9 @@ func loopbackName(_ host: String) -> String {
 
 extension String {
     var nonEmpty: String? { isEmpty ? nil : self }
+}
+
+extension Millis {
+    /// `--max-listing-duration-ms`'s 0 (none) as the engine's `Int64.max`; a negative value stays, to be refused.
+    fileprivate var noneIfZero: Millis { self == 0 ? .max : self }
 }

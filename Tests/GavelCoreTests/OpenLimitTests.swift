@@ -7,26 +7,31 @@ import Testing
 @Suite struct OpenLimitTests {
     private static let year: Millis = 31_536_000_000
 
-    /// A harness on an engine with `gavel serve`'s default settings (1,000 ms, 365 days) unless others are given.
-    private func harness(_ configuration: EngineConfiguration = .served) -> Harness {
+    /// `gavel serve`'s defaults with a longest duration of a year, unless others are given.
+    private func harness(
+        _ configuration: EngineConfiguration = EngineConfiguration(
+            minDutchStepMs: EngineConfiguration.servedMinDutchStepMs, maxListingDurationMs: year)
+    ) -> Harness {
         Harness(engine: Engine(configuration: configuration))
     }
 
-    @Test func servesDefaultsAreOneSecondAndOneYear() {
+    @Test func servesDefaultsAreATenthOfASecondAndNoLongestDuration() {
         let c = EngineConfiguration.served
-        #expect(c.minDutchStepMs == 1_000)
-        #expect(c.maxListingDurationMs == Self.year)
+        #expect(c.minDutchStepMs == 100)
+        #expect(c.maxListingDurationMs == .max)
+        let h = Harness(engine: Engine(configuration: c))
+        #expect(h.open("E", Terms.english(closesAt: .max), at: 0).ok, "a far closes_at is refused only when set")
     }
 
     @Test func aDutchStepShorterThanTheMinimumIsRefusedNamingTheMinimumAndChangesNothing() {
         let h = harness()
         let r = h.open(Terms.dutch(start: 1_000_000_000_000_000, floor: 1, step: 1, stepEveryMs: 1), at: 0)
         #expect(r.error == .badRequest)
-        #expect(r.message == "step_every_ms 1 is below the minimum of 1000 ms (--min-dutch-step-ms)")
+        #expect(r.message == "step_every_ms 1 is below the minimum of 100 ms (--min-dutch-step-ms)")
         #expect(h.events.isEmpty)
         #expect(!h.engine.hasListing("L"))
-        #expect(h.open("D2", Terms.dutch(stepEveryMs: 999), at: 0).error == .badRequest)
-        #expect(h.open("D3", Terms.dutch(stepEveryMs: 1_000), at: 0).ok, "the minimum itself is allowed")
+        #expect(h.open("D2", Terms.dutch(stepEveryMs: 99), at: 0).error == .badRequest)
+        #expect(h.open("D3", Terms.dutch(stepEveryMs: 100), at: 0).ok, "the minimum itself is allowed")
     }
 
     @Test func theMinimumDutchStepIsASetting() {
