@@ -52,7 +52,7 @@ server = Server(
     env={"MALLOC_CONF": args.malloc_conf} if args.malloc_conf else None,
     extra_args=["--fsync", "none", "--rate", "100000", "--rate-burst", "100000", "--max-connections", limit,
                 "--max-connections-per-address", limit, "--max-anonymous-connections", limit,
-                "--max-handshakes", limit],
+                "--max-handshakes", limit, "--max-handshakes-per-address", limit],
 ).start()
 deadline = time.monotonic() + args.max_seconds
 

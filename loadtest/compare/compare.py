@@ -303,7 +303,8 @@ def run_postgres(args, work):
 # would refuse a load driver's own traffic: raised as scripts/load raises them.
 LOAD_LIMITS = ["--rate", "1000000", "--rate-burst", "1000000", "--max-connections", "100000",
                "--max-connections-per-address", "100000", "--max-anonymous-connections", "100000",
-               "--max-handshakes", "100000", "--principal-rate", "1000000", "--principal-rate-burst", "1000000",
+               "--max-handshakes", "100000", "--max-handshakes-per-address", "100000",
+               "--principal-rate", "1000000", "--principal-rate-burst", "1000000",
                "--opens-per-minute", "1000000", "--max-read-bytes-per-second", "1073741824"]
 
 

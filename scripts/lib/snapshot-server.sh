@@ -16,6 +16,7 @@ start_snapshot_server() {
         --fsync always --snapshot-every 0 --snapshot-every-seconds "$every" \
         --rate 1000000 --rate-burst 1000000 --max-connections 100000 \
         --max-connections-per-address 100000 --max-anonymous-connections 100000 --max-handshakes 100000 \
+        --max-handshakes-per-address 100000 \
         --principal-rate 1000000 --principal-rate-burst 1000000 --opens-per-minute 1000000 \
         --max-read-bytes-per-second 1073741824 >"$dir/server.log" 2>&1 &
     server=$!

@@ -116,7 +116,7 @@ final class ClosedLoop: @unchecked Sendable {
             if count <= 0 {
                 close(fd)
                 throw .server(
-                    "the server at \(host):\(port) closed the connection during the WebSocket upgrade (its --max-connections or --max-handshakes reached?)"
+                    "the server at \(host):\(port) closed the connection during the WebSocket upgrade (its --max-connections, --max-handshakes or --max-handshakes-per-address reached?)"
                 )
             }
             response += chunk[..<count]
