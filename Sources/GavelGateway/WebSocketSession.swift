@@ -169,9 +169,11 @@ final class WebSocketSession: ChannelInboundHandler, ResultRecipient, @unchecked
     // MARK: - Inbound
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        switch machine.frameReceived(unwrapInboundIn(data), now: monotonicNanos()) {
+        // One clock read for the frame: its frame budget, and the rate limits and start of the message it ends.
+        let now = monotonicNanos()
+        switch machine.frameReceived(unwrapInboundIn(data), now: now) {
         case .ignore: break
-        case .message(let payload): handleMessage(payload)
+        case .message(let payload): handleMessage(payload, now: now)
         case .pong(let payload): send(frame: ServerFrame.control(.pong, payload: payload))
         case .close(let code, let reason):
             // The machine closes with 1008 only for a frame flood (its frame rate, or too many fragments).
@@ -217,9 +219,8 @@ final class WebSocketSession: ChannelInboundHandler, ResultRecipient, @unchecked
         }
     }
 
-    func handleMessage(_ payload: ByteBuffer) {
-        // One clock read for the message: its rate limits and its command's start.
-        let now = monotonicNanos()
+    /// `now`: ``monotonicNanos()`` when the message's last frame arrived, for its rate limits and its command's start.
+    func handleMessage(_ payload: ByteBuffer, now: UInt64) {
         // Fast path: a well-formed bid or order read straight from the bytes, no JSON tree; anything it does not
         // fully understand goes the generic way below, which writes every error.
         if let frame = payload.withUnsafeReadableBytes(FastCommandDecoder.decode), admission.takesFastPath(frame) {
