@@ -436,7 +436,14 @@ public enum Recovery {
                 try Files.makeDirectory(directory.setAside)
                 for segment in directory.journalSegments() {
                     let name = String(segment.path.split(separator: "/").last ?? "")
-                    try Files.move(segment.path, to: directory.setAside + "/" + name, directory: directory.setAside)
+                    // A name left there by an earlier use of this way out is kept: this one gets a suffix.
+                    var target = directory.setAside + "/" + name
+                    var copy = 0
+                    while Files.exists(target) {
+                        copy += 1
+                        target = directory.setAside + "/" + name + ".\(copy)"
+                    }
+                    try Files.move(segment.path, to: target, directory: directory.setAside)
                     report.setAsideSegments.append(segment.path)
                 }
                 try Files.syncDirectory(directory.journal)

@@ -1,3 +1,4 @@
+import Foundation
 import GavelCore
 @_spi(Manual) import GavelEngine
 import GavelJournal
@@ -130,10 +131,17 @@ struct SnapshotAgreementTests {
         #expect(Files.size(last) == size - 100, "nothing is cut when recovery refuses")
         #expect(Verification.run(directory).problems.contains { $0.contains("were durable and are missing") })
 
+        // A file an earlier use of the way out left under the same name is kept, not overwritten.
+        let earlier = directory.setAside + "/" + String(last.split(separator: "/").last ?? "")
+        try FileManager.default.createDirectory(atPath: directory.setAside, withIntermediateDirectories: true)
+        #expect(FileManager.default.createFile(atPath: earlier, contents: Data("earlier".utf8)))
+
         // The way out: start from the snapshot, the journal again at its lsn + 1, no gap left behind.
         var options = RecoveryOptions()
         options.truncateAfterCorruption = true
         let run = try JournaledWriter(temp.path, recovery: options)
+        #expect(FileManager.default.contents(atPath: earlier) == Data("earlier".utf8))
+        #expect(Files.size(earlier + ".1") == size - 100)
         #expect(run.recovery.lastLSN == snapshot)
         #expect(run.engine.stateHash() == hash)
         #expect(directory.segments().isEmpty)
