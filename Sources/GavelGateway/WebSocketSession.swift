@@ -246,6 +246,10 @@ final class WebSocketSession: ChannelInboundHandler, ResultRecipient, @unchecked
         guard case .string(let type)? = value["type"] else {
             return sendResult(id: id, .rejected(.badRequest, "missing field type (a string)"))
         }
+        // A read's id is optional, but when given it is a string, as a command's is.
+        if let given = value["id"], id == nil, given != .null, CommandKind(rawValue: type) == nil {
+            return sendResult(id: nil, .rejected(.badRequest, "id must be a string, not \(given.typeName)"))
+        }
         switch type {
         case "subscribe": subscribe(value, id: id)
         case "unsubscribe": unsubscribe(value, id: id)

@@ -76,6 +76,19 @@ def test_list_bad_fields_are_bad_requests_naming_the_field(server):
         assert ask(client, limit=100)["type"] == "listings"  # the connection stays open
 
 
+def test_a_read_with_an_id_that_is_not_a_string_is_a_bad_request_as_a_command_is(server):
+    with server.user("ann") as client:
+        for message in ({"type": "list", "id": 7}, {"type": "subscribe", "listing": "L", "id": [1]},
+                        {"type": "bid", "id": 7, "listing": "L", "amount": 500}):
+            client.send(message)
+            answer = client.expect(lambda m: m.get("type") == "result", what=f"the answer to {message}")
+            assert answer["id"] is None and answer["error"] == "bad_request", answer
+            assert answer["message"].startswith("id must be a string, not "), answer
+        client.send({"type": "list", "id": None})  # null: as if absent
+        answer = client.expect(lambda m: m.get("type") in ("listings", "result"), what="the list's answer")
+        assert answer["type"] == "listings" and "id" not in answer, answer
+
+
 def test_list_counts_against_the_rate_limit(start_server):
     server = start_server("--rate", "1", "--rate-burst", "2")
     with server.connect() as client:
