@@ -7,6 +7,13 @@ extension Engine {
         if let problem = terms.deadlines.problem { return .rejected(.badRequest, problem) }
         // Settings of the engine, not of the terms: ``validate(_:)`` also checks saved terms at restore, and a
         // listing opened under other settings keeps its terms.
+        // Checked at open only, not by ``validate(_:)``: a listing saved before this rule keeps its terms at restore.
+        if case .english(let t) = terms, let buyNow = t.buyNow, let reserve = t.reserve, buyNow < reserve {
+            return .rejected(
+                .badRequest,
+                "buy_now \(buyNow) must be at least reserve \(reserve): a buy-now sale below the reserve would sell for less "
+                    + "than the seller's own minimum")
+        }
         if case .dutch(let t) = terms, t.stepEveryMs < configuration.minDutchStepMs {
             return .rejected(
                 .badRequest,
@@ -44,6 +51,11 @@ extension Engine {
         if let closesAt { listing.closeTimer = timers.schedule(.close, listing: id, at: closesAt) }
         if case .dutch(let book) = listing.book {
             book.price = book.price(at: now, opensAt: opensAt)
+            // Opened with `opens_at` in the past: the steps already due are one `price` event now, so that a
+            // subscriber (whose view shows `start` from `opened`) sees the clock's price before anyone accepts at it.
+            if case .dutch(let t) = resolved, book.price != t.start {
+                emit(.price(book.price), on: listing, events: &events)
+            }
             scheduleDutchStep(listing, book, after: now)
         }
         return .accepted

@@ -197,7 +197,13 @@ extension Engine {
         let user = role != .service
         switch action {
         case .offer:
-            guard user && by == listing.seller else {
+            guard user else {
+                return .rejected(
+                    .notAuthorized,
+                    "a service connection acts as itself, not as a seller: only the seller of listing \(listing.id), "
+                        + "as itself, may offer a second chance")
+            }
+            guard by == listing.seller else {
                 return .rejected(.notAuthorized, "you are not the seller of listing \(listing.id)")
             }
             if let offer = listing.offer {
@@ -229,7 +235,13 @@ extension Engine {
             guard let offer = listing.offer else {
                 return .rejected(.invalidTransition, "listing \(listing.id) has no second-chance offer")
             }
-            guard user && by == offer.bidder else {
+            guard user else {
+                return .rejected(
+                    .notAuthorized,
+                    "a service connection acts as itself, not as a bidder: only the runner-up of listing \(listing.id), "
+                        + "as itself, may answer its second-chance offer")
+            }
+            guard by == offer.bidder else {
                 return .rejected(.notAuthorized, "you are not the runner-up of listing \(listing.id)")
             }
             guard offer.state == .offered else {

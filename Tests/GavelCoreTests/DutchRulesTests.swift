@@ -22,6 +22,29 @@ import Testing
         #expect(h.events.map(\.at) == [2000, 3000])
     }
 
+    @Test func aListingOpenedAfterItsOpensAtAnnouncesTheClocksPriceAtOnceInOnePriceEvent() {
+        let h = Harness()
+        h.advance(to: 5_000)
+        #expect(h.open(Terms.dutch(start: 1_000, floor: 500, opensAt: 2_500), at: 5_000).ok)
+        // Steps were due at 3500 (900) and 4500 (800): one `price` at the open's time, after `opened`.
+        #expect(h.kinds.count == 2)
+        #expect(h.kinds.last == .price(800))
+        #expect(h.events.map(\.seq) == [1, 2])
+        #expect(h.events.allSatisfy { $0.at == 5_000 })
+        #expect(h.accept("ann", at: 5_000).price == 800)
+        h.advance(to: 5_500)
+        #expect(h.kinds == [.price(700)], "the clock goes on from there")
+    }
+
+    @Test func aListingOpenedBeforeItsFirstStepIsDueAnnouncesNoPrice() {
+        let h = Harness()
+        h.advance(to: 5_000)
+        #expect(h.open(Terms.dutch(opensAt: 4_500), at: 5_000).ok)
+        #expect(h.kinds.count == 1, "only opened: the first step is due at 5500")
+        #expect(h.open("L2", Terms.dutch(opensAt: 9_000), at: 5_000).ok)
+        #expect(h.kinds.count == 1, "only opened: the clock has not started")
+    }
+
     @Test func priceStopsAtTheFloor() {
         let h = Harness()
         h.open(Terms.dutch(), at: 0)

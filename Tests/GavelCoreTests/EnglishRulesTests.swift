@@ -6,6 +6,19 @@ import Testing
 /// time 0 by `sam` with `start` 100, `closes_at` 60000 and the default ladder (inc: 5 below 100, 25 from 100, 50
 /// from 500, 100 from 2500).
 @Suite struct EnglishFirstBidTests {
+    @Test func aBuyNowBelowTheReserveIsRefusedAtOpenAndOneAtTheReserveIsNot() {
+        let h = Harness()
+        let low = h.open(Terms.english(reserve: 1_000, buyNow: 800), at: 0)
+        #expect(low.error == .badRequest)
+        #expect(low.message.hasPrefix("buy_now 800 must be at least reserve 1000"))
+        #expect(!h.engine.hasListing("L"))
+        #expect(h.open(Terms.english(reserve: 1_000, buyNow: 1_000), at: 0).ok)
+        #expect(h.buyNow("cat").ok)
+        h.advance(to: 1)
+        let closed = h.log.compactMap { if case .closed(_, _, let met) = $0.kind { met } else { nil } }
+        #expect(closed == [true], "a buy-now sale meets the reserve")
+    }
+
     @Test func firstBidBelowStartIsTooLowWithStartAsMinBid() {
         let h = Harness()
         h.open(Terms.english(start: 100), at: 0)

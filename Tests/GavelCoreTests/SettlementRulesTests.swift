@@ -254,6 +254,18 @@ private func allowed(_ state: SettlementState, _ action: SettlementAction) -> Se
 
     // MARK: - Second-chance offers
 
+    @Test func aServiceNamedLikeTheSellerOrRunnerUpMayNotActOnASecondChanceAndIsToldWhy() {
+        let h = reach(.paymentExpired)
+        let byService = h.offer(.offer, by: "sam", .service)
+        #expect(byService.error == .notAuthorized)
+        #expect(byService.message.hasPrefix("a service connection acts as itself, not as a seller"))
+        #expect(h.offer(.offer, by: "sam", .seller).ok)
+        let answer = h.offer(.accept, by: "bob", .service)
+        #expect(answer.error == .notAuthorized)
+        #expect(answer.message.hasPrefix("a service connection acts as itself, not as a bidder"))
+        #expect(h.offer(.accept, by: "eve", .bidder).message == "you are not the runner-up of listing L")
+    }
+
     @Test func theRunnerUpMayAcceptASecondChanceAtTheirOwnMaximum() {
         let h = reach(.paymentExpired)
         #expect(h.offer(.offer, by: "sam", .seller).ok)
