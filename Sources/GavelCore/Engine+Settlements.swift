@@ -194,17 +194,18 @@ extension Engine {
                 "\(action.rawValue) is not supported by \(listing.format.rawValue) listing \(listing.id); second-chance offers are for english listings"
             )
         }
-        let user = role != .service
+        /// The refusal of `by` where only `who` may act; a service acts as itself, never for them.
+        func refusal(_ who: String, may what: String) -> CommandResult {
+            .rejected(
+                .notAuthorized,
+                role == .service
+                    ? "a service connection acts as itself, not as the \(who): only the \(who) of listing \(listing.id) may \(what)"
+                    : "you are not the \(who) of listing \(listing.id)")
+        }
         switch action {
         case .offer:
-            guard user else {
-                return .rejected(
-                    .notAuthorized,
-                    "a service connection acts as itself, not as a seller: only the seller of listing \(listing.id), "
-                        + "as itself, may offer a second chance")
-            }
-            guard by == listing.seller else {
-                return .rejected(.notAuthorized, "you are not the seller of listing \(listing.id)")
+            guard role != .service, by == listing.seller else {
+                return refusal("seller", may: "offer a second chance")
             }
             if let offer = listing.offer {
                 return .rejected(
@@ -235,14 +236,8 @@ extension Engine {
             guard let offer = listing.offer else {
                 return .rejected(.invalidTransition, "listing \(listing.id) has no second-chance offer")
             }
-            guard user else {
-                return .rejected(
-                    .notAuthorized,
-                    "a service connection acts as itself, not as a bidder: only the runner-up of listing \(listing.id), "
-                        + "as itself, may answer its second-chance offer")
-            }
-            guard by == offer.bidder else {
-                return .rejected(.notAuthorized, "you are not the runner-up of listing \(listing.id)")
+            guard role != .service, by == offer.bidder else {
+                return refusal("runner-up", may: "answer its second-chance offer")
             }
             guard offer.state == .offered else {
                 return .rejected(

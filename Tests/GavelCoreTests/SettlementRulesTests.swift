@@ -258,11 +258,11 @@ private func allowed(_ state: SettlementState, _ action: SettlementAction) -> Se
         let h = reach(.paymentExpired)
         let byService = h.offer(.offer, by: "sam", .service)
         #expect(byService.error == .notAuthorized)
-        #expect(byService.message.hasPrefix("a service connection acts as itself, not as a seller"))
+        #expect(byService.message.hasPrefix("a service connection acts as itself, not as the seller"))
         #expect(h.offer(.offer, by: "sam", .seller).ok)
         let answer = h.offer(.accept, by: "bob", .service)
         #expect(answer.error == .notAuthorized)
-        #expect(answer.message.hasPrefix("a service connection acts as itself, not as a bidder"))
+        #expect(answer.message.hasPrefix("a service connection acts as itself, not as the runner-up"))
         #expect(h.offer(.accept, by: "eve", .bidder).message == "you are not the runner-up of listing L")
     }
 
