@@ -162,13 +162,17 @@ public enum Recovery {
     /// Recovers `directory`. A snapshot the journal disagrees with (another directory's, or one of another history)
     /// is skipped like a damaged one, with the reason in ``RecoveryReport/rejectedSnapshots``, and recovery starts
     /// again from an older one or from the journal's start.
-    public static func recover(_ directory: DataDirectory, options: RecoveryOptions = RecoveryOptions()) throws
+    public static func recover(_ directory: DataDirectory, options given: RecoveryOptions = RecoveryOptions()) throws
         -> RecoveryReport
     {
         // A path with nothing there is an empty data directory (the tools that only read refuse it themselves).
         if Files.isDirectory(directory.path) != nil, let problem = directory.layoutProblem() {
             throw DataDirectoryError(description: problem)
         }
+        // The settings the directory's first start fixed, for a journal replayed from its start (a snapshot holds
+        // its own): without them a restart with other options would replay under other rules.
+        var options = given
+        if let kept = try EngineSettingsFile.load(directory, into: options.engine) { options.engine = kept }
         var disagreeing: [(path: String, reason: String)] = []
         while true {
             do {

@@ -496,6 +496,8 @@ struct Serve: AsyncParsableCommand {
             journal: storage.journalConfiguration, writer: writerConfiguration, gateway: configuration, group: group,
             metrics: metrics)
         describe(core.recovery, since: recoveryStarted)
+        // Before any command: the settings a restart must replay this journal with.
+        try EngineSettingsFile.keep(core.recovery.engine.configuration, in: directory)
         let (journal, fanOut, writer) = (core.journal, core.fanOut, core.writer)
         warnAboutKeptSettings(requested: engineConfiguration, recovered: core.recovery.engine.configuration)
         // Local mode: the key is the data directory's own, so loopback clients that show the local code may ask

@@ -161,6 +161,7 @@ func recoverForWriting(_ directory: DataDirectory, truncateAfterCorruption: Bool
     let started = monotonicMillis()
     let report = try Recovery.recover(directory, options: options)
     describe(report, since: started)
+    try EngineSettingsFile.keep(report.engine.configuration, in: directory)
     return report
 }
 

@@ -2,8 +2,10 @@
 evicted after their retention, dutch steps no shorter than a minimum, listings no longer than a maximum, kept
 across a restart."""
 
+import os
 import time
 
+from conftest import run_gavel
 from support import now_ms, open_english, request_id, unique
 
 
@@ -69,3 +71,22 @@ def test_a_dutch_step_below_the_minimum_and_a_listing_longer_than_the_maximum_ar
     with again.user("sam", "seller") as sam:
         assert sam.command(dutch(unique(), 500))["ok"]
     assert "--min-dutch-step-ms 2000 ignored" in again.log_tail()
+
+
+def test_the_first_starts_state_settings_hold_after_a_crash_before_any_snapshot(start_server, tmp_path, gavel_bin):
+    data = tmp_path / "settings"
+    srv = start_server("--min-dutch-step-ms", "10", "--snapshot-every-seconds", "0", data_dir=data)
+    with srv.user("sam", "seller") as sam, srv.user("bob") as bob:
+        assert sam.command(dutch("D1", 50))["ok"]
+        assert bob.command({"type": "accept", "listing": "D1", "quantity": 1})["ok"]
+    assert os.listdir(data / "snapshots") == []
+    srv.kill9()
+    # Restarted without the option, after a crash that left no snapshot: the journal replays under the first
+    # start's settings (kept in <data-dir>/engine-settings), so the acknowledged open and fill are there.
+    again = start_server(data_dir=data)
+    assert "--min-dutch-step-ms 100 ignored: the data directory's state keeps 10" in again.log_tail()
+    with again.user("bob") as bob:
+        state = bob.subscribe("D1")["state"]
+        assert state is not None and state["status"] == "closed", state  # its one unit sold to bob
+    again.stop()
+    assert run_gavel(gavel_bin, "verify", "--data-dir", str(data)).returncode == 0

@@ -1,0 +1,92 @@
+import GavelCore
+
+#if canImport(Glibc)
+    import Glibc
+#endif
+
+/// `<data-dir>/engine-settings`: the engine settings that are part of the state (the idempotency window, the
+/// closed-listing retention, the request ids kept per principal, the resting-order caps, the shortest dutch step,
+/// the longest listing duration), as the data directory's first start fixed them.
+///
+/// A snapshot holds them too, but until the first snapshot is written only this file does: without it, a restart
+/// after a crash with other (or no) options would replay the journal under other rules, and a command the first
+/// process acknowledged (a dutch `open` its step allowed, a bid on a listing its retention had evicted) could come
+/// out refused. Recovery reads it before it replays a journal from its start, every tool that replays alike; a
+/// writing process (`gavel serve`, `gavel simulate --data-dir`, an offline `gavel snapshot`) writes it once, after
+/// its first recovery, with the settings that recovery ended with. Text, one `name value` per line.
+public enum EngineSettingsFile {
+    public struct Failure: Error, CustomStringConvertible {
+        public var description: String
+    }
+
+    /// `<data-dir>/engine-settings`.
+    public static func path(_ directory: DataDirectory) -> String { directory.path + "/engine-settings" }
+
+    private static let names = [
+        "idempotency_window_ms", "closed_listing_retention_ms", "max_request_ids_per_principal",
+        "max_resting_orders_per_listing", "max_resting_orders_per_trader", "min_dutch_step_ms",
+        "max_listing_duration_ms",
+    ]
+
+    private static func values(_ c: EngineConfiguration) -> [Int64] {
+        [
+            c.idempotencyWindowMs, c.closedListingRetentionMs, Int64(c.maxRequestIDsPerPrincipal),
+            Int64(c.maxRestingOrdersPerListing), Int64(c.maxRestingOrdersPerTrader), c.minDutchStepMs,
+            c.maxListingDurationMs,
+        ]
+    }
+
+    /// The text of the file for `configuration`.
+    static func encode(_ configuration: EngineConfiguration) -> [UInt8] {
+        Array(zip(names, values(configuration)).map { "\($0) \($1)\n" }.joined().utf8)
+    }
+
+    /// `base` with the settings of `directory`'s file, or `nil` when it has none.
+    ///
+    /// - Throws: ``Failure`` naming the file and the line when it cannot be read or does not hold exactly the
+    ///   settings above, each a positive integer: a damaged file must not silently change the rules.
+    public static func load(_ directory: DataDirectory, into base: EngineConfiguration) throws(Failure)
+        -> EngineConfiguration?
+    {
+        let file = path(directory)
+        let bytes: [UInt8]
+        do {
+            bytes = try Files.readAll(file)
+        } catch {
+            if error.code == ENOENT { return nil }
+            throw Failure(description: "cannot read \(file): \(String(cString: strerror(error.code)))")
+        }
+        var found: [String: Int64] = [:]
+        for (number, line) in String(decoding: bytes, as: UTF8.self).split(separator: "\n").enumerated() {
+            let fields = line.split(separator: " ")
+            guard fields.count == 2, names.contains(String(fields[0])), let value = Int64(fields[1]), value >= 0,
+                found[String(fields[0])] == nil
+            else {
+                throw Failure(
+                    description:
+                        "\(file), line \(number + 1): \"\(line)\" is not one of the settings (\(names.joined(separator: ", "))) with a non-negative integer, given once; restore the file or remove it to take the options given at start"
+                )
+            }
+            found[String(fields[0])] = value
+        }
+        guard found.count == names.count else {
+            let missing = names.filter { found[$0] == nil }.joined(separator: ", ")
+            throw Failure(description: "\(file) lacks \(missing); restore the file or remove it")
+        }
+        var c = base
+        c.idempotencyWindowMs = found["idempotency_window_ms"]!
+        c.closedListingRetentionMs = found["closed_listing_retention_ms"]!
+        c.maxRequestIDsPerPrincipal = Int(found["max_request_ids_per_principal"]!)
+        c.maxRestingOrdersPerListing = Int(found["max_resting_orders_per_listing"]!)
+        c.maxRestingOrdersPerTrader = Int(found["max_resting_orders_per_trader"]!)
+        c.minDutchStepMs = found["min_dutch_step_ms"]!
+        c.maxListingDurationMs = found["max_listing_duration_ms"]!
+        return c
+    }
+
+    /// Writes `configuration`'s settings to `directory`'s file, atomically, unless it has one already.
+    public static func keep(_ configuration: EngineConfiguration, in directory: DataDirectory) throws(FileError) {
+        guard !Files.exists(path(directory)) else { return }
+        try Files.writeAtomically(encode(configuration), to: path(directory), directory: directory.path)
+    }
+}
