@@ -230,7 +230,7 @@ public final class FeedHub: @unchecked Sendable {
             let from = since ?? s.lastLSN + 1
             if from > s.lastLSN + 1 { return .beyondEnd(durable: s.lastLSN) }
             if from <= s.lastLSN {
-                guard directory != nil, from >= oldest else { return .notRetained(oldest: max(oldest, s.lastLSN + 1)) }
+                guard directory != nil, from >= oldest else { return .notRetained(oldest: min(oldest, s.lastLSN + 1)) }
                 guard s.takeCatchUp(max: maxCatchUps) else { return .busy(max: maxCatchUps) }
             }
             s.subscribers[ObjectIdentifier(subscription)] = subscription
