@@ -87,7 +87,7 @@ public struct GatewayConfiguration: Sendable {
     public var maxHandshakesPerAddress = 64
     /// How long a TCP connection on the main port has to send its request and be upgraded (or answered) before it
     /// is closed, in ms.
-    public var handshakeTimeoutMs = 5_000
+    public var handshakeTimeoutMs = 12_000
     /// Bytes per second one connection may be sent in answers to `list` and `subscribe` (snapshots, replayed
     /// events); past it they are refused with `rate_limited` until the budget refills.
     public var maxReadBytesPerSecond = 256 * 1024

@@ -42,7 +42,7 @@ struct EdgeLimitOptions: ParsableArguments {
     @Option(
         name: .long,
         help:
-            "A TCP connection not upgraded (or answered) within this many ms is closed. Env GAVEL_HANDSHAKE_TIMEOUT_MS; default 5000."
+            "A TCP connection not upgraded (or answered) within this many ms is closed. Env GAVEL_HANDSHAKE_TIMEOUT_MS; default 12000 (more than the 10 s an upgrade may wait for a --jwks refresh)."
     )
     var handshakeTimeoutMs: Int?
 
