@@ -65,6 +65,10 @@ public final class TLSCertificates: Sendable {
         var configuration = TLSConfiguration.makeServerConfiguration(
             certificateChain: chain.map { .certificate($0) }, privateKey: .privateKey(privateKey))
         configuration.minimumTLSVersion = .tlsv12
+        // A connection the server closes (its handshake deadline, a slow consumer) waits at most this long for the
+        // client's close_notify before its socket is freed: SwiftNIO's 5 s default kept every connection closed at the
+        // handshake deadline, and its place from its address, 5 s past the deadline.
+        configuration.shutdownTimeout = .seconds(1)
         do {
             return try NIOSSLContext(configuration: configuration)
         } catch {
