@@ -101,6 +101,9 @@ public enum JWT {
             let payloadBytes = Base64URL.decode(parts[1]), let signature = Base64URL.decode(parts[2])
         else { throw .malformed }
         guard let header = try? JSONParser.parse(headerBytes), case .object = header else { throw .malformed }
+        // RFC 7515, 4.1.11: a token whose `crit` names extensions must be refused by a verifier that implements
+        // none of them (this one implements none).
+        guard header["crit"] == nil else { throw .malformed }
         let signingInput = Array(bytes[..<(parts[0].count + 1 + parts[1].count)])
         let fromProvider: IdentityProvider?
         switch header["alg"] {

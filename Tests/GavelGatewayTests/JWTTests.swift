@@ -50,6 +50,18 @@ import Testing
         }
     }
 
+    @Test func aTokenWhoseHeaderNamesCriticalExtensionsIsRefusedThoughSigned() throws {
+        let payload = Base64URL.encode(Array(#"{"sub":"alice","role":"bidder","exp":2000000000}"#.utf8))
+        func token(_ header: String) -> String {
+            let input = Base64URL.encode(Array(header.utf8)) + "." + payload
+            return input + "." + Self.signature(input, secret: Array("k".utf8))
+        }
+        #expect(throws: JWT.Failure.malformed) {
+            try JWT.verify(token(#"{"alg":"HS256","crit":["exp"],"exp":1}"#), secret: Array("k".utf8), now: 0)
+        }
+        #expect(try JWT.verify(token(#"{"alg":"HS256"}"#), secret: Array("k".utf8), now: 0).subject == "alice")
+    }
+
     @Test func expiredTokenIsRefused() throws {
         let token = JWT.sign(Claims(subject: "alice", role: .bidder, expires: 1000), secret: secret)
         #expect(throws: JWT.Failure.expired) { try JWT.verify(token, secret: secret, now: 1000) }
