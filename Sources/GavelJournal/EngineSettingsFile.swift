@@ -49,6 +49,11 @@ public enum EngineSettingsFile {
         -> EngineConfiguration?
     {
         let file = path(directory)
+        // Only a regular file is read: opening a FIFO put there would wait for a writer forever.
+        var st = stat()
+        if stat(file, &st) == 0, st.st_mode & S_IFMT != S_IFREG {
+            throw Failure(description: "\(file) is not a regular file; restore the file or remove it")
+        }
         let bytes: [UInt8]
         do {
             bytes = try Files.readAll(file)

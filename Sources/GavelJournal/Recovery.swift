@@ -450,13 +450,22 @@ public enum Recovery {
                     try Files.move(segment.path, to: target, directory: directory.setAside)
                     report.setAsideSegments.append(segment.path)
                 }
-                try Files.syncDirectory(directory.journal)
+                // The journal's next segment, made now (its header chained to the snapshot), so that the directory
+                // reads as a journal that goes on from the snapshot even when nothing is written after this start.
+                let next = directory.journal + "/" + DataDirectory.segmentName(firstLSN: check.lsn + 1)
+                let header = SegmentHeader(firstLSN: check.lsn + 1, previousChain: check.chain).encoded()
+                try Files.writeAtomically(header, to: next, directory: directory.journal)
             }
             report.truncation = (
                 end.file, end.offset,
                 "corruption handled on request: \(lost); the journal starts again at lsn \(check.lsn + 1) from that snapshot, its segments moved to \(directory.setAside)"
             )
-            report.activeSegment = nil
+            report.activeSegment =
+                options.repair
+                ? (
+                    directory.journal + "/" + DataDirectory.segmentName(firstLSN: check.lsn + 1), check.lsn + 1,
+                    SegmentHeader(firstLSN: check.lsn + 1, previousChain: check.chain).encoded().count
+                ) : nil
             report.lastLSN = check.lsn
             report.chain = check.chain
             report.replayedRecords = 0

@@ -1,5 +1,6 @@
 import Foundation
 import GavelCore
+import Glibc
 import Testing
 
 @testable import GavelJournal
@@ -52,6 +53,15 @@ import Testing
                     error.description.contains(EngineSettingsFile.path(directory)) && error.description.contains(says))
             }
         }
+    }
+
+    @Test func somethingOtherThanARegularFileInItsPlaceIsRefusedWithoutWaiting() throws {
+        let temp = try TemporaryDirectory("settings-fifo")
+        defer { temp.remove() }
+        let directory = DataDirectory(temp.path)
+        // Opening a FIFO for reading would wait for a writer forever.
+        #expect(mkfifo(EngineSettingsFile.path(directory), 0o600) == 0)
+        #expect(throws: EngineSettingsFile.Failure.self) { try EngineSettingsFile.load(directory, into: .init()) }
     }
 
     @Test func recoveryFromTheJournalsStartUsesTheFileNotTheOptions() throws {
