@@ -589,6 +589,9 @@ final class Listing {
         var endedHead = 0
         var offer: SecondChanceOffer?
         var settledAt: Millis?
+        /// The timer of each settlement's current deadline, cancelled when the settlement moves on. Not part of the
+        /// state (the timers are).
+        var deadlineTimers: [Int64: TimerHandle] = [:]
     }
 
     /// Whether the listing has made its sales record (for tests: one that never sold has none).
@@ -600,6 +603,12 @@ final class Listing {
         let made = SalesRecord()
         salesRecord = made
         return made
+    }
+
+    /// The timer of each settlement's current deadline, by settlement number.
+    var settlementTimers: [Int64: TimerHandle] {
+        get { salesRecord?.deadlineTimers ?? [:] }
+        _modify { yield &record.deadlineTimers }
     }
 
     /// The listing's sales so far: the number of the last settlement created.

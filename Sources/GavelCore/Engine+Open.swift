@@ -139,7 +139,7 @@ extension Engine {
         if listing.closeTimer == TimerHandle(timer) { listing.closeTimer = .none }  // fired: nothing to cancel
         switch timer.action {
         case .settlementDue(let number):
-            return settlementDeadline(listing, number: number, at: timer.time, &events)
+            return settlementDeadline(listing, number: number, at: timer.time, timer: TimerHandle(timer), &events)
         case .offerDue:
             return offerDeadline(listing, at: timer.time, &events)
         case .prune:

@@ -59,6 +59,8 @@ extension Engine {
         let timerCount = try r.readCount(minimumSize: 21)
         let nextSequence = try r.readUInt64()
         engine.timers.reserveCapacity(timerCount)
+        // Settlement deadlines are linked once the settlements are back (they come last in the state).
+        var deadlines: [(handle: TimerHandle, number: Int64, time: Millis, listing: String)] = []
         for _ in 0..<timerCount {
             let time = try r.readInt64()
             let sequence = try r.readUInt64()
@@ -78,6 +80,7 @@ extension Engine {
                 ScheduledTimer(time: time, sequence: sequence, listing: listing, action: action),
                 nextSequence: nextSequence)
             engine.link(handle, action: action, at: time, listing: listing)
+            if case .settlementDue(let number) = action { deadlines.append((handle, number, time, listing)) }
         }
         if timerCount == 0 { engine.timers.restore(nextSequence: nextSequence) }
         if version == 1 {
@@ -109,6 +112,14 @@ extension Engine {
                 principal: key.principal, principalHash: RequestHash.of(principal: key.principal))
         }
         if !r.isAtEnd { try engine.restoreSettlements(&r, rememberedCount: rememberedCount) }
+        // In firing order: of two due at the same time for one settlement (an older build kept stale timers), the
+        // later scheduled is its current deadline.
+        for d in deadlines {
+            guard let listing = engine.listings[d.listing], let index = listing.settlementIndex(d.number),
+                listing.settlements[index].dueAt == d.time
+            else { continue }
+            listing.settlementTimers[d.number] = d.handle
+        }
         guard r.isAtEnd else { throw r.fail("\(r.remaining) unexpected bytes after the state") }
         return engine
     }

@@ -37,8 +37,19 @@ extension Engine {
             Settlement(
                 listing: listing.id, number: number, buyer: buyer, seller: seller, price: price, quantity: quantity,
                 state: .awaitingPayment, dueAt: due, history: [step]))
-        timers.schedule(.settlementDue(number: number), listing: listing.id, at: due)
+        setDeadline(listing, number: number, at: due)
         emitSettlement(listing, listing.settlements.count - 1, &events)
+    }
+
+    /// Schedules settlement `number`'s deadline at `due` (none: `nil`), cancelling the one it had: a settlement has
+    /// one live deadline timer, so two deadlines due in the same millisecond fire in the order they were scheduled
+    /// (a stale timer of an earlier deadline at the same time would otherwise fire in its own, earlier, place).
+    func setDeadline(_ listing: Listing, number: Int64, at due: Millis?) {
+        if let old = listing.settlementTimers.removeValue(forKey: number) { timers.cancel(old) }
+        if let due {
+            listing.settlementTimers[number] = timers.schedule(
+                .settlementDue(number: number), listing: listing.id, at: due)
+        }
     }
 
     /// `now + duration`, `Millis.max` past the end of the clock.
@@ -70,7 +81,7 @@ extension Engine {
             SettlementChange(
                 number: number, buyer: "", seller: "", price: 0, quantity: 0, dueAt: due,
                 step: SettlementStep(state: state, at: now, by: by, role: role, detail: detail)))
-        if let due { timers.schedule(.settlementDue(number: number), listing: listing.id, at: due) }
+        setDeadline(listing, number: number, at: due)
         emitSettlement(listing, index, &events)
         if state.isTerminal {
             listing.openSettlements -= 1
@@ -167,7 +178,12 @@ extension Engine {
     }
 
     /// A settlement deadline: the timer's state change, if the settlement is still due at this time.
-    func settlementDeadline(_ listing: Listing, number: Int64, at time: Millis, _ events: inout [Event]) {
+    func settlementDeadline(
+        _ listing: Listing, number: Int64, at time: Millis, timer: TimerHandle, _ events: inout [Event]
+    ) {
+        // Only the settlement's current deadline timer: a stale one restored from an older snapshot is not linked.
+        guard listing.settlementTimers[number] == timer else { return }
+        listing.settlementTimers[number] = nil
         guard let index = listing.settlementIndex(number), listing.settlements[index].dueAt == time else { return }
         let next: SettlementState
         switch listing.settlements[index].state {

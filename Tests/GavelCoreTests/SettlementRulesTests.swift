@@ -252,6 +252,29 @@ private func allowed(_ state: SettlementState, _ action: SettlementAction) -> Se
         #expect(event?.seq == 0 && event?.kind.isPrivate == true)
     }
 
+    /// Two deadlines due in the same millisecond fire in the order they were scheduled, also when one of them
+    /// replaced a deadline of its settlement at that same millisecond (paid at 1,050 with 50 ms to ship: its refund
+    /// is due at 1,100, where its payment was due), and also after a restore in between.
+    @Test func deadlinesDueTogetherFireInTheOrderTheyWereScheduledAfterOneMovedOntoTheOthersTime() throws {
+        func run(restoringAt restore: Bool) throws -> [String] {
+            var h = Harness()
+            let fast = SettlementDeadlines(
+                paymentDueMs: 100, shipDueMs: 50, complaintWindowMs: 3_000, offerDueMs: 4_000)
+            h.open("E1", .english(.init(start: 100, closesAt: 1_000, deadlines: fast)), at: 0)
+            h.open("E2", .english(.init(start: 100, closesAt: 1_000, deadlines: fast)), at: 0)
+            h.bid("ann", 100, on: "E1", at: 10)
+            h.bid("bob", 100, on: "E2", at: 10)
+            h.advance(to: 1_000)
+            #expect(h.settle(.confirmPayment(paymentRef: "P1"), by: "pay", .service, on: "E1", at: 1_050).ok)
+            if restore { h = Harness(engine: try Engine.restore(from: h.engine.encodeState())) }
+            h.advance(to: 1_100)
+            return h.settlementEvents.map { "\($0.number)-\($0.step.state.rawValue)" } + h.events.map(\.listing)
+        }
+        // E2's payment deadline was scheduled at its close (1,000), E1's refund at its payment (1,050).
+        #expect(try run(restoringAt: false) == ["1-payment_expired", "1-refunded", "E2", "E1"])
+        #expect(try run(restoringAt: true) == ["1-payment_expired", "1-refunded", "E2", "E1"])
+    }
+
     // MARK: - Second-chance offers
 
     @Test func aServiceNamedLikeTheSellerOrRunnerUpMayNotActOnASecondChanceAndIsToldWhy() {
