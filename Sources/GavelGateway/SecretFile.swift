@@ -68,11 +68,8 @@ public enum SecretFile {
         }
         unlink(temporary)
         let directory = path.split(separator: "/", omittingEmptySubsequences: false).dropLast().joined(separator: "/")
-        let folder = open(directory.isEmpty ? "." : directory, O_RDONLY | O_DIRECTORY)
-        if folder >= 0 {
-            fsync(folder)
-            close(folder)
-        }
+        // The link made durable where the file system allows; the key is usable either way.
+        try? Files.syncDirectory(directory.isEmpty ? "." : directory)
         return text
     }
 

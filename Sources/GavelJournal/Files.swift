@@ -66,7 +66,7 @@ public enum Files {
         guard gavel_fdatasync(fd) == 0 else { throw FileError(path: path, operation: "fdatasync", code: errno) }
     }
 
-    static func syncDirectory(_ path: String) throws(FileError) {
+    public static func syncDirectory(_ path: String) throws(FileError) {
         let fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
         guard fd >= 0 else { throw FileError(path: path, operation: "open directory", code: errno) }
         defer { close(fd) }

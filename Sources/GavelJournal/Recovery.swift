@@ -436,6 +436,9 @@ public enum Recovery {
             }
             // Start from the snapshot with a new journal at its lsn + 1: the segments (every entry in them is at or
             // before the snapshot's lsn, or past a gap) leave the journal, so no lsn gap stays in it.
+            let next = directory.journal + "/" + DataDirectory.segmentName(firstLSN: check.lsn + 1)
+            let header = SegmentHeader(firstLSN: check.lsn + 1, previousChain: check.chain).encoded()
+            report.activeSegment = nil
             if options.repair {
                 try Files.makeDirectory(directory.setAside)
                 for segment in directory.journalSegments() {
@@ -452,20 +455,13 @@ public enum Recovery {
                 }
                 // The journal's next segment, made now (its header chained to the snapshot), so that the directory
                 // reads as a journal that goes on from the snapshot even when nothing is written after this start.
-                let next = directory.journal + "/" + DataDirectory.segmentName(firstLSN: check.lsn + 1)
-                let header = SegmentHeader(firstLSN: check.lsn + 1, previousChain: check.chain).encoded()
                 try Files.writeAtomically(header, to: next, directory: directory.journal)
+                report.activeSegment = (next, check.lsn + 1, header.count)
             }
             report.truncation = (
                 end.file, end.offset,
                 "corruption handled on request: \(lost); the journal starts again at lsn \(check.lsn + 1) from that snapshot, its segments moved to \(directory.setAside)"
             )
-            report.activeSegment =
-                options.repair
-                ? (
-                    directory.journal + "/" + DataDirectory.segmentName(firstLSN: check.lsn + 1), check.lsn + 1,
-                    SegmentHeader(firstLSN: check.lsn + 1, previousChain: check.chain).encoded().count
-                ) : nil
             report.lastLSN = check.lsn
             report.chain = check.chain
             report.replayedRecords = 0
