@@ -75,12 +75,20 @@ final class AdmissionBox {
     var handshakeAddress: String?
 }
 
-/// The page served at `/`: `Page/index.html` from the gateway's resources, next to the executable.
+/// The page served at `/`: `Page/index.html` from the gateway's resources, next to the executable, or the file an
+/// operator names with `--page`.
 public enum Page {
-    /// The page's bytes: the file at `path` when given, else the resource bundle's copy, else a short notice.
-    public static func load(path: String? = nil) -> [UInt8] {
+    /// The largest file `--page` may name: a page, not a download.
+    public static let maxBytes = 16 << 20
+
+    /// Why the file named for the page cannot be served.
+    public struct Unreadable: Error, CustomStringConvertible {
+        public let description: String
+    }
+
+    /// The built-in page: the resource bundle's copy, else a short notice.
+    public static func load() -> [UInt8] {
         var candidates: [String] = []
-        if let path { candidates.append(path) }
         if let directory = executableDirectory() {
             candidates.append(directory + "/gavel_GavelGateway.resources/Page/index.html")
             candidates.append(directory + "/gavel_GavelGateway.resources/index.html")
@@ -91,6 +99,27 @@ public enum Page {
         return Array(
             "<!doctype html><title>Gavel</title><p>Gavel is running. The WebSocket endpoint is <code>/ws</code>.</p>\n"
                 .utf8)
+    }
+
+    /// The file at `path`, read once at start: a regular file of at most ``maxBytes``. Anything else (missing,
+    /// unreadable, a directory, a FIFO that would block the start, a device) is refused with the reason, so that a
+    /// mistyped path does not silently serve another page.
+    public static func load(file path: String) throws(Unreadable) -> [UInt8] {
+        var st = stat()
+        guard stat(path, &st) == 0 else {
+            throw Unreadable(description: "cannot read \(path): \(String(cString: strerror(errno)))")
+        }
+        guard st.st_mode & S_IFMT == S_IFREG else {
+            throw Unreadable(description: "\(path) is not a regular file")
+        }
+        guard Int(st.st_size) <= maxBytes else {
+            throw Unreadable(description: "\(path) is \(st.st_size) bytes; a page may be at most \(maxBytes)")
+        }
+        do {
+            return try Files.read(path, from: 0, limit: maxBytes)
+        } catch {
+            throw Unreadable(description: "cannot read \(path): \(error)")
+        }
     }
 
     static func executableDirectory() -> String? {
@@ -326,7 +355,8 @@ public final class GatewayServer: Sendable {
         } catch {
             throw ListenError(
                 description:
-                    "cannot listen on \(configuration.host):\(configuration.port): \(error); choose another --port")
+                    "cannot listen on \(configuration.host):\(configuration.port): \(error); check --host, or choose another --port"
+            )
         }
         channel.withLock { $0 = bound }
         logger.info(

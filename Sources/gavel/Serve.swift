@@ -338,7 +338,11 @@ struct Serve: AsyncParsableCommand {
         }
     }
 
-    @Option(name: .long, help: "Serve this file at / instead of the built-in page. Env GAVEL_PAGE.")
+    @Option(
+        name: .long,
+        help:
+            "Serve this file at / instead of the built-in page (a regular file of at most 16 MiB, read at start). Env GAVEL_PAGE."
+    )
     var page: String?
 
     @OptionGroup(title: "Limits per user, address and connection") var edgeLimits: EdgeLimitOptions
@@ -442,6 +446,16 @@ struct Serve: AsyncParsableCommand {
     /// The longest idempotency window: 30 days.
     static let maxIdempotencyWindowMs: Int64 = 2_592_000_000
 
+    /// The page at `/`: `--page`'s file, refused (exit 64) when it cannot be served, or the built-in page.
+    func servedPage() throws -> [UInt8] {
+        guard let path = try Setting.value(page, "GAVEL_PAGE", default: "").nonEmpty else { return Page.load() }
+        do {
+            return try Page.load(file: path)
+        } catch {
+            throw ValidationError("--page: \(error)")
+        }
+    }
+
     func expectedRequestIDs() throws -> Int {
         try Setting.value(expectedRequestIds, "GAVEL_EXPECTED_REQUEST_IDS", default: 1_000_000)
     }
@@ -450,6 +464,7 @@ struct Serve: AsyncParsableCommand {
         try logging.bootstrap()
         let logger = Logger(label: "gavel.serve")
         var configuration = try gatewayConfiguration()
+        let pageBytes = try servedPage()
         let dataDir = try Setting.value(self.dataDir, "GAVEL_DATA_DIR", default: "./gavel-data")
         let engineConfiguration = try engineConfiguration()
         // By the cores the process may use: its cgroup's quota and cpuset, and its affinity mask.
@@ -519,7 +534,6 @@ struct Serve: AsyncParsableCommand {
         let reloadSignal = reloadOnSIGHUP(
             tls: [tls, adminTLS].compactMap { $0 }, jwks: configuration.jwks, logger: logger)
 
-        let pageBytes = Page.load(path: try Setting.value(page, "GAVEL_PAGE", default: "").nonEmpty)
         let server = GatewayServer(
             configuration: configuration, writer: writer, fanOut: fanOut, metrics: metrics, group: group,
             page: pageBytes, logger: logger)

@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import time
+import urllib.request
 
 import pytest
 
@@ -166,3 +167,30 @@ def test_an_on_off_variable_with_another_value_stops_the_start(gavel_bin, tmp_pa
                           capture_output=True, text=True, timeout=30, env=env)
     assert done.returncode == 64, done.stderr
     assert "GAVEL_NO_ANONYMOUS=maybe is not a valid value" in done.stderr, done.stderr
+
+
+@pytest.mark.parametrize("kind", ["missing", "directory", "fifo", "too_large"])
+def test_a_page_file_that_cannot_be_served_stops_the_start_naming_it(gavel_bin, tmp_path, kind):
+    page = tmp_path / "page.html"
+    if kind == "directory":
+        page.mkdir()
+    elif kind == "fifo":
+        os.mkfifo(page)
+    elif kind == "too_large":
+        with open(page, "wb") as f:
+            f.truncate(16 * 1024 * 1024 + 1)
+    done = subprocess.run([gavel_bin, "serve", "--data-dir", str(tmp_path / "data"), "--port", "0",
+                           "--admin-port=-1", "--jwt-secret", SECRET, "--page", str(page)],
+                          capture_output=True, text=True, timeout=30)
+    assert done.returncode == 64, done.stderr
+    assert "--page" in done.stderr and str(page) in done.stderr, done.stderr
+    # Refused before recovery: no data directory was made.
+    assert not (tmp_path / "data").exists()
+
+
+def test_a_page_file_is_served_at_the_root(start_server, tmp_path):
+    page = tmp_path / "page.html"
+    page.write_text("<!doctype html><title>market</title><p>our own page</p>\n")
+    srv = start_server("--page", str(page))
+    with urllib.request.urlopen(f"http://127.0.0.1:{srv.port}/", timeout=10) as answer:
+        assert answer.read() == page.read_bytes()
