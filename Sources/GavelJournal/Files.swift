@@ -9,8 +9,10 @@ public struct FileError: Error, CustomStringConvertible, Sendable {
     public var path: String
     public var operation: String
     public var code: Int32
+    /// What went wrong when it is not a system call's error (then `code` is `EINVAL`).
+    public var reason: String? = nil
 
-    public var description: String { "\(operation) \(path): \(String(cString: strerror(code)))" }
+    public var description: String { "\(operation) \(path): \(reason ?? String(cString: strerror(code)))" }
 }
 
 /// Small wrappers over POSIX file calls that throw ``FileError``.
@@ -21,13 +23,19 @@ public enum Files {
     }
 
     /// The content of the file at `path` from byte `offset` to its end, or `limit` bytes of it at most (empty when
-    /// the file is shorter).
+    /// the file is shorter). Only a regular file is read: a FIFO, a device or a directory where a file belongs (a
+    /// mistyped option, a tampered data directory) is refused at once instead of blocking the caller or reading
+    /// without end.
     public static func read(_ path: String, from offset: Int, limit: Int = .max) throws(FileError) -> [UInt8] {
-        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        // Non-blocking, so that opening a FIFO with no writer returns (and is refused below) instead of waiting.
+        let fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK)
         guard fd >= 0 else { throw FileError(path: path, operation: "open", code: errno) }
         defer { close(fd) }
         var st = stat()
         guard fstat(fd, &st) == 0 else { throw FileError(path: path, operation: "stat", code: errno) }
+        guard st.st_mode & S_IFMT == S_IFREG else {
+            throw FileError(path: path, operation: "read", code: EINVAL, reason: "not a regular file")
+        }
         // Read straight into uninitialised storage: zero-filling a segment or snapshot first would touch every
         // page twice.
         let size = min(limit, max(0, Int(st.st_size) - offset))

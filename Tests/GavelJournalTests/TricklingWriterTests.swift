@@ -32,3 +32,26 @@ struct TricklingWriterTests {
         #expect(!FileManager.default.fileExists(atPath: path + ".tmp"), "the temporary file is gone")
     }
 }
+
+@Suite("Files read whole")
+struct FileReadTests {
+    /// A FIFO with no writer, a directory or a device where a file belongs is refused at once, saying so: a read
+    /// would block the caller forever or fail with an error that names neither.
+    @Test func onlyARegularFileIsReadAndAnythingElseIsRefusedWithoutBlocking() throws {
+        let temp = try TemporaryDirectory("file-read")
+        defer { temp.remove() }
+        let fifo = temp.sub("fifo")
+        #expect(mkfifo(fifo, 0o600) == 0)
+        try FileManager.default.createDirectory(atPath: temp.sub("folder"), withIntermediateDirectories: false)
+        for path in [fifo, temp.sub("folder"), "/dev/zero"] {
+            #expect {
+                _ = try Files.readAll(path)
+            } throws: { error in
+                "\(error)" == "read \(path): not a regular file"
+            }
+        }
+        let file = temp.sub("file")
+        #expect(FileManager.default.createFile(atPath: file, contents: Data("abc".utf8)))
+        #expect(try Files.readAll(file) == Array("abc".utf8))
+    }
+}
