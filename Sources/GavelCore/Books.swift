@@ -101,6 +101,9 @@ final class DutchBook {
     var price: Money
     /// When the next clock step is due, or `nil` when the clock has stopped.
     var nextStepAt: Millis?
+    /// The timer of ``nextStepAt``, cancelled when the clock stops or the listing is evicted. Not part of the state
+    /// (the timers are).
+    var stepTimer = TimerHandle.none
 
     init(_ terms: ListingTerms.Dutch) {
         start = terms.start
@@ -592,6 +595,12 @@ final class Listing {
         /// The timer of each settlement's current deadline, cancelled when the settlement moves on. Not part of the
         /// state (the timers are).
         var deadlineTimers: [Int64: TimerHandle] = [:]
+        /// The timer of the open offer's deadline, cancelled when the offer is answered.
+        var offerTimer = TimerHandle.none
+        /// The pending prune timers, one per ended settlement, in the order they fire (from `pruneHead`); cancelled
+        /// when the listing is evicted, so that none fires for a listing opened later under the same id.
+        var pruneTimers: [TimerHandle] = []
+        var pruneHead = 0
     }
 
     /// Whether the listing has made its sales record (for tests: one that never sold has none).
@@ -609,6 +618,45 @@ final class Listing {
     var settlementTimers: [Int64: TimerHandle] {
         get { salesRecord?.deadlineTimers ?? [:] }
         _modify { yield &record.deadlineTimers }
+    }
+
+    /// The timer of the open second-chance offer's deadline.
+    var offerTimer: TimerHandle {
+        get { salesRecord?.offerTimer ?? .none }
+        _modify { yield &record.offerTimer }
+    }
+
+    /// Notes a prune timer just scheduled (they fire in the order they are scheduled: each is the retention after
+    /// the current engine time).
+    func addPruneTimer(_ handle: TimerHandle) { record.pruneTimers.append(handle) }
+
+    /// Forgets `handle`, a prune timer that fired (the oldest pending one); any other handle is ignored.
+    func prunePassed(_ handle: TimerHandle) {
+        guard let record = salesRecord, record.pruneHead < record.pruneTimers.count,
+            record.pruneTimers[record.pruneHead] == handle
+        else { return }
+        record.pruneHead += 1
+        if record.pruneHead == record.pruneTimers.count {
+            record.pruneTimers.removeAll(keepingCapacity: record.pruneTimers.count <= 64)
+            record.pruneHead = 0
+        } else if record.pruneHead >= 64 && record.pruneHead * 2 >= record.pruneTimers.count {
+            record.pruneTimers.removeFirst(record.pruneHead)
+            record.pruneHead = 0
+        }
+    }
+
+    /// Every timer the listing still holds a handle on: its close, its dutch clock's step, its offer's deadline, its
+    /// settlements' deadlines and its pending prunes. Cancelling them at eviction leaves no timer behind to fire
+    /// for a listing opened later under the same id.
+    var pendingTimers: [TimerHandle] {
+        var handles = [closeTimer]
+        if case .dutch(let book) = book { handles.append(book.stepTimer) }
+        if let record = salesRecord {
+            handles.append(record.offerTimer)
+            handles += record.deadlineTimers.values
+            handles += record.pruneTimers[record.pruneHead...]
+        }
+        return handles
     }
 
     /// The listing's sales so far: the number of the last settlement created.

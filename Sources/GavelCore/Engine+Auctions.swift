@@ -144,7 +144,7 @@ extension Engine {
         createSettlement(listing, buyer: bidder, seller: listing.seller, price: price, quantity: quantity, &events)
         if book.remaining == 0 {
             listing.status = .closed
-            book.nextStepAt = nil
+            stopDutchClock(book)
             emit(.dutchClosed(sold: book.quantity), on: listing, events: &events)
         }
         return CommandResult(error: nil, message: "", price: price, filled: quantity, remaining: book.remaining)

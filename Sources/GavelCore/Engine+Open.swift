@@ -143,12 +143,16 @@ extension Engine {
         case .offerDue:
             return offerDeadline(listing, at: timer.time, &events)
         case .prune:
+            listing.prunePassed(TimerHandle(timer))
             return prune(listing, &events)
         case .close, .dutchStep, .expire, .evict:
             break
         }
         guard listing.status == .open else {
-            if case .evict = timer.action, mayEvict(listing) { evict(listing, events: &events) }
+            // One still settling (an offer made since) stays, but drops the settlements whose retention is over.
+            if case .evict = timer.action {
+                mayEvict(listing) ? evict(listing, events: &events) : prune(listing, &events)
+            }
             return
         }
         switch timer.action {
@@ -157,6 +161,7 @@ extension Engine {
             close(listing, &events)
         case .dutchStep:
             guard case .dutch(let book) = listing.book, book.nextStepAt == timer.time else { return }
+            if book.stepTimer == TimerHandle(timer) { book.stepTimer = .none }  // fired: nothing to cancel
             let price = book.price(at: timer.time, opensAt: listing.opensAt)
             if price != book.price {
                 book.price = price
@@ -179,7 +184,14 @@ extension Engine {
         let next = book.nextStep(after: time, opensAt: listing.opensAt)
         if let closesAt = listing.closesAt, next >= closesAt { return }
         book.nextStepAt = next
-        timers.schedule(.dutchStep, listing: listing.id, at: next)
+        book.stepTimer = timers.schedule(.dutchStep, listing: listing.id, at: next)
+    }
+
+    /// Stops the dutch clock of `book`: no step is due any more, and its timer is cancelled.
+    func stopDutchClock(_ book: DutchBook) {
+        book.nextStepAt = nil
+        timers.cancel(book.stepTimer)
+        book.stepTimer = .none
     }
 
     /// Closes `listing` at its closing time.
@@ -197,7 +209,7 @@ extension Engine {
         case .sealed(let book):
             closeSealed(listing, book, &events)
         case .dutch(let book):
-            book.nextStepAt = nil
+            stopDutchClock(book)
             emit(.dutchClosed(sold: book.quantity - book.remaining), on: listing, events: &events)
         case .market(let book):
             cancelAllResting(listing, book, reason: .closed, &events)

@@ -59,8 +59,11 @@ extension Engine {
         let timerCount = try r.readCount(minimumSize: 21)
         let nextSequence = try r.readUInt64()
         engine.timers.reserveCapacity(timerCount)
-        // Settlement deadlines are linked once the settlements are back (they come last in the state).
+        // Settlement and offer deadlines and prunes are linked once the settlements are back (they come last in the
+        // state).
         var deadlines: [(handle: TimerHandle, number: Int64, time: Millis, listing: String)] = []
+        var offers: [(handle: TimerHandle, time: Millis, listing: String)] = []
+        var prunes: [(time: Millis, sequence: UInt64, handle: TimerHandle, listing: String)] = []
         for _ in 0..<timerCount {
             let time = try r.readInt64()
             let sequence = try r.readUInt64()
@@ -80,7 +83,12 @@ extension Engine {
                 ScheduledTimer(time: time, sequence: sequence, listing: listing, action: action),
                 nextSequence: nextSequence)
             engine.link(handle, action: action, at: time, listing: listing)
-            if case .settlementDue(let number) = action { deadlines.append((handle, number, time, listing)) }
+            switch action {
+            case .settlementDue(let number): deadlines.append((handle, number, time, listing))
+            case .offerDue: offers.append((handle, time, listing))
+            case .prune: prunes.append((time, sequence, handle, listing))
+            default: break
+            }
         }
         if timerCount == 0 { engine.timers.restore(nextSequence: nextSequence) }
         if version == 1 {
@@ -120,6 +128,16 @@ extension Engine {
             else { continue }
             listing.settlementTimers[d.number] = d.handle
         }
+        for o in offers {
+            guard let listing = engine.listings[o.listing], let offer = listing.offer, offer.state == .offered,
+                offer.dueAt == o.time
+            else { continue }
+            listing.offerTimer = o.handle
+        }
+        // In the order they fire, as they were scheduled.
+        for p in prunes.sorted(by: { ($0.time, $0.sequence) < ($1.time, $1.sequence) }) {
+            engine.listings[p.listing]?.addPruneTimer(p.handle)
+        }
         guard r.isAtEnd else { throw r.fail("\(r.remaining) unexpected bytes after the state") }
         return engine
     }
@@ -137,6 +155,8 @@ extension Engine {
             }
         case .close:
             if listing.closesAt == time { listing.closeTimer = handle }
+        case .dutchStep:
+            if case .dutch(let book) = listing.book, book.nextStepAt == time { book.stepTimer = handle }
         default:
             break
         }

@@ -97,7 +97,7 @@ extension Engine {
     ) -> CommandResult {
         let id = SettlementID.format(listing: listingID, number: number)
         guard let listing = known ?? listings[listingID], let index = listing.settlementIndex(number) else {
-            return .rejected(.unknownSettlement, "no settlement \(id); check the settlement id")
+            return Self.unknownSettlement(id)
         }
         let s = listing.settlements[index]
         if let refusal = Self.authorization(of: action, by: by, role: role, on: s) { return refusal }
@@ -245,7 +245,7 @@ extension Engine {
             listing.offer = SecondChanceOffer(
                 listing: listing.id, seller: listing.seller, bidder: runnerUp, price: book.runnerUpMaximum,
                 state: .offered, dueAt: due)
-            timers.schedule(.offerDue, listing: listing.id, at: due)
+            listing.offerTimer = timers.schedule(.offerDue, listing: listing.id, at: due)
             emitOffer(listing, &events)
             return .accepted
         case .accept, .decline:
@@ -278,6 +278,8 @@ extension Engine {
     }
 
     private func endOffer(_ listing: Listing, _ state: OfferState, _ events: inout [Event]) {
+        timers.cancel(listing.offerTimer)  // nothing when it is the timer firing now: it left the queue
+        listing.offerTimer = .none
         listing.offer?.state = state
         listing.offer?.dueAt = nil
         emitOffer(listing, &events)
@@ -298,14 +300,15 @@ extension Engine {
     }
 
     /// A settlement or the offer of `listing` just ended: an ended listing is evicted once nothing is settling and
-    /// the retention has passed; one still open drops the settlement after the retention.
+    /// the retention has passed; one still open, or ended but still settling (a sale shipped or disputed), drops the
+    /// settlement after the retention.
     private func ended(_ listing: Listing) {
         listing.settledAt = now
-        if listing.status != .open {
-            if !isSettling(listing) { scheduleEviction(of: listing) }
+        if listing.status != .open && !isSettling(listing) {
+            scheduleEviction(of: listing)
         } else {
             let (at, overflow) = now.addingReportingOverflow(configuration.closedListingRetentionMs)
-            timers.schedule(.prune, listing: listing.id, at: overflow ? Millis.max : at)
+            listing.addPruneTimer(timers.schedule(.prune, listing: listing.id, at: overflow ? Millis.max : at))
         }
     }
 

@@ -474,7 +474,7 @@ public final class Engine {
     func evict(_ listing: Listing, events: inout [Event]) {
         listings[listing.id] = nil
         listing.live = false
-        timers.cancel(listing.closeTimer)
+        for handle in listing.pendingTimers { timers.cancel(handle) }
         if !discardsEvents { events.append(Event(listing: listing.id, seq: 0, at: now, kind: .evicted)) }
     }
 
@@ -486,9 +486,7 @@ public final class Engine {
         case .open(let seller, let terms):
             return open(command.listing, seller: seller, terms: terms, events: &events)
         case .bid(let bidder, let amount):
-            guard Limits.isValidAmount(amount) else {
-                return .rejected(.invalidAmount, "amount must be a positive integer up to 10^15 (minor units)")
-            }
+            guard Limits.isValidAmount(amount) else { return Self.invalidBidAmount }
             switch listingFor(command.listing, actor: bidder, known: known) {
             case .failure(let rejection): return rejection.result
             case .success(let listing):
@@ -509,9 +507,7 @@ public final class Engine {
                 return buyNow(listing, book, buyer: buyer, &events)
             }
         case .accept(let bidder, let quantity):
-            guard Limits.isValidAmount(quantity) else {
-                return .rejected(.invalidQuantity, "quantity must be a positive integer up to 10^15")
-            }
+            guard Limits.isValidAmount(quantity) else { return Self.invalidQuantity }
             switch listingFor(command.listing, actor: bidder, known: known) {
             case .failure(let rejection): return rejection.result
             case .success(let listing):
@@ -521,15 +517,9 @@ public final class Engine {
                 return accept(listing, book, bidder: bidder, quantity: quantity, &events)
             }
         case .order(let trader, let side, let price, let quantity, let tif, let expiresAt):
-            guard Limits.isValidAmount(price) else {
-                return .rejected(.invalidAmount, "price must be a positive integer up to 10^15 (minor units)")
-            }
-            guard Limits.isValidAmount(quantity) else {
-                return .rejected(.invalidQuantity, "quantity must be a positive integer up to 10^15")
-            }
-            if let expiresAt, expiresAt <= now {
-                return .rejected(.badRequest, "expires_at \(expiresAt) must be after the current engine time \(now)")
-            }
+            guard Limits.isValidAmount(price) else { return Self.invalidPrice }
+            guard Limits.isValidAmount(quantity) else { return Self.invalidQuantity }
+            if let expiresAt, expiresAt <= now { return Self.expiredOrder(expiresAt, now: now) }
             switch listingFor(command.listing, actor: nil, known: known) {
             case .failure(let rejection): return rejection.result
             case .success(let listing):
@@ -585,8 +575,52 @@ public final class Engine {
         return .success(listing)
     }
 
-    private func unknownListing(_ id: String) -> CommandResult {
+    private func unknownListing(_ id: String) -> CommandResult { Self.unknownListing(id) }
+
+    static func unknownListing(_ id: String) -> CommandResult {
         .rejected(.unknownListing, "no listing \(id); check the listing id")
+    }
+
+    /// What the engine answers `command` when no listing with its id is in memory, `nil` for an `open` (which makes
+    /// one): the checks that come before the listing's in the documented order (identifiers, amounts, quantities,
+    /// an order's `expires_at` against `now`), then `unknown_listing`, or `unknown_settlement` for a settlement
+    /// command. It reads nothing the engine holds, so the server can give a command for a listing it does not hold
+    /// the engine's own answer without handing it to the writer. `now` stands for the engine time; an order whose
+    /// `expires_at` passes between the two is refused either way.
+    public static func answerWithoutListing(_ command: Command, now: Millis) -> CommandResult? {
+        if let problem = command.identifierProblem { return .rejected(.badRequest, problem) }
+        switch command.body {
+        case .open:
+            return nil
+        case .bid(_, let amount):
+            guard Limits.isValidAmount(amount) else { return invalidBidAmount }
+        case .accept(_, let quantity):
+            guard Limits.isValidAmount(quantity) else { return invalidQuantity }
+        case .order(_, _, let price, let quantity, _, let expiresAt):
+            guard Limits.isValidAmount(price) else { return invalidPrice }
+            guard Limits.isValidAmount(quantity) else { return invalidQuantity }
+            if let expiresAt, expiresAt <= now { return expiredOrder(expiresAt, now: now) }
+        case .settle(let number, _, _, _):
+            return unknownSettlement(SettlementID.format(listing: command.listing, number: number))
+        case .buyNow, .cancel, .cancelListing, .cancelListingAsAdmin, .secondChance:
+            break
+        }
+        return unknownListing(command.listing)
+    }
+
+    static let invalidBidAmount = CommandResult.rejected(
+        .invalidAmount, "amount must be a positive integer up to 10^15 (minor units)")
+    static let invalidPrice = CommandResult.rejected(
+        .invalidAmount, "price must be a positive integer up to 10^15 (minor units)")
+    static let invalidQuantity = CommandResult.rejected(
+        .invalidQuantity, "quantity must be a positive integer up to 10^15")
+
+    static func expiredOrder(_ expiresAt: Millis, now: Millis) -> CommandResult {
+        .rejected(.badRequest, "expires_at \(expiresAt) must be after the current engine time \(now)")
+    }
+
+    static func unknownSettlement(_ id: String) -> CommandResult {
+        .rejected(.unknownSettlement, "no settlement \(id); check the settlement id")
     }
 
     private func closedRejection(_ listing: Listing) -> CommandResult {

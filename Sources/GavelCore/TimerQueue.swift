@@ -77,10 +77,11 @@ public struct TimerHandle: Sendable, Hashable {
 /// A binary min-heap of timers: O(log n) insert, pop and cancel, memory proportional to the number of timers.
 ///
 /// A timer that stops applying when something else happens is cancelled then (a resting order's expiry when the
-/// order leaves the book, a listing's close when the listing is evicted), so timers do not pile up for as long as
-/// their times are away (an order cancelled at once but expiring in a year kept its timer for the year). Others
-/// are recognised as stale when they fire and skipped: a close moved by soft close (fires soon), a settlement's or
-/// an offer's deadline (bounded by the deadline).
+/// order leaves the book, a dutch clock's step when the listing sells out or closes, a settlement's deadline when
+/// it moves on, an offer's when it is answered, and every timer of a listing when the listing is evicted), so
+/// timers do not pile up for as long as their times are away (an order cancelled at once but expiring in a year
+/// kept its timer for the year), and none fires for a listing opened later under the same id. A close moved by
+/// soft close is recognised as stale when it fires (soon) and skipped.
 public struct TimerQueue: Sendable {
     @usableFromInline var heap: [ScheduledTimer] = []
     /// Where each slot's timer is in `heap`, -1 for a free slot.

@@ -197,7 +197,9 @@ public final class Writer: @unchecked Sendable {
             if let existing = queues[command.listing] {
                 queue = existing
             } else {
-                guard case .open = command.body else { return (nil, Self.unknownListing(command.listing)) }
+                // The engine's own answer for a listing it does not hold (``Engine/answerWithoutListing(_:now:)``),
+                // without handing the command to it: not applied, so not journaled and not remembered.
+                if let answer = Engine.answerWithoutListing(command, now: clock.now()) { return (nil, answer) }
                 guard queues.count < configuration.maxListingQueues else { return (nil, tooManyListings) }
                 queue = ListingQueue(listing: command.listing, capacity: configuration.queueCapacity)
                 queues[command.listing] = queue
@@ -267,12 +269,6 @@ public final class Writer: @unchecked Sendable {
 
     static let notRunning = CommandResult.rejected(
         .overloaded, "the engine is not accepting commands (starting or shutting down)")
-
-    /// The rejection of a command other than `open` for a listing that has no queue: the engine's own answer for a
-    /// listing it does not hold. Not applied, so not journaled and not remembered for idempotency.
-    static func unknownListing(_ listing: String) -> CommandResult {
-        .rejected(.unknownListing, "no listing \(listing); check the listing id")
-    }
 
     private var tooManyListings: CommandResult {
         .rejected(

@@ -305,6 +305,40 @@ func versionTwoState(of engine: Engine) -> [UInt8] {
         #expect(engine.timerCount == 0, "the far closes went with their listings")
     }
 
+    /// A dutch listing sold out between clock steps, and one cancelled, leave no step timer behind; an evicted
+    /// listing leaves no timer at all: none fires later for a listing opened again under its id (two listings
+    /// stepping in the same millisecond step in the order they were opened).
+    @Test func anEvictedListingLeavesNoTimerToFireForALaterListingOfTheSameID() {
+        let engine = Engine(configuration: EngineConfiguration(closedListingRetentionMs: 1_000))
+        var events: [Event] = []
+        func open(_ listing: String, id: String) {
+            let terms = ListingTerms.dutch(
+                .init(
+                    start: 1_000, floor: 100, step: 100, stepEveryMs: 5_000, quantity: 1, closesAt: 20_000,
+                    deadlines: SettlementDeadlines(paymentDueMs: 100)))
+            #expect(
+                engine.apply(
+                    Command(id: id, listing: listing, body: .open(seller: "sam", terms: terms)), events: &events
+                ).ok)
+        }
+        open("D1", id: "o1")
+        #expect(
+            engine.apply(Command(id: "a", listing: "D1", body: .accept(bidder: "ann", quantity: 1)), events: &events).ok
+        )
+        open("D3", id: "o3")
+        #expect(engine.apply(Command(id: "c", listing: "D3", body: .cancelListing(seller: "sam")), events: &events).ok)
+        open("D2", id: "o2")
+        engine.advance(to: 1_100, events: &events)  // D3 is evicted at 1,000, D1 (its sale expired at 100) at 1,100
+        #expect(!engine.hasListing("D1") && !engine.hasListing("D3"))
+        #expect(engine.timerCount == 2, "D2's step and close only: \(engine.timerCount)")
+        open("D1", id: "o1b")
+        events = []
+        engine.advance(to: 5_000, events: &events)
+        #expect(events.map(\.listing) == ["D2"], "D1 (opened at 1,100) steps at 6,100")
+        engine.advance(to: 6_100, events: &events)
+        #expect(events.map(\.listing) == ["D2", "D1"])
+    }
+
     @Test func aListingForgetsItsCloseTimerWhenItFiresAndKeepsTheLatestWhenSoftCloseMovesIt() {
         let engine = Engine()
         var events: [Event] = []

@@ -391,6 +391,55 @@ private func allowed(_ state: SettlementState, _ action: SettlementAction) -> Se
         #expect(events.last?.kind == .evicted)
     }
 
+    /// A sold-out dutch listing keeps one sale shipped (no deadline) for as long as the buyer takes: the other
+    /// sale, whose payment expired, is dropped the retention after it ended all the same, as on an open listing.
+    @Test func anEndedListingStillSettlingDropsAFinalSettlementAfterTheRetention() {
+        let e = Engine(configuration: EngineConfiguration(closedListingRetentionMs: 500))
+        var events: [Event] = []
+        let terms = ListingTerms.dutch(
+            .init(start: 100, floor: 100, step: 1, stepEveryMs: 1_000, quantity: 2, closesAt: 10_000, deadlines: quick))
+        #expect(e.apply(Command(id: "o", listing: "D", body: .open(seller: "sam", terms: terms)), events: &events).ok)
+        #expect(e.apply(Command(id: "a1", listing: "D", body: .accept(bidder: "ann", quantity: 1)), events: &events).ok)
+        #expect(e.apply(Command(id: "a2", listing: "D", body: .accept(bidder: "bob", quantity: 1)), events: &events).ok)
+        for (id, action, by, role) in [
+            ("p", SettlementAction.confirmPayment(paymentRef: "PAY"), "svc", ActorRole.service),
+            ("s", .markShipped(tracking: "TRK"), "sam", .seller),
+        ] {
+            let command = Command(id: id, listing: "D", body: .settle(number: 2, action: action, by: by, role: role))
+            #expect(e.apply(command, events: &events).ok)
+        }
+        e.advance(to: 1_000, events: &events)  // D:1's payment expires
+        #expect(e.settlement("D:1")?.state == .paymentExpired)
+        events = []
+        e.advance(to: 1_499, events: &events)
+        #expect(e.settlement("D:1") != nil)
+        e.advance(to: 1_500, events: &events)
+        #expect(e.settlement("D:1") == nil, "dropped the retention after it ended")
+        #expect(events.map(\.kind) == [.settlementsPruned([1])])
+        #expect(e.settlement("D:2")?.state == .shipped, "the shipped sale stays, and so does its listing")
+        #expect(e.hasListing("D"))
+    }
+
+    /// The same when the listing was about to be evicted and a second-chance offer kept it: the expired sale goes
+    /// at the eviction's time, the listing stays for the offer.
+    @Test func aSecondChanceOfferKeepsTheListingButNotItsExpiredSalePastTheRetention() {
+        let e = Engine(configuration: EngineConfiguration(closedListingRetentionMs: 500))
+        var events: [Event] = []
+        let terms = ListingTerms.english(.init(start: 100, closesAt: 100, deadlines: quick))
+        #expect(e.apply(Command(id: "o", listing: "L", body: .open(seller: "sam", terms: terms)), events: &events).ok)
+        #expect(e.apply(Command(id: "b1", listing: "L", body: .bid(bidder: "ann", amount: 150)), events: &events).ok)
+        #expect(e.apply(Command(id: "b2", listing: "L", body: .bid(bidder: "bob", amount: 300)), events: &events).ok)
+        e.advance(to: 1_100, events: &events)  // closes at 100, bob's payment expires at 1,100
+        e.advance(to: 1_599, events: &events)
+        let offer = Command(id: "f", listing: "L", body: .secondChance(.offer, by: "sam", role: .seller))
+        #expect(e.apply(offer, events: &events).ok)
+        events = []
+        e.advance(to: 1_600, events: &events)
+        #expect(e.settlement("L:1") == nil)
+        #expect(events.map(\.kind) == [.settlementsPruned([1])])
+        #expect(e.hasListing("L"), "the offer to ann is open")
+    }
+
     @Test func anOpenMarketDropsItsFinalSettlementsAfterTheRetention() {
         let e = Engine(configuration: EngineConfiguration(closedListingRetentionMs: 500))
         var events: [Event] = []

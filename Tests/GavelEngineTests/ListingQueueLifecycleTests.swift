@@ -49,6 +49,37 @@ struct ListingQueueLifecycleTests {
         await writer.shutdown()
     }
 
+    /// Every kind of command for a listing the engine does not hold, well-formed or not, gets from the server the
+    /// answer the engine itself gives (an invalid amount before the unknown listing, `unknown_settlement` for a
+    /// settlement command), without being applied or journaled.
+    @Test func everyCommandForAListingNotHeldGetsTheEnginesOwnAnswer() async throws {
+        let writer = Writer(clock: ManualClock(50))
+        writer.start()
+        let bodies: [CommandBody] = [
+            .bid(bidder: "ann", amount: 200), .bid(bidder: "ann", amount: 0), .bid(bidder: "bad id", amount: 200),
+            .buyNow(buyer: "ann"), .accept(bidder: "ann", quantity: 1), .accept(bidder: "ann", quantity: -1),
+            .order(trader: "ann", side: .buy, price: 10, quantity: 1, tif: .gtc, expiresAt: nil),
+            .order(trader: "ann", side: .buy, price: 0, quantity: 1, tif: .gtc, expiresAt: nil),
+            .order(trader: "ann", side: .buy, price: 10, quantity: 0, tif: .gtc, expiresAt: nil),
+            .order(trader: "ann", side: .sell, price: 10, quantity: 1, tif: .gtc, expiresAt: 20),
+            .cancel(trader: "ann", order: "o1"), .cancelListing(seller: "sam"), .cancelListingAsAdmin(admin: "ada"),
+            .settle(number: 1, action: .confirmPayment(paymentRef: "PAY"), by: "svc", role: .service),
+            .settle(number: 3, action: .markShipped(tracking: "T"), by: "sam", role: .seller),
+            .secondChance(.offer, by: "sam", role: .seller), .secondChance(.accept, by: "ann", role: .bidder),
+        ]
+        let engine = Engine()
+        var events: [Event] = []
+        engine.advance(to: 50, events: &events)
+        for (n, body) in bodies.enumerated() {
+            let command = Command(id: "c\(n)", listing: "gone", body: body)
+            let answer = await writer.submit(command)
+            #expect(answer.result == engine.apply(command, events: &events), "\(body)")
+            #expect(answer.lsn == nil, "\(body) was not journaled")
+        }
+        #expect(events.isEmpty)
+        await writer.shutdown()
+    }
+
     @Test func aBidForAnUnknownListingIsRefusedLikeTheEngineDoesAndMayBeRetriedOnceItOpens() async throws {
         let writer = Writer(clock: ManualClock(0))
         writer.start()
