@@ -1,3 +1,7 @@
+#if canImport(Glibc)
+    import Glibc
+#endif
+
 /// The command rate a connection may send: a token bucket refilled at `perSecond`, holding at most `burst`.
 public struct RateLimit: Sendable, Hashable {
     public var perSecond: Int
@@ -19,6 +23,11 @@ public struct GatewayConfiguration: Sendable {
     public var adminPort = 9090
     /// The address of the admin HTTP server.
     public var adminHost = "127.0.0.1"
+    /// Connections the admin HTTP server holds at once; one more is closed at once. Each is also closed after
+    /// ``adminConnectionLifetimeSeconds`` whatever it does, so a client trickling a request a byte at a time holds
+    /// its slot for that long at most.
+    public var maxAdminConnections = 64
+    public static let adminConnectionLifetimeSeconds: Int64 = 60
     /// Event loop threads; 0 means ``defaultEventLoops(allowedCPUs:)``.
     public var threads = 0
 
@@ -142,5 +151,69 @@ public struct GatewayConfiguration: Sendable {
     /// The subscription limit of a connection with `role`.
     public func maxSubscriptions(for role: Role) -> Int {
         role == .service ? maxSubscriptionsService : maxSubscriptions
+    }
+}
+
+/// The process's open-file limit and what the gateway may use of it.
+public enum OpenFiles {
+    /// Descriptors kept for everything but client connections: the journal's segments and directory, snapshots
+    /// and their reads, the event loops' own, key-set fetches, logs, the admin server's connections on top.
+    public static let reserved = 256
+
+    /// Raises the soft open-file limit to the hard one (a service started with the common default of 1,024 may use
+    /// what its hard limit allows without being told), and returns the soft limit now in force.
+    public static func raiseLimit() -> Int {
+        var limit = rlimit()
+        guard getrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit) == 0 else { return 1_024 }
+        if limit.rlim_cur < limit.rlim_max {
+            var raised = limit
+            raised.rlim_cur = limit.rlim_max
+            if setrlimit(Int32(RLIMIT_NOFILE.rawValue), &raised) == 0 { limit = raised }
+        }
+        return limit.rlim_cur >= rlim_t(Int.max) ? Int.max : Int(limit.rlim_cur)
+    }
+
+    /// `configuration` with its connection caps lowered, when needed, so that clients at every cap (connections,
+    /// handshakes, admin connections) leave ``reserved`` descriptors of `limit`: a client holding as many
+    /// connections as the caps allow then gets 503s and closed handshakes, never the journal an `EMFILE` that
+    /// would stop the server. Returns the lowered configuration and a line saying what was lowered (`nil`: nothing).
+    public static func fit(_ configuration: GatewayConfiguration, limit: Int) throws(TooLow) -> (
+        GatewayConfiguration, String?
+    ) {
+        var c = configuration
+        let admin = c.adminPort >= 0 ? c.maxAdminConnections : 0
+        let room = limit - reserved - admin
+        guard room >= 2 else { throw TooLow(limit: limit, needed: reserved + admin + 2) }
+        let wanted = c.maxConnections + c.maxHandshakes
+        guard wanted > room else { return (c, nil) }
+        // Handshakes keep their share of the room, at least one; the per-address and anonymous caps keep their share
+        // of their totals, so one address still cannot take more of them than it could before.
+        c.maxHandshakes = max(1, min(c.maxHandshakes, room * c.maxHandshakes / wanted))
+        c.maxConnections = room - c.maxHandshakes
+        func scaled(_ cap: Int, _ old: Int, _ new: Int) -> Int { max(1, min(cap, cap * new / max(old, 1))) }
+        c.maxHandshakesPerAddress = scaled(c.maxHandshakesPerAddress, configuration.maxHandshakes, c.maxHandshakes)
+        c.maxAnonymousConnections = scaled(
+            c.maxAnonymousConnections, configuration.maxConnections, c.maxConnections)
+        c.maxConnectionsPerAddress = scaled(
+            c.maxConnectionsPerAddress, configuration.maxConnections, c.maxConnections)
+        c.maxConnectionsPerUser = min(c.maxConnectionsPerUser, c.maxConnections)
+        let line = """
+            the open-file limit is \(limit) (ulimit -n; LimitNOFILE= for systemd): --max-connections lowered from \
+            \(configuration.maxConnections) to \(c.maxConnections) and --max-handshakes from \
+            \(configuration.maxHandshakes) to \(c.maxHandshakes) (the per-address and anonymous caps in proportion: \
+            --max-connections-per-address \(c.maxConnectionsPerAddress), --max-anonymous-connections \
+            \(c.maxAnonymousConnections), --max-handshakes-per-address \(c.maxHandshakesPerAddress)), keeping \(reserved + admin) descriptors for the \
+            journal, snapshots and admin HTTP; raise the limit to allow more
+            """
+        return (c, line)
+    }
+
+    /// The open-file limit leaves no room for clients.
+    public struct TooLow: Error, CustomStringConvertible {
+        public let limit: Int
+        public let needed: Int
+        public var description: String {
+            "the open-file limit is \(limit) (ulimit -n); gavel serve needs at least \(needed): raise it"
+        }
     }
 }

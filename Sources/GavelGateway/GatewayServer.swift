@@ -145,15 +145,28 @@ public final class AdminServer: Sendable {
     /// Binds `host:port` and serves.
     ///
     /// - Parameter refresh: called before `/metrics` is printed, to update gauges read on demand.
+    /// - Parameter maxConnections: connections held at once; one more is closed at once. Each is closed
+    ///   ``GatewayConfiguration/adminConnectionLifetimeSeconds`` after it was accepted.
     public static func start(
-        host: String, port: Int, group: EventLoopGroup, metrics: GatewayMetrics, readiness: Readiness,
-        tls: TLSCertificates? = nil, refresh: @escaping @Sendable () -> Void = {}
+        host: String, port: Int, maxConnections: Int = 64, group: EventLoopGroup, metrics: GatewayMetrics,
+        readiness: Readiness, tls: TLSCertificates? = nil, refresh: @escaping @Sendable () -> Void = {}
     ) async throws -> AdminServer {
+        let open = OpenConnections()
         let channel = try await ServerBootstrap(group: group)
             .serverChannelOption(.backlog, value: 64)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+            .serverChannelInitializer { $0.pipeline.addHandler(AcceptBackoffHandler()) }
             .childChannelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
+                    guard open.count.wrappingAdd(1, ordering: .relaxed).oldValue < maxConnections else {
+                        open.count.wrappingSubtract(1, ordering: .relaxed)
+                        throw TooManyAdminConnections()
+                    }
+                    channel.closeFuture.whenComplete { _ in open.count.wrappingSubtract(1, ordering: .relaxed) }
+                    let lifetime = channel.eventLoop.scheduleTask(
+                        in: .seconds(GatewayConfiguration.adminConnectionLifetimeSeconds)
+                    ) { channel.close(promise: nil) }
+                    channel.closeFuture.whenComplete { _ in lifetime.cancel() }
                     try channel.pipeline.syncOperations.addTLS(tls)
                     try channel.pipeline.syncOperations.addHandler(IdleStateHandler(readTimeout: .seconds(10)))
                     try channel.pipeline.syncOperations.configureHTTPServerPipeline()
@@ -168,6 +181,14 @@ public final class AdminServer: Sendable {
     public func close() async {
         try? await channel.close()
     }
+
+    /// Thrown by the child channel initializer for a connection beyond the cap, which closes it.
+    struct TooManyAdminConnections: Error {}
+}
+
+/// The connections a server holds, counted from its accepting and closing closures.
+final class OpenConnections: Sendable {
+    let count = Atomic<Int>(0)
 }
 
 /// The WebSocket gateway: accepts connections on `host:port`, serves the page at `/`, upgrades `/ws` after the
@@ -368,6 +389,8 @@ public final class GatewayServer: Sendable {
         ServerBootstrap(group: group)
             .serverChannelOption(.backlog, value: 1024)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+            // Out of descriptors (EMFILE, ENFILE), accepting stops for a moment instead of failing in a loop.
+            .serverChannelInitializer { $0.pipeline.addHandler(AcceptBackoffHandler()) }
             .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
             .childChannelOption(
                 .writeBufferWaterMark,

@@ -264,11 +264,16 @@ public final class Journal: BatchSink, SnapshotSink, @unchecked Sendable {
                 // The journal can no longer promise durability: stop the process rather than acknowledge a lie. Not a
                 // crash (no trap, no backtrace): a full disk or an I/O error is the disk's fault, and an operator's
                 // supervisor sees the documented status. Nothing after the last durable entry was acknowledged.
+                let outOfDescriptors = (error as? FileError).map { $0.code == EMFILE || $0.code == ENFILE } ?? false
+                let remedy =
+                    outOfDescriptors
+                    ? "Raise the open-file limit (ulimit -n; LimitNOFILE= for systemd)"
+                    : "Free space (or fix the disk)"
                 logger.critical(
                     """
                     journal write failed, stopping with exit status \(Self.writeFailureStatus): \(error). Entries to lsn \
-                    \(durableLSN) were synced to disk (with --fsync always nothing after them was acknowledged). Free \
-                    space (or fix the disk) and start again: recovery cuts what was written after them.
+                    \(durableLSN) were synced to disk (with --fsync always nothing after them was acknowledged). \
+                    \(remedy) and start again: recovery cuts what was written after them.
                     """)
                 _exit(Self.writeFailureStatus)
             }

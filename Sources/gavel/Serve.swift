@@ -60,6 +60,13 @@ struct Serve: AsyncParsableCommand {
     )
     var adminPort: Int?
 
+    @Option(
+        name: .long,
+        help:
+            "Connections the admin HTTP server holds at once (each closed after 60 s); one more is closed at once. Env GAVEL_MAX_ADMIN_CONNECTIONS; default 64."
+    )
+    var maxAdminConnections: Int?
+
     @Option(name: .long, help: "The data directory (created when missing). Env GAVEL_DATA_DIR; default ./gavel-data.")
     var dataDir: String?
 
@@ -400,6 +407,11 @@ struct Serve: AsyncParsableCommand {
         }
         guard (0...65535).contains(c.port) else { throw ValidationError("--port must be 0-65535") }
         guard (-1...65535).contains(c.adminPort) else { throw ValidationError("--admin-port must be -1-65535") }
+        c.maxAdminConnections = try Setting.value(
+            maxAdminConnections, "GAVEL_MAX_ADMIN_CONNECTIONS", default: c.maxAdminConnections)
+        guard (1...10_000).contains(c.maxAdminConnections) else {
+            throw ValidationError("--max-admin-connections must be 1 to 10000")
+        }
         guard (0...256).contains(c.threads) else { throw ValidationError("--threads must be 0 to 256") }
         guard c.maxMessageBytes >= 128, c.maxMessageBytes <= 1 << 24 else {
             throw ValidationError("--max-message-bytes must be 128 to 16777216")
@@ -464,6 +476,14 @@ struct Serve: AsyncParsableCommand {
         try logging.bootstrap()
         let logger = Logger(label: "gavel.serve")
         var configuration = try gatewayConfiguration()
+        do {
+            let fitted = try OpenFiles.fit(configuration, limit: OpenFiles.raiseLimit())
+            configuration = fitted.0
+            if let lowered = fitted.1 { printError("gavel serve: \(lowered)") }
+        } catch {
+            printError("gavel serve: \(error)")
+            throw ExitCode(1)
+        }
         let pageBytes = try servedPage()
         let dataDir = try Setting.value(self.dataDir, "GAVEL_DATA_DIR", default: "./gavel-data")
         let engineConfiguration = try engineConfiguration()
@@ -485,7 +505,8 @@ struct Serve: AsyncParsableCommand {
         if configuration.adminPort >= 0 {
             do {
                 admin = try await AdminServer.start(
-                    host: configuration.adminHost, port: configuration.adminPort, group: group, metrics: metrics,
+                    host: configuration.adminHost, port: configuration.adminPort,
+                    maxConnections: configuration.maxAdminConnections, group: group, metrics: metrics,
                     readiness: readiness, tls: adminTLS)
             } catch {
                 printError(

@@ -171,3 +171,41 @@ def test_an_error_that_stops_the_server_is_a_json_line_too_with_the_same_exit_st
     entry = json.loads(lines[-1])
     assert entry["level"] == "error" and entry["message"] == text.stderr.strip()
     assert all(json.loads(line) for line in lines)
+
+
+def test_admin_http_holds_at_most_its_cap_of_connections_and_serves_again_once_one_goes(start_server):
+    import socket
+    srv = start_server("--max-admin-connections", "3")
+    idle = []
+    for _ in range(3):
+        s = socket.create_connection(("127.0.0.1", srv.admin_port), timeout=5)
+        s.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\n")  # a request never finished: a slot held
+        idle.append(s)
+    time.sleep(0.3)
+    extra = socket.create_connection(("127.0.0.1", srv.admin_port), timeout=5)
+    try:
+        extra.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        answer = extra.recv(1024)
+    except ConnectionResetError:
+        answer = b""
+    assert answer == b"", "a connection past the cap is closed at once, unanswered"
+    extra.close()
+    idle.pop().close()
+    time.sleep(0.3)
+    status, _ = srv.admin_get("/healthz")
+    assert status == 200
+    for s in idle:
+        s.close()
+
+
+def test_serve_under_a_low_open_file_limit_lowers_its_connection_caps_and_says_so(gavel_bin, tmp_path):
+    if shutil.which("prlimit") is None:
+        pytest.skip("prlimit (util-linux) is not installed")
+    # Stopped after 3 s by `timeout` (SIGTERM: a clean stop).
+    done = subprocess.run(["timeout", "3", "prlimit", "--nofile=1024:1024", "--", gavel_bin, "serve", "--data-dir",
+                           str(tmp_path / "data"), "--port", "0", "--admin-port", "0", "--jwt-secret", "x" * 32,
+                           "--max-connections", "5000"],
+                          capture_output=True, text=True, timeout=30)
+    assert "the open-file limit is 1024" in done.stderr, done.stderr
+    assert "--max-connections lowered from 5000 to" in done.stderr, done.stderr
+    assert "gavel serve: ws://" in done.stderr, "it serves all the same"
