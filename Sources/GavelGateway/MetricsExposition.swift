@@ -105,6 +105,10 @@ struct ExpositionWriter {
             "Snapshots that failed (the reason is logged; the newest good snapshot stays).",
             load(stats.snapshotFailures))
         metric(
+            "gavel_retention_failures_total", "counter",
+            "Retention passes that failed (the reason is logged; the files stay in the data directory).",
+            load(stats.retentionFailures))
+        metric(
             "gavel_snapshots_merged_total", "counter",
             "Snapshot points skipped because a newer one came while the checkpointer was busy.",
             load(stats.snapshotsMerged))

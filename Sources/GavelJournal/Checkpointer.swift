@@ -224,6 +224,7 @@ final class Checkpointer: @unchecked Sendable {
         do {
             try applyRetention()
         } catch {
+            stats.retentionFailures.wrappingAdd(1, ordering: .relaxed)
             logger.error("snapshot retention failed (old files are kept, nothing is lost): \(error)")
         }
     }

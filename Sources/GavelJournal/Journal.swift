@@ -434,6 +434,9 @@ public final class JournalStats: Sendable {
     public let snapshotFailures = Atomic<UInt64>(0)
     /// Snapshot points skipped because a newer one came while the checkpointer was busy.
     public let snapshotsMerged = Atomic<UInt64>(0)
+    /// Retention passes after a snapshot that failed (logged with the reason: a full `--archive-dir`, a file that
+    /// cannot be removed); the files they would have archived or deleted stay where they are.
+    public let retentionFailures = Atomic<UInt64>(0)
     /// How long the writer stopped for the last snapshot point.
     public let lastSnapshotPauseNanos = Atomic<UInt64>(0)
     /// How long the checkpointer took for the last snapshot: bringing its shadow forward, encoding and writing.

@@ -14,7 +14,7 @@ import pytest
 from websockets.exceptions import InvalidStatus
 
 from conftest import run_gavel
-from support import SECRET, Server, mint_token, raw_connect, unique
+from support import SECRET, Server, eventually, mint_token, raw_connect, unique
 
 # The exit status of a server whose journal write or sync failed (EX_IOERR).
 JOURNAL_WRITE_FAILED = 74
@@ -194,3 +194,18 @@ def test_a_page_file_is_served_at_the_root(start_server, tmp_path):
     srv = start_server("--page", str(page))
     with urllib.request.urlopen(f"http://127.0.0.1:{srv.port}/", timeout=10) as answer:
         assert answer.read() == page.read_bytes()
+
+
+def test_a_full_archive_dir_counts_each_failed_retention_and_keeps_the_segments(start_server, small_disk):
+    from test_feed import drive
+    # The archive's file system is full before the first segment would be moved there.
+    subprocess.run(["dd", "if=/dev/zero", f"of={small_disk / 'filler'}", "bs=64k", "count=32"], capture_output=True)
+    archive = small_disk / "archive"
+    srv = start_server("--segment-bytes", "4096", "--snapshot-every", "50", "--keep-snapshots", "1",
+                       "--archive-dir", str(archive))
+    assert srv.metric("gavel_retention_failures_total") == 0
+    drive(srv, unique(), 400)
+    assert eventually(lambda: srv.metric("gavel_retention_failures_total") > 0, 60)
+    assert srv.metric("gavel_snapshot_failures_total") == 0, "the snapshots themselves were written"
+    # Nothing was lost: the first segment is still in the data directory.
+    assert "00000000000000000001.seg" in os.listdir(os.path.join(srv.data_dir, "journal"))
