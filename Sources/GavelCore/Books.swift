@@ -417,6 +417,21 @@ struct OrderKey: Hashable {
 
 /// The state of a continuous market book. Each side keeps its levels sorted so that the best level is last:
 /// bids ascending by price, asks descending.
+/// Resting orders per trader over every market listing of an engine, for
+/// ``EngineConfiguration/maxRestingOrdersPerTraderTotal``: the engine's books share it and keep it as orders rest
+/// and leave. Not part of the state (the books are): a restore counts it again.
+final class RestingTotals {
+    private var byTrader: [String: Int] = [:]
+
+    subscript(trader: String) -> Int { byTrader[trader] ?? 0 }
+
+    func add(_ trader: String, _ n: Int = 1) { byTrader[trader, default: 0] += n }
+
+    func remove(_ trader: String, _ n: Int = 1) {
+        if let count = byTrader[trader], count > n { byTrader[trader] = count - n } else { byTrader[trader] = nil }
+    }
+}
+
 final class MarketBook {
     var bids = PriceLevels(bestIsHigh: true)
     var asks = PriceLevels(bestIsHigh: false)
@@ -426,6 +441,9 @@ final class MarketBook {
     var restingIds: [String: Int] = [:]
     /// How many orders each trader has resting, for ``EngineConfiguration/maxRestingOrdersPerTrader``.
     var restingPerTrader: [String: Int] = [:]
+    /// The engine's count over every market listing, kept with ``restingPerTrader`` (`nil` for a book not in an
+    /// engine yet: a restore attaches it once the book is whole).
+    var totals: RestingTotals?
     var traded: Bool = false
     /// The arrival number of the next order to rest.
     private var nextArrival: UInt64 = 0
@@ -453,6 +471,7 @@ final class MarketBook {
         resting[OrderKey(trader: order.trader, id: order.id)] = (side, price, order.arrival)
         restingIds[order.id, default: 0] += 1
         restingPerTrader[order.trader, default: 0] += 1
+        totals?.add(order.trader)
         if side == .buy {
             bids.add(order, at: price)
         } else {
@@ -506,6 +525,7 @@ final class MarketBook {
         } else {
             restingPerTrader[key.trader] = nil
         }
+        totals?.remove(key.trader)
     }
 
     /// Forgets every resting order.
@@ -514,6 +534,9 @@ final class MarketBook {
         asks.removeAll()
         resting.removeAll()
         restingIds.removeAll()
+        if let totals {
+            for (trader, n) in restingPerTrader { totals.remove(trader, n) }
+        }
         restingPerTrader.removeAll()
     }
 

@@ -91,6 +91,7 @@ extension Engine {
                 .buyNowUnavailable, "buy-now on listing \(listing.id) ended with the first bid; place a bid instead")
         }
         listing.status = .closed
+        noLongerOpen(listing)
         book.buyer = buyer
         // The runner-up of a buy-now is the highest maximum among the other bidders: a leader below the reserve
         // other than the buyer (the leader's maximum is the highest), else the runner-up behind the buyer.
@@ -144,6 +145,7 @@ extension Engine {
         createSettlement(listing, buyer: bidder, seller: listing.seller, price: price, quantity: quantity, &events)
         if book.remaining == 0 {
             listing.status = .closed
+            noLongerOpen(listing)
             stopDutchClock(book)
             emit(.dutchClosed(sold: book.quantity), on: listing, events: &events)
         }

@@ -113,6 +113,14 @@ extension Engine {
                     + "(--max-resting-orders-per-trader \(perTrader)): cancel one or wait for fills; ioc orders are "
                     + "not limited")
         }
+        let total = restingTotals[order.trader]
+        if total >= configuration.maxRestingOrdersPerTraderTotal {
+            return .rejected(
+                .limitExceeded,
+                "\(order.trader) already has \(total) orders resting over all market listings, the most a trader may "
+                    + "(--max-resting-orders-per-trader-total \(configuration.maxRestingOrdersPerTraderTotal)): cancel "
+                    + "one or wait for fills; ioc orders are not limited")
+        }
         return nil
     }
 

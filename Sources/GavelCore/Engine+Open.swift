@@ -43,10 +43,20 @@ extension Engine {
                 )
             }
         }
+        let open = openListingsBySeller[seller] ?? 0
+        if open >= configuration.maxOpenListingsPerSeller {
+            return .rejected(
+                .limitExceeded,
+                "\(seller) already has \(open) open listings, the most a seller may (--max-open-listings-per-seller "
+                    + "\(configuration.maxOpenListingsPerSeller)): a listing counts until it closes, sells out or is "
+                    + "cancelled")
+        }
         var resolved = terms
         resolved.modifyShared { given, _ in given = opensAt }
         let listing = Listing(id: id, seller: seller, terms: resolved, opensAt: opensAt)
         listings[id] = listing
+        openListingsBySeller[seller] = open + 1
+        if case .market(let book) = listing.book { book.totals = restingTotals }
         emit(.opened(seller: seller, terms: resolved), on: listing, events: &events)
         if let closesAt { listing.closeTimer = timers.schedule(.close, listing: id, at: closesAt) }
         if case .dutch(let book) = listing.book {
@@ -128,6 +138,7 @@ extension Engine {
             cancelAllResting(listing, book, reason: .closed, &events)
         }
         listing.status = .cancelled
+        noLongerOpen(listing)
         emit(.listingCancelled, on: listing, events: &events)
         return .accepted
     }
@@ -194,9 +205,19 @@ extension Engine {
         book.stepTimer = .none
     }
 
+    /// Counts `listing`, which has just closed, sold out or been cancelled, as no longer open for its seller.
+    func noLongerOpen(_ listing: Listing) {
+        if let n = openListingsBySeller[listing.seller], n > 1 {
+            openListingsBySeller[listing.seller] = n - 1
+        } else {
+            openListingsBySeller[listing.seller] = nil
+        }
+    }
+
     /// Closes `listing` at its closing time.
     func close(_ listing: Listing, _ events: inout [Event]) {
         listing.status = .closed
+        noLongerOpen(listing)
         switch listing.book {
         case .english(let book):
             if let leader = book.leader, book.reserveMet {

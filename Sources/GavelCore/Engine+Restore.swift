@@ -8,7 +8,9 @@ extension Engine {
     /// orders are refused until it is below). That is deterministic, so every restore of the same bytes gives the
     /// same engine. A state of version 1 or 2 (written before the shortest dutch step and the longest listing duration
     /// were settings) takes both from `defaults`; they apply to `open`s from then on, and listings already open keep
-    /// their terms.
+    /// their terms. A state of version 3 or earlier takes the caps of open listings per seller and of resting orders
+    /// per trader over all listings from `defaults` too: they refuse new `open`s and `gtc` orders from then on, and
+    /// what is already open or resting stays.
     ///
     /// - Parameter defaults: ``EngineConfiguration/expectedRequestIDs`` (room to make in the idempotency table up
     ///   front, beyond the ids the state remembers; not part of the state), and the settings a version 1 state lacks.
@@ -48,6 +50,16 @@ extension Engine {
             configuration.minDutchStepMs = try r.read(1...Int64.max, "the shortest dutch step")
             configuration.maxListingDurationMs = try r.read(1...Int64.max, "the longest listing duration")
         }
+        if version >= 4 {
+            let perSeller = try r.readUInt64()
+            let perTrader = try r.readUInt64()
+            guard perSeller >= 1, perSeller <= UInt64(Int.max), perTrader >= 1, perTrader <= UInt64(Int.max) else {
+                throw r.fail(
+                    "caps \(perSeller) open listings per seller or \(perTrader) resting orders per trader out of range")
+            }
+            configuration.maxOpenListingsPerSeller = Int(perSeller)
+            configuration.maxRestingOrdersPerTraderTotal = Int(perTrader)
+        }
         let expectedRequestIDs = defaults.expectedRequestIDs
         let engine = Engine(configuration: configuration)
         engine.now = now
@@ -55,6 +67,12 @@ extension Engine {
         for _ in 0..<listingCount {
             let listing = try decodeListing(&r)
             engine.listings[listing.id] = listing
+            // The counts the caps read, which the state does not hold.
+            if listing.status == .open { engine.openListingsBySeller[listing.seller, default: 0] += 1 }
+            if case .market(let book) = listing.book {
+                for (trader, n) in book.restingPerTrader { engine.restingTotals.add(trader, n) }
+                book.totals = engine.restingTotals
+            }
         }
         let timerCount = try r.readCount(minimumSize: 21)
         let nextSequence = try r.readUInt64()

@@ -4,14 +4,22 @@ extension Engine {
     /// one without has none, so its bytes (and hash) are what they were before settlements existed. 2 added the closed-listing retention, the per-principal cap of
     /// remembered request ids and the caps of resting orders per market listing and per trader (after the
     /// idempotency window) and the `evict` timer; 3 the shortest dutch step and the longest listing duration (after
-    /// the resting-order caps). A state whose engine has neither (1 ms, `Int64.max`: `gavel simulate`'s) is written
-    /// as version 2, byte for byte what it was before they existed, so it keeps its hash.
-    /// ``restore(from:defaults:)`` reads versions 1 and 2 too.
-    public static let stateVersion: UInt32 = 3
+    /// the resting-order caps); 4 the open listings per seller and the resting orders per trader over all listings
+    /// (after those). A state whose engine has none of them (1 ms, `Int64.max`, `Int.max`: `gavel simulate`'s) is
+    /// written as version 2, byte for byte what it was before they existed, so it keeps its hash; one with only the
+    /// version 3 ones as version 3. ``restore(from:defaults:)`` reads versions 1 to 3 too.
+    public static let stateVersion: UInt32 = 4
 
-    /// Whether the state holds the shortest dutch step and the longest listing duration (version 3), or neither is
-    /// set and it is written as version 2.
-    var writesOpenLimits: Bool { configuration.minDutchStepMs != 1 || configuration.maxListingDurationMs != .max }
+    /// Whether the state holds the shortest dutch step and the longest listing duration (version 3 and later), or
+    /// neither is set and it is written as version 2.
+    var writesOpenLimits: Bool {
+        configuration.minDutchStepMs != 1 || configuration.maxListingDurationMs != .max || writesUserLimits
+    }
+
+    /// Whether the state holds the per-seller and per-trader-total caps (version 4).
+    var writesUserLimits: Bool {
+        configuration.maxOpenListingsPerSeller != .max || configuration.maxRestingOrdersPerTraderTotal != .max
+    }
 
     /// The whole engine state in a canonical binary form: the same state gives the same bytes on every run and
     /// machine (listings are written in id order, timers in firing order, remembered ids in the order they were
@@ -29,7 +37,8 @@ extension Engine {
     public func encodeState<E: Error>(pieceBytes: Int, emit: ([UInt8]) throws(E) -> Void) throws(E) {
         var w = BinaryWriter(capacity: min(pieceBytes, 1 << 22) + 4096)
         let openLimits = writesOpenLimits
-        w.write(openLimits ? Self.stateVersion : 2)
+        let userLimits = writesUserLimits
+        w.write(userLimits ? Self.stateVersion : openLimits ? 3 : 2)
         w.write(now)
         w.write(configuration.idempotencyWindowMs)
         w.write(configuration.closedListingRetentionMs)
@@ -39,6 +48,10 @@ extension Engine {
         if openLimits {
             w.write(configuration.minDutchStepMs)
             w.write(configuration.maxListingDurationMs)
+        }
+        if userLimits {
+            w.write(UInt64(configuration.maxOpenListingsPerSeller))
+            w.write(UInt64(configuration.maxRestingOrdersPerTraderTotal))
         }
         w.write(UInt64(listings.count))
         for id in listings.keys.sorted() {

@@ -26,6 +26,12 @@ public struct EngineConfiguration: Sendable, Hashable {
     /// timers (a dutch listing steps) until it closes. Default: `Int64.max` (none); `gavel serve` and the journal
     /// tools: ``servedMaxListingDurationMs``.
     public var maxListingDurationMs: Millis
+    /// The most listings one seller has open at once (opened and not yet closed, sold out or cancelled); past it
+    /// the seller's `open` is refused. Default: `Int.max` (none); `gavel serve`: ``servedMaxOpenListingsPerSeller``.
+    public var maxOpenListingsPerSeller: Int
+    /// The most orders one trader has resting over every market listing; past it the trader's `gtc` order is
+    /// refused. Default: `Int.max` (none); `gavel serve`: ``servedMaxRestingOrdersPerTraderTotal``.
+    public var maxRestingOrdersPerTraderTotal: Int
 
     /// `gavel serve`'s default shortest dutch step: 100 ms, ten journaled ticks a second at most per listing (a
     /// clock stepping faster than a bidder can react buys nothing; slower clocks are what auctions use).
@@ -34,19 +40,32 @@ public struct EngineConfiguration: Sendable, Hashable {
     /// listing's memory is bounded by the listing caps, and a far `closes_at` is a legitimate choice (a market without
     /// one is unbounded by design). An operator who wants a bound sets one.
     public static let servedMaxListingDurationMs: Millis = .max
+    /// `gavel serve`'s default for open listings per seller: 10,000. Without one, a single seller opening at
+    /// `--opens-per-minute` would grow memory and snapshots for as long as it kept going, and in days fill
+    /// `--max-listing-queues` for every other seller.
+    public static let servedMaxOpenListingsPerSeller = 10_000
+    /// `gavel serve`'s default for resting orders per trader over all market listings: 10,000 (ten listings at the
+    /// per-listing cap), so that a trader cannot multiply the per-listing cap by opening markets of its own.
+    public static let servedMaxRestingOrdersPerTraderTotal = 10_000
 
     /// The settings `gavel serve` starts a data directory with when none is given, which the journal tools replay
     /// with too.
     public static var served: EngineConfiguration {
-        EngineConfiguration(minDutchStepMs: servedMinDutchStepMs, maxListingDurationMs: servedMaxListingDurationMs)
+        EngineConfiguration(
+            minDutchStepMs: servedMinDutchStepMs, maxListingDurationMs: servedMaxListingDurationMs,
+            maxOpenListingsPerSeller: servedMaxOpenListingsPerSeller,
+            maxRestingOrdersPerTraderTotal: servedMaxRestingOrdersPerTraderTotal)
     }
 
     public init(
         idempotencyWindowMs: Millis = 86_400_000, expectedRequestIDs: Int = 0,
         closedListingRetentionMs: Millis = 3_600_000, maxRequestIDsPerPrincipal: Int = 100_000,
         maxRestingOrdersPerListing: Int = 100_000, maxRestingOrdersPerTrader: Int = 1_000,
-        minDutchStepMs: Millis = 1, maxListingDurationMs: Millis = .max
+        minDutchStepMs: Millis = 1, maxListingDurationMs: Millis = .max, maxOpenListingsPerSeller: Int = .max,
+        maxRestingOrdersPerTraderTotal: Int = .max
     ) {
+        self.maxOpenListingsPerSeller = maxOpenListingsPerSeller
+        self.maxRestingOrdersPerTraderTotal = maxRestingOrdersPerTraderTotal
         self.minDutchStepMs = minDutchStepMs
         self.maxListingDurationMs = maxListingDurationMs
         self.idempotencyWindowMs = idempotencyWindowMs
@@ -108,6 +127,11 @@ public final class Engine {
     public let configuration: EngineConfiguration
 
     var listings: [String: Listing] = [:]
+    /// Listings open (not yet closed, sold out or cancelled) by seller, for
+    /// ``EngineConfiguration/maxOpenListingsPerSeller``. Not part of the state: a restore counts them again.
+    var openListingsBySeller: [String: Int] = [:]
+    /// Resting orders by trader over every market listing, shared by the market books.
+    let restingTotals = RestingTotals()
     var timers = TimerQueue()
     /// Request key → the slot in `rememberedSlots` of its result; grows incrementally, so no insert stops the writer
     /// to rehash it.

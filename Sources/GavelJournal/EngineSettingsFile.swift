@@ -25,14 +25,16 @@ public enum EngineSettingsFile {
     private static let names = [
         "idempotency_window_ms", "closed_listing_retention_ms", "max_request_ids_per_principal",
         "max_resting_orders_per_listing", "max_resting_orders_per_trader", "min_dutch_step_ms",
-        "max_listing_duration_ms",
+        "max_listing_duration_ms", "max_open_listings_per_seller", "max_resting_orders_per_trader_total",
     ]
+    /// The settings a file written before they existed lacks: they take the value given at start.
+    private static let later: Set<String> = ["max_open_listings_per_seller", "max_resting_orders_per_trader_total"]
 
     private static func values(_ c: EngineConfiguration) -> [Int64] {
         [
             c.idempotencyWindowMs, c.closedListingRetentionMs, Int64(c.maxRequestIDsPerPrincipal),
             Int64(c.maxRestingOrdersPerListing), Int64(c.maxRestingOrdersPerTrader), c.minDutchStepMs,
-            c.maxListingDurationMs,
+            c.maxListingDurationMs, Int64(c.maxOpenListingsPerSeller), Int64(c.maxRestingOrdersPerTraderTotal),
         ]
     }
 
@@ -74,8 +76,8 @@ public enum EngineSettingsFile {
             }
             found[String(fields[0])] = value
         }
-        guard found.count == names.count else {
-            let missing = names.filter { found[$0] == nil }.joined(separator: ", ")
+        let missing = names.filter { found[$0] == nil && !later.contains($0) }.joined(separator: ", ")
+        guard missing.isEmpty else {
             throw Failure(description: "\(file) lacks \(missing); restore the file or remove it")
         }
         var c = base
@@ -86,6 +88,8 @@ public enum EngineSettingsFile {
         c.maxRestingOrdersPerTrader = Int(found["max_resting_orders_per_trader"]!)
         c.minDutchStepMs = found["min_dutch_step_ms"]!
         c.maxListingDurationMs = found["max_listing_duration_ms"]!
+        if let n = found["max_open_listings_per_seller"] { c.maxOpenListingsPerSeller = Int(n) }
+        if let n = found["max_resting_orders_per_trader_total"] { c.maxRestingOrdersPerTraderTotal = Int(n) }
         return c
     }
 

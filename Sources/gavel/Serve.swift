@@ -246,6 +246,20 @@ struct Serve: AsyncParsableCommand {
     @Option(
         name: .long,
         help:
+            "Orders one trader has resting over all market listings; the trader's gtc order arriving when it has this many gets limit_exceeded. Part of the state: fixed by the data directory's first start. Env GAVEL_MAX_RESTING_ORDERS_PER_TRADER_TOTAL; default 10000."
+    )
+    var maxRestingOrdersPerTraderTotal: Int?
+
+    @Option(
+        name: .long,
+        help:
+            "Listings one seller has open at once (until each closes, sells out or is cancelled); the seller's open arriving when it has this many gets limit_exceeded. Part of the state: fixed by the data directory's first start. Env GAVEL_MAX_OPEN_LISTINGS_PER_SELLER; default 10000."
+    )
+    var maxOpenListingsPerSeller: Int?
+
+    @Option(
+        name: .long,
+        help:
             "The shortest step_every_ms a dutch open may give (each step is a journaled tick and a price event); shorter gets bad_request. Part of the state: fixed by the data directory's first start. Env GAVEL_MIN_DUTCH_STEP_MS; default 100, 1 to 86400000."
     )
     var minDutchStepMs: Int64?
@@ -274,7 +288,13 @@ struct Serve: AsyncParsableCommand {
             minDutchStepMs: try Setting.value(
                 minDutchStepMs, "GAVEL_MIN_DUTCH_STEP_MS", default: EngineConfiguration.servedMinDutchStepMs),
             maxListingDurationMs: try Setting.value(maxListingDurationMs, "GAVEL_MAX_LISTING_DURATION_MS", default: 0)
-                .noneIfZero)
+                .noneIfZero,
+            maxOpenListingsPerSeller: try Setting.value(
+                maxOpenListingsPerSeller, "GAVEL_MAX_OPEN_LISTINGS_PER_SELLER",
+                default: EngineConfiguration.servedMaxOpenListingsPerSeller),
+            maxRestingOrdersPerTraderTotal: try Setting.value(
+                maxRestingOrdersPerTraderTotal, "GAVEL_MAX_RESTING_ORDERS_PER_TRADER_TOTAL",
+                default: EngineConfiguration.servedMaxRestingOrdersPerTraderTotal))
         guard (1...Self.maxIdempotencyWindowMs).contains(c.idempotencyWindowMs) else {
             throw ValidationError("--idempotency-window-ms must be 1 to \(Self.maxIdempotencyWindowMs) (30 days)")
         }
@@ -292,6 +312,12 @@ struct Serve: AsyncParsableCommand {
         }
         guard (1...10_000_000).contains(c.maxRestingOrdersPerTrader) else {
             throw ValidationError("--max-resting-orders-per-trader must be 1 to 10000000")
+        }
+        guard (1...100_000_000).contains(c.maxOpenListingsPerSeller) else {
+            throw ValidationError("--max-open-listings-per-seller must be 1 to 100000000")
+        }
+        guard (1...100_000_000).contains(c.maxRestingOrdersPerTraderTotal) else {
+            throw ValidationError("--max-resting-orders-per-trader-total must be 1 to 100000000")
         }
         guard (1...86_400_000).contains(c.minDutchStepMs) else {
             throw ValidationError("--min-dutch-step-ms must be 1 to 86400000 (a day)")
@@ -337,6 +363,14 @@ struct Serve: AsyncParsableCommand {
             ),
             ("--min-dutch-step-ms", requested.minDutchStepMs, recovered.minDutchStepMs),
             ("--max-listing-duration-ms", requested.maxListingDurationMs, recovered.maxListingDurationMs),
+            (
+                "--max-open-listings-per-seller", Int64(requested.maxOpenListingsPerSeller),
+                Int64(recovered.maxOpenListingsPerSeller)
+            ),
+            (
+                "--max-resting-orders-per-trader-total", Int64(requested.maxRestingOrdersPerTraderTotal),
+                Int64(recovered.maxRestingOrdersPerTraderTotal)
+            ),
         ]
         for (name, wanted, value) in kept where wanted != value {
             printError(

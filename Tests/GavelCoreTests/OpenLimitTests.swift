@@ -70,12 +70,17 @@ import Testing
 
     @Test func bothSettingsArePartOfTheStateAndRestoredFromIt() throws {
         let engine = Engine(configuration: EngineConfiguration(minDutchStepMs: 250, maxListingDurationMs: 60_000))
-        let restored = try Engine.restore(from: engine.encodeState(), defaults: .served)
+        let restored = try Engine.restore(from: engine.encodeState(), defaults: EngineConfiguration())
         #expect(restored.configuration.minDutchStepMs == 250)
         #expect(restored.configuration.maxListingDurationMs == 60_000)
         #expect(restored.encodeState() == engine.encodeState())
+        #expect(engine.encodeState().first == 3, "version 3: the caps per seller and per trader are not set")
         let other = Engine(configuration: EngineConfiguration(minDutchStepMs: 251, maxListingDurationMs: 60_000))
         #expect(other.stateHash() != engine.stateHash())
+        // A version 3 state takes the caps it lacks from the defaults, and keeps its own settings over theirs.
+        let served = try Engine.restore(from: engine.encodeState(), defaults: .served)
+        #expect(served.configuration.minDutchStepMs == 250)
+        #expect(served.configuration.maxOpenListingsPerSeller == EngineConfiguration.servedMaxOpenListingsPerSeller)
     }
 
     /// A state written before the two settings existed: a listing opened then with a 1 ms step keeps its terms and
@@ -106,5 +111,69 @@ import Testing
         #expect(bytes.prefix(4) == [2, 0, 0, 0])
         let restored = try Engine.restore(from: bytes, defaults: EngineConfiguration())
         #expect(restored.encodeState() == bytes)
+    }
+}
+
+/// One seller cannot hold more than its cap of open listings, nor one trader more than its cap of resting orders
+/// over all market listings: a user cannot grow the state without bound by opening listings of its own.
+@Suite struct PerUserLimitTests {
+    private func engine(_ configuration: EngineConfiguration) -> (Engine, (Command) -> CommandResult) {
+        let engine = Engine(configuration: configuration)
+        var events: [Event] = []
+        return (engine, { engine.apply($0, events: &events) })
+    }
+
+    private func openMarket(_ id: String, by seller: String, request: String? = nil) -> Command {
+        Command(id: request ?? "o-\(id)", listing: id, body: .open(seller: seller, terms: .market(.init())))
+    }
+
+    @Test func aSellerAtItsCapOfOpenListingsIsRefusedUntilOneCloses() {
+        let (engine, apply) = engine(EngineConfiguration(maxOpenListingsPerSeller: 3))
+        for n in 0..<3 { #expect(apply(openMarket("M\(n)", by: "sam")).ok) }
+        let refused = apply(openMarket("M3", by: "sam"))
+        #expect(refused.error == .limitExceeded)
+        #expect(
+            refused.message
+                == "sam already has 3 open listings, the most a seller may (--max-open-listings-per-seller 3): a listing counts until it closes, sells out or is cancelled"
+        )
+        #expect(apply(openMarket("X0", by: "sue")).ok, "another seller is not limited by sam's listings")
+        #expect(apply(Command(id: "c", listing: "M0", body: .cancelListing(seller: "sam"))).ok)
+        #expect(apply(openMarket("M3", by: "sam", request: "again")).ok, "a cancelled listing no longer counts")
+        // The count is not in the state: a restore counts the open listings again.
+        let restored = try! Engine.restore(from: engine.encodeState())
+        var events: [Event] = []
+        #expect(restored.apply(openMarket("M4", by: "sam"), events: &events).error == .limitExceeded)
+    }
+
+    @Test func aTraderAtItsCapOfRestingOrdersOverAllListingsIsRefusedUntilOneLeaves() {
+        let (engine, apply) = engine(
+            EngineConfiguration(maxRestingOrdersPerTrader: 2, maxRestingOrdersPerTraderTotal: 3))
+        for n in 0..<3 { #expect(apply(openMarket("M\(n)", by: "sam")).ok) }
+        func buy(_ id: String, on listing: String, tif: TimeInForce = .gtc) -> CommandResult {
+            apply(
+                Command(
+                    id: id, listing: listing,
+                    body: .order(trader: "ann", side: .buy, price: 10, quantity: 1, tif: tif, expiresAt: nil)))
+        }
+        #expect(buy("a", on: "M0").ok && buy("b", on: "M0").ok && buy("c", on: "M1").ok)
+        let refused = buy("d", on: "M2")
+        #expect(refused.error == .limitExceeded)
+        #expect(refused.message.hasPrefix("ann already has 3 orders resting over all market listings"))
+        #expect(buy("e", on: "M2", tif: .ioc).ok, "an ioc order never rests and is not limited")
+        // Cancelling a listing cancels its resting orders, which then no longer count.
+        #expect(apply(Command(id: "c0", listing: "M0", body: .cancelListing(seller: "sam"))).ok)
+        #expect(buy("f", on: "M2").ok && buy("g", on: "M2").ok, "two made room: c on M1, f and g on M2")
+        #expect(buy("h", on: "M1").error == .limitExceeded)
+        #expect(apply(Command(id: "x", listing: "M1", body: .cancel(trader: "ann", order: "c"))).ok)
+        #expect(buy("i", on: "M2").message.contains("on listing M2"), "the per-listing cap applies too")
+        #expect(buy("j", on: "M1").ok, "a cancelled order made room")
+        let restored = try! Engine.restore(from: engine.encodeState())
+        var events: [Event] = []
+        let again = restored.apply(
+            Command(
+                id: "k", listing: "M1",
+                body: .order(trader: "ann", side: .buy, price: 10, quantity: 1, tif: .gtc, expiresAt: nil)),
+            events: &events)
+        #expect(again.error == .limitExceeded, "a restore counts the resting orders again")
     }
 }

@@ -41,8 +41,8 @@ import Testing
                 good.replacingOccurrences(of: "max_resting_orders_per_trader 9\n", with: ""),
                 "lacks max_resting_orders_per_trader"
             ),
-            (good + "min_dutch_step_ms 10\n", "line 8"),
-            (good + "color blue\n", "line 8"),
+            (good + "min_dutch_step_ms 10\n", "line 10"),
+            (good + "color blue\n", "line 10"),
         ] {
             try writeBytes(Array(text.utf8), to: EngineSettingsFile.path(directory))
             #expect(throws: EngineSettingsFile.Failure.self) { try EngineSettingsFile.load(directory, into: .init()) }
