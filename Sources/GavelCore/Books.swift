@@ -415,8 +415,6 @@ struct OrderKey: Hashable {
     var id: String
 }
 
-/// The state of a continuous market book. Each side keeps its levels sorted so that the best level is last:
-/// bids ascending by price, asks descending.
 /// Resting orders per trader over every market listing of an engine, for
 /// ``EngineConfiguration/maxRestingOrdersPerTraderTotal``: the engine's books share it and keep it as orders rest
 /// and leave. Not part of the state (the books are): a restore counts it again.
@@ -432,6 +430,8 @@ final class RestingTotals {
     }
 }
 
+/// The state of a continuous market book. Each side keeps its levels sorted so that the best level is last:
+/// bids ascending by price, asks descending.
 final class MarketBook {
     var bids = PriceLevels(bestIsHigh: true)
     var asks = PriceLevels(bestIsHigh: false)
