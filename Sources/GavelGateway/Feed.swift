@@ -175,6 +175,8 @@ public final class FeedHub: @unchecked Sendable {
 
     private let state = Mutex(State())
     private var directory: DataDirectory?
+    /// How far the journal appending to `directory` has written: what a catch-up reads its live segment up to.
+    private var writtenEnd: JournalWrittenEnd?
     private var engine = EngineConfiguration()
     /// The most catch-ups from the journal at once.
     private(set) var maxCatchUps = 2
@@ -186,15 +188,17 @@ public final class FeedHub: @unchecked Sendable {
     /// Sets where catch-ups read from and the durable lsn the server starts at. Call before the writer starts.
     /// - Parameters:
     ///   - directory: the data directory (with its archive); `nil`: the feed is live only.
+    ///   - writtenEnd: how far the journal appending to `directory` has written (``Journal/writtenEnd``).
     ///   - engine: the rules of an engine that replays the journal from lsn 1.
     ///   - lastLSN: the recovered journal's last lsn.
     ///   - maxCatchUps: catch-ups from the journal allowed at once (each holds a copy of the state).
     ///   - stallTimeoutMs: how long a catch-up waits for its connection to write a piece before closing it.
     public func configure(
-        directory: DataDirectory?, engine: EngineConfiguration, lastLSN: UInt64, maxCatchUps: Int,
-        stallTimeoutMs: Int = 10_000
+        directory: DataDirectory?, writtenEnd: JournalWrittenEnd? = nil, engine: EngineConfiguration,
+        lastLSN: UInt64, maxCatchUps: Int, stallTimeoutMs: Int = 10_000
     ) {
         self.directory = directory
+        self.writtenEnd = writtenEnd
         self.engine = engine
         self.maxCatchUps = maxCatchUps
         self.stallTimeoutMs = stallTimeoutMs
@@ -256,9 +260,11 @@ public final class FeedHub: @unchecked Sendable {
         guard let directory else { return }
         let engine = self.engine
         let stall = stallTimeoutMs
+        let writtenEnd = self.writtenEnd
         let tid = startDedicatedThread("feed catch-up") { [self] in
             subscription.catchUp(
-                directory: directory, engine: engine, since: since, through: target, stallTimeoutMs: stall)
+                directory: directory, writtenEnd: writtenEnd, engine: engine, since: since, through: target,
+                stallTimeoutMs: stall)
             state.withLock { $0.catchUps -= 1 }
         }
         pthread_detach(tid)
@@ -376,8 +382,8 @@ final class FeedSubscription: @unchecked Sendable {
     /// so the two halves of a catch-up run side by side on two cores, at most ``CatchUpQueue/capacity`` pieces
     /// apart.
     func catchUp(
-        directory: DataDirectory, engine: EngineConfiguration, since: UInt64, through start: UInt64,
-        stallTimeoutMs: Int
+        directory: DataDirectory, writtenEnd: JournalWrittenEnd?, engine: EngineConfiguration, since: UInt64,
+        through start: UInt64, stallTimeoutMs: Int
     ) {
         let queue = CatchUpQueue()
         let encoded = DispatchSemaphore(value: 0)
@@ -407,7 +413,8 @@ final class FeedSubscription: @unchecked Sendable {
         var failure: String?
         do {
             let replay = try JournalReplay(
-                directory: directory, from: since, engine: engine, requestsFromJournal: true)
+                directory: directory, from: since, engine: engine, requestsFromJournal: true,
+                writtenEnd: writtenEnd)
             while !cancelled.load(ordering: .relaxed) {
                 let more = try replay.next(upTo: target, appendingTo: &events) { lsn, at, command, result, range in
                     entries.append(

@@ -40,7 +40,8 @@ public struct ServingCore {
         fanOut.load(PublicListingView.all(in: report.engine))
         fanOut.loadSettlements(report.engine.settlements, offers: report.engine.secondChanceOffers)
         fanOut.feed.configure(
-            directory: directory, engine: report.engine.configuration, lastLSN: report.lastLSN,
+            directory: directory, writtenEnd: journal.writtenEnd, engine: report.engine.configuration,
+            lastLSN: report.lastLSN,
             maxCatchUps: gateway.maxFeedCatchups, stallTimeoutMs: gateway.feedStallTimeoutMs)
         let writer = Writer(
             configuration: writerConfiguration, engine: report.engine, lastLSN: report.lastLSN, sink: journal,

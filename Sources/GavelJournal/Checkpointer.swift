@@ -53,6 +53,8 @@ final class Checkpointer: @unchecked Sendable {
     private let engineConfiguration: EngineConfiguration
     private let logger: Logger
     private let stats: JournalStats
+    /// How far the journal has written: the shadow reads the segment being appended to no further.
+    private let writtenEnd: JournalWrittenEnd
     private let shared = Mutex(Shared())
     private let wake = DispatchSemaphore(value: 0)
     private var thread: pthread_t?
@@ -74,10 +76,11 @@ final class Checkpointer: @unchecked Sendable {
 
     init(
         directory: DataDirectory, keepSnapshots: Int, retention: JournalRetention = .none, engine: EngineConfiguration,
-        stats: JournalStats, logger: Logger
+        stats: JournalStats, writtenEnd: JournalWrittenEnd, logger: Logger
     ) {
         self.directory = directory
-        journal = JournalCursor(directory: directory)
+        self.writtenEnd = writtenEnd
+        journal = JournalCursor(directory: directory, writtenEnd: writtenEnd)
         self.keepSnapshots = max(1, keepSnapshots)
         self.retention = retention
         self.engineConfiguration = engine
@@ -197,7 +200,7 @@ final class Checkpointer: @unchecked Sendable {
         } catch {
             // The shadow may be part way: the next snapshot makes a new one from recovery.
             shadow = nil
-            journal = JournalCursor(directory: directory)
+            journal = JournalCursor(directory: directory, writtenEnd: writtenEnd)
             fail(request, "\(error)")
             return
         }
@@ -257,7 +260,7 @@ final class Checkpointer: @unchecked Sendable {
             shadow = engine
             shadowLSN = report.lastLSN
             shadowChain = report.chain
-            journal = JournalCursor(directory: directory)
+            journal = JournalCursor(directory: directory, writtenEnd: writtenEnd)
         }
         guard shadowLSN == request.lsn else {
             throw CheckpointError("the journal ends at lsn \(shadowLSN), before the snapshot's lsn \(request.lsn)")
@@ -327,7 +330,9 @@ final class Checkpointer: @unchecked Sendable {
                 break
             }
             try directory.retire(segment.path)
-            if journal.segmentPath == segment.path { journal = JournalCursor(directory: directory) }
+            if journal.segmentPath == segment.path {
+                journal = JournalCursor(directory: directory, writtenEnd: writtenEnd)
+            }
             logger.debug(
                 "journal segment \(segment.path) \(directory.archive == nil ? "removed" : "archived"): covered by snapshot at lsn \(oldestKept.lsn)"
             )

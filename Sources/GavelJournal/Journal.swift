@@ -123,6 +123,8 @@ public final class Journal: BatchSink, SnapshotSink, @unchecked Sendable {
     // Journal thread state.
     private var fd: Int32 = -1
     private var segmentPath = ""
+    /// The first lsn of the open segment.
+    private var segmentFirstLSN: UInt64 = 0
     private var segmentSize = 0
     private var lastLSN: UInt64
     /// The last lsn an `fdatasync` made durable.
@@ -138,6 +140,9 @@ public final class Journal: BatchSink, SnapshotSink, @unchecked Sendable {
 
     /// Statistics, readable from any thread.
     public let stats = JournalStats()
+    /// How far the journal has written, readable from any thread: what readers of the running journal (the
+    /// checkpointer, the feed's catch-ups) read up to.
+    public let writtenEnd: JournalWrittenEnd
     /// Called on the journal thread with the duration of each fdatasync, in nanoseconds.
     private let syncObserver: (@Sendable (UInt64) -> Void)?
 
@@ -157,9 +162,12 @@ public final class Journal: BatchSink, SnapshotSink, @unchecked Sendable {
         self.durableLSN = recovery.lastLSN
         self.chain = recovery.chain
         self.inFlight = DispatchSemaphore(value: max(1, configuration.maxInFlightBatches))
+        // Until a segment is opened: every segment there is whole, and the next one starts after the last lsn.
+        let writtenEnd = JournalWrittenEnd(segmentFirstLSN: recovery.lastLSN + 1, offset: 0)
+        self.writtenEnd = writtenEnd
         self.checkpointer = Checkpointer(
             directory: directory, keepSnapshots: configuration.keepSnapshots, retention: configuration.retention,
-            engine: recovery.engine.configuration, stats: stats, logger: logger)
+            engine: recovery.engine.configuration, stats: stats, writtenEnd: writtenEnd, logger: logger)
         try directory.create()
         if let active = recovery.activeSegment, active.size < configuration.segmentBytes {
             let fd = open(active.path, O_WRONLY | O_CLOEXEC)
@@ -169,7 +177,9 @@ public final class Journal: BatchSink, SnapshotSink, @unchecked Sendable {
             }
             self.fd = fd
             segmentPath = active.path
+            segmentFirstLSN = active.firstLSN
             segmentSize = active.size
+            writtenEnd.publish(segmentFirstLSN: active.firstLSN, offset: active.size)
             preallocate()
         }
         try checkRoom()
@@ -327,6 +337,7 @@ public final class Journal: BatchSink, SnapshotSink, @unchecked Sendable {
         let started = monotonicNanos()
         try Files.writeAll(fd, frame, path: segmentPath)
         segmentSize += frame.count
+        writtenEnd.publish(segmentFirstLSN: segmentFirstLSN, offset: segmentSize)
         dirty = true
         chain = next
         self.lastLSN = lastLSN
@@ -361,9 +372,12 @@ public final class Journal: BatchSink, SnapshotSink, @unchecked Sendable {
         preallocate()
         let header = SegmentHeader(firstLSN: firstLSN, previousChain: chain).encoded()
         try Files.writeAll(fd, header, path: path)
+        segmentFirstLSN = firstLSN
         segmentSize = header.count
         try Files.syncData(fd, path: path)
         try Files.syncDirectory(directory.journal)
+        // Only now do readers take the new segment for the one being appended to (and the one before it as whole).
+        writtenEnd.publish(segmentFirstLSN: firstLSN, offset: segmentSize)
         logger.debug("journal segment \(path) started at lsn \(firstLSN)")
     }
 
@@ -417,6 +431,51 @@ public final class Journal: BatchSink, SnapshotSink, @unchecked Sendable {
         if dirty { try syncNow() }
         precondition(lsn == lastLSN, "snapshot at lsn \(lsn) but the journal is at \(lastLSN)")
         checkpointer.request(lsn: lsn, now: now, chain: chain, pauseNanos: pauseNanos)
+    }
+}
+
+/// How far the running journal has written: the first lsn of the segment it appends to and the offset just past the
+/// last frame it wrote there whole. The journal thread publishes it once each frame's write has returned (and a new
+/// segment's once its header is written and synced); any thread reads it.
+///
+/// What a reader of the running journal reads up to: past it the segment being appended to holds its reserved
+/// zeros or a frame being written, which a read can see torn (a page still zero before a page already written), and
+/// which is not damage but bytes to read again later. The segments before it are whole (cut to their frames when
+/// the journal moved on); one after it is still being created.
+public final class JournalWrittenEnd: Sendable {
+    public struct Position: Sendable, Equatable {
+        /// The first lsn of the segment the journal appends to.
+        public var segmentFirstLSN: UInt64
+        /// The offset in it just past the last whole frame (or its header).
+        public var offset: Int
+
+        public init(segmentFirstLSN: UInt64, offset: Int) {
+            self.segmentFirstLSN = segmentFirstLSN
+            self.offset = offset
+        }
+    }
+
+    private let position: Mutex<Position>
+
+    public init(segmentFirstLSN: UInt64, offset: Int) {
+        position = Mutex(Position(segmentFirstLSN: segmentFirstLSN, offset: offset))
+    }
+
+    /// The position last published.
+    public var current: Position { position.withLock { $0 } }
+
+    /// Publishes that everything up to `offset` of the segment that starts at lsn `segmentFirstLSN` is written.
+    public func publish(segmentFirstLSN: UInt64, offset: Int) {
+        position.withLock { $0 = Position(segmentFirstLSN: segmentFirstLSN, offset: offset) }
+    }
+
+    /// How many bytes of the segment that starts at lsn `firstLSN`, `size` bytes long, there are to read: all of one
+    /// before the segment being appended to, what the journal wrote whole of that one, none of one after it.
+    public func readable(segmentFirstLSN firstLSN: UInt64, size: Int) -> Int {
+        let end = current
+        if firstLSN < end.segmentFirstLSN { return size }
+        if firstLSN > end.segmentFirstLSN { return 0 }
+        return min(size, end.offset)
     }
 }
 

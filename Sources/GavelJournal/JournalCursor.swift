@@ -3,17 +3,25 @@
 /// shadow) reads the journal with. A segment (64 MiB by default) is never read whole: a window ends where it ends,
 /// and the frame it cut is read again from its start in the next window (a window twice as large when one frame
 /// is larger than the window).
+///
+/// Given the running journal's ``JournalWrittenEnd``, it reads the segment being appended to only up to the end of
+/// its last whole frame, and takes what lies past it as not written yet (read again later): the reserved zeros, or
+/// a frame being written, which a read can see torn (a page still zero before a page already written) and which
+/// would otherwise look like damage. Without one (a journal nobody appends to) it reads every segment to its end.
 struct JournalCursor {
     let directory: DataDirectory
     /// The bytes of a segment held at once (more for a frame that does not fit).
     let window: Int
+    /// How far the running journal has written, when one is appending to the directory.
+    let writtenEnd: JournalWrittenEnd?
     private var reader: SegmentReader?
     /// The path of the segment `reader` reads.
     private(set) var segmentPath = ""
 
-    init(directory: DataDirectory, window: Int = 4 << 20) {
+    init(directory: DataDirectory, window: Int = 4 << 20, writtenEnd: JournalWrittenEnd? = nil) {
         self.directory = directory
         self.window = max(64, window)
+        self.writtenEnd = writtenEnd
     }
 
     /// The next batch of the journal, or `nil` when it holds nothing more yet. `wanted` is the lsn after the last
@@ -36,9 +44,12 @@ struct JournalCursor {
     }
 
     /// The window ended inside the frame at `offset`: reads again from that frame (with twice the window when the
-    /// frame began the window); `false` when the segment itself ends there (a damaged or torn frame).
+    /// frame began the window); `false` when the segment itself (or what the journal has written of it) ends there
+    /// (a damaged or torn frame).
     private mutating func readAgain(at offset: Int) throws(ReplayStartError) -> Bool {
-        guard let current = reader, offset >= current.base, (Files.size(segmentPath) ?? 0) > current.end else {
+        guard let current = reader, offset >= current.base,
+            readable(segmentPath, firstLSN: current.header.firstLSN) > current.end
+        else {
             return false
         }
         let span = offset == current.base ? 2 * (current.end - current.base) : window
@@ -46,13 +57,24 @@ struct JournalCursor {
         return true
     }
 
-    /// The current segment read again from `offset`, a frame start where `current` stands, `limit` bytes of it.
+    /// The bytes of the segment at `path` (whose first lsn is `firstLSN`) there are to read: all of them, or, of
+    /// the running journal's segments, only what it has written whole (nothing yet of one it is still creating).
+    private func readable(_ path: String, firstLSN: UInt64) -> Int {
+        let size = Files.size(path) ?? 0
+        guard let writtenEnd else { return size }
+        return writtenEnd.readable(segmentFirstLSN: firstLSN, size: size)
+    }
+
+    /// The current segment read again from `offset`, a frame start where `current` stands, `limit` bytes of it (no
+    /// further than what there is to read).
     private func reread(_ current: SegmentReader, at offset: Int, limit: Int) throws(ReplayStartError)
         -> SegmentReader
     {
+        let available = readable(segmentPath, firstLSN: current.header.firstLSN)
         do {
             return try SegmentReader.resuming(
-                segmentPath, at: offset, chain: current.chain, nextLSN: current.nextLSN, limit: limit)
+                segmentPath, at: offset, chain: current.chain, nextLSN: current.nextLSN,
+                limit: max(0, min(limit, available - offset)))
         } catch {
             throw .unreadable("journal segment \(segmentPath): \(error)")
         }
@@ -67,15 +89,19 @@ struct JournalCursor {
         if let current = reader, segment.path == segmentPath {
             // The same segment, read again: only what comes after what was read. Where the reader stopped at the
             // segment's reserved space, a small read first: most often the journal has written nothing there yet.
-            guard (Files.size(segment.path) ?? 0) > current.offset else { return false }
+            guard readable(segment.path, firstLSN: segment.firstLSN) > current.offset else { return false }
             let again = try reread(
                 current, at: current.offset, limit: current.reachedUnwrittenSpace ? min(window, 64 << 10) : window)
             reader = again
             return !again.nextFrameUnwritten
         }
+        let available = readable(segment.path, firstLSN: segment.firstLSN)
+        // A segment the running journal is still creating: nothing in it to read yet, not even all of its header.
+        if writtenEnd != nil && available < SegmentHeader.size { return false }
         let next: SegmentReader
         do {
-            next = try SegmentReader.opening(segment.path, limit: window)
+            next = try SegmentReader.opening(
+                segment.path, limit: max(0, min(window, available - SegmentHeader.size)))
         } catch {
             throw .unreadable("journal segment \(segment.path): \(error)")
         }

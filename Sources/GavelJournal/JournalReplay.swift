@@ -22,7 +22,7 @@ public enum ReplayStartError: Error, Sendable, CustomStringConvertible {
 /// It starts from the newest snapshot before the first lsn wanted (or an empty engine when the journal still
 /// begins at lsn 1), replays silently up to it, and then hands out entries one at a time. It reads only complete
 /// frames up to the limit it is given, so it may follow a journal that is being appended to (the live segment) up
-/// to its durable end. Not thread-safe: one owner.
+/// to its written end, given the journal's ``JournalWrittenEnd``. Not thread-safe: one owner.
 ///
 /// With `requestsFromJournal` it takes how the idempotency table answered each command from the journal
 /// (``RequestOutcome``, in records of version 2) instead of keeping the table itself, which was about 45 % of a
@@ -59,15 +59,17 @@ public final class JournalReplay {
     ///   - window: the bytes of a segment read at once (more for a frame that does not fit).
     ///   - requestsFromJournal: take each command's ``RequestOutcome`` from the journal where it says it, and
     ///     keep no idempotency table from there on: for a replay that wants the events, not the results.
+    ///   - writtenEnd: how far the journal appending to `directory` has written, when one is running: the segment
+    ///     it appends to is read no further (what lies past it is not written yet, not damage).
     /// - Throws: ``ReplayStartError``.
     public init(
         directory: DataDirectory, from: UInt64, engine configuration: EngineConfiguration, window: Int = 4 << 20,
-        requestsFromJournal: Bool = false
+        requestsFromJournal: Bool = false, writtenEnd: JournalWrittenEnd? = nil
     )
         throws(ReplayStartError)
     {
         self.requestsFromJournal = requestsFromJournal
-        journal = JournalCursor(directory: directory, window: window)
+        journal = JournalCursor(directory: directory, window: window, writtenEnd: writtenEnd)
         self.firstLSN = max(1, from)
         let segments = directory.segments()
         var start: (Engine, UInt64)?

@@ -56,9 +56,10 @@ private func writeJournal(
 /// Everything a replay from `since` hands out up to `end`, as (lsn, events).
 private func replayed(
     _ directory: DataDirectory, from since: UInt64, to end: UInt64, engine: EngineConfiguration,
-    window: Int = 4 << 20
+    window: Int = 4 << 20, writtenEnd: JournalWrittenEnd? = nil
 ) throws -> [(UInt64, [Event])] {
-    let replay = try JournalReplay(directory: directory, from: since, engine: engine, window: window)
+    let replay = try JournalReplay(
+        directory: directory, from: since, engine: engine, window: window, writtenEnd: writtenEnd)
     var out: [(UInt64, [Event])] = []
     while try replay.next(upTo: end, { lsn, _, _, _, events in out.append((lsn, events)) }) {}
     return out
@@ -85,8 +86,124 @@ private func replayedAppending(
     return out
 }
 
+/// A journal of one segment, written by ``writeJournal`` and closed: its engine settings, the segment, its bytes
+/// and its frames (offset, length, last lsn).
+private struct OneSegmentJournal {
+    let engine: EngineConfiguration
+    let directory: DataDirectory
+    let segment: (firstLSN: UInt64, path: String)
+    let bytes: [UInt8]
+    let frames: [(offset: Int, length: Int, lastLSN: UInt64)]
+    var lastLSN: UInt64 { frames.last?.lastLSN ?? 0 }
+
+    init(_ path: String, seed: UInt64, count: Int) throws {
+        engine = try writeJournal(
+            path, seed: seed, count: count, snapshotEvery: 10_000, keep: 100, segmentBytes: 1 << 20)
+        directory = DataDirectory(path)
+        let segments = directory.segments()
+        try #require(segments.count == 1)
+        segment = segments[0]
+        bytes = try readBytes(segment.path)
+        var reader = try SegmentReader(bytes: bytes)
+        var frames: [(offset: Int, length: Int, lastLSN: UInt64)] = []
+        while let batch = try reader.next() {
+            frames.append((batch.offset, batch.length, try #require(batch.records.last?.lsn)))
+        }
+        self.frames = frames
+    }
+
+    /// Writes `bytes` over the segment, followed by reserved zeros as the running journal leaves it.
+    func rewrite(_ bytes: [UInt8]) throws {
+        try writeBytes(bytes + [UInt8](repeating: 0, count: 64 << 10), to: segment.path)
+    }
+}
+
+/// The description of the error a replay from lsn 1 to `end` throws, or `nil` when it throws none.
+private func replayFailure(
+    _ directory: DataDirectory, to end: UInt64, engine: EngineConfiguration, writtenEnd: JournalWrittenEnd?
+) -> String? {
+    do {
+        _ = try replayed(directory, from: 1, to: end, engine: engine, writtenEnd: writtenEnd)
+        return nil
+    } catch {
+        return "\(error)"
+    }
+}
+
 @Suite("JournalReplay", .serialized)
 struct JournalReplayTests {
+    /// A read of the segment being appended to can see a frame being written torn: a page still zero before a page
+    /// already written, which anywhere else is damage. Given the journal's written end, a replay reads the segment
+    /// no further, so it stops there without reporting damage, and once the journal has written past it reads on,
+    /// handing out every entry once with the events a clean read gives it. Without it (as the offline tools read),
+    /// the same bytes are damage.
+    @Test func aReplayOfTheLiveSegmentStopsAtTheWrittenEndAndTakesATornFrameBeyondItForUnwritten() throws {
+        let temp = try TemporaryDirectory("replay-torn")
+        defer { temp.remove() }
+        let journal = try OneSegmentJournal(temp.path, seed: 11, count: 1_200)
+        let (engine, directory, segment, whole, last) = (
+            journal.engine, journal.directory, journal.segment, journal.bytes, journal.lastLSN
+        )
+        let reference = try replayed(directory, from: 1, to: last, engine: engine)
+        #expect(reference.map(\.0) == Array(1...last))
+        // The journal has written up to the end of a frame in the middle; the page the next frame starts in is
+        // still zero in what a read copied, the pages after it already hold the frames written after.
+        let cut = journal.frames[journal.frames.count / 2]
+        let written = cut.offset + cut.length
+        let page = (written / 4096 + 1) * 4096
+        try #require(page + 4096 < whole.count, "frames after the torn page: \(whole.count) bytes")
+        var torn = whole
+        for index in written..<page { torn[index] = 0 }
+        try journal.rewrite(torn)
+
+        let unbounded = replayFailure(directory, to: last, engine: engine, writtenEnd: nil)
+        #expect(
+            unbounded?.hasSuffix("no LZ4 frame where one should start at byte \(written)") == true,
+            "without the written end the torn page is damage: \(unbounded ?? "no error")")
+
+        let writtenEnd = JournalWrittenEnd(segmentFirstLSN: segment.firstLSN, offset: written)
+        let replay = try JournalReplay(directory: directory, from: 1, engine: engine, writtenEnd: writtenEnd)
+        var got: [(UInt64, [Event])] = []
+        while try replay.next(upTo: cut.lastLSN, { lsn, _, _, _, events in got.append((lsn, events)) }) {}
+        #expect(got.map(\.0) == Array(1...cut.lastLSN))
+        do {
+            _ = try replay.next(upTo: last) { lsn, _, _, _, _ in Issue.record("lsn \(lsn) past the written end") }
+            Issue.record("a replay read past the written end")
+        } catch {
+            #expect(
+                "\(error)".contains("the journal ends at lsn \(cut.lastLSN)"), "nothing more yet, not damage: \(error)")
+        }
+
+        // The journal wrote the page and went on: the replay reads on from where it stopped.
+        try journal.rewrite(whole)
+        writtenEnd.publish(segmentFirstLSN: segment.firstLSN, offset: whole.count)
+        while try replay.next(upTo: last, { lsn, _, _, _, events in got.append((lsn, events)) }) {}
+        #expect(got.map(\.0) == reference.map(\.0))
+        #expect(got.map(\.1) == reference.map(\.1))
+    }
+
+    /// Damage below the written end is still damage: a frame whose start was zeroed, or a byte changed inside one,
+    /// is reported at that frame exactly as a replay that reads the whole file reports it.
+    @Test func damageBelowTheWrittenEndIsReportedAsAReplayOfTheWholeFileReportsIt() throws {
+        let temp = try TemporaryDirectory("replay-damage")
+        defer { temp.remove() }
+        let journal = try OneSegmentJournal(temp.path, seed: 12, count: 600)
+        let (engine, directory, whole, last) = (journal.engine, journal.directory, journal.bytes, journal.lastLSN)
+        let damaged = journal.frames[journal.frames.count / 3]
+        var zeroed = whole
+        for index in damaged.offset..<damaged.offset + 4 { zeroed[index] = 0 }
+        var flipped = whole
+        flipped[damaged.offset + damaged.length / 2] ^= 0x5A
+        for (name, bytes) in [("zeroed frame start", zeroed), ("changed byte", flipped)] {
+            try journal.rewrite(bytes)
+            let writtenEnd = JournalWrittenEnd(segmentFirstLSN: journal.segment.firstLSN, offset: whole.count)
+            let bounded = replayFailure(directory, to: last, engine: engine, writtenEnd: writtenEnd)
+            let unbounded = replayFailure(directory, to: last, engine: engine, writtenEnd: nil)
+            #expect(bounded?.contains("at byte \(damaged.offset)") == true, "\(name): \(bounded ?? "no error")")
+            #expect(bounded == unbounded, "\(name)")
+        }
+    }
+
     /// From lsn 1, from a snapshot's lsn and the one after it, and from random lsns, across segment boundaries: every
     /// entry from `since` on, once, in order, with the events a replay of the whole journal gives it.
     @Test(arguments: [UInt64(3), 4, 5])

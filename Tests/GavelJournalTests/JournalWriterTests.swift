@@ -311,6 +311,35 @@ struct JournalWriterTests {
         #expect(Verification.run(directory).problems == [])
     }
 
+    /// What readers of the running journal read the segment it appends to up to: once everything handed over is
+    /// released, ``Journal/writtenEnd`` names the last segment and the end of its last frame, across rolls and
+    /// across a restart that appends to the segment recovery found.
+    @Test func theJournalPublishesTheEndOfTheLastFrameItWroteAcrossRollsAndRestarts() throws {
+        let temp = try TemporaryDirectory("written-end")
+        defer { temp.remove() }
+        let configuration = journalConfiguration(segmentBytes: 2048)
+        var workload = Workload(seed: 13)
+        for _ in 0..<2 {
+            let run = try JournaledWriter(temp.path, journal: configuration, writer: writerConfiguration())
+            let start = run.journal.writtenEnd.current
+            if let active = run.recovery.activeSegment, active.size < configuration.segmentBytes {
+                #expect(start == .init(segmentFirstLSN: active.firstLSN, offset: active.size))
+            } else {
+                #expect(start == .init(segmentFirstLSN: run.recovery.lastLSN + 1, offset: 0))
+            }
+            for _ in 0..<20 {
+                run.feed(&workload, 30)
+                let last = try #require(run.directory.segments().last)
+                var reader = try SegmentReader(bytes: try readBytes(last.path))
+                while try reader.next() != nil {}
+                #expect(
+                    run.journal.writtenEnd.current == .init(segmentFirstLSN: last.firstLSN, offset: reader.offset))
+            }
+            run.finish()
+        }
+        #expect(DataDirectory(temp.path).segments().count > 5, "2 KiB segments roll often")
+    }
+
     @Test func snapshotsWithRetentionDeleteCoveredSegmentsAndRecoveryFromSnapshotPlusSuffixMatches() throws {
         let temp = try TemporaryDirectory("retention")
         defer { temp.remove() }
