@@ -5,28 +5,41 @@ import GavelWire
 /// `get_settlement`: loaded from the recovered engine at start, then kept in step from the durable `settlement`
 /// and `second_chance` events alone (never the engine). It drops what the engine drops: a listing's rows at its
 /// `evicted` event, pruned settlements at `settlements_pruned`.
+///
+/// Every read costs O(log n + what it answers), whatever the user holds and whatever the filter: each user has
+/// their settlements in creation order, all of them and those of each state apart, in ``SortedChunks``, and the
+/// listing ids of their offers. A settlement costs four index entries (its buyer's and its seller's, in each one's
+/// list of all and of its state) of a number and its id, which leave with it.
 struct SettlementViews {
-    /// A settlement and the number it was inserted as: a user's list entry is current only while they match.
+    /// A settlement and the number it was inserted as, its place in creation order.
     private struct Stored {
         var settlement: Settlement
         var inserted: UInt64
     }
 
-    /// A user's settlements (as buyer or seller) in creation order. Dropped ones stay until they are half of the
-    /// list, which is then compacted: dropping a listing costs O(1) per user amortised, not the user's whole list
-    /// (a seller with 10,000 settlements whose listings are all evicted at once would cost 10^8 steps otherwise).
-    private struct UserList {
-        var entries: [(id: String, inserted: UInt64)] = []
-        var stale = 0
+    /// A settlement in a user's index: ordered by the number it was inserted as, unique to it.
+    struct Key: Comparable {
+        var inserted: UInt64
+        var id: String
+
+        static func < (a: Key, b: Key) -> Bool { a.inserted < b.inserted }
+    }
+
+    /// A user's settlements (as buyer or seller) in creation order: all of them, and those of each state.
+    private struct UserIndex {
+        var all = SortedChunks<Key>()
+        var byState: [SettlementState: SortedChunks<Key>] = [:]
     }
 
     private var byID: [String: Stored] = [:]
     private var inserted: UInt64 = 0
-    private var byUser: [String: UserList] = [:]
+    private var byUser: [String: UserIndex] = [:]
     /// The settlement numbers of each listing.
-    private var byListing: [String: [Int64]] = [:]
+    private var byListing: [String: Set<Int64>] = [:]
     /// The second-chance offer of each listing that has one.
     private var offers: [String: SecondChanceOffer] = [:]
+    /// The listings of the offers where each user is the seller or the runner-up.
+    private var offersByUser: [String: SortedIDs] = [:]
 
     var count: Int { byID.count }
 
@@ -43,42 +56,81 @@ struct SettlementViews {
             return a.number < b.number
         }
         for settlement in ordered { insert(settlement) }
-        for offer in loaded { offers[offer.listing] = offer }
+        for offer in loaded { record(offer) }
+    }
+
+    /// The users a settlement is listed under: its buyer, and its seller when another.
+    private static func users(of settlement: Settlement) -> [String] {
+        settlement.seller == settlement.buyer ? [settlement.buyer] : [settlement.buyer, settlement.seller]
     }
 
     private mutating func insert(_ settlement: Settlement) {
         let id = settlement.id
         inserted += 1
         byID[id] = Stored(settlement: settlement, inserted: inserted)
-        byUser[settlement.buyer, default: UserList()].entries.append((id, inserted))
-        if settlement.seller != settlement.buyer {
-            byUser[settlement.seller, default: UserList()].entries.append((id, inserted))
+        let key = Key(inserted: inserted, id: id)
+        for user in Self.users(of: settlement) {
+            byUser[user, default: UserIndex()].all.insert(key)
+            byUser[user]!.byState[settlement.state, default: SortedChunks()].insert(key)
         }
-        byListing[settlement.listing, default: []].append(settlement.number)
+        byListing[settlement.listing, default: []].insert(settlement.number)
     }
 
-    private func isCurrent(_ entry: (id: String, inserted: UInt64)) -> Bool {
-        byID[entry.id]?.inserted == entry.inserted
+    /// Records a transition of the settlement `id`, moving it to its new state's list.
+    private mutating func record(_ change: SettlementChange, of id: String) {
+        guard let before = byID[id]?.settlement.state else { return }
+        byID[id]!.settlement.record(change)
+        let stored = byID[id]!
+        let after = stored.settlement.state
+        guard before != after else { return }
+        let key = Key(inserted: stored.inserted, id: id)
+        for user in Self.users(of: stored.settlement) {
+            guard var index = byUser.removeValue(forKey: user) else { continue }
+            index.byState[before]?.remove(key)
+            if index.byState[before]?.isEmpty == true { index.byState[before] = nil }
+            index.byState[after, default: SortedChunks()].insert(key)
+            byUser[user] = index
+        }
     }
 
-    /// Drops the settlements `ids`; each user's list is compacted once half of it is dropped ones.
+    /// Drops the settlements `ids`, removing them from each user's lists a chunk at a time.
     private mutating func remove(_ ids: [String]) {
+        var all: [String: [Key]] = [:]
+        var byState: [String: [SettlementState: [Key]]] = [:]
         for id in ids {
             guard let stored = byID.removeValue(forKey: id) else { continue }
-            let settlement = stored.settlement
-            dropped(from: settlement.buyer)
-            if settlement.seller != settlement.buyer { dropped(from: settlement.seller) }
+            let key = Key(inserted: stored.inserted, id: id)
+            for user in Self.users(of: stored.settlement) {
+                all[user, default: []].append(key)
+                byState[user, default: [:]][stored.settlement.state, default: []].append(key)
+            }
+        }
+        for (user, keys) in all {
+            guard var index = byUser.removeValue(forKey: user) else { continue }
+            index.all.remove(sorted: keys.sorted())
+            for (state, keys) in byState[user] ?? [:] {
+                index.byState[state]?.remove(sorted: keys.sorted())
+                if index.byState[state]?.isEmpty == true { index.byState[state] = nil }
+            }
+            if !index.all.isEmpty { byUser[user] = index }
         }
     }
 
-    private mutating func dropped(from user: String) {
-        guard var list = byUser.removeValue(forKey: user) else { return }
-        list.stale += 1
-        if list.stale * 2 >= list.entries.count {
-            list.entries.removeAll { !isCurrent($0) }
-            list.stale = 0
+    /// Sets the offer of its listing, keeping each user's list of offers in step.
+    private mutating func record(_ offer: SecondChanceOffer) {
+        if let old = offers[offer.listing] { unindex(old) }
+        offers[offer.listing] = offer
+        for user in [offer.seller, offer.bidder] {
+            offersByUser[user, default: SortedIDs()].insert(offer.listing)
         }
-        if !list.entries.isEmpty { byUser[user] = list }
+    }
+
+    /// Takes `offer` out of its seller's and runner-up's lists of offers.
+    private mutating func unindex(_ offer: SecondChanceOffer) {
+        for user in [offer.seller, offer.bidder] {
+            offersByUser[user]?.remove(offer.listing)
+            if offersByUser[user]?.isEmpty == true { offersByUser[user] = nil }
+        }
     }
 
     /// Folds a released event in: settlement transitions, offers, and the engine's drops.
@@ -87,21 +139,22 @@ struct SettlementViews {
         case .settlement(let change):
             let id = SettlementID.format(listing: event.listing, number: change.number)
             if byID[id] != nil {
-                byID[id]?.settlement.record(change)
+                record(change, of: id)
             } else {
                 insert(Settlement(listing: event.listing, creation: change))
             }
         case .secondChance(let offer):
-            offers[event.listing] = offer
+            record(offer)
         case .settlementsPruned(let numbers):
             remove(numbers.map { SettlementID.format(listing: event.listing, number: $0) })
-            let dropped = Set(numbers)
-            byListing[event.listing]?.removeAll { dropped.contains($0) }
-            if byListing[event.listing]?.isEmpty == true { byListing[event.listing] = nil }
+            if var kept = byListing.removeValue(forKey: event.listing) {
+                kept.subtract(numbers)
+                if !kept.isEmpty { byListing[event.listing] = kept }
+            }
         case .evicted:
             let numbers = byListing.removeValue(forKey: event.listing) ?? []
             remove(numbers.map { SettlementID.format(listing: event.listing, number: $0) })
-            offers[event.listing] = nil
+            if let offer = offers.removeValue(forKey: event.listing) { unindex(offer) }
         default:
             break
         }
@@ -117,33 +170,36 @@ struct SettlementViews {
 
     /// One page of `user`'s settlements (as buyer or seller) in creation order, those in `state` only when given,
     /// after the settlement `after`; `nil` when `after` is not one of the user's settlements. `next` is the last id
-    /// of the page when more follow.
+    /// of the page when more follow. O(log n + limit): `after` is found by its id, the page read from the user's
+    /// list of that state (or of all).
     func page(user: String, state: SettlementState?, after: String?, limit: Int) -> (
         items: [Settlement], next: String?
     )? {
-        let entries = byUser[user]?.entries ?? []
-        var start = 0
+        var from: Key?
         if let after {
-            guard let index = entries.firstIndex(where: { $0.id == after && isCurrent($0) }) else { return nil }
-            start = index + 1
+            guard let stored = byID[after], stored.settlement.buyer == user || stored.settlement.seller == user
+            else { return nil }
+            from = Key(inserted: stored.inserted, id: after)
         }
-        var items: [Settlement] = []
-        var index = start
-        while index < entries.count {
-            if let stored = byID[entries[index].id], stored.inserted == entries[index].inserted,
-                state == nil || stored.settlement.state == state
-            {
-                if items.count == limit { return (items, items.last?.id) }
-                items.append(stored.settlement)
-            }
-            index += 1
-        }
-        return (items, nil)
+        guard let index = byUser[user] else { return ([], nil) }
+        let list: SortedChunks<Key>? = if let state { index.byState[state] } else { index.all }
+        let keys = list?.elements(after: from, limit: limit + 1) ?? []
+        let items = keys.prefix(limit).compactMap { byID[$0.id]?.settlement }
+        return (items, keys.count > limit ? items.last?.id : nil)
     }
 
-    /// The second-chance offers where `user` is the seller or the runner-up, by listing id.
+    /// The second-chance offers where `user` is the seller or the runner-up, by listing id: O(log n + those).
     func offers(of user: String) -> [SecondChanceOffer] {
-        offers.values.filter { $0.seller == user || $0.bidder == user }.sorted { $0.listing < $1.listing }
+        guard let listings = offersByUser[user] else { return [] }
+        return listings.ids(after: nil, limit: .max).compactMap { offers[$0] }
+    }
+
+    /// How many index entries the views hold: each user's settlements (all, and by state) and offers. Stays in
+    /// proportion to the settlements and offers held, for tests.
+    var indexEntries: Int {
+        byUser.values.reduce(0) { total, index in
+            total + index.all.count + index.byState.values.reduce(0) { $0 + $1.count }
+        } + offersByUser.values.reduce(0) { $0 + $1.count }
     }
 }
 
