@@ -140,8 +140,27 @@ final class ConnectionLimits: Sendable {
     /// The limits: the `maxConnectionsPer...`, `maxAnonymousConnections`, principal rates and `opensPerMinute`.
     let settings: GatewayConfiguration
     private let state = Mutex(State())
+    /// What the connections falling behind have taken of ``GatewayConfiguration/maxOutboundBytesTotal``.
+    private let outboundTaken = Atomic<Int>(0)
 
     init(_ settings: GatewayConfiguration) { self.settings = settings }
+
+    /// Takes `bytes` of the outbound budget for a connection falling behind; `false` (nothing taken) when that
+    /// would pass ``GatewayConfiguration/maxOutboundBytesTotal``.
+    func takeOutbound(_ bytes: Int) -> Bool {
+        let before = outboundTaken.wrappingAdd(bytes, ordering: .relaxed).oldValue
+        guard before + bytes <= settings.maxOutboundBytesTotal else {
+            outboundTaken.wrappingSubtract(bytes, ordering: .relaxed)
+            return false
+        }
+        return true
+    }
+
+    /// Gives back what ``takeOutbound(_:)`` took.
+    func giveBackOutbound(_ bytes: Int) { outboundTaken.wrappingSubtract(bytes, ordering: .relaxed) }
+
+    /// The bytes of the outbound budget taken now.
+    var outboundTakenBytes: Int { outboundTaken.load(ordering: .relaxed) }
 
     /// Commands a connection of `role` takes from its principal's bucket at a time: the table is touched once per
     /// lease, not once per command.

@@ -46,6 +46,16 @@ public struct GatewayConfiguration: Sendable {
     public var maxMessageBytes = 64 * 1024
     /// Bytes written to a connection and not yet taken by its socket; past this the connection is closed with 1013.
     public var maxOutboundBytes = 4 * 1024 * 1024
+    /// What all connections together may hold of ``maxOutboundBytes`` for readers that fall behind: a connection
+    /// with more than ``outboundSoftBytes`` unread takes ``maxOutboundBytes`` of it until it has caught up, and one
+    /// that finds it taken is closed with 1013. So slow or stalled readers (one address may open a thousand) hold
+    /// about this much memory at most, not ``maxOutboundBytes`` each.
+    public var maxOutboundBytesTotal = 1 << 30
+
+    /// The unread bytes past which a connection counts as falling behind (its channel's high-water mark; it counts
+    /// again as keeping up below half of it): a sixteenth of ``maxOutboundBytes``, 256 KiB at the default, 64 KiB at
+    /// least unless the cap is smaller.
+    public var outboundSoftBytes: Int { min(maxOutboundBytes / 2, max(maxOutboundBytes / 16, 64 * 1024)) }
     /// Open connections on the main port; a WebSocket upgrade beyond this is refused with 503.
     public var maxConnections = 10_000
     /// Subscriptions one connection may hold at once.

@@ -59,6 +59,7 @@ extension WebSocketSession {
         if unflushedBytes >= configuration.maxOutboundBytes / 4 {
             flushIfNeeded()
         }
+        if outboundTaken > 0 { checkOutboundCap() }
         if !markedDirty, let loop, loop.delivering {
             markedDirty = true
             loop.markDirty(self)

@@ -55,6 +55,8 @@ final class WebSocketSession: ChannelInboundHandler, ResultRecipient, @unchecked
     /// The `user_seq` of the last private notice this session was sent (live or replayed by `subscribe_user`).
     var lastUserSeq: UInt64 = 0
     var unflushedBytes = 0
+    /// What the connection has taken of the server's outbound budget while it falls behind (0: it keeps up).
+    var outboundTaken = 0
     /// The frames written since the last flush, back to back: one write and one buffer for the channel per flush,
     /// however many results, events and notices went in (``send(frame:)``). Handed to the channel at the flush and
     /// rewritten in place afterwards once the socket has let go of it (``outboundHandedOver``).
@@ -132,6 +134,7 @@ final class WebSocketSession: ChannelInboundHandler, ResultRecipient, @unchecked
     }
 
     func tearDown() {
+        giveBackOutbound()
         guard machine.channelClosed() else { return }
         expiry?.cancel()
         expiry = nil
@@ -187,15 +190,51 @@ final class WebSocketSession: ChannelInboundHandler, ResultRecipient, @unchecked
         context.fireChannelReadComplete()
     }
 
+    /// Past ``GatewayConfiguration/outboundSoftBytes`` unread the connection falls behind: it takes
+    /// ``GatewayConfiguration/maxOutboundBytes`` of the server's outbound budget (closed with 1013 when none is left)
+    /// and is watched against its own cap at each write (``checkOutboundCap()``) until it catches up (below half the
+    /// soft mark), when it gives the budget back. A connection that keeps up costs nothing of this.
     func channelWritabilityChanged(context: ChannelHandlerContext) {
-        if !context.channel.isWritable && machine.isOpen {
-            metrics.slowConsumerCloses.increment()
-            close(
-                .init(codeNumber: 1013),
-                "slow consumer: more than \(configuration.maxOutboundBytes) bytes unread; "
-                    + (feed == nil ? "resubscribe with since" : "resume subscribe_feed with since_lsn"))
+        if context.channel.isWritable {
+            giveBackOutbound()
+        } else if machine.isOpen && outboundTaken == 0 {
+            if limits?.takeOutbound(configuration.maxOutboundBytes) == false {
+                // Short: a close frame's reason holds 123 bytes.
+                slowConsumer(
+                    "--max-outbound-bytes-total (\(configuration.maxOutboundBytesTotal)) taken by clients behind")
+            } else {
+                outboundTaken = configuration.maxOutboundBytes
+                checkOutboundCap()
+            }
         }
         context.fireChannelWritabilityChanged()
+    }
+
+    /// Closes a connection that falls behind once it has more than ``GatewayConfiguration/maxOutboundBytes``
+    /// unread: what its channel holds and what is queued here. Only while it falls behind (the channel's count is
+    /// read then, never for one that keeps up).
+    func checkOutboundCap() {
+        guard outboundTaken > 0, machine.isOpen, let channel = context?.channel,
+            let buffered = try? channel.syncOptions?.getOption(ChannelOptions.bufferedWritableBytes),
+            buffered + unflushedBytes > configuration.maxOutboundBytes
+        else { return }
+        slowConsumer("more than \(configuration.maxOutboundBytes) bytes unread")
+    }
+
+    /// Closes with 1013, saying why and how to resume.
+    private func slowConsumer(_ why: String) {
+        metrics.slowConsumerCloses.increment()
+        close(
+            .init(codeNumber: 1013),
+            "slow consumer: \(why); "
+                + (feed == nil ? "resubscribe with since" : "resume subscribe_feed with since_lsn"))
+    }
+
+    /// Gives back what the connection took of the outbound budget while it fell behind.
+    func giveBackOutbound() {
+        guard outboundTaken > 0 else { return }
+        limits?.giveBackOutbound(outboundTaken)
+        outboundTaken = 0
     }
 
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {

@@ -112,6 +112,13 @@ struct Serve: AsyncParsableCommand {
 
     @Option(
         name: .long,
+        help:
+            "Unread bytes all clients that fall behind may hold together: one with more than a sixteenth of --max-outbound-bytes unread takes --max-outbound-bytes of it until it catches up, and is closed with 1013 when none is left. Env GAVEL_MAX_OUTBOUND_BYTES_TOTAL; default 1073741824."
+    )
+    var maxOutboundBytesTotal: Int?
+
+    @Option(
+        name: .long,
         help: "Open connections; an upgrade beyond this gets 503. Env GAVEL_MAX_CONNECTIONS; default 10000.")
     var maxConnections: Int?
 
@@ -452,6 +459,11 @@ struct Serve: AsyncParsableCommand {
         }
         guard (4096...1 << 30).contains(c.maxOutboundBytes) else {
             throw ValidationError("--max-outbound-bytes must be 4096 to 1073741824")
+        }
+        c.maxOutboundBytesTotal = try Setting.value(
+            maxOutboundBytesTotal, "GAVEL_MAX_OUTBOUND_BYTES_TOTAL", default: c.maxOutboundBytesTotal)
+        guard (c.maxOutboundBytes...1 << 40).contains(c.maxOutboundBytesTotal) else {
+            throw ValidationError("--max-outbound-bytes-total must be --max-outbound-bytes to 1099511627776")
         }
         guard (1...10_000_000).contains(c.maxConnections) else {
             throw ValidationError("--max-connections must be 1 to 10000000")

@@ -210,13 +210,32 @@ import Testing
         #expect(h.fanOut.subscriptionCount == 2)
     }
 
-    @Test func slowConsumerIsClosedWith1013() throws {
-        let h = try SessionHarness()
-        _ = try h.frames()
-        h.channel.isWritable = false
-        h.channel.pipeline.fireChannelWritabilityChanged()
-        #expect(try h.frames().last?.closeCode == 1013)
-        #expect(h.metrics.exposition().count > 0)
+    /// A connection that falls behind (its channel no longer writable) takes its cap of the server's outbound
+    /// budget and stays open; one that finds the budget taken is closed with 1013 at once; catching up gives the
+    /// budget back.
+    @Test func aConnectionFallingBehindTakesTheOutboundBudgetOrIsClosedWith1013() throws {
+        var settings = GatewayConfiguration()
+        settings.maxOutboundBytes = 65_536
+        settings.maxOutboundBytesTotal = 65_536
+        let limits = ConnectionLimits(settings)
+        let behind = try SessionHarness(limits: limits) { $0 = settings }
+        _ = try behind.frames()
+        behind.channel.isWritable = false
+        behind.channel.pipeline.fireChannelWritabilityChanged()
+        #expect(try behind.frames().isEmpty, "it fell behind and took the budget")
+        #expect(limits.outboundTakenBytes == 65_536)
+
+        let late = try SessionHarness(limits: limits) { $0 = settings }
+        _ = try late.frames()
+        late.channel.isWritable = false
+        late.channel.pipeline.fireChannelWritabilityChanged()
+        #expect(try late.frames().last?.closeCode == 1013, "no budget left")
+        #expect(limits.outboundTakenBytes == 65_536)
+
+        behind.channel.isWritable = true
+        behind.channel.pipeline.fireChannelWritabilityChanged()
+        #expect(limits.outboundTakenBytes == 0, "caught up: the budget is back")
+        #expect(late.metrics.exposition().count > 0)
     }
 
     @Test func pingIsAnsweredAndCloseIsEchoed() throws {

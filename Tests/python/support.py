@@ -497,11 +497,23 @@ class RawWebSocket(Closing):
 
     def close_code(self, timeout=10.0):
         """Reads until the server's close frame; returns its code, or None when the socket ends without one."""
+        code, _ = self.close_frame(timeout)
+        return code
+
+    def close_reason(self, timeout=10.0):
+        """Reads until the server's close frame; returns its reason, or None when the socket ends without one."""
+        _, reason = self.close_frame(timeout)
+        return reason
+
+    def close_frame(self, timeout=10.0):
+        """Reads until the server's close frame: (code, reason), or (None, None) when the socket ends without one."""
         self.sock.settimeout(timeout)
         try:
             while True:
                 _, opcode, payload = self.recv_frame()
                 if opcode == self.OP_CLOSE:
-                    return struct.unpack("!H", payload[:2])[0] if len(payload) >= 2 else 1005
+                    if len(payload) < 2:
+                        return 1005, ""
+                    return struct.unpack("!H", payload[:2])[0], payload[2:].decode("utf-8", "replace")
         except (EOFError, ConnectionResetError):
-            return None
+            return None, None

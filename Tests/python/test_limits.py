@@ -75,6 +75,32 @@ def test_slow_consumer_is_closed_1013_while_other_subscribers_keep_receiving(sta
             assert reply["recovered"] is False and reply["seq"] == bids + 2 and reply["state"]["bids"] == bids + 1
 
 
+def test_stalled_readers_past_the_outbound_budget_are_closed_1013_naming_it(start_server):
+    # Each stalled reader that falls behind takes --max-outbound-bytes (64 KiB) of the 128 KiB budget: the first two
+    # take it all, and the next ones to fall behind are closed at once, however little they hold.
+    srv = start_server("--max-outbound-bytes", "65536", "--max-outbound-bytes-total", "131072", "--fsync", "none",
+                       *UNLIMITED_SERVICE_RATE)
+    listing = unique("hot") + "-" + "x" * 40
+    bidder = "b" * 60
+    stalled = []
+    with srv.user("market", "service") as market:
+        assert open_english(market, listing, seller="sam", increments=[[0, 1]])["ok"]
+        try:
+            for _ in range(4):
+                raw = RawWebSocket(srv.port, rcvbuf=4096)
+                stalled.append(raw)
+                raw.recv_json()  # hello
+                raw.send_text(json.dumps({"type": "subscribe", "listing": listing}))
+                assert raw.recv_json()["type"] == "snapshot"
+            flood_until(market, listing, bidder, lambda: srv.metric("gavel_slow_consumer_closes_total") >= 2,
+                        "two stalled clients were closed for the budget")
+            reasons = [raw.close_reason(timeout=10) for raw in stalled]
+            assert sum("--max-outbound-bytes-total (131072)" in (r or "") for r in reasons) >= 2, reasons
+        finally:
+            for raw in stalled:
+                raw.close()
+
+
 def test_subscription_limit_gets_an_error_result(start_server):
     srv = start_server("--max-subscriptions", "2")
     with srv.connect() as watcher:

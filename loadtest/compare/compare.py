@@ -305,7 +305,8 @@ LOAD_LIMITS = ["--rate", "1000000", "--rate-burst", "1000000", "--max-connection
                "--max-connections-per-address", "100000", "--max-anonymous-connections", "100000",
                "--max-handshakes", "100000", "--max-handshakes-per-address", "100000",
                "--principal-rate", "1000000", "--principal-rate-burst", "1000000",
-               "--opens-per-minute", "1000000", "--max-read-bytes-per-second", "1073741824"]
+               "--opens-per-minute", "1000000", "--max-read-bytes-per-second", "1073741824",
+               "--max-outbound-bytes-total", str(1 << 40), "--max-open-listings-per-seller", "100000000"]
 
 
 def run_gavel(args, work):

@@ -18,7 +18,8 @@ start_snapshot_server() {
         --max-connections-per-address 100000 --max-anonymous-connections 100000 --max-handshakes 100000 \
         --max-handshakes-per-address 100000 \
         --principal-rate 1000000 --principal-rate-burst 1000000 --opens-per-minute 1000000 \
-        --max-read-bytes-per-second 1073741824 >"$dir/server.log" 2>&1 &
+        --max-read-bytes-per-second 1073741824 --max-outbound-bytes-total 1099511627776 \
+        --max-open-listings-per-seller 100000000 >"$dir/server.log" 2>&1 &
     server=$!
     python3 - "$admin" <<'PY'
 import sys, time, urllib.request

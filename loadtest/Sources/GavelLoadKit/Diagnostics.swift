@@ -61,7 +61,8 @@ public final class Diagnostics: Sendable {
             advice =
                 "its limits refused this driver (messages over its rate for too long, or a bad or expired token): start gavel serve with --rate, --rate-burst, --principal-rate and --principal-rate-burst high enough, or pass a service token with --token-file"
         case 1013:
-            advice = "it found the connection too slow to read its messages (raise its --max-outbound-bytes)"
+            advice =
+                "it found the connection too slow to read its messages (raise its --max-outbound-bytes, or --max-outbound-bytes-total when many connections fall behind at once)"
         case 1001:
             advice = "it is going away (stopped or restarting)"
         case 1006:
