@@ -166,9 +166,12 @@ public struct GatewayConfiguration: Sendable {
 
 /// The process's open-file limit and what the gateway may use of it.
 public enum OpenFiles {
-    /// Descriptors kept for everything but client connections: the journal's segments and directory, snapshots
-    /// and their reads, the event loops' own, key-set fetches, logs, the admin server's connections on top.
+    /// Descriptors kept for everything but client connections and the event loops: the journal's segments and
+    /// directory, snapshots and their reads, key-set fetches, logs; the admin server's connections and
+    /// ``perEventLoop`` for each event loop on top.
     public static let reserved = 256
+    /// Descriptors an event loop holds of its own (its epoll, eventfd and timerfd), with one to spare.
+    public static let perEventLoop = 4
 
     /// Raises the soft open-file limit to the hard one (a service started with the common default of 1,024 may use
     /// what its hard limit allows without being told), and returns the soft limit now in force.
@@ -187,13 +190,14 @@ public enum OpenFiles {
     /// handshakes, admin connections) leave ``reserved`` descriptors of `limit`: a client holding as many
     /// connections as the caps allow then gets 503s and closed handshakes, never the journal an `EMFILE` that
     /// would stop the server. Returns the lowered configuration and a line saying what was lowered (`nil`: nothing).
-    public static func fit(_ configuration: GatewayConfiguration, limit: Int) throws(TooLow) -> (
+    public static func fit(_ configuration: GatewayConfiguration, limit: Int, eventLoops: Int = 1) throws(TooLow) -> (
         GatewayConfiguration, String?
     ) {
         var c = configuration
         let admin = c.adminPort >= 0 ? c.maxAdminConnections : 0
-        let room = limit - reserved - admin
-        guard room >= 2 else { throw TooLow(limit: limit, needed: reserved + admin + 2) }
+        let kept = reserved + admin + perEventLoop * eventLoops
+        let room = limit - kept
+        guard room >= 2 else { throw TooLow(limit: limit, needed: kept + 2) }
         let wanted = c.maxConnections + c.maxHandshakes
         guard wanted > room else { return (c, nil) }
         // Handshakes keep their share of the room, at least one; the per-address and anonymous caps keep their share
@@ -212,8 +216,8 @@ public enum OpenFiles {
             \(configuration.maxConnections) to \(c.maxConnections) and --max-handshakes from \
             \(configuration.maxHandshakes) to \(c.maxHandshakes) (the per-address and anonymous caps in proportion: \
             --max-connections-per-address \(c.maxConnectionsPerAddress), --max-anonymous-connections \
-            \(c.maxAnonymousConnections), --max-handshakes-per-address \(c.maxHandshakesPerAddress)), keeping \(reserved + admin) descriptors for the \
-            journal, snapshots and admin HTTP; raise the limit to allow more
+            \(c.maxAnonymousConnections), --max-handshakes-per-address \(c.maxHandshakesPerAddress)), keeping \(kept) descriptors for the journal, \
+            snapshots, admin HTTP and the \(eventLoops) event loops; raise the limit to allow more
             """
         return (c, line)
     }

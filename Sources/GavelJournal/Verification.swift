@@ -157,7 +157,11 @@ public enum Verification {
                         var problem =
                             "replay from the start to lsn \(snapshot.lsn) does not reach the state of snapshot at lsn \(snapshot.lsn)"
                         if let recorded = try? Engine.restore(from: snapshot.state) {
-                            problem += changedOutcomes(report.engine.outcomeChanges(comparedTo: recorded))
+                            let changes = report.engine.outcomeChanges(comparedTo: recorded)
+                            problem +=
+                                changes.isEmpty
+                                ? otherDifference(recorded: recorded, replayed: report.engine)
+                                : changedOutcomes(changes)
                         }
                         result.problems.append(problem)
                     } else {
@@ -243,6 +247,20 @@ public enum Verification {
 
     /// What to add to the problem: the requests whose result, as the snapshot remembers it, differs from the
     /// replay's, one per line; empty when none does.
+    /// What differs when no remembered outcome does: the timers (a snapshot written by an earlier build keeps
+    /// timers this build cancels when they stop applying), or something else of the state; and what to do.
+    static func otherDifference(recorded: Engine, replayed: Engine) -> String {
+        let what =
+            recorded.timerCount != replayed.timerCount
+            ? "the snapshot holds \(recorded.timerCount) timers and the replay \(replayed.timerCount) (an earlier build kept timers that stopped applying: a sold-out dutch listing's next step, an answered offer's deadline)"
+            : "the states differ elsewhere (a snapshot written by an earlier build with other rules)"
+        return """
+            ; no remembered request has another outcome: \(what). Recovery uses the snapshot as it is; a snapshot \
+            written by this build (`gavel snapshot`) replaces it once --keep-snapshots moves the older ones out, or move \
+            them aside (docs/STORAGE.md, "When the rules change")
+            """
+    }
+
     static func changedOutcomes(_ changes: [OutcomeChange]) -> String {
         guard !changes.isEmpty else { return "" }
         var lines = [

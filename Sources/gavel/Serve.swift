@@ -522,14 +522,6 @@ struct Serve: AsyncParsableCommand {
         try logging.bootstrap()
         let logger = Logger(label: "gavel.serve")
         var configuration = try gatewayConfiguration()
-        do {
-            let fitted = try OpenFiles.fit(configuration, limit: OpenFiles.raiseLimit())
-            configuration = fitted.0
-            if let lowered = fitted.1 { printError("gavel serve: \(lowered)") }
-        } catch {
-            printError("gavel serve: \(error)")
-            throw ExitCode(1)
-        }
         let pageBytes = try servedPage()
         let dataDir = try Setting.value(self.dataDir, "GAVEL_DATA_DIR", default: "./gavel-data")
         let engineConfiguration = try engineConfiguration()
@@ -538,6 +530,14 @@ struct Serve: AsyncParsableCommand {
             configuration.threads > 0
             ? configuration.threads
             : GatewayConfiguration.defaultEventLoops(allowedCPUs: min(System.coreCount, allowedCPUCount() ?? Int.max))
+        do {
+            let fitted = try OpenFiles.fit(configuration, limit: OpenFiles.raiseLimit(), eventLoops: threads)
+            configuration = fitted.0
+            if let lowered = fitted.1 { printError("gavel serve: \(lowered)") }
+        } catch {
+            printError("gavel serve: \(error)")
+            throw ExitCode(1)
+        }
         let group = MultiThreadedEventLoopGroup(numberOfThreads: threads)
         let metrics = GatewayMetrics()
         let readiness = Readiness()
