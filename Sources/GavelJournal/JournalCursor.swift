@@ -47,6 +47,7 @@ struct JournalCursor {
     /// frame began the window); `false` when the segment itself (or what the journal has written of it) ends there
     /// (a damaged or torn frame).
     private mutating func readAgain(at offset: Int) throws(ReplayStartError) -> Bool {
+        relocateIfMoved()
         guard let current = reader, offset >= current.base,
             readable(segmentPath, firstLSN: current.header.firstLSN) > current.end
         else {
@@ -55,6 +56,15 @@ struct JournalCursor {
         let span = offset == current.base ? 2 * (current.end - current.base) : window
         reader = try reread(current, at: offset, limit: max(window, span))
         return true
+    }
+
+    /// Follows the segment being read to the archive when retention moved it there since it was opened
+    /// (`--archive-dir`): the same file under another folder, read on from where the reader stands.
+    private mutating func relocateIfMoved() {
+        guard let current = reader, directory.archive != nil, Files.size(segmentPath) == nil,
+            let moved = directory.segments().first(where: { $0.firstLSN == current.header.firstLSN })
+        else { return }
+        segmentPath = moved.path
     }
 
     /// The bytes of the segment at `path` (whose first lsn is `firstLSN`) there are to read: all of them, or, of
@@ -86,7 +96,9 @@ struct JournalCursor {
         guard let segment = directory.segments().last(where: { $0.firstLSN <= wanted }) else {
             throw .notRetained(oldest: JournalReplay.oldestStart(of: directory))
         }
-        if let current = reader, segment.path == segmentPath {
+        // The same segment (by its first lsn: retention may have moved it to the archive since it was opened).
+        if let current = reader, segment.firstLSN == current.header.firstLSN {
+            segmentPath = segment.path
             // The same segment, read again: only what comes after what was read. Where the reader stopped at the
             // segment's reserved space, a small read first: most often the journal has written nothing there yet.
             guard readable(segment.path, firstLSN: segment.firstLSN) > current.offset else { return false }

@@ -1,6 +1,7 @@
 import GavelCore
 @_spi(Manual) import GavelEngine
 import GavelJournal
+import Glibc
 import Synchronization
 import Testing
 
@@ -252,6 +253,36 @@ struct JournalReplayTests {
         }
         let largest = directory.segments().compactMap { Files.size($0.path) }.max() ?? 0
         #expect(largest > 8 * 4096, "segments of several windows: \(largest)")
+    }
+
+    /// Retention moving segments to the archive (`--archive-dir`) while a replay reads one of them a window at a
+    /// time: the replay follows the file to the archive and hands out exactly what it would have.
+    @Test func aReplayFollowsTheSegmentItReadsIntoTheArchive() throws {
+        let temp = try TemporaryDirectory("replay-archived")
+        defer { temp.remove() }
+        let engine = try writeJournal(
+            temp.path, seed: 8, count: 1_200, snapshotEvery: 10_000, keep: 100, segmentBytes: 64 << 10)
+        let archive = temp.sub("archive")
+        let directory = DataDirectory(temp.path, archive: archive)
+        try directory.create()
+        let reference = try referenceEvents(directory, engine: engine)
+        let end = try #require(reference.keys.max())
+        let replay = try JournalReplay(directory: directory, from: 1, engine: engine, window: 777)
+        var got: [(UInt64, [Event])] = []
+        var moved = false
+        while try replay.next(upTo: end, { lsn, _, _, _, events in got.append((lsn, events)) }) {
+            // Part-way into the first segment, every segment goes to the archive, the one being read included.
+            if !moved && got.count == 100 {
+                for segment in directory.journalSegments() {
+                    let name = String(segment.path.split(separator: "/").last!)
+                    #expect(rename(segment.path, archive + "/" + name) == 0)
+                }
+                moved = true
+            }
+        }
+        #expect(moved && directory.journalSegments().isEmpty)
+        #expect(got.map(\.0) == Array(1...end))
+        #expect(got.allSatisfy { reference[$0.0] == $0.1 })
     }
 
     /// Once retention removed the segments a snapshot covers, a replay from before the oldest kept snapshot is
