@@ -105,21 +105,20 @@ public enum Page {
     /// unreadable, a directory, a FIFO that would block the start, a device) is refused with the reason, so that a
     /// mistyped path does not silently serve another page.
     public static func load(file path: String) throws(Unreadable) -> [UInt8] {
-        var st = stat()
-        guard stat(path, &st) == 0 else {
-            throw Unreadable(description: "cannot read \(path): \(String(cString: strerror(errno)))")
-        }
-        guard st.st_mode & S_IFMT == S_IFREG else {
-            throw Unreadable(description: "\(path) is not a regular file")
-        }
-        guard Int(st.st_size) <= maxBytes else {
-            throw Unreadable(description: "\(path) is \(st.st_size) bytes; a page may be at most \(maxBytes)")
-        }
+        let bytes: [UInt8]
         do {
-            return try Files.read(path, from: 0, limit: maxBytes)
+            // One byte past the largest page tells a file too large; anything but a regular file is refused at once.
+            bytes = try Files.read(path, from: 0, limit: maxBytes + 1)
         } catch {
-            throw Unreadable(description: "cannot read \(path): \(error)")
+            throw Unreadable(
+                description: error.reason != nil
+                    ? "\(path) is not a regular file" : "cannot read \(path): \(String(cString: strerror(error.code)))")
         }
+        guard bytes.count <= maxBytes else {
+            throw Unreadable(
+                description: "\(path) is \(Files.size(path) ?? bytes.count) bytes; a page may be at most \(maxBytes)")
+        }
+        return bytes
     }
 
     static func executableDirectory() -> String? {

@@ -51,16 +51,15 @@ public enum EngineSettingsFile {
         -> EngineConfiguration?
     {
         let file = path(directory)
-        // Only a regular file is read: opening a FIFO put there would wait for a writer forever.
-        var st = stat()
-        if stat(file, &st) == 0, st.st_mode & S_IFMT != S_IFREG {
-            throw Failure(description: "\(file) is not a regular file; restore the file or remove it")
-        }
         let bytes: [UInt8]
         do {
+            // Only a regular file is read (``Files/read(_:from:limit:)``): a FIFO put there is refused at once.
             bytes = try Files.readAll(file)
         } catch {
             if error.code == ENOENT { return nil }
+            if error.reason != nil {
+                throw Failure(description: "\(file) is not a regular file; restore the file or remove it")
+            }
             throw Failure(description: "cannot read \(file): \(String(cString: strerror(error.code)))")
         }
         var found: [String: Int64] = [:]
