@@ -425,8 +425,14 @@ final class RestingTotals {
 
     func add(_ trader: String, _ n: Int = 1) { byTrader[trader, default: 0] += n }
 
-    func remove(_ trader: String, _ n: Int = 1) {
-        if let count = byTrader[trader], count > n { byTrader[trader] = count - n } else { byTrader[trader] = nil }
+    func remove(_ trader: String, _ n: Int = 1) { byTrader.countDown(trader, by: n) }
+}
+
+extension Dictionary where Value == Int {
+    /// Counts `n` fewer for `key` and drops the key at zero: a map of counts keeps no zero entries, so its size is
+    /// what is counted, not everything ever counted.
+    mutating func countDown(_ key: Key, by n: Int = 1) {
+        if let count = self[key], count > n { self[key] = count - n } else { self[key] = nil }
     }
 }
 
@@ -519,12 +525,8 @@ final class MarketBook {
 
     /// Counts one resting order of `key` less, by id and by trader.
     private func forget(_ key: OrderKey) {
-        if let n = restingIds[key.id], n > 1 { restingIds[key.id] = n - 1 } else { restingIds[key.id] = nil }
-        if let n = restingPerTrader[key.trader], n > 1 {
-            restingPerTrader[key.trader] = n - 1
-        } else {
-            restingPerTrader[key.trader] = nil
-        }
+        restingIds.countDown(key.id)
+        restingPerTrader.countDown(key.trader)
         totals?.remove(key.trader)
     }
 

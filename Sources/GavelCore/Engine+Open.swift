@@ -206,13 +206,7 @@ extension Engine {
     }
 
     /// Counts `listing`, which has just closed, sold out or been cancelled, as no longer open for its seller.
-    func noLongerOpen(_ listing: Listing) {
-        if let n = openListingsBySeller[listing.seller], n > 1 {
-            openListingsBySeller[listing.seller] = n - 1
-        } else {
-            openListingsBySeller[listing.seller] = nil
-        }
-    }
+    func noLongerOpen(_ listing: Listing) { openListingsBySeller.countDown(listing.seller) }
 
     /// Closes `listing` at its closing time.
     func close(_ listing: Listing, _ events: inout [Event]) {
