@@ -104,6 +104,9 @@ public struct GatewayConfiguration: Sendable {
     /// and opened again), so clients from other addresses can still connect. Behind a reverse proxy every client
     /// has the proxy's address: raise it there.
     public var maxHandshakesPerAddress = 64
+    /// The leading bits of an IPv6 client's address the per-address limits count it by (``AddressKey``): 64, the
+    /// network a provider hands one customer; 128 counts every address apart.
+    public var ipv6AddressPrefix = 64
     /// How long a TCP connection on the main port has to send its request and be upgraded (or answered) before it
     /// is closed, in ms.
     public var handshakeTimeoutMs = 12_000

@@ -275,7 +275,7 @@ public final class GatewayServer: Sendable {
             return false
         }
         guard case .accept(let principal) = admission else { return false }
-        let address = channel.remoteAddress?.ipAddress
+        let address = addressKey(channel)
         let now = monotonicNanos()
         if let refusal = limits.admit(principal, address: address, now: now) {
             metrics.upgradesRefused.increment()
@@ -321,6 +321,12 @@ public final class GatewayServer: Sendable {
         return metadata
     }
 
+    /// What the per-address limits count `channel` under: its IPv4 address, or its IPv6 address's network of
+    /// `ipv6AddressPrefix` bits.
+    private func addressKey(_ channel: Channel) -> String? {
+        AddressKey.of(channel.remoteAddress, ipv6PrefixBits: configuration.ipv6AddressPrefix)
+    }
+
     /// Counts a TCP connection as a handshake until it is upgraded or closed, and closes it if it has not been
     /// upgraded within the handshake timeout. `false` when there are already `maxHandshakes`, or
     /// `maxHandshakesPerAddress` from the connection's address.
@@ -330,7 +336,7 @@ public final class GatewayServer: Sendable {
             metrics.handshakeCloses.maxHandshakes.increment()
             return false
         }
-        let address = channel.remoteAddress?.ipAddress
+        let address = addressKey(channel)
         if let address, !limits.beginHandshake(address: address) {
             handshakes.wrappingSubtract(1, ordering: .relaxed)
             metrics.handshakeCloses.perAddress.increment()

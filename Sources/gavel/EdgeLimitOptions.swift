@@ -42,6 +42,13 @@ struct EdgeLimitOptions: ParsableArguments {
     @Option(
         name: .long,
         help:
+            "An IPv6 client is counted by the first this many bits of its address for --max-connections-per-address and --max-handshakes-per-address: a provider gives one customer a whole /64, so per address it could open the limits again from each of its addresses. 128 counts each address apart; IPv4 clients (and IPv4-mapped ::ffff:a.b.c.d) are counted per address. Env GAVEL_IPV6_ADDRESS_PREFIX; default 64."
+    )
+    var ipv6AddressPrefix: Int?
+
+    @Option(
+        name: .long,
+        help:
             "A TCP connection not upgraded (or answered) within this many ms is closed. Env GAVEL_HANDSHAKE_TIMEOUT_MS; default 12000 (more than the 10 s an upgrade may wait for a --jwks refresh)."
     )
     var handshakeTimeoutMs: Int?
@@ -134,6 +141,11 @@ struct EdgeLimitOptions: ParsableArguments {
         c.maxHandshakes = try Setting.value(maxHandshakes, "GAVEL_MAX_HANDSHAKES", default: c.maxHandshakes)
         c.maxHandshakesPerAddress = try Setting.value(
             maxHandshakesPerAddress, "GAVEL_MAX_HANDSHAKES_PER_ADDRESS", default: c.maxHandshakesPerAddress)
+        c.ipv6AddressPrefix = try Setting.value(
+            ipv6AddressPrefix, "GAVEL_IPV6_ADDRESS_PREFIX", default: c.ipv6AddressPrefix)
+        guard (1...128).contains(c.ipv6AddressPrefix) else {
+            throw ValidationError("--ipv6-address-prefix must be 1 to 128 (got \(c.ipv6AddressPrefix))")
+        }
         c.handshakeTimeoutMs = try Setting.value(
             handshakeTimeoutMs, "GAVEL_HANDSHAKE_TIMEOUT_MS", default: c.handshakeTimeoutMs)
         c.principalRate.perSecond = try Setting.value(

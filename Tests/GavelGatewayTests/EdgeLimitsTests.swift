@@ -307,3 +307,47 @@ private func message(_ frame: ServerFrameRead) -> String {
         #expect(try h.frames().first?.json?["error"] == .string("rate_limited"))
     }
 }
+
+@Suite struct AddressKeyTests {
+    /// The key of `ip`; `nil` (which every expectation below fails on) when `ip` does not parse.
+    func key(_ ip: String, _ bits: Int = 64) -> String? {
+        (try? SocketAddress(ipAddress: ip, port: 443)).flatMap { AddressKey.of($0, ipv6PrefixBits: bits) }
+    }
+
+    @Test func everyAddressOfOneIPv6NetworkIsCountedUnderOneKey() {
+        let first = key("2001:db8:1:2::1")
+        #expect(first == "2001:db8:1:2::/64")
+        #expect(key("2001:db8:1:2:ffff:ffff:ffff:ffff") == first)
+        #expect(key("2001:db8:1:2:dead:beef:0:7") == first)
+        #expect(key("2001:db8:1:3::1") == "2001:db8:1:3::/64")
+    }
+
+    @Test func thePrefixLengthIsTheSettingsAndAt128EachAddressIsItsOwnKey() {
+        #expect(key("2001:db8:1:2::1", 48) == "2001:db8:1::/48")
+        #expect(key("2001:db8:1:200::1", 56) == "2001:db8:1:200::/56")
+        #expect(key("2001:db8:1:2ff::9", 56) == "2001:db8:1:200::/56")
+        #expect(key("2001:db8:1:2ff::9", 57) == "2001:db8:1:280::/57")
+        #expect(key("2001:db8:1:2::1", 128) == "2001:db8:1:2::1")
+        #expect(key("2001:db8:1:2::2", 128) == "2001:db8:1:2::2")
+        #expect(key("2001:db8:1:2::1", 1) == "::/1")
+    }
+
+    @Test func ipv4AndIPv4MappedClientsAreCountedPerAddress() {
+        #expect(key("203.0.113.7") == "203.0.113.7")
+        #expect(key("::ffff:203.0.113.7") == "203.0.113.7")
+        #expect(key("::ffff:203.0.113.8") == "203.0.113.8")
+    }
+
+    @Test func manyAddressesOfOneNetworkShareItsConnectionCap() {
+        var configuration = GatewayConfiguration()
+        configuration.maxConnectionsPerAddress = 2
+        let limits = ConnectionLimits(configuration)
+        let ann = Principal(name: "ann", role: .bidder)
+        #expect(limits.admit(ann, address: key("2001:db8:1:2::1"), now: 0) == nil)
+        #expect(limits.admit(ann, address: key("2001:db8:1:2::2"), now: 0) == nil)
+        let refusal = limits.admit(ann, address: key("2001:db8:1:2::3"), now: 0)
+        #expect(refusal?.status == .tooManyRequests)
+        #expect(refusal?.reason.contains("address 2001:db8:1:2::/64 holds 2 connections") == true)
+        #expect(limits.admit(ann, address: key("2001:db8:1:3::3"), now: 0) == nil)
+    }
+}

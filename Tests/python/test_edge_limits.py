@@ -97,6 +97,7 @@ def test_limits_are_validated_at_start(gavel_bin, tmp_path):
     for args, fragment in [(["--max-connections-per-user", "0"], "--max-connections-per-user must be"),
                            (["--handshake-timeout-ms", "5"], "--handshake-timeout-ms must be"),
                            (["--max-handshakes-per-address", "0"], "--max-handshakes-per-address must be"),
+                           (["--ipv6-address-prefix", "129"], "--ipv6-address-prefix must be 1 to 128"),
                            (["--frame-rate", "0"], "--frame-rate must be 1 to"),
                            (["--max-fragments-per-message", "0"], "--max-fragments-per-message must be"),
                            (["--max-read-bytes-per-second", "10"], "--max-read-bytes-per-second must be")]:
