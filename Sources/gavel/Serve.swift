@@ -25,7 +25,8 @@ struct Serve: AsyncParsableCommand {
             only, clients on loopback that show the local code (new at every start, in <data-dir>/local-code and \
             in the page address printed at start, http://127.0.0.1:PORT/#code=...) may also POST \
             {"sub": "alice", "role": "bidder"} (or "seller") to http://HOST:PORT/token for a token, as the page \
-            does; with --jwt-secret, /token is 404. A secret must be at least 32 bytes.
+            does; with --jwt-secret, or with --jwks/--jwks-url (users are the identity provider's), /token is \
+            404. A secret must be at least 32 bytes.
 
             The data directory is private to its owner (0700, files 0600); one that other users can read or write \
             is refused, as is a key file they can. Only one process at a time writes a data directory: it holds an \
@@ -582,9 +583,11 @@ struct Serve: AsyncParsableCommand {
         try EngineSettingsFile.keep(core.recovery.engine.configuration, in: directory)
         let (journal, fanOut, writer) = (core.journal, core.fanOut, core.writer)
         warnAboutKeptSettings(requested: engineConfiguration, recovered: core.recovery.engine.configuration)
-        // Local mode: the key is the data directory's own, so loopback clients that show the local code may ask
-        // for tokens at /token.
-        configuration.localTokens = (jwtSecret ?? Setting.environment("GAVEL_JWT_SECRET")) == nil
+        // Local mode: the key is the data directory's own and no identity provider issues tokens, so loopback
+        // clients that show the local code may ask for tokens at /token. With an identity provider, users are the
+        // provider's: a local token would name any of them, in any role, unchecked for issuer and audience.
+        configuration.localTokens =
+            (jwtSecret ?? Setting.environment("GAVEL_JWT_SECRET")) == nil && configuration.jwks == nil
         let localCodeFile = directory.path + "/local-code"
         let localCode = configuration.localTokens ? SecretFile.randomHex(count: 16) : nil
         if let localCode {

@@ -3,6 +3,7 @@
 
 import http.server
 import json
+import os
 import signal
 import ssl
 import threading
@@ -250,3 +251,21 @@ def test_start_errors_name_the_key_set(gavel_bin, tmp_path, rsa):
                            str(tmp_path / "data"), "--jwt-secret", SECRET, *args)
         assert result.returncode != 0, args
         assert named in result.stderr, (args, result.stderr)
+
+
+def test_a_server_with_an_identity_provider_and_no_secret_has_no_local_mode(start_server, tmp_path, rsa):
+    """Users are the provider's: /token would mint a token for any of them, in any role, unchecked for issuer and
+    audience, to whoever saw the local code in the log."""
+    path = tmp_path / "jwks.json"
+    path.write_text(jwks(rsa))
+    s = start_server("--jwks", str(path), "--jwt-issuer", "https://idp.example", "--jwt-audience", "gavel",
+                     secret=None)
+    assert "local mode" not in s.log_tail(100)
+    assert not os.path.exists(os.path.join(s.data_dir, "local-code"))
+    assert s.http_get("/token")[0] == 404
+    status, _ = s.http_post_json("/token", {"sub": "user-4711", "role": "seller"},
+                                 headers={"X-Gavel-Local-Code": "0" * 32})
+    assert status == 404
+    # The provider's tokens still work.
+    status, hello = upgrade(s, rsa.sign(idp_claims(sub="user-4711", role="bidder")))
+    assert status == 101 and hello["principal"] == "user-4711"
