@@ -405,8 +405,6 @@ public final class FanOut: ReleaseObserver, @unchecked Sendable {
         var idleHead = 0
         var idleCount = 0
         var marks: UInt64 = 0
-        /// Feeds made so far, for their epochs.
-        var feedsMade: UInt64 = 0
         /// Every settlement and second-chance offer, for the settlement queries.
         var settlements = SettlementViews()
         /// Users with at least one session (their feeds hold the sessions).
@@ -448,9 +446,6 @@ public final class FanOut: ReleaseObserver, @unchecked Sendable {
     private let state = Mutex(State())
     private let historyLimit: Int
     private let userHistoryLimit: Int
-    /// The start of this fan-out, in wall-clock ms: the first part of every feed epoch, so that a feed's numbering
-    /// from before a restart is never taken for today's.
-    private let started = SystemClock().now()
     /// The most feeds kept for users without a session: the oldest idle one is dropped past it.
     let maxIdleFeeds: Int
     let metrics: GatewayMetrics
@@ -615,12 +610,18 @@ public final class FanOut: ReleaseObserver, @unchecked Sendable {
         }
     }
 
+    /// A feed's epoch: 64 random bits in hex, so that a feed's numbering from before a restart (or from before
+    /// its feed was dropped) is never taken for the new one's, and so that an epoch tells a user nothing about
+    /// anyone else (a count of the feeds made, or the time of the start, would tell how many others connected).
+    static func newEpoch() -> String {
+        var generator = SystemRandomNumberGenerator()
+        let bits = String(generator.next() as UInt64, radix: 16)
+        return String(repeating: "0", count: 16 - bits.count) + bits
+    }
+
     func register(_ session: WebSocketSession, user: String) {
         state.withLock { s in
-            if s.feeds[user] == nil {
-                s.feedsMade += 1
-                s.feeds[user] = UserFeed(epoch: "\(started)-\(s.feedsMade)")
-            }
+            if s.feeds[user] == nil { s.feeds[user] = UserFeed(epoch: Self.newEpoch()) }
             let feed = s.feeds.index(forKey: user)!
             if s.feeds.values[feed].idleSince != nil {
                 s.feeds.values[feed].idleSince = nil

@@ -212,3 +212,28 @@ struct UserFeedBoundTests {
         #expect(fanOut.idleFeedEntries <= 2 * 2 + 64)
     }
 }
+
+/// A feed's epoch tells a user nothing about other users: it is random, not a count of the feeds made.
+struct UserFeedEpochTests {
+    @Test func epochsAreSixteenRandomHexDigitsAndDoNotCountTheFeedsMadeBetween() {
+        let loop = EmbeddedEventLoop()
+        let fanOut = FanOut(group: loop, historyLimit: 16, maxIdleFeeds: 8, metrics: GatewayMetrics())
+        let writer = Writer(configuration: WriterConfiguration(), sink: InMemorySink(), clock: ManualClock(0))
+        var epochs: [String] = []
+        for user in ["eve", "a", "b", "c", "eve2"] {
+            let session = WebSocketSession(
+                principal: Principal(name: user, role: .bidder), configuration: GatewayConfiguration(),
+                writer: writer, fanOut: fanOut, metrics: GatewayMetrics(), registry: SessionRegistry(),
+                output: RawFrameWriter())
+            fanOut.register(session, user: user)
+            epochs.append(fanOut.subscribeUser(user, since: nil, epoch: nil).epoch)
+        }
+        let hex = Set("0123456789abcdef")
+        for epoch in epochs {
+            #expect(epoch.count == 16 && epoch.allSatisfy { hex.contains($0) }, "\(epoch)")
+        }
+        #expect(Set(epochs).count == epochs.count)
+        // Nothing in eve's two epochs says three other users connected in between.
+        #expect(!epochs[4].hasPrefix(String(epochs[0].prefix(8))))
+    }
+}
