@@ -13,6 +13,11 @@ func respond(
     headers.add(name: "content-length", value: String(body.count))
     headers.add(name: "connection", value: "close")
     headers.add(name: "cache-control", value: "no-store")
+    // No page of this server may be framed by another (the page's "Buy now" is one click from a binding sale), nor
+    // its answers read as another type than they are.
+    headers.add(name: "x-frame-options", value: "DENY")
+    headers.add(name: "content-security-policy", value: "frame-ancestors 'none'")
+    headers.add(name: "x-content-type-options", value: "nosniff")
     let head = HTTPResponseHead(version: .http1_1, status: status, headers: headers)
     context.write(NIOAny(HTTPServerResponsePart.head(head)), promise: nil)
     if !headOnly {

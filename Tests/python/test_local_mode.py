@@ -1,5 +1,6 @@
 """Local mode's `POST /token` asks for the server's local code; the data directory is private to its owner."""
 
+import http.client
 import json
 import os
 import shutil
@@ -140,3 +141,18 @@ def test_a_chunked_body_is_refused_once_it_passes_the_limit_not_at_its_end(start
         assert _read_status(sock).endswith("413 Payload Too Large")
     finally:
         sock.close()
+
+
+def test_the_page_and_every_answer_refuse_to_be_framed(server):
+    """The page's "Buy now" is one click from a binding sale: another site must not frame it (clickjacking)."""
+    for path in ("/", "/token", "/nothing-here"):
+        conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=5)
+        try:
+            conn.request("GET", path)
+            response = conn.getresponse()
+            response.read()
+            assert response.getheader("x-frame-options") == "DENY", path
+            assert response.getheader("content-security-policy") == "frame-ancestors 'none'", path
+            assert response.getheader("x-content-type-options") == "nosniff", path
+        finally:
+            conn.close()
