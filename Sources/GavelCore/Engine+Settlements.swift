@@ -97,9 +97,13 @@ extension Engine {
     ) -> CommandResult {
         let id = SettlementID.format(listing: listingID, number: number)
         guard let listing = known ?? listings[listingID], let index = listing.settlementIndex(number) else {
-            return Self.unknownSettlement(id)
+            return Self.unknownSettlement(id, role: role)
         }
         let s = listing.settlements[index]
+        // A bidder or seller who is neither its buyer nor its seller gets the answer for no such settlement.
+        if role == .bidder || role == .seller, by != s.buyer, by != s.seller {
+            return Self.unknownSettlement(id, role: role)
+        }
         if let refusal = Self.authorization(of: action, by: by, role: role, on: s) { return refusal }
         let deadlines = listing.terms.deadlines.effective
         var target: (state: SettlementState, due: Millis?, detail: SettlementDetail?)?
@@ -249,11 +253,11 @@ extension Engine {
             emitOffer(listing, &events)
             return .accepted
         case .accept, .decline:
-            guard let offer = listing.offer else {
-                return .rejected(.invalidTransition, "listing \(listing.id) has no second-chance offer")
-            }
-            guard role != .service, by == offer.bidder else {
-                return refusal("runner-up", may: "answer its second-chance offer")
+            guard role != .service else { return refusal("runner-up", may: "answer its second-chance offer") }
+            // Anyone but the runner-up it was made to gets the answer for no offer: whether a listing has one (so
+            // its winner did not pay) is for its seller and runner-up only.
+            guard let offer = listing.offer, by == offer.bidder else {
+                return .rejected(.invalidTransition, "you have no second-chance offer on listing \(listing.id)")
             }
             guard offer.state == .offered else {
                 return .rejected(

@@ -624,8 +624,8 @@ public final class Engine {
             guard Limits.isValidAmount(price) else { return invalidPrice }
             guard Limits.isValidAmount(quantity) else { return invalidQuantity }
             if let expiresAt, expiresAt <= now { return expiredOrder(expiresAt, now: now) }
-        case .settle(let number, _, _, _):
-            return unknownSettlement(SettlementID.format(listing: command.listing, number: number))
+        case .settle(let number, _, _, let role):
+            return unknownSettlement(SettlementID.format(listing: command.listing, number: number), role: role)
         case .buyNow, .cancel, .cancelListing, .cancelListingAsAdmin, .secondChance:
             break
         }
@@ -643,8 +643,16 @@ public final class Engine {
         .rejected(.badRequest, "expires_at \(expiresAt) must be after the current engine time \(now)")
     }
 
-    static func unknownSettlement(_ id: String) -> CommandResult {
-        .rejected(.unknownSettlement, "no settlement \(id); check the settlement id")
+    /// The answer to `role` about a settlement `id` that does not exist, or (to a bidder or seller) that is not
+    /// theirs: the two are answered alike, so that a user learns nothing of another's settlement, not even that it
+    /// exists (a listing's second sale tells that its winner did not pay).
+    public static func unknownSettlement(_ id: String, role: ActorRole) -> CommandResult {
+        switch role {
+        case .bidder, .seller:
+            .rejected(
+                .unknownSettlement, "no settlement \(id) that you are the buyer or seller of; check the settlement id")
+        case .service, .admin: .rejected(.unknownSettlement, "no settlement \(id); check the settlement id")
+        }
     }
 
     private func closedRejection(_ listing: Listing) -> CommandResult {

@@ -285,14 +285,13 @@ extension WebSocketSession {
                 ))
         }
         guard readAllowed(id: id) else { return }
-        guard let settlement = fanOut.settlement(settlementID) else {
+        // Not theirs is answered as none, so that a user learns nothing of another's settlement, not even that it
+        // exists.
+        guard let settlement = fanOut.settlement(settlementID),
+            readsAnySettlement || principal.name == settlement.buyer || principal.name == settlement.seller
+        else {
             return sendResult(
-                id: id, .rejected(.unknownSettlement, "no settlement \(settlementID); check the settlement id"))
-        }
-        guard readsAnySettlement || principal.name == settlement.buyer || principal.name == settlement.seller else {
-            return sendResult(
-                id: id,
-                .rejected(.notAuthorized, "you are not the buyer or seller of settlement \(settlementID)"))
+                id: id, Engine.unknownSettlement(settlementID, role: readsAnySettlement ? .admin : .bidder))
         }
         let json = MessageEncoder.settlementDetail(
             id: id, settlement: SettlementJSON.settlement(settlement), ts: SystemClock().now())

@@ -116,7 +116,13 @@ private func allowed(_ state: SettlementState, _ action: SettlementAction) -> Se
                 let before = h.settlement()
                 let result = h.settle(action, by: name, role)
                 let label = "\(action.typeName) by \(name) as \(role.rawValue) from \(state.rawValue)"
-                if !authorized(action, name, role) {
+                if role == .bidder || role == .seller, name != "ann", name != "sam" {
+                    // Neither its buyer nor its seller: answered as for no such settlement, word for word.
+                    let none = h.settle(action, by: name, role, number: 9)
+                    #expect(result == Engine.unknownSettlement("L:1", role: role), "\(label)")
+                    #expect(none == Engine.unknownSettlement("L:9", role: role), "\(label)")
+                    #expect(h.settlement() == before, "\(label): changes nothing")
+                } else if !authorized(action, name, role) {
                     #expect(result.error == .notAuthorized, "\(label)")
                     #expect(!result.message.contains("ann") && !result.message.contains("sam"), "\(label): no names")
                 } else if let next = allowed(state, action) {
@@ -286,7 +292,7 @@ private func allowed(_ state: SettlementState, _ action: SettlementAction) -> Se
         let answer = h.offer(.accept, by: "bob", .service)
         #expect(answer.error == .notAuthorized)
         #expect(answer.message.hasPrefix("a service connection acts as itself, not as the runner-up"))
-        #expect(h.offer(.accept, by: "eve", .bidder).message == "you are not the runner-up of listing L")
+        #expect(h.offer(.accept, by: "eve", .bidder).message == "you have no second-chance offer on listing L")
     }
 
     @Test func theRunnerUpMayAcceptASecondChanceAtTheirOwnMaximum() {
@@ -321,6 +327,30 @@ private func allowed(_ state: SettlementState, _ action: SettlementAction) -> Se
         #expect(expired.offer(.accept, by: "bob", .bidder).error == .invalidTransition)
     }
 
+    /// Whether a listing has an offer (so its winner did not pay), and whether the runner-up took it, is for its
+    /// seller and runner-up: anyone else gets the same answers on a listing with an offer, an answered one, or none.
+    @Test func aThirdPartyCannotTellWhetherAListingHasASecondChanceOfferOrSale() {
+        func answers(_ h: Harness) -> [CommandResult] {
+            [
+                h.offer(.accept, by: "eve", .bidder), h.offer(.decline, by: "eve", .bidder),
+                h.offer(.accept, by: "eve", .seller), h.settle(.confirmDelivery, by: "eve", .bidder, number: 2),
+                h.settle(.markShipped(tracking: "T"), by: "eve", .seller, number: 2),
+                h.settle(.openDispute(reason: "r"), by: "eve", .bidder, number: 2),
+            ]
+        }
+        let none = reach(.paymentExpired)
+        let offered = reach(.paymentExpired)
+        #expect(offered.offer(.offer, by: "sam", .seller).ok)
+        let bought = reach(.paymentExpired)
+        #expect(bought.offer(.offer, by: "sam", .seller).ok)
+        #expect(bought.offer(.accept, by: "bob", .bidder).ok)
+        #expect(bought.engine.settlements.count == 2)
+        let expected = answers(none)
+        #expect(answers(offered) == expected)
+        #expect(answers(bought) == expected)
+        #expect(expected.allSatisfy { !$0.ok })
+    }
+
     @Test func secondChanceRefusals() {
         let early = sold()
         #expect(early.offer(.offer, by: "sam", .seller).error == .invalidTransition, "payment not expired")
@@ -336,8 +366,8 @@ private func allowed(_ state: SettlementState, _ action: SettlementAction) -> Se
         #expect(h.offer(.offer, by: "sam", .service).error == .notAuthorized)
         #expect(h.offer(.offer, by: "sam", .seller).ok)
         #expect(h.offer(.offer, by: "sam", .seller).error == .invalidTransition, "one offer per listing")
-        #expect(h.offer(.accept, by: "ann", .bidder).error == .notAuthorized, "only the runner-up answers")
-        #expect(h.offer(.accept, by: "eve", .bidder).message == "you are not the runner-up of listing L")
+        #expect(h.offer(.accept, by: "ann", .bidder).error == .invalidTransition, "only the runner-up answers")
+        #expect(h.offer(.accept, by: "eve", .bidder).message == "you have no second-chance offer on listing L")
         let dutch = Harness()
         dutch.open(Terms.dutch(), at: 0)
         #expect(dutch.offer(.offer, by: "sam", .seller).error == .unsupported)

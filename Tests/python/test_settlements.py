@@ -73,16 +73,19 @@ def test_a_sale_goes_from_payment_to_completion_and_only_its_buyer_and_seller_se
         assert carl.event(listing, "closed")["listing"] == listing
         assert query(carl, {"type": "my_settlements"})["settlements"] == []
         refused = query(carl, {"type": "get_settlement", "settlement": sid})
-        assert refused["ok"] is False and refused["error"] == "not_authorized"
+        # Answered as for no such settlement, word for word: carl cannot even tell that it exists.
+        none = query(carl, {"type": "get_settlement", "settlement": f"{listing}:7"})
+        assert refused["ok"] is False and refused["error"] == "unknown_settlement"
+        assert refused["message"] == none["message"].replace(f"{listing}:7", sid)
         assert "ann" not in refused["message"] and "sam" not in refused["message"]
         carl.quiet(lambda m: m.get("type") == "notice" and m["event"].get("type") == "settlement", 0.3)
         # Only the answers to carl's own requests name the settlement; no notice, no settlement event.
         leaks = [m for m in carl.received + carl.pending
                  if m.get("type") == "notice" or (sid in json.dumps(m) and m.get("type") != "result")]
         assert leaks == []
-        # Acting on it is refused too.
+        # Acting on it is refused too, as on no such settlement.
         refused = carl.command({"type": "confirm_delivery", "settlement": sid})
-        assert refused["ok"] is False and refused["error"] in ("not_authorized", "invalid_transition")
+        assert refused["ok"] is False and refused["error"] == "unknown_settlement"
 
 
 def test_a_dispute_is_resolved_by_the_admin_with_a_refund(server):
