@@ -21,7 +21,8 @@ public enum Admission: Sendable, Equatable {
     case refuse(HTTPResponseStatus)
 }
 
-/// Decides upgrades: the path, the token (`Authorization: Bearer` or `?token=`), anonymous access.
+/// Decides upgrades: the path, the token (`Authorization: Bearer`, a `gavel.bearer.<token>` subprotocol or
+/// `?token=`), anonymous access.
 public struct Authenticator: Sendable {
     public let secret: [UInt8]
     /// The identity provider whose RS256, ES256 and EdDSA tokens are accepted too, if any.
@@ -87,13 +88,33 @@ public struct Authenticator: Sendable {
         var failure: JWT.Failure?
     }
 
+    /// The WebSocket subprotocol a client may offer, which the server then selects (``selectedSubprotocol(_:)``).
+    public static let subprotocol = "gavel"
+    /// The prefix of the subprotocol that carries a token (`gavel.bearer.<token>`): a browser cannot set an
+    /// `Authorization` header on a WebSocket, and a token in the URL ends up in proxies' and servers' access logs.
+    public static let bearerSubprotocolPrefix = "gavel.bearer."
+
+    /// The subprotocols `head` offers, in its order (every `Sec-WebSocket-Protocol` header, comma-separated).
+    private static func offeredSubprotocols(_ head: HTTPRequestHead) -> [Substring] {
+        head.headers[canonicalForm: "sec-websocket-protocol"].map { $0.trimmingSpaces.trimmingLeadingSpaces }
+    }
+
+    /// The subprotocol the upgrade's answer selects: ``subprotocol`` when the client offered it (a client that
+    /// offers subprotocols must be answered with one of them), else none.
+    static func selectedSubprotocol(_ head: HTTPRequestHead) -> String? {
+        offeredSubprotocols(head).contains { $0 == subprotocol } ? subprotocol : nil
+    }
+
     /// The token the request carries: `nil` when none, `.some(nil)` when an `Authorization` header is there but is
-    /// not a bearer token.
+    /// not a bearer token. The header wins over a `gavel.bearer.` subprotocol, which wins over `?token=`.
     static func token(in head: HTTPRequestHead) -> String?? {
         if let authorization = head.headers.first(name: "authorization") {
             let parts = authorization.split(separator: " ", maxSplits: 1, omittingEmptySubsequences: true)
             guard parts.count == 2, parts[0].lowercased() == "bearer" else { return .some(nil) }
             return .some(String(parts[1].trimmingSpaces))
+        }
+        if let offered = offeredSubprotocols(head).first(where: { $0.hasPrefix(bearerSubprotocolPrefix) }) {
+            return .some(String(offered.dropFirst(bearerSubprotocolPrefix.count)))
         }
         guard let query = head.uri.split(separator: "?", maxSplits: 1).dropFirst().first else { return nil }
         for pair in query.split(separator: "&") where pair.hasPrefix("token=") {
@@ -104,6 +125,12 @@ public struct Authenticator: Sendable {
 }
 
 extension Substring {
+    fileprivate var trimmingLeadingSpaces: Substring {
+        var s = self
+        while s.first == " " || s.first == "\t" { s = s.dropFirst() }
+        return s
+    }
+
     fileprivate var trimmingSpaces: Substring {
         var s = self
         while s.last == " " || s.last == "\t" { s = s.dropLast() }

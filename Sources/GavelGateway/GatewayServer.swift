@@ -327,6 +327,12 @@ public final class GatewayServer: Sendable {
         AddressKey.of(channel.remoteAddress, ipv6PrefixBits: configuration.ipv6AddressPrefix)
     }
 
+    /// The headers the upgrade's answer adds: the selected subprotocol when the client offered `gavel`.
+    private static func upgradeHeaders(_ head: HTTPRequestHead) -> HTTPHeaders {
+        guard let selected = Authenticator.selectedSubprotocol(head) else { return HTTPHeaders() }
+        return HTTPHeaders([("Sec-WebSocket-Protocol", selected)])
+    }
+
     /// Counts a TCP connection as a handshake until it is upgraded or closed, and closes it if it has not been
     /// upgraded within the handshake timeout. `false` when there are already `maxHandshakes`, or
     /// `maxHandshakesPerAddress` from the connection's address.
@@ -433,7 +439,7 @@ public final class GatewayServer: Sendable {
                 let box = admission.value
                 let jwks = configuration.jwks
                 if admit(head, channel: channel, box: box, retry: jwks?.fetchesOnUnknownKey == true) {
-                    return channel.eventLoop.makeSucceededFuture(HTTPHeaders())
+                    return channel.eventLoop.makeSucceededFuture(Self.upgradeHeaders(head))
                 }
                 // A kid the cached key set does not hold: the provider may have rotated its keys; fetch them again
                 // (rate-limited) and look once more.
@@ -448,7 +454,7 @@ public final class GatewayServer: Sendable {
                 }
                 return refreshed.map { [self] in
                     admission.value.refusal = nil
-                    return admit(head, channel: channel, box: admission.value) ? HTTPHeaders() : nil
+                    return admit(head, channel: channel, box: admission.value) ? Self.upgradeHeaders(head) : nil
                 }
             },
             upgradePipelineHandler: { [self] channel, _ in

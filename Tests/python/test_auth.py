@@ -1,5 +1,6 @@
 """Tokens at the upgrade, and what each role may do."""
 
+import json
 import os
 import stat
 import time
@@ -28,6 +29,27 @@ def test_token_in_header_or_query_sets_principal_and_role(server):
     with server.connect(token) as by_header, server.connect(token, header_token=False) as by_query:
         for client in (by_header, by_query):
             assert client.hello["principal"] == "sue" and client.hello["role"] == "seller"
+
+
+def test_a_browser_carries_its_token_in_a_subprotocol_and_the_server_selects_gavel(server):
+    """The page's way: the token out of the URL (access logs record URLs), `gavel` selected in the answer (a client
+    that offers subprotocols must get one of them)."""
+    token = mint_token("sue", "seller")
+    with raw_connect(server.ws_url(None), subprotocols=["gavel", "gavel.bearer." + token]) as ws:
+        hello = json.loads(ws.recv(timeout=5))
+        assert ws.subprotocol == "gavel"
+        assert hello["principal"] == "sue" and hello["role"] == "seller"
+    # Offered without a token: anonymous, still selected; a bad token in it is refused like any other.
+    with raw_connect(server.ws_url(None), subprotocols=["gavel"]) as ws:
+        assert json.loads(ws.recv(timeout=5))["role"] == "watcher" and ws.subprotocol == "gavel"
+    bad = mint_token("eve", "bidder", sign_with="not-the-secret")
+    with pytest.raises(InvalidStatus) as refused:
+        raw_connect(server.ws_url(None), subprotocols=["gavel", "gavel.bearer." + bad])
+    assert refused.value.response.status_code == 401
+    # The header wins over the subprotocol.
+    with raw_connect(server.ws_url(None), {"Authorization": f"Bearer {mint_token('ann', 'bidder')}"},
+                     subprotocols=["gavel", "gavel.bearer." + token]) as ws:
+        assert json.loads(ws.recv(timeout=5))["principal"] == "ann"
 
 
 @pytest.mark.parametrize(
