@@ -1,5 +1,5 @@
 import Crypto
-import GavelGateway
+@testable import GavelGateway
 import NIOHTTP1
 import Testing
 
@@ -137,5 +137,31 @@ import Testing
         let expired = JWT.sign(Claims(subject: "bob", role: .seller, expires: 999), secret: secret)
         #expect(open.admit(head("/ws?token=\(expired)")) == .refuse(.unauthorized))
         #expect(Authenticator.isEndpoint("/ws?x=1") && !Authenticator.isEndpoint("/wsx"))
+    }
+
+    @Test func aTokenOfferedAsASubprotocolIsReadFromAnyOfferAndTheHeaderWins() {
+        let closed = Authenticator(secret: secret, allowAnonymous: false, now: { 1_000 })
+        let bob = JWT.sign(Claims(subject: "bob", role: .seller, expires: 2_000), secret: secret)
+        let ann = JWT.sign(Claims(subject: "ann", role: .bidder, expires: 2_000), secret: secret)
+        func head(_ headers: [(String, String)], uri: String = "/ws") -> HTTPRequestHead {
+            HTTPRequestHead(version: .http1_1, method: .GET, uri: uri, headers: HTTPHeaders(headers))
+        }
+        let asBob = Admission.accept(Principal(name: "bob", role: .seller))
+        #expect(closed.admit(head([("Sec-WebSocket-Protocol", "gavel, gavel.bearer.\(bob)")])) == asBob)
+        #expect(
+            closed.admit(
+                head([("Sec-WebSocket-Protocol", "gavel"), ("Sec-WebSocket-Protocol", "gavel.bearer.\(bob)")])) == asBob
+        )
+        #expect(
+            closed.admit(head([("Sec-WebSocket-Protocol", "gavel.bearer.\(bob)")], uri: "/ws?token=\(ann)")) == asBob)
+        #expect(
+            closed.admit(
+                head([("Authorization", "Bearer \(ann)"), ("Sec-WebSocket-Protocol", "gavel, gavel.bearer.\(bob)")]))
+                == .accept(Principal(name: "ann", role: .bidder)))
+        #expect(closed.admit(head([("Sec-WebSocket-Protocol", "gavel, gavel.bearer.nope")])) == .refuse(.unauthorized))
+        #expect(closed.admit(head([("Sec-WebSocket-Protocol", "gavel")])) == .refuse(.unauthorized))
+        #expect(Authenticator.selectedSubprotocol(head([("Sec-WebSocket-Protocol", "chat, gavel")])) == "gavel")
+        #expect(Authenticator.selectedSubprotocol(head([("Sec-WebSocket-Protocol", "chat")])) == nil)
+        #expect(Authenticator.selectedSubprotocol(head([])) == nil)
     }
 }
