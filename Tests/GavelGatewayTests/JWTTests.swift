@@ -1,7 +1,8 @@
 import Crypto
-@testable import GavelGateway
 import NIOHTTP1
 import Testing
+
+@testable import GavelGateway
 
 @Suite struct JWTTests {
     let secret = Array("test-secret".utf8)
