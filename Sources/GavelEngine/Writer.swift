@@ -438,7 +438,7 @@ public final class Writer: @unchecked Sendable {
         runUntilIdle()
         phase.store(Phase.stopped.rawValue, ordering: .releasing)
         confinement.exclusively {
-            if configuration.snapshotOnShutdown && snapshotSink != nil && lsn > lastSnapshotLSN { takeSnapshot() }
+            if shutdownSnapshotIsDue { takeSnapshot() }
         }
         sink.flush()
     }
@@ -482,7 +482,7 @@ public final class Writer: @unchecked Sendable {
             }
             parker.park(timeoutMs: timeout) { hasWork || phase.load(ordering: .acquiring) != Phase.running.rawValue }
         }
-        if configuration.snapshotOnShutdown && snapshotSink != nil && lsn > lastSnapshotLSN { takeSnapshot() }
+        if shutdownSnapshotIsDue { takeSnapshot() }
         sink.flush()
         let waiting = stoppedSignal.withLock { waiting -> [CheckedContinuation<Void, Never>] in
             phase.store(Phase.stopped.rawValue, ordering: .releasing)
@@ -525,6 +525,12 @@ public final class Writer: @unchecked Sendable {
 
     /// Marks a snapshot point at the current lsn and hands it to the snapshot sink, which rebuilds the state there
     /// itself: the writer copies nothing.
+    /// Whether stopping takes a snapshot: when configured, and anything was journaled since the last one or the
+    /// clock moved with nothing to journal (its time, and the requests it expired, are state a restart must keep).
+    private var shutdownSnapshotIsDue: Bool {
+        configuration.snapshotOnShutdown && snapshotSink != nil && (lsn > lastSnapshotLSN || engine.now > journaledNow)
+    }
+
     private func takeSnapshot() {
         guard let snapshotSink else { return }
         let started = monotonicNanos()

@@ -152,6 +152,9 @@ struct Simulate: ParsableCommand {
                     if at != clock.now() {
                         writer.runUntilIdle()
                         clock.set(at)
+                        // Fire what is due by `at` first (an eviction among it), so that a command for a listing
+                        // that leaves then is answered before the engine, and not remembered, as on a server.
+                        writer.runUntilIdle()
                     }
                 }
                 let rejected = writer.submit(command, replyTo: lines)

@@ -301,3 +301,47 @@ struct DataDirectoryCLITests {
         }
     }
 }
+
+/// A command whose own `at` moves the clock past its listing's eviction is answered as on a server, before the
+/// engine: not remembered, so its id may be used again once the listing is open.
+@Suite(.enabled(if: gavelBinary != nil, "no .build/debug/gavel under the package root; run `swift build` first"))
+struct SimulateEvictionCLITests {
+    @Test func aCommandWhoseTimeEvictsItsListingIsNotRememberedWithADataDirectory() throws {
+        // Retention is an hour: the market closed at 100 is evicted at 3,600,100.
+        let lines = [
+            #"{"type":"open","id":"o1","listing":"E","seller":"sue","format":"market","closes_at":100,"at":0}"#,
+            #"{"type":"order","id":"q1","listing":"E","trader":"bob","side":"buy","price":100,"quantity":3,"at":3600200}"#,
+            #"{"type":"open","id":"o2","listing":"E","seller":"sue","format":"market","at":3600300}"#,
+            #"{"type":"order","id":"q1","listing":"E","trader":"bob","side":"buy","price":100,"quantity":5,"at":3600400}"#,
+        ]
+        let input = lines.joined(separator: "\n") + "\n"
+        try withDataDirectory { data in
+            let durable = try runGavel(["simulate", "--data-dir", data, "--fsync", "none"], input: input)
+            #expect(durable.status == 0, "\(durable.standardError)")
+            let results = durable.standardOutput.split(separator: "\n").filter { $0.contains(#""type":"result""#) }
+            #expect(results.count == 4)
+            #expect(results.count == 4 && results[1].contains(#""error":"unknown_listing""#))
+            #expect(results.count == 4 && results[3].contains(#""ok":true"#), "\(results)")
+        }
+    }
+
+    @Test func aClockMovedWithNothingJournaledSurvivesAStopWhetherOrNotAListingIsHeld() throws {
+        let open =
+            #"{"type":"open","id":"o1","listing":"L1","seller":"sam","format":"english","start":100,"closes_at":9000}"#
+        for first in [
+            #"{"type":"advance","at":3100}"#,
+            #"{"type":"open","id":"k","listing":"K","seller":"zz","format":"market","at":0}"# + "\n"
+                + #"{"type":"advance","at":3100}"#,
+        ] {
+            try withDataDirectory { data in
+                let before = try runGavel(
+                    ["simulate", "--data-dir", data, "--snapshot-every", "1"], input: first + "\n")
+                #expect(before.status == 0, "\(before.standardError)")
+                let after = try runGavel(["simulate", "--data-dir", data], input: open + "\n")
+                #expect(after.standardOutput.contains(#""opens_at":3100"#), "\(after.standardOutput)")
+                let verify = try runGavel(["verify", "--data-dir", data])
+                #expect(verify.status == 0, "\(verify.standardOutput)\(verify.standardError)")
+            }
+        }
+    }
+}
