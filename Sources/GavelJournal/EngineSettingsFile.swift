@@ -27,6 +27,13 @@ public enum EngineSettingsFile {
         "max_resting_orders_per_listing", "max_resting_orders_per_trader", "min_dutch_step_ms",
         "max_listing_duration_ms", "max_open_listings_per_seller", "max_resting_orders_per_trader_total",
     ]
+    /// The least value of each setting (the others: 0): what the engine needs, and what a snapshot holding the
+    /// settings must hold to be read back; a file with less would have the engine write snapshots nothing reads.
+    private static let minimum: [String: Int64] = [
+        "idempotency_window_ms": 1, "max_request_ids_per_principal": 1, "max_resting_orders_per_listing": 1,
+        "max_resting_orders_per_trader": 1, "min_dutch_step_ms": 1, "max_listing_duration_ms": 1,
+        "max_open_listings_per_seller": 1, "max_resting_orders_per_trader_total": 1,
+    ]
     /// The settings a file written before they existed lacks: they take the value given at start.
     private static let later: Set<String> = ["max_open_listings_per_seller", "max_resting_orders_per_trader_total"]
 
@@ -46,7 +53,8 @@ public enum EngineSettingsFile {
     /// `base` with the settings of `directory`'s file, or `nil` when it has none.
     ///
     /// - Throws: ``Failure`` naming the file and the line when it cannot be read or does not hold exactly the
-    ///   settings above, each a positive integer: a damaged file must not silently change the rules.
+    ///   settings above, each an integer in its range (``minimum``; `max_listing_duration_ms 0` is no limit): a
+    ///   damaged file must not silently change the rules, nor make snapshots that cannot be read back.
     public static func load(_ directory: DataDirectory, into base: EngineConfiguration) throws(Failure)
         -> EngineConfiguration?
     {
@@ -65,7 +73,7 @@ public enum EngineSettingsFile {
         var found: [String: Int64] = [:]
         for (number, line) in String(decoding: bytes, as: UTF8.self).split(separator: "\n").enumerated() {
             let fields = line.split(separator: " ")
-            guard fields.count == 2, names.contains(String(fields[0])), let value = Int64(fields[1]), value >= 0,
+            guard fields.count == 2, names.contains(String(fields[0])), var value = Int64(fields[1]), value >= 0,
                 found[String(fields[0])] == nil
             else {
                 throw Failure(
@@ -73,7 +81,16 @@ public enum EngineSettingsFile {
                         "\(file), line \(number + 1): \"\(line)\" is not one of the settings (\(names.joined(separator: ", "))) with a non-negative integer, given once; restore the file or remove it to take the options given at start"
                 )
             }
-            found[String(fields[0])] = value
+            let name = String(fields[0])
+            // 0 is "no limit", as for --max-listing-duration-ms.
+            if name == "max_listing_duration_ms" && value == 0 { value = .max }
+            guard value >= (minimum[name] ?? 0) else {
+                throw Failure(
+                    description:
+                        "\(file), line \(number + 1): \(name) \(value) is out of range (at least \(minimum[name] ?? 0), as the engine and its snapshots need); restore the file or remove it to take the options given at start"
+                )
+            }
+            found[name] = value
         }
         let missing = names.filter { found[$0] == nil && !later.contains($0) }.joined(separator: ", ")
         guard missing.isEmpty else {

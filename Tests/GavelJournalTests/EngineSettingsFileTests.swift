@@ -55,6 +55,41 @@ import Testing
         }
     }
 
+    /// A value the engine, and so a snapshot holding it, cannot take (a cap of 0, a dutch step of 0) is refused:
+    /// taken, it would have the server write snapshots nothing can read, and retention would then remove the
+    /// journal they cover.
+    @Test func aValueOutOfItsRangeIsRefusedNamingItAndAZeroListingDurationIsNoLimit() throws {
+        let temp = try TemporaryDirectory("settings-ranges")
+        defer { temp.remove() }
+        let directory = DataDirectory(temp.path)
+        let good = String(decoding: EngineSettingsFile.encode(fixed), as: UTF8.self)
+        for (line, zero) in [
+            ("idempotency_window_ms 123456", "idempotency_window_ms 0"),
+            ("max_request_ids_per_principal 7", "max_request_ids_per_principal 0"),
+            ("max_resting_orders_per_listing 8", "max_resting_orders_per_listing 0"),
+            ("max_resting_orders_per_trader 9", "max_resting_orders_per_trader 0"),
+            ("min_dutch_step_ms 10", "min_dutch_step_ms 0"),
+        ] {
+            try writeBytes(
+                Array(good.replacingOccurrences(of: line, with: zero).utf8), to: EngineSettingsFile.path(directory))
+            do {
+                _ = try EngineSettingsFile.load(directory, into: .init())
+                Issue.record("\(zero) was taken")
+            } catch {
+                #expect(error.description.contains("\(zero) is out of range (at least 1"), "\(error)")
+            }
+        }
+        for name in ["max_open_listings_per_seller", "max_resting_orders_per_trader_total"] {
+            try writeBytes(Array((good + "\(name) 0\n").utf8), to: EngineSettingsFile.path(directory))
+            #expect(throws: EngineSettingsFile.Failure.self) { try EngineSettingsFile.load(directory, into: .init()) }
+        }
+        let noLimit = good.replacingOccurrences(
+            of: "max_listing_duration_ms \(Int64.max)", with: "max_listing_duration_ms 0")
+        try writeBytes(Array(noLimit.utf8), to: EngineSettingsFile.path(directory))
+        let read = try #require(try EngineSettingsFile.load(directory, into: .init()))
+        #expect(read.maxListingDurationMs == .max && read.closedListingRetentionMs == 0)
+    }
+
     @Test func somethingOtherThanARegularFileInItsPlaceIsRefusedWithoutWaiting() throws {
         let temp = try TemporaryDirectory("settings-fifo")
         defer { temp.remove() }
