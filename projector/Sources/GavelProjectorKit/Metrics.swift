@@ -7,6 +7,9 @@ public final class ProjectorMetrics: Sendable {
         var appliedLSN: Int64 = 0
         var feedLSN: Int64 = 0
         var lastAppliedAt: Int64?
+        /// When this process first saw an lsn it had not applied, while it has applied nothing yet (wall-clock ms):
+        /// the lag's age until the first batch commits (a read model stuck since the start is not "in step").
+        var behindSince: Int64?
         var events: Int64 = 0
         var skipped: Int64 = 0
         var batches: Int64 = 0
@@ -22,8 +25,13 @@ public final class ProjectorMetrics: Sendable {
     public init() {}
 
     /// The server has sent `lsn` (an event's, or `feed_live`'s).
-    public func sawFeed(lsn: Int64) {
-        state.withLock { $0.feedLSN = max($0.feedLSN, lsn) }
+    public func sawFeed(lsn: Int64, nowMilliseconds: Int64 = Int64(Date().timeIntervalSince1970 * 1000)) {
+        state.withLock {
+            $0.feedLSN = max($0.feedLSN, lsn)
+            if $0.feedLSN > $0.appliedLSN && $0.lastAppliedAt == nil && $0.behindSince == nil {
+                $0.behindSince = nowMilliseconds
+            }
+        }
     }
 
     public func started(at position: Int64) {
@@ -73,8 +81,8 @@ public final class ProjectorMetrics: Sendable {
     public func prometheusText(nowMilliseconds: Int64 = Int64(Date().timeIntervalSince1970 * 1000)) -> String {
         let s = state.withLock { $0 }
         let lag = s.feedLSN - s.appliedLSN
-        let lagSeconds: Double =
-            lag > 0 ? max(0, Double(nowMilliseconds - (s.lastAppliedAt ?? nowMilliseconds)) / 1000) : 0
+        let since = s.lastAppliedAt ?? s.behindSince ?? nowMilliseconds
+        let lagSeconds: Double = lag > 0 ? max(0, Double(nowMilliseconds - since) / 1000) : 0
         var out = ""
         func metric(_ name: String, _ type: String, _ help: String, _ samples: [(labels: String, value: String)]) {
             out += "# HELP \(name) \(help)\n# TYPE \(name) \(type)\n"
@@ -91,7 +99,7 @@ public final class ProjectorMetrics: Sendable {
             [("", "\(lag)")])
         metric(
             "gavel_projector_lag_seconds", "gauge",
-            "How far behind the read model is, in seconds: 0 when in step, else the age of the last applied event.",
+            "How far behind the read model is, in seconds: 0 when in step, else the age of the last applied event (before this process applied any: how long it has seen events it has not applied).",
             [("", String(format: "%.3f", lagSeconds))])
         metric(
             "gavel_projector_events_applied_total", "counter", "Feed events applied to the read model.",

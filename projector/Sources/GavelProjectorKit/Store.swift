@@ -210,7 +210,12 @@ public enum ProjectorError: Error, CustomStringConvertible {
             "feed_position is no longer \(expected): another gavel-projector writes to this database; run one per database"
         case .notRetained(let requested, let oldest, let message):
             "the server no longer holds lsn \(requested)\(oldest.map { " (its oldest is \($0))" } ?? ""): \(message). "
-                + "Rebuild the read model from an empty database, or point the server at its --archive-dir"
+                + (requested <= 1
+                    ? "A read model is built from lsn 1, which only a server that kept its whole journal (--archive-dir, "
+                        + "or --retain-journal long enough, from its first start) still holds: give the server the "
+                        + "archive that holds the segments from lsn 1; nothing else can build it"
+                    : "Give the server the archive (--archive-dir) that holds those segments, or rebuild the read "
+                        + "model from an empty database against a server that still holds lsn 1")
         case .refused(let code, let message): "the server refused the feed: \(code): \(message)"
         case .upgradeRefused(let why): why
         case .closed(let why): why
