@@ -57,6 +57,9 @@ struct CommandAdmission {
         return decoded(value, actor: name, id: id, actorField: "by")
     }
 
+    static let atNotAccepted = CommandResult.rejected(
+        .badRequest, "at is not accepted here: the server stamps each command with its own clock")
+
     /// The role commands carry, from the token's.
     private var actorRole: ActorRole? {
         switch principal.role {
@@ -71,18 +74,17 @@ struct CommandAdmission {
     /// Decodes the message acting as `actor` in the token's role (never a role the message claims), and answers
     /// the decoder's refusals.
     private func decoded(_ value: JSONValue, actor acting: String?, id: String?, actorField: String) -> CommandVerdict {
+        // Whatever its value: a client is told not to send it, not how to write it.
+        if value["at"] != nil, case .string(let type)? = value["type"], type != "advance" {
+            return .reject(id: id, Self.atNotAccepted)
+        }
         switch CommandDecoder.decode(value, actor: acting, role: actorRole) {
         case .invalid(let invalidID, let message):
             return .reject(id: invalidID ?? id, .rejected(.badRequest, message))
         case .advance:
             return .reject(id: id, .rejected(.badRequest, "advance is not a gateway command"))
         case .command(let decoded, let at):
-            guard at == nil else {
-                return .reject(
-                    id: decoded.id,
-                    .rejected(.badRequest, "at is not accepted here: the server stamps each command with its own clock")
-                )
-            }
+            guard at == nil else { return .reject(id: decoded.id, Self.atNotAccepted) }
             return checked(decoded, actorField: actorField)
         }
     }

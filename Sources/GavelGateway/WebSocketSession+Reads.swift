@@ -276,6 +276,10 @@ extension WebSocketSession {
 
     /// Answers `get_settlement`: one settlement, for its buyer and seller and for a service or admin.
     func getSettlement(_ value: JSONValue, id: String?) {
+        guard value["settlement"] != nil else {
+            return sendResult(
+                id: id, .rejected(.badRequest, "missing field settlement (a settlement id such as L1:1)"))
+        }
         guard case .string(let settlementID)? = value["settlement"], SettlementID.parse(settlementID) != nil else {
             return sendResult(
                 id: id,

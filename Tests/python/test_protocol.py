@@ -6,7 +6,7 @@ import struct
 
 import pytest
 
-from support import RawWebSocket, unique
+from support import RawWebSocket, mint_token, unique
 
 OP = RawWebSocket
 
@@ -157,6 +157,17 @@ def test_malformed_json_gets_bad_request_and_connection_stays_usable(server):
         listing = unique()
         assert client.subscribe(listing)["listing"] == listing
 
+
+
+def test_a_command_carrying_at_is_told_the_server_stamps_time_whatever_its_value(server):
+    """A client must not send `at` at all: it is told so, not how to write the number."""
+    token = mint_token("ann", "bidder")
+    with server.connect(token) as client:
+        for n, at in enumerate(["5", "1e3", '"x"', "18446744073709551616", "null", "-1"]):
+            client.send('{"type":"bid","id":"t%d","listing":"L-none","amount":100,"at":%s}' % (n, at))
+            result = client.result(f"t{n}")
+            assert result["error"] == "bad_request", at
+            assert result["message"].startswith("at is not accepted here"), (at, result["message"])
 
 
 def test_random_bytes_never_take_the_server_down(server):

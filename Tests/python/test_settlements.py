@@ -75,6 +75,8 @@ def test_a_sale_goes_from_payment_to_completion_and_only_its_buyer_and_seller_se
         refused = query(carl, {"type": "get_settlement", "settlement": sid})
         # Answered as for no such settlement, word for word: carl cannot even tell that it exists.
         none = query(carl, {"type": "get_settlement", "settlement": f"{listing}:7"})
+        missing = query(carl, {"type": "get_settlement"})
+        assert missing["error"] == "bad_request" and missing["message"].startswith("missing field settlement")
         assert refused["ok"] is False and refused["error"] == "unknown_settlement"
         assert refused["message"] == none["message"].replace(f"{listing}:7", sid)
         assert "ann" not in refused["message"] and "sam" not in refused["message"]
