@@ -27,6 +27,44 @@ public struct CorruptionError: Error, CustomStringConvertible, Sendable {
     }
 }
 
+/// A replay asked for a state before the oldest one the data directory holds: the journal starts after lsn 1 (the
+/// segments before it were removed by retention once a snapshot covered them) and the lsn asked for
+/// (``RecoveryOptions/toLSN``), or the journal's start (without ``RecoveryOptions/useSnapshots``), is before the
+/// oldest snapshot a replay can start from. Nothing is damaged: a replay to that snapshot's lsn or later works.
+public struct StateNotRetained: Error, CustomStringConvertible, Sendable {
+    /// The lsn asked for; `nil` for a replay of the journal from its start.
+    public var lsn: UInt64?
+    /// The first lsn the journal holds.
+    public var journalStart: UInt64
+    /// The oldest snapshot a replay can start from.
+    public var oldestSnapshotLSN: UInt64
+    public var oldestSnapshotPath: String
+
+    public init(lsn: UInt64?, journalStart: UInt64, oldestSnapshotLSN: UInt64, oldestSnapshotPath: String) {
+        self.lsn = lsn
+        self.journalStart = journalStart
+        self.oldestSnapshotLSN = oldestSnapshotLSN
+        self.oldestSnapshotPath = oldestSnapshotPath
+    }
+
+    public var description: String {
+        let removed =
+            "the journal starts at lsn \(journalStart): the entries before it were removed by retention once a snapshot covered them (--keep-snapshots, --retain-journal)"
+        let oldest = "the snapshot at lsn \(oldestSnapshotLSN) (\(oldestSnapshotPath))"
+        guard let lsn else {
+            return """
+                a replay from the journal's start needs the journal from lsn 1, but \(removed). The oldest state this \
+                directory holds is \(oldest): replay from the snapshots (without --from-start), or with an --archive-dir \
+                that holds the segments from lsn 1. Nothing is damaged.
+                """
+        }
+        return """
+            lsn \(lsn) is before the oldest state this directory holds: \(oldest); \(removed). Replay to lsn \
+            \(oldestSnapshotLSN) or later, or with an --archive-dir that holds the older segments. Nothing is damaged.
+            """
+    }
+}
+
 /// How to recover.
 public struct RecoveryOptions: Sendable {
     /// Truncate the journal at the first corruption instead of refusing to start (loses what follows).
@@ -274,6 +312,14 @@ public enum Recovery {
         var first = 0
         for (index, segment) in segments.enumerated() where segment.firstLSN <= base + 1 { first = index }
         if let segment = segments.first, start == nil, segment.firstLSN != 1 {
+            // A replay asked (--to-lsn, --from-start) for a state before every snapshot it may use: when a valid one
+            // the journal goes on from exists, the journal before it was removed (retention) and nothing is damaged.
+            let tried = Set(rejected.map(\.path) + disagreeing.map(\.path))
+            if let oldest = oldestSnapshot(directory, journalStart: segment.firstLSN, skipping: tried, options) {
+                throw StateNotRetained(
+                    lsn: options.useSnapshots ? options.toLSN : nil, journalStart: segment.firstLSN,
+                    oldestSnapshotLSN: oldest.lsn, oldestSnapshotPath: oldest.path)
+            }
             throw CorruptionError(
                 file: segment.path, offset: 0,
                 reason: "the journal starts at lsn \(segment.firstLSN) and no valid snapshot covers what came before")
@@ -479,6 +525,26 @@ public enum Recovery {
         }
         if buildsIndexAtEnd && options.buildsRequestIndex { engine.rebuildRequestIndex() }
         return report
+    }
+
+    /// The oldest snapshot, of those not `skipping`, a recovery of `directory` could start from, its journal starting
+    /// at `journalStart`: one at or after lsn `journalStart - 1` that decodes, is named for its lsn, restores, and that
+    /// the journal agrees with. `nil` when there is none: then nothing covers what came before the journal.
+    private static func oldestSnapshot(
+        _ directory: DataDirectory, journalStart: UInt64, skipping: Set<String>, _ options: RecoveryOptions
+    ) -> (lsn: UInt64, path: String)? {
+        let segments = directory.segments()
+        for candidate in directory.snapshotFiles().reversed()
+        where candidate.lsn + 1 >= journalStart && !skipping.contains(candidate.path) {
+            guard let bytes = try? Files.readAll(candidate.path), let file = try? SnapshotFile.decode(bytes),
+                file.lsn == candidate.lsn, (try? Engine.restore(from: file.state, defaults: options.engine)) != nil
+            else { continue }
+            if case .disagrees? = verdict(of: SnapshotCheck(lsn: file.lsn, chain: file.chain), in: segments) {
+                continue
+            }
+            return (file.lsn, candidate.path)
+        }
+        return nil
     }
 
     private static func cut(

@@ -11,7 +11,12 @@ import GavelWire
 struct Replay: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Rebuild the engine state from a data directory (snapshot + journal) and print a summary.",
-        discussion: "Read-only: nothing in the directory is changed, a torn tail is only reported."
+        discussion: """
+            Read-only: nothing in the directory is changed, a torn tail is only reported. Exit status 2 when the \
+            directory cannot be read or recovery refuses it (damage, in recovery's words); 64 when --to-lsn or \
+            --from-start asks for a state before the oldest one the directory holds (its oldest snapshot, once \
+            retention has removed the journal before it): nothing is damaged, and the message names that snapshot.
+            """
     )
 
     @Option(name: .long, help: "The data directory.")
@@ -23,10 +28,18 @@ struct Replay: ParsableCommand {
     /// The data directory with its archive.
     var directory: DataDirectory { DataDirectory(dataDir, archive: archiveDir) }
 
-    @Option(name: .long, help: "Stop after this lsn.")
+    @Option(
+        name: .long,
+        help:
+            "Stop after this lsn: once retention has removed the journal's start, at or after the oldest snapshot's lsn."
+    )
     var toLSN: UInt64?
 
-    @Flag(name: .long, help: "Ignore snapshots and replay the journal from its first entry.")
+    @Flag(
+        name: .long,
+        help:
+            "Ignore snapshots and replay the journal from its first entry: the journal (with its --archive-dir) must reach back to lsn 1."
+    )
     var fromStart = false
 
     @Flag(name: .long, help: "Print the summary as one JSON object.")
@@ -48,6 +61,11 @@ struct Replay: ParsableCommand {
         }
         do {
             report = try Recovery.recover(directory, options: options)
+        } catch let refusal as StateNotRetained {
+            // Not damage: the state asked for is older than what the directory keeps. A usage status, as for an
+            // option the directory cannot satisfy.
+            printError("gavel replay: \(refusal)")
+            throw ExitCode.validationFailure
         } catch {
             printError("gavel replay: \(error)")
             throw ExitCode(2)

@@ -32,4 +32,90 @@ import Testing
         #expect(text.lines.contains("timers:       1 scheduled"), "\(text.lines)")
         #expect(text.lines.contains("request ids:  400 remembered"), "\(text.lines)")
     }
+
+    /// A data directory written by `gavel simulate`: an open market listing and `orders` orders, in 4 KiB segments,
+    /// a snapshot every 100 entries.
+    private func simulated(orders: Int, arguments: [String] = []) throws -> String {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("gavel-replay-\(UUID())").path
+        var lines = [#"{"type":"open","id":"o1","listing":"M1","seller":"sam","format":"market","at":1}"#]
+        for n in 0..<orders {
+            lines.append(
+                #"{"type":"order","id":"r\#(n)","listing":"M1","trader":"ann","side":"buy","price":100,"quantity":1,"tif":"ioc","at":\#(n + 2)}"#
+            )
+        }
+        let run = try runGavel(
+            [
+                "simulate", "--data-dir", directory, "--fsync", "none", "--segment-bytes", "4096", "--snapshot-every",
+                "100",
+            ]
+                + arguments, input: lines.joined(separator: "\n") + "\n")
+        #expect(run.status == 0, "\(run.standardError)")
+        return directory
+    }
+
+    /// The lsns in the names of the files of `folder` ending in `suffix`, in order.
+    private func lsns(_ folder: String, _ suffix: String) throws -> [UInt64] {
+        try FileManager.default.contentsOfDirectory(atPath: folder).filter { $0.hasSuffix(suffix) }
+            .compactMap { UInt64($0.dropLast(suffix.count)) }.sorted()
+    }
+
+    @Test func aStateBeforeTheOldestSnapshotOfARetainedDirectoryIsRefusedAsSuchNotAsCorruption() throws {
+        // Retention (two snapshots kept) removed the segments the older snapshot covers: the journal starts after
+        // lsn 1 and nothing is damaged.
+        let directory = try simulated(orders: 1500)
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let start = try #require(try lsns(directory + "/journal", ".seg").first)
+        try #require(start > 1, "retention removed no segment")
+        let oldest = try #require(try lsns(directory + "/snapshots", ".snap").first { $0 + 1 >= start })
+        #expect(try runGavel(["verify", "--data-dir", directory]).status == 0)
+        for arguments in [["--to-lsn", "1"], ["--to-lsn", "\(oldest - 1)"], ["--from-start"]] {
+            let replay = try runGavel(["replay", "--data-dir", directory] + arguments)
+            #expect(replay.status == 64, "\(arguments): \(replay.standardError)")
+            #expect(replay.standardOutput.isEmpty, "\(arguments): \(replay.standardOutput)")
+            let message = replay.standardError
+            #expect(!message.contains("corruption"), "\(arguments): \(message)")
+            #expect(!message.contains("--truncate-after-corruption"), "\(arguments): \(message)")
+            #expect(message.contains("the snapshot at lsn \(oldest) ("), "\(arguments): \(message)")
+            #expect(message.contains("the journal starts at lsn \(start)"), "\(arguments): \(message)")
+            #expect(message.contains("retention"), "\(arguments): \(message)")
+            #expect(message.components(separatedBy: "gavel replay:").count == 2, "said once: \(message)")
+            if arguments[0] == "--to-lsn" {
+                #expect(
+                    message.contains("lsn \(arguments[1]) is before the oldest state this directory holds"),
+                    "\(message)")
+                #expect(message.contains("Replay to lsn \(oldest) or later"), "\(message)")
+            }
+        }
+        let reachable = try runGavel(["replay", "--data-dir", directory, "--to-lsn", "\(oldest)"])
+        #expect(reachable.status == 0, "\(reachable.standardError)")
+        #expect(reachable.lines.contains("lsn:          \(oldest)"), "\(reachable.lines)")
+    }
+
+    @Test func aJournalStartRemovedByHandWithNoSnapshotCoveringItIsStillCorruption() throws {
+        // Every snapshot kept; then the first segments are removed by hand, and the snapshots from the journal's new
+        // start on: only a snapshot before it is left, so nothing covers the entries removed.
+        let directory = try simulated(orders: 1500, arguments: ["--keep-snapshots", "1000"])
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let segments = try lsns(directory + "/journal", ".seg")
+        try #require(segments.count > 4 && segments[0] == 1)
+        let start = segments[3]
+        let snapshots = try lsns(directory + "/snapshots", ".snap")
+        try #require(snapshots.contains { $0 + 1 < start }, "a snapshot before the journal's new start")
+        let manager = FileManager.default
+        for lsn in segments.prefix(3) {
+            try manager.removeItem(atPath: directory + "/journal/" + String(format: "%020llu.seg", lsn))
+        }
+        for lsn in snapshots where lsn + 1 >= start {
+            try manager.removeItem(atPath: directory + "/snapshots/" + String(format: "%020llu.snap", lsn))
+        }
+        for arguments in [[], ["--to-lsn", "1"], ["--from-start"]] {
+            let replay = try runGavel(["replay", "--data-dir", directory] + arguments)
+            #expect(replay.status == 2, "\(arguments): \(replay.standardError)")
+            #expect(
+                replay.standardError.contains(
+                    "journal corruption in \(directory)/journal/\(String(format: "%020llu", start)).seg at byte 0: the journal starts at lsn \(start) and no valid snapshot covers what came before"
+                ), "\(arguments): \(replay.standardError)")
+            #expect(!replay.standardError.contains("oldest state"), "\(arguments): \(replay.standardError)")
+        }
+    }
 }
