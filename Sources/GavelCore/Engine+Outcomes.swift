@@ -9,15 +9,54 @@ public struct OutcomeChange: Sendable, Hashable {
     /// `nil` when the replay does not remember the request at all.
     public var replayed: CommandResult?
 
-    /// One line for a person: which request, and what each side says.
+    /// One line for a person: which request, and what each side says. Results with different codes show each code
+    /// and its message (`recorded ok, replayed limit_exceeded (...)`); results with the same code show the fields
+    /// that differ, on both sides (`recorded ok remaining 5, replayed ok remaining 3`). A message is cut at
+    /// ``maxMessageLength`` characters, so the line stays bounded.
     public var description: String {
-        "request \(id) of \(principal) at \(at): recorded \(Self.describe(recorded)), "
-            + "replayed \(replayed.map(Self.describe) ?? "not remembered")"
+        let head = "request \(id) of \(principal) at \(at): "
+        guard let replayed, replayed.error == recorded.error else {
+            return head
+                + "recorded \(Self.describe(recorded)), replayed \(replayed.map(Self.describe) ?? "not remembered")"
+        }
+        let differences = Self.differences(recorded, replayed)
+        return head + "recorded \(Self.code(recorded))\(differences.recorded), "
+            + "replayed \(Self.code(replayed))\(differences.replayed)"
     }
 
+    /// The longest message shown of a result; a longer one is cut there and ends in `...`.
+    static let maxMessageLength = 160
+
+    private static func code(_ result: CommandResult) -> String { result.error?.rawValue ?? "ok" }
+
     private static func describe(_ result: CommandResult) -> String {
-        guard let error = result.error else { return "ok" }
-        return "\(error.rawValue) (\(result.message))"
+        guard result.error != nil else { return "ok" }
+        return "\(code(result)) (\(shortened(result.message)))"
+    }
+
+    private static func shortened(_ message: String) -> String {
+        message.count <= maxMessageLength ? message : String(message.prefix(maxMessageLength - 3)) + "..."
+    }
+
+    /// The fields in which `a` and `b` differ, as each shows them: ` (message)` first, then ` name value` in the
+    /// protocol's order (`none` for a field one side lacks).
+    private static func differences(_ a: CommandResult, _ b: CommandResult) -> (recorded: String, replayed: String) {
+        var left = a.message == b.message ? "" : " (\(shortened(a.message)))"
+        var right = a.message == b.message ? "" : " (\(shortened(b.message)))"
+        func field(_ name: String, _ x: String?, _ y: String?) {
+            guard x != y else { return }
+            left += " \(name) \(x ?? "none")"
+            right += " \(name) \(y ?? "none")"
+        }
+        field("min_bid", a.minBid.map { "\($0)" }, b.minBid.map { "\($0)" })
+        field("price", a.price.map { "\($0)" }, b.price.map { "\($0)" })
+        field("leading", a.leading.map { "\($0)" }, b.leading.map { "\($0)" })
+        field("filled", a.filled.map { "\($0)" }, b.filled.map { "\($0)" })
+        field("remaining", a.remaining.map { "\($0)" }, b.remaining.map { "\($0)" })
+        field("settlement", a.settlement, b.settlement)
+        field("state", a.settlementState?.rawValue, b.settlementState?.rawValue)
+        field("request_id_conflict", "\(a.requestIDConflict)", "\(b.requestIDConflict)")
+        return (left, right)
     }
 }
 

@@ -87,4 +87,58 @@ private func readOnly() -> RecoveryOptions {
             problem.contains("\n    request q9224 of t\(9_224 % 25) at 9224: recorded ok, replayed limit_exceeded ("),
             "\(problem)")
     }
+
+    @Test func verifyShowsTheFieldsThatDifferWhenARememberedResultKeepsItsCode() throws {
+        let temporary = try TemporaryDirectory("differing-fields")
+        defer { temporary.remove() }
+        let directory = DataDirectory(temporary.path)
+        func order(_ trader: String, _ side: Side, _ quantity: Int64) -> CommandBody {
+            .order(trader: trader, side: side, price: 100, quantity: quantity, tif: .gtc, expiresAt: nil)
+        }
+        let commands: [(command: Command, at: Millis)] = [
+            (Command(id: "o", listing: "M", body: .open(seller: "sam", terms: .market(.init()))), 0),
+            (Command(id: "s1", listing: "M", body: order("sue", .sell, 5)), 1),
+            (Command(id: "b1", listing: "M", body: order("ann", .buy, 3)), 2),
+            (Command(id: "c1", listing: "M", body: .cancel(trader: "ann", order: "nothing")), 3),
+            (Command(id: "c2", listing: "M", body: .cancel(trader: "bob", order: "nothing")), 4),
+        ]
+        let chain = try writeJournalRecords(commands, to: directory, perBatch: 10)
+        let report = try Recovery.recover(directory, options: readOnly())
+        let engine = report.engine
+        func change(_ principal: String, _ id: String, _ body: (inout CommandResult) -> Void) throws {
+            let position = try #require(engine.remembered[RequestKey(principal: principal, id: id)])
+            body(&engine.rememberedSlots[position].result)
+        }
+        // As a build with other matching rules would have remembered them: the same code, other fields.
+        try change("ann", "b1") { result in
+            #expect(result.ok && result.filled == 3 && result.remaining == 0)
+            result.filled = 2
+            result.remaining = 1
+        }
+        try change("ann", "c1") { result in
+            #expect(result.error == .unknownOrder)
+            result.message = "no such order"
+        }
+        // Another code with a message of 1,000 characters: the line shows its start only.
+        try change("bob", "c2") { result in result = .rejected(.badRequest, String(repeating: "x", count: 1_000)) }
+        let file = SnapshotFile.make(lsn: report.lastLSN, now: engine.now, chain: chain, state: engine.encodeState())
+        try writeBytes(
+            file.encoded(), to: directory.snapshots + "/" + DataDirectory.snapshotName(lsn: report.lastLSN))
+
+        let problems = Verification.run(directory).problems
+        let problem = try #require(problems.first { $0.contains("3 remembered request(s) have a different outcome") })
+        let lines = problem.split(separator: "\n").map(String.init)
+        #expect(
+            lines.contains(
+                "    request b1 of ann at 2: recorded ok filled 2 remaining 1, replayed ok filled 3 remaining 0"))
+        let c1 = try #require(lines.first { $0.hasPrefix("    request c1 of ann at 3: ") })
+        #expect(
+            c1.hasPrefix("    request c1 of ann at 3: recorded unknown_order (no such order), replayed unknown_order (")
+        )
+        #expect(!c1.hasSuffix("replayed unknown_order ()"), "\(c1)")
+        let c2 = try #require(lines.first { $0.hasPrefix("    request c2 of bob at 4: ") })
+        #expect(c2.hasPrefix("    request c2 of bob at 4: recorded bad_request (xxx"), "\(c2)")
+        #expect(c2.contains("...), replayed unknown_order ("), "\(c2)")
+        #expect(c2.count < 400, "\(c2.count) characters")
+    }
 }
