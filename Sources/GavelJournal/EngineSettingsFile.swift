@@ -64,7 +64,13 @@ public enum EngineSettingsFile {
             // Only a regular file is read (``Files/read(_:from:limit:)``): a FIFO put there is refused at once.
             bytes = try Files.readAll(file)
         } catch {
-            if error.code == ENOENT { return nil }
+            if error.code == ENOENT {
+                // A link to nothing is not a missing file: the settings are somewhere else (a volume not mounted).
+                if let target = Files.danglingLinkTarget(file) {
+                    throw Failure(description: "\(file) \(danglingLink(to: target))")
+                }
+                return nil
+            }
             if error.reason != nil {
                 throw Failure(description: "\(file) is not a regular file; restore the file or remove it")
             }
@@ -110,8 +116,20 @@ public enum EngineSettingsFile {
     }
 
     /// Writes `configuration`'s settings to `directory`'s file, atomically, unless it has one already.
+    ///
+    /// - Throws: ``FileError`` when the file cannot be written, or is a symbolic link to nothing, which is never
+    ///   replaced.
     public static func keep(_ configuration: EngineConfiguration, in directory: DataDirectory) throws(FileError) {
-        guard !Files.exists(path(directory)) else { return }
-        try Files.writeAtomically(encode(configuration), to: path(directory), directory: directory.path)
+        let file = path(directory)
+        if let target = Files.danglingLinkTarget(file) {
+            throw FileError(path: file, operation: "write", code: ENOENT, reason: "it \(danglingLink(to: target))")
+        }
+        guard !Files.entryExists(file) else { return }
+        try Files.writeAtomically(encode(configuration), to: file, directory: directory.path)
+    }
+
+    /// Why a symbolic link to nothing in the file's place is refused, and what to do.
+    private static func danglingLink(to target: String) -> String {
+        "is a symbolic link to \(target), which does not exist (a volume not mounted?); restore the file it points to, or remove the link to take the options given at start"
     }
 }

@@ -148,6 +148,24 @@ public enum Files {
         return stat(path, &st) == 0
     }
 
+    /// Whether anything is at `path` itself, a symbolic link included whatever it leads to (`lstat`).
+    static func entryExists(_ path: String) -> Bool {
+        var st = stat()
+        return lstat(path, &st) == 0
+    }
+
+    /// The target of the symbolic link at `path` when it leads to nothing (a file since removed, a volume not
+    /// mounted); `nil` when `path` is no link or its target is there.
+    static func danglingLinkTarget(_ path: String) -> String? {
+        var st = stat()
+        guard lstat(path, &st) == 0, st.st_mode & S_IFMT == S_IFLNK, stat(path, &st) != 0, errno == ENOENT else {
+            return nil
+        }
+        var buffer = [UInt8](repeating: 0, count: Int(PATH_MAX))
+        let count = buffer.withUnsafeMutableBytes { readlink(path, $0.baseAddress!, $0.count) }
+        return count >= 0 ? String(decoding: buffer[..<count], as: UTF8.self) : "a target that cannot be read"
+    }
+
     /// Whether `path` is a directory (following symbolic links); `nil` when nothing is there.
     static func isDirectory(_ path: String) -> Bool? {
         var st = stat()

@@ -99,6 +99,36 @@ import Testing
         #expect(throws: EngineSettingsFile.Failure.self) { try EngineSettingsFile.load(directory, into: .init()) }
     }
 
+    @Test func aSymbolicLinkToNothingIsRefusedNotTakenAsNoFileNorReplaced() throws {
+        let temp = try TemporaryDirectory("settings-dangling")
+        defer { temp.remove() }
+        let directory = DataDirectory(temp.path)
+        try directory.create()
+        let file = EngineSettingsFile.path(directory)
+        let target = temp.path + "/unmounted/engine-settings"
+        #expect(symlink(target, file) == 0)
+        do {
+            _ = try EngineSettingsFile.load(directory, into: .init())
+            Issue.record("a link to nothing was taken as no file")
+        } catch {
+            #expect(error.description.hasPrefix("\(file) is a symbolic link to \(target), which does not exist"))
+            #expect(error.description.contains("restore the file it points to, or remove the link"))
+        }
+        #expect(throws: EngineSettingsFile.Failure.self) { try Recovery.recover(directory, options: RecoveryOptions()) }
+        do {
+            try EngineSettingsFile.keep(fixed, in: directory)
+            Issue.record("a link to nothing was replaced")
+        } catch {
+            #expect(error.description.contains("is a symbolic link to \(target), which does not exist"))
+        }
+        var st = stat()
+        #expect(lstat(file, &st) == 0 && st.st_mode & S_IFMT == S_IFLNK, "the link is left as it was")
+        // Once the file it points to is back, it is read through the link.
+        #expect(mkdir(temp.path + "/unmounted", 0o700) == 0)
+        try writeBytes(EngineSettingsFile.encode(fixed), to: target)
+        #expect(try EngineSettingsFile.load(directory, into: EngineConfiguration()) == fixed)
+    }
+
     @Test func recoveryFromTheJournalsStartUsesTheFileNotTheOptions() throws {
         let temp = try TemporaryDirectory("settings-recovery")
         defer { temp.remove() }
