@@ -27,6 +27,22 @@ public enum Files {
     /// mistyped option, a tampered data directory) is refused at once instead of blocking the caller or reading
     /// without end.
     public static func read(_ path: String, from offset: Int, limit: Int = .max) throws(FileError) -> [UInt8] {
+        try readWithStatus(path, from: offset, limit: limit).bytes
+    }
+
+    /// The whole content of the file at `path` (a regular file only, as ``read(_:from:limit:)``), with the owner
+    /// and permission bits (`st_mode & 0o7777`) of the file the bytes come from: both are taken from the open file,
+    /// so another file put at `path` between the look and the read cannot pass for it.
+    public static func readAllWithOwner(_ path: String) throws(FileError) -> (
+        bytes: [UInt8], owner: uid_t, permissions: mode_t
+    ) {
+        let file = try readWithStatus(path, from: 0, limit: .max)
+        return (file.bytes, file.status.st_uid, file.status.st_mode & 0o7777)
+    }
+
+    private static func readWithStatus(_ path: String, from offset: Int, limit: Int) throws(FileError) -> (
+        bytes: [UInt8], status: stat
+    ) {
         // Non-blocking, so that opening a FIFO with no writer returns (and is refused below) instead of waiting.
         let fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK)
         guard fd >= 0 else { throw FileError(path: path, operation: "open", code: errno) }
@@ -55,7 +71,7 @@ public enum Files {
             count = done
         }
         if failure != 0 { throw FileError(path: path, operation: "read", code: failure) }
-        return bytes
+        return (bytes, st)
     }
 
     static func writeAll(_ fd: Int32, _ bytes: [UInt8], path: String) throws(FileError) {
