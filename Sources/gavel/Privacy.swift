@@ -28,15 +28,95 @@ func checkSecretStrength(
     }
 }
 
-/// The key from `--jwt-secret` or `GAVEL_JWT_SECRET`, checked for length; `nil` when neither is given.
-func givenSecret(option: String?) throws -> [UInt8]? {
-    if let option {
-        try checkSecretStrength(Array(option.utf8), source: "--jwt-secret")
-        return Array(option.utf8)
+/// `--jwt-secret` and `--jwt-secret-file`: the HS256 key of `gavel serve`, `gavel token` and `gavel send`.
+struct JWTSecretOptions: ParsableArguments {
+    @Option(
+        name: .long,
+        help:
+            "The HS256 key, at least 32 bytes, instead of the key in <data-dir>/jwt-secret. Other local users can read a command line: prefer GAVEL_JWT_SECRET or --jwt-secret-file. Env GAVEL_JWT_SECRET."
+    )
+    var jwtSecret: String?
+
+    @Option(
+        name: .long,
+        help:
+            "A file holding the HS256 key (less one trailing newline), of the user running gavel and private to it (chmod 600). Env GAVEL_JWT_SECRET_FILE."
+    )
+    var jwtSecretFile: String?
+
+    /// The given key, checked for length; `nil` when none is given. The options win over the environment; a key
+    /// and a key file both given (as options, or as variables) are refused.
+    func secret() throws -> [UInt8]? {
+        guard
+            let key = try givenSecret(
+                option: jwtSecret, file: jwtSecretFile, names: ("--jwt-secret", "--jwt-secret-file"),
+                variables: ("GAVEL_JWT_SECRET", "GAVEL_JWT_SECRET_FILE"), risk: SecretFileRisk.signingKey)
+        else { return nil }
+        try checkSecretStrength(key.bytes, source: key.source)
+        return key.bytes
     }
-    guard let value = Setting.environment("GAVEL_JWT_SECRET") else { return nil }
-    try checkSecretStrength(Array(value.utf8), source: "GAVEL_JWT_SECRET")
-    return Array(value.utf8)
+
+    /// Whether a key is given at all (an option or a variable): then the server is not in local mode.
+    var isGiven: Bool {
+        jwtSecret != nil || jwtSecretFile != nil || Setting.environment("GAVEL_JWT_SECRET") != nil
+            || Setting.environment("GAVEL_JWT_SECRET_FILE") != nil
+    }
+}
+
+/// What another user could do with a secret file: the reason given when one is open to them.
+enum SecretFileRisk {
+    static let signingKey = "they could read the key and sign tokens that act for anyone, or change it"
+    static let token = "they could read the token and act as its user, or change it"
+}
+
+/// A secret given as an option (`--jwt-secret`), a file option (`--jwt-secret-file`) or their environment
+/// variables, in that order, with where it came from; `nil` when none is given. A value and a file both given as
+/// options, or both as variables, are refused.
+func givenSecret(
+    option: String?, file: String?, names: (value: String, file: String), variables: (value: String, file: String)?,
+    risk: String
+) throws -> (bytes: [UInt8], source: String)? {
+    func pick(_ value: String?, _ path: String?, _ labels: (value: String, file: String)) throws -> (
+        bytes: [UInt8], source: String
+    )? {
+        switch (value, path) {
+        case (let value?, nil): return (Array(value.utf8), labels.value)
+        case (nil, let path?): return (try secretFile(path, option: labels.file, risk: risk), "\(labels.file) \(path)")
+        case (_?, _?): throw ValidationError("give \(labels.value) or \(labels.file), not both")
+        case (nil, nil): return nil
+        }
+    }
+    if let given = try pick(option, file, names) { return given }
+    guard let variables else { return nil }
+    return try pick(Setting.environment(variables.value), Setting.environment(variables.file), variables)
+}
+
+/// The secret in the file `path`, named by `option`: its bytes less one trailing newline (`\n` or `\r\n`).
+/// Refused, saying what to do: a path that is missing or not a regular file, a file of another user (who could put
+/// a secret of their own in it), one that other users can read or write, and an empty one.
+func secretFile(_ path: String, option: String, risk: String) throws -> [UInt8] {
+    let file: (bytes: [UInt8], owner: uid_t, permissions: mode_t)
+    do {
+        file = try Files.readAllWithOwner(path)
+    } catch {
+        throw Refusal("cannot read \(option) \(path): \(error.reason ?? String(cString: strerror(error.code)))")
+    }
+    let user = geteuid()
+    guard file.owner == user else {
+        throw Refusal(
+            "\(option) \(path) belongs to another user (uid \(file.owner)), who could change it: it must be a file of the user running this command (uid \(user)). Make it theirs with `chown \(user) \(path)` (as root) and `chmod 600 \(path)`"
+        )
+    }
+    if let why = openToOthers(path, mode: file.permissions, kind: option, fix: "chmod 600", risk: risk) {
+        throw Refusal(why + " and start again")
+    }
+    var secret = file.bytes[...]
+    if secret.last == 0x0A {
+        secret = secret.dropLast()
+        if secret.last == 0x0D { secret = secret.dropLast() }
+    }
+    guard !secret.isEmpty else { throw Refusal("\(option) \(path) is empty") }
+    return Array(secret)
 }
 
 /// Why `path` must not be open to other users: `nil` when it is private (no bit for group or others) or missing.
@@ -47,9 +127,19 @@ func loosePermissions(_ path: String, kind: String, fix: String) throws -> Strin
     } catch {
         throw Refusal("\(error)")
     }
-    guard let mode, mode & 0o077 != 0 else { return nil }
+    guard let mode else { return nil }
+    return openToOthers(path, mode: mode, kind: kind, fix: fix)
+}
+
+/// Why a file with the permission bits `mode` must not be open to other users, and the `fix` that makes it
+/// private: `nil` when no bit for group or others is set.
+func openToOthers(
+    _ path: String, mode: mode_t, kind: String, fix: String,
+    risk: String = "they could read sealed bids, reserves and the signing key, or change them"
+) -> String? {
+    guard mode & 0o077 != 0 else { return nil }
     return
-        "\(kind) \(path) is open to other users (mode \(Files.octal(mode))): they could read sealed bids, reserves and the signing key, or change them. Make it private with `\(fix) \(path)`"
+        "\(kind) \(path) is open to other users (mode \(Files.octal(mode))): \(risk). Make it private with `\(fix) \(path)`"
 }
 
 /// Refuses a data directory that other users can read or write, saying how to fix it.

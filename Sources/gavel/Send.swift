@@ -24,9 +24,10 @@ struct Send: AsyncParsableCommand {
             Every message the server sends (hello, results, events, notices) is printed on standard output as one \
             JSON line, until every message has its answer and then --timeout-ms pass with nothing more arriving.
 
-            The token: --token, else one signed for --sub with --role by the key of the data directory (as \
-            `gavel token` does; GAVEL_JWT_SECRET or --jwt-secret when the server runs with one), valid for 5 \
-            minutes; with neither, the connection is an anonymous watcher.
+            The token: --token-file (or --token), else one signed for --sub with --role by the key of the data \
+            directory (as `gavel token` does; GAVEL_JWT_SECRET_FILE, GAVEL_JWT_SECRET, --jwt-secret-file or \
+            --jwt-secret when the server runs with one), valid for 5 minutes; with neither, the connection is an \
+            anonymous watcher. A token or key file must be the user's own and private (chmod 600).
 
             Exit status: 0 when every answer was ok, 1 when any was refused, 2 when the connection failed or \
             the arguments are wrong.
@@ -46,8 +47,19 @@ struct Send: AsyncParsableCommand {
     @Option(name: .long, help: "The user of the token to sign (an identifier: 1-64 of [A-Za-z0-9_.:-]).")
     var sub: String?
 
-    @Option(name: .long, help: "A token to connect with (from `gavel token`), instead of signing one.")
+    @Option(
+        name: .long,
+        help:
+            "A token to connect with (from `gavel token`), instead of signing one. Other local users can read a command line: prefer --token-file."
+    )
     var token: String?
+
+    @Option(
+        name: .long,
+        help:
+            "A file holding the token to connect with (less one trailing newline), of the user running gavel and private to it (chmod 600)."
+    )
+    var tokenFile: String?
 
     @Option(name: .long, help: "The server's WebSocket endpoint. Env GAVEL_URL; default ws://127.0.0.1:8080/ws.")
     var url: String?
@@ -115,13 +127,26 @@ struct Send: AsyncParsableCommand {
             answerWaitMs: Int64(max(timeoutMs, Self.answerWaitMs)))
     }
 
-    /// The token to connect with: `--token`, one signed for `--sub`/`--role`, or none.
+    /// The token to connect with: `--token-file`'s or `--token`, one signed for `--sub`/`--role`, or none.
     private func bearerToken() throws -> String? {
-        if let token {
+        do {
+            return try givenOrSignedToken()
+        } catch let refusal as Refusal {
+            throw SendFailure(refusal.description)
+        } catch let error as ValidationError {
+            throw SendFailure(error.message)
+        }
+    }
+
+    private func givenOrSignedToken() throws -> String? {
+        if let given = try givenSecret(
+            option: token, file: tokenFile, names: ("--token", "--token-file"), variables: nil,
+            risk: SecretFileRisk.token)
+        {
             guard role == nil, sub == nil else {
-                throw SendFailure("give either --token or --role and --sub, not both")
+                throw SendFailure("give either --token-file (or --token) or --role and --sub, not both")
             }
-            return token
+            return String(decoding: given.bytes, as: UTF8.self)
         }
         guard role != nil || sub != nil else { return nil }
         guard let roleName = role, let role = Role(rawValue: roleName) else {
@@ -130,22 +155,15 @@ struct Send: AsyncParsableCommand {
         guard let sub, Identifier.isValid(sub) else {
             throw SendFailure("--sub must be given with --role: 1-64 characters from [A-Za-z0-9_.:-]")
         }
-        let secret: [UInt8]
-        do {
-            if try givenSecret(option: key.jwtSecret) == nil {
-                let directory = try Setting.value(key.dataDir, "GAVEL_DATA_DIR", default: "./gavel-data")
-                guard access(directory + "/jwt-secret", F_OK) == 0 else {
-                    throw SendFailure(
-                        "no key in \(directory)/jwt-secret to sign a token with: give the --data-dir of the running gavel serve (or its --jwt-secret), or a --token"
-                    )
-                }
+        if try key.jwt.secret() == nil {
+            let directory = try Setting.value(key.dataDir, "GAVEL_DATA_DIR", default: "./gavel-data")
+            guard access(directory + "/jwt-secret", F_OK) == 0 else {
+                throw SendFailure(
+                    "no key in \(directory)/jwt-secret to sign a token with: give the --data-dir of the running gavel serve (or its --jwt-secret-file), or a --token-file"
+                )
             }
-            secret = try servingSecret(option: key.jwtSecret, dataDir: key.dataDir)
-        } catch let refusal as Refusal {
-            throw SendFailure(refusal.description)
-        } catch let error as ValidationError {
-            throw SendFailure(error.message)
         }
+        let secret = try servingSecret(key.jwt, dataDir: key.dataDir)
         let expires = SystemClock().now() / 1000 + 300
         return JWT.sign(Claims(subject: sub, role: role, expires: expires), secret: secret)
     }

@@ -25,8 +25,9 @@ struct Serve: AsyncParsableCommand {
             only, clients on loopback that show the local code (new at every start, in <data-dir>/local-code and \
             in the page address printed at start, http://127.0.0.1:PORT/#code=...) may also POST \
             {"sub": "alice", "role": "bidder"} (or "seller") to http://HOST:PORT/token for a token, as the page \
-            does; with --jwt-secret, or with --jwks/--jwks-url (users are the identity provider's), /token is \
-            404. A secret must be at least 32 bytes.
+            does; with a secret given, or with --jwks/--jwks-url (users are the identity provider's), /token is \
+            404. A secret must be at least 32 bytes. Give it in GAVEL_JWT_SECRET or in a file (--jwt-secret-file, \
+            the running user's own, chmod 600): other local users can read a command line (ps).
 
             The data directory is private to its owner (0700, files 0600); one that other users can read or write \
             is refused, as is a key file they can. Only one process at a time writes a data directory: it holds an \
@@ -71,12 +72,7 @@ struct Serve: AsyncParsableCommand {
     @Option(name: .long, help: "The data directory (created when missing). Env GAVEL_DATA_DIR; default ./gavel-data.")
     var dataDir: String?
 
-    @Option(
-        name: .long,
-        help:
-            "The HS256 key for tokens, at least 32 bytes. Env GAVEL_JWT_SECRET; default: the key in <data-dir>/jwt-secret."
-    )
-    var jwtSecret: String?
+    @OptionGroup var jwt: JWTSecretOptions
 
     @Option(
         name: .long,
@@ -495,7 +491,7 @@ struct Serve: AsyncParsableCommand {
 
     func validate() throws {
         _ = try gatewayConfiguration()
-        _ = try givenSecret(option: jwtSecret)
+        _ = try jwt.secret()
         _ = try engineConfiguration()
         _ = try maxListingQueuesSetting()
         _ = try listingQueueCapacitySetting()
@@ -567,7 +563,7 @@ struct Serve: AsyncParsableCommand {
         }
 
         let directory = storage.directory(dataDir)
-        configuration.jwtSecret = try servingSecret(option: jwtSecret, dataDir: dataDir)
+        configuration.jwtSecret = try servingSecret(jwt, dataDir: dataDir)
         var writerConfiguration = storage.writerConfiguration(engine: engineConfiguration)
         writerConfiguration.maxListingQueues = try maxListingQueuesSetting()
         writerConfiguration.queueCapacity = try listingQueueCapacitySetting()
@@ -586,8 +582,7 @@ struct Serve: AsyncParsableCommand {
         // Local mode: the key is the data directory's own and no identity provider issues tokens, so loopback
         // clients that show the local code may ask for tokens at /token. With an identity provider, users are the
         // provider's: a local token would name any of them, in any role, unchecked for issuer and audience.
-        configuration.localTokens =
-            (jwtSecret ?? Setting.environment("GAVEL_JWT_SECRET")) == nil && configuration.jwks == nil
+        configuration.localTokens = !jwt.isGiven && configuration.jwks == nil
         let localCodeFile = directory.path + "/local-code"
         let localCode = configuration.localTokens ? SecretFile.randomHex(count: 16) : nil
         if let localCode {

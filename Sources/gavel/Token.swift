@@ -8,9 +8,10 @@ struct Token: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Print a signed token (HS256 JWT) for connecting to `gavel serve`.",
         discussion: """
-            The token is signed with --jwt-secret (or GAVEL_JWT_SECRET), else with the key in \
-            <data-dir>/jwt-secret, which is created when missing, as `gavel serve` does. Pass it to the WebSocket \
-            endpoint as `Authorization: Bearer <token>` or `ws://127.0.0.1:8080/ws?token=<token>`.
+            The token is signed with the key of --jwt-secret-file or --jwt-secret (or GAVEL_JWT_SECRET_FILE, \
+            GAVEL_JWT_SECRET), else with the key in <data-dir>/jwt-secret, which is created when missing, as \
+            `gavel serve` does. Pass it to the WebSocket endpoint as `Authorization: Bearer <token>` or \
+            `ws://127.0.0.1:8080/ws?token=<token>`.
 
             Example:
               gavel token --sub alice --role bidder --ttl 1h
@@ -36,7 +37,7 @@ struct Token: ParsableCommand {
             throw ValidationError("--role must be bidder, seller, service, admin or watcher")
         }
         guard Self.seconds(ttl) != nil else { throw ValidationError("--ttl must be like 3600, 90s, 15m, 1h or 7d") }
-        _ = try givenSecret(option: key.jwtSecret)
+        _ = try key.jwt.secret()
     }
 
     static func seconds(_ text: String) -> Int64? {
@@ -52,17 +53,17 @@ struct Token: ParsableCommand {
     }
 
     func run() throws {
-        let secret = try servingSecret(option: key.jwtSecret, dataDir: key.dataDir)
+        let secret = try servingSecret(key.jwt, dataDir: key.dataDir)
         let expires = SystemClock().now() / 1000 + (Self.seconds(ttl) ?? 3600)
         print(JWT.sign(Claims(subject: sub, role: Role(rawValue: role) ?? .watcher, expires: expires), secret: secret))
     }
 }
 
-/// The key `gavel serve` and `gavel token` sign with: the option, GAVEL_JWT_SECRET, or `<data-dir>/jwt-secret`
-/// (made when missing). Each must be at least 32 bytes; a data directory or key file that other users can read
-/// or write is refused.
-func servingSecret(option: String?, dataDir: String?) throws -> [UInt8] {
-    if let secret = try givenSecret(option: option) { return secret }
+/// The key `gavel serve` and `gavel token` sign with: the one given (``JWTSecretOptions``), or
+/// `<data-dir>/jwt-secret` (made when missing). Each must be at least 32 bytes; a data directory or key file that
+/// other users can read or write is refused.
+func servingSecret(_ given: JWTSecretOptions, dataDir: String?) throws -> [UInt8] {
+    if let secret = try given.secret() { return secret }
     let directory = DataDirectory(try Setting.value(dataDir, "GAVEL_DATA_DIR", default: "./gavel-data"))
     try refuseLooseDirectory(directory)
     try directory.create()
@@ -85,6 +86,5 @@ struct SigningKeyOptions: ParsableArguments {
         help: "The data directory whose jwt-secret signs the token. Env GAVEL_DATA_DIR; default ./gavel-data.")
     var dataDir: String?
 
-    @Option(name: .long, help: "The signing key itself, instead of the data directory's. Env GAVEL_JWT_SECRET.")
-    var jwtSecret: String?
+    @OptionGroup var jwt: JWTSecretOptions
 }
