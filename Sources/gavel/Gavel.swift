@@ -14,11 +14,13 @@ struct Gavel: AsyncParsableCommand {
         ]
     )
 
-    /// ArgumentParser's own main, except that an error ending `gavel serve --log-format json` is a JSON log line
-    /// (level error) like the rest of its output, with the same exit status.
+    /// ArgumentParser's own main, except that a secret given as an option is overwritten in the process's argument
+    /// memory once parsed, and an error ending `gavel serve --log-format json` is a JSON log line (level error)
+    /// like the rest of its output, with the same exit status.
     static func main() async {
         do {
             var command = try parseAsRoot()
+            scrubSecretArguments(secretOptions)
             if var asyncCommand = command as? any AsyncParsableCommand {
                 try await asyncCommand.run()
             } else {

@@ -61,6 +61,12 @@ struct JWTSecretOptions: ParsableArguments {
         jwtSecret != nil || jwtSecretFile != nil || Setting.environment("GAVEL_JWT_SECRET") != nil
             || Setting.environment("GAVEL_JWT_SECRET_FILE") != nil
     }
+
+    /// The warning for a key given with `--jwt-secret`.
+    func warnIfOnCommandLine(tool: String) {
+        guard jwtSecret != nil else { return }
+        warnAboutSecretOnCommandLine("--jwt-secret", tool: tool, instead: "GAVEL_JWT_SECRET or --jwt-secret-file")
+    }
 }
 
 /// What another user could do with a secret file: the reason given when one is open to them.
@@ -189,4 +195,42 @@ func warnIfLoose(_ directory: DataDirectory, tool: String) {
     if let why = try? loosePermissions(directory.path, kind: "the data directory", fix: "chmod 700") {
         printError("\(tool): warning: \(why)")
     }
+}
+
+/// The options whose value is a secret: overwritten in the process's argument memory once the arguments are
+/// parsed (``scrubSecretArguments(_:)``).
+let secretOptions: Set<String> = ["--jwt-secret", "--token"]
+
+/// Overwrites, in this process's own argument memory, the value of each of `options` given as `--option VALUE` or
+/// `--option=VALUE` with as many 'x's, up to a `--` (after which every argument is positional). Linux serves
+/// `/proc/PID/cmdline`, which every local user can read (`ps`), from that memory: from now on it shows the 'x's.
+/// Until now it showed the secret, so the option's environment variable or file is the safe way to give it. Call it
+/// once the arguments are parsed (the parser keeps copies of its own).
+func scrubSecretArguments(_ options: Set<String>) {
+    let argv = CommandLine.unsafeArgv
+    var index = 1
+    while index < Int(CommandLine.argc), let argument = argv[index] {
+        let text = String(cString: argument)
+        if text == "--" { break }
+        if options.contains(text), index + 1 < Int(CommandLine.argc), let value = argv[index + 1] {
+            memset(value, 0x78, strlen(value))
+            index += 2
+            continue
+        }
+        if let equals = text.utf8.firstIndex(of: 0x3D) {
+            let option = String(decoding: text.utf8[..<equals], as: UTF8.self)
+            if options.contains(option) {
+                let prefix = option.utf8.count + 1
+                memset(argument + prefix, 0x78, strlen(argument) - prefix)
+            }
+        }
+        index += 1
+    }
+}
+
+/// Warns on standard error that a secret was given on the command line as `option`; `instead` names the safe ways.
+func warnAboutSecretOnCommandLine(_ option: String, tool: String, instead: String) {
+    printError(
+        "\(tool): warning: \(option) on the command line can be read by other local users (ps, /proc/PID/cmdline) while \(tool) starts, before it overwrites it: give \(instead) instead",
+        level: .warning)
 }

@@ -83,6 +83,8 @@ struct Send: AsyncParsableCommand {
     static let answerWaitMs = 10_000
 
     func run() async throws {
+        if token != nil { warnAboutSecretOnCommandLine("--token", tool: "gavel send", instead: "--token-file") }
+        key.jwt.warnIfOnCommandLine(tool: "gavel send")
         let code: Int32
         do {
             let plan = try prepare()

@@ -53,6 +53,7 @@ struct Token: ParsableCommand {
     }
 
     func run() throws {
+        key.jwt.warnIfOnCommandLine(tool: "gavel token")
         let secret = try servingSecret(key.jwt, dataDir: key.dataDir)
         let expires = SystemClock().now() / 1000 + (Self.seconds(ttl) ?? 3600)
         print(JWT.sign(Claims(subject: sub, role: Role(rawValue: role) ?? .watcher, expires: expires), secret: secret))

@@ -23,6 +23,12 @@ func isSigned(_ token: String, with key: [UInt8]) -> Bool {
     return encoded == parts[2]
 }
 
+/// The command line of process `pid` as other users read it, its arguments split at their NULs.
+func commandLine(of pid: Int32) -> [String] {
+    let bytes = (try? Data(contentsOf: URL(fileURLWithPath: "/proc/\(pid)/cmdline"))) ?? Data()
+    return bytes.split(separator: 0, omittingEmptySubsequences: false).map { String(decoding: $0, as: UTF8.self) }
+}
+
 /// Runs `body` with a path in a fresh folder (0700) removed afterwards.
 func withSecretPath(_ body: (String) throws -> Void) throws {
     try withDataDirectory { data in
@@ -39,7 +45,8 @@ func writeSecret(_ text: String, to path: String, permissions: mode_t = 0o600) t
     chmod(path, permissions)
 }
 
-/// Secrets given as files (`--jwt-secret-file`, `GAVEL_JWT_SECRET_FILE`, `gavel send --token-file`).
+/// Secrets given as files (`--jwt-secret-file`, `GAVEL_JWT_SECRET_FILE`, `gavel send --token-file`) and as options
+/// (overwritten in the command line once parsed, with a warning).
 @Suite(
     .serialized,
     .enabled(if: gavelBinary != nil, "no .build/debug/gavel under the package root; run `swift build` first"))
@@ -160,6 +167,31 @@ struct SecretOptionsCLITests {
         }
     }
 
+    @Test func aSecretOptionIsOverwrittenInTheCommandLineOnceParsedWithAWarning() throws {
+        try withDataDirectory { data in
+            for arguments in [["--jwt-secret", Self.key], ["--jwt-secret=" + Self.key]] {
+                let serve = try startServe(data, arguments)
+                #expect(serve.waitForError("/ws, page"), "\(serve.standardError)")
+                let seen = commandLine(of: serve.pid)
+                #expect(seen.contains("serve") && !seen.joined().contains(Self.key), "\(seen)")
+                #expect(seen.contains { $0.hasSuffix(String(repeating: "x", count: Self.key.utf8.count)) })
+                #expect(
+                    serve.standardError.contains(
+                        "gavel serve: warning: --jwt-secret on the command line can be read by other local users"),
+                    "\(serve.standardError)")
+                #expect(serve.standardError.contains("give GAVEL_JWT_SECRET or --jwt-secret-file instead"))
+                #expect(serve.stop() == 0)
+            }
+            let token = try GavelProcess(Self.tokenArguments + ["--jwt-secret", Self.key])
+            #expect(
+                token.exitStatus() == 0
+                    && isSigned(token.standardOutput.trimmingCharacters(in: .newlines), with: Array(Self.key.utf8)))
+            #expect(token.standardError.contains("gavel token: warning: --jwt-secret on the command line"))
+            let quiet = try GavelProcess(Self.tokenArguments, environment: ["GAVEL_JWT_SECRET": Self.key])
+            #expect(quiet.exitStatus() == 0 && quiet.standardError.isEmpty, "\(quiet.standardError)")
+        }
+    }
+
     @Test func sendConnectsWithATokenFileAndRefusesALooseOne() throws {
         try withDataDirectory { data in
             try withSecretPath { path in
@@ -173,9 +205,12 @@ struct SecretOptionsCLITests {
                 let run = try runSend(["--url", url, "--token-file", path, "--timeout-ms", "200", list])
                 #expect(run.status == 0, "\(run.err)")
                 #expect(jsonLines(run.out).first?["principal"] as? String == "desk", "\(run.out)")
+                #expect(!run.err.contains("warning"), "\(run.err)")
                 let token = signed.standardOutput.trimmingCharacters(in: .newlines)
                 let option = try runSend(["--url", url, "--token", token, "--timeout-ms", "200", list])
                 #expect(option.status == 0, "\(option.err)")
+                #expect(option.err.contains("gavel send: warning: --token on the command line"), "\(option.err)")
+                #expect(option.err.contains("give --token-file instead"))
                 chmod(path, 0o640)
                 let loose = try runSend(["--url", url, "--token-file", path, list])
                 #expect(loose.status == 2 && loose.out.isEmpty)

@@ -1,6 +1,10 @@
-"""Secrets at start: the HS256 key given as a file (--jwt-secret-file, GAVEL_JWT_SECRET_FILE)."""
+"""Secrets at start: the HS256 key given as a file (--jwt-secret-file, GAVEL_JWT_SECRET_FILE), and the key given as
+--jwt-secret overwritten in the command line that every local user can read (/proc/PID/cmdline), with a warning."""
 
+import json
 import os
+import pwd
+import shutil
 import subprocess
 
 import pytest
@@ -10,6 +14,11 @@ from conftest import run_gavel
 from support import SECRET, mint_token, raw_connect
 
 KEY = "python-tests-key-file-0123456789abcdef"
+
+
+def cmdline(pid):
+    with open(f"/proc/{pid}/cmdline", "rb") as f:
+        return f.read()
 
 
 def upgrade_status(server, token):
@@ -28,6 +37,46 @@ def key_file(tmp_path, text, mode=0o600):
     return str(path)
 
 
+def test_jwt_secret_option_is_gone_from_the_command_line_once_the_server_answers_and_it_warns(start_server):
+    srv = start_server("--jwt-secret", SECRET, secret=None)
+    srv.secret = SECRET
+    seen = cmdline(srv.process.pid)
+    assert b"--jwt-secret\0" in seen and SECRET.encode() not in seen
+    assert b"x" * len(SECRET) in seen
+    log = srv.log_tail(200)
+    assert ("gavel serve: warning: --jwt-secret on the command line can be read by other local users" in log), log
+    assert "give GAVEL_JWT_SECRET or --jwt-secret-file instead" in log
+    assert SECRET not in log
+    with srv.user("ann") as ann:  # the key itself is still the one given
+        assert ann.hello["principal"] == "ann"
+
+
+def test_jwt_secret_given_as_option_with_equals_sign_is_overwritten_too(start_server):
+    srv = start_server(f"--jwt-secret={SECRET}", secret=None)
+    seen = cmdline(srv.process.pid)
+    assert SECRET.encode() not in seen and b"--jwt-secret=" + b"x" * len(SECRET) in seen
+    srv.secret = SECRET
+    with srv.user("ann") as ann:
+        assert ann.hello["principal"] == "ann"
+
+
+def test_the_warning_is_a_json_log_line_with_log_format_json(start_server):
+    srv = start_server("--log-format", "json", "--jwt-secret", SECRET, secret=None)
+    lines = [json.loads(line) for line in srv.log_tail(200).splitlines() if line.startswith("{")]
+    warnings = [line for line in lines if "--jwt-secret on the command line" in line["message"]]
+    assert len(warnings) == 1 and warnings[0]["level"] == "warning", lines
+    assert not [line for line in srv.log_tail(200).splitlines() if not line.startswith("{")]
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or shutil.which("runuser") is None, reason="needs root and runuser")
+def test_another_user_reads_no_key_from_the_command_line(start_server):
+    srv = start_server("--jwt-secret", SECRET, secret=None)
+    nobody = pwd.getpwnam("nobody").pw_name
+    seen = subprocess.run(["runuser", "-u", nobody, "--", "cat", f"/proc/{srv.process.pid}/cmdline"],
+                          capture_output=True, timeout=20)
+    assert seen.returncode == 0 and b"--jwt-secret" in seen.stdout and SECRET.encode() not in seen.stdout
+
+
 @pytest.mark.parametrize("how", ["option", "environment"])
 def test_jwt_secret_file_serves_tokens_signed_with_its_text_less_the_newline(start_server, tmp_path, how):
     path = key_file(tmp_path, KEY + "\n")
@@ -43,6 +92,7 @@ def test_jwt_secret_file_serves_tokens_signed_with_its_text_less_the_newline(sta
     # A key is given: no local mode, so no /token and no local code.
     assert srv.http_post_json("/token", {"sub": "ann", "role": "bidder"})[0] == 404
     assert not os.path.exists(os.path.join(srv.data_dir, "local-code"))
+    assert "warning" not in srv.log_tail(200)
     printed = run_gavel(srv.binary, "token", "--sub", "bob", "--role", "seller", "--jwt-secret-file", path)
     assert printed.returncode == 0 and printed.stderr == "", printed.stderr
     with srv.connect(printed.stdout.strip()) as bob:
