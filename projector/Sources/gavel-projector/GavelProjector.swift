@@ -18,6 +18,13 @@ struct GavelProjector: AsyncParsableCommand {
             neither loses nor doubles a row. Creates and migrates its tables on start. Every option can also be \
             set by the environment variable named in its help; the option wins. Stop with SIGTERM or SIGINT.
             See docs/PROJECTOR.md for the schema and example queries.
+
+            Give secrets in the environment or in files, never as options: every local user can read a command \
+            line (ps). --token, --jwt-secret and the password of --postgres-url are overwritten in the process's \
+            memory once parsed, with a warning, but show until then. A file (--token-file, --jwt-secret-file) must \
+            be the running user's own and private to it (chmod 600); its text less one trailing newline counts. \
+            A --postgres-url without a password takes PGPASSWORD, else the matching line of the password file \
+            (PGPASSFILE, default ~/.pgpass, chmod 600), as libpq does.
             """)
 
     @Option(
@@ -26,14 +33,28 @@ struct GavelProjector: AsyncParsableCommand {
     )
     var gavelURL: String?
 
-    @Option(help: "A service or admin token for the server. Env: GAVEL_PROJECTOR_TOKEN. Give this or --jwt-secret.")
+    @Option(
+        help:
+            "A service or admin token for the server; prefer --token-file. Env: GAVEL_PROJECTOR_TOKEN. Give a token or the server's key."
+    )
     var token: String?
 
     @Option(
         help:
-            "The server's --jwt-secret: the projector signs its own service token with it. Env: GAVEL_PROJECTOR_JWT_SECRET."
+            "A file holding the token (chmod 600, the running user's own). Env: GAVEL_PROJECTOR_TOKEN_FILE.")
+    var tokenFile: String?
+
+    @Option(
+        help:
+            "The server's HS256 key: the projector signs its own service token with it; prefer --jwt-secret-file. Env: GAVEL_PROJECTOR_JWT_SECRET."
     )
     var jwtSecret: String?
+
+    @Option(
+        help:
+            "A file holding the server's key, as <data-dir>/jwt-secret (chmod 600, the running user's own). Env: GAVEL_PROJECTOR_JWT_SECRET_FILE."
+    )
+    var jwtSecretFile: String?
 
     @Option(
         help: "The user (sub) of the token made with --jwt-secret. Env: GAVEL_PROJECTOR_SUBJECT. Default: projector.")
@@ -41,7 +62,7 @@ struct GavelProjector: AsyncParsableCommand {
 
     @Option(
         help:
-            "The read model's database, postgres://USER[:PASSWORD]@HOST[:PORT]/DB[?sslmode=require]. Env: GAVEL_PROJECTOR_POSTGRES_URL. Required."
+            "The read model's database, postgres://USER[:PASSWORD]@HOST[:PORT]/DB[?sslmode=require]; without a password, PGPASSWORD or ~/.pgpass gives it. Env: GAVEL_PROJECTOR_POSTGRES_URL. Required."
     )
     var postgresURL: String?
 
@@ -93,6 +114,8 @@ struct GavelProjector: AsyncParsableCommand {
     var logLevel: String?
 
     func run() async throws {
+        Secrets.scrubArguments(options: ["--token", "--jwt-secret"], urlOptions: ["--postgres-url"])
+        warnAboutSecretsOnCommandLine()
         let settings: Settings
         do {
             settings = try Settings(self, environment: ProcessInfo.processInfo.environment)
@@ -124,6 +147,25 @@ struct GavelProjector: AsyncParsableCommand {
         } catch let error as ProjectorError {
             FileHandle.standardError.write(Data("gavel-projector: \(error)\n".utf8))
             throw ExitCode(1)
+        }
+    }
+}
+
+extension GavelProjector {
+    /// One warning line on standard error for each secret given as an option.
+    func warnAboutSecretsOnCommandLine() {
+        func warn(_ option: String, _ instead: String) {
+            FileHandle.standardError.write(
+                Data(
+                    "gavel-projector: warning: \(option) on the command line can be read by other local users (ps, /proc/PID/cmdline) while gavel-projector starts, before it overwrites it: give \(instead) instead\n"
+                        .utf8))
+        }
+        if token != nil { warn("--token", "GAVEL_PROJECTOR_TOKEN or --token-file") }
+        if jwtSecret != nil { warn("--jwt-secret", "GAVEL_PROJECTOR_JWT_SECRET or --jwt-secret-file") }
+        if let postgresURL, Secrets.hasPassword(postgresURL) {
+            warn(
+                "the password in --postgres-url",
+                "GAVEL_PROJECTOR_POSTGRES_URL, PGPASSWORD or a line of the password file (~/.pgpass, PGPASSFILE)")
         }
     }
 }
@@ -160,9 +202,18 @@ struct Settings {
                 "--postgres-url (GAVEL_PROJECTOR_POSTGRES_URL) is required: postgres://USER@HOST:PORT/DB (scripts/postgres start makes one)"
             )
         }
-        let postgres = try PostgresTarget(url: postgresURL)
+        var postgres = try PostgresTarget(url: postgresURL)
+        if postgres.password == nil {
+            postgres.password = try Secrets.postgresPassword(for: postgres, environment: env)
+        }
         let token: TokenSource
-        switch (o.token ?? env["GAVEL_PROJECTOR_TOKEN"], o.jwtSecret ?? env["GAVEL_PROJECTOR_JWT_SECRET"]) {
+        let given = try Secrets.given(
+            value: o.token, file: o.tokenFile, names: ("--token", "--token-file"), environment: env,
+            variables: ("GAVEL_PROJECTOR_TOKEN", "GAVEL_PROJECTOR_TOKEN_FILE"), risk: Secrets.tokenRisk)
+        let key = try Secrets.given(
+            value: o.jwtSecret, file: o.jwtSecretFile, names: ("--jwt-secret", "--jwt-secret-file"), environment: env,
+            variables: ("GAVEL_PROJECTOR_JWT_SECRET", "GAVEL_PROJECTOR_JWT_SECRET_FILE"), risk: Secrets.keyRisk)
+        switch (given, key) {
         case (let given?, nil) where !given.isEmpty:
             token = .fixed(given)
         case (nil, let secret?) where secret.utf8.count >= 32:
@@ -176,12 +227,14 @@ struct Settings {
             token = .secret(secret, subject: subject)
         case (nil, _?):
             throw ProjectorError.invalidOption(
-                "--jwt-secret (GAVEL_PROJECTOR_JWT_SECRET) is shorter than 32 bytes; gavel serve refuses such a key")
+                "the key of --jwt-secret-file or --jwt-secret (GAVEL_PROJECTOR_JWT_SECRET_FILE, GAVEL_PROJECTOR_JWT_SECRET) is shorter than 32 bytes; gavel serve refuses such a key"
+            )
         case (_?, _?):
-            throw ProjectorError.invalidOption("give --token or --jwt-secret, not both")
+            throw ProjectorError.invalidOption(
+                "give a token (--token-file, --token) or the server's key (--jwt-secret-file, --jwt-secret), not both")
         default:
             throw ProjectorError.invalidOption(
-                "a token is required: --token T (a service token: gavel token --sub projector --role service) or --jwt-secret S"
+                "a token is required: --token-file F (a service token: gavel token --sub projector --role service > F) or --jwt-secret-file F (the server's key, as <data-dir>/jwt-secret), or their variables"
             )
         }
         let backoffMin = try int(o.backoffMinMs, "backoff-min-ms", "GAVEL_PROJECTOR_BACKOFF_MIN_MS", 100, 1...60_000)

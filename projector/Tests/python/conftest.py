@@ -75,16 +75,19 @@ def position(url):
 class Projector:
     """One gavel-projector process."""
 
-    def __init__(self, log_path, gavel_url, postgres_url, extra=(), secret=SECRET):
+    def __init__(self, log_path, gavel_url, postgres_url, extra=(), secret=SECRET, env=None):
         self.log_path = log_path
         self.admin_port = free_port()
         self.args = [PROJECTOR, "--gavel-url", gavel_url, "--postgres-url", postgres_url,
                      "--admin-port", str(self.admin_port), "--backoff-min-ms", "20", "--backoff-max-ms", "200",
-                     *(["--jwt-secret", secret] if secret else []), *extra]
+                     *extra]
+        # The server's key in the environment, where other local users cannot read it (they can read argv).
+        self.env = {**({"GAVEL_PROJECTOR_JWT_SECRET": secret} if secret else {}), **(env or {})}
         self.process = None
 
     def start(self):
         env = {k: v for k, v in os.environ.items() if not k.startswith("GAVEL_")}
+        env.update(self.env)
         self.log = open(self.log_path, "ab")
         self.process = subprocess.Popen(self.args, stdout=self.log, stderr=subprocess.STDOUT, env=env)
         return self
@@ -130,8 +133,8 @@ class Projector:
 def projectors(tmp_path):
     started = []
 
-    def make(gavel_url, postgres_url, extra=(), secret=SECRET):
-        p = Projector(tmp_path / f"projector{len(started)}.log", gavel_url, postgres_url, extra, secret)
+    def make(gavel_url, postgres_url, extra=(), secret=SECRET, env=None):
+        p = Projector(tmp_path / f"projector{len(started)}.log", gavel_url, postgres_url, extra, secret, env)
         started.append(p)
         return p
 

@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from conftest import eventually, free_port, position, query
+from conftest import SECRET, eventually, free_port, position, query
 from fake_feed import AWKWARD, canned_feed, frames
 
 HERE = pathlib.Path(__file__).resolve().parent
@@ -207,3 +207,58 @@ def test_a_listing_id_opened_again_keeps_the_earlier_listings_rows_renamed_whate
     assert_read_model_is_exact(database, 15, 2)
     if batch_events == 1:
         assert "opened again" in projector.log_text()
+
+
+def test_a_token_file_and_a_key_file_feed_the_read_model_without_a_warning(fake_feed, database, projectors,
+                                                                          tmp_path):
+    url, lsns, _ = fake_feed(listings=5)
+    token = tmp_path / "token"
+    token.write_text("a-service-token-from-gavel-token-0123456789\n")
+    token.chmod(0o600)
+    key = tmp_path / "key"
+    key.write_text(SECRET + "\n")
+    key.chmod(0o400)
+    by_token = projectors(url, database, extra=["--token-file", str(token)], secret=None).start()
+    assert eventually(lambda: position(database) == lsns), by_token.log_text()
+    assert by_token.stop() == 0
+    again = fake_feed(listings=5)[0]
+    by_key = projectors(again, database, secret=None, env={"GAVEL_PROJECTOR_JWT_SECRET_FILE": str(key)}).start()
+    assert eventually(lambda: by_key.metric("gavel_projector_live") == 1), by_key.log_text()
+    assert "warning" not in by_token.log_text() + by_key.log_text()
+
+
+def test_secrets_given_as_options_are_overwritten_in_the_command_line_with_a_warning(fake_feed, database,
+                                                                                     projectors):
+    url, lsns, _ = fake_feed(listings=5)
+    password = "pg-password-on-the-command-line"
+    with_password = database.replace("://postgres@", f"://postgres:{password}@")
+    p = projectors(url, with_password, extra=["--jwt-secret", SECRET], secret=None).start()
+    assert eventually(lambda: position(database) == lsns), p.log_text()
+    with open(f"/proc/{p.process.pid}/cmdline", "rb") as f:
+        seen = f.read()
+    assert SECRET.encode() not in seen and password.encode() not in seen
+    assert b"--jwt-secret\0" + b"x" * len(SECRET) + b"\0" in seen
+    assert b"://postgres:" + b"x" * len(password) + b"@127.0.0.1:" in seen
+    log = p.log_text()
+    assert "gavel-projector: warning: --jwt-secret on the command line can be read by other local users" in log
+    assert "give GAVEL_PROJECTOR_JWT_SECRET or --jwt-secret-file instead" in log
+    assert "gavel-projector: warning: the password in --postgres-url on the command line" in log
+    assert SECRET not in log and password not in log
+
+
+@pytest.mark.parametrize("mode", [0o640, 0o604])
+def test_a_token_file_or_password_file_open_to_others_stops_the_start_with_the_chmod(database, projectors,
+                                                                                    tmp_path, mode):
+    token = tmp_path / "token"
+    token.write_text("a-service-token-from-gavel-token-0123456789\n")
+    token.chmod(mode)
+    p = projectors("ws://127.0.0.1:1/ws", database, extra=["--token-file", str(token)], secret=None).start()
+    assert p.process.wait(30) == 64
+    assert f"--token-file {token} is open to other users (mode 0{mode:o})" in p.log_text()
+    assert f"chmod 600 {token}" in p.log_text() and "service-token" not in p.log_text()
+    passwords = tmp_path / "pgpass"
+    passwords.write_text("*:*:*:*:pw\n")
+    passwords.chmod(mode)
+    p = projectors("ws://127.0.0.1:1/ws", database, env={"PGPASSFILE": str(passwords)}).start()
+    assert p.process.wait(30) == 64
+    assert f"chmod 600 {passwords}" in p.log_text()
