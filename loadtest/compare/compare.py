@@ -98,6 +98,9 @@ def wait_port(port, timeout=30):
 
 HZ = os.sysconf("SC_CLK_TCK")
 SECRET = "compare-secret-of-at-least-32-bytes"
+# gavel serve and gavel-load read the key from the environment, which other local users cannot read, unlike a
+# command line.
+os.environ["GAVEL_JWT_SECRET"] = SECRET
 PG_BIN = "/usr/lib/postgresql/15/bin"
 
 
@@ -314,7 +317,7 @@ def run_gavel(args, work):
     data = os.path.join(work, "gavel")
     server = subprocess.Popen(
         [args.gavel, "serve", "--port", str(port), "--admin-port", "0", "--data-dir", data, "--fsync", "always",
-         "--jwt-secret", "compare-secret-of-at-least-32-bytes", *LOAD_LIMITS, "--max-outbound-bytes",
+         *LOAD_LIMITS, "--max-outbound-bytes",
          str(64 << 20)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     best = None
     steps = []
@@ -323,7 +326,7 @@ def run_gavel(args, work):
         for rate in args.gavel_rates:
             report = os.path.join(work, f"gavel-{rate}.json")
             subprocess.run(
-                [args.gavel_load, "--url", f"ws://127.0.0.1:{port}/ws", "--jwt-secret", "compare-secret-of-at-least-32-bytes", "--connections",
+                [args.gavel_load, "--url", f"ws://127.0.0.1:{port}/ws", "--connections",
                  str(args.clients), "--watchers", "0", "--listings", str(args.listings), "--zipf", "0", "--rate",
                  str(rate), "--duration", str(args.duration), "--warmup", "2", "--quiet", "--json", report],
                 check=True, capture_output=True, timeout=args.duration + 120)
@@ -513,8 +516,8 @@ def fanout_run(args, work, system, watchers, rate, relays):
     if system == "gavel":
         data = os.path.join(work, f"fanout-gavel-{watchers}-{rate}")
         command = [args.gavel, "serve", "--port", str(port), "--admin-port", "0", "--data-dir", data, "--fsync",
-                   "always", "--jwt-secret", SECRET, *LOAD_LIMITS, "--max-outbound-bytes", str(64 << 20)]
-        extra, env = ["--jwt-secret", SECRET], None
+                   "always", *LOAD_LIMITS, "--max-outbound-bytes", str(64 << 20)]
+        extra, env = [], None
         name, how = "Gavel", "gavel serve --fsync always; gavel-load --preset hot (durable bids)"
     elif system == "uws":
         command, extra, env = [relays["uws"][0], str(port)], ["--broadcast"], None
@@ -622,7 +625,7 @@ def closed_gavel(args, work, clients, in_flight):
     data = os.path.join(work, f"gavel-{clients}x{in_flight}")
     server = subprocess.Popen(
         pinned(args.server_cpu, [args.gavel, "serve", "--port", str(port), "--admin-port", "0", "--data-dir", data,
-                                 "--fsync", "always", "--jwt-secret", SECRET, *LOAD_LIMITS,
+                                 "--fsync", "always", *LOAD_LIMITS,
                                  "--max-outbound-bytes", str(64 << 20)]),
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
@@ -630,7 +633,7 @@ def closed_gavel(args, work, clients, in_flight):
         report = os.path.join(work, f"gavel-{clients}x{in_flight}.json")
         threads_before = cpu_by_thread(server.pid)
         out = subprocess.run(
-            pinned(args.driver_cpu, [args.gavel_load, "--url", f"ws://127.0.0.1:{port}/ws", "--jwt-secret", SECRET,
+            pinned(args.driver_cpu, [args.gavel_load, "--url", f"ws://127.0.0.1:{port}/ws",
                                      "--connections", str(clients), "--in-flight", str(in_flight), "--watchers", "0",
                                      "--listings", str(args.listings), "--zipf", "0", "--duration",
                                      str(args.duration), "--warmup", str(args.warmup), "--server-pid",

@@ -17,7 +17,9 @@ load="$here/../.build/release/gavel-load"
 data=$(mktemp -d /tmp/gavel-costs.XXXXXX)
 port=$((20000 + RANDOM % 5000))
 admin=$((port + 5000))
-"$bin" serve --data-dir "$data/dd" --port "$port" --admin-port "$admin" --fsync always --jwt-secret costs-secret-of-at-least-32-bytes \
+# The key, for the server and the driver, in the environment rather than in their command lines.
+export GAVEL_JWT_SECRET=costs-secret-of-at-least-32-bytes
+"$bin" serve --data-dir "$data/dd" --port "$port" --admin-port "$admin" --fsync always \
     --rate 1000000 --rate-burst 1000000 --principal-rate 1000000 --principal-rate-burst 1000000 \
     --opens-per-minute 1000000 --max-read-bytes-per-second 1073741824 "$@" >/dev/null 2>&1 &
 server=$!
@@ -31,7 +33,7 @@ batches() {
         /^gavel_batch_entries_count/ { b = $2 } /^gavel_fsync_seconds_count/ { f = $2 } END { print e, b, f }'
 }
 
-"$load" --url "ws://127.0.0.1:$port/ws" --jwt-secret costs-secret-of-at-least-32-bytes --connections 16 --watchers 0 --listings 1000 --zipf 0 \
+"$load" --url "ws://127.0.0.1:$port/ws" --connections 16 --watchers 0 --listings 1000 --zipf 0 \
     --rate "$rate" --duration 10 --warmup 2 --quiet --json "$data/load.json" >/dev/null 2>&1 &
 driver=$!
 sleep 4

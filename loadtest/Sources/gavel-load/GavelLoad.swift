@@ -62,13 +62,19 @@ struct GavelLoad: AsyncParsableCommand {
             bid_placed-shaped frames at --rate to a relay (loadtest/compare/broadcast.js, Node's ws) that forwards \
             each to every other connection; fan-out latency is measured exactly as for Gavel's events.
 
-            Example: gavel-load --url ws://127.0.0.1:8080/ws --jwt-secret "$(cat gavel-data/jwt-secret)" \
+            The server's secret: GAVEL_JWT_SECRET, the variable gavel serve reads too, or --jwt-secret, which other \
+            local users can read in the command line while the driver runs.
+
+            Example: GAVEL_JWT_SECRET="$(cat gavel-data/jwt-secret)" gavel-load --url ws://127.0.0.1:8080/ws \
             --preset steady --rate 5000 --duration 30 --json report.json --plot latency.svg
             """
     )
 
     @Option(help: "The server's WebSocket URL.") var url = "ws://127.0.0.1:8080/ws"
-    @Option(help: "The server's JWT secret: the driver signs a token for each user it simulates.")
+    @Option(
+        help:
+            "The server's JWT secret: the driver signs a token for each user it simulates. Env GAVEL_JWT_SECRET (safer: other local users can read a command line)."
+    )
     var jwtSecret: String?
     @Option(help: "A file holding one token (a service token) used by every connection.") var tokenFile: String?
     @Option(help: "Scenario: steady, hot, connections, market or soak (see above).")
@@ -170,7 +176,11 @@ struct GavelLoad: AsyncParsableCommand {
         }
         do { try c.validate() } catch { throw ValidationError(error.description) }
         let credentials: Credentials
-        switch (jwtSecret, tokenFile) {
+        // GAVEL_JWT_SECRET, as gavel serve reads it, when no credentials are given (broadcast mode needs none).
+        let environmentSecret = ProcessInfo.processInfo.environment["GAVEL_JWT_SECRET"].flatMap {
+            $0.isEmpty ? nil : $0
+        }
+        switch (jwtSecret ?? (tokenFile == nil && !broadcast ? environmentSecret : nil), tokenFile) {
         case (nil, nil) where broadcast: credentials = .anonymous
         case (let secret?, nil): credentials = .secret(secret)
         case (nil, let file?):
@@ -180,7 +190,7 @@ struct GavelLoad: AsyncParsableCommand {
             credentials = .token(token.trimmingCharacters(in: .whitespacesAndNewlines))
         case (nil, nil):
             throw ValidationError(
-                "give --jwt-secret (the server's secret; with gavel serve's defaults: the file gavel-data/jwt-secret) or --token-file"
+                "give GAVEL_JWT_SECRET or --jwt-secret (the server's secret; with gavel serve's defaults: the file gavel-data/jwt-secret) or --token-file"
             )
         case (_?, _?):
             throw ValidationError("give either --jwt-secret or --token-file, not both")
