@@ -15,12 +15,14 @@ struct Gavel: AsyncParsableCommand {
     )
 
     /// ArgumentParser's own main, except that a secret given as an option is overwritten in the process's argument
-    /// memory once parsed, and an error ending `gavel serve --log-format json` is a JSON log line (level error)
-    /// like the rest of its output, with the same exit status.
+    /// memory before anything else (the parser reads a copy of the arguments taken first), and an error ending
+    /// `gavel serve --log-format json` is a JSON log line (level error) like the rest of its output, with the same
+    /// exit status.
     static func main() async {
         do {
-            var command = try parseAsRoot()
+            let arguments = Array(CommandLine.arguments.dropFirst())
             scrubSecretArguments(secretOptions)
+            var command = try parseAsRoot(arguments)
             if var asyncCommand = command as? any AsyncParsableCommand {
                 try await asyncCommand.run()
             } else {

@@ -197,15 +197,15 @@ func warnIfLoose(_ directory: DataDirectory, tool: String) {
     }
 }
 
-/// The options whose value is a secret: overwritten in the process's argument memory once the arguments are
-/// parsed (``scrubSecretArguments(_:)``).
+/// The options whose value is a secret: overwritten in the process's argument memory at start
+/// (``scrubSecretArguments(_:)``).
 let secretOptions: Set<String> = ["--jwt-secret", "--token"]
 
 /// Overwrites, in this process's own argument memory, the value of each of `options` given as `--option VALUE` or
 /// `--option=VALUE` with as many 'x's, up to a `--` (after which every argument is positional). Linux serves
 /// `/proc/PID/cmdline`, which every local user can read (`ps`), from that memory: from now on it shows the 'x's.
 /// Until now it showed the secret, so the option's environment variable or file is the safe way to give it. Call it
-/// once the arguments are parsed (the parser keeps copies of its own).
+/// as early as possible, once the arguments the parser reads are copied (`CommandLine.arguments`).
 func scrubSecretArguments(_ options: Set<String>) {
     let argv = CommandLine.unsafeArgv
     var index = 1

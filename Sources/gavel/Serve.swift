@@ -28,7 +28,7 @@ struct Serve: AsyncParsableCommand {
             does; with a secret given, or with --jwks/--jwks-url (users are the identity provider's), /token is \
             404. A secret must be at least 32 bytes. Give it in GAVEL_JWT_SECRET or in a file (--jwt-secret-file, \
             the running user's own, chmod 600): other local users can read a command line (ps), and --jwt-secret \
-            shows there until gavel serve has parsed its arguments and overwritten it.
+            shows there until gavel serve has started and overwritten it.
 
             The data directory is private to its owner (0700, files 0600); one that other users can read or write \
             is refused, as is a key file they can. Only one process at a time writes a data directory: it holds an \

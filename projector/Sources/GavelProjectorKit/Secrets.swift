@@ -135,8 +135,8 @@ public enum Secrets {
     /// Overwrites, in this process's own argument memory, what is secret in the arguments with as many 'x's: the
     /// value of each of `options` (`--token T`, `--token=T`) and the password of each of `urlOptions`
     /// (`--postgres-url postgres://USER:PASSWORD@...`), up to a `--`. Linux serves `/proc/PID/cmdline`, which every
-    /// local user can read, from that memory; until now it showed the secrets. Call it once the arguments are
-    /// parsed (the parser keeps copies of its own).
+    /// local user can read, from that memory; until now it showed the secrets. Call it as early as possible, once
+    /// the arguments the parser reads are copied (`CommandLine.arguments`).
     public static func scrubArguments(options: Set<String>, urlOptions: Set<String>) {
         scrub(CommandLine.unsafeArgv, count: Int(CommandLine.argc), options: options, urlOptions: urlOptions)
     }

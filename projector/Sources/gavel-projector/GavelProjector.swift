@@ -19,9 +19,9 @@ struct GavelProjector: AsyncParsableCommand {
             set by the environment variable named in its help; the option wins. Stop with SIGTERM or SIGINT.
             See docs/PROJECTOR.md for the schema and example queries.
 
-            Give secrets in the environment or in files, never as options: every local user can read a command \
+            Give secrets in the environment or in files, not as options: every local user can read a command \
             line (ps). --token, --jwt-secret and the password of --postgres-url are overwritten in the process's \
-            memory once parsed, with a warning, but show until then. A file (--token-file, --jwt-secret-file) must \
+            memory as it starts, with a warning, but show until then. A file (--token-file, --jwt-secret-file) must \
             be the running user's own and private to it (chmod 600); its text less one trailing newline counts. \
             A --postgres-url without a password takes PGPASSWORD, else the matching line of the password file \
             (PGPASSFILE, default ~/.pgpass, chmod 600), as libpq does.
@@ -113,8 +113,19 @@ struct GavelProjector: AsyncParsableCommand {
         help: "trace, debug, info, notice, warning, error or critical. Env: GAVEL_PROJECTOR_LOG_LEVEL. Default: info.")
     var logLevel: String?
 
-    func run() async throws {
+    /// ArgumentParser's own main, except that the secrets given as options are overwritten in the process's
+    /// argument memory before anything else; the parser reads a copy of the arguments taken first.
+    static func main() async {
+        let arguments = Array(CommandLine.arguments.dropFirst())
         Secrets.scrubArguments(options: ["--token", "--jwt-secret"], urlOptions: ["--postgres-url"])
+        do {
+            try await parse(arguments).run()
+        } catch {
+            exit(withError: error)
+        }
+    }
+
+    func run() async throws {
         warnAboutSecretsOnCommandLine()
         let settings: Settings
         do {
