@@ -117,13 +117,14 @@ class Server:
             "--admin-port", str(self.admin_port),
             "--data-dir", self.data_dir,
         ]
-        if self.secret is not None:
-            args += ["--jwt-secret", self.secret]
         args += self.extra_args
         env = dict(os.environ)
         for key in list(env):
             if key.startswith("GAVEL_"):
                 del env[key]
+        # The key in the environment, where other local users cannot read it (they can read a command line).
+        if self.secret is not None:
+            env["GAVEL_JWT_SECRET"] = self.secret
         env.update(self.env or {})
         self.log = open(self.log_path, "ab")
         self.process = subprocess.Popen(args, stdout=self.log, stderr=subprocess.STDOUT, env=env)

@@ -5,14 +5,16 @@ free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1
 
 # start_snapshot_server EVERY DATA [PIN...]: starts "$gavel" serve (with PIN before it, e.g. `taskset -c 0`) on free
 # ports with its data directory, log and nothing else in DATA, a snapshot every EVERY seconds (0: none); sets
-# `port`, `admin`, `secret` and `server` (its pid), and returns once it answers /readyz.
+# `port`, `admin` and `server` (its pid), exports the key as GAVEL_JWT_SECRET (for gavel-load too: other local
+# users can read a command line), and returns once it answers /readyz.
 start_snapshot_server() {
     local every=$1 dir=$2
     shift 2
     port=$(free_port)
     admin=$(free_port)
-    secret=$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')
-    "$@" "$gavel" serve --port "$port" --admin-port "$admin" --data-dir "$dir/dd" --jwt-secret "$secret" \
+    GAVEL_JWT_SECRET=$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')
+    export GAVEL_JWT_SECRET
+    "$@" "$gavel" serve --port "$port" --admin-port "$admin" --data-dir "$dir/dd" \
         --fsync always --snapshot-every 0 --snapshot-every-seconds "$every" \
         --rate 1000000 --rate-burst 1000000 --max-connections 100000 \
         --max-connections-per-address 100000 --max-anonymous-connections 100000 --max-handshakes 100000 \
