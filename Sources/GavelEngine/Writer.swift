@@ -438,7 +438,7 @@ public final class Writer: @unchecked Sendable {
         runUntilIdle()
         phase.store(Phase.stopped.rawValue, ordering: .releasing)
         confinement.exclusively {
-            if shutdownSnapshotIsDue { takeSnapshot() }
+            if shutdownSnapshotIsDue(clockMoved: true) { takeSnapshot() }
         }
         sink.flush()
     }
@@ -482,7 +482,7 @@ public final class Writer: @unchecked Sendable {
             }
             parker.park(timeoutMs: timeout) { hasWork || phase.load(ordering: .acquiring) != Phase.running.rawValue }
         }
-        if shutdownSnapshotIsDue { takeSnapshot() }
+        if shutdownSnapshotIsDue(clockMoved: false) { takeSnapshot() }
         sink.flush()
         let waiting = stoppedSignal.withLock { waiting -> [CheckedContinuation<Void, Never>] in
             phase.store(Phase.stopped.rawValue, ordering: .releasing)
@@ -523,14 +523,17 @@ public final class Writer: @unchecked Sendable {
         if due { takeSnapshot() }
     }
 
-    /// Marks a snapshot point at the current lsn and hands it to the snapshot sink, which rebuilds the state there
-    /// itself: the writer copies nothing.
-    /// Whether stopping takes a snapshot: when configured, and anything was journaled since the last one or the
-    /// clock moved with nothing to journal (its time, and the requests it expired, are state a restart must keep).
-    private var shutdownSnapshotIsDue: Bool {
-        configuration.snapshotOnShutdown && snapshotSink != nil && (lsn > lastSnapshotLSN || engine.now > journaledNow)
+    /// Whether stopping takes a snapshot: when configured and anything was journaled since the last one; with
+    /// `clockMoved`, also when only the clock moved since (a manual clock's time, which a restart cannot read again
+    /// from the wall, and the requests it expired are state; a server's clock is the wall's, and an idle server's
+    /// every stop would otherwise write a snapshot, and retention remove the journal before the last two).
+    private func shutdownSnapshotIsDue(clockMoved: Bool) -> Bool {
+        configuration.snapshotOnShutdown && snapshotSink != nil
+            && (lsn > lastSnapshotLSN || (clockMoved && engine.now > journaledNow))
     }
 
+    /// Marks a snapshot point at the current lsn and hands it to the snapshot sink, which rebuilds the state there
+    /// itself: the writer copies nothing.
     private func takeSnapshot() {
         guard let snapshotSink else { return }
         let started = monotonicNanos()

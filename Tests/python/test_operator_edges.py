@@ -209,3 +209,23 @@ def test_a_full_archive_dir_counts_each_failed_retention_and_keeps_the_segments(
     assert srv.metric("gavel_snapshot_failures_total") == 0, "the snapshots themselves were written"
     # Nothing was lost: the first segment is still in the data directory.
     assert "00000000000000000001.seg" in os.listdir(os.path.join(srv.data_dir, "journal"))
+
+
+def test_an_idle_stop_writes_no_snapshot_and_keeps_the_journal(start_server, tmp_path):
+    """A server's clock is the wall's: a stop with nothing journaled since the last snapshot writes none (one at
+    every idle restart would, with --keep-snapshots 2, have retention remove the journal after two of them)."""
+    data = tmp_path / "idle"
+    first = start_server(data_dir=data)
+    with first.connect(mint_token("sam", "seller")) as sam:
+        assert sam.command({"type": "open", "listing": unique(), "format": "english", "start": 100,
+                            "closes_at": int(time.time() * 1000) + 3_600_000})["ok"]
+    assert first.stop() == 0
+    snapshots = sorted(os.listdir(data / "snapshots"))
+    segments = sorted(os.listdir(data / "journal"))
+    assert len(snapshots) == 1, snapshots
+    for _ in range(3):
+        again = start_server(data_dir=data)
+        time.sleep(1.1)  # the wall clock moves on while nothing happens
+        assert again.stop() == 0
+    assert sorted(os.listdir(data / "snapshots")) == snapshots
+    assert sorted(os.listdir(data / "journal")) == segments
