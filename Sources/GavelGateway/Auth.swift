@@ -49,7 +49,7 @@ public struct Authenticator: Sendable {
         uri == path || uri.hasPrefix(path + "?")
     }
 
-    /// Decides who `head` speaks for. A header token wins over a query token.
+    /// Decides who `head` speaks for. A header token wins over a subprotocol token, which wins over a query token.
     public func admit(_ head: HTTPRequestHead) -> Admission { admission(head).admission }
 
     /// Decides who `head` speaks for, and until when: the token's `exp` (seconds since the Unix epoch), `nil` for an
@@ -66,7 +66,11 @@ public struct Authenticator: Sendable {
             return Decision(admission: .refuse(.unauthorized), why: "no token (--no-anonymous)")
         }
         guard let token else {
-            return Decision(admission: .refuse(.unauthorized), why: "an Authorization header that is not Bearer")
+            let why =
+                head.headers.first(name: "authorization") != nil
+                ? "an Authorization header that is not Bearer"
+                : "a \(Self.bearerSubprotocolPrefix) subprotocol offered without \(Self.subprotocol)"
+            return Decision(admission: .refuse(.unauthorized), why: why)
         }
         do {
             let claims = try JWT.verify(token, secret: secret, identity: identity, now: now())
@@ -106,15 +110,20 @@ public struct Authenticator: Sendable {
     }
 
     /// The token the request carries: `nil` when none, `.some(nil)` when an `Authorization` header is there but is
-    /// not a bearer token. The header wins over a `gavel.bearer.` subprotocol, which wins over `?token=`.
+    /// not a bearer token, or a `gavel.bearer.` subprotocol is offered without `gavel`. The header wins over a
+    /// `gavel.bearer.` subprotocol, which wins over `?token=`.
     static func token(in head: HTTPRequestHead) -> String?? {
         if let authorization = head.headers.first(name: "authorization") {
             let parts = authorization.split(separator: " ", maxSplits: 1, omittingEmptySubsequences: true)
             guard parts.count == 2, parts[0].lowercased() == "bearer" else { return .some(nil) }
             return .some(String(parts[1].trimmingSpaces))
         }
-        if let offered = offeredSubprotocols(head).first(where: { $0.hasPrefix(bearerSubprotocolPrefix) }) {
-            return .some(String(offered.dropFirst(bearerSubprotocolPrefix.count)))
+        let offered = offeredSubprotocols(head)
+        if let bearer = offered.first(where: { $0.hasPrefix(bearerSubprotocolPrefix) }) {
+            // Only beside `gavel`, which the answer then selects: a browser fails a connection whose offered
+            // subprotocols the answer does not select one of, after the server had counted it.
+            guard offered.contains(where: { $0 == subprotocol }) else { return .some(nil) }
+            return .some(String(bearer.dropFirst(bearerSubprotocolPrefix.count)))
         }
         guard let query = head.uri.split(separator: "?", maxSplits: 1).dropFirst().first else { return nil }
         for pair in query.split(separator: "&") where pair.hasPrefix("token=") {

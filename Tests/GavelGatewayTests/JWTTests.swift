@@ -154,13 +154,18 @@ import Testing
                 head([("Sec-WebSocket-Protocol", "gavel"), ("Sec-WebSocket-Protocol", "gavel.bearer.\(bob)")])) == asBob
         )
         #expect(
-            closed.admit(head([("Sec-WebSocket-Protocol", "gavel.bearer.\(bob)")], uri: "/ws?token=\(ann)")) == asBob)
+            closed.admit(head([("Sec-WebSocket-Protocol", "gavel, gavel.bearer.\(bob)")], uri: "/ws?token=\(ann)"))
+                == asBob)
         #expect(
             closed.admit(
                 head([("Authorization", "Bearer \(ann)"), ("Sec-WebSocket-Protocol", "gavel, gavel.bearer.\(bob)")]))
                 == .accept(Principal(name: "ann", role: .bidder)))
         #expect(closed.admit(head([("Sec-WebSocket-Protocol", "gavel, gavel.bearer.nope")])) == .refuse(.unauthorized))
         #expect(closed.admit(head([("Sec-WebSocket-Protocol", "gavel")])) == .refuse(.unauthorized))
+        // Without `gavel` beside it the answer could select none, and a browser would fail the connection.
+        let open = Authenticator(secret: secret, allowAnonymous: true, now: { 1_000 })
+        #expect(open.admit(head([("Sec-WebSocket-Protocol", "gavel.bearer.\(bob)")])) == .refuse(.unauthorized))
+        #expect(open.admit(head([("Sec-WebSocket-Protocol", "chat, gavel.bearer.\(bob)")])) == .refuse(.unauthorized))
         #expect(Authenticator.selectedSubprotocol(head([("Sec-WebSocket-Protocol", "chat, gavel")])) == "gavel")
         #expect(Authenticator.selectedSubprotocol(head([("Sec-WebSocket-Protocol", "chat")])) == nil)
         #expect(Authenticator.selectedSubprotocol(head([])) == nil)
