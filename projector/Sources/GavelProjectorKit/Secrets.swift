@@ -176,16 +176,18 @@ public enum Secrets {
         }
     }
 
-    /// Where the password is in a URL `scheme://USER:PASSWORD@HOST...`: the bytes between the first `:` of the
-    /// user information and its last `@`; `nil` when there is none.
+    /// Where the password is in a URL `scheme://USER:PASSWORD@HOST...`: from the first `:` of the user (before any
+    /// `/`, `?` or `#`) to the last `@` after it; `nil` when there is none. The last `@`, not the authority's: a
+    /// password written with an unescaped `/`, `?` or `#` (which would end the authority) is still found, and
+    /// overwritten.
     static func passwordRange<Bytes: RandomAccessCollection>(in bytes: Bytes) -> Range<Int>?
     where Bytes.Element == UInt8, Bytes.Index == Int {
         let separator = Array("://".utf8)
         guard let scheme = bytes.indices.first(where: { bytes[$0...].starts(with: separator) }) else { return nil }
         let start = scheme + separator.count
         let end = bytes[start...].firstIndex(where: { $0 == 0x2F || $0 == 0x3F || $0 == 0x23 }) ?? bytes.endIndex
-        guard let at = bytes[start..<end].lastIndex(of: 0x40), let colon = bytes[start..<at].firstIndex(of: 0x3A),
-            colon + 1 < at
+        guard let colon = bytes[start..<end].firstIndex(of: 0x3A), let at = bytes[colon...].lastIndex(of: 0x40),
+            bytes[start..<colon].firstIndex(of: 0x40) == nil, colon + 1 < at
         else { return nil }
         return (colon + 1)..<at
     }

@@ -18,10 +18,13 @@ public struct PostgresTarget: Sendable, CustomStringConvertible {
         guard let parts = URLComponents(string: url), parts.scheme == "postgres" || parts.scheme == "postgresql"
         else {
             throw ProjectorError.invalidOption(
-                "--postgres-url must look like postgres://USER@HOST:PORT/DB (got \(url.prefix(200)))")
+                "--postgres-url must look like postgres://USER@HOST:PORT/DB (what was given is not shown: it may hold a password)"
+            )
         }
         guard let host = parts.host, !host.isEmpty else {
-            throw ProjectorError.invalidOption("--postgres-url has no host (got \(url.prefix(200)))")
+            throw ProjectorError.invalidOption(
+                "--postgres-url has no host: postgres://USER@HOST:PORT/DB (a password with / ? # or @ in it is written %2F %3F %23 %40)"
+            )
         }
         guard let user = parts.user, !user.isEmpty else {
             throw ProjectorError.invalidOption("--postgres-url has no user: postgres://USER@HOST:PORT/DB")

@@ -121,6 +121,8 @@ final class SecretsTests: XCTestCase {
         XCTAssertNil(password("postgres://gavel@db/gavel"))
         XCTAssertNil(password("postgres://gavel:@db/gavel"))
         XCTAssertNil(password("postgres://db/gavel?user=a:b@c"))
+        XCTAssertNil(password("postgres://u@db:5432/gavel"))
+        XCTAssertEqual(password("postgres://u:hun/ter?2#pw@db/gavel"), "hun/ter?2#pw")
         XCTAssertTrue(Secrets.hasPassword("postgresql://u:p@h/d"))
         XCTAssertFalse(Secrets.hasPassword("postgresql://u@h/d"))
     }
