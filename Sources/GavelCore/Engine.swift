@@ -647,12 +647,16 @@ public final class Engine {
     /// theirs: the two are answered alike, so that a user learns nothing of another's settlement, not even that it
     /// exists (a listing's second sale tells that its winner did not pay).
     public static func unknownSettlement(_ id: String, role: ActorRole) -> CommandResult {
-        switch role {
-        case .bidder, .seller:
-            .rejected(
+        unknownSettlement(id, readsAny: role == .service || role == .admin)
+    }
+
+    /// ``unknownSettlement(_:role:)`` for a caller that may (`readsAny`: a service or the dispute desk) or may not
+    /// read every settlement.
+    public static func unknownSettlement(_ id: String, readsAny: Bool) -> CommandResult {
+        readsAny
+            ? .rejected(.unknownSettlement, "no settlement \(id); check the settlement id")
+            : .rejected(
                 .unknownSettlement, "no settlement \(id) that you are the buyer or seller of; check the settlement id")
-        case .service, .admin: .rejected(.unknownSettlement, "no settlement \(id); check the settlement id")
-        }
     }
 
     private func closedRejection(_ listing: Listing) -> CommandResult {

@@ -295,7 +295,7 @@ extension WebSocketSession {
             readsAnySettlement || principal.name == settlement.buyer || principal.name == settlement.seller
         else {
             return sendResult(
-                id: id, Engine.unknownSettlement(settlementID, role: readsAnySettlement ? .admin : .bidder))
+                id: id, Engine.unknownSettlement(settlementID, readsAny: readsAnySettlement))
         }
         let json = MessageEncoder.settlementDetail(
             id: id, settlement: SettlementJSON.settlement(settlement), ts: SystemClock().now())

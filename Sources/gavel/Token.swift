@@ -10,8 +10,9 @@ struct Token: ParsableCommand {
         discussion: """
             The token is signed with the key of --jwt-secret-file or --jwt-secret (or GAVEL_JWT_SECRET_FILE, \
             GAVEL_JWT_SECRET), else with the key in <data-dir>/jwt-secret, which is created when missing, as \
-            `gavel serve` does. Pass it to the WebSocket endpoint as `Authorization: Bearer <token>` or \
-            `ws://127.0.0.1:8080/ws?token=<token>`.
+            `gavel serve` does. Pass it to the WebSocket endpoint as `Authorization: Bearer <token>`, from a \
+            browser as the subprotocols ["gavel", "gavel.bearer.<token>"], or as \
+            `ws://127.0.0.1:8080/ws?token=<token>` (a URL that access logs record).
 
             Example:
               gavel token --sub alice --role bidder --ttl 1h
