@@ -487,7 +487,10 @@ public final class Engine {
     /// ``EngineConfiguration/closedListingRetentionMs`` has passed.
     func scheduleEviction(of listing: Listing) {
         let (at, overflow) = now.addingReportingOverflow(configuration.closedListingRetentionMs)
-        timers.schedule(.evict, listing: listing.id, at: overflow ? Millis.max : at)
+        // Past the end of the clock the retention never ends: the listing stays (a timer at the last ms would
+        // evict it as soon as the clock reached it, its retention not over).
+        guard !overflow else { return }
+        timers.schedule(.evict, listing: listing.id, at: at)
     }
 
     /// Removes a listing whose retention is over. Its history stays in the journal, and its id may be opened again.

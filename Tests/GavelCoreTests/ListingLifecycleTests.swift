@@ -67,6 +67,17 @@ import Testing
         #expect(h.status("M") == .open)
     }
 
+    /// At the end of the clock a listing's retention never ends: it stays, and its id may not be opened again.
+    @Test func aListingEndedAtTheEndOfTheClockIsNeverEvicted() {
+        let h = Harness()
+        h.advance(to: Int64.max)
+        #expect(h.open("L", Terms.market()).ok)
+        #expect(h.cancelListing("sam").ok)
+        #expect(h.advance(to: Int64.max))
+        #expect(h.open("L", Terms.market(), at: Int64.max).error == .listingExists)
+        #expect(h.status("L") == .cancelled)
+    }
+
     @Test(arguments: [Int64(0), -1, Limits.maxAmount + 1])
     func invalidStartIsInvalidAmount(start: Money) {
         let h = Harness()
