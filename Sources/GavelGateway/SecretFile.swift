@@ -79,7 +79,18 @@ public enum SecretFile {
         do {
             bytes = try Files.readAll(path)
         } catch {
-            if error.code == ENOENT { return nil }
+            if error.code == ENOENT {
+                guard let target = Files.danglingLinkTarget(path) else { return nil }
+                throw Failure(
+                    description:
+                        "\(path) is a symbolic link to \(target), which does not exist (a volume not mounted?); restore the key it points to, or remove the link to have a new key made"
+                )
+            }
+            if error.reason != nil {
+                throw Failure(
+                    description:
+                        "\(path) is not a regular file; put the key file back, or remove it to have a new key made")
+            }
             throw Failure(description: "cannot read \(path): \(String(cString: strerror(error.code)))")
         }
         var key = bytes[...]

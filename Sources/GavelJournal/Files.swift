@@ -172,7 +172,7 @@ public enum Files {
 
     /// The target of the symbolic link at `path` when it leads to nothing (a file since removed, a volume not
     /// mounted); `nil` when `path` is no link or its target is there.
-    static func danglingLinkTarget(_ path: String) -> String? {
+    public static func danglingLinkTarget(_ path: String) -> String? {
         var st = stat()
         guard lstat(path, &st) == 0, st.st_mode & S_IFMT == S_IFLNK, stat(path, &st) != 0, errno == ENOENT else {
             return nil

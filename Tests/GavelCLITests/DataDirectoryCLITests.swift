@@ -223,6 +223,27 @@ struct DataDirectoryCLITests {
         }
     }
 
+    @Test func aKeyFileThatIsAFIFOOrALinkToNothingIsRefusedSayingSo() throws {
+        try withDataDirectory { data in
+            mkdir(data, 0o700)
+            let key = data + "/jwt-secret"
+            #expect(mkfifo(key, 0o600) == 0)
+            let fifo = try GavelProcess(["token", "--sub", "ann", "--role", "bidder", "--data-dir", data])
+            #expect(fifo.exitStatus(within: GavelProcess.refusalSeconds) == 1)
+            #expect(fifo.standardError.contains("\(key) is not a regular file"), "\(fifo.standardError)")
+            unlink(key)
+            #expect(symlink("/nonexistent/gavel-key", key) == 0)
+            let dangling = try GavelProcess(["token", "--sub", "ann", "--role", "bidder", "--data-dir", data])
+            #expect(dangling.exitStatus(within: GavelProcess.refusalSeconds) == 1)
+            #expect(
+                dangling.standardError.contains("is a symbolic link to /nonexistent/gavel-key, which does not exist"),
+                "\(dangling.standardError)")
+            #expect(
+                (try? FileManager.default.destinationOfSymbolicLink(atPath: key)) == "/nonexistent/gavel-key",
+                "the link is left as it was")
+        }
+    }
+
     @Test func secretsShorterThan32BytesAreRefusedByServeAndToken() throws {
         try withDataDirectory { data in
             let short = String(repeating: "k", count: 31)
