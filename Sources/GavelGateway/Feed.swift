@@ -563,7 +563,7 @@ struct FeedRequest {
             var types = Set<String>()
             for item in items {
                 guard case .string(let name) = item, FeedFilter.eventTypes.contains(name) else {
-                    let given = if case .string(let name) = item { "\"\(name)\"" } else { "(not a string)" }
+                    let given = if case .string(let name) = item { Echo.quoted(name) } else { "(not a string)" }
                     return .failure(
                         "types: unknown event type \(given); known: \(FeedFilter.eventTypes.joined(separator: ", "))")
                 }

@@ -301,7 +301,8 @@ final class WebSocketSession: ChannelInboundHandler, ResultRecipient, @unchecked
             if let kind = CommandKind(rawValue: type) {
                 return command(admission.admit(value, kind: kind, id: id), now: now)
             }
-            sendResult(id: id, .rejected(.badRequest, "unknown type \"\(type)\"; expected \(Self.messageTypes)"))
+            sendResult(
+                id: id, .rejected(.badRequest, "unknown type \(Echo.quoted(type)); expected \(Self.messageTypes)"))
         }
     }
 

@@ -206,7 +206,7 @@ public enum CommandDecoder {
             _ = try FieldReader.identifier(requestID, name: "id")
             guard let kind else {
                 _ = try fields.identifier("listing")
-                throw FieldError(message: "unknown type \"\(type)\"; expected \(typeNames)")
+                throw FieldError(message: "unknown type \(Echo.quoted(type)); expected \(typeNames)")
             }
             return .command(try decodeCommand(kind, id: requestID, fields), at: at)
         } catch {

@@ -253,6 +253,16 @@ import Testing
         #expect(r?.message.contains("teleport") == true)
     }
 
+    @Test func anUnknownTypeIsShownEscapedAndCutToFortyCharacters() {
+        let long = String(repeating: "x", count: 10_000)
+        let message = invalid(#"{"type":""# + long + #"","id":"t1","listing":"L"}"#)?.message ?? ""
+        #expect(message.hasPrefix("unknown type \"" + String(repeating: "x", count: 40) + "…\"; expected open"))
+        #expect(message.count < 400)
+        #expect(
+            invalid(#"{"type":"a\"b\\c","id":"t1","listing":"L"}"#)?.message.hasPrefix(#"unknown type "a\"b\\c";"#)
+                == true)
+    }
+
     @Test func unknownTypeListsEveryTypeInTheProtocolsOrder() {
         #expect(
             invalid(#"{"type":"teleport","id":"t1","listing":"L"}"#)?.message
