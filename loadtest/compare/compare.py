@@ -952,9 +952,13 @@ def main():
     parser.add_argument("--clients", type=int, default=16, help="open: concurrent connections per system")
     parser.add_argument("--listings", type=int, default=1000)
     parser.add_argument("--gavel", default=os.path.join(ROOT, ".build/release/gavel"))
-    built = os.path.join(ROOT, ".build/release/gavel-load")
-    parser.add_argument("--gavel-load", default=built if os.path.exists(built) else
-                        os.path.join(ROOT, "loadtest/.build/release/gavel-load"))
+    # Either build directory may hold one (loadtest's own, or the server's with --scratch-path): the newer one, so
+    # that a stale build in the other is never measured instead of the one just made.
+    drivers = [p for p in (os.path.join(ROOT, ".build/release/gavel-load"),
+                           os.path.join(ROOT, "loadtest/.build/release/gavel-load")) if os.path.exists(p)]
+    parser.add_argument("--gavel-load", default=max(drivers, key=os.path.getmtime) if drivers else
+                        os.path.join(ROOT, "loadtest/.build/release/gavel-load"),
+                        help="the gavel-load binary (default: the newer of .build/release and loadtest/.build/release)")
     parser.add_argument("--gavel-rates", type=lambda s: [int(x) for x in s.split(",")],
                         default=[2000, 5000, 10000, 20000, 40000, 80000])
     parser.add_argument("--only", choices=["gavel", "redis", "postgres", "fanout"], action="append",
