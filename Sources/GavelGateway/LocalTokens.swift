@@ -95,6 +95,10 @@ public struct LocalTokens: Sendable {
             return (.unsupportedMediaType, Self.error("send Content-Type: application/json"))
         }
         let value = try? JSONParser.parse(body)
+        // One code: two headers (which one a proxy or a client library keeps varies) are refused, not one picked.
+        guard head.headers[Self.codeHeader].count <= 1 else {
+            return (.badRequest, Self.error("send one \(Self.codeHeader) header, not several"))
+        }
         var shown = head.headers.first(name: Self.codeHeader).map { Array($0.utf8) }
         if shown == nil, case .string(let field)? = value?["code"] { shown = Array(field.utf8) }
         guard let shown else {

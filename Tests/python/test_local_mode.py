@@ -36,6 +36,28 @@ def test_token_with_a_wrong_code_is_403(start_server):
         assert status == 403 and "token" not in answer, wrong
 
 
+def test_two_code_headers_are_refused_whichever_comes_first(start_server):
+    """Which of two headers a proxy or client library keeps varies: the server takes neither."""
+    server = start_server(secret=None)
+    right = server.local_code()
+    for codes in ((right, "0" * len(right)), ("0" * len(right), right), (right, right)):
+        conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=5)
+        try:
+            body = json.dumps(ANN).encode()
+            conn.putrequest("POST", "/token")
+            conn.putheader("Content-Type", "application/json")
+            conn.putheader("Content-Length", str(len(body)))
+            for code in codes:
+                conn.putheader("X-Gavel-Local-Code", code)
+            conn.endheaders(body)
+            response = conn.getresponse()
+            answer = json.loads(response.read())
+            assert response.status == 400 and "one X-Gavel-Local-Code header" in answer["error"], codes
+            assert "token" not in answer
+        finally:
+            conn.close()
+
+
 def test_token_with_the_right_code_in_a_header_or_the_body_can_bid(start_server):
     server = start_server(secret=None)
     code = server.local_code()
