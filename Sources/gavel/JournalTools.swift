@@ -70,6 +70,11 @@ struct Replay: ParsableCommand {
             printError("gavel replay: \(error)")
             throw ExitCode(2)
         }
+        if let toLSN, report.lastLSN < toLSN {
+            printError(
+                "gavel replay: the journal ends at lsn \(report.lastLSN), before --to-lsn \(toLSN): the state shown is at its end"
+            )
+        }
         let seconds = Double(monotonicNanos() - started) / 1e9
         let hash = report.engine.fastStateHash()
         let rate = seconds > 0 ? Int(Double(report.replayedRecords) / seconds) : 0

@@ -86,6 +86,11 @@ import Testing
                 #expect(message.contains("Replay to lsn \(oldest) or later"), "\(message)")
             }
         }
+        let past = try runGavel(["replay", "--data-dir", directory, "--to-lsn", "99999999"])
+        #expect(past.status == 0, "\(past.standardError)")
+        #expect(
+            past.standardError.contains("before --to-lsn 99999999: the state shown is at its end"),
+            "\(past.standardError)")
         let reachable = try runGavel(["replay", "--data-dir", directory, "--to-lsn", "\(oldest)"])
         #expect(reachable.status == 0, "\(reachable.standardError)")
         #expect(reachable.lines.contains("lsn:          \(oldest)"), "\(reachable.lines)")
