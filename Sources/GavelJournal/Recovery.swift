@@ -271,28 +271,7 @@ public enum Recovery {
                     continue
                 }
                 do {
-                    let file = try SnapshotFile.decode(try Files.readAll(candidate.path))
-                    // A format 1 snapshot's sales have no settlements. While the journal still reaches back to
-                    // lsn 1, a replay makes them; once it does not, the snapshot is the only way up (an upgrade of a
-                    // data directory whose old segments are gone), and settlements start with the sales after it.
-                    if file.isBeforeSettlements, (segments.first?.firstLSN ?? 1) <= 1 {
-                        throw SkippedSnapshot(
-                            description:
-                                "it has the snapshot format \(file.version) of a gavel from before settlements, whose sales have none; recovering from the journal instead"
-                        )
-                    }
-                    guard file.lsn == candidate.lsn else {
-                        throw SegmentProblem(
-                            kind: .corrupt, offset: 0, reason: "names lsn \(candidate.lsn) but holds \(file.lsn)")
-                    }
-                    if let first = segments.first, first.firstLSN > file.lsn + 1 {
-                        throw SegmentProblem(
-                            kind: .corrupt, offset: 0,
-                            reason: "the journal starts at lsn \(first.firstLSN), after this snapshot's lsn \(file.lsn)"
-                        )
-                    }
-                    let engine = try Engine.restore(
-                        from: file.state, defaults: options.engine)
+                    let (engine, file) = try restored(candidate, journal: segments, options)
                     start = (engine, file.lsn, file.chain, candidate.path)
                     startedBeforeSettlements = file.isBeforeSettlements
                     break
@@ -315,7 +294,7 @@ public enum Recovery {
             // A replay asked (--to-lsn, --from-start) for a state before every snapshot it may use: when a valid one
             // the journal goes on from exists, the journal before it was removed (retention) and nothing is damaged.
             let tried = Set(rejected.map(\.path) + disagreeing.map(\.path))
-            if let oldest = oldestSnapshot(directory, journalStart: segment.firstLSN, skipping: tried, options) {
+            if let oldest = oldestSnapshot(directory, skipping: tried, options) {
                 throw StateNotRetained(
                     lsn: options.useSnapshots ? options.toLSN : nil, journalStart: segment.firstLSN,
                     oldestSnapshotLSN: oldest.lsn, oldestSnapshotPath: oldest.path)
@@ -527,18 +506,43 @@ public enum Recovery {
         return report
     }
 
-    /// The oldest snapshot, of those not `skipping`, a recovery of `directory` could start from, its journal starting
-    /// at `journalStart`: one at or after lsn `journalStart - 1` that decodes, is named for its lsn, restores, and that
-    /// the journal agrees with. `nil` when there is none: then nothing covers what came before the journal.
+    /// The engine restored from the snapshot `candidate`, and its file, when recovery may start from it with the
+    /// journal `segments`: it decodes, is named for its lsn, the journal goes on from it, and it restores.
+    ///
+    /// - Throws: why recovery may not start from it.
+    private static func restored(
+        _ candidate: (lsn: UInt64, path: String), journal segments: [(firstLSN: UInt64, path: String)],
+        _ options: RecoveryOptions
+    ) throws -> (engine: Engine, file: SnapshotFile) {
+        let file = try SnapshotFile.decode(try Files.readAll(candidate.path))
+        // A format 1 snapshot's sales have no settlements. While the journal still reaches back to lsn 1, a replay
+        // makes them; once it does not, the snapshot is the only way up (an upgrade of a data directory whose old
+        // segments are gone), and settlements start with the sales after it.
+        if file.isBeforeSettlements, (segments.first?.firstLSN ?? 1) <= 1 {
+            throw SkippedSnapshot(
+                description:
+                    "it has the snapshot format \(file.version) of a gavel from before settlements, whose sales have none; recovering from the journal instead"
+            )
+        }
+        guard file.lsn == candidate.lsn else {
+            throw SegmentProblem(kind: .corrupt, offset: 0, reason: "names lsn \(candidate.lsn) but holds \(file.lsn)")
+        }
+        if let first = segments.first, first.firstLSN > file.lsn + 1 {
+            throw SegmentProblem(
+                kind: .corrupt, offset: 0,
+                reason: "the journal starts at lsn \(first.firstLSN), after this snapshot's lsn \(file.lsn)")
+        }
+        return (try Engine.restore(from: file.state, defaults: options.engine), file)
+    }
+
+    /// The oldest snapshot, of those not `skipping`, a recovery of `directory` could start from (``restored(_:journal:_:)``)
+    /// and that the journal agrees with. `nil` when there is none: then nothing covers what came before the journal.
     private static func oldestSnapshot(
-        _ directory: DataDirectory, journalStart: UInt64, skipping: Set<String>, _ options: RecoveryOptions
+        _ directory: DataDirectory, skipping: Set<String>, _ options: RecoveryOptions
     ) -> (lsn: UInt64, path: String)? {
         let segments = directory.segments()
-        for candidate in directory.snapshotFiles().reversed()
-        where candidate.lsn + 1 >= journalStart && !skipping.contains(candidate.path) {
-            guard let bytes = try? Files.readAll(candidate.path), let file = try? SnapshotFile.decode(bytes),
-                file.lsn == candidate.lsn, (try? Engine.restore(from: file.state, defaults: options.engine)) != nil
-            else { continue }
+        for candidate in directory.snapshotFiles().reversed() where !skipping.contains(candidate.path) {
+            guard let (_, file) = try? restored(candidate, journal: segments, options) else { continue }
             if case .disagrees? = verdict(of: SnapshotCheck(lsn: file.lsn, chain: file.chain), in: segments) {
                 continue
             }
