@@ -157,15 +157,18 @@ struct Send: AsyncParsableCommand {
         guard let sub, Identifier.isValid(sub) else {
             throw SendFailure("--sub must be given with --role: 1-64 characters from [A-Za-z0-9_.:-]")
         }
-        if try key.jwt.secret() == nil {
+        let secret: [UInt8]
+        if let given = try key.jwt.secret() {
+            secret = given
+        } else {
             let directory = try Setting.value(key.dataDir, "GAVEL_DATA_DIR", default: "./gavel-data")
             guard access(directory + "/jwt-secret", F_OK) == 0 else {
                 throw SendFailure(
                     "no key in \(directory)/jwt-secret to sign a token with: give the --data-dir of the running gavel serve (or its --jwt-secret-file), or a --token-file"
                 )
             }
+            secret = try servingSecret(key.jwt, dataDir: key.dataDir)
         }
-        let secret = try servingSecret(key.jwt, dataDir: key.dataDir)
         let expires = SystemClock().now() / 1000 + 300
         return JWT.sign(Claims(subject: sub, role: role, expires: expires), secret: secret)
     }
