@@ -310,4 +310,24 @@ public enum DisputeReason {
         }
         return nil
     }
+
+    /// Why `reason` is refused where a command is read (the gateway's and `gavel simulate`'s decoder), or `nil`: the
+    /// rule's ``problem(_:)``, and no character that changes how the text around it is shown — the bidirectional
+    /// embeddings, overrides and isolates (U+202A-U+202E, U+2066-U+2069), which can make a support tool show a
+    /// reason other than its bytes, and the line and paragraph separators (U+2028, U+2029). Not a rule of the engine:
+    /// a journal written before this check replays as it was applied.
+    public static func decodingProblem(_ reason: String) -> String? {
+        if let problem = problem(reason) { return problem }
+        for scalar in reason.unicodeScalars {
+            switch scalar.value {
+            case 0x202A...0x202E, 0x2066...0x2069:
+                return "reason must not contain bidirectional formatting characters (U+202A-U+202E, U+2066-U+2069)"
+            case 0x2028, 0x2029:
+                return "reason must not contain line or paragraph separators (U+2028, U+2029)"
+            default:
+                continue
+            }
+        }
+        return nil
+    }
 }

@@ -226,7 +226,7 @@ public enum CommandDecoder {
             return try settle(.confirmDelivery, id: id, f)
         case .openDispute:
             let reason = try f.string("reason")
-            if let problem = DisputeReason.problem(reason) { throw FieldError(message: problem) }
+            if let problem = DisputeReason.decodingProblem(reason) { throw FieldError(message: problem) }
             return try settle(.openDispute(reason: reason), id: id, f)
         case .resolveDispute:
             return try settle(.resolveDispute(try f.choice("outcome", DisputeOutcome.self)), id: id, f)

@@ -72,6 +72,20 @@ import Testing
         #expect(message(dispute + "\"" + String(repeating: "é", count: 250) + "\"}") == nil)
     }
 
+    @Test func reasonsThatWouldShowOtherTextThanTheirBytesAreRefused() {
+        let dispute = #"{"type":"open_dispute","id":"r1","settlement":"L1:1","by":"ann","role":"bidder","reason":"#
+        let bidi = "reason must not contain bidirectional formatting characters (U+202A-U+202E, U+2066-U+2069)"
+        for escape in [#"\u202A"#, #"\u202e"#, #"\u2066"#, #"\u2069"#] {
+            #expect(message(dispute + #""paid \#(escape)refund"}"#) == bidi)
+        }
+        #expect(message(dispute + "\"paid \u{202E}refund\"}") == bidi)
+        let separators = "reason must not contain line or paragraph separators (U+2028, U+2029)"
+        #expect(message(dispute + #""one\u2028two"}"#) == separators)
+        #expect(message(dispute + #""one\u2029two"}"#) == separators)
+        // Right-to-left text itself, marks and joiners (emoji sequences) are text, not formatting of other text.
+        #expect(message(dispute + "\"وصل مكسورا \u{200F} 👨\u{200D}👩\u{200D}👧\"}") == nil)
+    }
+
     @Test func secondChanceCommandsAndTheAdminCancelDecode() {
         for action in OfferAction.allCases {
             let line = #"{"type":"\#(action.rawValue)","id":"s1","listing":"L1","by":"bob","role":"bidder"}"#
