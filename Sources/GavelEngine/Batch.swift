@@ -46,8 +46,22 @@ public struct BatchEntry: Sendable {
     }
 }
 
+/// A command the writer took from its listing's queue but did not apply: the listing was not in the engine when its
+/// turn came (the turn's timers had just evicted it, or the `open` before it was refused). It gets the engine's own
+/// answer for a listing it does not hold (``Engine/answerWithoutListing(_:now:)``), as one submitted when its listing
+/// has no queue does, and like that one it is not an entry: it has no `lsn`, is not journaled and is not remembered,
+/// so its request id may be sent again and is applied normally once the listing is open. Only its result goes back.
+public struct UnappliedCommand: Sendable {
+    /// The command and who its result goes back to.
+    public let submission: Submission
+    public let result: CommandResult
+    /// The number of the batch's entries taken before it: its result goes back after theirs and before the others'.
+    public let position: Int
+}
+
 /// A group of applied commands that becomes durable together (group commit). Entries are in `lsn` order; every
-/// event of the batch is in ``events`` in the order the engine emitted it.
+/// event of the batch is in ``events`` in the order the engine emitted it. The commands taken but not applied
+/// (``unapplied``) are no entries: only their results go back, in the order the writer took the commands.
 ///
 /// Batches are recycled: a sink must not keep a reference after it has released the batch, nor an observer after
 /// it gave it back (``recycle()``, or the writer's own recycling for an observer that does not keep batches).
@@ -59,9 +73,13 @@ public struct BatchEntry: Sendable {
 public final class Batch: @unchecked Sendable {
     public internal(set) var entries: [BatchEntry] = []
     public internal(set) var events: [Event] = []
+    /// The commands taken but not applied, in the order taken; empty but when a listing left the engine with
+    /// commands for it still queued. Nothing of them is journaled.
+    public internal(set) var unapplied: [UnappliedCommand] = []
     /// A number that orders batches: they are released strictly in this order.
     public internal(set) var number: UInt64 = 0
-    /// Entries submitted with ``Writer/submit(_:)``, whose results the writer hands back itself.
+    /// Commands (entries or unapplied) submitted with ``Writer/submit(_:)``, whose results the writer hands back
+    /// itself.
     var awaited = 0
     /// The pool the batch goes back to (`nil` once its writer is gone).
     private weak var home: BatchPool?
@@ -85,17 +103,39 @@ public final class Batch: @unchecked Sendable {
         return first.lsn...last.lsn
     }
 
-    /// Calls `body` with the command, the result and the `lsn` of each entry whose result goes back to `recipient`
-    /// (``Submission/recipient``), in order: what an observer that is also the recipient of its commands needs.
+    /// Calls `body` with the command, the result and the `lsn` (`nil` for an unapplied command) of each command
+    /// whose result goes back to `recipient` (``Submission/recipient``), in the order the writer took them: what an
+    /// observer that is also the recipient of its commands needs.
     public func forEachResult(
-        of recipient: any ResultRecipient, _ body: (_ command: Command, CommandResult, _ lsn: UInt64) -> Void
+        of recipient: any ResultRecipient, _ body: (_ command: Command, CommandResult, _ lsn: UInt64?) -> Void
     ) {
+        var next = 0
         // Field by field: copying a whole entry would retain and release its submission and result once more.
         for position in entries.indices {
+            forEachUnapplied(before: position, from: &next) { submission, result in
+                if submission.recipient === recipient { body(submission.command, result, nil) }
+            }
             guard let submission = entries[position].submission, submission.recipient === recipient,
                 let result = entries[position].result
             else { continue }
             body(submission.command, result, entries[position].lsn)
+        }
+        forEachUnapplied(before: entries.count, from: &next) { submission, result in
+            if submission.recipient === recipient { body(submission.command, result, nil) }
+        }
+    }
+
+    /// Calls `body` with the submission and result of each unapplied command from the `next`th on that was taken
+    /// before the entry at `position` (every one left when `position` is `entries.count`), and moves `next` past
+    /// them. A reader that walks the entries calls it before each entry, from 0, and once after the last, to hand
+    /// the results back in the order the writer took the commands; with no unapplied command it costs one compare.
+    @inline(__always)
+    public func forEachUnapplied(
+        before position: Int, from next: inout Int, _ body: (Submission, CommandResult) -> Void
+    ) {
+        while next < unapplied.count && unapplied[next].position <= position {
+            body(unapplied[next].submission, unapplied[next].result)
+            next += 1
         }
     }
 
@@ -114,6 +154,7 @@ public final class Batch: @unchecked Sendable {
     func reset() {
         entries.removeAll(keepingCapacity: true)
         events.removeAll(keepingCapacity: true)
+        unapplied.removeAll(keepingCapacity: true)
         awaited = 0
     }
 }

@@ -278,7 +278,8 @@ public final class Writer: @unchecked Sendable {
     }
 
     /// Submits `command` and waits for its durable result (for tools and tests: the writer hands it back itself,
-    /// whatever the observer does).
+    /// whatever the observer does), with its `lsn`: `nil` when it was not journaled (refused at submit, or taken
+    /// when its listing had left the engine, ``Batch/unapplied``).
     public func submit(_ command: Command) async -> (result: CommandResult, lsn: UInt64?) {
         await withCheckedContinuation { continuation in
             guard phase.load(ordering: .acquiring) == Phase.running.rawValue else {
@@ -421,7 +422,9 @@ public final class Writer: @unchecked Sendable {
             let batch = takeBatch()
             turn(into: batch)
             applied += batch.entries.count
-            if batch.entries.isEmpty && barriers.isEmpty && waitingBarriers.isEmpty && !hasWork {
+            if batch.entries.isEmpty && batch.unapplied.isEmpty && barriers.isEmpty && waitingBarriers.isEmpty
+                && !hasWork
+            {
                 recycle(batch)
                 snapshotIfDue()
                 return applied
@@ -464,7 +467,7 @@ public final class Writer: @unchecked Sendable {
         while true {
             let batch = takeBatch()
             turn(into: batch)
-            if !batch.entries.isEmpty || !barriers.isEmpty {
+            if !batch.entries.isEmpty || !batch.unapplied.isEmpty || !barriers.isEmpty {
                 dispatch(batch)
                 snapshotIfDue()
                 continue
@@ -583,15 +586,29 @@ public final class Writer: @unchecked Sendable {
             readyCount.wrappingSubtract(1, ordering: .sequentiallyConsistent)
             let limit = min(perTurn, budget)
             var taken = 0
-            // Whether the listing may not exist after this turn: only a rejected command, or a duplicate of an
-            // earlier one, can leave it missing (an accepted command needs it or creates it).
+            // Whether the listing may not exist after this turn: only a rejected command, a duplicate of an
+            // earlier one, or one not applied can leave it missing (an accepted command needs it or creates it).
             var mayBeGone = true
             while taken < limit, let submission = queue.commands.pop() {
                 queue.pending.wrappingSubtract(1, ordering: .sequentiallyConsistent)
                 taken += 1
                 prefetchNext(after: queue, more: taken < limit)
+                if queue.handle?.isCurrent != true {
+                    queue.handle = engine.handle(for: queue.listing)
+                    // The listing left the engine with commands still queued for it (this turn's timers evicted
+                    // it, or the `open` before them was refused): a command other than `open` gets the answer it
+                    // would have got at submit had the queue been freed already, and is not applied.
+                    if queue.handle == nil,
+                        let answer = Engine.answerWithoutListing(submission.command, now: now)
+                    {
+                        if submission.awaited { batch.awaited += 1 }
+                        batch.unapplied.append(
+                            UnappliedCommand(submission: submission, result: answer, position: batch.entries.count))
+                        mayBeGone = true
+                        continue
+                    }
+                }
                 let start = batch.events.count
-                if queue.handle?.isCurrent != true { queue.handle = engine.handle(for: queue.listing) }
                 let result = engine.apply(
                     submission.command, digest: submission.digest, listing: queue.handle, events: &batch.events)
                 mayBeGone = !result.ok || result.duplicate
@@ -661,6 +678,9 @@ public final class Writer: @unchecked Sendable {
         for entry in batch.entries {
             guard let submission = entry.submission, submission.awaited, let result = entry.result else { continue }
             (submission.recipient as! AwaitedResult).continuation.resume(returning: (result, entry.lsn))
+        }
+        for unapplied in batch.unapplied where unapplied.submission.awaited {
+            (unapplied.submission.recipient as! AwaitedResult).continuation.resume(returning: (unapplied.result, nil))
         }
     }
 }

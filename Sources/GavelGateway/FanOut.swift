@@ -758,7 +758,7 @@ public final class FanOut: ReleaseObserver, @unchecked Sendable {
     private func routeBatch(_ batch: Batch, ts: Millis) {
         let shared = feed.batchReleased(batch)
         metrics.batchEntries.record(batch.entries.count)
-        guard !batch.entries.isEmpty else { return }
+        guard !batch.entries.isEmpty || !batch.unapplied.isEmpty else { return }
         state.withLock { s in
             if shared {
                 // A feed subscriber holds the batch's events too: read in place, each one copied.
@@ -774,20 +774,28 @@ public final class FanOut: ReleaseObserver, @unchecked Sendable {
     }
 
     /// Routes each entry's result to its session and its events (`event(index)` gives the batch's event at `index`,
-    /// asked for in order) to the loops with subscribers.
+    /// asked for in order) to the loops with subscribers; and the result of each command the writer took but did
+    /// not apply (``Batch/unapplied``) to its session, in the order the writer took it.
     private func routeEntries(of batch: Batch, ts: Millis, state s: inout State, event: (Int) -> Event) {
+        var unapplied = 0
         // Field by field: copying a whole entry would retain and release its submission and result.
         for position in batch.entries.indices {
-            if let submission = batch.entries[position].submission,
-                let session = submission.recipient as? WebSocketSession,
-                let result = batch.entries[position].result
-            {
-                gathered[session.loopIndex].append(.result(session, submission, result))
+            batch.forEachUnapplied(before: position, from: &unapplied) { gatherResult($0, $1) }
+            if let submission = batch.entries[position].submission, let result = batch.entries[position].result {
+                gatherResult(submission, result)
             }
             for index in batch.entries[position].events {
                 route(event(index), ts: ts, state: &s)
             }
         }
+        batch.forEachUnapplied(before: batch.entries.count, from: &unapplied) { gatherResult($0, $1) }
+    }
+
+    /// Hands `result` to the loop of the session that submitted it, if a session did.
+    @inline(__always)
+    private func gatherResult(_ submission: Submission, _ result: CommandResult) {
+        guard let session = submission.recipient as? WebSocketSession else { return }
+        gathered[session.loopIndex].append(.result(session, submission, result))
     }
 
     private func route(_ event: Event, ts: Millis, state s: inout State) {

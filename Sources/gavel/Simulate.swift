@@ -202,22 +202,28 @@ final class SignalFlag: @unchecked Sendable {
 }
 
 /// Writes each durable entry's lines, in order: the result of a command sent to it, then every event of the entry a
-/// client could see (not the engine's bookkeeping).
+/// client could see (not the engine's bookkeeping); and the result of each command sent to it that the writer took
+/// but did not apply (its listing had left the engine), where the writer took it.
 final class OutputLines: ReleaseObserver, ResultRecipient {
     let out: LineWriter
 
     init(_ out: LineWriter) { self.out = out }
 
     func released(_ batch: Batch, endsGroup: Bool) {
+        var unapplied = 0
         for position in batch.entries.indices {
-            if let submission = batch.entries[position].submission, submission.recipient === self,
-                let result = batch.entries[position].result
-            {
-                out.write(MessageEncoder.result(id: submission.command.id, result))
+            batch.forEachUnapplied(before: position, from: &unapplied) { write($0, $1) }
+            if let submission = batch.entries[position].submission, let result = batch.entries[position].result {
+                write(submission, result)
             }
             for index in batch.entries[position].events where !batch.events[index].kind.isInternal {
                 out.write(MessageEncoder.event(batch.events[index]))
             }
         }
+        batch.forEachUnapplied(before: batch.entries.count, from: &unapplied) { write($0, $1) }
+    }
+
+    private func write(_ submission: Submission, _ result: CommandResult) {
+        if submission.recipient === self { out.write(MessageEncoder.result(id: submission.command.id, result)) }
     }
 }

@@ -346,6 +346,33 @@ struct SimulateEvictionCLITests {
         }
     }
 
+    /// Commands read in one group go into one writer turn: one queued behind an `open` the engine refuses finds no
+    /// listing when its turn comes, and is answered in its place, as on a server, without being remembered.
+    @Test func aCommandQueuedBehindARefusedOpenIsNotRememberedWithADataDirectory() throws {
+        let lines = [
+            #"{"type":"open","id":"o1","listing":"E","seller":"sue","format":"market","closes_at":0}"#,
+            #"{"type":"order","id":"q1","listing":"E","trader":"bob","side":"buy","price":100,"quantity":3}"#,
+            #"{"type":"open","id":"o2","listing":"E","seller":"sue","format":"market"}"#,
+            #"{"type":"order","id":"q1","listing":"E","trader":"bob","side":"buy","price":100,"quantity":5}"#,
+        ]
+        try withDataDirectory { data in
+            let durable = try runGavel(
+                ["simulate", "--data-dir", data, "--fsync", "none"], input: lines.joined(separator: "\n") + "\n")
+            #expect(durable.status == 0, "\(durable.standardError)")
+            let results = durable.standardOutput.split(separator: "\n").filter { $0.contains(#""type":"result""#) }
+            let expected = [
+                #""id":"o1","ok":false,"error":"bad_request""#, #""id":"q1","ok":false,"error":"unknown_listing""#,
+                #""id":"o2","ok":true"#, #""id":"q1","ok":true"#,
+            ]
+            #expect(results.count == 4, "\(results)")
+            for (result, prefix) in zip(results, expected) {
+                #expect(result.contains(prefix), "\(results)")
+            }
+            let verify = try runGavel(["verify", "--data-dir", data])
+            #expect(verify.status == 0, "\(verify.standardOutput)\(verify.standardError)")
+        }
+    }
+
     @Test func aClockMovedWithNothingJournaledSurvivesAStopWhetherOrNotAListingIsHeld() throws {
         let open =
             #"{"type":"open","id":"o1","listing":"L1","seller":"sam","format":"english","start":100,"closes_at":9000}"#

@@ -94,6 +94,39 @@ struct ListingQueueLifecycleTests {
         await writer.shutdown()
     }
 
+    /// Commands queued behind an `open` the engine refuses find no listing when their turn comes: each gets the
+    /// engine's answer for a listing it does not hold, in its place among the results, without being applied,
+    /// journaled or remembered, and its id is applied normally once the listing is open.
+    @Test func commandsQueuedBehindARefusedOpenAreAnsweredWithoutBeingApplied() async throws {
+        let recorder = Recorder()
+        let writer = Writer(clock: ManualClock(0), observer: recorder)
+        writer.start()
+        let gate = WriterGate()
+        await gate.hold(writer)
+        #expect(writer.submit(refusedOpen("X", id: "x"), replyTo: recorder) == nil)
+        #expect(writer.submit(bid("X", "ann", 200, id: "b1"), replyTo: recorder) == nil)
+        async let awaited = writer.submit(bid("X", "bob", 300, id: "b2"))
+        while writer.queue(for: "X")?.depth != 3 { try await Task.sleep(for: .milliseconds(1)) }
+        gate.release()
+        let b2 = await awaited
+        #expect(b2.result == Engine.answerWithoutListing(bid("X", "bob", 300, id: "b2"), now: 0))
+        #expect(b2.lsn == nil, "not journaled")
+        await writer.barrier()
+        let outcomes = recorder.outcomes.withLock { $0 }
+        #expect(outcomes.map(\.command.id) == ["x", "b1"])
+        #expect(outcomes.map(\.result.error) == [.badRequest, .unknownListing])
+        #expect(outcomes.map(\.lsn) == [1, nil])
+        let remembered = await writer.read { engine, lsn in
+            [lsn, UInt64(engine.rememberedCount(of: "ann")), UInt64(engine.rememberedCount(of: "bob"))]
+        }
+        #expect(remembered == [1, 0, 0], "only the refused open has an lsn; the bids are not remembered")
+        #expect(writer.queue(for: "X") == nil, "the queue was freed once drained")
+        #expect(await writer.submit(openEnglish("X")).result.ok)
+        let retry = await writer.submit(bid("X", "ann", 200, id: "b1"))
+        #expect(retry.result.ok && !retry.result.duplicate)
+        await writer.shutdown()
+    }
+
     @Test func reachingTheCapRefusesOnlyNewOpensNamingTheSetting() async throws {
         let writer = startedWriter(maxListingQueues: 2)
         #expect(await writer.submit(openEnglish("A")).result.ok)
@@ -203,15 +236,19 @@ struct ListingQueueLifecycleTests {
         let outcomes = answered.outcomes.withLock { $0 }
         #expect(outcomes.count == enqueued.load(ordering: .relaxed))
         #expect(Set(outcomes.map(\.command.id)).count == outcomes.count, "no command answered twice")
-        // One queue per listing at a time: each producer's commands on a listing were applied in the order sent.
-        var applied: [String: [(index: Int, lsn: UInt64)]] = [:]
+        // One queue per listing at a time: each producer's commands on a listing were answered in the order sent
+        // (released in that order, those applied with increasing lsns), whether applied or found with no listing
+        // once their turn came (after a refused open).
+        var byProducer: [String: [(index: Int, lsn: UInt64?)]] = [:]
         for outcome in outcomes {
             let parts = outcome.command.id.dropFirst().split(separator: "-")
-            applied["\(parts[0])/\(outcome.command.listing)", default: []].append((Int(parts[1])!, outcome.lsn))
+            byProducer["\(parts[0])/\(outcome.command.listing)", default: []].append((Int(parts[1])!, outcome.lsn))
         }
-        for (key, lsns) in applied {
-            let inOrder = lsns.sorted { $0.index < $1.index }.map(\.lsn)
-            #expect(inOrder == inOrder.sorted(), "\(key) applied out of order")
+        for (key, sent) in byProducer {
+            let indexes = sent.map(\.index)
+            #expect(indexes == indexes.sorted(), "\(key) answered out of order")
+            let lsns = sent.compactMap(\.lsn)
+            #expect(lsns == lsns.sorted(), "\(key) applied out of order")
         }
         #expect(refusedAtOnce.load(ordering: .relaxed) > 0, "some bids found no queue")
         #expect(writer.listingQueueCount == 0, "every queue was freed")

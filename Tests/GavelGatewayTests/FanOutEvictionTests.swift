@@ -89,15 +89,21 @@ import Testing
     }
 }
 
+/// A service session on a writer driven by hand, its clock at 1000 ms, whose closed listings are evicted 100 ms
+/// after their end.
+private func serviceSessionEvictingAfter100Ms() throws -> (SessionHarness, ManualClock) {
+    var configuration = WriterConfiguration()
+    configuration.engine.closedListingRetentionMs = 100
+    let clock = ManualClock(1000)
+    let h = try SessionHarness(principal: Principal(name: "svc", role: .service), writer: configuration, clock: clock)
+    return (h, clock)
+}
+
 /// A session that stays subscribed while its listing is evicted and its id opened again gets the new listing's
 /// events from `seq` 1.
 @Suite struct FanOutReopenTests {
     @Test func aSubscriberKeptAcrossAnEvictionGetsTheReopenedListingsEvents() throws {
-        var configuration = WriterConfiguration()
-        configuration.engine.closedListingRetentionMs = 100
-        let clock = ManualClock(1000)
-        let h = try SessionHarness(
-            principal: Principal(name: "svc", role: .service), writer: configuration, clock: clock)
+        let (h, clock) = try serviceSessionEvictingAfter100Ms()
         let open =
             #"{"type":"open","id":"o1","listing":"L","seller":"sam","format":"english","start":100,"closes_at":1050,"payment_due_ms":10}"#
         try h.send(open)
@@ -115,6 +121,39 @@ import Testing
         let opened = try h.frames().filter { $0.type == "opened" }
         #expect(opened.count == 1, "the new listing's first event reaches the subscriber")
         #expect(opened.first?.json?["seq"] == .integer(1))
+    }
+}
+
+/// A bid a session sends while its listing is still held, but which the writer takes in the turn that evicts the
+/// listing, comes back to the session as `unknown_listing`, and its id is applied normally once the listing is open
+/// again.
+@Suite struct FanOutEvictionTurnTests {
+    @Test func aBidTakenInTheTurnThatEvictsItsListingIsAnsweredToItsSessionAndMaySendItAgain() throws {
+        let (h, clock) = try serviceSessionEvictingAfter100Ms()
+        let open =
+            #"{"type":"open","id":"o1","listing":"L","seller":"sam","format":"english","start":100,"closes_at":1050}"#
+        try h.send(open)
+        h.settle()
+        clock.set(1050)  // closed without a bid: evicted at 1150
+        h.settle()
+        _ = try h.frames()
+        clock.set(1150)
+        let bid = #"{"type":"bid","id":"b1","listing":"L","bidder":"ann","amount":200}"#
+        try h.send(bid)
+        #expect(h.writer.queue(for: "L")?.depth == 1, "queued: the listing was held when the bid was sent")
+        h.settle()
+        let refused = try h.frames().filter { $0.type == "result" }
+        #expect(refused.count == 1)
+        #expect(refused.first?.json?["id"] == .string("b1"))
+        #expect(refused.first?.json?["error"] == .string("unknown_listing"))
+
+        try h.send(open.replacingOccurrences(of: "o1", with: "o2").replacingOccurrences(of: "1050", with: "9000"))
+        h.settle()
+        try h.send(bid)
+        h.settle()
+        let results = try h.frames().filter { $0.type == "result" }.map(\.json)
+        #expect(results.map { $0?["ok"] } == [.bool(true), .bool(true)])
+        #expect(results.last??["duplicate"] == nil, "b1 was not remembered: applied as a new request")
     }
 }
 

@@ -115,3 +115,81 @@ struct VersionOneSnapshotTests {
         #expect(result.notes.contains { $0.contains("older state version 1") })
     }
 }
+
+/// The `open` of an english auction `L` by sam, closing at `closesAt`.
+private func openL(closesAt: Millis, id: String) -> Command {
+    Command(id: id, listing: "L", body: .open(seller: "sam", terms: .english(.init(start: 100, closesAt: closesAt))))
+}
+
+/// ann's bid of 200 on `L`.
+private let lateBid = Command(id: "late", listing: "L", body: .bid(bidder: "ann", amount: 200))
+
+/// A command submitted while its listing is still in the engine, but taken in the writer turn whose timers evict
+/// that listing, is answered as one submitted after the eviction is: the engine's own answer, neither journaled nor
+/// remembered.
+@Suite("A command taken in the turn that evicts its listing", .serialized)
+struct EvictionTurnTests {
+    /// A journaled writer whose listing `L` (an english auction without bids, retention 50 ms) closed at 100 and is
+    /// evicted at 150, and a bid for it submitted at 150 before any turn ran at that time: the listing still has its
+    /// queue, so the bid is queued, and the turn that takes it first evicts the listing.
+    private func bidQueuedForTheEvictionTurn(_ path: String) throws -> JournaledWriter {
+        let (writerConfiguration, options) = evicting()
+        let run = try JournaledWriter(path, writer: writerConfiguration, recovery: options)
+        run.submit(openL(closesAt: 100, id: "first"), at: 0)
+        run.settle()
+        run.clock.set(100)
+        run.settle()
+        #expect(run.engine.hasListing("L"), "closed, within its retention")
+        run.submit(lateBid, at: 150)
+        #expect(run.writer.queue(for: "L")?.depth == 1, "queued: the listing was held when it was submitted")
+        run.settle()
+        #expect(!run.engine.hasListing("L"), "evicted in the turn that took the bid")
+        return run
+    }
+
+    @Test func itGetsUnknownListingUnjournaledAndUnrememberedAndItsIdIsAppliedOnceTheListingIsOpenAgain() throws {
+        let temp = try TemporaryDirectory("evict-turn")
+        defer { temp.remove() }
+        let run = try bidQueuedForTheEvictionTurn(temp.path)
+        let late = try #require(run.released.items.withLock { $0.last })
+        #expect(late.id == "late")
+        #expect(late.result == Engine.answerWithoutListing(lateBid, now: 150))
+        #expect(late.result.error == .unknownListing)
+        #expect(late.lsn == nil, "not journaled")
+        #expect(run.engine.rememberedCount(of: "ann") == 0, "not remembered")
+        #expect(run.writer.queue(for: "L") == nil, "the evicted listing's queue was freed once drained")
+
+        run.submit(openL(closesAt: 10_000, id: "again"), at: 200)
+        run.submit(lateBid, at: 210)
+        run.settle()
+        let retry = try #require(run.released.items.withLock { $0.last })
+        #expect(retry.id == "late")
+        #expect(retry.result.ok && !retry.result.duplicate, "applied normally, as a new request")
+        #expect(retry.lsn != nil)
+        run.finish()
+    }
+
+    @Test func theJournalHoldsNoEntryForItAndRecoversTheLiveState() throws {
+        let temp = try TemporaryDirectory("evict-turn-recover")
+        defer { temp.remove() }
+        let (writerConfiguration, options) = evicting()
+        let run = try bidQueuedForTheEvictionTurn(temp.path)
+        run.submit(openL(closesAt: 10_000, id: "again"), at: 200)
+        run.submit(lateBid, at: 210)
+        run.settle()
+        let hash = run.engine.stateHash()
+        run.finish()
+
+        let directory = DataDirectory(temp.path)
+        let records = try journalRecords(directory)
+        #expect(records.map(\.lsn) == Array(1...UInt64(records.count)), "no lsn was skipped")
+        let lateAt: [Millis] = records.compactMap {
+            guard case .command(_, let at, _, let command, _) = $0, command.id == "late" else { return nil }
+            return at
+        }
+        #expect(lateAt == [210], "only the bid applied after the listing was opened again is journaled")
+        #expect(try Recovery.recover(directory, options: options).engine.stateHash() == hash)
+        #expect(replay(records, configuration: writerConfiguration.engine).engine.stateHash() == hash)
+        #expect(Verification.run(directory).problems == [])
+    }
+}
