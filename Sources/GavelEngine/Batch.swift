@@ -59,6 +59,21 @@ public struct UnappliedCommand: Sendable {
     public let position: Int
 }
 
+/// Where the journal's history stands at the end of one of its batches (the records of one frame, see
+/// docs/STORAGE.md): the batch's last lsn and the SHA-256 chain there, which covers every record up to it. Two
+/// journals with the same mark hold the same entries, in the same batches, up to its lsn.
+public struct ChainMark: Sendable, Equatable {
+    /// The last lsn of the journal batch.
+    public var lsn: UInt64
+    /// The journal's chain after that batch (32 bytes).
+    public var chain: [UInt8]
+
+    public init(lsn: UInt64, chain: [UInt8]) {
+        self.lsn = lsn
+        self.chain = chain
+    }
+}
+
 /// A group of applied commands that becomes durable together (group commit). Entries are in `lsn` order; every
 /// event of the batch is in ``events`` in the order the engine emitted it. The commands taken but not applied
 /// (``unapplied``) are no entries: only their results go back, in the order the writer took the commands.
@@ -78,6 +93,9 @@ public final class Batch: @unchecked Sendable {
     public internal(set) var unapplied: [UnappliedCommand] = []
     /// A number that orders batches: they are released strictly in this order.
     public internal(set) var number: UInt64 = 0
+    /// The journal batch that holds this batch's entries, set by a sink that journals them before it releases the
+    /// batch (several of the writer's batches may go in one journal batch); `nil` from a sink that keeps no chain.
+    public var journalMark: ChainMark?
     /// Commands (entries or unapplied) submitted with ``Writer/submit(_:)``, whose results the writer hands back
     /// itself.
     var awaited = 0
@@ -156,6 +174,7 @@ public final class Batch: @unchecked Sendable {
         events.removeAll(keepingCapacity: true)
         unapplied.removeAll(keepingCapacity: true)
         awaited = 0
+        journalMark = nil
     }
 }
 

@@ -318,7 +318,9 @@ public final class Journal: BatchSink, SnapshotSink, @unchecked Sendable {
             try writeFrame(firstLSN: first.lsn, lastLSN: last.lsn, count: pending.reduce(0) { $0 + $1.0.entries.count })
         }
         let last = pending.count - 1
+        let mark = ChainMark(lsn: lastLSN, chain: chain)
         for (index, (batch, release)) in pending.enumerated() {
+            if !batch.entries.isEmpty { batch.journalMark = mark }
             release(batch, index == last)
             inFlight.signal()
         }

@@ -1,4 +1,5 @@
 import GavelCore
+import GavelEngine
 
 /// Why a replay of the journal cannot start at the lsn asked for.
 public enum ReplayStartError: Error, Sendable, CustomStringConvertible {
@@ -35,6 +36,11 @@ public final class JournalReplay {
     public private(set) var lastLSN: UInt64
     /// The first lsn whose entry is handed out; the ones before it are applied silently.
     public let firstLSN: UInt64
+    /// The journal batch that holds ``lastLSN`` (its last lsn and the chain there), or the snapshot the replay
+    /// started from while it has read no batch after it (a snapshot ends a batch and holds the chain there); `nil`
+    /// at lsn 0. Right after `init` it is the batch that holds `from - 1`: what a feed checks a consumer's
+    /// `expect` against.
+    public private(set) var batchMark: ChainMark?
     private var journal: JournalCursor
     private var records: [JournalRecord] = []
     private var recordIndex = 0
@@ -72,7 +78,7 @@ public final class JournalReplay {
         journal = JournalCursor(directory: directory, window: window, writtenEnd: writtenEnd)
         self.firstLSN = max(1, from)
         let segments = directory.segments()
-        var start: (Engine, UInt64)?
+        var start: (Engine, ChainMark)?
         if let first = segments.first, first.firstLSN > 1 {
             for candidate in directory.snapshotFiles()
             where candidate.lsn < firstLSN && candidate.lsn + 1 >= first.firstLSN {
@@ -80,13 +86,14 @@ public final class JournalReplay {
                     file.lsn == candidate.lsn,
                     let engine = try? Engine.restore(from: file.state, defaults: configuration)
                 else { continue }
-                start = (engine, file.lsn)
+                start = (engine, ChainMark(lsn: file.lsn, chain: file.chain))
                 break
             }
             guard start != nil else { throw .notRetained(oldest: Self.oldestStart(of: directory)) }
         }
         engine = start?.0 ?? Engine(configuration: configuration)
-        lastLSN = start?.1 ?? 0
+        lastLSN = start?.1.lsn ?? 0
+        batchMark = start?.1
         events.reserveCapacity(64)
         while lastLSN + 1 < firstLSN {
             guard let record = try nextRecord(upTo: firstLSN - 1) else {
@@ -169,6 +176,7 @@ public final class JournalReplay {
             recordIndex = 0
             guard let batch = try journal.next(wanted: lastLSN + 1) else { return nil }
             records = batch.records
+            if let last = batch.records.last { batchMark = ChainMark(lsn: last.lsn, chain: batch.chain) }
         }
     }
 }

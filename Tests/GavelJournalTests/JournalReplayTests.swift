@@ -21,9 +21,11 @@ private func referenceEvents(_ directory: DataDirectory, engine: EngineConfigura
 }
 
 /// Writes `count` commands of a random workload over every format through a journaled writer with small segments,
-/// asking for a snapshot every `snapshotEvery` commands; returns the writer's engine settings.
+/// asking for a snapshot every `snapshotEvery` commands; returns the writer's engine settings. `released` is given
+/// what the journal released, at the end.
 private func writeJournal(
-    _ path: String, seed: UInt64, count: Int, snapshotEvery: Int, keep: Int, segmentBytes: Int = 4096
+    _ path: String, seed: UInt64, count: Int, snapshotEvery: Int, keep: Int, segmentBytes: Int = 4096,
+    released: (ReleasedResults) -> Void = { _ in }
 ) throws -> EngineConfiguration {
     var writer = WriterConfiguration()
     writer.snapshotOnShutdown = false
@@ -51,6 +53,7 @@ private func writeJournal(
     }
     run.writer.runUntilIdle()
     run.finish()
+    released(run.released)
     return writer.engine
 }
 
@@ -306,5 +309,52 @@ struct JournalReplayTests {
         var first: UInt64?
         _ = try replay.next(upTo: oldest) { lsn, _, _, _, _ in first = lsn }
         #expect(first == oldest)
+    }
+
+    /// A feed checks a consumer's `expect` against the journal batch that holds lsn `since_lsn - 1`. Each batch the
+    /// journal releases carries the mark of the journal batch it went into (its last lsn and the chain there, as the
+    /// trailer on disk says), and a replay from any lsn it can start at knows the mark of the batch that holds the
+    /// lsn before it: from the journal it reads, or from the snapshot it starts at when the segments before are gone.
+    @Test func aReplayKnowsTheJournalBatchOfTheLSNBeforeItsFirstAsTheJournalReleasedIt() throws {
+        let temp = try TemporaryDirectory("replay-mark")
+        defer { temp.remove() }
+        var released: [(lsns: ClosedRange<UInt64>, mark: ChainMark?)] = []
+        let engine = try writeJournal(temp.path, seed: 21, count: 700, snapshotEvery: 150, keep: 2) {
+            released = $0.marks.withLock { $0 }
+        }
+        let directory = DataDirectory(temp.path)
+        var onDisk: [ChainMark] = []
+        for segment in directory.segments() {
+            var reader = try SegmentReader(bytes: try readBytes(segment.path))
+            while let batch = try reader.next() {
+                onDisk.append(ChainMark(lsn: try #require(batch.records.last?.lsn), chain: batch.chain))
+            }
+        }
+        let firstOnDisk = try #require(directory.segments().first?.firstLSN)
+        let last = try #require(onDisk.last?.lsn)
+        /// The journal batch on disk that holds `lsn` (at or after `firstOnDisk`).
+        func holding(_ lsn: UInt64) -> ChainMark? { onDisk.first { $0.lsn >= lsn } }
+        #expect(released.count > 100 && released.allSatisfy { $0.mark != nil })
+        for (lsns, mark) in released where lsns.lowerBound >= firstOnDisk {
+            #expect(mark == holding(lsns.lowerBound) && mark == holding(lsns.upperBound), "lsns \(lsns)")
+        }
+        let oldest = JournalReplay.oldestStart(of: directory)
+        // Retention removed the first segments: the oldest replay starts at a snapshot, as do those from right
+        // after each snapshot kept (which then read no batch before their first lsn).
+        #expect(oldest > 1)
+        for from in oldest...(last + 1) {
+            let replay = try JournalReplay(directory: directory, from: from, engine: engine)
+            let expected: ChainMark?
+            if from - 1 >= firstOnDisk {
+                expected = holding(from - 1)
+            } else {
+                let snapshot = try #require(directory.snapshotFiles().first { $0.lsn == from - 1 })
+                let file = try SnapshotFile.decode(try readBytes(snapshot.path))
+                expected = ChainMark(lsn: file.lsn, chain: file.chain)
+                // The snapshot's chain is the one the journal released its batch with.
+                #expect(released.contains { $0.mark == expected })
+            }
+            #expect(replay.batchMark == expected, "from \(from)")
+        }
     }
 }

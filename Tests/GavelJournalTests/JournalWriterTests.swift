@@ -10,11 +10,14 @@ import Testing
 final class ReleasedResults: ReleaseObserver, ResultRecipient, Sendable {
     let items = Mutex<[(id: String, result: CommandResult, lsn: UInt64?)]>([])
     let events = Mutex<[Event]>([])
+    /// Each released batch's lsns and the journal batch the journal says they went into.
+    let marks = Mutex<[(lsns: ClosedRange<UInt64>, mark: ChainMark?)]>([])
 
     func released(_ batch: Batch, endsGroup: Bool) {
         batch.forEachResult(of: self) { command, result, lsn in items.withLock { $0.append((command.id, result, lsn)) }
         }
         events.withLock { $0.append(contentsOf: batch.events) }
+        if let lsns = batch.lsnRange { marks.withLock { $0.append((lsns, batch.journalMark)) } }
     }
 }
 
