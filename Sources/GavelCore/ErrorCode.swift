@@ -44,4 +44,7 @@ public enum ErrorCode: String, Sendable, Hashable, CaseIterable {
     case unknownSettlement = "unknown_settlement"
     /// Gateway only: a `subscribe_feed` whose `since_lsn` is older than the journal and snapshots still retained.
     case feedLSNNotRetained = "feed_lsn_not_retained"
+    /// Gateway only: a `subscribe_feed` whose consumer handled a history this server's journal does not hold (its
+    /// `since_lsn` is past the journal's end, or its `expect` is not the journal batch there).
+    case feedHistoryDiverged = "feed_history_diverged"
 }

@@ -10,13 +10,16 @@ import Synchronization
     import Glibc
 #endif
 
-/// What a `subscribe_feed` asked for: which events (by type and listing) and whether rejected commands come too.
+/// What a `subscribe_feed` asked for: which events (by type and listing), whether rejected commands come too, and
+/// whether each journal batch is marked (`marks`).
 struct FeedFilter: Sendable {
     /// Event type names wanted; `nil`: all.
     var types: Set<String>?
     /// Listings wanted; `nil`: all.
     var listings: Set<String>?
     var includeRejections = false
+    /// A `feed_mark` before the messages of each journal batch (and for a batch that has none after the filters).
+    var marks = false
 
     /// The event types a feed carries, in the order docs/PROTOCOL.md lists them.
     static let eventTypes = [
@@ -84,6 +87,14 @@ struct FeedEncoder {
         return total
     }
 
+    /// Appends the `feed_mark` frame of `mark` to `out`; returns its bytes.
+    mutating func mark(_ mark: ChainMark, into out: inout ByteBuffer) -> Int {
+        MessageEncoder.feedMark(lsn: mark.lsn, chain: mark.chain, into: &bytes)
+        let before = out.writerIndex
+        ServerFrame.appendText(bytes, to: &out)
+        return out.writerIndex - before
+    }
+
     /// Appends the text frame of the JSON object in `bytes` with `"lsn":N,"last":B` added at its end.
     private static func appendTagged(_ bytes: inout [UInt8], lsn: UInt64, last: Bool, to out: inout ByteBuffer) {
         bytes.removeLast()
@@ -126,6 +137,8 @@ struct FeedBatch: Sendable {
     var entries: [Entry]
     /// The batch's last lsn.
     var through: UInt64
+    /// The journal batch that holds the entries.
+    var mark: ChainMark?
 
     init(_ batch: Batch) {
         events = batch.events
@@ -137,16 +150,56 @@ struct FeedBatch: Sendable {
                 rejected: Entry.refusal(command, entry.result))
         }
         through = batch.entries.last?.lsn ?? 0
+        mark = batch.journalMark
     }
 }
 
 /// Where a `subscribe_feed` starts, or why it cannot.
 enum FeedStart {
-    /// Live from the entry after `lsn`, after catching up from `since` when `since <= lsn`.
-    case started(lsn: UInt64)
+    /// Live from the entry after `lsn`, after catching up from `since` when `since <= lsn`. `mark`: the journal
+    /// batch that holds `lsn`. `check`: the `expect` the catch-up is to check before it sends anything (`nil` when
+    /// there is none, or it was checked at registration).
+    case started(lsn: UInt64, mark: ChainMark?, check: ChainMark?)
     case notRetained(oldest: UInt64)
-    case beyondEnd(durable: UInt64)
+    /// The consumer handled a history the journal does not hold; `durable`: the last lsn released to the feed.
+    case diverged(FeedDivergence, durable: UInt64)
     case busy(max: Int)
+}
+
+/// How a consumer's history (its `since_lsn` and `expect`) differs from the journal's, for the message of
+/// `feed_history_diverged`.
+enum FeedDivergence: Equatable {
+    /// `since_lsn` is past the journal's end + 1: entries the consumer handled are not in it.
+    case beyondEnd(since: UInt64, durable: UInt64)
+    /// The consumer saw lsn `since - 1` in the journal batch `expected`, which ends past the journal's end.
+    case beyondJournal(since: UInt64, expected: ChainMark, durable: UInt64)
+    /// The journal batch that holds lsn `since - 1` is `found`, not the consumer's `expected`.
+    case otherBatch(since: UInt64, expected: ChainMark, found: ChainMark?)
+
+    /// What the consumer is told: what differs, why that happens, and what to do.
+    var message: String {
+        let what: String
+        switch self {
+        case .beyondEnd(let since, let durable):
+            what =
+                "since_lsn \(since) is past this server's journal, which ends at lsn \(durable): lsn \(since - 1), which you handled, is not in it"
+        case .beyondJournal(let since, let expected, let durable):
+            what =
+                "you handled lsn \(since - 1) of the journal batch that ends at lsn \(expected.lsn), and this server's journal ends at lsn \(durable)"
+        case .otherBatch(let since, let expected, let found):
+            let theirs =
+                found.map { "ends at lsn \($0.lsn) with a chain that starts \(Self.short($0))" } ?? "is unknown"
+            what =
+                "you handled lsn \(since - 1) of the journal batch that ends at lsn \(expected.lsn) with a chain that starts \(Self.short(expected)); this server's batch that holds lsn \(since - 1) \(theirs)"
+        }
+        return what
+            + ". This server's journal is not the history you handled: it lost entries it had sent (a data directory restored from a backup, or a power loss under --fsync interval or none) and went on with others, or it is another server's. What you built from the feed holds entries this server no longer has: rebuild it from an empty state (since_lsn 1)"
+    }
+
+    /// The first 16 hex digits of a mark's chain.
+    private static func short(_ mark: ChainMark) -> String {
+        String(SHA256Digest.hexString(mark.chain).prefix(16))
+    }
 }
 
 /// The durable event feed: the subscriptions of `subscribe_feed`, the hand-off of each released batch to them, and
@@ -163,6 +216,8 @@ public final class FeedHub: @unchecked Sendable {
     struct State {
         var subscribers: [ObjectIdentifier: FeedSubscription] = [:]
         var lastLSN: UInt64 = 0
+        /// The journal batch that holds `lastLSN`; `nil` when the batches come from a sink that keeps no chain.
+        var mark: ChainMark?
         var catchUps = 0
 
         /// Takes a catch-up's place when fewer than `max` are running.
@@ -191,18 +246,22 @@ public final class FeedHub: @unchecked Sendable {
     ///   - writtenEnd: how far the journal appending to `directory` has written (``Journal/writtenEnd``).
     ///   - engine: the rules of an engine that replays the journal from lsn 1.
     ///   - lastLSN: the recovered journal's last lsn.
+    ///   - chain: the recovered journal's chain at `lastLSN` (the end of a batch); `nil`: the journal keeps none.
     ///   - maxCatchUps: catch-ups from the journal allowed at once (each holds a copy of the state).
     ///   - stallTimeoutMs: how long a catch-up waits for its connection to write a piece before closing it.
     public func configure(
         directory: DataDirectory?, writtenEnd: JournalWrittenEnd? = nil, engine: EngineConfiguration,
-        lastLSN: UInt64, maxCatchUps: Int, stallTimeoutMs: Int = 10_000
+        lastLSN: UInt64, chain: [UInt8]? = nil, maxCatchUps: Int, stallTimeoutMs: Int = 10_000
     ) {
         self.directory = directory
         self.writtenEnd = writtenEnd
         self.engine = engine
         self.maxCatchUps = maxCatchUps
         self.stallTimeoutMs = stallTimeoutMs
-        state.withLock { $0.lastLSN = lastLSN }
+        state.withLock {
+            $0.lastLSN = lastLSN
+            $0.mark = chain.map { ChainMark(lsn: lastLSN, chain: $0) }
+        }
     }
 
     /// The last lsn released to the feed.
@@ -217,6 +276,7 @@ public final class FeedHub: @unchecked Sendable {
         guard let last = batch.entries.last?.lsn else { return false }
         let subscribers = state.withLock { s -> [FeedSubscription] in
             s.lastLSN = last
+            s.mark = batch.journalMark
             return s.subscribers.isEmpty ? [] : Array(s.subscribers.values)
         }
         guard !subscribers.isEmpty else { return false }
@@ -228,17 +288,38 @@ public final class FeedHub: @unchecked Sendable {
     }
 
     /// Registers `subscription`, which wants entries from `since` (`nil`: from now on), and says where it starts.
-    func register(_ subscription: FeedSubscription, since: UInt64?) -> FeedStart {
+    /// `expect`, with `since`: the journal batch the consumer saw lsn `since - 1` in. It is checked here when the
+    /// batch that holds the last lsn decides it (`expect` is that batch, or past it, or nothing is to be caught up);
+    /// otherwise by the catch-up, which reads the batch that holds lsn `since - 1` (or starts at the snapshot that
+    /// ends it) before it sends anything.
+    func register(_ subscription: FeedSubscription, since: UInt64?, expect: ChainMark? = nil) -> FeedStart {
         let oldest = since.flatMap { since in directory.map { JournalReplay.oldestStart(of: $0) } } ?? 1
         return state.withLock { s in
             let from = since ?? s.lastLSN + 1
-            if from > s.lastLSN + 1 { return .beyondEnd(durable: s.lastLSN) }
+            if from > s.lastLSN + 1 {
+                return .diverged(.beyondEnd(since: from, durable: s.lastLSN), durable: s.lastLSN)
+            }
+            var check = expect
+            if let expect, let mark = s.mark {
+                if expect.lsn > mark.lsn {
+                    return .diverged(
+                        .beyondJournal(since: from, expected: expect, durable: s.lastLSN), durable: s.lastLSN)
+                }
+                // The batch that holds the last lsn holds lsn `from - 1` too when it ends at `expect.lsn`, and
+                // is the only one that can when nothing is to be caught up.
+                if expect.lsn == mark.lsn || from == s.lastLSN + 1 {
+                    guard expect == mark else {
+                        return .diverged(.otherBatch(since: from, expected: expect, found: mark), durable: s.lastLSN)
+                    }
+                    check = nil
+                }
+            }
             if from <= s.lastLSN {
                 guard directory != nil, from >= oldest else { return .notRetained(oldest: min(oldest, s.lastLSN + 1)) }
                 guard s.takeCatchUp(max: maxCatchUps) else { return .busy(max: maxCatchUps) }
             }
             s.subscribers[ObjectIdentifier(subscription)] = subscription
-            return .started(lsn: s.lastLSN)
+            return .started(lsn: s.lastLSN, mark: s.mark, check: check)
         }
     }
 
@@ -256,7 +337,11 @@ public final class FeedHub: @unchecked Sendable {
     }
 
     /// Replays the journal from `since` to the subscription on a thread of its own, then switches it to live.
-    func startCatchUp(_ subscription: FeedSubscription, since: UInt64, through target: UInt64) {
+    /// `check`: the journal batch that must hold lsn `since - 1` (the consumer's `expect`); when it does not, the
+    /// subscription is refused with `feed_history_diverged` before anything is sent.
+    func startCatchUp(
+        _ subscription: FeedSubscription, since: UInt64, through target: UInt64, check: ChainMark? = nil
+    ) {
         guard let directory else { return }
         let engine = self.engine
         let stall = stallTimeoutMs
@@ -264,7 +349,7 @@ public final class FeedHub: @unchecked Sendable {
         let tid = startDedicatedThread("feed catch-up") { [self] in
             subscription.catchUp(
                 directory: directory, writtenEnd: writtenEnd, engine: engine, since: since, through: target,
-                stallTimeoutMs: stall)
+                check: check, stallTimeoutMs: stall)
             state.withLock { $0.catchUps -= 1 }
         }
         pthread_detach(tid)
@@ -280,6 +365,8 @@ final class FeedSubscription: @unchecked Sendable {
     private weak var session: WebSocketSession?
     private weak var hub: FeedHub?
     let filter: FeedFilter
+    /// The `id` of the `subscribe_feed`, for a refusal the catch-up finds.
+    let requestID: String?
     /// The most bytes of live messages kept while catching up; past it they are dropped and read from disk later.
     private let bufferLimit: Int
     /// The bytes of catch-up messages handed to the connection in one piece; two pieces at most are unwritten.
@@ -293,23 +380,37 @@ final class FeedSubscription: @unchecked Sendable {
     /// Live entries were dropped while catching up: the catch-up goes on to `droppedThrough` from disk.
     private var overflowed = false
     private var droppedThrough: UInt64 = 0
+    /// The last lsn of the journal batch whose `feed_mark` the live feed wrote last (a journal batch can hold several
+    /// of the writer's batches: it is marked once). A catch-up from disk marks the batches it reads itself.
+    private var markedThrough: UInt64 = 0
     let cancelled = Atomic<Bool>(false)
 
     /// - Parameter maxOutboundBytes: the connection's cap on unwritten bytes: the live messages kept while
     ///   catching up take at most half of it, the catch-up's two pieces in flight at most a quarter.
-    init(session: WebSocketSession, hub: FeedHub, eventLoop: EventLoop, filter: FeedFilter, maxOutboundBytes: Int) {
+    init(
+        session: WebSocketSession, hub: FeedHub, eventLoop: EventLoop, filter: FeedFilter, requestID: String? = nil,
+        maxOutboundBytes: Int
+    ) {
         self.session = session
         self.hub = hub
         self.eventLoop = eventLoop
         self.filter = filter
+        self.requestID = requestID
         self.bufferLimit = max(1, maxOutboundBytes / 2)
         self.chunkLimit = max(1024, min(64 * 1024, maxOutboundBytes / 8))
     }
 
-    /// Starts live at once: nothing to catch up.
-    func goLive(at lsn: UInt64) {
+    /// Starts live at once: nothing to catch up. `mark`: the journal batch that holds `lsn`, marked first when
+    /// the subscription wants marks (an empty journal has none).
+    func goLive(at lsn: UInt64, mark: ChainMark?) {
         live = true
         announcedLive = true
+        if filter.marks, let mark, mark.lsn > 0, let session {
+            var frame = ByteBuffer()
+            _ = encoder.mark(mark, into: &frame)
+            markedThrough = mark.lsn
+            session.sendFeed([frame], done: nil)
+        }
         session?.sendFeedLive(lsn)
     }
 
@@ -322,6 +423,10 @@ final class FeedSubscription: @unchecked Sendable {
         }
         var frames = ByteBuffer()
         var bytes = 0
+        if filter.marks, let mark = batch.mark, mark.lsn != markedThrough {
+            bytes += encoder.mark(mark, into: &frames)
+            markedThrough = mark.lsn
+        }
         for entry in batch.entries {
             bytes += encoder.encode(
                 lsn: entry.lsn, at: entry.at, events: batch.events[entry.events], rejected: entry.rejected,
@@ -378,12 +483,14 @@ final class FeedSubscription: @unchecked Sendable {
 
     /// Replays the journal from `since` to `target` (and further while live entries were dropped) and sends it,
     /// never more than two pieces ahead of what the connection has written to its socket; then switches to live.
+    /// With `check`, the journal batch that holds lsn `since - 1` must be it (the consumer's `expect`), else the
+    /// subscription is refused with `feed_history_diverged` and nothing is sent.
     /// Runs on a thread of its own, which replays; a second thread encodes what it replayed (``encodeCatchUp``),
     /// so the two halves of a catch-up run side by side on two cores, at most ``CatchUpQueue/capacity`` pieces
     /// apart.
     func catchUp(
         directory: DataDirectory, writtenEnd: JournalWrittenEnd?, engine: EngineConfiguration, since: UInt64,
-        through start: UInt64, stallTimeoutMs: Int
+        through start: UInt64, check: ChainMark? = nil, stallTimeoutMs: Int
     ) {
         let queue = CatchUpQueue()
         let encoded = DispatchSemaphore(value: 0)
@@ -396,27 +503,39 @@ final class FeedSubscription: @unchecked Sendable {
         // one struct, so that the entries can be added while the events are being appended to).
         var events: [Event] = []
         var entries: [FeedBatch.Entry] = []
+        var marks: [ReplayedPiece.Mark] = []
         /// Empty lists, with room for a whole piece: no regrowth while one is filled.
         func startPiece() {
             events = []
             events.reserveCapacity(ReplayedPiece.handOverSize + 64)
             entries = []
             entries.reserveCapacity(ReplayedPiece.handOverSize)
+            marks = []
         }
         startPiece()
         func handOver() {
             guard !entries.isEmpty else { return }
-            queue.put(.piece(ReplayedPiece(events: events, entries: entries)))
+            queue.put(.piece(ReplayedPiece(events: events, entries: entries, marks: marks)))
             startPiece()
         }
         var target = start
         var failure: String?
+        var divergence: FeedDivergence?
+        var markedThrough: UInt64 = 0
+        let marking = filter.marks
         do {
             let replay = try JournalReplay(
                 directory: directory, from: since, engine: engine, requestsFromJournal: true,
                 writtenEnd: writtenEnd)
-            while !cancelled.load(ordering: .relaxed) {
+            if let check, replay.batchMark != check {
+                divergence = .otherBatch(since: since, expected: check, found: replay.batchMark)
+            }
+            while divergence == nil && !cancelled.load(ordering: .relaxed) {
                 let more = try replay.next(upTo: target, appendingTo: &events) { lsn, at, command, result, range in
+                    if marking, let mark = replay.batchMark, mark.lsn != markedThrough {
+                        marks.append(ReplayedPiece.Mark(before: entries.count, mark: mark))
+                        markedThrough = mark.lsn
+                    }
                     entries.append(
                         FeedBatch.Entry(
                             lsn: lsn, at: at, events: range, rejected: FeedBatch.Entry.refusal(command, result)))
@@ -442,6 +561,12 @@ final class FeedSubscription: @unchecked Sendable {
         queue.put(.end)
         encoded.wait()
         if let failure { eventLoop.execute { [self] in session?.endFeed(failure) } }
+        if let divergence {
+            eventLoop.execute { [self] in
+                guard !cancelled.load(ordering: .relaxed) else { return }
+                session?.refuseFeed(self, divergence, durable: start)
+            }
+        }
     }
 
     /// Encodes the pieces a catch-up replayed and hands them to the connection, never more than two pieces ahead of
@@ -479,7 +604,13 @@ final class FeedSubscription: @unchecked Sendable {
             switch queue.take() {
             case .piece(let replayed):
                 guard !cancelled.load(ordering: .relaxed) else { continue }
-                for entry in replayed.entries {
+                var marks = replayed.marks[...]
+                for (index, entry) in replayed.entries.enumerated() {
+                    if let next = marks.first, next.before == index {
+                        _ = encoder.mark(next.mark, into: &chunk)
+                        marks.removeFirst()
+                        if chunk.readableBytes >= limit { send(&chunk) }
+                    }
                     _ = encoder.encode(
                         lsn: entry.lsn, at: entry.at, events: replayed.events[entry.events], rejected: entry.rejected,
                         filter: filter, into: &chunk, piece: limit, full: send)
@@ -504,8 +635,16 @@ struct ReplayedPiece {
     /// Whether a piece of `events` events and `entries` entries is to be handed over.
     static func isFull(events: Int, entries: Int) -> Bool { events >= handOverSize || entries >= handOverSize }
 
+    /// A journal batch that begins (for the feed) at entry `before` of the piece: its `feed_mark` goes first.
+    struct Mark {
+        var before: Int
+        var mark: ChainMark
+    }
+
     var events: [Event]
     var entries: [FeedBatch.Entry]
+    /// The journal batches the entries begin, in order (for a subscription that wants marks; else none).
+    var marks: [Mark] = []
 }
 
 /// What a catch-up's replaying thread hands its encoding thread.
@@ -543,6 +682,8 @@ final class CatchUpQueue: Sendable {
 struct FeedRequest {
     var since: UInt64?
     var filter = FeedFilter()
+    /// The journal batch the consumer saw lsn `since - 1` in (`expect`), to be checked against the journal.
+    var expect: ChainMark?
 
     /// The most `types` one request may name.
     static let maxTypes = 64
@@ -589,7 +730,36 @@ struct FeedRequest {
             guard case .bool(let flag) = field else { return .failure("include_rejections must be true or false") }
             request.filter.includeRejections = flag
         }
+        if let field = value["marks"], field != .null {
+            guard case .bool(let flag) = field else { return .failure("marks must be true or false") }
+            request.filter.marks = flag
+        }
+        if let field = value["expect"], field != .null {
+            switch parseExpect(field, since: request.since) {
+            case .success(let mark): request.expect = mark
+            case .failure(let error): return .failure(error)
+            }
+        }
         return .success(request)
+    }
+
+    /// `expect`: `{"lsn":L,"chain":"<64 hex digits>"}`, the `feed_mark` the consumer had last when it handled lsn
+    /// `since_lsn - 1`, so `L` is at least that lsn.
+    static func parseExpect(_ field: JSONValue, since: UInt64?) -> Result<ChainMark, FeedRequestError> {
+        let shape =
+            #"expect must be the last feed_mark you had at lsn since_lsn - 1: {"lsn":L,"chain":"<64 hex digits>"}"#
+        guard case .object = field, case .integer(let lsn)? = field["lsn"], lsn >= 1,
+            case .string(let hex)? = field["chain"], let chain = SHA256Digest.bytes(hex: hex)
+        else { return .failure("\(shape)") }
+        guard let since, since >= 2 else {
+            return .failure("expect needs a since_lsn of 2 or more: it names the journal batch of lsn since_lsn - 1")
+        }
+        guard UInt64(lsn) >= since - 1 else {
+            return .failure(
+                "expect.lsn \(lsn) is before since_lsn - 1 (\(since - 1)): a feed_mark comes before the messages of its batch, so the one you had at lsn \(since - 1) ends at or after it"
+            )
+        }
+        return .success(ChainMark(lsn: UInt64(lsn), chain: chain))
     }
 }
 

@@ -41,7 +41,7 @@ public struct ServingCore {
         fanOut.loadSettlements(report.engine.settlements, offers: report.engine.secondChanceOffers)
         fanOut.feed.configure(
             directory: directory, writtenEnd: journal.writtenEnd, engine: report.engine.configuration,
-            lastLSN: report.lastLSN,
+            lastLSN: report.lastLSN, chain: report.chain,
             maxCatchUps: gateway.maxFeedCatchups, stallTimeoutMs: gateway.feedStallTimeoutMs)
         let writer = Writer(
             configuration: writerConfiguration, engine: report.engine, lastLSN: report.lastLSN, sink: journal,

@@ -122,30 +122,28 @@ extension WebSocketSession {
                 id: id,
                 .rejected(.badRequest, "this connection already has a feed; open another connection for another one"))
         }
-        let filter: FeedFilter
-        let since: UInt64?
+        let request: FeedRequest
         switch FeedRequest.parse(value, maxListings: configuration.maxFeedListings) {
         case .failure(let error): return sendResult(id: id, .rejected(.badRequest, error.message))
-        case .success(let request): (filter, since) = (request.filter, request.since)
+        case .success(let parsed): request = parsed
         }
+        let since = request.since
         guard let context else { return }
         let subscription = FeedSubscription(
-            session: self, hub: fanOut.feed, eventLoop: context.eventLoop, filter: filter,
+            session: self, hub: fanOut.feed, eventLoop: context.eventLoop, filter: request.filter, requestID: id,
             maxOutboundBytes: configuration.maxOutboundBytes)
-        switch fanOut.feed.register(subscription, since: since) {
-        case .beyondEnd(let durable):
-            sendResult(
-                id: id,
-                .rejected(
-                    .badRequest,
-                    "since_lsn \(since ?? 0) is beyond the journal's end: the newest durable lsn is \(durable); ask for at most \(durable + 1)"
-                ))
+        switch fanOut.feed.register(subscription, since: since, expect: request.expect) {
+        case .diverged(let divergence, let durable):
+            MessageEncoder.feedRefused(
+                id: id, .feedHistoryDiverged, message: divergence.message, "durable_lsn", lsn: durable,
+                ts: SystemClock().now(), into: &resultBytes)
+            send(resultBytes)
         case .notRetained(let oldest):
-            MessageEncoder.feedNotRetained(
-                id: id,
+            MessageEncoder.feedRefused(
+                id: id, .feedLSNNotRetained,
                 message:
                     "since_lsn \(since ?? 0) is no longer retained: the oldest lsn the feed can start at is \(oldest); resume from there (and reconcile what was missed) or raise --retain-journal",
-                oldestLSN: oldest, ts: SystemClock().now(), into: &resultBytes)
+                "oldest_lsn", lsn: oldest, ts: SystemClock().now(), into: &resultBytes)
             send(resultBytes)
         case .busy(let max):
             sendResult(
@@ -156,14 +154,28 @@ extension WebSocketSession {
                         ? "this server serves the feed live only (--max-feed-catchups 0): subscribe without since_lsn"
                         : "\(max) feed catch-ups from the journal are running (--max-feed-catchups); retry in a few seconds"
                 ))
-        case .started(let lsn):
+        case .started(let lsn, let mark, let check):
             feed = subscription
             if let since, since <= lsn {
-                fanOut.feed.startCatchUp(subscription, since: since, through: lsn)
+                fanOut.feed.startCatchUp(subscription, since: since, through: lsn, check: check)
             } else {
-                subscription.goLive(at: lsn)
+                subscription.goLive(at: lsn, mark: mark)
             }
         }
+    }
+
+    /// Refuses the feed whose catch-up found that the consumer handled another history (before it sent anything):
+    /// `feed_history_diverged`, and the connection has no feed any more (it may subscribe again).
+    func refuseFeed(_ subscription: FeedSubscription, _ divergence: FeedDivergence, durable: UInt64) {
+        guard feed === subscription else { return }
+        subscription.cancel()
+        fanOut.feed.unregister(subscription)
+        feed = nil
+        MessageEncoder.feedRefused(
+            id: subscription.requestID, .feedHistoryDiverged, message: divergence.message, "durable_lsn", lsn: durable,
+            ts: SystemClock().now(), into: &resultBytes)
+        send(resultBytes)
+        flushIfNeeded()
     }
 
     /// Writes `{"type":"feed_live","lsn":N}`.

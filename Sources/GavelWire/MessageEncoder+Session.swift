@@ -122,19 +122,33 @@ extension MessageEncoder {
         }
     }
 
-    /// `{"type":"result","id":I|null,"ok":false,"error":"feed_lsn_not_retained","message":M,"oldest_lsn":N,"ts":T}`:
-    /// the refusal of a `subscribe_feed` whose `since_lsn` the journal no longer holds.
-    public static func feedNotRetained(
-        id: String?, message: String, oldestLSN: UInt64, ts: Millis, into buffer: inout [UInt8]
+    /// The refusal of a `subscribe_feed`, with the lsn that tells the consumer where it stands:
+    /// `{"type":"result","id":I|null,"ok":false,"error":E,"message":M,"<name>":N,"ts":T}`. `feed_lsn_not_retained`
+    /// carries `oldest_lsn` (the journal no longer holds its `since_lsn`), `feed_history_diverged` `durable_lsn` (it
+    /// handled a history the journal does not hold).
+    public static func feedRefused(
+        id: String?, _ error: ErrorCode, message: String, _ name: StaticString, lsn: UInt64, ts: Millis,
+        into buffer: inout [UInt8]
     ) {
         FixedJSONWriter.write(into: &buffer) { w in
             w.field("type", word: "result")
             w.field("id", id)
             w.field("ok", false)
-            w.field("error", ErrorCode.feedLSNNotRetained.rawValue)
+            w.field("error", error.rawValue)
             w.field("message", message)
-            w.field("oldest_lsn", oldestLSN)
+            w.field(name, lsn)
             w.field("ts", ts)
+        }
+    }
+
+    /// `{"type":"feed_mark","lsn":L,"chain":"<64 hex digits>"}`: the feed messages that follow, up to lsn `L`,
+    /// belong to the journal batch that ends at `L`, whose chain is `chain`.
+    public static func feedMark(lsn: UInt64, chain: [UInt8], into buffer: inout [UInt8]) {
+        let hex = SHA256Digest.hexString(chain)
+        FixedJSONWriter.write(into: &buffer) { w in
+            w.field("type", word: "feed_mark")
+            w.field("lsn", lsn)
+            w.field("chain", hex)
         }
     }
 

@@ -70,13 +70,23 @@ import Testing
                 == #"{"type":"user_subscribed","user":"ann","epoch":"e-1","user_seq":5,"recovered":false,"ts":1234}"#)
     }
 
-    @Test func feedNotRetainedAndFeedLive() {
+    @Test func feedRefusalsFeedMarkAndFeedLive() {
         var buffer: [UInt8] = []
-        MessageEncoder.feedNotRetained(id: "f1", message: "gone", oldestLSN: 40, ts: 1234, into: &buffer)
+        MessageEncoder.feedRefused(
+            id: "f1", .feedLSNNotRetained, message: "gone", "oldest_lsn", lsn: 40, ts: 1234, into: &buffer)
         #expect(
             text(buffer)
                 == #"{"type":"result","id":"f1","ok":false,"error":"feed_lsn_not_retained","message":"gone","#
                 + #""oldest_lsn":40,"ts":1234}"#)
+        MessageEncoder.feedRefused(
+            id: nil, .feedHistoryDiverged, message: "other", "durable_lsn", lsn: 9, ts: 1234, into: &buffer)
+        #expect(
+            text(buffer)
+                == #"{"type":"result","id":null,"ok":false,"error":"feed_history_diverged","message":"other","#
+                + #""durable_lsn":9,"ts":1234}"#)
+        MessageEncoder.feedMark(lsn: 12, chain: [UInt8](repeating: 0xab, count: 32), into: &buffer)
+        #expect(
+            text(buffer) == #"{"type":"feed_mark","lsn":12,"chain":""# + String(repeating: "ab", count: 32) + #""}"#)
         MessageEncoder.feedLive(lsn: 77, into: &buffer)
         #expect(text(buffer) == #"{"type":"feed_live","lsn":77}"#)
     }
