@@ -113,6 +113,12 @@ public struct Batch: Sendable {
     public let startPosition: Int64
     /// The last lsn whose every message is in the batch (the position to store with it).
     public private(set) var position: Int64
+    /// The server's `feed_mark` of the journal batch that holds `position`, stored with it and sent back as
+    /// `expect` on resuming; nil while the server has sent none (one that sends no marks, or a read model from
+    /// before they were kept).
+    public private(set) var mark: FeedMark?
+    /// The last `feed_mark` received: the journal batch of the messages that follow it.
+    public private(set) var latestMark: FeedMark?
     /// Whether the last message added ended its lsn.
     public private(set) var isAtBoundary = true
     /// Events added (those at or below the start position are skipped and not counted).
@@ -142,9 +148,18 @@ public struct Batch: Sendable {
     private var currentLSN: Int64 = 0
     private var indexInLSN: Int32 = 0
 
-    public init(position: Int64) {
+    /// A batch that starts at the stored `position`, whose journal batch is `mark`; `latest`: the last `feed_mark`
+    /// received (by default `mark`).
+    public init(position: Int64, mark: FeedMark? = nil, latest: FeedMark?? = .none) {
         startPosition = position
         self.position = position
+        self.mark = mark
+        self.latestMark = latest ?? mark
+    }
+
+    /// The batch after this one: it starts at this one's position and mark, and goes on with the last mark received.
+    public func next() -> Batch {
+        Batch(position: position, mark: mark, latest: .some(latestMark))
     }
 
     /// The number of rows the batch writes, table by table.
@@ -156,6 +171,11 @@ public struct Batch: Sendable {
     }
 
     public var isEmpty: Bool { events == 0 && position == startPosition }
+
+    /// A `feed_mark`: the messages that follow, up to `mark.lsn`, belong to that journal batch.
+    public mutating func receive(_ mark: FeedMark) {
+        latestMark = mark
+    }
 
     /// Adds one feed event, which came in a frame of `bytes` bytes.
     /// - Throws: `Batch.Error` when the event goes back in lsn order or lacks a field its type needs.
@@ -175,7 +195,7 @@ public struct Batch: Sendable {
             indexInLSN += 1
         }
         isAtBoundary = ends
-        if ends { position = lsn }
+        if ends { move(to: lsn) }
         events += 1
         self.bytes += bytes
         if firstAt == nil { firstAt = event.at }
@@ -185,8 +205,15 @@ public struct Batch: Sendable {
     /// Marks every lsn up to `lsn` as delivered (the feed went live there) when the batch is at a boundary.
     public mutating func advance(to lsn: Int64) {
         guard isAtBoundary, lsn > position else { return }
-        position = lsn
+        move(to: lsn)
         currentLSN = max(currentLSN, lsn)
+    }
+
+    /// Moves the position to `lsn`, with the last mark received when its batch holds `lsn` (a server that sends no
+    /// marks leaves none: a mark of an earlier batch does not say what the journal holds at `lsn`).
+    private mutating func move(to lsn: Int64) {
+        position = lsn
+        mark = latestMark.flatMap { $0.lsn >= lsn ? $0 : nil }
     }
 
     private mutating func apply(_ e: FeedEvent, lsn: Int64, terms: String?) throws {

@@ -81,9 +81,15 @@ struct FeedConnection {
         return FeedConnection(channel: channel)
     }
 
-    /// The text frame that asks for the feed from `sinceLSN`.
-    static func subscription(sinceLSN: Int64) -> String {
-        #"{"type":"subscribe_feed","id":"projector","since_lsn":\#(sinceLSN)}"#
+    /// The text frame that asks for the feed from `sinceLSN`, with a `feed_mark` before each journal batch, and
+    /// `expect`: the mark of the journal batch of lsn `sinceLSN - 1` when one is stored (none at position 0, or in
+    /// a read model from before marks were kept: that one resumes unchecked until it has stored one).
+    static func subscription(sinceLSN: Int64, expect mark: FeedMark? = nil) -> String {
+        guard let mark, sinceLSN >= 2, FeedMark.isChain(mark.chain) else {
+            return #"{"type":"subscribe_feed","id":"projector","since_lsn":\#(sinceLSN),"marks":true}"#
+        }
+        return
+            #"{"type":"subscribe_feed","id":"projector","since_lsn":\#(sinceLSN),"marks":true,"expect":{"lsn":\#(mark.lsn),"chain":"\#(mark.chain)"}}"#
     }
 
     static func textFrame(_ text: String) -> WebSocketFrame {

@@ -73,6 +73,24 @@ public struct FeedEvent: Decodable, Sendable, Equatable {
     }
 }
 
+/// A `feed_mark` of the server: the journal batch that ends at `lsn`, whose SHA-256 chain is `chain` (64 hex digits).
+/// The projector keeps the one of its position and sends it back as `expect` when it resumes, so that the server
+/// refuses it (`feed_history_diverged`) when its journal no longer holds that history.
+public struct FeedMark: Sendable, Equatable {
+    public var lsn: Int64
+    public var chain: String
+
+    public init(lsn: Int64, chain: String) {
+        self.lsn = lsn
+        self.chain = chain
+    }
+
+    /// Whether `chain` is 64 lowercase hex digits, as the server writes it.
+    public static func isChain(_ text: String) -> Bool {
+        text.utf8.count == 64 && text.utf8.allSatisfy { (0x30...0x39).contains($0) || (0x61...0x66).contains($0) }
+    }
+}
+
 /// What one text frame from the server says, as far as the projector is concerned.
 public enum FeedMessage: Sendable, Equatable {
     /// An event; `terms` is the `opened` event's terms as a JSON object (the event less type, listing, seq, at,
@@ -80,6 +98,8 @@ public enum FeedMessage: Sendable, Equatable {
     case event(FeedEvent, terms: String?)
     /// Catch-up is over: every lsn up to this one has been sent.
     case live(lsn: Int64)
+    /// The journal batch of the messages that follow.
+    case mark(FeedMark)
     /// The server refused the subscription (or something else the projector asked).
     case refused(code: String, message: String, oldestLSN: Int64?)
     /// Anything else (`hello`, an ok result, unknown types): nothing to do.
@@ -97,7 +117,7 @@ public enum FeedMessage: Sendable, Equatable {
             event = scannedEvent
             head = Head(
                 type: event.type, lsn: event.lsn, ok: envelope.ok, error: envelope.error, code: envelope.code,
-                message: envelope.message, oldestLSN: envelope.oldestLSN)
+                message: envelope.message, oldestLSN: envelope.oldestLSN, chain: envelope.chain)
         } else {
             let both: Both
             do {
@@ -114,6 +134,11 @@ public enum FeedMessage: Sendable, Equatable {
         case "feed_live":
             guard let lsn = head.lsn else { throw Error.malformed("feed_live without lsn") }
             return .live(lsn: lsn)
+        case "feed_mark":
+            guard let lsn = head.lsn, let chain = head.chain, FeedMark.isChain(chain) else {
+                throw Error.malformed("feed_mark without lsn or a chain of 64 hex digits")
+            }
+            return .mark(FeedMark(lsn: lsn, chain: chain))
         case "result", "error":
             if head.ok == false || head.type == "error" {
                 return .refused(
@@ -176,8 +201,9 @@ public enum FeedMessage: Sendable, Equatable {
         var code: String?
         var message: String?
         var oldestLSN: Int64?
+        var chain: String?
         enum CodingKeys: String, CodingKey {
-            case type, lsn, ok, error, code, message
+            case type, lsn, ok, error, code, message, chain
             case oldestLSN = "oldest_lsn"
         }
     }

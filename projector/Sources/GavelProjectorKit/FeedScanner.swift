@@ -9,6 +9,7 @@ struct FeedScanner {
         var code: String?
         var message: String?
         var oldestLSN: Int64?
+        var chain: String?
     }
 
     private let bytes: UnsafeBufferPointer<UInt8>
@@ -140,6 +141,7 @@ struct FeedScanner {
         case "code": return read(string(), into: &h.code)
         case "message": return read(string(), into: &h.message)
         case "oldest_lsn": return read(integer(), into: &h.oldestLSN)
+        case "chain": return read(string(), into: &h.chain)
         default: return skipValue()
         }
     }

@@ -131,10 +131,11 @@ public final class Projector: Service, Sendable {
         }
         defer { Task { await store.close() } }
         let position: Int64
+        let mark: FeedMark?
         do {
             try await store.migrate()
             try await store.prepare()
-            position = try await store.position()
+            (position, mark) = try await store.position()
         } catch let error as ProjectorError {
             throw error
         } catch {
@@ -148,13 +149,14 @@ public final class Projector: Service, Sendable {
             "connected",
             metadata: [
                 "gavel": "\(configuration.gavel)", "postgres": "\(configuration.postgres)",
-                "since_lsn": "\(position + 1)",
+                "since_lsn": "\(position + 1)", "expect": "\(mark.map { "\($0.lsn)" } ?? "none")",
             ])
         let queue = MessageQueue(capacity: configuration.readAhead)
         let result = Progress()
         do {
             try await feed.channel.executeThenClose { inbound, outbound in
-                try await outbound.write(FeedConnection.textFrame(FeedConnection.subscription(sinceLSN: position + 1)))
+                try await outbound.write(
+                    FeedConnection.textFrame(FeedConnection.subscription(sinceLSN: position + 1, expect: mark)))
                 try await withThrowingTaskGroup(of: Void.self) { group in
                     group.addTask {
                         defer { queue.finish() }
@@ -162,7 +164,7 @@ public final class Projector: Service, Sendable {
                     }
                     group.addTask {
                         defer { queue.finish() }
-                        try await self.write(from: queue, to: store, position: position, progress: result)
+                        try await self.write(from: queue, to: store, position: position, mark: mark, progress: result)
                     }
                     // The writer ends every session with an error (a closed feed included); its error cancels the
                     // reader.
@@ -209,8 +211,10 @@ public final class Projector: Service, Sendable {
     /// only after the one before it committed, so the positions still follow one another. A batch whose latency is
     /// up while the one before it is still being written goes on filling until that one is done (it could not be
     /// written sooner), so batches grow when PostgreSQL is slow. Throws when the feed ends or PostgreSQL fails.
-    private func write(from queue: MessageQueue, to store: Store, position: Int64, progress: Progress) async throws {
-        var batch = Batch(position: position)
+    private func write(
+        from queue: MessageQueue, to store: Store, position: Int64, mark: FeedMark?, progress: Progress
+    ) async throws {
+        var batch = Batch(position: position, mark: mark)
         var deadline: ContinuousClock.Instant?
         var lastAt: Int64?
         var writing: Task<Void, any Error>?
@@ -243,7 +247,7 @@ public final class Projector: Service, Sendable {
                         "ms": "\((ContinuousClock.now - started).milliseconds)",
                     ])
             }
-            batch = Batch(position: batch.position)
+            batch = batch.next()
             deadline = nil
         }
         do {
@@ -278,9 +282,14 @@ public final class Projector: Service, Sendable {
                         logger.info("caught up; the feed is live", metadata: ["lsn": "\(lsn)"])
                         batch.advance(to: lsn)
                         try await commit()
+                    case .mark(let mark):
+                        batch.receive(mark)
                     case .refused(let code, let message, let oldest):
                         if oldest != nil || code.contains("retain") {
                             throw ProjectorError.notRetained(requested: position + 1, oldest: oldest, message: message)
+                        }
+                        if code == "feed_history_diverged" {
+                            throw ProjectorError.historyDiverged(position: position, message: message)
                         }
                         throw ProjectorError.refused(code: code, message: message)
                     case .other:

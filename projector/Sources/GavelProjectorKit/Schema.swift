@@ -145,5 +145,20 @@ public enum Schema {
                 "CREATE INDEX settlements_listing ON settlements (listing)",
                 "CREATE INDEX settlement_transitions_listing ON settlement_transitions (listing)",
             ]),
+        Migration(
+            version: 4, name: "the position keeps the server's feed_mark of its journal batch",
+            statements: [
+                // The journal batch that holds the position (its last lsn and SHA-256 chain, from the server's
+                // feed_mark), sent back as expect on resuming: a server whose journal no longer holds that history
+                // refuses the feed instead of sending another on top. Null until the first batch after this.
+                """
+                ALTER TABLE feed_position
+                    ADD COLUMN mark_lsn bigint,
+                    ADD COLUMN mark_chain text,
+                    ADD CONSTRAINT feed_position_mark CHECK (
+                        (mark_lsn IS NULL AND mark_chain IS NULL)
+                        OR (mark_lsn >= lsn AND mark_chain ~ '^[0-9a-f]{64}$'))
+                """
+            ]),
     ]
 }

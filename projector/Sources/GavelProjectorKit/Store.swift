@@ -117,10 +117,15 @@ public final class Store: Sendable {
         return applied
     }
 
-    /// The last lsn whose rows are all in the read model (0: none yet).
-    public func position() async throws -> Int64 {
-        let rows = try await connection.query("SELECT lsn FROM feed_position", logger: logger)
-        for try await (lsn) in rows.decode(Int64.self) { return lsn }
+    /// The last lsn whose rows are all in the read model (0: none yet), and the server's `feed_mark` of the journal
+    /// batch that holds it (nil before the read model has stored one).
+    public func position() async throws -> (lsn: Int64, mark: FeedMark?) {
+        let rows = try await connection.query(
+            "SELECT lsn, mark_lsn, mark_chain FROM feed_position", logger: logger)
+        for try await (lsn, markLSN, chain) in rows.decode((Int64, Int64?, String?).self) {
+            guard let markLSN, let chain else { return (lsn, nil) }
+            return (lsn, FeedMark(lsn: markLSN, chain: chain))
+        }
         throw ProjectorError.corrupt("feed_position has no row")
     }
 
@@ -140,7 +145,11 @@ public final class Store: Sendable {
         let copies = SQL.copies(for: batch)
         try await connection.withTransaction(logger: logger) { connection in
             let moved = try await connection.query(
-                "UPDATE feed_position SET lsn = \(batch.position), updated_at = now() WHERE lsn = \(batch.startPosition) RETURNING lsn",
+                """
+                UPDATE feed_position SET lsn = \(batch.position), mark_lsn = \(batch.mark?.lsn), \
+                mark_chain = \(batch.mark?.chain), updated_at = now() \
+                WHERE lsn = \(batch.startPosition) RETURNING lsn
+                """,
                 logger: logger)
             var updated = 0
             for try await _ in moved.decode(Int64.self) { updated += 1 }
@@ -190,6 +199,8 @@ public enum ProjectorError: Error, CustomStringConvertible {
     case corrupt(String)
     case positionMoved(expected: Int64)
     case notRetained(requested: Int64, oldest: Int64?, message: String)
+    /// The server's journal is not the history the read model was built from (`feed_history_diverged`).
+    case historyDiverged(position: Int64, message: String)
     case refused(code: String, message: String)
     case upgradeRefused(String)
     case closed(String)
@@ -197,7 +208,7 @@ public enum ProjectorError: Error, CustomStringConvertible {
     /// Whether retrying cannot help: the process stops with this error.
     public var isFatal: Bool {
         switch self {
-        case .invalidOption, .schemaTooNew, .corrupt, .notRetained, .positionMoved: true
+        case .invalidOption, .schemaTooNew, .corrupt, .notRetained, .historyDiverged, .positionMoved: true
         case .refused(let code, _): code == "not_authorized" || code == "bad_request"
         case .upgradeRefused, .closed: false
         }
@@ -219,6 +230,11 @@ public enum ProjectorError: Error, CustomStringConvertible {
                         + "archive that holds the segments from lsn 1; nothing else can build it"
                     : "Give the server the archive (--archive-dir) that holds those segments, or rebuild the read "
                         + "model from an empty database against a server that still holds lsn 1")
+        case .historyDiverged(let position, let message):
+            "the server's journal is not the history this read model was built from: \(message). The read model holds "
+                + "rows of lsns up to \(position) that the server no longer has (or has others at), and cannot be brought "
+                + "in step: rebuild it from an empty database (drop the database, create it again and start "
+                + "gavel-projector), against a server that still holds lsn 1"
         case .refused(let code, let message): "the server refused the feed: \(code): \(message)"
         case .upgradeRefused(let why): why
         case .closed(let why): why

@@ -19,6 +19,11 @@ struct GavelProjector: AsyncParsableCommand {
             set by the environment variable named in its help; the option wins. Stop with SIGTERM or SIGINT.
             See docs/PROJECTOR.md for the schema and example queries.
 
+            It stops with exit status 1 when the server no longer holds the lsn after its position (journal \
+            retention), or when the server's journal is not the history the read model was built from (a data \
+            directory restored from a backup, entries lost to a power loss under --fsync interval or none): the \
+            read model then holds rows the server no longer has; rebuild it from an empty database.
+
             Give secrets in the environment or in files, not as options: every local user can read a command \
             line (ps). --token, --jwt-secret and the password of --postgres-url are overwritten in the process's \
             memory as it starts, with a warning, but show until then. A file (--token-file, --jwt-secret-file) must \

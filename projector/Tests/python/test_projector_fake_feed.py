@@ -70,7 +70,7 @@ def test_every_event_of_the_feed_writes_its_rows_once(fake_feed, database, proje
     row = query(database, "SELECT format, seller, status, start_price, price, leader, bids, final_price, winner, "
                           "terms->>'payment_due_ms' FROM listings WHERE id = 'L7'")[0]
     assert row == ("english", "s0", "closed", 100, 200, "u0", 4, 200, "u0", "1000")
-    assert query(database, "SELECT version FROM schema_migrations ORDER BY version") == [(1,), (2,), (3,)]
+    assert query(database, "SELECT version FROM schema_migrations ORDER BY version") == [(1,), (2,), (3,), (4,)]
     assert projector.metric("gavel_projector_applied_lsn") == lsns
     assert projector.metric("gavel_projector_live") == 1
 
