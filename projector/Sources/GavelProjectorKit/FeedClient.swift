@@ -36,25 +36,26 @@ struct FeedConnection {
     ) async throws -> FeedConnection {
         let bootstrap = ClientBootstrap(group: group).connectTimeout(.seconds(10))
             .channelOption(.socketOption(.tcp_nodelay), value: 1)
-        let upgraded: EventLoopFuture<NIOAsyncChannel<WebSocketFrame, WebSocketFrame>?> = try await bootstrap.connect(
+        let upgraded: EventLoopFuture<Upgrade> = try await bootstrap.connect(
             host: target.host, port: target.port
         ) { channel in
             channel.eventLoop.makeCompletedFuture {
-                let upgrader = NIOTypedWebSocketClientUpgrader<NIOAsyncChannel<WebSocketFrame, WebSocketFrame>?>(
+                let upgrader = NIOTypedWebSocketClientUpgrader<Upgrade>(
                     maxFrameSize: 1 << 24,
                     upgradePipelineHandler: { channel, _ in
-                        channel.eventLoop.makeCompletedFuture {
-                            () -> NIOAsyncChannel<WebSocketFrame, WebSocketFrame>? in
+                        channel.eventLoop.makeCompletedFuture { () -> Upgrade in
                             try channel.pipeline.syncOperations.addHandler(
                                 NIOWebSocketFrameAggregator(
                                     minNonFinalFragmentSize: 0, maxAccumulatedFrameCount: 1 << 16,
                                     maxAccumulatedFrameSize: 1 << 24))
-                            return try NIOAsyncChannel<WebSocketFrame, WebSocketFrame>(
-                                wrappingChannelSynchronously: channel,
-                                configuration: .init(
-                                    backPressureStrategy: .init(
-                                        lowWatermark: max(1, bufferedFrames / 2), highWatermark: max(2, bufferedFrames))
-                                ))
+                            return .upgraded(
+                                try NIOAsyncChannel<WebSocketFrame, WebSocketFrame>(
+                                    wrappingChannelSynchronously: channel,
+                                    configuration: .init(
+                                        backPressureStrategy: .init(
+                                            lowWatermark: max(1, bufferedFrames / 2),
+                                            highWatermark: max(2, bufferedFrames))
+                                    )))
                         }
                     })
                 var headers = HTTPHeaders()
@@ -64,21 +65,59 @@ struct FeedConnection {
                 let configuration = NIOTypedHTTPClientUpgradeConfiguration(
                     upgradeRequestHead: head, upgraders: [upgrader],
                     notUpgradingCompletionHandler: { channel in
-                        channel.eventLoop.makeCompletedFuture {
-                            () -> NIOAsyncChannel<WebSocketFrame, WebSocketFrame>? in
-                            nil
+                        // The response the upgrade handler holds goes down the pipeline once this returns: read it.
+                        channel.eventLoop.makeCompletedFuture { () -> Upgrade in
+                            let reader = RefusalReader(promise: channel.eventLoop.makePromise())
+                            try channel.pipeline.syncOperations.addHandler(reader)
+                            return .refused(reader.promise.futureResult)
                         }
                     })
                 return try channel.pipeline.syncOperations.configureUpgradableHTTPClientPipeline(
                     configuration: .init(upgradeConfiguration: configuration))
             }
         }
-        guard let channel = try await upgraded.get() else {
-            throw ProjectorError.upgradeRefused(
-                "the server at \(target) refused the WebSocket upgrade: a bad or expired token, a token whose role is not service or admin, or a connection limit"
-            )
+        switch try await upgraded.get() {
+        case .upgraded(let channel):
+            return FeedConnection(channel: channel)
+        case .refused(let response):
+            let refusal = try? await response.get()
+            throw ProjectorError.upgradeRefused(Self.refusal(refusal, from: target))
         }
-        return FeedConnection(channel: channel)
+    }
+
+    /// What the upgrade gave: the WebSocket, or the HTTP answer that refused it (its status and the start of its
+    /// body, once read).
+    enum Upgrade: Sendable {
+        case upgraded(NIOAsyncChannel<WebSocketFrame, WebSocketFrame>)
+        case refused(EventLoopFuture<Refusal>)
+    }
+
+    /// The HTTP answer to a refused upgrade.
+    struct Refusal: Sendable, Equatable {
+        var status: HTTPResponseStatus
+        /// The body's first ``RefusalReader/maxBodyBytes`` bytes, as text, trimmed.
+        var body: String
+    }
+
+    /// The message of a refused upgrade: the server's status and what it usually means for the projector (`nil`:
+    /// the answer could not be read).
+    static func refusal(_ refusal: Refusal?, from target: GavelTarget) -> String {
+        guard let refusal else {
+            return "the server at \(target) refused the WebSocket upgrade and closed before its answer could be read"
+        }
+        let status = "\(refusal.status.code) \(refusal.status.reasonPhrase)"
+        let said = refusal.body.isEmpty || refusal.body == status ? "" : " (\"\(refusal.body)\")"
+        let meaning =
+            switch refusal.status.code {
+            case 401:
+                "the token is missing, malformed, expired or not signed with a key the server takes (its log says which): make a new one (gavel token --role service, or the identity provider's) and give it with --token-file, or give the server's key with --jwt-secret-file"
+            case 403: "the server refuses this request: its log says why"
+            case 404: "no WebSocket endpoint at \(target.path): --gavel-url must name the server's /ws path"
+            case 429: "the server limits new connections from this address: it is retried with backoff"
+            case 503: "the server is at a connection limit or shutting down: it is retried with backoff"
+            default: "see the server's log for the reason"
+            }
+        return "the server at \(target) refused the WebSocket upgrade with \(status)\(said): \(meaning)"
     }
 
     /// The text frame that asks for the feed from `sinceLSN`, with a `feed_mark` before each journal batch, and
@@ -94,5 +133,55 @@ struct FeedConnection {
 
     static func textFrame(_ text: String) -> WebSocketFrame {
         WebSocketFrame(fin: true, opcode: .text, maskKey: .random(), data: ByteBuffer(string: text))
+    }
+}
+
+/// Reads the HTTP answer of a refused upgrade (its head, and its body up to ``maxBodyBytes``) into `promise`, which
+/// is completed at the answer's end or when the connection closes, whichever comes first.
+final class RefusalReader: ChannelInboundHandler, RemovableChannelHandler {
+    typealias InboundIn = HTTPClientResponsePart
+
+    static let maxBodyBytes = 512
+
+    let promise: EventLoopPromise<FeedConnection.Refusal>
+    private var status: HTTPResponseStatus?
+    private var body: [UInt8] = []
+
+    init(promise: EventLoopPromise<FeedConnection.Refusal>) {
+        self.promise = promise
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        switch unwrapInboundIn(data) {
+        case .head(let head):
+            status = head.status
+        case .body(var buffer):
+            let room = Self.maxBodyBytes - body.count
+            if room > 0, let bytes = buffer.readBytes(length: min(room, buffer.readableBytes)) {
+                body.append(contentsOf: bytes)
+            }
+        case .end:
+            finish(context: context)
+        }
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        finish(context: context)
+        context.fireChannelInactive()
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        finish(context: context)
+    }
+
+    private func finish(context: ChannelHandlerContext) {
+        guard let status else {
+            promise.fail(ChannelError.ioOnClosedChannel)
+            return
+        }
+        let text = String(decoding: body, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
+        promise.succeed(FeedConnection.Refusal(status: status, body: text))
+        self.status = nil
+        context.close(promise: nil)
     }
 }

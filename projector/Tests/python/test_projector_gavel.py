@@ -252,3 +252,15 @@ def test_a_bidder_token_cannot_read_the_feed(server_at, database, projectors, tm
         "--token", mint_token("ann", "bidder", secret=SECRET)], secret=None).start()
     assert projector.process.wait(30) == 1
     assert "not_authorized" in projector.log_text()
+
+
+def test_a_token_the_server_does_not_take_is_named_with_the_servers_answer(server_at, database, projectors, tmp_path):
+    server = server_at(tmp_path / "data")
+    wrong = mint_token("feeder", "service", secret="another-secret-of-at-least-32-bytes!!")
+    projector = projectors(server.ws_url(), database, extra=["--token", wrong], secret=None).start()
+    assert eventually(lambda: "refused the WebSocket upgrade with 401 Unauthorized" in projector.log_text(),
+                      seconds=30), projector.log_text()
+    text = projector.log_text()
+    assert "not signed with a key the server takes" in text
+    assert wrong not in text
+    projector.stop()
