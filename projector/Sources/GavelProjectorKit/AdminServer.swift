@@ -1,3 +1,4 @@
+import Foundation
 import Logging
 import NIOCore
 import NIOHTTP1
@@ -7,36 +8,36 @@ import ServiceLifecycle
 /// The admin HTTP port: `GET /metrics` (Prometheus text) and `GET /healthz` (200 when connected to both ends,
 /// else 503 with the last error). Runs until graceful shutdown.
 public struct AdminServer: Service {
-    let host: String
-    let port: Int
-    let metrics: ProjectorMetrics
-    let group: any EventLoopGroup
+    let channel: any Channel
     let logger: Logger
 
-    public init(host: String, port: Int, metrics: ProjectorMetrics, group: any EventLoopGroup, logger: Logger) {
-        self.host = host
-        self.port = port
-        self.metrics = metrics
-        self.group = group
-        self.logger = logger
-    }
-
-    /// Binds the port; returns the bound channel (port 0 picks a free one).
-    public func bind() async throws -> any Channel {
-        let metrics = self.metrics
-        return try await ServerBootstrap(group: group)
-            .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
-            .childChannelInitializer { channel in
-                channel.eventLoop.makeCompletedFuture {
-                    try channel.pipeline.syncOperations.configureHTTPServerPipeline()
-                    try channel.pipeline.syncOperations.addHandler(AdminHandler(metrics: metrics))
+    /// Binds the port (port 0 picks a free one) before anything else starts, so that a port in use stops the
+    /// projector at once with a message that names it.
+    ///
+    /// - Throws: ``ProjectorError/invalidOption(_:)`` naming the address, the reason and the option to change.
+    public static func listen(
+        host: String, port: Int, metrics: ProjectorMetrics, group: any EventLoopGroup, logger: Logger
+    ) async throws(ProjectorError) -> AdminServer {
+        do {
+            let channel = try await ServerBootstrap(group: group)
+                .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+                .childChannelInitializer { channel in
+                    channel.eventLoop.makeCompletedFuture {
+                        try channel.pipeline.syncOperations.configureHTTPServerPipeline()
+                        try channel.pipeline.syncOperations.addHandler(AdminHandler(metrics: metrics))
+                    }
                 }
-            }
-            .bind(host: host, port: port).get()
+                .bind(host: host, port: port).get()
+            return AdminServer(channel: channel, logger: logger)
+        } catch {
+            let reason = (error as? IOError).map { String(cString: strerror($0.errnoCode)) } ?? "\(error)"
+            throw .invalidOption(
+                "cannot listen on \(host):\(port) for admin HTTP: \(reason); choose another --admin-port (0 picks a free one), or leave it out for none"
+            )
+        }
     }
 
     public func run() async throws {
-        let channel = try await bind()
         logger.info("admin HTTP listening", metadata: ["address": "\(channel.localAddress.map { "\($0)" } ?? "?")"])
         try? await gracefulShutdown()
         try? await channel.close()

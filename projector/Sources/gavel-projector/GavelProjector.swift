@@ -151,8 +151,14 @@ struct GavelProjector: AsyncParsableCommand {
             Projector(configuration: settings.projector, metrics: metrics, group: group, logger: logger)
         ]
         if let port = settings.adminPort {
-            services.append(
-                AdminServer(host: settings.adminHost, port: port, metrics: metrics, group: group, logger: logger))
+            do {
+                services.append(
+                    try await AdminServer.listen(
+                        host: settings.adminHost, port: port, metrics: metrics, group: group, logger: logger))
+            } catch {
+                FileHandle.standardError.write(Data("gavel-projector: \(error)\n".utf8))
+                throw ExitCode(1)
+            }
         }
         let serviceGroup = ServiceGroup(
             configuration: .init(

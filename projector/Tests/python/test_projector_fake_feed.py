@@ -5,6 +5,7 @@ the admin port. The same guarantees against a real gavel serve: test_projector_g
 import pathlib
 import re
 import shutil
+import socket
 import subprocess
 import sys
 import time
@@ -181,6 +182,22 @@ def test_bad_options_are_refused_at_start_with_a_message(database, projectors):
         p = projectors("ws://127.0.0.1:1/ws", database, extra=extra).start()
         assert p.process.wait(30) != 0
         assert words in p.log_text()
+
+
+def test_an_admin_port_in_use_stops_the_start_at_once_naming_it(database, projectors):
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    port = taken.getsockname()[1]
+    try:
+        p = projectors("ws://127.0.0.1:1/ws", database, extra=["--admin-port", str(port)]).start()
+        assert p.process.wait(30) == 1
+        text = p.log_text()
+        assert f"cannot listen on 127.0.0.1:{port} for admin HTTP: Address already in use; choose another --admin-port" \
+            in text, text
+        assert "migrated the read model" not in text  # stopped before it touched the database
+    finally:
+        taken.close()
 
 
 @pytest.mark.parametrize("batch_events", [1, 100_000])
