@@ -486,6 +486,12 @@ final class MarketBook {
     }
 
     /// The total quantity resting at `price` on `side`, or `nil` when no order rests there.
+    /// Whether an order on `side` at `price` meets the best order of the other side, so that it would trade at once
+    /// (unless that order is its own trader's, which self-trade prevention cancels instead).
+    func crosses(_ side: Side, at price: Money) -> Bool {
+        side == .buy ? !asks.isEmpty && asks.best.price <= price : !bids.isEmpty && bids.best.price >= price
+    }
+
     func levelTotal(_ side: Side, at price: Money) -> Int64? {
         (side == .buy ? bids : asks).level(at: price)?.total
     }

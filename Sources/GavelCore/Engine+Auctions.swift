@@ -90,6 +90,7 @@ extension Engine {
             return .rejected(
                 .buyNowUnavailable, "buy-now on listing \(listing.id) ended with the first bid; place a bid instead")
         }
+        if let problem = settlementLimitProblem(buyer) { return problem }
         listing.status = .closed
         noLongerOpen(listing)
         book.buyer = buyer
@@ -137,6 +138,7 @@ extension Engine {
         guard quantity <= book.remaining else {
             return .rejected(.invalidQuantity, "only \(book.remaining) remain on listing \(listing.id)")
         }
+        if let problem = settlementLimitProblem(bidder) { return problem }
         let price = book.price(at: now, opensAt: listing.opensAt)
         book.remaining -= quantity  // quantity <= remaining, checked above
         emit(

@@ -20,6 +20,9 @@ extension Engine {
             if let problem = restingLimitProblem(listing, book, order) { return problem }
             if let problem = levelLimitProblem(listing, book, order) { return problem }
         }
+        if book.crosses(order.side, at: order.price), let problem = settlementLimitProblem(order.trader) {
+            return problem
+        }
         let before = book.top
         emit(
             .orderPlaced(

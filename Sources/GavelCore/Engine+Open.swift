@@ -51,11 +51,23 @@ extension Engine {
                     + "\(configuration.maxOpenListingsPerSeller)): a listing counts until it closes, sells out or is "
                     + "cancelled")
         }
+        let held = heldListingsBySeller[seller] ?? 0
+        if held >= configuration.maxListingsHeldPerSeller {
+            return .rejected(
+                .limitExceeded,
+                "\(seller) already has \(held) listings in the engine, the most a seller may "
+                    + "(--max-listings-held-per-seller \(configuration.maxListingsHeldPerSeller)): \(held) of your "
+                    + "listings are open or ended and still held for their settlements or offers; an ended listing "
+                    + "counts until its settlements are final (paid and completed, or their deadline passed), its "
+                    + "second-chance offer is answered or expired, and the retention (--closed-listing-retention-ms) "
+                    + "has passed")
+        }
         var resolved = terms
         resolved.modifyShared { given, _ in given = opensAt }
         let listing = Listing(id: id, seller: seller, terms: resolved, opensAt: opensAt)
         listings[id] = listing
         openListingsBySeller[seller] = open + 1
+        heldListingsBySeller[seller] = held + 1
         if case .market(let book) = listing.book { book.totals = restingTotals }
         emit(.opened(seller: seller, terms: resolved), on: listing, events: &events)
         if let closesAt { listing.closeTimer = timers.schedule(.close, listing: id, at: closesAt) }

@@ -10,7 +10,9 @@ extension Engine {
     /// were settings) takes both from `defaults`; they apply to `open`s from then on, and listings already open keep
     /// their terms. A state of version 3 or earlier takes the caps of open listings per seller and of resting orders
     /// per trader over all listings from `defaults` too: they refuse new `open`s and `gtc` orders from then on, and
-    /// what is already open or resting stays.
+    /// what is already open or resting stays. A state of version 4 or earlier has no cap of listings held per seller
+    /// nor of unfinished settlements per user, whatever `defaults` says: the data directory it comes from started
+    /// before they existed, and its journal, replayed after the state, holds commands accepted without them.
     ///
     /// - Parameter defaults: ``EngineConfiguration/expectedRequestIDs`` (room to make in the idempotency table up
     ///   front, beyond the ids the state remembers; not part of the state), and the settings a version 1 state lacks.
@@ -60,6 +62,20 @@ extension Engine {
             configuration.maxOpenListingsPerSeller = Int(perSeller)
             configuration.maxRestingOrdersPerTraderTotal = Int(perTrader)
         }
+        if version >= 5 {
+            let perSeller = try r.readUInt64()
+            let perUser = try r.readUInt64()
+            guard perSeller >= 1, perSeller <= UInt64(Int.max), perUser >= 1, perUser <= UInt64(Int.max) else {
+                throw r.fail(
+                    "caps \(perSeller) listings held per seller or \(perUser) unfinished settlements per user out of range"
+                )
+            }
+            configuration.maxListingsHeldPerSeller = Int(perSeller)
+            configuration.maxUnfinishedSettlementsPerUser = Int(perUser)
+        } else {
+            configuration.maxListingsHeldPerSeller = .max
+            configuration.maxUnfinishedSettlementsPerUser = .max
+        }
         let expectedRequestIDs = defaults.expectedRequestIDs
         let engine = Engine(configuration: configuration)
         engine.now = now
@@ -69,6 +85,7 @@ extension Engine {
             engine.listings[listing.id] = listing
             // The counts the caps read, which the state does not hold.
             if listing.status == .open { engine.openListingsBySeller[listing.seller, default: 0] += 1 }
+            engine.heldListingsBySeller[listing.seller, default: 0] += 1
             if case .market(let book) = listing.book {
                 for (trader, n) in book.restingPerTrader { engine.restingTotals.add(trader, n) }
                 book.totals = engine.restingTotals

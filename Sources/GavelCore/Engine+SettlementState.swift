@@ -141,7 +141,14 @@ extension Engine {
                 }
                 listing.settlements.append(s)
             }
-            if settlements > 0 { listing.indexSettlements() }
+            if settlements > 0 {
+                listing.indexSettlements()
+                // The counts the caps and the gauge read, which the state does not hold.
+                settlementCount += settlements
+                for s in listing.settlements where !s.state.isTerminal {
+                    countUnfinished(buyer: s.buyer, seller: s.seller, by: 1)
+                }
+            }
         }
         let results = try r.readCount(minimumSize: 10)
         let slots = results > 0 ? Array(liveRememberedSlots) : []

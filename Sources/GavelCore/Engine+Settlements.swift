@@ -30,6 +30,8 @@ extension Engine {
     ) {
         listing.sales += 1
         listing.openSettlements += 1
+        settlementCount += 1
+        countUnfinished(buyer: buyer, seller: seller, by: 1)
         let number = listing.sales
         let due = deadline(after: listing.terms.deadlines.effective.paymentDueMs)
         let step = SettlementStep(state: .awaitingPayment, at: now)
@@ -39,6 +41,35 @@ extension Engine {
                 state: .awaitingPayment, dueAt: due, history: [step]))
         setDeadline(listing, number: number, at: due)
         emitSettlement(listing, listing.settlements.count - 1, &events)
+    }
+
+    /// Counts a settlement of `buyer` and `seller` (once when they are one user) as unfinished (`by` 1) or no
+    /// longer (`by` -1), for ``EngineConfiguration/maxUnfinishedSettlementsPerUser``.
+    func countUnfinished(buyer: String, seller: String, by delta: Int) {
+        count(buyer, delta)
+        if seller != buyer { count(seller, delta) }
+        func count(_ user: String, _ delta: Int) {
+            if delta > 0 {
+                unfinishedSettlementsByUser[user, default: 0] += delta
+            } else {
+                unfinishedSettlementsByUser.countDown(user, by: -delta)
+            }
+        }
+    }
+
+    /// The refusal of a command by `user` that would make a settlement at once while `user` is already the buyer
+    /// or seller of ``EngineConfiguration/maxUnfinishedSettlementsPerUser`` unfinished ones, checked before
+    /// anything changes; `nil` when there is room.
+    func settlementLimitProblem(_ user: String) -> CommandResult? {
+        let cap = configuration.maxUnfinishedSettlementsPerUser
+        let unfinished = unfinishedSettlementsByUser[user] ?? 0
+        guard unfinished >= cap else { return nil }
+        return .rejected(
+            .limitExceeded,
+            "\(user) is already the buyer or seller of \(unfinished) unfinished settlements, the most a user may "
+                + "(--max-unfinished-settlements-per-user \(cap)): a settlement counts until it is final, "
+                + "payment_expired when its payment deadline passes unpaid, or once paid completed, refunded or "
+                + "released; retry once some of yours are")
     }
 
     /// Schedules settlement `number`'s deadline at `due` (none: `nil`), cancelling the one it had: a settlement has
@@ -85,6 +116,8 @@ extension Engine {
         emitSettlement(listing, index, &events)
         if state.isTerminal {
             listing.openSettlements -= 1
+            let s = listing.settlements[index]
+            countUnfinished(buyer: s.buyer, seller: s.seller, by: -1)
             listing.endedSettlements.append((number, now))
             ended(listing)
         }
@@ -265,6 +298,7 @@ extension Engine {
                     "the second-chance offer on listing \(listing.id) is \(offer.state.rawValue); it can no longer be answered"
                 )
             }
+            if action == .accept, let problem = settlementLimitProblem(by) { return problem }
             endOffer(listing, action == .accept ? .accepted : .declined, &events)
             guard action == .accept else { return .accepted }
             createSettlement(
@@ -337,6 +371,7 @@ extension Engine {
             guard let index = listing.settlementIndex(number) else { continue }
             listing.settlements[index].pruned = true
             listing.prunedSettlements += 1
+            settlementCount -= 1
             dropped.append(number)
         }
         if listing.endedHead >= 64 && listing.endedHead * 2 >= listing.endedSettlements.count {

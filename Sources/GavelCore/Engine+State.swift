@@ -5,10 +5,12 @@ extension Engine {
     /// remembered request ids and the caps of resting orders per market listing and per trader (after the
     /// idempotency window) and the `evict` timer; 3 the shortest dutch step and the longest listing duration (after
     /// the resting-order caps); 4 the open listings per seller and the resting orders per trader over all listings
-    /// (after those). A state whose engine has none of them (1 ms, `Int64.max`, `Int.max`: `gavel simulate`'s) is
-    /// written as version 2, byte for byte what it was before they existed, so it keeps its hash; one with only the
-    /// version 3 ones as version 3. ``restore(from:defaults:)`` reads versions 1 to 3 too.
-    public static let stateVersion: UInt32 = 4
+    /// (after those); 5 the listings held per seller and the unfinished settlements per user (after those). A state
+    /// whose engine has none of them (1 ms, `Int64.max`, `Int.max`: `gavel simulate`'s) is written as version 2,
+    /// byte for byte what it was before they existed, so it keeps its hash; one with only the version 3 ones as
+    /// version 3, one with only the version 3 and 4 ones as version 4. ``restore(from:defaults:)`` reads versions 1
+    /// to 4 too.
+    public static let stateVersion: UInt32 = 5
 
     /// Whether the state holds the shortest dutch step and the longest listing duration (version 3 and later), or
     /// neither is set and it is written as version 2.
@@ -16,9 +18,15 @@ extension Engine {
         configuration.minDutchStepMs != 1 || configuration.maxListingDurationMs != .max || writesUserLimits
     }
 
-    /// Whether the state holds the per-seller and per-trader-total caps (version 4).
+    /// Whether the state holds the per-seller and per-trader-total caps (version 4 and later).
     var writesUserLimits: Bool {
         configuration.maxOpenListingsPerSeller != .max || configuration.maxRestingOrdersPerTraderTotal != .max
+            || writesHeldLimits
+    }
+
+    /// Whether the state holds the caps of listings held per seller and unfinished settlements per user (version 5).
+    var writesHeldLimits: Bool {
+        configuration.maxListingsHeldPerSeller != .max || configuration.maxUnfinishedSettlementsPerUser != .max
     }
 
     /// The whole engine state in a canonical binary form: the same state gives the same bytes on every run and
@@ -38,7 +46,8 @@ extension Engine {
         var w = BinaryWriter(capacity: min(pieceBytes, 1 << 22) + 4096)
         let openLimits = writesOpenLimits
         let userLimits = writesUserLimits
-        w.write(userLimits ? Self.stateVersion : openLimits ? 3 : 2)
+        let heldLimits = writesHeldLimits
+        w.write(heldLimits ? Self.stateVersion : userLimits ? 4 : openLimits ? 3 : 2)
         w.write(now)
         w.write(configuration.idempotencyWindowMs)
         w.write(configuration.closedListingRetentionMs)
@@ -52,6 +61,10 @@ extension Engine {
         if userLimits {
             w.write(UInt64(configuration.maxOpenListingsPerSeller))
             w.write(UInt64(configuration.maxRestingOrdersPerTraderTotal))
+        }
+        if heldLimits {
+            w.write(UInt64(configuration.maxListingsHeldPerSeller))
+            w.write(UInt64(configuration.maxUnfinishedSettlementsPerUser))
         }
         w.write(UInt64(listings.count))
         for id in listings.keys.sorted() {

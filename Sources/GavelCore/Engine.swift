@@ -32,6 +32,15 @@ public struct EngineConfiguration: Sendable, Hashable {
     /// The most orders one trader has resting over every market listing; past it the trader's `gtc` order is
     /// refused. Default: `Int.max` (none); `gavel serve`: ``servedMaxRestingOrdersPerTraderTotal``.
     public var maxRestingOrdersPerTraderTotal: Int
+    /// The most listings of one seller the engine holds: open, or ended and still in memory (a settlement
+    /// unfinished, a second-chance offer open, or the retention not over); past it the seller's `open` is refused.
+    /// Default: `Int.max` (none); `gavel serve`: ``servedMaxListingsHeldPerSeller``.
+    public var maxListingsHeldPerSeller: Int
+    /// The most settlements not in a final state one user is the buyer or the seller of; past it the user's
+    /// command that would make one at once (`buy_now`, a dutch `accept`, an `order` that would trade,
+    /// `accept_offer`) is refused. Default: `Int.max` (none); `gavel serve`:
+    /// ``servedMaxUnfinishedSettlementsPerUser``.
+    public var maxUnfinishedSettlementsPerUser: Int
 
     /// `gavel serve`'s default shortest dutch step: 100 ms, ten journaled ticks a second at most per listing (a
     /// clock stepping faster than a bidder can react buys nothing; slower clocks are what auctions use).
@@ -47,6 +56,15 @@ public struct EngineConfiguration: Sendable, Hashable {
     /// `gavel serve`'s default for resting orders per trader over all market listings: 10,000 (ten listings at the
     /// per-listing cap), so that a trader cannot multiply the per-listing cap by opening markets of its own.
     public static let servedMaxRestingOrdersPerTraderTotal = 10_000
+    /// `gavel serve`'s default for listings one seller has held: 20,000 (2 % of the default `--max-listing-queues`).
+    /// An ended listing stays while its settlements are unfinished or its second-chance offer is open, deadlines
+    /// the seller picks up to a year; without this cap one seller selling to a bidder who never pays held a listing
+    /// queue per sale with only one listing open at a time, and in days filled `--max-listing-queues`.
+    public static let servedMaxListingsHeldPerSeller = 20_000
+    /// `gavel serve`'s default for unfinished settlements per user: 10,000. Each lives until its payment deadline
+    /// (up to a year) in memory and in every snapshot; without this cap two accounts trading one unit at a time
+    /// made millions a day.
+    public static let servedMaxUnfinishedSettlementsPerUser = 10_000
 
     /// The settings `gavel serve` starts a data directory with when none is given, which the journal tools replay
     /// with too.
@@ -54,7 +72,9 @@ public struct EngineConfiguration: Sendable, Hashable {
         EngineConfiguration(
             minDutchStepMs: servedMinDutchStepMs, maxListingDurationMs: servedMaxListingDurationMs,
             maxOpenListingsPerSeller: servedMaxOpenListingsPerSeller,
-            maxRestingOrdersPerTraderTotal: servedMaxRestingOrdersPerTraderTotal)
+            maxRestingOrdersPerTraderTotal: servedMaxRestingOrdersPerTraderTotal,
+            maxListingsHeldPerSeller: servedMaxListingsHeldPerSeller,
+            maxUnfinishedSettlementsPerUser: servedMaxUnfinishedSettlementsPerUser)
     }
 
     public init(
@@ -62,8 +82,11 @@ public struct EngineConfiguration: Sendable, Hashable {
         closedListingRetentionMs: Millis = 3_600_000, maxRequestIDsPerPrincipal: Int = 100_000,
         maxRestingOrdersPerListing: Int = 100_000, maxRestingOrdersPerTrader: Int = 1_000,
         minDutchStepMs: Millis = 1, maxListingDurationMs: Millis = .max, maxOpenListingsPerSeller: Int = .max,
-        maxRestingOrdersPerTraderTotal: Int = .max
+        maxRestingOrdersPerTraderTotal: Int = .max, maxListingsHeldPerSeller: Int = .max,
+        maxUnfinishedSettlementsPerUser: Int = .max
     ) {
+        self.maxListingsHeldPerSeller = maxListingsHeldPerSeller
+        self.maxUnfinishedSettlementsPerUser = maxUnfinishedSettlementsPerUser
         self.maxOpenListingsPerSeller = maxOpenListingsPerSeller
         self.maxRestingOrdersPerTraderTotal = maxRestingOrdersPerTraderTotal
         self.minDutchStepMs = minDutchStepMs
@@ -132,6 +155,15 @@ public final class Engine {
     var openListingsBySeller: [String: Int] = [:]
     /// Resting orders by trader over every market listing, shared by the market books.
     let restingTotals = RestingTotals()
+    /// Listings in memory (open, or ended and not yet evicted) by seller, for
+    /// ``EngineConfiguration/maxListingsHeldPerSeller``. Not part of the state: a restore counts them again.
+    var heldListingsBySeller: [String: Int] = [:]
+    /// Settlements not in a final state by user, buyer and seller each (once when they are the same user), for
+    /// ``EngineConfiguration/maxUnfinishedSettlementsPerUser``. Not part of the state: a restore counts them again.
+    var unfinishedSettlementsByUser: [String: Int] = [:]
+    /// Settlements in memory (not pruned, their listing not evicted), for the `gavel_settlements` gauge. Not part
+    /// of the state: a restore counts them again.
+    public internal(set) var settlementCount = 0
     var timers = TimerQueue()
     /// Request key → the slot in `rememberedSlots` of its result; grows incrementally, so no insert stops the writer
     /// to rehash it.
@@ -500,6 +532,14 @@ public final class Engine {
     /// after its eviction is not evicted early (``fire(_:events:)`` evicts only a listing that has ended).
     func evict(_ listing: Listing, events: inout [Event]) {
         listings[listing.id] = nil
+        heldListingsBySeller.countDown(listing.seller)
+        settlementCount -= listing.settlements.count - listing.prunedSettlements
+        // Only a listing with nothing settling is evicted; one restored from an older state is counted all the same.
+        if listing.openSettlements > 0 {
+            for s in listing.settlements where !s.pruned && !s.state.isTerminal {
+                countUnfinished(buyer: s.buyer, seller: s.seller, by: -1)
+            }
+        }
         listing.live = false
         for handle in listing.pendingTimers { timers.cancel(handle) }
         if !discardsEvents { events.append(Event(listing: listing.id, seq: 0, at: now, kind: .evicted)) }

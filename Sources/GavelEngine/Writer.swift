@@ -46,7 +46,7 @@ final class AdminRequest: MPSCNode, @unchecked Sendable {
     init(_ kind: Kind) { self.kind = kind }
 }
 
-/// What the engine holds, published by the writer at the end of each turn for `/metrics` (three relaxed stores a
+/// What the engine holds, published by the writer at the end of each turn for `/metrics` (four relaxed stores a
 /// turn, nothing a command): operators watch these grow, not only the process's resident size.
 public final class EngineGauges: Sendable {
     /// Listings in memory, open or within their retention after they ended.
@@ -55,6 +55,8 @@ public final class EngineGauges: Sendable {
     public let rememberedRequestIDs = Atomic<Int64>(0)
     /// Timers scheduled (closes, Dutch steps, order expiries, evictions, deadlines).
     public let timers = Atomic<Int64>(0)
+    /// Settlements in memory, unfinished or within their retention after they ended.
+    public let settlements = Atomic<Int64>(0)
 
     public init() {}
 
@@ -62,6 +64,7 @@ public final class EngineGauges: Sendable {
         listings.store(Int64(engine.listingCount), ordering: .relaxed)
         rememberedRequestIDs.store(Int64(engine.rememberedCount), ordering: .relaxed)
         timers.store(Int64(engine.timerCount), ordering: .relaxed)
+        settlements.store(Int64(engine.settlementCount), ordering: .relaxed)
     }
 }
 
@@ -273,7 +276,7 @@ public final class Writer: @unchecked Sendable {
     private var tooManyListings: CommandResult {
         .rejected(
             .overloaded,
-            "the engine holds \(configuration.maxListingQueues) listings and opens in flight (--max-listing-queues); no room to open another until listings close and their retention (--closed-listing-retention-ms) ends"
+            "the engine holds \(configuration.maxListingQueues) listings and opens in flight (--max-listing-queues): open listings, and ended listings held while a settlement is unfinished, a second-chance offer is open or the retention (--closed-listing-retention-ms) runs; no room to open another until some of them leave memory"
         )
     }
 

@@ -127,6 +127,10 @@ struct ExpositionWriter {
             "gavel_listings", "gauge", "Listings in memory, open or within their retention after they ended.",
             load(gauges.listings))
         metric(
+            "gavel_settlements", "gauge",
+            "Settlements in memory, unfinished or within their retention after they ended.",
+            load(gauges.settlements))
+        metric(
             "gavel_remembered_request_ids", "gauge", "Request ids remembered for idempotency.",
             load(gauges.rememberedRequestIDs))
         metric(

@@ -6,7 +6,7 @@ import GavelCore
 
 /// `<data-dir>/engine-settings`: the engine settings that are part of the state (the idempotency window, the
 /// closed-listing retention, the request ids kept per principal, the resting-order caps, the shortest dutch step,
-/// the longest listing duration), as the data directory's first start fixed them.
+/// the longest listing duration, the per-user caps), as the data directory's first start fixed them.
 ///
 /// A snapshot holds them too, but until the first snapshot is written only this file does: without it, a restart
 /// after a crash with other (or no) options would replay the journal under other rules, and a command the first
@@ -26,6 +26,7 @@ public enum EngineSettingsFile {
         "idempotency_window_ms", "closed_listing_retention_ms", "max_request_ids_per_principal",
         "max_resting_orders_per_listing", "max_resting_orders_per_trader", "min_dutch_step_ms",
         "max_listing_duration_ms", "max_open_listings_per_seller", "max_resting_orders_per_trader_total",
+        "max_listings_held_per_seller", "max_unfinished_settlements_per_user",
     ]
     /// The least value of each setting (the others: 0): what the engine needs, and what a snapshot holding the
     /// settings must hold to be read back; a file with less would have the engine write snapshots nothing reads.
@@ -33,15 +34,23 @@ public enum EngineSettingsFile {
         "idempotency_window_ms": 1, "max_request_ids_per_principal": 1, "max_resting_orders_per_listing": 1,
         "max_resting_orders_per_trader": 1, "min_dutch_step_ms": 1, "max_listing_duration_ms": 1,
         "max_open_listings_per_seller": 1, "max_resting_orders_per_trader_total": 1,
+        "max_listings_held_per_seller": 1, "max_unfinished_settlements_per_user": 1,
     ]
     /// The settings a file written before they existed lacks: they take the value given at start.
     private static let later: Set<String> = ["max_open_listings_per_seller", "max_resting_orders_per_trader_total"]
+    /// The settings a file written before they existed lacks and that are then no limit, whatever is given at start:
+    /// the journal of such a directory holds commands accepted without them, and a replay must accept them again
+    /// (a state of version 4 or earlier has none either).
+    private static let unlimitedWhenMissing: Set<String> = [
+        "max_listings_held_per_seller", "max_unfinished_settlements_per_user",
+    ]
 
     private static func values(_ c: EngineConfiguration) -> [Int64] {
         [
             c.idempotencyWindowMs, c.closedListingRetentionMs, Int64(c.maxRequestIDsPerPrincipal),
             Int64(c.maxRestingOrdersPerListing), Int64(c.maxRestingOrdersPerTrader), c.minDutchStepMs,
             c.maxListingDurationMs, Int64(c.maxOpenListingsPerSeller), Int64(c.maxRestingOrdersPerTraderTotal),
+            Int64(c.maxListingsHeldPerSeller), Int64(c.maxUnfinishedSettlementsPerUser),
         ]
     }
 
@@ -98,7 +107,9 @@ public enum EngineSettingsFile {
             }
             found[name] = value
         }
-        let missing = names.filter { found[$0] == nil && !later.contains($0) }.joined(separator: ", ")
+        let missing = names.filter {
+            found[$0] == nil && !later.contains($0) && !unlimitedWhenMissing.contains($0)
+        }.joined(separator: ", ")
         guard missing.isEmpty else {
             throw Failure(description: "\(file) lacks \(missing); restore the file or remove it")
         }
@@ -112,6 +123,8 @@ public enum EngineSettingsFile {
         c.maxListingDurationMs = found["max_listing_duration_ms"]!
         if let n = found["max_open_listings_per_seller"] { c.maxOpenListingsPerSeller = Int(n) }
         if let n = found["max_resting_orders_per_trader_total"] { c.maxRestingOrdersPerTraderTotal = Int(n) }
+        c.maxListingsHeldPerSeller = found["max_listings_held_per_seller"].map { Int($0) } ?? .max
+        c.maxUnfinishedSettlementsPerUser = found["max_unfinished_settlements_per_user"].map { Int($0) } ?? .max
         return c
     }
 

@@ -265,6 +265,20 @@ struct Serve: AsyncParsableCommand {
     @Option(
         name: .long,
         help:
+            "Listings of one seller the engine holds: open, or ended and still in memory while a settlement is unfinished, a second-chance offer is open or the retention runs; the seller's open arriving when it has this many gets limit_exceeded. Part of the state: fixed by the data directory's first start (none for a directory started before it existed). Env GAVEL_MAX_LISTINGS_HELD_PER_SELLER; default 20000."
+    )
+    var maxListingsHeldPerSeller: Int?
+
+    @Option(
+        name: .long,
+        help:
+            "Settlements not yet final that one user is the buyer or seller of; the user's buy_now, dutch accept, accept_offer or order that would trade at once, arriving when it has this many, gets limit_exceeded. Part of the state: fixed by the data directory's first start (none for a directory started before it existed). Env GAVEL_MAX_UNFINISHED_SETTLEMENTS_PER_USER; default 10000."
+    )
+    var maxUnfinishedSettlementsPerUser: Int?
+
+    @Option(
+        name: .long,
+        help:
             "The shortest step_every_ms a dutch open may give (each step is a journaled tick and a price event); shorter gets bad_request. Part of the state: fixed by the data directory's first start. Env GAVEL_MIN_DUTCH_STEP_MS; default 100, 1 to 86400000."
     )
     var minDutchStepMs: Int64?
@@ -299,7 +313,13 @@ struct Serve: AsyncParsableCommand {
                 default: EngineConfiguration.servedMaxOpenListingsPerSeller),
             maxRestingOrdersPerTraderTotal: try Setting.value(
                 maxRestingOrdersPerTraderTotal, "GAVEL_MAX_RESTING_ORDERS_PER_TRADER_TOTAL",
-                default: EngineConfiguration.servedMaxRestingOrdersPerTraderTotal))
+                default: EngineConfiguration.servedMaxRestingOrdersPerTraderTotal),
+            maxListingsHeldPerSeller: try Setting.value(
+                maxListingsHeldPerSeller, "GAVEL_MAX_LISTINGS_HELD_PER_SELLER",
+                default: EngineConfiguration.servedMaxListingsHeldPerSeller),
+            maxUnfinishedSettlementsPerUser: try Setting.value(
+                maxUnfinishedSettlementsPerUser, "GAVEL_MAX_UNFINISHED_SETTLEMENTS_PER_USER",
+                default: EngineConfiguration.servedMaxUnfinishedSettlementsPerUser))
         guard (1...Self.maxIdempotencyWindowMs).contains(c.idempotencyWindowMs) else {
             throw ValidationError("--idempotency-window-ms must be 1 to \(Self.maxIdempotencyWindowMs) (30 days)")
         }
@@ -323,6 +343,12 @@ struct Serve: AsyncParsableCommand {
         }
         guard (1...100_000_000).contains(c.maxRestingOrdersPerTraderTotal) else {
             throw ValidationError("--max-resting-orders-per-trader-total must be 1 to 100000000")
+        }
+        guard (1...100_000_000).contains(c.maxListingsHeldPerSeller) else {
+            throw ValidationError("--max-listings-held-per-seller must be 1 to 100000000")
+        }
+        guard (1...100_000_000).contains(c.maxUnfinishedSettlementsPerUser) else {
+            throw ValidationError("--max-unfinished-settlements-per-user must be 1 to 100000000")
         }
         guard (1...86_400_000).contains(c.minDutchStepMs) else {
             throw ValidationError("--min-dutch-step-ms must be 1 to 86400000 (a day)")
@@ -376,10 +402,20 @@ struct Serve: AsyncParsableCommand {
                 "--max-resting-orders-per-trader-total", Int64(requested.maxRestingOrdersPerTraderTotal),
                 Int64(recovered.maxRestingOrdersPerTraderTotal)
             ),
+            (
+                "--max-listings-held-per-seller", Int64(requested.maxListingsHeldPerSeller),
+                Int64(recovered.maxListingsHeldPerSeller)
+            ),
+            (
+                "--max-unfinished-settlements-per-user", Int64(requested.maxUnfinishedSettlementsPerUser),
+                Int64(recovered.maxUnfinishedSettlementsPerUser)
+            ),
         ]
         for (name, wanted, value) in kept where wanted != value {
+            // A cap the data directory predates is none (a listing duration of none is Int64.max too).
+            let keeps = value == .max ? "no limit" : "\(value)"
             printError(
-                "gavel serve: \(name) \(wanted) ignored: the data directory's state keeps \(value) (it is part of the state)"
+                "gavel serve: \(name) \(wanted) ignored: the data directory's state keeps \(keeps) (it is part of the state)"
             )
         }
     }

@@ -177,3 +177,176 @@ import Testing
         #expect(again.error == .limitExceeded, "a restore counts the resting orders again")
     }
 }
+
+/// One seller cannot make the engine hold more than its cap of listings, open or ended and still in memory, nor one
+/// user be the buyer or seller of more than its cap of unfinished settlements: a seller selling to a bidder who
+/// never pays no longer holds a listing and a settlement per sale for as long as the payment deadline it picked.
+@Suite struct HeldLimitTests {
+    private static let due = SettlementDeadlines(paymentDueMs: 10_000)
+
+    private func engine(_ configuration: EngineConfiguration) -> (Engine, (Command) -> CommandResult) {
+        let engine = Engine(configuration: configuration)
+        var events: [Event] = []
+        return (engine, { engine.apply($0, events: &events) })
+    }
+
+    private func openEnglish(_ id: String, by seller: String = "sam", request: String? = nil) -> Command {
+        Command(
+            id: request ?? "o-\(id)", listing: id,
+            body: .open(
+                seller: seller,
+                terms: .english(.init(start: 100, buyNow: 100, closesAt: 1_000_000, deadlines: Self.due))))
+    }
+
+    private func order(
+        _ id: String, _ trader: String, _ side: Side, price: Money, quantity: Int64 = 1, tif: TimeInForce = .ioc
+    ) -> Command {
+        Command(
+            id: id, listing: "M",
+            body: .order(trader: trader, side: side, price: price, quantity: quantity, tif: tif, expiresAt: nil))
+    }
+
+    @Test func aSellerAtItsCapOfListingsHeldIsRefusedUntilAnEndedOneLeavesMemory() throws {
+        let (engine, apply) = engine(EngineConfiguration(closedListingRetentionMs: 1_000, maxListingsHeldPerSeller: 2))
+        #expect(apply(openEnglish("E0")).ok)
+        #expect(apply(Command(id: "n0", listing: "E0", body: .buyNow(buyer: "ann"))).ok)
+        #expect(apply(openEnglish("E1")).ok, "one listing open, one sold and awaiting payment")
+        let message =
+            "sam already has 2 listings in the engine, the most a seller may (--max-listings-held-per-seller 2): 2 of "
+            + "your listings are open or ended and still held for their settlements or offers; an ended listing counts "
+            + "until its settlements are final (paid and completed, or their deadline passed), its second-chance offer "
+            + "is answered or expired, and the retention (--closed-listing-retention-ms) has passed"
+        let refused = apply(openEnglish("E2"))
+        #expect(refused.error == .limitExceeded)
+        #expect(refused.message == message)
+        #expect(apply(openEnglish("X0", by: "sue")).ok, "another seller is not limited by sam's listings")
+        // The count is not in the state: a restore counts the listings again.
+        let restored = try Engine.restore(from: engine.encodeState())
+        var events: [Event] = []
+        #expect(restored.apply(openEnglish("E2", request: "r1"), events: &events).message == message)
+        // The payment expires at 10,000 (final); the listing is evicted once the retention has passed.
+        _ = restored.advance(to: 10_999, events: &events)
+        #expect(restored.apply(openEnglish("E2", request: "r2"), events: &events).error == .limitExceeded)
+        _ = restored.advance(to: 11_000, events: &events)
+        #expect(!restored.hasListing("E0"))
+        #expect(restored.apply(openEnglish("E2", request: "r3"), events: &events).ok, "an evicted listing made room")
+        #expect(restored.apply(openEnglish("E3", request: "r4"), events: &events).error == .limitExceeded)
+    }
+
+    @Test func aUserAtItsCapOfUnfinishedSettlementsIsRefusedUntilOneIsFinal() throws {
+        let (engine, apply) = engine(EngineConfiguration(maxUnfinishedSettlementsPerUser: 2))
+        #expect(
+            apply(
+                Command(id: "om", listing: "M", body: .open(seller: "sam", terms: .market(.init(deadlines: Self.due))))
+            )
+            .ok)
+        #expect(apply(order("s", "sam", .sell, price: 10, quantity: 100, tif: .gtc)).ok)
+        #expect(apply(order("b1", "ann", .buy, price: 10)).filled == 1)
+        #expect(apply(order("b2", "ann", .buy, price: 10)).filled == 1)
+        #expect(engine.settlementCount == 2)
+        let message =
+            "ann is already the buyer or seller of 2 unfinished settlements, the most a user may "
+            + "(--max-unfinished-settlements-per-user 2): a settlement counts until it is final, payment_expired when "
+            + "its payment deadline passes unpaid, or once paid completed, refunded or released; retry once some of "
+            + "yours are"
+        let refused = apply(order("b3", "ann", .buy, price: 10))
+        #expect(refused.error == .limitExceeded)
+        #expect(refused.message == message)
+        #expect(apply(order("b4", "ann", .buy, price: 9, tif: .gtc)).ok, "an order that only rests is not refused")
+        // buy_now, a dutch accept and accept_offer are refused alike.
+        #expect(apply(openEnglish("E")).ok)
+        #expect(apply(Command(id: "n", listing: "E", body: .buyNow(buyer: "ann"))).message == message)
+        #expect(
+            apply(
+                Command(
+                    id: "od", listing: "D",
+                    body: .open(
+                        seller: "sue",
+                        terms: .dutch(
+                            .init(
+                                start: 50, floor: 10, step: 1, stepEveryMs: 1_000, quantity: 5, closesAt: 1_000_000))))
+            )
+            .ok)
+        #expect(apply(Command(id: "a", listing: "D", body: .accept(bidder: "ann", quantity: 1))).message == message)
+        // sam, the seller of both, is passive in them: his sale to bob is not refused, and makes his third.
+        #expect(apply(order("c1", "bob", .buy, price: 10)).filled == 1)
+        #expect(apply(order("s2", "sam", .buy, price: 1, tif: .gtc)).ok, "a resting order of sam is not refused")
+        #expect(apply(order("s3", "sam", .sell, price: 9)).message.hasPrefix("sam is already the buyer or seller of 3"))
+        // The count is not in the state: a restore counts the unfinished settlements again.
+        let restored = try Engine.restore(from: engine.encodeState())
+        #expect(restored.settlementCount == 3)
+        var events: [Event] = []
+        #expect(restored.apply(order("r1", "ann", .buy, price: 10), events: &events).message == message)
+        // Paid is not final; the payment deadline of the unpaid one is.
+        #expect(
+            restored.apply(
+                Command(
+                    id: "p", listing: "M",
+                    body: .settle(
+                        number: 1, action: .confirmPayment(paymentRef: "pay-1"), by: "payments", role: .service)),
+                events: &events
+            ).ok)
+        #expect(restored.apply(order("r2", "ann", .buy, price: 10), events: &events).error == .limitExceeded)
+        _ = restored.advance(to: 10_000, events: &events)
+        #expect(restored.settlement("M:2")?.state == .paymentExpired)
+        #expect(restored.apply(order("r3", "ann", .buy, price: 10), events: &events).filled == 1)
+        #expect(restored.apply(order("r4", "ann", .buy, price: 10), events: &events).error == .limitExceeded)
+    }
+
+    @Test func anEnglishCloseIsNeverRefusedAndTheRunnerUpAtItsCapIsRefusedItsOffer() throws {
+        let (engine, apply) = engine(EngineConfiguration(maxUnfinishedSettlementsPerUser: 1))
+        let quick = SettlementDeadlines(paymentDueMs: 1, offerDueMs: 10_000)
+        #expect(
+            apply(
+                Command(
+                    id: "oe", listing: "E",
+                    body: .open(seller: "sam", terms: .english(.init(start: 100, closesAt: 1_000, deadlines: quick))))
+            )
+            .ok)
+        #expect(apply(Command(id: "b1", listing: "E", body: .bid(bidder: "bob", amount: 100))).ok)
+        #expect(apply(Command(id: "b2", listing: "E", body: .bid(bidder: "ann", amount: 200))).ok)
+        #expect(apply(openEnglish("F")).ok && apply(openEnglish("G")).ok)
+        #expect(apply(Command(id: "n1", listing: "F", body: .buyNow(buyer: "bob"))).ok, "bob's one settlement")
+        #expect(apply(Command(id: "n2", listing: "G", body: .buyNow(buyer: "ann"))).ok, "ann's one settlement")
+        var events: [Event] = []
+        _ = engine.advance(to: 1_000, events: &events)
+        #expect(engine.settlement("E:1")?.buyer == "ann", "the winner at the cap gets the settlement anyway")
+        _ = engine.advance(to: 1_001, events: &events)
+        #expect(engine.settlement("E:1")?.state == .paymentExpired)
+        #expect(apply(Command(id: "sc", listing: "E", body: .secondChance(.offer, by: "sam", role: .seller))).ok)
+        let refused = apply(Command(id: "ac", listing: "E", body: .secondChance(.accept, by: "bob", role: .bidder)))
+        #expect(refused.error == .limitExceeded)
+        #expect(refused.message.hasPrefix("bob is already the buyer or seller of 1 unfinished settlements"))
+        #expect(engine.secondChanceOffers.first?.state == .offered, "a refused accept changes nothing")
+    }
+
+    /// A stream whose engine has neither cap keeps the state bytes, version and hash it had before they existed; a
+    /// state that predates them (version 4 or earlier) has neither whatever the defaults say, since its journal holds
+    /// commands accepted without them.
+    @Test func theCapsArePartOfTheStateOnlyWhenSetAndAnOlderStateHasNone() throws {
+        let older = Engine(configuration: EngineConfiguration(maxOpenListingsPerSeller: 3))
+        var events: [Event] = []
+        #expect(older.apply(openEnglish("E0"), events: &events).ok)
+        #expect(older.apply(Command(id: "n", listing: "E0", body: .buyNow(buyer: "ann")), events: &events).ok)
+        let bytes = older.encodeState()
+        #expect(bytes.first == 4, "version 4: neither cap is set")
+        let restored = try Engine.restore(from: bytes, defaults: .served)
+        #expect(restored.configuration.maxListingsHeldPerSeller == .max)
+        #expect(restored.configuration.maxUnfinishedSettlementsPerUser == .max)
+        #expect(restored.configuration.maxOpenListingsPerSeller == 3)
+        #expect(restored.encodeState() == bytes && restored.stateHash() == older.stateHash())
+        let plain = Engine()
+        #expect(plain.encodeState().first == 2, "gavel simulate's engine has none of the caps")
+        let served = Engine(configuration: .served)
+        #expect(served.configuration.maxListingsHeldPerSeller == 20_000)
+        #expect(served.configuration.maxUnfinishedSettlementsPerUser == 10_000)
+        let servedBytes = served.encodeState()
+        #expect(servedBytes.first == 5)
+        let back = try Engine.restore(from: servedBytes)
+        #expect(back.configuration == EngineConfiguration.served && back.encodeState() == servedBytes)
+        let other = Engine(configuration: EngineConfiguration(maxListingsHeldPerSeller: 20_001))
+        #expect(
+            other.stateHash()
+                != Engine(configuration: EngineConfiguration(maxListingsHeldPerSeller: 20_000)).stateHash())
+    }
+}

@@ -85,10 +85,12 @@ import Testing
         gauges.listings.store(3, ordering: .relaxed)
         gauges.rememberedRequestIDs.store(1_000_000, ordering: .relaxed)
         gauges.timers.store(42, ordering: .relaxed)
+        gauges.settlements.store(7, ordering: .relaxed)
         let parsed = Parsed(metrics.exposition())
         #expect(parsed.samples["gavel_listings"] == 3)
         #expect(parsed.samples["gavel_remembered_request_ids"] == 1_000_000)
         #expect(parsed.samples["gavel_timers"] == 42)
+        #expect(parsed.samples["gavel_settlements"] == 7 && parsed.type["gavel_settlements"] == "gauge")
         #expect(parsed.type["gavel_timers"] == "gauge")
     }
 

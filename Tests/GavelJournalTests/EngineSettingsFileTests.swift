@@ -41,8 +41,8 @@ import Testing
                 good.replacingOccurrences(of: "max_resting_orders_per_trader 9\n", with: ""),
                 "lacks max_resting_orders_per_trader"
             ),
-            (good + "min_dutch_step_ms 10\n", "line 10"),
-            (good + "color blue\n", "line 10"),
+            (good + "min_dutch_step_ms 10\n", "line 12"),
+            (good + "color blue\n", "line 12"),
         ] {
             try writeBytes(Array(text.utf8), to: EngineSettingsFile.path(directory))
             #expect(throws: EngineSettingsFile.Failure.self) { try EngineSettingsFile.load(directory, into: .init()) }
@@ -79,7 +79,10 @@ import Testing
                 #expect(error.description.contains("\(zero) is out of range (at least 1"), "\(error)")
             }
         }
-        for name in ["max_open_listings_per_seller", "max_resting_orders_per_trader_total"] {
+        for name in [
+            "max_open_listings_per_seller", "max_resting_orders_per_trader_total", "max_listings_held_per_seller",
+            "max_unfinished_settlements_per_user",
+        ] {
             try writeBytes(Array((good + "\(name) 0\n").utf8), to: EngineSettingsFile.path(directory))
             #expect(throws: EngineSettingsFile.Failure.self) { try EngineSettingsFile.load(directory, into: .init()) }
         }
@@ -88,6 +91,35 @@ import Testing
         try writeBytes(Array(noLimit.utf8), to: EngineSettingsFile.path(directory))
         let read = try #require(try EngineSettingsFile.load(directory, into: .init()))
         #expect(read.maxListingDurationMs == .max && read.closedListingRetentionMs == 0)
+    }
+
+    /// A file written before the caps of listings held per seller and unfinished settlements per user existed: the
+    /// data directory keeps having neither, whatever is given at start, since its journal holds commands accepted
+    /// without them; the caps of open listings per seller and resting orders per trader take the start's values.
+    @Test func aFileFromBeforeTheHeldCapsLeavesThemUnlimitedWhateverIsGivenAtStart() throws {
+        let temp = try TemporaryDirectory("settings-older")
+        defer { temp.remove() }
+        let directory = DataDirectory(temp.path)
+        let older = String(decoding: EngineSettingsFile.encode(fixed), as: UTF8.self)
+            .split(separator: "\n").filter {
+                !$0.hasPrefix("max_listings_held_per_seller") && !$0.hasPrefix("max_unfinished_settlements_per_user")
+                    && !$0.hasPrefix("max_open_listings_per_seller")
+                    && !$0.hasPrefix("max_resting_orders_per_trader_total")
+            }.map { $0 + "\n" }.joined()
+        try writeBytes(Array(older.utf8), to: EngineSettingsFile.path(directory))
+        let read = try #require(try EngineSettingsFile.load(directory, into: .served))
+        #expect(read.maxListingsHeldPerSeller == .max && read.maxUnfinishedSettlementsPerUser == .max)
+        #expect(read.maxOpenListingsPerSeller == EngineConfiguration.servedMaxOpenListingsPerSeller)
+        #expect(read.minDutchStepMs == 10, "the file's own settings are kept")
+        // A file written now holds both, and they are read back.
+        let temp2 = try TemporaryDirectory("settings-newer")
+        defer { temp2.remove() }
+        let newer = DataDirectory(temp2.path)
+        try newer.create()
+        try EngineSettingsFile.keep(.served, in: newer)
+        let text = String(decoding: try Files.readAll(EngineSettingsFile.path(newer)), as: UTF8.self)
+        #expect(text.contains("max_listings_held_per_seller 20000\nmax_unfinished_settlements_per_user 10000\n"))
+        #expect(try EngineSettingsFile.load(newer, into: EngineConfiguration()) == .served)
     }
 
     @Test func somethingOtherThanARegularFileInItsPlaceIsRefusedWithoutWaiting() throws {

@@ -69,9 +69,13 @@ def test_engine_gauges_count_listings_remembered_ids_and_timers_and_cancelled_or
         assert srv.metric("gavel_listings") == 1
         assert srv.metric("gavel_remembered_request_ids") == 1 + 20 + 19
         assert srv.metric("gavel_timers") == 1, "only the resting order's expiry is left"
+        assert srv.metric("gavel_settlements") == 0, "nothing traded"
+        assert sam.command({"type": "order", "id": "s1", "listing": listing, "side": "sell", "price": 100,
+                            "quantity": 1, "tif": "ioc"})["filled"] == 1
+        assert srv.metric("gavel_settlements") == 1, "one trade, one settlement held until it is final"
     _, body = srv.admin_get("/metrics")
     text = body.decode()
-    for name in ("gavel_listings", "gavel_remembered_request_ids", "gavel_timers"):
+    for name in ("gavel_listings", "gavel_settlements", "gavel_remembered_request_ids", "gavel_timers"):
         assert f"# TYPE {name} gauge" in text, name
 
 
