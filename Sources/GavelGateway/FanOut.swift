@@ -521,16 +521,19 @@ public final class FanOut: ReleaseObserver, @unchecked Sendable {
         state.withLock { $0.settlements.load(settlements, offers: offers) }
     }
 
-    /// One page of `user`'s settlements for `my_settlements`, with the user's offers; `nil` when `after` is not one
-    /// of the user's settlements.
-    func settlementPage(user: String, state wanted: SettlementState?, after: String?, limit: Int) -> (
-        items: [Settlement], next: String?, offers: [SecondChanceOffer]
-    )? {
+    /// One page of `user`'s settlements for `my_settlements` and one of the user's offers (those whose listing sorts
+    /// after `offersAfter`), each of up to `limit`; `nil` when `after` is not one of the user's settlements.
+    /// O(log n + limit) under the lock.
+    func settlementPage(
+        user: String, state wanted: SettlementState?, after: String?, offersAfter: String?, limit: Int
+    ) -> SettlementPage? {
         state.withLock { s in
             guard let page = s.settlements.page(user: user, state: wanted, after: after, limit: limit) else {
                 return nil
             }
-            return (page.items, page.next, s.settlements.offers(of: user))
+            let offers = s.settlements.offers(of: user, after: offersAfter, limit: limit)
+            return SettlementPage(
+                settlements: page.items, next: page.next, offers: offers.items, offersNext: offers.next)
         }
     }
 

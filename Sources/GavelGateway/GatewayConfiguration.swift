@@ -110,8 +110,9 @@ public struct GatewayConfiguration: Sendable {
     /// How long a TCP connection on the main port has to send its request and be upgraded (or answered) before it
     /// is closed, in ms.
     public var handshakeTimeoutMs = 12_000
-    /// Bytes per second one connection may be sent in answers to `list` and `subscribe` (snapshots, replayed
-    /// events); past it they are refused with `rate_limited` until the budget refills.
+    /// Bytes per second one connection may be sent in answers to reads (`list`, `subscribe` snapshots and replayed
+    /// events, `subscribe_user` replays, `my_settlements`, `get_settlement`); past it they are refused with
+    /// `rate_limited` until the budget refills.
     public var maxReadBytesPerSecond = 256 * 1024
     /// Public events kept per listing for `subscribe` with `since`.
     public var historyEvents = 256

@@ -188,10 +188,14 @@ struct SettlementViews {
         return (items, keys.count > limit ? items.last?.id : nil)
     }
 
-    /// The second-chance offers where `user` is the seller or the runner-up, by listing id: O(log n + those).
-    func offers(of user: String) -> [SecondChanceOffer] {
-        guard let listings = offersByUser[user] else { return [] }
-        return listings.ids(after: nil, limit: .max).compactMap { offers[$0] }
+    /// One page of the second-chance offers where `user` is the seller or the runner-up, by listing id: up to
+    /// `limit` whose listing sorts after `after` (from the first when `nil`; it need not be one of them). `next` is
+    /// the last listing of the page when more follow. O(log n + limit).
+    func offers(of user: String, after: String?, limit: Int) -> (items: [SecondChanceOffer], next: String?) {
+        guard let listings = offersByUser[user] else { return ([], nil) }
+        let ids = listings.ids(after: after, limit: limit + 1)
+        let items = ids.prefix(limit).compactMap { offers[$0] }
+        return (items, ids.count > limit ? items.last?.listing : nil)
     }
 
     /// How many index entries the views hold: each user's settlements (all, and by state) and offers. Stays in
@@ -203,8 +207,58 @@ struct SettlementViews {
     }
 }
 
+/// One page of a user's settlements and one of their offers, as `my_settlements` answers them: `next` and
+/// `offersNext` are the last settlement id and the last offer's listing of their page when more follow.
+struct SettlementPage: Equatable {
+    var settlements: [Settlement]
+    var next: String?
+    var offers: [SecondChanceOffer]
+    var offersNext: String?
+}
+
 /// The JSON of settlements and offers in query answers.
 enum SettlementJSON {
+    /// The `settlements` answer to `my_settlements` for `page`, its two lists cut short to keep the answer small:
+    /// each holds its first item, and then only the items that keep the two lists together within `room` bytes. A
+    /// list cut short gets, as its cursor, the last item it holds. So no answer is larger than `room` plus one
+    /// settlement, one offer and the envelope, whatever the page (see ``largestSettlementBytes``).
+    static func answer(id: String?, user: String, page: SettlementPage, room: Int, ts: Millis) -> [UInt8] {
+        var left = room
+        let settlements = array(page.settlements, within: &left, settlement)
+        let offers = array(page.offers, within: &left, offer)
+        let next = settlements.count < page.settlements.count ? page.settlements[settlements.count - 1].id : page.next
+        let offersNext = offers.count < page.offers.count ? page.offers[offers.count - 1].listing : page.offersNext
+        return MessageEncoder.settlements(
+            id: id, user: user, settlements: settlements.json, offers: offers.json, next: next,
+            offersNext: offersNext, ts: ts)
+    }
+
+    /// The JSON array of the first of `items` and then of as many more, in order, as fit in `room` (which they
+    /// take from): the array and how many items it holds.
+    private static func array<T>(_ items: [T], within room: inout Int, _ encode: (T) -> [UInt8]) -> (
+        json: [UInt8], count: Int
+    ) {
+        var out: [UInt8] = [UInt8(ascii: "[")]
+        var count = 0
+        for item in items {
+            let bytes = encode(item)
+            if count > 0 && bytes.count + 1 > room { break }
+            if count > 0 { out.append(UInt8(ascii: ",")) }
+            out.append(contentsOf: bytes)
+            room -= bytes.count + 1
+            count += 1
+        }
+        out.append(UInt8(ascii: "]"))
+        return (out, count)
+    }
+
+    /// The most bytes one settlement's JSON takes: 64-character identifiers and references, 19-digit numbers, the
+    /// longest history (paid, shipped, delivered, disputed with a 500-byte reason that is all `"`, each written as
+    /// two bytes, and resolved). A test builds that settlement and checks it.
+    static let largestSettlementBytes = 2_700
+    /// The most bytes one offer's JSON takes.
+    static let largestOfferBytes = 320
+
     /// `{"settlement":ID,"listing":L,"buyer":B,"seller":V,"price":P,"quantity":Q,"state":S,"due_at":T|null,
     /// "payment_ref":R|null,"tracking":T|null,"history":[{"state":S,"at":T,"by":U|null,"role":R|null,...}]}`.
     static func settlement(_ s: Settlement) -> [UInt8] {
@@ -223,16 +277,5 @@ enum SettlementJSON {
         w.field("state", o.state.rawValue)
         w.field("due_at", o.dueAt)
         return w.finish()
-    }
-
-    /// A JSON array of `items`, each encoded by `encode`.
-    static func array<T>(_ items: [T], _ encode: (T) -> [UInt8]) -> [UInt8] {
-        var out: [UInt8] = [UInt8(ascii: "[")]
-        for (i, item) in items.enumerated() {
-            if i > 0 { out.append(UInt8(ascii: ",")) }
-            out.append(contentsOf: encode(item))
-        }
-        out.append(UInt8(ascii: "]"))
-        return out
     }
 }

@@ -20,7 +20,7 @@ extension WebSocketSession {
             }
             since = UInt64(n)
         }
-        guard readAllowed(id: id) else { return }
+        guard readAllowed(id: id, query: "subscribe") else { return }
         let existing = subscriptions[listing]
         let limit = configuration.maxSubscriptions(for: principal.role)
         if existing == nil && subscriptions.count >= limit {
@@ -94,7 +94,7 @@ extension WebSocketSession {
             }
             epoch = s
         }
-        guard readAllowed(id: id) else { return }
+        guard readAllowed(id: id, query: "subscribe_user") else { return }
         let reply = fanOut.subscribeUser(user, since: since, epoch: epoch)
         lastUserSeq = reply.seq
         MessageEncoder.userSubscribed(
@@ -228,6 +228,11 @@ extension WebSocketSession {
     static let maxSettlementLimit = 200
     static let defaultSettlementLimit = 50
 
+    /// What the settlements and offers of one `my_settlements` answer may take beyond the first of each: half of
+    /// `--max-outbound-bytes`, so that no answer is what closes its connection as a slow consumer (even at the
+    /// smallest setting, 4096, one settlement, one offer and the envelope fit).
+    var settlementAnswerRoom: Int { configuration.maxOutboundBytes / 2 }
+
     /// Whether this connection may read any user's settlements: a service or an admin.
     var readsAnySettlement: Bool { principal.role == .service || principal.role == .admin }
 
@@ -270,8 +275,23 @@ extension WebSocketSession {
             }
             after = s
         }
-        guard readAllowed(id: id) else { return }
-        guard let page = fanOut.settlementPage(user: user, state: wanted, after: after, limit: limit) else {
+        var offersAfter: String?
+        if let field = value["offers_after"], field != .null {
+            guard case .string(let s) = field, Identifier.isValid(s) else {
+                return sendResult(
+                    id: id,
+                    .rejected(
+                        .badRequest,
+                        "offers_after must be a listing id (1-64 characters from [A-Za-z0-9_.:-]), the offers_next of a page"
+                    ))
+            }
+            offersAfter = s
+        }
+        guard readAllowed(id: id, query: "my_settlements") else { return }
+        guard
+            let page = fanOut.settlementPage(
+                user: user, state: wanted, after: after, offersAfter: offersAfter, limit: limit)
+        else {
             return sendResult(
                 id: id,
                 .rejected(
@@ -279,9 +299,8 @@ extension WebSocketSession {
                     "after \(after ?? "") is not one of \(user)'s settlements (it may have ended and been dropped); start again without after"
                 ))
         }
-        let json = MessageEncoder.settlements(
-            id: id, user: user, settlements: SettlementJSON.array(page.items, SettlementJSON.settlement),
-            offers: SettlementJSON.array(page.offers, SettlementJSON.offer), next: page.next, ts: SystemClock().now())
+        let json = SettlementJSON.answer(
+            id: id, user: user, page: page, room: settlementAnswerRoom, ts: SystemClock().now())
         readBudget.charge(json.count)
         send(json)
     }
@@ -300,7 +319,7 @@ extension WebSocketSession {
                     "settlement must be <listing>:<n>, a listing id and the sale's number from 1 without a leading zero, such as L1:1"
                 ))
         }
-        guard readAllowed(id: id) else { return }
+        guard readAllowed(id: id, query: "get_settlement") else { return }
         // Not theirs is answered as none, so that a user learns nothing of another's settlement, not even that it
         // exists.
         guard let settlement = fanOut.settlement(settlementID),
@@ -357,7 +376,7 @@ extension WebSocketSession {
             }
             after = s
         }
-        guard readAllowed(id: id) else { return }
+        guard readAllowed(id: id, query: "list") else { return }
         let page = fanOut.listings(openOnly: openOnly, after: after, limit: limit)
         let json = MessageEncoder.listings(
             id: id, openOnly: openOnly, views: page.views, next: page.next, ts: SystemClock().now())
@@ -365,16 +384,16 @@ extension WebSocketSession {
         send(json)
     }
 
-    /// Whether the connection's read budget (`maxReadBytesPerSecond` of `list` and `subscribe` answers) allows one
-    /// more answer; if not, answers `rate_limited` saying when to retry.
-    func readAllowed(id: String?) -> Bool {
+    /// Whether the connection's read budget (`maxReadBytesPerSecond` of the answers to reads) allows one more
+    /// answer; if not, answers `rate_limited` naming the refused `query` and saying when to retry.
+    func readAllowed(id: String?, query: String) -> Bool {
         if readBudget.allows(now: monotonicNanos()) { return true }
         metrics.rateLimited.increment()
         sendResult(
             id: id,
             .rejected(
                 .rateLimited,
-                "list and subscribe answers are limited to \(configuration.maxReadBytesPerSecond) bytes per second per connection; retry in \(readBudget.millisUntilPositive) ms"
+                "\(query) refused: the answers to reads (list, subscribe, subscribe_user, my_settlements, get_settlement) are limited to \(configuration.maxReadBytesPerSecond) bytes per second per connection (--max-read-bytes-per-second); retry in \(readBudget.millisUntilPositive) ms"
             ))
         return false
     }

@@ -31,7 +31,7 @@ final class WebSocketSession: ChannelInboundHandler, ResultRecipient, @unchecked
     var expiry: Scheduled<Void>?
     /// Commands this connection has taken from its principal's shared bucket and not used yet.
     var commandCredit = 0
-    /// What `list` and `subscribe` answers may still write.
+    /// What the answers to reads (`list`, `subscribe`, `subscribe_user`, `my_settlements`, `get_settlement`) may still write.
     var readBudget: ByteBudget
     /// Writes go through its context, next to the socket.
     let output: RawFrameWriter

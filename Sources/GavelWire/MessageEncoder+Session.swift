@@ -160,18 +160,21 @@ extension MessageEncoder {
         }
     }
 
-    /// `{"type":"settlements","id":I,"user":U,"settlements":[...],"offers":[...],"next":N|null,"ts":T}`: one page of
-    /// `my_settlements`, `settlements` and `offers` the already-encoded arrays; `id` is written only when given.
+    /// `{"type":"settlements","id":I,"user":U,"settlements":[...],"offers":[...],"next":N|null,"offers_next":O|null,
+    /// "ts":T}`: one page of `my_settlements`, `settlements` and `offers` the already-encoded arrays; `id` is written
+    /// only when given.
     public static func settlements(
-        id: String?, user: String, settlements: [UInt8], offers: [UInt8], next: String?, ts: Millis
+        id: String?, user: String, settlements: [UInt8], offers: [UInt8], next: String?, offersNext: String?,
+        ts: Millis
     ) -> [UInt8] {
-        var w = JSONObjectWriter(capacity: settlements.count + offers.count + 128)
+        var w = JSONObjectWriter(capacity: settlements.count + offers.count + 256)
         w.field("type", word: "settlements")
         if let id { w.field("id", id) }
         w.field("user", user)
         w.field("settlements", raw: settlements)
         w.field("offers", raw: offers)
         w.field("next", next)
+        w.field("offers_next", offersNext)
         w.field("ts", ts)
         return w.finish()
     }

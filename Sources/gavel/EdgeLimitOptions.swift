@@ -3,7 +3,7 @@ import GavelGateway
 
 /// `gavel serve`'s limits at the gateway's edge that span connections: connections per user, per address and
 /// anonymous ones, handshakes, each connection's frames, each principal's command rate over all its connections, opens per seller, and the
-/// bytes `list` and `subscribe` answers may write.
+/// bytes the answers to reads (`list`, `subscribe`, `my_settlements`, ...) may write.
 struct EdgeLimitOptions: ParsableArguments {
     @Option(
         name: .long,
@@ -91,7 +91,7 @@ struct EdgeLimitOptions: ParsableArguments {
     @Option(
         name: .long,
         help:
-            "Bytes per second of list and subscribe answers to one connection; past it they get rate_limited. Env GAVEL_MAX_READ_BYTES_PER_SECOND; default 262144."
+            "Bytes per second of the answers to reads (list, subscribe, subscribe_user, my_settlements, get_settlement) to one connection; past it they get rate_limited. Env GAVEL_MAX_READ_BYTES_PER_SECOND; default 262144."
     )
     var maxReadBytesPerSecond: Int?
 

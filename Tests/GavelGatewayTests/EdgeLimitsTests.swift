@@ -302,9 +302,14 @@ private func message(_ frame: ServerFrameRead) -> String {
         let refused = try h.frames()
         #expect(refused.first?.json?["error"] == .string("rate_limited"))
         #expect(refused.first?.json?["id"] == .string("q2"))
-        #expect(refused.first.map(message)?.contains("bytes per second per connection; retry in") == true)
+        #expect(refused.first.map(message)?.hasPrefix("list refused: the answers to reads") == true)
+        #expect(
+            refused.first.map(message)?.contains(
+                "bytes per second per connection (--max-read-bytes-per-second); retry in") == true)
         try h.send(#"{"type":"subscribe","listing":"listing-with-a-long-name-1000","id":"s1"}"#)
-        #expect(try h.frames().first?.json?["error"] == .string("rate_limited"))
+        let subscribe = try h.frames()
+        #expect(subscribe.first?.json?["error"] == .string("rate_limited"))
+        #expect(subscribe.first.map(message)?.hasPrefix("subscribe refused:") == true)
     }
 }
 

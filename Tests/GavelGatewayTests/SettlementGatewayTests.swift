@@ -237,3 +237,93 @@ struct UserFeedEpochTests {
         #expect(!epochs[4].hasPrefix(String(epochs[0].prefix(8))))
     }
 }
+
+struct SettlementAnswerSizeTests {
+    private static func name(_ c: Character) -> String { String(repeating: c, count: Limits.maxIdentifierLength) }
+
+    /// The largest settlement there can be: every identifier and reference 64 characters, every number at its
+    /// widest, the longest history, with a 500-byte reason of `"` (each written as `\"`).
+    private static func largest(_ n: Int) -> Settlement {
+        let by = name("u")
+        let at = Int64.max
+        let steps: [(SettlementState, SettlementDetail?)] = [
+            (.awaitingPayment, nil), (.paid, .paymentRef(name("p"))), (.shipped, .tracking(name("t"))),
+            (.delivered, nil), (.disputed, .reason(String(repeating: "\"", count: DisputeReason.maxBytes))),
+            (.refunded, .outcome(.release)),
+        ]
+        let listing = String(name("L").dropLast(4)) + String(1000 + n)
+        return Settlement(
+            listing: listing, number: Int64.max, buyer: name("b"), seller: name("s"), price: Limits.maxAmount,
+            quantity: Limits.maxAmount, state: .awaitingPayment, dueAt: at, paymentRef: name("p"),
+            tracking: name("t"),
+            history: steps.map { SettlementStep(state: $0.0, at: at, by: by, role: .service, detail: $0.1) })
+    }
+
+    private static func largestOffer(_ n: Int) -> SecondChanceOffer {
+        SecondChanceOffer(
+            listing: String(name("L").dropLast(4)) + String(1000 + n), seller: name("s"), bidder: name("b"),
+            price: Limits.maxAmount, state: .declined, dueAt: Int64.max)
+    }
+
+    private static func page(_ count: Int) -> SettlementPage {
+        SettlementPage(
+            settlements: (0..<count).map(largest), next: "L:1", offers: (0..<count).map(largestOffer),
+            offersNext: "L")
+    }
+
+    @Test func noSettlementOrOfferIsLargerThanTheBoundTheAnswersRelyOn() {
+        #expect(SettlementJSON.settlement(Self.largest(0)).count <= SettlementJSON.largestSettlementBytes)
+        #expect(SettlementJSON.offer(Self.largestOffer(0)).count <= SettlementJSON.largestOfferBytes)
+    }
+
+    @Test func aFullPageAtTheSmallestOutboundCapFitsInItAndCarriesBothCursors() throws {
+        // --max-outbound-bytes at its smallest, 4096: a page of 200 of the largest settlements and offers holds one
+        // of each, with the cursors of those, and the answer (with a 64-character id) fits in the cap.
+        let page = Self.page(WebSocketSession.maxSettlementLimit)
+        let json = SettlementJSON.answer(id: Self.name("i"), user: Self.name("b"), page: page, room: 4096 / 2, ts: 1)
+        #expect(json.count <= 4096)
+        let answer = try JSONParser.parse(String(decoding: json, as: UTF8.self))
+        guard case .array(let settlements)? = answer["settlements"], case .array(let offers)? = answer["offers"] else {
+            Issue.record("no lists")
+            return
+        }
+        #expect(settlements.count == 1 && offers.count == 1)
+        #expect(answer["next"] == .string(page.settlements[0].id))
+        #expect(answer["offers_next"] == .string(page.offers[0].listing))
+    }
+
+    @Test func pagesCutToTheRoomListEveryItemOnceAndNoneIsLargerThanTheCap() throws {
+        let all = Self.page(WebSocketSession.maxSettlementLimit)
+        let cap = 64 * 1024
+        var seen: [String] = []
+        var seenOffers: [String] = []
+        var settlementsFrom = 0
+        var offersFrom = 0
+        while settlementsFrom < all.settlements.count || offersFrom < all.offers.count {
+            let page = SettlementPage(
+                settlements: Array(all.settlements[settlementsFrom...]), next: nil,
+                offers: Array(all.offers[offersFrom...]), offersNext: nil)
+            let json = SettlementJSON.answer(id: "q", user: "ann", page: page, room: cap / 2, ts: 1)
+            #expect(json.count <= cap)
+            let answer = try JSONParser.parse(String(decoding: json, as: UTF8.self))
+            guard case .array(let settlements)? = answer["settlements"], case .array(let offers)? = answer["offers"]
+            else {
+                Issue.record("no lists")
+                return
+            }
+            for case .string(let id)? in settlements.map({ $0["settlement"] }) { seen.append(id) }
+            for case .string(let listing)? in offers.map({ $0["listing"] }) { seenOffers.append(listing) }
+            settlementsFrom += settlements.count
+            offersFrom += offers.count
+            #expect(answer["next"] == (settlementsFrom < all.settlements.count ? .string(seen.last!) : .null))
+            #expect(answer["offers_next"] == (offersFrom < all.offers.count ? .string(seenOffers.last!) : .null))
+        }
+        #expect(seen == all.settlements.map(\.id))
+        #expect(seenOffers == all.offers.map(\.listing))
+        // At the default cap a page of the largest of both is whole.
+        let whole = SettlementJSON.answer(
+            id: "q", user: "ann", page: all, room: GatewayConfiguration().maxOutboundBytes / 2, ts: 1)
+        #expect(whole.count <= GatewayConfiguration().maxOutboundBytes / 2)
+        #expect(try JSONParser.parse(String(decoding: whole, as: UTF8.self))["next"] == .string("L:1"))
+    }
+}

@@ -26,8 +26,11 @@ struct SettlementIndexTests {
             return (items, wanted.count > limit ? items.last : nil)
         }
 
-        func offers(of user: String) -> [SecondChanceOffer] {
-            offers.values.filter { $0.seller == user || $0.bidder == user }.sorted { $0.listing < $1.listing }
+        func offers(of user: String, after: String?, limit: Int) -> (items: [SecondChanceOffer], next: String?) {
+            let mine = offers.values.filter { ($0.seller == user || $0.bidder == user) && $0.listing > (after ?? "") }
+                .sorted { $0.listing < $1.listing }
+            let items = Array(mine.prefix(limit))
+            return (items, mine.count > limit ? items.last?.listing : nil)
         }
 
         mutating func drop(_ id: String) {
@@ -94,7 +97,11 @@ struct SettlementIndexTests {
             #expect(got?.next == want?.next, "\(user) \(String(describing: state)) after \(after ?? "-")")
             #expect((got == nil) == (want == nil))
             #expect(got?.items.map { $0 } == want?.items.map { model.settlements[$0]! })
-            #expect(views.offers(of: user) == model.offers(of: user), "\(user)")
+            let offersAfter: String? = rng.next() % 2 == 0 ? nil : pick(Self.listings, &rng)
+            let gotOffers = views.offers(of: user, after: offersAfter, limit: limit)
+            let wantOffers = model.offers(of: user, after: offersAfter, limit: limit)
+            #expect(gotOffers.items == wantOffers.items, "\(user) offers after \(offersAfter ?? "-")")
+            #expect(gotOffers.next == wantOffers.next, "\(user) offers after \(offersAfter ?? "-")")
         }
 
         func walkEveryPage() {
@@ -194,7 +201,7 @@ struct SettlementIndexTests {
             ])
         views.apply(Event(listing: "D1", seq: 0, at: 80_000, kind: .evicted))
         #expect(views.count == 0 && views.indexEntries == 0)
-        #expect(views.offers(of: "bob").isEmpty)
+        #expect(views.offers(of: "bob", after: nil, limit: 10).items.isEmpty)
     }
 }
 

@@ -97,9 +97,9 @@ import Testing
             text(
                 MessageEncoder.settlements(
                     id: "m1", user: "ann", settlements: [UInt8(ascii: "[")] + item + [UInt8(ascii: "]")],
-                    offers: Array("[]".utf8), next: nil, ts: 1234))
+                    offers: Array("[]".utf8), next: nil, offersNext: "L9", ts: 1234))
                 == #"{"type":"settlements","id":"m1","user":"ann","settlements":[{"settlement":"L1:1"}],"offers":[],"#
-                + #""next":null,"ts":1234}"#)
+                + #""next":null,"offers_next":"L9","ts":1234}"#)
         #expect(
             text(MessageEncoder.settlementDetail(id: "g1", settlement: item, ts: 1234))
                 == #"{"type":"settlement_detail","id":"g1","settlement":{"settlement":"L1:1"},"ts":1234}"#)

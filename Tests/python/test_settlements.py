@@ -245,3 +245,70 @@ def test_my_settlements_pages_in_creation_order_filters_by_state_and_lets_only_s
     with server.connect() as anonymous:
         answer = query(anonymous, {"type": "my_settlements"})
         assert answer["ok"] is False and answer["error"] == "not_authorized"
+
+
+def test_offers_are_paged_by_limit_with_their_own_cursor_and_a_page_without_it_starts_from_the_first(server):
+    seller_name, winner_name, runner_name = unique("sam"), unique("ann"), unique("bob")
+    listings = sorted(unique() for _ in range(3))
+    with server.user(seller_name, "seller") as sam, server.user(winner_name) as ann, \
+            server.user(runner_name) as bob:
+        for listing in listings:
+            assert open_english(sam, listing, start=100, closes_in_ms=1500, payment_due_ms=500,
+                                increments=[[0, 1]])["ok"]
+            assert bob.command({"type": "bid", "listing": listing, "amount": 300})["ok"]
+            assert ann.command({"type": "bid", "listing": listing, "amount": 900})["ok"]
+        for listing in listings:
+            step(ann, f"{listing}:1", "payment_expired")
+            assert sam.command({"type": "offer_second_chance", "listing": listing})["ok"]
+        for reader in (sam, bob):
+            seen, cursor = [], None
+            while True:
+                message = {"type": "my_settlements", "limit": 1}
+                if cursor is not None:
+                    message["offers_after"] = cursor
+                page = query(reader, message)
+                assert len(page["offers"]) <= 1 and len(page["settlements"]) <= 1
+                seen += [o["listing"] for o in page["offers"]]
+                cursor = page["offers_next"]
+                if cursor is None:
+                    break
+                assert cursor == seen[-1]
+            assert seen == listings
+        # A page asked for with `after` only (a client that ignores offers_next) carries the first page of offers.
+        first = query(sam, {"type": "my_settlements", "limit": 1})
+        second = query(sam, {"type": "my_settlements", "limit": 1, "after": first["next"]})
+        assert [o["listing"] for o in second["offers"]] == listings[:1] and second["offers_next"] == listings[0]
+        # Every offer of the user's when there are no more than `limit`, as before offers were paged.
+        whole = query(bob, {"type": "my_settlements"})
+        assert [o["listing"] for o in whole["offers"]] == listings and whole["offers_next"] is None
+        # The cursor need not be one of the user's listings.
+        assert [o["listing"] for o in query(bob, {"type": "my_settlements", "offers_after": "A"})["offers"]] == listings
+        refused = query(bob, {"type": "my_settlements", "offers_after": "no spaces"})
+        assert refused["ok"] is False and refused["error"] == "bad_request"
+        assert refused["message"].startswith("offers_after must be a listing id")
+
+
+def test_a_settlements_answer_stays_within_the_smallest_outbound_cap_and_its_pages_list_everything(start_server):
+    srv = start_server("--max-outbound-bytes", "4096")
+    seller_name, buyer_name = unique("sam"), unique("ann")
+    with srv.user(seller_name, "seller") as sam, srv.user(buyer_name) as ann:
+        ids = [sale(sam, ann)[1] for _ in range(20)]
+    with srv.user(buyer_name) as ann:
+        seen, cursor, pages = [], None, 0
+        while True:
+            message = {"type": "my_settlements", "id": f"q{pages}", "limit": 200}
+            if cursor is not None:
+                message["after"] = cursor
+            ann.send(message)
+            raw = ann.ws.recv(timeout=10)
+            while json.loads(raw).get("id") != message["id"]:
+                raw = ann.ws.recv(timeout=10)
+            page = json.loads(raw)
+            assert len(raw.encode()) <= 4096, len(raw)
+            seen += [s["settlement"] for s in page["settlements"]]
+            pages += 1
+            cursor = page["next"]
+            if cursor is None:
+                break
+        assert seen == ids and pages > 1
+        assert query(ann, {"type": "get_settlement", "settlement": ids[0]})["type"] == "settlement_detail"
