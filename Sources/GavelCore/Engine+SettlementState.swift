@@ -12,6 +12,11 @@ extension Engine {
     /// Appends the settlement section of the state: the listings with settlement state in id order, then the
     /// remembered results that carry a settlement, by their position among the remembered ones. Nothing at all when
     /// both are empty.
+    ///
+    /// The section's first byte is its format. 1: as written before settlements were numbered in creation order,
+    /// and still written when the engine holds no settlement (its creation counter is then 0), so such a state
+    /// keeps its bytes and hash. 2, when it holds some: the counter (``lastSettlementCreated``) follows the byte, and
+    /// each settlement's creation number its own number.
     func encodeSettlements<E: Error>(
         into w: inout BinaryWriter, pieceBytes: Int, emit: ([UInt8]) throws(E) -> Void
     ) throws(E) {
@@ -26,7 +31,9 @@ extension Engine {
             index += 1
         }
         guard !ids.isEmpty || !results.isEmpty else { return }
-        w.write(UInt8(1))
+        let numbered = lastSettlementCreated > 0 && !writesUnnumberedSettlements
+        w.write(numbered ? UInt8(2) : UInt8(1))
+        if numbered { w.write(lastSettlementCreated) }
         w.write(UInt64(ids.count))
         for id in ids {
             guard let listing = listings[id] else { continue }
@@ -49,7 +56,7 @@ extension Engine {
             }
             let settlements = listing.settlementsInMemory
             w.write(UInt64(settlements.count))
-            for s in settlements { encode(s, into: &w) }
+            for s in settlements { encode(s, numbered: numbered, into: &w) }
             try w.flush(over: pieceBytes, to: emit)
         }
         w.write(UInt64(results.count))
@@ -61,8 +68,9 @@ extension Engine {
         }
     }
 
-    private func encode(_ s: Settlement, into w: inout BinaryWriter) {
+    private func encode(_ s: Settlement, numbered: Bool, into w: inout BinaryWriter) {
         w.write(s.number)
+        if numbered { w.write(s.created) }
         w.write(s.buyer)
         w.write(s.seller)
         w.write(s.price)
@@ -97,8 +105,15 @@ extension Engine {
 
     /// Reads the settlement section written by ``encodeSettlements(into:pieceBytes:emit:)``, checking every value against the bounds
     /// the rules keep.
+    ///
+    /// A section of format 1 that holds settlements (written before they were numbered in creation order) numbers
+    /// them in the order of their creation time, listing id and number, which the gateway used to rebuild, and sets
+    /// ``settlementOrderDerived``.
     func restoreSettlements(_ r: inout BinaryReader, rememberedCount: Int) throws(DecodingError) {
-        guard try r.readByte() == 1 else { throw r.fail("unknown state section") }
+        let format = try r.readByte()
+        guard format == 1 || format == 2 else { throw r.fail("unknown state section") }
+        let numbered = format == 2
+        let counter = numbered ? try r.read(1...Int64.max, "the settlement creation counter") : 0
         // The least a listing's entry takes: a one-byte id (4 + 1), four absent deadlines (4), the sales (8), no
         // settled time (1), no offer (1) and no settlements (8). A count is refused only when even that many
         // entries cannot fit in what is left; a bound above the true minimum refused valid states.
@@ -133,11 +148,15 @@ extension Engine {
             default: throw r.fail("unknown offer marker")
             }
             // One-byte buyer and seller, no deadline, reference or tracking, and the one step of its creation.
-            let settlements = try r.readCount(minimumSize: 58)
+            let settlements = try r.readCount(minimumSize: numbered ? 66 : 58)
             for _ in 0..<settlements {
-                let s = try decodeSettlement(&r, listing: listing)
+                let s = try decodeSettlement(&r, listing: listing, counter: numbered ? counter : nil)
                 guard s.number <= listing.sales, listing.settlements.last.map({ $0.number < s.number }) ?? true else {
                     throw r.fail("settlement \(s.id) is out of order or beyond the listing's \(listing.sales) sales")
+                }
+                // A listing's settlements were made in the order of their numbers.
+                if numbered, let last = listing.settlements.last, last.created >= s.created {
+                    throw r.fail("settlement \(s.id) was created before settlement \(last.id) of the same listing")
                 }
                 listing.settlements.append(s)
             }
@@ -149,6 +168,12 @@ extension Engine {
                     countUnfinished(buyer: s.buyer, seller: s.seller, by: 1)
                 }
             }
+        }
+        if numbered {
+            guard settlementCount > 0 else { throw r.fail("a settlement creation counter without settlements") }
+            lastSettlementCreated = UInt64(counter)
+        } else if settlementCount > 0 {
+            numberSettlementsByTime()
         }
         let results = try r.readCount(minimumSize: 10)
         let slots = results > 0 ? Array(liveRememberedSlots) : []
@@ -170,8 +195,32 @@ extension Engine {
         return state
     }
 
-    private func decodeSettlement(_ r: inout BinaryReader, listing: Listing) throws(DecodingError) -> Settlement {
+    /// Numbers the settlements of a state written before they were numbered: in the order of their creation time,
+    /// then listing id, then number.
+    private func numberSettlementsByTime() {
+        var order: [(at: Millis, listing: Listing, index: Int)] = []
+        order.reserveCapacity(settlementCount)
+        for id in listings.keys.sorted() {
+            guard let listing = listings[id] else { continue }
+            for (index, s) in listing.settlements.enumerated() {
+                order.append((s.history.first?.at ?? 0, listing, index))
+            }
+        }
+        // Stable: of one time, listing id order and then number order, as gathered.
+        let sorted = order.enumerated().sorted { ($0.element.at, $0.offset) < ($1.element.at, $1.offset) }
+        for (created, entry) in sorted.enumerated() {
+            entry.element.listing.settlements[entry.element.index].created = UInt64(created + 1)
+        }
+        lastSettlementCreated = UInt64(sorted.count)
+        settlementOrderDerived = true
+    }
+
+    private func decodeSettlement(_ r: inout BinaryReader, listing: Listing, counter: Int64?) throws(DecodingError)
+        -> Settlement
+    {
         let number = try r.read(1...Int64.max, "a settlement number")
+        var created: UInt64 = 0
+        if let counter { created = UInt64(try r.read(1...counter, "a settlement creation number")) }
         let buyer = try r.readString()
         let seller = try r.readString()
         let price = try r.read(1...Limits.maxAmount, "a settlement price")
@@ -208,8 +257,10 @@ extension Engine {
         guard (dueAt == nil) == ([.awaitingPayment, .paid, .delivered].contains(state) == false) else {
             throw r.fail("settlement \(listing.id):\(number) is \(state.rawValue) with the wrong deadline")
         }
-        return Settlement(
+        var settlement = Settlement(
             listing: listing.id, number: number, buyer: buyer, seller: seller, price: price, quantity: quantity,
             state: state, dueAt: dueAt, paymentRef: paymentRef, tracking: tracking, history: history)
+        settlement.created = created
+        return settlement
     }
 }

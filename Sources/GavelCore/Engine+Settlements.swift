@@ -6,6 +6,13 @@ extension Engine {
         listings.keys.sorted().flatMap { listings[$0]?.settlementsInMemory ?? [] }
     }
 
+    /// Every settlement in memory, as value copies, in the order the engine created them (the same after a restore
+    /// or a replay as live; a state written before the order was kept gives its settlements the order of their
+    /// creation time, listing id and number, see ``settlementOrderDerived``).
+    public var settlementsInCreationOrder: [Settlement] {
+        settlements.sorted { $0.created < $1.created }
+    }
+
     /// The settlements of `listing` in memory, by number; empty for an unknown listing.
     public func settlements(of listing: String) -> [Settlement] {
         listings[listing]?.settlementsInMemory ?? []
@@ -32,13 +39,15 @@ extension Engine {
         listing.openSettlements += 1
         settlementCount += 1
         countUnfinished(buyer: buyer, seller: seller, by: 1)
+        lastSettlementCreated += 1
         let number = listing.sales
         let due = deadline(after: listing.terms.deadlines.effective.paymentDueMs)
         let step = SettlementStep(state: .awaitingPayment, at: now)
-        listing.settlements.append(
-            Settlement(
-                listing: listing.id, number: number, buyer: buyer, seller: seller, price: price, quantity: quantity,
-                state: .awaitingPayment, dueAt: due, history: [step]))
+        var settlement = Settlement(
+            listing: listing.id, number: number, buyer: buyer, seller: seller, price: price, quantity: quantity,
+            state: .awaitingPayment, dueAt: due, history: [step])
+        settlement.created = lastSettlementCreated
+        listing.settlements.append(settlement)
         setDeadline(listing, number: number, at: due)
         emitSettlement(listing, listing.settlements.count - 1, &events)
     }
@@ -332,6 +341,13 @@ extension Engine {
 
     // MARK: - Memory
 
+    /// `count` settlements left memory (pruned, or evicted with their listing): when none is left, the creation
+    /// numbers start again from 1.
+    func settlementsDropped(_ count: Int) {
+        settlementCount -= count
+        if settlementCount == 0 { lastSettlementCreated = 0 }
+    }
+
     /// Whether a settlement of `listing` is not final or its second-chance offer is open.
     func isSettling(_ listing: Listing) -> Bool {
         listing.offer?.state == .offered || listing.openSettlements > 0
@@ -371,7 +387,6 @@ extension Engine {
             guard let index = listing.settlementIndex(number) else { continue }
             listing.settlements[index].pruned = true
             listing.prunedSettlements += 1
-            settlementCount -= 1
             dropped.append(number)
         }
         if listing.endedHead >= 64 && listing.endedHead * 2 >= listing.endedSettlements.count {
@@ -382,6 +397,7 @@ extension Engine {
             listing.settlements.removeAll { $0.pruned }
             listing.prunedSettlements = 0
         }
+        settlementsDropped(dropped.count)
         if !dropped.isEmpty && !discardsEvents {
             dropped.sort()
             events.append(Event(listing: listing.id, seq: 0, at: now, kind: .settlementsPruned(dropped)))

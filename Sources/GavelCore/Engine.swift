@@ -196,6 +196,16 @@ public final class Engine {
     var compactionPasses = 0
     /// The results remembered now (the idempotency table holds as many, while it is kept).
     var rememberedLive = 0
+    /// The creation number (``Settlement/created``) of the newest settlement made; back to 0 whenever the engine
+    /// holds no settlement, so that it is 0 exactly when none is held (a state without settlements then needs no
+    /// counter, and keeps the bytes it had before settlements were numbered).
+    var lastSettlementCreated: UInt64 = 0
+    /// Whether this engine was restored from a state written before settlements were numbered in creation order,
+    /// whose settlements it numbered by their creation time, listing id and number: their order may differ from the
+    /// one a replay of the journal gives, and so may the state (`gavel verify` does not compare replays with it).
+    public internal(set) var settlementOrderDerived = false
+    /// For tests: write the settlement section as a build from before settlements were numbered did (format 1).
+    var writesUnnumberedSettlements = false
     /// Whether the idempotency table (`requests`) is kept. An engine that never looks an id up (the checkpointer's
     /// shadow, which takes every command's outcome from the journal) drops it with ``dropRequestIndex()``; the
     /// results, their order and their chains are kept either way, so the state is the same.
@@ -533,7 +543,7 @@ public final class Engine {
     func evict(_ listing: Listing, events: inout [Event]) {
         listings[listing.id] = nil
         heldListingsBySeller.countDown(listing.seller)
-        settlementCount -= listing.settlements.count - listing.prunedSettlements
+        settlementsDropped(listing.settlements.count - listing.prunedSettlements)
         // Only a listing with nothing settling is evicted; one restored from an older state is counted all the same.
         if listing.openSettlements > 0 {
             for s in listing.settlements where !s.pruned && !s.state.isTerminal {

@@ -201,6 +201,9 @@ public struct Settlement: Sendable, Hashable {
     public var history: [SettlementStep]
     /// Pruned from its listing's memory, waiting to be removed with others (never seen outside the engine).
     var pruned = false
+    /// Its place in the order the engine created the settlements it holds, from 1 (see
+    /// ``Engine/settlementsInCreationOrder``); 0 outside the engine.
+    var created: UInt64 = 0
 
     public init(
         listing: String, number: Int64, buyer: String, seller: String, price: Money, quantity: Int64,

@@ -38,7 +38,7 @@ public struct ServingCore {
             metrics: metrics)
         // The recovered state is all durable; read it before the writer starts.
         fanOut.load(PublicListingView.all(in: report.engine))
-        fanOut.loadSettlements(report.engine.settlements, offers: report.engine.secondChanceOffers)
+        fanOut.loadSettlements(report.engine.settlementsInCreationOrder, offers: report.engine.secondChanceOffers)
         fanOut.feed.configure(
             directory: directory, writtenEnd: journal.writtenEnd, engine: report.engine.configuration,
             lastLSN: report.lastLSN, chain: report.chain,

@@ -46,16 +46,11 @@ struct SettlementViews {
     /// The settlement `id`, when the views hold it.
     func settlement(_ id: String) -> Settlement? { byID[id]?.settlement }
 
-    /// Starts from the recovered engine's settlements and offers; settlements are taken in creation order (the time
-    /// of their first step, then listing, then number).
+    /// Starts from the recovered engine's settlements, in the order it created them
+    /// (``Engine/settlementsInCreationOrder``, which a restore and a replay keep), and its offers. Settlements
+    /// inserted later from events follow them, so the order is the engine's creation order live and after a restart.
     mutating func load(_ settlements: [Settlement], offers loaded: [SecondChanceOffer]) {
-        let ordered = settlements.sorted { a, b in
-            let at = (a.history.first?.at ?? 0, b.history.first?.at ?? 0)
-            if at.0 != at.1 { return at.0 < at.1 }
-            if a.listing != b.listing { return a.listing < b.listing }
-            return a.number < b.number
-        }
-        for settlement in ordered { insert(settlement) }
+        for settlement in settlements { insert(settlement) }
         for offer in loaded { record(offer) }
     }
 

@@ -144,15 +144,15 @@ struct SettlementViewsTests {
         #expect(views.count == model.count)
     }
 
-    @Test func loadingTakesSettlementsInCreationOrder() {
+    @Test func loadingKeepsTheOrderTheEngineGivesWhateverTheTimesAndListingIDs() {
         func settlement(_ listing: String, _ number: Int64, at: Millis) -> Settlement {
             Settlement(
                 listing: listing, number: number, buyer: "ann", seller: "sam", price: 1, quantity: 1,
                 state: .awaitingPayment, dueAt: nil, history: [SettlementStep(state: .awaitingPayment, at: at)])
         }
         var views = SettlementViews()
-        views.load([settlement("A", 1, at: 30), settlement("B", 1, at: 10), settlement("A", 2, at: 40)], offers: [])
-        #expect(views.page(user: "ann", state: nil, after: nil, limit: 10)?.items.map(\.id) == ["B:1", "A:1", "A:2"])
+        views.load([settlement("B", 1, at: 30), settlement("A", 1, at: 10), settlement("B", 2, at: 30)], offers: [])
+        #expect(views.page(user: "ann", state: nil, after: nil, limit: 10)?.items.map(\.id) == ["B:1", "A:1", "B:2"])
     }
 }
 

@@ -55,7 +55,7 @@ struct SettlementIndexTests {
         var numbers: [String: Int64] = [:]
         var clock: Millis = 1000
 
-        // Some settlements recovered at start, given out of creation order.
+        // Some settlements recovered at start, in the engine's creation order, which their times need not follow.
         var loaded: [Settlement] = []
         for _ in 0..<40 {
             let listing = pick(Self.listings, &rng)
@@ -71,10 +71,8 @@ struct SettlementIndexTests {
         let loadedOffers = [
             SecondChanceOffer(listing: "L3", seller: "ann", bidder: "bob", price: 5, state: .offered, dueAt: 9)
         ]
-        views.load(loaded.reversed(), offers: loadedOffers)
-        for s in loaded.sorted(by: {
-            ($0.history[0].at, $0.listing, $0.number) < ($1.history[0].at, $1.listing, $1.number)
-        }) {
+        views.load(loaded, offers: loadedOffers)
+        for s in loaded {
             model.order.append(s.id)
             model.settlements[s.id] = s
         }

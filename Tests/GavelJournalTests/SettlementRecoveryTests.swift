@@ -62,6 +62,43 @@ struct SettlementRecoveryTests {
         }
     }
 
+    @Test func settlementsMadeInOneMillisecondKeepTheirCreationOrderFromTheJournalAndFromASnapshot() throws {
+        let temp = try TemporaryDirectory("settle-order")
+        defer { temp.remove() }
+        // Two markets whose ids sort against the order they trade in, alternating in one ms.
+        var lines: [String] = []
+        for listing in ["Zb", "Aa"] {
+            lines.append(
+                #"{"type":"open","id":"o\#(listing)","listing":"\#(listing)","seller":"sam","format":"market","at":0}"#)
+            lines.append(
+                #"{"type":"order","id":"s\#(listing)","listing":"\#(listing)","trader":"sue","side":"sell","price":100,"quantity":100}"#
+            )
+        }
+        for i in 0..<20 {
+            lines.append(
+                #"{"type":"order","id":"b\#(i)","listing":"\#(i % 2 == 0 ? "Zb" : "Aa")","trader":"bob","side":"buy","price":100,"quantity":1,"tif":"ioc","at":500}"#
+            )
+        }
+        for fromSnapshot in [false, true] {
+            let data = temp.sub(fromSnapshot ? "snap" : "journal")
+            let live = try run(data, lines.joined(separator: "\n") + "\n")
+            // The order the run created them in, as its settlement events came out.
+            let created = live.lines.compactMap { line -> String? in
+                guard line.hasPrefix(#"{"type":"settlement","#), let range = line.range(of: #""settlement":""#)
+                else { return nil }
+                return String(line[range.upperBound...].prefix { $0 != "\"" })
+            }
+            #expect(created.count == 20 && created.first == "Zb:1", "not the order of listing ids")
+            let snapshots = DataDirectory(data).snapshotFiles()
+            if !fromSnapshot { for snapshot in snapshots { try FileManager.default.removeItem(atPath: snapshot.path) } }
+            var options = RecoveryOptions()
+            options.repair = false
+            let recovered = try Recovery.recover(DataDirectory(data), options: options)
+            #expect((recovered.snapshot != nil) == fromSnapshot)
+            #expect(recovered.engine.settlementsInCreationOrder.map(\.id) == created)
+        }
+    }
+
     @Test func aSnapshotFromBeforeSettlementsIsSkippedAndTheJournalReplayed() throws {
         let temp = try TemporaryDirectory("settle-old-snapshot")
         defer { temp.remove() }
