@@ -112,7 +112,7 @@ public struct RecoveryReport {
     public var rejectedSnapshots: [(path: String, reason: String)] = []
     /// Journal records applied after the snapshot.
     public var replayedRecords = 0
-    /// Journal bytes read.
+    /// Journal bytes read: segment headers and the frames read, not a segment's reserved space after its frames.
     public var bytesRead = 0
     /// Where a torn tail (or, with `truncateAfterCorruption`, corruption) was cut off.
     public var truncation: (file: String, offset: Int, reason: String)?
@@ -329,7 +329,6 @@ public enum Recovery {
             let segment = segments[index]
             let isLast = index == segments.count - 1
             let bytes = try Files.readAll(segment.path)
-            report.bytesRead += bytes.count
             var reader: SegmentReader
             do {
                 reader = try SegmentReader(bytes: bytes)
@@ -376,6 +375,8 @@ public enum Recovery {
                 throw CorruptionError(file: segment.path, offset: problem.offset, reason: problem.reason)
             }
             journalEnd = reader.header.firstLSN - 1
+            // Journal bytes count the header and the frames read, not the space reserved after them.
+            report.bytesRead += reader.offset
             if let check = pending, let verdict = check.judge(reader.header, in: segment.path) {
                 if case .disagrees(let reason) = verdict {
                     throw SnapshotDisagreement(path: start!.path, reason: reason)
@@ -410,6 +411,7 @@ public enum Recovery {
                 }
                 guard let batch else { break }
                 validSize = batch.offset + batch.length
+                report.bytesRead += batch.length
                 journalEnd = reader.nextLSN - 1
                 if let check = pending, let verdict = check.judge(batch, in: segment.path) {
                     if case .disagrees(let reason) = verdict {

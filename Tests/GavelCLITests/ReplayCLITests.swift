@@ -33,6 +33,35 @@ import Testing
         #expect(text.lines.contains("request ids:  400 remembered"), "\(text.lines)")
     }
 
+    @Test func journalBytesCountTheFramesNotTheSpaceReservedAfterThem() throws {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("gavel-replay-\(UUID())").path
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let lines = [
+            #"{"type":"open","id":"o1","listing":"L1","seller":"sam","format":"english","start":100,"closes_at":60000,"at":0}"#,
+            #"{"type":"bid","id":"b1","listing":"L1","bidder":"ann","amount":1000,"at":10}"#,
+        ]
+        #expect(
+            try runGavel(["simulate", "--data-dir", directory], input: lines.joined(separator: "\n") + "\n").status == 0
+        )
+        let segment =
+            directory + "/journal/"
+            + (try #require(
+                try FileManager.default.contentsOfDirectory(atPath: directory + "/journal").first {
+                    $0.hasSuffix(".seg")
+                }))
+        let frames = try #require(try FileManager.default.attributesOfItem(atPath: segment)[.size] as? Int)
+        // What a running server's segment (or one a crash left) looks like: zeros reserved after the frames.
+        let handle = try #require(FileHandle(forWritingAtPath: segment))
+        try handle.truncate(atOffset: 1 << 20)
+        try handle.close()
+        let replay = try runGavel(["replay", "--data-dir", directory, "--from-start", "--json"])
+        #expect(replay.status == 0, "\(replay.standardError)")
+        let line = try #require(replay.lines.first { $0.hasPrefix("{") })
+        let report = try #require(try JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any])
+        #expect(report["journal_bytes"] as? Int == frames, "\(line)")
+        #expect(report["replayed"] as? Int == 2, "\(line)")
+    }
+
     /// A data directory written by `gavel simulate`: an open market listing and `orders` orders, in 4 KiB segments,
     /// a snapshot every 100 entries.
     private func simulated(orders: Int, arguments: [String] = []) throws -> String {
