@@ -73,7 +73,7 @@ struct GavelProjector: AsyncParsableCommand {
 
     @Option(
         help:
-            "The admin HTTP port (/metrics, /healthz); 0 picks a free one; none: no admin port. Env: GAVEL_PROJECTOR_ADMIN_PORT."
+            "The admin HTTP port (/metrics, /healthz); 0 picks a free one; without it, no admin port. Env: GAVEL_PROJECTOR_ADMIN_PORT."
     )
     var adminPort: Int?
 
