@@ -30,7 +30,8 @@ struct Send: AsyncParsableCommand {
             anonymous watcher. A token or key file must be the user's own and private (chmod 600).
 
             Exit status: 0 when every answer was ok, 1 when any was refused, 2 when the connection failed or \
-            the arguments are wrong.
+            the arguments are wrong; 64 for what the option parser refuses (an unknown option, a missing or \
+            malformed value).
 
             Examples:
               gavel send --role service --sub payments '{"type":"confirm_payment","settlement":"L1:1","payment_ref":"pay-77"}'
