@@ -125,8 +125,11 @@ func secretFile(_ path: String, option: String, risk: String) throws -> [UInt8] 
     return Array(secret)
 }
 
+/// What other users could do with a data directory (or a file in it) open to them.
+let dataDirectoryRisk = "they could read sealed bids, reserves and the signing key, or change them"
+
 /// Why `path` must not be open to other users: `nil` when it is private (no bit for group or others) or missing.
-func loosePermissions(_ path: String, kind: String, fix: String) throws -> String? {
+func loosePermissions(_ path: String, kind: String, fix: String, risk: String = dataDirectoryRisk) throws -> String? {
     let mode: mode_t?
     do {
         mode = try Files.permissions(path)
@@ -134,14 +137,14 @@ func loosePermissions(_ path: String, kind: String, fix: String) throws -> Strin
         throw Refusal("\(error)")
     }
     guard let mode else { return nil }
-    return openToOthers(path, mode: mode, kind: kind, fix: fix)
+    return openToOthers(path, mode: mode, kind: kind, fix: fix, risk: risk)
 }
 
 /// Why a file with the permission bits `mode` must not be open to other users, and the `fix` that makes it
 /// private: `nil` when no bit for group or others is set.
 func openToOthers(
     _ path: String, mode: mode_t, kind: String, fix: String,
-    risk: String = "they could read sealed bids, reserves and the signing key, or change them"
+    risk: String = dataDirectoryRisk
 ) -> String? {
     guard mode & 0o077 != 0 else { return nil }
     return
@@ -157,7 +160,7 @@ func refuseLooseDirectory(_ directory: DataDirectory) throws {
 
 /// Refuses a key file that other users can read or write, saying how to fix it.
 func refuseLooseKeyFile(_ path: String) throws {
-    if let why = try loosePermissions(path, kind: "the key file", fix: "chmod 600") {
+    if let why = try loosePermissions(path, kind: "the key file", fix: "chmod 600", risk: SecretFileRisk.signingKey) {
         throw Refusal(
             why + " (or delete it to have a new key made, which ends every token signed with the old one)")
     }

@@ -215,6 +215,10 @@ struct DataDirectoryCLITests {
                 let token = try GavelProcess(["token", "--sub", "ann", "--role", "bidder", "--data-dir", data])
                 #expect(token.exitStatus(within: GavelProcess.refusalSeconds) == 1)
                 #expect(token.standardError.contains("chmod 600 \(key)"), "\(token.standardError)")
+                #expect(
+                    token.standardError.contains("could read the key and sign tokens that act for anyone")
+                        && !token.standardError.contains("sealed bids"), "the risk is the key's: \(token.standardError)"
+                )
                 #expect(token.standardOutput.isEmpty)
             }
             chmod(key, 0o600)
