@@ -20,10 +20,21 @@ public struct CorruptionError: Error, CustomStringConvertible, Sendable {
         "journal corruption in \(file) at byte \(offset): \(reason).\n"
             + (remedy
                 ?? """
-                Nothing after this point was applied. To proceed: run `gavel verify --data-dir <dir>` for a full \
-                report; restore the data directory from a backup; or restart with --truncate-after-corruption to \
-                discard everything from this offset on (commands after it are lost).
+                Nothing after this point was applied. To proceed: run `gavel verify --data-dir \(dataDirectory)` for \
+                a full report; restore the data directory from a backup; or restart with --truncate-after-corruption \
+                to discard everything from this offset on (commands after it are lost).
                 """)
+    }
+
+    /// The data directory that holds `file` (a segment in its `journal`, or a snapshot in its `snapshots`), as
+    /// the file was named; `<dir>` when the file is elsewhere.
+    var dataDirectory: String {
+        var parts = file.split(separator: "/", omittingEmptySubsequences: false)
+        guard parts.count >= 2, ["journal", "snapshots"].contains(parts[parts.count - 2]) else { return "<dir>" }
+        parts.removeLast(2)
+        let directory = parts.joined(separator: "/")
+        if directory.isEmpty { return file.hasPrefix("/") ? "/" : "." }
+        return directory
     }
 }
 

@@ -139,7 +139,9 @@ import Testing
         for index in victim.offset..<(victim.offset + victim.length) { bytes[index] = 0 }
         try writeBytes(bytes, to: segment)
 
-        #expect(throws: CorruptionError.self) { try Recovery.recover(directory) }
+        let error = #expect(throws: CorruptionError.self) { try Recovery.recover(directory) }
+        // The remedy names the damaged directory itself, ready to copy.
+        #expect(error?.description.contains("run `gavel verify --data-dir \(temp.sub("damaged"))` for") == true)
         let problems = Verification.run(directory).problems
         #expect(
             problems.contains { $0.contains("at byte \(victim.offset)") && $0.contains("corruption") }, "\(problems)")
