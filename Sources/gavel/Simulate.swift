@@ -60,7 +60,12 @@ struct Simulate: ParsableCommand {
         let fd: Int32
         if let file {
             fd = open(file, O_RDONLY | O_CLOEXEC)
-            guard fd >= 0 else { throw ValidationError("cannot open \(file): \(String(cString: strerror(errno)))") }
+            guard fd >= 0 else {
+                // Printed here: a ValidationError thrown from `run` comes with the top-level usage, not this one's.
+                printError("gavel simulate: cannot open \(file): \(String(cString: strerror(errno)))")
+                printError("Usage: \(Gavel.usageString(for: Self.self))")
+                throw ExitCode.validationFailure
+            }
         } else {
             fd = 0
         }

@@ -116,10 +116,14 @@ struct SimulateCLITests {
         #expect(run.standardOutput.isEmpty)
     }
 
-    @Test func missingFileFails() throws {
+    @Test func aMissingFileIsAUsageErrorNamingTheFileWithSimulatesOwnUsage() throws {
         let run = try simulate(["/nonexistent/gavel-input.jsonl"])
-        #expect(run.status != 0)
+        #expect(run.status == 64)
         #expect(run.standardOutput.isEmpty)
+        #expect(
+            run.standardError.hasPrefix(
+                "gavel simulate: cannot open /nonexistent/gavel-input.jsonl: No such file or directory\nUsage: gavel simulate"
+            ), "\(run.standardError)")
     }
 }
 
