@@ -116,6 +116,24 @@ struct SimulateCLITests {
         #expect(run.standardOutput.isEmpty)
     }
 
+    /// docs/PROTOCOL.md's `gavel simulate --hash quick.jsonl` example, its input and its output as the document
+    /// shows them, state hash included: the document stays what the binary prints.
+    @Test func theDocumentedHashExamplePrintsWhatTheDocumentShows() throws {
+        let document = try String(
+            contentsOf: packageRoot.appendingPathComponent("docs/PROTOCOL.md"), encoding: .utf8)
+        func block(after marker: String, fence: String) throws -> String {
+            let start = try #require(document.range(of: marker)).upperBound
+            let open = try #require(document.range(of: fence, range: start..<document.endIndex)).upperBound
+            let close = try #require(document.range(of: "```", range: open..<document.endIndex)).lowerBound
+            return String(document[open..<close]).trimmingCharacters(in: .newlines)
+        }
+        let shown = try block(after: "$ gavel simulate --hash quick.jsonl", fence: "\n")
+        let input = try block(after: "with `quick.jsonl`:", fence: "```json\n")
+        let run = try simulate(["--hash"], stdin: input + "\n")
+        #expect(run.status == 0)
+        #expect(run.standardOutput.trimmingCharacters(in: .newlines) == shown)
+    }
+
     @Test func aMissingFileIsAUsageErrorNamingTheFileWithSimulatesOwnUsage() throws {
         let run = try simulate(["/nonexistent/gavel-input.jsonl"])
         #expect(run.status == 64)
