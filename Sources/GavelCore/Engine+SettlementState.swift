@@ -16,7 +16,8 @@ extension Engine {
     /// The section's first byte is its format. 1: as written before settlements were numbered in creation order,
     /// and still written when the engine holds no settlement (its creation counter is then 0), so such a state
     /// keeps its bytes and hash. 2, when it holds some: the counter (``lastSettlementCreated``) follows the byte, and
-    /// each settlement's creation number its own number.
+    /// each settlement's creation number its own number. 3: format 2 whose numbers were derived from a format 1
+    /// state (``settlementOrderDerived``).
     func encodeSettlements<E: Error>(
         into w: inout BinaryWriter, pieceBytes: Int, emit: ([UInt8]) throws(E) -> Void
     ) throws(E) {
@@ -32,7 +33,9 @@ extension Engine {
         }
         guard !ids.isEmpty || !results.isEmpty else { return }
         let numbered = lastSettlementCreated > 0 && !writesUnnumberedSettlements
-        w.write(numbered ? UInt8(2) : UInt8(1))
+        // 3: format 2 whose numbers were derived from an older state's times (``settlementOrderDerived``), which a
+        // replay of the journal from lsn 1 may number otherwise: kept until the engine holds no settlement.
+        w.write(numbered ? (settlementOrderDerived ? UInt8(3) : UInt8(2)) : UInt8(1))
         if numbered { w.write(lastSettlementCreated) }
         w.write(UInt64(ids.count))
         for id in ids {
@@ -108,11 +111,12 @@ extension Engine {
     ///
     /// A section of format 1 that holds settlements (written before they were numbered in creation order) numbers
     /// them in the order of their creation time, listing id and number, which the gateway used to rebuild, and sets
-    /// ``settlementOrderDerived``.
+    /// ``settlementOrderDerived``; so does format 3, a state written since with those derived numbers.
     func restoreSettlements(_ r: inout BinaryReader, rememberedCount: Int) throws(DecodingError) {
         let format = try r.readByte()
-        guard format == 1 || format == 2 else { throw r.fail("unknown state section") }
-        let numbered = format == 2
+        guard (1...3).contains(format) else { throw r.fail("unknown state section") }
+        let numbered = format >= 2
+        if format == 3 { settlementOrderDerived = true }
         let counter = numbered ? try r.read(1...Int64.max, "the settlement creation counter") : 0
         // The least a listing's entry takes: a one-byte id (4 + 1), four absent deadlines (4), the sales (8), no
         // settled time (1), no offer (1) and no settlements (8). A count is refused only when even that many

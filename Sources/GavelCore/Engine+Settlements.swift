@@ -345,7 +345,11 @@ extension Engine {
     /// numbers start again from 1.
     func settlementsDropped(_ count: Int) {
         settlementCount -= count
-        if settlementCount == 0 { lastSettlementCreated = 0 }
+        if settlementCount == 0 {
+            lastSettlementCreated = 0
+            // The numbers derived from an older state are gone with the last settlement that had one.
+            settlementOrderDerived = false
+        }
     }
 
     /// Whether a settlement of `listing` is not final or its second-chance offer is open.

@@ -200,9 +200,11 @@ public final class Engine {
     /// holds no settlement, so that it is 0 exactly when none is held (a state without settlements then needs no
     /// counter, and keeps the bytes it had before settlements were numbered).
     var lastSettlementCreated: UInt64 = 0
-    /// Whether this engine was restored from a state written before settlements were numbered in creation order,
-    /// whose settlements it numbered by their creation time, listing id and number: their order may differ from the
-    /// one a replay of the journal gives, and so may the state (`gavel verify` does not compare replays with it).
+    /// Whether this engine holds settlements numbered from a state written before settlements were numbered in
+    /// creation order (by their creation time, listing id and number), restored from such a state or from one
+    /// written since with those numbers (settlement section format 3): their order may differ from the one a replay
+    /// of the journal gives, and so may the state (`gavel verify` does not compare replays with it). False again
+    /// once the engine holds no settlement.
     public internal(set) var settlementOrderDerived = false
     /// For tests: write the settlement section as a build from before settlements were numbered did (format 1).
     var writesUnnumberedSettlements = false

@@ -90,7 +90,7 @@ public enum Verification {
                 if engine.settlementOrderDerived {
                     // Its settlements' creation numbers come from their times, not from the journal's order.
                     result.notes.append(
-                        "snapshot \(candidate.path) at lsn \(file.lsn) was written before settlements were numbered in creation order: it loads (its settlements ordered by creation time, listing id and number), but replays are not compared with it"
+                        "snapshot \(candidate.path) at lsn \(file.lsn) holds settlements numbered from a snapshot written before settlements were numbered in creation order: it loads (those settlements ordered by creation time, listing id and number), but replays are not compared with it"
                     )
                     continue
                 }
