@@ -127,32 +127,34 @@ public final class Batch: @unchecked Sendable {
     public func forEachResult(
         of recipient: any ResultRecipient, _ body: (_ command: Command, CommandResult, _ lsn: UInt64?) -> Void
     ) {
-        var next = 0
-        // Field by field: copying a whole entry would retain and release its submission and result once more.
-        for position in entries.indices {
-            forEachUnapplied(before: position, from: &next) { submission, result in
+        forEachTaken(
+            entry: { position in
+                // Field by field: copying a whole entry would retain and release its submission and result once more.
+                guard let submission = entries[position].submission, submission.recipient === recipient,
+                    let result = entries[position].result
+                else { return }
+                body(submission.command, result, entries[position].lsn)
+            },
+            unapplied: { submission, result in
                 if submission.recipient === recipient { body(submission.command, result, nil) }
-            }
-            guard let submission = entries[position].submission, submission.recipient === recipient,
-                let result = entries[position].result
-            else { continue }
-            body(submission.command, result, entries[position].lsn)
-        }
-        forEachUnapplied(before: entries.count, from: &next) { submission, result in
-            if submission.recipient === recipient { body(submission.command, result, nil) }
-        }
+            })
     }
 
-    /// Calls `body` with the submission and result of each unapplied command from the `next`th on that was taken
-    /// before the entry at `position` (every one left when `position` is `entries.count`), and moves `next` past
-    /// them. A reader that walks the entries calls it before each entry, from 0, and once after the last, to hand
-    /// the results back in the order the writer took the commands; with no unapplied command it costs one compare.
+    /// Walks the commands the writer took, in the order it took them: `entry` with the position of each entry in
+    /// ``entries``, and `unapplied` with the submission and result of each command it took but did not apply
+    /// (``unapplied``), each in its place among them. With no unapplied command it costs one compare an entry.
     @inline(__always)
-    public func forEachUnapplied(
-        before position: Int, from next: inout Int, _ body: (Submission, CommandResult) -> Void
-    ) {
-        while next < unapplied.count && unapplied[next].position <= position {
-            body(unapplied[next].submission, unapplied[next].result)
+    public func forEachTaken(entry: (Int) -> Void, unapplied notApplied: (Submission, CommandResult) -> Void) {
+        var next = 0
+        for position in entries.indices {
+            while next < unapplied.count && unapplied[next].position <= position {
+                notApplied(unapplied[next].submission, unapplied[next].result)
+                next += 1
+            }
+            entry(position)
+        }
+        while next < unapplied.count {
+            notApplied(unapplied[next].submission, unapplied[next].result)
             next += 1
         }
     }

@@ -780,18 +780,16 @@ public final class FanOut: ReleaseObserver, @unchecked Sendable {
     /// asked for in order) to the loops with subscribers; and the result of each command the writer took but did
     /// not apply (``Batch/unapplied``) to its session, in the order the writer took it.
     private func routeEntries(of batch: Batch, ts: Millis, state s: inout State, event: (Int) -> Event) {
-        var unapplied = 0
-        // Field by field: copying a whole entry would retain and release its submission and result.
-        for position in batch.entries.indices {
-            batch.forEachUnapplied(before: position, from: &unapplied) { gatherResult($0, $1) }
-            if let submission = batch.entries[position].submission, let result = batch.entries[position].result {
-                gatherResult(submission, result)
-            }
-            for index in batch.entries[position].events {
-                route(event(index), ts: ts, state: &s)
-            }
-        }
-        batch.forEachUnapplied(before: batch.entries.count, from: &unapplied) { gatherResult($0, $1) }
+        batch.forEachTaken(
+            entry: { position in
+                // Field by field: copying a whole entry would retain and release its submission and result.
+                if let submission = batch.entries[position].submission, let result = batch.entries[position].result {
+                    gatherResult(submission, result)
+                }
+                for index in batch.entries[position].events {
+                    route(event(index), ts: ts, state: &s)
+                }
+            }, unapplied: gatherResult)
     }
 
     /// Hands `result` to the loop of the session that submitted it, if a session did.

@@ -215,17 +215,15 @@ final class OutputLines: ReleaseObserver, ResultRecipient {
     init(_ out: LineWriter) { self.out = out }
 
     func released(_ batch: Batch, endsGroup: Bool) {
-        var unapplied = 0
-        for position in batch.entries.indices {
-            batch.forEachUnapplied(before: position, from: &unapplied) { write($0, $1) }
-            if let submission = batch.entries[position].submission, let result = batch.entries[position].result {
-                write(submission, result)
-            }
-            for index in batch.entries[position].events where !batch.events[index].kind.isInternal {
-                out.write(MessageEncoder.event(batch.events[index]))
-            }
-        }
-        batch.forEachUnapplied(before: batch.entries.count, from: &unapplied) { write($0, $1) }
+        batch.forEachTaken(
+            entry: { position in
+                if let submission = batch.entries[position].submission, let result = batch.entries[position].result {
+                    write(submission, result)
+                }
+                for index in batch.entries[position].events where !batch.events[index].kind.isInternal {
+                    out.write(MessageEncoder.event(batch.events[index]))
+                }
+            }, unapplied: write)
     }
 
     private func write(_ submission: Submission, _ result: CommandResult) {
