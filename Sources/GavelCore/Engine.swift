@@ -545,13 +545,10 @@ public final class Engine {
     func evict(_ listing: Listing, events: inout [Event]) {
         listings[listing.id] = nil
         heldListingsBySeller.countDown(listing.seller)
+        // Only a listing with nothing settling is evicted (``mayEvict(_:)``): none of its settlements counts as
+        // unfinished any more.
+        assert(listing.openSettlements == 0, "listing \(listing.id) evicted with unfinished settlements")
         settlementsDropped(listing.settlements.count - listing.prunedSettlements)
-        // Only a listing with nothing settling is evicted; one restored from an older state is counted all the same.
-        if listing.openSettlements > 0 {
-            for s in listing.settlements where !s.pruned && !s.state.isTerminal {
-                countUnfinished(buyer: s.buyer, seller: s.seller, by: -1)
-            }
-        }
         listing.live = false
         for handle in listing.pendingTimers { timers.cancel(handle) }
         if !discardsEvents { events.append(Event(listing: listing.id, seq: 0, at: now, kind: .evicted)) }
