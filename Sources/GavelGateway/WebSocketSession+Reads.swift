@@ -134,10 +134,7 @@ extension WebSocketSession {
             maxOutboundBytes: configuration.maxOutboundBytes)
         switch fanOut.feed.register(subscription, since: since, expect: request.expect) {
         case .diverged(let divergence, let durable):
-            MessageEncoder.feedRefused(
-                id: id, .feedHistoryDiverged, message: divergence.message, "durable_lsn", lsn: durable,
-                ts: SystemClock().now(), into: &resultBytes)
-            send(resultBytes)
+            sendDivergence(divergence, durable: durable, id: id)
         case .notRetained(let oldest):
             MessageEncoder.feedRefused(
                 id: id, .feedLSNNotRetained,
@@ -171,11 +168,16 @@ extension WebSocketSession {
         subscription.cancel()
         fanOut.feed.unregister(subscription)
         feed = nil
+        sendDivergence(divergence, durable: durable, id: subscription.requestID)
+        flushIfNeeded()
+    }
+
+    /// Writes the `feed_history_diverged` result of `divergence`, with the journal's last durable lsn.
+    private func sendDivergence(_ divergence: FeedDivergence, durable: UInt64, id: String?) {
         MessageEncoder.feedRefused(
-            id: subscription.requestID, .feedHistoryDiverged, message: divergence.message, "durable_lsn", lsn: durable,
+            id: id, .feedHistoryDiverged, message: divergence.message, "durable_lsn", lsn: durable,
             ts: SystemClock().now(), into: &resultBytes)
         send(resultBytes)
-        flushIfNeeded()
     }
 
     /// Writes `{"type":"feed_live","lsn":N}`.
