@@ -77,21 +77,22 @@ public enum SecretFile {
     public static func load(_ path: String) throws -> [UInt8]? {
         let bytes: [UInt8]
         do {
-            bytes = try Files.readAll(path)
+            guard let read = try Files.readIfPresent(path) else { return nil }
+            bytes = read
         } catch {
-            if error.code == ENOENT {
-                guard let target = Files.danglingLinkTarget(path) else { return nil }
+            switch error {
+            case .danglingLink(let target):
                 throw Failure(
                     description:
                         "\(path) is a symbolic link to \(target), which does not exist (a volume not mounted?); restore the key it points to, or remove the link to have a new key made"
                 )
-            }
-            if error.reason != nil {
+            case .notRegular:
                 throw Failure(
                     description:
                         "\(path) is not a regular file; put the key file back, or remove it to have a new key made")
+            case .failed(let code):
+                throw Failure(description: "cannot read \(path): \(String(cString: strerror(code)))")
             }
-            throw Failure(description: "cannot read \(path): \(String(cString: strerror(error.code)))")
         }
         var key = bytes[...]
         while let first = key.first, first == 0x20 || first == 0x0A || first == 0x0D || first == 0x09 {

@@ -70,20 +70,16 @@ public enum EngineSettingsFile {
         let file = path(directory)
         let bytes: [UInt8]
         do {
-            // Only a regular file is read (``Files/read(_:from:limit:)``): a FIFO put there is refused at once.
-            bytes = try Files.readAll(file)
+            // Only a regular file is read: a FIFO put there is refused at once.
+            guard let read = try Files.readIfPresent(file) else { return nil }
+            bytes = read
         } catch {
-            if error.code == ENOENT {
-                // A link to nothing is not a missing file: the settings are somewhere else (a volume not mounted).
-                if let target = Files.danglingLinkTarget(file) {
-                    throw Failure(description: "\(file) \(danglingLink(to: target))")
-                }
-                return nil
+            switch error {
+            case .danglingLink(let target): throw Failure(description: "\(file) \(danglingLink(to: target))")
+            case .notRegular: throw Failure(description: "\(file) is not a regular file; restore the file or remove it")
+            case .failed(let code):
+                throw Failure(description: "cannot read \(file): \(String(cString: strerror(code)))")
             }
-            if error.reason != nil {
-                throw Failure(description: "\(file) is not a regular file; restore the file or remove it")
-            }
-            throw Failure(description: "cannot read \(file): \(String(cString: strerror(error.code)))")
         }
         var found: [String: Int64] = [:]
         for (number, line) in String(decoding: bytes, as: UTF8.self).split(separator: "\n").enumerated() {

@@ -22,6 +22,32 @@ public enum Files {
         try read(path, from: 0)
     }
 
+    /// Why a file that may rightly be absent was not read (``readIfPresent(_:)``).
+    public enum PresenceProblem: Error {
+        /// A symbolic link to `target`, which does not exist: the file is somewhere else (a volume not mounted), not
+        /// missing.
+        case danglingLink(target: String)
+        /// Something other than a regular file is there (a FIFO, a device, a directory).
+        case notRegular
+        /// Reading failed with the system's error `code`.
+        case failed(code: Int32)
+    }
+
+    /// The whole content of the file at `path` (a regular file only, as ``read(_:from:limit:)``), or `nil` when
+    /// nothing is there; a symbolic link to nothing is not "nothing there".
+    public static func readIfPresent(_ path: String) throws(PresenceProblem) -> [UInt8]? {
+        do {
+            return try readAll(path)
+        } catch {
+            if error.code == ENOENT {
+                guard let target = danglingLinkTarget(path) else { return nil }
+                throw .danglingLink(target: target)
+            }
+            if error.reason != nil { throw .notRegular }
+            throw .failed(code: error.code)
+        }
+    }
+
     /// The content of the file at `path` from byte `offset` to its end, or `limit` bytes of it at most (empty when
     /// the file is shorter). Only a regular file is read: a FIFO, a device or a directory where a file belongs (a
     /// mistyped option, a tampered data directory) is refused at once instead of blocking the caller or reading
