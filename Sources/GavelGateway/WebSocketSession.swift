@@ -277,10 +277,21 @@ final class WebSocketSession: ChannelInboundHandler, ResultRecipient, @unchecked
             return sendResult(id: nil, .rejected(.badRequest, error.description))
         }
         var id: String?
-        if case .string(let s)? = value["id"] { id = s }
+        var unechoed = 0
+        if case .string(let s)? = value["id"] {
+            if s.utf8.count <= Self.maxEchoedIDBytes { id = s } else { unechoed = s.utf8.count }
+        }
         guard takeToken(id: id, now: now) else { return }
         guard case .object = value else {
             return sendResult(id: nil, .rejected(.badRequest, "a message must be a JSON object, not \(value.typeName)"))
+        }
+        guard unechoed == 0 else {
+            return sendResult(
+                id: nil,
+                .rejected(
+                    .badRequest,
+                    "id is \(unechoed) bytes long; an id is an identifier of at most \(Limits.maxIdentifierLength) "
+                        + "characters, and one over \(Self.maxEchoedIDBytes) bytes is not echoed"))
         }
         guard case .string(let type)? = value["type"] else {
             return sendResult(id: id, .rejected(.badRequest, "missing field type (a string)"))

@@ -278,9 +278,11 @@ struct SettlementAnswerSizeTests {
 
     @Test func aFullPageAtTheSmallestOutboundCapFitsInItAndCarriesBothCursors() throws {
         // --max-outbound-bytes at its smallest, 4096: a page of 200 of the largest settlements and offers holds one
-        // of each, with the cursors of those, and the answer (with a 64-character id) fits in the cap.
+        // of each, with the cursors of those, and the answer fits in the cap with the longest id echoed, every
+        // character of it a control character written as six bytes.
         let page = Self.page(WebSocketSession.maxSettlementLimit)
-        let json = SettlementJSON.answer(id: Self.name("i"), user: Self.name("b"), page: page, room: 4096 / 2, ts: 1)
+        let id = String(repeating: "\u{1}", count: WebSocketSession.maxEchoedIDBytes)
+        let json = SettlementJSON.answer(id: id, user: Self.name("b"), page: page, room: 4096 / 2, ts: 1)
         #expect(json.count <= 4096)
         let answer = try JSONParser.parse(String(decoding: json, as: UTF8.self))
         guard case .array(let settlements)? = answer["settlements"], case .array(let offers)? = answer["offers"] else {

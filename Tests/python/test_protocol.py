@@ -158,6 +158,25 @@ def test_malformed_json_gets_bad_request_and_connection_stays_usable(server):
         assert client.subscribe(listing)["listing"] == listing
 
 
+def test_a_string_id_is_echoed_up_to_128_bytes_and_a_longer_one_is_refused_without_its_echo(server):
+    with server.connect(mint_token("ann", "bidder")) as client:
+        echoed = "\u0001" * 128
+        client.send({"type": "bid", "id": echoed, "listing": "L-none", "amount": 100})
+        result = client.expect(lambda m: m.get("type") == "result")
+        assert result["id"] == echoed and result["error"] == "bad_request"
+        for message in (
+            {"type": "bid", "id": "q" * 129, "listing": "L-none", "amount": 100},
+            {"type": "my_settlements", "id": "\u0001" * 4000},
+            {"type": "list", "id": "\u00e9" * 65},
+        ):
+            client.send(message)
+            result = client.expect(lambda m: m.get("type") == "result")
+            assert result["id"] is None and result["error"] == "bad_request", result
+            assert "bytes long" in result["message"] and "not echoed" in result["message"], result["message"]
+        listing = unique()
+        assert client.subscribe(listing)["listing"] == listing
+
+
 
 def test_a_command_carrying_at_is_told_the_server_stamps_time_whatever_its_value(server):
     """A client must not send `at` at all: it is told so, not how to write the number."""
