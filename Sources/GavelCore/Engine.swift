@@ -749,34 +749,48 @@ public struct ListingHandle {
     let listing: Listing
     /// The engine the listing belongs to.
     let owner: ObjectIdentifier
-    /// Where the listing's book object is, for ``prefetch()`` only (a listing's book is set once, when it opens).
-    private let bookAddress: UnsafeMutableRawPointer
+    /// Where the listing's object and its book's are, for prefetching (a listing's book is set once, when it opens).
+    public let addresses: ListingAddresses
 
     init(listing: Listing, owner: ObjectIdentifier) {
         self.listing = listing
         self.owner = owner
-        bookAddress =
+        let book =
             switch listing.book {
             case .english(let book): Unmanaged.passUnretained(book).toOpaque()
             case .sealed(let book): Unmanaged.passUnretained(book).toOpaque()
             case .dutch(let book): Unmanaged.passUnretained(book).toOpaque()
             case .market(let book): Unmanaged.passUnretained(book).toOpaque()
             }
+        addresses = ListingAddresses(listing: Unmanaged.passUnretained(listing).toOpaque(), book: book)
     }
 
     /// Whether the listing is still in its engine's memory.
     public var isCurrent: Bool { listing.live }
 
+    /// Starts loading the listing's object and its book's into the cache (see ``ListingAddresses/prefetch()``).
+    @inline(__always)
+    public func prefetch() { addresses.prefetch() }
+}
+
+/// Where a listing's object and its book's are in memory: two addresses and no reference, so that a caller keeps
+/// them beside its ``ListingHandle`` and prefetches with no reference counting. Copying the handle itself retains
+/// the listing, and that retain is a write to the very object the prefetch is meant to load ahead of time: it
+/// waited for the cache miss the prefetch was to hide. Meaningful while the handle they came from is held (a
+/// prefetch of any address is harmless, but names nothing useful once the listing is gone).
+public struct ListingAddresses {
+    let listing: UnsafeMutableRawPointer
+    let book: UnsafeMutableRawPointer
+
     /// Starts loading the listing's object and its book's into the cache (their first 128 and 192 bytes: a bid
     /// reads and writes fields across all of them), and changes nothing (a hint, like ``Engine/prefetch(_:)``).
     @inline(__always)
     public func prefetch() {
-        let listing = Unmanaged.passUnretained(listing).toOpaque()
         gavel_prefetch_for_write(listing)
         gavel_prefetch_for_write(listing + 64)
-        gavel_prefetch_for_write(bookAddress)
-        gavel_prefetch_for_write(bookAddress + 64)
-        gavel_prefetch_for_write(bookAddress + 128)
+        gavel_prefetch_for_write(book)
+        gavel_prefetch_for_write(book + 64)
+        gavel_prefetch_for_write(book + 128)
     }
 }
 

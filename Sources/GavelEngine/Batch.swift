@@ -171,6 +171,18 @@ public final class Batch: @unchecked Sendable {
         swap(&taken, &events)
     }
 
+    /// Appends the entry of `submission`'s command, applied at `at` with `result` and the events from `eventsFrom`
+    /// to the end of ``events``. The submission and the result are moved into the entry, not copied: a copy
+    /// retained the submission and the result's strings once more, and released them again.
+    @inline(__always)
+    func appendEntry(
+        lsn: UInt64, at: Millis, submission: consuming Submission, result: consuming CommandResult, eventsFrom: Int
+    ) {
+        let entry = BatchEntry(
+            lsn: lsn, at: at, submission: submission, result: result, events: eventsFrom..<events.count)
+        entries.append(consume entry)
+    }
+
     func reset() {
         entries.removeAll(keepingCapacity: true)
         events.removeAll(keepingCapacity: true)

@@ -50,18 +50,21 @@ public final class IntrusiveMPSCQueue<Node: MPSCNode>: @unchecked Sendable {
         link(Unmanaged.passRetained(node).toOpaque())
     }
 
+    /// Links the node at `pointer`. The nodes are read through their pointers without a strong reference (the
+    /// queue's own reference keeps each alive while it is linked, the queue keeps the stub), so linking costs no
+    /// reference counting.
     private func link(_ pointer: UnsafeMutableRawPointer) {
-        let node = Unmanaged<MPSCNode>.fromOpaque(pointer).takeUnretainedValue()
-        node.next.store(nil, ordering: .relaxed)
+        Unmanaged<MPSCNode>.fromOpaque(pointer)._withUnsafeGuaranteedRef { $0.next.store(nil, ordering: .relaxed) }
         let previous = head.exchange(pointer, ordering: .acquiringAndReleasing)
-        Unmanaged<MPSCNode>.fromOpaque(previous).takeUnretainedValue().next.store(pointer, ordering: .releasing)
+        Unmanaged<MPSCNode>.fromOpaque(previous)._withUnsafeGuaranteedRef {
+            $0.next.store(pointer, ordering: .releasing)
+        }
     }
 
     /// Whether a producer has exchanged the head but not linked yet, or nodes are waiting: the queue is not
     /// observably empty. Consumer only.
     public var hasPendingPush: Bool {
-        head.load(ordering: .acquiring) != tail
-            || Unmanaged<MPSCNode>.fromOpaque(tail).takeUnretainedValue().next.load(ordering: .acquiring) != nil
+        head.load(ordering: .acquiring) != tail || Self.next(of: tail) != nil
     }
 
     /// Removes and returns the oldest node, or `nil` when none is available yet. Consumer only.
@@ -108,6 +111,6 @@ public final class IntrusiveMPSCQueue<Node: MPSCNode>: @unchecked Sendable {
 
     @inline(__always)
     private static func next(of pointer: UnsafeMutableRawPointer) -> UnsafeMutableRawPointer? {
-        Unmanaged<MPSCNode>.fromOpaque(pointer).takeUnretainedValue().next.load(ordering: .acquiring)
+        Unmanaged<MPSCNode>.fromOpaque(pointer)._withUnsafeGuaranteedRef { $0.next.load(ordering: .acquiring) }
     }
 }

@@ -17,7 +17,11 @@ public final class ListingQueue: MPSCNode, @unchecked Sendable {
     let scheduled = Atomic<Bool>(false)
     let capacity: Int
     /// Writer only: the engine's handle on the listing, so that applying a command skips the lookup by id.
-    var handle: ListingHandle?
+    var handle: ListingHandle? {
+        didSet { addresses = handle?.addresses }
+    }
+    /// Writer only: where ``handle``'s listing is, for prefetching it a command ahead without retaining it.
+    private(set) var addresses: ListingAddresses?
 
     init(listing: String, capacity: Int) {
         self.listing = listing

@@ -592,16 +592,20 @@ public final class Writer: @unchecked Sendable {
             // Whether the listing may not exist after this turn: only a rejected command, a duplicate of an
             // earlier one, or one not applied can leave it missing (an accepted command needs it or creates it).
             var mayBeGone = true
+            // The queue's handle, read once per listing and turn: read from the queue for each command, it was
+            // retained and released around each `apply`.
+            var handle = queue.handle
             while taken < limit, let submission = queue.commands.pop() {
                 queue.pending.wrappingSubtract(1, ordering: .sequentiallyConsistent)
                 taken += 1
                 prefetchNext(after: queue, more: taken < limit)
-                if queue.handle?.isCurrent != true {
-                    queue.handle = engine.handle(for: queue.listing)
+                if handle?.isCurrent != true {
+                    handle = engine.handle(for: queue.listing)
+                    queue.handle = handle
                     // The listing left the engine with commands still queued for it (this turn's timers evicted
                     // it, or the `open` before them was refused): a command other than `open` gets the answer it
                     // would have got at submit had the queue been freed already, and is not applied.
-                    if queue.handle == nil,
+                    if handle == nil,
                         let answer = Engine.answerWithoutListing(submission.command, now: now)
                     {
                         if submission.awaited { batch.awaited += 1 }
@@ -612,15 +616,15 @@ public final class Writer: @unchecked Sendable {
                     }
                 }
                 let start = batch.events.count
-                let result = engine.apply(
-                    submission.command, digest: submission.digest, listing: queue.handle, events: &batch.events)
+                // Through a guaranteed reference: read through `submission` itself, the command was copied (each
+                // of its strings retained) for the call and destroyed after it.
+                let result = Unmanaged.passUnretained(submission)._withUnsafeGuaranteedRef { taken in
+                    engine.apply(taken.command, digest: taken.digest, listing: handle, events: &batch.events)
+                }
                 mayBeGone = !result.ok || result.duplicate
                 if submission.awaited { batch.awaited += 1 }
                 lsn += 1
-                batch.entries.append(
-                    BatchEntry(
-                        lsn: lsn, at: now, submission: submission, result: result,
-                        events: start..<batch.events.count))
+                batch.appendEntry(lsn: lsn, at: now, submission: submission, result: result, eventsFrom: start)
             }
             budget -= taken
             if taken == limit {
@@ -655,7 +659,7 @@ public final class Writer: @unchecked Sendable {
         if more, let digest = queue.commands.withOldest({ $0.digest }) {
             engine.prefetch(digest)
         } else if let digest = ready.withOldest({ next in
-            next.handle?.prefetch()
+            next.addresses?.prefetch()
             return next.commands.withOldest { $0.digest }
         }) ?? nil {
             engine.prefetch(digest)
