@@ -13,7 +13,7 @@ extension Engine {
     func placeOrder(_ listing: Listing, _ book: MarketBook, _ order: MarketOrder, _ events: inout [Event])
         -> CommandResult
     {
-        if book.resting[OrderKey(trader: order.trader, id: order.id)] != nil {
+        if book.isResting(trader: order.trader, id: order.id) {
             return .rejected(.badRequest, "order \(order.id) of \(order.trader) is still resting; use a new id")
         }
         if order.tif == .gtc {
@@ -31,17 +31,10 @@ extension Engine {
         var left = order.quantity
         let opposite: Side = order.side == .buy ? .sell : .buy
         while left > 0 {
-            // Read only the best price and its first order: holding a copy of the level would make the pop below
-            // copy the level's orders.
-            let levelPrice: Money
-            let resting: RestingOrder
-            if order.side == .buy {
-                guard !book.asks.isEmpty, book.asks.best.price <= order.price else { break }
-                (levelPrice, resting) = (book.asks.best.price, book.asks.best.first)
-            } else {
-                guard !book.bids.isEmpty, book.bids.best.price >= order.price else { break }
-                (levelPrice, resting) = (book.bids.best.price, book.bids.best.first)
-            }
+            guard let levelPrice = book.bestPrice(opposite),
+                order.side == .buy ? levelPrice <= order.price : levelPrice >= order.price
+            else { break }
+            let resting = book.first(opposite)
             if resting.trader == order.trader {
                 // Self-trade prevention: cancel the trader's own resting order and keep matching.
                 cancelExpiry(of: book.popBest(opposite))
@@ -100,15 +93,15 @@ extension Engine {
     /// limited; a fill, cancel or expiry makes room again.
     private func restingLimitProblem(_ listing: Listing, _ book: MarketBook, _ order: MarketOrder) -> CommandResult? {
         let perListing = configuration.maxRestingOrdersPerListing
-        if book.resting.count >= perListing {
+        if book.restingCount >= perListing {
             return .rejected(
                 .limitExceeded,
-                "listing \(listing.id) already holds \(book.resting.count) resting orders, the most a listing may "
+                "listing \(listing.id) already holds \(book.restingCount) resting orders, the most a listing may "
                     + "(--max-resting-orders-per-listing \(perListing)): a gtc order is refused until orders fill, "
                     + "are cancelled or expire; use ioc or retry later")
         }
         let perTrader = configuration.maxRestingOrdersPerTrader
-        let mine = book.restingPerTrader[order.trader] ?? 0
+        let mine = book.restingCount(of: order.trader)
         if mine >= perTrader {
             return .rejected(
                 .limitExceeded,
@@ -150,7 +143,7 @@ extension Engine {
     {
         let before = book.top
         guard let order = book.remove(OrderKey(trader: trader, id: orderID)).map(cancelExpiry) else {
-            if book.restingIds[orderID] != nil {
+            if book.hasResting(id: orderID) {
                 return .rejected(.notOwner, "order \(orderID) on listing \(listing.id) is not yours")
             }
             return .rejected(

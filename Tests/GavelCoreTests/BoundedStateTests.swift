@@ -255,7 +255,7 @@ func versionTwoState(of engine: Engine) -> [UInt8] {
         #expect(expiryTimers(engine) == 1, "only the resting buy's")
         // Expired: its timer fires once, and nothing is left.
         engine.advance(to: Self.farFuture, events: &events)
-        #expect(expiryTimers(engine) == 0 && book(engine)?.resting.isEmpty == true)
+        #expect(expiryTimers(engine) == 0 && book(engine)?.isEmpty == true)
     }
 
     @Test func aCancelledOrClosedMarketTakesItsOrdersExpiryTimersWithIt() {
@@ -280,7 +280,7 @@ func versionTwoState(of engine: Engine) -> [UInt8] {
                         Command(id: "cl", listing: "M", body: .cancelListing(seller: "sam")), events: &events
                     ).ok)
             }
-            #expect(book(engine)?.resting.isEmpty == true)
+            #expect(book(engine)?.isEmpty == true)
             #expect(expiryTimers(engine) == 0, closes ? "closed" : "cancelled")
         }
     }

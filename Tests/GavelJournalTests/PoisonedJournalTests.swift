@@ -44,7 +44,7 @@ private func readOnly() -> RecoveryOptions {
         }
         // 9,223 orders of 10^15 fit; the 9,224th is refused; the honest order of 1 fits; the sell takes 10^15.
         #expect(book.bids.last?.total == 9_223 * Limits.maxAmount + 1 - Limits.maxAmount)
-        #expect(book.resting[OrderKey(trader: "t\(9_224 % 25)", id: "q9224")] == nil)
+        #expect(book.order(OrderKey(trader: "t\(9_224 % 25)", id: "q9224")) == nil)
         let remembered = first.engine.outcomeChanges(comparedTo: Engine())
         #expect(remembered.isEmpty, "an empty engine remembers nothing to compare")
         var events: [Event] = []
