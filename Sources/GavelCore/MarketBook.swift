@@ -408,8 +408,9 @@ struct BookNames {
 /// (``PriceLevels``) are sorted so that the best level is last (bids ascending by price, asks descending); a level
 /// holds its count, its total and its oldest and newest slot. A ``BookIndex`` finds an order's slot by its trader's
 /// and id's numbers. So an order costs its slot, its share of the index and, when its id is its own, the id's name
-/// (24 bytes and its share of the names' index), and taking the oldest order of a level (a fill) or any order (a
-/// cancel, an expiry) costs the level's lookup (O(log n)) and a few links, never a pass over the level.
+/// (24 bytes and its share of the names' index). Taking the oldest order of the best level (a fill) costs a few
+/// links; taking any other (a cancel, an expiry) the level's lookup (O(log n)) and a few links, never a pass over
+/// the level.
 final class MarketBook {
     /// A resting order as the book keeps it.
     struct OrderSlot {
@@ -441,9 +442,9 @@ final class MarketBook {
         var side: Side { traderAndSide >> 31 == 0 ? .buy : .sell }
     }
 
-    /// When an order expires and the timer that expires it (not part of the state), kept apart from the slots for
-    /// the orders that expire: a slot holding them would be 48 bytes, not 40, for every order; an order that
-    /// expires takes 16 bytes more.
+    /// When an order expires (part of the state) and the handle of the timer that expires it (not), kept apart from
+    /// the slots for the orders that expire: a slot holding them would be 48 bytes, not 40, for every order; an order
+    /// that expires takes 16 bytes more.
     struct Expiry {
         /// The time; in a free record, the next free one.
         var at: Millis
