@@ -50,6 +50,9 @@ struct Replay: ParsableCommand {
         options.repair = false
         options.toLSN = toLSN
         options.useSnapshots = !fromStart
+        // The replayed engine is only counted and hashed, never asked for a request id: the index from request key
+        // to result (a table of megabytes, built at the end of a recovery) would be thrown away unread.
+        options.buildsRequestIndex = false
         // A replay longer than a second says how far it is, every second.
         options.progress = { records, segment in printError("replaying: \(records) entries (\(segment))") }
         let started = monotonicNanos()
