@@ -335,6 +335,15 @@ struct RecordCodecTests {
         workload.apply(500, to: engine)
         #expect(engine.fastStateHash() == engine.stateHash())
     }
+
+    /// A state of many pieces is hashed piece by piece as it is encoded: the digest is still that of the whole.
+    @Test func fastStateHashOfAStateOfManyPiecesIsTheEnginesStateHash() {
+        var workload = Workload(seed: 13)
+        let engine = Engine()
+        workload.apply(30_000, to: engine)
+        #expect(engine.encodeState().count > 3 * 256 * 1024, "more than three of the 256 KB pieces")
+        #expect(engine.fastStateHash() == engine.stateHash())
+    }
 }
 
 @Suite("Snapshot file")
