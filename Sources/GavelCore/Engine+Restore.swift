@@ -135,7 +135,7 @@ extension Engine {
         let rememberedCount = try r.readCount(minimumSize: 16)
         // The remembered ids and as many again, at least `expectedRequestIDs`: the table has room to spare right after
         // a restart.
-        engine.requests = RequestTable(minimumCapacity: max(2 * rememberedCount, expectedRequestIDs))
+        engine.requests.reset(minimumCapacity: max(2 * rememberedCount, expectedRequestIDs))
         engine.rememberedSlots.reserveCapacity(max(rememberedCount, expectedRequestIDs))
         engine.rememberedOrder.reserveCapacity(max(2 * rememberedCount, expectedRequestIDs))
         for _ in 0..<rememberedCount {

@@ -167,7 +167,10 @@ public final class Engine {
     var timers = TimerQueue()
     /// Request key → the slot in `rememberedSlots` of its result; grows incrementally, so no insert stops the writer
     /// to rehash it.
-    var requests: RequestTable
+    ///
+    /// A `let`, reset in place (``RequestTable/reset(minimumCapacity:)``): a class reference in a `var` was retained
+    /// and released around each lookup and insert, as the engine's methods may assign it.
+    let requests: RequestTable
     /// The remembered results, each in a slot it keeps until it is forgotten (the index and the principals' chains
     /// point at slots, so nothing ever moves a result); a forgotten result's slot is reused by a later one. So this
     /// holds as many results as are remembered at once (at most the most ever remembered at once), whatever the
@@ -249,7 +252,7 @@ public final class Engine {
     /// gives (``apply(new:events:)``; duplicates and conflicts change nothing). Any lookup afterwards builds it again
     /// first (``rebuildRequestIndex()``), so an engine without it never takes a remembered id for a new one.
     public func dropRequestIndex() {
-        requests = RequestTable()
+        requests.reset()
         indexesRequestIDs = false
     }
 
@@ -260,7 +263,7 @@ public final class Engine {
     /// inserted as it went took them one at a time, between the rules' own work).
     public func rebuildRequestIndex() {
         guard !indexesRequestIDs else { return }
-        requests = RequestTable(minimumCapacity: max(2 * rememberedLive, configuration.expectedRequestIDs))
+        requests.reset(minimumCapacity: max(2 * rememberedLive, configuration.expectedRequestIDs))
         let lookahead = Self.rebuildLookahead
         var pending = [Int](repeating: 0, count: lookahead)
         var queued = 0
@@ -375,12 +378,6 @@ public final class Engine {
         _ command: Command, digest: CommandDigest, listing handle: ListingHandle?, lookUp: Bool,
         events: inout [Event]
     ) -> CommandResult {
-        var known: Listing?
-        if let handle, handle.owner == ObjectIdentifier(self), handle.listing.live,
-            handle.listing.id == command.listing
-        {
-            known = handle.listing
-        }
         let principal = command.principal
         if !digest.identifiersValid, let problem = command.identifierProblem {
             return .rejected(.badRequest, problem)
@@ -396,7 +393,18 @@ public final class Engine {
             }
             return Self.requestIDConflict(command)
         }
-        let result = rules(command, known: known, events: &events)
+        // The handle's listing is passed down borrowed from the caller's handle: copied into a local (`known`), it
+        // was retained and released around the rules. A `switch`, not an `if let`: the compiler copies what an
+        // `if let` binds, and borrows what a `case` binds.
+        let result =
+            switch handle {
+            case .some(let handle)
+            where handle.owner == ObjectIdentifier(self) && handle.listing.live
+                && handle.listing.id == command.listing:
+                rules(command, known: handle.listing, events: &events)
+            default:
+                rules(command, known: nil, events: &events)
+            }
         remember(
             RememberedResult(
                 id: id, hash: hash, fingerprint: fingerprint, result: resultBoxes.store(result), at: now),
@@ -563,9 +571,8 @@ public final class Engine {
             return open(command.listing, seller: seller, terms: terms, events: &events)
         case .bid(let bidder, let amount):
             guard Limits.isValidAmount(amount) else { return Self.invalidBidAmount }
-            switch listingFor(command.listing, actor: bidder, known: known) {
-            case .failure(let rejection): return rejection.result
-            case .success(let listing):
+            return withListing(command.listing, known: known) { listing in
+                if let refusal = tradingRefusal(listing, actor: bidder) { return refusal }
                 switch listing.book {
                 case .english(let book): return englishBid(listing, book, bidder: bidder, amount: amount, &events)
                 case .sealed(let book): return sealedBid(listing, book, bidder: bidder, amount: amount, &events)
@@ -574,9 +581,8 @@ public final class Engine {
                 }
             }
         case .buyNow(let buyer):
-            switch listingFor(command.listing, actor: buyer, known: known) {
-            case .failure(let rejection): return rejection.result
-            case .success(let listing):
+            return withListing(command.listing, known: known) { listing in
+                if let refusal = tradingRefusal(listing, actor: buyer) { return refusal }
                 guard case .english(let book) = listing.book else {
                     return unsupported("buy_now", listing, hint: "buy_now is for english listings")
                 }
@@ -584,9 +590,8 @@ public final class Engine {
             }
         case .accept(let bidder, let quantity):
             guard Limits.isValidAmount(quantity) else { return Self.invalidQuantity }
-            switch listingFor(command.listing, actor: bidder, known: known) {
-            case .failure(let rejection): return rejection.result
-            case .success(let listing):
+            return withListing(command.listing, known: known) { listing in
+                if let refusal = tradingRefusal(listing, actor: bidder) { return refusal }
                 guard case .dutch(let book) = listing.book else {
                     return unsupported("accept", listing, hint: "accept is for dutch listings")
                 }
@@ -596,9 +601,8 @@ public final class Engine {
             guard Limits.isValidAmount(price) else { return Self.invalidPrice }
             guard Limits.isValidAmount(quantity) else { return Self.invalidQuantity }
             if let expiresAt, expiresAt <= now { return Self.expiredOrder(expiresAt, now: now) }
-            switch listingFor(command.listing, actor: nil, known: known) {
-            case .failure(let rejection): return rejection.result
-            case .success(let listing):
+            return withListing(command.listing, known: known) { listing in
+                if let refusal = tradingRefusal(listing, actor: nil) { return refusal }
                 guard case .market(let book) = listing.book else {
                     return unsupported("order", listing, hint: "order is for market listings")
                 }
@@ -608,18 +612,21 @@ public final class Engine {
                 return placeOrder(listing, book, order, &events)
             }
         case .cancel(let trader, let orderID):
-            guard let listing = known ?? listings[command.listing] else { return unknownListing(command.listing) }
-            guard case .market(let book) = listing.book else {
-                return unsupported("cancel", listing, hint: "cancel is for market orders; use cancel_listing")
+            return withListing(command.listing, known: known) { listing in
+                guard case .market(let book) = listing.book else {
+                    return unsupported("cancel", listing, hint: "cancel is for market orders; use cancel_listing")
+                }
+                if listing.status != .open { return closedRejection(listing) }
+                return cancelOrder(listing, book, trader: trader, orderID: orderID, &events)
             }
-            if listing.status != .open { return closedRejection(listing) }
-            return cancelOrder(listing, book, trader: trader, orderID: orderID, &events)
         case .cancelListing(let seller):
-            guard let listing = known ?? listings[command.listing] else { return unknownListing(command.listing) }
-            return cancelListing(listing, seller: seller, &events)
+            return withListing(command.listing, known: known) { listing in
+                cancelListing(listing, seller: seller, &events)
+            }
         case .cancelListingAsAdmin(let admin):
-            guard let listing = known ?? listings[command.listing] else { return unknownListing(command.listing) }
-            return cancelListing(listing, seller: admin, asAdmin: true, &events)
+            return withListing(command.listing, known: known) { listing in
+                cancelListing(listing, seller: admin, asAdmin: true, &events)
+            }
         case .settle(let number, let action, let by, let role):
             return settle(
                 command.listing, number: number, action: action, by: by, role: role, known: known, events: &events)
@@ -628,27 +635,36 @@ public final class Engine {
         }
     }
 
-    struct Rejection: Error {
-        var result: CommandResult
+    /// `body`'s answer for the listing `id`, which is `known` when the caller has it, or `unknown_listing` when no
+    /// such listing is in memory. `known` is handed to `body` borrowed, not copied: a listing returned from a lookup
+    /// (`known ?? listings[id]`) was retained for the rules and released after them; `switch`, as an `if let` would
+    /// copy it.
+    @inline(__always)
+    private func withListing(
+        _ id: String, known: Listing?, _ body: (_ listing: Listing) -> CommandResult
+    ) -> CommandResult {
+        switch known {
+        case .some(let known): return body(known)
+        case .none:
+            guard let listing = listings[id] else { return unknownListing(id) }
+            return body(listing)
+        }
     }
 
-    /// The listing a trading command acts on, if it exists, is open, has opened, and `actor` is not its seller.
-    private func listingFor(_ id: String, actor: String?, known: Listing?) -> Swift.Result<Listing, Rejection> {
-        guard let listing = known ?? listings[id] else { return .failure(Rejection(result: unknownListing(id))) }
-        if listing.status != .open { return .failure(Rejection(result: closedRejection(listing))) }
+    /// Why a trading command may not act on `listing`: it is not open, has not opened yet, or `actor` is its seller;
+    /// `nil` when it may.
+    @inline(__always)
+    private func tradingRefusal(_ listing: Listing, actor: String?) -> CommandResult? {
+        if listing.status != .open { return closedRejection(listing) }
         if now < listing.opensAt {
-            return .failure(
-                Rejection(
-                    result: .rejected(
-                        .notOpen, "listing \(id) opens at \(listing.opensAt); the engine time is \(now)")))
+            return .rejected(
+                .notOpen, "listing \(listing.id) opens at \(listing.opensAt); the engine time is \(now)")
         }
         if let actor, actor == listing.seller {
-            return .failure(
-                Rejection(
-                    result: .rejected(.sellerCannotBid, "\(actor) is the seller of listing \(id) and cannot bid on it"))
-            )
+            return .rejected(
+                .sellerCannotBid, "\(actor) is the seller of listing \(listing.id) and cannot bid on it")
         }
-        return .success(listing)
+        return nil
     }
 
     private func unknownListing(_ id: String) -> CommandResult { Self.unknownListing(id) }

@@ -46,7 +46,13 @@ final class RequestTable {
     static let migrationStep = 16
     static let minimumCapacity = 16
 
-    private var slots: Storage
+    private var slots: Storage {
+        didSet { current = slots.view }
+    }
+    /// Where ``slots``' table is, read by lookups without a reference to it: a lookup that read `slots` (a class
+    /// reference in a `var`) retained and released the table around the probe. `slots` keeps the memory mapped;
+    /// it is replaced only by an insert, a remove or a reset, which a lookup's `matches` never calls.
+    private var current: View
     /// Live plus deleted slots of `slots`.
     private var used = 0
     /// The table being emptied into `slots`, and the next of its slots to move.
@@ -59,6 +65,18 @@ final class RequestTable {
     private(set) var count = 0
 
     init(minimumCapacity: Int = 0) {
+        slots = Storage(capacity: Self.capacity(for: minimumCapacity))
+        current = slots.view
+    }
+
+    /// Empties the table and makes room for `minimumCapacity` entries: what a new table would be, in place, so
+    /// that its owner holds it in a `let` (a class reference in a `var` is retained around each use).
+    func reset(minimumCapacity: Int = 0) {
+        old = nil
+        retiring = nil
+        moved = 0
+        used = 0
+        count = 0
         slots = Storage(capacity: Self.capacity(for: minimumCapacity))
     }
 
@@ -78,8 +96,8 @@ final class RequestTable {
     /// The position of the entry with this hash for which `matches(position)` holds, if any.
     @inline(__always)
     func find(hash: UInt64, where matches: (Int) -> Bool) -> Int? {
-        if let position = slots.find(hash: hash, where: matches) { return position }
-        if let old { return old.find(hash: hash, where: matches) }
+        if let position = current.find(hash: hash, where: matches) { return position }
+        if let old { return old.view.find(hash: hash, where: matches) }
         return nil
     }
 
@@ -87,7 +105,7 @@ final class RequestTable {
     /// it in cache: inserting many known keys in a row (a rebuild) overlaps their cache misses instead of taking
     /// them one after another.
     @inline(__always)
-    func prefetch(hash: UInt64) { slots.prefetch(UInt32(truncatingIfNeeded: hash)) }
+    func prefetch(hash: UInt64) { current.prefetch(UInt32(truncatingIfNeeded: hash)) }
 
     /// Adds `position` under `hash`. The caller guarantees that no entry for the same key is in the table.
     func insert(hash: UInt64, position: Int) {
@@ -193,26 +211,11 @@ final class RequestTable {
             return unmapped == bytes
         }
 
-        @inline(__always)
-        func prefetch(_ hash: UInt32) { gavel_prefetch_for_write(base + (Int(hash) & mask)) }
+        /// Where the slots are, for reading them without a reference to the storage.
+        var view: View { View(base: base, mask: mask) }
 
         @inline(__always)
-        func find(hash: UInt64, where matches: (Int) -> Bool) -> Int? {
-            let low = UInt32(truncatingIfNeeded: hash)
-            return probe(low) { $0.hash == low && matches(Int($0.tag) - 1) }.map { Int(base[$0].tag) - 1 }
-        }
-
-        /// The index of the live slot on `hash`'s probe sequence for which `isIt` holds, if any.
-        @inline(__always)
-        private func probe(_ hash: UInt32, _ isIt: (Slot) -> Bool) -> Int? {
-            var index = Int(hash) & mask
-            while true {
-                let slot = base[index]
-                if slot.tag == 0 { return nil }
-                if slot.tag != RequestTable.deleted && isIt(slot) { return index }
-                index = (index + 1) & mask
-            }
-        }
+        private func probe(_ hash: UInt32, _ isIt: (Slot) -> Bool) -> Int? { view.probe(hash, isIt) }
 
         /// Stores `tag`; returns `true` when it took a never-used slot (not a deleted one).
         @inline(__always)
@@ -233,6 +236,35 @@ final class RequestTable {
             guard let index = probe(hash, { $0.tag == tag }) else { return false }
             base[index].tag = RequestTable.deleted
             return true
+        }
+    }
+}
+
+extension RequestTable {
+    /// A table's slots and mask: a pointer into a ``Storage``, meaningful while the storage is held.
+    struct View {
+        let base: UnsafeMutablePointer<Slot>
+        let mask: Int
+
+        @inline(__always)
+        func prefetch(_ hash: UInt32) { gavel_prefetch_for_write(base + (Int(hash) & mask)) }
+
+        @inline(__always)
+        func find(hash: UInt64, where matches: (Int) -> Bool) -> Int? {
+            let low = UInt32(truncatingIfNeeded: hash)
+            return probe(low) { $0.hash == low && matches(Int($0.tag) - 1) }.map { Int(base[$0].tag) - 1 }
+        }
+
+        /// The index of the live slot on `hash`'s probe sequence for which `isIt` holds, if any.
+        @inline(__always)
+        func probe(_ hash: UInt32, _ isIt: (Slot) -> Bool) -> Int? {
+            var index = Int(hash) & mask
+            while true {
+                let slot = base[index]
+                if slot.tag == 0 { return nil }
+                if slot.tag != RequestTable.deleted && isIt(slot) { return index }
+                index = (index + 1) & mask
+            }
         }
     }
 }
