@@ -1,14 +1,19 @@
 import Synchronization
 
-/// A node that can be linked into an ``IntrusiveMPSCQueue``. Subclass it; a node is in at most one queue at a time.
+/// A node that can be linked into an ``IntrusiveMPSCQueue``: a class with the link as a stored property,
+/// `let next = Atomic<UnsafeMutableRawPointer?>(nil)`, touched by the queue alone. A node is in at most one queue at
+/// a time.
 ///
-/// `@unchecked Sendable`: it crosses threads by design (a producer links it, the consumer unlinks it); its only state
-/// is the atomic link, and a subclass's own fields must be immutable or owned by one side at a time.
-open class MPSCNode: @unchecked Sendable {
+/// A protocol, not a superclass: a subclass's deinit retains and releases the object being destroyed around its
+/// superclass's part, and a ``Submission`` is destroyed once per command.
+public protocol MPSCNode: AnyObject, Sendable {
     /// The next node in the queue, written by the producer that links after this node.
-    let next = Atomic<UnsafeMutableRawPointer?>(nil)
+    var next: Atomic<UnsafeMutableRawPointer?> { get }
+}
 
-    public init() {}
+/// The node a queue keeps as its stub. `@unchecked Sendable`: its only field is the atomic link.
+final class MPSCStub: MPSCNode, @unchecked Sendable {
+    let next = Atomic<UnsafeMutableRawPointer?>(nil)
 }
 
 /// An unbounded, intrusive multi-producer single-consumer FIFO (Dmitry Vyukov's MPSC node queue).
@@ -29,7 +34,7 @@ public final class IntrusiveMPSCQueue<Node: MPSCNode>: @unchecked Sendable {
     private let head: Atomic<UnsafeMutableRawPointer>
     /// The oldest node not yet consumed (consumer only).
     private var tail: UnsafeMutableRawPointer
-    private let stub = MPSCNode()
+    private let stub = MPSCStub()
     private let stubPointer: UnsafeMutableRawPointer
     #if DEBUG
         private let consumers = Atomic<Int>(0)
@@ -54,17 +59,15 @@ public final class IntrusiveMPSCQueue<Node: MPSCNode>: @unchecked Sendable {
     /// queue's own reference keeps each alive while it is linked, the queue keeps the stub), so linking costs no
     /// reference counting.
     private func link(_ pointer: UnsafeMutableRawPointer) {
-        Unmanaged<MPSCNode>.fromOpaque(pointer)._withUnsafeGuaranteedRef { $0.next.store(nil, ordering: .relaxed) }
+        withLink(of: pointer) { $0.store(nil, ordering: .relaxed) }
         let previous = head.exchange(pointer, ordering: .acquiringAndReleasing)
-        Unmanaged<MPSCNode>.fromOpaque(previous)._withUnsafeGuaranteedRef {
-            $0.next.store(pointer, ordering: .releasing)
-        }
+        withLink(of: previous) { $0.store(pointer, ordering: .releasing) }
     }
 
     /// Whether a producer has exchanged the head but not linked yet, or nodes are waiting: the queue is not
     /// observably empty. Consumer only.
     public var hasPendingPush: Bool {
-        head.load(ordering: .acquiring) != tail || Self.next(of: tail) != nil
+        head.load(ordering: .acquiring) != tail || next(of: tail) != nil
     }
 
     /// Removes and returns the oldest node, or `nil` when none is available yet. Consumer only.
@@ -76,12 +79,12 @@ public final class IntrusiveMPSCQueue<Node: MPSCNode>: @unchecked Sendable {
             defer { consumers.wrappingSubtract(1, ordering: .acquiringAndReleasing) }
         #endif
         var tail = self.tail
-        var next = Self.next(of: tail)
+        var next = self.next(of: tail)
         if tail == stubPointer {
             guard let after = next else { return nil }
             self.tail = after
             tail = after
-            next = Self.next(of: after)
+            next = self.next(of: after)
         }
         if let after = next {
             self.tail = after
@@ -90,7 +93,7 @@ public final class IntrusiveMPSCQueue<Node: MPSCNode>: @unchecked Sendable {
         // `tail` is the last linked node. If a producer is mid-push, wait for it to link (come back later).
         guard head.load(ordering: .acquiring) == tail else { return nil }
         link(stubPointer)
-        if let after = Self.next(of: tail) {
+        if let after = self.next(of: tail) {
             self.tail = after
             return Unmanaged<Node>.fromOpaque(tail).takeRetainedValue()
         }
@@ -103,14 +106,25 @@ public final class IntrusiveMPSCQueue<Node: MPSCNode>: @unchecked Sendable {
     public func withOldest<Result>(_ body: (Node) -> Result) -> Result? {
         var oldest = tail
         if oldest == stubPointer {
-            guard let after = Self.next(of: oldest) else { return nil }
+            guard let after = next(of: oldest) else { return nil }
             oldest = after
         }
         return Unmanaged<Node>.fromOpaque(oldest)._withUnsafeGuaranteedRef(body)
     }
 
     @inline(__always)
-    private static func next(of pointer: UnsafeMutableRawPointer) -> UnsafeMutableRawPointer? {
-        Unmanaged<MPSCNode>.fromOpaque(pointer)._withUnsafeGuaranteedRef { $0.next.load(ordering: .acquiring) }
+    private func next(of pointer: UnsafeMutableRawPointer) -> UnsafeMutableRawPointer? {
+        withLink(of: pointer) { $0.load(ordering: .acquiring) }
+    }
+
+    /// Calls `body` with the link of the node at `pointer`, a `Node` or the stub. Through a guaranteed reference,
+    /// not a strong one: a linked node is kept alive by the queue's own reference (taken in ``push(_:)``, given up
+    /// when ``pop()`` hands it out), the stub by `stub`.
+    @inline(__always)
+    private func withLink<Result>(
+        of pointer: UnsafeMutableRawPointer, _ body: (borrowing Atomic<UnsafeMutableRawPointer?>) -> Result
+    ) -> Result {
+        if pointer == stubPointer { return body(stub.next) }
+        return Unmanaged<Node>.fromOpaque(pointer)._withUnsafeGuaranteedRef { body($0.next) }
     }
 }

@@ -9,6 +9,7 @@ import Synchronization
 ///
 /// `@unchecked Sendable`: producers touch only the queue and the atomics; `handle` is the writer's alone.
 public final class ListingQueue: MPSCNode, @unchecked Sendable {
+    public let next = Atomic<UnsafeMutableRawPointer?>(nil)
     public let listing: String
     let commands = IntrusiveMPSCQueue<Submission>()
     /// Commands offered and not yet taken by the writer; bounds the queue. Far below zero once the queue is freed.

@@ -1,10 +1,13 @@
 import GavelCore
+import Synchronization
 
 /// A command on its way to the writer: the envelope that links into a listing's queue, and the note of who waits
 /// for its result. It is the only allocation per submitted command: the result is not a closure.
 ///
-/// `@unchecked Sendable` only because its superclass is (its link is atomic); every field of its own is immutable.
+/// `@unchecked Sendable`: its link is atomic (of a pointer, which is not `Sendable`) and every other field is
+/// immutable.
 public final class Submission: MPSCNode, @unchecked Sendable {
+    public let next = Atomic<UnsafeMutableRawPointer?>(nil)
     public let command: Command
     /// Computed by the producer that makes the submission, so the writer does not.
     let digest: CommandDigest

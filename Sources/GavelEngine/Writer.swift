@@ -32,8 +32,9 @@ public struct WriterConfiguration: Sendable, Hashable {
 
 /// Work for the writer that is not a command for one listing.
 ///
-/// `@unchecked Sendable` only because its superclass is (its link is atomic); its one field is immutable.
+/// `@unchecked Sendable`: its link is atomic and its one field is immutable (its `inspect` closure is `Sendable`).
 final class AdminRequest: MPSCNode, @unchecked Sendable {
+    let next = Atomic<UnsafeMutableRawPointer?>(nil)
     enum Kind {
         /// Run a closure on the writer thread with the engine (inspection, snapshots).
         case inspect(@Sendable (Engine, _ lastLSN: UInt64) -> Void)

@@ -5,6 +5,7 @@ import Testing
 @testable import GavelEngine
 
 final class Item: MPSCNode, @unchecked Sendable {
+    let next = Atomic<UnsafeMutableRawPointer?>(nil)
     let producer: Int
     let index: Int
     init(producer: Int, index: Int) {
