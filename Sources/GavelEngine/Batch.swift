@@ -173,14 +173,17 @@ public final class Batch: @unchecked Sendable {
 
     /// Appends the entry of `submission`'s command, applied at `at` with `result` and the events from `eventsFrom`
     /// to the end of ``events``. The submission and the result are moved into the entry, not copied: a copy
-    /// retained the submission and the result's strings once more, and released them again.
+    /// retained the submission and the result's strings once more, and released them again. The entry is appended
+    /// without them and they are moved into it in place: appending the whole entry, the compiler copied it into the
+    /// array and destroyed the original.
     @inline(__always)
     func appendEntry(
         lsn: UInt64, at: Millis, submission: consuming Submission, result: consuming CommandResult, eventsFrom: Int
     ) {
-        let entry = BatchEntry(
-            lsn: lsn, at: at, submission: submission, result: result, events: eventsFrom..<events.count)
-        entries.append(consume entry)
+        entries.append(BatchEntry(tick: lsn, at: at, events: eventsFrom..<events.count))
+        let last = entries.count - 1
+        entries[last].submission = consume submission
+        entries[last].result = consume result
     }
 
     func reset() {
