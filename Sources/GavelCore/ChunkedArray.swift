@@ -37,6 +37,12 @@ struct ChunkedArray<Element>: RandomAccessCollection, MutableCollection {
             let place = index + offset
             chunks[place >> Self.chunkShift][place & Self.chunkMask] = newValue
         }
+        // In place: through `get` and `set`, changing one field of an entry (a remembered result's `next`) copied
+        // the whole entry out and back, retaining and releasing what it holds.
+        _modify {
+            let place = index + offset
+            yield &chunks[place >> Self.chunkShift][place & Self.chunkMask]
+        }
     }
 
     /// Appends `entry`; allocates a chunk (or takes a reserved one) once every ``chunkSize`` entries.
