@@ -388,6 +388,9 @@ struct BookNames {
         }
     }
 
+    /// The names kept, carried or free (a free number is reused before a new one is added).
+    var storedCount: Int { names.count }
+
     /// Forgets every name.
     mutating func removeAll() {
         names = ChunkedArray()
@@ -500,6 +503,10 @@ final class MarketBook {
 
     /// Whether no order rests.
     var isEmpty: Bool { restingCount == 0 }
+
+    /// The order slots, expiry records and names the book keeps, in use or free: what it holds however many orders
+    /// came and went, since a freed one is reused before a new one is added.
+    var stored: (slots: Int, expiries: Int, names: Int) { (slots.count, expiries.count, names.storedCount) }
 
     /// Adds `order` at the back of its price level.
     ///

@@ -69,3 +69,34 @@ import Testing
         #expect(book.restingPerTrader == ["ann": 2, "cy": 1] && book.restingCount == 3)
     }
 }
+
+@Suite struct MarketBookChurnTests {
+    /// One trader placing and cancelling orders with ever new ids (some expiring), at ever other prices, beside
+    /// orders that stay: the book keeps as many slots, expiry records and names as orders rest at once, not as many
+    /// as came and went.
+    @Test func placingAndCancellingNewIDsReusesTheBooksSlotsRecordsAndNames() {
+        let h = Harness(engine: Engine(configuration: EngineConfiguration(maxRequestIDsPerPrincipal: 100)))
+        #expect(h.open("M", Terms.market(), at: 0).ok)
+        for n in 0..<20 { #expect(h.order("kim", .buy, 1, price: Money(10 + n), id: "keep\(n)").ok) }
+        guard let book = h.market() else {
+            Issue.record("no market book")
+            return
+        }
+        var random = SplitMix64(seed: 7)
+        for n in 0..<20_000 {
+            // Sells above and buys below kim's bids: nothing trades.
+            let (side, price): (Side, Money) =
+                n % 2 == 0 ? (.sell, 1_000 + Money(random.next() % 500)) : (.buy, 1 + Money(random.next() % 9))
+            let placed = h.order("ulf", side, 1, price: price, expiresAt: n % 3 == 0 ? 1_000_000 : nil, id: "u\(n)")
+            let cancelled = h.cancel("ulf", order: "u\(n)")
+            guard placed.ok, cancelled.remaining == 1 else {
+                Issue.record("pair \(n): \(placed.message) \(cancelled.message)")
+                return
+            }
+        }
+        // 20 orders rest; one more slot, record and name (the id of the moment) were in use at a time, besides kim's
+        // and ulf's names.
+        #expect(book.restingCount == 20)
+        #expect(book.stored.slots == 21 && book.stored.expiries == 1 && book.stored.names == 23, "\(book.stored)")
+    }
+}
