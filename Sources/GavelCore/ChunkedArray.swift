@@ -7,9 +7,13 @@ typealias RememberedSlots = ChunkedArray<RememberedResult>
 /// References to the engine's remembered results in the order they were applied.
 typealias RememberedOrder = ChunkedArray<RememberedRef>
 
-/// An array in fixed-size chunks, so that appending never copies what is already there (an `Array` that doubles
-/// copies every element, a pause proportional to its size on the writer thread) and dropping a prefix frees whole
-/// chunks without moving the rest.
+/// An array in fixed-size chunks, so that appending never copies more than one chunk's worth (an `Array` that
+/// doubles copies every element, a pause proportional to its size on the writer thread) and dropping a prefix frees
+/// whole chunks without moving the rest.
+///
+/// The first chunk grows as an `Array` does, up to ``chunkSize`` entries, unless ``reserveCapacity(_:)`` allocated it
+/// whole: many small ones (a market book's slots and names, one set per listing) then cost what they hold, not a
+/// chunk each of 4,096 entries, faulted in by ``populate(_:)``.
 ///
 /// Indices run from 0 (the oldest element kept) to `count`; ``removeFirst(_:)`` shifts them down.
 struct ChunkedArray<Element>: RandomAccessCollection, MutableCollection {
@@ -49,7 +53,11 @@ struct ChunkedArray<Element>: RandomAccessCollection, MutableCollection {
     mutating func append(_ entry: Element) {
         let place = count + offset
         if place & Self.chunkMask == 0 {
-            chunks.append(spare.popLast() ?? Self.newChunk())
+            if let reserved = spare.popLast() {
+                chunks.append(reserved)
+            } else {
+                chunks.append(chunks.isEmpty ? [] : Self.newChunk())
+            }
             Self.populate(&chunks[chunks.count - 1])
         }
         chunks[place >> Self.chunkShift].append(entry)
@@ -111,6 +119,9 @@ struct ChunkedArray<Element>: RandomAccessCollection, MutableCollection {
             chunks[last].removeLast(chunks[last].count - (end - last << Self.chunkShift))
         }
     }
+
+    /// How many entries the chunks allocated so far hold room for, reserved ones included.
+    var allocatedCapacity: Int { (chunks + spare).reduce(0) { $0 + $1.capacity } }
 
     /// Allocates the chunks for `capacity` entries now, so that appending up to it allocates nothing.
     mutating func reserveCapacity(_ capacity: Int) {
