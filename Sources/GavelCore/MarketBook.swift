@@ -321,6 +321,9 @@ final class BookIndex {
 /// resting orders carry it as an id and as a trader; a name no order carries is dropped and its number reused. The
 /// per-trader counts are what ``EngineConfiguration/maxRestingOrdersPerTrader`` checks; the per-id counts tell a
 /// cancel of someone else's order (`not_owner`) from one of an order that does not rest (`unknown_order`).
+///
+/// - Important: Never copy one: its ``BookIndex`` is a class, so a copy would share the index with the original and a
+///   change through either would leave the other's names and index out of step. Its one owner is its book.
 struct BookNames {
     struct Name {
         var text: String
