@@ -370,7 +370,13 @@ public final class Engine {
     /// events, result and state, one probe of the idempotency table less. For recovery and the checkpointer's
     /// shadow, which replay every command the writer applied.
     public func apply(new command: Command, events: inout [Event]) -> CommandResult {
-        apply(command, digest: CommandDigest(command), listing: nil, lookUp: false, events: &events)
+        apply(new: command, digest: CommandDigest(command), events: &events)
+    }
+
+    /// Applies a journaled `command` as ``apply(new:events:)`` does, with its `digest` computed earlier (recovery
+    /// computes it on the thread that decodes the journal).
+    public func apply(new command: Command, digest: CommandDigest, events: inout [Event]) -> CommandResult {
+        apply(command, digest: digest, listing: nil, lookUp: false, events: &events)
     }
 
     @inline(__always)

@@ -395,10 +395,14 @@ public enum Recovery {
                 pending = nil
             }
             var validSize = reader.offset
+            // The batches are decoded on a thread of their own, a few ahead of their apply here; `reader` keeps
+            // what does not change as they are read (the header, the bytes).
+            let readAhead = SegmentReadAhead(reader)
+            defer { readAhead.finish() }
             while true {
-                let batch: SegmentBatch?
+                let next: (batch: SegmentBatch, digests: [CommandDigest?])?
                 do {
-                    batch = try reader.next()
+                    next = try readAhead.next()
                 } catch let problem {
                     let isTorn =
                         isLast && (problem.kind == .truncated || !reader.validFrameExists(after: problem.offset))
@@ -420,25 +424,27 @@ public enum Recovery {
                     }
                     throw CorruptionError(file: segment.path, offset: problem.offset, reason: problem.reason)
                 }
-                guard let batch else { break }
+                guard let (batch, digests) = next else { break }
                 validSize = batch.offset + batch.length
                 report.bytesRead += batch.length
-                journalEnd = reader.nextLSN - 1
+                journalEnd = batch.records[batch.records.count - 1].lsn
                 if let check = pending, let verdict = check.judge(batch, in: segment.path) {
                     if case .disagrees(let reason) = verdict {
                         throw SnapshotDisagreement(path: start!.path, reason: reason)
                     }
                     pending = nil
                 }
-                for record in batch.records {
+                for position in batch.records.indices {
+                    let record = batch.records[position]
+                    let digest = digests[position]
                     guard record.lsn > base else { continue }
                     if let limit = options.toLSN, record.lsn > limit { break reading }
                     if let observe = options.observe {
                         observed(record, to: engine, observe)
                     } else if options.checkOutcomes {
-                        checked(record, to: engine, events: &events, report: &report)
+                        checked(record, to: engine, events: &events, report: &report, digest: digest)
                     } else {
-                        apply(record, to: engine, events: &events)
+                        apply(record, to: engine, events: &events, digest: digest)
                     }
                     report.lastLSN = record.lsn
                     report.replayedRecords += 1
@@ -452,6 +458,7 @@ public enum Recovery {
                 // before the batch that reaches it (the batches before a snapshot's lsn are only read past).
                 if let limit = options.toLSN, journalEnd >= limit { break reading }
             }
+            reader = readAhead.finish()
             expectedLSN = reader.nextLSN
             chain = reader.chain
             report.activeSegment = (segment.path, reader.header.firstLSN, validSize)
@@ -580,9 +587,10 @@ public enum Recovery {
 
     /// Applies `record` looking its id up whatever its outcome, and notes in `report` an outcome that differs.
     private static func checked(
-        _ record: JournalRecord, to engine: Engine, events: inout [Event], report: inout RecoveryReport
+        _ record: JournalRecord, to engine: Engine, events: inout [Event], report: inout RecoveryReport,
+        digest: CommandDigest?
     ) {
-        let result = step(record, to: engine, events: &events, trustingOutcome: false).result
+        let result = step(record, to: engine, events: &events, trustingOutcome: false, digest: digest).result
         events.removeAll(keepingCapacity: true)
         guard case .command(let lsn, _, _, _, let recorded?) = record, let found = result?.requestOutcome else {
             return
@@ -605,12 +613,15 @@ public enum Recovery {
 
     /// Applies one journal record to `engine` exactly as the writer did. A command the journal says was a duplicate
     /// or a request-id conflict changed nothing but the clock, so it is not looked up: an engine without its
-    /// idempotency table (the checkpointer's shadow) replays the journal as one with it does.
-    public static func apply(_ record: JournalRecord, to engine: Engine, events: inout [Event]) {
+    /// idempotency table (the checkpointer's shadow) replays the journal as one with it does. `digest`, when given,
+    /// is the command's, computed earlier (``SegmentReadAhead`` computes it).
+    public static func apply(
+        _ record: JournalRecord, to engine: Engine, events: inout [Event], digest: CommandDigest? = nil
+    ) {
         if case .command(_, let at, _, _, let outcome?) = record, outcome != .applied {
             engine.advance(to: at, events: &events)
         } else {
-            _ = step(record, to: engine, events: &events)
+            _ = step(record, to: engine, events: &events, digest: digest)
         }
         events.removeAll(keepingCapacity: true)
     }
@@ -618,16 +629,21 @@ public enum Recovery {
     /// Applies `record`, appending to `events` what the timers it moved the clock past fired (the first `timers`
     /// of them) and then what its command caused; `result` is the command's.
     /// With `trustingOutcome`, a command whose record says its id was new is applied without looking the id up.
+    /// `digest` is the command's when computed earlier.
     private static func step(
-        _ record: JournalRecord, to engine: Engine, events: inout [Event], trustingOutcome: Bool = true
+        _ record: JournalRecord, to engine: Engine, events: inout [Event], trustingOutcome: Bool = true,
+        digest: CommandDigest? = nil
     ) -> (timers: Int, result: CommandResult?) {
         switch record {
         case .command(_, let at, _, let command, let outcome):
             engine.advance(to: at, events: &events)
             let timers = events.count
+            let digest = digest ?? CommandDigest(command)
             // The writer found the id new: no need to look it up again (one probe of the table less a command).
-            if trustingOutcome, outcome == .applied { return (timers, engine.apply(new: command, events: &events)) }
-            return (timers, engine.apply(command, events: &events))
+            if trustingOutcome, outcome == .applied {
+                return (timers, engine.apply(new: command, digest: digest, events: &events))
+            }
+            return (timers, engine.apply(command, digest: digest, listing: nil, events: &events))
         case .tick(_, let at):
             engine.advance(to: at, events: &events)
             return (events.count, nil)

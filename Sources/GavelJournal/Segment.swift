@@ -89,8 +89,8 @@ public struct SegmentReader {
     public private(set) var chain: [UInt8]
     /// The lsn the next record must have.
     public private(set) var nextLSN: UInt64
-    /// One LZ4 context for all the segment's frames.
-    private let decoder = LZ4Frame.Decoder()
+    /// One LZ4 context for all the segment's frames (shared by copies of the reader: see ``using(_:)``).
+    private var decoder = LZ4Frame.Decoder()
     /// Whether the last ``next()`` stopped at the segment's reserved space: nothing but zeros from ``offset`` to the
     /// end of the bytes held, where the journal has not written yet (it reserves a segment's size up front).
     public private(set) var reachedUnwrittenSpace = false
@@ -126,6 +126,14 @@ public struct SegmentReader {
         self.offset = base
         self.chain = chain
         self.nextLSN = nextLSN
+    }
+
+    /// This reader reading with `decoder`, an LZ4 context: a copy that reads on another thread than the reader it
+    /// was made from takes one of its own.
+    func using(_ decoder: LZ4Frame.Decoder?) -> SegmentReader {
+        var copy = self
+        copy.decoder = decoder
+        return copy
     }
 
     /// The offset just past the bytes this reader holds.

@@ -1,0 +1,79 @@
+import GavelCore
+import Testing
+
+@testable import GavelJournal
+
+/// A segment of `count` commands, three to a batch: many more batches than the read-ahead holds at once.
+private func segment(_ label: String, count: Int) throws -> (TemporaryDirectory, [UInt8]) {
+    let temporary = try TemporaryDirectory(label)
+    let directory = DataDirectory(temporary.path)
+    var workload = Workload(seed: 0x5EAD)
+    try writeJournalRecords((0..<count).map { _ in workload.next() }, to: directory, perBatch: 3)
+    return (temporary, try readBytes(directory.segments()[0].path))
+}
+
+/// Every batch `reader` gives, and the problem it ends with (if any).
+private func batches(of reader: inout SegmentReader) -> ([SegmentBatch], SegmentProblem?) {
+    var read: [SegmentBatch] = []
+    do {
+        while let batch = try reader.next() { read.append(batch) }
+    } catch {
+        return (read, error)
+    }
+    return (read, nil)
+}
+
+@Suite struct SegmentReadAheadTests {
+    @Test func handsOutTheReadersBatchesInOrderAndLeavesTheReaderWhereItEnded() throws {
+        let (temporary, bytes) = try segment("read-ahead", count: 600)
+        defer { temporary.remove() }
+        var direct = try SegmentReader(bytes: bytes)
+        let (expected, problem) = batches(of: &direct)
+        #expect(problem == nil && expected.count == 200 && expected.count > 2 * SegmentReadAhead.capacity)
+
+        let readAhead = SegmentReadAhead(try SegmentReader(bytes: bytes))
+        var got: [SegmentBatch] = []
+        while let (batch, digests) = try readAhead.next() {
+            // A batch the applying thread decoded itself comes without its digests.
+            #expect(digests.count == batch.records.count)
+            got.append(batch)
+        }
+        let reader = readAhead.finish()
+        #expect(got.map(\.records) == expected.map(\.records))
+        #expect(got.map(\.chain) == expected.map(\.chain))
+        #expect(got.map(\.offset) == expected.map(\.offset))
+        #expect(reader.nextLSN == direct.nextLSN && reader.chain == direct.chain)
+    }
+
+    @Test func stopsWhenTheApplierStopsEarly() throws {
+        let (temporary, bytes) = try segment("read-ahead-early", count: 600)
+        defer { temporary.remove() }
+        for taken in [0, 1, SegmentReadAhead.capacity, 3 * SegmentReadAhead.capacity] {
+            let readAhead = SegmentReadAhead(try SegmentReader(bytes: bytes))
+            for _ in 0..<taken { _ = try readAhead.next() }
+            _ = readAhead.finish()
+        }
+    }
+
+    @Test func endsWithTheProblemTheReaderFindsAfterTheBatchesBeforeIt() throws {
+        let (temporary, intact) = try segment("read-ahead-damaged", count: 600)
+        defer { temporary.remove() }
+        var bytes = intact
+        bytes[bytes.count * 2 / 3] ^= 0xFF
+        var direct = try SegmentReader(bytes: bytes)
+        let (expected, problem) = batches(of: &direct)
+        let found = try #require(problem)
+
+        let readAhead = SegmentReadAhead(try SegmentReader(bytes: bytes))
+        var got: [SegmentBatch] = []
+        do {
+            while let (batch, _) = try readAhead.next() { got.append(batch) }
+            Issue.record("the damaged frame was read")
+        } catch {
+            #expect(error.offset == found.offset && error.kind == found.kind && error.reason == found.reason)
+        }
+        let reader = readAhead.finish()
+        #expect(got.map(\.records) == expected.map(\.records))
+        #expect(reader.nextLSN == direct.nextLSN && reader.chain == direct.chain)
+    }
+}
