@@ -17,13 +17,16 @@ import Synchronization
 /// `chain`). The segment's bytes are already in memory, so reading a few batches ahead of a consumer that stops
 /// early (`--to-lsn`) reads no file further.
 ///
-/// The applying thread never waits for the reading one: when no batch is decoded yet it decodes the next one
-/// itself, from the reader as the last batch handed over left it, and whichever of the two threads finishes that
-/// batch first hands it over (the other's copy is dropped; a reading thread whose copy was dropped sleeps a while, so that
-/// it does not go on doing the same work twice). On a machine whose other core was busy, a replay that
-/// waited for a reading thread the scheduler had not run yet was slower than one thread alone. Decoded batches are
-/// taken all at once, and the reading thread sleeps once ``capacity`` of them are not taken: a journal's batches
-/// are small (about 60 entries in a busy one), and a wake-up per batch cost more than it moved.
+/// Each batch is decoded exactly once, by one of the two threads. A batch can only be decoded once the one before it
+/// is (its frame starts where that one ends, and its chain continues that one's), so the two threads take turns on
+/// one thing: the batch after the last one handed over, which a thread *claims* before decoding it. The reading
+/// thread claims it whenever it is unclaimed and fewer than ``capacity`` batches wait to be taken. The applying
+/// thread, with nothing decoded to take, claims it itself if it is unclaimed, and waits for the reading thread only
+/// when that one is decoding it already. A reading thread that finds the applying thread had to decode batches
+/// itself (most likely the scheduler ran something else on the other core) steps aside for a while, longer each
+/// time, so that the applying thread is seldom left waiting for a thread the scheduler does not run. Decoded batches
+/// are taken all at once: a journal's batches are small (about 60 entries in a busy one), and a wake-up per batch
+/// cost more than it moved.
 final class SegmentReadAhead: @unchecked Sendable {
     /// A batch, and the ``CommandDigest`` of each record in it that is a command applied (whose outcome is
     /// ``RequestOutcome/applied`` or unknown), `nil` for the others and in a batch the applying thread decoded
@@ -33,6 +36,20 @@ final class SegmentReadAhead: @unchecked Sendable {
 
     /// The batches decoded and not yet taken, at most.
     static let capacity = 32
+
+    /// How many batches (and ends) each thread decoded: each one once, by one of them.
+    struct Decodes: Equatable, Sendable {
+        var byReader = 0
+        var byApplier = 0
+        var total: Int { byReader + byApplier }
+    }
+
+    /// Where the reading thread stands, for tests that stall it: about to claim the next batch, or holding the claim
+    /// of the batch numbered `batch` (from 0) before decoding it.
+    enum ReaderStep: Equatable, Sendable {
+        case beforeClaiming
+        case claimed(batch: Int)
+    }
 
     /// Where the reading of the segment stands: the reader after the last batch handed over (to ``Shared/decoded``
     /// or to the applying thread directly), and how many batches (and ends) have been handed over.
@@ -46,22 +63,30 @@ final class SegmentReadAhead: @unchecked Sendable {
 
     fileprivate struct Shared {
         var position: Position
+        /// Whether a thread is decoding the batch after ``position``.
+        var claimed = false
         var decoded: [Item] = []
         /// Whether the segment's end or a problem has been handed over: nothing more is read.
         var ended = false
         var readerWaits = false
+        var applierWaits = false
         var stopping = false
+        var decodes = Decodes()
     }
 
-    /// What a thread does next: decode the batch after `position`, or (the reading thread) wait for room or stop.
+    /// What a thread does next: decode the batch after `position`, wait (the reading thread for room, the applying
+    /// one for the batch the reading one is decoding), step aside, take what is decoded, or stop.
     private enum Step {
         case decode(Position)
         case wait
+        case stepAside
+        case take
         case stop
     }
 
     private let shared: Mutex<Shared>
     private let wakeReader = DispatchSemaphore(value: 0)
+    private let wakeApplier = DispatchSemaphore(value: 0)
     private let done = DispatchSemaphore(value: 0)
     /// The batches taken and not yet handed out, and the next one's position: the applying thread's own.
     private var taken: [Item] = []
@@ -70,44 +95,63 @@ final class SegmentReadAhead: @unchecked Sendable {
     private let applierDecoder = LZ4Frame.Decoder()
     private var finished = false
 
-    /// Starts reading `reader`'s batches from where it stands.
-    init(_ reader: SegmentReader) {
+    /// Starts reading `reader`'s batches from where it stands. `observe`, for tests, is called by the reading
+    /// thread at each ``ReaderStep`` (it may stall there).
+    init(_ reader: SegmentReader, observe: (@Sendable (ReaderStep) -> Void)? = nil) {
         shared = Mutex(Shared(position: Position(reader: reader)))
         taken.reserveCapacity(Self.capacity)
         let thread = startDedicatedThread("replay read-ahead") { [self] in
-            read(with: LZ4Frame.Decoder())
+            read(with: LZ4Frame.Decoder(), observe: observe)
             done.signal()
         }
         pthread_detach(thread)
     }
 
-    /// The reading thread: decodes the batch after the last one handed over and hands it over, unless the applying
-    /// thread handed it over first.
-    private func read(with decoder: LZ4Frame.Decoder?) {
-        // Microseconds to sleep after a batch the applying thread handed over first.
+    /// The reading thread: claims the batch after the last one handed over, decodes it and hands it over.
+    private func read(with decoder: LZ4Frame.Decoder?, observe: (@Sendable (ReaderStep) -> Void)?) {
+        // Microseconds to sleep after finding that the applying thread decoded batches itself.
         var backOff: UInt32 = 0
+        var applierDecodesSeen = 0
+        var steppedAside = false
         while true {
+            observe?(.beforeClaiming)
             let step = shared.withLock { shared -> Step in
                 if shared.stopping || shared.ended { return .stop }
+                // The applying thread ran out of decoded batches and decoded some itself (or is decoding one): this
+                // thread is not keeping up, most likely because the scheduler runs something else on the other
+                // core. It steps aside, longer each time, rather than claim batches the applying thread would
+                // then wait for; back from a step aside, it claims the next batch whatever was decoded meanwhile.
+                let applierDecoded = shared.decodes.byApplier != applierDecodesSeen
+                applierDecodesSeen = shared.decodes.byApplier
+                if shared.claimed || (applierDecoded && !steppedAside) { return .stepAside }
                 shared.readerWaits = shared.decoded.count >= Self.capacity
-                return shared.readerWaits ? .wait : .decode(shared.position)
+                if shared.readerWaits { return .wait }
+                // Batches not taken yet: this thread is ahead of the applying one.
+                if !shared.decoded.isEmpty { backOff = 0 }
+                shared.claimed = true
+                return .decode(shared.position)
             }
+            steppedAside = false
             switch step {
             case .stop: return
             case .wait: wakeReader.wait()
+            case .stepAside:
+                backOff = min(max(2 * backOff, 250), 16_000)
+                usleep(backOff)
+                steppedAside = true
+            case .take: preconditionFailure("the reading thread takes no batches")
             case .decode(let from):
+                observe?(.claimed(batch: from.handedOver))
                 var reader = from.reader.using(decoder)
                 let item = Self.decode(&reader, digests: true)
-                let handed = shared.withLock { shared in
-                    guard shared.handOver(item, after: from.handedOver, Position(reader: reader)) else { return false }
+                let wake = shared.withLock { shared in
+                    shared.decodes.byReader += 1
+                    shared.handOver(item, after: from.handedOver, Position(reader: reader))
                     shared.decoded.append(item)
-                    return true
+                    defer { shared.applierWaits = false }
+                    return shared.applierWaits
                 }
-                // The applying thread decoded that batch itself: this thread is not keeping up (most likely the
-                // scheduler runs something else on the other core), and the same work twice only takes CPU time
-                // from it. It steps aside, longer each time, until it keeps up again.
-                backOff = handed ? 0 : min(max(2 * backOff, 250), 16_000)
-                if backOff > 0 { usleep(backOff) }
+                if wake { wakeApplier.signal() }
             }
         }
     }
@@ -136,18 +180,32 @@ final class SegmentReadAhead: @unchecked Sendable {
             taken.removeAll(keepingCapacity: true)
             position = 0
             let (step, wake) = shared.withLock { shared -> (Step, Bool) in
-                guard shared.decoded.isEmpty else {
+                if !shared.decoded.isEmpty {
                     swap(&shared.decoded, &taken)
-                    return (.wait, shared.takeReaderWaits())
+                    return (.take, shared.takeReaderWaits())
                 }
+                if shared.claimed {
+                    shared.applierWaits = true
+                    return (.wait, false)
+                }
+                shared.claimed = true
                 return (.decode(shared.position), false)
             }
             if wake { wakeReader.signal() }
-            guard case .decode(let from) = step else { continue }
-            // Nothing decoded yet: this thread decodes the next batch itself (its digests are left to the apply).
-            var reader = from.reader.using(applierDecoder)
-            let item = Self.decode(&reader, digests: false)
-            if shared.withLock({ $0.handOver(item, after: from.handedOver, Position(reader: reader)) }) {
+            switch step {
+            case .take, .stop, .stepAside: continue
+            case .wait:
+                // The reading thread is decoding the batch wanted: it hands it over and wakes this thread.
+                wakeApplier.wait()
+            case .decode(let from):
+                // Nothing decoded and nothing being decoded: this thread decodes the next batch itself (its digests
+                // are left to the apply).
+                var reader = from.reader.using(applierDecoder)
+                let item = Self.decode(&reader, digests: false)
+                shared.withLock { shared in
+                    shared.decodes.byApplier += 1
+                    shared.handOver(item, after: from.handedOver, Position(reader: reader))
+                }
                 return try item.get()
             }
         }
@@ -155,9 +213,12 @@ final class SegmentReadAhead: @unchecked Sendable {
         return try taken[position - 1].get()
     }
 
-    /// Stops the reading thread (at once if it is waiting for room, else once its batch is decoded) and returns the
-    /// reader as the batches handed over left it. To be called once the batches wanted are handed out: the thread
-    /// runs until then.
+    /// How many batches each thread has decoded so far.
+    var decodes: Decodes { shared.withLock { $0.decodes } }
+
+    /// Stops the reading thread (at once if it is waiting for room, else once its batch is decoded or its step
+    /// aside is over) and returns the reader as the batches handed over left it. To be called once the batches
+    /// wanted are handed out: the thread runs until then.
     @discardableResult
     func finish() -> SegmentReader {
         if !finished {
@@ -175,16 +236,16 @@ final class SegmentReadAhead: @unchecked Sendable {
 }
 
 extension SegmentReadAhead.Shared {
-    /// Hands `item`, decoded after `count` batches, over with the reader as it left it, unless another thread
-    /// handed that batch over first; whether it did.
+    /// Hands `item`, the batch decoded after `count` batches by the thread that claimed it, over with the reader as
+    /// it left it, and releases the claim.
     fileprivate mutating func handOver(
         _ item: SegmentReadAhead.Item, after count: Int, _ after: SegmentReadAhead.Position
-    ) -> Bool {
-        guard position.handedOver == count else { return false }
+    ) {
+        precondition(claimed && position.handedOver == count, "a batch handed over that was not claimed")
         position = after
         position.handedOver = count + 1
+        claimed = false
         if (try? item.get()) == nil { ended = true }
-        return true
     }
 
     /// Whether the reading thread waits for room; it no longer does once told (by a signal of `wakeReader`).

@@ -1,7 +1,13 @@
+import Dispatch
 import GavelCore
+import Synchronization
 import Testing
 
 @testable import GavelJournal
+
+#if canImport(Glibc)
+    import Glibc
+#endif
 
 /// A segment of `count` commands, three to a batch: many more batches than the read-ahead holds at once.
 private func segment(_ label: String, count: Int) throws -> (TemporaryDirectory, [UInt8]) {
@@ -23,8 +29,19 @@ private func batches(of reader: inout SegmentReader) -> ([SegmentBatch], Segment
     return (read, nil)
 }
 
+/// Every batch `readAhead` hands out, and the problem it ends with (if any).
+private func batches(of readAhead: SegmentReadAhead) -> ([SegmentBatch], SegmentProblem?) {
+    var read: [SegmentBatch] = []
+    do {
+        while let (batch, _) = try readAhead.next() { read.append(batch) }
+    } catch {
+        return (read, error)
+    }
+    return (read, nil)
+}
+
 @Suite struct SegmentReadAheadTests {
-    @Test func handsOutTheReadersBatchesInOrderAndLeavesTheReaderWhereItEnded() throws {
+    @Test func handsOutTheReadersBatchesInOrderEachDecodedOnceAndLeavesTheReaderWhereItEnded() throws {
         let (temporary, bytes) = try segment("read-ahead", count: 600)
         defer { temporary.remove() }
         var direct = try SegmentReader(bytes: bytes)
@@ -43,6 +60,8 @@ private func batches(of reader: inout SegmentReader) -> ([SegmentBatch], Segment
         #expect(got.map(\.chain) == expected.map(\.chain))
         #expect(got.map(\.offset) == expected.map(\.offset))
         #expect(reader.nextLSN == direct.nextLSN && reader.chain == direct.chain)
+        // Every batch and the end, each decoded by one of the two threads only.
+        #expect(readAhead.decodes.total == expected.count + 1)
     }
 
     @Test func stopsWhenTheApplierStopsEarly() throws {
@@ -74,6 +93,56 @@ private func batches(of reader: inout SegmentReader) -> ([SegmentBatch], Segment
         }
         let reader = readAhead.finish()
         #expect(got.map(\.records) == expected.map(\.records))
+        #expect(reader.nextLSN == direct.nextLSN && reader.chain == direct.chain)
+    }
+
+    @Test func decodesEachBatchOnceWhenTheReaderIsStalledHoldingItsClaim() throws {
+        let (temporary, bytes) = try segment("read-ahead-once", count: 600)
+        defer { temporary.remove() }
+        var direct = try SegmentReader(bytes: bytes)
+        let (expected, _) = batches(of: &direct)
+
+        // The reading thread is held up now and then with a batch claimed (as when the scheduler stops it in the
+        // middle of one) and before claiming one: the applying thread decodes some batches and waits for others.
+        let readAhead = SegmentReadAhead(try SegmentReader(bytes: bytes)) { step in
+            switch step {
+            case .claimed(let batch) where batch % 5 == 0: usleep(300)
+            case .beforeClaiming where Int.random(in: 0..<4) == 0: usleep(200)
+            default: break
+            }
+        }
+        let (got, problem) = batches(of: readAhead)
+        let reader = readAhead.finish()
+        #expect(problem == nil)
+        #expect(got.map(\.records) == expected.map(\.records))
+        #expect(got.map(\.chain) == expected.map(\.chain) && got.map(\.offset) == expected.map(\.offset))
+        #expect(reader.nextLSN == direct.nextLSN && reader.chain == direct.chain)
+        // Every batch and the end, each decoded by one thread only.
+        #expect(readAhead.decodes.total == expected.count + 1)
+    }
+
+    @Test func theApplierDecodesEveryBatchOnceWhileTheReaderNeverRuns() throws {
+        let (temporary, bytes) = try segment("read-ahead-stalled", count: 600)
+        defer { temporary.remove() }
+        var direct = try SegmentReader(bytes: bytes)
+        let (expected, _) = batches(of: &direct)
+
+        let release = DispatchSemaphore(value: 0)
+        let held = Atomic(false)
+        let readAhead = SegmentReadAhead(try SegmentReader(bytes: bytes)) { step in
+            if step == .beforeClaiming, !held.exchange(true, ordering: .relaxed) { release.wait() }
+        }
+        var got: [SegmentBatch] = []
+        while let (batch, digests) = try readAhead.next() {
+            // Decoded by the applying thread: the digests are left to the apply.
+            #expect(digests.allSatisfy { $0 == nil })
+            got.append(batch)
+        }
+        #expect(readAhead.decodes == SegmentReadAhead.Decodes(byReader: 0, byApplier: expected.count + 1))
+        release.signal()
+        let reader = readAhead.finish()
+        #expect(got.map(\.records) == expected.map(\.records))
+        #expect(got.map(\.chain) == expected.map(\.chain) && got.map(\.offset) == expected.map(\.offset))
         #expect(reader.nextLSN == direct.nextLSN && reader.chain == direct.chain)
     }
 }
