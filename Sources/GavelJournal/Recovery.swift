@@ -436,7 +436,7 @@ public enum Recovery {
                 }
                 for position in batch.records.indices {
                     let record = batch.records[position]
-                    let digest = digests[position]
+                    let digest = digests.isEmpty ? nil : digests[position]
                     guard record.lsn > base else { continue }
                     if let limit = options.toLSN, record.lsn > limit { break reading }
                     if let observe = options.observe {

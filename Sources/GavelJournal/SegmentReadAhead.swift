@@ -27,15 +27,22 @@ import Synchronization
 /// time, so that the applying thread is seldom left waiting for a thread the scheduler does not run. Decoded batches
 /// are taken all at once: a journal's batches are small (about 60 entries in a busy one), and a wake-up per batch
 /// cost more than it moved.
+///
+/// A process allowed on one CPU only (`taskset -c 0`) starts no reading thread: the two threads would take turns on
+/// that CPU, and the hand-over cost more than a tenth of the replay's time with nothing to gain. The applying
+/// thread then decodes every batch itself, as ``SegmentReader/next()`` does.
 final class SegmentReadAhead: @unchecked Sendable {
     /// A batch, and the ``CommandDigest`` of each record in it that is a command applied (whose outcome is
-    /// ``RequestOutcome/applied`` or unknown), `nil` for the others and in a batch the applying thread decoded
-    /// itself: what the apply would compute itself.
+    /// ``RequestOutcome/applied`` or unknown), `nil` for the others; none at all (an empty array) for a batch the
+    /// applying thread decoded itself: what the apply computes itself.
     typealias Batch = (batch: SegmentBatch, digests: [CommandDigest?])
     fileprivate typealias Item = Result<Batch?, SegmentProblem>
 
     /// The batches decoded and not yet taken, at most.
     static let capacity = 32
+
+    /// Whether this process may run on more than one CPU, so that a reading thread can run beside the applying one.
+    static let severalCPUs = (allowedCPUCount() ?? 2) > 1
 
     /// How many batches (and ends) each thread decoded: each one once, by one of them.
     struct Decodes: Equatable, Sendable {
@@ -95,10 +102,16 @@ final class SegmentReadAhead: @unchecked Sendable {
     private let applierDecoder = LZ4Frame.Decoder()
     private var finished = false
 
-    /// Starts reading `reader`'s batches from where it stands. `observe`, for tests, is called by the reading
-    /// thread at each ``ReaderStep`` (it may stall there).
-    init(_ reader: SegmentReader, observe: (@Sendable (ReaderStep) -> Void)? = nil) {
+    /// Starts reading `reader`'s batches from where it stands, on a thread of its own if `readingThread`.
+    /// `observe`, for tests, is called by the reading thread at each ``ReaderStep`` (it may stall there).
+    init(
+        _ reader: SegmentReader, readingThread: Bool = severalCPUs, observe: (@Sendable (ReaderStep) -> Void)? = nil
+    ) {
         shared = Mutex(Shared(position: Position(reader: reader)))
+        guard readingThread else {
+            done.signal()
+            return
+        }
         taken.reserveCapacity(Self.capacity)
         let thread = startDedicatedThread("replay read-ahead") { [self] in
             read(with: LZ4Frame.Decoder(), observe: observe)
@@ -159,7 +172,7 @@ final class SegmentReadAhead: @unchecked Sendable {
     private static func decode(_ reader: inout SegmentReader, digests: Bool) -> Item {
         Result { () throws(SegmentProblem) -> Batch? in
             try reader.next().map { batch in
-                (batch, digests ? Self.digests(of: batch) : Array(repeating: nil, count: batch.records.count))
+                (batch, digests ? Self.digests(of: batch) : [])
             }
         }
     }
