@@ -12,6 +12,11 @@ public enum Limits {
     /// The longest identifier, in bytes.
     public static let maxIdentifierLength = 64
 
+    /// The longest request id the gateway echoes back, in UTF-8 bytes (written as JSON, at most six times as many): an
+    /// identifier is at most 64 characters, and a longer string id is echoed in the `bad_request` it gets; one past
+    /// this gets `bad_request` with `id` null, so that no answer's envelope can be as large as the message that asked.
+    public static let maxEchoedIDBytes = 128
+
     /// Whether `value` is a positive integer no larger than ``maxAmount``.
     @inlinable
     public static func isValidAmount(_ value: Int64) -> Bool {

@@ -226,10 +226,8 @@ extension WebSocketSession {
         "subscribe, unsubscribe, subscribe_user, subscribe_feed, list, my_settlements, get_settlement, "
         + CommandKind.wireNames
 
-    /// The longest request id echoed back, in UTF-8 bytes (written as JSON, at most six times as many): an identifier
-    /// is at most 64 characters, and a longer string id is echoed in the `bad_request` it gets; one past this gets
-    /// `bad_request` with `id` null, so that no answer's envelope can be as large as the message that asked.
-    static let maxEchoedIDBytes = 128
+    /// The longest request id echoed back (``Limits/maxEchoedIDBytes``).
+    static let maxEchoedIDBytes = Limits.maxEchoedIDBytes
 
     /// The most settlements one `my_settlements` answer holds, and how many when `limit` is not given.
     static let maxSettlementLimit = 200

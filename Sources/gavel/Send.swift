@@ -19,7 +19,8 @@ struct Send: AsyncParsableCommand {
             Each MESSAGE is one JSON object of docs/PROTOCOL.md (a command, a query, a subscription); with none, \
             JSON objects are read from standard input, one a line, up to its end. The messages are sent one at a \
             time: each waits for its answer (a command's result, a query's answer, a subscription's snapshot). A \
-            message without an "id" gets one, and the id chosen is printed on standard error.
+            message without an "id" gets one, and the id chosen is printed on standard error; one whose "id" is \
+            longer than 128 bytes is refused before anything is sent (the server would not echo it).
 
             Every message the server sends (hello, results, events, notices) is printed on standard output as one \
             JSON line, until every message has its answer and then --timeout-ms pass with nothing more arriving.
@@ -257,6 +258,13 @@ struct OutgoingMessage {
             listing = String(s[..<colon])
         }
         if case .string(let s)? = value["id"] {
+            // The server answers a longer id with `id` null, so an answer to it could not be told from another's.
+            guard s.utf8.count <= Limits.maxEchoedIDBytes else {
+                throw SendFailure(
+                    "message \(number): id is \(s.utf8.count) bytes long; an id is an identifier of at most "
+                        + "\(Limits.maxIdentifierLength) characters, and the server does not echo one over "
+                        + "\(Limits.maxEchoedIDBytes) bytes")
+            }
             id = s
             self.text = text
         } else if value["id"] == nil || value["id"] == .null {

@@ -124,6 +124,12 @@ struct SendCLITests {
         #expect(notJSON.status == 2)
         #expect(notJSON.err.contains("message 1 is not JSON"), "\(notJSON.err)")
 
+        // The server would answer it with `id` null: nothing could be matched to the message.
+        let longID = String(repeating: "q", count: 129)
+        let unechoed = try runSend(["--url", "ws://127.0.0.1:\(port)/ws", #"{"type":"list","id":"\#(longID)"}"#])
+        #expect(unechoed.status == 2)
+        #expect(unechoed.err.contains("message 1: id is 129 bytes long"), "\(unechoed.err)")
+
         let noKey = try runSend(["--data-dir", "/nonexistent-gavel-dir", "--role", "service", "--sub", "pay", "{}"])
         #expect(noKey.status == 2)
         #expect(noKey.err.contains("no key in /nonexistent-gavel-dir/jwt-secret"), "\(noKey.err)")
