@@ -226,9 +226,6 @@ extension WebSocketSession {
         "subscribe, unsubscribe, subscribe_user, subscribe_feed, list, my_settlements, get_settlement, "
         + CommandKind.wireNames
 
-    /// The longest request id echoed back (``Limits/maxEchoedIDBytes``).
-    static let maxEchoedIDBytes = Limits.maxEchoedIDBytes
-
     /// The most settlements one `my_settlements` answer holds, and how many when `limit` is not given.
     static let maxSettlementLimit = 200
     static let defaultSettlementLimit = 50

@@ -279,7 +279,7 @@ final class WebSocketSession: ChannelInboundHandler, ResultRecipient, @unchecked
         var id: String?
         var unechoed = 0
         if case .string(let s)? = value["id"] {
-            if s.utf8.count <= Self.maxEchoedIDBytes { id = s } else { unechoed = s.utf8.count }
+            if s.utf8.count <= Limits.maxEchoedIDBytes { id = s } else { unechoed = s.utf8.count }
         }
         guard takeToken(id: id, now: now) else { return }
         guard case .object = value else {
@@ -291,7 +291,7 @@ final class WebSocketSession: ChannelInboundHandler, ResultRecipient, @unchecked
                 .rejected(
                     .badRequest,
                     "id is \(unechoed) bytes long; an id is an identifier of at most \(Limits.maxIdentifierLength) "
-                        + "characters, and one over \(Self.maxEchoedIDBytes) bytes is not echoed"))
+                        + "characters, and one over \(Limits.maxEchoedIDBytes) bytes is not echoed"))
         }
         guard case .string(let type)? = value["type"] else {
             return sendResult(id: id, .rejected(.badRequest, "missing field type (a string)"))

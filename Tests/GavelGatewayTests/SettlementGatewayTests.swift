@@ -281,7 +281,7 @@ struct SettlementAnswerSizeTests {
         // of each, with the cursors of those, and the answer fits in the cap with the longest id echoed, every
         // character of it a control character written as six bytes.
         let page = Self.page(WebSocketSession.maxSettlementLimit)
-        let id = String(repeating: "\u{1}", count: WebSocketSession.maxEchoedIDBytes)
+        let id = String(repeating: "\u{1}", count: Limits.maxEchoedIDBytes)
         let json = SettlementJSON.answer(id: id, user: Self.name("b"), page: page, room: 4096 / 2, ts: 1)
         #expect(json.count <= 4096)
         let answer = try JSONParser.parse(String(decoding: json, as: UTF8.self))
