@@ -11,7 +11,7 @@ import Synchronization
 public final class ListingQueue: MPSCNode, @unchecked Sendable {
     public let next = Atomic<UnsafeMutableRawPointer?>(nil)
     public let listing: String
-    let commands = IntrusiveMPSCQueue<Submission>()
+    let commands = MPSCLinks<Submission>()
     /// Commands offered and not yet taken by the writer; bounds the queue. Far below zero once the queue is freed.
     let pending = Atomic<Int>(0)
     /// Whether the listing is on the ready list (or being served by the writer, which will reschedule it).

@@ -1,3 +1,4 @@
+import CGavelShims
 import GavelCore
 import Synchronization
 
@@ -111,7 +112,7 @@ public final class Writer: @unchecked Sendable {
     private let queues = Mutex<[String: ListingQueue]>([:])
     /// Tells this writer's entries in a thread's ``ProducerCache`` from another writer's.
     private let identity = ProducerCache.nextIdentity()
-    private let ready = IntrusiveMPSCQueue<ListingQueue>()
+    private let ready = MPSCLinks<ListingQueue>()
     private let readyCount = Atomic<Int>(0)
     private let admin = IntrusiveMPSCQueue<AdminRequest>()
     private let adminCount = Atomic<Int>(0)
@@ -652,18 +653,39 @@ public final class Writer: @unchecked Sendable {
         }
     }
 
-    /// Starts loading what the next command to apply will look up first (its idempotency slot), so that the cache
-    /// miss overlaps the command applied now: the next command of `queue` when it may take `more`, else the first
-    /// of the next ready listing (and that listing's object). A hint only: the order of application is the turn's, whatever this finds.
+    /// Starts loading what the commands about to be applied read, so that their cache misses overlap the command
+    /// applied now. Within a listing's run, the next command's idempotency slot (and the command after it). Across
+    /// listings, a pipeline over the ready list, one stage per listing served: the next listing's first command's
+    /// slot (that command and the listing's queue were loaded a stage earlier), the listing after it's first command,
+    /// listing object and book (its queue was loaded a stage earlier), and the queue of the listing after that. Each
+    /// step of the chain (queue → its oldest command → that command's slot) waits for the step before it, so asking
+    /// for all three of one listing at once waited for two misses in a row. A hint only: the order of application is
+    /// the turn's, whatever this finds.
     @inline(__always)
     private func prefetchNext(after queue: ListingQueue, more: Bool) {
-        if more, let digest = queue.commands.withOldest({ $0.digest }) {
-            engine.prefetch(digest)
-        } else if let digest = ready.withOldest({ next in
-            next.addresses?.prefetch()
-            return next.commands.withOldest { $0.digest }
-        }) ?? nil {
-            engine.prefetch(digest)
+        if more, let next = queue.commands.oldest() {
+            MPSCLinks<Submission>.withNode(at: next) { submission in
+                engine.prefetch(submission.digest)
+                if let after = submission.next.load(ordering: .relaxed) { gavel_prefetch_for_read(after) }
+            }
+            return
+        }
+        guard let first = ready.oldest() else { return }
+        let second = ready.node(after: first)
+        MPSCLinks<ListingQueue>.withNode(at: first) { listing in
+            if let command = listing.commands.oldest() {
+                MPSCLinks<Submission>.withNode(at: command) { engine.prefetch($0.digest) }
+            }
+        }
+        guard let second else { return }
+        let third = ready.node(after: second)
+        MPSCLinks<ListingQueue>.withNode(at: second) { listing in
+            listing.addresses?.prefetch()
+            if let command = listing.commands.oldest() { gavel_prefetch_for_read(command) }
+        }
+        if let third {
+            gavel_prefetch_for_read(third)
+            gavel_prefetch_for_read(third + 64)
         }
     }
 

@@ -64,6 +64,38 @@ struct QueueTests {
         #expect(queue.withOldest { $0.index } == nil)
     }
 
+    @Test func theTwoOldestNodesSeenAreTheNextTwoPopsAndTheStubIsNeverNamed() {
+        let queue = IntrusiveMPSCQueue<Item>()
+        #expect(queue.links.oldest() == nil)
+        func index(_ pointer: UnsafeMutableRawPointer) -> Int { MPSCLinks<Item>.withNode(at: pointer) { $0.index } }
+        // Runs of pushes and pops, so that the queue empties and refills and the stub goes back in between.
+        var generator = SystemRandomNumberGenerator()
+        var pushed = 0
+        var popped = 0
+        var items: [Item] = []
+        for _ in 0..<2_000 {
+            for _ in 0..<Int.random(in: 0...3, using: &generator) {
+                let item = Item(producer: 0, index: pushed)
+                items.append(item)
+                queue.push(item)
+                pushed += 1
+            }
+            for _ in 0..<Int.random(in: 0...3, using: &generator) {
+                let first = queue.links.oldest()
+                let second = first.flatMap { queue.links.node(after: $0) }
+                #expect(first.map(index) == (popped < pushed ? popped : nil))
+                #expect(second.map(index) == (popped + 1 < pushed ? popped + 1 : nil))
+                for pointer in [first, second].compactMap({ $0 }) {
+                    #expect(items.contains { Unmanaged.passUnretained($0).toOpaque() == pointer })
+                }
+                if queue.pop() != nil { popped += 1 }
+            }
+        }
+        while queue.pop() != nil { popped += 1 }
+        #expect(popped == pushed)
+        #expect(queue.links.oldest() == nil)
+    }
+
     @Test func mpscQueueWorksWithAConcurrentConsumer() async {
         let queue = IntrusiveMPSCQueue<Item>()
         let producers = 3

@@ -10,6 +10,8 @@ uint32_t gavel_crc32c(uint32_t crc, const void *data, size_t length);
 /// Asks the CPU to bring the cache line at `address` in for writing, without waiting for it (and without faulting:
 /// an unmapped address is ignored). Inlined where Swift calls it.
 static inline void gavel_prefetch_for_write(const void *address) { __builtin_prefetch(address, 1, 3); }
+/// The same for reading.
+static inline void gavel_prefetch_for_read(const void *address) { __builtin_prefetch(address, 0, 3); }
 
 /// fdatasync(2), exposed because Glibc's module map does not always carry it.
 int gavel_fdatasync(int fd);
