@@ -379,14 +379,34 @@ public final class Engine {
         apply(command, digest: digest, listing: nil, lookUp: false, events: &events)
     }
 
+    /// Applies `command` as ``apply(_:digest:listing:events:)`` does, and returns its result as the idempotency table
+    /// keeps it (``PackedResult``): for the writer, whose batch entries hold results this way.
+    public func applyPacked(
+        _ command: Command, digest: CommandDigest, listing handle: ListingHandle?, events: inout [Event]
+    ) -> PackedResult {
+        let (result, stored) = apply(command, digest: digest, listing: handle, lookUp: true, events: &events)
+        guard let stored else { return PackedResult(result) }
+        return PackedResult(stored: stored, duplicate: result.duplicate)
+    }
+
     @inline(__always)
     private func apply(
         _ command: Command, digest: CommandDigest, listing handle: ListingHandle?, lookUp: Bool,
         events: inout [Event]
     ) -> CommandResult {
+        apply(command, digest: digest, listing: handle, lookUp: lookUp, events: &events).result
+    }
+
+    /// The result of `command`, and the form the idempotency table keeps it in when it went in or came from it
+    /// (`nil` for a refusal that is not remembered).
+    @inline(__always)
+    private func apply(
+        _ command: Command, digest: CommandDigest, listing handle: ListingHandle?, lookUp: Bool,
+        events: inout [Event]
+    ) -> (result: CommandResult, stored: StoredResult?) {
         let principal = command.principal
         if !digest.identifiersValid, let problem = command.identifierProblem {
-            return .rejected(.badRequest, problem)
+            return (.rejected(.badRequest, problem), nil)
         }
         let id = StoredID(command.id)
         let hash = digest.requestHash
@@ -395,9 +415,9 @@ public final class Engine {
             if rememberedSlots[position].fingerprint == fingerprint {
                 var result = rememberedSlots[position].result
                 result.duplicate = true
-                return result
+                return (result, rememberedSlots[position].storedResult)
             }
-            return Self.requestIDConflict(command)
+            return (Self.requestIDConflict(command), nil)
         }
         // The handle's listing is passed down borrowed from the caller's handle: copied into a local (`known`), it
         // was retained and released around the rules. A `switch`, not an `if let`: the compiler copies what an
@@ -411,11 +431,11 @@ public final class Engine {
             default:
                 rules(command, known: nil, events: &events)
             }
+        let stored = resultBoxes.store(result)
         remember(
-            RememberedResult(
-                id: id, hash: hash, fingerprint: fingerprint, result: resultBoxes.store(result), at: now),
+            RememberedResult(id: id, hash: hash, fingerprint: fingerprint, result: stored, at: now),
             principal: principal, principalHash: digest.principalHash)
-        return result
+        return (result, stored)
     }
 
     /// Applies a journaled `command` whose idempotency `outcome` the journal recorded, without the idempotency

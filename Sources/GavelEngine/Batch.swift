@@ -16,8 +16,8 @@ public enum AppliedInput: Sendable {
 public struct BatchEntry: Sendable {
     public var lsn: UInt64
     public var at: Millis
-    /// `nil` for ticks.
-    public var result: CommandResult?
+    /// The result as the engine keeps it (24 bytes, see ``PackedResult``); `nil` for ticks.
+    public var packedResult: PackedResult?
     public var events: Range<Int>
     /// The command and who its result goes back to (``Submission/recipient``); `nil` for ticks.
     public internal(set) var submission: Submission?
@@ -26,7 +26,7 @@ public struct BatchEntry: Sendable {
     init(tick lsn: UInt64, at: Millis, events: Range<Int>) {
         self.lsn = lsn
         self.at = at
-        self.result = nil
+        self.packedResult = nil
         self.events = events
         self.submission = nil
     }
@@ -35,10 +35,13 @@ public struct BatchEntry: Sendable {
     init(lsn: UInt64, at: Millis, submission: Submission, result: CommandResult, events: Range<Int>) {
         self.lsn = lsn
         self.at = at
-        self.result = result
+        self.packedResult = PackedResult(result)
         self.events = events
         self.submission = submission
     }
+
+    /// The command's result; `nil` for ticks.
+    public var result: CommandResult? { packedResult?.result }
 
     /// What the entry applied.
     public var input: AppliedInput {
@@ -172,18 +175,17 @@ public final class Batch: @unchecked Sendable {
     }
 
     /// Appends the entry of `submission`'s command, applied at `at` with `result` and the events from `eventsFrom`
-    /// to the end of ``events``. The submission and the result are moved into the entry, not copied: a copy
-    /// retained the submission and the result's strings once more, and released them again. The entry is appended
-    /// without them and they are moved into it in place: appending the whole entry, the compiler copied it into the
-    /// array and destroyed the original.
+    /// to the end of ``events``. The submission is moved into the entry, not copied: a copy retained it once more,
+    /// and released it again. The entry is appended without it and it is moved into it in place: appending the
+    /// whole entry, the compiler copied it into the array and destroyed the original.
     @inline(__always)
     func appendEntry(
-        lsn: UInt64, at: Millis, submission: consuming Submission, result: consuming CommandResult, eventsFrom: Int
+        lsn: UInt64, at: Millis, submission: consuming Submission, result: PackedResult, eventsFrom: Int
     ) {
         entries.append(BatchEntry(tick: lsn, at: at, events: eventsFrom..<events.count))
         let last = entries.count - 1
         entries[last].submission = consume submission
-        entries[last].result = consume result
+        entries[last].packedResult = result
     }
 
     func reset() {

@@ -621,7 +621,7 @@ public final class Writer: @unchecked Sendable {
                 // Through a guaranteed reference: read through `submission` itself, the command was copied (each
                 // of its strings retained) for the call and destroyed after it.
                 let result = Unmanaged.passUnretained(submission)._withUnsafeGuaranteedRef { taken in
-                    engine.apply(taken.command, digest: taken.digest, listing: handle, events: &batch.events)
+                    engine.applyPacked(taken.command, digest: taken.digest, listing: handle, events: &batch.events)
                 }
                 mayBeGone = !result.ok || result.duplicate
                 if submission.awaited { batch.awaited += 1 }

@@ -299,7 +299,7 @@ public final class Journal: BatchSink, SnapshotSink, @unchecked Sendable {
             case .command(let command):
                 record = .command(
                     lsn: entry.lsn, at: entry.at, principal: command.principal, command: command,
-                    outcome: entry.result?.requestOutcome ?? .applied)
+                    outcome: entry.packedResult?.requestOutcome ?? .applied)
             case .tick:
                 record = .tick(lsn: entry.lsn, at: entry.at)
             }

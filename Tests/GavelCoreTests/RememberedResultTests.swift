@@ -75,6 +75,49 @@ private func randomResult(_ rng: inout SplitMix64) -> CommandResult {
         }
     }
 
+    @Test func aPackedResultGivesBackTheResultItWasMadeFromWithItsOutcome() async {
+        await propertyCheck(count: 500, input: Gen.int(in: 0...Int(Int32.max))) { seed in
+            var rng = SplitMix64(seed: UInt64(seed))
+            for _ in 0..<20 {
+                let result = randomResult(&rng)
+                let packed = PackedResult(result)
+                #expect(packed.result == result, "\(result)")
+                #expect(packed.ok == result.ok)
+                #expect(packed.duplicate == result.duplicate)
+                #expect(packed.requestOutcome == result.requestOutcome)
+            }
+        }
+    }
+
+    @Test func theWritersPackedResultsAreTheEnginesResultsForNewDuplicateConflictingAndMalformedRequests() {
+        // Two engines fed the same commands, one through `apply`, one through `applyPacked`.
+        let plain = Engine()
+        let packed = Engine()
+        var events: [Event] = []
+        let open = Command(
+            id: "o", listing: "L", body: .open(seller: "s", terms: .english(.init(start: 100, closesAt: 60_000))))
+        let commands = [
+            open,
+            Command(id: "b1", listing: "L", body: .bid(bidder: "ann", amount: 500)),
+            Command(id: "b1", listing: "L", body: .bid(bidder: "ann", amount: 500)),  // a duplicate
+            Command(id: "b1", listing: "L", body: .bid(bidder: "ann", amount: 900)),  // a conflict
+            Command(id: "b2", listing: "L", body: .bid(bidder: "bob", amount: 100)),  // too low
+            Command(id: "b2", listing: "L", body: .bid(bidder: "bob", amount: 100)),  // a duplicate refusal
+            Command(id: "bad id!", listing: "L", body: .bid(bidder: "bob", amount: 900)),  // malformed
+            Command(id: "b3", listing: "L", body: .bid(bidder: "bob", amount: 2_000)),
+        ]
+        var outcomes: [RequestOutcome] = []
+        for command in commands {
+            let expected = plain.apply(command, events: &events)
+            let got = packed.applyPacked(command, digest: CommandDigest(command), listing: nil, events: &events)
+            #expect(got.result == expected, "\(command.id)")
+            #expect(got.ok == expected.ok && got.duplicate == expected.duplicate)
+            outcomes.append(got.requestOutcome)
+        }
+        #expect(outcomes == [.applied, .applied, .duplicate, .conflict, .applied, .duplicate, .applied, .applied])
+        #expect(plain.stateHash() == packed.stateHash())
+    }
+
     @Test func acceptedBidsAndOrdersAreKeptInlineWithoutABox() {
         let bid = CommandResult(error: nil, message: "", price: Limits.maxAmount, leading: true)
         let order = CommandResult(error: nil, message: "", price: 1_000, filled: 7, remaining: 3)
