@@ -58,6 +58,23 @@ func zipfBids(_ n: Int, seed: UInt64 = 42) -> [Command] {
     }
 }
 
+/// An observer that keeps every released batch until ``recycleAll()`` gives them back, as the gateway's fan-out keeps
+/// them for its event loops.
+final class KeptBatches: ReleaseObserver, @unchecked Sendable {
+    private var batches: [Batch] = []
+    var keepsBatches: Bool { true }
+
+    init() { batches.reserveCapacity(64) }
+
+    func released(_ batch: Batch, endsGroup: Bool) { batches.append(batch) }
+
+    /// Resets every kept batch and gives it back to the writer's pool.
+    func recycleAll() {
+        for batch in batches { batch.recycle() }
+        batches.removeAll(keepingCapacity: true)
+    }
+}
+
 /// A manually driven writer with ``listingCount`` open english listings.
 final class WriterFixture: @unchecked Sendable {
     let writer: Writer
@@ -106,22 +123,33 @@ let benchmarks: @Sendable () -> Void = {
 
     // MARK: - The writer
 
-    nonisolated(unsafe) var applyOnly: WriterFixture!
-    Benchmark(
-        "writer: take, apply and batch queued english bids, Zipf(1.0) over 10,000 listings",
-        configuration: .init(
-            thresholds: [.mallocCountTotal: .init(absolute: [.p90: 0])])
-    ) { benchmark in
-        applyOnly.submit(benchmark.scaledIterations.count, replyTo: nil)
-        benchmark.startMeasurement()
-        let applied = applyOnly.writer.runUntilIdle()
-        benchmark.stopMeasurement()
-        if applied != benchmark.scaledIterations.count { benchmark.error("applied \(applied) entries") }
-    } setup: {
-        applyOnly = WriterFixture(bids: bidsNeeded)
-    } teardown: {
-        if applyOnly.rejected > 0 { print("\(applyOnly.rejected) submissions were refused") }
-        applyOnly = nil
+    // Take, apply and batch, twice: with each released batch reset on the writer's thread (the writer runs with no
+    // observer, and recycles each batch itself), and with the released batches kept by the observer and given back
+    // after the measurement, as in `gavel serve`, where the fan-out keeps each batch and its event loops reset it
+    // (destroying its entries and events: the submissions' last references), so the writer thread never does.
+    for recycledOff in [false, true] {
+        nonisolated(unsafe) var fixture: WriterFixture!
+        let kept = recycledOff ? KeptBatches() : nil
+        Benchmark(
+            recycledOff
+                ? "writer: take, apply and batch queued english bids, batches recycled off the writer as the fan-out does"
+                : "writer: take, apply and batch queued english bids, Zipf(1.0) over 10,000 listings",
+            configuration: .init(
+                thresholds: [.mallocCountTotal: .init(absolute: [.p90: 0])])
+        ) { benchmark in
+            fixture.submit(benchmark.scaledIterations.count, replyTo: nil)
+            benchmark.startMeasurement()
+            let applied = fixture.writer.runUntilIdle()
+            benchmark.stopMeasurement()
+            kept?.recycleAll()
+            if applied != benchmark.scaledIterations.count { benchmark.error("applied \(applied) entries") }
+        } setup: {
+            fixture = WriterFixture(bids: bidsNeeded, observer: kept)
+            kept?.recycleAll()
+        } teardown: {
+            if fixture.rejected > 0 { print("\(fixture.rejected) submissions were refused") }
+            fixture = nil
+        }
     }
 
     nonisolated(unsafe) var endToEnd: WriterFixture!
