@@ -172,7 +172,7 @@ public final class Writer: @unchecked Sendable {
     ///   running) when it was not; then the command is not applied and no result is released for it.
     @discardableResult
     public func submit(
-        _ command: Command, replyTo recipient: (any ResultRecipient)?, started: UInt64 = 0, wake: Bool = true
+        _ command: consuming Command, replyTo recipient: (any ResultRecipient)?, started: UInt64 = 0, wake: Bool = true
     ) -> CommandResult? {
         guard phase.load(ordering: .acquiring) == Phase.running.rawValue else { return Self.notRunning }
         return submit(Submission(command, recipient: recipient, started: started), wake: wake)
@@ -180,16 +180,18 @@ public final class Writer: @unchecked Sendable {
 
     /// Offers `submission` to its listing's queue: the thread's cached queue when it has one, else the map's.
     private func submit(_ submission: Submission, wake: Bool) -> CommandResult? {
-        let command = submission.command
-        // Fast path: the calling thread's cache, no lock. A queue freed since it was cached refuses the offer.
+        let hash = submission.digest.listingHash
+        // Fast path: the calling thread's cache, no lock and no reference counting. A queue freed since it was cached
+        // refuses the offer.
         let cache = ProducerCache.current(for: identity)
-        if let queue = cache.queues[command.listing] {
-            if case .done(let outcome) = offer(submission, toCached: queue, wake: wake) { return outcome }
-            cache.queues[command.listing] = nil
+        if let cached = cache.queue(for: submission.command.listing, hash: hash) {
+            let offered = cached._withUnsafeGuaranteedRef { offer(submission, toCached: $0, wake: wake) }
+            if case .done(let outcome) = offered { return outcome }
+            cache.forget(cached, hash: hash)
         }
         let outcome = offerLocked(submission)
         guard let queue = outcome.0 else { return outcome.1 }
-        cache.remember(queue)
+        cache.remember(queue, hash: hash)
         schedule(queue, wake: wake)
         return nil
     }

@@ -54,4 +54,51 @@ struct ProducerCacheTests {
         #expect(answered.outcomes.withLock { $0.map(\.result.ok) } == [true])
         await writer.shutdown()
     }
+
+    @Test func theTableFindsExactlyTheQueuesRememberedAndNotForgottenThroughCollisionsGrowthAndPruning() {
+        let cache = ProducerCache(owner: 0)
+        var model: [String: ListingQueue] = [:]
+        var hashOf: [String: UInt64] = [:]
+        var rng = SplitMix64(seed: 7)
+        // Few distinct hashes for many listings, so that probing runs through long runs of equal hashes and the
+        // removals shift entries back across them; and enough listings to grow the table twice.
+        for round in 0..<6_000 {
+            let name = "L\(rng.next() % 3_000)"
+            let hash = hashOf[name] ?? (rng.next() % 4 == 0 ? rng.next() % 16 : rng.next())
+            hashOf[name] = hash
+            switch rng.next() % 4 {
+            case 0, 1:
+                if model[name] == nil {
+                    // As a submit does: a cached queue found freed is forgotten before the new one is remembered.
+                    if let stale = cache.queue(for: name, hash: hash) {
+                        #expect(stale.takeUnretainedValue().isRetired)
+                        cache.forget(stale, hash: hash)
+                    }
+                    let queue = ListingQueue(listing: name, capacity: 4)
+                    cache.remember(queue, hash: hash)
+                    model[name] = queue
+                }
+            case 2:
+                if let queue = model[name], let cached = cache.queue(for: name, hash: hash) {
+                    #expect(cached.toOpaque() == Unmanaged.passUnretained(queue).toOpaque())
+                    cache.forget(cached, hash: hash)
+                    model[name] = nil
+                }
+            default:
+                // Freed by the writer: pruned the next time the table fills, or forgotten when it refuses.
+                if let queue = model[name], queue.retireIfEmpty() { model[name] = nil }
+            }
+            if round % 500 == 499 {
+                for (name, hash) in hashOf {
+                    let found = cache.queue(for: name, hash: hash)
+                    if let queue = model[name] {
+                        #expect(found?.toOpaque() == Unmanaged.passUnretained(queue).toOpaque(), "\(name)")
+                    } else if let found {
+                        #expect(found.takeUnretainedValue().isRetired, "\(name) found but neither cached nor freed")
+                    }
+                }
+            }
+        }
+        #expect(cache.count >= model.count)
+    }
 }
