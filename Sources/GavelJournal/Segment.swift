@@ -75,6 +75,21 @@ public struct SegmentProblem: Error, Sendable, CustomStringConvertible {
     public var reason: String
 
     public var description: String { "\(reason) at byte \(offset)" }
+
+    /// The problem of a segment whose first bytes, `head`, are not a header. A header cut short, or one never
+    /// written (nothing but zeros where it goes: the journal creates a segment and reserves its size before it
+    /// writes the header, and a crash between the two leaves that), is what a crash while the segment was being
+    /// created leaves, and ``Kind/truncated``: recovery takes such a last segment for a torn tail (nothing in it was
+    /// acknowledged: a segment's header is durable before its first frame is written). Anything else is damage.
+    static func header(_ head: [UInt8]) -> SegmentProblem {
+        if head.count < SegmentHeader.size {
+            return SegmentProblem(kind: .truncated, offset: 0, reason: "missing or damaged segment header")
+        }
+        if head[..<SegmentHeader.size].allSatisfy({ $0 == 0 }) {
+            return SegmentProblem(kind: .truncated, offset: 0, reason: "segment header never written (only zeros)")
+        }
+        return SegmentProblem(kind: .corrupt, offset: 0, reason: "missing or damaged segment header")
+    }
 }
 
 /// Reads a segment's batches in order.
@@ -96,11 +111,7 @@ public struct SegmentReader {
     public private(set) var reachedUnwrittenSpace = false
 
     public init(bytes: [UInt8]) throws(SegmentProblem) {
-        guard let header = SegmentHeader.decode(bytes) else {
-            throw SegmentProblem(
-                kind: bytes.count < SegmentHeader.size ? .truncated : .corrupt, offset: 0,
-                reason: "missing or damaged segment header")
-        }
+        guard let header = SegmentHeader.decode(bytes) else { throw SegmentProblem.header(bytes) }
         self.bytes = bytes
         self.base = 0
         self.header = header
@@ -116,9 +127,7 @@ public struct SegmentReader {
         throws(SegmentProblem)
     {
         guard base >= SegmentHeader.size, let header = SegmentHeader.decode(bytes) else {
-            throw SegmentProblem(
-                kind: bytes.count < SegmentHeader.size ? .truncated : .corrupt, offset: 0,
-                reason: "missing or damaged segment header")
+            throw SegmentProblem.header(bytes)
         }
         self.bytes = tail
         self.base = base
@@ -157,11 +166,7 @@ public struct SegmentReader {
     /// A reader of the segment at `path` from its first frame, holding its header and `limit` bytes after it.
     public static func opening(_ path: String, limit: Int) throws -> SegmentReader {
         let head = try Files.read(path, from: 0, limit: SegmentHeader.size)
-        guard let header = SegmentHeader.decode(head) else {
-            throw SegmentProblem(
-                kind: head.count < SegmentHeader.size ? .truncated : .corrupt, offset: 0,
-                reason: "missing or damaged segment header")
-        }
+        guard let header = SegmentHeader.decode(head) else { throw SegmentProblem.header(head) }
         return try resuming(
             path, at: SegmentHeader.size, chain: header.previousChain, nextLSN: header.firstLSN, limit: limit)
     }

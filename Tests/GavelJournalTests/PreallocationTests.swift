@@ -182,6 +182,41 @@ import Testing
         #expect(strayReport.engine.stateHash() == hash)
     }
 
+    @Test func aLastSegmentCreatedAndReservedButWithoutItsHeaderIsATornTailRemovedNotCorruption() throws {
+        let temp = try TemporaryDirectory("prealloc-headerless")
+        defer { temp.remove() }
+        let run = try openRun(temp.sub("dd"), count: 25)
+        let hash = run.engine.stateHash()
+        try copyTree(temp.sub("dd"), to: temp.sub("zeros"))
+        try copyTree(temp.sub("dd"), to: temp.sub("damaged"))
+        run.finish()
+
+        // What a kill between the segment's creation (its size reserved) and its header's write leaves: the next
+        // segment, named for the lsn after the last one written.
+        let zeros = DataDirectory(temp.sub("zeros"))
+        var reader = try SegmentReader(bytes: try readBytes(try #require(zeros.segments().last).path))
+        while try reader.next() != nil {}
+        let next = reader.nextLSN
+        let headerless = zeros.journal + "/" + DataDirectory.segmentName(firstLSN: next)
+        try writeBytes([UInt8](repeating: 0, count: Self.segmentBytes), to: headerless)
+        let report = try Recovery.recover(zeros)
+        #expect(report.engine.stateHash() == hash)
+        #expect(report.truncation?.file == headerless)
+        #expect(report.truncation?.reason.contains("never written") == true)
+        #expect(access(headerless, F_OK) != 0, "the headerless segment is removed")
+        // The journal goes on from there: a writer on the recovered directory appends and recovers again.
+        let again = try JournaledWriter(temp.sub("zeros"), journal: configuration())
+        again.finish()
+        #expect(try Recovery.recover(zeros).engine.stateHash() == hash)
+
+        // The same file with one byte of a header that is not zeros: damage, refused.
+        let damaged = DataDirectory(temp.sub("damaged"))
+        var bytes = [UInt8](repeating: 0, count: Self.segmentBytes)
+        bytes[5] = 0x2A
+        try writeBytes(bytes, to: damaged.journal + "/" + DataDirectory.segmentName(firstLSN: next))
+        #expect(throws: CorruptionError.self) { try Recovery.recover(damaged) }
+    }
+
     @Test func onlyZerosIsTrueExactlyWhenEveryByteFromTheStartIsZero() {
         for count in 1..<40 {
             for start in 0..<count {
