@@ -6,12 +6,16 @@ public enum ListingStatus: UInt8, Sendable, Hashable {
 }
 
 /// The state of an english book: price `P`, leader `L` with maximum `M`.
+///
+/// Its rules are the terms it was opened with, kept once: the start and the ladder in effect here, the rules most
+/// listings do not set (reserve, buy-now, a given ladder, soft close) in ``EnglishExtras``, made only when one is
+/// set. The listing rebuilds its terms from them (``Listing/terms``).
 final class EnglishBook {
     let start: Money
-    let reserve: Money?
-    let buyNow: Money?
+    /// The ladder in effect: the given one, else ``IncrementLadder/standard`` (shared, not copied).
     let ladder: [IncrementStep]
-    let softClose: SoftClose?
+    /// The reserve, buy-now, ladder and soft close as given; `nil` when none was.
+    let extras: EnglishExtras?
     var price: Money
     var leader: String?
     var maximum: Money = 0
@@ -25,17 +29,39 @@ final class EnglishBook {
 
     init(_ terms: ListingTerms.English) {
         start = terms.start
-        reserve = terms.reserve
-        buyNow = terms.buyNow
         ladder = terms.increments ?? IncrementLadder.standard
-        softClose = terms.softClose
+        extras = EnglishExtras(terms)
         price = terms.start
     }
+
+    var reserve: Money? { extras?.reserve }
+    var buyNow: Money? { extras?.buyNow }
+    var softClose: SoftClose? { extras?.softClose }
 
     /// Whether the leader's maximum meets the reserve (true when there is no reserve).
     var reserveMet: Bool {
         guard let reserve else { return true }
         return leader != nil && maximum >= reserve
+    }
+}
+
+/// The english terms most listings leave out, as given: kept by the book only when one of them is set.
+final class EnglishExtras {
+    let reserve: Money?
+    let buyNow: Money?
+    /// The ladder as given: `nil` when the terms named none (the book then uses the standard one).
+    let increments: [IncrementStep]?
+    let softClose: SoftClose?
+
+    /// The extras of `terms`, or `nil` when they set none.
+    init?(_ terms: ListingTerms.English) {
+        if terms.reserve == nil && terms.buyNow == nil && terms.increments == nil && terms.softClose == nil {
+            return nil
+        }
+        reserve = terms.reserve
+        buyNow = terms.buyNow
+        increments = terms.increments
+        softClose = terms.softClose
     }
 }
 
@@ -176,20 +202,16 @@ enum Book {
 }
 
 /// One listing: identity, schedule, status, public sequence number and its book.
+///
+/// Its stored properties are declared in the order that packs them (a class lays them out as declared): the
+/// 8-byte ones first, then the optional close and the 1-byte ones, then the terms.
 final class Listing {
     let id: String
     let seller: String
-    let format: ListingFormat
     let opensAt: Millis
-    var closesAt: Millis?
-    var status: ListingStatus = .open
     /// The `seq` of the last public event.
     var seq: UInt64 = 0
-    /// `false` once evicted from the engine's memory (a ``ListingHandle`` on it is no longer current).
-    var live = true
     let book: Book
-    /// The terms the listing was opened with (a restore sets their settlement deadlines after the rest).
-    var terms: ListingTerms
     /// The timer of its latest close (at open, and each soft close), cancelled when the listing is evicted so that
     /// a listing cancelled long before its close keeps no timer until then. Not part of the state.
     var closeTimer = TimerHandle.none
@@ -197,6 +219,58 @@ final class Listing {
     /// restore of a listing that had them): most listings never sell while in memory, and carry one reference
     /// instead of these fields (about 140 bytes).
     private var salesRecord: SalesRecord?
+    var closesAt: Millis?
+    let format: ListingFormat
+    var status: ListingStatus = .open
+    /// `false` once evicted from the engine's memory (a ``ListingHandle`` on it is no longer current).
+    var live = true
+    /// The terms, as ``terms`` keeps them.
+    private(set) var storedTerms: StoredTerms
+
+    /// How a listing keeps its terms: an english listing's are in its book, but for the close it was opened with,
+    /// when that gives them back exactly (no settlement deadlines, `opens_at` the listing's); any others whole, in
+    /// a box of their own.
+    enum StoredTerms {
+        /// English terms rebuilt from the english book, the listing's `opensAt` and this `closes_at`.
+        case english(closesAt: Millis)
+        /// Terms kept as given.
+        indirect case whole(ListingTerms)
+    }
+
+    /// The terms the listing was opened with (a restore sets their settlement deadlines after the rest).
+    var terms: ListingTerms {
+        get {
+            switch storedTerms {
+            case .english(let closesAt):
+                guard case .english(let book) = book else {
+                    preconditionFailure("english terms kept by the book of a listing that has no english book")
+                }
+                return Self.englishTerms(of: book, opensAt: opensAt, closesAt: closesAt)
+            case .whole(let terms):
+                return terms
+            }
+        }
+        set { storedTerms = Self.stored(newValue, book: book, opensAt: opensAt) }
+    }
+
+    /// The english terms `book` was opened with, opened at `opensAt`, closing at `closesAt`, without deadlines.
+    private static func englishTerms(of book: EnglishBook, opensAt: Millis, closesAt: Millis) -> ListingTerms {
+        .english(
+            ListingTerms.English(
+                start: book.start, reserve: book.reserve, buyNow: book.buyNow, closesAt: closesAt, opensAt: opensAt,
+                increments: book.extras?.increments, softClose: book.softClose))
+    }
+
+    /// How to keep `terms` for a listing with `book` opened at `opensAt`: in the book when it gives them back
+    /// exactly, else whole.
+    private static func stored(_ terms: ListingTerms, book: Book, opensAt: Millis) -> StoredTerms {
+        if case .english(let t) = terms, case .english(let englishBook) = book,
+            englishTerms(of: englishBook, opensAt: opensAt, closesAt: t.closesAt) == terms
+        {
+            return .english(closesAt: t.closesAt)
+        }
+        return .whole(terms)
+    }
 
     /// The fields of ``salesRecord``; each is described at its forwarding property below.
     final class SalesRecord {
@@ -322,9 +396,9 @@ final class Listing {
     init(id: String, seller: String, terms: ListingTerms, opensAt: Millis) {
         self.id = id
         self.seller = seller
-        self.terms = terms
         self.format = terms.format
         self.opensAt = opensAt
+        let book: Book
         switch terms {
         case .english(let t):
             closesAt = t.closesAt
@@ -339,6 +413,8 @@ final class Listing {
             closesAt = t.closesAt
             book = .market(MarketBook())
         }
+        self.book = book
+        storedTerms = Self.stored(terms, book: book, opensAt: opensAt)
     }
 
     /// Whether the listing has a bid or a fill, after which the seller can no longer cancel it.
