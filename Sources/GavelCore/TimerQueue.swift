@@ -4,8 +4,9 @@ public enum TimerAction: Sendable, Hashable {
     case close
     /// Step the Dutch clock, if this is still the listing's next step.
     case dutchStep
-    /// Expire a resting market order.
-    case expire(trader: String, order: String)
+    /// Expire a resting market order. Boxed (`indirect`): its two strings would make every timer in the queue,
+    /// a listing's close among them, 24 bytes larger (a ``ScheduledTimer`` of 72 bytes instead of 48).
+    indirect case expire(trader: String, order: String)
     /// Remove the listing from memory, if it is still closed (its retention is over).
     case evict
     /// A settlement's deadline, if the settlement is still in the state it was set for and due at this time.
