@@ -389,6 +389,14 @@ public final class Engine {
         return PackedResult(stored: stored, duplicate: result.duplicate)
     }
 
+    /// Applies a journaled `command` as ``apply(new:digest:events:)`` does; `handle`, as in
+    /// ``apply(_:listing:events:)``, spares the lookup of its listing by id while it is current and the command's.
+    public func apply(
+        new command: Command, digest: CommandDigest, listing handle: ListingHandle?, events: inout [Event]
+    ) -> CommandResult {
+        apply(command, digest: digest, listing: handle, lookUp: false, events: &events)
+    }
+
     @inline(__always)
     private func apply(
         _ command: Command, digest: CommandDigest, listing handle: ListingHandle?, lookUp: Bool,
@@ -809,6 +817,15 @@ public struct ListingHandle {
 
     /// Whether the listing is still in its engine's memory.
     public var isCurrent: Bool { listing.live }
+
+    /// Whether the listing is still in its engine's memory and its id is `id`: a handle an engine takes for a
+    /// command on listing `id` (a cache of handles checks this before handing one out).
+    @inline(__always)
+    public func isCurrent(for id: String) -> Bool { listing.live && listing.id == id }
+
+    /// A hash of a listing id, the same for the same id on any thread of this process: what a cache of handles is
+    /// keyed by, computed where the id is decoded (recovery's reading thread) rather than where it is applied.
+    public static func hash(of id: String) -> UInt64 { RequestHash.of(principal: id) }
 
     /// Starts loading the listing's object and its book's into the cache (see ``ListingAddresses/prefetch()``).
     @inline(__always)

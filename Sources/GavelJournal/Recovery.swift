@@ -334,6 +334,10 @@ public enum Recovery {
         // looks its id up, which builds the index there.
         let buildsIndexAtEnd = options.observe == nil && !options.checkOutcomes
         if buildsIndexAtEnd { engine.dropRequestIndex() }
+        // Handles on the listings commands apply to, for a plain replay (one without an observer or the outcomes'
+        // check): no lookup by id per command, and each listing prefetched `listingLookahead` commands ahead.
+        let plain = options.observe == nil && !options.checkOutcomes
+        var listings = ReplayListings()
         var index = first
         var nextProgress = monotonicNanos() + options.progressIntervalNanos
         reading: while index < segments.count {
@@ -400,7 +404,7 @@ public enum Recovery {
             let readAhead = SegmentReadAhead(reader)
             defer { readAhead.finish() }
             while true {
-                let next: (batch: SegmentBatch, digests: [CommandDigest?])?
+                let next: SegmentReadAhead.Batch?
                 do {
                     next = try readAhead.next()
                 } catch let problem {
@@ -424,7 +428,7 @@ public enum Recovery {
                     }
                     throw CorruptionError(file: segment.path, offset: problem.offset, reason: problem.reason)
                 }
-                guard let (batch, digests) = next else { break }
+                guard let (batch, digests, listingHashes) = next else { break }
                 validSize = batch.offset + batch.length
                 report.bytesRead += batch.length
                 journalEnd = batch.records[batch.records.count - 1].lsn
@@ -434,15 +438,30 @@ public enum Recovery {
                     }
                     pending = nil
                 }
+                // A plain replay finds each command's listing in `listings`, its slot and then the listing loaded
+                // into the cache a few commands ahead (the reading thread hashed the ids).
+                let prefetching = plain && !listingHashes.isEmpty
                 for position in batch.records.indices {
                     let record = batch.records[position]
                     let digest = digests.isEmpty ? nil : digests[position]
                     guard record.lsn > base else { continue }
                     if let limit = options.toLSN, record.lsn > limit { break reading }
+                    if prefetching {
+                        if position + 2 * listingLookahead < listingHashes.count {
+                            listings.prefetchSlot(listingHashes[position + 2 * listingLookahead])
+                        }
+                        if position + listingLookahead < listingHashes.count {
+                            listings.prefetchListing(listingHashes[position + listingLookahead])
+                        }
+                    }
                     if let observe = options.observe {
                         observed(record, to: engine, observe)
                     } else if options.checkOutcomes {
                         checked(record, to: engine, events: &events, report: &report, digest: digest)
+                    } else if prefetching, let digest {
+                        apply(record, to: engine, events: &events, digest: digest) { id in
+                            listings.handle(for: id, hash: listingHashes[position], in: engine)
+                        }
                     } else {
                         apply(record, to: engine, events: &events, digest: digest)
                     }
@@ -622,6 +641,33 @@ public enum Recovery {
             engine.advance(to: at, events: &events)
         } else {
             _ = step(record, to: engine, events: &events, digest: digest)
+        }
+        events.removeAll(keepingCapacity: true)
+    }
+
+    /// How many commands ahead of its apply a plain replay prefetches a command's listing (and, as many again
+    /// before that, its slot in ``ReplayListings``): enough for a cache miss to be over when the command comes.
+    static let listingLookahead = 4
+
+    /// Applies `record` as ``apply(_:to:events:digest:)`` does, with its command's `digest`; `listing` gives the
+    /// handle on a command's listing (by its id), which the engine uses when it is current and the command's.
+    @inline(__always)
+    static func apply(
+        _ record: JournalRecord, to engine: Engine, events: inout [Event], digest: CommandDigest,
+        listing: (String) -> ListingHandle?
+    ) {
+        switch record {
+        case .command(_, let at, _, let command, let outcome):
+            engine.advance(to: at, events: &events)
+            if outcome == .applied {
+                _ = engine.apply(new: command, digest: digest, listing: listing(command.listing), events: &events)
+            } else if outcome == nil {
+                _ = engine.apply(command, digest: digest, listing: listing(command.listing), events: &events)
+            }
+        case .tick(_, let at):
+            engine.advance(to: at, events: &events)
+        case .trailer:
+            break
         }
         events.removeAll(keepingCapacity: true)
     }

@@ -33,9 +33,10 @@ import Synchronization
 /// thread then decodes every batch itself, as ``SegmentReader/next()`` does.
 final class SegmentReadAhead: @unchecked Sendable {
     /// A batch, and the ``CommandDigest`` of each record in it that is a command applied (whose outcome is
-    /// ``RequestOutcome/applied`` or unknown), `nil` for the others; none at all (an empty array) for a batch the
-    /// applying thread decoded itself: what the apply computes itself.
-    typealias Batch = (batch: SegmentBatch, digests: [CommandDigest?])
+    /// ``RequestOutcome/applied`` or unknown), `nil` for the others, with the ``ListingHandle/hash(of:)`` of each
+    /// command's listing id (0 for the others); none at all (empty arrays) for a batch the applying thread decoded
+    /// itself: what the apply computes itself.
+    typealias Batch = (batch: SegmentBatch, digests: [CommandDigest?], listingHashes: [UInt64])
     fileprivate typealias Item = Result<Batch?, SegmentProblem>
 
     /// The batches decoded and not yet taken, at most.
@@ -172,7 +173,7 @@ final class SegmentReadAhead: @unchecked Sendable {
     private static func decode(_ reader: inout SegmentReader, digests: Bool) -> Item {
         Result { () throws(SegmentProblem) -> Batch? in
             try reader.next().map { batch in
-                (batch, digests ? Self.digests(of: batch) : [])
+                digests ? (batch, Self.digests(of: batch), Self.listingHashes(of: batch)) : (batch, [], [])
             }
         }
     }
@@ -183,6 +184,13 @@ final class SegmentReadAhead: @unchecked Sendable {
                 return nil
             }
             return CommandDigest(command)
+        }
+    }
+
+    private static func listingHashes(of batch: SegmentBatch) -> [UInt64] {
+        batch.records.map { record in
+            guard case .command(_, _, _, let command, _) = record else { return 0 }
+            return ListingHandle.hash(of: command.listing)
         }
     }
 

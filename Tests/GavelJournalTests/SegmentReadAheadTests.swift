@@ -33,7 +33,7 @@ private func batches(of reader: inout SegmentReader) -> ([SegmentBatch], Segment
 private func batches(of readAhead: SegmentReadAhead) -> ([SegmentBatch], SegmentProblem?) {
     var read: [SegmentBatch] = []
     do {
-        while let (batch, _) = try readAhead.next() { read.append(batch) }
+        while let (batch, _, _) = try readAhead.next() { read.append(batch) }
     } catch {
         return (read, error)
     }
@@ -50,9 +50,10 @@ private func batches(of readAhead: SegmentReadAhead) -> ([SegmentBatch], Segment
 
         let readAhead = SegmentReadAhead(try SegmentReader(bytes: bytes))
         var got: [SegmentBatch] = []
-        while let (batch, digests) = try readAhead.next() {
-            // A batch the applying thread decoded itself comes without its digests.
+        while let (batch, digests, listingHashes) = try readAhead.next() {
+            // A batch the applying thread decoded itself comes without its digests and listing hashes.
             #expect(digests.count == batch.records.count || digests.isEmpty)
+            #expect(listingHashes.count == digests.count)
             got.append(batch)
         }
         let reader = readAhead.finish()
@@ -86,7 +87,7 @@ private func batches(of readAhead: SegmentReadAhead) -> ([SegmentBatch], Segment
         let readAhead = SegmentReadAhead(try SegmentReader(bytes: bytes))
         var got: [SegmentBatch] = []
         do {
-            while let (batch, _) = try readAhead.next() { got.append(batch) }
+            while let (batch, _, _) = try readAhead.next() { got.append(batch) }
             Issue.record("the damaged frame was read")
         } catch {
             #expect(error.offset == found.offset && error.kind == found.kind && error.reason == found.reason)
@@ -133,9 +134,9 @@ private func batches(of readAhead: SegmentReadAhead) -> ([SegmentBatch], Segment
             if step == .beforeClaiming, !held.exchange(true, ordering: .relaxed) { release.wait() }
         }
         var got: [SegmentBatch] = []
-        while let (batch, digests) = try readAhead.next() {
-            // Decoded by the applying thread: the digests are left to the apply.
-            #expect(digests.isEmpty)
+        while let (batch, digests, listingHashes) = try readAhead.next() {
+            // Decoded by the applying thread: the digests and listing hashes are left to the apply.
+            #expect(digests.isEmpty && listingHashes.isEmpty)
             got.append(batch)
         }
         #expect(readAhead.decodes == SegmentReadAhead.Decodes(byReader: 0, byApplier: expected.count + 1))
