@@ -441,11 +441,13 @@ public enum Recovery {
                 // A plain replay finds each command's listing in `listings`, its slot and then the listing loaded
                 // into the cache a few commands ahead (the reading thread hashed the ids).
                 let prefetching = plain && !listingHashes.isEmpty
+                // The records are read in place (`batch.records[position]`), not copied into a local: a copy of a
+                // command (its strings, its enum's cases) and its destruction were a share of the applying thread.
                 for position in batch.records.indices {
-                    let record = batch.records[position]
+                    let lsn = batch.records[position].lsn
                     let digest = digests.isEmpty ? nil : digests[position]
-                    guard record.lsn > base else { continue }
-                    if let limit = options.toLSN, record.lsn > limit { break reading }
+                    guard lsn > base else { continue }
+                    if let limit = options.toLSN, lsn > limit { break reading }
                     if prefetching {
                         if position + 2 * listingLookahead < listingHashes.count {
                             listings.prefetchSlot(listingHashes[position + 2 * listingLookahead])
@@ -455,17 +457,17 @@ public enum Recovery {
                         }
                     }
                     if let observe = options.observe {
-                        observed(record, to: engine, observe)
+                        observed(batch.records[position], to: engine, observe)
                     } else if options.checkOutcomes {
-                        checked(record, to: engine, events: &events, report: &report, digest: digest)
+                        checked(batch.records[position], to: engine, events: &events, report: &report, digest: digest)
                     } else if prefetching, let digest {
-                        apply(record, to: engine, events: &events, digest: digest) { id in
+                        apply(batch.records[position], to: engine, events: &events, digest: digest) { id in
                             listings.handle(for: id, hash: listingHashes[position], in: engine)
                         }
                     } else {
-                        apply(record, to: engine, events: &events, digest: digest)
+                        apply(batch.records[position], to: engine, events: &events, digest: digest)
                     }
-                    report.lastLSN = record.lsn
+                    report.lastLSN = lsn
                     report.replayedRecords += 1
                 }
                 if let progress = options.progress, monotonicNanos() >= nextProgress {

@@ -225,13 +225,15 @@ public struct SegmentReader {
             let start = position
             do {
                 let (record, end) = try JournalRecord.decode(content, at: position)
+                // Matched before it is appended: `records.last` would be a copy of the record, and copying and
+                // destroying a command (its strings, its enum's cases) was a sizeable share of decoding a batch.
+                if case .trailer = record { trailerStart = start }
                 records.append(record)
                 position = end
             } catch {
                 throw SegmentProblem(
                     kind: .corrupt, offset: frameOffset, reason: "in the frame, \(error.description)")
             }
-            if case .trailer = records.last { trailerStart = start }
         }
         guard case .trailer(let first, let last, let count, let chain)? = records.last, trailerStart >= 0,
             position == content.count
@@ -245,13 +247,15 @@ public struct SegmentReader {
             throw SegmentProblem(
                 kind: .corrupt, offset: frameOffset, reason: "batch trailer does not match its records")
         }
-        for record in records {
-            guard record.lsn == nextLSN else {
+        // By index, not `for record in records`, which copies each record.
+        for index in records.indices {
+            let lsn = records[index].lsn
+            guard lsn == nextLSN else {
                 throw SegmentProblem(
                     kind: .corrupt, offset: frameOffset,
-                    reason: "lsn \(record.lsn) where \(nextLSN) was expected (a batch is missing or out of order)")
+                    reason: "lsn \(lsn) where \(nextLSN) was expected (a batch is missing or out of order)")
             }
-            if case .trailer = record {
+            if case .trailer = records[index] {
                 throw SegmentProblem(kind: .corrupt, offset: frameOffset, reason: "trailer inside a batch")
             }
             nextLSN += 1

@@ -173,25 +173,32 @@ final class SegmentReadAhead: @unchecked Sendable {
     private static func decode(_ reader: inout SegmentReader, digests: Bool) -> Item {
         Result { () throws(SegmentProblem) -> Batch? in
             try reader.next().map { batch in
-                digests ? (batch, Self.digests(of: batch), Self.listingHashes(of: batch)) : (batch, [], [])
+                guard digests else { return (batch, [], []) }
+                let (digests, listingHashes) = Self.digestsAndListingHashes(of: batch)
+                return (batch, digests, listingHashes)
             }
         }
     }
 
-    private static func digests(of batch: SegmentBatch) -> [CommandDigest?] {
-        batch.records.map { record in
-            guard case .command(_, _, _, let command, let outcome) = record, outcome ?? .applied == .applied else {
-                return nil
+    /// Each record's ``CommandDigest`` and listing hash, as ``Batch`` holds them: one pass over the records that
+    /// reads each in place (`switch` borrows what its cases bind, where a `map` over the records copied each one,
+    /// its command's strings and enum, and destroyed the copy again).
+    private static func digestsAndListingHashes(of batch: SegmentBatch) -> ([CommandDigest?], [UInt64]) {
+        var digests: [CommandDigest?] = []
+        var listingHashes: [UInt64] = []
+        digests.reserveCapacity(batch.records.count)
+        listingHashes.reserveCapacity(batch.records.count)
+        for index in batch.records.indices {
+            switch batch.records[index] {
+            case .command(_, _, _, let command, let outcome):
+                digests.append(outcome ?? .applied == .applied ? CommandDigest(command) : nil)
+                listingHashes.append(ListingHandle.hash(of: command.listing))
+            case .tick, .trailer:
+                digests.append(nil)
+                listingHashes.append(0)
             }
-            return CommandDigest(command)
         }
-    }
-
-    private static func listingHashes(of batch: SegmentBatch) -> [UInt64] {
-        batch.records.map { record in
-            guard case .command(_, _, _, let command, _) = record else { return 0 }
-            return ListingHandle.hash(of: command.listing)
-        }
+        return (digests, listingHashes)
     }
 
     /// The next batch, `nil` at the end of the segment, as ``SegmentReader/next()``; not to be called again after
