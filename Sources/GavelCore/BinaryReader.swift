@@ -64,13 +64,19 @@ public struct BinaryReader {
         let count = Int(try readUInt32())
         guard count <= end - offset else { throw fail("string length \(count) exceeds the data") }
         // Identifiers are ASCII: checking that and building the string from the bytes skips the generic validating
-        // initialiser (a metadata lookup per call); anything else takes the validating path.
+        // initialiser (a metadata lookup per call); anything else takes the validating path. One of at most 15
+        // bytes (every identifier in a journal of bids) is built as the inline value the standard library makes of
+        // it (``SmallASCII``), without `String(decoding:as:)` checking the bytes again and copying them.
         let start = offset
         let ascii: String? = bytes.withUnsafeBufferPointer { all in
             let utf8 = UnsafeBufferPointer(rebasing: all[start..<start + count])
             var high: UInt8 = 0
             for byte in utf8 { high |= byte }
-            return high < 0x80 ? String(decoding: utf8, as: UTF8.self) : nil
+            guard high < 0x80 else { return nil }
+            if count <= SmallASCII.capacity, SmallASCII.layoutHolds {
+                return SmallASCII.string(all.baseAddress! + start, count: count, readableBefore: start)
+            }
+            return String(decoding: utf8, as: UTF8.self)
         }
         guard let s = ascii ?? String(validating: bytes[offset..<offset + count], as: UTF8.self) else {
             throw fail("invalid UTF-8")

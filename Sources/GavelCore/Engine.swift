@@ -868,7 +868,10 @@ public struct CommandDigest: Sendable {
     /// listings keyed by id may use instead of hashing the id again.
     public let listingHash: UInt64
 
-    public init(_ command: Command) {
+    /// - Note: `command` is borrowed: the digest is computed where a command is held (a journal batch's records,
+    ///   a submission), and an owned argument was a copy of the command (its strings and its enum's cases) made and
+    ///   destroyed for each digest.
+    public init(_ command: borrowing Command) {
         identifiersValid = command.identifierProblem == nil
         let principal = command.principal
         requestHash = RequestHash.of(principal: principal, id: command.id)
