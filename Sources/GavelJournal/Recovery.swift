@@ -401,7 +401,8 @@ public enum Recovery {
             var validSize = reader.offset
             // The batches are decoded on a thread of their own, a few ahead of their apply here; `reader` keeps
             // what does not change as they are read (the header, the bytes).
-            let readAhead = SegmentReadAhead(reader)
+            // The records up to the snapshot's lsn are only read past: no digest is computed for them.
+            let readAhead = SegmentReadAhead(reader, appliedAfter: base)
             defer { readAhead.finish() }
             while true {
                 let next: SegmentReadAhead.Batch?

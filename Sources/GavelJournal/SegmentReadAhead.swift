@@ -103,11 +103,19 @@ final class SegmentReadAhead: @unchecked Sendable {
     private let applierDecoder = LZ4Frame.Decoder()
     private var finished = false
 
+    /// The last lsn whose record is only read past, not applied (a snapshot's, when recovery starts from one): its
+    /// command's digest and listing hash are not computed (`nil` and 0).
+    private let appliedAfter: UInt64
+
     /// Starts reading `reader`'s batches from where it stands, on a thread of its own if `readingThread`.
-    /// `observe`, for tests, is called by the reading thread at each ``ReaderStep`` (it may stall there).
+    /// The records up to lsn `appliedAfter` are only read past (checked, not applied): the reading thread computes
+    /// no digest for them. `observe`, for tests, is called by the reading thread at each ``ReaderStep`` (it may
+    /// stall there).
     init(
-        _ reader: SegmentReader, readingThread: Bool = severalCPUs, observe: (@Sendable (ReaderStep) -> Void)? = nil
+        _ reader: SegmentReader, appliedAfter: UInt64 = 0, readingThread: Bool = severalCPUs,
+        observe: (@Sendable (ReaderStep) -> Void)? = nil
     ) {
+        self.appliedAfter = appliedAfter
         shared = Mutex(Shared(position: Position(reader: reader)))
         guard readingThread else {
             done.signal()
@@ -157,7 +165,7 @@ final class SegmentReadAhead: @unchecked Sendable {
             case .decode(let from):
                 observe?(.claimed(batch: from.handedOver))
                 var reader = from.reader.using(decoder)
-                let item = Self.decode(&reader, digests: true)
+                let item = Self.decode(&reader, digestsAfter: appliedAfter)
                 let wake = shared.withLock { shared in
                     shared.decodes.byReader += 1
                     shared.handOver(item, after: from.handedOver, Position(reader: reader))
@@ -170,11 +178,13 @@ final class SegmentReadAhead: @unchecked Sendable {
         }
     }
 
-    private static func decode(_ reader: inout SegmentReader, digests: Bool) -> Item {
+    /// The next batch of `reader`, with the digests and listing hashes of the records after lsn `digestsAfter`
+    /// (none at all when it is `nil`).
+    private static func decode(_ reader: inout SegmentReader, digestsAfter: UInt64?) -> Item {
         Result { () throws(SegmentProblem) -> Batch? in
             try reader.next().map { batch in
-                guard digests else { return (batch, [], []) }
-                let (digests, listingHashes) = Self.digestsAndListingHashes(of: batch)
+                guard let digestsAfter else { return (batch, [], []) }
+                let (digests, listingHashes) = Self.digestsAndListingHashes(of: batch, after: digestsAfter)
                 return (batch, digests, listingHashes)
             }
         }
@@ -183,17 +193,19 @@ final class SegmentReadAhead: @unchecked Sendable {
     /// Each record's ``CommandDigest`` and listing hash, as ``Batch`` holds them: one pass over the records that
     /// reads each in place (`switch` borrows what its cases bind, where a `map` over the records copied each one,
     /// its command's strings and enum, and destroyed the copy again).
-    private static func digestsAndListingHashes(of batch: SegmentBatch) -> ([CommandDigest?], [UInt64]) {
+    static func digestsAndListingHashes(of batch: SegmentBatch, after lsn: UInt64) -> (
+        [CommandDigest?], [UInt64]
+    ) {
         var digests: [CommandDigest?] = []
         var listingHashes: [UInt64] = []
         digests.reserveCapacity(batch.records.count)
         listingHashes.reserveCapacity(batch.records.count)
         for index in batch.records.indices {
             switch batch.records[index] {
-            case .command(_, _, _, let command, let outcome):
+            case .command(let commandLSN, _, _, let command, let outcome) where commandLSN > lsn:
                 digests.append(outcome ?? .applied == .applied ? CommandDigest(command) : nil)
                 listingHashes.append(ListingHandle.hash(of: command.listing))
-            case .tick, .trailer:
+            case .command, .tick, .trailer:
                 digests.append(nil)
                 listingHashes.append(0)
             }
@@ -229,7 +241,7 @@ final class SegmentReadAhead: @unchecked Sendable {
                 // Nothing decoded and nothing being decoded: this thread decodes the next batch itself (its digests
                 // are left to the apply).
                 var reader = from.reader.using(applierDecoder)
-                let item = Self.decode(&reader, digests: false)
+                let item = Self.decode(&reader, digestsAfter: nil)
                 shared.withLock { shared in
                     shared.decodes.byApplier += 1
                     shared.handOver(item, after: from.handedOver, Position(reader: reader))

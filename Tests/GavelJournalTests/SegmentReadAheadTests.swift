@@ -65,6 +65,32 @@ private func batches(of readAhead: SegmentReadAhead) -> ([SegmentBatch], Segment
         #expect(readAhead.decodes.total == expected.count + 1)
     }
 
+    @Test func computesNoDigestForTheRecordsOnlyReadPast() throws {
+        let (temporary, bytes) = try segment("read-ahead-past", count: 600)
+        defer { temporary.remove() }
+        var reader = try SegmentReader(bytes: bytes)
+        var (before, after) = (0, 0)
+        while let batch = try reader.next() {
+            let (digests, listingHashes) = SegmentReadAhead.digestsAndListingHashes(of: batch, after: 300)
+            #expect(digests.count == batch.records.count && listingHashes.count == batch.records.count)
+            for (index, record) in batch.records.enumerated() {
+                guard case .command(let lsn, _, _, let command, let outcome) = record else {
+                    #expect(digests[index] == nil && listingHashes[index] == 0)
+                    continue
+                }
+                if lsn <= 300 {
+                    before += 1
+                    #expect(digests[index] == nil && listingHashes[index] == 0)
+                } else {
+                    after += 1
+                    #expect((digests[index] != nil) == (outcome ?? .applied == .applied))
+                    #expect(listingHashes[index] == ListingHandle.hash(of: command.listing))
+                }
+            }
+        }
+        #expect(before > 0 && after > 0)
+    }
+
     @Test func stopsWhenTheApplierStopsEarly() throws {
         let (temporary, bytes) = try segment("read-ahead-early", count: 600)
         defer { temporary.remove() }
