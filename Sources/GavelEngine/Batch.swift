@@ -162,17 +162,28 @@ public final class Batch: @unchecked Sendable {
         }
     }
 
-    /// Hands the batch's events to `body`, oldest last (so that `removeLast()` takes them in order, each moved out,
-    /// not copied), for the last reader of a batch during its release; the batch keeps the array's storage for its
-    /// next use and holds no event afterwards.
-    public func consumeEvents(_ body: (_ reversed: inout [Event]) -> Void) {
+    /// Hands `body` a function that moves the batch's event at an index out of the batch (each at most once), for
+    /// the last reader of a batch during its release: the events are moved, not copied (a copy retains and releases
+    /// every string an event holds). The batch keeps the array's storage for its next use and holds no event
+    /// afterwards. Each event taken leaves a placeholder that holds nothing to release; reversing the array so that
+    /// `removeLast()` could take them in order copied every event (the standard library's `reverse()` of an array of
+    /// non-trivial values swapped them through copies).
+    public func consumeEvents(_ body: (_ take: (Int) -> Event) -> Void) {
         var taken: [Event] = []
         swap(&taken, &events)
-        taken.reverse()
-        body(&taken)
+        taken.withUnsafeMutableBufferPointer { buffer in
+            body { index in
+                var event = Self.placeholder
+                swap(&buffer[index], &event)
+                return event
+            }
+        }
         taken.removeAll(keepingCapacity: true)
         swap(&taken, &events)
     }
+
+    /// What ``consumeEvents(_:)`` leaves where it took an event: no string with storage, nothing boxed.
+    private static let placeholder = Event(listing: "", seq: 0, at: 0, kind: .extended(closesAt: 0))
 
     /// Appends the entry of `submission`'s command, applied at `at` with `result` and the events from `eventsFrom`
     /// to the end of ``events``. The submission is moved into the entry, not copied: a copy retained it once more,

@@ -769,8 +769,8 @@ public final class FanOut: ReleaseObserver, @unchecked Sendable {
             } else {
                 // The fan-out is their last reader: moved out of the batch, not copied (a copy retained and
                 // released every string an event holds).
-                batch.consumeEvents { events in
-                    routeEntries(of: batch, ts: ts, state: &s) { _ in events.removeLast() }
+                batch.consumeEvents { take in
+                    routeEntries(of: batch, ts: ts, state: &s, event: take)
                 }
             }
         }

@@ -24,6 +24,35 @@ final class KeepingObserver: ReleaseObserver, ResultRecipient, Sendable {
 
 /// An observer that keeps batches decides when the writer may reuse them.
 @Suite struct KeptBatchTests {
+    @Test func consumedEventsAreTheBatchsEventsMovedOutAndTheBatchHoldsNoneAfter() throws {
+        let observer = KeepingObserver()
+        let writer = Writer(clock: ManualClock(0), observer: observer)
+        writer.startManual()
+        writer.submit(
+            Command(
+                id: "o", listing: "L", body: .open(seller: "s", terms: .english(.init(start: 10, closesAt: 10_000)))),
+            replyTo: nil)
+        for n in 0..<6 {
+            writer.submit(
+                Command(id: "b\(n)", listing: "L", body: .bid(bidder: "bidder-\(n % 2)", amount: Money(100 + n * 100))),
+                replyTo: nil)
+        }
+        writer.runUntilIdle()
+        let batches = observer.take()
+        let batch = try #require(batches.first)
+        let expected = batch.events
+        #expect(expected.count >= 7, "an open and six bids, some with an outbid notice")
+        // Taken in order, as the fan-out takes them: the same events, values and strings alike.
+        var seen: [Event] = []
+        batch.consumeEvents { take in
+            for index in expected.indices { seen.append(take(index)) }
+        }
+        #expect(seen == expected)
+        #expect(batch.events.isEmpty)
+        for kept in batches { kept.recycle() }
+        writer.finishManual()
+    }
+
     @Test func aKeptBatchIsNotReusedUntilItIsGivenBackAndThenIsReusedEmpty() {
         let observer = KeepingObserver()
         let writer = Writer(clock: ManualClock(0), observer: observer)
