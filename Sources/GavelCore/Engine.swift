@@ -864,8 +864,8 @@ public struct CommandDigest: Sendable {
     /// ``RequestHash/of(principal:)``, the key of the principal's chain of remembered requests.
     let principalHash: UInt64
     let fingerprint: UInt64
-    /// A hash of the command's listing id, the same for the same id on any thread of this process: what a table of
-    /// listings keyed by id may use instead of hashing the id again.
+    /// ``ListingHandle/hash(of:)`` of the command's listing id, the same for the same id on any thread of this
+    /// process: what a table of listings keyed by id may use instead of hashing the id again.
     public let listingHash: UInt64
 
     /// - Note: `command` is borrowed: the digest is computed where a command is held (a journal batch's records,
@@ -877,7 +877,7 @@ public struct CommandDigest: Sendable {
         requestHash = RequestHash.of(principal: principal, id: command.id)
         principalHash = RequestHash.of(principal: principal)
         fingerprint = command.fingerprint
-        listingHash = RequestHash.of(principal: command.listing)
+        listingHash = ListingHandle.hash(of: command.listing)
     }
 }
 

@@ -203,8 +203,10 @@ final class SegmentReadAhead: @unchecked Sendable {
         for index in batch.records.indices {
             switch batch.records[index] {
             case .command(let commandLSN, _, _, let command, let outcome) where commandLSN > lsn:
-                digests.append(outcome ?? .applied == .applied ? CommandDigest(command) : nil)
-                listingHashes.append(ListingHandle.hash(of: command.listing))
+                // A digest holds the listing's hash (the same function): the id is hashed once.
+                let digest = outcome ?? .applied == .applied ? CommandDigest(command) : nil
+                digests.append(digest)
+                listingHashes.append(digest?.listingHash ?? ListingHandle.hash(of: command.listing))
             case .command, .tick, .trailer:
                 digests.append(nil)
                 listingHashes.append(0)

@@ -119,7 +119,7 @@ final class CrashHarness {
         let killAfterAcks = rng.chance(10) ? 0 : rng.int(1...options.maxAcksBeforeKill)
         let killAfterMs = rng.chance(15) ? rng.int(0...20) : rng.int(0...options.maxRunMs)
 
-        FileManager.default.createFile(atPath: log, contents: nil)
+        #expect(FileManager.default.createFile(atPath: log, contents: nil), "cannot create \(log)")
         let process = Process()
         process.executableURL = binary
         process.arguments = ["simulate", "--data-dir", directory, "--fsync", "always"] + options.arguments
