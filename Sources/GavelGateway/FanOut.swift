@@ -192,138 +192,6 @@ struct UserFeedReply {
 /// routing lists are the routing loop's, checked by ``Confinement`` in debug builds; the loops and their
 /// subscriptions are touched on their loops; ``routeTask`` is written once, in `init`.
 public final class FanOut: ReleaseObserver, @unchecked Sendable {
-    /// The last frames of a listing's events (or a user's notices), for resuming with `since`: the frames back to
-    /// back in one ring of bytes, oldest first, and a ring of their lengths. Appending copies a frame's bytes after
-    /// the newest one, over the oldest ones' bytes once the ring is full: no object per frame (so no reference count,
-    /// uniqueness check or allocation per event) and no bytes ever moved to make room, only when the ring grows or
-    /// shrinks. One buffer per frame cost about a tenth of the server's CPU per bid once thousands of listings took
-    /// turns; an array compacted when its dropped bytes outweighed its kept ones read and wrote every kept byte again
-    /// every `limit` events, memory no cache still held.
-    struct History {
-        /// The ring of bytes; its count is its capacity. The oldest frame starts at ``head``; ``used`` bytes follow
-        /// it, wrapping at the end.
-        private(set) var ring: [UInt8] = []
-        private var head = 0
-        private var used = 0
-        /// The frames' lengths, a ring of up to `limit`, the oldest at ``start``.
-        private var lengths: [UInt32] = []
-        private var start = 0
-        /// The `seq` of the newest frame.
-        private(set) var lastSeq: UInt64 = 0
-
-        /// The smallest ring: a frame or two (a listing with one event keeps little more than its frame).
-        static let minimumCapacity = 256
-
-        var count: Int { lengths.count }
-
-        /// Keeps the text frame of `payload`, numbered `seq`, dropping the oldest frame once `limit` are kept.
-        mutating func appendText(_ payload: [UInt8], seq: UInt64, limit: Int) {
-            if seq != lastSeq + 1 {
-                self = History()
-            }
-            lastSeq = seq
-            guard limit > 0 else { return }
-            if lengths.count >= limit { dropOldest() }
-            let header = ServerFrame.headerLength(payload.count)
-            let frame = header + payload.count
-            // Half again what it must hold when it grows, or shrinks back to that once a quarter would do.
-            if used + frame > ring.count || (ring.count > Self.minimumCapacity && 4 * (used + frame) < ring.count) {
-                resize(to: Swift.max(Self.minimumCapacity, (used + frame) * 3 / 2))
-            }
-            let capacity = ring.count
-            var at = head + used
-            if at >= capacity { at -= capacity }
-            ring.withUnsafeMutableBytes { out in
-                withUnsafeTemporaryAllocation(byteCount: ServerFrame.maxHeaderLength, alignment: 1) { bytes in
-                    _ = ServerFrame.writeTextHeader(count: payload.count, to: bytes)
-                    at = Self.copy(UnsafeRawBufferPointer(rebasing: bytes[..<header]), into: out, at: at)
-                }
-                payload.withUnsafeBytes { _ = Self.copy($0, into: out, at: at) }
-            }
-            used += frame
-            if lengths.count < limit {
-                lengths.append(UInt32(frame))
-            } else {
-                lengths[start] = UInt32(frame)
-                start = start + 1 == lengths.count ? 0 : start + 1
-            }
-        }
-
-        /// Drops the oldest frame (the ring of lengths keeps its place for the next one).
-        private mutating func dropOldest() {
-            let length = Int(lengths[start])
-            head += length
-            if head >= ring.count { head -= ring.count }
-            used -= length
-        }
-
-        /// Copies `bytes` into the ring `out` from `at`, wrapping at its end; returns where the copy ended.
-        private static func copy(_ bytes: UnsafeRawBufferPointer, into out: UnsafeMutableRawBufferPointer, at: Int)
-            -> Int
-        {
-            let first = Swift.min(bytes.count, out.count - at)
-            if first > 0 {
-                UnsafeMutableRawBufferPointer(rebasing: out[at..<(at + first)])
-                    .copyMemory(from: UnsafeRawBufferPointer(rebasing: bytes[..<first]))
-            }
-            guard first < bytes.count else { return at + first == out.count ? 0 : at + first }
-            let rest = bytes.count - first
-            UnsafeMutableRawBufferPointer(rebasing: out[..<rest])
-                .copyMemory(from: UnsafeRawBufferPointer(rebasing: bytes[first...]))
-            return rest
-        }
-
-        /// Hands `body` the `count` bytes of the ring from offset `from`, in order: one piece, or two where they wrap.
-        private func forEachPiece(from: Int, count: Int, _ body: (UnsafeRawBufferPointer) -> Void) {
-            ring.withUnsafeBytes { bytes in
-                let first = Swift.min(count, bytes.count - from)
-                body(UnsafeRawBufferPointer(rebasing: bytes[from..<(from + first)]))
-                if first < count { body(UnsafeRawBufferPointer(rebasing: bytes[..<(count - first)])) }
-            }
-        }
-
-        /// Moves the kept bytes, oldest first, to the start of a ring of `capacity` bytes (at least ``used``).
-        private mutating func resize(to capacity: Int) {
-            let new = [UInt8](unsafeUninitializedCapacity: capacity) { out, initialized in
-                let raw = UnsafeMutableRawBufferPointer(out)
-                var at = 0
-                forEachPiece(from: head, count: used) { at = Self.copy($0, into: raw, at: at) }
-                // The rest zeroed: every element of an array is initialized.
-                raw[used...].initializeMemory(as: UInt8.self, repeating: 0)
-                initialized = capacity
-            }
-            ring = new
-            head = 0
-        }
-
-        /// The frames after `since` (slices of one buffer), or `nil` when the history does not reach back that far.
-        func after(_ since: UInt64) -> [ByteBuffer]? {
-            guard since <= lastSeq else { return nil }
-            let wanted = Int(lastSeq - since)
-            guard wanted <= lengths.count else { return nil }
-            guard wanted > 0 else { return [] }
-            // The wanted frames are the newest `wanted`: their lengths, found walking back from the newest (the
-            // work is the frames sent, never the whole history).
-            let count = lengths.count
-            let newest = (start + count - 1) % count
-            var total = 0
-            for back in 0..<wanted { total += Int(lengths[(newest - back + count) % count]) }
-            var from = head + used - total
-            if from >= ring.count { from -= ring.count }
-            var all = ByteBufferAllocator().buffer(capacity: total)
-            forEachPiece(from: from, count: total) { all.writeBytes($0) }
-            var out: [ByteBuffer] = []
-            out.reserveCapacity(wanted)
-            var offset = 0
-            for forward in 0..<wanted {
-                let length = Int(lengths[(newest - (wanted - 1) + forward + count) % count])
-                out.append(all.getSlice(at: offset, length: length)!)
-                offset += length
-            }
-            return out
-        }
-    }
-
     /// What a change of a listing's view means for the listings index: whether the view appeared, and whether the
     /// listing was and is open.
     struct ViewChange {
@@ -338,7 +206,7 @@ public final class FanOut: ReleaseObserver, @unchecked Sendable {
         /// optional view (which copied it).
         var isOpen = false
         var seq: UInt64 = 0
-        var history = History()
+        var history = FrameHistory()
         /// Subscribers per event loop.
         var subscribers: [Int]
         /// The sum of ``subscribers``: an event of a listing nobody watches does not look into the array.
@@ -350,7 +218,7 @@ public final class FanOut: ReleaseObserver, @unchecked Sendable {
         /// for the listings index, and the subscribers per event loop when there are any, so the caller needs no
         /// second lookup. The view is changed in place, never copied (it holds strings: a copy before and after
         /// each event was a retain and a release of each).
-        mutating func record(_ event: Event, payload: [UInt8], historyLimit: Int) -> (
+        mutating func record(_ event: Event, payload: [UInt8], historyLimit: Int, ring: HistoryRing) -> (
             change: ViewChange, subscribers: [Int]?
         ) {
             let wasOpen = isOpen
@@ -363,7 +231,7 @@ public final class FanOut: ReleaseObserver, @unchecked Sendable {
                 appeared = true
             }
             seq = event.seq
-            history.appendText(payload, seq: event.seq, limit: historyLimit)
+            history.appendText(payload, seq: event.seq, limit: historyLimit, in: ring)
             return (
                 ViewChange(appeared: appeared, wasOpen: wasOpen, isOpen: isOpen),
                 subscribed > 0 ? subscribers : nil
@@ -375,7 +243,7 @@ public final class FanOut: ReleaseObserver, @unchecked Sendable {
     /// `subscribe_user` with `since`.
     struct UserFeed {
         var epoch: String
-        var history = History()
+        var history = FrameHistory()
         /// The user's sessions, in the order they registered: with the feed, so that a notice costs one lookup.
         var sessions: [WebSocketSession] = []
         /// Set while the user has no session: the feed's place in ``State/idleFeeds``.
@@ -384,12 +252,12 @@ public final class FanOut: ReleaseObserver, @unchecked Sendable {
         /// Numbers the notice of the event encoded in `event`, writes it into `scratch` and keeps its frame;
         /// returns its `user_seq` and the sessions to send it to. In place: reading the feed (or its sessions)
         /// through the dictionary copied the whole feed.
-        mutating func append(event: [UInt8], ts: Millis, scratch: inout [UInt8], limit: Int) -> (
+        mutating func append(event: [UInt8], ts: Millis, scratch: inout [UInt8], limit: Int, ring: HistoryRing) -> (
             userSeq: UInt64, sessions: [WebSocketSession]
         ) {
             let userSeq = history.lastSeq + 1
             MessageEncoder.notice(event: event, userSeq: userSeq, ts: ts, into: &scratch)
-            history.appendText(scratch, seq: userSeq, limit: limit)
+            history.appendText(scratch, seq: userSeq, limit: limit, in: ring)
             return (userSeq, sessions)
         }
     }
@@ -428,7 +296,7 @@ public final class FanOut: ReleaseObserver, @unchecked Sendable {
             entry.view = nil
             entry.isOpen = false
             entry.seq = 0
-            entry.history = History()
+            entry.history = FrameHistory()
             listings[id] = entry.isIdle ? nil : entry
             return entry.subscribers
         }
@@ -446,6 +314,10 @@ public final class FanOut: ReleaseObserver, @unchecked Sendable {
     private let state = Mutex(State())
     private let historyLimit: Int
     private let userHistoryLimit: Int
+    /// The listings' recent frames and the users' recent notices, each in one ring (``HistoryRing``): under
+    /// ``state``'s lock, like the histories that point into them.
+    private let eventHistory: HistoryRing
+    private let noticeHistory: HistoryRing
     /// The most feeds kept for users without a session: the oldest idle one is dropped past it.
     let maxIdleFeeds: Int
     let metrics: GatewayMetrics
@@ -475,12 +347,18 @@ public final class FanOut: ReleaseObserver, @unchecked Sendable {
     ///   - group: the event loops sessions run on.
     ///   - historyLimit: public events kept per listing for resuming with `since`.
     ///   - userHistoryLimit: private notices kept per user for `subscribe_user` with `since`.
+    ///   - historyBytes: the bytes all listings' kept events may take together.
+    ///   - userHistoryBytes: the bytes all users' kept notices may take together.
     ///   - maxIdleFeeds: the feeds kept for users whose sessions all ended.
     public init(
-        group: EventLoopGroup, historyLimit: Int, userHistoryLimit: Int = 256, maxIdleFeeds: Int = 1000,
+        group: EventLoopGroup, historyLimit: Int, userHistoryLimit: Int = 256,
+        historyBytes: Int = GatewayConfiguration().historyBytes,
+        userHistoryBytes: Int = GatewayConfiguration().userHistoryBytes, maxIdleFeeds: Int = 1000,
         metrics: GatewayMetrics
     ) {
         self.userHistoryLimit = userHistoryLimit
+        self.eventHistory = HistoryRing(capacity: historyBytes)
+        self.noticeHistory = HistoryRing(capacity: userHistoryBytes)
         self.maxIdleFeeds = maxIdleFeeds
         var loops: [LoopFanOut] = []
         var index: [ObjectIdentifier: Int] = [:]
@@ -593,7 +471,9 @@ public final class FanOut: ReleaseObserver, @unchecked Sendable {
                 s.subscriptionCount += 1
             }
             let reply: SubscribeReply
-            if let since, since <= entry.seq, let frames = since == entry.seq ? [] : entry.history.after(since) {
+            if let since, since <= entry.seq,
+                let frames = since == entry.seq ? [] : entry.history.after(since, in: eventHistory)
+            {
                 reply = .resumed(since: since, seq: entry.seq, frames: frames)
             } else {
                 reply = .snapshot(seq: entry.seq, view: entry.view)
@@ -677,7 +557,7 @@ public final class FanOut: ReleaseObserver, @unchecked Sendable {
             guard let feed = s.feeds[user] else { return UserFeedReply(epoch: "", seq: 0, frames: nil) }
             var frames: [ByteBuffer]?
             if let since, epoch == feed.epoch, since <= feed.history.lastSeq {
-                frames = since == feed.history.lastSeq ? [] : feed.history.after(since)
+                frames = since == feed.history.lastSeq ? [] : feed.history.after(since, in: noticeHistory)
             }
             return UserFeedReply(epoch: feed.epoch, seq: feed.history.lastSeq, frames: frames)
         }
@@ -821,7 +701,7 @@ public final class FanOut: ReleaseObserver, @unchecked Sendable {
         // Mutated in place: a copy of the entry would make the history's array shared, and every append would copy
         // the whole history (up to --history-events frames) once per event.
         let recorded = s.listings[event.listing, default: Entry(subscribers: Array(repeating: 0, count: loopCount))]
-            .record(event, payload: s.eventBytes, historyLimit: historyLimit)
+            .record(event, payload: s.eventBytes, historyLimit: historyLimit, ring: eventHistory)
         if let subscribers = recorded.subscribers {
             let frame = liveFrame(s.eventBytes)
             for (index, count) in subscribers.enumerated() where count > 0 {
@@ -847,7 +727,7 @@ public final class FanOut: ReleaseObserver, @unchecked Sendable {
         // A user without a feed has no session either.
         guard let index = s.feeds.index(forKey: user) else { return }
         let (userSeq, sessions) = s.feeds.values[index].append(
-            event: s.eventBytes, ts: ts, scratch: &s.noticeBytes, limit: max(1, userHistoryLimit))
+            event: s.eventBytes, ts: ts, scratch: &s.noticeBytes, limit: max(1, userHistoryLimit), ring: noticeHistory)
         guard !sessions.isEmpty else { return }
         let frame = liveFrame(s.noticeBytes)
         for session in sessions {

@@ -116,6 +116,9 @@ public struct GatewayConfiguration: Sendable {
     public var maxReadBytesPerSecond = 256 * 1024
     /// Public events kept per listing for `subscribe` with `since`.
     public var historyEvents = 256
+    /// The bytes all listings' kept events take together (one ring: the oldest frames, of any listing, make room
+    /// for the newest).
+    public var historyBytes = 64 << 20
     /// The most listings one `subscribe_feed` may name in `listings`.
     public var maxFeedListings = 1_000
     /// The most feed catch-ups from the journal at once.
@@ -125,6 +128,8 @@ public struct GatewayConfiguration: Sendable {
     public var feedStallTimeoutMs = 10_000
     /// Private notices kept per user for `subscribe_user` with `since`.
     public var userHistoryEvents = 256
+    /// The bytes all users' kept notices take together (one ring, as ``historyBytes``).
+    public var userHistoryBytes = 16 << 20
 
     /// TLS on the main port (`wss://`, `https://`); `nil`: plain.
     public var tls: TLSCertificates?

@@ -167,8 +167,22 @@ struct Serve: AsyncParsableCommand {
     @Option(
         name: .long,
         help:
+            "Bytes all listings' kept events take together: the oldest frames, of any listing, make room for the newest (a since further back gets a snapshot). Env GAVEL_HISTORY_BYTES; default 67108864 (64 MiB)."
+    )
+    var historyBytes: Int?
+
+    @Option(
+        name: .long,
+        help:
             "Private notices kept per user for subscribe_user with since. Env GAVEL_USER_HISTORY_EVENTS; default 256.")
     var userHistoryEvents: Int?
+
+    @Option(
+        name: .long,
+        help:
+            "Bytes all users' kept notices take together, as --history-bytes. Env GAVEL_USER_HISTORY_BYTES; default 16777216 (16 MiB)."
+    )
+    var userHistoryBytes: Int?
 
     @Option(
         name: .long,
@@ -461,6 +475,9 @@ struct Serve: AsyncParsableCommand {
         c.historyEvents = try Setting.value(historyEvents, "GAVEL_HISTORY_EVENTS", default: c.historyEvents)
         c.userHistoryEvents = try Setting.value(
             userHistoryEvents, "GAVEL_USER_HISTORY_EVENTS", default: c.userHistoryEvents)
+        c.historyBytes = try Setting.value(historyBytes, "GAVEL_HISTORY_BYTES", default: c.historyBytes)
+        c.userHistoryBytes = try Setting.value(
+            userHistoryBytes, "GAVEL_USER_HISTORY_BYTES", default: c.userHistoryBytes)
         c.maxFeedCatchups = try Setting.value(maxFeedCatchups, "GAVEL_MAX_FEED_CATCHUPS", default: c.maxFeedCatchups)
         c.maxFeedListings = try Setting.value(maxFeedListings, "GAVEL_MAX_FEED_LISTINGS", default: c.maxFeedListings)
         c.feedStallTimeoutMs = try Setting.value(
@@ -521,6 +538,11 @@ struct Serve: AsyncParsableCommand {
         }
         guard (1...100_000).contains(c.userHistoryEvents) else {
             throw ValidationError("--user-history-events must be 1 to 100000")
+        }
+        for (name, value) in [("--history-bytes", c.historyBytes), ("--user-history-bytes", c.userHistoryBytes)] {
+            guard (65_536...(1 << 36)).contains(value) else {
+                throw ValidationError("\(name) must be 65536 (64 KiB) to 68719476736 (64 GiB), not \(value)")
+            }
         }
         try edgeLimits.apply(to: &c)
         return c

@@ -6,9 +6,9 @@ import Testing
 
 @testable import GavelGateway
 
-/// The fan-out writes each live frame into a buffer it reuses in turn, and a history keeps its frames back to back in
-/// one array that drops the oldest bytes as it goes; a frame still on its way to a client, or handed to a resuming
-/// subscriber, must keep its bytes.
+/// The fan-out writes each live frame into a buffer it reuses in turn, and the histories keep their frames back to
+/// back in one ring whose oldest bytes make room for the newest; a frame still on its way to a client, or handed to a
+/// resuming subscriber, must keep its bytes, and a history gives exactly its newest frames or none.
 @Suite struct HistoryReuseTests {
     private func bid(_ k: Int) -> Command {
         Command(
@@ -72,40 +72,109 @@ import Testing
         #expect(placed.map { $0.json?["leader"] } == leaders)
     }
 
-    @Test(arguments: [1, 2, 5, 64])
-    func aHistoryGivesExactlyTheNewestFramesAndHoldsAtMostFourTimesTheirBytes(limit: Int) {
+    /// Histories sharing one ring, checked against a model that keeps every frame: what a history gives is exactly
+    /// the newest frames asked for, and it gives them whenever they are within its limit and the records written
+    /// since the oldest of them (of every history) take at most half the ring; past its limit, before its numbering
+    /// started again or beyond its newest frame, it gives nothing.
+    @Test(arguments: [1, 2, 5, 64, 10_000])
+    func historiesInOneRingGiveExactlyTheNewestFramesAsFarBackAsTheRingHoldsThem(limit: Int) {
         var generator = SystemRandomNumberGenerator()
-        var history = FanOut.History()
-        var kept: [[UInt8]] = []  // the model: the frames that must be kept, oldest first
-        var seq: UInt64 = 0
-        for step in 0..<2_000 {
-            if step == 1_000 {
-                // A gap in the numbering (a listing opened again after eviction) starts the history again.
-                seq += 5
-                kept = []
+        let ring = HistoryRing(capacity: 8_192)
+        let listings = 5
+        var histories = Array(repeating: FrameHistory(), count: listings)
+        // The model: per history, its frames since its numbering last started, each with the bytes of records
+        // written before it (of every history); and those bytes now.
+        var kept: [[(frame: [UInt8], start: Int)]] = Array(repeating: [], count: listings)
+        var seqs = [UInt64](repeating: 0, count: listings)
+        var written = 0
+        for step in 0..<4_000 {
+            let h = Int.random(in: 0..<listings, using: &generator)
+            if step % 997 == 996 {
+                // A gap in the numbering (a listing opened again after eviction) starts its history again.
+                seqs[h] += 5
+                kept[h] = []
             }
-            seq += 1
-            // Sizes on both sides of the 126-byte boundary where the frame header grows; small frames for a while,
-            // so that the ring shrinks as well as grows and wraps.
-            let largest = (600..<1_000).contains(step) ? 20 : 300
-            let payload = (0..<Int.random(in: 0...largest, using: &generator)).map {
+            seqs[h] += 1
+            // Sizes on both sides of the 126-byte boundary where the frame header grows.
+            let payload = (0..<Int.random(in: 0...300, using: &generator)).map {
                 UInt8(truncatingIfNeeded: $0 &+ step)
             }
-            history.appendText(payload, seq: seq, limit: limit)
+            histories[h].appendText(payload, seq: seqs[h], limit: limit, in: ring)
             var frame: [UInt8] = []
             ServerFrame.appendText(payload, to: &frame)
-            kept.append(frame)
-            if kept.count > limit { kept.removeFirst() }
-            #expect(history.count == kept.count && history.lastSeq == seq)
-            let liveBytes = kept.reduce(0) { $0 + $1.count }
-            #expect(
-                history.ring.count <= max(FanOut.History.minimumCapacity, 4 * liveBytes),
-                "step \(step): \(history.ring.count) bytes kept for \(liveBytes)")
-            let wanted = Int.random(in: 0...kept.count, using: &generator)
-            let frames = history.after(seq - UInt64(wanted))
-            #expect(frames?.map { Array($0.readableBytesView) } == Array(kept.suffix(wanted)), "step \(step)")
+            kept[h].append((frame, written))
+            written += HistoryRing.headerLength + frame.count
+            #expect(histories[h].lastSeq == seqs[h])
+
+            let asked = Int.random(in: 0..<listings, using: &generator)
+            let available = min(kept[asked].count, limit)
+            let wanted = Int.random(in: 0...available, using: &generator)
+            let frames = histories[asked].after(seqs[asked] - UInt64(wanted), in: ring)
+            let expected = kept[asked].suffix(wanted)
+            if let frames {
+                #expect(frames.map { Array($0.readableBytesView) } == expected.map(\.frame), "step \(step)")
+            } else {
+                let since = expected.first.map { written - $0.start } ?? 0
+                #expect(since > ring.capacity / 2, "step \(step): \(wanted) frames \(since) bytes back are held")
+            }
+            if UInt64(available) < seqs[asked] {
+                #expect(histories[asked].after(seqs[asked] - UInt64(available) - 1, in: ring) == nil)
+            }
+            #expect(histories[asked].after(seqs[asked] + 1, in: ring) == nil)
         }
-        #expect(history.after(seq - UInt64(kept.count) - 1) == nil)
-        #expect(history.after(seq + 1) == nil)
+    }
+
+    @Test func aFrameLargerThanAQuarterOfTheRingIsNotKeptAndItsHistoryStartsAgainAfterIt() {
+        let ring = HistoryRing(capacity: 4_096)
+        var history = FrameHistory()
+        history.appendText([UInt8](repeating: 65, count: 10), seq: 1, limit: 8, in: ring)
+        history.appendText([UInt8](repeating: 66, count: ring.largestFrame), seq: 2, limit: 8, in: ring)
+        #expect(history.count == 0 && history.lastSeq == 2)
+        #expect(history.after(1, in: ring) == nil, "the large frame is not there to give")
+        #expect(history.after(2, in: ring) == [])
+        history.appendText([UInt8](repeating: 67, count: 10), seq: 3, limit: 8, in: ring)
+        var frame: [UInt8] = []
+        ServerFrame.appendText([UInt8](repeating: 67, count: 10), to: &frame)
+        #expect(history.after(2, in: ring)?.map { Array($0.readableBytesView) } == [frame])
+    }
+
+    /// A listing's events overwritten by other listings' newer events (all listings' events share
+    /// `--history-bytes`) are not replayed: the resuming subscriber gets a snapshot, while a listing whose events are
+    /// still held resumes.
+    @Test func aSubscriberWhoseEventsTheRingNoLongerHoldsGetsASnapshotAndARecentOneResumes() throws {
+        let h = try SessionHarness(principal: Principal(name: "ann", role: .bidder)) { $0.historyBytes = 4_096 }
+        for listing in ["L", "M"] {
+            let open = Command(
+                id: "o\(listing)", listing: listing,
+                body: .open(seller: "sam", terms: .english(.init(start: 100, closesAt: 1_000_000_000))))
+            #expect(h.writer.submit(open, replyTo: nil) == nil)
+        }
+        h.settle()
+        #expect(h.writer.submit(bid(0), replyTo: nil) == nil)
+        h.settle()
+        guard case .resumed(_, 2, let one) = h.fanOut.subscribe(listing: "L", since: 1, loop: 0, renew: false) else {
+            Issue.record("L's one bid is held")
+            return
+        }
+        #expect(one.count == 1)
+        // Forty bids on M, about 7 KB of frames: more than the ring.
+        for k in 0..<40 {
+            let bid = Command(id: "m\(k)", listing: "M", body: .bid(bidder: "bob", amount: Money(1_000 * (k + 1))))
+            #expect(h.writer.submit(bid, replyTo: nil) == nil)
+        }
+        h.settle()
+        guard case .snapshot(let seq, _) = h.fanOut.subscribe(listing: "L", since: 1, loop: 0, renew: true) else {
+            Issue.record("L's bid was overwritten by M's: a snapshot, not a resume")
+            return
+        }
+        #expect(seq == 2)
+        guard case .resumed(_, 41, let last) = h.fanOut.subscribe(listing: "M", since: 38, loop: 0, renew: false)
+        else {
+            Issue.record("M's last three bids are held")
+            return
+        }
+        var bytes: [UInt8] = []
+        for frame in last { bytes.append(contentsOf: frame.readableBytesView) }
+        #expect(ServerFrameRead.parseAll(bytes).map { $0.json?["seq"] } == [.integer(39), .integer(40), .integer(41)])
     }
 }

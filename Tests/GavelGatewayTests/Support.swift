@@ -104,7 +104,10 @@ final class SessionHarness {
         configure(&configuration)
         let loop = EmbeddedEventLoop()
         channel = EmbeddedChannel(loop: loop)
-        fanOut = FanOut(group: loop, historyLimit: configuration.historyEvents, metrics: metrics)
+        fanOut = FanOut(
+            group: loop, historyLimit: configuration.historyEvents, userHistoryLimit: configuration.userHistoryEvents,
+            historyBytes: configuration.historyBytes, userHistoryBytes: configuration.userHistoryBytes,
+            metrics: metrics)
         writer = Writer(configuration: writerConfiguration, sink: sink, clock: clock, observer: fanOut)
         writer.startManual()
         try channel.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 1)).wait()
