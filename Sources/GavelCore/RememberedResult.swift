@@ -4,9 +4,9 @@
 /// One is kept per remembered request id (10^6 by default), so its layout is what the idempotency table costs: the
 /// id inline (``StoredID``: no heap allocation up to 23 bytes), the result as the numbers of an accepted command
 /// (``StoredResult``; a result with a message or a settlement is a shared box), the chain link and the principal as
-/// 32-bit slots, and of the key's hash the 32 bits the index uses. 88 bytes, where a `String` id, a
-/// ``CommandResult``, the whole hash, a 64-bit sequence and 64-bit links took 160, and a heap block for an id over
-/// 15 bytes.
+/// 32-bit slots, and of the key's hash the 32 bits the index uses. 72 bytes (the id in 24 and the result in 16,
+/// neither with a tag byte of its own), where a `String` id, a ``CommandResult``, the whole hash, a 64-bit sequence
+/// and 64-bit links took 160, and a heap block for an id over 15 bytes.
 struct RememberedResult {
     var fingerprint: UInt64
     var at: Millis
@@ -60,36 +60,43 @@ struct RememberedResult {
 
     /// What a free slot holds: no strings and no box, so forgetting a result releases its memory.
     static let free = RememberedResult(
-        id: StoredID.inline(0, 0, 0), hash: 0, fingerprint: 0,
+        id: StoredID.inline(0, 0, 0, 0, 0, .l0), hash: 0, fingerprint: 0,
         result: StoredResult.empty, at: 0)
 }
 
-/// A request id as a remembered result keeps it: up to ``inlineCapacity`` bytes in three words (the length in the
-/// last byte), a longer one as its `String`. A given id always takes the same form, so two are equal exactly when
-/// their forms are.
+/// A request id as a remembered result keeps it: up to ``inlineCapacity`` bytes in 24 (the length in the last byte),
+/// a longer one as its `String`. A given id always takes the same form, so two are equal exactly when their forms are.
+///
+/// The inline bytes are split into fields whose last, the length, is an enum of 24 cases: its unused bits tell the
+/// two cases apart, so the id takes 24 bytes, not 25 (a tag byte, and 7 of padding in a remembered result).
 enum StoredID: Equatable {
-    case inline(UInt64, UInt64, UInt64)
+    case inline(UInt64, UInt64, UInt32, UInt16, UInt8, InlineLength)
     case long(String)
 
     /// The longest id kept inline, in bytes.
     static let inlineCapacity = 23
 
+    /// The length of an inline id, 0 to 23.
+    enum InlineLength: UInt8 {
+        case l0, l1, l2, l3, l4, l5, l6, l7, l8, l9, l10, l11, l12, l13, l14, l15, l16, l17, l18, l19, l20, l21,
+            l22, l23
+    }
+
     init(_ id: String) {
         var id = id
-        let inline = id.withUTF8 { bytes -> (UInt64, UInt64, UInt64)? in
+        let inline = id.withUTF8 { bytes -> StoredID? in
             guard bytes.count <= Self.inlineCapacity else { return nil }
             var words: (UInt64, UInt64, UInt64) = (0, 0, 0)
-            withUnsafeMutableBytes(of: &words) { raw in
+            return withUnsafeMutableBytes(of: &words) { raw in
                 raw.copyMemory(from: UnsafeRawBufferPointer(bytes))
-                raw[Self.inlineCapacity] = UInt8(bytes.count)
+                return .inline(
+                    raw.loadUnaligned(as: UInt64.self), raw.loadUnaligned(fromByteOffset: 8, as: UInt64.self),
+                    raw.loadUnaligned(fromByteOffset: 16, as: UInt32.self),
+                    raw.loadUnaligned(fromByteOffset: 20, as: UInt16.self), raw[22],
+                    InlineLength(rawValue: UInt8(bytes.count))!)
             }
-            return words
         }
-        if let inline {
-            self = .inline(inline.0, inline.1, inline.2)
-        } else {
-            self = .long(id)
-        }
+        self = inline ?? .long(id)
     }
 
     /// The id.
@@ -97,37 +104,48 @@ enum StoredID: Equatable {
         switch self {
         case .long(let id):
             return id
-        case .inline(let a, let b, let c):
-            let words = (a, b, c)
-            return withUnsafeBytes(of: words) { raw in
-                String(decoding: raw[..<Int(raw[Self.inlineCapacity])], as: UTF8.self)
+        case .inline(let a, let b, let c, let d, let e, let length):
+            var words: (UInt64, UInt64, UInt64) = (0, 0, 0)
+            return withUnsafeMutableBytes(of: &words) { raw in
+                raw.storeBytes(of: a, as: UInt64.self)
+                raw.storeBytes(of: b, toByteOffset: 8, as: UInt64.self)
+                raw.storeBytes(of: c, toByteOffset: 16, as: UInt32.self)
+                raw.storeBytes(of: d, toByteOffset: 20, as: UInt16.self)
+                raw[22] = e
+                return String(decoding: raw[..<Int(length.rawValue)], as: UTF8.self)
             }
         }
     }
 }
 
 /// A remembered ``CommandResult``: an accepted result with no message and no settlement (every accepted bid and
-/// open; accepts and orders whose quantities fit 32 bits) in two words, any other in a box that equal results may
+/// open; accepts and orders whose quantities fit 32 bits) in 16 bytes, any other in a box that equal results may
 /// share.
 enum StoredResult: Sendable {
-    /// An accepted result. The first word: the price in bits 0-49 (every amount is at most 10^15 < 2^50) and which
-    /// numbers are present (``Bits``); the second: the quantity filled in its low 32 bits and the quantity left in
-    /// its high 32.
-    case accepted(UInt64, UInt64)
+    /// An accepted result: the price in bits 0-49 of the first word (every amount is at most 10^15 < 2^50), which
+    /// numbers are present (``Bits``) and the quantity left's top 8 bits in its bits 56-63; the quantity filled; the
+    /// quantity left's low 24 bits (16 and 8); and whether the bidder leads. The last field's unused bits tell the
+    /// two cases apart, so a result takes 16 bytes, not 17 (a tag byte, and 7 of padding in a remembered result).
+    case accepted(UInt64, UInt32, UInt16, UInt8, Leading)
     case other(ResultBox)
 
-    /// The flags of ``accepted(_:_:)``'s first word.
+    /// ``CommandResult/leading``.
+    enum Leading: UInt8 {
+        case absent, no, yes
+    }
+
+    /// The flags of ``accepted(_:_:_:_:_:)``'s first word.
     enum Bits {
         static let priceMask: UInt64 = (1 << 50) - 1
         static let price: UInt64 = 1 << 50
-        static let leadingFalse: UInt64 = 1 << 51
-        static let leadingTrue: UInt64 = 1 << 52
         static let filled: UInt64 = 1 << 53
         static let remaining: UInt64 = 1 << 54
+        /// Where the quantity left's top 8 bits are.
+        static let remainingHighShift: UInt64 = 56
     }
 
     /// What a free slot holds.
-    static let empty = StoredResult.accepted(0, 0)
+    static let empty = StoredResult.accepted(0, 0, 0, 0, .absent)
 
     init(_ result: CommandResult) {
         if let inline = Self.inline(result) {
@@ -137,30 +155,33 @@ enum StoredResult: Sendable {
         }
     }
 
-    /// `result` in two words, or `nil` when it needs a box.
+    /// `result` in 16 bytes, or `nil` when it needs a box.
     @inline(__always)
     static func inline(_ result: CommandResult) -> StoredResult? {
         guard result.error == nil, result.message.isEmpty, result.settlement == nil, result.settlementState == nil,
             result.minBid == nil, !result.duplicate, !result.requestIDConflict
         else { return nil }
         var flags: UInt64 = 0
-        var quantities: UInt64 = 0
+        var filled: UInt32 = 0
+        var remaining: UInt32 = 0
         if let price = result.price {
             guard price >= 0 && UInt64(price) <= Bits.priceMask else { return nil }
             flags |= UInt64(price) | Bits.price
         }
-        if let leading = result.leading { flags |= leading ? Bits.leadingTrue : Bits.leadingFalse }
-        if let filled = result.filled {
-            guard filled >= 0 && filled <= Int64(UInt32.max) else { return nil }
+        let leading: Leading = result.leading.map { $0 ? .yes : .no } ?? .absent
+        if let quantity = result.filled {
+            guard quantity >= 0 && quantity <= Int64(UInt32.max) else { return nil }
             flags |= Bits.filled
-            quantities |= UInt64(filled)
+            filled = UInt32(quantity)
         }
-        if let remaining = result.remaining {
-            guard remaining >= 0 && remaining <= Int64(UInt32.max) else { return nil }
+        if let quantity = result.remaining {
+            guard quantity >= 0 && quantity <= Int64(UInt32.max) else { return nil }
             flags |= Bits.remaining
-            quantities |= UInt64(remaining) << 32
+            remaining = UInt32(quantity)
         }
-        return .accepted(flags, quantities)
+        flags |= UInt64(remaining >> 24) << Bits.remainingHighShift
+        return .accepted(
+            flags, filled, UInt16(truncatingIfNeeded: remaining), UInt8(truncatingIfNeeded: remaining >> 16), leading)
     }
 
     /// The result.
@@ -168,21 +189,27 @@ enum StoredResult: Sendable {
         switch self {
         case .other(let box):
             return box.result
-        case .accepted(let flags, let quantities):
+        case .accepted(let flags, let filled, let remainingLow, let remainingMiddle, let leading):
             var result = CommandResult.accepted
             if flags & Bits.price != 0 { result.price = Money(flags & Bits.priceMask) }
-            if flags & Bits.leadingTrue != 0 { result.leading = true }
-            if flags & Bits.leadingFalse != 0 { result.leading = false }
-            if flags & Bits.filled != 0 { result.filled = Int64(quantities & 0xFFFF_FFFF) }
-            if flags & Bits.remaining != 0 { result.remaining = Int64(quantities >> 32) }
+            switch leading {
+            case .absent: break
+            case .no: result.leading = false
+            case .yes: result.leading = true
+            }
+            if flags & Bits.filled != 0 { result.filled = Int64(filled) }
+            if flags & Bits.remaining != 0 {
+                result.remaining =
+                    Int64(flags >> Bits.remainingHighShift) << 24 | Int64(remainingMiddle) << 16 | Int64(remainingLow)
+            }
             return result
         }
     }
 }
 
-/// A command's result as the idempotency table keeps it: the numbers of an accepted result in two words, any other
-/// in a box shared with equal results remembered close by (``StoredResult``), and whether it answers a duplicate.
-/// The writer's batch entries hold results this way: 24 bytes that copy without a call, where a ``CommandResult``
+/// A command's result as the idempotency table keeps it: the numbers of an accepted result in 16 bytes, any other in
+/// a box shared with equal results remembered close by (``StoredResult``), and whether it answers a duplicate.
+/// The writer's batch entries hold results this way: 17 bytes that copy without a call, where a ``CommandResult``
 /// (about 100 bytes, two strings) was copied three times with `memcpy` into each entry and its strings released
 /// when the batch was reset. ``result`` gives the ``CommandResult`` back, equal to the one the engine returned.
 public struct PackedResult: Sendable {

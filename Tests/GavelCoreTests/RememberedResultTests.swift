@@ -15,9 +15,10 @@ private func identifier(length: Int, _ rng: inout SplitMix64) -> String {
 private func edgyNumber(_ rng: inout SplitMix64) -> Int64? {
     let edges: [Int64?] = [
         nil, 0, 1, Limits.maxAmount, (1 << 50) - 1, 1 << 50, Int64(UInt32.max), Int64(UInt32.max) + 1, -1, Int64.min,
-        Int64.max,
+        Int64.max, 1 << 16, (1 << 24) - 1, 1 << 24,
     ]
-    let pick = Int(rng.next() % UInt64(edges.count + 1))
+    let pick = Int(rng.next() % UInt64(edges.count + 2))
+    if pick == edges.count { return Int64(rng.next() % (1 << 32)) }  // a quantity kept inline, any of its bits set
     return pick < edges.count ? edges[pick] : Int64(rng.next() % UInt64(Limits.maxAmount))
 }
 
