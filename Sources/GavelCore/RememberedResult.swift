@@ -2,7 +2,7 @@
 /// by its chain (``principalSlot``), once however many ids the principal has.
 ///
 /// One is kept per remembered request id (10^6 by default), so its layout is what the idempotency table costs: the
-/// id inline (``StoredID``: no heap allocation up to 23 bytes), the result as the numbers of an accepted command
+/// id inline (``StoredID``: no heap allocation up to 23 bytes, nor for a UUID), the result as the numbers of an accepted command
 /// (``StoredResult``; a result with a message or a settlement is a shared box), the chain link and the principal as
 /// 32-bit slots, and of the key's hash the 32 bits the index uses. 72 bytes (the id in 24 and the result in 16,
 /// neither with a tag byte of its own), where a `String` id, a ``CommandResult``, the whole hash, a 64-bit sequence
@@ -65,26 +65,30 @@ struct RememberedResult {
 }
 
 /// A request id as a remembered result keeps it: up to ``inlineCapacity`` bytes in 24 (the length in the last byte),
-/// a longer one as its `String`. A given id always takes the same form, so two are equal exactly when their forms are.
+/// a UUID in its canonical text form (36 characters, hex digits all lowercase or all uppercase) as its 16 bytes, any
+/// other id as its `String` (a heap block besides). A given id always takes the same form, so two are equal exactly
+/// when their forms are.
 ///
-/// The inline bytes are split into fields whose last, the length, is an enum of 24 cases: its unused bits tell the
-/// two cases apart, so the id takes 24 bytes, not 25 (a tag byte, and 7 of padding in a remembered result).
+/// The inline bytes are split into fields whose last, the form, is an enum of 26 cases: its unused bits tell the two
+/// cases apart, so the id takes 24 bytes, not 25 (a tag byte, and 7 of padding in a remembered result).
 enum StoredID: Equatable {
-    case inline(UInt64, UInt64, UInt32, UInt16, UInt8, InlineLength)
+    case inline(UInt64, UInt64, UInt32, UInt16, UInt8, InlineForm)
     case long(String)
 
-    /// The longest id kept inline, in bytes.
+    /// The longest id kept inline as its bytes.
     static let inlineCapacity = 23
 
-    /// The length of an inline id, 0 to 23.
-    enum InlineLength: UInt8 {
+    /// What the inline fields hold: an id of 0 to 23 bytes, or a UUID's 16 bytes and the case of its hex digits.
+    enum InlineForm: UInt8 {
         case l0, l1, l2, l3, l4, l5, l6, l7, l8, l9, l10, l11, l12, l13, l14, l15, l16, l17, l18, l19, l20, l21,
             l22, l23
+        case uuidLowercase, uuidUppercase
     }
 
     init(_ id: String) {
         var id = id
         let inline = id.withUTF8 { bytes -> StoredID? in
+            if bytes.count == 36, let uuid = Self.uuid(bytes) { return uuid }
             guard bytes.count <= Self.inlineCapacity else { return nil }
             var words: (UInt64, UInt64, UInt64) = (0, 0, 0)
             return withUnsafeMutableBytes(of: &words) { raw in
@@ -93,10 +97,41 @@ enum StoredID: Equatable {
                     raw.loadUnaligned(as: UInt64.self), raw.loadUnaligned(fromByteOffset: 8, as: UInt64.self),
                     raw.loadUnaligned(fromByteOffset: 16, as: UInt32.self),
                     raw.loadUnaligned(fromByteOffset: 20, as: UInt16.self), raw[22],
-                    InlineLength(rawValue: UInt8(bytes.count))!)
+                    InlineForm(rawValue: UInt8(bytes.count))!)
             }
         }
         self = inline ?? .long(id)
+    }
+
+    /// `bytes` as a UUID's 16 bytes when they are a UUID's canonical text (`8-4-4-4-12` hex digits, letters all of
+    /// one case; digits only count as lowercase); `nil` otherwise.
+    private static func uuid(_ bytes: UnsafeBufferPointer<UInt8>) -> StoredID? {
+        var high: UInt64 = 0
+        var low: UInt64 = 0
+        var lower = false
+        var upper = false
+        var digits = 0
+        for (at, byte) in bytes.enumerated() {
+            if at == 8 || at == 13 || at == 18 || at == 23 {
+                guard byte == UInt8(ascii: "-") else { return nil }
+                continue
+            }
+            let value: UInt8
+            switch byte {
+            case UInt8(ascii: "0")...UInt8(ascii: "9"): value = byte - UInt8(ascii: "0")
+            case UInt8(ascii: "a")...UInt8(ascii: "f"):
+                value = byte - UInt8(ascii: "a") + 10
+                lower = true
+            case UInt8(ascii: "A")...UInt8(ascii: "F"):
+                value = byte - UInt8(ascii: "A") + 10
+                upper = true
+            default: return nil
+            }
+            if digits < 16 { high = high << 4 | UInt64(value) } else { low = low << 4 | UInt64(value) }
+            digits += 1
+        }
+        guard digits == 32, !(lower && upper) else { return nil }
+        return .inline(high, low, 0, 0, 0, upper ? .uuidUppercase : .uuidLowercase)
     }
 
     /// The id.
@@ -104,7 +139,23 @@ enum StoredID: Equatable {
         switch self {
         case .long(let id):
             return id
-        case .inline(let a, let b, let c, let d, let e, let length):
+        case .inline(let high, let low, _, _, _, let form) where form == .uuidLowercase || form == .uuidUppercase:
+            let letters = UInt8(ascii: form == .uuidUppercase ? "A" : "a")
+            return String(unsafeUninitializedCapacity: 36) { out in
+                var digit = 0
+                for at in 0..<36 {
+                    if at == 8 || at == 13 || at == 18 || at == 23 {
+                        out[at] = UInt8(ascii: "-")
+                        continue
+                    }
+                    let word = digit < 16 ? high : low
+                    let value = UInt8(truncatingIfNeeded: word >> UInt64(4 * (15 - digit % 16))) & 0xF
+                    out[at] = value < 10 ? UInt8(ascii: "0") + value : letters + value - 10
+                    digit += 1
+                }
+                return 36
+            }
+        case .inline(let a, let b, let c, let d, let e, let form):
             var words: (UInt64, UInt64, UInt64) = (0, 0, 0)
             return withUnsafeMutableBytes(of: &words) { raw in
                 raw.storeBytes(of: a, as: UInt64.self)
@@ -112,7 +163,7 @@ enum StoredID: Equatable {
                 raw.storeBytes(of: c, toByteOffset: 16, as: UInt32.self)
                 raw.storeBytes(of: d, toByteOffset: 20, as: UInt16.self)
                 raw[22] = e
-                return String(decoding: raw[..<Int(length.rawValue)], as: UTF8.self)
+                return String(decoding: raw[..<Int(form.rawValue)], as: UTF8.self)
             }
         }
     }

@@ -11,6 +11,13 @@ private func identifier(length: Int, _ rng: inout SplitMix64) -> String {
     String((0..<length).map { _ in identifierCharacters[Int(rng.next() % UInt64(identifierCharacters.count))] })
 }
 
+/// A random UUID in its canonical text form, lowercase.
+private func randomUUID(_ rng: inout SplitMix64) -> String {
+    let hex = Array("0123456789abcdef")
+    let digits = (0..<32).map { _ in hex[Int(rng.next() % 16)] }
+    return [0..<8, 8..<12, 12..<16, 16..<20, 20..<32].map { String(digits[$0]) }.joined(separator: "-")
+}
+
 /// A number the results carry, often at an edge of what ``StoredResult`` keeps inline.
 private func edgyNumber(_ rng: inout SplitMix64) -> Int64? {
     let edges: [Int64?] = [
@@ -40,16 +47,24 @@ private func randomResult(_ rng: inout SplitMix64) -> CommandResult {
     @Test func aStoredIDGivesBackItsIdAndEqualsAnotherExactlyWhenTheIdsAreEqual() async {
         await propertyCheck(count: 300, input: Gen.int(in: 0...Int(Int32.max))) { seed in
             var rng = SplitMix64(seed: UInt64(seed))
-            // Lengths around the inline capacity, and up to the longest identifier.
+            // Lengths around the inline capacity, and up to the longest identifier; UUIDs in lowercase, in uppercase
+            // (kept as 16 bytes), and in mixed case or with a character out of place (kept as strings).
             let lengths = [1, 15, 16, 22, 23, 24, 36, Limits.maxIdentifierLength, Int(1 + rng.next() % 64)]
-            let ids = lengths.map { identifier(length: $0, &rng) }
+            let uuid = randomUUID(&rng)
+            var misplaced = Array(uuid.utf8)
+            misplaced[Int(rng.next() % 36)] = UInt8(ascii: "g")
+            let mixed = String(uuid.prefix(18)) + uuid.dropFirst(18).uppercased()
+            let ids =
+                lengths.map { identifier(length: $0, &rng) }
+                + [uuid, uuid.uppercased(), mixed, String(decoding: misplaced, as: UTF8.self)]
             for (n, id) in ids.enumerated() {
                 let stored = StoredID(id)
                 #expect(stored.string == id)
+                let canonicalUUID = id == uuid || id == uuid.uppercased() || (id == mixed && mixed == uuid)
                 if case .inline = stored {
-                    #expect(id.utf8.count <= StoredID.inlineCapacity, "\(id) inline")
+                    #expect(id.utf8.count <= StoredID.inlineCapacity || canonicalUUID, "\(id) inline")
                 } else {
-                    #expect(id.utf8.count > StoredID.inlineCapacity, "\(id) kept as a string")
+                    #expect(id.utf8.count > StoredID.inlineCapacity && !canonicalUUID, "\(id) kept as a string")
                 }
                 for other in ids[..<n] { #expect((StoredID(other) == stored) == (other == id), "\(other) vs \(id)") }
                 // Same length, one character changed (the first, the last): not equal.

@@ -64,6 +64,14 @@ enum MemoryPlan {
     static let restingOrders = 100_000
     /// A request id like the ones clients send: 20 characters, under principals of 12.
     static func requestID(_ n: Int) -> String { "req-\(String(n, radix: 10).leftPadded(to: 16))" }
+    /// A request id as many clients make them: a random UUID in its canonical text form (36 characters).
+    static func uuid(_ n: Int) -> String {
+        let high = UInt64(truncatingIfNeeded: n) &* 0x9E37_79B9_7F4A_7C15
+        let low = (UInt64(truncatingIfNeeded: n) ^ 0xD1B5_4A32_D192_ED03) &* 0xBF58_476D_1CE4_E5B9
+        let hex = String(high, radix: 16).leftPadded(to: 16) + String(low, radix: 16).leftPadded(to: 16)
+        let digits = Array(hex)
+        return [0..<8, 8..<12, 12..<16, 16..<20, 20..<32].map { String(digits[$0]) }.joined(separator: "-")
+    }
     static func principal(_ n: Int) -> String { "user-\(String(n % 10_000, radix: 10).leftPadded(to: 7))" }
 }
 
@@ -73,10 +81,11 @@ extension String {
     }
 }
 
-/// Resident bytes per remembered request id: rejected `cancel_listing`s (unknown listing), each remembered.
-private func bytesPerRequestID() -> Int {
+/// Resident bytes per remembered request id: rejected `cancel_listing`s (unknown listing), each remembered, their ids
+/// made by `id`.
+private func bytesPerRequestID(_ id: (Int) -> String = MemoryPlan.requestID) -> Int {
     let commands = (0..<MemoryPlan.requestIDs).map { n in
-        Command(id: MemoryPlan.requestID(n), listing: "none", body: .cancelListing(seller: MemoryPlan.principal(n)))
+        Command(id: id(n), listing: "none", body: .cancelListing(seller: MemoryPlan.principal(n)))
     }
     var configuration = EngineConfiguration()
     configuration.maxRequestIDsPerPrincipal = MemoryPlan.requestIDs
@@ -101,6 +110,10 @@ func memoryBenchmarks() {
 
     Benchmark("memory: bytes per remembered request id, 1,000,000 ids", configuration: once(perID)) { benchmark in
         benchmark.measurement(perID, bytesPerRequestID())
+    }
+
+    Benchmark("memory: bytes per remembered UUID request id, 1,000,000 ids", configuration: once(perID)) { benchmark in
+        benchmark.measurement(perID, bytesPerRequestID(MemoryPlan.uuid))
     }
 
     Benchmark("memory: bytes per open english listing with 10 bids, 100,000 listings", configuration: once(perListing))
