@@ -83,8 +83,11 @@ extension String {
 
 /// Resident bytes per remembered request id: rejected `cancel_listing`s (unknown listing), each remembered, their ids
 /// made by `id`.
-private func bytesPerRequestID(_ id: (Int) -> String = MemoryPlan.requestID) -> Int {
-    let commands = (0..<MemoryPlan.requestIDs).map { n in
+/// made by `id`. Each command is made just before it is applied and dropped after, so that what the engine keeps of
+/// its strings is counted (a `String` over 15 bytes is a heap block, which a table keeping the id as a `String`
+/// keeps alive).
+private func bytesPerRequestID(_ id: @escaping (Int) -> String = MemoryPlan.requestID) -> Int {
+    let commands = (0..<MemoryPlan.requestIDs).lazy.map { n in
         Command(id: id(n), listing: "none", body: .cancelListing(seller: MemoryPlan.principal(n)))
     }
     var configuration = EngineConfiguration()
