@@ -2,11 +2,11 @@
 /// by its chain (``principalSlot``), once however many ids the principal has.
 ///
 /// One is kept per remembered request id (10^6 by default), so its layout is what the idempotency table costs: the
-/// id inline (``StoredID``: no heap allocation up to 23 bytes, nor for a UUID), the result as the numbers of an accepted command
-/// (``StoredResult``; a result with a message or a settlement is a shared box), the chain link and the principal as
-/// 32-bit slots, and of the key's hash the 32 bits the index uses. 72 bytes (the id in 24 and the result in 16,
-/// neither with a tag byte of its own), where a `String` id, a ``CommandResult``, the whole hash, a 64-bit sequence
-/// and 64-bit links took 160, and a heap block for an id over 15 bytes.
+/// id inline (``StoredID``: no heap allocation up to 23 bytes, nor for a UUID), the result as the numbers of an
+/// accepted command (``StoredResult``; a result with a message or a settlement is a shared box), the chain link and
+/// the principal as 32-bit slots, and of the key's hash the 32 bits the index uses. 72 bytes (the id in 24 and the
+/// result in 16, neither with a tag byte of its own), where a `String` id, a ``CommandResult``, the whole hash, a
+/// 64-bit sequence and 64-bit links took 160, and a heap block for an id over 15 bytes.
 struct RememberedResult {
     var fingerprint: UInt64
     var at: Millis

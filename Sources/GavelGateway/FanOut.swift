@@ -698,8 +698,8 @@ public final class FanOut: ReleaseObserver, @unchecked Sendable {
         guard !event.kind.isPrivate else { return }
         MessageEncoder.event(event, ts: ts, into: &s.eventBytes)
         let loopCount = loops.count
-        // Mutated in place: a copy of the entry would make the history's array shared, and every append would copy
-        // the whole history (up to --history-events frames) once per event.
+        // Mutated in place: a copy of the entry would retain its view's strings and its subscriber counts, and make
+        // the counts' array shared, so that the next change to them copied it.
         let recorded = s.listings[event.listing, default: Entry(subscribers: Array(repeating: 0, count: loopCount))]
             .record(event, payload: s.eventBytes, historyLimit: historyLimit, ring: eventHistory)
         if let subscribers = recorded.subscribers {
@@ -721,8 +721,8 @@ public final class FanOut: ReleaseObserver, @unchecked Sendable {
         return liveFrames[slot]
     }
 
-    /// Appends the notice of the event encoded in `s.eventBytes` to `user`'s feed (in place: the feed's history is
-    /// not copied) and hands it to each of the user's sessions.
+    /// Appends the notice of the event encoded in `s.eventBytes` to `user`'s feed (in place: the feed is not
+    /// copied) and hands it to each of the user's sessions.
     private func notify(_ user: String, ts: Millis, state s: inout State) {
         // A user without a feed has no session either.
         guard let index = s.feeds.index(forKey: user) else { return }
