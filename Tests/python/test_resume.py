@@ -114,3 +114,29 @@ def test_subscribe_user_numbers_private_notices_and_resumes_the_missed_ones_afte
         anonymous.send({"type": "subscribe_user", "id": "f4"})
         refused = anonymous.expect(lambda m: m.get("id") == "f4")
         assert refused["ok"] is False and refused["error"] == "not_authorized"
+
+
+def test_resume_whose_events_newer_ones_of_other_listings_overwrote_gives_a_snapshot_and_recent_ones_resume(
+    start_server,
+):
+    # All listings' kept events share --history-bytes (here 64 KiB, about 360 bid_placed frames): 600 bids on M push
+    # L's one bid out, though L's own history holds far fewer than --history-events.
+    srv = start_server(
+        "--history-bytes", "65536", "--principal-rate", "100000", "--principal-rate-burst", "100000",
+        "--rate", "100000", "--rate-burst", "100000")
+    quiet, busy = unique(), unique()
+    with srv.user("sam", "seller") as sam, srv.user("ann") as ann:
+        for listing in (quiet, busy):
+            assert open_english(sam, listing, start=100, increments=[[0, 1]])["ok"]
+        bid_n(ann, quiet, [200])
+        with srv.connect() as watcher:
+            reply = watcher.subscribe(quiet, since=1)
+            assert reply["recovered"] is True and watcher.event(quiet)["seq"] == 2
+        bid_n(ann, busy, range(200, 800))  # seq 2..601
+        with srv.connect() as watcher:
+            reply = watcher.subscribe(quiet, since=1)
+            assert reply["type"] == "snapshot" and reply["recovered"] is False
+            assert reply["seq"] == 2 and reply["state"]["bids"] == 1
+            reply = watcher.subscribe(busy, since=598)
+            assert reply["recovered"] is True and reply["seq"] == 601
+            assert [watcher.event(busy)["seq"] for _ in range(3)] == [599, 600, 601]
