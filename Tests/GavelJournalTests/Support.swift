@@ -36,7 +36,7 @@ struct TemporaryDirectory {
         var template = Array("/tmp/gavel-journal-tests-\(label)-XXXXXX".utf8CString)
         let made = template.withUnsafeMutableBufferPointer { mkdtemp($0.baseAddress!) }
         guard made != nil else { throw POSIXError(.init(rawValue: errno) ?? .EIO) }
-        path = String(cString: template)
+        path = String(decoding: template.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
     }
 
     func sub(_ name: String) -> String { path + "/" + name }
