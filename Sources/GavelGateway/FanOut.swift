@@ -347,18 +347,16 @@ public final class FanOut: ReleaseObserver, @unchecked Sendable {
     ///   - group: the event loops sessions run on.
     ///   - historyLimit: public events kept per listing for resuming with `since`.
     ///   - userHistoryLimit: private notices kept per user for `subscribe_user` with `since`.
-    ///   - historyBytes: the bytes all listings' kept events may take together.
-    ///   - userHistoryBytes: the bytes all users' kept notices may take together.
+    ///   - histories: the rings all listings' kept events and all users' kept notices share (`--history-bytes`,
+    ///     `--user-history-bytes`).
     ///   - maxIdleFeeds: the feeds kept for users whose sessions all ended.
     public init(
-        group: EventLoopGroup, historyLimit: Int, userHistoryLimit: Int = 256,
-        historyBytes: Int = GatewayConfiguration().historyBytes,
-        userHistoryBytes: Int = GatewayConfiguration().userHistoryBytes, maxIdleFeeds: Int = 1000,
-        metrics: GatewayMetrics
+        group: EventLoopGroup, historyLimit: Int, userHistoryLimit: Int = 256, histories: HistoryRings = HistoryRings(),
+        maxIdleFeeds: Int = 1000, metrics: GatewayMetrics
     ) {
         self.userHistoryLimit = userHistoryLimit
-        self.eventHistory = HistoryRing(capacity: historyBytes)
-        self.noticeHistory = HistoryRing(capacity: userHistoryBytes)
+        self.eventHistory = histories.events
+        self.noticeHistory = histories.notices
         self.maxIdleFeeds = maxIdleFeeds
         var loops: [LoopFanOut] = []
         var index: [ObjectIdentifier: Int] = [:]

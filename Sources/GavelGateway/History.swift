@@ -37,12 +37,14 @@ final class HistoryRing {
     /// `written`'s place in the ring.
     private var offset = 0
 
-    init(capacity: Int) {
+    /// Maps a ring of `capacity` bytes (at least ``minimumCapacity``); throws when the system refuses the mapping
+    /// (with overcommit disabled, a size beyond what it would commit), naming `setting`.
+    init(capacity: Int, setting: String) throws(HistoryRingError) {
         self.capacity = Swift.max(capacity, Self.minimumCapacity)
         let mapped = mmap(
             nil, self.capacity, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0)
         guard let mapped, mapped != MAP_FAILED else {
-            fatalError("out of memory: cannot map \(self.capacity) bytes for the events' history")
+            throw HistoryRingError(setting: setting, bytes: self.capacity, code: errno)
         }
         base = mapped
     }
@@ -89,6 +91,41 @@ final class HistoryRing {
         let previous = at.loadUnaligned(as: UInt64.self)
         let length = Int(at.loadUnaligned(fromByteOffset: 8, as: UInt32.self))
         return (previous, UnsafeRawBufferPointer(start: at + Self.headerLength, count: length))
+    }
+}
+
+/// The system refused to map a history ring.
+public struct HistoryRingError: Error, CustomStringConvertible {
+    let setting: String
+    let bytes: Int
+    let code: Int32
+
+    public var description: String {
+        let reason = String(cString: strerror(code))
+        return "cannot reserve \(bytes) bytes of memory for \(setting) (mmap: \(reason)); lower \(setting)"
+    }
+}
+
+/// The fan-out's two history rings: the listings' events and the users' notices.
+public struct HistoryRings {
+    let events: HistoryRing
+    let notices: HistoryRing
+
+    /// Rings of `historyBytes` and `userHistoryBytes` (`--history-bytes`, `--user-history-bytes`).
+    public init(historyBytes: Int, userHistoryBytes: Int) throws(HistoryRingError) {
+        events = try HistoryRing(capacity: historyBytes, setting: "--history-bytes")
+        notices = try HistoryRing(capacity: userHistoryBytes, setting: "--user-history-bytes")
+    }
+
+    /// Rings of the default sizes (``GatewayConfiguration``'s). Only for embedding and tests: a system that refuses
+    /// 80 MiB of address space it need not commit stops here.
+    public init() {
+        let defaults = GatewayConfiguration()
+        do {
+            try self.init(historyBytes: defaults.historyBytes, userHistoryBytes: defaults.userHistoryBytes)
+        } catch {
+            fatalError("\(error)")
+        }
     }
 }
 

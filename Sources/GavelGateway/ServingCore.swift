@@ -35,7 +35,8 @@ public struct ServingCore {
         metrics.attach(journal: journal.stats)
         let fanOut = FanOut(
             group: group, historyLimit: gateway.historyEvents, userHistoryLimit: gateway.userHistoryEvents,
-            historyBytes: gateway.historyBytes, userHistoryBytes: gateway.userHistoryBytes, metrics: metrics)
+            histories: try HistoryRings(historyBytes: gateway.historyBytes, userHistoryBytes: gateway.userHistoryBytes),
+            metrics: metrics)
         // The recovered state is all durable; read it before the writer starts.
         fanOut.load(PublicListingView.all(in: report.engine))
         fanOut.loadSettlements(report.engine.settlementsInCreationOrder, offers: report.engine.secondChanceOffers)

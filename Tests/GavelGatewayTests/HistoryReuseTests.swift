@@ -77,9 +77,9 @@ import Testing
     /// since the oldest of them (of every history) take at most half the ring; past its limit, before its numbering
     /// started again or beyond its newest frame, it gives nothing.
     @Test(arguments: [1, 2, 5, 64, 10_000])
-    func historiesInOneRingGiveExactlyTheNewestFramesAsFarBackAsTheRingHoldsThem(limit: Int) {
+    func historiesInOneRingGiveExactlyTheNewestFramesAsFarBackAsTheRingHoldsThem(limit: Int) throws {
         var generator = SystemRandomNumberGenerator()
-        let ring = HistoryRing(capacity: 8_192)
+        let ring = try HistoryRing(capacity: 8_192, setting: "--history-bytes")
         let listings = 5
         var histories = Array(repeating: FrameHistory(), count: listings)
         // The model: per history, its frames since its numbering last started, each with the bytes of records
@@ -124,8 +124,18 @@ import Testing
         }
     }
 
-    @Test func aFrameLargerThanAQuarterOfTheRingIsNotKeptAndItsHistoryStartsAgainAfterIt() {
-        let ring = HistoryRing(capacity: 4_096)
+    @Test func aRingTheSystemWillNotMapIsRefusedWithTheSettingToLower() {
+        // 2^62 bytes: more address space than any process has, so the mapping fails everywhere.
+        #expect {
+            _ = try HistoryRings(historyBytes: 64 << 10, userHistoryBytes: 1 << 62)
+        } throws: { error in
+            "\(error)".contains("cannot reserve 4611686018427387904 bytes")
+                && "\(error)".hasSuffix("lower --user-history-bytes")
+        }
+    }
+
+    @Test func aFrameLargerThanAQuarterOfTheRingIsNotKeptAndItsHistoryStartsAgainAfterIt() throws {
+        let ring = try HistoryRing(capacity: 4_096, setting: "--history-bytes")
         var history = FrameHistory()
         history.appendText([UInt8](repeating: 65, count: 10), seq: 1, limit: 8, in: ring)
         history.appendText([UInt8](repeating: 66, count: ring.largestFrame), seq: 2, limit: 8, in: ring)

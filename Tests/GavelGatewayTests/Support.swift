@@ -106,7 +106,8 @@ final class SessionHarness {
         channel = EmbeddedChannel(loop: loop)
         fanOut = FanOut(
             group: loop, historyLimit: configuration.historyEvents, userHistoryLimit: configuration.userHistoryEvents,
-            historyBytes: configuration.historyBytes, userHistoryBytes: configuration.userHistoryBytes,
+            histories: try HistoryRings(
+                historyBytes: configuration.historyBytes, userHistoryBytes: configuration.userHistoryBytes),
             metrics: metrics)
         writer = Writer(configuration: writerConfiguration, sink: sink, clock: clock, observer: fanOut)
         writer.startManual()
