@@ -328,15 +328,14 @@ public enum Recovery {
         // Recovery throws the events away (unless an observer reads them): the rules need not build them.
         engine.discardsEvents = options.observe == nil
         defer { engine.discardsEvents = false }
-        // A plain replay looks no id up (the journal says which were new; duplicates and conflicts changed nothing),
-        // so it keeps no idempotency index while it replays and builds it once at the end, from the ids still
-        // remembered: no insert or removal of a random slot per command. A record without an outcome (version 1)
-        // looks its id up, which builds the index there.
-        let buildsIndexAtEnd = options.observe == nil && !options.checkOutcomes
-        if buildsIndexAtEnd { engine.dropRequestIndex() }
-        // Handles on the listings commands apply to, for a plain replay (one without an observer or the outcomes'
-        // check): no lookup by id per command, and each listing prefetched `listingLookahead` commands ahead.
+        // A plain replay (one without an observer or the outcomes' check) looks no id up (the journal says which
+        // were new; duplicates and conflicts changed nothing), so it keeps no idempotency index while it replays and
+        // builds it once at the end, from the ids still remembered: no insert or removal of a random slot per
+        // command. A record without an outcome (version 1) looks its id up, which builds the index there.
         let plain = options.observe == nil && !options.checkOutcomes
+        if plain { engine.dropRequestIndex() }
+        // Handles on the listings commands apply to, for a plain replay: no lookup by id per command, and each
+        // listing prefetched `listingLookahead` commands ahead.
         var listings = ReplayListings()
         var index = first
         var nextProgress = monotonicNanos() + options.progressIntervalNanos
@@ -544,7 +543,7 @@ public enum Recovery {
             }
             report.truncation = (torn.file, torn.offset, torn.removesFile ? torn.reason : "torn tail: \(torn.reason)")
         }
-        if buildsIndexAtEnd && options.buildsRequestIndex { engine.rebuildRequestIndex() }
+        if plain && options.buildsRequestIndex { engine.rebuildRequestIndex() }
         return report
     }
 
