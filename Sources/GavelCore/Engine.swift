@@ -374,9 +374,12 @@ public final class Engine {
     }
 
     /// Applies a journaled `command` as ``apply(new:events:)`` does, with its `digest` computed earlier (recovery
-    /// computes it on the thread that decodes the journal).
-    public func apply(new command: Command, digest: CommandDigest, events: inout [Event]) -> CommandResult {
-        apply(command, digest: digest, listing: nil, lookUp: false, events: &events)
+    /// computes it on the thread that decodes the journal); `handle`, as in ``apply(_:listing:events:)``, spares the
+    /// lookup of its listing by id while it is current and the command's.
+    public func apply(
+        new command: Command, digest: CommandDigest, listing handle: ListingHandle? = nil, events: inout [Event]
+    ) -> CommandResult {
+        apply(command, digest: digest, listing: handle, lookUp: false, events: &events)
     }
 
     /// Applies `command` as ``apply(_:digest:listing:events:)`` does, and returns its result as the idempotency table
@@ -387,14 +390,6 @@ public final class Engine {
         let (result, stored) = apply(command, digest: digest, listing: handle, lookUp: true, events: &events)
         guard let stored else { return PackedResult(result) }
         return PackedResult(stored: stored, duplicate: result.duplicate)
-    }
-
-    /// Applies a journaled `command` as ``apply(new:digest:events:)`` does; `handle`, as in
-    /// ``apply(_:listing:events:)``, spares the lookup of its listing by id while it is current and the command's.
-    public func apply(
-        new command: Command, digest: CommandDigest, listing handle: ListingHandle?, events: inout [Event]
-    ) -> CommandResult {
-        apply(command, digest: digest, listing: handle, lookUp: false, events: &events)
     }
 
     @inline(__always)
