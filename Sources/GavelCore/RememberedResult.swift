@@ -103,6 +103,10 @@ enum StoredID: Equatable {
         self = inline ?? .long(id)
     }
 
+    /// Whether position `at` of a UUID's canonical text (`8-4-4-4-12`) holds a dash.
+    @inline(__always)
+    private static func isDash(_ at: Int) -> Bool { at == 8 || at == 13 || at == 18 || at == 23 }
+
     /// `bytes` as a UUID's 16 bytes when they are a UUID's canonical text (`8-4-4-4-12` hex digits, letters all of
     /// one case; digits only count as lowercase); `nil` otherwise.
     private static func uuid(_ bytes: UnsafeBufferPointer<UInt8>) -> StoredID? {
@@ -112,7 +116,7 @@ enum StoredID: Equatable {
         var upper = false
         var digits = 0
         for (at, byte) in bytes.enumerated() {
-            if at == 8 || at == 13 || at == 18 || at == 23 {
+            if Self.isDash(at) {
                 guard byte == UInt8(ascii: "-") else { return nil }
                 continue
             }
@@ -144,7 +148,7 @@ enum StoredID: Equatable {
             return String(unsafeUninitializedCapacity: 36) { out in
                 var digit = 0
                 for at in 0..<36 {
-                    if at == 8 || at == 13 || at == 18 || at == 23 {
+                    if Self.isDash(at) {
                         out[at] = UInt8(ascii: "-")
                         continue
                     }
