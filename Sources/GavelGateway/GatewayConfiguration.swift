@@ -56,6 +56,11 @@ public struct GatewayConfiguration: Sendable {
     /// again as keeping up below half of it): a sixteenth of ``maxOutboundBytes``, 256 KiB at the default, 64 KiB at
     /// least unless the cap is smaller.
     public var outboundSoftBytes: Int { min(maxOutboundBytes / 2, max(maxOutboundBytes / 16, 64 * 1024)) }
+    /// The kernel's send buffer for each client connection (`SO_SNDBUF`; Linux keeps twice this, and caps it at
+    /// `net.core.wmem_max` unless raised); 0 leaves the kernel's own sizing, which grows a connection's buffer up to
+    /// the third figure of `net.ipv4.tcp_wmem` (4 MiB by default). A set size bounds what the kernel holds for a
+    /// client that falls behind (beside ``maxOutboundBytes``, which the server holds) and makes it be seen sooner.
+    public var socketSendBufferBytes = 0
     /// Open connections on the main port; a WebSocket upgrade beyond this is refused with 503.
     public var maxConnections = 10_000
     /// Subscriptions one connection may hold at once.

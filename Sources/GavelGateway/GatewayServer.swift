@@ -48,19 +48,6 @@ final class SessionRegistry: Sendable {
     }
 }
 
-/// Sits next to the socket so that sessions can write complete, already-encoded WebSocket frames past the frame
-/// encoder the upgrade installs (which would frame them again). Everything else passes through.
-final class RawFrameWriter: ChannelOutboundHandler, RemovableChannelHandler {
-    typealias OutboundIn = ByteBuffer
-    typealias OutboundOut = ByteBuffer
-
-    private(set) var context: ChannelHandlerContext?
-
-    func handlerAdded(context: ChannelHandlerContext) { self.context = context }
-
-    func handlerRemoved(context: ChannelHandlerContext) { self.context = nil }
-}
-
 /// Remembers, for one connection (on its event loop), who its upgrade request was admitted as, or why it was
 /// refused, and whether it still counts as a handshake.
 final class AdmissionBox {
@@ -397,7 +384,7 @@ public final class GatewayServer: Sendable {
     }
 
     private func bootstrap() -> ServerBootstrap {
-        ServerBootstrap(group: group)
+        let bootstrap = ServerBootstrap(group: group)
             .serverChannelOption(.backlog, value: 1024)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             // Out of descriptors (EMFILE, ENFILE), accepting stops for a moment instead of failing in a loop.
@@ -410,6 +397,8 @@ public final class GatewayServer: Sendable {
             .childChannelInitializer { [self] channel in
                 channel.eventLoop.makeCompletedFuture { try self.initialize(channel) }
             }
+        guard configuration.socketSendBufferBytes > 0 else { return bootstrap }
+        return bootstrap.childChannelOption(.socketOption(.so_sndbuf), value: configuration.socketSendBufferBytes)
     }
 
     /// Thrown by the child channel initializer for a connection beyond `maxHandshakes` or
@@ -462,7 +451,7 @@ public final class GatewayServer: Sendable {
                     let box = admission.value
                     endHandshake(box)
                     let operations = channel.pipeline.syncOperations
-                    let raw = RawFrameWriter()
+                    let raw = RawFrameWriter(sendsToSocket: configuration.tls == nil)
                     // Next to the socket, or to TLS, so that raw frames are still encrypted.
                     if configuration.tls != nil {
                         let tls = try operations.handler(type: NIOSSLServerHandler.self)

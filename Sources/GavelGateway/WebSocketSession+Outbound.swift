@@ -29,6 +29,7 @@ extension WebSocketSession {
         guard machine.isOpen, let out = output.context else { return }
         if frame.readableBytes > Self.outboundKeptBytes {
             writeOutbound()
+            output.handingOver()
             out.write(NIOAny(frame), promise: nil)
         } else {
             _ = startOutbound()
@@ -75,9 +76,11 @@ extension WebSocketSession {
         }
         if !outboundHandedOver, outbound.readableBytes > 0 {
             outboundHandedOver = true
+            output.handingOver()
             out.write(NIOAny(outbound), promise: promise)
         } else if let promise {
             // Nothing new since the last hand-over: an empty write, whose promise completes after the writes before it.
+            output.handingOver()
             out.write(NIOAny(ByteBuffer()), promise: promise)
         }
     }
@@ -89,12 +92,19 @@ extension WebSocketSession {
         send(frame: frame)
     }
 
+    /// Sends what was written since the last flush: to the socket itself when the channel holds nothing of this
+    /// connection (``RawFrameWriter``), else (and whatever the socket did not take) through the channel.
     func flushIfNeeded() {
         guard needsFlush, let out = output.context else { return }
-        writeOutbound()
         needsFlush = false
         metrics.bytesOut.increment(by: unflushedBytes)
         unflushedBytes = 0
+        if !outboundHandedOver, output.sendDirectly(&outbound) {
+            // Sent: the next frame clears the buffer (or lets a large one go) as after a hand-over.
+            outboundHandedOver = true
+            return
+        }
+        writeOutbound(promise: output.drainPromise())
         out.flush()
     }
 
@@ -107,6 +117,7 @@ extension WebSocketSession {
         let channel = context.channel
         let promise = context.eventLoop.makePromise(of: Void.self)
         writeOutbound()
+        output.handingOver()
         out.writeAndFlush(NIOAny(frame), promise: promise)
         let timeout = context.eventLoop.scheduleTask(in: .seconds(2)) { channel.close(promise: nil) }
         promise.futureResult.whenComplete { _ in

@@ -61,8 +61,8 @@ final class WebSocketSession: ChannelInboundHandler, ResultRecipient, @unchecked
     /// however many results, events and notices went in (``send(frame:)``). Handed to the channel at the flush and
     /// rewritten in place afterwards once the socket has let go of it (``outboundHandedOver``).
     var outbound = ByteBuffer()
-    /// ``outbound`` was handed to the channel: the next frame clears it first (its storage again if the socket took
-    /// it all, a new one otherwise).
+    /// ``outbound`` was handed to the channel or sent to the socket: the next frame clears it first (its storage
+    /// again if the socket took it all, a new one otherwise).
     var outboundHandedOver = false
     /// Where results and the session's short messages are encoded before each is copied into its frame, reused from
     /// one to the next.

@@ -117,6 +117,13 @@ struct Serve: AsyncParsableCommand {
 
     @Option(
         name: .long,
+        help:
+            "The kernel's send buffer for each client connection, in bytes (SO_SNDBUF: Linux keeps twice this, capped at net.core.wmem_max); 0: the kernel sizes it (up to 4 MiB a connection by default). Env GAVEL_SOCKET_SEND_BUFFER; default 0."
+    )
+    var socketSendBuffer: Int?
+
+    @Option(
+        name: .long,
         help: "Open connections; an upgrade beyond this gets 503. Env GAVEL_MAX_CONNECTIONS; default 10000.")
     var maxConnections: Int?
 
@@ -515,6 +522,11 @@ struct Serve: AsyncParsableCommand {
             maxOutboundBytesTotal, "GAVEL_MAX_OUTBOUND_BYTES_TOTAL", default: c.maxOutboundBytesTotal)
         guard (c.maxOutboundBytes...1 << 40).contains(c.maxOutboundBytesTotal) else {
             throw ValidationError("--max-outbound-bytes-total must be --max-outbound-bytes to 1099511627776")
+        }
+        c.socketSendBufferBytes = try Setting.value(
+            socketSendBuffer, "GAVEL_SOCKET_SEND_BUFFER", default: c.socketSendBufferBytes)
+        guard c.socketSendBufferBytes == 0 || (1024...1 << 30).contains(c.socketSendBufferBytes) else {
+            throw ValidationError("--socket-send-buffer must be 0 (the kernel sizes it) or 1024 to 1073741824")
         }
         guard (1...10_000_000).contains(c.maxConnections) else {
             throw ValidationError("--max-connections must be 1 to 10000000")

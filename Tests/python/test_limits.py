@@ -1,6 +1,7 @@
 """Rate limits, slow consumers, shutdown and the admin endpoints."""
 
 import json
+import threading
 import time
 
 import websockets
@@ -73,6 +74,58 @@ def test_slow_consumer_is_closed_1013_while_other_subscribers_keep_receiving(sta
         with srv.connect() as back:  # the closed client resumes; its since is long out of the history
             reply = back.subscribe(listing, since=1)
             assert reply["recovered"] is False and reply["seq"] == bids + 2 and reply["state"]["bids"] == bids + 1
+
+
+def test_a_reader_that_falls_behind_and_catches_up_gets_every_event_once_and_in_order(start_server):
+    # Frames go to the socket itself while the server holds nothing of the connection, and through the server's own
+    # buffer once the socket's is full. This reader (a 4 KiB receive buffer, the server's send buffer for it set to
+    # 4 KiB) first reads nothing while hundreds of kilobytes of events pile up, then reads slowly while more arrive, so the server switches between the two ways
+    # many times; nothing is lost, repeated or reordered, and under a generous outbound limit it is not taken for a
+    # slow consumer.
+    srv = start_server("--max-outbound-bytes", str(64 << 20), "--socket-send-buffer", "4096", "--fsync", "none",
+                       *UNLIMITED_SERVICE_RATE)
+    listing = unique("hot") + "-" + "x" * 40
+    bidder = "b" * 60
+    total = 4000
+    with srv.user("market", "service") as market:
+        assert open_english(market, listing, seller="sam", increments=[[0, 1]])["ok"]
+        reader = RawWebSocket(srv.port, rcvbuf=4096, timeout=20)
+        seen, failures = [], []
+
+        def read_all(delay):
+            try:
+                while len(seen) < total:
+                    event = reader.recv_json()
+                    seen.append((event["type"], event["seq"], event["bids"]))
+                    if len(seen) % 25 == 0:
+                        time.sleep(delay)
+            except Exception as error:  # reported below, with what was read
+                failures.append(error)
+
+        try:
+            reader.recv_json()  # hello
+            reader.send_text(json.dumps({"type": "subscribe", "listing": listing}))
+            assert reader.recv_json()["type"] == "snapshot"
+            amount = 1000
+            slow = threading.Thread(target=read_all, args=(0.002,))
+            for batch in range(total // 250):
+                if batch == total // 500:  # half sent, none read: from now on it reads, slowly
+                    slow.start()
+                rids = []
+                for _ in range(250):
+                    amount += 1
+                    rids.append(f"f{amount}")
+                    market.send({"type": "bid", "id": rids[-1], "listing": listing, "bidder": bidder,
+                                 "amount": amount})
+                for rid in rids:
+                    assert market.result(rid)["ok"]
+            slow.join(60)
+            assert not slow.is_alive() and not failures, (failures, len(seen))
+            # The open was seq 1; bid k (from 1) is seq k + 1 and the listing's k-th bid.
+            assert seen == [("bid_placed", k + 1, k) for k in range(1, total + 1)]
+            assert srv.metric("gavel_slow_consumer_closes_total") == 0
+        finally:
+            reader.close()
 
 
 def test_stalled_readers_past_the_outbound_budget_are_closed_1013_naming_it(start_server):
