@@ -451,6 +451,10 @@ public final class GatewayServer: Sendable {
                     let box = admission.value
                     endHandshake(box)
                     let operations = channel.pipeline.syncOperations
+                    // The session reads the frames itself (`FrameReader`): the upgrade's decoder goes.
+                    try operations.removeHandler(
+                        context: operations.context(handlerType: ByteToMessageHandler<WebSocketFrameDecoder>.self),
+                        promise: nil)
                     let raw = RawFrameWriter(sendsToSocket: configuration.tls == nil)
                     // Next to the socket, or to TLS, so that raw frames are still encrypted.
                     if configuration.tls != nil {

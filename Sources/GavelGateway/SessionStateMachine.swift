@@ -79,14 +79,19 @@ struct SessionStateMachine {
         "more than \(rate.perSecond) frames per second (burst \(rate.burst))"
     }
 
-    /// `now`: ``monotonicNanos()``, for the frame budget.
+    /// A frame built with NIO's type (tests).
     mutating func frameReceived(_ frame: WebSocketFrame, now: UInt64 = 0) -> FrameAction {
+        frameReceived(InboundFrame(frame), now: now)
+    }
+
+    /// `now`: ``monotonicNanos()``, for the frame budget.
+    mutating func frameReceived(_ frame: InboundFrame, now: UInt64 = 0) -> FrameAction {
         awaitingPong = false
         guard phase == .open else { return .ignore }
         if let rate = frameRate, frames?.take(now: now) == false {
             return fail(.policyViolation, Self.frameRateReason(rate))
         }
-        guard frame.maskKey != nil else { return fail(.protocolError, "client frames must be masked") }
+        guard frame.mask != nil else { return fail(.protocolError, "client frames must be masked") }
         guard !frame.rsv1 && !frame.rsv2 && !frame.rsv3 else {
             return fail(.protocolError, "reserved bits set without an extension")
         }
@@ -128,11 +133,10 @@ struct SessionStateMachine {
     }
 
     /// The payload of `frame` (masked, checked by the caller) unmasked into ``unmasked``.
-    private mutating func unmask(_ frame: WebSocketFrame) -> ByteBuffer {
+    private mutating func unmask(_ frame: InboundFrame) -> ByteBuffer {
         if unmasked.capacity > Self.unmaskedKeptBytes { unmasked = ByteBuffer() } else { unmasked.clear() }
-        if let key = frame.maskKey {
-            Self.unmask(
-                frame.data, key: key, indexOffset: (frame.extensionData?.readableBytes ?? 0) % 4, into: &unmasked)
+        if let pattern = frame.maskPattern {
+            Self.unmask(frame.data, pattern: pattern, into: &unmasked)
         } else {
             unmasked.writeImmutableBuffer(frame.data)
         }
@@ -143,13 +147,18 @@ struct SessionStateMachine {
     /// the copy and the XOR in one pass, eight bytes a step (swift-nio's `webSocketUnmask` takes a byte a step, with a
     /// division for each, after a separate copy).
     static func unmask(_ data: ByteBuffer, key: WebSocketMaskingKey, indexOffset: Int, into out: inout ByteBuffer) {
-        let count = data.readableBytes
-        guard count > 0 else { return }
         // The key's bytes in the order they apply from the payload's first byte, twice: one 8-byte word.
         var pattern: UInt64 = 0
         withUnsafeMutableBytes(of: &pattern) { word in
             for i in 0..<8 { word[i] = key[(i + indexOffset) % 4] }
         }
+        unmask(data, pattern: pattern, into: &out)
+    }
+
+    /// Appends `data` XORed with `pattern` (the masking key's bytes in the order they apply, twice) to `out`.
+    static func unmask(_ data: ByteBuffer, pattern: UInt64, into out: inout ByteBuffer) {
+        let count = data.readableBytes
+        guard count > 0 else { return }
         out.writeWithUnsafeMutableBytes(minimumWritableBytes: count) { target in
             data.withUnsafeReadableBytes { source in
                 var i = 0

@@ -8,14 +8,15 @@ import NIOWebSocket
 /// writes what it is sent.
 ///
 /// Runs on its channel's event loop; the fan-out calls ``enqueue(_:)`` and ``deliverResult(_:_:started:)`` only
-/// there. Frames arrive from `WebSocketFrameDecoder`; frames leave as complete, already-encoded buffers (there is
-/// no frame encoder in the pipeline), so one encoded event can be written to every subscriber.
+/// there. It reads the frames of the connection's bytes itself (``FrameReader``); frames leave as complete,
+/// already-encoded buffers (there is no frame encoder in the pipeline), so one encoded event can be written to every
+/// subscriber.
 ///
 /// `@unchecked Sendable`: other threads hold it only as a recipient and a subscriber, to hand it frames and results
 /// in a task on its loop (the fan-out, the feed); the methods they reach check (`assertInEventLoop`, debug builds)
 /// that they run there.
 final class WebSocketSession: ChannelInboundHandler, ResultRecipient, @unchecked Sendable {
-    typealias InboundIn = WebSocketFrame
+    typealias InboundIn = ByteBuffer
     typealias OutboundOut = ByteBuffer
 
     let principal: Principal
@@ -43,6 +44,10 @@ final class WebSocketSession: ChannelInboundHandler, ResultRecipient, @unchecked
     var context: ChannelHandlerContext?
     /// The WebSocket side: the phase, the message being reassembled, the unanswered ping.
     var machine: SessionStateMachine
+    /// The frames in the connection's bytes.
+    var frameReader: FrameReader
+    /// The bytes were not frames: what follows them is not read.
+    var unreadable = false
     var subscriptions: [String: Subscription] = [:]
     /// The connection's durable event feed (`subscribe_feed`), at most one.
     var feed: FeedSubscription?
@@ -79,6 +84,7 @@ final class WebSocketSession: ChannelInboundHandler, ResultRecipient, @unchecked
         self.principal = principal
         admission = CommandAdmission(principal: principal)
         let now = monotonicNanos()
+        frameReader = FrameReader(maxFrameSize: configuration.maxMessageBytes)
         machine = SessionStateMachine(
             maxMessageBytes: configuration.maxMessageBytes, maxFragments: configuration.maxFragmentsPerMessage,
             frameRate: configuration.frameRate(for: principal.role), now: now)
@@ -172,9 +178,25 @@ final class WebSocketSession: ChannelInboundHandler, ResultRecipient, @unchecked
     // MARK: - Inbound
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        // One clock read for the frame: its frame budget, and the rate limits and start of the message it ends.
+        guard !unreadable else { return }
+        var bytes = frameReader.received(unwrapInboundIn(data))
+        // One clock read for the read: its frames' budget, and the rate limits and start of the messages they end.
         let now = monotonicNanos()
-        switch machine.frameReceived(unwrapInboundIn(data), now: now) {
+        while true {
+            switch frameReader.next(&bytes) {
+            case .frame(let frame):
+                frameReceived(frame, now: now)
+            case .needMore:
+                return frameReader.keep(bytes)
+            case .failed(let error):
+                unreadable = true
+                return errorCaught(context: context, error: error)
+            }
+        }
+    }
+
+    private func frameReceived(_ frame: InboundFrame, now: UInt64) {
+        switch machine.frameReceived(frame, now: now) {
         case .ignore: break
         case .message(let payload): handleMessage(payload, now: now)
         case .pong(let payload): send(frame: ServerFrame.control(.pong, payload: payload))

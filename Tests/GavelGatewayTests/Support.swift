@@ -65,6 +65,31 @@ func clientFrame(_ opcode: WebSocketOpcode, _ bytes: [UInt8], fin: Bool = true, 
     return WebSocketFrame(fin: fin, opcode: opcode, maskKey: key, data: data)
 }
 
+/// The bytes of `frame` on the wire (RFC 6455): its payload is written as it is (masked already when it has a key).
+func clientBytes(_ frame: WebSocketFrame) -> ByteBuffer {
+    var out = ByteBuffer()
+    var first = UInt8(webSocketOpcode: frame.opcode)
+    if frame.fin { first |= 0x80 }
+    if frame.rsv1 { first |= 0x40 }
+    if frame.rsv2 { first |= 0x20 }
+    if frame.rsv3 { first |= 0x10 }
+    out.writeInteger(first)
+    let maskBit: UInt8 = frame.maskKey == nil ? 0 : 0x80
+    let count = frame.data.readableBytes
+    if count < 126 {
+        out.writeInteger(maskBit | UInt8(count))
+    } else if count <= Int(UInt16.max) {
+        out.writeInteger(maskBit | 126)
+        out.writeInteger(UInt16(count))
+    } else {
+        out.writeInteger(maskBit | 127)
+        out.writeInteger(UInt64(count))
+    }
+    if let key = frame.maskKey { out.writeBytes([key[0], key[1], key[2], key[3]]) }
+    out.writeImmutableBuffer(frame.data)
+    return out
+}
+
 /// Keeps every batch until the test releases it, as the journal does until an fdatasync has returned. Used on the
 /// test's thread only.
 final class HeldSink: BatchSink, @unchecked Sendable {
@@ -120,9 +145,14 @@ final class SessionHarness {
                 metrics: metrics, registry: registry, output: raw, limits: limits, expires: expires))
     }
 
-    /// Sends `frame` from the client.
+    /// Sends `frame` from the client, as the bytes of one read.
     func send(_ frame: WebSocketFrame) throws {
-        try channel.writeInbound(frame)
+        try send(bytes: clientBytes(frame))
+    }
+
+    /// Sends `bytes` from the client as one read (frames, or pieces of them).
+    func send(bytes: ByteBuffer) throws {
+        try channel.writeInbound(bytes)
         channel.pipeline.fireChannelReadComplete()
     }
 
