@@ -177,6 +177,20 @@ def test_an_error_that_stops_the_server_is_a_json_line_too_with_the_same_exit_st
     assert all(json.loads(line) for line in lines)
 
 
+def accept_backlog(port):
+    """Connections waiting for the server listening on `port` to accept them (the listening socket's receive
+    queue in /proc/net/tcp and tcp6)."""
+    waiting = 0
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with open(table) as f:
+            for line in f.readlines()[1:]:
+                fields = line.split()
+                local, state, queues = fields[1], fields[3], fields[4]
+                if state == "0A" and int(local.rsplit(":", 1)[1], 16) == port:
+                    waiting += int(queues.split(":")[1], 16)
+    return waiting
+
+
 def test_admin_http_holds_at_most_its_cap_of_connections_and_serves_again_once_one_goes(start_server):
     import socket
     srv = start_server("--max-admin-connections", "3")
@@ -185,6 +199,12 @@ def test_admin_http_holds_at_most_its_cap_of_connections_and_serves_again_once_o
         s = socket.create_connection(("127.0.0.1", srv.admin_port), timeout=5)
         s.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\n")  # a request never finished: a slot held
         idle.append(s)
+    # The three are taken by the server before the next one comes: its accept queue empty (a connection is
+    # complete for the client before the server accepts it), then a moment for their channels to be set up.
+    deadline = time.monotonic() + 10
+    while accept_backlog(srv.admin_port) > 0:
+        assert time.monotonic() < deadline, "the admin server accepted its three connections within 10 s"
+        time.sleep(0.05)
     time.sleep(0.3)
     extra = socket.create_connection(("127.0.0.1", srv.admin_port), timeout=5)
     try:
