@@ -141,7 +141,11 @@ public final class AdminServer: Sendable {
         let channel = try await ServerBootstrap(group: group)
             .serverChannelOption(.backlog, value: 64)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
-            .serverChannelInitializer { $0.pipeline.addHandler(AcceptBackoffHandler()) }
+            .serverChannelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.addHandler(AcceptBackoffHandler())
+                }
+            }
             .childChannelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
                     guard open.count.wrappingAdd(1, ordering: .relaxed).oldValue < maxConnections else {
@@ -388,7 +392,11 @@ public final class GatewayServer: Sendable {
             .serverChannelOption(.backlog, value: 1024)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             // Out of descriptors (EMFILE, ENFILE), accepting stops for a moment instead of failing in a loop.
-            .serverChannelInitializer { $0.pipeline.addHandler(AcceptBackoffHandler()) }
+            .serverChannelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.addHandler(AcceptBackoffHandler())
+                }
+            }
             .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
             .childChannelOption(
                 .writeBufferWaterMark,

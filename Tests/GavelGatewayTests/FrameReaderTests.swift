@@ -148,7 +148,7 @@ private let seeds = Gen.int(in: 0...Int(Int32.max))
     }
 
     @Test func anOversizedFrameIsRefusedFromItsHeaderAlone() {
-        var reader = FrameReader(maxFrameSize: 1_000)
+        let reader = FrameReader(maxFrameSize: 1_000)
         // A header announcing 2^40 bytes, and none of them.
         var bytes = ByteBuffer(bytes: [0x81, 0xFF, 0, 0, 1, 0, 0, 0, 0, 0])
         guard case .failed(.invalidFrameLength) = reader.next(&bytes) else {
