@@ -74,23 +74,32 @@ final class RawFrameWriter: ChannelOutboundHandler, RemovableChannelHandler {
         return false
     }
 
-    /// Call before handing bytes to the channel: flushes go through it until it has written them.
-    func handingOver() {
+    /// Hands `buffer` to the channel (not flushed): flushes go through the channel until it has written it.
+    /// `promise` completes once it, and everything written before it, is on the socket.
+    func write(_ buffer: ByteBuffer, promise: EventLoopPromise<Void>?) {
+        guard let context else {
+            promise?.succeed(())
+            return
+        }
         channelMayHold = true
         handOvers &+= 1
+        context.write(NIOAny(buffer), promise: promise)
     }
 
-    /// A promise for the next hand-over (the write a flush through the channel ends with), which completes once it
-    /// and everything before it is on the socket: then, unless more was handed over since, flushes may go to the
-    /// socket again. `nil` when they never do.
-    func drainPromise() -> EventLoopPromise<Void>? {
-        guard descriptor >= 0, let context else { return nil }
-        let handOver = handOvers &+ 1
-        let promise = context.eventLoop.makePromise(of: Void.self)
-        promise.futureResult.assumeIsolated().whenSuccess { [self] in
-            if handOvers == handOver { channelMayHold = false }
+    /// Flushes the channel. When flushes may go to the socket itself and the channel holds bytes, an empty write
+    /// goes first, whose completion says that everything handed over before it is on the socket: then, unless
+    /// more was handed over since, they go to the socket again.
+    func flush() {
+        guard let context else { return }
+        if descriptor >= 0, channelMayHold {
+            let handOver = handOvers
+            let promise = context.eventLoop.makePromise(of: Void.self)
+            promise.futureResult.assumeIsolated().whenSuccess { [self] in
+                if handOvers == handOver { channelMayHold = false }
+            }
+            context.write(NIOAny(ByteBuffer()), promise: promise)
         }
-        return promise
+        context.flush()
     }
 }
 

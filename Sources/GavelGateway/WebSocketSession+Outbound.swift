@@ -26,11 +26,10 @@ extension WebSocketSession {
     /// again at once. A larger one (a feed's chunk, a resume) goes to the channel as it is, after the frames queued
     /// before it.
     func send(frame: ByteBuffer) {
-        guard machine.isOpen, let out = output.context else { return }
+        guard machine.isOpen, output.context != nil else { return }
         if frame.readableBytes > Self.outboundKeptBytes {
             writeOutbound()
-            output.handingOver()
-            out.write(NIOAny(frame), promise: nil)
+            output.write(frame, promise: nil)
         } else {
             _ = startOutbound()
             outbound.writeImmutableBuffer(frame)
@@ -70,18 +69,12 @@ extension WebSocketSession {
     /// Hands the frames in ``outbound`` to the channel (not flushed); `promise` completes once they, and everything
     /// written before them, are on the socket.
     func writeOutbound(promise: EventLoopPromise<Void>? = nil) {
-        guard let out = output.context else {
-            promise?.succeed(())
-            return
-        }
         if !outboundHandedOver, outbound.readableBytes > 0 {
             outboundHandedOver = true
-            output.handingOver()
-            out.write(NIOAny(outbound), promise: promise)
+            output.write(outbound, promise: promise)
         } else if let promise {
             // Nothing new since the last hand-over: an empty write, whose promise completes after the writes before it.
-            output.handingOver()
-            out.write(NIOAny(ByteBuffer()), promise: promise)
+            output.write(ByteBuffer(), promise: promise)
         }
     }
 
@@ -95,7 +88,7 @@ extension WebSocketSession {
     /// Sends what was written since the last flush: to the socket itself when the channel holds nothing of this
     /// connection (``RawFrameWriter``), else (and whatever the socket did not take) through the channel.
     func flushIfNeeded() {
-        guard needsFlush, let out = output.context else { return }
+        guard needsFlush, output.context != nil else { return }
         needsFlush = false
         metrics.bytesOut.increment(by: unflushedBytes)
         unflushedBytes = 0
@@ -104,21 +97,21 @@ extension WebSocketSession {
             outboundHandedOver = true
             return
         }
-        writeOutbound(promise: output.drainPromise())
-        out.flush()
+        writeOutbound()
+        output.flush()
     }
 
     /// Sends a close frame and closes the connection once it is written (or after two seconds, for a client that
     /// does not read). Nothing more is written or read.
     func close(_ code: WebSocketErrorCode, _ reason: String) {
-        guard let context, let out = output.context, machine.startClosing() else { return }
+        guard let context, output.context != nil, machine.startClosing() else { return }
         let frame = ServerFrame.close(code, reason: reason)
         needsFlush = false
         let channel = context.channel
         let promise = context.eventLoop.makePromise(of: Void.self)
         writeOutbound()
-        output.handingOver()
-        out.writeAndFlush(NIOAny(frame), promise: promise)
+        output.write(frame, promise: promise)
+        output.flush()
         let timeout = context.eventLoop.scheduleTask(in: .seconds(2)) { channel.close(promise: nil) }
         promise.futureResult.whenComplete { _ in
             timeout.cancel()
