@@ -171,7 +171,7 @@ struct CodecAllocationTests {
             var bytes = clientBytes(clientFrame(.text, text))
             read.writeBuffer(&bytes)
         }
-        var reader = FrameReader(maxFrameSize: 64 * 1024)
+        let reader = FrameReader(maxFrameSize: 64 * 1024)
         var machine = SessionStateMachine(maxMessageBytes: 64 * 1024)
         var received: [String] = []
         received.reserveCapacity(texts.count)

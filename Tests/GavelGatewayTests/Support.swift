@@ -68,13 +68,9 @@ func clientFrame(_ opcode: WebSocketOpcode, _ bytes: [UInt8], fin: Bool = true, 
 /// The bytes of `frame` on the wire (RFC 6455): its payload is written as it is (masked already when it has a key).
 func clientBytes(_ frame: WebSocketFrame) -> ByteBuffer {
     var out = ByteBuffer()
-    var first = UInt8(webSocketOpcode: frame.opcode)
-    if frame.fin { first |= 0x80 }
-    if frame.rsv1 { first |= 0x40 }
-    if frame.rsv2 { first |= 0x20 }
-    if frame.rsv3 { first |= 0x10 }
-    out.writeInteger(first)
-    let maskBit: UInt8 = frame.maskKey == nil ? 0 : 0x80
+    let inbound = InboundFrame(frame)
+    out.writeInteger(inbound.firstByte)
+    let maskBit: UInt8 = inbound.mask == nil ? 0 : 0x80
     let count = frame.data.readableBytes
     if count < 126 {
         out.writeInteger(maskBit | UInt8(count))
@@ -85,7 +81,7 @@ func clientBytes(_ frame: WebSocketFrame) -> ByteBuffer {
         out.writeInteger(maskBit | 127)
         out.writeInteger(UInt64(count))
     }
-    if let key = frame.maskKey { out.writeBytes([key[0], key[1], key[2], key[3]]) }
+    if let mask = inbound.mask { out.writeInteger(mask) }
     out.writeImmutableBuffer(frame.data)
     return out
 }
