@@ -48,6 +48,17 @@ final class SessionRegistry: Sendable {
     }
 }
 
+extension ServerBootstrap {
+    /// Out of descriptors (EMFILE, ENFILE), accepting stops for a moment instead of failing in a loop.
+    func backingOffWhenOutOfDescriptors() -> ServerBootstrap {
+        serverChannelInitializer { channel in
+            channel.eventLoop.makeCompletedFuture {
+                try channel.pipeline.syncOperations.addHandler(AcceptBackoffHandler())
+            }
+        }
+    }
+}
+
 /// Remembers, for one connection (on its event loop), who its upgrade request was admitted as, or why it was
 /// refused, and whether it still counts as a handshake.
 final class AdmissionBox {
@@ -141,11 +152,7 @@ public final class AdminServer: Sendable {
         let channel = try await ServerBootstrap(group: group)
             .serverChannelOption(.backlog, value: 64)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
-            .serverChannelInitializer { channel in
-                channel.eventLoop.makeCompletedFuture {
-                    try channel.pipeline.syncOperations.addHandler(AcceptBackoffHandler())
-                }
-            }
+            .backingOffWhenOutOfDescriptors()
             .childChannelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
                     guard open.count.wrappingAdd(1, ordering: .relaxed).oldValue < maxConnections else {
@@ -391,12 +398,7 @@ public final class GatewayServer: Sendable {
         let bootstrap = ServerBootstrap(group: group)
             .serverChannelOption(.backlog, value: 1024)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
-            // Out of descriptors (EMFILE, ENFILE), accepting stops for a moment instead of failing in a loop.
-            .serverChannelInitializer { channel in
-                channel.eventLoop.makeCompletedFuture {
-                    try channel.pipeline.syncOperations.addHandler(AcceptBackoffHandler())
-                }
-            }
+            .backingOffWhenOutOfDescriptors()
             .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
             .childChannelOption(
                 .writeBufferWaterMark,
