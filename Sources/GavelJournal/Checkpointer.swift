@@ -73,6 +73,8 @@ final class Checkpointer: @unchecked Sendable {
     /// Where the shadow stands in the journal: the segment it last read, a window of it at a time.
     private var journal: JournalCursor
     private var events: [Event] = []
+    /// The shadow's listings by the hash of their id, kept from one snapshot's replay to the next.
+    private var listings = ReplayListings()
 
     init(
         directory: DataDirectory, keepSnapshots: Int, retention: JournalRetention = .none, engine: EngineConfiguration,
@@ -258,6 +260,7 @@ final class Checkpointer: @unchecked Sendable {
             engine.dropRequestIndex()
             engine.discardsEvents = true
             shadow = engine
+            listings = ReplayListings()
             shadowLSN = report.lastLSN
             shadowChain = report.chain
             journal = JournalCursor(directory: directory, writtenEnd: writtenEnd)
@@ -292,8 +295,15 @@ final class Checkpointer: @unchecked Sendable {
             guard last.lsn <= target else {
                 throw CheckpointError("a batch of \(journal.segmentPath) runs past the snapshot's lsn \(target)")
             }
-            for record in batch.records where record.lsn > shadowLSN {
-                Recovery.apply(record, to: engine, events: &events)
+            // The records' digests and listing hashes first, then each applied with its listing found by hash and
+            // the listings a few commands ahead loaded meanwhile: the shadow's listings are cold (the writer's
+            // copies are the ones in the cache), and a lookup by `String` id and a wait for each was most of its
+            // rules' time.
+            let (digests, listingHashes) = SegmentReadAhead.digestsAndListingHashes(of: batch, after: shadowLSN)
+            for position in batch.records.indices where batch.records[position].lsn > shadowLSN {
+                Recovery.applyPlain(
+                    batch.records, at: position, digests: digests, listingHashes: listingHashes,
+                    listings: &listings, to: engine, events: &events)
             }
             shadowLSN = last.lsn
             shadowChain = batch.chain

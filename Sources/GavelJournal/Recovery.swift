@@ -438,34 +438,22 @@ public enum Recovery {
                     }
                     pending = nil
                 }
-                // A plain replay finds each command's listing in `listings`, its slot and then the listing loaded
-                // into the cache a few commands ahead (the reading thread hashed the ids).
-                let prefetching = plain && !listingHashes.isEmpty
                 // The records are read in place (`batch.records[position]`), not copied into a local: a copy of a
                 // command (its strings, its enum's cases) and its destruction were a share of the applying thread.
                 for position in batch.records.indices {
                     let lsn = batch.records[position].lsn
-                    let digest = digests.isEmpty ? nil : digests[position]
                     guard lsn > base else { continue }
                     if let limit = options.toLSN, lsn > limit { break reading }
-                    if prefetching {
-                        if position + 2 * listingLookahead < listingHashes.count {
-                            listings.prefetchSlot(listingHashes[position + 2 * listingLookahead])
-                        }
-                        if position + listingLookahead < listingHashes.count {
-                            listings.prefetchListing(listingHashes[position + listingLookahead])
-                        }
-                    }
                     if let observe = options.observe {
                         observed(batch.records[position], to: engine, observe)
                     } else if options.checkOutcomes {
-                        checked(batch.records[position], to: engine, events: &events, report: &report, digest: digest)
-                    } else if prefetching, let digest {
-                        apply(batch.records[position], to: engine, events: &events, digest: digest) { id in
-                            listings.handle(for: id, hash: listingHashes[position], in: engine)
-                        }
+                        checked(
+                            batch.records[position], to: engine, events: &events, report: &report,
+                            digest: digests[position])
                     } else {
-                        apply(batch.records[position], to: engine, events: &events, digest: digest)
+                        applyPlain(
+                            batch.records, at: position, digests: digests, listingHashes: listingHashes,
+                            listings: &listings, to: engine, events: &events)
                     }
                     report.lastLSN = lsn
                     report.replayedRecords += 1
@@ -650,6 +638,30 @@ public enum Recovery {
     /// How many commands ahead of its apply a plain replay prefetches a command's listing (and, as many again
     /// before that, its slot in ``ReplayListings``): enough for a cache miss to be over when the command comes.
     static let listingLookahead = 4
+
+    /// Applies `records[position]` as a replay that reads no outcome and keeps no events does (recovery's plain
+    /// replay, the checkpointer's shadow): each command's listing found in `listings` by the hash its batch's
+    /// reading computed (`listingHashes`, with the `digests`, one of each per record, as
+    /// ``SegmentReadAhead/digestsAndListingHashes(of:after:)`` gives them), not by its `String` id, and the slot
+    /// and then the listing of the commands a few ahead loaded into the cache meanwhile.
+    @inline(__always)
+    static func applyPlain(
+        _ records: [JournalRecord], at position: Int, digests: [CommandDigest?], listingHashes: [UInt64],
+        listings: inout ReplayListings, to engine: Engine, events: inout [Event]
+    ) {
+        let ahead = position + listingLookahead
+        if ahead + listingLookahead < listingHashes.count {
+            listings.prefetchSlot(listingHashes[ahead + listingLookahead])
+        }
+        if ahead < listingHashes.count { listings.prefetchListing(listingHashes[ahead]) }
+        if let digest = digests[position] {
+            apply(records[position], to: engine, events: &events, digest: digest) { id in
+                listings.handle(for: id, hash: listingHashes[position], in: engine)
+            }
+        } else {
+            apply(records[position], to: engine, events: &events)
+        }
+    }
 
     /// Applies `record` as ``apply(_:to:events:digest:)`` does, with its command's `digest`; `listing` gives the
     /// handle on a command's listing (by its id), which the engine uses when it is current and the command's.

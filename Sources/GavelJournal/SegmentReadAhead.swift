@@ -34,8 +34,7 @@ import Synchronization
 final class SegmentReadAhead: @unchecked Sendable {
     /// A batch, and the ``CommandDigest`` of each record in it that is a command applied (whose outcome is
     /// ``RequestOutcome/applied`` or unknown), `nil` for the others, with the ``ListingHandle/hash(of:)`` of each
-    /// command's listing id (0 for the others); none at all (empty arrays) for a batch the applying thread decoded
-    /// itself: what the apply computes itself.
+    /// command's listing id (0 for the others), whichever thread decoded the batch.
     typealias Batch = (batch: SegmentBatch, digests: [CommandDigest?], listingHashes: [UInt64])
     fileprivate typealias Item = Result<Batch?, SegmentProblem>
 
@@ -178,12 +177,10 @@ final class SegmentReadAhead: @unchecked Sendable {
         }
     }
 
-    /// The next batch of `reader`, with the digests and listing hashes of the records after lsn `digestsAfter`
-    /// (none at all when it is `nil`).
-    private static func decode(_ reader: inout SegmentReader, digestsAfter: UInt64?) -> Item {
+    /// The next batch of `reader`, with the digests and listing hashes of the records after lsn `digestsAfter`.
+    private static func decode(_ reader: inout SegmentReader, digestsAfter: UInt64) -> Item {
         Result { () throws(SegmentProblem) -> Batch? in
             try reader.next().map { batch in
-                guard let digestsAfter else { return (batch, [], []) }
                 let (digests, listingHashes) = Self.digestsAndListingHashes(of: batch, after: digestsAfter)
                 return (batch, digests, listingHashes)
             }
@@ -240,10 +237,11 @@ final class SegmentReadAhead: @unchecked Sendable {
                 // The reading thread is decoding the batch wanted: it hands it over and wakes this thread.
                 wakeApplier.wait()
             case .decode(let from):
-                // Nothing decoded and nothing being decoded: this thread decodes the next batch itself (its digests
-                // are left to the apply).
+                // Nothing decoded and nothing being decoded: this thread decodes the next batch itself, with its
+                // digests and listing hashes, which the apply would compute anyway and which let it look listings up
+                // by hash and load them a few commands ahead (with no reading thread, every batch comes this way).
                 var reader = from.reader.using(applierDecoder)
-                let item = Self.decode(&reader, digestsAfter: nil)
+                let item = Self.decode(&reader, digestsAfter: appliedAfter)
                 shared.withLock { shared in
                     shared.decodes.byApplier += 1
                     shared.handOver(item, after: from.handedOver, Position(reader: reader))

@@ -51,9 +51,8 @@ private func batches(of readAhead: SegmentReadAhead) -> ([SegmentBatch], Segment
         let readAhead = SegmentReadAhead(try SegmentReader(bytes: bytes))
         var got: [SegmentBatch] = []
         while let (batch, digests, listingHashes) = try readAhead.next() {
-            // A batch the applying thread decoded itself comes without its digests and listing hashes.
-            #expect(digests.count == batch.records.count || digests.isEmpty)
-            #expect(listingHashes.count == digests.count)
+            // Whichever thread decoded it, a batch comes with a digest and a listing hash for each record.
+            #expect(digests.count == batch.records.count && listingHashes.count == batch.records.count)
             got.append(batch)
         }
         let reader = readAhead.finish()
@@ -161,8 +160,10 @@ private func batches(of readAhead: SegmentReadAhead) -> ([SegmentBatch], Segment
         }
         var got: [SegmentBatch] = []
         while let (batch, digests, listingHashes) = try readAhead.next() {
-            // Decoded by the applying thread: the digests and listing hashes are left to the apply.
-            #expect(digests.isEmpty && listingHashes.isEmpty)
+            // Decoded by the applying thread, with the same digests and listing hashes the reading thread gives.
+            let (wanted, wantedHashes) = SegmentReadAhead.digestsAndListingHashes(of: batch, after: 0)
+            #expect(digests.map { $0?.listingHash } == wanted.map { $0?.listingHash } && listingHashes == wantedHashes)
+            #expect(listingHashes.contains { $0 != 0 })
             got.append(batch)
         }
         #expect(readAhead.decodes == SegmentReadAhead.Decodes(byReader: 0, byApplier: expected.count + 1))
