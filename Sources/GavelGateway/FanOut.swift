@@ -2,6 +2,7 @@ import CoreMetrics
 import GavelCore
 import GavelEngine
 import GavelWire
+import Logging
 import NIOCore
 import Synchronization
 
@@ -58,13 +59,25 @@ final class LoopFanOut: @unchecked Sendable {
     private(set) var delivering = false
     /// Command counters used on this loop.
     var commandCounters: [Int: CoreMetrics.Counter] = [:]
+    /// How the sessions written to in a task are flushed: their sends made together through io_uring (made when
+    /// first needed, on this loop), or one `send` each (`--no-io-uring`, or io_uring not to be had).
+    private var sends: Sends
+    /// The sessions whose flush ``sends`` holds, by the index of their send.
+    private var batched: [WebSocketSession] = []
+
+    enum Sends {
+        case oneByOne
+        case batchedWhenNeeded
+        case batched(SocketSendBatch)
+    }
     /// Whether a wake-up of the writer is queued on this loop (``wakeWriterAfterThisTick(_:)``).
     private var writerWakeQueued = false
 
-    init(eventLoop: EventLoop, index: Int, metrics: GatewayMetrics) {
+    init(eventLoop: EventLoop, index: Int, metrics: GatewayMetrics, batchesSends: Bool = false) {
         self.eventLoop = eventLoop
         self.index = index
         self.metrics = metrics
+        self.sends = batchesSends ? .batchedWhenNeeded : .oneByOne
     }
 
     func add(_ subscription: Subscription) {
@@ -144,13 +157,54 @@ final class LoopFanOut: @unchecked Sendable {
         metrics.fanoutLatency.recordNanoseconds(Int64(monotonicNanos() &- releasedAt))
     }
 
+    /// Flushes the sessions written to in the task: those whose bytes go to their socket itself with one io_uring
+    /// submission per ``SocketSendBatch/capacity`` of them when the loop batches its sends, the others (and all of
+    /// them otherwise) one at a time.
     func flushDirty() {
         eventLoop.assertInEventLoop()
-        for session in dirty {
-            session.markedDirty = false
-            session.flushIfNeeded()
+        if dirty.count > 1, let batch = sendBatch() {
+            for session in dirty {
+                session.markedDirty = false
+                if session.queueFlush(in: batch) {
+                    batched.append(session)
+                    if !batch.hasRoom { sendBatched(batch) }
+                } else {
+                    session.flushIfNeeded()
+                }
+            }
+            sendBatched(batch)
+        } else {
+            for session in dirty {
+                session.markedDirty = false
+                session.flushIfNeeded()
+            }
         }
         dirty.removeAll(keepingCapacity: true)
+    }
+
+    /// Makes the sends `batch` holds and finishes each session's flush with what its send returned.
+    private func sendBatched(_ batch: SocketSendBatch) {
+        batch.send { index, sent in batched[index].finishFlush(sent: sent) }
+        batched.removeAll(keepingCapacity: true)
+    }
+
+    /// The loop's send batch, made the first time it is wanted; `nil` when the loop sends one by one.
+    private func sendBatch() -> SocketSendBatch? {
+        switch sends {
+        case .oneByOne: return nil
+        case .batched(let batch): return batch
+        case .batchedWhenNeeded:
+            switch SocketSendBatch.make() {
+            case .success(let batch):
+                sends = .batched(batch)
+                return batch
+            case .failure(let failure):
+                sends = .oneByOne
+                Logger(label: "gavel.gateway").warning(
+                    "io_uring is not available (\(failure)): event loop \(index) makes one send per connection")
+                return nil
+            }
+        }
     }
 }
 
@@ -350,9 +404,11 @@ public final class FanOut: ReleaseObserver, @unchecked Sendable {
     ///   - histories: the rings all listings' kept events and all users' kept notices share (`--history-bytes`,
     ///     `--user-history-bytes`).
     ///   - maxIdleFeeds: the feeds kept for users whose sessions all ended.
+    ///   - batchesSends: each loop flushes the sessions a task wrote to with one io_uring submission where it can
+    ///     (``SocketSendBatch``), not one `send` each (off with `--no-io-uring`).
     public init(
         group: EventLoopGroup, historyLimit: Int, userHistoryLimit: Int = 256, histories: HistoryRings = HistoryRings(),
-        maxIdleFeeds: Int = 1000, metrics: GatewayMetrics
+        maxIdleFeeds: Int = 1000, batchesSends: Bool = false, metrics: GatewayMetrics
     ) {
         self.userHistoryLimit = userHistoryLimit
         self.eventHistory = histories.events
@@ -362,7 +418,8 @@ public final class FanOut: ReleaseObserver, @unchecked Sendable {
         var index: [ObjectIdentifier: Int] = [:]
         for loop in group.makeIterator() {
             index[ObjectIdentifier(loop)] = loops.count
-            loops.append(LoopFanOut(eventLoop: loop, index: loops.count, metrics: metrics))
+            loops.append(
+                LoopFanOut(eventLoop: loop, index: loops.count, metrics: metrics, batchesSends: batchesSends))
         }
         precondition(!loops.isEmpty, "a fan-out needs an event loop")
         self.loops = loops

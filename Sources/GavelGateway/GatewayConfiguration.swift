@@ -61,6 +61,11 @@ public struct GatewayConfiguration: Sendable {
     /// the third figure of `net.ipv4.tcp_wmem` (4 MiB by default). A set size bounds what the kernel holds for a
     /// client that falls behind (beside ``maxOutboundBytes``, which the server holds) and makes it be seen sooner.
     public var socketSendBufferBytes = 0
+    /// Whether an event loop makes the sends of a fan-out task (one event to many connections) with one io_uring
+    /// submission instead of one `send(2)` each, where the kernel allows io_uring (else it sends one by one, and
+    /// says so once in the log). The bytes and their order are the same either way; only the number of system
+    /// calls changes.
+    public var ioUring = true
     /// Open connections on the main port; a WebSocket upgrade beyond this is refused with 503.
     public var maxConnections = 10_000
     /// Subscriptions one connection may hold at once.

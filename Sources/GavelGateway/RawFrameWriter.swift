@@ -52,16 +52,22 @@ final class RawFrameWriter: ChannelOutboundHandler, RemovableChannelHandler {
         descriptor = -1
     }
 
-    /// Sends `buffer`'s readable bytes to the socket itself when the channel holds nothing of this connection and
-    /// is still open; moves `buffer`'s reader index past what the socket took. True when it took them all; false
-    /// when the rest must go through the channel (nothing was sent, or only part, or the send failed: the channel
-    /// meets the same error and closes the connection as it would have).
-    func sendDirectly(_ buffer: inout ByteBuffer) -> Bool {
+    /// The socket to send `buffer`'s readable bytes to itself, when the channel holds nothing of this connection
+    /// and is still open and there are bytes to send; `nil` when they must go through the channel.
+    func directDescriptor(for buffer: ByteBuffer) -> CInt? {
         let fd = descriptor
         // `isActive` turns false before the channel closes the descriptor and calls anyone back: a descriptor
         // checked here is still this connection's.
-        guard fd >= 0, !channelMayHold, buffer.readableBytes > 0, let channel, channel.isActive else { return false }
-        let count = buffer.readableBytes
+        guard fd >= 0, !channelMayHold, buffer.readableBytes > 0, let channel, channel.isActive else { return nil }
+        return fd
+    }
+
+    /// Sends `buffer`'s readable bytes to the socket itself when ``directDescriptor(for:)`` gives one; moves
+    /// `buffer`'s reader index past what the socket took. True when it took them all; false when the rest must go
+    /// through the channel (nothing was sent, or only part, or the send failed: the channel meets the same error
+    /// and closes the connection as it would have).
+    func sendDirectly(_ buffer: inout ByteBuffer) -> Bool {
+        guard let fd = directDescriptor(for: buffer) else { return false }
         let sent = buffer.withUnsafeReadableBytes { bytes -> Int in
             while true {
                 let n = send(fd, bytes.baseAddress, bytes.count, CInt(MSG_NOSIGNAL | MSG_DONTWAIT))
@@ -69,7 +75,13 @@ final class RawFrameWriter: ChannelOutboundHandler, RemovableChannelHandler {
                 return n
             }
         }
-        if sent == count { return true }
+        return Self.took(sent, of: &buffer)
+    }
+
+    /// Whether a send that returned `sent` took all of `buffer`'s readable bytes; moves the reader index past what
+    /// it took when it took part.
+    static func took(_ sent: Int, of buffer: inout ByteBuffer) -> Bool {
+        if sent == buffer.readableBytes { return true }
         if sent > 0 { buffer.moveReaderIndex(forwardBy: sent) }
         return false
     }

@@ -36,7 +36,7 @@ public struct ServingCore {
         let fanOut = FanOut(
             group: group, historyLimit: gateway.historyEvents, userHistoryLimit: gateway.userHistoryEvents,
             histories: try HistoryRings(historyBytes: gateway.historyBytes, userHistoryBytes: gateway.userHistoryBytes),
-            metrics: metrics)
+            batchesSends: gateway.ioUring, metrics: metrics)
         // The recovered state is all durable; read it before the writer starts.
         fanOut.load(PublicListingView.all(in: report.engine))
         fanOut.loadSettlements(report.engine.settlementsInCreationOrder, offers: report.engine.secondChanceOffers)

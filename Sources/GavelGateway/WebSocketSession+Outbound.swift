@@ -101,6 +101,31 @@ extension WebSocketSession {
         output.flush()
     }
 
+    /// Queues what was written since the last flush as one send of `batch` when it would go to the socket itself
+    /// (``flushIfNeeded()``'s first choice); false, with nothing done, otherwise. ``finishFlush(sent:)`` follows
+    /// once `batch` has made its sends, and nothing is written to the session in between.
+    func queueFlush(in batch: SocketSendBatch) -> Bool {
+        guard needsFlush, output.context != nil, !outboundHandedOver,
+            let fd = output.directDescriptor(for: outbound)
+        else { return false }
+        needsFlush = false
+        metrics.bytesOut.increment(by: unflushedBytes)
+        unflushedBytes = 0
+        _ = batch.add(fd: fd, outbound)
+        return true
+    }
+
+    /// Ends a flush ``queueFlush(in:)`` queued, given what its send returned: as ``flushIfNeeded()`` after its own
+    /// `send`, what the socket did not take goes through the channel.
+    func finishFlush(sent: Int32) {
+        if RawFrameWriter.took(Int(sent), of: &outbound) {
+            outboundHandedOver = true
+            return
+        }
+        writeOutbound()
+        output.flush()
+    }
+
     /// Sends a close frame and closes the connection once it is written (or after two seconds, for a client that
     /// does not read). Nothing more is written or read.
     func close(_ code: WebSocketErrorCode, _ reason: String) {

@@ -122,6 +122,13 @@ struct Serve: AsyncParsableCommand {
     )
     var socketSendBuffer: Int?
 
+    @Flag(
+        name: .long,
+        help:
+            "Make an event loop's sends of one fan-out (an event to many connections) one send(2) per connection instead of one io_uring submission for all of them; without this flag io_uring is used where the kernel allows it. Env GAVEL_NO_IO_URING=1."
+    )
+    var noIoUring = false
+
     @Option(
         name: .long,
         help: "Open connections; an upgrade beyond this gets 503. Env GAVEL_MAX_CONNECTIONS; default 10000.")
@@ -528,6 +535,7 @@ struct Serve: AsyncParsableCommand {
         guard c.socketSendBufferBytes == 0 || (1024...1 << 30).contains(c.socketSendBufferBytes) else {
             throw ValidationError("--socket-send-buffer must be 0 (the kernel sizes it) or 1024 to 1073741824")
         }
+        c.ioUring = try !Setting.flag(noIoUring, "GAVEL_NO_IO_URING")
         guard (1...10_000_000).contains(c.maxConnections) else {
             throw ValidationError("--max-connections must be 1 to 10000000")
         }

@@ -115,7 +115,7 @@ import Testing
                     bytes[0] = (bytes[0] & 0x8F) | (Bool.random(using: &rng) ? 0 : bytes[0] & 0x70)
                     bytes[1] = 0x80 | UInt8(min(bytes.count - 6, 125))
                 }
-                try? channel.writeInbound(ByteBuffer(bytes: bytes))
+                _ = try? channel.writeInbound(ByteBuffer(bytes: bytes))
                 channel.embeddedEventLoop.run()
             }
             _ = try? output(channel)

@@ -4,6 +4,8 @@ import json
 import threading
 import time
 
+import pytest
+
 import websockets
 
 from support import UNLIMITED_SERVICE_RATE, RawWebSocket, flood_until, open_english, unique
@@ -76,14 +78,17 @@ def test_slow_consumer_is_closed_1013_while_other_subscribers_keep_receiving(sta
             assert reply["recovered"] is False and reply["seq"] == bids + 2 and reply["state"]["bids"] == bids + 1
 
 
-def test_a_reader_that_falls_behind_and_catches_up_gets_every_event_once_and_in_order(start_server):
+@pytest.mark.parametrize("sends", [[], ["--no-io-uring"]], ids=["io_uring", "one_send_each"])
+def test_a_reader_that_falls_behind_and_catches_up_gets_every_event_once_and_in_order(start_server, sends):
     # Frames go to the socket itself while the server holds nothing of the connection, and through the server's own
     # buffer once the socket's is full. This reader (a 4 KiB receive buffer, the server's send buffer for it set to
-    # 4 KiB) first reads nothing while hundreds of kilobytes of events pile up, then reads slowly while more arrive, so the server switches between the two ways
-    # many times; nothing is lost, repeated or reordered, and under a generous outbound limit it is not taken for a
-    # slow consumer.
+    # 4 KiB) first reads nothing while hundreds of kilobytes of events pile up, then reads slowly while more arrive,
+    # so the server switches between the two ways many times; nothing is lost, repeated or reordered, and under a
+    # generous outbound limit it is not taken for a slow consumer. Each event and the bidder's result are flushed in
+    # the same task (one event loop), so by default the two sends go in one io_uring submission, where the reader's
+    # socket is full (EAGAIN) or takes part of its bytes; with --no-io-uring each is its own send.
     srv = start_server("--max-outbound-bytes", str(64 << 20), "--socket-send-buffer", "4096", "--fsync", "none",
-                       *UNLIMITED_SERVICE_RATE)
+                       "--threads", "1", *sends, *UNLIMITED_SERVICE_RATE)
     listing = unique("hot") + "-" + "x" * 40
     bidder = "b" * 60
     total = 4000

@@ -44,4 +44,19 @@ int gavel_writeback(int fd, int64_t offset, int64_t length, int wait);
 /// written stays, the rest reads as zeros). Returns 0, or -1 with errno (`EOPNOTSUPP` where the file system cannot).
 int gavel_preallocate(int fd, int64_t length);
 
+/// An io_uring that makes many `send`s (each `MSG_NOSIGNAL | MSG_DONTWAIT`) with one system call; owned by one
+/// thread. `NULL` with errno when the kernel has none (or forbids it: `ENOSYS`, `EPERM`).
+typedef struct gavel_send_batch gavel_send_batch;
+gavel_send_batch *gavel_send_batch_create(unsigned entries);
+void gavel_send_batch_destroy(gavel_send_batch *batch);
+/// How many sends one call can make.
+unsigned gavel_send_batch_capacity(const gavel_send_batch *batch);
+/// Queues a send of `length` bytes at `bytes` to socket `fd`; returns its index in the batch, or -1 when the batch
+/// is full. The bytes must stay where they are until ``gavel_send_batch_send`` returns.
+int gavel_send_batch_add(gavel_send_batch *batch, int fd, const void *bytes, size_t length);
+/// Makes the queued sends and waits for all of them (a socket that cannot take its bytes answers at once):
+/// `results[i]` (for `i` < `count`) is what send `i` returned (bytes sent, or -errno), or INT32_MIN for one the
+/// kernel did not take (then it was not made). Returns how many the kernel took, or -errno when it took none.
+int gavel_send_batch_send(gavel_send_batch *batch, int32_t *results, unsigned count);
+
 #endif
