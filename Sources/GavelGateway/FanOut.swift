@@ -182,10 +182,21 @@ final class LoopFanOut: @unchecked Sendable {
         dirty.removeAll(keepingCapacity: true)
     }
 
-    /// Makes the sends `batch` holds and finishes each session's flush with what its send returned.
+    /// Makes the sends `batch` holds and finishes each session's flush with what its send returned. A kernel whose
+    /// io_uring cannot send (`EINVAL`: older than Linux 5.6) answers every send so; the bytes then go through the
+    /// channels, and the loop sends one by one from then on.
     private func sendBatched(_ batch: SocketSendBatch) {
-        batch.send { index, sent in batched[index].finishFlush(sent: sent) }
+        var unsupported = false
+        batch.send { index, sent in
+            if sent == -EINVAL { unsupported = true }
+            batched[index].finishFlush(sent: sent)
+        }
         batched.removeAll(keepingCapacity: true)
+        if unsupported {
+            sends = .oneByOne
+            Logger(label: "gavel.gateway").warning(
+                "io_uring cannot send on this kernel (EINVAL): event loop \(index) makes one send per connection")
+        }
     }
 
     /// The loop's send batch, made the first time it is wanted; `nil` when the loop sends one by one.
