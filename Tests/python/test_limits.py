@@ -133,6 +133,60 @@ def test_a_reader_that_falls_behind_and_catches_up_gets_every_event_once_and_in_
             reader.close()
 
 
+def test_readers_at_different_speeds_in_one_send_batch_each_get_every_event_once_and_in_order(start_server):
+    # Eight readers of one listing on one event loop, each flush of an event a batch of nine sends (the readers and
+    # the bidder's result): the readers' sockets fill and drain at their own paces, so in one submission some take
+    # everything, some part, some nothing, and a reader whose earlier bytes still wait in the server goes through
+    # the channel while the others go to their sockets. Each must read every event once, in order, whole.
+    srv = start_server("--max-outbound-bytes", str(64 << 20), "--socket-send-buffer", "4096", "--fsync", "none",
+                       "--threads", "1", *UNLIMITED_SERVICE_RATE)
+    listing = unique("hot") + "-" + "x" * 40
+    total = 1500
+    with srv.user("market", "service") as market:
+        assert open_english(market, listing, seller="sam", increments=[[0, 1]])["ok"]
+        readers = [RawWebSocket(srv.port, rcvbuf=4096, timeout=30) for _ in range(8)]
+        seen = [[] for _ in readers]
+        failures = []
+
+        def read_all(index, delay):
+            try:
+                while len(seen[index]) < total:
+                    event = readers[index].recv_json()
+                    seen[index].append((event["type"], event["seq"], event["bids"]))
+                    if delay and len(seen[index]) % 10 == 0:
+                        time.sleep(delay)
+            except Exception as error:  # reported below, with what was read
+                failures.append((index, error))
+
+        try:
+            for reader in readers:
+                reader.recv_json()  # hello
+                reader.send_text(json.dumps({"type": "subscribe", "listing": listing}))
+                assert reader.recv_json()["type"] == "snapshot"
+            threads = [threading.Thread(target=read_all, args=(i, 0.0005 * i)) for i in range(len(readers))]
+            for thread in threads:
+                thread.start()
+            amount = 1000
+            for batch in range(total // 100):
+                rids = []
+                for _ in range(100):
+                    amount += 1
+                    rids.append(f"m{amount}")
+                    market.send({"type": "bid", "id": rids[-1], "listing": listing, "bidder": "b" * 60,
+                                 "amount": amount})
+                for rid in rids:
+                    assert market.result(rid)["ok"]
+            for thread in threads:
+                thread.join(60)
+            assert not any(thread.is_alive() for thread in threads) and not failures, failures
+            wanted = [("bid_placed", k + 1, k) for k in range(1, total + 1)]
+            assert all(events == wanted for events in seen), [len(events) for events in seen]
+            assert srv.metric("gavel_slow_consumer_closes_total") == 0
+        finally:
+            for reader in readers:
+                reader.close()
+
+
 def test_stalled_readers_past_the_outbound_budget_are_closed_1013_naming_it(start_server):
     # Each stalled reader that falls behind takes --max-outbound-bytes (64 KiB) of the 128 KiB budget: the first two
     # take it all, and the next ones to fall behind are closed at once, however little they hold.
