@@ -136,7 +136,7 @@ int gavel_send_batch_send(gavel_send_batch *b, int32_t *results, unsigned count)
     b->queued = 0;
     if (queued == 0) return 0;
     for (unsigned i = 0; i < count; i++) results[i] = INT32_MIN;
-    unsigned before = *b->sq_head;
+    unsigned before = __atomic_load_n(b->sq_head, __ATOMIC_ACQUIRE);
     int rc;
     do {
         rc = (int)syscall(__NR_io_uring_enter, b->fd, queued, queued, IORING_ENTER_GETEVENTS, NULL, 0);
@@ -148,9 +148,17 @@ int gavel_send_batch_send(gavel_send_batch *b, int32_t *results, unsigned count)
     unsigned submitted = head - before;
     __atomic_store_n(b->sq_tail, head, __ATOMIC_RELEASE);
     unsigned reaped = reap(b, results, count);
+    int failures = 0;
     while (reaped < submitted) {
         int waited = (int)syscall(__NR_io_uring_enter, b->fd, 0, submitted - reaped, IORING_ENTER_GETEVENTS, NULL, 0);
-        if (waited < 0 && errno != EINTR) return -errno;
+        if (waited < 0 && errno != EINTR && ++failures >= 3) {
+            // Sends taken and never answered: what they sent is unknown, and they may still read their bytes.
+            int saved = errno;
+            for (unsigned i = 0; i < count && i < submitted; i++) {
+                if (results[i] == INT32_MIN) results[i] = GAVEL_SEND_UNKNOWN;
+            }
+            return -saved;
+        }
         reaped += reap(b, results, count);
     }
     if (submitted == 0 && failure) return -failure;

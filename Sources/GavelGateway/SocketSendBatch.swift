@@ -28,6 +28,10 @@ final class SocketSendBatch {
     /// The storage of each queued buffer, retained until the sends are made.
     private var storages: [Unmanaged<AnyObject>] = []
 
+    /// What ``send(_:)`` gives for a send the kernel took and never answered (its ring failed while waiting, which a
+    /// working kernel never does): how much of it went out is unknown. `GAVEL_SEND_UNKNOWN` in `send_batch.c`.
+    static let unknown = Int32.min + 1
+
     /// A batch, or `nil` with the reason when the kernel has no io_uring or forbids it (a seccomp profile, a
     /// sysctl).
     static func make() -> Result<SocketSendBatch, Failure> {
@@ -72,14 +76,15 @@ final class SocketSendBatch {
 
     /// Makes the queued sends and waits for each one's answer (at once: none waits for its socket); calls `body`
     /// with each send's index and what it returned: the bytes the socket took (all, part, 0), or a negative errno
-    /// (`-EAGAIN` for a full socket; `Int32.min` for a send the kernel did not take, which was not made).
+    /// (`-EAGAIN` for a full socket; `Int32.min` for a send the kernel did not take, which was not made; ``unknown``).
     func send(_ body: (_ index: Int, _ result: Int32) -> Void) {
         let queued = count
         guard queued > 0 else { return }
         results.withUnsafeMutableBufferPointer {
             _ = gavel_send_batch_send(ring, $0.baseAddress, UInt32(queued))
         }
-        for storage in storages { storage.release() }
+        // A send never answered may still read its bytes: its buffer is kept (for good) rather than freed under it.
+        for (index, storage) in storages.enumerated() where results[index] != Self.unknown { storage.release() }
         storages.removeAll(keepingCapacity: true)
         count = 0
         for index in 0..<queued { body(index, results[index]) }

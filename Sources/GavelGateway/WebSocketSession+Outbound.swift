@@ -118,6 +118,14 @@ extension WebSocketSession {
     /// Ends a flush ``queueFlush(in:)`` queued, given what its send returned: as ``flushIfNeeded()`` after its own
     /// `send`, what the socket did not take goes through the channel.
     func finishFlush(sent: Int32) {
+        if sent == SocketSendBatch.unknown {
+            // How much of the stream went out is unknown: nothing more can be written to it that a client could
+            // read right, so the connection ends here (the client reconnects and resumes with `since`).
+            outbound = ByteBuffer()
+            outboundHandedOver = false
+            context?.channel.close(promise: nil)
+            return
+        }
         if RawFrameWriter.took(Int(sent), of: &outbound) {
             outboundHandedOver = true
             return

@@ -117,3 +117,16 @@ struct SocketSendBatchTests {
         #expect(batch.hasRoom && pairs.map { drain($0.1).count }.reduce(0, +) == batch.capacity)
     }
 }
+
+/// A send of a batch whose answer never came leaves the connection's stream unknown: the session closes it rather
+/// than write the same bytes again (or the next ones after a gap).
+@Suite struct UnansweredSendTests {
+    @Test func aSessionWhoseBatchedSendWasNeverAnsweredClosesItsConnection() throws {
+        let harness = try SessionHarness()
+        let session = try harness.channel.pipeline.syncOperations.handler(type: WebSocketSession.self)
+        #expect(harness.channel.isActive)
+        session.finishFlush(sent: SocketSendBatch.unknown)
+        harness.channel.embeddedEventLoop.run()
+        #expect(!harness.channel.isActive)
+    }
+}

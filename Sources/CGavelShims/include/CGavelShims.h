@@ -54,9 +54,14 @@ unsigned gavel_send_batch_capacity(const gavel_send_batch *batch);
 /// Queues a send of `length` bytes at `bytes` to socket `fd`; returns its index in the batch, or -1 when the batch
 /// is full. The bytes must stay where they are until ``gavel_send_batch_send`` returns.
 int gavel_send_batch_add(gavel_send_batch *batch, int fd, const void *bytes, size_t length);
+/// What a send taken by the kernel and never answered returned (the ring failed while waiting): how much it sent
+/// is unknown, and its bytes may still be read.
+#define GAVEL_SEND_UNKNOWN (INT32_MIN + 1)
+
 /// Makes the queued sends and waits for all of them (a socket that cannot take its bytes answers at once):
-/// `results[i]` (for `i` < `count`) is what send `i` returned (bytes sent, or -errno), or INT32_MIN for one the
-/// kernel did not take (then it was not made). Returns how many the kernel took, or -errno when it took none.
+/// `results[i]` (for `i` < `count`) is what send `i` returned (bytes sent, or -errno), INT32_MIN for one the
+/// kernel did not take (then it was not made), or ``GAVEL_SEND_UNKNOWN``. Returns how many the kernel took, or
+/// -errno when it took none or could not be waited for.
 int gavel_send_batch_send(gavel_send_batch *batch, int32_t *results, unsigned count);
 
 #endif
