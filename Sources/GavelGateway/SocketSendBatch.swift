@@ -32,8 +32,7 @@ final class SocketSendBatch {
     /// working kernel never does): how much of it went out is unknown. `GAVEL_SEND_UNKNOWN` in `send_batch.c`.
     static let unknown = Int32.min + 1
 
-    /// A batch, or `nil` with the reason when the kernel has no io_uring or forbids it (a seccomp profile, a
-    /// sysctl).
+    /// A batch, or why there is none: the kernel has no io_uring or forbids it (a seccomp profile, a sysctl).
     static func make() -> Result<SocketSendBatch, Failure> {
         guard let ring = gavel_send_batch_create(entries) else { return .failure(Failure(errno: errno)) }
         return .success(SocketSendBatch(ring: ring))
