@@ -75,6 +75,9 @@ final class Checkpointer: @unchecked Sendable {
     private var events: [Event] = []
     /// The shadow's listings by the hash of their id, kept from one snapshot's replay to the next.
     private var listings = ReplayListings()
+    /// The digests and listing hashes of the batch being replayed, their storage kept from one batch to the next.
+    private var digests: [CommandDigest?] = []
+    private var listingHashes: [UInt64] = []
 
     init(
         directory: DataDirectory, keepSnapshots: Int, retention: JournalRetention = .none, engine: EngineConfiguration,
@@ -299,7 +302,8 @@ final class Checkpointer: @unchecked Sendable {
             // the listings a few commands ahead loaded meanwhile: the shadow's listings are cold (the writer's
             // copies are the ones in the cache), and a lookup by `String` id and a wait for each was most of its
             // rules' time.
-            let (digests, listingHashes) = SegmentReadAhead.digestsAndListingHashes(of: batch, after: shadowLSN)
+            SegmentReadAhead.digestsAndListingHashes(
+                of: batch, after: shadowLSN, into: &digests, &listingHashes)
             for position in batch.records.indices where batch.records[position].lsn > shadowLSN {
                 Recovery.applyPlain(
                     batch.records, at: position, digests: digests, listingHashes: listingHashes,

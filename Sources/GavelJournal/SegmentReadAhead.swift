@@ -100,6 +100,10 @@ final class SegmentReadAhead: @unchecked Sendable {
     private var position = 0
     /// The applying thread's LZ4 context, for the batches it decodes itself.
     private let applierDecoder = LZ4Frame.Decoder()
+    /// The digests and listing hashes of the batches the applying thread decodes itself, their storage reused from
+    /// one to the next (the batch before is let go of by then).
+    private var applierDigests: [CommandDigest?] = []
+    private var applierListingHashes: [UInt64] = []
     private var finished = false
 
     /// The last lsn whose record is only read past, not applied (a snapshot's, when recovery starts from one): its
@@ -177,6 +181,19 @@ final class SegmentReadAhead: @unchecked Sendable {
         }
     }
 
+    /// The next batch of `reader`, with the digests and listing hashes of the records after lsn `digestsAfter`,
+    /// written into `digests` and `listingHashes` (which the batch handed out then shares).
+    private static func decode(
+        _ reader: inout SegmentReader, digestsAfter: UInt64, into digests: inout [CommandDigest?],
+        _ listingHashes: inout [UInt64]
+    ) -> Item {
+        Result { () throws(SegmentProblem) -> Batch? in
+            guard let batch = try reader.next() else { return nil }
+            digestsAndListingHashes(of: batch, after: digestsAfter, into: &digests, &listingHashes)
+            return (batch, digests, listingHashes)
+        }
+    }
+
     /// The next batch of `reader`, with the digests and listing hashes of the records after lsn `digestsAfter`.
     private static func decode(_ reader: inout SegmentReader, digestsAfter: UInt64) -> Item {
         Result { () throws(SegmentProblem) -> Batch? in
@@ -195,6 +212,17 @@ final class SegmentReadAhead: @unchecked Sendable {
     ) {
         var digests: [CommandDigest?] = []
         var listingHashes: [UInt64] = []
+        digestsAndListingHashes(of: batch, after: lsn, into: &digests, &listingHashes)
+        return (digests, listingHashes)
+    }
+
+    /// ``digestsAndListingHashes(of:after:)`` into arrays a caller keeps from one batch to the next (emptied first,
+    /// their storage kept): no allocation per batch once they are large enough.
+    static func digestsAndListingHashes(
+        of batch: SegmentBatch, after lsn: UInt64, into digests: inout [CommandDigest?], _ listingHashes: inout [UInt64]
+    ) {
+        digests.removeAll(keepingCapacity: true)
+        listingHashes.removeAll(keepingCapacity: true)
         digests.reserveCapacity(batch.records.count)
         listingHashes.reserveCapacity(batch.records.count)
         for index in batch.records.indices {
@@ -209,7 +237,6 @@ final class SegmentReadAhead: @unchecked Sendable {
                 listingHashes.append(0)
             }
         }
-        return (digests, listingHashes)
     }
 
     /// The next batch, `nil` at the end of the segment, as ``SegmentReader/next()``; not to be called again after
@@ -241,7 +268,8 @@ final class SegmentReadAhead: @unchecked Sendable {
                 // digests and listing hashes, which the apply would compute anyway and which let it look listings up
                 // by hash and load them a few commands ahead (with no reading thread, every batch comes this way).
                 var reader = from.reader.using(applierDecoder)
-                let item = Self.decode(&reader, digestsAfter: appliedAfter)
+                let item = Self.decode(
+                    &reader, digestsAfter: appliedAfter, into: &applierDigests, &applierListingHashes)
                 shared.withLock { shared in
                     shared.decodes.byApplier += 1
                     shared.handOver(item, after: from.handedOver, Position(reader: reader))
