@@ -162,23 +162,17 @@ final class LoopFanOut: @unchecked Sendable {
     /// them otherwise) one at a time.
     func flushDirty() {
         eventLoop.assertInEventLoop()
-        if dirty.count > 1, let batch = sendBatch() {
-            for session in dirty {
-                session.markedDirty = false
-                if session.queueFlush(in: batch) {
-                    batched.append(session)
-                    if !batch.hasRoom { sendBatched(batch) }
-                } else {
-                    session.flushIfNeeded()
-                }
-            }
-            sendBatched(batch)
-        } else {
-            for session in dirty {
-                session.markedDirty = false
+        let batch = dirty.count > 1 ? sendBatch() : nil
+        for session in dirty {
+            session.markedDirty = false
+            if let batch, session.queueFlush(in: batch) {
+                batched.append(session)
+                if !batch.hasRoom { sendBatched(batch) }
+            } else {
                 session.flushIfNeeded()
             }
         }
+        if let batch { sendBatched(batch) }
         dirty.removeAll(keepingCapacity: true)
     }
 
@@ -192,11 +186,13 @@ final class LoopFanOut: @unchecked Sendable {
             batched[index].finishFlush(sent: sent)
         }
         batched.removeAll(keepingCapacity: true)
-        if unsupported {
-            sends = .oneByOne
-            Logger(label: "gavel.gateway").warning(
-                "io_uring cannot send on this kernel (EINVAL): event loop \(index) makes one send per connection")
-        }
+        if unsupported { sendOneByOne(because: "io_uring cannot send on this kernel (EINVAL)") }
+    }
+
+    /// Makes the loop send one by one from now on, saying why once.
+    private func sendOneByOne(because reason: String) {
+        sends = .oneByOne
+        Logger(label: "gavel.gateway").warning("\(reason): event loop \(index) makes one send per connection")
     }
 
     /// The loop's send batch, made the first time it is wanted; `nil` when the loop sends one by one.
@@ -210,9 +206,7 @@ final class LoopFanOut: @unchecked Sendable {
                 sends = .batched(batch)
                 return batch
             case .failure(let failure):
-                sends = .oneByOne
-                Logger(label: "gavel.gateway").warning(
-                    "io_uring is not available (\(failure)): event loop \(index) makes one send per connection")
+                sendOneByOne(because: "io_uring is not available (\(failure))")
                 return nil
             }
         }

@@ -88,29 +88,17 @@ extension WebSocketSession {
     /// Sends what was written since the last flush: to the socket itself when the channel holds nothing of this
     /// connection (``RawFrameWriter``), else (and whatever the socket did not take) through the channel.
     func flushIfNeeded() {
-        guard needsFlush, output.context != nil else { return }
-        needsFlush = false
-        metrics.bytesOut.increment(by: unflushedBytes)
-        unflushedBytes = 0
-        if !outboundHandedOver, output.sendDirectly(&outbound) {
-            // Sent: the next frame clears the buffer (or lets a large one go) as after a hand-over.
-            outboundHandedOver = true
-            return
-        }
-        writeOutbound()
-        output.flush()
+        guard startFlush() else { return }
+        endFlush(sentAll: !outboundHandedOver && output.sendDirectly(&outbound))
     }
 
     /// Queues what was written since the last flush as one send of `batch` when it would go to the socket itself
     /// (``flushIfNeeded()``'s first choice); false, with nothing done, otherwise. ``finishFlush(sent:)`` follows
     /// once `batch` has made its sends, and nothing is written to the session in between.
     func queueFlush(in batch: SocketSendBatch) -> Bool {
-        guard needsFlush, output.context != nil, !outboundHandedOver,
-            let fd = output.directDescriptor(for: outbound)
-        else { return false }
-        needsFlush = false
-        metrics.bytesOut.increment(by: unflushedBytes)
-        unflushedBytes = 0
+        guard needsFlush, !outboundHandedOver, let fd = output.directDescriptor(for: outbound), startFlush() else {
+            return false
+        }
         _ = batch.add(fd: fd, outbound)
         return true
     }
@@ -126,7 +114,22 @@ extension WebSocketSession {
             context?.channel.close(promise: nil)
             return
         }
-        if RawFrameWriter.took(Int(sent), of: &outbound) {
+        endFlush(sentAll: RawFrameWriter.took(Int(sent), of: &outbound))
+    }
+
+    /// Starts a flush when there is one to make: counts the bytes written since the last one as sent.
+    private func startFlush() -> Bool {
+        guard needsFlush, output.context != nil else { return false }
+        needsFlush = false
+        metrics.bytesOut.increment(by: unflushedBytes)
+        unflushedBytes = 0
+        return true
+    }
+
+    /// Ends a flush whose bytes all went to the socket (`sentAll`): the next frame clears the buffer (or lets a
+    /// large one go) as after a hand-over; otherwise what is left of them goes through the channel.
+    private func endFlush(sentAll: Bool) {
+        if sentAll {
             outboundHandedOver = true
             return
         }

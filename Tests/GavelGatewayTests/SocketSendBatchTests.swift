@@ -64,7 +64,7 @@ struct SocketSendBatchTests {
         let batch = try SocketSendBatch.make().get()
         let (full, fullPeer) = try pair()
         let (open, openPeer) = try pair()
-        defer { [full, fullPeer, open, openPeer].forEach { _ = close($0) } }
+        defer { for fd in [full, fullPeer, open, openPeer] { close(fd) } }
         var small: CInt = 4096
         setsockopt(full, SOL_SOCKET, SO_SNDBUF, &small, socklen_t(MemoryLayout<CInt>.size))
         let filler = [UInt8](repeating: 0x61, count: 4096)
