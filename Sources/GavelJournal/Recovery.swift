@@ -642,7 +642,7 @@ public enum Recovery {
     /// Applies `records[position]` as a replay that reads no outcome and keeps no events does (recovery's plain
     /// replay, the checkpointer's shadow): each command's listing found in `listings` by the hash its batch's
     /// reading computed (`listingHashes`, with the `digests`, one of each per record, as
-    /// ``SegmentReadAhead/digestsAndListingHashes(of:after:)`` gives them), not by its `String` id, and the slot
+    /// ``SegmentReadAhead/digestsAndListingHashes(of:after:into:_:)`` gives them), not by its `String` id, and the slot
     /// and then the listing of the commands a few ahead loaded into the cache meanwhile.
     @inline(__always)
     static func applyPlain(

@@ -194,30 +194,19 @@ final class SegmentReadAhead: @unchecked Sendable {
         }
     }
 
-    /// The next batch of `reader`, with the digests and listing hashes of the records after lsn `digestsAfter`.
+    /// The next batch of `reader`, with the digests and listing hashes of the records after lsn `digestsAfter` in
+    /// arrays of its own (the reading thread's: the batches it hands over wait together).
     private static func decode(_ reader: inout SegmentReader, digestsAfter: UInt64) -> Item {
-        Result { () throws(SegmentProblem) -> Batch? in
-            try reader.next().map { batch in
-                let (digests, listingHashes) = Self.digestsAndListingHashes(of: batch, after: digestsAfter)
-                return (batch, digests, listingHashes)
-            }
-        }
-    }
-
-    /// Each record's ``CommandDigest`` and listing hash, as ``Batch`` holds them: one pass over the records that
-    /// reads each in place (`switch` borrows what its cases bind, where a `map` over the records copied each one,
-    /// its command's strings and enum, and destroyed the copy again).
-    static func digestsAndListingHashes(of batch: SegmentBatch, after lsn: UInt64) -> (
-        [CommandDigest?], [UInt64]
-    ) {
         var digests: [CommandDigest?] = []
         var listingHashes: [UInt64] = []
-        digestsAndListingHashes(of: batch, after: lsn, into: &digests, &listingHashes)
-        return (digests, listingHashes)
+        return decode(&reader, digestsAfter: digestsAfter, into: &digests, &listingHashes)
     }
 
-    /// ``digestsAndListingHashes(of:after:)`` into arrays a caller keeps from one batch to the next (emptied first,
-    /// their storage kept): no allocation per batch once they are large enough.
+    /// Each record's ``CommandDigest`` and listing hash after lsn `lsn`, as ``Batch`` holds them, into arrays a
+    /// caller may keep from one batch to the next (emptied first, their storage kept: no allocation per batch once
+    /// they are large enough). One pass over the records that reads each in place (`switch` borrows what its cases
+    /// bind, where a `map` over the records copied each one, its command's strings and enum, and destroyed the copy
+    /// again).
     static func digestsAndListingHashes(
         of batch: SegmentBatch, after lsn: UInt64, into digests: inout [CommandDigest?], _ listingHashes: inout [UInt64]
     ) {

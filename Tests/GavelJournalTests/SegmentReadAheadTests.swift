@@ -40,6 +40,16 @@ private func batches(of readAhead: SegmentReadAhead) -> ([SegmentBatch], Segment
     return (read, nil)
 }
 
+extension SegmentReadAhead {
+    /// The digests and listing hashes of `batch`'s records after `lsn`, in new arrays.
+    static func digestsAndListingHashes(of batch: SegmentBatch, after lsn: UInt64) -> ([CommandDigest?], [UInt64]) {
+        var digests: [CommandDigest?] = []
+        var listingHashes: [UInt64] = []
+        digestsAndListingHashes(of: batch, after: lsn, into: &digests, &listingHashes)
+        return (digests, listingHashes)
+    }
+}
+
 @Suite struct SegmentReadAheadTests {
     @Test func handsOutTheReadersBatchesInOrderEachDecodedOnceAndLeavesTheReaderWhereItEnded() throws {
         let (temporary, bytes) = try segment("read-ahead", count: 600)
