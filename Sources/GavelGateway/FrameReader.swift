@@ -19,11 +19,7 @@ struct InboundFrame {
     /// The masking key's bytes in the order they apply to the payload, twice: one 8-byte word to XOR with.
     var maskPattern: UInt64? {
         guard let mask else { return nil }
-        var pattern: UInt64 = 0
-        withUnsafeMutableBytes(of: &pattern) { word in
-            for i in 0..<8 { word[i] = UInt8(truncatingIfNeeded: mask >> (24 - 8 * (i % 4))) }
-        }
-        return pattern
+        return SessionStateMachine.maskPattern { UInt8(truncatingIfNeeded: mask >> (24 - 8 * ($0 % 4))) }
     }
 
     /// The payload unmasked, in a buffer of its own.

@@ -147,12 +147,17 @@ struct SessionStateMachine {
     /// the copy and the XOR in one pass, eight bytes a step (swift-nio's `webSocketUnmask` takes a byte a step, with a
     /// division for each, after a separate copy).
     static func unmask(_ data: ByteBuffer, key: WebSocketMaskingKey, indexOffset: Int, into out: inout ByteBuffer) {
-        // The key's bytes in the order they apply from the payload's first byte, twice: one 8-byte word.
+        unmask(data, pattern: maskPattern { key[($0 + indexOffset) % 4] }, into: &out)
+    }
+
+    /// The masking key's bytes in the order they apply from the payload's first byte, twice: one 8-byte word to XOR
+    /// with. `keyByte(i)` is the key's byte for payload byte `i` (`i` in 0..<8).
+    static func maskPattern(_ keyByte: (Int) -> UInt8) -> UInt64 {
         var pattern: UInt64 = 0
         withUnsafeMutableBytes(of: &pattern) { word in
-            for i in 0..<8 { word[i] = key[(i + indexOffset) % 4] }
+            for i in 0..<8 { word[i] = keyByte(i) }
         }
-        unmask(data, pattern: pattern, into: &out)
+        return pattern
     }
 
     /// Appends `data` XORed with `pattern` (the masking key's bytes in the order they apply, twice) to `out`.
