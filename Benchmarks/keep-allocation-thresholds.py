@@ -21,6 +21,10 @@ for source in glob.glob(os.path.join(here, "Benchmarks", "*", "*.swift")):
         names.add((target, name))
     for name in re.findall(r'Benchmark\(\s*\n\s*"((?:[^"\\]|\\.)*)"', text):
         names.add((target, name))
+    # A name chosen by an expression (`configuration ? "a" : "b"`): any string literal may be one; only those that
+    # name a thresholds file count.
+    for name in re.findall(r'"((?:[^"\\]|\\.)*)"', text):
+        names.add((target, name))
 
 def real_name(template, stem):
     """The benchmark's name if `stem` (a file name, spaces maybe written as underscores) is `template`, whose

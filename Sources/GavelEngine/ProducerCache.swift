@@ -22,6 +22,8 @@ import Synchronization
 final class ProducerCache {
     /// The writer whose queues these are: a thread that submits to another writer starts a fresh cache.
     private(set) var owner: UInt64
+    /// The thread's spent submissions, filled again by its next submits (whichever writer they go to).
+    let spares = SubmissionSpares()
     /// A slot: a listing id's hash and its queue (`nil`: free; the queue's +1 is the table's), side by side so that a
     /// probe reads one cache line.
     private struct Slot {
@@ -159,6 +161,12 @@ final class ProducerCache {
         precondition(rc == 0, "cannot create the producer cache key: pthread_key_create returned \(rc)")
         return key
     }()
+
+    /// The calling thread's cache, if it has one (it submitted before), whatever writer it was for.
+    @inline(__always)
+    static func existing() -> ProducerCache? {
+        pthread_getspecific(key).map { Unmanaged<ProducerCache>.fromOpaque($0).takeUnretainedValue() }
+    }
 
     /// The calling thread's cache for the writer `owner`: emptied first if it held another writer's queues.
     @inline(__always)

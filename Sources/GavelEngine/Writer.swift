@@ -175,15 +175,22 @@ public final class Writer: @unchecked Sendable {
         _ command: consuming Command, replyTo recipient: (any ResultRecipient)?, started: UInt64 = 0, wake: Bool = true
     ) -> CommandResult? {
         guard phase.load(ordering: .acquiring) == Phase.running.rawValue else { return Self.notRunning }
-        return submit(Submission(command, recipient: recipient, started: started), wake: wake)
+        let cache = ProducerCache.current(for: identity)
+        return submit(
+            cache.spares.submission(command, recipient: recipient, started: started), cache: cache, wake: wake)
     }
 
     /// Offers `submission` to its listing's queue: the thread's cached queue when it has one, else the map's.
     private func submit(_ submission: Submission, wake: Bool) -> CommandResult? {
+        submit(submission, cache: ProducerCache.current(for: identity), wake: wake)
+    }
+
+    /// Offers `submission` to its listing's queue: `cache`'s (the calling thread's) queue when it has one, else the
+    /// map's.
+    private func submit(_ submission: Submission, cache: ProducerCache, wake: Bool) -> CommandResult? {
         let hash = submission.digest.listingHash
         // Fast path: the calling thread's cache, no lock and no reference counting. A queue freed since it was cached
         // refuses the offer.
-        let cache = ProducerCache.current(for: identity)
         if let cached = cache.queue(for: submission.command.listing, hash: hash) {
             let offered = cached._withUnsafeGuaranteedRef { offer(submission, toCached: $0, wake: wake) }
             if case .done(let outcome) = offered { return outcome }
@@ -230,9 +237,10 @@ public final class Writer: @unchecked Sendable {
         precondition(
             queue.listing == command.listing, "command for \(command.listing) sent to \(queue.listing)'s queue")
         guard phase.load(ordering: .acquiring) == Phase.running.rawValue else { return Self.notRunning }
-        let submission = Submission(command, recipient: recipient, started: started)
+        let cache = ProducerCache.current(for: identity)
+        let submission = cache.spares.submission(command, recipient: recipient, started: started)
         if case .done(let outcome) = offer(submission, toCached: queue, wake: wake) { return outcome }
-        return submit(submission, wake: wake)
+        return submit(submission, cache: cache, wake: wake)
     }
 
     /// What an offer to a queue looked up earlier did.

@@ -72,6 +72,12 @@ final class LoopFanOut: @unchecked Sendable {
     }
     /// Whether a wake-up of the writer is queued on this loop (``wakeWriterAfterThisTick(_:)``).
     private var writerWakeQueued = false
+    /// The submissions whose results a task delivered: in a task of their own queued after it, once that task's
+    /// items are gone, each one nothing else holds goes back to this thread's spares (``Submission/recycle(_:)``),
+    /// for the sessions' next commands.
+    private var spent: [Submission] = []
+    /// The task that recycles ``spent``, made once (a closure made per task would be an allocation per group).
+    private lazy var recycleTask: @Sendable () -> Void = { [weak self] in self?.recycleSpent() }
 
     init(eventLoop: EventLoop, index: Int, metrics: GatewayMetrics, batchesSends: Bool = false) {
         self.eventLoop = eventLoop
@@ -130,6 +136,7 @@ final class LoopFanOut: @unchecked Sendable {
     func run(_ items: [LoopItem], releasedAt: UInt64) {
         eventLoop.assertInEventLoop()
         delivering = true
+        let spentBefore = spent.count
         // The clocks once for the task: every result in it is timed and stamped alike.
         let now = monotonicNanos()
         let ts = SystemClock().now()
@@ -148,6 +155,7 @@ final class LoopFanOut: @unchecked Sendable {
                 session.enqueue(frame)
             case .result(let session, let submission, let result):
                 session.deliverResult(submission.command, result, started: submission.started, now: now, ts: ts)
+                spent.append(submission)
             case .evicted(let listing):
                 for subscription in table[listing] ?? [] { subscription.lastSeq = 0 }
             }
@@ -155,6 +163,14 @@ final class LoopFanOut: @unchecked Sendable {
         delivering = false
         flushDirty()
         metrics.fanoutLatency.recordNanoseconds(Int64(monotonicNanos() &- releasedAt))
+        // After this task: the items (and the batch the router reset) hold the submissions until it ends. One task
+        // for all the groups delivered before it runs.
+        if spentBefore == 0 && !spent.isEmpty { eventLoop.execute(recycleTask) }
+    }
+
+    private func recycleSpent() {
+        eventLoop.assertInEventLoop()
+        Submission.recycle(&spent)
     }
 
     /// Flushes the sessions written to in the task: those whose bytes go to their socket itself with one io_uring
