@@ -61,6 +61,26 @@ public struct Fingerprint {
             for byte in utf8 { combine(byte: byte) }
         }
     }
+
+    /// Combines `s` as `combine(_ s: String)` does, and returns whether it is a well-formed identifier
+    /// (``Identifier/isValid(_:)``), reading its bytes once for both.
+    @inline(__always)
+    mutating func combineIdentifier(_ s: String) -> Bool {
+        if let valid = s.utf8.withContiguousStorageIfAvailable({ combineIdentifier(utf8: $0) }) { return valid }
+        var copy = s
+        return copy.withUTF8 { combineIdentifier(utf8: $0) }
+    }
+
+    @inline(__always)
+    private mutating func combineIdentifier(utf8: UnsafeBufferPointer<UInt8>) -> Bool {
+        combine(UInt64(utf8.count))
+        var valid = utf8.count > 0 && utf8.count <= Limits.maxIdentifierLength
+        for byte in utf8 {
+            valid = Identifier.isValidByte(byte) && valid
+            combine(byte: byte)
+        }
+        return valid
+    }
 }
 
 extension Command {

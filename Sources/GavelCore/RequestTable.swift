@@ -287,17 +287,33 @@ enum RequestHash {
     /// The hash of a principal alone.
     @inline(__always)
     static func of(principal: String) -> UInt64 {
-        let (k0, k1) = seeds
-        return fold(bytes(principal, seed: k1, k0), k1)
+        alone(bytes(principal, seed: seeds.0, seeds.1))
     }
 
     /// The hash of (principal, id).
     @inline(__always)
     static func of(principal: String, id: String) -> UInt64 {
         let (k0, k1) = seeds
-        var h = bytes(principal, seed: k0, k1)
-        h = fold(h ^ 0x9E37_79B9_7F4A_7C15, k1)
-        return fold(bytes(id, seed: h, k1), k0)
+        return of(principalBytes: bytes(principal, seed: k0, k1), id: id)
+    }
+
+    /// The hashes of (principal, id) and of the principal alone, the principal's bytes read once for both (every
+    /// command's digest needs the two).
+    @inline(__always)
+    static func both(principal: String, id: String) -> (request: UInt64, principal: UInt64) {
+        let p = bytes(principal, seed: seeds.0, seeds.1)
+        return (of(principalBytes: p, id: id), alone(p))
+    }
+
+    /// The principal's hash from its bytes' hash `p`.
+    @inline(__always)
+    private static func alone(_ p: UInt64) -> UInt64 { fold(p ^ 0xE703_7ED1_A0B4_28DB, seeds.1) }
+
+    /// The hash of (principal, id) from the principal's bytes' hash `p`.
+    @inline(__always)
+    private static func of(principalBytes p: UInt64, id: String) -> UInt64 {
+        let (k0, k1) = seeds
+        return fold(bytes(id, seed: fold(p ^ 0x9E37_79B9_7F4A_7C15, k1), k1), k0)
     }
 
     @inline(__always)

@@ -60,6 +60,19 @@ let benchmarks: @Sendable () -> Void = {
         }
     }
 
+    // What a producer computes for each command it submits (`Submission`), so that the writer does not: the request
+    // and principal hashes, the fingerprint, the listing's hash and whether the identifiers are well-formed.
+    let bidCommands = bidLines.compactMap { line -> Command? in
+        if case .command(let command, _) = CommandDecoder.decode(line: line) { return command }
+        return nil
+    }
+    Benchmark("digest of a bid command (CommandDigest)") { benchmark in
+        guard bidCommands.count == 1_024 else { return benchmark.error("decoded \(bidCommands.count) bids") }
+        for index in benchmark.scaledIterations {
+            blackHole(CommandDigest(bidCommands[index & 1_023]))
+        }
+    }
+
     let orderLineBytes = (0..<1_024).map { k in
         Array(
             #"{"type":"order","id":"o\#(k)","listing":"M1","trader":"trader-\#(k % 7)","side":"\#(k % 2 == 0 ? "buy" : "sell")","price":\#(500 + k),"quantity":\#(1 + k % 10),"tif":"ioc"}"#
