@@ -30,7 +30,7 @@ final class EnglishBook {
     init(_ terms: ListingTerms.English) {
         start = terms.start
         ladder = terms.increments ?? IncrementLadder.standard
-        extras = EnglishExtras(terms)
+        extras = EnglishExtras.of(terms)
         price = terms.start
     }
 
@@ -53,11 +53,17 @@ final class EnglishExtras {
     let increments: [IncrementStep]?
     let softClose: SoftClose?
 
-    /// The extras of `terms`, or `nil` when they set none.
-    init?(_ terms: ListingTerms.English) {
+    /// The extras of `terms`, or `nil` when they set none. Checked before the object is made: a failable class
+    /// initializer allocates the object first, and a `nil` from it was an allocation and a `free` for every plain
+    /// english listing opened.
+    static func of(_ terms: ListingTerms.English) -> EnglishExtras? {
         if terms.reserve == nil && terms.buyNow == nil && terms.increments == nil && terms.softClose == nil {
             return nil
         }
+        return EnglishExtras(terms)
+    }
+
+    private init(_ terms: ListingTerms.English) {
         reserve = terms.reserve
         buyNow = terms.buyNow
         increments = terms.increments
