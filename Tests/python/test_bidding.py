@@ -2,6 +2,8 @@
 
 import asyncio
 import json
+import socket
+import struct
 import time
 
 from websockets.asyncio.client import connect as async_connect
@@ -177,3 +179,66 @@ def test_unsubscribe_stops_the_events_of_that_listing_only(server):
         assert ann.command({"type": "bid", "listing": second, "amount": 500})["ok"]
         assert watcher.event(second, "bid_placed")["seq"] == 2
         watcher.quiet(lambda m: m.get("listing") == first and m.get("type") == "bid_placed", 0.3)
+
+
+def test_every_result_answers_its_own_command_while_other_connections_drop_with_bids_in_flight(start_server):
+    """Waves of pipelined bids over two event loops, half the connections of each wave dropped (reset) with their
+    bids still in flight: every connection that stays gets exactly one result per id it sent, each the answer to
+    that command (a repeat of the same bid is its duplicate, another amount under the id a conflict), and a
+    watcher sees every applied bid once, in order."""
+    srv = start_server("--threads", "2", "--rate", "100000", "--rate-burst", "100000",
+                       "--principal-rate", "100000", "--principal-rate-burst", "100000")
+    listings = [unique() for _ in range(3)]
+    with srv.user("sam", "seller") as sam, srv.connect() as watcher:
+        for listing in listings:
+            assert open_english(sam, listing, start=100, increments=[[0, 1]])["ok"]
+            watcher.subscribe(listing)
+        accepted = {}
+        amount = 200
+        for wave in range(3):
+            keep, drop = [], []
+            for n in range(8):
+                client = srv.user(f"w{wave}-{n}")
+                (keep if n % 2 == 0 else drop).append(client)
+            sent = {}
+            for client in keep + drop:
+                for k in range(40):
+                    rid = f"{client.hello['principal']}-{k}"
+                    amount += 1
+                    bid = {"type": "bid", "id": rid, "listing": listings[k % 3], "amount": amount}
+                    client.send(bid)
+                    sent[rid] = (client, bid)
+            for client in drop:
+                client.ws.socket.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                client.ws.socket.close()  # a reset, with results on their way
+            for client in keep:
+                mine = {rid for rid, (owner, _) in sent.items() if owner is client}
+                answered = {}
+                while len(answered) < len(mine):
+                    message = client.expect(lambda m: m.get("type") == "result", timeout=20)
+                    assert message["id"] in mine, f"a result for a command this connection did not send: {message}"
+                    assert message["id"] not in answered, f"two results for {message['id']}"
+                    answered[message["id"]] = message
+                for rid, result in answered.items():
+                    assert result["ok"] or result["error"] == "bid_too_low", result
+                    if result["ok"]:
+                        accepted[rid] = result
+                    bid = sent[rid][1]
+                    again = client.command(dict(bid))
+                    assert again["id"] == rid and again.get("duplicate") is True, again
+                    assert again["ok"] == result["ok"] and again.get("price") == result.get("price"), (result, again)
+                    other = client.command(dict(bid, amount=bid["amount"] + 1_000_000))
+                    assert other["ok"] is False and other["error"] == "idempotency_conflict", other
+                client.close()
+        # The watcher saw every applied bid once and in order: per listing, the events' bid counts run 1, 2, 3...
+        # with no gap, and there are at least as many as the bids the survivors had accepted.
+        placed = []
+        while True:
+            try:
+                placed.append(watcher.expect(lambda m: m.get("type") == "bid_placed", timeout=2))
+            except AssertionError:
+                break
+        for listing in listings:
+            counts = [m["bids"] for m in placed if m["listing"] == listing]
+            assert counts == list(range(1, len(counts) + 1)), listing
+        assert len(placed) >= len(accepted) > 0
