@@ -88,7 +88,4 @@ final class SubmissionSpares {
             spares.append(submission)
         }
     }
-
-    /// The number of spares (for tests).
-    var count: Int { spares.count }
 }
