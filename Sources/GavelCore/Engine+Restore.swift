@@ -80,6 +80,9 @@ extension Engine {
         let engine = Engine(configuration: configuration)
         engine.now = now
         let listingCount = try r.readCount(minimumSize: 16)
+        // Sized once (the count is bounded by the bytes left): grown by doubling, the table was rebuilt 14 times
+        // for 10,000 listings.
+        engine.listings.reserveCapacity(listingCount)
         for _ in 0..<listingCount {
             let listing = try decodeListing(&r)
             engine.listings[listing.id] = listing
