@@ -22,12 +22,18 @@ final class KeepingObserver: ReleaseObserver, ResultRecipient, Sendable {
     }
 }
 
+/// A writer driven with `runUntilIdle()` whose batches a ``KeepingObserver`` keeps.
+func manualWriterKeepingBatches() -> (KeepingObserver, Writer) {
+    let observer = KeepingObserver()
+    let writer = Writer(clock: ManualClock(0), observer: observer)
+    writer.startManual()
+    return (observer, writer)
+}
+
 /// An observer that keeps batches decides when the writer may reuse them.
 @Suite struct KeptBatchTests {
     @Test func consumedEventsAreTheBatchsEventsMovedOutAndTheBatchHoldsNoneAfter() throws {
-        let observer = KeepingObserver()
-        let writer = Writer(clock: ManualClock(0), observer: observer)
-        writer.startManual()
+        let (observer, writer) = manualWriterKeepingBatches()
         writer.submit(
             Command(
                 id: "o", listing: "L", body: .open(seller: "s", terms: .english(.init(start: 10, closesAt: 10_000)))),
@@ -54,9 +60,7 @@ final class KeepingObserver: ReleaseObserver, ResultRecipient, Sendable {
     }
 
     @Test func aKeptBatchIsNotReusedUntilItIsGivenBackAndThenIsReusedEmpty() {
-        let observer = KeepingObserver()
-        let writer = Writer(clock: ManualClock(0), observer: observer)
-        writer.startManual()
+        let (observer, writer) = manualWriterKeepingBatches()
         _ = writer.submit(openEnglish("L"), replyTo: observer)
         writer.runUntilIdle()
         let first = observer.take()

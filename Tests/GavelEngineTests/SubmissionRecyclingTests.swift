@@ -19,9 +19,7 @@ import Testing
     }
 
     @Test func aSubmissionNothingElseHoldsIsFilledAgainByTheThreadsNextSubmit() throws {
-        let observer = KeepingObserver()
-        let writer = Writer(clock: ManualClock(0), observer: observer)
-        writer.startManual()
+        let (observer, writer) = manualWriterKeepingBatches()
         _ = writer.submit(openEnglish("L"), replyTo: observer)
         _ = writer.submit(bid("L", "ann", 100, id: "b1"), replyTo: observer)
         writer.runUntilIdle()
@@ -51,9 +49,7 @@ import Testing
     }
 
     @Test func aSubmissionStillReferencedElsewhereIsNeverFilledAgain() throws {
-        let observer = KeepingObserver()
-        let writer = Writer(clock: ManualClock(0), observer: observer)
-        writer.startManual()
+        let (observer, writer) = manualWriterKeepingBatches()
         _ = writer.submit(openEnglish("L"), replyTo: observer)
         writer.runUntilIdle()
         let batches = observer.take()
@@ -73,9 +69,7 @@ import Testing
     }
 
     @Test func aSpareDoesNotKeepItsLastRecipientAlive() throws {
-        let observer = KeepingObserver()
-        let writer = Writer(clock: ManualClock(0), observer: observer)
-        writer.startManual()
+        let (observer, writer) = manualWriterKeepingBatches()
         final class Recipient: ResultRecipient, Sendable {}
         var recipient: Recipient? = Recipient()
         weak let gone = recipient
