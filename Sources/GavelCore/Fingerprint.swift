@@ -74,7 +74,7 @@ public struct Fingerprint {
     @inline(__always)
     private mutating func combineIdentifier(utf8: UnsafeBufferPointer<UInt8>) -> Bool {
         combine(UInt64(utf8.count))
-        var valid = utf8.count > 0 && utf8.count <= Limits.maxIdentifierLength
+        var valid = Identifier.isValidLength(utf8.count)
         for byte in utf8 {
             valid = Identifier.isValidByte(byte) && valid
             combine(byte: byte)

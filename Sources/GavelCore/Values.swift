@@ -36,10 +36,14 @@ public enum Identifier {
     /// Whether `utf8` is a well-formed identifier: one bit test per byte against the allowed ASCII set.
     @inlinable
     public static func isValid(utf8: UnsafeBufferPointer<UInt8>) -> Bool {
-        guard utf8.count > 0 && utf8.count <= Limits.maxIdentifierLength else { return false }
+        guard isValidLength(utf8.count) else { return false }
         for byte in utf8 where !isValidByte(byte) { return false }
         return true
     }
+
+    /// Whether an identifier of `count` bytes has an allowed length (1 to ``Limits/maxIdentifierLength``).
+    @inlinable @inline(__always)
+    public static func isValidLength(_ count: Int) -> Bool { count > 0 && count <= Limits.maxIdentifierLength }
 
     /// Whether `byte` is one of the identifier characters `[A-Za-z0-9_.:-]`: one bit test against the allowed ASCII
     /// set. The one table every identifier check reads (the engine's and the gateway's fast decoder).

@@ -327,7 +327,7 @@ private struct Scanner {
         let start = p
         while p < end, Identifier.isValidByte(p.pointee) { p += 1 }
         let count = p - start
-        guard count >= 1, count <= Limits.maxIdentifierLength, take(UInt8(ascii: "\"")) else { return nil }
+        guard Identifier.isValidLength(count), take(UInt8(ascii: "\"")) else { return nil }
         return Span(start: start, count: count)
     }
 
