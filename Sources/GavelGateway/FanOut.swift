@@ -59,6 +59,11 @@ final class LoopFanOut: @unchecked Sendable {
     private(set) var delivering = false
     /// Command counters used on this loop.
     var commandCounters: [Int: CoreMetrics.Counter] = [:]
+    /// The acknowledgement latencies of the results delivered in the current task, merged into
+    /// `gavel_ack_seconds` at its end (one lock for the task, none per result).
+    private var ackTally: LatencyTally
+    /// Results delivered in the current task: taken off `gavel_commands_in_flight` at its end, at once.
+    private var answered = 0
     /// How the sessions written to in a task are flushed: their sends made together through io_uring (made when
     /// first needed, on this loop), or one `send` each (`--no-io-uring`, or io_uring not to be had).
     private var sends: Sends
@@ -84,6 +89,23 @@ final class LoopFanOut: @unchecked Sendable {
         self.index = index
         self.metrics = metrics
         self.sends = batchesSends ? .batchedWhenNeeded : .oneByOne
+        ackTally = metrics.ackLatency.makeTally()
+    }
+
+    /// Counts a result delivered on this loop, `nanos` after its command came: in the task's tally while the loop
+    /// delivers a group (``run(_:releasedAt:)`` merges it at the end), straight into the metrics otherwise.
+    func countAnswered(nanos: Int64) {
+        eventLoop.assertInEventLoop()
+        ackTally.record(nanos: nanos)
+        answered += 1
+        if !delivering { mergeAnswered() }
+    }
+
+    private func mergeAnswered() {
+        guard answered > 0 else { return }
+        metrics.ackLatency.merge(&ackTally)
+        metrics.inFlight.decrement(by: Double(answered))
+        answered = 0
     }
 
     func add(_ subscription: Subscription) {
@@ -161,6 +183,8 @@ final class LoopFanOut: @unchecked Sendable {
             }
         }
         delivering = false
+        // Counted before the results leave, as each was before its own send.
+        mergeAnswered()
         flushDirty()
         metrics.fanoutLatency.recordNanoseconds(Int64(monotonicNanos() &- releasedAt))
         // After this task: the items (and the batch the router reset) hold the submissions until it ends. One task

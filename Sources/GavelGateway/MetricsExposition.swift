@@ -73,6 +73,10 @@ struct HelpfulMetricsFactory: CoreMetrics.MetricsFactory {
 struct ExpositionWriter {
     private(set) var bytes: [UInt8] = []
 
+    mutating func histogram(_ histogram: LatencyHistogram) {
+        histogram.write(into: &bytes)
+    }
+
     mutating func metric(_ name: String, _ type: String, _ help: String, _ value: Double) {
         bytes += Array("# HELP \(name) \(help)\n# TYPE \(name) \(type)\n\(name) \(Self.format(value))\n".utf8)
     }

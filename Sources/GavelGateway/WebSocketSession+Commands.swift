@@ -65,9 +65,14 @@ extension WebSocketSession {
     /// once for all its results.
     func deliverResult(_ command: Command, _ result: CommandResult, started: UInt64, now: UInt64, ts: Millis) {
         context?.eventLoop.assertInEventLoop()
-        metrics.inFlight.decrement()
-        if let loop { metrics.countCommand(command, result, cache: &loop.commandCounters) }
-        metrics.ackLatency.recordNanoseconds(Int64(now &- started))
+        let nanos = Int64(clamping: now &- started)
+        if let loop {
+            metrics.countCommand(command, result, cache: &loop.commandCounters)
+            loop.countAnswered(nanos: nanos)
+        } else {
+            metrics.inFlight.decrement()
+            metrics.ackLatency.record(nanos: nanos)
+        }
         sendResult(id: command.id, result, ts: ts)
     }
 }

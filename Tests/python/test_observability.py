@@ -52,6 +52,10 @@ def test_metrics_of_a_real_server_pass_promtool_check_metrics(start_server):
     assert srv.metric("gavel_journal_fsyncs_total") >= 2  # --fsync always: at least one per durable batch
     assert srv.metric("process_open_fds") >= 3
     assert 'gavel_commands_total{type="bid",result="bid_too_low"} 1' in text
+    # Each event loop counts its results and merges them once per durable group: every answer is in, none in flight.
+    assert srv.metric("gavel_ack_seconds_count") == 3, "the open and the two bids"
+    assert srv.metric('gavel_ack_seconds_bucket{le="+Inf"}') == 3
+    assert srv.metric("gavel_commands_in_flight") == 0
 
 
 def test_engine_gauges_count_listings_remembered_ids_and_timers_and_cancelled_orders_leave_no_timer(start_server):
