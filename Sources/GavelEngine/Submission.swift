@@ -1,3 +1,4 @@
+import CGavelShims
 import GavelCore
 import Synchronization
 
@@ -14,15 +15,25 @@ import Synchronization
 /// refill happens only when that thread holds the only reference (``recycle(_:)`` checks it).
 public final class Submission: MPSCNode, @unchecked Sendable {
     public let next = Atomic<UnsafeMutableRawPointer?>(nil)
-    public private(set) var command: Command
-    /// Computed by the producer that makes the submission, so the writer does not.
+    /// Computed by the producer that makes the submission, so the writer does not. Declared right after the link
+    /// so that both lie in the object's first 64 bytes, the two cache lines at most that the writer's prefetch of a
+    /// coming command loads (``prefetchHead(_:)``): its next stage reads the digest.
     private(set) var digest: CommandDigest
+    public private(set) var command: Command
     /// Who the result goes back to, found by the ``ReleaseObserver`` in the released batch; `nil`: nobody waits.
     public fileprivate(set) var recipient: (any ResultRecipient)?
     /// When the producer took the command (monotonic ns, 0 when not measured), for the recipient's latency figures.
     public private(set) var started: UInt64
     /// Whether ``recipient`` is the writer's own ``AwaitedResult``, resumed by the writer at release.
     private(set) var awaited: Bool
+
+    /// Starts loading the link and the digest of the submission at `node`: its first 64 bytes, one cache line or the
+    /// two it straddles (an object starts on 16 bytes, not on 64). A hint only.
+    @inline(__always)
+    static func prefetchHead(_ node: UnsafeMutableRawPointer) {
+        gavel_prefetch_for_read(node)
+        gavel_prefetch_for_read(node + 63)
+    }
 
     public init(_ command: Command, recipient: (any ResultRecipient)?, started: UInt64 = 0) {
         self.command = command

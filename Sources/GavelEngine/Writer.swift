@@ -676,7 +676,7 @@ public final class Writer: @unchecked Sendable {
         if more, let next = queue.commands.oldest() {
             MPSCLinks<Submission>.withNode(at: next) { submission in
                 engine.prefetch(submission.digest)
-                if let after = submission.next.load(ordering: .relaxed) { gavel_prefetch_for_read(after) }
+                if let after = submission.next.load(ordering: .relaxed) { Submission.prefetchHead(after) }
             }
             return
         }
@@ -691,7 +691,7 @@ public final class Writer: @unchecked Sendable {
         let third = ready.node(after: second)
         MPSCLinks<ListingQueue>.withNode(at: second) { listing in
             listing.addresses?.prefetch()
-            if let command = listing.commands.oldest() { gavel_prefetch_for_read(command) }
+            if let command = listing.commands.oldest() { Submission.prefetchHead(command) }
         }
         if let third {
             gavel_prefetch_for_read(third)
