@@ -176,7 +176,9 @@ final class LoopFanOut: @unchecked Sendable {
                 session.lastUserSeq = userSeq
                 session.enqueue(frame)
             case .result(let session, let submission, let result):
-                session.deliverResult(submission.command, result, started: submission.started, now: now, ts: ts)
+                session.deliverResult(
+                    id: submission.command.id, kind: submission.command.kind, result, started: submission.started,
+                    now: now, ts: ts)
                 spent.append(submission)
             case .evicted(let listing):
                 for subscription in table[listing] ?? [] { subscription.lastSeq = 0 }

@@ -128,10 +128,9 @@ public final class GatewayMetrics: Sendable {
         journalStats.withLock { $0 = stats }
     }
 
-    /// Counts one answered command in `cache` (one per event loop, so that counting takes no lock once each
+    /// Counts one answered command of type `kind` in `cache` (one per event loop, so that counting takes no lock once each
     /// type-and-result pair has been seen).
-    func countCommand(_ command: Command, _ result: CommandResult, cache: inout [Int: CoreMetrics.Counter]) {
-        let kind = command.kind
+    func countCommand(_ kind: CommandKind, _ result: CommandResult, cache: inout [Int: CoreMetrics.Counter]) {
         let type = Self.commandKinds.firstIndex(of: kind) ?? 0
         let code = result.error.flatMap { ErrorCode.allCases.firstIndex(of: $0) }.map { $0 + 1 } ?? 0
         let key = type << 8 | code

@@ -143,13 +143,6 @@ struct SessionStateMachine {
         return unmasked
     }
 
-    /// Appends `data` unmasked with `key` (its byte `i` XORed with the key's byte `(i + indexOffset) % 4`) to `out`:
-    /// the copy and the XOR in one pass, eight bytes a step (swift-nio's `webSocketUnmask` takes a byte a step, with a
-    /// division for each, after a separate copy).
-    static func unmask(_ data: ByteBuffer, key: WebSocketMaskingKey, indexOffset: Int, into out: inout ByteBuffer) {
-        unmask(data, pattern: maskPattern { key[($0 + indexOffset) % 4] }, into: &out)
-    }
-
     /// The masking key's bytes in the order they apply from the payload's first byte, twice: one 8-byte word to XOR
     /// with. `keyByte(i)` is the key's byte for payload byte `i` (`i` in 0..<8).
     static func maskPattern(_ keyByte: (Int) -> UInt8) -> UInt64 {
@@ -160,7 +153,9 @@ struct SessionStateMachine {
         return pattern
     }
 
-    /// Appends `data` XORed with `pattern` (the masking key's bytes in the order they apply, twice) to `out`.
+    /// Appends `data` XORed with `pattern` (the masking key's bytes in the order they apply, twice) to `out`: the copy
+    /// and the XOR in one pass, eight bytes a step (swift-nio's `webSocketUnmask` takes a byte a step, with a division
+    /// for each, after a separate copy).
     static func unmask(_ data: ByteBuffer, pattern: UInt64, into out: inout ByteBuffer) {
         let count = data.readableBytes
         guard count > 0 else { return }

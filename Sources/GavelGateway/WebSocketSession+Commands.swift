@@ -20,7 +20,9 @@ extension WebSocketSession {
         let started = now
         metrics.inFlight.increment()
         if let rejected = writer.submit(command, replyTo: self, started: started, wake: false) {
-            deliverResult(command, rejected, started: started, now: monotonicNanos(), ts: SystemClock().now())
+            deliverResult(
+                id: command.id, kind: command.kind, rejected, started: started, now: monotonicNanos(),
+                ts: SystemClock().now())
         } else if let loop {
             // Once for all the commands of this turn of the loop's selector, after its reads.
             loop.wakeWriterAfterThisTick(writer)
@@ -60,19 +62,22 @@ extension WebSocketSession {
         return true
     }
 
-    /// Sends a command's result (on the event loop) and counts it, timed from `started` to `now`
+    /// Sends the result of the command `id` of type `kind` (on the event loop; the caller reads only these two from
+    /// the command, no copy of it) and counts it, timed from `started` to `now`
     /// (``monotonicNanos()``) and stamped `ts` (wall-clock ms): a loop delivering a durable group reads the clocks
     /// once for all its results.
-    func deliverResult(_ command: Command, _ result: CommandResult, started: UInt64, now: UInt64, ts: Millis) {
+    func deliverResult(
+        id: String, kind: CommandKind, _ result: CommandResult, started: UInt64, now: UInt64, ts: Millis
+    ) {
         context?.eventLoop.assertInEventLoop()
         let nanos = Int64(clamping: now &- started)
         if let loop {
-            metrics.countCommand(command, result, cache: &loop.commandCounters)
+            metrics.countCommand(kind, result, cache: &loop.commandCounters)
             loop.countAnswered(nanos: nanos)
         } else {
             metrics.inFlight.decrement()
             metrics.ackLatency.record(nanos: nanos)
         }
-        sendResult(id: command.id, result, ts: ts)
+        sendResult(id: id, result, ts: ts)
     }
 }

@@ -104,7 +104,9 @@ import Testing
                 var expected = ByteBuffer(bytes: payload)
                 expected.webSocketUnmask(key, indexOffset: offset)
                 var out = ByteBuffer(bytes: [7, 7, 7])
-                SessionStateMachine.unmask(ByteBuffer(bytes: payload), key: key, indexOffset: offset, into: &out)
+                SessionStateMachine.unmask(
+                    ByteBuffer(bytes: payload), pattern: SessionStateMachine.maskPattern { key[($0 + offset) % 4] },
+                    into: &out)
                 #expect(
                     Array(out.readableBytesView) == [7, 7, 7] + Array(expected.readableBytesView), "\(length) \(offset)"
                 )

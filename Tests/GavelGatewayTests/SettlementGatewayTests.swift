@@ -164,9 +164,9 @@ struct SettlementMetricsTests {
         let pay = Command(
             id: "p1", listing: "L1",
             body: .settle(number: 1, action: .confirmPayment(paymentRef: "r"), by: "pay", role: .service))
-        metrics.countCommand(open, .accepted, cache: &cache)
-        metrics.countCommand(pay, .accepted, cache: &cache)
-        metrics.countCommand(pay, .accepted, cache: &cache)
+        metrics.countCommand(open.kind, .accepted, cache: &cache)
+        metrics.countCommand(pay.kind, .accepted, cache: &cache)
+        metrics.countCommand(pay.kind, .accepted, cache: &cache)
         let text = String(decoding: metrics.exposition(), as: UTF8.self)
         #expect(text.contains(#"gavel_commands_total{type="confirm_payment",result="ok"} 2"#), "\(text)")
         #expect(text.contains(#"gavel_commands_total{type="open",result="ok"} 1"#))
