@@ -146,8 +146,9 @@ extension Engine {
             let at = try r.read(0...now, "the time a request was remembered")
             let fingerprint = try r.readUInt64()
             let result = try CommandResult.decode(from: &r)
-            // The key's hash once, for the check and the insert (which then probes slots already in cache).
-            let hash = RequestHash.of(principal: key.principal, id: key.id)
+            // The key's hash once, for the check and the insert (which then probes slots already in cache), and the
+            // principal's from the same pass over its bytes.
+            let (hash, principalHash) = RequestHash.both(principal: key.principal, id: key.id)
             guard engine.rememberedPosition(of: key, hash: hash) == nil else {
                 throw r.fail("request id \(key.id) of \(key.principal) is remembered twice")
             }
@@ -155,7 +156,7 @@ extension Engine {
                 RememberedResult(
                     id: StoredID(key.id), hash: hash, fingerprint: fingerprint,
                     result: engine.resultBoxes.store(result), at: at),
-                principal: key.principal, principalHash: RequestHash.of(principal: key.principal))
+                principal: key.principal, principalHash: principalHash)
         }
         if !r.isAtEnd { try engine.restoreSettlements(&r, rememberedCount: rememberedCount) }
         // In firing order: of two due at the same time for one settlement (an older build kept stale timers), the
