@@ -60,10 +60,9 @@ final class LoopFanOut: @unchecked Sendable {
     /// Command counters used on this loop.
     var commandCounters: [Int: CoreMetrics.Counter] = [:]
     /// The acknowledgement latencies of the results delivered in the current task, merged into
-    /// `gavel_ack_seconds` at its end (one lock for the task, none per result).
+    /// `gavel_ack_seconds` at its end (one lock for the task, none per result); their count is taken off
+    /// `gavel_commands_in_flight` then, at once.
     private var ackTally: LatencyTally
-    /// Results delivered in the current task: taken off `gavel_commands_in_flight` at its end, at once.
-    private var answered = 0
     /// How the sessions written to in a task are flushed: their sends made together through io_uring (made when
     /// first needed, on this loop), or one `send` each (`--no-io-uring`, or io_uring not to be had).
     private var sends: Sends
@@ -97,15 +96,14 @@ final class LoopFanOut: @unchecked Sendable {
     func countAnswered(nanos: Int64) {
         eventLoop.assertInEventLoop()
         ackTally.record(nanos: nanos)
-        answered += 1
         if !delivering { mergeAnswered() }
     }
 
     private func mergeAnswered() {
+        let answered = ackTally.count
         guard answered > 0 else { return }
         metrics.ackLatency.merge(&ackTally)
         metrics.inFlight.decrement(by: Double(answered))
-        answered = 0
     }
 
     func add(_ subscription: Subscription) {

@@ -80,7 +80,8 @@ public final class GatewayMetrics: Sendable {
         batchEntries = CoreMetrics.Recorder(label: "gavel_batch_entries", aggregate: true, factory: factory)
         fsyncLatency = CoreMetrics.Timer(label: "gavel_fsync_seconds", factory: factory)
         ackLatency = LatencyHistogram(
-            name: "gavel_ack_seconds", help: Self.help["gavel_ack_seconds"]!, buckets: latencyBuckets)
+            name: "gavel_ack_seconds", help: Self.help["gavel_ack_seconds"] ?? "gavel_ack_seconds",
+            buckets: latencyBuckets)
         fanoutLatency = CoreMetrics.Timer(label: "gavel_fanout_seconds", factory: factory)
         bytesOut = CoreMetrics.Counter(label: "gavel_bytes_out_total", factory: factory)
         slowConsumerCloses = CoreMetrics.Counter(label: "gavel_slow_consumer_closes_total", factory: factory)
@@ -128,8 +129,8 @@ public final class GatewayMetrics: Sendable {
         journalStats.withLock { $0 = stats }
     }
 
-    /// Counts one answered command of type `kind` in `cache` (one per event loop, so that counting takes no lock once each
-    /// type-and-result pair has been seen).
+    /// Counts one answered command of type `kind` in `cache` (one per event loop, so that counting takes no lock once
+    /// each type-and-result pair has been seen).
     func countCommand(_ kind: CommandKind, _ result: CommandResult, cache: inout [Int: CoreMetrics.Counter]) {
         let type = Self.commandKinds.firstIndex(of: kind) ?? 0
         let code = result.error.flatMap { ErrorCode.allCases.firstIndex(of: $0) }.map { $0 + 1 } ?? 0
