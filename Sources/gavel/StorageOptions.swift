@@ -24,6 +24,13 @@ struct StorageOptions: ParsableArguments {
     @Option(
         name: .long,
         help:
+            "Keep this many bytes after the open journal segment's last frame written with zeros, so that a sync writes the frames and not the file's block map as well (0: off). Env GAVEL_ZERO_AHEAD_BYTES; default 1048576."
+    )
+    var zeroAheadBytes: Int?
+
+    @Option(
+        name: .long,
+        help:
             "Take a snapshot every this many journal entries (0: never by count). Env GAVEL_SNAPSHOT_EVERY; default 1000000."
     )
     var snapshotEvery: UInt64?
@@ -67,6 +74,7 @@ struct StorageOptions: ParsableArguments {
     struct Resolved {
         var fsync = FsyncPolicy.always
         var segmentBytes = 64 << 20
+        var zeroAheadBytes = 1 << 20
         var snapshotEvery: UInt64 = 1_000_000
         var snapshotEverySeconds = 600
         var keepSnapshots = 2
@@ -79,6 +87,8 @@ struct StorageOptions: ParsableArguments {
     static let maxFsyncIntervalMs = 3_600_000
     /// The largest `--segment-bytes`.
     static let maxSegmentBytes = 1 << 30
+    /// The largest `--zero-ahead-bytes`.
+    static let maxZeroAheadBytes = 64 << 20
     /// The longest `--snapshot-every-seconds`: the writer compares it in nanoseconds, which must not overflow.
     static let maxSnapshotEverySeconds = 31_536_000
 
@@ -95,12 +105,16 @@ struct StorageOptions: ParsableArguments {
         }
         r.fsync = policy
         r.segmentBytes = try Setting.value(segmentBytes, "GAVEL_SEGMENT_BYTES", default: 64 << 20)
+        r.zeroAheadBytes = try Setting.value(zeroAheadBytes, "GAVEL_ZERO_AHEAD_BYTES", default: 1 << 20)
         r.snapshotEvery = try Setting.value(snapshotEvery, "GAVEL_SNAPSHOT_EVERY", default: 1_000_000)
         r.snapshotEverySeconds = try Setting.value(snapshotEverySeconds, "GAVEL_SNAPSHOT_EVERY_SECONDS", default: 600)
         r.keepSnapshots = try Setting.value(keepSnapshots, "GAVEL_KEEP_SNAPSHOTS", default: 2)
         r.truncateAfterCorruption = try Setting.flag(truncateAfterCorruptionFlag, "GAVEL_TRUNCATE_AFTER_CORRUPTION")
         guard (4096...Self.maxSegmentBytes).contains(r.segmentBytes) else {
             throw ValidationError("--segment-bytes must be 4096 to \(Self.maxSegmentBytes) (1 GiB)")
+        }
+        guard (0...Self.maxZeroAheadBytes).contains(r.zeroAheadBytes) else {
+            throw ValidationError("--zero-ahead-bytes must be 0 (off) to \(Self.maxZeroAheadBytes) (64 MiB)")
         }
         let retainText = try Setting.value(retainJournal, "GAVEL_RETAIN_JOURNAL", default: "none")
         guard let retention = JournalRetention(argument: retainText) else {
@@ -137,6 +151,7 @@ struct StorageOptions: ParsableArguments {
         var c = JournalConfiguration()
         c.fsync = r.fsync
         c.segmentBytes = r.segmentBytes
+        c.zeroAheadBytes = r.zeroAheadBytes
         c.keepSnapshots = r.keepSnapshots
         c.retention = r.retention
         return c

@@ -180,6 +180,8 @@ struct ServeOptionsCLITests {
             (["--snapshot-every-seconds=-1"], "--snapshot-every-seconds must be 0 to 31536000"),
             (["--fsync", "interval:9999999999999"], "--fsync interval:MS must be at most 3600000 ms"),
             (["--segment-bytes", "1099511627776"], "--segment-bytes must be 4096 to 1073741824"),
+            (["--zero-ahead-bytes=-1"], "--zero-ahead-bytes must be 0 (off) to 67108864"),
+            (["--zero-ahead-bytes", "1073741824"], "--zero-ahead-bytes must be 0 (off) to 67108864"),
             (["--keep-snapshots", "0"], "--keep-snapshots must be 1 to 1000"),
             (["--idle-timeout-ms", "9223372036854775807"], "--idle-timeout-ms must be 0 to 86400000"),
             (["--idempotency-window-ms", "9223372036854775807"], "--idempotency-window-ms must be 1 to 2592000000"),

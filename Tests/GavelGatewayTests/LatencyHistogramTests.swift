@@ -17,7 +17,7 @@ import Testing
     static func prometheusText(_ name: String, help: String, _ observations: [Int64]) -> String {
         let registry = PrometheusCollectorRegistry()
         let histogram = registry.makeDurationHistogram(
-            descriptor: MetricNameDescriptor(metricName: name, helpText: help), buckets: buckets)
+            descriptor: MetricNameDescriptor(metricName: name, unitName: "", helpText: help), buckets: buckets)
         for nanos in observations { histogram.recordNanoseconds(nanos) }
         return String(decoding: registry.emitToBuffer(), as: UTF8.self)
     }

@@ -217,6 +217,80 @@ import Testing
         #expect(throws: CorruptionError.self) { try Recovery.recover(damaged) }
     }
 
+    /// Where the next hole (space reserved but never written) starts in `path` from `offset`, or `nil` where the
+    /// file system does not report reserved space as holes (checked on a fresh reserved file).
+    private func nextHole(_ path: String, from offset: Int, probeIn directory: String) -> Int? {
+        // Linux's SEEK_HOLE (not imported into Swift).
+        let seekHole: Int32 = 4
+        let probe = directory + "/hole-probe"
+        let probeFD = open(probe, O_RDWR | O_CREAT | O_TRUNC, 0o600)
+        defer {
+            close(probeFD)
+            unlink(probe)
+        }
+        guard probeFD >= 0, gavel_preallocate(probeFD, 65536) == 0, lseek(probeFD, 0, seekHole) == 0 else { return nil }
+        let fd = open(path, O_RDONLY)
+        defer { close(fd) }
+        let hole = lseek(fd, off_t(offset), seekHole)
+        return fd >= 0 && hole >= 0 ? Int(hole) : nil
+    }
+
+    /// Runs a fixed workload into `path` with zeros written `zeroAhead` bytes at a time, waits until the journal
+    /// thread is past the last frame's turn, and returns the open run, the open segment, where its frames end and
+    /// where its first hole starts (`nil`: not reported). The hole is looked for before the segment is read: pages
+    /// of reserved space read into the page cache count as data.
+    private func zeroAheadRun(
+        _ path: String, zeroAhead: Int, count: Int
+    ) throws -> (run: JournaledWriter, live: String, end: Int, hole: Int?) {
+        var c = configuration(fsync: .always)
+        c.zeroAheadBytes = zeroAhead
+        let run = try JournaledWriter(path, journal: c)
+        var workload = Workload(seed: 23)
+        run.feed(&workload, count, settleEvery: 3)
+        // The second flush is taken in a later pass of the journal thread than the last frame: the pass that wrote
+        // the frame has written its zeros.
+        run.journal.flush()
+        run.journal.flush()
+        let live = try #require(run.directory.segments().last).path
+        let hole = nextHole(live, from: 0, probeIn: path)
+        return (run, live, try frames(of: live).end, hole)
+    }
+
+    @Test func theJournalKeepsZerosWrittenAheadOfItsLastFrameAndNeverOverAFrameOrPastTheSegment() throws {
+        let temp = try TemporaryDirectory("prealloc-zero-ahead")
+        defer { temp.remove() }
+        // A step smaller than a few frames: the frames use the zeros up again and again, and segments roll.
+        let step = 4096
+        let (run, live, end, hole) = try zeroAheadRun(temp.sub("dd"), zeroAhead: step, count: 3_000)
+        let zeroed = Int(run.journal.stats.zeroedBytes.load(ordering: .relaxed))
+        let bytes = try readBytes(live)
+        #expect(bytes.count <= Self.segmentBytes, "zeros never pass the segment's size")
+        #expect(SegmentReader.onlyZeros(bytes, from: end) || bytes.count == end, "after the frames, zeros only")
+        if let hole {
+            #expect(
+                hole >= min(end + step, Self.segmentBytes),
+                "the \(step) bytes after the last frame (\(end)) are written, the reserved space starts at \(hole)")
+        }
+        let hash = run.engine.stateHash()
+        run.finish()
+        let directory = DataDirectory(temp.sub("dd"))
+        #expect(directory.segments().count > 2, "64 KiB segments roll")
+        #expect(zeroed >= directory.segments().count * step / 2, "zeros written in every segment: \(zeroed) bytes")
+        // Every frame as written: the zeros went only where no frame was.
+        #expect(try Recovery.recover(directory).engine.stateHash() == hash)
+        #expect(Verification.run(directory).problems == [])
+        #expect(replay(try journalRecords(directory)).engine.stateHash() == hash)
+
+        // Without zeros ahead the space after the last frame stays reserved and unwritten (the file system then
+        // records each block a frame reaches as written, in the frame's own sync).
+        let (plain, _, plainEnd, plainHole) = try zeroAheadRun(temp.sub("plain"), zeroAhead: 0, count: 200)
+        defer { plain.finish() }
+        #expect(plain.journal.stats.zeroedBytes.load(ordering: .relaxed) == 0)
+        if let hole = plainHole {
+            #expect(hole < plainEnd + 4096, "reserved space starts at the page after the frames (\(plainEnd)): \(hole)")
+        }
+    }
+
     @Test func onlyZerosIsTrueExactlyWhenEveryByteFromTheStartIsZero() {
         for count in 1..<40 {
             for start in 0..<count {

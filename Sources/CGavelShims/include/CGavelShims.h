@@ -44,6 +44,10 @@ int gavel_writeback(int fd, int64_t offset, int64_t length, int wait);
 /// written stays, the rest reads as zeros). Returns 0, or -1 with errno (`EOPNOTSUPP` where the file system cannot).
 int gavel_preallocate(int fd, int64_t length);
 
+/// Writes `length` zero bytes to `fd` at `offset` (`pwritev` of one shared zero block, repeated; `EINTR` retried).
+/// Returns 0, or -1 with errno.
+int gavel_write_zeros(int fd, int64_t offset, int64_t length);
+
 /// An io_uring that makes many `send`s (each `MSG_NOSIGNAL | MSG_DONTWAIT`) with one system call; owned by one
 /// thread. `NULL` with errno when the kernel has none (or forbids it: `ENOSYS`, `EPERM`).
 typedef struct gavel_send_batch gavel_send_batch;
