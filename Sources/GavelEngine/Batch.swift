@@ -136,10 +136,13 @@ public final class Batch: @unchecked Sendable {
                 guard let submission = entries[position].submission, submission.recipient === recipient,
                     let result = entries[position].result
                 else { return }
-                body(submission.command, result, entries[position].lsn)
+                let lsn = entries[position].lsn
+                submission.withCommand { command, _ in body(command, result, lsn) }
             },
             unapplied: { submission, result in
-                if submission.recipient === recipient { body(submission.command, result, nil) }
+                if submission.recipient === recipient {
+                    submission.withCommand { command, _ in body(command, result, nil) }
+                }
             })
     }
 

@@ -51,6 +51,18 @@ public final class Submission: MPSCNode, @unchecked Sendable {
         self.awaited = true
     }
 
+    /// Calls `body` with the command, borrowed in place, and its digest. Read through the property instead
+    /// (`submission.command` as an argument, or `submission.command.kind`), the command was copied for the call (each
+    /// of its strings retained, its body's payload too) and destroyed after it: a class's stored property may change
+    /// while a call runs, so its value is copied out first. Held in an `inout` access for the call, it cannot.
+    @inline(__always)
+    public func withCommand<R>(_ body: (Command, CommandDigest) -> R) -> R { Self.lend(&command, digest, body) }
+
+    @inline(__always)
+    private static func lend<R>(
+        _ command: inout Command, _ digest: CommandDigest, _ body: (Command, CommandDigest) -> R
+    ) -> R { body(command, digest) }
+
     /// Makes this spare (held by the calling thread alone) the submission of `command`.
     @inline(__always)
     fileprivate func refill(_ command: consuming Command, recipient: (any ResultRecipient)?, started: UInt64) {

@@ -191,7 +191,7 @@ public final class Writer: @unchecked Sendable {
         let hash = submission.digest.listingHash
         // Fast path: the calling thread's cache, no lock and no reference counting. A queue freed since it was cached
         // refuses the offer.
-        if let cached = cache.queue(for: submission.command.listing, hash: hash) {
+        if let cached = submission.withCommand({ command, _ in cache.queue(for: command.listing, hash: hash) }) {
             let offered = cached._withUnsafeGuaranteedRef { offer(submission, toCached: $0, wake: wake) }
             if case .done(let outcome) = offered { return outcome }
             cache.forget(cached, hash: hash)
@@ -628,10 +628,13 @@ public final class Writer: @unchecked Sendable {
                     }
                 }
                 let start = batch.events.count
-                // Through a guaranteed reference: read through `submission` itself, the command was copied (each
-                // of its strings retained) for the call and destroyed after it.
+                // Through a guaranteed reference (no retain of the submission), and the command borrowed in place
+                // (`withCommand`): passed as `submission.command`, it was copied for the call, each of its strings
+                // retained, and destroyed after it.
                 let result = Unmanaged.passUnretained(submission)._withUnsafeGuaranteedRef { taken in
-                    engine.applyPacked(taken.command, digest: taken.digest, listing: handle, events: &batch.events)
+                    taken.withCommand { command, digest in
+                        engine.applyPacked(command, digest: digest, listing: handle, events: &batch.events)
+                    }
                 }
                 mayBeGone = !result.ok || result.duplicate
                 if submission.awaited { batch.awaited += 1 }

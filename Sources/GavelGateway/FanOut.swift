@@ -174,9 +174,10 @@ final class LoopFanOut: @unchecked Sendable {
                 session.lastUserSeq = userSeq
                 session.enqueue(frame)
             case .result(let session, let submission, let result):
-                session.deliverResult(
-                    id: submission.command.id, kind: submission.command.kind, result, started: submission.started,
-                    now: now, ts: ts)
+                submission.withCommand { command, _ in
+                    session.deliverResult(
+                        id: command.id, kind: command.kind, result, started: submission.started, now: now, ts: ts)
+                }
                 spent.append(submission)
             case .evicted(let listing):
                 for subscription in table[listing] ?? [] { subscription.lastSeq = 0 }

@@ -306,17 +306,20 @@ public final class Journal: BatchSink, SnapshotSink, @unchecked Sendable {
 
     /// Encodes `batch` into the pending record buffer.
     private func append(_ batch: Batch) {
-        for entry in batch.entries {
-            let record: JournalRecord
-            switch entry.input {
-            case .command(let command):
-                record = .command(
-                    lsn: entry.lsn, at: entry.at, principal: command.principal, command: command,
-                    outcome: entry.packedResult?.requestOutcome ?? .applied)
-            case .tick:
-                record = .tick(lsn: entry.lsn, at: entry.at)
+        for index in batch.entries.indices {
+            // Field by field and the command borrowed: a copy of the entry or of its command retained and released
+            // every string the command holds.
+            let lsn = batch.entries[index].lsn
+            let at = batch.entries[index].at
+            guard let submission = batch.entries[index].submission else {
+                JournalRecord.tick(lsn: lsn, at: at).encode(into: &records, scratch: &scratch)
+                continue
             }
-            record.encode(into: &records, scratch: &scratch)
+            let outcome = batch.entries[index].packedResult?.requestOutcome ?? .applied
+            submission.withCommand { command, _ in
+                JournalRecord.encodeCommand(
+                    lsn: lsn, at: at, command: command, outcome: outcome, into: &records, scratch: &scratch)
+            }
         }
     }
 

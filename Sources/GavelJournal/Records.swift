@@ -35,15 +35,7 @@ public enum JournalRecord: Sendable, Equatable {
         w.bytes.removeAll(keepingCapacity: true)
         switch self {
         case .command(let lsn, let at, let principal, let command, let outcome):
-            // A command without its outcome is written as a version 1 record (as journals written before version 2
-            // hold them; for tests of reading those).
-            w.write(outcome == nil ? 1 : Self.version)
-            w.write(UInt8(1))
-            w.write(lsn)
-            w.write(at)
-            if let outcome { w.write(outcome.rawValue) }
-            w.write(principal)
-            command.encode(into: &w)
+            Self.writeCommand(lsn: lsn, at: at, principal: principal, command: command, outcome: outcome, to: &w)
         case .tick(let lsn, let at):
             w.write(Self.version)
             w.write(UInt8(2))
@@ -57,9 +49,43 @@ public enum JournalRecord: Sendable, Equatable {
             w.write(count)
             w.bytes.append(contentsOf: chain)
         }
-        withUnsafeBytes(of: UInt32(w.bytes.count).littleEndian) { output.append(contentsOf: $0) }
-        withUnsafeBytes(of: CRC32C.checksum(w.bytes).littleEndian) { output.append(contentsOf: $0) }
-        output.append(contentsOf: w.bytes)
+        Self.seal(w.bytes, into: &output)
+    }
+
+    /// Appends the record of `command` applied at `lsn` (what ``encode(into:scratch:)`` of a ``command(lsn:at:principal:command:outcome:)``
+    /// with the command's own principal appends), from the command as it is: the journal's path, which has it
+    /// borrowed from its submission and builds no record value (that copied the command, retaining its strings).
+    public static func encodeCommand(
+        lsn: UInt64, at: Millis, command: Command, outcome: RequestOutcome, into output: inout [UInt8],
+        scratch w: inout BinaryWriter
+    ) {
+        w.bytes.removeAll(keepingCapacity: true)
+        writeCommand(lsn: lsn, at: at, principal: command.principal, command: command, outcome: outcome, to: &w)
+        seal(w.bytes, into: &output)
+    }
+
+    @inline(__always)
+    private static func writeCommand(
+        lsn: UInt64, at: Millis, principal: String, command: Command, outcome: RequestOutcome?,
+        to w: inout BinaryWriter
+    ) {
+        // A command without its outcome is written as a version 1 record (as journals written before version 2
+        // hold them; for tests of reading those).
+        w.write(outcome == nil ? 1 : Self.version)
+        w.write(UInt8(1))
+        w.write(lsn)
+        w.write(at)
+        if let outcome { w.write(outcome.rawValue) }
+        w.write(principal)
+        command.encode(into: &w)
+    }
+
+    /// Appends the header (length, CRC-32C) and `payload` to `output`.
+    @inline(__always)
+    private static func seal(_ payload: [UInt8], into output: inout [UInt8]) {
+        withUnsafeBytes(of: UInt32(payload.count).littleEndian) { output.append(contentsOf: $0) }
+        withUnsafeBytes(of: CRC32C.checksum(payload).littleEndian) { output.append(contentsOf: $0) }
+        output.append(contentsOf: payload)
     }
 
     /// Why a record could not be read.

@@ -131,6 +131,32 @@ struct RecordCodecTests {
             ])
     }
 
+    /// The journal writes each command's record straight from the command (no record value); the bytes must be
+    /// those of the record value, for every command kind and outcome.
+    @Test func aCommandEncodedFromTheCommandItselfIsTheRecordValuesBytes() throws {
+        var scratch = BinaryWriter(capacity: 64)
+        for (index, command) in everyCommandKind.enumerated() {
+            for outcome in RequestOutcome.allCases {
+                let lsn = UInt64(index * 31 + 1)
+                let at = Millis(index) * 1_000 - 7
+                var direct: [UInt8] = [0xAA]
+                JournalRecord.encodeCommand(
+                    lsn: lsn, at: at, command: command, outcome: outcome, into: &direct, scratch: &scratch)
+                var viaRecord: [UInt8] = [0xAA]
+                JournalRecord.command(
+                    lsn: lsn, at: at, principal: command.principal, command: command, outcome: outcome
+                )
+                .encode(into: &viaRecord, scratch: &scratch)
+                #expect(direct == viaRecord, "\(command.typeName) \(outcome)")
+                let (decoded, _) = try JournalRecord.decode(direct, at: 1)
+                #expect(
+                    decoded
+                        == .command(
+                            lsn: lsn, at: at, principal: command.principal, command: command, outcome: outcome))
+            }
+        }
+    }
+
     @Test func recordsConcatenateAndDecodeInSequence() throws {
         let records = sampleRecords()
         var bytes: [UInt8] = []
