@@ -92,7 +92,9 @@ def test_a_buyer_disputes_from_the_page_and_the_dispute_desk_refunds_with_gavel_
     seller, buyer = browser.page(url), browser.page(url)
     signed_in(seller, seller_name, "seller", server.secret)
     signed_in(buyer, buyer_name, "bidder", server.secret)
-    wait_state(buyer, sid, "delivered")
+    # Both pages: each loads its list on its own, and the seller's may come second.
+    for page in (buyer, seller):
+        wait_state(page, sid, "delivered")
     assert seller.js(f"{item(sid)}.querySelector('button')") is None  # the seller has nothing to press
 
     buyer.js(f"{item(sid)}.querySelector('button[data-action=open_dispute]').click()")
