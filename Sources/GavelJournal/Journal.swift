@@ -403,8 +403,9 @@ public final class Journal: BatchSink, SnapshotSink, @unchecked Sendable {
     /// Reserves the open segment's full size up front (`segmentBytes`, as zeros after the frames). Appending a
     /// frame then writes over reserved space and leaves the file's size alone, so each `fdatasync` writes the
     /// frame's pages and no size update with them (about a third less CPU and latency per sync on ext4 here;
-    /// docs/STORAGE.md; ``zeroAhead()`` spares the block map's update too). Readers take zeros where a frame would start as the end of the frames. Where the file
-    /// system cannot reserve space the segment grows as it is written, as before.
+    /// docs/STORAGE.md; ``zeroAhead()`` spares the block map's update too). Readers take zeros where a frame would
+    /// start as the end of the frames. Where the file system cannot reserve space the segment grows as it is written,
+    /// as before.
     private func preallocate() {
         guard gavel_preallocate(fd, Int64(configuration.segmentBytes)) != 0, !preallocationFailed else { return }
         let reason = String(cString: strerror(errno))

@@ -52,9 +52,10 @@ public enum JournalRecord: Sendable, Equatable {
         Self.seal(w.bytes, into: &output)
     }
 
-    /// Appends the record of `command` applied at `lsn` (what ``encode(into:scratch:)`` of a ``command(lsn:at:principal:command:outcome:)``
-    /// with the command's own principal appends), from the command as it is: the journal's path, which has it
-    /// borrowed from its submission and builds no record value (that copied the command, retaining its strings).
+    /// Appends the record of `command` applied at `lsn`: the bytes ``encode(into:scratch:)`` appends for
+    /// ``command(lsn:at:principal:command:outcome:)`` with the command's own principal, written from the command as it
+    /// is. The journal's path, which has the command borrowed from its submission and builds no record value (that
+    /// copied the command, retaining its strings).
     public static func encodeCommand(
         lsn: UInt64, at: Millis, command: Command, outcome: RequestOutcome, into output: inout [UInt8],
         scratch w: inout BinaryWriter
