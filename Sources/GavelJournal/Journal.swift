@@ -81,11 +81,11 @@ public struct JournalConfiguration: Sendable {
     public var retention = JournalRetention.none
     /// Batches handed to the journal and not yet durable before the writer waits (backpressure).
     public var maxInFlightBatches = 64
-    /// How far ahead of its last frame the journal keeps the open segment written with zeros (0: not at all). A
-    /// frame that lands on reserved space nothing was written to yet makes the file system record those blocks as
-    /// written, so that frame's sync also writes the file's block map; over blocks already written (as zeros) it
-    /// writes the frame alone. The zeros are written this many bytes at a time, once the frames have used them up,
-    /// and their writeback starts at once (docs/STORAGE.md, "Reserved space").
+    /// How far ahead of its last frame the journal keeps the open segment written with zeros, at least (0: not at
+    /// all). A frame that lands on reserved space nothing was written to yet makes the file system record those
+    /// blocks as written, so that frame's sync also writes the file's block map; over blocks already written (as
+    /// zeros) it writes the frame alone. Whenever fewer are left ahead of the frames, the next this many are written
+    /// (so one to two steps stay ahead) and their writeback starts at once (docs/STORAGE.md, "Reserved space").
     public var zeroAheadBytes = 1 << 20
 
     public init() {}
@@ -414,8 +414,8 @@ public final class Journal: BatchSink, SnapshotSink, @unchecked Sendable {
             "journal segments are not preallocated (\(reason)): each sync also writes the file's new size")
     }
 
-    /// Writes the next ``JournalConfiguration/zeroAheadBytes`` of zeros after the open segment's frames once the
-    /// frames have used up the ones written before (never past the segment's size), and starts their writeback, so
+    /// Writes the next ``JournalConfiguration/zeroAheadBytes`` of zeros after the open segment's frames whenever fewer
+    /// than that are left ahead of the last frame (never past the segment's size), and starts their writeback, so
     /// the frames to come land on blocks already written: their syncs then write the frames alone, not the file's
     /// block map as well (on ext4 here about 40 % less CPU and latency per sync for frames of a few KiB,
     /// docs/PERFORMANCE.md). Only ever past the last frame, on the journal thread: the frames and the zeros never
