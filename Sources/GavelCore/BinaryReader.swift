@@ -14,11 +14,14 @@ public struct BinaryReader {
     public let bytes: [UInt8]
     public private(set) var offset: Int
     private let end: Int
+    /// Where ``readIdentifier()`` takes the identifiers too long to be stored inline from, when set.
+    public var identifiers: IdentifierCache?
 
-    public init(_ bytes: [UInt8], offset: Int = 0, end: Int? = nil) {
+    public init(_ bytes: [UInt8], offset: Int = 0, end: Int? = nil, identifiers: IdentifierCache? = nil) {
         self.bytes = bytes
         self.offset = offset
         self.end = end ?? bytes.count
+        self.identifiers = identifiers
     }
 
     /// Whether every byte has been read.
@@ -61,6 +64,18 @@ public struct BinaryReader {
     public mutating func readInt64() throws(DecodingError) -> Int64 { Int64(bitPattern: try readUInt64()) }
 
     public mutating func readString() throws(DecodingError) -> String {
+        try readString(interning: nil)
+    }
+
+    /// A string that names something the journal and the state mention again and again (a listing, a user): read as
+    /// ``readString()``, but one of more than 15 ASCII bytes comes from ``identifiers`` when it is set, so that the
+    /// same name read twice shares one storage.
+    public mutating func readIdentifier() throws(DecodingError) -> String {
+        try readString(interning: identifiers)
+    }
+
+    @inline(__always)
+    private mutating func readString(interning cache: IdentifierCache?) throws(DecodingError) -> String {
         let count = Int(try readUInt32())
         guard count <= end - offset else { throw fail("string length \(count) exceeds the data") }
         // Identifiers are ASCII: checking that and building the string from the bytes skips the generic validating
@@ -76,6 +91,7 @@ public struct BinaryReader {
             if count <= SmallASCII.capacity, SmallASCII.layoutHolds {
                 return SmallASCII.string(all.baseAddress! + start, count: count, readableBefore: start)
             }
+            if let cache { return cache.string(all.baseAddress! + start, count: count) }
             return String(decoding: utf8, as: UTF8.self)
         }
         guard let s = ascii ?? String(validating: bytes[offset..<offset + count], as: UTF8.self) else {
@@ -160,15 +176,15 @@ extension Command {
     /// Reads a command written by ``encode(into:)``.
     public static func decode(from r: inout BinaryReader) throws(DecodingError) -> Command {
         let id = try r.readString()
-        let listing = try r.readString()
+        let listing = try r.readIdentifier()
         let body: CommandBody
         switch try r.readByte() {
-        case 0: body = .open(seller: try r.readString(), terms: try ListingTerms.decode(from: &r))
-        case 1: body = .bid(bidder: try r.readString(), amount: try r.readInt64())
-        case 2: body = .buyNow(buyer: try r.readString())
-        case 3: body = .accept(bidder: try r.readString(), quantity: try r.readInt64())
+        case 0: body = .open(seller: try r.readIdentifier(), terms: try ListingTerms.decode(from: &r))
+        case 1: body = .bid(bidder: try r.readIdentifier(), amount: try r.readInt64())
+        case 2: body = .buyNow(buyer: try r.readIdentifier())
+        case 3: body = .accept(bidder: try r.readIdentifier(), quantity: try r.readInt64())
         case 4:
-            let trader = try r.readString()
+            let trader = try r.readIdentifier()
             let side: Side = try r.readByte() == 0 ? .buy : .sell
             let price = try r.readInt64()
             let quantity = try r.readInt64()
@@ -176,21 +192,21 @@ extension Command {
             body = .order(
                 trader: trader, side: side, price: price, quantity: quantity, tif: tif,
                 expiresAt: try r.readOptionalInt64())
-        case 5: body = .cancel(trader: try r.readString(), order: try r.readString())
-        case 6: body = .cancelListing(seller: try r.readString())
+        case 5: body = .cancel(trader: try r.readIdentifier(), order: try r.readString())
+        case 6: body = .cancelListing(seller: try r.readIdentifier())
         case 7:
-            let seller = try r.readString()
+            let seller = try r.readIdentifier()
             var terms = try ListingTerms.decode(from: &r)
             terms.deadlines = try SettlementDeadlines.decode(from: &r)
             body = .open(seller: seller, terms: terms)
-        case 8: body = .cancelListingAsAdmin(admin: try r.readString())
+        case 8: body = .cancelListingAsAdmin(admin: try r.readIdentifier())
         case 9:
-            let by = try r.readString()
+            let by = try r.readIdentifier()
             let role = try Self.readRole(&r)
             let number = try r.readInt64()
             body = .settle(number: number, action: try SettlementAction.decode(from: &r), by: by, role: role)
         case 10:
-            let by = try r.readString()
+            let by = try r.readIdentifier()
             let role = try Self.readRole(&r)
             guard let action = OfferAction(code: try r.readByte()) else { throw r.fail("unknown offer action") }
             body = .secondChance(action, by: by, role: role)

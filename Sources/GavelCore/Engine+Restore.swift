@@ -20,7 +20,7 @@ extension Engine {
     public static func restore(from bytes: [UInt8], defaults: EngineConfiguration = EngineConfiguration())
         throws(DecodingError) -> Engine
     {
-        var r = BinaryReader(bytes)
+        var r = BinaryReader(bytes, identifiers: IdentifierCache(slotCount: 4_096))
         let version = try r.readUInt32()
         guard (1...stateVersion).contains(version) else {
             throw r.fail(
@@ -105,12 +105,12 @@ extension Engine {
         for _ in 0..<timerCount {
             let time = try r.readInt64()
             let sequence = try r.readUInt64()
-            let listing = try r.readString()
+            let listing = try r.readIdentifier()
             let action: TimerAction
             switch try r.readByte() {
             case 0: action = .close
             case 1: action = .dutchStep
-            case 2: action = .expire(trader: try r.readString(), order: try r.readString())
+            case 2: action = .expire(trader: try r.readIdentifier(), order: try r.readString())
             case 3 where version >= 2: action = .evict
             case 4 where version >= 2: action = .settlementDue(number: try r.read(1...Int64.max, "a settlement number"))
             case 5 where version >= 2: action = .offerDue
@@ -142,7 +142,7 @@ extension Engine {
         engine.rememberedSlots.reserveCapacity(max(rememberedCount, expectedRequestIDs))
         engine.rememberedOrder.reserveCapacity(max(2 * rememberedCount, expectedRequestIDs))
         for _ in 0..<rememberedCount {
-            let key = RequestKey(principal: try r.readString(), id: try r.readString())
+            let key = RequestKey(principal: try r.readIdentifier(), id: try r.readString())
             let at = try r.read(0...now, "the time a request was remembered")
             let fingerprint = try r.readUInt64()
             let result = try CommandResult.decode(from: &r)
@@ -202,8 +202,8 @@ extension Engine {
     }
 
     private static func decodeListing(_ r: inout BinaryReader) throws(DecodingError) -> Listing {
-        let id = try r.readString()
-        let seller = try r.readString()
+        let id = try r.readIdentifier()
+        let seller = try r.readIdentifier()
         let terms = try ListingTerms.decode(from: &r)
         if let problem = validate(terms) { throw r.fail("listing \(id): \(problem.message)") }
         let opensAt = try r.readInt64()
@@ -224,7 +224,7 @@ extension Engine {
             b.nextOrder = try r.readUInt64()
             let bidders = try r.readCount(minimumSize: 20)
             for _ in 0..<bidders {
-                let bidder = try r.readString()
+                let bidder = try r.readIdentifier()
                 let amount = try r.read(1...Limits.maxAmount, "a sealed amount")
                 b.bids[bidder] = SealedBid(amount: amount, order: try r.readUInt64())
             }
@@ -242,7 +242,7 @@ extension Engine {
                     let orders = try r.readCount(minimumSize: 17)
                     for _ in 0..<orders {
                         let id = try r.readString()
-                        let trader = try r.readString()
+                        let trader = try r.readIdentifier()
                         let remaining = try r.read(1...Limits.maxAmount, "a resting quantity")
                         // An order expires after the time it was placed at, which is never negative.
                         let expiresAt = try r.readOptionalInt64()

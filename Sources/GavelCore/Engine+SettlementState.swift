@@ -124,7 +124,7 @@ extension Engine {
         let count = try r.readCount(minimumSize: 27)
         var previous: String?
         for _ in 0..<count {
-            let id = try r.readString()
+            let id = try r.readIdentifier()
             guard let listing = listings[id], previous.map({ $0 < id }) ?? true else {
                 throw r.fail("settlements of listing \(id), which is not in the state or out of order")
             }
@@ -143,7 +143,7 @@ extension Engine {
             switch try r.readByte() {
             case 0: break
             case 1:
-                let bidder = try r.readString()
+                let bidder = try r.readIdentifier()
                 let price = try r.read(1...Limits.maxAmount, "an offer price")
                 guard let state = OfferState(code: try r.readByte()) else { throw r.fail("unknown offer state") }
                 listing.offer = SecondChanceOffer(

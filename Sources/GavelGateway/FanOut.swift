@@ -59,6 +59,9 @@ final class LoopFanOut: @unchecked Sendable {
     private(set) var delivering = false
     /// Command counters used on this loop.
     var commandCounters: [Int: CoreMetrics.Counter] = [:]
+    /// The listing and user names this loop's sessions decode, shared from one command to the next
+    /// (``FastCommandDecoder/decode(_:identifiers:)``).
+    let identifiers = IdentifierCache()
     /// The acknowledgement latencies of the results delivered in the current task, merged into
     /// `gavel_ack_seconds` at its end (one lock for the task, none per result); their count is taken off
     /// `gavel_commands_in_flight` then, at once.

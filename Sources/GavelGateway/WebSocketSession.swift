@@ -284,7 +284,13 @@ final class WebSocketSession: ChannelInboundHandler, ResultRecipient, @unchecked
     func handleMessage(_ payload: ByteBuffer, now: UInt64) {
         // Fast path: a well-formed bid or order read straight from the bytes, no JSON tree; anything it does not
         // fully understand goes the generic way below, which writes every error.
-        if let frame = payload.withUnsafeReadableBytes(FastCommandDecoder.decode), admission.takesFastPath(frame) {
+        let identifiers = loop?.identifiers
+        let user = principal.name
+        if let frame = payload.withUnsafeReadableBytes({
+            FastCommandDecoder.decode($0, identifiers: identifiers, user: user)
+        }),
+            admission.takesFastPath(frame)
+        {
             guard takeToken(id: frame.id, now: now) else { return }
             return command(admission.admit(frame), now: now)
         }

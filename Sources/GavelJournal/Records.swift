@@ -110,8 +110,11 @@ public enum JournalRecord: Sendable, Equatable {
         }
     }
 
-    /// Reads the record at `offset` in `bytes`; returns it and the offset after it.
-    public static func decode(_ bytes: [UInt8], at offset: Int) throws(ReadError) -> (JournalRecord, Int) {
+    /// Reads the record at `offset` in `bytes`; returns it and the offset after it. Its listing and user names
+    /// longer than 15 bytes come from `identifiers` when given (``BinaryReader/readIdentifier()``).
+    public static func decode(_ bytes: [UInt8], at offset: Int, identifiers: IdentifierCache? = nil) throws(ReadError)
+        -> (JournalRecord, Int)
+    {
         guard let length = bytes.uint32(at: offset), let crc = bytes.uint32(at: offset + 4) else {
             throw .truncated(offset: offset)
         }
@@ -123,7 +126,7 @@ public enum JournalRecord: Sendable, Equatable {
         guard end <= bytes.count else { throw .truncated(offset: offset) }
         let actual = bytes.withUnsafeBytes { gavel_crc32c(0, $0.baseAddress! + start, Int(length)) }
         guard actual == crc else { throw .badChecksum(offset: offset) }
-        var r = BinaryReader(bytes, offset: start, end: end)
+        var r = BinaryReader(bytes, offset: start, end: end, identifiers: identifiers)
         do {
             let version = try r.readByte()
             guard version >= 1 && version <= Self.version else {
@@ -142,7 +145,7 @@ public enum JournalRecord: Sendable, Equatable {
                     }
                     outcome = known
                 }
-                let principal = try r.readString()
+                let principal = try r.readIdentifier()
                 record = .command(
                     lsn: lsn, at: at, principal: principal, command: try Command.decode(from: &r), outcome: outcome)
             case 2:

@@ -106,6 +106,9 @@ public struct SegmentReader {
     public private(set) var nextLSN: UInt64
     /// One LZ4 context for all the segment's frames (shared by copies of the reader: see ``using(_:)``).
     private var decoder = LZ4Frame.Decoder()
+    /// Where the records' listing and user names come from (``BinaryReader/readIdentifier()``), when set: like
+    /// ``decoder``, one per thread (see ``using(_:identifiers:)``).
+    private var identifiers: IdentifierCache?
     /// Whether the last ``next()`` stopped at the segment's reserved space: nothing but zeros from ``offset`` to the
     /// end of the bytes held, where the journal has not written yet (it reserves a segment's size up front).
     public private(set) var reachedUnwrittenSpace = false
@@ -137,11 +140,20 @@ public struct SegmentReader {
         self.nextLSN = nextLSN
     }
 
-    /// This reader reading with `decoder`, an LZ4 context: a copy that reads on another thread than the reader it
-    /// was made from takes one of its own.
-    func using(_ decoder: LZ4Frame.Decoder?) -> SegmentReader {
+    /// This reader reading with `decoder`, an LZ4 context, and taking the records' names from `identifiers`: a copy
+    /// that reads on another thread than the reader it was made from takes ones of its own.
+    func using(_ decoder: LZ4Frame.Decoder?, identifiers: IdentifierCache?) -> SegmentReader {
         var copy = self
         copy.decoder = decoder
+        copy.identifiers = identifiers
+        return copy
+    }
+
+    /// This reader taking the records' listing and user names longer than 15 bytes from `identifiers`, so that a
+    /// name read again shares the storage of the first (``IdentifierCache``); to be used on one thread only.
+    public func interning(_ identifiers: IdentifierCache) -> SegmentReader {
+        var copy = self
+        copy.identifiers = identifiers
         return copy
     }
 
@@ -224,7 +236,7 @@ public struct SegmentReader {
         while position < content.count {
             let start = position
             do {
-                let (record, end) = try JournalRecord.decode(content, at: position)
+                let (record, end) = try JournalRecord.decode(content, at: position, identifiers: identifiers)
                 // Matched before it is appended: `records.last` would be a copy of the record, and copying and
                 // destroying a command (its strings, its enum's cases) was a sizeable share of decoding a batch.
                 if case .trailer = record { trailerStart = start }

@@ -100,11 +100,17 @@ final class SegmentReadAhead: @unchecked Sendable {
     private var position = 0
     /// The applying thread's LZ4 context, for the batches it decodes itself.
     private let applierDecoder = LZ4Frame.Decoder()
+    /// And its names (``SegmentReader/interning(_:)``).
+    private let applierIdentifiers = IdentifierCache(slotCount: SegmentReadAhead.identifierSlots)
     /// The digests and listing hashes of the batches the applying thread decodes itself, their storage reused from
     /// one to the next (the batch before is let go of by then).
     private var applierDigests: [CommandDigest?] = []
     private var applierListingHashes: [UInt64] = []
     private var finished = false
+
+    /// The slots of each thread's ``IdentifierCache``: a segment's records name the listings and users of one
+    /// stretch of commands, and the checkpointer makes a reader for each catch-up.
+    static let identifierSlots = 512
 
     /// The last lsn whose record is only read past, not applied (a snapshot's, when recovery starts from one): its
     /// command's digest and listing hash are not computed (`nil` and 0).
@@ -136,6 +142,7 @@ final class SegmentReadAhead: @unchecked Sendable {
     private func read(with decoder: LZ4Frame.Decoder?, observe: (@Sendable (ReaderStep) -> Void)?) {
         // Microseconds to sleep after finding that the applying thread decoded batches itself.
         var backOff: UInt32 = 0
+        let identifiers = IdentifierCache(slotCount: Self.identifierSlots)
         var applierDecodesSeen = 0
         var steppedAside = false
         while true {
@@ -167,7 +174,7 @@ final class SegmentReadAhead: @unchecked Sendable {
             case .take: preconditionFailure("the reading thread takes no batches")
             case .decode(let from):
                 observe?(.claimed(batch: from.handedOver))
-                var reader = from.reader.using(decoder)
+                var reader = from.reader.using(decoder, identifiers: identifiers)
                 let item = Self.decode(&reader, digestsAfter: appliedAfter)
                 let wake = shared.withLock { shared in
                     shared.decodes.byReader += 1
@@ -256,7 +263,7 @@ final class SegmentReadAhead: @unchecked Sendable {
                 // Nothing decoded and nothing being decoded: this thread decodes the next batch itself, with its
                 // digests and listing hashes, which the apply would compute anyway and which let it look listings up
                 // by hash and load them a few commands ahead (with no reading thread, every batch comes this way).
-                var reader = from.reader.using(applierDecoder)
+                var reader = from.reader.using(applierDecoder, identifiers: applierIdentifiers)
                 let item = Self.decode(
                     &reader, digestsAfter: appliedAfter, into: &applierDigests, &applierListingHashes)
                 shared.withLock { shared in

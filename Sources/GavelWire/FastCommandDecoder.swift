@@ -58,11 +58,16 @@ public struct FastCommand: Sendable, Equatable {
 /// unknown or misspelled members, wrong types, other numbers, any byte outside ASCII, trailing text) gives `nil`,
 /// and the caller takes the generic path, so every error message still comes from the code that writes it.
 public enum FastCommandDecoder {
-    /// The message in `bytes`, or `nil` when it must take the generic path.
-    public static func decode(_ bytes: UnsafeRawBufferPointer) -> FastCommand? {
+    /// The message in `bytes`, or `nil` when it must take the generic path. Its listing and user names longer than
+    /// 15 bytes come from `identifiers` when given (one per thread: an event loop's), so that a name sent again
+    /// shares the storage of the first, and an actor spelled as `user` (the connection's own user) is `user`
+    /// itself; the request id, new each time, is always built.
+    public static func decode(
+        _ bytes: UnsafeRawBufferPointer, identifiers: IdentifierCache? = nil, user: String? = nil
+    ) -> FastCommand? {
         guard let base = bytes.baseAddress else { return nil }
         var scanner = Scanner(base: base.assumingMemoryBound(to: UInt8.self), count: bytes.count)
-        return scanner.message()
+        return scanner.message(identifiers: identifiers, user: user)
     }
 
     /// The message in `bytes`, or `nil` when it must take the generic path.
@@ -136,7 +141,7 @@ private struct Scanner {
         listing = id
     }
 
-    mutating func message() -> FastCommand? {
+    mutating func message(identifiers: IdentifierCache?, user: String?) -> FastCommand? {
         skipWhitespace()
         guard take(UInt8(ascii: "{")) else { return nil }
         skipWhitespace()
@@ -167,17 +172,28 @@ private struct Scanner {
         guard seen & ~allowed == 0, seen & required == required else { return nil }
         let small = SmallASCII.layoutHolds
         return FastCommand(
-            kind: kind, id: string(id, small: small), listing: string(listing, small: small),
-            actor: actor.map { string($0, small: small) }, onBehalfOf: onBehalfOf.map { string($0, small: small) },
+            kind: kind, id: string(id, small: small, cache: nil),
+            listing: string(listing, small: small, cache: identifiers),
+            actor: actor.map { span in
+                if let user, span.count > SmallASCII.capacity,
+                    IdentifierCache.holds(user, span.start, count: span.count)
+                {
+                    return user
+                }
+                return string(span, small: small, cache: identifiers)
+            },
+            onBehalfOf: onBehalfOf.map { string($0, small: small, cache: identifiers) },
             amount: amount, quantity: quantity, side: side, tif: tif, expiresAt: expiresAt)
     }
 
-    /// The identifier at `span` (ASCII, checked by ``identifier()``) as a `String`.
+    /// The identifier at `span` (ASCII, checked by ``identifier()``) as a `String`: inline when it is short enough,
+    /// else from `cache` when given.
     @inline(__always)
-    func string(_ span: Span, small: Bool) -> String {
+    func string(_ span: Span, small: Bool, cache: IdentifierCache?) -> String {
         if small, span.count <= SmallASCII.capacity {
             return SmallASCII.string(span.start, count: span.count, readableBefore: span.start - base)
         }
+        if let cache { return cache.string(span.start, count: span.count) }
         return String(decoding: UnsafeBufferPointer(start: span.start, count: span.count), as: UTF8.self)
     }
 

@@ -20,11 +20,18 @@ private func allocations(_ body: () -> Void) -> Int {
 
 private let counting = gavel_allocation_counting_available() != 0
 
-/// Decodes `frames` as the session does (fast path, then the connection's admission) and returns the commands.
-private func admitted(_ frames: [ByteBuffer], as admission: CommandAdmission, into commands: inout [Command]) {
+/// Decodes `frames` as the session does (fast path with its loop's `identifiers`, then the connection's admission)
+/// and returns the commands.
+private func admitted(
+    _ frames: [ByteBuffer], as admission: CommandAdmission, identifiers: IdentifierCache? = nil,
+    into commands: inout [Command]
+) {
     // By index: a debug build's `for-in` over an array allocates once per element.
     for index in frames.indices {
-        guard let frame = frames[index].withUnsafeReadableBytes(FastCommandDecoder.decode),
+        guard
+            let frame = frames[index].withUnsafeReadableBytes({
+                FastCommandDecoder.decode($0, identifiers: identifiers)
+            }),
             admission.takesFastPath(frame),
             case .submit(let command) = admission.admit(frame)
         else { continue }
@@ -32,10 +39,14 @@ private func admitted(_ frames: [ByteBuffer], as admission: CommandAdmission, in
     }
 }
 
-private func bidFrames(_ count: Int, id: (Int) -> String = { "b\($0)" }) -> [ByteBuffer] {
+private func bidFrames(
+    _ count: Int, id: (Int) -> String = { "b\($0)" }, listing: (Int) -> String = { "L\($0)" }, bidder: String = "ann"
+) -> [ByteBuffer] {
     (0..<count).map { k in
         ByteBuffer(
-            string: #"{"type":"bid","id":"\#(id(k))","listing":"L\#(k)","bidder":"ann","amount":\#(1_000 + k)}"#)
+            string:
+                #"{"type":"bid","id":"\#(id(k))","listing":"\#(listing(k))","bidder":"\#(bidder)","amount":\#(1_000 + k)}"#
+        )
     }
 }
 
@@ -60,13 +71,16 @@ struct CodecAllocationTests {
 
     /// The commands `frames` are admitted as from a connection of `principal`, and the allocations that took (after
     /// one frame to warm up).
-    private func admittedCounting(_ frames: [ByteBuffer], from principal: Principal) -> ([Command], Int) {
+    private func admittedCounting(
+        _ frames: [ByteBuffer], from principal: Principal, identifiers: IdentifierCache? = nil,
+        warmUp: Int = 1
+    ) -> ([Command], Int) {
         let admission = CommandAdmission(principal: principal)
         var commands: [Command] = []
         commands.reserveCapacity(frames.count)
-        admitted(Array(frames.prefix(1)), as: admission, into: &commands)
+        admitted(Array(frames.prefix(warmUp)), as: admission, identifiers: identifiers, into: &commands)
         commands.removeAll(keepingCapacity: true)
-        let count = allocations { admitted(frames, as: admission, into: &commands) }
+        let count = allocations { admitted(frames, as: admission, identifiers: identifiers, into: &commands) }
         return (commands, count)
     }
 
@@ -96,6 +110,44 @@ struct CodecAllocationTests {
             #expect(commands.count == 100)
             #expect(commands.allSatisfy { $0.id.utf8.count == length })
             #expect(count == (length > 15 ? 100 : 0), "ids of \(length) bytes")
+        }
+    }
+
+    /// Listing and user names of 16 to 64 bytes (UUID-like, as marketplaces have) decoded with the loop's
+    /// ``IdentifierCache``: once each listing has been seen, a bid costs one allocation (its request id, new each
+    /// time) where it cost three, and the names are the ones sent.
+    @Test func longListingAndUserNamesSeenBeforeCostNoAllocation() {
+        let listings = (0..<8).map { "listing-4f1c2b9e-8d7a-4c31-9b0e-2f6a5d3c1e\($0)" }
+        let bidder = "bidder-0b7c9e2a-5d41-4f8e-a6c3-1e9d7b2f4a60"
+        let frames = bidFrames(
+            400, id: { "request-0123456789-\($0)" }, listing: { listings[$0 % listings.count] }, bidder: bidder)
+        let principal = Principal(name: bidder, role: .bidder)
+        let (cached, withCache) = admittedCounting(
+            frames, from: principal, identifiers: IdentifierCache(), warmUp: listings.count)
+        let (plain, without) = admittedCounting(frames, from: principal)
+        #expect(cached == plain && cached.count == 400)
+        #expect(
+            cached[9]
+                == Command(id: "request-0123456789-9", listing: listings[1], body: .bid(bidder: bidder, amount: 1_009)))
+        #expect(withCache == 400)
+        #expect(without == 1_200)
+    }
+
+    /// A bid naming the connection's own user (as every bid from a bidder's app does) gets that user's `String`
+    /// itself, with no cache and no allocation; another name of the same length does not.
+    @Test func anActorSpelledAsTheConnectionsUserIsThatUsersString() {
+        let user = "bidder-0b7c9e2a-5d41-4f8e-a6c3-1e9d7b2f4a60"
+        let other = "bidder-0b7c9e2a-5d41-4f8e-a6c3-1e9d7b2f4a61"
+        let bits = { (s: String) in unsafeBitCast(s, to: (UInt64, UInt64).self) }
+        for (bidder, shared) in [(user, true), (other, false)] {
+            let frame = bidFrames(1, bidder: bidder)[0]
+            var decoded: FastCommand?
+            let count = allocations {
+                decoded = frame.withUnsafeReadableBytes { FastCommandDecoder.decode($0, user: user) }
+            }
+            #expect(decoded?.actor == bidder)
+            #expect((decoded.map { bits($0.actor!) == bits(user) } ?? false) == shared)
+            #expect(count == (shared ? 0 : 1), "\(bidder)")
         }
     }
 

@@ -2,6 +2,7 @@
 #define GAVEL_SHIMS_H
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 /// CRC-32C (Castagnoli) of `length` bytes, continuing from `crc` (0 to start). Uses the SSE4.2 instruction when the
 /// CPU has it, a table otherwise.
@@ -12,6 +13,9 @@ uint32_t gavel_crc32c(uint32_t crc, const void *data, size_t length);
 static inline void gavel_prefetch_for_write(const void *address) { __builtin_prefetch(address, 1, 3); }
 /// The same for reading.
 static inline void gavel_prefetch_for_read(const void *address) { __builtin_prefetch(address, 0, 3); }
+
+/// Whether the `length` bytes at `a` and `b` are equal (memcmp, inlined where Swift calls it).
+static inline int gavel_bytes_equal(const void *a, const void *b, size_t length) { return memcmp(a, b, length) == 0; }
 
 /// fdatasync(2), exposed because Glibc's module map does not always carry it.
 int gavel_fdatasync(int fd);
