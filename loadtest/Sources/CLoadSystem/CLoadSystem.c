@@ -1,6 +1,10 @@
 #define _GNU_SOURCE
+#include <errno.h>
 #include <sched.h>
 #include <sys/epoll.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
 
 #include "CLoadSystem.h"
 
@@ -23,6 +27,25 @@ int cload_epoll_wait(int epoll, uint64_t *tokens, uint32_t *flags, int capacity,
                    ((events[i].events & EPOLLOUT) ? 2u : 0u);
     }
     return ready;
+}
+
+int cload_epoll_wait_ns(int epoll, uint64_t *tokens, uint32_t *flags, int capacity, int64_t timeout_ns) {
+#ifdef SYS_epoll_pwait2
+    struct epoll_event events[256];
+    if (capacity > 256) capacity = 256;
+    if (timeout_ns < 0) timeout_ns = 0;
+    struct timespec timeout = {.tv_sec = timeout_ns / 1000000000, .tv_nsec = timeout_ns % 1000000000};
+    int ready = (int)syscall(SYS_epoll_pwait2, epoll, events, capacity, &timeout, NULL, 0);
+    if (ready >= 0 || errno != ENOSYS) {
+        for (int i = 0; i < ready; i++) {
+            tokens[i] = events[i].data.u64;
+            flags[i] = ((events[i].events & (EPOLLIN | EPOLLERR | EPOLLHUP)) ? 1u : 0u) |
+                       ((events[i].events & EPOLLOUT) ? 2u : 0u);
+        }
+        return ready;
+    }
+#endif
+    return cload_epoll_wait(epoll, tokens, flags, capacity, (int)((timeout_ns + 999999) / 1000000));
 }
 
 int cload_set_affinity(pid_t tid, const int *cpus, int count) {

@@ -14,6 +14,14 @@ import Histogram
 ///
 /// Results of one connection can come back in another order than sent (listings go through different queues): a
 /// request id `r<run>c<connection>-<n>` names slot `n % N` of the connection, where its send time is kept.
+///
+/// Paced (`--in-flight N --rate R`): the same connections and thread, but open loop. Bid `k` is due at `k / R`
+/// seconds after the start and goes on connection `(k / b) % connections`, where `b` is the bids due in one pacing
+/// step (at least 1: one send carries the bids one step makes due, not one send a bid), sent when due whatever the
+/// results, unless
+/// that connection already has N bids outstanding; then it waits there, in order, for a result to free a slot. Its
+/// latency counts from when it was due, not from when it could be sent, so a server that falls behind shows it in
+/// the latencies (no coordinated omission). The thread sleeps at most ``pacingStepNanos`` between sends.
 final class ClosedLoop: @unchecked Sendable {
     struct Plan {
         var inFlight: Int
@@ -27,7 +35,13 @@ final class ClosedLoop: @unchecked Sendable {
         var seed: UInt64
         var serverPID: Int32?
         var runID: String
+        /// Bids a second over all connections, paced (open loop); nil: closed loop.
+        var rate: Int? = nil
     }
+
+    /// The longest the paced loop sleeps between two rounds of sends: a bid goes out at most this long after it is
+    /// due (the kernel's timer slack, 50 µs, comes on top).
+    static let pacingStepNanos: Int64 = 100_000
 
     /// What the measured phase saw.
     struct Outcome {
@@ -57,6 +71,9 @@ final class ClosedLoop: @unchecked Sendable {
         var next = 0
         var open = true
         var waitingToWrite = false
+        /// Paced only: the due times of the bids waiting for a free slot, oldest first from `lateHead`.
+        var late: [UInt64] = []
+        var lateHead = 0
 
         var outstanding: Int { numbers.count - free.count }
 
@@ -204,6 +221,10 @@ final class ClosedLoop: @unchecked Sendable {
         var tokens = [UInt64](repeating: 0, count: 256)
         var flags = [UInt32](repeating: 0, count: 256)
         var openCount = connections.count
+        // Paced: nanoseconds between two bids, and how many have been due so far.
+        let interval = p.rate.map { 1e9 / Double($0) }
+        let block = p.rate.map { max(1, Int(Double($0) * Double(Self.pacingStepNanos) / 1e9)) } ?? 1
+        var due = 0
 
         let start = monotonicNanos()
         let measureStart = start + UInt64(p.warmupSeconds * 1e9)
@@ -212,7 +233,9 @@ final class ClosedLoop: @unchecked Sendable {
         var driverCPUStart: Double?
         var serverCPUStart: Double?
         var lastPrint = start
-        var refill: [Int] = Array(connections.indices)
+        // Connections with free slots to fill: all of them at the start of a closed loop; a paced loop fills its
+        // slots only with bids that are due.
+        var refill: [Int] = interval == nil ? Array(connections.indices) : []
 
         func closeConnection(_ index: Int, code: Int, reason: String) {
             guard connections[index].open else { return }
@@ -265,11 +288,24 @@ final class ClosedLoop: @unchecked Sendable {
                 if outstanding == 0 || now >= drainEnd { break }
             }
             if openCount == 0 { break }
-            // Send: top up every connection that had results (all of them at the start).
+            // Send: top up every connection that had results (all of them at the start); paced, send the bids due by
+            // now, on their connections, and the ones that waited for a slot.
             if sending {
+                if let interval {
+                    let dueNow = Int(Double(now - start) / interval) + 1
+                    while due < dueNow {
+                        let dueAt = start + UInt64(Double(due) * interval)
+                        let index = (due / block) % connections.count
+                        due += 1
+                        guard connections[index].open else { continue }
+                        connections[index].late.append(dueAt)
+                        if dueAt >= measureStart && dueAt < end { sent += 1 }
+                        refill.append(index)
+                    }
+                }
                 for index in refill where connections[index].open {
                     let c = connections[index]
-                    while let slot = c.free.popLast() {
+                    while interval == nil || c.lateHead < c.late.count, let slot = c.free.popLast() {
                         let number = c.next * p.inFlight + slot
                         c.next += 1
                         // Uniform (--zipf 0) takes one draw, not the sampler's search.
@@ -280,8 +316,17 @@ final class ClosedLoop: @unchecked Sendable {
                             to: &c.out, idPrefix: c.idPrefix, number: number, listing: listingIDs[listing],
                             bidder: c.bidder, amount: amount)
                         c.numbers[slot] = number
-                        c.sendTimes[slot] = now
-                        if now >= measureStart { sent += 1 }
+                        if interval != nil {
+                            c.sendTimes[slot] = c.late[c.lateHead]
+                            c.lateHead += 1
+                        } else {
+                            c.sendTimes[slot] = now
+                            if now >= measureStart { sent += 1 }
+                        }
+                    }
+                    if c.lateHead > 0 && c.lateHead == c.late.count {
+                        c.late.removeAll(keepingCapacity: true)
+                        c.lateHead = 0
                     }
                     flush(index)
                 }
@@ -300,8 +345,17 @@ final class ClosedLoop: @unchecked Sendable {
                 lastPrint = now
             }
             let wait = (sending ? min(end, measureStart > now ? measureStart : end) : drainEnd) - now
-            let timeout = Int32(min(100, max(1, wait / 1_000_000 + 1)))
-            let ready = cload_epoll_wait(epoll, &tokens, &flags, Int32(tokens.count), timeout)
+            let ready: Int32
+            if let interval, sending {
+                // Until the next bid is due, at most one pacing step.
+                let nextDue = start + UInt64(Double(due) * interval)
+                let nanos = nextDue > now ? Int64(nextDue - now) : 0
+                ready = cload_epoll_wait_ns(
+                    epoll, &tokens, &flags, Int32(tokens.count), min(nanos, Self.pacingStepNanos, Int64(wait)))
+            } else {
+                let timeout = Int32(min(100, max(1, wait / 1_000_000 + 1)))
+                ready = cload_epoll_wait(epoll, &tokens, &flags, Int32(tokens.count), timeout)
+            }
             guard ready >= 0 else {
                 if errno == EINTR { continue }
                 diagnostics.say("epoll_wait failed: \(String(cString: strerror(errno)))")

@@ -58,10 +58,14 @@ public struct LoadConfiguration: Sendable, Equatable {
     /// With `existing`: only listings whose id starts with this.
     public var existingPrefix: String?
     /// Closed loop (`--in-flight N`): each bidder connection keeps N bids outstanding and sends the next one as
-    /// each result arrives; `rate` is not used. nil: the open-loop schedule.
+    /// each result arrives; `rate` is not used. With `rateGiven` too, paced: the lean driver sends `rate` bids a
+    /// second on schedule (open loop), at most N outstanding a connection. nil: the open-loop schedule of the
+    /// general driver.
     public var inFlight: Int?
-    /// Whether `--rate` was given (refused with `inFlight`).
+    /// Whether `--rate` was given (with `inFlight`: the paced mode).
     public var rateGiven = false
+    /// Whether the run is the lean driver's paced open loop (`--in-flight` and `--rate`).
+    public var paced: Bool { inFlight != nil && rateGiven }
     /// The CPUs the driver process is pinned to (`--cpu`), nil: not pinned.
     public var cpus: CPUList?
 
@@ -198,11 +202,6 @@ public struct LoadConfiguration: Sendable, Equatable {
         if let cpus { try cpus.checkAllowed() }
         if let inFlight {
             if inFlight < 1 || inFlight > 4_096 { throw .invalid("--in-flight must be 1...4096 bids per connection") }
-            if rateGiven {
-                throw .invalid(
-                    "--rate sets the open-loop schedule; with --in-flight the driver sends as fast as results come back (closed loop): give one or the other"
-                )
-            }
             if preset != .steady || broadcast {
                 throw .invalid("--in-flight goes with --preset steady (english bids), without --broadcast")
             }

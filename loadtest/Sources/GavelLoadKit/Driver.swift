@@ -245,7 +245,7 @@ public final class Driver: @unchecked Sendable {
             drainSeconds: c.drainSeconds, listingIDs: listings.ids,
             firstAmount: listings.firstAmount, spacing: max(listings.spacing, ListingSet.existingSpacing), zipf: c.zipf,
             seed: c.seed,
-            serverPID: c.serverPID, runID: runID)
+            serverPID: c.serverPID, runID: runID, rate: c.paced ? c.rate : nil)
         let loop = ClosedLoop(plan: plan, diagnostics: diagnostics, progress: progress)
         let bidders = (0..<c.connections).map { (name: bidderName($0), source: source($0 + 1)) }
         let tokens = bidders.map { token(user: $0.name, role: "bidder") }

@@ -54,6 +54,9 @@ public struct Report: Sendable {
 
     /// The first line's load: the open-loop target, or the closed loop's bids in flight.
     var loadDescription: String {
+        if let inFlight = configuration.inFlight, configuration.paced {
+            return "paced at \(configuration.rate)/s (open loop), at most \(inFlight) in flight per connection"
+        }
         if let inFlight = configuration.inFlight {
             return "closed loop, \(inFlight) in flight per connection"
         }
@@ -133,7 +136,8 @@ public struct Report: Sendable {
             "existing": configuration.existing,
             "existing_skipped": existingSkipped,
             "zipf": configuration.zipf,
-            "target_rate": configuration.inFlight == nil ? configuration.rate as Any : NSNull() as Any,
+            "target_rate": configuration.inFlight == nil || configuration.paced
+                ? configuration.rate as Any : NSNull() as Any,
             "in_flight": configuration.inFlight.map { $0 as Any } ?? NSNull() as Any,
             "duration_s": configuration.durationSeconds,
             "warmup_s": configuration.warmupSeconds,

@@ -41,8 +41,11 @@ struct GavelLoad: AsyncParsableCommand {
             minute (from the end of the warm-up), and ending with the RSS growth after the first minute and the latency drift). Options given on the command line win.
 
             Closed loop (--in-flight N): each bidder connection keeps N english bids outstanding and sends its next \
-            bid as soon as a result arrives, so the rate is what the server answers; --rate is not used (giving both \
-            is refused) and there are no watchers (--watchers 0). Amounts rise on each listing across all \
+            bid as soon as a result arrives, so the rate is what the server answers, and there are no watchers \
+            (--watchers 0). With --rate R too, the same lean driver is paced (open loop): R bids a second are sent on \
+            schedule (the bids due in each 0.1 ms on one connection, the connections in turn) whatever the results, and one that finds its \
+            connection with N outstanding waits there for a free slot; its ack latency counts from when it was due, \
+            so a server that falls behind shows it. This reaches rates the general open loop cannot. Amounts rise on each listing across all \
             connections, so nearly every bid is accepted; one that arrives after a higher one may be refused as too \
             low and is reported under its error code. Ack latency runs from the bid's send to its result. The \
             measured phase runs on one thread over plain sockets and epoll, so the driver costs little CPU; the \
@@ -83,11 +86,14 @@ struct GavelLoad: AsyncParsableCommand {
     @Option(help: "Watcher connections (anonymous, one subscription each).") var watchers: Int?
     @Option(help: "Listings to open and bid on (with --existing: the most to use).") var listings: Int?
     @Option(help: "Zipf exponent of listing popularity (0 = uniform).") var zipf: Double?
-    @Option(help: "Target commands per second, all connections together (open loop; not with --in-flight).")
+    @Option(
+        help:
+            "Target commands per second, all connections together (open loop; with --in-flight, the lean driver paced)."
+    )
     var rate: Int?
     @Option(
         help:
-            "Closed loop: bids each bidder connection keeps outstanding, sending the next as each result arrives (--rate is not used; see above)."
+            "Closed loop: bids each bidder connection keeps outstanding, sending the next as each result arrives; with --rate, paced: the most outstanding a connection (see above)."
     )
     var inFlight: Int?
     @Option(help: "Pin the driver's threads to these CPUs, e.g. 1 or 0-1 (sched_setaffinity).") var cpu: String?

@@ -29,7 +29,7 @@ func scanned(_ chunks: [[UInt8]]) -> [ResultScanner.Event] {
 }
 
 @Suite struct ClosedLoopOptionTests {
-    @Test func inFlightMustBeOneTo4096AndIsRefusedWithRateNamingBoth() {
+    @Test func inFlightMustBeOneTo4096AndWithRateIsPaced() {
         let closedLoop: (inout LoadConfiguration) -> Void = {
             $0.watchers = 0
             $0.inFlight = 16
@@ -45,11 +45,35 @@ func scanned(_ chunks: [[UInt8]]) -> [ResultScanner.Event] {
                 closedLoop(&$0)
                 $0.inFlight = 5_000
             }?.contains("--in-flight") == true)
-        let both = problem {
-            closedLoop(&$0)
-            $0.rateGiven = true
-        }
-        #expect(both?.contains("--rate") == true && both?.contains("--in-flight") == true, "\(both ?? "passed")")
+        #expect(
+            problem {
+                closedLoop(&$0)
+                $0.rateGiven = true
+            } == nil)
+        var paced = LoadConfiguration()
+        paced.inFlight = 16
+        #expect(!paced.paced)
+        paced.rateGiven = true
+        #expect(paced.paced)
+        paced.inFlight = nil
+        #expect(!paced.paced)
+    }
+
+    @Test func theReportOfAPacedRunNamesItsRateAndInFlightAndHasATargetRate() throws {
+        var c = LoadConfiguration()
+        c.watchers = 0
+        c.inFlight = 64
+        c.rate = 50_000
+        c.rateGiven = true
+        var m = Measurements()
+        m.sent = 1_000
+        m.results = 1_000
+        let report = Report(
+            configuration: c, measurements: m, measuredSeconds: 10, connectionsHeld: 17, connectSeconds: 0.1)
+        #expect(report.table.contains("paced at 50000/s (open loop), at most 64 in flight per connection"))
+        let object = try #require(
+            try JSONSerialization.jsonObject(with: Data(report.json.utf8)) as? [String: Any])
+        #expect(object["in_flight"] as? Int == 64 && object["target_rate"] as? Int == 50_000)
     }
 
     @Test func inFlightGoesWithTheSteadyPresetWithoutWatchersFormatsOrIntervals() {

@@ -224,6 +224,27 @@ struct SmokeServer {
         #expect((report.driverCPUSeconds ?? -1) >= 0 && (report.serverCPUSeconds ?? 0) > 0)
     }
 
+    /// Paced: 400 bids a second on schedule over two connections, every one answered, as many sent as the
+    /// schedule says for the window (not as many as results allowed), and the report names the pace.
+    @Test(.timeLimit(.minutes(1)))
+    func aPacedRunSendsOnScheduleAndEveryBidIsAnswered() async throws {
+        guard let server = try await SmokeServer.start(secret: smokeSecret) else { return }
+        defer { server.stop() }
+        var c = closedLoopRun(port: server.port, listings: 20)
+        c.inFlight = 8
+        c.rate = 400
+        c.rateGiven = true
+        let (report, said) = try await runSaying(c)
+        let m = report.measurements
+        let scheduled = 400 * c.durationSeconds
+        #expect(abs(Double(m.sent) - scheduled) <= 2, "sent \(m.sent) of \(scheduled) due in the window")
+        #expect(m.results == m.sent, "every measured bid was answered: \(m.results) of \(m.sent)")
+        #expect(m.errors.keys.allSatisfy { $0 == "bid_too_low" }, "\(m.errors)")
+        #expect(m.closedByServer.isEmpty && said.isEmpty, "\(m.closedByServer) \(said)")
+        #expect(m.ack.totalCount == UInt64(m.results) && m.ack.valueAtPercentile(50) < 1_000_000)
+        #expect(report.table.contains("paced at 400/s (open loop), at most 8 in flight per connection"))
+    }
+
     @Test(.timeLimit(.minutes(1)))
     func aClosedLoopAgainstDefaultLimitsSaysAtOnceThatTheServerRateLimitsItAndWhatToChange() async throws {
         // gavel serve's defaults but for the connection rate: 200 commands/s per principal.

@@ -19,6 +19,10 @@ int cload_epoll_watch(int epoll, int fd, int modify, int writable, uint64_t toke
 /// writable) and returns how many, or -1 with errno.
 int cload_epoll_wait(int epoll, uint64_t *tokens, uint32_t *flags, int capacity, int timeout_ms);
 
+/// The same, waiting up to `timeout_ns` nanoseconds (epoll_pwait2; where the kernel lacks it, rounded up to whole
+/// milliseconds).
+int cload_epoll_wait_ns(int epoll, uint64_t *tokens, uint32_t *flags, int capacity, int64_t timeout_ns);
+
 /// Pins thread `tid` (0: the calling thread) to the CPUs whose numbers are in `cpus`; 0 or -1 with errno.
 int cload_set_affinity(pid_t tid, const int *cpus, int count);
 
