@@ -75,6 +75,9 @@ final class Checkpointer: @unchecked Sendable {
     private var events: [Event] = []
     /// The shadow's listings by the hash of their id, kept from one snapshot's replay to the next.
     private var listings = ReplayListings()
+    /// The listing and user names the shadow's journal reads, shared from one record to the next (the checkpointer's
+    /// thread only; as many slots as an event loop's, for the shadow reads every listing's commands).
+    private let identifiers: IdentifierCache
     /// The digests and listing hashes of the batch being replayed, their storage kept from one batch to the next.
     private var digests: [CommandDigest?] = []
     private var listingHashes: [UInt64] = []
@@ -85,7 +88,9 @@ final class Checkpointer: @unchecked Sendable {
     ) {
         self.directory = directory
         self.writtenEnd = writtenEnd
-        journal = JournalCursor(directory: directory, writtenEnd: writtenEnd)
+        let identifiers = IdentifierCache()
+        self.identifiers = identifiers
+        journal = JournalCursor(directory: directory, writtenEnd: writtenEnd, identifiers: identifiers)
         self.keepSnapshots = max(1, keepSnapshots)
         self.retention = retention
         self.engineConfiguration = engine
@@ -205,7 +210,7 @@ final class Checkpointer: @unchecked Sendable {
         } catch {
             // The shadow may be part way: the next snapshot makes a new one from recovery.
             shadow = nil
-            journal = JournalCursor(directory: directory, writtenEnd: writtenEnd)
+            journal = JournalCursor(directory: directory, writtenEnd: writtenEnd, identifiers: identifiers)
             fail(request, "\(error)")
             return
         }
@@ -266,7 +271,7 @@ final class Checkpointer: @unchecked Sendable {
             listings = ReplayListings()
             shadowLSN = report.lastLSN
             shadowChain = report.chain
-            journal = JournalCursor(directory: directory, writtenEnd: writtenEnd)
+            journal = JournalCursor(directory: directory, writtenEnd: writtenEnd, identifiers: identifiers)
         }
         guard shadowLSN == request.lsn else {
             throw CheckpointError("the journal ends at lsn \(shadowLSN), before the snapshot's lsn \(request.lsn)")
@@ -345,7 +350,7 @@ final class Checkpointer: @unchecked Sendable {
             }
             try directory.retire(segment.path)
             if journal.segmentPath == segment.path {
-                journal = JournalCursor(directory: directory, writtenEnd: writtenEnd)
+                journal = JournalCursor(directory: directory, writtenEnd: writtenEnd, identifiers: identifiers)
             }
             logger.debug(
                 "journal segment \(segment.path) \(directory.archive == nil ? "removed" : "archived"): covered by snapshot at lsn \(oldestKept.lsn)"

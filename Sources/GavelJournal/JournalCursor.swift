@@ -1,3 +1,5 @@
+import GavelCore
+
 /// Reads the journal's batches in order across its segments, a window of a segment at a time, and follows the
 /// segment being appended to: what a replay that goes on for a long time (a feed's catch-up, the checkpointer's
 /// shadow) reads the journal with. A segment (64 MiB by default) is never read whole: a window ends where it ends,
@@ -15,13 +17,25 @@ struct JournalCursor {
     /// How far the running journal has written, when one is appending to the directory.
     let writtenEnd: JournalWrittenEnd?
     private var reader: SegmentReader?
+    /// Where the records' listing and user names come from (``SegmentReader/interning(_:)``), when set; the cursor
+    /// is read on one thread, and so is the cache.
+    let identifiers: IdentifierCache?
     /// The path of the segment `reader` reads.
     private(set) var segmentPath = ""
 
-    init(directory: DataDirectory, window: Int = 4 << 20, writtenEnd: JournalWrittenEnd? = nil) {
+    init(
+        directory: DataDirectory, window: Int = 4 << 20, writtenEnd: JournalWrittenEnd? = nil,
+        identifiers: IdentifierCache? = nil
+    ) {
         self.directory = directory
         self.window = max(64, window)
         self.writtenEnd = writtenEnd
+        self.identifiers = identifiers
+    }
+
+    /// `reader` taking its names from ``identifiers``, when set.
+    private func interning(_ reader: SegmentReader) -> SegmentReader {
+        identifiers.map { reader.interning($0) } ?? reader
     }
 
     /// The next batch of the journal, or `nil` when it holds nothing more yet. `wanted` is the lsn after the last
@@ -54,7 +68,7 @@ struct JournalCursor {
             return false
         }
         let span = offset == current.base ? 2 * (current.end - current.base) : window
-        reader = try reread(current, at: offset, limit: max(window, span))
+        reader = interning(try reread(current, at: offset, limit: max(window, span)))
         return true
     }
 
@@ -104,7 +118,7 @@ struct JournalCursor {
             guard readable(segment.path, firstLSN: segment.firstLSN) > current.offset else { return false }
             let again = try reread(
                 current, at: current.offset, limit: current.reachedUnwrittenSpace ? min(window, 64 << 10) : window)
-            reader = again
+            reader = interning(again)
             return !again.nextFrameUnwritten
         }
         let available = readable(segment.path, firstLSN: segment.firstLSN)
@@ -120,7 +134,7 @@ struct JournalCursor {
         if let before = reader?.chain ?? chain, next.header.firstLSN == wanted, next.header.previousChain != before {
             throw .unreadable("journal segment \(segment.path) does not chain to the one before")
         }
-        reader = next
+        reader = interning(next)
         segmentPath = segment.path
         return true
     }

@@ -75,7 +75,9 @@ public final class JournalReplay {
         throws(ReplayStartError)
     {
         self.requestsFromJournal = requestsFromJournal
-        journal = JournalCursor(directory: directory, window: window, writtenEnd: writtenEnd)
+        journal = JournalCursor(
+            directory: directory, window: window, writtenEnd: writtenEnd,
+            identifiers: IdentifierCache())
         self.firstLSN = max(1, from)
         let segments = directory.segments()
         var start: (Engine, ChainMark)?
