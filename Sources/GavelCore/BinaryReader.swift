@@ -16,6 +16,9 @@ public struct BinaryReader {
     private let end: Int
     /// Where ``readIdentifier()`` takes the identifiers too long to be stored inline from, when set.
     public var identifiers: IdentifierCache?
+    /// The slots of the ``identifiers`` cache ``readIdentifier()`` makes at the first long name, when none is set:
+    /// bytes whose names are all short (inline strings) cost no cache.
+    public var identifierSlotsWhenNeeded: Int?
 
     public init(_ bytes: [UInt8], offset: Int = 0, end: Int? = nil, identifiers: IdentifierCache? = nil) {
         self.bytes = bytes
@@ -71,7 +74,13 @@ public struct BinaryReader {
     /// ``readString()``, but one of more than 15 ASCII bytes comes from ``identifiers`` when it is set, so that the
     /// same name read twice shares one storage.
     public mutating func readIdentifier() throws(DecodingError) -> String {
-        try readString(interning: identifiers)
+        if identifiers == nil, let slots = identifierSlotsWhenNeeded, end - offset >= 4,
+            UInt32(bytes[offset]) | UInt32(bytes[offset + 1]) << 8 | UInt32(bytes[offset + 2]) << 16
+                | UInt32(bytes[offset + 3]) << 24 > UInt32(SmallASCII.capacity)
+        {
+            identifiers = IdentifierCache(slotCount: slots)
+        }
+        return try readString(interning: identifiers)
     }
 
     @inline(__always)

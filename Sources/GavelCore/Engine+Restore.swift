@@ -20,7 +20,9 @@ extension Engine {
     public static func restore(from bytes: [UInt8], defaults: EngineConfiguration = EngineConfiguration())
         throws(DecodingError) -> Engine
     {
-        var r = BinaryReader(bytes, identifiers: IdentifierCache(slotCount: 4_096))
+        var r = BinaryReader(bytes)
+        // Names shared from one mention to the next (a cache made at the first name too long to be inline).
+        r.identifierSlotsWhenNeeded = IdentifierCache.defaultSlotCount
         let version = try r.readUInt32()
         guard (1...stateVersion).contains(version) else {
             throw r.fail(

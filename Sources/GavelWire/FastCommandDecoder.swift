@@ -58,6 +58,12 @@ public struct FastCommand: Sendable, Equatable {
 /// unknown or misspelled members, wrong types, other numbers, any byte outside ASCII, trailing text) gives `nil`,
 /// and the caller takes the generic path, so every error message still comes from the code that writes it.
 public enum FastCommandDecoder {
+    /// The message in `bytes`, or `nil` when it must take the generic path (every string built; a function to pass
+    /// where one argument is expected).
+    public static func decode(_ bytes: UnsafeRawBufferPointer) -> FastCommand? {
+        decode(bytes, identifiers: nil, user: nil)
+    }
+
     /// The message in `bytes`, or `nil` when it must take the generic path. Its listing and user names longer than
     /// 15 bytes come from `identifiers` when given (one per thread: an event loop's), so that a name sent again
     /// shares the storage of the first, and an actor spelled as `user` (the connection's own user) is `user`

@@ -71,6 +71,28 @@ import Testing
         #expect(empty.withUnsafeBufferPointer { cache.string($0.baseAddress!, count: 0) } == "")
     }
 
+    /// A reader told to make its cache when needed (the snapshot loader) makes none for names that are all inline,
+    /// and one at the first long name, which the names after it then share.
+    @Test func aReaderMakesItsCacheOnlyAtTheFirstLongName() throws {
+        var w = BinaryWriter()
+        for n in 0..<3 {
+            Command(id: "r\(n)", listing: "L1", body: .bid(bidder: "ann", amount: 100)).encode(into: &w)
+        }
+        var short = BinaryReader(w.bytes)
+        short.identifierSlotsWhenNeeded = 64
+        for _ in 0..<3 { _ = try Command.decode(from: &short) }
+        #expect(short.isAtEnd && short.identifiers == nil)
+        let listing = "listing-0123456789abcdef"
+        for n in 0..<2 {
+            Command(id: "r\(n)", listing: listing, body: .bid(bidder: "ann", amount: 100)).encode(into: &w)
+        }
+        var long = BinaryReader(w.bytes)
+        long.identifierSlotsWhenNeeded = 64
+        let commands = try (0..<5).map { _ in try Command.decode(from: &long) }
+        #expect(long.isAtEnd && long.identifiers?.slotCount == 64)
+        #expect(commands[3].listing == listing && Self.bits(commands[3].listing) == Self.bits(commands[4].listing))
+    }
+
     /// A reader with a cache: each listing and user name read again (journal records, snapshots) shares the
     /// first one's storage; the request ids, read with `readString`, never do; the values are those written.
     @Test func aReaderWithACacheSharesNamesAndNotRequestIDs() throws {

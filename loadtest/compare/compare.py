@@ -22,7 +22,8 @@ and how Gavel's CPU divides between its threads over the whole run (event loops,
 The earlier open-loop comparison (`--mode open`; Gavel at stepped rates, Redis and PostgreSQL closed loop,
 unpinned):
 
-- Gavel: `gavel serve --fsync always`, driven over WebSocket by `gavel-load` (open loop, stepped rates).
+- Gavel: `gavel serve --fsync always`, driven over WebSocket by `gavel-load --in-flight 4096 --rate R` (the lean
+  driver paced: an open loop at stepped rates, each bid's latency from when it was due).
 - Redis 7: the bid logic in a Lua script (english_bid.lua), `appendonly yes`, `appendfsync always`, driven by
   `redis-benchmark` (C, pipelining off).
 - PostgreSQL 15: the bid logic in a PL/pgSQL function with `SELECT ... FOR UPDATE` (english_bid.sql),
@@ -327,8 +328,9 @@ def run_gavel(args, work):
             report = os.path.join(work, f"gavel-{rate}.json")
             subprocess.run(
                 [args.gavel_load, "--url", f"ws://127.0.0.1:{port}/ws", "--connections",
-                 str(args.clients), "--watchers", "0", "--listings", str(args.listings), "--zipf", "0", "--rate",
-                 str(rate), "--duration", str(args.duration), "--warmup", "2", "--quiet", "--json", report],
+                 str(args.clients), "--watchers", "0", "--listings", str(args.listings), "--zipf", "0",
+                 "--in-flight", "4096", "--rate", str(rate), "--duration", str(args.duration), "--warmup", "2",
+                 "--quiet", "--json", report],
                 check=True, capture_output=True, timeout=args.duration + 120)
             with open(report) as f:
                 r = json.load(f)
@@ -350,7 +352,7 @@ def run_gavel(args, work):
         best = steps[0]
     return {"system": "Gavel (gavel serve --fsync always, WebSocket)", "rate": best["rate"], "p50_ms": best["p50_ms"],
             "p99_ms": best["p99_ms"], "max_ms": best["max_ms"], "errors": best["errors"],
-            "note": f"gavel-load -c {args.clients}, open loop; highest sustained of {[s['target'] for s in steps]}",
+            "note": f"gavel-load -c {args.clients}, paced open loop; highest sustained of {[s['target'] for s in steps]}",
             "steps": steps}
 
 
@@ -960,7 +962,7 @@ def main():
                         os.path.join(ROOT, "loadtest/.build/release/gavel-load"),
                         help="the gavel-load binary (default: the newer of .build/release and loadtest/.build/release)")
     parser.add_argument("--gavel-rates", type=lambda s: [int(x) for x in s.split(",")],
-                        default=[2000, 5000, 10000, 20000, 40000, 80000])
+                        default=[2000, 5000, 10000, 20000, 40000, 80000, 120000, 160000])
     parser.add_argument("--only", choices=["gavel", "redis", "postgres", "fanout"], action="append",
                         help="run only these systems; fanout runs the fan-out comparison instead, on its own")
     parser.add_argument("--fanout-watchers", "--watchers", type=numbers, default=[100, 1000],
