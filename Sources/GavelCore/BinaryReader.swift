@@ -49,10 +49,16 @@ public struct BinaryReader {
     }
 
     public mutating func readUInt32() throws(DecodingError) -> UInt32 {
-        guard end - offset >= 4 else { throw fail("unexpected end of data") }
+        guard let value = peekUInt32() else { throw fail("unexpected end of data") }
+        offset += 4
+        return value
+    }
+
+    /// The `UInt32` ``readUInt32()`` would read next, without reading it; `nil` when fewer than 4 bytes are left.
+    private func peekUInt32() -> UInt32? {
+        guard end - offset >= 4 else { return nil }
         var value: UInt32 = 0
         for i in 0..<4 { value |= UInt32(bytes[offset + i]) << (8 * UInt32(i)) }
-        offset += 4
         return value
     }
 
@@ -74,9 +80,8 @@ public struct BinaryReader {
     /// ``readString()``, but one of more than 15 ASCII bytes comes from ``identifiers`` when it is set, so that the
     /// same name read twice shares one storage.
     public mutating func readIdentifier() throws(DecodingError) -> String {
-        if identifiers == nil, let slots = identifierSlotsWhenNeeded, end - offset >= 4,
-            UInt32(bytes[offset]) | UInt32(bytes[offset + 1]) << 8 | UInt32(bytes[offset + 2]) << 16
-                | UInt32(bytes[offset + 3]) << 24 > UInt32(SmallASCII.capacity)
+        if identifiers == nil, let slots = identifierSlotsWhenNeeded, let count = peekUInt32(),
+            count > SmallASCII.capacity
         {
             identifiers = IdentifierCache(slotCount: slots)
         }

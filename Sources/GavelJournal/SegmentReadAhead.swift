@@ -108,8 +108,8 @@ final class SegmentReadAhead: @unchecked Sendable {
     private var applierListingHashes: [UInt64] = []
     private var finished = false
 
-    /// The slots of each thread's ``IdentifierCache``: a segment's records name the listings and users of one
-    /// stretch of commands, and the checkpointer makes a reader for each catch-up.
+    /// The slots of each thread's ``IdentifierCache``: a read-ahead reads one segment, whose records name the
+    /// listings and users of one stretch of commands, and recovery makes one for each segment.
     static let identifierSlots = 512
 
     /// The last lsn whose record is only read past, not applied (a snapshot's, when recovery starts from one): its

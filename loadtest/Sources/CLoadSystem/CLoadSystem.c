@@ -17,16 +17,20 @@ int cload_epoll_watch(int epoll, int fd, int modify, int writable, uint64_t toke
     return epoll_ctl(epoll, modify ? EPOLL_CTL_MOD : EPOLL_CTL_ADD, fd, &event);
 }
 
-int cload_epoll_wait(int epoll, uint64_t *tokens, uint32_t *flags, int capacity, int timeout_ms) {
-    struct epoll_event events[256];
-    if (capacity > 256) capacity = 256;
-    int ready = epoll_wait(epoll, events, capacity, timeout_ms);
+/* The `ready` events' tokens and flags, as the wait functions below return them. */
+static int copy_events(const struct epoll_event *events, int ready, uint64_t *tokens, uint32_t *flags) {
     for (int i = 0; i < ready; i++) {
         tokens[i] = events[i].data.u64;
         flags[i] = ((events[i].events & (EPOLLIN | EPOLLERR | EPOLLHUP)) ? 1u : 0u) |
                    ((events[i].events & EPOLLOUT) ? 2u : 0u);
     }
     return ready;
+}
+
+int cload_epoll_wait(int epoll, uint64_t *tokens, uint32_t *flags, int capacity, int timeout_ms) {
+    struct epoll_event events[256];
+    if (capacity > 256) capacity = 256;
+    return copy_events(events, epoll_wait(epoll, events, capacity, timeout_ms), tokens, flags);
 }
 
 int cload_epoll_wait_ns(int epoll, uint64_t *tokens, uint32_t *flags, int capacity, int64_t timeout_ns) {
@@ -36,14 +40,7 @@ int cload_epoll_wait_ns(int epoll, uint64_t *tokens, uint32_t *flags, int capaci
     if (timeout_ns < 0) timeout_ns = 0;
     struct timespec timeout = {.tv_sec = timeout_ns / 1000000000, .tv_nsec = timeout_ns % 1000000000};
     int ready = (int)syscall(SYS_epoll_pwait2, epoll, events, capacity, &timeout, NULL, 0);
-    if (ready >= 0 || errno != ENOSYS) {
-        for (int i = 0; i < ready; i++) {
-            tokens[i] = events[i].data.u64;
-            flags[i] = ((events[i].events & (EPOLLIN | EPOLLERR | EPOLLHUP)) ? 1u : 0u) |
-                       ((events[i].events & EPOLLOUT) ? 2u : 0u);
-        }
-        return ready;
-    }
+    if (ready >= 0 || errno != ENOSYS) return copy_events(events, ready, tokens, flags);
 #endif
     return cload_epoll_wait(epoll, tokens, flags, capacity, (int)((timeout_ns + 999999) / 1000000));
 }

@@ -17,11 +17,11 @@ import Histogram
 ///
 /// Paced (`--in-flight N --rate R`): the same connections and thread, but open loop. Bid `k` is due at `k / R`
 /// seconds after the start and goes on connection `(k / b) % connections`, where `b` is the bids due in one pacing
-/// step (at least 1: one send carries the bids one step makes due, not one send a bid), sent when due whatever the
-/// results, unless
-/// that connection already has N bids outstanding; then it waits there, in order, for a result to free a slot. Its
-/// latency counts from when it was due, not from when it could be sent, so a server that falls behind shows it in
-/// the latencies (no coordinated omission). The thread sleeps at most ``pacingStepNanos`` between sends.
+/// step (at least 1: one send carries the bids one step makes due, not one send a bid). It is sent when due whatever
+/// the results, unless that connection already has N bids outstanding; then it waits there, in order, for a result
+/// to free a slot. Its latency counts from when it was due, not from when it could be sent, so a server that falls
+/// behind shows it in the latencies (no coordinated omission). The thread sleeps at most ``pacingStepNanos`` between
+/// sends.
 final class ClosedLoop: @unchecked Sendable {
     struct Plan {
         var inFlight: Int
@@ -227,6 +227,8 @@ final class ClosedLoop: @unchecked Sendable {
         var due = 0
 
         let start = monotonicNanos()
+        // When bid `k` is due (paced only).
+        func dueTime(_ k: Int, every interval: Double) -> UInt64 { start + UInt64(Double(k) * interval) }
         let measureStart = start + UInt64(p.warmupSeconds * 1e9)
         let end = measureStart + UInt64(p.durationSeconds * 1e9)
         let drainEnd = end + UInt64(p.drainSeconds * 1e9)
@@ -294,7 +296,7 @@ final class ClosedLoop: @unchecked Sendable {
                 if let interval {
                     let dueNow = Int(Double(now - start) / interval) + 1
                     while due < dueNow {
-                        let dueAt = start + UInt64(Double(due) * interval)
+                        let dueAt = dueTime(due, every: interval)
                         let index = (due / block) % connections.count
                         due += 1
                         guard connections[index].open else { continue }
@@ -348,7 +350,7 @@ final class ClosedLoop: @unchecked Sendable {
             let ready: Int32
             if let interval, sending {
                 // Until the next bid is due, at most one pacing step.
-                let nextDue = start + UInt64(Double(due) * interval)
+                let nextDue = dueTime(due, every: interval)
                 let nanos = nextDue > now ? Int64(nextDue - now) : 0
                 ready = cload_epoll_wait_ns(
                     epoll, &tokens, &flags, Int32(tokens.count), min(nanos, Self.pacingStepNanos, Int64(wait)))
